@@ -1,0 +1,92 @@
+/**
+ * \file config.h
+ * \brief The model's hyper-parameters, read from a Hugging Face `config.json`.
+ *
+ * Every architectural key is required: the two families of defaults in
+ * circulation (DeepSeek's remote code and native transformers) disagree, so
+ * a missing key is an error rather than a guess (SPEC §1.2). The few keys
+ * that released configs may omit without changing the model get the
+ * remote-code default, listed in config_load()'s documentation.
+ */
+#ifndef DSV2_CONFIG_H
+#define DSV2_CONFIG_H
+
+#include <stdbool.h>
+
+/** How the router picks experts (`topk_method`, SPEC §3.6.3). */
+typedef enum {
+    TOPK_GREEDY,               /**< "greedy": the K largest scores (V2-Lite) */
+    TOPK_GROUP_LIMITED_GREEDY, /**< "group_limited_greedy": best topk_group groups by group max (V2) */
+    TOPK_NOAUX_TC,             /**< "noaux_tc": V3's biased sigmoid scores, groups by top-2 sum */
+} TopkMethod;
+
+/** How router logits become affinities (`scoring_func`). */
+typedef enum {
+    SCORING_SOFTMAX, /**< s = softmax(g) over all experts (V2) */
+    SCORING_SIGMOID, /**< s = sigmoid(g) per expert (V3) */
+} ScoringFunc;
+
+/** Hyper-parameters of a DeepSeek-V2-family model. Names follow SPEC's notation. */
+typedef struct {
+    int vocab_size;          /**< vocabulary size */
+    int hidden_size;         /**< D */
+    int num_hidden_layers;   /**< number of decoder layers */
+    int num_attention_heads; /**< n_h */
+    int q_lora_rank;         /**< d_c' (query compression); 0 when the config says null (V2-Lite) */
+    int kv_lora_rank;        /**< d_c, width of the cached latent c^KV */
+    int qk_nope_head_dim;    /**< d_n, per-head query/key width without RoPE */
+    int qk_rope_head_dim;    /**< d_r, width of the decoupled RoPE parts q^R, k^R */
+    int v_head_dim;          /**< d_v */
+    int intermediate_size;   /**< I, width of the dense SwiGLU FFN */
+    int moe_intermediate_size; /**< I_e, width of one expert */
+    int n_routed_experts;    /**< E (0: every layer is dense) */
+    int n_shared_experts;    /**< N_s, fused into one SwiGLU of width N_s·I_e */
+    int num_experts_per_tok; /**< K */
+    int first_k_dense_replace; /**< layers [0, first_k_dense_replace) are dense */
+    int moe_layer_freq;      /**< a layer l ≥ first_k_dense_replace is MoE iff l % freq == 0 */
+    TopkMethod topk_method;  /**< expert selection rule */
+    int n_group;             /**< G, expert groups (= devices in the paper's device-limited routing) */
+    int topk_group;          /**< G_k (= M, devices a token may reach) */
+    bool norm_topk_prob;     /**< renormalize the K selected weights */
+    float routed_scaling_factor; /**< multiplies routed weights (16 for V2) */
+    ScoringFunc scoring_func;  /**< softmax for V2 */
+    float rms_norm_eps;      /**< ε inside every RMSNorm's square root */
+    int max_position_embeddings; /**< longest sequence the model accepts */
+    float rope_theta;        /**< θ, RoPE base */
+    bool rope_yarn;          /**< true when rope_scaling is YaRN; false for plain RoPE */
+    float rope_factor;       /**< s, YaRN scale factor */
+    int rope_original_max_position; /**< L0, YaRN's original context */
+    float rope_beta_fast;    /**< β_f */
+    float rope_beta_slow;    /**< β_s */
+    float rope_mscale;       /**< `mscale` (cos/sin factor numerator) */
+    float rope_mscale_all_dim; /**< `mscale_all_dim` (softmax m², and cos/sin denominator) */
+    int bos_token_id;        /**< beginning-of-sequence id (−1 when absent) */
+    int eos_token_id;        /**< end-of-sequence id (−1 when absent) */
+} ModelConfig;
+
+/**
+ * Reads and validates `path` (a config.json).
+ *
+ * Required keys: vocab_size, hidden_size, num_hidden_layers,
+ * num_attention_heads, q_lora_rank (integer or null), kv_lora_rank,
+ * qk_nope_head_dim, qk_rope_head_dim, v_head_dim, intermediate_size,
+ * max_position_embeddings, rms_norm_eps, and, when n_routed_experts is not
+ * null, moe_intermediate_size, n_shared_experts, num_experts_per_tok,
+ * topk_method, first_k_dense_replace. Optional, with DeepSeek's remote-code
+ * defaults: moe_layer_freq 1, n_group/topk_group 1, norm_topk_prob false,
+ * routed_scaling_factor 1, scoring_func "softmax", rope_theta 10000,
+ * rope_scaling null (plain RoPE), bos/eos absent, tie_word_embeddings false
+ * (true is rejected). RoPE scaling is read from `rope_scaling` (released
+ * checkpoints) or from transformers ≥ 5's `rope_parameters`.
+ *
+ * \return 0, or −1 with one error line naming the file and key (ds_last_error()).
+ */
+int config_load(const char *path, ModelConfig *cfg);
+
+/** True when layer l uses the MoE FFN (SPEC §3.6.1), false for the dense FFN. */
+bool config_layer_is_moe(const ModelConfig *cfg, int l);
+
+/** d_q = d_n + d_r, the query/key head width. */
+int config_qk_head_dim(const ModelConfig *cfg);
+
+#endif

@@ -1,0 +1,188 @@
+/**
+ * \file mla.c
+ * \brief Multi-head Latent Attention, expanded and absorbed (see mla.h).
+ */
+#include "mla.h"
+
+#include "error.h"
+#include "rmsnorm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int latent_cache_init(LatentCache *c, const ModelConfig *cfg, int capacity)
+{
+    c->capacity = capacity;
+    c->c_kv = malloc((size_t)capacity * cfg->kv_lora_rank * sizeof(float));
+    c->k_rope = malloc((size_t)capacity * cfg->qk_rope_head_dim * sizeof(float));
+    if (!c->c_kv || !c->k_rope) {
+        latent_cache_free(c);
+        return ds_error("out of memory for a latent cache of %d positions", capacity);
+    }
+    return 0;
+}
+
+void latent_cache_free(LatentCache *c)
+{
+    free(c->c_kv);
+    free(c->k_rope);
+    memset(c, 0, sizeof *c);
+}
+
+// ANCHOR: mla_cache_bytes
+size_t mla_cache_bytes_per_token(const ModelConfig *cfg, size_t elem_size)
+{
+    /* per layer: ĉ_t (d_c) and k^R_t (d_r); nothing per head */
+    return (size_t)(cfg->kv_lora_rank + cfg->qk_rope_head_dim) * cfg->num_hidden_layers * elem_size;
+}
+// ANCHOR_END: mla_cache_bytes
+
+int mla_scratch_init(MlaScratch *s, const ModelConfig *cfg, int max_T, int ctx)
+{
+    const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg);
+    memset(s, 0, sizeof *s);
+    s->q = malloc(sizeof(float) * max_T * nh * dq);
+    s->c_q = malloc(sizeof(float) * max_T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1));
+    s->kv = malloc(sizeof(float) * max_T * (cfg->kv_lora_rank + cfg->qk_rope_head_dim));
+    s->o = malloc(sizeof(float) * max_T * nh * cfg->v_head_dim);
+    s->scores = malloc(sizeof(float) * ctx);
+    s->k_nope = malloc(sizeof(float) * ctx * (cfg->qk_nope_head_dim ? cfg->qk_nope_head_dim : 1));
+    s->v = malloc(sizeof(float) * ctx * cfg->v_head_dim);
+    s->q_lat = malloc(sizeof(float) * cfg->kv_lora_rank);
+    s->o_lat = malloc(sizeof(float) * cfg->kv_lora_rank);
+    if (!s->q || !s->c_q || !s->kv || !s->o || !s->scores || !s->k_nope || !s->v || !s->q_lat ||
+        !s->o_lat) {
+        mla_scratch_free(s);
+        return ds_error("out of memory for attention scratch (%d tokens, %d positions)", max_T, ctx);
+    }
+    return 0;
+}
+
+void mla_scratch_free(MlaScratch *s)
+{
+    free(s->q); free(s->c_q); free(s->kv); free(s->o); free(s->scores);
+    free(s->k_nope); free(s->v); free(s->q_lat); free(s->o_lat);
+    memset(s, 0, sizeof *s);
+}
+
+/* Numerically stable softmax of x[0..n) in place (float32, max subtracted). */
+static void softmax(float *x, int n)
+{
+    float max = x[0], sum = 0;
+    for (int j = 1; j < n; j++) max = fmaxf(max, x[j]);
+    for (int j = 0; j < n; j++) { x[j] = expf(x[j] - max); sum += x[j]; }
+    for (int j = 0; j < n; j++) x[j] /= sum;
+}
+
+// ANCHOR: mla_latent
+/* Compresses the new tokens into the cache: ĉ_t = RMSNorm(W^DKV a_t), k^R_t = RoPE_t(W^KR a_t). */
+static void mla_write_latents(const float *a, const MlaWeights *w, LatentCache *cache,
+                              const ModelConfig *cfg, const Rope *rope, int pos0, int T, float *kv)
+{
+    const int dc = cfg->kv_lora_rank, dr = cfg->qk_rope_head_dim;
+    linear(kv, a, &w->kv_a_proj, T);                          /* [c^KV_t ; k^R_raw_t], [T, d_c + d_r] */
+    for (int t = 0; t < T; t++) {
+        float *c_hat = cache->c_kv + (size_t)(pos0 + t) * dc;
+        float *k_r = cache->k_rope + (size_t)(pos0 + t) * dr;
+        const float *kv_t = kv + (size_t)t * (dc + dr);
+        rmsnorm_forward(c_hat, kv_t, w->kv_a_norm, 1, dc, cfg->rms_norm_eps); /* the latent only */
+        memcpy(k_r, kv_t + dc, sizeof(float) * dr);            /* the RoPE key bypasses the norm */
+        rope_rotate(k_r, rope, pos0 + t);
+    }
+}
+// ANCHOR_END: mla_latent
+
+// ANCHOR: mla_queries
+/* q_t = W^UQ/W^QR applied to a_t (or to ĉ^Q_t = RMSNorm(W^DQ a_t)); q^R rotated per head. */
+static void mla_queries(float *q, const float *a, const MlaWeights *w, const ModelConfig *cfg,
+                        const Rope *rope, int pos0, int T, float *c_q)
+{
+    const int nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg);
+    if (cfg->q_lora_rank) {
+        linear(c_q, a, &w->q_a_proj, T);                       /* c^Q_t = W^DQ a_t, [T, d_c'] */
+        rmsnorm_forward(c_q, c_q, w->q_a_norm, T, cfg->q_lora_rank, cfg->rms_norm_eps);
+        linear(q, c_q, &w->q_b_proj, T);                       /* [T, n_h·d_q] */
+    } else {
+        linear(q, a, &w->q_proj, T);
+    }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++)                           /* q^R_{t,h}: the last d_r of each head */
+            rope_rotate(q + ((size_t)t * nh + h) * dq + cfg->qk_nope_head_dim, rope, pos0 + t);
+}
+// ANCHOR_END: mla_queries
+
+// ANCHOR: mla_expanded
+/* Expanded form: per head, decompress k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j for every
+ * cached position, then s_{t,j} = σ (q^N_t·k^N_j + q^R_t·k^R_j), softmax, o_t = Σ p v_j. */
+static void mla_attend_expanded(float *o, const float *q, const MlaWeights *w,
+                                const LatentCache *cache, const ModelConfig *cfg,
+                                const Rope *rope, int pos0, int T, MlaScratch *s)
+{
+    const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int dv = cfg->v_head_dim, dq = dn + dr, ctx = pos0 + T;
+    for (int h = 0; h < nh; h++) {
+        const int row = h * (dn + dv);                         /* head h's block of kv_b_proj */
+        linear_rows(s->k_nope, cache->c_kv, &w->kv_b_proj, row, row + dn, ctx);   /* [ctx, d_n] */
+        linear_rows(s->v, cache->c_kv, &w->kv_b_proj, row + dn, row + dn + dv, ctx); /* [ctx, d_v] */
+        for (int t = 0; t < T; t++) {
+            const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
+            const int n_keys = pos0 + t + 1;                   /* causal: keys 0..pos0+t */
+            for (int j = 0; j < n_keys; j++)
+                s->scores[j] = rope->softmax_scale *
+                               (dot(q_nope, s->k_nope + (size_t)j * dn, dn) +
+                                dot(q_rope, cache->k_rope + (size_t)j * dr, dr));
+            softmax(s->scores, n_keys);
+            float *o_th = o + ((size_t)t * nh + h) * dv;
+            for (int d = 0; d < dv; d++) o_th[d] = 0;
+            for (int j = 0; j < n_keys; j++)
+                for (int d = 0; d < dv; d++) o_th[d] += s->scores[j] * s->v[(size_t)j * dv + d];
+        }
+    }
+}
+// ANCHOR_END: mla_expanded
+
+// ANCHOR: mla_absorbed
+/* Absorbed form: q^L = W^UK_hᵀ q^N (the query in latent space), s_{t,j} = σ (q^L·ĉ_j + q^R·k^R_j),
+ * o^L = Σ_j p_j ĉ_j (a weighted sum of latents), o_{t,h} = W^UV_h o^L. Nothing is decompressed. */
+static void mla_attend_absorbed(float *o, const float *q, const MlaWeights *w,
+                                const LatentCache *cache, const ModelConfig *cfg,
+                                const Rope *rope, int pos0, int T, MlaScratch *s)
+{
+    const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int dv = cfg->v_head_dim, dq = dn + dr, dc = cfg->kv_lora_rank;
+    for (int t = 0; t < T; t++) {
+        const int n_keys = pos0 + t + 1;
+        for (int h = 0; h < nh; h++) {
+            const int row = h * (dn + dv);
+            const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
+            linear_transposed_rows(s->q_lat, q_nope, &w->kv_b_proj, row, dn); /* W^UK_hᵀ q^N, [d_c] */
+            for (int j = 0; j < n_keys; j++)                   /* σ is still d_q^{-1/2}·m², not d_c's */
+                s->scores[j] = rope->softmax_scale *
+                               (dot(s->q_lat, cache->c_kv + (size_t)j * dc, dc) +
+                                dot(q_rope, cache->k_rope + (size_t)j * dr, dr));
+            softmax(s->scores, n_keys);
+            for (int c = 0; c < dc; c++) s->o_lat[c] = 0;
+            for (int j = 0; j < n_keys; j++)
+                for (int c = 0; c < dc; c++) s->o_lat[c] += s->scores[j] * cache->c_kv[(size_t)j * dc + c];
+            linear_rows(o + ((size_t)t * nh + h) * dv, s->o_lat, &w->kv_b_proj, row + dn,
+                        row + dn + dv, 1);                     /* W^UV_h o^L, [d_v] */
+        }
+    }
+}
+// ANCHOR_END: mla_absorbed
+
+// ANCHOR: mla_forward
+void mla_forward(float *out, const float *a, const MlaWeights *w, LatentCache *cache,
+                 const ModelConfig *cfg, const Rope *rope, int pos0, int T, MlaForm form,
+                 MlaScratch *s)
+{
+    mla_write_latents(a, w, cache, cfg, rope, pos0, T, s->kv);
+    mla_queries(s->q, a, w, cfg, rope, pos0, T, s->c_q);
+    if (form == MLA_EXPANDED)
+        mla_attend_expanded(s->o, s->q, w, cache, cfg, rope, pos0, T, s);
+    else
+        mla_attend_absorbed(s->o, s->q, w, cache, cfg, rope, pos0, T, s);
+    linear(out, s->o, &w->o_proj, T);                          /* W^O [o_{t,1}; …; o_{t,n_h}] */
+}
+// ANCHOR_END: mla_forward

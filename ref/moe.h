@@ -1,0 +1,64 @@
+/**
+ * \file moe.h
+ * \brief SwiGLU feed-forward networks: dense FFN, shared and routed experts (paper §2.2.1; SPEC §3.6).
+ *
+ * Every FFN in DeepSeek-V2 is a SwiGLU, FFN(x) = W_down (silu(W_gate x) ⊙ W_up x).
+ * Dense layers use one wide FFN. MoE layers (DeepSeekMoE) combine N_s
+ * shared experts, always active and stored fused as one SwiGLU of width
+ * N_s·I_e, with K of E fine-grained routed experts chosen per token:
+ *   h'_t = Σ_{i ∈ top-K} g_{i,t} FFN_i(b_t) + FFN_shared(b_t).
+ */
+#ifndef DSV2_MOE_H
+#define DSV2_MOE_H
+
+#include "config.h"
+#include "linear.h"
+
+/** One SwiGLU FFN: gate and up [I, D], down [D, I]. */
+typedef struct {
+    Mat gate; /**< W_gate [I, D] (through SiLU) */
+    Mat up;   /**< W_up [I, D] */
+    Mat down; /**< W_down [D, I] */
+} SwigluWeights;
+
+/** One MoE layer's weights. */
+typedef struct {
+    Mat router;            /**< W_gate of the router [E, D] (`mlp.gate.weight`) */
+    const float *bias;     /**< [E] e_score_correction_bias (noaux_tc), else NULL */
+    SwigluWeights *experts; /**< [E] routed experts, width I_e */
+    SwigluWeights shared;  /**< the N_s shared experts fused, width N_s·I_e (unused if N_s = 0) */
+} MoeWeights;
+
+/** Working memory for the FFNs, sized once for chunks of up to max_T tokens. */
+typedef struct {
+    float *hidden;  /**< [2, max_T, I_max] gate and up activations */
+    float *scores;  /**< [max_T, E] router logits, then affinities s_{i,t} */
+    int *expert;    /**< [max_T, K] chosen experts */
+    float *weight;  /**< [max_T, K] their weights g_{i,t} */
+    int *rows;      /**< [max_T·K] (token, slot) pairs routed to one expert */
+    float *x_in;    /**< [max_T, D] inputs gathered for one expert */
+    float *x_out;   /**< [max_T, D] that expert's outputs */
+    float *routed;  /**< [max_T, K, D] each token's K expert outputs, in slot order */
+} FfnScratch;
+
+/** Allocates scratch for chunks of up to max_T tokens. \return 0 or −1. */
+int ffn_scratch_init(FfnScratch *s, const ModelConfig *cfg, int max_T);
+/** Frees what ffn_scratch_init() allocated. */
+void ffn_scratch_free(FfnScratch *s);
+
+/**
+ * y = W_down (silu(W_gate x) ⊙ (W_up x)) for T tokens.
+ * y, x: [T, D] (float32; no overlap); hidden: scratch of 2·T·I floats.
+ */
+void swiglu_forward(float *y, const float *x, const SwigluWeights *w, int T, float *hidden);
+
+/**
+ * The MoE FFN for T tokens: route each token (router.h), run each routed
+ * expert once on all the tokens it received, combine each token's K outputs
+ * in selection order with their weights (float32), then add the shared
+ * experts' output. y, x: [T, D] float32, no overlap.
+ */
+void moe_forward(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
+                 FfnScratch *s);
+
+#endif

@@ -1,0 +1,75 @@
+/**
+ * \file router.c
+ * \brief MoE gate reference (see router.h).
+ */
+#include "router.h"
+
+#include <math.h>
+#include <stdbool.h>
+
+void router_scores(float *s, const float *g, int E, ScoringFunc scoring)
+{
+    if (scoring == SCORING_SIGMOID) {
+        for (int i = 0; i < E; i++) s[i] = 1.0f / (1.0f + expf(-g[i]));
+        return;
+    }
+    float max = g[0], sum = 0;
+    for (int i = 1; i < E; i++) max = fmaxf(max, g[i]);
+    for (int i = 0; i < E; i++) { s[i] = expf(g[i] - max); sum += s[i]; }
+    for (int i = 0; i < E; i++) s[i] /= sum;
+}
+
+/* The k best of score[0..n), best first; the lower index wins ties. */
+static void top_k(int *out, int k, const float *score, int n)
+{
+    bool taken[ROUTER_MAX_EXPERTS] = {false};
+    for (int r = 0; r < k; r++) {
+        int best = -1;
+        for (int i = 0; i < n; i++) {
+            if (taken[i]) continue;
+            if (best < 0 || score[i] > score[best]) best = i;
+        }
+        out[r] = best;
+        taken[best] = true;
+    }
+}
+
+// ANCHOR: router_select
+void router_select(int *idx, float *weight, const float *s, const float *bias,
+                   const ModelConfig *cfg)
+{
+    const int E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
+    const int G = cfg->n_group, per_group = E / G;
+    float sel[ROUTER_MAX_EXPERTS];                 /* the score experts are selected by */
+    for (int i = 0; i < E; i++) sel[i] = s[i] + (cfg->topk_method == TOPK_NOAUX_TC ? bias[i] : 0);
+
+    if (cfg->topk_method != TOPK_GREEDY) {
+        float group_score[ROUTER_MAX_EXPERTS];
+        for (int g = 0; g < G; g++) {
+            const float *x = sel + g * per_group;
+            float best = x[0], second = -INFINITY;
+            for (int i = 1; i < per_group; i++) {
+                if (x[i] > best) { second = best; best = x[i]; }
+                else if (x[i] > second) second = x[i];
+            }
+            /* V2: the group's best affinity; V3: the sum of its best two */
+            group_score[g] = cfg->topk_method == TOPK_NOAUX_TC ? best + second : best;
+        }
+        int kept[ROUTER_MAX_EXPERTS];
+        bool keep[ROUTER_MAX_EXPERTS] = {false};
+        top_k(kept, cfg->topk_group, group_score, G);
+        for (int r = 0; r < cfg->topk_group; r++) keep[kept[r]] = true;
+        for (int i = 0; i < E; i++)
+            if (!keep[i / per_group]) sel[i] = 0.0f;  /* as the released code: masked to 0, not −∞ */
+    }
+    top_k(idx, K, sel, E);
+
+    float sum = 0;
+    for (int k = 0; k < K; k++) { weight[k] = s[idx[k]]; sum += weight[k]; }
+    const bool normalise = cfg->norm_topk_prob && K > 1;
+    if (normalise)
+        for (int k = 0; k < K; k++) weight[k] /= sum + 1e-20f;
+    if (!normalise || cfg->topk_method == TOPK_NOAUX_TC)
+        for (int k = 0; k < K; k++) weight[k] *= cfg->routed_scaling_factor;
+}
+// ANCHOR_END: router_select
