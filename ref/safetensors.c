@@ -18,10 +18,14 @@
 /** Largest header the format allows (the reference reader's MAX_HEADER_SIZE). */
 #define ST_MAX_HEADER 100000000ull
 
+/* Orders by [begin, end): an empty tensor sorts before the tensor it shares its offset with.
+ * (During parsing, data holds the relative end offset; see parse_header.) */
 static int by_offset(const void *a, const void *b)
 {
     const StTensor *x = a, *y = b;
-    return x->file_offset < y->file_offset ? -1 : x->file_offset > y->file_offset;
+    if (x->file_offset != y->file_offset) return x->file_offset < y->file_offset ? -1 : 1;
+    uintptr_t xe = (uintptr_t)x->data, ye = (uintptr_t)y->data;
+    return xe < ye ? -1 : xe > ye;
 }
 
 static int by_name(const void *a, const void *b)
