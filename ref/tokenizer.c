@@ -605,7 +605,7 @@ static int add_split(Tokenizer *t, const char *file, const char *where, const ch
     pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
     int code;
     PCRE2_SIZE offset;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, opts, &code, &offset, cc);
     pcre2_compile_context_free(cc);
     if (!re) {
