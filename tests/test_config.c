@@ -1,0 +1,308 @@
+/**
+ * \file test_config.c
+ * \brief config.json: released layouts load with the right values; every malformed or
+ * out-of-range key is refused with one line naming the file, the key and the value.
+ *
+ * Each bad config is the golden Lite (or V2) config with one key changed, written
+ * into a scratch directory, so a failure can only come from that key.
+ */
+#include "check.h"
+#include "config.h"
+#include "error.h"
+#include "st_writer.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *g_dir;  /**< scratch directory of this suite */
+static char *g_path; /**< the config file the tests write and load */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_dir = stw_mkdtemp();
+    g_path = g_dir ? stw_path(g_dir, "config.json") : NULL;
+    return g_path ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    stw_rmdir(g_dir);
+    free(g_dir);
+    free(g_path);
+    return 0;
+}
+
+/* A golden fixture's config.json as a JSON object (the caller decrefs). */
+static json_t *golden(const char *fixture)
+{
+    char path[256];
+    snprintf(path, sizeof path, "tests/golden/%s/config.json", fixture);
+    json_t *root = json_load_file(path, 0, NULL);
+    if (!root) fail_msg("cannot read %s", path);
+    return root;
+}
+
+/* Writes root to g_path and decrefs it. */
+static void write_config(json_t *root)
+{
+    assert_int_equal(json_dump_file(root, g_path, JSON_INDENT(1)), 0);
+    json_decref(root);
+}
+
+/* config_load(g_path) must fail with exactly "<g_path>: <want>". */
+static void expect_error(const char *want)
+{
+    char line[1024];
+    snprintf(line, sizeof line, "%s: %s", g_path, want);
+    ModelConfig c;
+    ds_error_clear();
+    assert_int_equal(config_load(g_path, &c), -1);
+    assert_string_equal(ds_last_error(), line);
+}
+
+/* The fixture's config with key set to value (NULL value: key removed), expecting want. */
+static void expect_key_error(const char *fixture, const char *key, json_t *value, const char *want)
+{
+    json_t *root = golden(fixture);
+    if (value) json_object_set_new(root, key, value);
+    else json_object_del(root, key);
+    write_config(root);
+    expect_error(want);
+}
+
+/* The same inside rope_scaling. */
+static void expect_rope_error(const char *key, json_t *value, const char *want)
+{
+    json_t *root = golden("lite"), *rs = json_object_get(root, "rope_scaling");
+    if (value) json_object_set_new(rs, key, value);
+    else json_object_del(rs, key);
+    write_config(root);
+    expect_error(want);
+}
+
+static ModelConfig load_ok(const char *path)
+{
+    ModelConfig c;
+    if (config_load(path, &c)) fail_msg("%s", ds_last_error());
+    return c;
+}
+
+static void released_layouts(void **state)
+{
+    (void)state;
+    ModelConfig c = load_ok("tests/golden/lite/config.json");
+    assert_int_equal(c.vocab_size, 512);
+    assert_int_equal(c.hidden_size, 64);
+    assert_int_equal(c.q_lora_rank, 0);                    /* null: no query compression */
+    assert_int_equal(c.kv_lora_rank, 32);
+    assert_int_equal(config_qk_head_dim(&c), 24);
+    assert_int_equal(c.topk_method, TOPK_GREEDY);
+    assert_int_equal(c.n_routed_experts, 8);
+    assert_int_equal(c.num_experts_per_tok, 2);
+    assert_true(c.rope_yarn);
+    assert_true(c.rope_factor == 40.0f && c.rope_mscale == 0.707f && c.rope_mscale_all_dim == 0.707f);
+    assert_int_equal(c.rope_original_max_position, 4096);
+    assert_true(c.rms_norm_eps == 1e-6f);
+    assert_false(config_layer_is_moe(&c, 0));
+    assert_true(config_layer_is_moe(&c, 1) && config_layer_is_moe(&c, 2));
+
+    c = load_ok("tests/golden/v2/config.json");
+    assert_int_equal(c.q_lora_rank, 48);
+    assert_int_equal(c.topk_method, TOPK_GROUP_LIMITED_GREEDY);
+    assert_int_equal(c.n_group, 4);
+    assert_int_equal(c.topk_group, 2);
+    assert_true(c.routed_scaling_factor == 16.0f);
+    assert_false(c.norm_topk_prob);
+
+    c = load_ok("tests/golden/norope/config.json");
+    assert_false(c.rope_yarn);
+}
+
+static void optional_keys_take_remote_code_defaults(void **state)
+{
+    (void)state;
+    json_t *root = golden("lite");
+    static const char *const optional[] = {"moe_layer_freq", "n_group", "topk_group",
+                                           "norm_topk_prob", "routed_scaling_factor",
+                                           "scoring_func", "rope_theta", "bos_token_id",
+                                           "eos_token_id", "tie_word_embeddings"};
+    for (size_t i = 0; i < sizeof optional / sizeof *optional; i++) json_object_del(root, optional[i]);
+    json_object_del(json_object_get(root, "rope_scaling"), "beta_fast");
+    json_object_del(json_object_get(root, "rope_scaling"), "mscale_all_dim");
+    write_config(root);
+    ModelConfig c = load_ok(g_path);
+    assert_int_equal(c.moe_layer_freq, 1);
+    assert_int_equal(c.n_group, 1);
+    assert_int_equal(c.topk_group, 1);
+    assert_false(c.norm_topk_prob);
+    assert_true(c.routed_scaling_factor == 1.0f);
+    assert_int_equal(c.scoring_func, SCORING_SOFTMAX);
+    assert_true(c.rope_theta == 10000.0f);
+    assert_int_equal(c.bos_token_id, -1);
+    assert_true(c.rope_beta_fast == 32.0f);
+    assert_true(c.rope_mscale_all_dim == 0.0f);            /* R's default: no softmax m² */
+}
+
+static void rope_parameters_layout(void **state)
+{
+    (void)state;
+    /* transformers ≥ 5 writes rope_parameters with rope_type and rope_theta inside */
+    json_t *root = golden("lite"), *rs = json_object_get(root, "rope_scaling");
+    json_incref(rs);
+    json_object_del(root, "rope_scaling");
+    json_object_del(root, "rope_theta");
+    json_object_set_new(rs, "rope_type", json_string("yarn"));
+    json_object_del(rs, "type");
+    json_object_set_new(rs, "rope_theta", json_real(50000.0));
+    json_object_set_new(root, "rope_parameters", rs);
+    write_config(root);
+    ModelConfig c = load_ok(g_path);
+    assert_true(c.rope_yarn);
+    assert_true(c.rope_theta == 50000.0f);
+    assert_true(c.rope_factor == 40.0f);
+}
+
+static void moe_layer_frequency(void **state)
+{
+    (void)state;
+    json_t *root = golden("lite");
+    json_object_set_new(root, "num_hidden_layers", json_integer(6));
+    json_object_set_new(root, "first_k_dense_replace", json_integer(1));
+    json_object_set_new(root, "moe_layer_freq", json_integer(2));
+    write_config(root);
+    ModelConfig c = load_ok(g_path);
+    const bool want[6] = {false, false, true, false, true, false}; /* l ≥ 1 and l % 2 == 0 */
+    for (int l = 0; l < 6; l++) assert_int_equal(config_layer_is_moe(&c, l), want[l]);
+    root = golden("lite");
+    json_object_set_new(root, "n_routed_experts", json_null());
+    write_config(root);
+    c = load_ok(g_path);                                   /* no experts: every layer dense */
+    for (int l = 0; l < c.num_hidden_layers; l++) assert_false(config_layer_is_moe(&c, l));
+}
+
+static void missing_file(void **state)
+{
+    (void)state;
+    ModelConfig c;
+    assert_int_equal(config_load("tests/golden/none/config.json", &c), -1);
+    assert_string_equal(ds_last_error(), "tests/golden/none/config.json: cannot read: unable to "
+                                         "open tests/golden/none/config.json: No such file or "
+                                         "directory");
+}
+
+static void invalid_json(void **state)
+{
+    (void)state;
+    assert_int_equal(stw_write_text(g_path, "{\n  \"vocab_size\": 512,\n  \"hidden_size\": }\n"), 0);
+    expect_error("invalid JSON at line 3, column 18: unexpected token near '}'");
+    assert_int_equal(stw_write_text(g_path, "[1, 2]"), 0);
+    expect_error("expected a JSON object at the top level");
+}
+
+static void duplicate_key(void **state)
+{
+    (void)state;
+    assert_int_equal(stw_write_text(g_path, "{\"vocab_size\": 512,\n\"vocab_size\": 1024}"), 0);
+    expect_error("invalid JSON at line 2, column 12: duplicate object key near '\"vocab_size\"'");
+}
+
+static void missing_keys(void **state)
+{
+    (void)state;
+    static const char *const required[] = {"vocab_size", "hidden_size", "num_hidden_layers",
+                                           "num_attention_heads", "q_lora_rank", "kv_lora_rank",
+                                           "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                                           "intermediate_size", "max_position_embeddings",
+                                           "rms_norm_eps", "moe_intermediate_size",
+                                           "n_shared_experts", "num_experts_per_tok",
+                                           "topk_method", "first_k_dense_replace"};
+    for (size_t i = 0; i < sizeof required / sizeof *required; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "key '%s' is missing", required[i]);
+        expect_key_error("lite", required[i], NULL, want);
+    }
+    expect_rope_error("factor", NULL, "key 'factor' is missing (in 'rope_scaling')");
+    expect_rope_error("type", NULL, "key 'rope_scaling.rope_type' is missing or not a string");
+}
+
+static void wrong_types(void **state)
+{
+    (void)state;
+    expect_key_error("lite", "hidden_size", json_string("64"),
+                     "key 'hidden_size': expected an integer, got a string");
+    expect_key_error("lite", "kv_lora_rank", json_real(32.0),
+                     "key 'kv_lora_rank': expected an integer, got a number");
+    expect_key_error("lite", "q_lora_rank", json_true(),
+                     "key 'q_lora_rank': expected an integer, got a boolean");
+    expect_key_error("lite", "rms_norm_eps", json_string("1e-6"),
+                     "key 'rms_norm_eps': expected a number, got a string");
+    expect_key_error("lite", "norm_topk_prob", json_integer(1),
+                     "key 'norm_topk_prob': expected a boolean, got an integer");
+    expect_key_error("lite", "topk_method", json_array(),
+                     "key 'topk_method': expected a string, got an array");
+    expect_key_error("lite", "rope_scaling", json_integer(40),
+                     "key 'rope_scaling': expected an object, got an integer");
+    expect_rope_error("factor", json_string("40"),
+                      "key 'factor': expected a number, got a string (in 'rope_scaling')");
+}
+
+static void out_of_range_values(void **state)
+{
+    (void)state;
+    expect_key_error("lite", "kv_lora_rank", json_integer(0),
+                     "key 'kv_lora_rank': 0 is out of range [1, 16777216]");
+    expect_key_error("lite", "hidden_size", json_integer(-64),
+                     "key 'hidden_size': -64 is out of range [1, 16777216]");
+    expect_key_error("lite", "num_experts_per_tok", json_integer(9),
+                     "key 'num_experts_per_tok': 9 is out of range [1, 8]");
+    expect_key_error("lite", "first_k_dense_replace", json_integer(4),
+                     "key 'first_k_dense_replace': 4 is out of range [0, 3]");
+    expect_key_error("lite", "rms_norm_eps", json_real(-1e-6),
+                     "key 'rms_norm_eps': -1e-06 is out of range [0, 1]");
+    expect_key_error("lite", "qk_rope_head_dim", json_integer(7),
+                     "key 'qk_rope_head_dim': 7 is odd; RoPE rotates pairs");
+    expect_key_error("v2", "n_group", json_integer(3),
+                     "key 'n_group': 3 does not divide n_routed_experts 8");
+    expect_key_error("v2", "topk_group", json_integer(5),
+                     "key 'topk_group': 5 is out of range [1, 4]");
+    /* group_limited_greedy: K = 3 cannot be picked from 1 group of 2 experts */
+    expect_key_error("v2", "topk_group", json_integer(1),
+                     "key 'num_experts_per_tok': 3 exceeds the 2 experts in topk_group 1 groups");
+    expect_key_error("lite", "tie_word_embeddings", json_true(),
+                     "key 'tie_word_embeddings': true is not a DeepSeek-V2 layout");
+}
+
+static void unknown_names(void **state)
+{
+    (void)state;
+    expect_key_error("lite", "topk_method", json_string("gready"),
+                     "key 'topk_method': unknown value \"gready\"");
+    expect_key_error("lite", "scoring_func", json_string("relu"),
+                     "key 'scoring_func': unknown value \"relu\"");
+    expect_rope_error("type", json_string("linear"),
+                      "key 'rope_scaling.type': unknown value \"linear\"");
+    expect_key_error("lite", "scoring_func", json_string("sigmoid"),
+                     "key 'scoring_func': \"sigmoid\" does not go with topk_method \"greedy\"");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(released_layouts),
+        cmocka_unit_test(optional_keys_take_remote_code_defaults),
+        cmocka_unit_test(rope_parameters_layout),
+        cmocka_unit_test(moe_layer_frequency),
+        cmocka_unit_test(missing_file),
+        cmocka_unit_test(invalid_json),
+        cmocka_unit_test(duplicate_key),
+        cmocka_unit_test(missing_keys),
+        cmocka_unit_test(wrong_types),
+        cmocka_unit_test(out_of_range_values),
+        cmocka_unit_test(unknown_names),
+    };
+    return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);
+}
