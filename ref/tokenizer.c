@@ -125,6 +125,7 @@ static int bytes_reserve(Bytes *b, size_t extra)
 
 static int bytes_append(Bytes *b, const void *src, size_t n)
 {
+    if (n == 0) return 0;
     if (bytes_reserve(b, n)) return -1;
     memcpy(b->p + b->n, src, n);
     b->n += n;
@@ -1540,7 +1541,7 @@ static const char *stream_emit(TokenStream *s, const unsigned char *p, size_t n,
     s->out = (char *)out.p;
     s->cap = out.cap;
     s->n_held = (size_t)keep;
-    memcpy(s->held, in.p + in.n - s->n_held, s->n_held);
+    if (s->n_held) memcpy(s->held, in.p + in.n - s->n_held, s->n_held);
     free(in.p);
     *len = out.n;
     return s->out;
