@@ -83,7 +83,10 @@ static int open_sharded(Checkpoint *ck, const char *index_path)
                           index_path, name, shard);
             goto out;
         }
-        if (add_file(ck, shard) < 0) { rc = -1; goto out; }
+        if (add_file(ck, shard) < 0) {
+            rc = ds_error("%s (the shard of tensor '%s' in %s)", ds_last_error(), name, index_path);
+            goto out;
+        }
     }
     json_object_foreach(map, name, v) {
         const char *shard = json_string_value(v);
