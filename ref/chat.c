@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-/** The template as DeepSeek-V2-Chat's tokenizer_config.json holds it. */
+/* The template as DeepSeek-V2-Chat's tokenizer_config.json holds it. */
 static const char DEEPSEEK_V2_TEMPLATE[] =
     "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}"
     "{% endif %}{{ bos_token }}{% for message in messages %}"
@@ -16,7 +16,7 @@ static const char DEEPSEEK_V2_TEMPLATE[] =
     "{% elif message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
 
-/** An output cursor that counts every byte and stores what fits. */
+/* An output cursor that counts every byte and stores what fits. */
 typedef struct {
     char *out;
     size_t cap, n;

@@ -23,11 +23,11 @@
 /* UTF-8                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/** What utf8_scan() found at the start of a byte string. */
+/* What utf8_scan() found at the start of a byte string. */
 typedef enum {
-    UTF8_CHAR,       /**< a well-formed character */
-    UTF8_ILL_FORMED, /**< a maximal ill-formed subpart: one U+FFFD replaces it */
-    UTF8_TRUNCATED,  /**< a well-formed prefix cut short by the end of the bytes */
+    UTF8_CHAR,       /* a well-formed character */
+    UTF8_ILL_FORMED, /* a maximal ill-formed subpart: one U+FFFD replaces it */
+    UTF8_TRUNCATED,  /* a well-formed prefix cut short by the end of the bytes */
 } Utf8Scan;
 
 /*
@@ -66,7 +66,7 @@ static Utf8Scan utf8_scan(const unsigned char *s, size_t n, size_t *len)
     return UTF8_CHAR;
 }
 
-/** Writes code point cp as UTF-8 into out (room for 4); returns the length. */
+/* Writes code point cp as UTF-8 into out (room for 4); returns the length. */
 static size_t utf8_put(unsigned cp, unsigned char *out)
 {
     if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
@@ -88,7 +88,7 @@ static size_t utf8_put(unsigned cp, unsigned char *out)
     return 4;
 }
 
-/** The code point of the well-formed character of length len at s. */
+/* The code point of the well-formed character of length len at s. */
 static unsigned utf8_get(const unsigned char *s, size_t len)
 {
     switch (len) {
@@ -105,7 +105,7 @@ static unsigned utf8_get(const unsigned char *s, size_t len)
 /* Growable byte buffer                                                     */
 /* ------------------------------------------------------------------------ */
 
-/** A growable byte string. */
+/* A growable byte string. */
 typedef struct {
     unsigned char *p;
     size_t n, cap;
@@ -193,14 +193,14 @@ static uint64_t hash_bytes(const void *p, size_t n)
     return h ^ (h >> 29);
 }
 
-/** An entry of StrMap: a string stored elsewhere, and its value. */
+/* An entry of StrMap: a string stored elsewhere, and its value. */
 typedef struct {
-    const char *key; /**< NULL: empty slot */
+    const char *key; /* NULL: empty slot */
     uint32_t len;
     int32_t value;
 } StrEntry;
 
-/** Open-addressing map from byte strings to int32 (keys not owned). */
+/* Open-addressing map from byte strings to int32 (keys not owned). */
 typedef struct {
     StrEntry *e;
     size_t mask; /* capacity - 1, capacity a power of two */
@@ -218,7 +218,7 @@ static int strmap_init(StrMap *m, size_t expected)
     return 0;
 }
 
-/** The slot holding key, or the empty slot where it would go. */
+/* The slot holding key, or the empty slot where it would go. */
 static StrEntry *strmap_slot(const StrMap *m, const void *key, size_t len)
 {
     size_t i = (size_t)hash_bytes(key, len) & m->mask;
@@ -236,7 +236,7 @@ static int32_t strmap_get(const StrMap *m, const void *key, size_t len)
     return e->key ? e->value : -1;
 }
 
-/** Inserts or overwrites; the map never fills past half (sized at init). */
+/* Inserts or overwrites; the map never fills past half (sized at init). */
 static void strmap_put(StrMap *m, const char *key, size_t len, int32_t value)
 {
     StrEntry *e = strmap_slot(m, key, len);
@@ -248,14 +248,14 @@ static void strmap_put(StrMap *m, const char *key, size_t len, int32_t value)
     e->value = value;
 }
 
-/** What a merge rule says: its priority and the token it produces. */
+/* What a merge rule says: its priority and the token it produces. */
 typedef struct {
-    uint64_t pair; /**< left id << 32 | right id; UINT64_MAX: empty slot */
-    int32_t rank;  /**< position in model.merges: lower merges first */
-    int32_t merged;/**< id of the concatenation */
+    uint64_t pair; /* left id << 32 | right id; UINT64_MAX: empty slot */
+    int32_t rank;  /* position in model.merges: lower merges first */
+    int32_t merged;/* id of the concatenation */
 } MergeEntry;
 
-/** Open-addressing map from a pair of token ids to its merge rule. */
+/* Open-addressing map from a pair of token ids to its merge rule. */
 typedef struct {
     MergeEntry *e;
     size_t mask;
@@ -283,23 +283,23 @@ static const MergeEntry *mergemap_get(const MergeMap *m, int32_t left, int32_t r
 /* The tokenizer                                                            */
 /* ------------------------------------------------------------------------ */
 
-/** How a Split step turns its matches into pieces (the file's `behavior`). */
+/* How a Split step turns its matches into pieces (the file's `behavior`). */
 typedef enum {
-    SPLIT_REMOVED,             /**< matches are dropped */
-    SPLIT_ISOLATED,            /**< every match is a piece of its own */
-    SPLIT_MERGED_WITH_PREVIOUS,/**< a match is glued to the end of the piece before it */
-    SPLIT_MERGED_WITH_NEXT,    /**< a match is glued to the start of the piece after it */
-    SPLIT_CONTIGUOUS,          /**< runs of matches, and runs of non-matches, form pieces */
+    SPLIT_REMOVED,             /* matches are dropped */
+    SPLIT_ISOLATED,            /* every match is a piece of its own */
+    SPLIT_MERGED_WITH_PREVIOUS,/* a match is glued to the end of the piece before it */
+    SPLIT_MERGED_WITH_NEXT,    /* a match is glued to the start of the piece after it */
+    SPLIT_CONTIGUOUS,          /* runs of matches, and runs of non-matches, form pieces */
 } SplitBehavior;
 
-/** One regex step of the pre-tokenizer. */
+/* One regex step of the pre-tokenizer. */
 typedef struct {
     pcre2_code *re;
     SplitBehavior behavior;
-    bool invert; /**< pieces are what does *not* match */
+    bool invert; /* pieces are what does *not* match */
 } SplitStep;
 
-/** An entry of `added_tokens`. */
+/* An entry of `added_tokens`. */
 typedef struct {
     char *content;
     size_t len;
@@ -347,7 +347,7 @@ struct Tokenizer {
 /* Loading: JSON helpers                                                    */
 /* ------------------------------------------------------------------------ */
 
-/** Reads a JSON boolean member; absent or null gives dflt; other types are errors. */
+/* Reads a JSON boolean member; absent or null gives dflt; other types are errors. */
 static int json_get_bool(const char *file, const char *where, json_t *obj, const char *key,
                          bool dflt, bool *out)
 {
@@ -358,7 +358,7 @@ static int json_get_bool(const char *file, const char *where, json_t *obj, const
     return 0;
 }
 
-/** The `type` string of a pipeline object, or NULL after setting the error. */
+/* The `type` string of a pipeline object, or NULL after setting the error. */
 static const char *pipeline_type(const char *file, const char *where, json_t *obj)
 {
     if (!json_is_object(obj)) {
@@ -383,7 +383,7 @@ static char *dup_bytes(const char *s, size_t n)
 /* Loading: the BPE model                                                   */
 /* ------------------------------------------------------------------------ */
 
-/** Splits one merge entry ("a b" or ["a", "b"]) into its two token strings. */
+/* Splits one merge entry ("a b" or ["a", "b"]) into its two token strings. */
 static int merge_parts(const char *file, size_t index, json_t *m, const char **a, size_t *na,
                        const char **b, size_t *nb)
 {
@@ -588,6 +588,13 @@ static int check_normalizer(const char *file, const char *where, json_t *n)
 /*
  * Compiles one pattern with PCRE2 and appends it as a step.
  *
+ * The pattern is used byte for byte as the file has it. DeepSeek-V2's
+ * letter class has range ends such as U+1F7D and U+212A whose Unicode
+ * normalization (NFC) is a different code point (U+03CE, U+004B): a copy
+ * that went through an editor or a normalizing tool has descending ranges,
+ * which PCRE2 rejects ("range out of order") and which would match other
+ * text. Reading the regex from the checkpoint at run time avoids the trap.
+ *
  * UTF: the subject is UTF-8 and the pattern's characters are code points.
  * UCP: \s, \w, \d and POSIX classes use Unicode properties, as Oniguruma
  *      (the library's regex engine) does, so "\s" matches U+3000 too.
@@ -767,7 +774,7 @@ static int load_decoder(Tokenizer *t, const char *file, json_t *d)
     return 0;
 }
 
-/** A special-token entry of tokenizer_config.json: a string or {"content": ...}. */
+/* A special-token entry of tokenizer_config.json: a string or {"content": ...}. */
 static const char *config_token(json_t *v)
 {
     if (json_is_object(v)) v = json_object_get(v, "content");
@@ -963,12 +970,12 @@ void tokenizer_free(Tokenizer *t)
 /* Encoding: scratch state of one call                                      */
 /* ------------------------------------------------------------------------ */
 
-/** A byte range [start, end) of the text being encoded. */
+/* A byte range [start, end) of the text being encoded. */
 typedef struct {
     size_t start, end;
 } Span;
 
-/** A growable list of spans. */
+/* A growable list of spans. */
 typedef struct {
     Span *v;
     size_t n, cap;
@@ -987,25 +994,25 @@ static int spans_push(SpanList *l, size_t start, size_t end)
     return 0;
 }
 
-/** A segment of a split: a range and whether the regex matched it. */
+/* A segment of a split: a range and whether the regex matched it. */
 typedef struct {
     size_t start, end;
     bool match;
 } Segment;
 
-/** One symbol of a word during BPE: a token id in a doubly linked list. */
+/* One symbol of a word during BPE: a token id in a doubly linked list. */
 typedef struct {
     int32_t id;
     int32_t prev, next; /* indices, -1 at the ends */
     bool gone;          /* merged into its left neighbour */
 } Symbol;
 
-/** A pending merge: the pair starting at symbol pos, by rank then position. */
+/* A pending merge: the pair starting at symbol pos, by rank then position. */
 typedef struct {
     int32_t rank, pos, merged;
 } Candidate;
 
-/** Everything one encode() call allocates, reused from piece to piece. */
+/* Everything one encode() call allocates, reused from piece to piece. */
 typedef struct {
     const Tokenizer *t;
     const unsigned char *text;
@@ -1064,7 +1071,7 @@ static Candidate heap_pop(Candidate *h, size_t *n)
     return top;
 }
 
-/** Queues the merge of symbol pos with its right neighbour, if a rule exists. */
+/* Queues the merge of symbol pos with its right neighbour, if a rule exists. */
 static void queue_pair(const Tokenizer *t, Encoder *e, size_t *nh, int32_t pos)
 {
     int32_t next = e->sym[pos].next;
@@ -1273,7 +1280,7 @@ static int split_piece(Encoder *e, const SplitStep *st, size_t start, size_t end
     return 0;
 }
 
-/** Pre-tokenizes the text range [start, end) (no added tokens in it) and BPE-encodes each piece. */
+/* Pre-tokenizes the text range [start, end) (no added tokens in it) and BPE-encodes each piece. */
 static int encode_plain(Encoder *e, size_t start, size_t end)
 {
     const Tokenizer *t = e->t;
@@ -1319,7 +1326,7 @@ static bool is_word_char(Encoder *e, const unsigned char *s, size_t n)
     return pcre2_match(e->t->word_re, s, n, 0, PCRE2_NO_UTF_CHECK, e->md, NULL) >= 0;
 }
 
-/** Start of the last character of s[0..n), n > 0 (s is valid UTF-8). */
+/* Start of the last character of s[0..n), n > 0 (s is valid UTF-8). */
 static size_t last_char_start(const unsigned char *s, size_t n)
 {
     size_t i = n - 1;
@@ -1437,7 +1444,7 @@ out:
 /* Decoding                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/** The stored string of an id: an added token's content first, then the vocabulary's. */
+/* The stored string of an id: an added token's content first, then the vocabulary's. */
 static const char *id_string(const Tokenizer *t, int32_t id, size_t *len)
 {
     if (id < 0 || id >= t->n_ids) return NULL;
@@ -1524,7 +1531,7 @@ int token_stream_init(TokenStream *s, const Tokenizer *t, unsigned flags)
     return s->out ? 0 : ds_error("tokenizer: out of memory");
 }
 
-/** Lossy-decodes held + new bytes into s->out, keeping an unfinished character held. */
+/* Lossy-decodes held + new bytes into s->out, keeping an unfinished character held. */
 static const char *stream_emit(TokenStream *s, const unsigned char *p, size_t n, bool final,
                                size_t *len)
 {

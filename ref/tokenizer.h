@@ -90,8 +90,10 @@ void tokenizer_free(Tokenizer *tok);
  * flags: any of ::TOKENIZER_ADD_SPECIAL, ::TOKENIZER_PARSE_SPECIAL.
  * ids: [cap] (int32) receives the first min(count, cap) ids.
  * Returns the total number of ids (like snprintf: call again with a larger
- * buffer when it exceeds cap; len + 8 is always enough for DeepSeek files),
- * or -1 with ds_last_error() set (a regex hit its match limit, out of memory).
+ * buffer when it exceeds cap). A BPE piece never yields more tokens than
+ * bytes, and an invalid input byte becomes U+FFFD (3 bytes), so 3 * len plus
+ * the post-processor's ids (one BOS for DeepSeek) always suffices;
+ * -1 with ds_last_error() set (a regex hit its match limit, out of memory).
  */
 long tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, unsigned flags,
                       int32_t *ids, size_t cap);

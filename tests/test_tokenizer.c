@@ -249,6 +249,45 @@ static void pre_tokenizer_variants(void **state)
     json_decref(base);
 }
 
+/* Added tokens with lstrip/rstrip, single_word, and normalized vs not
+ * (tools/make_tokenizer_golden.py's added_lines()), on the tiny vocabulary. */
+static void added_token_options(void **state)
+{
+    (void)state;
+    json_error_t err;
+    json_t *base = json_load_file(GOLDEN "tiny/tokenizer.json", 0, &err);
+    json_t *lines = read_jsonl(GOLDEN "added.jsonl");
+    assert_non_null(base);
+    assert_non_null(lines);
+    json_t *g = json_array_get(lines, 0);
+    json_object_set(base, "added_tokens", json_object_get(g, "added_tokens"));
+    char path[] = "/tmp/dsv2-tok-added-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(json_dump_file(base, path, 0), 0);
+    Tokenizer *t = tokenizer_load_files(path, NULL);
+    unlink(path);
+    if (!t) fail_msg("%s", ds_last_error());
+    static int32_t ids[MAX_IDS];
+    json_t *cases = json_object_get(g, "cases");
+    for (size_t i = 0; i < json_array_size(cases); i++) {
+        json_t *c = json_array_get(cases, i);
+        size_t n;
+        unsigned char *text = from_hex(json_string_value(json_object_get(c, "hex")), &n);
+        long k = tokenizer_encode(t, (const char *)text, n, TOKENIZER_PARSE_SPECIAL, ids, MAX_IDS);
+        if (!ids_equal(ids, k, json_object_get(c, "ids")))
+            fail_msg("case \"%s\": ids differ", (const char *)text);
+        k = tokenizer_encode(t, (const char *)text, n, 0, ids, MAX_IDS);
+        if (!ids_equal(ids, k, json_object_get(c, "plain_ids")))
+            fail_msg("case \"%s\": plain ids differ", (const char *)text);
+        free(text);
+    }
+    tokenizer_free(t);
+    json_decref(lines);
+    json_decref(base);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Chat template                                                            */
 /* ------------------------------------------------------------------------ */
@@ -509,6 +548,7 @@ int main(void)
         cmocka_unit_test(tiny_golden),
         cmocka_unit_test(real_golden),
         cmocka_unit_test(pre_tokenizer_variants),
+        cmocka_unit_test(added_token_options),
         cmocka_unit_test(chat_golden),
         cmocka_unit_test(chat_render_truncates_like_snprintf),
         cmocka_unit_test(special_token_queries),

