@@ -12,8 +12,8 @@
 # build/tests/test_* linked against both libraries.
 
 CC      ?= gcc
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iref -Isim/include -Itests
+CFLAGS  ?= -O3 -g
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iref -Isim/include -Itests
 LDLIBS  += -ljansson -lpcre2-8 -lm
 TEST_LDLIBS = -lcmocka -lopenblas -lpthread
 BUILD   := build

@@ -200,7 +200,7 @@ static int read_all(const char *file, const json_t *root, ModelConfig *c)
             return ds_error("%s: key 'scoring_func': \"%s\" does not go with topk_method \"%s\"",
                             file, scorings[scoring], methods[method]);
     }
-    bool tied;
+    bool tied = false;
     if (read_bool(file, root, "tie_word_embeddings", false, &tied)) return -1;
     if (tied)
         return ds_error("%s: key 'tie_word_embeddings': true is not a DeepSeek-V2 layout", file);

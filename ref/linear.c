@@ -7,65 +7,99 @@
 #include <stdint.h>
 
 /*
- * The reduction uses 8 partial sums s[j] = Σ_k a[8k + j] b[8k + j], added
- * pairwise at the end. This order does not depend on the compiler, yet it
- * lets the compiler keep the 8 sums in vector registers, so a decode step
- * runs at close to memory speed without -ffast-math.
+ * Dot products use LANES partial sums, s[j] = Σ_k a[LANES·k + j] b[LANES·k + j], added in a
+ * fixed pairwise tree at the end. The order does not depend on the compiler or the CPU, so
+ * results are reproducible; and LANES independent sums let the compiler keep several vector
+ * accumulators in flight, so a decode step is limited by memory, not by add latency.
  */
+enum { LANES = 32 };
+
+/* Σ s[0..LANES) as a balanced pairwise tree (fixed order). */
+static inline float sum_lanes(float *s)
+{
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) s[j] += s[j + w];
+    return s[0];
+}
+
+/* Built twice, for AVX2 and for baseline x86-64, and picked at load time; -std=c11 keeps the
+ * compiler from fusing multiply-adds, so both builds compute bit-identical sums. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+VECTOR_CLONES
 float dot(const float *a, const float *b, int n)
 {
-    float s[8] = {0};
+    float s[LANES] = {0};
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) s[j] += a[i + j] * b[i + j];
     for (int j = 0; i < n; i++, j++) s[j] += a[i] * b[i];
-    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    return sum_lanes(s);
 }
 
 /* Dot product of a stored row (any dtype) with a float32 vector, widening on
  * the fly. bf16 and f16 widen exactly, so this equals dot() on a widened copy
- * bit for bit: the decode and prompt paths below give identical results. */
+ * bit for bit. */
+VECTOR_CLONES
 static float dot_stored(const void *w, DType t, size_t off, const float *x, int n)
 {
     if (t == DT_F32) return dot((const float *)w + off, x, n);
     const uint16_t *h = (const uint16_t *)w + off;
-    float s[8] = {0};
+    float s[LANES] = {0};
     int i = 0;
     if (t == DT_BF16) {
-        for (; i + 8 <= n; i += 8)
-            for (int j = 0; j < 8; j++) s[j] += bf16_to_f32(h[i + j]) * x[i + j];
+        for (; i + LANES <= n; i += LANES)
+            for (int j = 0; j < LANES; j++) s[j] += bf16_to_f32(h[i + j]) * x[i + j];
         for (int j = 0; i < n; i++, j++) s[j] += bf16_to_f32(h[i]) * x[i];
     } else {
-        for (; i + 8 <= n; i += 8)
-            for (int j = 0; j < 8; j++) s[j] += f16_to_f32(h[i + j]) * x[i + j];
+        for (; i + LANES <= n; i += LANES)
+            for (int j = 0; j < LANES; j++) s[j] += f16_to_f32(h[i + j]) * x[i + j];
         for (int j = 0; i < n; i++, j++) s[j] += f16_to_f32(h[i]) * x[i];
     }
-    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    return sum_lanes(s);
 }
 
-/* Floats of widened weights the prompt path keeps per thread (1 MiB, L2-sized). */
-enum { ROW_BUF = 1 << 18 };
+/* Two dot products of one bf16 row with two vectors, in one pass over the row. Each sum keeps
+ * exactly dot_stored()'s lane order, so the results are bit-identical to two separate calls;
+ * sharing the widened row between two tokens halves the work per multiply-add in prompts. */
+VECTOR_CLONES
+static void dot2_bf16(float *y0, float *y1, const uint16_t *h, const float *x0, const float *x1, int n)
+{
+    float s0[LANES] = {0}, s1[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            const float w = bf16_to_f32(h[i + j]);
+            s0[j] += w * x0[i + j];
+            s1[j] += w * x1[i + j];
+        }
+    for (int j = 0; i < n; i++, j++) {
+        const float w = bf16_to_f32(h[i]);
+        s0[j] += w * x0[i];
+        s1[j] += w * x1[i];
+    }
+    *y0 = sum_lanes(s0);
+    *y1 = sum_lanes(s1);
+}
 
 void linear_rows(float *y, const float *x, const Mat *W, int r0, int r1, int T)
 {
     const int n = W->cols, out = r1 - r0;
-    if (T == 1 || W->dtype == DT_F32 || n > ROW_BUF) {
-        /* decode: one pass over the weights, widening in registers */
-        for (int r = 0; r < out; r++)
-            for (int t = 0; t < T; t++)
-                y[(size_t)t * out + r] =
-                    dot_stored(W->data, W->dtype, (size_t)(r0 + r) * n, x + (size_t)t * n, n);
-        return;
-    }
-    /* prompt: widen a block of rows once and reuse it for every token */
-    static _Thread_local float buf[ROW_BUF];
-    const int block = ROW_BUF / n;
-    for (int r = 0; r < out; r += block) {
-        const int nb = out - r < block ? out - r : block;
-        dtype_widen(buf, W->data, W->dtype, (size_t)(r0 + r) * n, (size_t)nb * n);
-        for (int t = 0; t < T; t++)
-            for (int b = 0; b < nb; b++)
-                y[(size_t)t * out + r + b] = dot(buf + (size_t)b * n, x + (size_t)t * n, n);
+    /* row-outer, token-inner: each weight row is read from memory once and stays in L1
+     * while every token of the chunk uses it */
+    for (int r = 0; r < out; r++) {
+        const size_t row = (size_t)(r0 + r) * n;
+        int t = 0;
+        if (W->dtype == DT_BF16)
+            for (; t + 2 <= T; t += 2)
+                dot2_bf16(&y[(size_t)t * out + r], &y[(size_t)(t + 1) * out + r],
+                          (const uint16_t *)W->data + row, x + (size_t)t * n, x + (size_t)(t + 1) * n, n);
+        for (; t < T; t++)
+            y[(size_t)t * out + r] = dot_stored(W->data, W->dtype, row, x + (size_t)t * n, n);
     }
 }
 

@@ -22,10 +22,11 @@ typedef struct {
 /**
  * y[t, r] = Σ_c W[r, c] · x[t, c] for t < T.
  * x: [T, W.cols], y: [T, W.rows] (float32, must not overlap).
- * Each weight row is widened once and reused for all T tokens, so a prompt
- * costs one pass over the weights, like a decode step.
- * Summation order is fixed (8 interleaved partial sums, then added in a
- * fixed tree), so results are reproducible run to run.
+ * Each weight row is read from memory once and reused from L1 for all T
+ * tokens, so a prompt costs one pass over the weights, like a decode step.
+ * Summation order is fixed (32 interleaved partial sums, then added in a
+ * fixed tree) and the same for every T, so results are reproducible and a
+ * token gets bit-identical projections whether it comes alone or in a chunk.
  */
 void linear(float *y, const float *x, const Mat *W, int T);
 
@@ -39,7 +40,7 @@ void linear_rows(float *y, const float *x, const Mat *W, int r0, int r1, int T);
  */
 void linear_transposed_rows(float *y, const float *x, const Mat *W, int r0, int n);
 
-/** Fixed-order dot product of two float32 vectors of length n (8 partial sums). */
+/** Fixed-order dot product of two float32 vectors of length n (32 partial sums, see linear.c). */
 float dot(const float *a, const float *b, int n);
 
 #endif
