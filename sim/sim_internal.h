@@ -1,0 +1,121 @@
+/**
+ * \file sim_internal.h
+ * \brief What the parts of sim/ share: errors, the allocation table, streams of operations, fibers.
+ *
+ * Not for users: kernels and host code include the CUDA-named headers in
+ * sim/include/. The runtime is single-host-threaded (see sim/README.md).
+ */
+#ifndef DSV2_SIM_INTERNAL_H
+#define DSV2_SIM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuda_runtime.h"
+
+#define SIM_MAX_DEVICES 8                        /**< SIM_DEVICE_COUNT may not exceed this */
+#define SIM_SMEM_DEFAULT (48u * 1024u)           /**< dynamic shared memory without opt-in */
+#define SIM_SMEM_OPTIN (227u * 1024u)            /**< sm_90's per-block opt-in maximum */
+#define SIM_DEVICE_MEMORY (80ull << 30)          /**< bytes each simulated device reports */
+
+/* ---- errors (runtime.c) ---- */
+
+/**
+ * Records err as the calling thread's last error with a formatted detail
+ * (see sim_last_detail()), prints "sim: <detail>" to stderr unless SIM_QUIET
+ * is set, and returns err.
+ */
+cudaError_t sim_error(cudaError_t err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** Records only the detail sentence (for cuBLAS and NCCL errors, which have their own codes). */
+void sim_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/** Marks device dev as failed (a sticky error, as a kernel fault is on a GPU) and records the detail. */
+void sim_device_fault(int dev, cudaError_t err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** Reads a non-negative integer environment variable; fallback when unset or malformed. */
+long sim_env_long(const char *name, long fallback);
+
+/* ---- devices and memory (runtime.c) ---- */
+
+/** Reads the environment once and sets up the devices. */
+void sim_init(void);
+/** Number of simulated devices. */
+int sim_device_count(void);
+/** The calling thread's current device. */
+int sim_current_device(void);
+/** Whether kernels on dev may address peer's memory. */
+int sim_peer_enabled(int dev, int peer);
+
+/** One live allocation. */
+typedef struct SimAlloc {
+    char *base;  /**< first byte */
+    size_t size; /**< bytes requested */
+    int device;  /**< owning device, or -1 for pinned host memory */
+} SimAlloc;
+
+/** The allocation containing p (its end address included), or NULL for unknown (pageable host) memory. */
+const SimAlloc *sim_find_alloc(const void *p);
+/**
+ * Checks that [p, p + bytes) lies inside one allocation of device dev
+ * (dev = -1: any device). Returns cudaSuccess or records an error naming call and what.
+ */
+cudaError_t sim_check_device_range(const char *call, const char *what, const void *p, size_t bytes, int dev);
+
+/* ---- streams of operations (runtime.c) ---- */
+
+/** One queued piece of device work; concrete operations embed it as their first member. */
+typedef struct SimOp {
+    struct SimOp *next;            /**< next in the stream */
+    uint64_t seq;                  /**< global issue order */
+    int device;                    /**< device whose stream holds it */
+    void (*run)(struct SimOp *op); /**< performs the work */
+    void (*release)(struct SimOp *op); /**< frees the operation */
+} SimOp;
+
+/**
+ * Resolves stream for a call on the current device: NULL becomes the legacy
+ * default stream; an unknown stream or one of another device records
+ * cudaErrorInvalidResourceHandle. Returns NULL on error.
+ */
+cudaStream_t sim_resolve_stream(const char *call, cudaStream_t stream);
+/** The device a resolved stream belongs to. */
+int sim_stream_device(cudaStream_t stream);
+/** Appends op (run, release filled in) to a resolved stream. */
+void sim_enqueue(cudaStream_t stream, SimOp *op);
+/** Runs everything queued on a resolved stream, with what it depends on. */
+void sim_drain_stream(cudaStream_t stream);
+/** Runs everything queued on every device. */
+void sim_drain_all(void);
+/** The sticky error of device dev (cudaSuccess when healthy). */
+cudaError_t sim_device_sticky(int dev);
+
+/* ---- fibers (fiber.c) ---- */
+
+/** A suspended flow of control with its own stack. */
+typedef struct SimFiber {
+    void *sp;               /**< saved stack pointer (x86-64 switch) */
+    void *context;          /**< ucontext_t on other architectures */
+    void *stack;            /**< lowest usable stack address (NULL: the OS thread's own stack) */
+    size_t stack_size;      /**< usable bytes */
+    void *asan_fake_stack;  /**< AddressSanitizer's bookkeeping across switches */
+    const void *asan_bottom;/**< OS-thread stack bounds learned by AddressSanitizer */
+    size_t asan_size;       /**< size of that stack */
+} SimFiber;
+
+/** A stack of at least the given index from the calling OS thread's pool (grown on demand, guard page below). */
+void *sim_stack_get(int index, size_t *size);
+/** Prepares fiber f to start entry() on stack when first switched to. */
+void sim_fiber_prepare(SimFiber *f, void *stack, size_t size, void (*entry)(void));
+/** Saves the running context into from and resumes to; returns when something switches back to from. */
+void sim_fiber_switch(SimFiber *from, SimFiber *to);
+/** Like sim_fiber_switch() from a fiber that will never be resumed (lets AddressSanitizer drop its state). */
+void sim_fiber_exit(SimFiber *from, SimFiber *to);
+/** First call in a new fiber: completes the switch that started it (to_return_to is the switcher). */
+void sim_fiber_started(SimFiber *to_return_to);
+/** Context switches so far. */
+unsigned long long sim_fiber_switches(void);
+
+/* ---- kernels (exec.c) ---- */
+
+/** Drops the dynamic shared memory limits set by cudaFuncSetAttribute (cudaDeviceReset). */
+void sim_exec_reset(void);
+
+#endif
