@@ -2,18 +2,23 @@
  * \file dsv2.c
  * \brief The command-line program: generate text, dump logits, describe a checkpoint.
  *
- *     dsv2 generate -m DIR (--ids 1,2,3 | -p TEXT) [-n N] [-t T] [--top-p P] [--seed S]
- *     dsv2 logits   -m DIR --ids 1,2,3 -o FILE     float32 little-endian [T, vocab]
- *     dsv2 info     -m DIR                        sizes, parameters, KV cache per token
+ *     dsv2 generate   -m DIR (--ids 1,2,3 | -p TEXT) [-n N] [-t T] [--top-p P] [--seed S]
+ *     dsv2 chat       -m DIR [-n N] [-t T] [--top-p P] [--seed S]   interactive, with history
+ *     dsv2 logits     -m DIR --ids 1,2,3 -o FILE   float32 little-endian [T, vocab]
+ *     dsv2 tokenize   -m DIR -p TEXT              ids on one line, space-separated
+ *     dsv2 detokenize -m DIR --ids 1,2,3          the text
+ *     dsv2 info       -m DIR                      sizes, parameters, KV cache per token
  *
  * Like llama2.c's run.c this file only wires the pieces together: the
  * model lives in ref/, and every failure is one line on stderr naming what
  * was wrong, with exit status 1 (2 for a malformed command line).
  */
+#include "chat.h"
 #include "error.h"
 #include "mla.h"
 #include "model.h"
 #include "sample.h"
+#include "tokenizer.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -130,17 +135,37 @@ static int parse_ids(const char *s, int **out)
     return -1;
 }
 
-/* The prompt's ids from --ids; -p (text) needs the tokenizer. */
-static int prompt_ids(const Args *a, int **ids)
+static Tokenizer *load_tokenizer(const char *dir)
 {
-    if (a->ids && a->prompt) { fprintf(stderr, "dsv2: give --ids or -p, not both\n"); return -1; }
-    if (!a->ids) {
-        fprintf(stderr, "dsv2: %s\n", a->prompt ? "-p TEXT needs a tokenizer; use --ids"
-                                                : "no prompt: give --ids 1,2,3");
+    Tokenizer *tok = tokenizer_load(dir);
+    if (!tok) fprintf(stderr, "dsv2: %s\n", ds_last_error());
+    return tok;
+}
+
+/* Encodes text; the id count, or −1 after printing the error. */
+static int encode_text(const Tokenizer *tok, const char *text, unsigned flags, int **ids)
+{
+    size_t len = strlen(text), cap = 3 * len + 8;     /* a byte-level BPE never exceeds this */
+    int32_t *buf = malloc(sizeof(int32_t) * cap);
+    long n = buf ? tokenizer_encode(tok, text, len, flags, buf, cap) : -1;
+    if (n < 0) {
+        fprintf(stderr, "dsv2: %s\n", buf ? ds_last_error() : "out of memory");
+        free(buf);
         return -1;
     }
-    int n = parse_ids(a->ids, ids);
-    if (n == 0) { free(*ids); fprintf(stderr, "dsv2: --ids: the prompt is empty\n"); return -1; }
+    *ids = (int *)buf;                                /* int32_t and int are the same here */
+    return (int)n;
+}
+
+/* The prompt's ids: --ids as given, or -p TEXT through the model's tokenizer (BOS as the
+ * tokenizer files say, special tokens recognised — what transformers' tokenizer(text) does). */
+static int prompt_ids(const Args *a, const Tokenizer *tok, int **ids)
+{
+    if (a->ids && a->prompt) { fprintf(stderr, "dsv2: give --ids or -p, not both\n"); return -1; }
+    if (!a->ids && !a->prompt) { fprintf(stderr, "dsv2: no prompt: give -p TEXT or --ids 1,2,3\n"); return -1; }
+    int n = a->ids ? parse_ids(a->ids, ids)
+                   : encode_text(tok, a->prompt, TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, ids);
+    if (n == 0) { free(*ids); fprintf(stderr, "dsv2: the prompt is empty\n"); return -1; }
     return n;
 }
 
@@ -153,44 +178,217 @@ static int open_model(Model *m, const char *dir)
 
 /* ---- subcommands -------------------------------------------------------------------------- */
 
+/* Prints one generated token: its text through the streaming decoder (which holds back
+ * partial UTF-8 characters), or its id when there is no tokenizer. */
+static void emit(TokenStream *ts, int id, int first)
+{
+    if (!ts) { printf(first ? "%d" : ",%d", id); return; }
+    size_t len;
+    const char *text = token_stream_push(ts, id, &len);
+    if (text) fwrite(text, 1, len, stdout);
+}
+
+/* Feeds the prompt, then samples up to max_new tokens (stopping at EOS), printing each as it
+ * comes. The generated ids (EOS excluded) go to out[] when out is not NULL. */
+static int generate(Model *m, Sampler *s, TokenStream *ts, const int *ids, int n, long max_new,
+                    float *logits, int *out, long *made)
+{
+    if (model_forward(m, ids, n, logits, false)) return -1;
+    for (*made = 0; *made < max_new;) {
+        int next = sample_next(s, logits);
+        if (next == m->cfg->eos_token_id) break;
+        if (out) out[*made] = next;
+        (*made)++;
+        emit(ts, next, 0);
+        fflush(stdout);
+        if (*made < max_new && model_forward(m, &next, 1, logits, false)) return -1;
+    }
+    return 0;
+}
+
 static int cmd_generate(const Args *a)
 {
-    int *ids = NULL, n = prompt_ids(a, &ids), rc = 1;
-    if (n < 0) return 1;
+    Tokenizer *tok = NULL;
+    if (a->prompt && !(tok = load_tokenizer(a->model_dir))) return 1;
+    int *ids = NULL, n = prompt_ids(a, tok, &ids), rc = 1;
+    if (n < 0) { tokenizer_free(tok); return 1; }
     Model m;
     Sampler s = {0};
-    if (open_model(&m, a->model_dir)) { free(ids); return 1; }
+    TokenStream ts;
+    float *logits = NULL;
+    int have_stream = tok && token_stream_init(&ts, tok, TOKENIZER_SKIP_SPECIAL) == 0;
+    if (open_model(&m, a->model_dir)) { free(ids); tokenizer_free(tok); return 1; }
     const int V = m.cfg->vocab_size;
-    float *logits = malloc(sizeof(float) * V);
-    if (!logits || sampler_init(&s, V, (float)a->temperature, (float)a->top_p, a->seed)) {
+    if (!(logits = malloc(sizeof(float) * V)) ||
+        sampler_init(&s, V, (float)a->temperature, (float)a->top_p, a->seed)) {
         fprintf(stderr, "dsv2: out of memory\n");
         goto out;
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (model_forward(&m, ids, n, logits, false)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); goto out; }
-    for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+    if (tok) fputs(a->prompt, stdout);
+    else for (int i = 0; i < n; i++) emit(NULL, ids[i], i == 0);
     long made = 0;
-    for (; made < a->n_tokens; made++) {
-        int next = sample_next(&s, logits);
-        printf(",%d", next);
-        fflush(stdout);
-        if (next == m.cfg->eos_token_id) { made++; break; }
-        if (made + 1 < a->n_tokens && model_forward(&m, &next, 1, logits, false)) {
-            fprintf(stderr, "\ndsv2: %s\n", ds_last_error());
-            goto out;
-        }
+    if (generate(&m, &s, have_stream ? &ts : NULL, ids, n, a->n_tokens, logits, NULL, &made)) {
+        fprintf(stderr, "\ndsv2: %s\n", ds_last_error());
+        goto out;
+    }
+    if (have_stream) {
+        size_t len;
+        const char *rest = token_stream_flush(&ts, &len);
+        if (rest) fwrite(rest, 1, len, stdout);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     printf("\n");
-    fprintf(stderr, "dsv2: %d prompt + %ld generated tokens in %.2f s\n", n, made, secs);
+    fprintf(stderr, "dsv2: %d prompt + %ld generated tokens in %.2f s (%.1f tok/s)\n", n, made, secs,
+            (double)(n + made) / secs);
     rc = 0;
 out:
+    if (have_stream) token_stream_free(&ts);
     sampler_free(&s);
     free(logits);
     free(ids);
+    tokenizer_free(tok);
     model_close(&m);
+    return rc;
+}
+
+/* Appends a message to the history; the content is copied. */
+static int add_message(ChatMessage **msgs, size_t *n, const char *role, const char *content)
+{
+    ChatMessage *grown = realloc(*msgs, sizeof **msgs * (*n + 1));
+    char *copy = strdup(content);
+    if (grown) *msgs = grown;
+    if (!grown || !copy) { free(copy); fprintf(stderr, "dsv2: out of memory\n"); return -1; }
+    (*msgs)[(*n)++] = (ChatMessage){role, copy};
+    return 0;
+}
+
+/* Renders the whole conversation with the chat template, then encodes it (BOS is in the text). */
+static int render_and_encode(const Tokenizer *tok, const ChatMessage *msgs, size_t n, int **ids)
+{
+    const char *bos = tokenizer_bos_text(tok), *eos = tokenizer_eos_text(tok);
+    size_t need = chat_render(msgs, n, 1, bos, eos, NULL, 0);
+    char *text = malloc(need + 1);
+    if (!text) { fprintf(stderr, "dsv2: out of memory\n"); return -1; }
+    chat_render(msgs, n, 1, bos, eos, text, need + 1);
+    int count = encode_text(tok, text, TOKENIZER_PARSE_SPECIAL, ids);
+    free(text);
+    return count;
+}
+
+/* Interactive chat: each user line joins the history, the whole conversation is rendered
+ * with DeepSeek-V2-Chat's template, and only the tokens past the longest prefix the cache
+ * already holds are fed. A conversation that would not fit the context is refused, never
+ * truncated. */
+static int cmd_chat(const Args *a)
+{
+    Tokenizer *tok = load_tokenizer(a->model_dir);
+    if (!tok) return 1;
+    Model m;
+    if (open_model(&m, a->model_dir)) { tokenizer_free(tok); return 1; }
+    Sampler s = {0};
+    ChatMessage *msgs = NULL;
+    size_t n_msgs = 0;
+    char line[8192];
+    float *logits = malloc(sizeof(float) * m.cfg->vocab_size);
+    int *cached = malloc(sizeof(int) * m.max_context), *reply = malloc(sizeof(int) * (a->n_tokens + 1));
+    int rc = 1;
+    if (!logits || !cached || !reply ||
+        sampler_init(&s, m.cfg->vocab_size, (float)a->temperature, (float)a->top_p, a->seed)) {
+        fprintf(stderr, "dsv2: out of memory\n");
+        goto out;
+    }
+    fprintf(stderr, "dsv2 chat: %d-token context; an empty line or end of input quits\n", m.max_context);
+    for (;;) {
+        fprintf(stderr, "> ");
+        if (!fgets(line, sizeof line, stdin)) break;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!*line) break;
+        int *ids, n;
+        if (add_message(&msgs, &n_msgs, "user", line) || (n = render_and_encode(tok, msgs, n_msgs, &ids)) < 0)
+            goto out;
+        if (n + a->n_tokens > m.max_context) {
+            fprintf(stderr, "dsv2: the conversation is %d tokens; with up to %ld more for the reply "
+                    "it would exceed the context of %d positions. Start a new chat.\n", n,
+                    a->n_tokens, m.max_context);
+            free(ids);
+            goto out;
+        }
+        int common = 0;     /* cache rows [0, common) depend only on tokens [0, common): keep them */
+        while (common < m.pos && common < n - 1 && cached[common] == ids[common]) common++;
+        m.pos = common;
+        memcpy(cached, ids, sizeof(int) * n);
+        TokenStream ts;
+        long made = 0;
+        if (token_stream_init(&ts, tok, TOKENIZER_SKIP_SPECIAL)) {
+            fprintf(stderr, "dsv2: %s\n", ds_last_error());
+            free(ids);
+            goto out;
+        }
+        int failed = generate(&m, &s, &ts, ids + common, n - common, a->n_tokens, logits, reply, &made);
+        size_t len;
+        const char *rest = token_stream_flush(&ts, &len);
+        if (rest) fwrite(rest, 1, len, stdout);
+        printf("\n");
+        token_stream_free(&ts);
+        free(ids);
+        if (failed) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); goto out; }
+        memcpy(cached + n, reply, sizeof(int) * (size_t)(m.pos - n));
+        /* the reply joins the history as text, as the template expects */
+        long text_len = tokenizer_decode(tok, (const int32_t *)reply, (size_t)made, TOKENIZER_SKIP_SPECIAL, NULL, 0);
+        char *text = text_len >= 0 ? malloc((size_t)text_len + 1) : NULL;
+        if (!text) { fprintf(stderr, "dsv2: cannot decode the reply\n"); goto out; }
+        tokenizer_decode(tok, (const int32_t *)reply, (size_t)made, TOKENIZER_SKIP_SPECIAL, text, (size_t)text_len + 1);
+        int added = add_message(&msgs, &n_msgs, "assistant", text);
+        free(text);
+        if (added) goto out;
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < n_msgs; i++) free((char *)msgs[i].content);
+    free(msgs);
+    free(cached);
+    free(reply);
+    free(logits);
+    sampler_free(&s);
+    tokenizer_free(tok);
+    model_close(&m);
+    return rc;
+}
+
+/* Prints the ids of -p TEXT on one line, space-separated (BOS per the tokenizer files). */
+static int cmd_tokenize(const Args *a)
+{
+    if (!a->prompt) { fprintf(stderr, "dsv2: tokenize needs -p TEXT\n"); return 2; }
+    Tokenizer *tok = load_tokenizer(a->model_dir);
+    int *ids = NULL, n = tok ? encode_text(tok, a->prompt, TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, &ids) : -1;
+    for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    if (n >= 0) printf("\n");
+    free(ids);
+    tokenizer_free(tok);
+    return n < 0;
+}
+
+/* Prints the text of --ids (special tokens included, as written in the vocabulary). */
+static int cmd_detokenize(const Args *a)
+{
+    if (!a->ids) { fprintf(stderr, "dsv2: detokenize needs --ids 1,2,3\n"); return 2; }
+    Tokenizer *tok = load_tokenizer(a->model_dir);
+    int *ids = NULL, n = tok ? parse_ids(a->ids, &ids) : -1, rc = 1;
+    long len = n >= 0 ? tokenizer_decode(tok, (const int32_t *)ids, (size_t)n, 0, NULL, 0) : -1;
+    char *text = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (n >= 0 && len < 0) fprintf(stderr, "dsv2: %s\n", ds_last_error());
+    if (text) {
+        tokenizer_decode(tok, (const int32_t *)ids, (size_t)n, 0, text, (size_t)len + 1);
+        fwrite(text, 1, (size_t)len, stdout);
+        printf("\n");
+        rc = 0;
+    }
+    free(text);
+    free(ids);
+    tokenizer_free(tok);
     return rc;
 }
 
@@ -198,7 +396,7 @@ out:
 static int cmd_logits(const Args *a)
 {
     if (!a->output) { fprintf(stderr, "dsv2: logits needs -o FILE\n"); return 2; }
-    int *ids = NULL, n = prompt_ids(a, &ids), rc = 1;
+    int *ids = NULL, n = prompt_ids(a, NULL, &ids), rc = 1;
     if (n < 0) return 1;
     Model m;
     if (open_model(&m, a->model_dir)) { free(ids); return 1; }
@@ -277,9 +475,12 @@ static int cmd_info(const Args *a)
 static void usage(void)
 {
     puts("usage:\n"
-         "  dsv2 generate -m DIR --ids 1,2,3 [-n N] [-t TEMP] [--top-p P] [--seed S]\n"
-         "  dsv2 logits   -m DIR --ids 1,2,3 -o FILE   (float32 little-endian [T, vocab])\n"
-         "  dsv2 info     -m DIR\n"
+         "  dsv2 generate   -m DIR (-p TEXT | --ids 1,2,3) [-n N] [-t TEMP] [--top-p P] [--seed S]\n"
+         "  dsv2 chat       -m DIR [-n N] [-t TEMP] [--top-p P] [--seed S]\n"
+         "  dsv2 logits     -m DIR --ids 1,2,3 -o FILE   (float32 little-endian [T, vocab])\n"
+         "  dsv2 tokenize   -m DIR -p TEXT\n"
+         "  dsv2 detokenize -m DIR --ids 1,2,3\n"
+         "  dsv2 info       -m DIR\n"
          "Defaults: -n 100, -t 0 (greedy), --top-p 1, --seed 0, --backend ref.");
 }
 
@@ -290,7 +491,8 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     static const struct { const char *name; int (*run)(const Args *); } commands[] = {
-        {"generate", cmd_generate}, {"logits", cmd_logits}, {"info", cmd_info},
+        {"generate", cmd_generate}, {"chat", cmd_chat},         {"logits", cmd_logits},
+        {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize}, {"info", cmd_info},
     };
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
