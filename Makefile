@@ -83,5 +83,6 @@ clean:
 # Parts owned by other directories (rules for sim/ and kernels/ live next to them).
 -include sim/sim.mk
 -include ref/tokenizer.mk
+-include chapters/book.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
