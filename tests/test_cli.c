@@ -1,0 +1,289 @@
+/**
+ * \file test_cli.c
+ * \brief The command line (dsv2.c): exit status and the exact stderr line for malformed
+ * commands and inputs, `dsv2 logits` output (bytes equal to model_forward's logits, nothing
+ * left behind on failure), `dsv2 generate` greedy output, and `dsv2 info`'s MLA cache line.
+ *
+ * Runs the built program: $DSV2_BIN when set, else build/dsv2 (`make test` builds it first).
+ */
+#include "check.h"
+#include "error.h"
+#include "model.h"
+#include "sample.h"
+#include "st_writer.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static char *g_dir; /**< scratch directory: captured output and written logits */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_dir = stw_mkdtemp();
+    return g_dir ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    stw_rmdir(g_dir);
+    free(g_dir);
+    return 0;
+}
+
+/* Path of a scratch file (each call returns a new malloc'd string). */
+static char *scratch(const char *name) { return stw_path(g_dir, name); }
+
+/* The whole content of path as a NUL-terminated string (malloc'd), "" when absent. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0;
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        n = (size_t)ftell(f);
+        fseek(f, 0, SEEK_SET);
+        buf = malloc(n + 1);
+        assert_non_null(buf);
+        assert_int_equal(fread(buf, 1, n, f), n);
+        fclose(f);
+    } else {
+        buf = malloc(1);
+        assert_non_null(buf);
+    }
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}
+
+typedef struct {
+    int status;  /**< exit status */
+    char *out;   /**< stdout */
+    char *err;   /**< stderr */
+} Run;
+
+/* Runs dsv2 with args (NULL-terminated, without argv[0]), capturing both streams. */
+static Run run(const char *const *args)
+{
+    const char *bin = getenv("DSV2_BIN") ? getenv("DSV2_BIN") : "build/dsv2";
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)bin;
+    for (; args[n - 1]; n++) argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    char *out = scratch("stdout.txt"), *err = scratch("stderr.txt");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    if (posix_spawn(&pid, bin, &fa, NULL, argv, environ) != 0) fail_msg("cannot run %s", bin);
+    posix_spawn_file_actions_destroy(&fa);
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    if (!WIFEXITED(ws)) fail_msg("%s did not exit normally", bin);
+    Run r = {WEXITSTATUS(ws), slurp(out, NULL), slurp(err, NULL)};
+    free(out);
+    free(err);
+    return r;
+}
+
+static void run_free(Run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* Runs args and expects the exit status and the exact stderr text. */
+static void expect(const char *const *args, int status, const char *err)
+{
+    Run r = run(args);
+    assert_string_equal(r.err, err);
+    assert_int_equal(r.status, status);
+    run_free(&r);
+}
+
+#define HINT "(run 'dsv2 help' for usage)\n"
+
+static void malformed_command_lines(void **state)
+{
+    (void)state;
+    expect((const char *[]){"frobnicate", NULL}, 2,
+           "dsv2: unknown command 'frobnicate' (run 'dsv2 help' for usage)\n");
+    expect((const char *[]){"generate", "--bogus", "1", NULL}, 2,
+           "dsv2: unknown option '--bogus' for 'generate'\n" HINT);
+    expect((const char *[]){"info", "-m", NULL}, 2, "dsv2: option '-m' needs a value\n" HINT);
+    expect((const char *[]){"info", NULL}, 2, "dsv2: 'info' needs -m DIR (a model directory)\n" HINT);
+    expect((const char *[]){"generate", "-m", "x", "-n", "ten", NULL}, 2,
+           "dsv2: -n: 'ten' is not an integer in [0, 2147483647]\n");
+    expect((const char *[]){"generate", "-m", "x", "-n", "-1", NULL}, 2,
+           "dsv2: -n: '-1' is not an integer in [0, 2147483647]\n");
+    expect((const char *[]){"generate", "-m", "x", "-n", "5x", NULL}, 2,
+           "dsv2: -n: '5x' is not an integer in [0, 2147483647]\n");
+    expect((const char *[]){"generate", "-m", "x", "-t", "hot", NULL}, 2,
+           "dsv2: -t: 'hot' is not a number in [0, 100]\n");
+    expect((const char *[]){"generate", "-m", "x", "--top-p", "1.5", NULL}, 2,
+           "dsv2: --top-p: '1.5' is not a number in [0, 1]\n");
+    expect((const char *[]){"generate", "-m", "x", "--top-p", "", NULL}, 2,
+           "dsv2: --top-p: '' is not a number in [0, 1]\n");
+}
+
+static void malformed_ids(void **state)
+{
+    (void)state;
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1,,2", NULL}, 1,
+           "dsv2: --ids: '1,,2' is not a comma-separated list of token ids (problem at "
+           "character 3)\n");
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1,-2", NULL}, 1,
+           "dsv2: --ids: '1,-2' is not a comma-separated list of token ids (problem at "
+           "character 3)\n");
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "7,x", NULL}, 1,
+           "dsv2: --ids: '7,x' is not a comma-separated list of token ids (problem at "
+           "character 3)\n");
+}
+
+static void missing_model_directory(void **state)
+{
+    (void)state;
+    expect((const char *[]){"info", "-m", "tests/golden/none", NULL}, 1,
+           "dsv2: tests/golden/none: no such model directory\n");
+    expect((const char *[]){"generate", "-m", "tests/golden/none", "--ids", "1", NULL}, 1,
+           "dsv2: tests/golden/none: no such model directory\n");
+}
+
+/* model_forward's logits for every position, as `dsv2 logits` opens the model (defaults). */
+static float *reference_logits(const int *ids, int T, int *vocab)
+{
+    Model m;
+    if (model_open(&m, "tests/golden/lite", NULL)) fail_msg("%s", ds_last_error());
+    *vocab = m.cfg->vocab_size;
+    float *logits = malloc(sizeof(float) * T * *vocab);
+    assert_non_null(logits);
+    poison(logits, (size_t)T * *vocab);
+    assert_int_equal(model_forward(&m, ids, T, logits, true), 0);
+    model_close(&m);
+    return logits;
+}
+
+static void logits_file_equals_model_forward(void **state)
+{
+    (void)state;
+    char *out = scratch("logits.bin");
+    expect((const char *[]){"logits", "-m", "tests/golden/lite", "--ids", "5,17,300,2", "-o", out,
+                            NULL}, 0, "");
+    const int ids[4] = {5, 17, 300, 2};
+    int V;
+    float *want = reference_logits(ids, 4, &V);
+    size_t len;
+    char *got = slurp(out, &len);
+    assert_int_equal(len, 4 * (size_t)V * sizeof(float));      /* exactly T · vocab · 4 bytes */
+    /* the same library calls on the same inputs: bit-identical */
+    check_close("dsv2 logits vs model_forward", (const float *)got, want, 4 * (size_t)V, 0, 0);
+    free(got);
+    free(want);
+    unlink(out);
+    free(out);
+}
+
+/* True when path exists. */
+static bool exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static void failed_logits_leave_no_file(void **state)
+{
+    (void)state;
+    char *out = scratch("bad.bin"), *partial = scratch("bad.bin.partial");
+    expect((const char *[]){"logits", "-m", "tests/golden/lite", "--ids", "1,512", "-o", out, NULL},
+           1, "dsv2: token id 512 at position 1 is outside the vocabulary [0, 512)\n");
+    assert_false(exists(out));
+    assert_false(exists(partial));
+    /* an existing file is left as it was */
+    assert_int_equal(stw_write_text(out, "old"), 0);
+    expect((const char *[]){"logits", "-m", "tests/golden/lite", "--ids", "1,512", "-o", out, NULL},
+           1, "dsv2: token id 512 at position 1 is outside the vocabulary [0, 512)\n");
+    char *kept = slurp(out, NULL);
+    assert_string_equal(kept, "old");
+    free(kept);
+    assert_false(exists(partial));
+    unlink(out);
+    /* an unwritable destination */
+    char *nowhere = scratch("no/such/dir/x.bin"), msg[1024];
+    snprintf(msg, sizeof msg, "dsv2: %s.partial: No such file or directory\n", nowhere);
+    expect((const char *[]){"logits", "-m", "tests/golden/lite", "--ids", "1,2", "-o", nowhere,
+                            NULL}, 1, msg);
+    free(nowhere);
+    expect((const char *[]){"logits", "-m", "tests/golden/lite", "--ids", "1,2", NULL}, 2,
+           "dsv2: logits needs -o FILE\n");
+    free(out);
+    free(partial);
+}
+
+static void generate_greedy_continuation(void **state)
+{
+    (void)state;
+    Run r = run((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "5,17,300", "-n",
+                                 "6", NULL});
+    assert_int_equal(r.status, 0);
+    /* the same continuation, made here with model_forward and argmax */
+    Model m;
+    if (model_open(&m, "tests/golden/lite", NULL)) fail_msg("%s", ds_last_error());
+    const int V = m.cfg->vocab_size;
+    float *logits = malloc(sizeof(float) * V);
+    assert_non_null(logits);
+    int ids[9] = {5, 17, 300};
+    assert_int_equal(model_forward(&m, ids, 3, logits, false), 0);
+    char want[256];
+    int len = snprintf(want, sizeof want, "5,17,300");
+    for (int i = 3; i < 9; i++) {
+        ids[i] = sample_argmax(logits, V);
+        len += snprintf(want + len, sizeof want - (size_t)len, ",%d", ids[i]);
+        if (ids[i] == m.cfg->eos_token_id) break;
+        assert_int_equal(model_forward(&m, &ids[i], 1, logits, false), 0);
+    }
+    snprintf(want + len, sizeof want - (size_t)len, "\n");
+    assert_string_equal(r.out, want);
+    free(logits);
+    model_close(&m);
+    run_free(&r);
+}
+
+static void info_prints_mla_cache(void **state)
+{
+    (void)state;
+    Run r = run((const char *[]){"info", "-m", "tests/golden/v2", NULL});
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.err, "");
+    /* golden v2: d_c 32 + d_r 8 = 40 elements × 3 layers = 120 elements, 240 bytes in bf16 */
+    const char *line = "  MLA          (d_c + d_r) l =        120 elements = 240 bytes in bf16\n";
+    if (!strstr(r.out, line)) fail_msg("no line \"%s\" in:\n%s", line, r.out);
+    assert_non_null(strstr(r.out, "layers       3: 1 dense, 2 MoE (8 routed experts, 3 per token, 2 shared)\n"));
+    assert_non_null(strstr(r.out, "model        tests/golden/v2 (89 tensors in 2 files)\n"));
+    run_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(malformed_command_lines),
+        cmocka_unit_test(malformed_ids),
+        cmocka_unit_test(missing_model_directory),
+        cmocka_unit_test(logits_file_equals_model_forward),
+        cmocka_unit_test(failed_logits_leave_no_file),
+        cmocka_unit_test(generate_greedy_continuation),
+        cmocka_unit_test(info_prints_mla_cache),
+    };
+    return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
+}
