@@ -104,6 +104,7 @@ out:
     return rc;
 }
 
+// ANCHOR: checkpoint_open
 int checkpoint_open(const char *dir, Checkpoint *ck)
 {
     memset(ck, 0, sizeof *ck);
@@ -126,6 +127,7 @@ out:
     }
     return rc;
 }
+// ANCHOR_END: checkpoint_open
 
 void checkpoint_close(Checkpoint *ck)
 {
@@ -144,6 +146,7 @@ static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape)
     if (k < n) snprintf(buf + k, n - k, "]");
 }
 
+// ANCHOR: checkpoint_tensor
 const StTensor *checkpoint_tensor(const Checkpoint *ck, const char *name, int ndim,
                                   const int64_t *shape)
 {
@@ -166,3 +169,4 @@ const StTensor *checkpoint_tensor(const Checkpoint *ck, const char *name, int nd
     }
     return t;
 }
+// ANCHOR_END: checkpoint_tensor

@@ -228,10 +228,12 @@ int config_load(const char *path, ModelConfig *cfg)
     return rc;
 }
 
+// ANCHOR: config_layer_is_moe
 bool config_layer_is_moe(const ModelConfig *cfg, int l)
 {
     return cfg->n_routed_experts > 0 && l >= cfg->first_k_dense_replace &&
            l % cfg->moe_layer_freq == 0;
 }
+// ANCHOR_END: config_layer_is_moe
 
 int config_qk_head_dim(const ModelConfig *cfg) { return cfg->qk_nope_head_dim + cfg->qk_rope_head_dim; }

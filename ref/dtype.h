@@ -25,6 +25,7 @@ static inline const char *dtype_name(DType t)
     return t == DT_BF16 ? "BF16" : t == DT_F16 ? "F16" : "F32";
 }
 
+// ANCHOR: bf16_to_f32
 /** bfloat16 → float32: the 16 bits are the top half of a float32 (exact). */
 static inline float bf16_to_f32(uint16_t h)
 {
@@ -33,6 +34,7 @@ static inline float bf16_to_f32(uint16_t h)
     memcpy(&f, &u, 4);
     return f;
 }
+// ANCHOR_END: bf16_to_f32
 
 /** float32 → bfloat16 with round-to-nearest-even; NaN stays a (quiet) NaN. */
 static inline uint16_t f32_to_bf16(float f)

@@ -22,14 +22,15 @@ static inline float sum_lanes(float *s)
     return s[0];
 }
 
-/* Built twice, for AVX2 and for baseline x86-64, and picked at load time; -std=c11 keeps the
+/* Built twice by GCC, for AVX2 and for baseline x86-64, and picked at load time; -std=c11 keeps the
  * compiler from fusing multiply-adds, so both builds compute bit-identical sums. */
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define VECTOR_CLONES
 #endif
 
+// ANCHOR: dot
 VECTOR_CLONES
 float dot(const float *a, const float *b, int n)
 {
@@ -40,6 +41,7 @@ float dot(const float *a, const float *b, int n)
     for (int j = 0; i < n; i++, j++) s[j] += a[i] * b[i];
     return sum_lanes(s);
 }
+// ANCHOR_END: dot
 
 /* Dot product of a stored row (any dtype) with a float32 vector, widening on
  * the fly. bf16 and f16 widen exactly, so this equals dot() on a widened copy
@@ -86,6 +88,7 @@ static void dot2_bf16(float *y0, float *y1, const uint16_t *h, const float *x0, 
     *y1 = sum_lanes(s1);
 }
 
+// ANCHOR: linear_rows
 void linear_rows(float *y, const float *x, const Mat *W, int r0, int r1, int T)
 {
     const int n = W->cols, out = r1 - r0;
@@ -102,9 +105,11 @@ void linear_rows(float *y, const float *x, const Mat *W, int r0, int r1, int T)
             y[(size_t)t * out + r] = dot_stored(W->data, W->dtype, row, x + (size_t)t * n, n);
     }
 }
+// ANCHOR_END: linear_rows
 
 void linear(float *y, const float *x, const Mat *W, int T) { linear_rows(y, x, W, 0, W->rows, T); }
 
+// ANCHOR: linear_transposed_rows
 void linear_transposed_rows(float *y, const float *x, const Mat *W, int r0, int n)
 {
     const int cols = W->cols;
@@ -124,3 +129,4 @@ void linear_transposed_rows(float *y, const float *x, const Mat *W, int r0, int 
         }
     }
 }
+// ANCHOR_END: linear_transposed_rows

@@ -66,6 +66,7 @@ void mla_scratch_free(MlaScratch *s)
     memset(s, 0, sizeof *s);
 }
 
+// ANCHOR: mla_softmax
 /* Numerically stable softmax of x[0..n) in place (float32, max subtracted). */
 static void softmax(float *x, int n)
 {
@@ -74,6 +75,7 @@ static void softmax(float *x, int n)
     for (int j = 0; j < n; j++) { x[j] = expf(x[j] - max); sum += x[j]; }
     for (int j = 0; j < n; j++) x[j] /= sum;
 }
+// ANCHOR_END: mla_softmax
 
 // ANCHOR: mla_latent
 /* Compresses the new tokens into the cache: ĉ_t = RMSNorm(W^DKV a_t), k^R_t = RoPE_t(W^KR a_t). */

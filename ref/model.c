@@ -195,6 +195,7 @@ static void decoder_layer(Model *m, int l, int T)
 }
 // ANCHOR_END: model_layer
 
+// ANCHOR: model_forward
 int model_forward(Model *m, const int *tokens, int T, float *logits, bool all_positions)
 {
     const ModelConfig *c = m->cfg;
@@ -221,3 +222,4 @@ int model_forward(Model *m, const int *tokens, int T, float *logits, bool all_po
     }
     return 0;
 }
+// ANCHOR_END: model_forward

@@ -8,17 +8,21 @@
 
 #include <math.h>
 
+// ANCHOR: yarn_mscale
 float yarn_mscale(float s, float c)
 {
     return s <= 1.0f ? 1.0f : (float)(0.1 * c * log(s) + 1.0);
 }
+// ANCHOR_END: yarn_mscale
 
+// ANCHOR: correction_dim
 /* YaRN's correction dimension: the pair index whose wavelength fits r
  * rotations into the original context L0 (computed in double, as Python does). */
 static double correction_dim(double rotations, int dim, double theta, int L0)
 {
     return dim * log(L0 / (rotations * 2 * M_PI)) / (2 * log(theta));
 }
+// ANCHOR_END: correction_dim
 
 // ANCHOR: rope_init
 int rope_init(Rope *r, const ModelConfig *cfg)

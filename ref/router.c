@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdbool.h>
 
+// ANCHOR: router_scores
 void router_scores(float *s, const float *g, int E, ScoringFunc scoring)
 {
     if (scoring == SCORING_SIGMOID) {
@@ -18,7 +19,9 @@ void router_scores(float *s, const float *g, int E, ScoringFunc scoring)
     for (int i = 0; i < E; i++) { s[i] = expf(g[i] - max); sum += s[i]; }
     for (int i = 0; i < E; i++) s[i] /= sum;
 }
+// ANCHOR_END: router_scores
 
+// ANCHOR: top_k
 /* The k best of score[0..n), best first; the lower index wins ties. */
 static void top_k(int *out, int k, const float *score, int n)
 {
@@ -33,6 +36,7 @@ static void top_k(int *out, int k, const float *score, int n)
         taken[best] = true;
     }
 }
+// ANCHOR_END: top_k
 
 // ANCHOR: router_select
 void router_select(int *idx, float *weight, const float *s, const float *bias,
