@@ -414,7 +414,7 @@ static const char *describe(const void *p, char *buf, size_t n)
     return buf;
 }
 
-cudaError_t sim_check_device_range(const char *call, const char *what, const void *p, size_t bytes, int dev)
+int sim_device_range_ok(const void *p, size_t bytes, int dev, char *why, size_t n)
 {
     char where[128];
     const SimAlloc *a = sim_find_alloc(p);
@@ -422,14 +422,27 @@ cudaError_t sim_check_device_range(const char *call, const char *what, const voi
         char want[32] = "device";
         if (dev >= 0)
             snprintf(want, sizeof want, "device %d", dev);
-        return sim_error(cudaErrorInvalidDevicePointer, "%s: %s is %s, want %s memory", call, what,
-                         describe(p, where, sizeof where), want);
+        snprintf(why, n, "%s, want %s memory", describe(p, where, sizeof where), want);
+        return 0;
     }
     size_t off = (size_t)((const char *)p - a->base);
-    if (bytes > a->size - off)
-        return sim_error(cudaErrorInvalidValue, "%s: %s: %zu bytes at offset %zu overrun the %zu-byte allocation at %p",
-                         call, what, bytes, off, a->size, (void *)a->base);
-    return cudaSuccess;
+    if (bytes > a->size - off) {
+        snprintf(why, n, "%zu bytes at offset %zu overrun the %zu-byte allocation at %p", bytes, off, a->size,
+                 (void *)a->base);
+        return 0;
+    }
+    return 1;
+}
+
+cudaError_t sim_check_device_range(const char *call, const char *what, const void *p, size_t bytes, int dev)
+{
+    char why[256];
+    if (sim_device_range_ok(p, bytes, dev, why, sizeof why))
+        return cudaSuccess;
+    const SimAlloc *a = sim_find_alloc(p);
+    return sim_error(a && a->device >= 0 && (dev < 0 || a->device == dev) ? cudaErrorInvalidValue
+                                                                          : cudaErrorInvalidDevicePointer,
+                     "%s: %s is %s", call, what, why);
 }
 
 cudaError_t cudaMalloc(void **ptr, size_t size)
@@ -551,18 +564,21 @@ cudaError_t cudaDeviceReset(void)
 /* ------------------------------------------------------------------------------------------ */
 /* streams                                                                                     */
 
-/** Finds stream (NULL: the current device's legacy stream); any_device accepts streams of other devices. */
-static cudaStream_t lookup_stream(const char *call, cudaStream_t stream, int any_device)
+/**
+ * Finds stream; NULL means the legacy stream of device dev. A stream of
+ * another device than dev is an error unless any_device is set.
+ */
+static cudaStream_t lookup_stream(const char *call, cudaStream_t stream, int dev, int any_device)
 {
     if (need_device(call))
         return NULL;
     if (!stream)
-        return &sim.dev[current_device].legacy;
+        return &sim.dev[dev].legacy;
     for (size_t i = 0; i < sim.nstreams; i++) {
         if (sim.streams[i] == stream) {
-            if (!any_device && stream->device != current_device) {
-                sim_error(cudaErrorInvalidResourceHandle, "%s: stream %p belongs to device %d, current device is %d",
-                          call, (void *)stream, stream->device, current_device);
+            if (!any_device && stream->device != dev) {
+                sim_error(cudaErrorInvalidResourceHandle, "%s: stream %p belongs to device %d, not device %d", call,
+                          (void *)stream, stream->device, dev);
                 return NULL;
             }
             return stream;
@@ -572,7 +588,15 @@ static cudaStream_t lookup_stream(const char *call, cudaStream_t stream, int any
     return NULL;
 }
 
-cudaStream_t sim_resolve_stream(const char *call, cudaStream_t stream) { return lookup_stream(call, stream, 0); }
+cudaStream_t sim_resolve_stream(const char *call, cudaStream_t stream)
+{
+    return lookup_stream(call, stream, current_device, 0);
+}
+
+cudaStream_t sim_resolve_stream_on(const char *call, cudaStream_t stream, int dev)
+{
+    return lookup_stream(call, stream, dev, 0);
+}
 
 int sim_stream_device(cudaStream_t stream) { return stream->device; }
 
@@ -674,7 +698,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
-    cudaStream_t s = lookup_stream("cudaStreamSynchronize", stream, 1);
+    cudaStream_t s = lookup_stream("cudaStreamSynchronize", stream, current_device, 1);
     if (!s)
         return last_error;
     sim_drain_stream(s);
@@ -683,7 +707,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 
 cudaError_t cudaStreamQuery(cudaStream_t stream)
 {
-    cudaStream_t s = lookup_stream("cudaStreamQuery", stream, 1);
+    cudaStream_t s = lookup_stream("cudaStreamQuery", stream, current_device, 1);
     if (!s)
         return last_error;
     return s->head ? cudaErrorNotReady : sim.dev[s->device].sticky;

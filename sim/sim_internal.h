@@ -54,6 +54,11 @@ typedef struct SimAlloc {
 /** The allocation containing p (its end address included), or NULL for unknown (pageable host) memory. */
 const SimAlloc *sim_find_alloc(const void *p);
 /**
+ * 1 when [p, p + bytes) lies inside one allocation of device dev (dev = −1:
+ * any device), else 0 with the reason written to why (nothing is recorded).
+ */
+int sim_device_range_ok(const void *p, size_t bytes, int dev, char *why, size_t n);
+/**
  * Checks that [p, p + bytes) lies inside one allocation of device dev
  * (dev = -1: any device). Returns cudaSuccess or records an error naming call and what.
  */
@@ -76,6 +81,8 @@ typedef struct SimOp {
  * cudaErrorInvalidResourceHandle. Returns NULL on error.
  */
 cudaStream_t sim_resolve_stream(const char *call, cudaStream_t stream);
+/** Like sim_resolve_stream() for device dev instead of the current device (libraries bound to a device). */
+cudaStream_t sim_resolve_stream_on(const char *call, cudaStream_t stream, int dev);
 /** The device a resolved stream belongs to. */
 int sim_stream_device(cudaStream_t stream);
 /** Appends op (run, release filled in) to a resolved stream. */
