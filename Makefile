@@ -3,6 +3,8 @@
 #   make            build the command-line program build/dsv2
 #   make run        generate text with the bundled model (PROMPT="..." to override)
 #   make test       build and run every CMocka suite; ends with "N passed, N failed, N skipped"
+#   make test-asan  the same under AddressSanitizer + UBSan + LeakSanitizer
+#   make fuzz       libFuzzer on every reader of untrusted input (FUZZ_SECONDS=60 each)
 #   make bench      benchmarks (numbers go to build/bench/, never into tests)
 #   make docs       Doxygen HTML into build/docs/
 #   make deps       install the Debian packages this project needs (needs root)
@@ -31,7 +33,7 @@ MODEL   ?= models/tiny-kjv
 PROMPT  ?= In the beginning
 NTOK    ?= 100
 
-.PHONY: all run test bench bench-ref docs deps clean excerpts
+.PHONY: all run test test-asan bench bench-ref docs deps clean
 all: $(BUILD)/dsv2
 
 $(BUILD)/%.o: %.c
@@ -59,6 +61,11 @@ run: $(BUILD)/dsv2
 test: $(TEST_BIN) $(BUILD)/dsv2
 	@sh tests/run_suites.sh $(TEST_BIN)
 
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer,
+# built into its own directory.
+test-asan:
+	$(MAKE) BUILD=$(BUILD)/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
 bench: bench-ref
 
 bench-ref: $(BUILD)/bench_ref
@@ -83,6 +90,7 @@ clean:
 # Parts owned by other directories (rules for sim/ and kernels/ live next to them).
 -include sim/sim.mk
 -include ref/tokenizer.mk
+-include tests/fuzz/fuzz.mk
 -include chapters/book.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,18 @@
+/**
+ * \file fuzz_config.c
+ * \brief libFuzzer target: config.json (config_load) and the invariants a loaded config promises.
+ */
+#include "config.h"
+#include "fuzz_util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    ModelConfig c;
+    if (config_load(fuzz_file("config.json", data, size), &c) == 0) {
+        if (c.n_routed_experts && (c.n_routed_experts % c.n_group || c.topk_group > c.n_group ||
+                                   c.num_experts_per_tok > c.n_routed_experts))
+            abort();
+        if (c.qk_rope_head_dim % 2 || c.kv_lora_rank < 1) abort();
+    }
+    return 0;
+}
