@@ -54,7 +54,8 @@ $(BUILD)/nvcc/%.o: %.cu
 bench: bench-sim
 
 bench-sim: $(BUILD)/bench_sim
-	./$(BUILD)/bench_sim
+	@mkdir -p $(BUILD)/bench
+	./$(BUILD)/bench_sim $(BUILD)/bench/sim.json
 
 $(BUILD)/bench_sim: $(BUILD)/sim/bench/bench_sim.o $(BUILD)/libsim.a
 	$(CC) $(CFLAGS) -o $@ $^ -lstdc++ -lopenblas -lpthread $(LDLIBS)
