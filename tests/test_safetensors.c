@@ -47,7 +47,7 @@ static const char *scratch(const char *name)
 /* st_open(path) must fail with exactly "<path>: <want>" and leave nothing open. */
 static void expect_error(const char *path, const char *want)
 {
-    char line[4096];
+    char line[8192];
     snprintf(line, sizeof line, "%s: %s", path, want);
     StFile f;
     ds_error_clear();
