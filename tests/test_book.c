@@ -137,6 +137,45 @@ static void repository_book_has_no_drift(void **state)
     if (r.status != 0) fail_msg("tools/excerpts.sh --check found problems:\n%s", r.out);
 }
 
+/* ---- the notebooks ------------------------------------------------------------------------ */
+
+/* Runs build/notebooks/<name> and returns its stdout (static buffer); fails if it is missing
+ * (make test builds it) or exits non-zero. */
+static const char *run_notebook(const char *name, const char *args)
+{
+    static char out[65536];
+    char path[256], cmd[512];
+    snprintf(path, sizeof path, "build/notebooks/%s", name);
+    if (access(path, X_OK) != 0)
+        fail_msg("%s is missing: run make notebooks (make test builds it)", path);
+    snprintf(cmd, sizeof cmd, "%s %s", path, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    if (status != 0) fail_msg("%s exited with status %d:\n%s", cmd, status, out);
+    return out;
+}
+
+/* The KV-cache table that chapter 3 includes is what the notebook prints, and it carries the
+ * figures SPEC §5.3 derives by hand: 576 per layer, 69,120 bytes/token for V2 in bf16,
+ * 31,104 for V2-Lite, 82.2% without and 93.3% with the ~6-bit cache against DeepSeek 67B. */
+static void kv_cache_budget_prints_the_included_table(void **state)
+{
+    (void)state;
+    const char *got = run_notebook("kv_cache_budget", "");
+    const char *want = read_file(".", "notebooks-c/expected/kv_cache_budget.txt");
+    if (strcmp(got, want) != 0)
+        fail_msg("build/notebooks/kv_cache_budget output differs from "
+                 "notebooks-c/expected/kv_cache_budget.txt:\n%s", got);
+    const char *figures[] = {"MLA                   576          34560            69120",
+                             "mla_cache_bytes_per_token(cfg, 2) = 31104 bytes",
+                             "reduction 82.2%", "reduction 93.3% (the paper's figure)"};
+    for (size_t i = 0; i < sizeof figures / sizeof *figures; i++)
+        if (!strstr(got, figures[i])) fail_msg("notebook output lacks \"%s\"", figures[i]);
+}
+
 /* ---- the checker on small books ----------------------------------------------------------- */
 
 static void a_correct_book_passes(void **state)
@@ -256,6 +295,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(repository_book_has_no_drift),
+        cmocka_unit_test(kv_cache_budget_prints_the_included_table),
         cmocka_unit_test(a_correct_book_passes),
         cmocka_unit_test(a_drifted_block_fails),
         cmocka_unit_test(a_missing_anchor_fails),
