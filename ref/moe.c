@@ -55,35 +55,25 @@ void swiglu_forward(float *y, const float *x, const SwigluWeights *w, int T, flo
 }
 // ANCHOR_END: swiglu_forward
 
-// ANCHOR: moe_forward
-void moe_forward(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
-                 FfnScratch *s)
+// ANCHOR: moe_route
+void moe_route(const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, FfnScratch *s)
 {
-    const int D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
-
-    /* 1. route: logits g = W_gate b_t (float32), affinities s_{i,t}, top-K experts and weights */
-    linear(s->scores, x, &w->router, T);
+    const int E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
+    linear(s->scores, x, &w->router, T);             /* logits g = W_gate b_t, float32 */
     for (int t = 0; t < T; t++) {
         float *s_t = s->scores + (size_t)t * E;
-        router_scores(s_t, s_t, E, cfg->scoring_func);
+        router_scores(s_t, s_t, E, cfg->scoring_func); /* affinities s_{i,t} */
         router_select(s->expert + t * K, s->weight + t * K, s_t, w->bias, cfg);
     }
+}
+// ANCHOR_END: moe_route
 
-    /* 2. each routed expert runs once, on every (token, slot) that chose it */
-    for (int e = 0; e < E; e++) {
-        int n = 0;
-        for (int r = 0; r < T * K; r++)
-            if (s->expert[r] == e) s->rows[n++] = r;
-        if (n == 0) continue;
-        for (int i = 0; i < n; i++)
-            memcpy(s->x_in + (size_t)i * D, x + (size_t)(s->rows[i] / K) * D, sizeof(float) * D);
-        swiglu_forward(s->x_out, s->x_in, &w->experts[e], n, s->hidden);
-        for (int i = 0; i < n; i++)
-            memcpy(s->routed + (size_t)s->rows[i] * D, s->x_out + (size_t)i * D, sizeof(float) * D);
-    }
-
-    /* 3. combine in slot order: y_t = Σ_k g_{k,t} FFN_{e_k}(b_t), then + shared experts */
-    for (int t = 0; t < T; t++) {
+// ANCHOR: moe_combine
+void moe_combine(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
+                 FfnScratch *s)
+{
+    const int D = cfg->hidden_size, K = cfg->num_experts_per_tok;
+    for (int t = 0; t < T; t++) {                    /* y_t = Σ_k g_{k,t} FFN_{e_k}(b_t), slot order */
         float *y_t = y + (size_t)t * D;
         for (int d = 0; d < D; d++) y_t[d] = 0;
         for (int k = 0; k < K; k++) {
@@ -91,9 +81,38 @@ void moe_forward(float *y, const float *x, const MoeWeights *w, const ModelConfi
             for (int d = 0; d < D; d++) y_t[d] += g * o[d];
         }
     }
-    if (cfg->n_shared_experts > 0) {
+    if (cfg->n_shared_experts > 0) {                 /* + the shared experts, on the same b_t */
         swiglu_forward(s->x_out, x, &w->shared, T, s->hidden);
         for (size_t i = 0; i < (size_t)T * D; i++) y[i] += s->x_out[i];
     }
+}
+// ANCHOR_END: moe_combine
+
+// ANCHOR: moe_expert_rows
+void moe_expert_rows(const float *x, const SwigluWeights *expert, const int *rows, int n,
+                     const ModelConfig *cfg, FfnScratch *s)
+{
+    const int D = cfg->hidden_size, K = cfg->num_experts_per_tok;
+    for (int i = 0; i < n; i++)                      /* gather: assignment t·K + k reads token t */
+        memcpy(s->x_in + (size_t)i * D, x + (size_t)(rows[i] / K) * D, sizeof(float) * D);
+    swiglu_forward(s->x_out, s->x_in, expert, n, s->hidden);
+    for (int i = 0; i < n; i++)                      /* scatter: back to its (token, slot) */
+        memcpy(s->routed + (size_t)rows[i] * D, s->x_out + (size_t)i * D, sizeof(float) * D);
+}
+// ANCHOR_END: moe_expert_rows
+
+// ANCHOR: moe_forward
+void moe_forward(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
+                 FfnScratch *s)
+{
+    const int E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
+    moe_route(x, w, cfg, T, s);
+    for (int e = 0; e < E; e++) {                    /* each routed expert once, on its tokens */
+        int n = 0;
+        for (int r = 0; r < T * K; r++)
+            if (s->expert[r] == e) s->rows[n++] = r;
+        if (n > 0) moe_expert_rows(x, &w->experts[e], s->rows, n, cfg, s);
+    }
+    moe_combine(y, x, w, cfg, T, s);
 }
 // ANCHOR_END: moe_forward

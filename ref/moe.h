@@ -53,6 +53,27 @@ void ffn_scratch_free(FfnScratch *s);
 void swiglu_forward(float *y, const float *x, const SwigluWeights *w, int T, float *hidden);
 
 /**
+ * Routes T tokens: router logits in float32, affinities, the K experts and weights of each
+ * token into s->scores [T, E], s->expert [T, K], s->weight [T, K]. x: [T, D].
+ */
+void moe_route(const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, FfnScratch *s);
+
+/**
+ * Runs one routed expert on the n assignments rows[0..n) (ids t·K + k): gathers their
+ * tokens' inputs from x [T, D], applies the SwiGLU, writes each output to s->routed[t, k].
+ */
+void moe_expert_rows(const float *x, const SwigluWeights *expert, const int *rows, int n,
+                     const ModelConfig *cfg, FfnScratch *s);
+
+/**
+ * Combines: y_t = Σ_k weight[t, k] · routed[t, k] (float32, slot order) + shared(x_t).
+ * Reads s->weight and s->routed [T, K, D] (each (token, slot)'s expert output).
+ * y, x: [T, D], no overlap.
+ */
+void moe_combine(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
+                 FfnScratch *s);
+
+/**
  * The MoE FFN for T tokens: route each token (router.h), run each routed
  * expert once on all the tokens it received, combine each token's K outputs
  * in selection order with their weights (float32), then add the shared
