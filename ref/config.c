@@ -5,6 +5,8 @@
 #include "config.h"
 
 #include "error.h"
+#include "rope.h"   /* ROPE_MAX_DIM: RoPE's pair buffer bounds qk_rope_head_dim */
+#include "router.h" /* ROUTER_MAX_EXPERTS: the router's stack buffers bound n_routed_experts */
 
 #include <jansson.h>
 #include <stdio.h>
@@ -150,13 +152,14 @@ static int read_all(const char *file, const json_t *root, ModelConfig *c)
         read_int_or_null(file, root, "q_lora_rank", 1, big, 0, 0, &c->q_lora_rank) ||
         read_int(file, root, "kv_lora_rank", 1, big, 0, 0, &c->kv_lora_rank) ||
         read_int(file, root, "qk_nope_head_dim", 0, 65536, 0, 0, &c->qk_nope_head_dim) ||
-        read_int(file, root, "qk_rope_head_dim", 2, 65536, 0, 0, &c->qk_rope_head_dim) ||
+        read_int(file, root, "qk_rope_head_dim", 2, ROPE_MAX_DIM, 0, 0, &c->qk_rope_head_dim) ||
         read_int(file, root, "v_head_dim", 1, 65536, 0, 0, &c->v_head_dim) ||
         read_int(file, root, "intermediate_size", 1, big, 0, 0, &c->intermediate_size) ||
         read_int(file, root, "max_position_embeddings", 1, 1 << 30, 0, 0,
                  &c->max_position_embeddings) ||
         read_float(file, root, "rms_norm_eps", 0, 1, 0, 0, &c->rms_norm_eps) ||
-        read_int_or_null(file, root, "n_routed_experts", 1, 65536, 1, 0, &c->n_routed_experts))
+        read_int_or_null(file, root, "n_routed_experts", 1, ROUTER_MAX_EXPERTS, 1, 0,
+                         &c->n_routed_experts))
         return -1;
     if (c->qk_rope_head_dim % 2)
         return ds_error("%s: key 'qk_rope_head_dim': %d is odd; RoPE rotates pairs",
