@@ -263,6 +263,11 @@ static void out_of_range_values(void **state)
                      "key 'first_k_dense_replace': 4 is out of range [0, 3]");
     expect_key_error("lite", "rms_norm_eps", json_real(-1e-6),
                      "key 'rms_norm_eps': -1e-06 is out of range [0, 1]");
+    /* the router's and RoPE's fixed buffers bound these two */
+    expect_key_error("lite", "n_routed_experts", json_integer(1025),
+                     "key 'n_routed_experts': 1025 is out of range [1, 1024]");
+    expect_key_error("lite", "qk_rope_head_dim", json_integer(1026),
+                     "key 'qk_rope_head_dim': 1026 is out of range [2, 1024]");
     expect_key_error("lite", "qk_rope_head_dim", json_integer(7),
                      "key 'qk_rope_head_dim': 7 is odd; RoPE rotates pairs");
     expect_key_error("v2", "n_group", json_integer(3),
