@@ -48,10 +48,10 @@ static void copy_golden(const char *fixture, const char *name, const char *dir)
 }
 
 /* What write_lite_with() does to the one tensor it changes. */
-typedef enum { DROP, DROP_ROW, ADD_AXIS } Change;
+typedef enum { DROP, DROP_ROW, ADD_AXIS, AS_I16 } Change;
 
 /* Writes dir/config.json and dir/model.safetensors: the golden Lite checkpoint with `victim`
- * dropped, shortened by one row, or given an extra trailing axis of 1. */
+ * dropped, shortened by one row, given an extra trailing axis of 1, or relabelled I16. */
 static void write_lite_with(const char *dir, const char *victim, Change change)
 {
     copy_golden("lite", "config.json", dir);
@@ -70,8 +70,10 @@ static void write_lite_with(const char *dir, const char *victim, Change change)
             if (change == DROP_ROW) {
                 w.nbytes -= w.nbytes / (size_t)w.shape[0];
                 w.shape[0]--;
-            } else {
+            } else if (change == ADD_AXIS) {
                 w.shape[w.ndim++] = 1;
+            } else {
+                w.dtype = "I16";                           /* same byte count as BF16 */
             }
         }
         t[n++] = w;
@@ -291,6 +293,16 @@ static void shape_not_matching_config(void **state)
     expect_model_error(dir, want);
 }
 
+static void dtype_outside_bf16_f16_f32(void **state)
+{
+    const char *dir = *state;
+    write_lite_with(dir, "model.layers.0.mlp.up_proj.weight", AS_I16);
+    char want[1024];
+    snprintf(want, sizeof want, "%s/model.safetensors: tensor 'model.layers.0.mlp.up_proj.weight': "
+             "dtype I16 is not supported (BF16, F16, F32)", dir);
+    expect_model_error(dir, want);
+}
+
 static void bad_config_in_directory(void **state)
 {
     const char *dir = *state;
@@ -388,6 +400,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(index_malformed, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(missing_tensor, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(shape_not_matching_config, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(dtype_outside_bf16_f16_f32, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(bad_config_in_directory, dir_setup, dir_teardown),
         cmocka_unit_test(token_outside_vocabulary),
         cmocka_unit_test(prompt_longer_than_context),
