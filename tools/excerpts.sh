@@ -20,8 +20,8 @@
 #
 # Problems, one line each as "chapter:line: what": a block that differs from its source, a
 # missing file, a missing anchor, an anchor named twice in one file, an ANCHOR without its
-# ANCHOR_END (or the reverse), an include with no fenced block after it, and a chapter in
-# chapters/ that book.md does not link to. Source files under ref/, kernels/, fast/, sim/
+# ANCHOR_END (or the reverse), an include with no fenced block after it, a chapter in
+# chapters/ that book.md does not link to, and a link in book.md to a chapter that does not exist. Source files under ref/, kernels/, fast/, sim/
 # and notebooks-c/ are checked for duplicate or unclosed anchors even when no chapter uses them.
 # Nothing here needs more than POSIX sh and awk.
 
@@ -176,6 +176,14 @@ for ch in chapters/*.md; do
         status=1
     fi
 done
+
+# ...and every chapter book.md links to exists.
+if [ -e book.md ]; then
+    grep -n -o '](chapters/[^)]*)' book.md | while IFS=: read -r line link; do
+        ch=${link#](}; ch=${ch%)}
+        [ -e "$ch" ] || echo "book.md:$line: links to $ch, which does not exist"
+    done | grep . && status=1
+fi
 
 # 2. Every include block in every chapter equals its source region.
 for md in book.md chapters/*.md; do
