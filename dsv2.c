@@ -78,6 +78,31 @@ static int parse_double(const char *flag, const char *s, double lo, double hi, d
     return 0;
 }
 
+/* "1,2,3" → ids; every id a non-negative integer. Returns the count or −1. */
+static int parse_ids(const char *s, int **out)
+{
+    int cap = 16, n = 0;
+    int *ids = malloc(sizeof(int) * cap);
+    const char *p = s;
+    while (ids) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v > INT_MAX || (*end && *end != ',')) {
+            fprintf(stderr, "dsv2: --ids: '%s' is not a comma-separated list of token ids "
+                    "(problem at character %ld)\n", s, (long)(p - s) + 1);
+            free(ids);
+            return -1;
+        }
+        if (n == cap && !(ids = realloc(ids, sizeof(int) * (cap *= 2)))) break;
+        ids[n++] = (int)v;
+        if (!*end) { *out = ids; return n; }
+        p = end + 1;
+    }
+    fprintf(stderr, "dsv2: out of memory\n");
+    return -1;
+}
+
 static int parse_args(int argc, char **argv, Args *a)
 {
     *a = (Args){.n_tokens = 100, .temperature = 0, .top_p = 1, .seed = 0, .backend = "ref"};
@@ -105,34 +130,12 @@ static int parse_args(int argc, char **argv, Args *a)
         }
     }
     if (!a->model_dir) return usage_error("'%s' needs -m DIR (a model directory)%s", argv[1], "");
+    int *ids = NULL;                                  /* a malformed --ids is a usage error too */
+    if (a->ids && parse_ids(a->ids, &ids) < 0) return 2;
+    free(ids);
     if (strcmp(a->backend, "ref"))
         return usage_error("--backend %s: this build has only the 'ref' backend%s", a->backend, "");
     return 0;
-}
-
-/* "1,2,3" → ids; every id a non-negative integer. Returns the count or −1. */
-static int parse_ids(const char *s, int **out)
-{
-    int cap = 16, n = 0;
-    int *ids = malloc(sizeof(int) * cap);
-    const char *p = s;
-    while (ids) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (errno || end == p || v < 0 || v > INT_MAX || (*end && *end != ',')) {
-            fprintf(stderr, "dsv2: --ids: '%s' is not a comma-separated list of token ids "
-                    "(problem at character %ld)\n", s, (long)(p - s) + 1);
-            free(ids);
-            return -1;
-        }
-        if (n == cap && !(ids = realloc(ids, sizeof(int) * (cap *= 2)))) break;
-        ids[n++] = (int)v;
-        if (!*end) { *out = ids; return n; }
-        p = end + 1;
-    }
-    fprintf(stderr, "dsv2: out of memory\n");
-    return -1;
 }
 
 static Tokenizer *load_tokenizer(const char *dir)

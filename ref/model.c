@@ -200,6 +200,7 @@ int model_forward(Model *m, const int *tokens, int T, float *logits, bool all_po
 {
     const ModelConfig *c = m->cfg;
     const int D = c->hidden_size, V = c->vocab_size;
+    if (T < 0) return ds_error("a negative token count (%d)", T);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
             return ds_error("token id %d at position %d is outside the vocabulary [0, %d)",

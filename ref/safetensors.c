@@ -172,6 +172,10 @@ int st_open(const char *path, StFile *f)
         close(fd);
         return ds_error("%s: cannot stat: %s", path, strerror(errno));
     }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return ds_error("%s: not a regular file", path);
+    }
     f->size = (size_t)sb.st_size;
     if (!(f->path = strdup(path))) { close(fd); return ds_error("%s: out of memory", path); }
     if (f->size < 8) {

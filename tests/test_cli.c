@@ -141,13 +141,13 @@ static void malformed_command_lines(void **state)
 static void malformed_ids(void **state)
 {
     (void)state;
-    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1,,2", NULL}, 1,
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1,,2", NULL}, 2,
            "dsv2: --ids: '1,,2' is not a comma-separated list of token ids (problem at "
            "character 3)\n");
-    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1,-2", NULL}, 1,
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1,-2", NULL}, 2,
            "dsv2: --ids: '1,-2' is not a comma-separated list of token ids (problem at "
            "character 3)\n");
-    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "7,x", NULL}, 1,
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "7,x", NULL}, 2,
            "dsv2: --ids: '7,x' is not a comma-separated list of token ids (problem at "
            "character 3)\n");
 }
