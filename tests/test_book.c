@@ -40,7 +40,7 @@ static Run run_tool(const char *args)
 static void write_file(const char *dir, const char *name, const char *text)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_true((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) < sizeof path);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs(text, f);
