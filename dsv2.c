@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- command-line parsing ----------------------------------------------------------------- */
 
@@ -430,9 +431,16 @@ out:
 /* Parameter counts from the config (SPEC §2's shapes), and the paper's Table 1 from the dims. */
 static int cmd_info(const Args *a)
 {
-    Checkpoint ck;
-    if (checkpoint_open(a->model_dir, &ck)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); return 1; }
-    const ModelConfig *c = &ck.cfg;
+    /* everything below follows from config.json; the weights, if present, are only counted */
+    char path[4096];
+    ModelConfig cfg;
+    if (access(a->model_dir, F_OK) != 0) {
+        fprintf(stderr, "dsv2: %s: no such model directory\n", a->model_dir);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/config.json", a->model_dir);
+    if (config_load(path, &cfg)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); return 1; }
+    const ModelConfig *c = &cfg;
     const long long D = c->hidden_size, nh = c->num_attention_heads, L = c->num_hidden_layers;
     const long long dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
     const long long dc = c->kv_lora_rank, dcq = c->q_lora_rank, E = c->n_routed_experts;
@@ -454,13 +462,20 @@ static int cmd_info(const Args *a)
             active += E * D + K * expert + shared;
         }
     }
-    size_t tensors = ck.n_entries;
-    printf("model        %s (%zu tensors in %d file%s)\n", a->model_dir, tensors, ck.n_files,
-           ck.n_files == 1 ? "" : "s");
+    Checkpoint ck;
+    if (checkpoint_open(a->model_dir, &ck) == 0) {
+        printf("model        %s (%zu tensors in %d file%s)\n", a->model_dir, ck.n_entries, ck.n_files,
+               ck.n_files == 1 ? "" : "s");
+        checkpoint_close(&ck);
+    } else {
+        printf("model        %s (config only: %s)\n", a->model_dir, ds_last_error());
+    }
     printf("layers       %lld: %lld dense, %lld MoE (%lld routed experts, %lld per token, %d shared)\n",
            L, dense, moe, E, K, c->n_shared_experts);
-    printf("parameters   %lld total, %lld active per token (%.1f%%)\n", total, active,
-           100.0 * (double)active / (double)total);
+    const long long embed = (long long)c->vocab_size * D;    /* a lookup, not a product */
+    printf("parameters   %lld total, %lld active per token (%.1f%%); %lld without the embedding "
+           "lookup, as the paper counts\n", total, active, 100.0 * (double)active / (double)total,
+           active - embed);
     printf("attention    MLA: %lld heads, d_c %lld, d_c' %lld, d_n %lld, d_r %lld, d_v %lld\n", nh, dc,
            dcq, dn, dr, dv);
     /* KV cache per token, in elements, at these dims (paper Table 1, d_h = d_n) */
@@ -471,7 +486,6 @@ static int cmd_info(const Args *a)
     printf("  MQA          2 d_h l      = %10lld elements\n", 2 * dh * L);
     printf("  MLA          (d_c + d_r) l = %10lld elements = %zu bytes in bf16\n", (dc + dr) * L,
            mla_cache_bytes_per_token(c, 2));
-    checkpoint_close(&ck);
     return 0;
 }
 

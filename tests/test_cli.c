@@ -274,6 +274,56 @@ static void info_prints_mla_cache(void **state)
     run_free(&r);
 }
 
+/* Writes a config.json of the released model (layers, dims and routing as SPEC §1.1) to dir. */
+static char *released_config(const char *name, int D, int L, int heads, int q_lora, int I, int Ie,
+                             int E, const char *method, int G, int Gk, double scale)
+{
+    char *dir = scratch(name), text[2048];
+    mkdir(dir, 0755);
+    char q[16];
+    if (q_lora) snprintf(q, sizeof q, "%d", q_lora);
+    else snprintf(q, sizeof q, "null");
+    snprintf(text, sizeof text,
+             "{\"vocab_size\": 102400, \"hidden_size\": %d, \"num_hidden_layers\": %d,"
+             " \"num_attention_heads\": %d, \"q_lora_rank\": %s, \"kv_lora_rank\": 512,"
+             " \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64, \"v_head_dim\": 128,"
+             " \"intermediate_size\": %d, \"moe_intermediate_size\": %d, \"n_routed_experts\": %d,"
+             " \"n_shared_experts\": 2, \"num_experts_per_tok\": 6, \"first_k_dense_replace\": 1,"
+             " \"moe_layer_freq\": 1, \"topk_method\": \"%s\", \"n_group\": %d, \"topk_group\": %d,"
+             " \"norm_topk_prob\": false, \"routed_scaling_factor\": %g, \"scoring_func\": \"softmax\","
+             " \"rms_norm_eps\": 1e-06, \"rope_theta\": 10000, \"max_position_embeddings\": 163840,"
+             " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, \"original_max_position_embeddings\": 4096,"
+             " \"beta_fast\": 32, \"beta_slow\": 1, \"mscale\": 0.707, \"mscale_all_dim\": 0.707},"
+             " \"bos_token_id\": 100000, \"eos_token_id\": 100001, \"tie_word_embeddings\": false}\n",
+             D, L, heads, q, I, Ie, E, method, G, Gk, scale);
+    char *path = stw_path(dir, "config.json");
+    assert_int_equal(stw_write_text(path, text), 0);
+    free(path);
+    return dir;
+}
+
+/* `dsv2 info` on the released configs reproduces SPEC §1.3's parameter counts (which match
+ * the observed V2-Lite checkpoint) and §5.3's KV cache per token. */
+static void info_matches_released_models(void **state)
+{
+    (void)state;
+    char *lite = released_config("v2-lite", 2048, 27, 16, 0, 10944, 1408, 64, "greedy", 1, 1, 1.0);
+    char *v2 = released_config("v2", 5120, 60, 128, 1536, 12288, 1536, 160, "group_limited_greedy", 8, 3, 16.0);
+    Run r = run((const char *[]){"info", "-m", lite, NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "parameters   15706484224 total"));
+    assert_non_null(strstr(r.out, "(d_c + d_r) l =      15552 elements = 31104 bytes in bf16"));
+    run_free(&r);
+    r = run((const char *[]){"info", "-m", v2, NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "parameters   235741434880 total"));
+    assert_non_null(strstr(r.out, "(d_c + d_r) l =      34560 elements = 69120 bytes in bf16"));
+    assert_non_null(strstr(r.out, "MHA          2 n_h d_h l  =    1966080 elements"));  /* 2·128·128·60 */
+    run_free(&r);
+    free(lite);
+    free(v2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +334,7 @@ int main(void)
         cmocka_unit_test(failed_logits_leave_no_file),
         cmocka_unit_test(generate_greedy_continuation),
         cmocka_unit_test(info_prints_mla_cache),
+        cmocka_unit_test(info_matches_released_models),
     };
     return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
 }
