@@ -176,6 +176,25 @@ static void kv_cache_budget_prints_the_included_table(void **state)
         if (!strstr(got, figures[i])) fail_msg("notebook output lacks \"%s\"", figures[i]);
 }
 
+/* The absorption notebook fails itself when the two MLA forms differ by more than 1e-5. */
+static void absorption_notebook_forms_agree(void **state)
+{
+    (void)state;
+    const char *got = run_notebook("absorption", "256");
+    if (!strstr(got, "both forms agree to within 1e-5 relative at every context"))
+        fail_msg("unexpected absorption output:\n%s", got);
+}
+
+/* The routing notebook fails itself unless every token reaches at most M devices and M = G
+ * reproduces greedy routing. */
+static void routing_explorer_invariants_hold(void **state)
+{
+    (void)state;
+    const char *got = run_notebook("routing_explorer", "2000");
+    if (!strstr(got, "checks passed: devices <= M for every token, and M = 8 equals greedy"))
+        fail_msg("unexpected routing_explorer output:\n%s", got);
+}
+
 /* ---- the checker on small books ----------------------------------------------------------- */
 
 static void a_correct_book_passes(void **state)
@@ -296,6 +315,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(repository_book_has_no_drift),
         cmocka_unit_test(kv_cache_budget_prints_the_included_table),
+        cmocka_unit_test(absorption_notebook_forms_agree),
+        cmocka_unit_test(routing_explorer_invariants_hold),
         cmocka_unit_test(a_correct_book_passes),
         cmocka_unit_test(a_drifted_block_fails),
         cmocka_unit_test(a_missing_anchor_fails),
