@@ -119,12 +119,7 @@ int checkpoint_open(const char *dir, Checkpoint *ck)
 out:
     free(cfg);
     free(index);
-    if (rc) {
-        char saved[1024];
-        snprintf(saved, sizeof saved, "%s", ds_last_error());
-        checkpoint_close(ck);
-        ds_error("%s", saved);
-    }
+    if (rc) checkpoint_close(ck);   /* releases what was opened; the error line stays */
     return rc;
 }
 // ANCHOR_END: checkpoint_open

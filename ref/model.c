@@ -148,12 +148,7 @@ int model_open(Model *m, const char *dir, const ModelOptions *opt)
         rc = latent_cache_init(&m->cache[l], c, m->max_context);
     if (rc == 0) rc = mla_scratch_init(&m->mla, c, m->chunk, m->max_context);
     if (rc == 0) rc = ffn_scratch_init(&m->ffn, c, m->chunk);
-    if (rc) {
-        char saved[1024];
-        snprintf(saved, sizeof saved, "%s", ds_last_error());
-        model_close(m);
-        ds_error("%s", saved);
-    }
+    if (rc) model_close(m);   /* releases what was opened; the error line stays */
     return rc;
 }
 
