@@ -1,0 +1,23 @@
+#!/bin/sh
+# docs/md_filter.sh FILE: prints a Markdown chapter for Doxygen (FILTER_PATTERNS in docs/Doxyfile).
+#
+# The chapters write math as GitHub does, $...$ inline and $$ lines around display math.
+# Doxygen 1.9 reads a backslash in Markdown as one of its own commands, and rendering LaTeX
+# would need MathJax from the network or a LaTeX installation; neither is assumed. So math is
+# shown as its LaTeX source: inline math becomes a code span, display math a fenced block.
+# Code blocks pass through untouched; the line count never changes, so warnings keep their
+# line numbers.
+awk '
+/^(```|~~~)/ && !in_math { in_code = !in_code; print; next }
+in_code { print; next }
+/^[ \t]*\$\$[ \t]*$/ { in_math = !in_math; print (in_math ? "```tex" : "```"); next }
+in_math { print; next }
+{
+    out = ""; line = $0
+    while (match(line, /\$[^$]+\$/)) {
+        out = out substr(line, 1, RSTART - 1) "`" substr(line, RSTART + 1, RLENGTH - 2) "`"
+        line = substr(line, RSTART + RLENGTH)
+    }
+    print out line
+}
+' "$1"
