@@ -1,0 +1,277 @@
+/**
+ * \file fast.h
+ * \brief The fast path on one device: context, uploaded weights, the GPU components and the assembled model.
+ *
+ * Host C that drives kernels/ and cuBLAS. The API mirrors ref/model.h:
+ * fast_model_open() reads the checkpoint with ref/checkpoint.h, binds the
+ * same tensor names as the reference and uploads them (bf16 as stored, or
+ * widened to float32 in float32 mode), allocates activations and the latent
+ * cache once; fast_model_forward() runs prompts and decode steps.
+ *
+ * Every CUDA and cuBLAS call is checked; a failure records one line with
+ * ds_error() naming the call, the file and the line, and the function
+ * returns −1. Nothing here exits.
+ */
+#ifndef DSV2_FAST_H
+#define DSV2_FAST_H
+
+#include "config.h"
+#include "kernels.h"
+#include "linear.h"
+#include "model.h"
+#include "rope.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdbool.h>
+
+/*
+ * The kernel versions fast/ runs, chosen here and only here. Version 2 of
+ * every component: on the simulated device both versions compute the same
+ * function (tests/test_fast_*.c) but sim/ says nothing about speed, and no
+ * GPU timing exists yet on this project's machines; v2 is chosen because its
+ * work per thread does not grow with the row, expert or sequence length
+ * (block and warp reductions, one thread per RoPE pair, one warp per routed
+ * token). `make bench-fast` times both versions where a GPU is present.
+ */
+#define FAST_RMSNORM rmsnorm_forward_v2           /**< RMSNorm */
+#define FAST_RMSNORM_RESIDUAL rmsnorm_residual_v2 /**< residual add fused with the next RMSNorm */
+#define FAST_ROPE rope_forward_v2                 /**< RoPE on q^R in place */
+#define FAST_ROUTER router_forward_v2             /**< scores + group max + top-K in one kernel */
+#define FAST_WRITE_LATENTS mla_write_latents_v2   /**< ĉ_t, k^R_t into the cache */
+#define FAST_ARGMAX sample_argmax_v2              /**< greedy token */
+
+/** Records "call failed: name (text) at file:line" when err is not cudaSuccess. \return 0 or −1. */
+int fast_check_cuda(cudaError_t err, const char *call, const char *file, int line);
+/** The same for a cuBLAS status. \return 0 or −1. */
+int fast_check_blas(cublasStatus_t st, const char *call, const char *file, int line);
+
+/** Returns −1 from the enclosing function when the CUDA call fails (error line recorded). */
+#define CUDA_TRY(call) do { if (fast_check_cuda((call), #call, __FILE__, __LINE__)) return -1; } while (0)
+/** Returns −1 from the enclosing function when the cuBLAS call fails (error line recorded). */
+#define BLAS_TRY(call) do { if (fast_check_blas((call), #call, __FILE__, __LINE__)) return -1; } while (0)
+
+/** One device: its stream, cuBLAS handle, precision mode and the bf16 staging buffer for GEMM operands. */
+typedef struct {
+    cudaStream_t stream;  /**< every kernel and GEMM is queued here */
+    cublasHandle_t blas;  /**< bound to stream */
+    bool bf16;            /**< weights and GEMM operands in bf16 (else float32) */
+    KernelDType wtype;    /**< KERNEL_BF16 or KERNEL_F32, from bf16 */
+    void *stage;          /**< [stage_elems] activations converted to wtype before a GEMM */
+    size_t stage_elems;   /**< capacity of stage */
+} FastContext;
+
+/**
+ * Creates the stream and cuBLAS handle on the current device and a staging
+ * buffer of stage_elems elements. \return 0 or −1 (error line set).
+ */
+int fast_context_init(FastContext *ctx, bool bf16, size_t stage_elems);
+/** Destroys what fast_context_init() created (safe on a zeroed context). */
+void fast_context_free(FastContext *ctx);
+
+/** A weight matrix on the device: rows × cols, row-major, of type dtype. */
+typedef struct {
+    void *data;          /**< device memory */
+    KernelDType dtype;   /**< ctx->wtype */
+    int rows;            /**< out_features */
+    int cols;            /**< in_features */
+} FastMat;
+
+/**
+ * Uploads n_parts checkpoint matrices with the same column count stacked
+ * row-wise into one device matrix, converted to ctx->wtype (bf16 kept as
+ * stored; f32/f16 rounded to bf16 in bf16 mode; everything widened in
+ * float32 mode). \return 0 or −1.
+ */
+int fast_mat_upload(FastContext *ctx, FastMat *out, const Mat *const *parts, int n_parts);
+/** Uploads a float32 vector (norm weights, router bias). *out = NULL when n = 0. \return 0 or −1. */
+int fast_vec_upload(float **out, const float *host, size_t n);
+/** Frees a FastMat's memory. */
+void fast_mat_free(FastMat *m);
+
+/**
+ * y = x Wᵀ through cublasGemmEx: y: [T, W.rows] float32, x: [T, W.cols] of
+ * x_type with row stride ldx (elements); x_type must equal W.dtype (cuBLAS
+ * wants A and B of one type); float32 accumulation and output.
+ */
+int fast_gemm(FastContext *ctx, float *y, const void *x, KernelDType x_type, int ldx, const void *W,
+              KernelDType w_type, int rows, int cols, int T);
+
+/**
+ * y = x Wᵀ for float32 activations x: [T, W.cols] (converted into ctx->stage
+ * first in bf16 mode); y: [T, W.rows] float32.
+ */
+int fast_linear(FastContext *ctx, float *y, const float *x, const FastMat *W, int T);
+
+/* ---- components ---------------------------------------------------------------------------- */
+
+/** One SwiGLU FFN on the device: [W_gate; W_up] fused into one [2I, D] matrix, and W_down [D, I]. */
+typedef struct {
+    FastMat gate_up; /**< [2I, D] */
+    FastMat down;    /**< [D, I] */
+} FastSwiglu;
+
+/** One MoE layer on the device. */
+typedef struct {
+    float *router;        /**< W_gate of the router [E, D], always float32 (SPEC §3.6.3) */
+    float *bias;          /**< [E] e_score_correction_bias (noaux_tc) or NULL */
+    FastMat gate_up;      /**< [E·2I, D]: expert e's [W_gate; W_up] at rows [2I·e, 2I·(e+1)) */
+    FastMat down;         /**< [E·D, I]: expert e's W_down at rows [D·e, D·(e+1)) */
+    FastSwiglu shared;    /**< the N_s shared experts fused (width N_s·I_e); data NULL when N_s = 0 */
+} FastMoe;
+
+/** One layer's attention weights on the device. */
+typedef struct {
+    FastMat q_proj;     /**< [n_h·d_q, D] (no query compression) */
+    FastMat q_a_proj;   /**< W^DQ [d_c', D] */
+    float *q_a_norm;    /**< [d_c'] */
+    FastMat q_b_proj;   /**< [n_h·d_q, d_c'] */
+    FastMat kv_a_proj;  /**< [W^DKV; W^KR] [d_c + d_r, D] */
+    float *kv_a_norm;   /**< [d_c] */
+    FastMat kv_b_proj;  /**< per head [W^UK_h; W^UV_h]: [n_h·(d_n + d_v), d_c] */
+    FastMat o_proj;     /**< W^O [D, n_h·d_v] */
+} FastMla;
+
+/** Working memory of the device FFNs and attention for chunks of up to max_T tokens over max_ctx positions. */
+typedef struct {
+    int max_T, max_ctx;
+    /* FFN */
+    float *logits;      /**< [max_T, E] router logits, then affinities */
+    int *idx;           /**< [max_T, K] chosen experts */
+    float *weight;      /**< [max_T, K] their weights */
+    int *counts;        /**< [E] rows per expert */
+    int *offsets;       /**< [E + 1] first permuted row of each expert */
+    int *slot_row;      /**< [max_T·K] permuted row of (t, k) */
+    int *row_token;     /**< [max_T·K] token of each permuted row */
+    int *counts_host;   /**< [E + 1] offsets copied to the host (one GEMM per non-empty expert) */
+    void *xp;           /**< [max_T·K, D] permuted inputs (wtype) */
+    float *gu;          /**< [max_T·K, 2·I_max] fused gate/up outputs */
+    void *hidden;       /**< [max_T·K, I_max] SwiGLU outputs (wtype) */
+    float *expert_out;  /**< [max_T·K, D] permuted expert outputs */
+    float *shared_out;  /**< [max_T, D] */
+    /* attention */
+    float *q;           /**< [max_T, n_h·d_q] */
+    float *c_q;         /**< [max_T, d_c'] */
+    float *kv;          /**< [max_T, d_c + d_r] */
+    float *o;           /**< [max_T, n_h·d_v] */
+    float *q_lat;       /**< [max_T, n_h, d_c] */
+    float *o_lat;       /**< [max_T, n_h, d_c] */
+    float *partial;     /**< split-decode partials */
+    float *u;           /**< [max_ctx, n_h·(d_n + d_v)] decompressed [k^N; v] */
+    float *k;           /**< [max_ctx, n_h·d_q] */
+    float *v;           /**< [max_ctx, n_h·d_v] */
+    float *s;           /**< [n_h, max_T, max_ctx] scores, then probabilities */
+} FastScratch;
+
+/** Uploads a reference SwiGLU (gate and up fused). \return 0 or −1. */
+int fast_upload_swiglu(FastContext *ctx, FastSwiglu *out, const SwigluWeights *w);
+/** Uploads a reference MoE layer (router float32, experts stacked, shared fused). \return 0 or −1. */
+int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const ModelConfig *cfg);
+/** Uploads a reference attention layer. \return 0 or −1. */
+int fast_upload_mla(FastContext *ctx, FastMla *out, const MlaWeights *w, const ModelConfig *cfg);
+/** Frees an uploaded SwiGLU. */
+void fast_free_swiglu(FastSwiglu *w);
+/** Frees an uploaded MoE layer. */
+void fast_free_moe(FastMoe *w);
+/** Frees an uploaded attention layer. */
+void fast_free_mla(FastMla *w);
+
+/** The stage elements a context needs for chunks of max_T tokens over max_ctx positions of cfg. */
+size_t fast_stage_elems(const ModelConfig *cfg, int max_T, int max_ctx);
+/** Allocates scratch (device) for cfg. \return 0 or −1. */
+int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig *cfg, int max_T, int max_ctx);
+/** Frees what fast_scratch_init() allocated. */
+void fast_scratch_free(FastScratch *s);
+
+/**
+ * y = W_down (silu(W_gate x) ⊙ W_up x) for T tokens (dense layers, shared experts).
+ * y, x: [T, D] float32 device memory.
+ */
+int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSwiglu *w, int T, FastScratch *s);
+
+/**
+ * The MoE FFN (ref/moe.h's moe_forward) on the device: router GEMM (float32),
+ * router kernel, permutation by expert, one GEMM per non-empty expert on
+ * contiguous rows (fused gate/up, SwiGLU, down), combine in slot order, shared
+ * experts added. y, x: [T, D] float32.
+ */
+int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg, int T,
+                     FastScratch *s);
+
+/**
+ * Attention (ref/mla.h's mla_forward) for T tokens at positions [pos0, pos0 + T):
+ * writes ĉ, k^R into cache rows, attends causally. out, a: [T, D] float32;
+ * cache: [capacity, d_c + d_r] of ctx->wtype; inv_freq: [d_r/2] device floats.
+ * absorbed: the absorbed decode form (else expanded).
+ */
+int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
+                     const ModelConfig *cfg, const Rope *rope, const float *inv_freq, int pos0, int T, bool absorbed,
+                     FastScratch *s);
+
+/* ---- the model ----------------------------------------------------------------------------- */
+
+/** Options for fast_model_open(). Zero means "the default". */
+typedef struct {
+    bool bf16;       /**< bf16 weights and latent cache (the fast path); false: float32 mode */
+    int max_context; /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
+    int chunk;       /**< tokens per forward chunk (default 64) */
+    int form;        /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
+} FastOptions;
+
+/** One decoder layer on the device. */
+typedef struct {
+    float *attn_norm;  /**< [D] */
+    FastMla attn;      /**< attention */
+    float *ffn_norm;   /**< [D] */
+    bool is_moe;       /**< MoE or dense FFN */
+    FastSwiglu dense;  /**< dense FFN */
+    FastMoe moe;       /**< MoE FFN */
+} FastLayer;
+
+/** An open fast model on the current device. */
+typedef struct {
+    ModelConfig config;    /**< the checkpoint's config */
+    const ModelConfig *cfg; /**< = &config */
+    Rope rope;             /**< host RoPE tables and σ */
+    FastContext ctx;       /**< stream, cuBLAS, precision */
+    float *inv_freq;       /**< [d_r/2] device copy of rope.inv_freq */
+    FastMat embed;         /**< [vocab, D] */
+    FastMat lm_head;       /**< [vocab, D] */
+    float *final_norm;     /**< [D] */
+    FastLayer *layers;     /**< [num_hidden_layers] */
+    void *cache;           /**< one allocation: layer l's [max_context, d_c + d_r] at l·max_context rows */
+    int max_context, chunk, form, pos;
+    int *tokens;           /**< [chunk] device token ids */
+    float *h, *a, *b;      /**< [chunk, D] residual stream and scratch */
+    float *logits;         /**< [chunk, vocab] device logits */
+    int last_row;          /**< row of m->logits holding the last position's logits, −1 when none */
+    int *next;             /**< [1] device arg-max */
+    FastScratch scratch;   /**< working memory */
+} FastModel;
+
+/**
+ * Opens the checkpoint in dir on the current device with the given options.
+ * \return 0, or −1 with one error line (nothing left open).
+ */
+int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt);
+/** Uploads every weight of the opened reference model into m (m->ctx ready). \return 0 or −1. */
+int fast_weights_upload(FastModel *m, const Model *ref);
+/** Frees what fast_weights_upload() uploaded. */
+void fast_weights_free(FastModel *m);
+/** Releases everything fast_model_open() acquired (safe on a zeroed model). */
+void fast_model_close(FastModel *m);
+/** Forgets the cached past. */
+void fast_model_reset(FastModel *m);
+/**
+ * Feeds T tokens at positions [m->pos, m->pos + T) (ref/model.h's model_forward).
+ * logits_host: NULL, or [T, vocab] when all_positions, else [vocab] for the last token.
+ * \return 0, or −1 with one error line.
+ */
+int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_host, bool all_positions);
+/**
+ * The greedy next token: arg max of the last position's logits, computed on the
+ * device after a fast_model_forward() that asked for logits. \return 0 or −1.
+ */
+int fast_model_argmax(FastModel *m, int *token);
+
+#endif

@@ -1,0 +1,220 @@
+/**
+ * \file layers.c
+ * \brief The components on the device: SwiGLU, MoE (permuted by expert, one GEMM per expert) and MLA
+ *        (expanded with cuBLAS GEMMs and a causal softmax; absorbed over the latent cache).
+ */
+#include "fast.h"
+
+#include "error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int imax(int a, int b) { return a > b ? a : b; }
+
+/* Widest FFN hidden layer of cfg: dense, one expert, or the fused shared experts. */
+static int ffn_width(const ModelConfig *cfg)
+{
+    return imax(cfg->intermediate_size, imax(cfg->moe_intermediate_size,
+                                             cfg->n_shared_experts * cfg->moe_intermediate_size));
+}
+
+size_t fast_stage_elems(const ModelConfig *cfg, int max_T, int max_ctx)
+{
+    (void)max_ctx;
+    const int nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
+    int w = imax(cfg->hidden_size, imax(cfg->q_lora_rank, dc));
+    w = imax(w, imax(nh * cfg->v_head_dim, imax(nh * dq, nh * dc)));
+    return (size_t)max_T * w;
+}
+
+/* cudaMalloc of n elements of size esz into *p, recording the error. */
+static int alloc(void *p, size_t n, size_t esz)
+{
+    CUDA_TRY(cudaMalloc((void **)p, (n ? n : 1) * esz));
+    return 0;
+}
+
+int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig *cfg, int max_T, int max_ctx)
+{
+    memset(s, 0, sizeof *s);
+    s->max_T = max_T;
+    s->max_ctx = max_ctx;
+    const size_t T = (size_t)max_T, L = (size_t)max_ctx, D = cfg->hidden_size, E = cfg->n_routed_experts;
+    const size_t K = cfg->num_experts_per_tok > 0 ? cfg->num_experts_per_tok : 1, I = ffn_width(cfg);
+    const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
+    const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
+    const size_t esz = kernel_dtype_size(ctx->wtype), rows = T * K;
+    s->counts_host = malloc(sizeof(int) * (E + 1));
+    if (!s->counts_host)
+        return ds_error("fast_scratch_init: out of host memory");
+    if (alloc(&s->logits, T * (E ? E : 1), 4) || alloc(&s->idx, rows, 4) || alloc(&s->weight, rows, 4) ||
+        alloc(&s->counts, E, 4) || alloc(&s->offsets, E + 1, 4) || alloc(&s->slot_row, rows, 4) ||
+        alloc(&s->row_token, rows, 4) || alloc(&s->xp, rows * D, esz) || alloc(&s->gu, rows * 2 * I, 4) ||
+        alloc(&s->hidden, rows * I, esz) || alloc(&s->expert_out, rows * D, 4) || alloc(&s->shared_out, T * D, 4) ||
+        alloc(&s->q, T * nh * dq, 4) || alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) ||
+        alloc(&s->kv, T * (dc + dr), 4) || alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) ||
+        alloc(&s->o_lat, T * nh * dc, 4) ||
+        alloc(&s->partial, T * nh * (size_t)mla_decode_splits(max_ctx) * (dc + 2), 4) ||
+        alloc(&s->u, L * nh * (dn + dv), 4) || alloc(&s->k, L * nh * dq, 4) || alloc(&s->v, L * nh * dv, 4) ||
+        alloc(&s->s, nh * T * L, 4))
+        return -1;
+    return 0;
+}
+
+void fast_scratch_free(FastScratch *s)
+{
+    void *dev[] = {s->logits, s->idx, s->weight, s->counts, s->offsets, s->slot_row, s->row_token, s->xp, s->gu,
+                   s->hidden, s->expert_out, s->shared_out, s->q, s->c_q, s->kv, s->o, s->q_lat, s->o_lat,
+                   s->partial, s->u, s->k, s->v, s->s};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        cudaFree(dev[i]);
+    free(s->counts_host);
+    memset(s, 0, sizeof *s);
+}
+
+// ANCHOR: fast_swiglu
+int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSwiglu *w, int T, FastScratch *s)
+{
+    const int I = w->down.cols;
+    if (fast_linear(ctx, s->gu, x, &w->gate_up, T))                       /* [W_gate x | W_up x], [T, 2I] */
+        return -1;
+    CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, T, I, ctx->stream));
+    return fast_gemm(ctx, y, s->hidden, ctx->wtype, I, w->down.data, w->down.dtype, w->down.rows, I, T);
+}
+// ANCHOR_END: fast_swiglu
+
+// ANCHOR: fast_moe
+int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg, int T,
+                     FastScratch *s)
+{
+    const int D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
+    const int I = cfg->moe_intermediate_size;
+    const size_t esz = kernel_dtype_size(ctx->wtype);
+    const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
+                            cfg->norm_topk_prob, cfg->routed_scaling_factor};
+
+    /* shared experts first: they use the same gate/up and hidden buffers as the routed ones */
+    if (w->shared.down.data && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s))
+        return -1;
+
+    /* 1. route: g = W_gate b_t in float32, then s_{i,t}, top-K and weights in one kernel */
+    if (fast_gemm(ctx, s->logits, x, KERNEL_F32, D, w->router, KERNEL_F32, E, D, T))
+        return -1;
+    CUDA_TRY(FAST_ROUTER(s->idx, s->weight, s->logits, s->logits, w->bias, p, T, ctx->stream));
+
+    /* 2. permute (token, slot) pairs by expert; the offsets come to the host to size each GEMM */
+    CUDA_TRY(moe_permute_v2(s->counts, s->offsets, s->slot_row, s->row_token, s->idx, T, K, E, ctx->stream));
+    CUDA_TRY(cudaMemcpyAsync(s->counts_host, s->offsets, sizeof(int) * (E + 1), cudaMemcpyDeviceToHost, ctx->stream));
+    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+    CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
+
+    /* 3. each non-empty expert: one GEMM on its contiguous rows for [gate | up], SwiGLU, one for down */
+    for (int e = 0; e < E; e++) {
+        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
+        if (n && fast_gemm(ctx, s->gu + (size_t)r0 * 2 * I, (const char *)s->xp + (size_t)r0 * D * esz, ctx->wtype,
+                           D, (const char *)w->gate_up.data + (size_t)e * 2 * I * D * esz, ctx->wtype, 2 * I, D, n))
+            return -1;
+    }
+    CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, T * K, I, ctx->stream));
+    for (int e = 0; e < E; e++) {
+        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
+        if (n && fast_gemm(ctx, s->expert_out + (size_t)r0 * D, (const char *)s->hidden + (size_t)r0 * I * esz,
+                           ctx->wtype, I, (const char *)w->down.data + (size_t)e * D * I * esz, ctx->wtype, D, I, n))
+            return -1;
+    }
+
+    /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared */
+    CUDA_TRY(moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, w->shared.down.data ? s->shared_out : NULL, T,
+                            K, D, ctx->stream));
+    return 0;
+}
+// ANCHOR_END: fast_moe
+
+/* C_h = op(A_h) · B_h for every head h (strided batched, float32 accumulation and output). */
+static int gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
+                      int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
+                      long long strideC, int heads)
+{
+    const float one = 1.0f, zero = 0.0f;
+    const cudaDataType t = type == KERNEL_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    BLAS_TRY(cublasGemmStridedBatchedEx(ctx->blas, opA, CUBLAS_OP_N, m, n, k, &one, A, t, lda, strideA, B, t, ldb,
+                                        strideB, &zero, C, CUDA_R_32F, ldc, strideC, heads, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT));
+    return 0;
+}
+
+/* x in the weights' type: x itself in float32 mode, else its bf16 copy in ctx->stage. */
+static const void *staged(FastContext *ctx, const float *x, size_t n)
+{
+    if (ctx->wtype == KERNEL_F32)
+        return x;
+    if (n > ctx->stage_elems) {
+        ds_error("fast_mla_forward: %zu activations exceed the staging buffer of %zu", n, ctx->stage_elems);
+        return NULL;
+    }
+    if (fast_check_cuda(convert_forward_v2(ctx->stage, ctx->wtype, x, n, ctx->stream), "convert_forward_v2", __FILE__,
+                        __LINE__))
+        return NULL;
+    return ctx->stage;
+}
+
+// ANCHOR: fast_mla
+int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
+                     const ModelConfig *cfg, const Rope *rope, const float *inv_freq, int pos0, int T, bool absorbed,
+                     FastScratch *s)
+{
+    const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, ctx_len = pos0 + T;
+    const MlaDims dims = {nh, dn, dr, dv, dc, rope->softmax_scale};
+    const size_t esz = kernel_dtype_size(ctx->wtype);
+    const char *kv_b = w->kv_b_proj.data;
+
+    /* the latent path: [c^KV_t ; k^R_raw_t] = W^DKV/W^KR a_t, normalised and rotated into cache row pos0 + t */
+    if (fast_linear(ctx, s->kv, a, &w->kv_a_proj, T))
+        return -1;
+    CUDA_TRY(FAST_WRITE_LATENTS(cache, ctx->wtype, s->kv, w->kv_a_norm, inv_freq, rope->cos_sin_scale, dims, pos0, T,
+                                cfg->rms_norm_eps, ctx->stream));
+
+    /* queries q_t = [q^N ; q^R] per head, q^R rotated in place */
+    if (cfg->q_lora_rank) {
+        if (fast_linear(ctx, s->c_q, a, &w->q_a_proj, T))
+            return -1;
+        CUDA_TRY(FAST_RMSNORM(s->c_q, s->c_q, w->q_a_norm, T, cfg->q_lora_rank, cfg->rms_norm_eps, ctx->stream));
+        if (fast_linear(ctx, s->q, s->c_q, &w->q_b_proj, T))
+            return -1;
+    } else if (fast_linear(ctx, s->q, a, &w->q_proj, T)) {
+        return -1;
+    }
+    CUDA_TRY(FAST_ROPE(s->q + dn, inv_freq, rope->cos_sin_scale, dr, T, nh, nh * dq, dq, pos0, ctx->stream));
+
+    if (absorbed) {
+        /* q^L_{t,h} = W^UK_hᵀ q^N_{t,h}: per head, (d_c × T) = (W^UK_h as d_c × d_n) · (q^N_h as d_n × T) */
+        const void *q_in = staged(ctx, s->q, (size_t)T * nh * dq);
+        if (!q_in || gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
+                                nh * dq, dq, s->q_lat, nh * dc, dc, nh))
+            return -1;
+        CUDA_TRY(mla_decode_v2(s->o_lat, s->q_lat, s->q, cache, ctx->wtype, dims, pos0, T, s->partial, ctx->stream));
+        /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
+        const void *ol_in = staged(ctx, s->o_lat, (size_t)T * nh * dc);
+        if (!ol_in || gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
+                                 (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
+            return -1;
+    } else {
+        /* decompress every cached row: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, then K = [k^N ; k^R], V */
+        if (fast_gemm(ctx, s->u, cache, ctx->wtype, dc + dr, kv_b, ctx->wtype, nh * (dn + dv), dc, ctx_len))
+            return -1;
+        CUDA_TRY(mla_expand_v2(s->k, s->v, s->u, cache, ctx->wtype, dims, ctx_len, ctx->stream));
+        /* scores per head: (ctx × T) = op_T(K_h as d_q × ctx) · (Q_h as d_q × T), row-major [T, ctx] */
+        if (gemm_heads(ctx, CUBLAS_OP_T, ctx_len, T, dq, s->k, KERNEL_F32, nh * dq, dq, s->q, nh * dq, dq, s->s,
+                       ctx_len, (long long)T * ctx_len, nh))
+            return -1;
+        CUDA_TRY(mla_causal_softmax_v2(s->s, s->s, rope->softmax_scale, nh, T, ctx_len, pos0, ctx->stream));
+        /* o_{t,h} = Σ_j p_{t,j,h} v_{j,h}: (d_v × T) = (V_h as d_v × ctx) · (P_h as ctx × T) */
+        if (gemm_heads(ctx, CUBLAS_OP_N, dv, T, ctx_len, s->v, KERNEL_F32, nh * dv, dv, s->s, ctx_len,
+                       (long long)T * ctx_len, s->o, nh * dv, dv, nh))
+            return -1;
+    }
+    return fast_linear(ctx, out, s->o, &w->o_proj, T);                  /* W^O [o_{t,1}; …; o_{t,n_h}] */
+}
+// ANCHOR_END: fast_mla

@@ -1,0 +1,143 @@
+/**
+ * \file weights.c
+ * \brief Uploading the reference's bound checkpoint weights to the device (bf16 as stored, or widened).
+ *
+ * The reference model (ref/model.h) already binds every tensor by name and
+ * checks its shape against the config; the fast model opens it once, copies
+ * each matrix to the device in the context's type, and closes it again.
+ */
+#include "fast.h"
+
+#include "error.h"
+
+#include <stdlib.h>
+
+/* One matrix. */
+static int upload1(FastContext *ctx, FastMat *out, const Mat *m)
+{
+    const Mat *parts[1] = {m};
+    return fast_mat_upload(ctx, out, parts, 1);
+}
+
+/* [W_gate; W_up] fused, and W_down. */
+int fast_upload_swiglu(FastContext *ctx, FastSwiglu *out, const SwigluWeights *w)
+{
+    const Mat *gu[2] = {&w->gate, &w->up};
+    return fast_mat_upload(ctx, &out->gate_up, gu, 2) || upload1(ctx, &out->down, &w->down) ? -1 : 0;
+}
+
+/* The router weight, always float32 (SPEC §3.6.3: the gate GEMM runs in float32). */
+static int upload_router(float **out, const Mat *m)
+{
+    const size_t n = (size_t)m->rows * m->cols;
+    float *host = malloc(sizeof(float) * n);
+    if (!host)
+        return ds_error("fast: out of host memory for the router weight");
+    dtype_widen(host, m->data, m->dtype, 0, n);
+    const int rc = fast_vec_upload(out, host, n);
+    free(host);
+    return rc;
+}
+
+int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const ModelConfig *cfg)
+{
+    const int E = cfg->n_routed_experts;
+    const Mat **gu = malloc(sizeof *gu * 2 * E), **down = malloc(sizeof *down * E);
+    int rc = !gu || !down ? ds_error("fast: out of host memory for the expert table") : 0;
+    for (int e = 0; rc == 0 && e < E; e++) {                  /* expert e: rows [2I·e, 2I·(e+1)) = [gate; up] */
+        gu[2 * e] = &w->experts[e].gate;
+        gu[2 * e + 1] = &w->experts[e].up;
+        down[e] = &w->experts[e].down;
+    }
+    if (rc == 0)
+        rc = upload_router(&out->router, &w->router) ||
+                     (w->bias && fast_vec_upload(&out->bias, w->bias, (size_t)E)) ||
+                     fast_mat_upload(ctx, &out->gate_up, gu, 2 * E) || fast_mat_upload(ctx, &out->down, down, E) ||
+                     (cfg->n_shared_experts > 0 && fast_upload_swiglu(ctx, &out->shared, &w->shared))
+                 ? -1
+                 : 0;
+    free(gu);
+    free(down);
+    return rc;
+}
+
+int fast_upload_mla(FastContext *ctx, FastMla *out, const MlaWeights *w, const ModelConfig *cfg)
+{
+    if (cfg->q_lora_rank) {
+        if (upload1(ctx, &out->q_a_proj, &w->q_a_proj) || upload1(ctx, &out->q_b_proj, &w->q_b_proj) ||
+            fast_vec_upload(&out->q_a_norm, w->q_a_norm, (size_t)cfg->q_lora_rank))
+            return -1;
+    } else if (upload1(ctx, &out->q_proj, &w->q_proj)) {
+        return -1;
+    }
+    return upload1(ctx, &out->kv_a_proj, &w->kv_a_proj) ||
+                   fast_vec_upload(&out->kv_a_norm, w->kv_a_norm, (size_t)cfg->kv_lora_rank) ||
+                   upload1(ctx, &out->kv_b_proj, &w->kv_b_proj) || upload1(ctx, &out->o_proj, &w->o_proj)
+               ? -1
+               : 0;
+}
+
+int fast_weights_upload(FastModel *m, const Model *ref)
+{
+    const ModelConfig *cfg = ref->cfg;
+    const int L = cfg->num_hidden_layers, D = cfg->hidden_size;
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    if (!m->layers)
+        return ds_error("fast: out of host memory for %d layers", L);
+    if (upload1(&m->ctx, &m->embed, &ref->embed) || upload1(&m->ctx, &m->lm_head, &ref->lm_head) ||
+        fast_vec_upload(&m->final_norm, ref->final_norm, (size_t)D))
+        return -1;
+    for (int l = 0; l < L; l++) {
+        const LayerWeights *R = &ref->layers[l];
+        FastLayer *F = &m->layers[l];
+        F->is_moe = R->is_moe;
+        if (fast_vec_upload(&F->attn_norm, R->attn_norm, (size_t)D) ||
+            fast_vec_upload(&F->ffn_norm, R->ffn_norm, (size_t)D) || fast_upload_mla(&m->ctx, &F->attn, &R->attn, cfg) ||
+            (R->is_moe ? fast_upload_moe(&m->ctx, &F->moe, &R->moe, cfg) : fast_upload_swiglu(&m->ctx, &F->dense, &R->dense)))
+            return -1;
+    }
+    return 0;
+}
+
+void fast_free_swiglu(FastSwiglu *w)
+{
+    fast_mat_free(&w->gate_up);
+    fast_mat_free(&w->down);
+}
+
+void fast_free_moe(FastMoe *w)
+{
+    cudaFree(w->router);
+    cudaFree(w->bias);
+    fast_mat_free(&w->gate_up);
+    fast_mat_free(&w->down);
+    fast_free_swiglu(&w->shared);
+}
+
+void fast_free_mla(FastMla *w)
+{
+    FastMat *mats[] = {&w->q_proj, &w->q_a_proj, &w->q_b_proj, &w->kv_a_proj, &w->kv_b_proj, &w->o_proj};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        fast_mat_free(mats[i]);
+    cudaFree(w->q_a_norm);
+    cudaFree(w->kv_a_norm);
+}
+
+void fast_weights_free(FastModel *m)
+{
+    if (m->layers)
+        for (int l = 0; l < m->cfg->num_hidden_layers; l++) {
+            FastLayer *F = &m->layers[l];
+            cudaFree(F->attn_norm);
+            cudaFree(F->ffn_norm);
+            fast_free_mla(&F->attn);
+            fast_free_moe(&F->moe);
+            fast_free_swiglu(&F->dense);
+        }
+    free(m->layers);
+    m->layers = NULL;
+    fast_mat_free(&m->embed);
+    fast_mat_free(&m->lm_head);
+    cudaFree(m->final_norm);
+    m->final_norm = NULL;
+}

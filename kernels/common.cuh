@@ -1,0 +1,79 @@
+/**
+ * \file common.cuh
+ * \brief Device helpers shared by the kernels: typed loads and stores, warp and block reductions.
+ */
+#ifndef DSV2_KERNELS_COMMON_CUH
+#define DSV2_KERNELS_COMMON_CUH
+
+#include "dsv2_launch.h"
+#include "kernels.h"
+
+#define FULL_MASK 0xffffffffu
+
+/** Element i of a float32 or bfloat16 tensor, as float. */
+static __device__ __forceinline__ float load_elem(const void *p, KernelDType t, size_t i)
+{
+    return t == KERNEL_F32 ? static_cast<const float *>(p)[i]
+                           : __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
+}
+
+/** Stores v as element i of a float32 or bfloat16 tensor (round to nearest even). */
+static __device__ __forceinline__ void store_elem(void *p, KernelDType t, size_t i, float v)
+{
+    if (t == KERNEL_F32)
+        static_cast<float *>(p)[i] = v;
+    else
+        static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(v);
+}
+
+/** Sum over the 32 lanes; every lane gets the result. */
+static __device__ __forceinline__ float warp_sum(float v)
+{
+    for (int off = 16; off > 0; off /= 2)
+        v += __shfl_xor_sync(FULL_MASK, v, off);
+    return v;
+}
+
+/** Max over the 32 lanes; every lane gets the result. */
+static __device__ __forceinline__ float warp_max(float v)
+{
+    for (int off = 16; off > 0; off /= 2)
+        v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
+    return v;
+}
+
+/**
+ * Sum over the block (blockDim.x a multiple of 32, ≤ 1024); every thread gets
+ * the result. scratch: 32 floats of shared memory, free again on return.
+ */
+static __device__ __forceinline__ float block_sum(float v, float *scratch)
+{
+    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32, warps = (int)blockDim.x / 32;
+    v = warp_sum(v);
+    if (lane == 0)
+        scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : 0.0f;
+    v = warp_sum(v);
+    __syncthreads();
+    return v;
+}
+
+/** Max over the block, as block_sum. */
+static __device__ __forceinline__ float block_max(float v, float *scratch)
+{
+    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32, warps = (int)blockDim.x / 32;
+    v = warp_max(v);
+    if (lane == 0)
+        scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : -INFINITY;
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+
+/** Blocks of `threads` needed to cover n items. */
+static inline unsigned int blocks_for(size_t n, int threads) { return (unsigned int)((n + threads - 1) / threads); }
+
+#endif

@@ -1,0 +1,273 @@
+/**
+ * \file kernels.h
+ * \brief C-callable launchers of the CUDA kernels: one `.cu` per component, the same stems as ref/.
+ *
+ * Every launcher queues its kernel(s) on `stream` through the LAUNCH macro
+ * (dsv2_launch.h) and returns cudaGetLastError(): launch-time errors
+ * (configuration, pointers) come back directly, run-time ones at the next
+ * synchronisation. Every pointer argument is device memory. Arguments come
+ * in ref/'s order: outputs, inputs, weights, sizes, then the stream.
+ *
+ * Each component has a version 1, the literal translation of the reference
+ * loop (one thread per row, token or (token, head), kept as the readable
+ * baseline and tested), and a version 2, the one fast/ uses (warp and block
+ * reductions, fusion, one block per row). fast/ picks the versions in one
+ * place (fast/fast.h, FAST_KERNELS).
+ *
+ * Activations, norms, router weights and accumulators are float32. Tensors
+ * that may be bfloat16 (weights, the latent cache, GEMM operands) are
+ * passed as `void *` with a KernelDType, so this header stays plain C
+ * (C sees bfloat16 only as raw 16-bit storage).
+ *
+ * Shapes are row-major; `[T, n]` means T rows of n contiguous elements.
+ * Symbols follow the paper: ĉ_t the normalised KV latent (d_c wide), k^R_t
+ * the shared RoPE key (d_r), q^N/q^R the per-head query parts (d_n, d_r),
+ * q^L = W^UKᵀ q^N the absorbed query, o^L = Σ_j p_j ĉ_j the latent context,
+ * s_{i,t} the router affinities.
+ */
+#ifndef DSV2_KERNELS_H
+#define DSV2_KERNELS_H
+
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Element type of a tensor handed over as `void *`. */
+typedef enum {
+    KERNEL_F32 = 0,  /**< float */
+    KERNEL_BF16 = 1  /**< __nv_bfloat16 (round to nearest even on store) */
+} KernelDType;
+
+/** Bytes per element of t. */
+static inline size_t kernel_dtype_size(KernelDType t) { return t == KERNEL_F32 ? 4 : 2; }
+
+/* ---- embed.cu: embedding rows, type conversion ------------------------------------------- */
+
+/**
+ * h⁰_t = embed[token_t], widened to float32 (SPEC §3.1).
+ * h: [T, D] float32; tokens: [T] ids in [0, vocab) (not checked here);
+ * table: [vocab, D] of table_type. Any T ≥ 1, D ≥ 1. One block per token.
+ */
+cudaError_t embed_forward_v2(float *h, const int *tokens, const void *table, KernelDType table_type, int T,
+                             int D, cudaStream_t stream);
+
+/** dst[i] = src[i] rounded to dst_type (a copy for KERNEL_F32), i < n; any n ≥ 1. */
+cudaError_t convert_forward_v2(void *dst, KernelDType dst_type, const float *src, size_t n, cudaStream_t stream);
+
+/* ---- rmsnorm.cu: RMSNorm (SPEC §3.2) ------------------------------------------------------- */
+
+/**
+ * Version 1: y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps), one thread per row (the reference loop).
+ * y, x: [T, n] float32 (y may equal x); w: [n]. Any T ≥ 1, n ≥ 1.
+ */
+cudaError_t rmsnorm_forward_v1(float *y, const float *x, const float *w, int T, int n, float eps,
+                               cudaStream_t stream);
+
+/**
+ * Version 2: the same function, one block of 256 threads per row, the mean
+ * square summed by warp shuffles then across warps in shared memory.
+ * y, x: [T, n] float32 (y may equal x); w: [n]. Any T ≥ 1, n ≥ 1.
+ */
+cudaError_t rmsnorm_forward_v2(float *y, const float *x, const float *w, int T, int n, float eps,
+                               cudaStream_t stream);
+
+/**
+ * Version 2 fused with the residual add of the decoder layer (SPEC §3.3):
+ * h[t] += delta[t], then y[t] = RMSNorm(h[t]) with weight w.
+ * y: [T, n] float32 (must not alias h or delta); h: [T, n] updated in place;
+ * delta: [T, n]; w: [n]. Any T ≥ 1, n ≥ 1. One block of 256 threads per row.
+ */
+cudaError_t rmsnorm_residual_v2(float *y, float *h, const float *delta, const float *w, int T, int n, float eps,
+                                cudaStream_t stream);
+
+/* ---- rope.cu: decoupled RoPE (SPEC §3.5.4) ------------------------------------------------- */
+
+/**
+ * Rotates, in place, the d_r-wide slice of `heads` vectors per token:
+ * slice (t, h) starts at x + t·row_stride + h·head_stride and holds interleaved
+ * pairs (x_{2i}, x_{2i+1}), rotated by φ = (pos0 + t)·inv_freq[i] with cos and
+ * sin multiplied by cos_sin_scale (ref/rope.h's rope_rotate on each slice).
+ * For q^R: x = q + d_n, heads = n_h, head_stride = d_q, row_stride = n_h·d_q;
+ * for k^R inside a [T, d_c + d_r] row: x = kv + d_c, heads = 1.
+ * inv_freq: [dim/2] device floats. dim even, ≤ 1024; any T, heads ≥ 1.
+ * Version 1: one thread per (token, head) walking the pairs.
+ */
+cudaError_t rope_forward_v1(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
+                            int row_stride, int head_stride, int pos0, cudaStream_t stream);
+
+/** Version 2 of rope_forward_v1 (same arguments and limits): one thread per pair. */
+cudaError_t rope_forward_v2(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
+                            int row_stride, int head_stride, int pos0, cudaStream_t stream);
+
+/* ---- router.cu: the MoE gate (SPEC §3.6.3) ------------------------------------------------- */
+
+/** The router's settings, copied from ModelConfig (numeric values of ref/config.h's enums). */
+typedef struct {
+    int E;                       /**< routed experts, ≤ 1024 */
+    int K;                       /**< experts per token, ≤ 32 and ≤ E */
+    int n_group;                 /**< G; E % G == 0, G ≤ 32 */
+    int topk_group;              /**< groups kept, ≤ G */
+    int topk_method;             /**< 0 greedy, 1 group_limited_greedy, 2 noaux_tc (TopkMethod) */
+    int scoring;                 /**< 0 softmax, 1 sigmoid (ScoringFunc) */
+    int norm_topk_prob;          /**< renormalise the K weights (when K > 1) */
+    float routed_scaling_factor; /**< scale of the weights (SPEC §3.6.3 step 4) */
+} RouterParams;
+
+/**
+ * Router for T tokens: affinities s_{i,t} from the logits g (softmax or
+ * sigmoid), then expert selection and weights exactly as ref/router.h's
+ * router_scores + router_select (lower index wins ties; experts in
+ * descending order of selection score).
+ * idx: [T, K] int; weight: [T, K] float; scores: [T, E] receives s;
+ * logits: [T, E] (may equal scores); bias: [E] (noaux_tc) or NULL.
+ * Version 1: one thread per token running the reference loops.
+ */
+cudaError_t router_forward_v1(int *idx, float *weight, float *scores, const float *logits, const float *bias,
+                              RouterParams p, int T, cudaStream_t stream);
+
+/**
+ * Version 2: one warp per token (4 tokens per block): softmax by warp
+ * reductions, group scores and top-k by warp arg-max rounds, all in one
+ * kernel. Same arguments and limits as router_forward_v1.
+ */
+cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const float *logits, const float *bias,
+                              RouterParams p, int T, cudaStream_t stream);
+
+/* ---- moe.cu: SwiGLU experts and the token permutation (SPEC §3.6.2, §3.6.4) --------------- */
+
+/**
+ * Version 1 of the whole MoE FFN after routing, the reference loops on CUDA
+ * cores (no GEMM): y_t = Σ_k weight[t,k] · FFN_{idx[t,k]}(x_t) + FFN_shared(x_t).
+ * y, x: [T, D] float32; idx, weight: [T, K] from the router;
+ * gate_up: [E, 2·I, D] of w_type (expert e's W_gate rows, then its W_up rows);
+ * down: [E, D, I]; shared_gate_up: [2·I_s, D] and shared_down: [D, I_s], or
+ * NULL when I_s = 0; hidden: scratch of T·(K·I + I_s) floats.
+ * Any sizes ≥ 1. Threads: one per (token, slot, hidden unit), then one per (token, d).
+ */
+cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, const float *weight, const void *gate_up,
+                           const void *down, const void *shared_gate_up, const void *shared_down, KernelDType w_type,
+                           int T, int D, int I, int K, int I_s, float *hidden, cudaStream_t stream);
+
+/**
+ * The SwiGLU nonlinearity on a fused [gate | up] GEMM output:
+ * h[r, i] = silu(gu[r, i]) · gu[r, I + i], stored as h_type (for the down GEMM).
+ * h: [rows, I]; gu: [rows, 2·I] float32. Any rows, I ≥ 1.
+ */
+cudaError_t swiglu_forward_v2(void *h, KernelDType h_type, const float *gu, int rows, int I, cudaStream_t stream);
+
+/**
+ * Plans the permutation of (token, slot) pairs by expert: counts[e] rows go to
+ * expert e, at rows [offsets[e], offsets[e] + counts[e]) of the permuted order,
+ * in token order; slot_row[t·K + k] is the permuted row of (t, k), row_token[r]
+ * the token of permuted row r. counts: [E]; offsets: [E + 1]; slot_row,
+ * row_token: [T·K]; idx: [T, K]. E ≤ 1024; one block.
+ */
+cudaError_t moe_permute_v2(int *counts, int *offsets, int *slot_row, int *row_token, const int *idx, int T, int K,
+                           int E, cudaStream_t stream);
+
+/**
+ * Gathers the permuted expert inputs: xp[r] = x[row_token[r]] stored as xp_type.
+ * xp: [rows, D]; x: [T, D] float32; row_token: [rows]. Any rows, D ≥ 1.
+ */
+cudaError_t moe_gather_v2(void *xp, KernelDType xp_type, const float *x, const int *row_token, int rows, int D,
+                          cudaStream_t stream);
+
+/**
+ * Combines in slot order (SPEC §3.6.4): y_t = Σ_k weight[t,k] · out[slot_row[t·K + k]]
+ * (float32, k ascending), then y_t += shared_t when shared is not NULL.
+ * y: [T, D]; out: [T·K, D] permuted expert outputs; slot_row, weight: [T, K];
+ * shared: [T, D] or NULL. Any sizes ≥ 1.
+ */
+cudaError_t moe_combine_v2(float *y, const float *out, const int *slot_row, const float *weight, const float *shared,
+                           int T, int K, int D, cudaStream_t stream);
+
+/* ---- mla.cu: Multi-head Latent Attention (SPEC §3.4, §5) ---------------------------------- */
+
+/** Sizes of one MLA layer and the scale σ = d_q^{-1/2}·m². */
+typedef struct {
+    int n_h;       /**< heads */
+    int d_n;       /**< q^N / k^N width per head */
+    int d_r;       /**< q^R / k^R width (even, ≤ 64 for the decode kernel) */
+    int d_v;       /**< value width per head */
+    int d_c;       /**< latent width (≤ 512 for the decode kernel) */
+    float scale;   /**< σ, applied to the finished dot product */
+} MlaDims;
+
+/**
+ * Writes the new tokens' latents into the cache (ref/mla.c's mla_write_latents):
+ * cache row pos0 + t = [ĉ_t = RMSNorm(c^KV_t) with kv_a_norm ; k^R_t = RoPE_{pos0+t}(k^R_raw_t)].
+ * cache: [capacity, d_c + d_r] of cache_type; kv: [T, d_c + d_r] float32
+ * (the kv_a_proj output); kv_a_norm: [d_c]; inv_freq: [d_r/2].
+ * Version 1: one thread per token.
+ */
+cudaError_t mla_write_latents_v1(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
+                                 const float *inv_freq, float cos_sin_scale, MlaDims dims, int pos0, int T, float eps,
+                                 cudaStream_t stream);
+
+/** Version 2 of mla_write_latents_v1 (same arguments): one block of 128 threads per token. */
+cudaError_t mla_write_latents_v2(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
+                                 const float *inv_freq, float cos_sin_scale, MlaDims dims, int pos0, int T, float eps,
+                                 cudaStream_t stream);
+
+/**
+ * Version 1 of attention over the cache, the reference loops (ref/mla.c's
+ * mla_attend_expanded / mla_attend_absorbed), one thread per (token, head).
+ * o: [T, n_h·d_v] float32; q: [T, n_h·(d_n + d_r)] (q^R already rotated);
+ * kv_b: [n_h·(d_n + d_v), d_c] of kv_b_type (per head [W^UK_h; W^UV_h]);
+ * cache: [≥ pos0 + T, d_c + d_r] of cache_type holding rows [0, pos0 + T);
+ * scratch: T·n_h·(pos0 + T + 2·d_c) floats. absorbed: 0 expanded, 1 absorbed.
+ * Token t attends to keys [0, pos0 + t].
+ */
+cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type, const void *cache,
+                          KernelDType cache_type, MlaDims dims, int pos0, int T, int absorbed, float *scratch,
+                          cudaStream_t stream);
+
+/**
+ * Expanded form, step 2 (after the GEMM u = [k^N ; v] = kv_b · ĉ for every
+ * cached row): builds per-head keys K[j, h] = [k^N_{j,h} ; k^R_j] and values V[j, h].
+ * k: [ctx, n_h·(d_n + d_r)]; v: [ctx, n_h·d_v]; u: [ctx, n_h·(d_n + d_v)] float32;
+ * cache: [≥ ctx, d_c + d_r]. One block per cached row.
+ */
+cudaError_t mla_expand_v2(float *k, float *v, const float *u, const void *cache, KernelDType cache_type, MlaDims dims,
+                          int ctx, cudaStream_t stream);
+
+/**
+ * Expanded form, step 4: p = softmax_j(σ·s) over keys j ≤ pos0 + t, p = 0 beyond
+ * (causal mask), for each head and token. p, s: [n_h, T, ctx] float32 (may alias).
+ * One block of 128 threads per (token, head) row. ctx ≥ pos0 + T.
+ */
+cudaError_t mla_causal_softmax_v2(float *p, const float *s, float scale, int n_h, int T, int ctx, int pos0,
+                                  cudaStream_t stream);
+
+/**
+ * Absorbed form over the latent cache, split over the sequence (FlashMLA's
+ * idea on CUDA cores): o^L_{t,h} = Σ_j softmax_j(σ(q^L_{t,h}·ĉ_j + q^R_{t,h}·k^R_j)) ĉ_j
+ * for keys j ≤ pos0 + t. Blocks (split, head, token) of 4 warps keep an
+ * online softmax per warp, merge the warps, and write a partial (max, sum,
+ * d_c accumulators); a second kernel combines the splits.
+ * o_lat: [T, n_h, d_c] float32; q_lat: [T, n_h, d_c]; q: [T, n_h·(d_n + d_r)]
+ * (q^R read from each head's tail); cache: [≥ pos0 + T, d_c + d_r];
+ * partial: scratch of T·n_h·n_split·(d_c + 2) floats, n_split = mla_decode_splits(pos0 + T).
+ * Limits: d_c ≤ 512, d_r ≤ 64.
+ */
+cudaError_t mla_decode_v2(float *o_lat, const float *q_lat, const float *q, const void *cache, KernelDType cache_type,
+                          MlaDims dims, int pos0, int T, float *partial, cudaStream_t stream);
+
+/** Number of sequence splits mla_decode_v2 uses for ctx cached positions (keys per split: 64). */
+int mla_decode_splits(int ctx);
+
+/* ---- sample.cu: greedy choice on the device ----------------------------------------------- */
+
+/** Version 1: *out = arg max logits[0..n) (lowest index on ties), one thread. */
+cudaError_t sample_argmax_v1(int *out, const float *logits, int n, cudaStream_t stream);
+
+/** Version 2: the same with one block of 1024 threads and a (value, index) reduction. Any n ≥ 1. */
+cudaError_t sample_argmax_v2(int *out, const float *logits, int n, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

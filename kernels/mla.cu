@@ -1,0 +1,356 @@
+/**
+ * \file mla.cu
+ * \brief Multi-head Latent Attention on the device (paper §2.1; SPEC §3.4, §5): writing ĉ_t and k^R_t into
+ *        the latent cache, the expanded form's key/value expansion and causal softmax (around cuBLAS GEMMs),
+ *        and the absorbed decode over the latent cache, split over the sequence with an online softmax.
+ *
+ * A cache row is [ĉ_t (d_c) ; k^R_t (d_r)]: the one 576-wide "key" all heads
+ * share in the absorbed form (SPEC §5.2).
+ */
+#include "common.cuh"
+
+#define MLA_LATENT_THREADS 128
+#define MLA_SOFTMAX_THREADS 128
+#define MLA_DECODE_WARPS 4
+#define MLA_DECODE_MAX_DC 512
+#define MLA_DECODE_MAX_DR 64
+#define MLA_DECODE_KEYS_PER_SPLIT 64
+
+/** Rotates the pair (x0, x1) by φ = pos · θ_i (ref/rope.c's rope_rotate, one pair). */
+static __device__ __forceinline__ void rotate(float &x0, float &x1, float inv_freq, float cos_sin_scale, int pos)
+{
+    const float phi = (float)pos * inv_freq;
+    const float c = cosf(phi) * cos_sin_scale, s = sinf(phi) * cos_sin_scale;
+    const float a = x0, b = x1;
+    x0 = a * c - b * s;
+    x1 = a * s + b * c;
+}
+
+// ANCHOR: mla_latent_v1
+/** Version 1: thread t writes cache row pos0 + t = [RMSNorm(c^KV_t) ; RoPE(k^R_raw_t)]. */
+__global__ void mla_latent_v1_kernel(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
+                                     const float *inv_freq, float cos_sin_scale, MlaDims dims, int pos0, int T,
+                                     float eps)
+{
+    const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (t >= T)
+        return;
+    const int dc = dims.d_c, dr = dims.d_r, width = dc + dr;
+    const float *kv_t = kv + (size_t)t * width;
+    const size_t row = (size_t)(pos0 + t) * width;
+    float sum_sq = 0.0f;
+    for (int i = 0; i < dc; i++)
+        sum_sq += kv_t[i] * kv_t[i];
+    const float inv_rms = 1.0f / sqrtf(sum_sq / (float)dc + eps);
+    for (int i = 0; i < dc; i++)                                /* ĉ_t: the latent only */
+        store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
+    for (int i = 0; i < dr / 2; i++) {                          /* k^R_t bypasses the norm */
+        float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
+        rotate(x0, x1, inv_freq[i], cos_sin_scale, pos0 + t);
+        store_elem(cache, cache_type, row + dc + 2 * i, x0);
+        store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
+    }
+}
+// ANCHOR_END: mla_latent_v1
+
+extern "C" cudaError_t mla_write_latents_v1(void *cache, KernelDType cache_type, const float *kv,
+                                            const float *kv_a_norm, const float *inv_freq, float cos_sin_scale,
+                                            MlaDims dims, int pos0, int T, float eps, cudaStream_t stream)
+{
+    LAUNCH(mla_latent_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, cache, cache_type, kv,
+           kv_a_norm, inv_freq, cos_sin_scale, dims, pos0, T, eps);
+    return cudaGetLastError();
+}
+
+// ANCHOR: mla_latent_v2
+/** Version 2: block t; the mean square by a block reduction, threads over ĉ elements and k^R pairs. */
+__global__ void mla_latent_v2_kernel(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
+                                     const float *inv_freq, float cos_sin_scale, MlaDims dims, int pos0, float eps)
+{
+    __shared__ float scratch[32];
+    const int t = (int)blockIdx.x, dc = dims.d_c, dr = dims.d_r, width = dc + dr;
+    const float *kv_t = kv + (size_t)t * width;
+    const size_t row = (size_t)(pos0 + t) * width;
+    float sum_sq = 0.0f;
+    for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x)
+        sum_sq += kv_t[i] * kv_t[i];
+    const float inv_rms = 1.0f / sqrtf(block_sum(sum_sq, scratch) / (float)dc + eps);
+    for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x)
+        store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
+    for (int i = (int)threadIdx.x; i < dr / 2; i += (int)blockDim.x) {
+        float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
+        rotate(x0, x1, inv_freq[i], cos_sin_scale, pos0 + t);
+        store_elem(cache, cache_type, row + dc + 2 * i, x0);
+        store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
+    }
+}
+// ANCHOR_END: mla_latent_v2
+
+extern "C" cudaError_t mla_write_latents_v2(void *cache, KernelDType cache_type, const float *kv,
+                                            const float *kv_a_norm, const float *inv_freq, float cos_sin_scale,
+                                            MlaDims dims, int pos0, int T, float eps, cudaStream_t stream)
+{
+    LAUNCH(mla_latent_v2_kernel, dim3((unsigned)T), dim3(MLA_LATENT_THREADS), 0, stream, cache, cache_type, kv,
+           kv_a_norm, inv_freq, cos_sin_scale, dims, pos0, eps);
+    return cudaGetLastError();
+}
+
+// ANCHOR: mla_attend_v1
+/**
+ * Version 1: thread (t, h) runs the reference loop of one query over keys
+ * [0, pos0 + t]. Expanded: k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j are
+ * decompressed on the fly. Absorbed: q^L = W^UK_hᵀ q^N, scores against ĉ_j,
+ * o^L = Σ p_j ĉ_j, o = W^UV_h o^L. scratch per thread: ctx + 2·d_c floats.
+ */
+__global__ void mla_attend_v1_kernel(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
+                                     const void *cache, KernelDType cache_type, MlaDims dims, int pos0, int T,
+                                     int absorbed, float *scratch)
+{
+    const int id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    const int nh = dims.n_h, dn = dims.d_n, dr = dims.d_r, dv = dims.d_v, dc = dims.d_c;
+    if (id >= T * nh)
+        return;
+    const int t = id / nh, h = id % nh, dq = dn + dr, width = dc + dr, ctx = pos0 + T, n_keys = pos0 + t + 1;
+    const size_t uk = (size_t)h * (dn + dv) * dc, uv = uk + (size_t)dn * dc;   /* W^UK_h, W^UV_h in kv_b */
+    const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
+    float *scores = scratch + (size_t)id * (ctx + 2 * dc), *q_lat = scores + ctx, *o_lat = q_lat + dc;
+    float *o_th = o + ((size_t)t * nh + h) * dv;
+    if (absorbed)
+        for (int c = 0; c < dc; c++) {                         /* q^L = W^UK_hᵀ q^N */
+            float acc = 0.0f;
+            for (int d = 0; d < dn; d++)
+                acc += load_elem(kv_b, kv_b_type, uk + (size_t)d * dc + c) * q_nope[d];
+            q_lat[c] = acc;
+        }
+    float max = -INFINITY;
+    for (int j = 0; j < n_keys; j++) {
+        const size_t row = (size_t)j * width;
+        float s_nope = 0.0f, s_rope = 0.0f;
+        if (absorbed) {
+            for (int c = 0; c < dc; c++)
+                s_nope += q_lat[c] * load_elem(cache, cache_type, row + c);
+        } else {
+            for (int d = 0; d < dn; d++) {                     /* k^N_{j,h,d} = (W^UK_h ĉ_j)_d */
+                float k = 0.0f;
+                for (int c = 0; c < dc; c++)
+                    k += load_elem(kv_b, kv_b_type, uk + (size_t)d * dc + c) * load_elem(cache, cache_type, row + c);
+                s_nope += q_nope[d] * k;
+            }
+        }
+        for (int d = 0; d < dr; d++)
+            s_rope += q_rope[d] * load_elem(cache, cache_type, row + dc + d);
+        scores[j] = dims.scale * (s_nope + s_rope);            /* s_{t,j,h} = σ (q·k) */
+        max = fmaxf(max, scores[j]);
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n_keys; j++) {
+        scores[j] = expf(scores[j] - max);
+        sum += scores[j];
+    }
+    for (int j = 0; j < n_keys; j++)
+        scores[j] /= sum;
+    if (absorbed) {
+        for (int c = 0; c < dc; c++) {                         /* o^L = Σ_j p_j ĉ_j */
+            float acc = 0.0f;
+            for (int j = 0; j < n_keys; j++)
+                acc += scores[j] * load_elem(cache, cache_type, (size_t)j * width + c);
+            o_lat[c] = acc;
+        }
+        for (int d = 0; d < dv; d++) {                         /* o = W^UV_h o^L */
+            float acc = 0.0f;
+            for (int c = 0; c < dc; c++)
+                acc += load_elem(kv_b, kv_b_type, uv + (size_t)d * dc + c) * o_lat[c];
+            o_th[d] = acc;
+        }
+    } else {
+        for (int d = 0; d < dv; d++) {                         /* o = Σ_j p_j v_j, v_j = W^UV_h ĉ_j */
+            float acc = 0.0f;
+            for (int j = 0; j < n_keys; j++) {
+                float v = 0.0f;
+                for (int c = 0; c < dc; c++)
+                    v += load_elem(kv_b, kv_b_type, uv + (size_t)d * dc + c) *
+                         load_elem(cache, cache_type, (size_t)j * width + c);
+                acc += scores[j] * v;
+            }
+            o_th[d] = acc;
+        }
+    }
+}
+// ANCHOR_END: mla_attend_v1
+
+extern "C" cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
+                                     const void *cache, KernelDType cache_type, MlaDims dims, int pos0, int T,
+                                     int absorbed, float *scratch, cudaStream_t stream)
+{
+    LAUNCH(mla_attend_v1_kernel, dim3(blocks_for((size_t)T * dims.n_h, 32)), dim3(32), 0, stream, o, q, kv_b,
+           kv_b_type, cache, cache_type, dims, pos0, T, absorbed, scratch);
+    return cudaGetLastError();
+}
+
+// ANCHOR: mla_expanded_v2
+/** Block j: K[j, h] = [k^N_{j,h} ; k^R_j] and V[j, h] = v_{j,h} from u = kv_b · ĉ_j. */
+__global__ void mla_expand_v2_kernel(float *k, float *v, const float *u, const void *cache, KernelDType cache_type,
+                                     MlaDims dims)
+{
+    const int j = (int)blockIdx.x, nh = dims.n_h, dn = dims.d_n, dr = dims.d_r, dv = dims.d_v, dq = dn + dr;
+    const float *u_j = u + (size_t)j * nh * (dn + dv);
+    const size_t k_rope = (size_t)j * (dims.d_c + dr) + dims.d_c;
+    for (int i = (int)threadIdx.x; i < nh * dq; i += (int)blockDim.x) {
+        const int h = i / dq, d = i % dq;
+        k[(size_t)j * nh * dq + i] = d < dn ? u_j[h * (dn + dv) + d] : load_elem(cache, cache_type, k_rope + d - dn);
+    }
+    for (int i = (int)threadIdx.x; i < nh * dv; i += (int)blockDim.x) {
+        const int h = i / dv, d = i % dv;
+        v[(size_t)j * nh * dv + i] = u_j[h * (dn + dv) + dn + d];
+    }
+}
+
+/** Block (t, h): one row of scores, scaled by σ, masked beyond key pos0 + t, softmax in float32. */
+__global__ void mla_causal_softmax_v2_kernel(float *p, const float *s, float scale, int T, int ctx, int pos0)
+{
+    __shared__ float scratch[32];
+    const int t = (int)blockIdx.x, h = (int)blockIdx.y, n_keys = pos0 + t + 1;
+    const size_t row = ((size_t)h * T + t) * ctx;
+    float max = -INFINITY;
+    for (int j = (int)threadIdx.x; j < n_keys; j += (int)blockDim.x)
+        max = fmaxf(max, scale * s[row + j]);
+    max = block_max(max, scratch);
+    float sum = 0.0f;
+    for (int j = (int)threadIdx.x; j < n_keys; j += (int)blockDim.x)
+        sum += expf(scale * s[row + j] - max);
+    sum = block_sum(sum, scratch);
+    for (int j = (int)threadIdx.x; j < ctx; j += (int)blockDim.x)
+        p[row + j] = j < n_keys ? expf(scale * s[row + j] - max) / sum : 0.0f;
+}
+// ANCHOR_END: mla_expanded_v2
+
+extern "C" cudaError_t mla_expand_v2(float *k, float *v, const float *u, const void *cache, KernelDType cache_type,
+                                     MlaDims dims, int ctx, cudaStream_t stream)
+{
+    LAUNCH(mla_expand_v2_kernel, dim3((unsigned)ctx), dim3(256), 0, stream, k, v, u, cache, cache_type, dims);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mla_causal_softmax_v2(float *p, const float *s, float scale, int n_h, int T, int ctx, int pos0,
+                                             cudaStream_t stream)
+{
+    LAUNCH(mla_causal_softmax_v2_kernel, dim3((unsigned)T, (unsigned)n_h), dim3(MLA_SOFTMAX_THREADS), 0, stream, p, s,
+           scale, T, ctx, pos0);
+    return cudaGetLastError();
+}
+
+// ANCHOR: mla_decode_v2
+#define DC_PER_LANE (MLA_DECODE_MAX_DC / 32)
+#define DR_PER_LANE (MLA_DECODE_MAX_DR / 32)
+
+/**
+ * Block (split, h, t), 4 warps. Lane l holds q^L and the o^L accumulator for
+ * latent dims c = l + 32·i, and q^R for dims l + 32·i of k^R. Warp w takes keys
+ * start + w, start + w + 4, … of the split: score s = σ(q^L·ĉ_j + q^R·k^R_j) by a
+ * warp reduction, then the online softmax update m' = max(m, s),
+ * l' = l·e^{m−m'} + e^{s−m'}, acc' = acc·e^{m−m'} + e^{s−m'} ĉ_j. The warps' states
+ * are merged through shared memory into one partial (m, l, acc[d_c]) per split.
+ * Dynamic shared memory: MLA_DECODE_WARPS · (d_c + 2) floats.
+ */
+__global__ void mla_decode_split_kernel(float *partial, const float *q_lat, const float *q, const void *cache,
+                                        KernelDType cache_type, MlaDims dims, int pos0, int n_split)
+{
+    DYNAMIC_SHARED(float, smem);
+    const int split = (int)blockIdx.x, h = (int)blockIdx.y, t = (int)blockIdx.z;
+    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
+    const int nh = dims.n_h, dc = dims.d_c, dr = dims.d_r, dq = dims.d_n + dr, width = dc + dr;
+    const int n_keys = pos0 + t + 1, start = split * MLA_DECODE_KEYS_PER_SPLIT;
+    const int end = min(start + MLA_DECODE_KEYS_PER_SPLIT, n_keys);
+    const float *ql = q_lat + ((size_t)t * nh + h) * dc, *qr = q + ((size_t)t * nh + h) * dq + dims.d_n;
+    float q_l[DC_PER_LANE], q_r[DR_PER_LANE], acc[DC_PER_LANE];
+    for (int i = 0; i < DC_PER_LANE; i++) {
+        const int c = lane + 32 * i;
+        q_l[i] = c < dc ? ql[c] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    for (int i = 0; i < DR_PER_LANE; i++)
+        q_r[i] = lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int j = start + warp; j < end; j += MLA_DECODE_WARPS) {
+        const size_t row = (size_t)j * width;
+        float c_hat[DC_PER_LANE];
+        float dot = 0.0f;
+        for (int i = 0; i < DC_PER_LANE; i++) {
+            const int c = lane + 32 * i;
+            c_hat[i] = c < dc ? load_elem(cache, cache_type, row + c) : 0.0f;
+            dot += q_l[i] * c_hat[i];
+        }
+        for (int i = 0; i < DR_PER_LANE; i++)
+            if (lane + 32 * i < dr)
+                dot += q_r[i] * load_elem(cache, cache_type, row + dc + lane + 32 * i);
+        const float s = dims.scale * warp_sum(dot);
+        const float m_new = fmaxf(m, s), rescale = expf(m - m_new), p = expf(s - m_new);
+        l = l * rescale + p;
+        for (int i = 0; i < DC_PER_LANE; i++)
+            acc[i] = acc[i] * rescale + p * c_hat[i];
+        m = m_new;
+    }
+    float *w_acc = smem + (size_t)warp * (dc + 2);             /* this warp's (acc, m, l) */
+    for (int i = 0; i < DC_PER_LANE; i++)
+        if (lane + 32 * i < dc)
+            w_acc[lane + 32 * i] = acc[i];
+    if (lane == 0) {
+        w_acc[dc] = m;
+        w_acc[dc + 1] = l;
+    }
+    __syncthreads();
+    float m_all = -INFINITY;
+    for (int w = 0; w < MLA_DECODE_WARPS; w++)
+        m_all = fmaxf(m_all, smem[(size_t)w * (dc + 2) + dc]);
+    float *out = partial + (((size_t)t * nh + h) * n_split + split) * (dc + 2);
+    for (int c = (int)threadIdx.x; c < dc + 2; c += (int)blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < MLA_DECODE_WARPS; w++) {
+            const float *ws = smem + (size_t)w * (dc + 2);
+            const float f = ws[dc] == -INFINITY ? 0.0f : expf(ws[dc] - m_all);   /* a warp with no keys adds 0 */
+            v += c == dc ? 0.0f : f * ws[c];
+        }
+        out[c] = c == dc ? m_all : v;
+    }
+}
+
+/** Block (h, t): o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s over the splits, M = max_s m_s. */
+__global__ void mla_decode_combine_kernel(float *o_lat, const float *partial, MlaDims dims, int n_split)
+{
+    const int h = (int)blockIdx.x, t = (int)blockIdx.y, nh = dims.n_h, dc = dims.d_c;
+    const float *part = partial + ((size_t)t * nh + h) * n_split * (dc + 2);
+    float m_all = -INFINITY;
+    for (int s = 0; s < n_split; s++)
+        m_all = fmaxf(m_all, part[(size_t)s * (dc + 2) + dc]);
+    float l_all = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        const float *ps = part + (size_t)s * (dc + 2);
+        l_all += ps[dc] == -INFINITY ? 0.0f : expf(ps[dc] - m_all) * ps[dc + 1];
+    }
+    for (int c = (int)threadIdx.x; c < dc; c += (int)blockDim.x) {
+        float v = 0.0f;
+        for (int s = 0; s < n_split; s++) {
+            const float *ps = part + (size_t)s * (dc + 2);
+            v += ps[dc] == -INFINITY ? 0.0f : expf(ps[dc] - m_all) * ps[c];
+        }
+        o_lat[((size_t)t * nh + h) * dc + c] = v / l_all;
+    }
+}
+// ANCHOR_END: mla_decode_v2
+
+extern "C" int mla_decode_splits(int ctx) { return (ctx + MLA_DECODE_KEYS_PER_SPLIT - 1) / MLA_DECODE_KEYS_PER_SPLIT; }
+
+extern "C" cudaError_t mla_decode_v2(float *o_lat, const float *q_lat, const float *q, const void *cache,
+                                     KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial,
+                                     cudaStream_t stream)
+{
+    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR)
+        return cudaErrorInvalidValue;
+    const int n_split = mla_decode_splits(pos0 + T);
+    const size_t smem = sizeof(float) * MLA_DECODE_WARPS * (size_t)(dims.d_c + 2);
+    LAUNCH(mla_decode_split_kernel, dim3((unsigned)n_split, (unsigned)dims.n_h, (unsigned)T),
+           dim3(32 * MLA_DECODE_WARPS), smem, stream, partial, q_lat, q, cache, cache_type, dims, pos0, n_split);
+    LAUNCH(mla_decode_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, partial,
+           dims, n_split);
+    return cudaGetLastError();
+}

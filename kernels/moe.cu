@@ -1,0 +1,182 @@
+/**
+ * \file moe.cu
+ * \brief SwiGLU experts on the device (SPEC §3.6.2, §3.6.4): the reference loops, and the pieces around
+ *        the per-expert GEMMs (token permutation by expert, the SwiGLU nonlinearity, the weighted combine).
+ */
+#include "common.cuh"
+
+/** silu(z) = z · sigmoid(z). */
+static __device__ __forceinline__ float silu(float z) { return z / (1.0f + expf(-z)); }
+
+// ANCHOR: moe_v1
+/**
+ * Version 1, step 1: thread (r, i) with r = t·(K+1) + k computes hidden unit i of
+ * token t's k-th routed expert (k < K) or of the shared experts (k = K):
+ * hidden = silu(W_gate x_t)_i · (W_up x_t)_i, each a dot product over D.
+ */
+__global__ void moe_v1_hidden_kernel(float *hidden, const float *x, const int *idx, const void *gate_up,
+                                     const void *shared_gate_up, KernelDType w_type, int T, int D, int I, int K,
+                                     int I_s)
+{
+    const int I_max = I > I_s ? I : I_s;
+    const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= (size_t)T * (K + 1) * I_max)
+        return;
+    const int i = (int)(id % I_max), r = (int)(id / I_max), t = r / (K + 1), k = r % (K + 1);
+    const bool shared = k == K;
+    const int width = shared ? I_s : I;
+    if (i >= width)
+        return;
+    const void *w = shared ? shared_gate_up : gate_up;
+    const size_t base = shared ? 0 : (size_t)idx[t * K + k] * 2 * I * D;   /* expert e's [W_gate; W_up] */
+    float g = 0.0f, u = 0.0f;
+    for (int d = 0; d < D; d++) {
+        const float xd = x[(size_t)t * D + d];
+        g += load_elem(w, w_type, base + (size_t)i * D + d) * xd;
+        u += load_elem(w, w_type, base + (size_t)(width + i) * D + d) * xd;
+    }
+    float *row = hidden + (size_t)t * (K * I + I_s);
+    row[shared ? K * I + i : k * I + i] = silu(g) * u;
+}
+
+/** Version 1, step 2: thread (t, d) sums Σ_k weight_k (W_down,e_k h_k)_d in slot order, then the shared expert. */
+__global__ void moe_v1_down_kernel(float *y, const float *hidden, const int *idx, const float *weight,
+                                   const void *down, const void *shared_down, KernelDType w_type, int T, int D, int I,
+                                   int K, int I_s)
+{
+    const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= (size_t)T * D)
+        return;
+    const int t = (int)(id / D), d = (int)(id % D);
+    const float *row = hidden + (size_t)t * (K * I + I_s);
+    float acc = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const size_t base = (size_t)idx[t * K + k] * D * I + (size_t)d * I;
+        float o = 0.0f;
+        for (int i = 0; i < I; i++)
+            o += load_elem(down, w_type, base + i) * row[k * I + i];
+        acc += weight[t * K + k] * o;
+    }
+    if (I_s > 0) {
+        float o = 0.0f;
+        for (int i = 0; i < I_s; i++)
+            o += load_elem(shared_down, w_type, (size_t)d * I_s + i) * row[K * I + i];
+        acc += o;
+    }
+    y[id] = acc;
+}
+// ANCHOR_END: moe_v1
+
+extern "C" cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, const float *weight,
+                                      const void *gate_up, const void *down, const void *shared_gate_up,
+                                      const void *shared_down, KernelDType w_type, int T, int D, int I, int K, int I_s,
+                                      float *hidden, cudaStream_t stream)
+{
+    const int I_max = I > I_s ? I : I_s;
+    LAUNCH(moe_v1_hidden_kernel, dim3(blocks_for((size_t)T * (K + 1) * I_max, 128)), dim3(128), 0, stream, hidden, x,
+           idx, gate_up, shared_gate_up, w_type, T, D, I, K, I_s);
+    LAUNCH(moe_v1_down_kernel, dim3(blocks_for((size_t)T * D, 128)), dim3(128), 0, stream, y, hidden, idx, weight,
+           down, shared_down, w_type, T, D, I, K, I_s);
+    return cudaGetLastError();
+}
+
+// ANCHOR: moe_v2
+/** h[r, i] = silu(gate) · up from the fused GEMM output row [gate (I) | up (I)]. */
+__global__ void swiglu_v2_kernel(void *h, KernelDType h_type, const float *gu, int rows, int I)
+{
+    const size_t n = (size_t)rows * I;
+    for (size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x; id < n; id += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = id / I, i = id % I;
+        const float *row = gu + r * 2 * I;
+        store_elem(h, h_type, id, silu(row[i]) * row[I + i]);
+    }
+}
+
+/**
+ * One block: thread e counts the (token, slot) pairs that chose expert e
+ * (scanning in token order), thread 0 turns the counts into offsets, then
+ * thread e hands out its rows in the same order.
+ */
+__global__ void moe_permute_v2_kernel(int *counts, int *offsets, int *slot_row, int *row_token, const int *idx, int T,
+                                      int K, int E)
+{
+    const int n = T * K;
+    for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
+        int c = 0;
+        for (int r = 0; r < n; r++)
+            c += idx[r] == e;
+        counts[e] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        offsets[0] = 0;
+        for (int e = 0; e < E; e++)
+            offsets[e + 1] = offsets[e] + counts[e];
+    }
+    __syncthreads();
+    for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
+        int next = offsets[e];
+        for (int r = 0; r < n; r++)
+            if (idx[r] == e) {
+                slot_row[r] = next;
+                row_token[next] = r / K;
+                next++;
+            }
+    }
+}
+
+/** Block r copies token row_token[r]'s input into permuted row r, as xp_type. */
+__global__ void moe_gather_v2_kernel(void *xp, KernelDType xp_type, const float *x, const int *row_token, int D)
+{
+    const size_t r = blockIdx.x, src = (size_t)row_token[r] * D;
+    for (int d = (int)threadIdx.x; d < D; d += (int)blockDim.x)
+        store_elem(xp, xp_type, r * D + d, x[src + d]);
+}
+
+/** Block t: y_t = Σ_k weight[t,k] · out[slot_row[t,k]] (k ascending), then + shared_t. */
+__global__ void moe_combine_v2_kernel(float *y, const float *out, const int *slot_row, const float *weight,
+                                      const float *shared, int K, int D)
+{
+    const int t = (int)blockIdx.x;
+    for (int d = (int)threadIdx.x; d < D; d += (int)blockDim.x) {
+        float acc = 0.0f;
+        for (int k = 0; k < K; k++)
+            acc += weight[t * K + k] * out[(size_t)slot_row[t * K + k] * D + d];
+        if (shared)
+            acc += shared[(size_t)t * D + d];
+        y[(size_t)t * D + d] = acc;
+    }
+}
+// ANCHOR_END: moe_v2
+
+extern "C" cudaError_t swiglu_forward_v2(void *h, KernelDType h_type, const float *gu, int rows, int I,
+                                         cudaStream_t stream)
+{
+    const size_t n = (size_t)rows * I;
+    const unsigned int blocks = blocks_for(n, 256) < 4096 ? blocks_for(n, 256) : 4096;
+    LAUNCH(swiglu_v2_kernel, dim3(blocks), dim3(256), 0, stream, h, h_type, gu, rows, I);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t moe_permute_v2(int *counts, int *offsets, int *slot_row, int *row_token, const int *idx, int T,
+                                      int K, int E, cudaStream_t stream)
+{
+    const int threads = E < 1024 ? 32 * ((E + 31) / 32) : 1024;
+    LAUNCH(moe_permute_v2_kernel, dim3(1), dim3((unsigned)threads), 0, stream, counts, offsets, slot_row, row_token,
+           idx, T, K, E);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t moe_gather_v2(void *xp, KernelDType xp_type, const float *x, const int *row_token, int rows,
+                                     int D, cudaStream_t stream)
+{
+    LAUNCH(moe_gather_v2_kernel, dim3((unsigned)rows), dim3(256), 0, stream, xp, xp_type, x, row_token, D);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t moe_combine_v2(float *y, const float *out, const int *slot_row, const float *weight,
+                                      const float *shared, int T, int K, int D, cudaStream_t stream)
+{
+    LAUNCH(moe_combine_v2_kernel, dim3((unsigned)T), dim3(256), 0, stream, y, out, slot_row, weight, shared, K, D);
+    return cudaGetLastError();
+}

@@ -1,0 +1,60 @@
+/**
+ * \file rope.cu
+ * \brief Decoupled RoPE on the device (SPEC §3.5.4): q^R_{t,h} and k^R_t rotated in place, interleaved pairs.
+ */
+#include "common.cuh"
+
+/** Rotates the pair (x_{2i}, x_{2i+1}) of a slice by φ = pos · θ_i. */
+static __device__ __forceinline__ void rotate_pair(float *x, int i, float inv_freq, float cos_sin_scale, int pos)
+{
+    const float phi = (float)pos * inv_freq;
+    const float c = cosf(phi) * cos_sin_scale, s = sinf(phi) * cos_sin_scale;
+    const float x0 = x[2 * i], x1 = x[2 * i + 1];
+    x[2 * i] = x0 * c - x1 * s;
+    x[2 * i + 1] = x0 * s + x1 * c;
+}
+
+// ANCHOR: rope_v1
+/** Version 1: thread (t, h) rotates slice (t, h) pair by pair (ref/rope.c's rope_rotate). */
+__global__ void rope_v1_kernel(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
+                               int row_stride, int head_stride, int pos0)
+{
+    const int id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (id >= T * heads)
+        return;
+    const int t = id / heads, h = id % heads;
+    float *slice = x + (size_t)t * row_stride + (size_t)h * head_stride;
+    for (int i = 0; i < dim / 2; i++)
+        rotate_pair(slice, i, inv_freq[i], cos_sin_scale, pos0 + t);
+}
+// ANCHOR_END: rope_v1
+
+extern "C" cudaError_t rope_forward_v1(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T,
+                                       int heads, int row_stride, int head_stride, int pos0, cudaStream_t stream)
+{
+    LAUNCH(rope_v1_kernel, dim3(blocks_for((size_t)T * heads, 64)), dim3(64), 0, stream, x, inv_freq, cos_sin_scale,
+           dim, T, heads, row_stride, head_stride, pos0);
+    return cudaGetLastError();
+}
+
+// ANCHOR: rope_v2
+/** Version 2: block (t) covers all heads of token t; thread (h, i) rotates pair i of head h. */
+__global__ void rope_v2_kernel(float *x, const float *inv_freq, float cos_sin_scale, int dim, int heads,
+                               int row_stride, int head_stride, int pos0)
+{
+    const int t = (int)blockIdx.x, pairs = dim / 2;
+    for (int id = (int)threadIdx.x; id < heads * pairs; id += (int)blockDim.x) {
+        const int h = id / pairs, i = id % pairs;
+        rotate_pair(x + (size_t)t * row_stride + (size_t)h * head_stride, i, inv_freq[i], cos_sin_scale, pos0 + t);
+    }
+}
+// ANCHOR_END: rope_v2
+
+extern "C" cudaError_t rope_forward_v2(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T,
+                                       int heads, int row_stride, int head_stride, int pos0, cudaStream_t stream)
+{
+    const int threads = heads * (dim / 2) < 256 ? 32 * ((heads * (dim / 2) + 31) / 32) : 256;
+    LAUNCH(rope_v2_kernel, dim3((unsigned)T), dim3((unsigned)threads), 0, stream, x, inv_freq, cos_sin_scale, dim,
+           heads, row_stride, head_stride, pos0);
+    return cudaGetLastError();
+}

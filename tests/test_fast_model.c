@@ -1,0 +1,198 @@
+/**
+ * \file test_fast_model.c
+ * \brief The fast model (kernels/ + fast/ on one device) against the reference model on every golden fixture.
+ *
+ * float32 mode (weights widened on upload): logits at every prompt position
+ * within 1e-4 max-abs of the reference (which tests/test_golden.c ties to
+ * transformers), and the same 16-token greedy continuation, decoded one
+ * token at a time over the latent cache (absorbed form) with the arg-max
+ * taken on the device. Also both attention forms forced on a full pass.
+ * bf16 mode (bf16 weights and latent cache): the arg-max of the teacher-forced
+ * logits agrees with the reference on ≥ 95 % of positions — on lite and
+ * norope. The v2 and longctx fixtures were generated for float32 and have
+ * routing margins of 9.7e-6 and 2.6e-6 (fixture.json), far below bf16's
+ * 3.9e-3 relative rounding, so bf16 activations flip expert choices there
+ * (× routed_scaling_factor 16 on v2) and ≥ 85 % is what is asserted; the
+ * measured agreement is printed. A bf16-robust fixture (routing margin
+ * ≳ 1e-2) would let all four assert 95 %.
+ *
+ * On the simulated device this runs with race checking on (SIM_RACECHECK=1);
+ * built for a real GPU (make fast-gpu) it skips when cudaGetDeviceCount finds none.
+ */
+#include "check.h"
+#include "error.h"
+#include "fast.h"
+#include "model.h"
+#include "safetensors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GOLDEN_DIR "tests/golden/"
+#define N_GREEDY 16
+
+typedef struct {
+    StFile expected;
+    int T, V, ids[256];  /* prompt then the reference's greedy continuation */
+} Golden;
+
+static void golden_load(Golden *g, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
+    if (st_open(path, &g->expected))
+        fail_msg("%s", ds_last_error());
+    const StTensor *prompt = st_find(&g->expected, "prompt_ids"), *greedy = st_find(&g->expected, "greedy_ids");
+    const StTensor *logits = st_find(&g->expected, "logits");
+    assert_non_null(prompt);
+    assert_non_null(greedy);
+    assert_non_null(logits);
+    g->T = (int)prompt->shape[0];
+    g->V = (int)logits->shape[1];
+    assert_true(g->T + N_GREEDY <= 256);
+    for (int t = 0; t < g->T; t++)
+        g->ids[t] = (int)((const float *)prompt->data)[t];
+    for (int t = 0; t < N_GREEDY; t++)
+        g->ids[g->T + t] = (int)((const float *)greedy->data)[t];
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* Skips the test when there is no device (a real-GPU build on a machine without one). */
+static void need_device(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+        skip();
+}
+
+static void open_fast(FastModel *m, const char *name, bool bf16, int form)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    const FastOptions opt = {.bf16 = bf16, .chunk = 7, .form = form};   /* an odd chunk: prompts span chunks */
+    if (fast_model_open(m, dir, &opt))
+        fail_msg("%s", ds_last_error());
+}
+
+/* The reference's logits for ids[0..n) in one pass (all positions). */
+static float *ref_logits(const char *name, const int *ids, int n, int V)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    Model m;
+    if (model_open(&m, dir, NULL))
+        fail_msg("%s", ds_last_error());
+    float *logits = malloc(sizeof(float) * (size_t)n * V);
+    assert_int_equal(model_forward(&m, ids, n, logits, true), 0);
+    model_close(&m);
+    return logits;
+}
+
+/* float32 mode: prompt logits ≤ 1e-4 max-abs from the reference; greedy decode identical. */
+static void float32_matches_reference(void **state)
+{
+    need_device();
+    const char *name = *state;
+    Golden g;
+    golden_load(&g, name);
+    float *want = ref_logits(name, g.ids, g.T, g.V);
+    float *got = malloc(sizeof(float) * (size_t)g.T * g.V);
+    poison(got, (size_t)g.T * g.V);
+    FastModel m;
+    open_fast(&m, name, false, 0);
+    if (fast_model_forward(&m, g.ids, g.T, got, true))
+        fail_msg("%s", ds_last_error());
+    check_close(name, got, want, (size_t)g.T * g.V, 1e-4, -1);
+    const CheckStats st = check_stats(got, want, (size_t)g.T * g.V);
+    printf("%s float32: logits max-abs %.3g, rel-L2 %.3g\n", name, st.max_abs, st.rel_l2);
+    int next;
+    if (fast_model_argmax(&m, &next))
+        fail_msg("%s", ds_last_error());
+    for (int i = 0; i < N_GREEDY; i++) {
+        assert_int_equal(next, g.ids[g.T + i]);                 /* the reference's greedy continuation */
+        poison(got, g.V);
+        if (fast_model_forward(&m, &next, 1, got, false) || fast_model_argmax(&m, &next))
+            fail_msg("%s", ds_last_error());
+        assert_int_equal(next, argmax(got, g.V));               /* device arg-max = host arg-max */
+    }
+    fast_model_close(&m);
+    free(got);
+    free(want);
+    st_close(&g.expected);
+}
+
+/* float32 mode, each attention form forced over prompt + continuation in one pass. */
+static void float32_forms_match_reference(void **state)
+{
+    need_device();
+    const char *name = *state;
+    Golden g;
+    golden_load(&g, name);
+    const int n = g.T + N_GREEDY;
+    float *want = ref_logits(name, g.ids, n, g.V);
+    float *got = malloc(sizeof(float) * (size_t)n * g.V);
+    for (int form = 1; form <= 2; form++) {
+        poison(got, (size_t)n * g.V);
+        FastModel m;
+        open_fast(&m, name, false, form);
+        if (fast_model_forward(&m, g.ids, n, got, true))
+            fail_msg("%s", ds_last_error());
+        check_close(form == 1 ? "expanded" : "absorbed", got, want, (size_t)n * g.V, 1e-4, -1);
+        fast_model_close(&m);
+    }
+    free(got);
+    free(want);
+    st_close(&g.expected);
+}
+
+/* bf16 mode: teacher-forced top-1 agreement with the reference on ≥ 95 % of positions. */
+static void bf16_top1_agrees(void **state)
+{
+    need_device();
+    const char *name = *state;
+    const bool near_ties = !strcmp(name, "v2") || !strcmp(name, "longctx");   /* see the file comment */
+    Golden g;
+    golden_load(&g, name);
+    const int n = g.T + N_GREEDY;
+    float *want = ref_logits(name, g.ids, n, g.V);
+    float *got = malloc(sizeof(float) * (size_t)n * g.V);
+    poison(got, (size_t)n * g.V);
+    FastModel m;
+    open_fast(&m, name, true, 0);
+    if (fast_model_forward(&m, g.ids, n, got, true))
+        fail_msg("%s", ds_last_error());
+    check_close(name, got, want, (size_t)n * g.V, -1, -1);        /* finite everywhere */
+    int agree = 0;
+    for (int t = 0; t < n; t++)
+        agree += argmax(got + (size_t)t * g.V, g.V) == argmax(want + (size_t)t * g.V, g.V);
+    const CheckStats st = check_stats(got, want, (size_t)n * g.V);
+    printf("%s bf16: top-1 %d/%d, max-abs %.3g, rel-L2 %.3g\n", name, agree, n, st.max_abs, st.rel_l2);
+    assert_true(agree * 100 >= (near_ties ? 85 : 95) * n);
+    fast_model_close(&m);
+    free(got);
+    free(want);
+    st_close(&g.expected);
+}
+
+#define FIXTURE_TESTS(name)                                                                   \
+    {name ": float32 logits and greedy decode", float32_matches_reference, NULL, NULL, name}, \
+    {name ": float32 expanded and absorbed forms", float32_forms_match_reference, NULL, NULL, name}, \
+    {name ": bf16 top-1 agreement", bf16_top1_agrees, NULL, NULL, name}
+
+int main(void)
+{
+    setenv("SIM_RACECHECK", "1", 0);                           /* every simulated launch under three thread orders */
+    const struct CMUnitTest tests[] = {
+        FIXTURE_TESTS("lite"), FIXTURE_TESTS("v2"), FIXTURE_TESTS("norope"), FIXTURE_TESTS("longctx"),
+    };
+    return cmocka_run_group_tests_name("fast model", tests, NULL, NULL);
+}
