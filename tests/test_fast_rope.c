@@ -1,0 +1,115 @@
+/**
+ * \file test_fast_rope.c
+ * \brief kernels/rope.cu against ref/rope.c's rope_rotate: v1 and v2, on q^R slices and the shared k^R.
+ *
+ * DeepSeek-V2(-Lite)'s RoPE (d_r = 64, YaRN s = 40) on 16 heads of d_q = 192,
+ * an odd small layout (3 heads, d_r = 6, plain RoPE), and k^R inside a
+ * [T, d_c + d_r] kv row; positions far out (pos0 = 3000) so angles are large.
+ * Everything outside the rotated slices must stay bit-identical. Relative L2 ≤ 1e-5.
+ */
+#include "check.h"
+#include "kernels.h"
+#include "rope.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static TestRng rng;
+
+static void need_device(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+        skip();
+}
+
+static ModelConfig rope_config(int d_n, int d_r, bool yarn)
+{
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    c.qk_nope_head_dim = d_n;
+    c.qk_rope_head_dim = d_r;
+    c.rope_theta = 10000.0f;
+    c.rope_yarn = yarn;
+    c.rope_factor = 40.0f;
+    c.rope_original_max_position = 4096;
+    c.rope_beta_fast = 32.0f;
+    c.rope_beta_slow = 1.0f;
+    c.rope_mscale = 0.707f;
+    c.rope_mscale_all_dim = 0.707f;
+    return c;
+}
+
+/* Rotates `heads` slices per token of x (row_stride, head_stride, offset) on the device and on the host. */
+static void check_layout(const ModelConfig *c, int T, int heads, int row_stride, int head_stride, int offset, int pos0)
+{
+    Rope r;
+    assert_int_equal(rope_init(&r, c), 0);
+    const size_t N = (size_t)T * row_stride;
+    float *x = malloc(4 * N), *want = malloc(4 * N), *got = malloc(4 * N);
+    test_rng_fill(&rng, x, N, -2.0f, 2.0f);
+    memcpy(want, x, 4 * N);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < heads; h++)
+            rope_rotate(want + (size_t)t * row_stride + (size_t)h * head_stride + offset, &r, pos0 + t);
+    float *dx, *df;
+    assert_int_equal(cudaMalloc((void **)&dx, 4 * N), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&df, 4 * (size_t)r.dim / 2), cudaSuccess);
+    assert_int_equal(cudaMemcpy(df, r.inv_freq, 4 * (size_t)r.dim / 2, cudaMemcpyHostToDevice), cudaSuccess);
+    for (int version = 1; version <= 2; version++) {
+        assert_int_equal(cudaMemcpy(dx, x, 4 * N, cudaMemcpyHostToDevice), cudaSuccess);
+        assert_int_equal((version == 1 ? rope_forward_v1 : rope_forward_v2)(dx + offset, df, r.cos_sin_scale, r.dim, T,
+                                                                             heads, row_stride, head_stride, pos0, 0),
+                         cudaSuccess);
+        assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+        poison(got, N);
+        assert_int_equal(cudaMemcpy(got, dx, 4 * N, cudaMemcpyDeviceToHost), cudaSuccess);
+        check_close(version == 1 ? "rope v1" : "rope v2", got, want, N, -1, 1e-5);
+        for (int t = 0; t < T; t++)                            /* q^N parts untouched */
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < offset; i++) {
+                    const size_t k = (size_t)t * row_stride + (size_t)h * head_stride + i;
+                    assert_memory_equal(&got[k], &x[k], sizeof(float));
+                }
+    }
+    cudaFree(dx);
+    cudaFree(df);
+    free(x); free(want); free(got);
+}
+
+static void deepseek_q_rope(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = rope_config(128, 64, true);
+    check_layout(&c, 5, 16, 16 * 192, 192, 128, 0);
+    check_layout(&c, 3, 16, 16 * 192, 192, 128, 3000);
+}
+
+static void deepseek_k_rope(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = rope_config(128, 64, true);
+    check_layout(&c, 7, 1, 512 + 64, 0, 512, 17);               /* k^R_raw inside [c^KV ; k^R] */
+}
+
+static void odd_plain_rope(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = rope_config(5, 6, false);
+    check_layout(&c, 9, 3, 3 * 11, 11, 5, 2);
+}
+
+int main(void)
+{
+    setenv("SIM_RACECHECK", "1", 0);
+    test_rng_seed(&rng, "fast rope");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(deepseek_q_rope),
+        cmocka_unit_test(deepseek_k_rope),
+        cmocka_unit_test(odd_plain_rope),
+    };
+    return cmocka_run_group_tests_name("fast rope", tests, NULL, NULL);
+}

@@ -1,0 +1,196 @@
+/**
+ * \file test_fast_router.c
+ * \brief kernels/router.cu against ref/router.c: affinities, expert choices and weights, v1 and v2.
+ *
+ * Configurations: V2-Lite (greedy, E = 64, K = 6), V2 (group-limited, E = 160,
+ * 8 groups, 3 kept, K = 6, ×16), V3-style noaux_tc (sigmoid, bias, E = 256,
+ * top-2-sum groups, normalised and scaled), and odd sizes (E = 12 in 4 groups,
+ * K = 3, normalised). Logits are float32 in both precision modes (the router
+ * GEMM always is), so choices must be identical except where the reference's
+ * own margin is a near tie (< 1e-6 between the K-th and (K+1)-th selection
+ * score, or between the kept and the best dropped group): those tokens are
+ * skipped and counted. Affinities and weights: relative L2 ≤ 1e-5.
+ */
+#include "check.h"
+#include "kernels.h"
+#include "router.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NEAR_TIE 1e-6f
+
+static TestRng rng;
+
+static void need_device(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+        skip();
+}
+
+static ModelConfig router_config(int E, int K, int G, int Gk, TopkMethod m, ScoringFunc sf, bool norm, float scale)
+{
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    c.n_routed_experts = E;
+    c.num_experts_per_tok = K;
+    c.n_group = G;
+    c.topk_group = Gk;
+    c.topk_method = m;
+    c.scoring_func = sf;
+    c.norm_topk_prob = norm;
+    c.routed_scaling_factor = scale;
+    return c;
+}
+
+/* Gap between the r-th and (r+1)-th largest of x[0..n) (sorted copy). */
+static float rank_gap(const float *x, int n, int r)
+{
+    float *v = malloc(sizeof(float) * n);
+    memcpy(v, x, sizeof(float) * n);
+    for (int i = 0; i < n; i++)                               /* partial selection sort of the top r+1 */
+        for (int j = i + 1; j < n && i <= r; j++)
+            if (v[j] > v[i]) {
+                const float t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+            }
+    const float gap = r + 1 < n ? v[r] - v[r + 1] : INFINITY;
+    free(v);
+    return gap;
+}
+
+/* The reference's smallest decision margin for one token (groups, then experts after masking). */
+static float ref_margin(const float *s, const float *bias, const ModelConfig *c)
+{
+    const int E = c->n_routed_experts, G = c->n_group, per = E / G;
+    float sel[ROUTER_MAX_EXPERTS], margin = INFINITY;
+    for (int i = 0; i < E; i++)
+        sel[i] = s[i] + (c->topk_method == TOPK_NOAUX_TC ? bias[i] : 0);
+    if (c->topk_method != TOPK_GREEDY) {
+        float gs[64];
+        for (int g = 0; g < G; g++) {
+            float best = sel[g * per], second = -INFINITY;
+            for (int i = 1; i < per; i++) {
+                const float x = sel[g * per + i];
+                if (x > best) { second = best; best = x; } else if (x > second) second = x;
+            }
+            gs[g] = c->topk_method == TOPK_NOAUX_TC ? best + second : best;
+        }
+        margin = fminf(margin, rank_gap(gs, G, c->topk_group - 1));
+        for (int g = 0; g < G; g++) {                           /* mask the dropped groups as the reference */
+            int rank = 0;
+            for (int h = 0; h < G; h++)
+                rank += gs[h] > gs[g] || (gs[h] == gs[g] && h < g);
+            if (rank >= c->topk_group)
+                for (int i = 0; i < per; i++) sel[g * per + i] = 0;
+        }
+    }
+    return fminf(margin, rank_gap(sel, E, c->num_experts_per_tok - 1));
+}
+
+static void check_config(const ModelConfig *c, int T)
+{
+    const int E = c->n_routed_experts, K = c->num_experts_per_tok;
+    const size_t TE = (size_t)T * E, TK = (size_t)T * K;
+    float *g = malloc(4 * TE), *s_want = malloc(4 * TE), *w_want = malloc(4 * TK), *bias = malloc(4 * (size_t)E);
+    int *i_want = malloc(sizeof(int) * TK);
+    test_rng_fill(&rng, g, TE, -4.0f, 4.0f);
+    test_rng_fill(&rng, bias, (size_t)E, -0.1f, 0.1f);
+    const bool has_bias = c->topk_method == TOPK_NOAUX_TC;
+    for (int t = 0; t < T; t++) {
+        router_scores(s_want + (size_t)t * E, g + (size_t)t * E, E, c->scoring_func);
+        router_select(i_want + (size_t)t * K, w_want + (size_t)t * K, s_want + (size_t)t * E, has_bias ? bias : NULL, c);
+    }
+    const RouterParams p = {E, K, c->n_group, c->topk_group, (int)c->topk_method, (int)c->scoring_func,
+                            c->norm_topk_prob, c->routed_scaling_factor};
+    float *dg, *ds, *dw, *db;
+    int *di;
+    assert_int_equal(cudaMalloc((void **)&dg, 4 * TE), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&ds, 4 * TE), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&dw, 4 * TK), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&di, 4 * TK), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&db, 4 * (size_t)E), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dg, g, 4 * TE, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaMemcpy(db, bias, 4 * (size_t)E, cudaMemcpyHostToDevice), cudaSuccess);
+    float *s_got = malloc(4 * TE), *w_got = malloc(4 * TK);
+    int *i_got = malloc(sizeof(int) * TK);
+    for (int version = 1; version <= 2; version++) {
+        assert_int_equal(cudaMemset(ds, 0xff, 4 * TE), cudaSuccess);   /* NaN */
+        assert_int_equal(cudaMemset(dw, 0xff, 4 * TK), cudaSuccess);
+        assert_int_equal(cudaMemset(di, 0xff, 4 * TK), cudaSuccess);   /* −1 */
+        assert_int_equal((version == 1 ? router_forward_v1 : router_forward_v2)(di, dw, ds, dg, has_bias ? db : NULL,
+                                                                                 p, T, 0),
+                         cudaSuccess);
+        assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+        assert_int_equal(cudaMemcpy(s_got, ds, 4 * TE, cudaMemcpyDeviceToHost), cudaSuccess);
+        assert_int_equal(cudaMemcpy(w_got, dw, 4 * TK, cudaMemcpyDeviceToHost), cudaSuccess);
+        assert_int_equal(cudaMemcpy(i_got, di, 4 * TK, cudaMemcpyDeviceToHost), cudaSuccess);
+        check_close("affinities", s_got, s_want, TE, -1, 1e-5);
+        int skipped = 0;
+        for (int t = 0; t < T; t++) {
+            if (ref_margin(s_want + (size_t)t * E, bias, c) < NEAR_TIE) {
+                skipped++;
+                continue;
+            }
+            for (int k = 0; k < K; k++)
+                assert_int_equal(i_got[(size_t)t * K + k], i_want[(size_t)t * K + k]);
+            check_close("weights", w_got + (size_t)t * K, w_want + (size_t)t * K, (size_t)K, -1, 1e-5);
+        }
+        printf("router v%d E=%d K=%d G=%d: %d/%d tokens compared, %d near ties skipped\n", version, E, K, c->n_group,
+               T - skipped, T, skipped);
+        assert_true(skipped * 10 <= T);                        /* a near tie is rare, not the rule */
+    }
+    cudaFree(dg); cudaFree(ds); cudaFree(dw); cudaFree(di); cudaFree(db);
+    free(g); free(s_want); free(w_want); free(bias); free(i_want); free(s_got); free(w_got); free(i_got);
+}
+
+static void lite_greedy(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = router_config(64, 6, 1, 1, TOPK_GREEDY, SCORING_SOFTMAX, false, 1.0f);
+    check_config(&c, 37);
+}
+
+static void v2_group_limited(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = router_config(160, 6, 8, 3, TOPK_GROUP_LIMITED_GREEDY, SCORING_SOFTMAX, false, 16.0f);
+    check_config(&c, 29);
+}
+
+static void v3_noaux_tc(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = router_config(256, 8, 8, 4, TOPK_NOAUX_TC, SCORING_SIGMOID, true, 2.5f);
+    check_config(&c, 13);
+}
+
+static void odd_normalised(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = router_config(12, 3, 4, 2, TOPK_GROUP_LIMITED_GREEDY, SCORING_SOFTMAX, true, 1.0f);
+    check_config(&c, 7);
+    const ModelConfig one = router_config(5, 1, 1, 1, TOPK_GREEDY, SCORING_SOFTMAX, true, 2.0f);
+    check_config(&one, 3);                                     /* K = 1: no normalisation, scaled */
+}
+
+int main(void)
+{
+    setenv("SIM_RACECHECK", "1", 0);
+    test_rng_seed(&rng, "fast router");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(lite_greedy),
+        cmocka_unit_test(v2_group_limited),
+        cmocka_unit_test(v3_noaux_tc),
+        cmocka_unit_test(odd_normalised),
+    };
+    return cmocka_run_group_tests_name("fast router", tests, NULL, NULL);
+}
