@@ -1,0 +1,259 @@
+/**
+ * \file test_fast_moe.c
+ * \brief The device MoE (fast_moe_forward: v2 kernels + one GEMM per expert; moe_forward_v1: the reference
+ *        loops on CUDA cores) against ref/moe.c's moe_forward, in float32 and bf16 mode.
+ *
+ * Weights are random bf16 (as checkpoints store them), so both modes see the
+ * same weights: float32 mode widens them on upload (relative L2 ≤ 1e-5), bf16
+ * mode keeps them and rounds GEMM activations to bf16 (≤ 2e-2). The router
+ * runs in float32 in both modes, so expert choices must equal the
+ * reference's except where its margin (K-th vs (K+1)-th selection score, kept
+ * vs best dropped group) is a near tie (< 1e-6): those tokens are skipped in
+ * every comparison and counted.
+ *
+ * Shapes: DeepSeek-V2-Lite's widths (D 2048, expert width 1408, 2 shared,
+ * K 6) with 8 experts instead of 64 — 64 experts at these widths are 1.1 GB of
+ * bf16 weights (2.2 GB widened), too much for the simulated device in a unit
+ * test; 64 experts are covered at small width (D 64) with 40 tokens, so that
+ * some experts get several tokens and some none; V2's group-limited routing
+ * (160 experts, 8 groups, 3 kept, ×16); odd sizes without shared experts.
+ */
+#include "check.h"
+#include "dtype.h"
+#include "error.h"
+#include "fast.h"
+#include "moe.h"
+#include "router.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NEAR_TIE 1e-6f
+
+static TestRng rng;
+
+static void need_device(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+        skip();
+}
+
+/* A random bf16 matrix with entries in [−a, a). */
+static Mat random_mat(int rows, int cols, float a)
+{
+    const size_t n = (size_t)rows * cols;
+    uint16_t *d = malloc(2 * n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
+    return (Mat){d, DT_BF16, rows, cols};
+}
+
+static SwigluWeights random_swiglu(int I, int D)
+{
+    const float a = 1.0f / sqrtf((float)D), b = 1.0f / sqrtf((float)I);
+    return (SwigluWeights){random_mat(I, D, a), random_mat(I, D, a), random_mat(D, I, b)};
+}
+
+static void free_swiglu(SwigluWeights *w)
+{
+    free((void *)w->gate.data);
+    free((void *)w->up.data);
+    free((void *)w->down.data);
+}
+
+static ModelConfig moe_config(int D, int E, int I, int K, int Ns, TopkMethod m, int G, int Gk, bool norm, float scale)
+{
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    c.hidden_size = D;
+    c.n_routed_experts = E;
+    c.moe_intermediate_size = I;
+    c.intermediate_size = I;
+    c.num_experts_per_tok = K;
+    c.n_shared_experts = Ns;
+    c.topk_method = m;
+    c.scoring_func = SCORING_SOFTMAX;
+    c.n_group = G;
+    c.topk_group = Gk;
+    c.norm_topk_prob = norm;
+    c.routed_scaling_factor = scale;
+    c.rms_norm_eps = 1e-6f;
+    return c;
+}
+
+/* Gap between the (r+1)-th and (r+2)-th largest of x[0..n). */
+static float rank_gap(const float *x, int n, int r)
+{
+    float best[64];
+    const int m = r + 2 < 64 ? r + 2 : 64;
+    for (int i = 0; i < 64; i++) best[i] = -INFINITY;
+    for (int i = 0; i < n; i++) {                              /* insertion into a sorted top-m list */
+        float v = x[i];
+        for (int j = 0; j < m; j++)
+            if (v > best[j]) { const float t = best[j]; best[j] = v; v = t; }
+    }
+    return r + 1 < n ? best[r] - best[r + 1] : INFINITY;
+}
+
+/* The reference's smallest routing decision margin for one token's affinities s (greedy or group-limited). */
+static float ref_margin(const float *s, const ModelConfig *c)
+{
+    const int E = c->n_routed_experts, G = c->n_group, per = E / G;
+    float sel[ROUTER_MAX_EXPERTS], margin = INFINITY;
+    memcpy(sel, s, sizeof(float) * E);
+    if (c->topk_method == TOPK_GROUP_LIMITED_GREEDY) {
+        float gs[64];
+        for (int g = 0; g < G; g++) {
+            gs[g] = sel[g * per];
+            for (int i = 1; i < per; i++) gs[g] = fmaxf(gs[g], sel[g * per + i]);
+        }
+        margin = rank_gap(gs, G, c->topk_group - 1);
+        for (int g = 0; g < G; g++) {
+            int rank = 0;
+            for (int h = 0; h < G; h++) rank += gs[h] > gs[g] || (gs[h] == gs[g] && h < g);
+            if (rank >= c->topk_group)
+                for (int i = 0; i < per; i++) sel[g * per + i] = 0;
+        }
+    }
+    return fminf(margin, rank_gap(sel, E, c->num_experts_per_tok - 1));
+}
+
+/* Compares rows of y (tokens that are not near ties) and reports. */
+static void compare_rows(const char *what, const float *got, const float *want, const bool *tie, int T, int D,
+                         double tol)
+{
+    float *g = malloc(sizeof(float) * (size_t)T * D), *w = malloc(sizeof(float) * (size_t)T * D);
+    int n = 0;
+    for (int t = 0; t < T; t++) {
+        if (tie[t]) continue;
+        memcpy(g + (size_t)n * D, got + (size_t)t * D, sizeof(float) * D);
+        memcpy(w + (size_t)n * D, want + (size_t)t * D, sizeof(float) * D);
+        n++;
+    }
+    const CheckStats st = check_stats(g, w, (size_t)n * D);
+    printf("%s: rel-L2 %.3g, max-abs %.3g over %d tokens\n", what, st.rel_l2, st.max_abs, n);
+    check_close(what, g, w, (size_t)n * D, -1, tol);
+    free(g);
+    free(w);
+}
+
+static void check_moe(const ModelConfig *c, int T)
+{
+    const int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok, I = c->moe_intermediate_size;
+    const int Is = c->n_shared_experts * I;
+    MoeWeights w = {.router = random_mat(E, D, 1.0f / sqrtf((float)D)), .bias = NULL};
+    w.experts = malloc(sizeof *w.experts * E);
+    for (int e = 0; e < E; e++) w.experts[e] = random_swiglu(I, D);
+    if (Is) w.shared = random_swiglu(Is, D);
+    float *x = malloc(sizeof(float) * (size_t)T * D), *want = malloc(sizeof(float) * (size_t)T * D);
+    float *got = malloc(sizeof(float) * (size_t)T * D);
+    test_rng_fill(&rng, x, (size_t)T * D, -2.0f, 2.0f);
+    FfnScratch fs;
+    assert_int_equal(ffn_scratch_init(&fs, c, T), 0);
+    moe_forward(want, x, &w, c, T, &fs);
+    bool *tie = calloc((size_t)T, 1);
+    int ties = 0;
+    for (int t = 0; t < T; t++) ties += tie[t] = ref_margin(fs.scores + (size_t)t * E, c) < NEAR_TIE;
+    printf("E=%d K=%d D=%d I=%d shared=%d T=%d: %d near-tie tokens skipped\n", E, K, D, I, Is, T, ties);
+    assert_true(ties * 10 <= T);
+
+    for (int mode = 0; mode < 2; mode++) {
+        const bool bf16 = mode == 1;
+        const double tol = bf16 ? 2e-2 : 1e-5;
+        FastContext ctx;
+        FastMoe fw;
+        FastScratch s;
+        memset(&fw, 0, sizeof fw);
+        if (fast_context_init(&ctx, bf16, fast_stage_elems(c, T, 1)) || fast_upload_moe(&ctx, &fw, &w, c) ||
+            fast_scratch_init(&s, &ctx, c, T, 1))
+            fail_msg("%s", ds_last_error());
+        float *dx, *dy, *hidden;
+        assert_int_equal(cudaMalloc((void **)&dx, sizeof(float) * (size_t)T * D), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&dy, sizeof(float) * (size_t)T * D), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&hidden, sizeof(float) * (size_t)T * (K * I + Is)), cudaSuccess);
+        assert_int_equal(cudaMemcpy(dx, x, sizeof(float) * (size_t)T * D, cudaMemcpyHostToDevice), cudaSuccess);
+
+        /* v2: the path fast/ runs */
+        assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
+        if (fast_moe_forward(&ctx, dy, dx, &fw, c, T, &s))
+            fail_msg("%s", ds_last_error());
+        assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+        assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
+        int *idx = malloc(sizeof(int) * (size_t)T * K);
+        assert_int_equal(cudaMemcpy(idx, s.idx, sizeof(int) * (size_t)T * K, cudaMemcpyDeviceToHost), cudaSuccess);
+        for (int t = 0; t < T; t++)
+            for (int k = 0; k < K && !tie[t]; k++)
+                assert_int_equal(idx[t * K + k], fs.expert[t * K + k]);
+        free(idx);
+        compare_rows(bf16 ? "moe v2 bf16" : "moe v2 float32", got, want, tie, T, D, tol);
+
+        /* v1: the reference loops, on the routing the v2 router just wrote */
+        assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
+        assert_int_equal(moe_forward_v1(dy, dx, s.idx, s.weight, fw.gate_up.data, fw.down.data,
+                                        Is ? fw.shared.gate_up.data : NULL, Is ? fw.shared.down.data : NULL,
+                                        ctx.wtype, T, D, I, K, Is, hidden, ctx.stream),
+                         cudaSuccess);
+        assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+        assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
+        compare_rows(bf16 ? "moe v1 bf16" : "moe v1 float32", got, want, tie, T, D, bf16 ? 2e-2 : 1e-5);
+
+        cudaFree(dx); cudaFree(dy); cudaFree(hidden);
+        fast_scratch_free(&s);
+        fast_free_moe(&fw);
+        fast_context_free(&ctx);
+    }
+    ffn_scratch_free(&fs);
+    for (int e = 0; e < E; e++) free_swiglu(&w.experts[e]);
+    if (Is) free_swiglu(&w.shared);
+    free(w.experts);
+    free((void *)w.router.data);
+    free(x); free(want); free(got); free(tie);
+}
+
+static void lite_widths(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(2048, 8, 1408, 6, 2, TOPK_GREEDY, 1, 1, false, 1.0f);
+    check_moe(&c, 3);
+}
+
+static void lite_64_experts_small_width(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(64, 64, 32, 6, 2, TOPK_GREEDY, 1, 1, false, 1.0f);
+    check_moe(&c, 40);
+}
+
+static void v2_group_limited(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(48, 160, 24, 6, 2, TOPK_GROUP_LIMITED_GREEDY, 8, 3, false, 16.0f);
+    check_moe(&c, 17);
+}
+
+static void odd_no_shared(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(37, 12, 19, 3, 0, TOPK_GROUP_LIMITED_GREEDY, 4, 2, true, 1.0f);
+    check_moe(&c, 5);
+}
+
+int main(void)
+{
+    setenv("SIM_RACECHECK", "1", 0);
+    test_rng_seed(&rng, "fast moe");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(lite_widths),
+        cmocka_unit_test(lite_64_experts_small_width),
+        cmocka_unit_test(v2_group_limited),
+        cmocka_unit_test(odd_no_shared),
+    };
+    return cmocka_run_group_tests_name("fast moe", tests, NULL, NULL);
+}
