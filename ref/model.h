@@ -55,7 +55,9 @@ typedef struct {
     int chunk;             /**< tokens per chunk */
     int form;              /**< attention form option (see ModelOptions) */
     int pos;               /**< tokens already in the cache */
-    float *h, *a, *b;      /**< [chunk, D] residual stream and scratch */
+    float *h;              /**< [chunk, D] the residual stream h */
+    float *a;              /**< [chunk, D] RMSNorm'd input of a sublayer */
+    float *b;              /**< [chunk, D] a sublayer's output, before the residual add */
     MlaScratch mla;        /**< attention working memory */
     FfnScratch ffn;        /**< FFN working memory */
 } Model;

@@ -82,7 +82,11 @@ typedef struct CUstream_st *cudaStream_t;
 typedef struct CUevent_st *cudaEvent_t;
 
 /** Three unsigned coordinates (threadIdx, blockIdx). */
-typedef struct uint3 { unsigned int x, y, z; } uint3;
+typedef struct uint3 {
+    unsigned int x; /**< fastest-varying coordinate */
+    unsigned int y; /**< middle coordinate */
+    unsigned int z; /**< slowest coordinate */
+} uint3;
 
 /** Launch dimensions; unspecified components are 1. */
 typedef struct dim3 {

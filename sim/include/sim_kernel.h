@@ -36,14 +36,14 @@
 #include <utility>
 
 /* Function and variable qualifiers: kernels are plain host functions here. */
-#define __global__
-#define __device__
-#define __host__
-#define __constant__
-#define __forceinline__ inline __attribute__((always_inline))
-#define __noinline__ __attribute__((noinline))
-#define __align__(n) __attribute__((aligned(n)))
-#define __launch_bounds__(...)
+#define __global__                  /**< a kernel: an ordinary function, called per simulated thread */
+#define __device__                  /**< device code runs on the host */
+#define __host__                    /**< host code, as always */
+#define __constant__                /**< constant memory is ordinary memory */
+#define __forceinline__ inline __attribute__((always_inline)) /**< as nvcc's */
+#define __noinline__ __attribute__((noinline))                /**< as nvcc's */
+#define __align__(n) __attribute__((aligned(n)))              /**< alignment, as nvcc's */
+#define __launch_bounds__(...)      /**< register-allocation hint: nothing to do here */
 /** One copy per block; see the file comment. `extern __shared__` does not compile: use DYNAMIC_SHARED. */
 #define __shared__ static thread_local
 
@@ -85,7 +85,9 @@ static inline int __all_sync(unsigned int mask, int pred)
 }
 
 /** Types a shuffle may move: scalars of at most 8 bytes (cuda_bf16.h adds its own). */
-template <typename T> struct SimShuffleable { static const bool value = std::is_arithmetic<T>::value; };
+template <typename T> struct SimShuffleable {
+    static const bool value = std::is_arithmetic<T>::value; /**< true for arithmetic types */
+};
 
 /** Shared part of the four shuffles: moves var from lane src of the warp. */
 template <typename T> static inline T sim_shuffle(unsigned int mask, T var, unsigned int src)
