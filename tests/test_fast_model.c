@@ -66,12 +66,15 @@ static int argmax(const float *x, int n)
     return best;
 }
 
-/* Skips the test when there is no device (a real-GPU build on a machine without one). */
+/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
 static void need_device(void)
 {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess || n == 0) {
+        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
         skip();
+    }
 }
 
 static void open_fast(FastModel *m, const char *name, bool bf16, int form)

@@ -10,16 +10,21 @@
 #include "kernels.h"
 #include "rmsnorm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static TestRng rng;
 
+/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
 static void need_device(void)
 {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess || n == 0) {
+        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
         skip();
+    }
 }
 
 static void *to_device(const void *host, size_t bytes)

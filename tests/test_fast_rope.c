@@ -11,16 +11,21 @@
 #include "kernels.h"
 #include "rope.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static TestRng rng;
 
+/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
 static void need_device(void)
 {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess || n == 0) {
+        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
         skip();
+    }
 }
 
 static ModelConfig rope_config(int d_n, int d_r, bool yarn)
