@@ -62,7 +62,8 @@ ptxas-report:
 	@for f in $(FAST_CU); do \
 	    $(NVCC) -std=c++17 -gencode arch=compute_90,code=sm_90 -O3 -Isim/launch -Ikernels -Xptxas -v \
 	        -c $$f -o /dev/null 2>&1 | awk -v file=$$f ' \
-	        /Compiling entry function/ { match($$0, /_Z[0-9]+[a-z_0-9]+/); k = substr($$0, RSTART, RLENGTH) } \
+	        /Compiling entry function/ { match($$0, /_Z[0-9]+[a-z_0-9]+/); k = substr($$0, RSTART, RLENGTH); \
+	            sub(/^_Z[0-9]+/, "", k) } \
 	        /bytes stack frame/ { spill = $$0; sub(/.*stack frame, /, "", spill) } \
 	        /Used [0-9]+ registers/ { regs = $$0; sub(/.*Used /, "", regs); \
 	            printf "%-16s %-48s %s | %s\n", file, k, regs, spill }'; \
@@ -74,6 +75,6 @@ bench: bench-fast
 bench-fast: $(BUILD)/gpu/bench_fast
 	./$(BUILD)/gpu/bench_fast
 
-$(BUILD)/gpu/bench_fast: $(BUILD)/gpu/tests/bench/bench_fast.o $(FAST_GPU_LIB) $(BUILD)/libref.a
+$(BUILD)/gpu/bench_fast: $(BUILD)/gpu/fast/bench/bench_fast.o $(FAST_GPU_LIB) $(BUILD)/libref.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $< $(FAST_GPU_LIB) $(BUILD)/libref.a $(GPU_LDLIBS) $(LDLIBS)
