@@ -134,7 +134,8 @@ typedef struct {
 
 /** Working memory of the device FFNs and attention for chunks of up to max_T tokens over max_ctx positions. */
 typedef struct {
-    int max_T, max_ctx;
+    int max_T;          /**< tokens per chunk it was sized for */
+    int max_ctx;        /**< cached positions it was sized for */
     /* FFN */
     float *logits;      /**< [max_T, E] router logits, then affinities */
     int *idx;           /**< [max_T, K] chosen experts */
@@ -240,9 +241,14 @@ typedef struct {
     float *final_norm;     /**< [D] */
     FastLayer *layers;     /**< [num_hidden_layers] */
     void *cache;           /**< one allocation: layer l's [max_context, d_c + d_r] at l·max_context rows */
-    int max_context, chunk, form, pos;
+    int max_context;       /**< cache capacity in positions */
+    int chunk;             /**< tokens per forward chunk */
+    int form;              /**< attention form option (FastOptions.form) */
+    int pos;               /**< tokens already in the cache */
     int *tokens;           /**< [chunk] device token ids */
-    float *h, *a, *b;      /**< [chunk, D] residual stream and scratch */
+    float *h;              /**< [chunk, D] residual stream */
+    float *a;              /**< [chunk, D] normalised input of attention / FFN */
+    float *b;              /**< [chunk, D] attention / FFN output, added to h by the next fused norm */
     float *logits;         /**< [chunk, vocab] device logits */
     int last_row;          /**< row of m->logits holding the last position's logits, −1 when none */
     int *next;             /**< [1] device arg-max */

@@ -3,11 +3,12 @@
  * \brief Device helpers shared by the kernels: typed loads and stores, warp and block reductions.
  */
 #ifndef DSV2_KERNELS_COMMON_CUH
-#define DSV2_KERNELS_COMMON_CUH
+#define DSV2_KERNELS_COMMON_CUH /**< include guard */
 
 #include "dsv2_launch.h"
 #include "kernels.h"
 
+/** Every lane of a warp takes part. */
 #define FULL_MASK 0xffffffffu
 
 /** Element i of a float32 or bfloat16 tensor, as float. */

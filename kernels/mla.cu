@@ -9,12 +9,12 @@
  */
 #include "common.cuh"
 
-#define MLA_LATENT_THREADS 128
-#define MLA_SOFTMAX_THREADS 128
-#define MLA_DECODE_WARPS 4
-#define MLA_DECODE_MAX_DC 512
-#define MLA_DECODE_MAX_DR 64
-#define MLA_DECODE_KEYS_PER_SPLIT 64
+#define MLA_LATENT_THREADS 128        /**< threads per token writing its cache row */
+#define MLA_SOFTMAX_THREADS 128       /**< threads per (token, head) score row */
+#define MLA_DECODE_WARPS 4            /**< warps per decode block, each with its own online softmax */
+#define MLA_DECODE_MAX_DC 512         /**< largest d_c the decode kernel holds in registers */
+#define MLA_DECODE_MAX_DR 64          /**< largest d_r the decode kernel holds in registers */
+#define MLA_DECODE_KEYS_PER_SPLIT 64  /**< cached positions per decode block's split */
 
 /** Rotates the pair (x0, x1) by φ = pos · θ_i (ref/rope.c's rope_rotate, one pair). */
 static __device__ __forceinline__ void rotate(float &x0, float &x1, float inv_freq, float cos_sin_scale, int pos)
@@ -240,8 +240,8 @@ extern "C" cudaError_t mla_causal_softmax_v2(float *p, const float *s, float sca
 }
 
 // ANCHOR: mla_decode_v2
-#define DC_PER_LANE (MLA_DECODE_MAX_DC / 32)
-#define DR_PER_LANE (MLA_DECODE_MAX_DR / 32)
+#define DC_PER_LANE (MLA_DECODE_MAX_DC / 32) /**< latent dims per lane */
+#define DR_PER_LANE (MLA_DECODE_MAX_DR / 32) /**< k^R dims per lane */
 
 /**
  * Block (split, h, t), 4 warps. Lane l holds q^L and the o^L accumulator for

@@ -4,7 +4,7 @@
  */
 #include "common.cuh"
 
-#define RMSNORM_THREADS 256
+#define RMSNORM_THREADS 256 /**< threads per row (version 2) */
 
 // ANCHOR: rmsnorm_v1
 /** Version 1: thread t normalises row t with the reference loop. x, y: [T, n]. */

@@ -4,9 +4,9 @@
  */
 #include "common.cuh"
 
-#define ROUTER_MAX_E 1024
-#define ROUTER_MAX_G 32
-#define ROUTER_WARPS 4
+#define ROUTER_MAX_E 1024 /**< most experts per token */
+#define ROUTER_MAX_G 32   /**< most expert groups (one per lane) */
+#define ROUTER_WARPS 4    /**< tokens per block (one warp each, version 2) */
 
 enum { TOPK_GREEDY_ = 0, TOPK_GROUP_LIMITED_ = 1, TOPK_NOAUX_TC_ = 2 };
 enum { SCORING_SOFTMAX_ = 0, SCORING_SIGMOID_ = 1 };

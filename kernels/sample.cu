@@ -4,7 +4,7 @@
  */
 #include "common.cuh"
 
-#define ARGMAX_THREADS 1024
+#define ARGMAX_THREADS 1024 /**< threads of the arg-max block (version 2) */
 
 // ANCHOR: argmax_v1
 /** Version 1: one thread scans the logits (ref/sample.c's sample_argmax). */
