@@ -109,7 +109,7 @@ static float ref_margin(const float *s, const ModelConfig *c)
     float sel[ROUTER_MAX_EXPERTS], margin = INFINITY;
     memcpy(sel, s, sizeof(float) * E);
     if (c->topk_method == TOPK_GROUP_LIMITED_GREEDY) {
-        float gs[64];
+        float gs[64] = {0};
         for (int g = 0; g < G; g++) {
             gs[g] = sel[g * per];
             for (int i = 1; i < per; i++) gs[g] = fmaxf(gs[g], sel[g * per + i]);

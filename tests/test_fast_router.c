@@ -75,7 +75,7 @@ static float ref_margin(const float *s, const float *bias, const ModelConfig *c)
     for (int i = 0; i < E; i++)
         sel[i] = s[i] + (c->topk_method == TOPK_NOAUX_TC ? bias[i] : 0);
     if (c->topk_method != TOPK_GREEDY) {
-        float gs[64];
+        float gs[64] = {0};
         for (int g = 0; g < G; g++) {
             float best = sel[g * per], second = -INFINITY;
             for (int i = 1; i < per; i++) {
