@@ -177,8 +177,8 @@ void fast_free_moe(FastMoe *w);
 /** Frees an uploaded attention layer. */
 void fast_free_mla(FastMla *w);
 
-/** The stage elements a context needs for chunks of max_T tokens over max_ctx positions of cfg. */
-size_t fast_stage_elems(const ModelConfig *cfg, int max_T, int max_ctx);
+/** The stage elements (bf16 copies of GEMM activations) a context needs for chunks of max_T tokens of cfg. */
+size_t fast_stage_elems(const ModelConfig *cfg, int max_T);
 /** Allocates scratch (device) for cfg. \return 0 or −1. */
 int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig *cfg, int max_T, int max_ctx);
 /** Frees what fast_scratch_init() allocated. */

@@ -19,9 +19,8 @@ static int ffn_width(const ModelConfig *cfg)
                                              cfg->n_shared_experts * cfg->moe_intermediate_size));
 }
 
-size_t fast_stage_elems(const ModelConfig *cfg, int max_T, int max_ctx)
+size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
 {
-    (void)max_ctx;
     const int nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
     int w = imax(cfg->hidden_size, imax(cfg->q_lora_rank, dc));
     w = imax(w, imax(nh * cfg->v_head_dim, imax(nh * dq, nh * dc)));

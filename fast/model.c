@@ -39,7 +39,7 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
     m->chunk = opt && opt->chunk ? opt->chunk : 64;
     m->form = opt ? opt->form : 0;
     m->last_row = -1;
-    int rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->chunk, m->max_context));
+    int rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->chunk));
     if (rc == 0)
         rc = fast_weights_upload(m, &ref);
     model_close(&ref);

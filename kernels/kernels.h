@@ -12,7 +12,7 @@
  * loop (one thread per row, token or (token, head), kept as the readable
  * baseline and tested), and a version 2, the one fast/ uses (warp and block
  * reductions, fusion, one block per row). fast/ picks the versions in one
- * place (fast/fast.h, FAST_KERNELS).
+ * place (the FAST_* names in fast/fast.h).
  *
  * Activations, norms, router weights and accumulators are float32. Tensors
  * that may be bfloat16 (weights, the latent cache, GEMM operands) are

@@ -8,7 +8,8 @@
 #     errors, fast/*.c against the toolkit's headers — into build/libfast_gpu.a, and the same
 #     suites linked with -lcudart -lcublas into build/gpu/tests/ (they skip() without a GPU);
 #   - make ptxas-report: registers, shared memory and spill bytes per kernel for sm_90;
-#   - make bench-fast: on a machine without a GPU, says so and exits 0.
+#   - make bench-fast (fast/bench/bench_fast.c, real-GPU build only): ceilings, kernel times,
+#     batch-1 decode; on a machine without a GPU, says so and exits 0.
 
 CUDA_HOME     ?= /usr/local/cuda
 FAST_CU       := $(wildcard kernels/*.cu)

@@ -61,9 +61,9 @@ __global__ void rmsnorm_v2_kernel(float *y, float *h, const float *delta, const 
 extern "C" cudaError_t rmsnorm_forward_v2(float *y, const float *x, const float *w, int T, int n, float eps,
                                           cudaStream_t stream)
 {
-    const float *no_delta = NULL;
-    LAUNCH(rmsnorm_v2_kernel, dim3((unsigned)T), dim3(RMSNORM_THREADS), 0, stream, y, (float *)x, no_delta, w, n,
-           eps);
+    const float *no_delta = NULL;   /* without a delta the kernel only reads its h argument */
+    LAUNCH(rmsnorm_v2_kernel, dim3((unsigned)T), dim3(RMSNORM_THREADS), 0, stream, y, const_cast<float *>(x), no_delta,
+           w, n, eps);
     return cudaGetLastError();
 }
 

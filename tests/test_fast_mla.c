@@ -163,7 +163,7 @@ static void check_mla(const ModelConfig *c, int prompt)
         FastMla fw;
         FastScratch s;
         memset(&fw, 0, sizeof fw);
-        if (fast_context_init(&fc, bf16, fast_stage_elems(c, max_T, ctx)) || fast_upload_mla(&fc, &fw, &w, c) ||
+        if (fast_context_init(&fc, bf16, fast_stage_elems(c, max_T)) || fast_upload_mla(&fc, &fw, &w, c) ||
             fast_scratch_init(&s, &fc, c, max_T, ctx))
             fail_msg("%s", ds_last_error());
         const size_t esz = kernel_dtype_size(fc.wtype);

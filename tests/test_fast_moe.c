@@ -171,7 +171,7 @@ static void check_moe(const ModelConfig *c, int T)
         FastMoe fw;
         FastScratch s;
         memset(&fw, 0, sizeof fw);
-        if (fast_context_init(&ctx, bf16, fast_stage_elems(c, T, 1)) || fast_upload_moe(&ctx, &fw, &w, c) ||
+        if (fast_context_init(&ctx, bf16, fast_stage_elems(c, T)) || fast_upload_moe(&ctx, &fw, &w, c) ||
             fast_scratch_init(&s, &ctx, c, T, 1))
             fail_msg("%s", ds_last_error());
         float *dx, *dy, *hidden;
