@@ -31,7 +31,8 @@ int fast_context_init(FastContext *ctx, bool bf16, size_t stage_elems)
     ctx->bf16 = bf16;
     ctx->wtype = bf16 ? KERNEL_BF16 : KERNEL_F32;
     ctx->stage_elems = stage_elems;
-    CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+    /* a blocking stream: callers' plain cudaMemset/cudaMemcpy on the legacy default stream stay ordered with it */
+    CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamDefault));
     BLAS_TRY(cublasCreate(&ctx->blas));
     BLAS_TRY(cublasSetStream(ctx->blas, ctx->stream));
     if (stage_elems)
