@@ -90,6 +90,7 @@ clean:
 # Parts owned by other directories (rules for sim/ and kernels/ live next to them).
 -include sim/sim.mk
 -include kernels/kernels.mk
+-include kernels/lab/lab.mk
 -include ref/tokenizer.mk
 -include tests/fuzz/fuzz.mk
 -include chapters/book.mk
