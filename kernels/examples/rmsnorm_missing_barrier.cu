@@ -12,6 +12,7 @@
 #include "dsv2_launch.h"
 #include "contract.h"
 
+/** Threads per block (one block per row). */
 #define THREADS 256
 
 // ANCHOR: missing_barrier

@@ -12,6 +12,7 @@
 #include "dsv2_launch.h"
 #include "contract.h"
 
+/** Rows per block of 128 threads: one per warp. */
 #define ROWS_PER_BLOCK 4
 
 // ANCHOR: warp_per_row

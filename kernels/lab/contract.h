@@ -2,16 +2,16 @@
  * \file contract.h
  * \brief The kernel lab's contracts: the launcher a kernel file must define for each component.
  *
- * A kernel file for the lab includes two headers, "dsv2_launch.h" and this
- * one, and defines one of the launchers below. `make check-kernel
- * COMPONENT=<name> SRC=<file.cu>` links it into that component's harness,
- * which calls it on fresh random inputs over a suite of shapes and compares
+ * A kernel file for the lab includes two headers, `dsv2_launch.h` and this
+ * one, and defines one of the launchers below.
+ * `make check-kernel COMPONENT=NAME SRC=FILE.cu` links it into that
+ * component's harness, which calls it on fresh random inputs over a suite of shapes and compares
  * with the C reference in ref/. kernels/contracts.md states each contract in
  * full (layouts, sizes, assumptions, tolerance and why); the comments here
  * are the summary.
  *
  * Every signature is the one of the project's own launcher in kernels.h, so
- * kernels/lab/project_<name>.cu satisfies the contract by forwarding to it.
+ * `kernels/lab/project_NAME.cu` satisfies the contract by forwarding to it.
  * Common rules: every pointer is device memory allocated by the harness with
  * cudaMalloc (256-byte aligned, exactly the documented size, so a read or
  * write past the end is caught by AddressSanitizer in the lab build); every
@@ -34,7 +34,9 @@ extern "C" {
  * (odd n, n up to 5120). Relative L2 ≤ 1e-5 per shape.
  * The project's kernel: rmsnorm_forward_v2.
  */
+// ANCHOR: lab_rmsnorm
 cudaError_t lab_rmsnorm(float *y, const float *x, const float *w, int T, int n, float eps, cudaStream_t stream);
+// ANCHOR_END: lab_rmsnorm
 
 /**
  * Component `rope` (decoupled RoPE, SPEC §3.5.4): rotates in place the d_r-wide
@@ -82,8 +84,10 @@ static inline size_t lab_mla_decode_partial_floats(MlaDims dims, int ctx, int T)
  * reference reads the same bf16 values).
  * The project's kernel: mla_decode_v2.
  */
+// ANCHOR: lab_mla_decode
 cudaError_t lab_mla_decode(float *o_lat, const float *q_lat, const float *q, const void *cache, KernelDType cache_type,
                            MlaDims dims, int pos0, int T, float *partial, cudaStream_t stream);
+// ANCHOR_END: lab_mla_decode
 
 /**
  * Component `router` (the MoE gate, SPEC §3.6.3): affinities, top-K selection

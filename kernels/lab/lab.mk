@@ -35,7 +35,8 @@ check-kernel:
 	@if [ "$(BACKEND)" = sim ]; then \
 	    $(MAKE) --no-print-directory -s BUILD=$(BUILD)/lab/sim CFLAGS="$(LAB_SIM_CFLAGS)" \
 	        $(BUILD)/lab/sim/lab-check/$(COMPONENT)/$(LAB_ID) || exit 2; \
-	    SIM_RACECHECK=$(if $(RACECHECK),$(RACECHECK),0) ASAN_OPTIONS=detect_leaks=0 ./$(LAB_SIM_BIN) --src $(SRC); \
+	    SIM_RACECHECK=$(if $(RACECHECK),$(RACECHECK),0) SIM_QUIET=1 ASAN_OPTIONS=detect_leaks=0 \
+	        ./$(LAB_SIM_BIN) --src $(SRC); \
 	else \
 	    $(MAKE) --no-print-directory -s $(LAB_GPU_BIN) || exit 2; \
 	    ./$(LAB_GPU_BIN) --src $(SRC); \

@@ -1,0 +1,194 @@
+/**
+ * \file test_lab.c
+ * \brief The kernel lab's verdicts, asserted by running `make check-kernel` as a user would.
+ *
+ * kernels/examples/: the MLA decode whose splits overlap by one key must fail
+ * as a numerical mismatch exactly at the shapes whose context spans more than
+ * one 64-key split; the RMSNorm with a missing barrier must fail as wrong
+ * values without race check and as a race with RACECHECK=1; the one-warp-per-
+ * row RMSNorm must pass, race check on. The project's own kernels, through
+ * kernels/lab/project_*.cu, must pass their contracts. Two faulty kernels in
+ * tests/lab/faults/ show contract violations named in the contract's terms:
+ * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
+ *
+ * Runs from the repository root (where `make test` runs the suites); the
+ * first check builds the lab's AddressSanitizer tree (build/lab/sim/).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+/** Output and exit status of one `make check-kernel`. */
+typedef struct {
+    char out[65536];
+    int status;
+} Run;
+
+static Run run;
+
+/* Runs make check-kernel with the given arguments; leaves stdout + stderr and the exit status in run. */
+static void check_kernel(const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make --no-print-directory -s check-kernel %s 2>&1",
+             args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    const size_t n = fread(run.out, 1, sizeof run.out - 1, p);
+    run.out[n] = '\0';
+    const int st = pclose(p);
+    run.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Fails, showing the output, unless the check passed (passed true) or failed (false). make exits 2 when
+ * its recipe fails, whatever the harness's own status (1 FAIL, 2 could not run). */
+static void expect_verdict(bool passed)
+{
+    if ((run.status == 0) != passed)
+        fail_msg("make check-kernel exited with %d, expected %s:\n%s", run.status, passed ? "0" : "non-zero", run.out);
+}
+
+/* Fails, showing the output, unless it contains text. */
+static void expect(const char *text)
+{
+    if (!strstr(run.out, text))
+        fail_msg("make check-kernel output lacks \"%s\":\n%s", text, run.out);
+}
+
+/* The line of the shape whose text contains key (static buffer), or fails. */
+static const char *shape_line(const char *key)
+{
+    static char line[1024];
+    const char *at = strstr(run.out, key);
+    if (!at)
+        fail_msg("no shape line with \"%s\":\n%s", key, run.out);
+    const char *start = at, *end = strchr(at, '\n');
+    while (start > run.out && start[-1] != '\n')
+        start--;
+    const size_t n = end ? (size_t)(end - start) : strlen(start);
+    snprintf(line, sizeof line, "%.*s", (int)n, start);
+    return line;
+}
+
+/* The shape line for key ends in verdict ("PASS" or "FAIL"). */
+static void expect_shape(const char *key, const char *verdict)
+{
+    const char *line = shape_line(key);
+    const size_t n = strlen(line), v = strlen(verdict);
+    if (n < v || strcmp(line + n - v, verdict) != 0)
+        fail_msg("shape \"%s\" should be %s: %s", key, verdict, line);
+}
+
+static void off_by_one_split_fails_beyond_one_split(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=mla_decode SRC=kernels/examples/mla_decode_split_off_by_one.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_mla_decode (kernels/examples/mla_decode_split_off_by_one.cu)");
+    expect("(numerical mismatch)");
+    /* contexts within one 64-key split are right; every longer one is wrong */
+    const char *one_split[] = {"ctx    3 ", "ctx   41 ", "ctx   64 "};
+    const char *several[] = {"ctx  100 ", "ctx  132 ", "ctx   66 ", "ctx  300 ", "ctx 1000 (pos0 998", "128 heads"};
+    for (size_t i = 0; i < sizeof one_split / sizeof one_split[0]; i++)
+        expect_shape(one_split[i], "PASS");
+    for (size_t i = 0; i < sizeof several / sizeof several[0]; i++)
+        expect_shape(several[i], "FAIL");
+    expect("numerical mismatch: o_lat differs from the reference");
+}
+
+static void missing_barrier_gives_wrong_values(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_missing_barrier.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_rmsnorm (kernels/examples/rmsnorm_missing_barrier.cu)");
+    expect("numerical mismatch: y differs from the reference");
+    expect_shape("Lite T 4, n 2048", "FAIL");
+}
+
+static void missing_barrier_is_a_race(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_missing_barrier.cu RACECHECK=1");
+    expect_verdict(false);
+    expect("on sim/ (the simulated device) with race check");
+    expect("shapes fail (race)");
+    expect("race: rmsnorm_tree_kernel's result depends on the order of its threads: y[t=");
+    expect("a missing __syncthreads()?");
+}
+
+static void warp_per_row_passes_under_race_check(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_warp_per_row.cu RACECHECK=1");
+    expect_verdict(true);
+    expect("PASS  lab_rmsnorm (kernels/examples/rmsnorm_warp_per_row.cu): all 8 shapes match the reference");
+    expect_shape("V2   T 4, n 5120", "PASS");
+}
+
+static void project_kernels_satisfy_their_contracts(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/lab/project_rmsnorm.cu");
+    expect_verdict(true);
+    expect("PASS  lab_rmsnorm (kernels/lab/project_rmsnorm.cu)");
+    check_kernel("COMPONENT=mla_decode SRC=kernels/lab/project_mla_decode.cu");
+    expect_verdict(true);
+    expect("PASS  lab_mla_decode (kernels/lab/project_mla_decode.cu): all 9 shapes match the reference");
+}
+
+static void write_past_the_end_names_the_argument(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=tests/lab/faults/rmsnorm_past_end.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_rmsnorm (tests/lab/faults/rmsnorm_past_end.cu): out of bounds at shape tiny T 1, n 1: write of "
+           "4 bytes, 0 bytes past the end of argument y ([t, i] = [1, 1], 4 bytes)");
+    expect("AddressSanitizer: heap-buffer-overflow");
+    expect("rmsnorm_past_end.cu:21");
+}
+
+static void block_over_the_limit_names_kernel_and_shape(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=tests/lab/faults/rmsnorm_block_too_big.cu");
+    expect_verdict(false);
+    expect_shape("Lite T 6, n 512", "PASS");
+    expect_shape("Lite T 4, n 2048", "FAIL");
+    expect("launch limits: the launch of kernel rmsnorm_thread_per_element_kernel breaks a launch limit: "
+           "grid (4,1,1), block (2048,1,1)");
+}
+
+static void usage_errors_are_refused(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=softmax SRC=kernels/examples/rmsnorm_warp_per_row.cu");
+    expect_verdict(false);
+    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode");
+    check_kernel("COMPONENT=rmsnorm SRC=no/such/kernel.cu");
+    expect_verdict(false);
+    expect("SRC='no/such/kernel.cu' is not a file");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(usage_errors_are_refused),
+        cmocka_unit_test(off_by_one_split_fails_beyond_one_split),
+        cmocka_unit_test(missing_barrier_gives_wrong_values),
+        cmocka_unit_test(missing_barrier_is_a_race),
+        cmocka_unit_test(warp_per_row_passes_under_race_check),
+        cmocka_unit_test(project_kernels_satisfy_their_contracts),
+        cmocka_unit_test(write_past_the_end_names_the_argument),
+        cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
+    };
+    return cmocka_run_group_tests_name("kernel lab", tests, NULL, NULL);
+}
