@@ -80,6 +80,7 @@ void lab_arg(const char *name, const void *ptr, size_t bytes, size_t elem, const
         a->dims[i] = dims[i];
 }
 
+#if defined(__SANITIZE_ADDRESS__)
 /* "[T, n] = [3, 37]" for an argument. */
 static void layout(const LabArg *a, char *out, size_t size)
 {
@@ -89,6 +90,7 @@ static void layout(const LabArg *a, char *out, size_t size)
     if (n < (int)size)
         snprintf(out + n, size - (size_t)n, "]");
 }
+#endif
 
 /* Element index → "y[t=2, i=17]" with the argument's dimension names. */
 static void element(const LabArg *a, size_t index, char *out, size_t size)
@@ -114,6 +116,7 @@ static void element(const LabArg *a, size_t index, char *out, size_t size)
         snprintf(out + n, size - (size_t)n, "]");
 }
 
+#if !defined(LAB_GPU) || defined(__SANITIZE_ADDRESS__)
 /* The registered argument at or next to address p (within 4 KiB past its end), or NULL. */
 static const LabArg *arg_near(const void *p, long long *offset)
 {
@@ -128,6 +131,7 @@ static const LabArg *arg_near(const void *p, long long *offset)
         *offset = (long long)(c - best->base);
     return best;
 }
+#endif
 
 /* The argument names of the shape, "y, x, w". */
 static void arg_list(char *out, size_t size)
