@@ -1,6 +1,7 @@
 # dsv2.c — one entry point for building, running and testing.
 #
-#   make            build the command-line program build/dsv2
+#   make            build the command-line program build/dsv2 (both backends; fast on sim/)
+#   make dsv2-gpu   the same program for a real GPU: build/gpu/dsv2
 #   make run        generate text with the bundled model (PROMPT="..." to override)
 #   make test       build and run every CMocka suite; ends with "N passed, N failed, N skipped"
 #   make test-asan  the same under AddressSanitizer + UBSan + LeakSanitizer
@@ -48,8 +49,10 @@ $(BUILD)/libsim.a: $(SIM_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/dsv2: $(BUILD)/dsv2.o $(BUILD)/libref.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+# The CLI carries both backends; without a GPU the fast one runs on the simulated device.
+$(BUILD)/dsv2.o: override CFLAGS += -Ikernels -Ifast
+$(BUILD)/dsv2: $(BUILD)/dsv2.o $(BUILD)/libref.a $(BUILD)/libfast_sim.a $(BUILD)/libsim.a
+	$(CC) $(CFLAGS) -o $@ $^ -lopenblas -lpthread -lstdc++ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LIB_OBJ) $(BUILD)/libref.a $(BUILD)/libsim.a
 	@mkdir -p $(dir $@)
@@ -94,5 +97,12 @@ clean:
 -include ref/tokenizer.mk
 -include tests/fuzz/fuzz.mk
 -include chapters/book.mk
+
+# The CLI for a real GPU: the same dsv2.c against the CUDA toolkit, cuBLAS and the nvcc-built kernels.
+.PHONY: dsv2-gpu
+dsv2-gpu: $(BUILD)/gpu/dsv2
+$(BUILD)/gpu/dsv2.o: override CFLAGS := $(GPU_CFLAGS)
+$(BUILD)/gpu/dsv2: $(BUILD)/gpu/dsv2.o $(BUILD)/libref.a $(BUILD)/libfast_gpu.a
+	$(CC) -o $@ $^ $(GPU_LDLIBS) $(LDLIBS)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -15,6 +15,7 @@
  */
 #include "chat.h"
 #include "error.h"
+#include "fast.h"
 #include "mla.h"
 #include "model.h"
 #include "sample.h"
@@ -40,7 +41,8 @@ typedef struct {
     double temperature;     /* -t */
     double top_p;           /* --top-p */
     unsigned long long seed; /* --seed */
-    const char *backend;    /* --backend */
+    const char *backend;    /* --backend ref | fast */
+    const char *dtype;      /* --dtype f32 | bf16 (fast backend) */
 } Args;
 
 static int usage_error(const char *fmt, const char *a, const char *b)
@@ -106,11 +108,11 @@ static int parse_ids(const char *s, int **out)
 
 static int parse_args(int argc, char **argv, Args *a)
 {
-    *a = (Args){.n_tokens = 100, .temperature = 0, .top_p = 1, .seed = 0, .backend = "ref"};
+    *a = (Args){.n_tokens = 100, .temperature = 0, .top_p = 1, .seed = 0, .backend = "ref", .dtype = "f32"};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         static const char *const with_value[] = {"-m", "--ids", "-p", "-o", "-n", "-t",
-                                                 "--top-p", "--seed", "--backend"};
+                                                 "--top-p", "--seed", "--backend", "--dtype"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
         if (!known) return usage_error("unknown option '%s' for '%s'", f, argv[1]);
@@ -122,6 +124,7 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(f, "-p")) a->prompt = v;
         else if (!strcmp(f, "-o")) a->output = v;
         else if (!strcmp(f, "--backend")) a->backend = v;
+        else if (!strcmp(f, "--dtype")) a->dtype = v;
         else if (!strcmp(f, "-n")) { if (parse_long(f, v, 0, INT_MAX, &a->n_tokens)) return 2; }
         else if (!strcmp(f, "-t")) { if (parse_double(f, v, 0, 100, &a->temperature)) return 2; }
         else if (!strcmp(f, "--top-p")) { if (parse_double(f, v, 0, 1, &a->top_p)) return 2; }
@@ -134,8 +137,10 @@ static int parse_args(int argc, char **argv, Args *a)
     int *ids = NULL;                                  /* a malformed --ids is a usage error too */
     if (a->ids && parse_ids(a->ids, &ids) < 0) return 2;
     free(ids);
-    if (strcmp(a->backend, "ref"))
-        return usage_error("--backend %s: this build has only the 'ref' backend%s", a->backend, "");
+    if (strcmp(a->backend, "ref") && strcmp(a->backend, "fast"))
+        return usage_error("--backend %s: expected 'ref' or 'fast'%s", a->backend, "");
+    if (strcmp(a->dtype, "f32") && strcmp(a->dtype, "bf16"))
+        return usage_error("--dtype %s: expected 'f32' or 'bf16'%s", a->dtype, "");
     return 0;
 }
 
@@ -173,11 +178,47 @@ static int prompt_ids(const Args *a, const Tokenizer *tok, int **ids)
     return n;
 }
 
-static int open_model(Model *m, const char *dir)
+/* ---- the two backends behind one interface -------------------------------------------------- */
+
+/** The model behind the commands: the reference (ref/, the default) or the fast path
+ *  (kernels/ + fast/: on a GPU in the build from `make dsv2-gpu`, else on the simulated device). */
+typedef struct {
+    bool is_fast;
+    Model ref;
+    FastModel fast;
+    const ModelConfig *cfg;
+    int max_context;
+    int *pos;               /* tokens in the latent cache; lowering it forgets the later ones */
+} Engine;
+
+static int engine_open(Engine *e, const Args *a)
 {
-    if (model_open(m, dir, NULL) == 0) return 0;
-    fprintf(stderr, "dsv2: %s\n", ds_last_error());
-    return -1;
+    memset(e, 0, sizeof *e);
+    e->is_fast = !strcmp(a->backend, "fast");
+    int rc;
+    if (e->is_fast) {
+        /* f32 widens the weights on upload, so greedy text equals --backend ref's */
+        FastOptions fo = {.bf16 = !strcmp(a->dtype, "bf16")};
+        rc = fast_model_open(&e->fast, a->model_dir, &fo);
+        if (rc == 0) { e->cfg = e->fast.cfg; e->max_context = e->fast.max_context; e->pos = &e->fast.pos; }
+    } else {
+        rc = model_open(&e->ref, a->model_dir, NULL);
+        if (rc == 0) { e->cfg = e->ref.cfg; e->max_context = e->ref.max_context; e->pos = &e->ref.pos; }
+    }
+    if (rc) fprintf(stderr, "dsv2: %s\n", ds_last_error());
+    return rc;
+}
+
+static int engine_forward(Engine *e, const int *ids, int n, float *logits, bool all_positions)
+{
+    return e->is_fast ? fast_model_forward(&e->fast, ids, n, logits, all_positions)
+                      : model_forward(&e->ref, ids, n, logits, all_positions);
+}
+
+static void engine_close(Engine *e)
+{
+    if (e->is_fast) fast_model_close(&e->fast);
+    else model_close(&e->ref);
 }
 
 /* ---- subcommands -------------------------------------------------------------------------- */
@@ -194,10 +235,10 @@ static void emit(TokenStream *ts, int id, int first)
 
 /* Feeds the prompt, then samples up to max_new tokens (stopping at EOS), printing each as it
  * comes. The generated ids (EOS excluded) go to out[] when out is not NULL. */
-static int generate(Model *m, Sampler *s, TokenStream *ts, const int *ids, int n, long max_new,
+static int generate(Engine *m, Sampler *s, TokenStream *ts, const int *ids, int n, long max_new,
                     float *logits, int *out, long *made)
 {
-    if (model_forward(m, ids, n, logits, false)) return -1;
+    if (engine_forward(m, ids, n, logits, false)) return -1;
     for (*made = 0; *made < max_new;) {
         int next = sample_next(s, logits);
         if (next == m->cfg->eos_token_id) break;
@@ -205,7 +246,7 @@ static int generate(Model *m, Sampler *s, TokenStream *ts, const int *ids, int n
         (*made)++;
         emit(ts, next, 0);
         fflush(stdout);
-        if (*made < max_new && model_forward(m, &next, 1, logits, false)) return -1;
+        if (*made < max_new && engine_forward(m, &next, 1, logits, false)) return -1;
     }
     return 0;
 }
@@ -216,12 +257,17 @@ static int cmd_generate(const Args *a)
     if (a->prompt && !(tok = load_tokenizer(a->model_dir))) return 1;
     int *ids = NULL, n = prompt_ids(a, tok, &ids), rc = 1;
     if (n < 0) { tokenizer_free(tok); return 1; }
-    Model m;
+    Engine m;
     Sampler s = {0};
     TokenStream ts;
     float *logits = NULL;
     int have_stream = tok && token_stream_init(&ts, tok, TOKENIZER_SKIP_SPECIAL) == 0;
-    if (open_model(&m, a->model_dir)) { free(ids); tokenizer_free(tok); return 1; }
+    if (engine_open(&m, a)) {
+        if (have_stream) token_stream_free(&ts);
+        free(ids);
+        tokenizer_free(tok);
+        return 1;
+    }
     const int V = m.cfg->vocab_size;
     if (!(logits = malloc(sizeof(float) * V)) ||
         sampler_init(&s, V, (float)a->temperature, (float)a->top_p, a->seed)) {
@@ -254,7 +300,7 @@ out:
     free(logits);
     free(ids);
     tokenizer_free(tok);
-    model_close(&m);
+    engine_close(&m);
     return rc;
 }
 
@@ -290,8 +336,8 @@ static int cmd_chat(const Args *a)
 {
     Tokenizer *tok = load_tokenizer(a->model_dir);
     if (!tok) return 1;
-    Model m;
-    if (open_model(&m, a->model_dir)) { tokenizer_free(tok); return 1; }
+    Engine m;
+    if (engine_open(&m, a)) { tokenizer_free(tok); return 1; }
     Sampler s = {0};
     ChatMessage *msgs = NULL;
     size_t n_msgs = 0;
@@ -321,8 +367,8 @@ static int cmd_chat(const Args *a)
             goto out;
         }
         int common = 0;     /* cache rows [0, common) depend only on tokens [0, common): keep them */
-        while (common < m.pos && common < n - 1 && cached[common] == ids[common]) common++;
-        m.pos = common;
+        while (common < *m.pos && common < n - 1 && cached[common] == ids[common]) common++;
+        *m.pos = common;
         memcpy(cached, ids, sizeof(int) * n);
         TokenStream ts;
         long made = 0;
@@ -339,7 +385,7 @@ static int cmd_chat(const Args *a)
         token_stream_free(&ts);
         free(ids);
         if (failed) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); goto out; }
-        memcpy(cached + n, reply, sizeof(int) * (size_t)(m.pos - n));
+        memcpy(cached + n, reply, sizeof(int) * (size_t)(*m.pos - n));
         /* the reply joins the history as text, as the template expects */
         long text_len = tokenizer_decode(tok, (const int32_t *)reply, (size_t)made, TOKENIZER_SKIP_SPECIAL, NULL, 0);
         char *text = text_len >= 0 ? malloc((size_t)text_len + 1) : NULL;
@@ -358,7 +404,7 @@ out:
     free(logits);
     sampler_free(&s);
     tokenizer_free(tok);
-    model_close(&m);
+    engine_close(&m);
     return rc;
 }
 
@@ -402,15 +448,15 @@ static int cmd_logits(const Args *a)
     if (!a->output) { fprintf(stderr, "dsv2: logits needs -o FILE\n"); return 2; }
     int *ids = NULL, n = prompt_ids(a, NULL, &ids), rc = 1;
     if (n < 0) return 1;
-    Model m;
-    if (open_model(&m, a->model_dir)) { free(ids); return 1; }
+    Engine m;
+    if (engine_open(&m, a)) { free(ids); return 1; }
     const size_t count = (size_t)n * m.cfg->vocab_size;
     float *logits = malloc(sizeof(float) * count);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.partial", a->output);
     FILE *f = NULL;
     if (!logits) { fprintf(stderr, "dsv2: out of memory for %zu logits\n", count); goto out; }
-    if (model_forward(&m, ids, n, logits, true)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); goto out; }
+    if (engine_forward(&m, ids, n, logits, true)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); goto out; }
     if (!(f = fopen(tmp, "wb"))) { fprintf(stderr, "dsv2: %s: %s\n", tmp, strerror(errno)); goto out; }
     /* float32, little-endian: the in-memory layout on every machine this builds for */
     int ok = fwrite(logits, sizeof(float), count, f) == count;
@@ -424,7 +470,7 @@ static int cmd_logits(const Args *a)
 out:
     free(logits);
     free(ids);
-    model_close(&m);
+    engine_close(&m);
     return rc;
 }
 
@@ -498,7 +544,9 @@ static void usage(void)
          "  dsv2 tokenize   -m DIR -p TEXT\n"
          "  dsv2 detokenize -m DIR --ids 1,2,3\n"
          "  dsv2 info       -m DIR\n"
-         "Defaults: -n 100, -t 0 (greedy), --top-p 1, --seed 0, --backend ref.");
+         "generate, chat and logits also take --backend ref|fast (fast: kernels/ + fast/, on the\n"
+         "simulated device unless built with make dsv2-gpu) and, for fast, --dtype f32|bf16.\n"
+         "Defaults: -n 100, -t 0 (greedy), --top-p 1, --seed 0, --backend ref, --dtype f32.");
 }
 
 int main(int argc, char **argv)

@@ -274,6 +274,27 @@ static void info_prints_mla_cache(void **state)
     run_free(&r);
 }
 
+/* `--backend fast` (float32 mode, on the simulated device here) generates the same greedy
+ * continuation as `--backend ref` on every golden fixture. */
+static void fast_backend_generates_ref_text(void **state)
+{
+    (void)state;
+    static const char *const fixtures[] = {"tests/golden/lite", "tests/golden/v2", "tests/golden/norope",
+                                           "tests/golden/longctx"};
+    for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
+        Run ref = run((const char *[]){"generate", "-m", fixtures[i], "--ids", "3,14,15,92,65", "-n", "16", NULL});
+        Run fast = run((const char *[]){"generate", "-m", fixtures[i], "--ids", "3,14,15,92,65", "-n", "16",
+                                        "--backend", "fast", NULL});
+        assert_int_equal(ref.status, 0);
+        assert_int_equal(fast.status, 0);
+        assert_string_equal(fast.out, ref.out);
+        run_free(&ref);
+        run_free(&fast);
+    }
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1", "--backend", "gpu", NULL}, 2,
+           "dsv2: --backend gpu: expected 'ref' or 'fast'\n" HINT);
+}
+
 /* Writes a config.json of the released model (layers, dims and routing as SPEC §1.1) to dir. */
 static char *released_config(const char *name, int D, int L, int heads, int q_lora, int I, int Ie,
                              int E, const char *method, int G, int Gk, double scale)
@@ -335,6 +356,7 @@ int main(void)
         cmocka_unit_test(generate_greedy_continuation),
         cmocka_unit_test(info_prints_mla_cache),
         cmocka_unit_test(info_matches_released_models),
+        cmocka_unit_test(fast_backend_generates_ref_text),
     };
     return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
 }
