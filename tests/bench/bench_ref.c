@@ -12,6 +12,7 @@
  * Each figure is the median of several runs. Results also go to
  * build/bench/ref.txt for the book.
  */
+#include "bench_util.h"
 #include "dtype.h"
 #include "error.h"
 #include "linear.h"
@@ -27,25 +28,6 @@
 #include <math.h>
 
 #define DIR "build/bench/v2-lite-2layer"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *x, int n)
-{
-    qsort(x, n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 /* ---- the synthetic checkpoint --------------------------------------------------------- */
 
@@ -186,12 +168,12 @@ static double read_baseline(void)
     double runs[5];
     volatile float sink = 0;
     for (int r = 0; r < 5; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         sink += dot(x, x, n);
-        runs[r] = (double)n * sizeof *x / (now() - t0) / 1e9;
+        runs[r] = (double)n * sizeof *x / (bench_now() - t0) / 1e9;
     }
     free(x);
-    return median(runs, 5);
+    return bench_median(runs, 5);
 }
 
 /* Weight bytes one decode step reads: everything but the unchosen experts (and one embedding row). */
@@ -223,15 +205,15 @@ int main(void)
     double prefill[RUNS], decode[RUNS];
     for (int r = -1; r < RUNS; r++) {                      /* run −1 warms the page tables */
         model_reset(&m);
-        double t0 = now();
+        double t0 = bench_now();
         model_forward(&m, prompt, 64, logits, false);
-        if (r >= 0) prefill[r] = 64 / (now() - t0);
+        if (r >= 0) prefill[r] = 64 / (bench_now() - t0);
         int tok = prompt[63];
-        t0 = now();
+        t0 = bench_now();
         for (int s = 0; s < STEPS; s++) model_forward(&m, &tok, 1, logits, false);
-        if (r >= 0) decode[r] = STEPS / (now() - t0);
+        if (r >= 0) decode[r] = STEPS / (bench_now() - t0);
     }
-    const double pf = median(prefill, RUNS), dc = median(decode, RUNS);
+    const double pf = bench_median(prefill, RUNS), dc = bench_median(decode, RUNS);
     const double gbs = dc * decode_bytes(m.cfg) / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

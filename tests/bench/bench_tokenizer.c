@@ -10,6 +10,7 @@
  */
 #include "error.h"
 #include "tokenizer.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,19 +32,6 @@ static const char *const SENTENCES[] = {
     "A cache stores recent results so that repeated work can be skipped entirely.",
     "The weather was cold and wet, but the children played outside all afternoon.",
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /** Builds about `target` bytes of English: sentences in a fixed LCG order, paragraphs of 6. */
 static char *english_text(size_t target, size_t *len)
@@ -76,17 +64,17 @@ static int bench(const char *dir, const char *text, size_t len)
     double rate[RUNS];
     long n = 0;
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         n = tokenizer_encode(t, text, len, 0, ids, len + 8);
-        rate[r] = (double)len / (now() - t0) / 1e6;
+        rate[r] = (double)len / (bench_now() - t0) / 1e6;
         if (n < 0) {
             fprintf(stderr, "bench_tokenizer: %s\n", ds_last_error());
             return 1;
         }
     }
-    qsort(rate, RUNS, sizeof rate[0], cmp_double);
+    const double median = bench_median(rate, RUNS);     /* sorts rate */
     printf("tokenizer encode %s: %.2f MB/s (median of %d; min %.2f, max %.2f), %zu bytes -> %ld tokens\n",
-           dir, rate[RUNS / 2], RUNS, rate[0], rate[RUNS - 1], len, n);
+           dir, median, RUNS, rate[0], rate[RUNS - 1], len, n);
     free(ids);
     tokenizer_free(t);
     return 0;
