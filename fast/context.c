@@ -142,6 +142,7 @@ int fast_gemm(FastContext *ctx, float *y, const void *x, KernelDType x_type, int
 }
 // ANCHOR_END: fast_gemm
 
+// ANCHOR: fast_linear
 int fast_linear(FastContext *ctx, float *y, const float *x, const FastMat *W, int T)
 {
     const void *xin = x;
@@ -154,3 +155,4 @@ int fast_linear(FastContext *ctx, float *y, const float *x, const FastMat *W, in
     }
     return fast_gemm(ctx, y, xin, W->dtype, W->cols, W->data, W->dtype, W->rows, W->cols, T);
 }
+// ANCHOR_END: fast_linear
