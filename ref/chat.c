@@ -33,6 +33,7 @@ static void put(Writer *w, const char *s)
     w->n += len;
 }
 
+// ANCHOR: chat_render
 size_t chat_render(const ChatMessage *m, size_t n, int add_generation_prompt, const char *bos,
                    const char *eos, char *out, size_t cap)
 {
@@ -56,6 +57,7 @@ size_t chat_render(const ChatMessage *m, size_t n, int add_generation_prompt, co
     if (cap > 0) out[w.n < cap ? w.n : cap - 1] = '\0';
     return w.n;
 }
+// ANCHOR_END: chat_render
 
 int chat_template_is_deepseek_v2(const char *chat_template)
 {

@@ -585,6 +585,7 @@ static int check_normalizer(const char *file, const char *where, json_t *n)
     return 0;
 }
 
+// ANCHOR: tokenizer_add_split
 /*
  * Compiles one pattern with PCRE2 and appends it as a step.
  *
@@ -632,6 +633,7 @@ static int add_split(Tokenizer *t, const char *file, const char *where, const ch
     t->steps[t->n_steps++] = (SplitStep){re, behavior, invert};
     return 0;
 }
+// ANCHOR_END: tokenizer_add_split
 
 /* GPT-2's split, used by a ByteLevel pre-tokenizer with use_regex true
  * (DeepSeek sets use_regex false: its own Splits come first). */
@@ -676,6 +678,7 @@ static int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where,
         return add_split(t, file, sub, json_string_value(s), json_string_length(s), s == lit,
                          (SplitBehavior)behavior, invert);
     }
+// ANCHOR: tokenizer_digits
     if (strcmp(type, "Digits") == 0) {
         /* The library tests Rust's char::is_numeric, i.e. general category
          * N (Nd, Nl, No): PCRE2's \p{N}. individual_digits puts every digit
@@ -689,6 +692,7 @@ static int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where,
         return add_split(t, file, sub, individual ? "\\p{N}" : "\\p{N}+",
                          individual ? 5 : 6, false, SPLIT_ISOLATED, false);
     }
+// ANCHOR_END: tokenizer_digits
     if (strcmp(type, "ByteLevel") == 0) {
         bool prefix_space = false, use_regex = false;
         if (json_get_bool(file, where, p, "add_prefix_space", true, &prefix_space) ||
@@ -1392,6 +1396,7 @@ static int encode_added(Encoder *e, size_t start, size_t end, int pass, unsigned
     return 0;
 }
 
+// ANCHOR: tokenizer_encode
 long tokenizer_encode(const Tokenizer *t, const char *text, size_t len, unsigned flags,
                       int32_t *ids, size_t cap)
 {
@@ -1439,6 +1444,7 @@ out:
     free(clean.p);
     return result;
 }
+// ANCHOR_END: tokenizer_encode
 
 /* ------------------------------------------------------------------------ */
 /* Decoding                                                                 */
