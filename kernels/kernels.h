@@ -258,6 +258,17 @@ cudaError_t mla_decode_v2(float *o_lat, const float *q_lat, const float *q, cons
 /** Number of sequence splits mla_decode_v2 uses for ctx cached positions (keys per split: 64). */
 int mla_decode_splits(int ctx);
 
+/* ---- ep_stats.cu: expert parallelism's routing statistics (paper §2.2.3) ----------------- */
+
+/**
+ * One device's routing statistics for the balance losses: count[j] assignments to expert j and
+ * score_sum[j] = Σ_t s_{j,t} (float32, t ascending) for j < E; dev_tokens[d] tokens with at least one
+ * expert on device d (experts [d·E/N, (d+1)·E/N)) for d < N. idx: [T, K]; scores: [T, E].
+ * Any E, N ≥ 1 with N dividing E; one block, one thread per expert or device (striding).
+ */
+cudaError_t ep_route_stats_v1(int *count, float *score_sum, int *dev_tokens, const int *idx, const float *scores,
+                              int T, int K, int E, int N, cudaStream_t stream);
+
 /* ---- sample.cu: greedy choice on the device ----------------------------------------------- */
 
 /** Version 1: *out = arg max logits[0..n) (lowest index on ties), one thread. */

@@ -36,7 +36,7 @@ GPU_NVFLAGS   = $(NVCC_FLAGS) -O3 -Ikernels
 FAST_GPU_OBJ  := $(FAST_CU:%.cu=$(BUILD)/gpu/%.o) $(FAST_C:%.c=$(BUILD)/gpu/%.o)
 FAST_GPU_LIB  := $(BUILD)/libfast_gpu.a
 FAST_GPU_TEST := $(FAST_TEST_SRC:tests/%.c=$(BUILD)/gpu/tests/%)
-GPU_LDLIBS    = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++ -lcmocka -lpthread
+GPU_LDLIBS    = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnccl -lcublas -lcudart -lstdc++ -lcmocka -lpthread
 
 .PHONY: fast-gpu ptxas-report bench-fast
 fast-gpu: $(FAST_GPU_LIB) $(FAST_GPU_TEST)

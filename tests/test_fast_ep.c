@@ -1,0 +1,374 @@
+/**
+ * \file test_fast_ep.c
+ * \brief Expert parallelism over 2, 4 and 8 simulated devices (fast/ep.c) against the reference:
+ *        ref/moe.h's moe_forward and ref/ep.h's moe_forward_ep on the same tokens, split across devices.
+ *
+ * Each case draws T tokens per device, runs the whole batch through the reference and the same tokens,
+ * device d holding rows [d·T, (d+1)·T), through fast_ep_moe_forward(), then checks:
+ *   - the output, float32 mode relative L2 ≤ 1e-5 (bf16 mode ≤ 2e-2);
+ *   - the routing: every token's experts equal the reference's and lie on at most M devices
+ *     (fast_ep_device_limit(); with n_group = N, the same set as ref device_limited_route());
+ *   - the exchanged counts: each device's all-gathered [N, E] counts equal EpPlan's counts of each
+ *     source's tokens, and their sum EpPlan's counts of the whole batch;
+ *   - the statistics summed with ncclAllReduce: f_i, P_i and the three losses equal ref/balance.c's;
+ *   - with a capacity factor: the dropped assignments are exactly drop_tokens()'s, and the output equals
+ *     moe_forward_ep() with that keep mask.
+ * The router runs in float32 on both sides but its GEMM sums in another order, so tokens whose reference
+ * margin is a near tie (< 1e-6) are skipped and counted, as in test_fast_moe.c.
+ *
+ * Layers: random bf16 weights with n_group = N (the paper's device groups), and the MoE layer of the
+ * golden fixture tests/golden/v2 (8 experts, n_group 4, topk_group 2, K 3) over 2, 4 and 8 devices.
+ */
+#include "check.h"
+#include "dtype.h"
+#include "ep.h"
+#include "error.h"
+#include "fast_ep.h"
+#include "model.h"
+#include "router.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NEAR_TIE 1e-6f
+
+static TestRng rng;
+
+/* Skips, saying why, unless n devices exist. */
+static void need_devices(int n)
+{
+    int have = 0;
+    const cudaError_t err = cudaGetDeviceCount(&have);
+    if (err != cudaSuccess || have < n) {
+        printf("need %d CUDA devices: cudaGetDeviceCount returned %s, %d devices\n", n, cudaGetErrorName(err), have);
+        skip();
+    }
+}
+
+/* A random bf16 matrix with entries in [−a, a). */
+static Mat rand_mat(int rows, int cols, float a)
+{
+    uint16_t *d = malloc(2 * (size_t)rows * cols);
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
+    return (Mat){d, DT_BF16, rows, cols};
+}
+
+static SwigluWeights rand_swiglu(int I, int D)
+{
+    return (SwigluWeights){rand_mat(I, D, 1.0f / sqrtf((float)D)), rand_mat(I, D, 1.0f / sqrtf((float)D)),
+                           rand_mat(D, I, 1.0f / sqrtf((float)I))};
+}
+
+static void free_swiglu(SwigluWeights *w)
+{
+    free((void *)w->gate.data);
+    free((void *)w->up.data);
+    free((void *)w->down.data);
+}
+
+/* Group-limited greedy routing over G groups keeping Gk, softmax scores. */
+static ModelConfig ep_config(int D, int E, int I, int K, int Ns, int G, int Gk)
+{
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    c.hidden_size = D;
+    c.n_routed_experts = E;
+    c.moe_intermediate_size = I;
+    c.intermediate_size = I;
+    c.num_experts_per_tok = K;
+    c.n_shared_experts = Ns;
+    c.topk_method = TOPK_GROUP_LIMITED_GREEDY;
+    c.scoring_func = SCORING_SOFTMAX;
+    c.n_group = G;
+    c.topk_group = Gk;
+    c.norm_topk_prob = false;
+    c.routed_scaling_factor = 1.0f;
+    c.rms_norm_eps = 1e-6f;
+    return c;
+}
+
+/* The (r+1)-th minus the (r+2)-th largest of x[0..n) (∞ when there is none). */
+static float gap_after(const float *x, int n, int r)
+{
+    float top[34];
+    const int m = r + 2 < 34 ? r + 2 : 34;
+    for (int j = 0; j < 34; j++) top[j] = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        for (int j = 0; j < m; j++)
+            if (v > top[j]) { const float t = top[j]; top[j] = v; v = t; }
+    }
+    return r + 1 < n ? top[r] - top[r + 1] : INFINITY;
+}
+
+/* Smallest decision margin of group-limited routing on one token's affinities s. */
+static float route_margin(const float *s, const ModelConfig *c)
+{
+    const int E = c->n_routed_experts, G = c->n_group, per = E / G, Gk = c->topk_group;
+    float group_max[32], masked[ROUTER_MAX_EXPERTS];
+    for (int g = 0; g < G; g++) {
+        group_max[g] = -INFINITY;
+        for (int i = g * per; i < (g + 1) * per; i++) group_max[g] = fmaxf(group_max[g], s[i]);
+    }
+    float margin = gap_after(group_max, G, Gk - 1);
+    for (int g = 0; g < G; g++) {
+        int better = 0;
+        for (int h = 0; h < G; h++) better += group_max[h] > group_max[g] || (group_max[h] == group_max[g] && h < g);
+        for (int i = g * per; i < (g + 1) * per; i++) masked[i] = better < Gk ? s[i] : 0.0f;
+    }
+    return fminf(margin, gap_after(masked, E, c->num_experts_per_tok - 1));
+}
+
+/* Runs one MoE layer w of config c over N devices with T tokens each and checks everything listed above. */
+static void check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bool bf16, double capacity_factor)
+{
+    const int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok, NT = N * T, per = E / N;
+    const size_t xn = (size_t)NT * D;
+    float *x = malloc(sizeof(float) * xn), *want = malloc(sizeof(float) * xn), *got = malloc(sizeof(float) * xn);
+    test_rng_fill(&rng, x, xn, -2.0f, 2.0f);
+
+    /* the reference on the whole batch */
+    FfnScratch fs;
+    assert_int_equal(ffn_scratch_init(&fs, c, NT), 0);
+    moe_forward(want, x, w, c, NT, &fs);
+    bool *tie = calloc((size_t)NT, 1), *keep = malloc((size_t)NT * K);
+    int ties = 0, ref_dropped = 0;
+    for (int t = 0; t < NT; t++) ties += tie[t] = route_margin(fs.scores + (size_t)t * E, c) < NEAR_TIE;
+    assert_true(ties * 10 <= NT);
+    for (int a = 0; a < NT * K; a++) keep[a] = true;
+    float *scores = malloc(sizeof(float) * (size_t)NT * E);
+    int *ref_idx = malloc(sizeof(int) * (size_t)NT * K);
+    memcpy(scores, fs.scores, sizeof(float) * (size_t)NT * E);
+    memcpy(ref_idx, fs.expert, sizeof(int) * (size_t)NT * K);
+    if (capacity_factor > 0)
+        ref_dropped = drop_tokens(keep, fs.expert, fs.weight, NULL, NT, K, E, N, capacity_factor);
+    float *want_ep = malloc(sizeof(float) * xn);
+    assert_int_equal(moe_forward_ep(want_ep, x, w, c, NT, N, capacity_factor > 0 ? keep : NULL, &fs), 0);
+    if (capacity_factor == 0)                                  /* the reference's EP is moe_forward exactly */
+        assert_memory_equal(want_ep, want, sizeof(float) * xn);
+
+    /* the same tokens over N devices */
+    FastEp ep;
+    FastEpMoe fw;
+    if (fast_ep_init(&ep, N, bf16, c, T) || fast_ep_upload_moe(&ep, &fw, w, c))
+        fail_msg("%s", ds_last_error());
+    ep.capacity_factor = capacity_factor;
+    float *dx[FAST_EP_MAX_DEVICES], *dy[FAST_EP_MAX_DEVICES];
+    for (int d = 0; d < N; d++) {
+        assert_int_equal(cudaSetDevice(d), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&dx[d], sizeof(float) * (size_t)T * D), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&dy[d], sizeof(float) * (size_t)T * D), cudaSuccess);
+        assert_int_equal(cudaMemcpy(dx[d], x + (size_t)d * T * D, sizeof(float) * (size_t)T * D,
+                                    cudaMemcpyHostToDevice), cudaSuccess);
+        assert_int_equal(cudaMemset(dy[d], 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);   /* NaN */
+    }
+    if (fast_ep_moe_forward(&ep, &fw, c, dy, (const float *const *)dx, T))
+        fail_msg("%s", ds_last_error());
+    int *idx = malloc(sizeof(int) * (size_t)NT * K);
+    for (int d = 0; d < N; d++) {
+        assert_int_equal(cudaSetDevice(d), cudaSuccess);
+        assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+        assert_int_equal(cudaMemcpy(got + (size_t)d * T * D, dy[d], sizeof(float) * (size_t)T * D,
+                                    cudaMemcpyDeviceToHost), cudaSuccess);
+        assert_int_equal(cudaMemcpy(idx + (size_t)d * T * K, ep.dev[d].idx, sizeof(int) * (size_t)T * K,
+                                    cudaMemcpyDeviceToHost), cudaSuccess);
+    }
+
+    /* routing: the reference's experts (E where dropped), on at most M devices */
+    const int M = fast_ep_device_limit(c, N);
+    bool *fkeep = malloc((size_t)NT * K);
+    int *fidx = malloc(sizeof(int) * (size_t)NT * K), fast_dropped = 0;
+    for (int t = 0; t < NT; t++) {
+        bool on[FAST_EP_MAX_DEVICES] = {false};
+        int devices = 0;
+        for (int k = 0; k < K; k++) {
+            const int a = t * K + k, e = ref_idx[a];
+            if (!on[e / per]) { on[e / per] = true; devices++; }
+            fkeep[a] = idx[a] < E;
+            fast_dropped += !fkeep[a];
+            if (!tie[t] && (capacity_factor == 0 || ties == 0)) {
+                assert_int_equal(fkeep[a], keep[a]);
+                if (fkeep[a]) assert_int_equal(idx[a], e);
+            }
+        }
+        assert_true(devices <= M);
+        if (c->n_group == N && !tie[t]) {                      /* the paper's device-limited routing */
+            int dl[32];
+            device_limited_route(dl, scores + (size_t)t * E, E, K, N, c->topk_group);
+            for (int k = 0; k < K; k++) {
+                bool found = false;
+                for (int j = 0; j < K; j++) found = found || dl[j] == ref_idx[t * K + k];
+                assert_true(found);
+            }
+        }
+    }
+    assert_true(ep.stats.max_devices <= M);
+    assert_int_equal(ep.stats.dropped, fast_dropped);
+
+    /* the exchanged counts: per source, EpPlan of its tokens; summed, EpPlan of the batch */
+    for (int a = 0; a < NT * K; a++) fidx[a] = fkeep[a] ? idx[a] : 0;
+    EpPlan all;
+    assert_int_equal(ep_plan_build(&all, fidx, fkeep, NT, K, E, N), 0);
+    for (int s = 0; s < N; s++) {
+        EpPlan mine;
+        assert_int_equal(ep_plan_build(&mine, fidx + (size_t)s * T * K, fkeep + (size_t)s * T * K, T, K, E, N), 0);
+        for (int e = 0; e < E; e++)
+            for (int r = 0; r < N; r++)                        /* every device received the same table */
+                assert_int_equal(ep.dev[r].counts_host[s * E + e], mine.count[e]);
+        ep_plan_free(&mine);
+    }
+    for (int e = 0; e < E; e++) {
+        int sum = 0;
+        for (int s = 0; s < N; s++) sum += ep.dev[0].counts_host[s * E + e];
+        assert_int_equal(sum, all.count[e]);
+    }
+    ep_plan_free(&all);
+
+    /* statistics: f_i, P_i and the losses of ref/balance.c on the whole batch */
+    const BalanceSpec spec = {.E = E, .K = K, .D = N, .M = M, .alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02};
+    const BalanceLosses want_L = balance_losses(scores, ref_idx, NT, &spec, NULL);
+    const BalanceLosses got_L = fast_ep_balance_losses(&ep, &spec);
+    double worst_P = 0;
+    assert_int_equal(ep.stats.T, NT);
+    for (int i = 0; i < E && ties == 0; i++) {
+        int n = 0;
+        double P = 0;
+        for (int a = 0; a < NT * K; a++) n += ref_idx[a] == i;
+        for (int t = 0; t < NT; t++) P += scores[(size_t)t * E + i];
+        P /= NT;
+        assert_int_equal(ep.stats.expert_count[i], n);
+        assert_true(fabs(ep.stats.f[i] - (double)E / ((double)K * NT) * n) <= 1e-12);
+        worst_P = fmax(worst_P, fabs(ep.stats.P[i] - P) / P);
+    }
+    const double dL = fmax(fabs(got_L.expert - want_L.expert) / want_L.expert,
+                           fmax(fabs(got_L.device - want_L.device) / want_L.device,
+                                fabs(got_L.comm - want_L.comm) / want_L.comm));
+    if (ties == 0) {
+        assert_true(worst_P <= 1e-5);
+        assert_true(dL <= 1e-5);
+    }
+
+    /* the output, over the tokens that are not near ties */
+    const float *ref = capacity_factor > 0 ? want_ep : want;
+    float *g = malloc(sizeof(float) * xn), *r = malloc(sizeof(float) * xn);
+    int n = 0;
+    for (int t = 0; t < NT; t++) {
+        if (tie[t] || (capacity_factor > 0 && ties > 0)) continue;
+        memcpy(g + (size_t)n * D, got + (size_t)t * D, sizeof(float) * D);
+        memcpy(r + (size_t)n * D, ref + (size_t)t * D, sizeof(float) * D);
+        n++;
+    }
+    const CheckStats cs = check_stats(g, r, (size_t)n * D);
+    printf("N=%d E=%d K=%d M=%d T=%d/device %s cf=%.2f: rel-L2 %.3g max-abs %.3g over %d tokens (%d near ties); "
+           "dropped %d (ref %d); rows to other devices %lld (%lld bytes); most devices per token %d; "
+           "P rel err %.3g, loss rel err %.3g\n",
+           N, E, K, M, T, bf16 ? "bf16" : "float32", capacity_factor, cs.rel_l2, cs.max_abs, n, ties,
+           ep.stats.dropped, ref_dropped, ep.stats.rows_sent, ep.stats.bytes_sent, ep.stats.max_devices, worst_P, dL);
+    check_close("ep moe", g, r, (size_t)n * D, -1, bf16 ? 2e-2 : 1e-5);
+
+    for (int d = 0; d < N; d++) {
+        cudaSetDevice(d);
+        cudaFree(dx[d]);
+        cudaFree(dy[d]);
+    }
+    fast_ep_free_moe(&ep, &fw);
+    fast_ep_free(&ep);
+    assert_int_equal(cudaSetDevice(0), cudaSuccess);
+    ffn_scratch_free(&fs);
+    free(x); free(want); free(got); free(want_ep); free(tie); free(keep); free(scores); free(ref_idx);
+    free(idx); free(fkeep); free(fidx); free(g); free(r);
+}
+
+/* A random MoE layer of config c. */
+static MoeWeights rand_moe(const ModelConfig *c)
+{
+    const int D = c->hidden_size, E = c->n_routed_experts, I = c->moe_intermediate_size;
+    MoeWeights w = {.router = rand_mat(E, D, 1.0f / sqrtf((float)D)), .bias = NULL};
+    w.experts = malloc(sizeof *w.experts * E);
+    for (int e = 0; e < E; e++) w.experts[e] = rand_swiglu(I, D);
+    if (c->n_shared_experts) w.shared = rand_swiglu(c->n_shared_experts * I, D);
+    return w;
+}
+
+static void free_moe(MoeWeights *w, const ModelConfig *c)
+{
+    for (int e = 0; e < c->n_routed_experts; e++) free_swiglu(&w->experts[e]);
+    if (c->n_shared_experts) free_swiglu(&w->shared);
+    free(w->experts);
+    free((void *)w->router.data);
+}
+
+/* Random layer with the paper's layout: n_group = N device groups, at most M of them per token. */
+static void random_layer(int N, int M, int T, bool bf16, double cf)
+{
+    need_devices(N);
+    const ModelConfig c = ep_config(32, 16, 16, 4, 1, N, M);
+    MoeWeights w = rand_moe(&c);
+    check_ep(&c, &w, N, T, bf16, cf);
+    free_moe(&w, &c);
+}
+
+static void two_devices(void **state) { (void)state; random_layer(2, 1, 7, false, 0); }
+static void four_devices(void **state) { (void)state; random_layer(4, 2, 6, false, 0); }
+static void eight_devices(void **state) { (void)state; random_layer(8, 3, 5, false, 0); }
+static void four_devices_bf16(void **state) { (void)state; random_layer(4, 2, 6, true, 0); }
+static void dropping_four(void **state) { (void)state; random_layer(4, 2, 8, false, 1.0); }
+static void dropping_eight(void **state) { (void)state; random_layer(8, 3, 4, false, 0.5); }
+
+/* The MoE layer (layer 1) of the golden fixture tests/golden/v2 over N devices. */
+static void golden_v2(int N, double cf)
+{
+    need_devices(N);
+    Model m;
+    if (model_open(&m, "tests/golden/v2", NULL))
+        fail_msg("%s", ds_last_error());
+    assert_true(m.layers[1].is_moe);
+    check_ep(m.cfg, &m.layers[1].moe, N, 5, false, cf);
+    model_close(&m);
+}
+
+static void golden_v2_two(void **state) { (void)state; golden_v2(2, 0); }
+static void golden_v2_four(void **state) { (void)state; golden_v2(4, 0); }
+static void golden_v2_eight(void **state) { (void)state; golden_v2(8, 0); }
+static void golden_v2_four_dropping(void **state) { (void)state; golden_v2(4, 1.0); }
+
+/* SIM_FAIL_COMM=1: ncclCommInitAll fails; fast_ep_init returns −1 with one line naming it, nothing held. */
+static void comm_failure(void **state)
+{
+    (void)state;
+    need_devices(2);
+    const ModelConfig c = ep_config(32, 16, 16, 4, 1, 2, 1);
+    FastEp ep;
+    setenv("SIM_FAIL_COMM", "1", 1);
+    const int rc = fast_ep_init(&ep, 2, false, &c, 4);
+    unsetenv("SIM_FAIL_COMM");
+    assert_int_equal(rc, -1);
+    printf("error line: %s\n", ds_last_error());
+    assert_non_null(strstr(ds_last_error(), "ncclCommInitAll failed: "));
+    assert_non_null(strstr(ds_last_error(), "fast/ep.c:"));
+    assert_int_equal(ep.N, 0);
+    assert_null(ep.keep_idx);
+}
+
+int main(void)
+{
+    setenv("SIM_DEVICE_COUNT", "8", 1);                        /* before the first CUDA call */
+    test_rng_seed(&rng, "fast ep");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(two_devices),
+        cmocka_unit_test(four_devices),
+        cmocka_unit_test(eight_devices),
+        cmocka_unit_test(four_devices_bf16),
+        cmocka_unit_test(dropping_four),
+        cmocka_unit_test(dropping_eight),
+        cmocka_unit_test(golden_v2_two),
+        cmocka_unit_test(golden_v2_four),
+        cmocka_unit_test(golden_v2_eight),
+        cmocka_unit_test(golden_v2_four_dropping),
+        cmocka_unit_test(comm_failure),
+    };
+    return cmocka_run_group_tests_name("fast ep", tests, NULL, NULL);
+}
