@@ -53,6 +53,7 @@ void sim_stats(SimStats *stats)
     stats->blocks = counters.blocks;
     stats->threads = counters.threads;
     stats->fiber_switches = sim_fiber_switches();
+    sim_alloc_stats(&stats->malloc_calls, &stats->live_allocs, &stats->live_bytes);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -399,6 +399,17 @@ static int table_remove(const void *p, int want_pinned)
     return dev;
 }
 
+void sim_alloc_stats(unsigned long long *calls, unsigned long long *live, unsigned long long *bytes)
+{
+    *calls = (unsigned long long)sim.malloc_calls;
+    *live = *bytes = 0;
+    for (size_t i = 0; i < sim.nallocs; i++)
+        if (sim.allocs[i].device >= 0) {
+            ++*live;
+            *bytes += sim.allocs[i].size;
+        }
+}
+
 /** Describes where p points, for error sentences. */
 static const char *describe(const void *p, char *buf, size_t n)
 {

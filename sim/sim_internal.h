@@ -119,6 +119,8 @@ void sim_fiber_exit(SimFiber *from, SimFiber *to);
 void sim_fiber_started(SimFiber *to_return_to);
 /** Context switches so far. */
 unsigned long long sim_fiber_switches(void);
+/** cudaMalloc calls so far, and the live device allocations (count, bytes) over every device. */
+void sim_alloc_stats(unsigned long long *calls, unsigned long long *live, unsigned long long *bytes);
 
 /* ---- kernels (exec.c) ---- */
 
