@@ -74,7 +74,10 @@ typedef struct {
 /** An expert-parallel group of N devices (ranks 0..N−1 are devices 0..N−1). */
 typedef struct {
     int N;               /**< devices */
-    int E, K, D, I;      /**< routed experts, experts per token, model width, expert width */
+    int E;               /**< routed experts */
+    int K;               /**< experts per token */
+    int D;               /**< model width */
+    int I;               /**< expert width */
     int I_s;             /**< fused shared-expert width N_s·I (0: none) */
     int max_T;           /**< tokens per device per call it was sized for */
     int recv_cap;        /**< rows one device can receive: N·max_T·min(K, E/N) */
