@@ -2,7 +2,7 @@
 #
 #   make            build the command-line program build/dsv2 (both backends; fast on sim/)
 #   make dsv2-gpu   the same program for a real GPU: build/gpu/dsv2
-#   make run        generate text with the bundled model (PROMPT="..." to override)
+#   make run        generate text with the bundled model (PROMPT="...", TEMP=0 for greedy, SEED=...)
 #   make test       build and run every CMocka suite; ends with "N passed, N failed, N skipped"
 #   make test-asan  the same under AddressSanitizer + UBSan + LeakSanitizer
 #   make fuzz       libFuzzer on every reader of untrusted input (FUZZ_SECONDS=60 each)
@@ -33,6 +33,8 @@ TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/%.o)
 MODEL   ?= models/tiny-kjv
 PROMPT  ?= In the beginning
 NTOK    ?= 100
+TEMP    ?= 0.8
+SEED    ?= 1611
 
 .PHONY: all run test test-asan bench bench-ref docs deps clean
 all: $(BUILD)/dsv2
@@ -59,7 +61,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LIB_OBJ) $(BUILD)/libref.a $(BUILD)/
 	$(CC) $(CFLAGS) -o $@ $< $(TEST_LIB_OBJ) $(BUILD)/libref.a $(BUILD)/libsim.a $(TEST_LDLIBS) $(LDLIBS)
 
 run: $(BUILD)/dsv2
-	./$(BUILD)/dsv2 generate -m $(MODEL) -p "$(PROMPT)" -n $(NTOK)
+	./$(BUILD)/dsv2 generate -m $(MODEL) -p "$(PROMPT)" -n $(NTOK) -t $(TEMP) --seed $(SEED)
 
 test: $(TEST_BIN) $(BUILD)/dsv2
 	@sh tests/run_suites.sh $(TEST_BIN)

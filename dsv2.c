@@ -291,6 +291,7 @@ static int cmd_generate(const Args *a)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "dsv2: %d prompt + %ld generated tokens in %.2f s (%.1f tok/s)\n", n, made, secs,
             (double)(n + made) / secs);
     rc = 0;

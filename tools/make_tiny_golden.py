@@ -6,10 +6,10 @@ native DeepseekV2ForCausalLM in float32 on the bf16 weights as stored, and
 writes
 
   tests/golden/tiny/tiny.safetensors
-      prompt_ids     I64 [T]          the prompt as transformers tokenizes it
+      prompt_ids     F32 [T]          the prompt as transformers tokenizes it (ids exact in float32)
                                       (BOS first)
       logits         F32 [T, vocab]   logits at every prompt position
-      greedy_ids     I64 [N]          N greedy tokens after the prompt
+      greedy_ids     F32 [N]          N greedy tokens after the prompt (ids exact in float32)
                                       (generate, use_cache=True)
       greedy_logits  F32 [N, vocab]   the logits each greedy token was the
                                       argmax of (row 0 = last prompt position)
@@ -232,9 +232,9 @@ def main(argv=None):
 
     os.makedirs(a.out, exist_ok=True)
     tensors = {
-        "prompt_ids": ids.to(torch.int64).contiguous(),
+        "prompt_ids": ids.to(torch.float32).contiguous(),
         "logits": logits.float().contiguous(),
-        "greedy_ids": greedy.to(torch.int64).contiguous(),
+        "greedy_ids": greedy.to(torch.float32).contiguous(),
         "greedy_logits": glogits.contiguous(),
     }
     save_file(tensors, os.path.join(a.out, "tiny.safetensors"),
