@@ -53,7 +53,7 @@ $(BUILD)/libsim.a: $(SIM_OBJ)
 
 # The CLI carries both backends; without a GPU the fast one runs on the simulated device.
 $(BUILD)/dsv2.o: override CFLAGS += -Ikernels -Ifast
-$(BUILD)/dsv2: $(BUILD)/dsv2.o $(BUILD)/libref.a $(BUILD)/libfast_sim.a $(BUILD)/libsim.a
+$(BUILD)/dsv2: $(BUILD)/dsv2.o $(BUILD)/libfast_sim.a $(BUILD)/libref.a $(BUILD)/libsim.a
 	$(CC) $(CFLAGS) -o $@ $^ -lopenblas -lpthread -lstdc++ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LIB_OBJ) $(BUILD)/libref.a $(BUILD)/libsim.a
@@ -104,7 +104,7 @@ clean:
 .PHONY: dsv2-gpu
 dsv2-gpu: $(BUILD)/gpu/dsv2
 $(BUILD)/gpu/dsv2.o: override CFLAGS := $(GPU_CFLAGS)
-$(BUILD)/gpu/dsv2: $(BUILD)/gpu/dsv2.o $(BUILD)/libref.a $(BUILD)/libfast_gpu.a
+$(BUILD)/gpu/dsv2: $(BUILD)/gpu/dsv2.o $(BUILD)/libfast_gpu.a $(BUILD)/libref.a
 	$(CC) -o $@ $^ $(GPU_LDLIBS) $(LDLIBS)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
