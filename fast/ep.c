@@ -236,7 +236,8 @@ static int exchange(FastEp *ep, bool back, long long *rows_sent)
 }
 // ANCHOR_END: fast_ep_exchange
 
-/* The routing statistics summed over devices (and, when dropping, every device's routing gathered). */
+/* The routing statistics summed over devices (and, when dropping, every device's first T routing rows
+ * gathered: T is the most tokens any device holds, the others' rows past their own count are ignored). */
 static int reduce_stats(FastEp *ep, int T, bool gather)
 {
     const int N = ep->N, E = ep->E, K = ep->K;
@@ -263,12 +264,20 @@ static int reduce_stats(FastEp *ep, int T, bool gather)
 
 // ANCHOR: fast_ep_moe_forward
 int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
-                        const float *const *x, int T)
+                        const float *const *x, const int *T)
 {
     const int N = ep->N, E = ep->E, K = ep->K, Dm = ep->D, I = ep->I, per = E / N;
     const bool drop = ep->capacity_factor > 0;
-    if (T < 1 || T > ep->max_T)
-        return ds_error("fast_ep_moe_forward: %d tokens per device, the group was sized for 1..%d", T, ep->max_T);
+    int first[FAST_EP_MAX_DEVICES + 1] = {0}, T_max = 0;          /* device d's tokens are [first[d], first[d+1]) */
+    for (int d = 0; d < N; d++) {
+        if (T[d] < 0 || T[d] > ep->max_T)
+            return ds_error("fast_ep_moe_forward: %d tokens on device %d, the group was sized for 0..%d", T[d], d,
+                            ep->max_T);
+        first[d + 1] = first[d] + T[d];
+        T_max = T[d] > T_max ? T[d] : T_max;
+    }
+    if (first[N] == 0)
+        return ds_error("fast_ep_moe_forward: no tokens on any device");
     const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
                             cfg->norm_topk_prob, cfg->routed_scaling_factor};
     FastEpStats *st = &ep->stats;
@@ -278,43 +287,54 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
         FastEpDevice *v = &ep->dev[d];
         FastScratch s = {.gu = v->gu, .hidden = v->hidden};      /* what fast_swiglu_forward() uses */
         CUDA_TRY(cudaSetDevice(d));
-        if (w->dev[d].shared.down.data && fast_swiglu_forward(&v->ctx, v->shared_out, x[d], &w->dev[d].shared, T, &s))
-            return -1;
-        if (fast_gemm(&v->ctx, v->logits, x[d], KERNEL_F32, Dm, w->dev[d].router, KERNEL_F32, E, Dm, T))
-            return -1;
-        CUDA_TRY(FAST_ROUTER(v->idx, v->weight, v->logits, v->logits, w->dev[d].bias, p, T, v->ctx.stream));
-        CUDA_TRY(ep_route_stats_v1(v->stat_count, v->stat_score, v->stat_dev, v->idx, v->logits, T, K, E, N,
+        if (T[d] > 0) {                                            /* an idle device still joins every collective */
+            if (w->dev[d].shared.down.data &&
+                fast_swiglu_forward(&v->ctx, v->shared_out, x[d], &w->dev[d].shared, T[d], &s))
+                return -1;
+            if (fast_gemm(&v->ctx, v->logits, x[d], KERNEL_F32, Dm, w->dev[d].router, KERNEL_F32, E, Dm, T[d]))
+                return -1;
+            CUDA_TRY(FAST_ROUTER(v->idx, v->weight, v->logits, v->logits, w->dev[d].bias, p, T[d], v->ctx.stream));
+        }
+        CUDA_TRY(ep_route_stats_v1(v->stat_count, v->stat_score, v->stat_dev, v->idx, v->logits, T[d], K, E, N,
                                    v->ctx.stream));
     }
 
-    /* 2. statistics summed over devices: f_i, P_i of all N·T tokens (every rank holds the same sums) */
-    if (reduce_stats(ep, T, drop))
+    /* 2. statistics summed over devices: f_i, P_i of all Σ_d T[d] tokens (every rank holds the same sums) */
+    if (reduce_stats(ep, T_max, drop))
         return -1;
     float score_sum[ROUTER_MAX_EXPERTS];
     CUDA_TRY(cudaSetDevice(0));
     CUDA_TRY(cudaMemcpy(st->expert_count, ep->dev[0].stat_count, sizeof(int) * E, cudaMemcpyDeviceToHost));
     CUDA_TRY(cudaMemcpy(score_sum, ep->dev[0].stat_score, sizeof(float) * E, cudaMemcpyDeviceToHost));
     CUDA_TRY(cudaMemcpy(st->device_tokens, ep->dev[0].stat_dev, sizeof(int) * N, cudaMemcpyDeviceToHost));
-    st->T = N * T;
+    st->T = first[N];
     for (int i = 0; i < E; i++) {
         st->f[i] = (double)E / ((double)K * st->T) * st->expert_count[i];
         st->P[i] = (double)score_sum[i] / st->T;
     }
 
-    /* 3. token dropping: the rule needs every token's routing, all-gathered above; each rank would decide
-     *    the same mask from it — in one process the host decides once, from rank 0's copy */
-    const size_t TK = (size_t)T * K;
+    /* 3. token dropping: the rule needs every token's routing, all-gathered above (T_max rows per device,
+     *    the first T[d] of them real); each rank would decide the same mask from it — in one process the
+     *    host decides once, from rank 0's copy, on the tokens in device order */
     st->dropped = 0;
     if (drop) {
-        CUDA_TRY(cudaMemcpy(ep->keep_idx, ep->dev[0].idx_all, sizeof(int) * N * TK, cudaMemcpyDeviceToHost));
-        CUDA_TRY(cudaMemcpy(ep->weight_host, ep->dev[0].weight_all, sizeof(float) * N * TK, cudaMemcpyDeviceToHost));
-        st->dropped = drop_tokens(ep->keep, ep->keep_idx, ep->weight_host, NULL, N * T, K, E, N, ep->capacity_factor);
-        for (size_t a = 0; a < N * TK; a++)
+        const size_t TK = (size_t)T_max * K;
+        for (int d = 0; d < N; d++) {
+            const size_t n = (size_t)T[d] * K, at = (size_t)first[d] * K;
+            CUDA_TRY(cudaMemcpy(ep->keep_idx + at, ep->dev[0].idx_all + d * TK, sizeof(int) * n,
+                                cudaMemcpyDeviceToHost));
+            CUDA_TRY(cudaMemcpy(ep->weight_host + at, ep->dev[0].weight_all + d * TK, sizeof(float) * n,
+                                cudaMemcpyDeviceToHost));
+        }
+        st->dropped = drop_tokens(ep->keep, ep->keep_idx, ep->weight_host, NULL, first[N], K, E, N,
+                                  ep->capacity_factor);
+        for (size_t a = 0; a < (size_t)first[N] * K; a++)
             if (!ep->keep[a])
                 ep->keep_idx[a] = E;                              /* the dropped bucket, after every expert */
         for (int d = 0; d < N; d++) {
             CUDA_TRY(cudaSetDevice(d));
-            CUDA_TRY(cudaMemcpy(ep->dev[d].idx, ep->keep_idx + d * TK, sizeof(int) * TK, cudaMemcpyHostToDevice));
+            CUDA_TRY(cudaMemcpy(ep->dev[d].idx, ep->keep_idx + (size_t)first[d] * K, sizeof(int) * T[d] * K,
+                                cudaMemcpyHostToDevice));
         }
     }
 
@@ -323,7 +343,8 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
     for (int d = 0; d < N; d++) {
         FastEpDevice *v = &ep->dev[d];
         CUDA_TRY(cudaSetDevice(d));
-        CUDA_TRY(moe_permute_v2(v->counts, v->offsets, v->slot_row, v->row_token, v->idx, T, K, E + 1, v->ctx.stream));
+        CUDA_TRY(moe_permute_v2(v->counts, v->offsets, v->slot_row, v->row_token, v->idx, T[d], K, E + 1,
+                                v->ctx.stream));
     }
     rc = fast_check_nccl(ncclGroupStart(), "ncclGroupStart", __FILE__, __LINE__);
     for (int d = 0; d < N && rc == 0; d++)
@@ -341,7 +362,8 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
                                  v->ctx.stream));
         CUDA_TRY(cudaStreamSynchronize(v->ctx.stream));
         if (!drop)
-            CUDA_TRY(cudaMemcpy(ep->keep_idx + d * TK, v->idx, sizeof(int) * TK, cudaMemcpyDeviceToHost));
+            CUDA_TRY(cudaMemcpy(ep->keep_idx + (size_t)first[d] * K, v->idx, sizeof(int) * T[d] * K,
+                                cudaMemcpyDeviceToHost));
         if (v->offsets_host[E] > 0)                                /* kept rows only */
             CUDA_TRY(moe_gather_v2(v->xp, v->ctx.wtype, x[d], v->row_token, v->offsets_host[E], Dm, v->ctx.stream));
     }
@@ -394,13 +416,14 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
         if (all > kept)                                            /* a dropped assignment adds g · 0 */
             CUDA_TRY(cudaMemsetAsync(v->expert_out + (size_t)kept * Dm, 0, sizeof(float) * (all - kept) * Dm,
                                      v->ctx.stream));
-        CUDA_TRY(moe_combine_v2(y[d], v->expert_out, v->slot_row, v->weight,
-                                w->dev[d].shared.down.data ? v->shared_out : NULL, T, K, Dm, v->ctx.stream));
+        if (T[d] > 0)
+            CUDA_TRY(moe_combine_v2(y[d], v->expert_out, v->slot_row, v->weight,
+                                    w->dev[d].shared.down.data ? v->shared_out : NULL, T[d], K, Dm, v->ctx.stream));
     }
 
     /* how many devices each token's kept assignments reached */
     st->max_devices = 0;
-    for (int t = 0; t < N * T; t++) {
+    for (int t = 0; t < first[N]; t++) {
         bool on[FAST_EP_MAX_DEVICES] = {false};
         int n = 0;
         for (int k = 0; k < K; k++) {

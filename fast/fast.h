@@ -217,6 +217,7 @@ typedef struct {
     int max_context; /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
     int chunk;       /**< tokens per forward chunk (default 64) */
     int form;        /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
+    int ep_devices;  /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
 } FastOptions;
 
 /** One decoder layer on the device. */
@@ -253,10 +254,14 @@ typedef struct {
     int last_row;          /**< row of m->logits holding the last position's logits, −1 when none */
     int *next;             /**< [1] device arg-max */
     FastScratch scratch;   /**< working memory */
+    struct FastEpModel *ep; /**< MoE layers sharded over FastOptions.ep_devices devices; NULL on one device */
 } FastModel;
 
 /**
- * Opens the checkpoint in dir on the current device with the given options.
+ * Opens the checkpoint in dir on the current device with the given options. With opt->ep_devices = N > 1
+ * the model is on device 0 and its MoE layers expert-parallel over devices 0..N−1 (fast_ep_model_open()):
+ * attention, dense FFNs, embedding and LM head run on device 0 for the whole chunk; only the MoE layers'
+ * tokens are split over the devices.
  * \return 0, or −1 with one error line (nothing left open).
  */
 int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt);

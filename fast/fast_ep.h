@@ -112,11 +112,43 @@ int fast_ep_upload_moe(FastEp *ep, FastEpMoe *out, const MoeWeights *w, const Mo
 void fast_ep_free_moe(FastEp *ep, FastEpMoe *w);
 
 /**
- * The MoE FFN over the group: x[d], y[d]: [T, D] float32 on device d (T ≤ max_T tokens on every device).
+ * The MoE FFN over the group: x[d], y[d]: [T[d], D] float32 on device d, 0 ≤ T[d] ≤ max_T (a device with
+ * no tokens still holds its experts and joins every exchange), at least one token in all. The tokens, in
+ * device order, are one batch: statistics and token dropping see all Σ_d T[d] of them.
  * Fills ep->stats. \return 0, or −1 with one error line.
  */
 int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
-                        const float *const *x, int T);
+                        const float *const *x, const int *T);
+
+/**
+ * The expert-parallel part of a FastModel opened with FastOptions.ep_devices = N > 1: attention, dense
+ * layers, embeddings and the LM head stay on device 0; every MoE layer is sharded over devices 0..N−1
+ * and each of its calls splits the chunk's tokens into N contiguous shares, share d on device d.
+ */
+typedef struct FastEpModel {
+    FastEp ep;                      /**< the group over devices 0..N−1, sized for ⌈chunk/N⌉ tokens per device */
+    int n_layers;                   /**< entries of layers */
+    FastEpMoe *layers;              /**< [n_layers]: MoE layer l sharded (zeroed for dense layers) */
+    float *x[FAST_EP_MAX_DEVICES];  /**< device d ≥ 1: [⌈chunk/N⌉, D] its share of the MoE inputs */
+    float *y[FAST_EP_MAX_DEVICES];  /**< device d ≥ 1: [⌈chunk/N⌉, D] the outputs of that share */
+} FastEpModel;
+
+/**
+ * Opens the group of N devices for the reference model's MoE layers and uploads them sharded
+ * (fast_ep_upload_moe()), plus each device's share buffers, for chunks of up to chunk tokens.
+ * Leaves device 0 current. \return 0 with *out set, or −1 with one error line and *out NULL.
+ */
+int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, int chunk);
+/** Releases what fast_ep_model_open() acquired (NULL is a no-op); leaves device 0 current. */
+void fast_ep_model_close(FastEpModel *em);
+/**
+ * MoE layer l on the T tokens x[T, D] of device 0 (written by work queued on stream): share d = rows
+ * [Σ_{j<d} T_j, Σ_{j≤d} T_j) with T_d = ⌊T/N⌋ + (d < T mod N) goes to device d (peer copy), the group
+ * runs fast_ep_moe_forward(), the shares come back into y[T, D] on device 0, queued on stream.
+ * Leaves device 0 current. \return 0, or −1 with one error line.
+ */
+int fast_ep_model_moe(FastEpModel *em, int l, const ModelConfig *cfg, float *y, const float *x, int T,
+                      cudaStream_t stream);
 
 /**
  * Most devices one token's experts can lie on under cfg's routing over N devices (M of the paper):

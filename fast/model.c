@@ -6,10 +6,13 @@
  *     for each layer l:  a = RMSNorm(h) (fused with the previous layer's residual add)
  *                        h ← h + MLA(a);  b = RMSNorm(h);  h ← h + FFN_l(b)
  *     logits_t = lm_head · RMSNorm(h^L_t)
+ *
+ * With FastOptions.ep_devices > 1 every FFN_l that is MoE runs through fast/ep_model.c over the group.
  */
 #include "fast.h"
 
 #include "error.h"
+#include "fast_ep.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -39,7 +42,12 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
     m->chunk = opt && opt->chunk ? opt->chunk : 64;
     m->form = opt ? opt->form : 0;
     m->last_row = -1;
-    int rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->chunk));
+    const int ep_devices = opt ? opt->ep_devices : 0;
+    int rc = ep_devices > 1 ? fast_check_cuda(cudaSetDevice(0), "cudaSetDevice(0)", __FILE__, __LINE__) : 0;
+    if (rc == 0)
+        rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->chunk));
+    if (rc == 0 && ep_devices > 1)                             /* before the upload: MoE layers go there */
+        rc = fast_ep_model_open(&m->ep, &ref, ep_devices, opt->bf16, m->chunk);
     if (rc == 0)
         rc = fast_weights_upload(m, &ref);
     model_close(&ref);
@@ -83,6 +91,7 @@ void fast_model_close(FastModel *m)
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         cudaFree(dev[i]);
     fast_context_free(&m->ctx);
+    fast_ep_model_close(m->ep);
     memset(m, 0, sizeof *m);
 }
 
@@ -116,8 +125,10 @@ static int decoder_layer(FastModel *m, int l, int T)
                          &m->scratch))
         return -1;
     CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->ffn_norm, T, D, c->rms_norm_eps, ctx->stream));
-    return L->is_moe ? fast_moe_forward(ctx, m->b, m->a, &L->moe, c, T, &m->scratch)
-                     : fast_swiglu_forward(ctx, m->b, m->a, &L->dense, T, &m->scratch);
+    if (!L->is_moe)
+        return fast_swiglu_forward(ctx, m->b, m->a, &L->dense, T, &m->scratch);
+    return m->ep ? fast_ep_model_moe(m->ep, l, c, m->b, m->a, T, ctx->stream)   /* split over the group */
+                 : fast_moe_forward(ctx, m->b, m->a, &L->moe, c, T, &m->scratch);
 }
 // ANCHOR_END: fast_model_layer
 

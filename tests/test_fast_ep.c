@@ -165,7 +165,9 @@ static void check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bo
                                     cudaMemcpyHostToDevice), cudaSuccess);
         assert_int_equal(cudaMemset(dy[d], 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);   /* NaN */
     }
-    if (fast_ep_moe_forward(&ep, &fw, c, dy, (const float *const *)dx, T))
+    int counts[FAST_EP_MAX_DEVICES];
+    for (int d = 0; d < N; d++) counts[d] = T;
+    if (fast_ep_moe_forward(&ep, &fw, c, dy, (const float *const *)dx, counts))
         fail_msg("%s", ds_last_error());
     int *idx = malloc(sizeof(int) * (size_t)NT * K);
     for (int d = 0; d < N; d++) {

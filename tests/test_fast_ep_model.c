@@ -1,0 +1,144 @@
+/**
+ * \file test_fast_ep_model.c
+ * \brief The whole fast model with its MoE layers expert-parallel (FastOptions.ep_devices, fast/ep_model.c)
+ *        against the reference model and the single-device fast model on the golden fixtures.
+ *
+ * Fixtures with group-limited greedy routing, so the device limit M is the paper's:
+ *   - tests/golden/v2: 8 experts, n_group 4, topk_group 2, K 3 — over 2 devices (two groups each,
+ *     M = 2) and 4 devices (one group each, M = 2);
+ *   - tests/golden/longctx: 8 experts, n_group 2, topk_group 1, K 2, an 80-token prompt — over 2
+ *     devices (one group each, M = 1) and 4 devices (each group on two devices, M = 2).
+ * N = 1 is the single-device model itself (ep_devices 1), run for the table. For each N, float32 mode:
+ *   - logits at every prompt position within 1e-4 max-abs of ref/model.h's model_forward, and the
+ *     difference to the single-device fast model printed;
+ *   - the reference's 16-token greedy continuation (tests/golden/<name>/expected.safetensors),
+ *     decoded one token at a time — each step's single token lands on device 0, the others idle;
+ *   - after each MoE call, no token's kept assignments reached more than M devices
+ *     (FastEpStats.max_devices), i.e. a token's dispatch is at most M × hidden × 4 bytes.
+ * The chunk is 7 tokens, so prompts span chunks and the shares are uneven (7 = 4 + 3 = 2 + 2 + 2 + 1).
+ */
+#include "check.h"
+#include "error.h"
+#include "fast.h"
+#include "fast_ep.h"
+#include "model.h"
+#include "safetensors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GOLDEN_DIR "tests/golden/"
+#define N_GREEDY 16
+#define CHUNK 7
+
+/* Skips, saying why, unless n devices exist. */
+static void need_devices(int n)
+{
+    int have = 0;
+    const cudaError_t err = cudaGetDeviceCount(&have);
+    if (err != cudaSuccess || have < n) {
+        printf("need %d CUDA devices: cudaGetDeviceCount returned %s, %d devices\n", n, cudaGetErrorName(err), have);
+        skip();
+    }
+}
+
+/* The prompt ids and the reference's greedy continuation of fixture name; returns the prompt length. */
+static int golden_ids(const char *name, int *ids, int cap)
+{
+    char path[256];
+    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
+    StFile f;
+    if (st_open(path, &f))
+        fail_msg("%s", ds_last_error());
+    const StTensor *prompt = st_find(&f, "prompt_ids"), *greedy = st_find(&f, "greedy_ids");
+    assert_non_null(prompt);
+    assert_non_null(greedy);
+    const int T = (int)prompt->shape[0];
+    assert_true(T + N_GREEDY <= cap && greedy->shape[0] >= N_GREEDY);
+    for (int t = 0; t < T; t++)
+        ids[t] = (int)((const float *)prompt->data)[t];
+    for (int t = 0; t < N_GREEDY; t++)
+        ids[T + t] = (int)((const float *)greedy->data)[t];
+    st_close(&f);
+    return T;
+}
+
+/* Fast model logits at every position of ids[0..T) with ep_devices = N; checks the greedy continuation. */
+static float *fast_logits(const char *name, int N, const int *ids, int T, int V)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    const FastOptions opt = {.bf16 = false, .chunk = CHUNK, .ep_devices = N};
+    FastModel m;
+    if (fast_model_open(&m, dir, &opt))
+        fail_msg("%s", ds_last_error());
+    assert_true((m.ep != NULL) == (N > 1));
+    const int M = fast_ep_device_limit(m.cfg, N);
+    float *got = malloc(sizeof(float) * (size_t)T * V);
+    poison(got, (size_t)T * V);
+    if (fast_model_forward(&m, ids, T, got, true))
+        fail_msg("%s", ds_last_error());
+    if (m.ep)
+        assert_true(m.ep->ep.stats.max_devices <= M);
+    int next;
+    if (fast_model_argmax(&m, &next))
+        fail_msg("%s", ds_last_error());
+    float *step = malloc(sizeof(float) * (size_t)V);
+    for (int i = 0; i < N_GREEDY; i++) {
+        if (next != ids[T + i])
+            fail_msg("%s N=%d: greedy token %d is %d, the reference's %d", name, N, i, next, ids[T + i]);
+        if (fast_model_forward(&m, &next, 1, step, false) || fast_model_argmax(&m, &next))
+            fail_msg("%s", ds_last_error());
+        if (m.ep)
+            assert_true(m.ep->ep.stats.max_devices <= M);
+    }
+    free(step);
+    fast_model_close(&m);
+    return got;
+}
+
+/* Fixture name over 1, 2 and 4 devices against the reference and the single-device fast model. */
+static void fixture_over_devices(void **state)
+{
+    const char *name = *state;
+    need_devices(4);
+    int ids[256];
+    const int T = golden_ids(name, ids, 256);
+    char dir[256];
+    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    Model ref;
+    if (model_open(&ref, dir, NULL))
+        fail_msg("%s", ds_last_error());
+    const int V = ref.cfg->vocab_size;
+    float *want = malloc(sizeof(float) * (size_t)T * V);
+    assert_int_equal(model_forward(&ref, ids, T, want, true), 0);
+    float *one = NULL;
+    static const int devices[] = {1, 2, 4};
+    for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
+        const int N = devices[i];
+        float *got = fast_logits(name, N, ids, T, V);
+        const CheckStats vs_ref = check_stats(got, want, (size_t)T * V);
+        const CheckStats vs_one = one ? check_stats(got, one, (size_t)T * V) : (CheckStats){0, 0, 0, 0};
+        printf("%s N=%d M=%d: logits max-abs %.3g vs reference, %.3g vs one device; 16 greedy tokens equal\n",
+               name, N, fast_ep_device_limit(ref.cfg, N), vs_ref.max_abs, vs_one.max_abs);
+        check_close(name, got, want, (size_t)T * V, 1e-4, -1);
+        if (one)
+            free(got);
+        else
+            one = got;
+    }
+    free(one);
+    free(want);
+    model_close(&ref);
+}
+
+int main(void)
+{
+    setenv("SIM_DEVICE_COUNT", "4", 1);                        /* before the first CUDA call */
+    const struct CMUnitTest tests[] = {
+        {"v2 over 1, 2, 4 devices", fixture_over_devices, NULL, NULL, "v2"},
+        {"longctx over 1, 2, 4 devices", fixture_over_devices, NULL, NULL, "longctx"},
+    };
+    return cmocka_run_group_tests_name("fast ep model", tests, NULL, NULL);
+}
