@@ -7,7 +7,9 @@
  * one 64-key split; the RMSNorm with a missing barrier must fail as wrong
  * values without race check and as a race with RACECHECK=1; the one-warp-per-
  * row RMSNorm must pass, race check on. The project's own kernels, through
- * kernels/lab/project_*.cu, must pass their contracts. Two faulty kernels in
+ * kernels/lab/project_*.cu, must pass their contracts. RoPE on the
+ * half-split pairs (x_i, x_{i+d/2}) must fail as a numerical mismatch at every
+ * shape with more than one pair. Two faulty kernels in
  * tests/lab/faults/ show contract violations named in the contract's terms:
  * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
  *
@@ -145,6 +147,28 @@ static void project_kernels_satisfy_their_contracts(void **state)
     expect("PASS  lab_mla_decode (kernels/lab/project_mla_decode.cu): all 9 shapes match the reference");
 }
 
+static void project_rope_satisfies_its_contract(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rope SRC=kernels/lab/project_rope.cu");
+    expect_verdict(true);
+    expect("PASS  lab_rope (kernels/lab/project_rope.cu): all 7 shapes match the reference");
+}
+
+static void rope_on_half_split_pairs_fails_beyond_one_pair(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rope SRC=kernels/examples/rope_half_split.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_rope (kernels/examples/rope_half_split.cu): 5 of 7 shapes fail (numerical mismatch)");
+    expect_shape("tiny d_r  2", "PASS");   /* one pair: both layouts rotate (x_0, x_1) */
+    expect_shape("odd  d_r  2", "PASS");
+    expect_shape("odd  d_r  6, T 3", "FAIL");
+    expect_shape("V2   d_r 64", "FAIL");
+    expect("numerical mismatch: 90 of 279 elements of x are off by more than 1e-05 + 1e-05·|reference|, the first "
+           "x[t=0, i=10]");
+}
+
 static void write_past_the_end_names_the_argument(void **state)
 {
     (void)state;
@@ -172,7 +196,7 @@ static void usage_errors_are_refused(void **state)
     (void)state;
     check_kernel("COMPONENT=softmax SRC=kernels/examples/rmsnorm_warp_per_row.cu");
     expect_verdict(false);
-    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode");
+    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope");
     check_kernel("COMPONENT=rmsnorm SRC=no/such/kernel.cu");
     expect_verdict(false);
     expect("SRC='no/such/kernel.cu' is not a file");
@@ -187,6 +211,8 @@ int main(void)
         cmocka_unit_test(missing_barrier_is_a_race),
         cmocka_unit_test(warp_per_row_passes_under_race_check),
         cmocka_unit_test(project_kernels_satisfy_their_contracts),
+        cmocka_unit_test(project_rope_satisfies_its_contract),
+        cmocka_unit_test(rope_on_half_split_pairs_fails_beyond_one_pair),
         cmocka_unit_test(write_past_the_end_names_the_argument),
         cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
     };

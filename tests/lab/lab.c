@@ -311,10 +311,19 @@ static void name_element(const char *arg, size_t i, char *out, size_t size)
         snprintf(out, size, "%s[%zu]", arg, i);
 }
 
-bool lab_compare(const char *arg, const float *got, const float *want, size_t n, double rel_tol)
+/** One float output's agreement with the reference. */
+typedef struct {
+    double rel, max_abs, cosine;
+    size_t worst;   /* index of the largest absolute difference */
+} Agreement;
+
+/* Figures for got vs want into the shape's line, then the non-finite pattern: false (recorded) when it differs. */
+static bool agree(const char *arg, const float *got, const float *want, size_t n, Agreement *a)
 {
-    size_t unwritten = 0, first_unwritten = 0, extra_finite = 0, worst = 0;
-    double d2 = 0, w2 = 0, g2 = 0, gw = 0, max_abs = 0;
+    size_t unwritten = 0, first_unwritten = 0, extra_finite = 0;
+    double d2 = 0, w2 = 0, g2 = 0, gw = 0;
+    a->max_abs = 0;
+    a->worst = 0;
     for (size_t i = 0; i < n; i++) {
         const bool gf = isfinite(got[i]), wf = isfinite(want[i]);
         if (!gf && wf && unwritten++ == 0)
@@ -324,21 +333,21 @@ bool lab_compare(const char *arg, const float *got, const float *want, size_t n,
         if (!gf || !wf)
             continue;
         const double d = fabs((double)got[i] - want[i]);
-        if (d > max_abs) {
-            max_abs = d;
-            worst = i;
+        if (d > a->max_abs) {
+            a->max_abs = d;
+            a->worst = i;
         }
         d2 += d * d;
         w2 += (double)want[i] * want[i];
         g2 += (double)got[i] * got[i];
         gw += (double)got[i] * want[i];
     }
-    const double rel = w2 > 0 ? sqrt(d2 / w2) : sqrt(d2);
-    const double cosine = g2 > 0 && w2 > 0 ? gw / sqrt(g2 * w2) : (g2 == w2 ? 1.0 : 0.0);
-    add_figures("%s%s: rel-L2 %.2e, max-abs %.2e, cos %.9f, non-finite %zu/%zu", lab.figures[0] ? "; " : "", arg, rel,
-                max_abs, cosine, unwritten, n);
-    char where[160];
+    a->rel = w2 > 0 ? sqrt(d2 / w2) : sqrt(d2);
+    a->cosine = g2 > 0 && w2 > 0 ? gw / sqrt(g2 * w2) : (g2 == w2 ? 1.0 : 0.0);
+    add_figures("%s%s: rel-L2 %.2e, max-abs %.2e, cos %.9f, non-finite %zu/%zu", lab.figures[0] ? "; " : "", arg,
+                a->rel, a->max_abs, a->cosine, unwritten, n);
     if (unwritten) {
+        char where[160];
         name_element(arg, first_unwritten, where, sizeof where);
         fail_as("unwritten output", "%zu of %zu elements of %s are NaN or Inf where the reference is finite, the "
                 "first %s (the harness fills outputs with NaN: an element never written, or a NaN computed)",
@@ -350,10 +359,40 @@ bool lab_compare(const char *arg, const float *got, const float *want, size_t n,
                 arg);
         return false;
     }
-    if (rel > rel_tol) {
-        name_element(arg, worst, where, sizeof where);
+    return true;
+}
+
+bool lab_compare(const char *arg, const float *got, const float *want, size_t n, double rel_tol)
+{
+    Agreement a;
+    if (!agree(arg, got, want, n, &a))
+        return false;
+    if (a.rel > rel_tol) {
+        char where[160];
+        name_element(arg, a.worst, where, sizeof where);
         fail_as("numerical mismatch", "%s differs from the reference: rel-L2 %.3g > %.0e, cosine %.9f, worst %s = "
-                "%.9g, reference %.9g", arg, rel, rel_tol, cosine, where, (double)got[worst], (double)want[worst]);
+                "%.9g, reference %.9g", arg, a.rel, rel_tol, a.cosine, where, (double)got[a.worst],
+                (double)want[a.worst]);
+        return false;
+    }
+    return true;
+}
+
+bool lab_compare_pointwise(const char *arg, const float *got, const float *want, size_t n, double atol, double rtol)
+{
+    Agreement a;
+    if (!agree(arg, got, want, n, &a))
+        return false;
+    size_t over = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(want[i]) && fabs((double)got[i] - want[i]) > atol + rtol * fabs((double)want[i]) && over++ == 0)
+            first = i;
+    if (over) {
+        char where[160];
+        name_element(arg, first, where, sizeof where);
+        fail_as("numerical mismatch", "%zu of %zu elements of %s are off by more than %.0e + %.0e·|reference|, the "
+                "first %s = %.9g, reference %.9g (rel-L2 %.3g, cosine %.9f)", over, n, arg, atol, rtol, where,
+                (double)got[first], (double)want[first], a.rel, a.cosine);
         return false;
     }
     return true;
@@ -378,6 +417,55 @@ bool lab_compare_ints(const char *arg, const int *got, const int *want, size_t n
         name_element(arg, first, where, sizeof where);
         fail_as("discrete mismatch", "%zu of %zu entries of %s differ from the reference, the first %s = %d, "
                 "reference %d", differ, n - skipped, arg, where, got[first], want[first]);
+        return false;
+    }
+    return true;
+}
+
+/* "{3, 7, 12}" for k ids. */
+static void id_set(const int *v, int k, char *out, size_t size)
+{
+    int n = snprintf(out, size, "{");
+    for (int i = 0; i < k && n < (int)size; i++)
+        n += snprintf(out + n, size - (size_t)n, i ? ", %d" : "%d", v[i]);
+    if (n < (int)size)
+        snprintf(out + n, size - (size_t)n, "}");
+}
+
+/* Whether v (k ids) holds x. */
+static bool holds(const int *v, int k, int x)
+{
+    for (int i = 0; i < k; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+bool lab_compare_sets(const char *arg, const int *got, const int *want, int rows, int k, const bool *skip)
+{
+    int differ = 0, first = 0, skipped = 0;
+    for (int r = 0; r < rows; r++) {
+        if (skip && skip[r]) {
+            skipped++;
+            continue;
+        }
+        const int *g = got + (size_t)r * k, *w = want + (size_t)r * k;
+        bool same = true;
+        for (int i = 0; i < k && same; i++)
+            same = holds(w, k, g[i]) && holds(g, k, w[i]);
+        if (!same && differ++ == 0)
+            first = r;
+    }
+    add_figures("%s%s: %d/%d rows the same set", lab.figures[0] ? "; " : "", arg, rows - skipped - differ,
+                rows - skipped);
+    if (skipped)
+        add_figures(" (%d near ties not compared)", skipped);
+    if (differ) {
+        char g[400], w[400];
+        id_set(got + (size_t)first * k, k, g, sizeof g);
+        id_set(want + (size_t)first * k, k, w, sizeof w);
+        fail_as("discrete mismatch", "%d of %d rows of %s hold other values than the reference's, the first row %d: "
+                "%s, reference %s", differ, rows - skipped, arg, first, g, w);
         return false;
     }
     return true;

@@ -88,11 +88,26 @@ bool lab_sync(void);
 bool lab_compare(const char *arg, const float *got, const float *want, size_t n, double rel_tol);
 
 /**
+ * Element-wise comparison: every element must satisfy |got − want| ≤ atol + rtol·|want|,
+ * after the same non-finite check as lab_compare(); the figures (rel-L2, max-abs,
+ * cosine, non-finite) are the same. Returns true when it passes.
+ */
+bool lab_compare_pointwise(const char *arg, const float *got, const float *want, size_t n, double atol, double rtol);
+
+/**
  * Exact comparison of a discrete output (expert ids, counts, rows). skip, when
  * not NULL, marks entries whose reference value is a near tie (not compared;
  * counted and printed). Returns true when every compared entry agrees.
  */
 bool lab_compare_ints(const char *arg, const int *got, const int *want, size_t n, const bool *skip);
+
+/**
+ * Exact comparison of rows of a discrete output taken as sets (expert ids per
+ * token, in any order): got and want are [rows, k]; skip, when not NULL,
+ * marks rows that are near ties (not compared; counted and printed). Returns
+ * true when every compared row holds the same k values.
+ */
+bool lab_compare_sets(const char *arg, const int *got, const int *want, int rows, int k, const bool *skip);
 
 /** Records a failure of the current shape in words (printf format). */
 void lab_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
