@@ -9,7 +9,9 @@
  * row RMSNorm must pass, race check on. The project's own kernels, through
  * kernels/lab/project_*.cu, must pass their contracts. RoPE on the
  * half-split pairs (x_i, x_{i+d/2}) must fail as a numerical mismatch at every
- * shape with more than one pair. Two faulty kernels in
+ * shape with more than one pair. A router whose top-k lets the higher index
+ * win must fail as a discrete mismatch exactly at the shape built of exact
+ * ties. Two faulty kernels in
  * tests/lab/faults/ show contract violations named in the contract's terms:
  * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
  *
@@ -169,6 +171,25 @@ static void rope_on_half_split_pairs_fails_beyond_one_pair(void **state)
            "x[t=0, i=10]");
 }
 
+static void project_router_satisfies_its_contract(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=router SRC=kernels/lab/project_router.cu");
+    expect_verdict(true);
+    expect("PASS  lab_router (kernels/lab/project_router.cu): all 6 shapes match the reference");
+}
+
+static void router_ties_to_higher_index_fail_on_exact_ties(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=router SRC=kernels/examples/router_ties_to_higher_index.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_router (kernels/examples/router_ties_to_higher_index.cu): 1 of 6 shapes fail (discrete mismatch)");
+    expect_shape("exact ties", "FAIL");
+    expect_shape("V3   E 256", "PASS");
+    expect("discrete mismatch: 8 of 8 rows of idx hold other values than the reference's, the first row 0: {");
+}
+
 static void write_past_the_end_names_the_argument(void **state)
 {
     (void)state;
@@ -196,7 +217,7 @@ static void usage_errors_are_refused(void **state)
     (void)state;
     check_kernel("COMPONENT=softmax SRC=kernels/examples/rmsnorm_warp_per_row.cu");
     expect_verdict(false);
-    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope");
+    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router");
     check_kernel("COMPONENT=rmsnorm SRC=no/such/kernel.cu");
     expect_verdict(false);
     expect("SRC='no/such/kernel.cu' is not a file");
@@ -213,6 +234,8 @@ int main(void)
         cmocka_unit_test(project_kernels_satisfy_their_contracts),
         cmocka_unit_test(project_rope_satisfies_its_contract),
         cmocka_unit_test(rope_on_half_split_pairs_fails_beyond_one_pair),
+        cmocka_unit_test(project_router_satisfies_its_contract),
+        cmocka_unit_test(router_ties_to_higher_index_fail_on_exact_ties),
         cmocka_unit_test(write_past_the_end_names_the_argument),
         cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
     };

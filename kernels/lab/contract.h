@@ -94,9 +94,10 @@ cudaError_t lab_mla_decode(float *o_lat, const float *q_lat, const float *q, con
  * and weights exactly as ref/router.h's router_scores + router_select.
  * idx: [T, K] int; weight: [T, K] float32; scores: [T, E]; logits: [T, E]
  * (distinct from scores here); bias: [E] for noaux_tc, else NULL.
- * Limits: E ≤ 1024, K ≤ 32, n_group ≤ 32. Expert ids must equal the
- * reference's for every token whose selection margin is not a near tie;
- * scores and weights relative L2 ≤ 1e-5.
+ * Limits: E ≤ 1024, K ≤ 32, n_group ≤ 32. Each token's expert ids must be
+ * the reference's set unless its selection margin is below 1e-6 (an exact
+ * tie of equal logits is decided by the lower index); scores relative
+ * L2 ≤ 1e-5, weights (by expert id) ≤ 1e-6.
  * The project's kernel: router_forward_v2.
  */
 cudaError_t lab_router(int *idx, float *weight, float *scores, const float *logits, const float *bias,
