@@ -11,7 +11,9 @@
  * half-split pairs (x_i, x_{i+d/2}) must fail as a numerical mismatch at every
  * shape with more than one pair. A router whose top-k lets the higher index
  * win must fail as a discrete mismatch exactly at the shape built of exact
- * ties. Two faulty kernels in
+ * ties. A permutation that fills each expert's rows last token first must
+ * fail as a discrete mismatch in slot_row with counts and offsets right. Two
+ * faulty kernels in
  * tests/lab/faults/ show contract violations named in the contract's terms:
  * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
  *
@@ -190,6 +192,27 @@ static void router_ties_to_higher_index_fail_on_exact_ties(void **state)
     expect("discrete mismatch: 8 of 8 rows of idx hold other values than the reference's, the first row 0: {");
 }
 
+static void project_moe_permute_satisfies_its_contract(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=moe_permute SRC=kernels/lab/project_moe_permute.cu");
+    expect_verdict(true);
+    expect("PASS  lab_moe_permute (kernels/lab/project_moe_permute.cu): all 5 shapes match the reference");
+}
+
+static void permute_in_reverse_token_order_fails_on_rows(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=moe_permute SRC=kernels/examples/moe_permute_reverse_order.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_moe_permute (kernels/examples/moe_permute_reverse_order.cu): 4 of 5 shapes fail (discrete "
+           "mismatch)");
+    expect_shape("tiny   T   1", "PASS");
+    expect_shape("skewed", "FAIL");
+    expect("counts: 160/160 equal; offsets: 161/161 equal; slot_row: ");
+    expect(" of 111 entries of slot_row differ from the reference, the first slot_row[t=0, k=0]");
+}
+
 static void write_past_the_end_names_the_argument(void **state)
 {
     (void)state;
@@ -217,7 +240,7 @@ static void usage_errors_are_refused(void **state)
     (void)state;
     check_kernel("COMPONENT=softmax SRC=kernels/examples/rmsnorm_warp_per_row.cu");
     expect_verdict(false);
-    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router");
+    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router moe_permute");
     check_kernel("COMPONENT=rmsnorm SRC=no/such/kernel.cu");
     expect_verdict(false);
     expect("SRC='no/such/kernel.cu' is not a file");
@@ -236,6 +259,8 @@ int main(void)
         cmocka_unit_test(rope_on_half_split_pairs_fails_beyond_one_pair),
         cmocka_unit_test(project_router_satisfies_its_contract),
         cmocka_unit_test(router_ties_to_higher_index_fail_on_exact_ties),
+        cmocka_unit_test(project_moe_permute_satisfies_its_contract),
+        cmocka_unit_test(permute_in_reverse_token_order_fails_on_rows),
         cmocka_unit_test(write_past_the_end_names_the_argument),
         cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
     };
