@@ -15,7 +15,6 @@
 
 #include <stdlib.h>
 
-// ANCHOR: fast_ep_model_open
 int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, int chunk)
 {
     const ModelConfig *c = ref->cfg;
@@ -52,7 +51,6 @@ int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, in
     *out = em;
     return 0;
 }
-// ANCHOR_END: fast_ep_model_open
 
 void fast_ep_model_close(FastEpModel *em)
 {
