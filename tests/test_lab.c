@@ -12,7 +12,9 @@
  * shape with more than one pair. A router whose top-k lets the higher index
  * win must fail as a discrete mismatch exactly at the shape built of exact
  * ties. A permutation that fills each expert's rows last token first must
- * fail as a discrete mismatch in slot_row with counts and offsets right. Two
+ * fail as a discrete mismatch in slot_row with counts and offsets right. A
+ * causal softmax that masks the token's own key must fail as a numerical
+ * mismatch at every shape. Two
  * faulty kernels in
  * tests/lab/faults/ show contract violations named in the contract's terms:
  * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
@@ -213,6 +215,25 @@ static void permute_in_reverse_token_order_fails_on_rows(void **state)
     expect(" of 111 entries of slot_row differ from the reference, the first slot_row[t=0, k=0]");
 }
 
+static void project_mla_softmax_satisfies_its_contract(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=mla_softmax SRC=kernels/lab/project_mla_softmax.cu");
+    expect_verdict(true);
+    expect("PASS  lab_mla_softmax (kernels/lab/project_mla_softmax.cu): all 6 shapes match the reference");
+}
+
+static void strict_causal_mask_fails_on_the_diagonal(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=mla_softmax SRC=kernels/examples/mla_softmax_strict_mask.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_mla_softmax (kernels/examples/mla_softmax_strict_mask.cu): 6 of 6 shapes fail (numerical "
+           "mismatch)");
+    expect("worst p[h=0, t=0, j=0] = 0, reference 1");
+    expect_shape("V2   128 heads", "FAIL");
+}
+
 static void write_past_the_end_names_the_argument(void **state)
 {
     (void)state;
@@ -240,7 +261,7 @@ static void usage_errors_are_refused(void **state)
     (void)state;
     check_kernel("COMPONENT=softmax SRC=kernels/examples/rmsnorm_warp_per_row.cu");
     expect_verdict(false);
-    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router moe_permute");
+    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router moe_permute mla_softmax");
     check_kernel("COMPONENT=rmsnorm SRC=no/such/kernel.cu");
     expect_verdict(false);
     expect("SRC='no/such/kernel.cu' is not a file");
@@ -261,6 +282,8 @@ int main(void)
         cmocka_unit_test(router_ties_to_higher_index_fail_on_exact_ties),
         cmocka_unit_test(project_moe_permute_satisfies_its_contract),
         cmocka_unit_test(permute_in_reverse_token_order_fails_on_rows),
+        cmocka_unit_test(project_mla_softmax_satisfies_its_contract),
+        cmocka_unit_test(strict_causal_mask_fails_on_the_diagonal),
         cmocka_unit_test(write_past_the_end_names_the_argument),
         cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
     };
