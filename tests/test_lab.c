@@ -14,7 +14,8 @@
  * ties. A permutation that fills each expert's rows last token first must
  * fail as a discrete mismatch in slot_row with counts and offsets right. A
  * causal softmax that masks the token's own key must fail as a numerical
- * mismatch at every shape. Two
+ * mismatch at every shape, and so must an expert FFN that applies SiLU to
+ * the up projection instead of the gate. Two
  * faulty kernels in
  * tests/lab/faults/ show contract violations named in the contract's terms:
  * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
@@ -234,6 +235,24 @@ static void strict_causal_mask_fails_on_the_diagonal(void **state)
     expect_shape("V2   128 heads", "FAIL");
 }
 
+static void project_moe_ffn_satisfies_its_contract(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=moe_ffn SRC=kernels/lab/project_moe_ffn.cu");
+    expect_verdict(true);
+    expect("PASS  lab_moe_ffn (kernels/lab/project_moe_ffn.cu): all 5 shapes match the reference");
+}
+
+static void swapped_gate_and_up_fail_everywhere(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=moe_ffn SRC=kernels/examples/moe_ffn_gate_up_swapped.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_moe_ffn (kernels/examples/moe_ffn_gate_up_swapped.cu): 5 of 5 shapes fail (numerical mismatch)");
+    expect("numerical mismatch: y differs from the reference: rel-L2 ");
+    expect_shape("V2   T 1, D 5120", "FAIL");
+}
+
 static void write_past_the_end_names_the_argument(void **state)
 {
     (void)state;
@@ -261,7 +280,7 @@ static void usage_errors_are_refused(void **state)
     (void)state;
     check_kernel("COMPONENT=softmax SRC=kernels/examples/rmsnorm_warp_per_row.cu");
     expect_verdict(false);
-    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router moe_permute mla_softmax");
+    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router moe_permute mla_softmax moe_ffn");
     check_kernel("COMPONENT=rmsnorm SRC=no/such/kernel.cu");
     expect_verdict(false);
     expect("SRC='no/such/kernel.cu' is not a file");
@@ -284,6 +303,8 @@ int main(void)
         cmocka_unit_test(permute_in_reverse_token_order_fails_on_rows),
         cmocka_unit_test(project_mla_softmax_satisfies_its_contract),
         cmocka_unit_test(strict_causal_mask_fails_on_the_diagonal),
+        cmocka_unit_test(project_moe_ffn_satisfies_its_contract),
+        cmocka_unit_test(swapped_gate_and_up_fail_everywhere),
         cmocka_unit_test(write_past_the_end_names_the_argument),
         cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
     };
