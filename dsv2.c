@@ -172,6 +172,7 @@ static int prompt_ids(const Args *a, const Tokenizer *tok, int **ids)
 {
     if (a->ids && a->prompt) { fprintf(stderr, "dsv2: give --ids or -p, not both\n"); return -1; }
     if (!a->ids && !a->prompt) { fprintf(stderr, "dsv2: no prompt: give -p TEXT or --ids 1,2,3\n"); return -1; }
+    if (a->prompt && !*a->prompt) { fprintf(stderr, "dsv2: -p: the prompt is empty\n"); return -1; }
     int n = a->ids ? parse_ids(a->ids, ids)
                    : encode_text(tok, a->prompt, TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, ids);
     if (n == 0) { free(*ids); fprintf(stderr, "dsv2: the prompt is empty\n"); return -1; }

@@ -152,6 +152,16 @@ static void malformed_ids(void **state)
            "character 3)\n");
 }
 
+/* An empty prompt is refused, as text or as ids. */
+static void empty_prompt(void **state)
+{
+    (void)state;
+    expect((const char *[]){"generate", "-m", "models/tiny-kjv", "-p", "", NULL}, 1,
+           "dsv2: -p: the prompt is empty\n");
+    expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "", NULL}, 2,
+           "dsv2: --ids: '' is not a comma-separated list of token ids (problem at character 1)\n");
+}
+
 static void missing_model_directory(void **state)
 {
     (void)state;
@@ -350,6 +360,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(malformed_command_lines),
         cmocka_unit_test(malformed_ids),
+        cmocka_unit_test(empty_prompt),
         cmocka_unit_test(missing_model_directory),
         cmocka_unit_test(logits_file_equals_model_forward),
         cmocka_unit_test(failed_logits_leave_no_file),
