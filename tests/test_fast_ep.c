@@ -20,6 +20,7 @@
  * golden fixture tests/golden/v2 (8 experts, n_group 4, topk_group 2, K 3) over 2, 4 and 8 devices.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "dtype.h"
 #include "ep.h"
 #include "error.h"
@@ -36,16 +37,6 @@
 
 static TestRng rng;
 
-/* Skips, saying why, unless n devices exist. */
-static void need_devices(int n)
-{
-    int have = 0;
-    const cudaError_t err = cudaGetDeviceCount(&have);
-    if (err != cudaSuccess || have < n) {
-        printf("need %d CUDA devices: cudaGetDeviceCount returned %s, %d devices\n", n, cudaGetErrorName(err), have);
-        skip();
-    }
-}
 
 /* A random bf16 matrix with entries in [−a, a). */
 static Mat rand_mat(int rows, int cols, float a)

@@ -18,6 +18,7 @@
  * The chunk is 7 tokens, so prompts span chunks and the shares are uneven (7 = 4 + 3 = 2 + 2 + 2 + 1).
  */
 #include "check.h"
+#include "fast_test.h"
 #include "error.h"
 #include "fast.h"
 #include "fast_ep.h"
@@ -32,16 +33,6 @@
 #define N_GREEDY 16
 #define CHUNK 7
 
-/* Skips, saying why, unless n devices exist. */
-static void need_devices(int n)
-{
-    int have = 0;
-    const cudaError_t err = cudaGetDeviceCount(&have);
-    if (err != cudaSuccess || have < n) {
-        printf("need %d CUDA devices: cudaGetDeviceCount returned %s, %d devices\n", n, cudaGetErrorName(err), have);
-        skip();
-    }
-}
 
 /* The prompt ids and the reference's greedy continuation of fixture name; returns the prompt length. */
 static int golden_ids(const char *name, int *ids, int cap)

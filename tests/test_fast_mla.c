@@ -16,6 +16,7 @@
  * and a 130-token prompt so the decode spans three 64-key splits.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "dtype.h"
 #include "error.h"
 #include "fast.h"
@@ -28,16 +29,6 @@
 
 static TestRng rng;
 
-/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
-static void need_device(void)
-{
-    int n = 0;
-    const cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
-        skip();
-    }
-}
 
 static Mat random_mat(int rows, int cols)
 {

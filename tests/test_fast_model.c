@@ -20,6 +20,7 @@
  * built for a real GPU (make fast-gpu) it skips when cudaGetDeviceCount finds none.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "error.h"
 #include "fast.h"
 #include "model.h"
@@ -66,16 +67,6 @@ static int argmax(const float *x, int n)
     return best;
 }
 
-/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
-static void need_device(void)
-{
-    int n = 0;
-    const cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
-        skip();
-    }
-}
 
 static void open_fast(FastModel *m, const char *name, bool bf16, int form)
 {

@@ -19,6 +19,7 @@
  * (160 experts, 8 groups, 3 kept, ×16); odd sizes without shared experts.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "dtype.h"
 #include "error.h"
 #include "fast.h"
@@ -34,16 +35,6 @@
 
 static TestRng rng;
 
-/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
-static void need_device(void)
-{
-    int n = 0;
-    const cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
-        skip();
-    }
-}
 
 /* A random bf16 matrix with entries in [−a, a). */
 static Mat random_mat(int rows, int cols, float a)

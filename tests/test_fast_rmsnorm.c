@@ -7,6 +7,7 @@
  * Runs with sim's race check on; skips on a real-GPU build without a GPU.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "kernels.h"
 #include "rmsnorm.h"
 
@@ -16,16 +17,6 @@
 
 static TestRng rng;
 
-/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
-static void need_device(void)
-{
-    int n = 0;
-    const cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
-        skip();
-    }
-}
 
 static void *to_device(const void *host, size_t bytes)
 {

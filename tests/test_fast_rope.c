@@ -8,6 +8,7 @@
  * Everything outside the rotated slices must stay bit-identical. Relative L2 ≤ 1e-5.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "kernels.h"
 #include "rope.h"
 
@@ -17,16 +18,6 @@
 
 static TestRng rng;
 
-/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
-static void need_device(void)
-{
-    int n = 0;
-    const cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
-        skip();
-    }
-}
 
 static ModelConfig rope_config(int d_n, int d_r, bool yarn)
 {

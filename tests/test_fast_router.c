@@ -12,6 +12,7 @@
  * skipped and counted. Affinities and weights: relative L2 ≤ 1e-5.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "kernels.h"
 #include "router.h"
 
@@ -24,16 +25,6 @@
 
 static TestRng rng;
 
-/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
-static void need_device(void)
-{
-    int n = 0;
-    const cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
-        skip();
-    }
-}
 
 static ModelConfig router_config(int E, int K, int G, int Gk, TopkMethod m, ScoringFunc sf, bool norm, float scale)
 {

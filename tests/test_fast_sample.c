@@ -7,6 +7,7 @@
  * with planted ties (the lowest index must win) and a maximum in the last slot.
  */
 #include "check.h"
+#include "fast_test.h"
 #include "dtype.h"
 #include "kernels.h"
 #include "sample.h"
@@ -17,16 +18,6 @@
 
 static TestRng rng;
 
-/* Skips, saying why, when cudaGetDeviceCount finds no device (a real-GPU build on a machine without one). */
-static void need_device(void)
-{
-    int n = 0;
-    const cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-        printf("no CUDA device: cudaGetDeviceCount returned %s, %d devices\n", cudaGetErrorName(err), n);
-        skip();
-    }
-}
 
 /* Both versions on logits x[0..n) against the reference. */
 static void check_argmax(const float *x, int n)
