@@ -15,8 +15,10 @@
  * fail as a discrete mismatch in slot_row with counts and offsets right. A
  * causal softmax that masks the token's own key must fail as a numerical
  * mismatch at every shape, and so must an expert FFN that applies SiLU to
- * the up projection instead of the gate. Two
- * faulty kernels in
+ * the up projection instead of the gate. Routing statistics that count a
+ * device once per assignment instead of once per token must fail as a
+ * discrete mismatch in dev_tokens at every shape with K > 1, count and
+ * score_sum right. Two faulty kernels in
  * tests/lab/faults/ show contract violations named in the contract's terms:
  * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
  *
@@ -253,6 +255,29 @@ static void swapped_gate_and_up_fail_everywhere(void **state)
     expect_shape("V2   T 1, D 5120", "FAIL");
 }
 
+static void project_ep_stats_satisfies_its_contract(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=ep_stats SRC=kernels/lab/project_ep_stats.cu RACECHECK=1");
+    expect_verdict(true);
+    expect("PASS  lab_ep_stats (kernels/lab/project_ep_stats.cu): all 5 shapes match the reference");
+    expect("count: 160/160 equal; score_sum: rel-L2 ");
+}
+
+static void device_counted_per_assignment_fails_in_dev_tokens(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=ep_stats SRC=kernels/examples/ep_stats_device_per_assignment.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_ep_stats (kernels/examples/ep_stats_device_per_assignment.cu): 4 of 5 shapes fail (discrete "
+           "mismatch)");
+    expect_shape("tiny T   1", "PASS");   /* K 1: one assignment is one token */
+    expect_shape("V2   T 512", "FAIL");
+    /* one device holds every expert: each token is counted K = 6 times */
+    expect("1 of 1 entries of dev_tokens differ from the reference, the first dev_tokens[d=0] = 3072, reference 512");
+    expect("count: 160/160 equal; score_sum: rel-L2 ");
+}
+
 static void write_past_the_end_names_the_argument(void **state)
 {
     (void)state;
@@ -280,7 +305,8 @@ static void usage_errors_are_refused(void **state)
     (void)state;
     check_kernel("COMPONENT=softmax SRC=kernels/examples/rmsnorm_warp_per_row.cu");
     expect_verdict(false);
-    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router moe_permute mla_softmax moe_ffn");
+    expect("COMPONENT='softmax' is not one of: rmsnorm mla_decode rope router moe_permute mla_softmax moe_ffn "
+           "ep_stats");
     check_kernel("COMPONENT=rmsnorm SRC=no/such/kernel.cu");
     expect_verdict(false);
     expect("SRC='no/such/kernel.cu' is not a file");
@@ -305,6 +331,8 @@ int main(void)
         cmocka_unit_test(strict_causal_mask_fails_on_the_diagonal),
         cmocka_unit_test(project_moe_ffn_satisfies_its_contract),
         cmocka_unit_test(swapped_gate_and_up_fail_everywhere),
+        cmocka_unit_test(project_ep_stats_satisfies_its_contract),
+        cmocka_unit_test(device_counted_per_assignment_fails_in_dev_tokens),
         cmocka_unit_test(write_past_the_end_names_the_argument),
         cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
     };

@@ -128,6 +128,19 @@ cudaError_t lab_moe_ffn(float *y, const float *x, const int *idx, const float *w
                         const void *down, const void *shared_gate_up, const void *shared_down, KernelDType w_type,
                         int T, int D, int I, int K, int I_s, float *hidden, cudaStream_t stream);
 
+/**
+ * Component `ep_stats` (expert parallelism's routing statistics for the balance
+ * losses, paper §2.2.3): count[e] = #{(t, k) : idx[t, k] = e} and score_sum[e]
+ * = Σ_t scores[t, e] for e < E; dev_tokens[d] = #{t : some idx[t, k] lies in
+ * [d·E/N, (d+1)·E/N)} for d < N (a token counts once per device it reaches).
+ * count: [E] int; score_sum: [E] float32; dev_tokens: [N] int; idx: [T, K]
+ * ids in [0, E), distinct per token; scores: [T, E] float32. N divides E;
+ * E ≤ 1024. count and dev_tokens exact; score_sum |got − ref| ≤ 1e-5·|ref|
+ * per expert. The project's kernel: ep_route_stats_v1.
+ */
+cudaError_t lab_ep_stats(int *count, float *score_sum, int *dev_tokens, const int *idx, const float *scores, int T,
+                         int K, int E, int N, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,7 +16,7 @@
 #       without one it says so and exits 2.
 #   RACECHECK=1: sim/'s race check (SIM_RACECHECK=1) on every launch.
 
-LAB_COMPONENTS := rmsnorm mla_decode rope router moe_permute mla_softmax moe_ffn
+LAB_COMPONENTS := rmsnorm mla_decode rope router moe_permute mla_softmax moe_ffn ep_stats
 BACKEND        ?= sim
 LAB_ID          = $(subst /,_,$(patsubst %.cu,%,$(SRC)))
 LAB_SIM_CFLAGS := -O2 -g -fsanitize=address -fno-omit-frame-pointer
