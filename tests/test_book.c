@@ -10,6 +10,7 @@
  */
 #include "check.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +196,53 @@ static void routing_explorer_invariants_hold(void **state)
         fail_msg("unexpected routing_explorer output:\n%s", got);
 }
 
+/* The expert-load notebook runs the bundled model; chapter 6 includes its output. The test
+ * asks for that output exactly, then re-reads the invariants from the printed numbers: each
+ * MoE layer's 16 loads sum to 1 (to the 4 printed decimals, within 16 half-units), and the
+ * three losses are finite and >= 0. The notebook also checks these itself, with more. */
+static void expert_load_notebook_invariants_hold(void **state)
+{
+    (void)state;
+    const char *got = run_notebook("expert_load", "");
+    const char *want = read_file(".", "notebooks-c/expected/expert_load.txt");
+    if (strcmp(got, want) != 0)
+        fail_msg("build/notebooks/expert_load output differs from "
+                 "notebooks-c/expected/expert_load.txt:\n%s", got);
+    if (!strstr(got, "checks passed: loads sum to 1 per layer"))
+        fail_msg("unexpected expert_load output:\n%s", got);
+    int loads_seen = 0, losses_seen = 0;
+    for (const char *line = got; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        char one[512];          /* the line alone: %lf would read on past its newline */
+        const size_t len = strcspn(line, "\n");
+        if (len >= sizeof one) continue;
+        memcpy(one, line, len);
+        one[len] = '\0';
+        int layer, used;
+        if (sscanf(one, "%d%n", &layer, &used) != 1 || layer < 1 || layer > 3) continue;
+        double v[19];
+        const char *p = one + used;
+        int n = 0;
+        while (n < 19) {
+            int k;
+            if (sscanf(p, "%lf%n", &v[n], &k) != 1) break;
+            p += k;
+            n++;
+        }
+        if (n == 19) {          /* 16 loads, min, max, sum */
+            double sum = 0;
+            for (int e = 0; e < 16; e++) sum += v[e];
+            if (fabs(sum - 1) > 16 * 0.00005) fail_msg("layer %d loads sum to %.6f", layer, sum);
+            loads_seen++;
+        } else if (n == 6) {    /* three losses, then each over its alpha */
+            for (int i = 0; i < 3; i++)
+                if (!isfinite(v[i]) || v[i] < 0) fail_msg("layer %d loss %d is %g", layer, i, v[i]);
+            losses_seen++;
+        }
+    }
+    assert_int_equal(loads_seen, 3);
+    assert_int_equal(losses_seen, 3);
+}
+
 /* ---- the checker on small books ----------------------------------------------------------- */
 
 static void a_correct_book_passes(void **state)
@@ -317,6 +365,7 @@ int main(void)
         cmocka_unit_test(kv_cache_budget_prints_the_included_table),
         cmocka_unit_test(absorption_notebook_forms_agree),
         cmocka_unit_test(routing_explorer_invariants_hold),
+        cmocka_unit_test(expert_load_notebook_invariants_hold),
         cmocka_unit_test(a_correct_book_passes),
         cmocka_unit_test(a_drifted_block_fails),
         cmocka_unit_test(a_missing_anchor_fails),
