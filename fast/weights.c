@@ -26,6 +26,7 @@ int fast_upload_swiglu(FastContext *ctx, FastSwiglu *out, const SwigluWeights *w
     return fast_mat_upload(ctx, &out->gate_up, gu, 2) || upload1(ctx, &out->down, &w->down) ? -1 : 0;
 }
 
+// ANCHOR: upload_router
 /* The router weight, always float32 (SPEC §3.6.3: the gate GEMM runs in float32). */
 static int upload_router(float **out, const Mat *m)
 {
@@ -38,7 +39,9 @@ static int upload_router(float **out, const Mat *m)
     free(host);
     return rc;
 }
+// ANCHOR_END: upload_router
 
+// ANCHOR: fast_upload_moe
 int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const ModelConfig *cfg)
 {
     const int E = cfg->n_routed_experts;
@@ -60,6 +63,7 @@ int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const M
     free(down);
     return rc;
 }
+// ANCHOR_END: fast_upload_moe
 
 int fast_upload_mla(FastContext *ctx, FastMla *out, const MlaWeights *w, const ModelConfig *cfg)
 {
@@ -77,6 +81,7 @@ int fast_upload_mla(FastContext *ctx, FastMla *out, const MlaWeights *w, const M
                : 0;
 }
 
+// ANCHOR: fast_weights_upload
 int fast_weights_upload(FastModel *m, const Model *ref)
 {
     const ModelConfig *cfg = ref->cfg;
@@ -99,6 +104,7 @@ int fast_weights_upload(FastModel *m, const Model *ref)
     }
     return 0;
 }
+// ANCHOR_END: fast_weights_upload
 
 void fast_free_swiglu(FastSwiglu *w)
 {
