@@ -482,19 +482,25 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
     return cudaSuccess;
 }
 
-cudaError_t cudaFree(void *ptr)
+/* Shared by cudaFree and cudaFreeHost: finish queued work, then release ptr if the table
+ * holds it as the right kind of allocation (pinned host memory or device memory). */
+static cudaError_t release(void *ptr, int pinned, const char *call, const char *not_ours)
 {
-    cudaError_t e = need_device("cudaFree");
+    cudaError_t e = need_device(call);
     if (e || !ptr)
         return e;
     sim_drain_all();
-    if (table_remove(ptr, 0) == -2) {
+    if (table_remove(ptr, pinned) == -2) {
         char where[128];
-        return sim_error(cudaErrorInvalidValue, "cudaFree: %s is not the start of a live device allocation",
-                         describe(ptr, where, sizeof where));
+        return sim_error(cudaErrorInvalidValue, "%s: %s %s", call, describe(ptr, where, sizeof where), not_ours);
     }
     free(ptr);
     return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *ptr)
+{
+    return release(ptr, 0, "cudaFree", "is not the start of a live device allocation");
 }
 
 cudaError_t cudaMallocHost(void **ptr, size_t size)
@@ -515,17 +521,7 @@ cudaError_t cudaMallocHost(void **ptr, size_t size)
 
 cudaError_t cudaFreeHost(void *ptr)
 {
-    cudaError_t e = need_device("cudaFreeHost");
-    if (e || !ptr)
-        return e;
-    sim_drain_all();
-    if (table_remove(ptr, 1) == -2) {
-        char where[128];
-        return sim_error(cudaErrorInvalidValue, "cudaFreeHost: %s is not from cudaMallocHost",
-                         describe(ptr, where, sizeof where));
-    }
-    free(ptr);
-    return cudaSuccess;
+    return release(ptr, 1, "cudaFreeHost", "is not from cudaMallocHost");
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
