@@ -8,13 +8,14 @@
  * token at a time over the latent cache (absorbed form) with the arg-max
  * taken on the device. Also both attention forms forced on a full pass.
  * bf16 mode (bf16 weights and latent cache): the arg-max of the teacher-forced
- * logits agrees with the reference on ≥ 95 % of positions — on lite and
- * norope. The v2 and longctx fixtures were generated for float32 and have
- * routing margins of 9.7e-6 and 2.6e-6 (fixture.json), far below bf16's
- * 3.9e-3 relative rounding, so bf16 activations flip expert choices there
- * (× routed_scaling_factor 16 on v2) and ≥ 85 % is what is asserted; the
- * measured agreement is printed. A bf16-robust fixture (routing margin
- * ≳ 1e-2) would let all four assert 95 %.
+ * logits agrees with the reference on ≥ 95 % of positions, or on as many as
+ * transformers itself agrees with its float32 run when run in bfloat16 on the
+ * same weights, whichever is fewer (fixture.json's transformers_bf16_top1, made
+ * by tools/make_golden.py). The bound matters on v2 and longctx: transformers'
+ * bf16 run agrees on 23/28 and 85/96 there, because these random models have
+ * top-1 logit gaps and routing margins (9.7e-6 and 2.6e-6 in softmax score)
+ * below what bf16 activations preserve, and one flipped expert is amplified
+ * ×16 by v2's routed_scaling_factor. The measured agreement is printed.
  *
  * On the simulated device this runs with race checking on (SIM_RACECHECK=1);
  * built for a real GPU (make fast-gpu) it skips when cudaGetDeviceCount finds none.
@@ -26,6 +27,7 @@
 #include "model.h"
 #include "safetensors.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,12 +150,28 @@ static void float32_forms_match_reference(void **state)
     st_close(&g.expected);
 }
 
-/* bf16 mode: teacher-forced top-1 agreement with the reference on ≥ 95 % of positions. */
+/* transformers' own bf16 top-1 agreement with its float32 run on fixture name, over n positions. */
+static int transformers_bf16_top1(const char *name, int n)
+{
+    char path[256];
+    snprintf(path, sizeof path, GOLDEN_DIR "%s/fixture.json", name);
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    if (!root)
+        fail_msg("%s:%d: %s", path, err.line, err.text);
+    const json_t *agree = json_object_get(root, "transformers_bf16_top1"), *pos = json_object_get(root, "positions");
+    if (!json_is_integer(agree) || !json_is_integer(pos) || json_integer_value(pos) != n)
+        fail_msg("%s: transformers_bf16_top1 / positions (= %d) missing; rerun tools/make_golden.py", path, n);
+    const int k = (int)json_integer_value(agree);
+    json_decref(root);
+    return k;
+}
+
+/* bf16 mode: teacher-forced top-1 agreement with the reference on ≥ 95 % of positions, or transformers' bf16 bound. */
 static void bf16_top1_agrees(void **state)
 {
     need_device();
     const char *name = *state;
-    const bool near_ties = !strcmp(name, "v2") || !strcmp(name, "longctx");   /* see the file comment */
     Golden g;
     golden_load(&g, name);
     const int n = g.T + N_GREEDY;
@@ -169,8 +187,11 @@ static void bf16_top1_agrees(void **state)
     for (int t = 0; t < n; t++)
         agree += argmax(got + (size_t)t * g.V, g.V) == argmax(want + (size_t)t * g.V, g.V);
     const CheckStats st = check_stats(got, want, (size_t)n * g.V);
-    printf("%s bf16: top-1 %d/%d, max-abs %.3g, rel-L2 %.3g\n", name, agree, n, st.max_abs, st.rel_l2);
-    assert_true(agree * 100 >= (near_ties ? 85 : 95) * n);
+    const int bound = transformers_bf16_top1(name, n), target = (95 * n + 99) / 100;
+    const int need = bound < target ? bound : target;
+    printf("%s bf16: top-1 %d/%d (need %d; transformers in bf16: %d), max-abs %.3g, rel-L2 %.3g\n", name, agree, n,
+           need, bound, st.max_abs, st.rel_l2);
+    assert_true(agree >= need);
     fast_model_close(&m);
     free(got);
     free(want);
