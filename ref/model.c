@@ -182,10 +182,12 @@ static void decoder_layer(Model *m, int l, int T)
     mla_forward(m->b, m->a, &L->attn, &m->cache[l], c, &m->rope, m->pos, T, form, &m->mla);
     for (size_t i = 0; i < n; i++) m->h[i] += m->b[i];          /* h' = h + MLA(RMSNorm(h)) */
     rmsnorm_forward(m->a, m->h, L->ffn_norm, T, c->hidden_size, c->rms_norm_eps);
-    if (L->is_moe)
+    if (L->is_moe) {
         moe_forward(m->b, m->a, &L->moe, c, T, &m->ffn);
-    else
+        if (m->on_moe) m->on_moe(m->on_moe_ctx, l, T, &m->ffn);  /* who went where, for dsv2 route-stats */
+    } else {
         swiglu_forward(m->b, m->a, &L->dense, T, m->ffn.hidden);
+    }
     for (size_t i = 0; i < n; i++) m->h[i] += m->b[i];          /* h'' = h' + FFN(RMSNorm(h')) */
 }
 // ANCHOR_END: model_layer

@@ -39,6 +39,13 @@ typedef struct {
                           for one), 1 = always expanded, 2 = always absorbed */
 } ModelOptions;
 
+/**
+ * Watches the router: model_forward() calls it after MoE layer l has run on a chunk of T tokens,
+ * with s holding their affinities s->scores [T, E] and chosen experts s->expert [T, K] (valid
+ * until the next layer runs). Chunks arrive in token order.
+ */
+typedef void (*MoeObserver)(void *ctx, int l, int T, const FfnScratch *s);
+
 /** An open model: checkpoint, weights, latent cache and working memory. */
 typedef struct {
     Checkpoint ck;         /**< the mapped files; cfg lives in ck.cfg */
@@ -60,6 +67,8 @@ typedef struct {
     float *b;              /**< [chunk, D] a sublayer's output, before the residual add */
     MlaScratch mla;        /**< attention working memory */
     FfnScratch ffn;        /**< FFN working memory */
+    MoeObserver on_moe;    /**< NULL, or called after each MoE layer's routing (set after model_open) */
+    void *on_moe_ctx;      /**< passed to on_moe */
 } Model;
 
 /**
