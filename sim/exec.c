@@ -654,6 +654,7 @@ void sim_launch_kernel(const SimKernelLaunch *l)
     sim_enqueue(s, &k->op);
     return;
 reject:
+    sim_capture_invalidate(s);   /* a refused launch invalidates a capture of its stream, as on a GPU */
     free(k);
     l->release(l->pack);
 }

@@ -326,8 +326,15 @@ static ncclResult_t record(Call c, cudaStream_t stream, size_t send_elems, size_
         sim_detail("%s: rank %d (device %d): buffer %s", name, c.comm->rank, c.comm->device, why);
         return ncclInvalidArgument;
     }
-    if (!sim_resolve_stream_on(name, stream, c.comm->device))
+    cudaStream_t s = sim_resolve_stream_on(name, stream, c.comm->device);
+    if (!s)
         return ncclInvalidArgument;
+    if (sim_stream_capturing(s)) {
+        sim_capture_invalidate(s);
+        sim_detail("%s: rank %d: stream %p captures; NCCL inside a capture is not simulated (the capture is "
+                   "invalidated)", name, c.comm->rank, (void *)s);
+        return ncclInvalidUsage;
+    }
     if (group.n == group.cap) {
         size_t cap = group.cap ? 2 * group.cap : 32;
         Call *grown = realloc(group.calls, cap * sizeof *grown);

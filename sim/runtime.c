@@ -17,6 +17,12 @@
  * earlier work of the legacy default stream and before later work of it,
  * as the legacy default stream semantics require; cudaStreamWaitEvent makes
  * a stream run the event's stream up to the event first.
+ *
+ * Stream capture: while a stream captures, sim_enqueue() hands its operations
+ * to the graph being recorded (graph.c) instead of the queue. Calls that
+ * would synchronise with the capture, or that a capture begun in global or
+ * thread-local mode forbids (allocation, synchronous copies), are refused
+ * with cudaErrorStreamCaptureUnsupported and invalidate it, as on a GPU.
  */
 #include "sim_internal.h"
 #include "sim.h"
@@ -34,6 +40,9 @@ struct CUstream_st {
     int legacy;         /**< 1 for a device's legacy default stream */
     SimOp *head;        /**< oldest queued operation */
     SimOp *tail;        /**< newest queued operation */
+    cudaGraph_t capture;/**< graph being recorded (NULL: not capturing) */
+    enum cudaStreamCaptureMode capture_mode; /**< mode given to cudaStreamBeginCapture */
+    int capture_invalid;/**< a refused call invalidated the capture */
 };
 
 #define SIM_EVENT_MAGIC 0x45564e54u /**< "EVNT": marks a live event */
@@ -164,11 +173,18 @@ static const ErrorText error_texts[] = {
     {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
     {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
     {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
+    {cudaErrorIllegalState, "cudaErrorIllegalState", "the operation cannot be performed in the present state"},
     {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
     {cudaErrorIllegalAddress, "cudaErrorIllegalAddress", "an illegal memory access was encountered"},
     {cudaErrorPeerAccessAlreadyEnabled, "cudaErrorPeerAccessAlreadyEnabled", "peer access is already enabled"},
     {cudaErrorPeerAccessNotEnabled, "cudaErrorPeerAccessNotEnabled", "peer access has not been enabled"},
     {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
+    {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
+     "operation not permitted when stream is capturing"},
+    {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
+     "operation failed due to a previous error during capture"},
+    {cudaErrorStreamCaptureImplicit, "cudaErrorStreamCaptureImplicit",
+     "operation would make the legacy stream depend on a capturing blocking stream"},
     {cudaErrorUnknown, "cudaErrorUnknown", "unknown error"},
 };
 
@@ -343,6 +359,87 @@ cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned int flags)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* what a stream capture forbids meanwhile                                                     */
+
+/**
+ * Invalidates every capture of device dev (dev = −1: any device) that forbids
+ * potentially unsafe calls (strict: begun in global or thread-local mode;
+ * else every capture). Returns how many there were.
+ */
+static int invalidate_captures(int dev, int strict)
+{
+    int n = 0;
+    for (size_t i = 0; i < sim.nstreams; i++) {
+        cudaStream_t t = sim.streams[i];
+        if (t->capture && (dev < 0 || t->device == dev) &&
+            !(strict && t->capture_mode == cudaStreamCaptureModeRelaxed)) {
+            t->capture_invalid = 1;
+            n++;
+        }
+    }
+    return n;
+}
+
+/**
+ * A potentially unsafe call (allocation, release, synchronous copy or fill):
+ * refused while a capture begun in global or thread-local mode runs (the
+ * simulator has one host thread, so the two modes agree), invalidating it.
+ */
+static cudaError_t unsafe_in_capture(const char *call)
+{
+    if (!invalidate_captures(-1, 1))
+        return cudaSuccess;
+    return sim_error(cudaErrorStreamCaptureUnsupported,
+                     "%s: not permitted while a stream captures in global or thread-local mode; the capture is "
+                     "invalidated",
+                     call);
+}
+
+/** Refuses call on the capturing stream s for the reason why, invalidating the capture. */
+static cudaError_t refuse_on_capture(const char *call, cudaStream_t s, const char *why)
+{
+    s->capture_invalid = 1;
+    return sim_error(cudaErrorStreamCaptureUnsupported, "%s: %s on stream %p while it captures; the capture is invalidated",
+                     call, why, (void *)s);
+}
+
+/** Blocking streams of device dev that capture. */
+static int blocking_captures(int dev)
+{
+    int n = 0;
+    for (size_t i = 0; i < sim.nstreams; i++)
+        n += sim.streams[i]->capture && sim.streams[i]->device == dev && !(sim.streams[i]->flags & cudaStreamNonBlocking);
+    return n;
+}
+
+/**
+ * Work on a legacy default stream while a blocking stream of its device
+ * captures would wait for the capture: records cudaErrorStreamCaptureImplicit,
+ * invalidates those captures and returns 1; 0 when s is free to use.
+ */
+static int legacy_implicit(const char *call, cudaStream_t s)
+{
+    if (!s->legacy || !blocking_captures(s->device))
+        return 0;
+    for (size_t i = 0; i < sim.nstreams; i++)
+        if (sim.streams[i]->device == s->device && !(sim.streams[i]->flags & cudaStreamNonBlocking))
+            sim.streams[i]->capture_invalid |= sim.streams[i]->capture != NULL;
+    sim_error(cudaErrorStreamCaptureImplicit,
+              "%s: the legacy default stream of device %d would wait for a capturing blocking stream; the capture "
+              "is invalidated",
+              call, s->device);
+    return 1;
+}
+
+int sim_stream_capturing(cudaStream_t stream) { return stream->capture != NULL; }
+
+void sim_capture_invalidate(cudaStream_t stream)
+{
+    if (stream && stream->capture)
+        stream->capture_invalid = 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* allocation table                                                                            */
 
 /** Index of the first allocation whose base is greater than p. */
@@ -463,6 +560,8 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
         return e;
     if (!ptr)
         return sim_error(cudaErrorInvalidValue, "cudaMalloc: ptr is NULL");
+    if ((e = unsafe_in_capture("cudaMalloc")))
+        return e;
     sim.malloc_calls++;
     if (sim.fail_malloc_at && sim.malloc_calls == sim.fail_malloc_at)
         return sim_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu bytes): call %ld fails (SIM_FAIL_MALLOC)", size,
@@ -487,7 +586,7 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
 static cudaError_t release(void *ptr, int pinned, const char *call, const char *not_ours)
 {
     cudaError_t e = need_device(call);
-    if (e || !ptr)
+    if (e || !ptr || (e = unsafe_in_capture(call)))
         return e;
     sim_drain_all();
     if (table_remove(ptr, pinned) == -2) {
@@ -510,6 +609,8 @@ cudaError_t cudaMallocHost(void **ptr, size_t size)
         return e;
     if (!ptr)
         return sim_error(cudaErrorInvalidValue, "cudaMallocHost: ptr is NULL");
+    if ((e = unsafe_in_capture("cudaMallocHost")))
+        return e;
     void *p = NULL;
     if (posix_memalign(&p, 256, size ? size : 1) != 0 || table_insert(p, size, -1) != 0) {
         free(p);
@@ -553,6 +654,10 @@ cudaError_t cudaDeviceReset(void)
             op->release(op);
         }
         st->tail = NULL;
+        if (st->capture) {
+            cudaGraphDestroy(st->capture);
+            st->capture = NULL;
+        }
     }
     for (size_t i = sim.nallocs; i-- > 0;) {
         if (sim.allocs[i].device == dev) {
@@ -597,12 +702,14 @@ static cudaStream_t lookup_stream(const char *call, cudaStream_t stream, int dev
 
 cudaStream_t sim_resolve_stream(const char *call, cudaStream_t stream)
 {
-    return lookup_stream(call, stream, current_device, 0);
+    cudaStream_t s = lookup_stream(call, stream, current_device, 0);
+    return s && legacy_implicit(call, s) ? NULL : s;
 }
 
 cudaStream_t sim_resolve_stream_on(const char *call, cudaStream_t stream, int dev)
 {
-    return lookup_stream(call, stream, dev, 0);
+    cudaStream_t s = lookup_stream(call, stream, dev, 0);
+    return s && legacy_implicit(call, s) ? NULL : s;
 }
 
 int sim_stream_device(cudaStream_t stream) { return stream->device; }
@@ -612,6 +719,13 @@ void sim_enqueue(cudaStream_t stream, SimOp *op)
     op->next = NULL;
     op->seq = ++sim.next_seq;
     op->device = stream->device;
+    if (stream->capture) {                     /* recorded, not run; dropped once the capture is invalid */
+        if (stream->capture_invalid)
+            op->release(op);
+        else
+            sim_graph_append(stream->capture, op);
+        return;
+    }
     if (stream->tail)
         stream->tail->next = op;
     else
@@ -693,6 +807,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
         return sim_error(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: the legacy default stream cannot be destroyed");
     for (size_t i = 0; i < sim.nstreams; i++) {
         if (sim.streams[i] == stream) {
+            if (stream->capture)
+                return refuse_on_capture("cudaStreamDestroy", stream, "destruction");
             /* Other streams may wait on events of this one: run everything first. */
             sim_drain_all();
             sim.streams[i] = sim.streams[--sim.nstreams];
@@ -706,8 +822,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
 cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
     cudaStream_t s = lookup_stream("cudaStreamSynchronize", stream, current_device, 1);
-    if (!s)
+    if (!s || legacy_implicit("cudaStreamSynchronize", s))
         return last_error;
+    if (s->capture)
+        return refuse_on_capture("cudaStreamSynchronize", s, "synchronisation");
     sim_drain_stream(s);
     return sim.dev[s->device].sticky;
 }
@@ -715,8 +833,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 cudaError_t cudaStreamQuery(cudaStream_t stream)
 {
     cudaStream_t s = lookup_stream("cudaStreamQuery", stream, current_device, 1);
-    if (!s)
+    if (!s || legacy_implicit("cudaStreamQuery", s))
         return last_error;
+    if (s->capture)
+        return refuse_on_capture("cudaStreamQuery", s, "a query");
     return s->head ? cudaErrorNotReady : sim.dev[s->device].sticky;
 }
 
@@ -725,6 +845,10 @@ cudaError_t cudaDeviceSynchronize(void)
     cudaError_t e = need_device("cudaDeviceSynchronize");
     if (e)
         return e;
+    if (invalidate_captures(current_device, 0))
+        return sim_error(cudaErrorStreamCaptureUnsupported,
+                         "cudaDeviceSynchronize: a stream of device %d captures; the capture is invalidated",
+                         current_device);
     sim_drain_stream(&sim.dev[current_device].legacy);
     for (size_t i = 0; i < sim.nstreams; i++)
         if (sim.streams[i]->device == current_device)
@@ -828,13 +952,19 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaM
     if (!s)
         return last_error;
     cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, count, kind);
-    return e ? e : enqueue_copy(s, dst, src, count);
+    if (e) {
+        sim_capture_invalidate(s);
+        return e;
+    }
+    if (s->capture && count && (!sim_find_alloc(dst) || !sim_find_alloc(src)))
+        return refuse_on_capture("cudaMemcpyAsync", s, "a copy with pageable host memory (not from cudaMallocHost)");
+    return enqueue_copy(s, dst, src, count);
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind)
 {
     cudaError_t e = need_device("cudaMemcpy");
-    if (e)
+    if (e || (e = unsafe_in_capture("cudaMemcpy")))
         return e;
     if ((e = check_copy("cudaMemcpy", dst, src, count, kind)))
         return e;
@@ -863,13 +993,15 @@ cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_dev, const void *src, int src
     if (!s)
         return last_error;
     cudaError_t e = check_peer("cudaMemcpyPeerAsync", dst, dst_dev, src, src_dev, count);
+    if (e)
+        sim_capture_invalidate(s);
     return e ? e : enqueue_copy(s, dst, src, count);
 }
 
 cudaError_t cudaMemcpyPeer(void *dst, int dst_dev, const void *src, int src_dev, size_t count)
 {
     cudaError_t e = need_device("cudaMemcpyPeer");
-    if (e || (e = check_peer("cudaMemcpyPeer", dst, dst_dev, src, src_dev, count)))
+    if (e || (e = unsafe_in_capture("cudaMemcpyPeer")) || (e = check_peer("cudaMemcpyPeer", dst, dst_dev, src, src_dev, count)))
         return e;
     sim_drain_all();
     if (count)
@@ -895,6 +1027,8 @@ cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t str
     if (!s)
         return last_error;
     cudaError_t e = check_fill("cudaMemsetAsync", dst, count);
+    if (e)
+        sim_capture_invalidate(s);
     if (e || count == 0)
         return e;
     FillOp *f = malloc(sizeof *f);
@@ -912,7 +1046,7 @@ cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t str
 cudaError_t cudaMemset(void *dst, int value, size_t count)
 {
     cudaError_t e = need_device("cudaMemset");
-    if (e || (e = check_fill("cudaMemset", dst, count)))
+    if (e || (e = unsafe_in_capture("cudaMemset")) || (e = check_fill("cudaMemset", dst, count)))
         return e;
     sim_drain_all();
     if (count)
@@ -1015,6 +1149,8 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
     cudaStream_t s = sim_resolve_stream("cudaEventRecord", stream);
     if (!s)
         return last_error;
+    if (s->capture)
+        return refuse_on_capture("cudaEventRecord", s, "an event record (cross-stream capture is not simulated)");
     RecordOp *r = malloc(sizeof *r);
     if (!r)
         return sim_error(cudaErrorMemoryAllocation, "cudaEventRecord: out of host memory");
@@ -1072,6 +1208,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
     cudaStream_t s = sim_resolve_stream("cudaStreamWaitEvent", stream);
     if (!s)
         return last_error;
+    if (s->capture)
+        return refuse_on_capture("cudaStreamWaitEvent", s, "an event wait (cross-stream capture is not simulated)");
     if (flags != 0)
         return sim_error(cudaErrorInvalidValue, "cudaStreamWaitEvent: flags must be 0");
     if (!event->stream || event->completed)
@@ -1084,5 +1222,67 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
     w->stream = event->stream;
     w->seq = event->seq;
     sim_enqueue(s, &w->op);
+    return cudaSuccess;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* stream capture                                                                              */
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode)
+{
+    cudaStream_t s = lookup_stream("cudaStreamBeginCapture", stream, current_device, 1);
+    if (!s)
+        return last_error;
+    if (s->legacy)
+        return sim_error(cudaErrorStreamCaptureUnsupported,
+                         "cudaStreamBeginCapture: the legacy default stream cannot capture (create a stream)");
+    if ((unsigned)mode > cudaStreamCaptureModeRelaxed)
+        return sim_error(cudaErrorInvalidValue, "cudaStreamBeginCapture: mode %d is not a cudaStreamCaptureMode",
+                         (int)mode);
+    if (s->capture)
+        return sim_error(cudaErrorIllegalState, "cudaStreamBeginCapture: stream %p is already capturing", (void *)s);
+    if (!(s->capture = sim_graph_new(s->device)))
+        return sim_error(cudaErrorMemoryAllocation, "cudaStreamBeginCapture: out of host memory");
+    s->capture_mode = mode;
+    s->capture_invalid = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
+{
+    cudaStream_t s = lookup_stream("cudaStreamEndCapture", stream, current_device, 1);
+    if (!s)
+        return last_error;
+    if (!graph)
+        return sim_error(cudaErrorInvalidValue, "cudaStreamEndCapture: graph is NULL");
+    if (!s->capture)
+        return sim_error(cudaErrorIllegalState, "cudaStreamEndCapture: stream %p is not capturing", (void *)s);
+    cudaGraph_t g = s->capture;
+    s->capture = NULL;
+    *graph = NULL;
+    if (s->capture_invalid) {
+        cudaGraphDestroy(g);
+        return sim_error(cudaErrorStreamCaptureInvalidated,
+                         "cudaStreamEndCapture: a call refused during the capture on stream %p invalidated it",
+                         (void *)s);
+    }
+    *graph = g;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *status)
+{
+    cudaStream_t s = lookup_stream("cudaStreamIsCapturing", stream, current_device, 1);
+    if (!s)
+        return last_error;
+    if (!status)
+        return sim_error(cudaErrorInvalidValue, "cudaStreamIsCapturing: status is NULL");
+    if (s->legacy && blocking_captures(s->device))
+        return sim_error(cudaErrorStreamCaptureImplicit,
+                         "cudaStreamIsCapturing: the legacy default stream of device %d while a blocking stream captures",
+                         s->device);
+    *status = !s->capture        ? cudaStreamCaptureStatusNone
+              : s->capture_invalid ? cudaStreamCaptureStatusInvalidated
+                                   : cudaStreamCaptureStatusActive;
     return cudaSuccess;
 }

@@ -94,6 +94,17 @@ void sim_drain_all(void);
 /** The sticky error of device dev (cudaSuccess when healthy). */
 cudaError_t sim_device_sticky(int dev);
 
+/* ---- stream capture (runtime.c) and graphs (graph.c) ---- */
+
+/** 1 when the resolved stream is capturing (its work goes into a graph). */
+int sim_stream_capturing(cudaStream_t stream);
+/** Invalidates the capture of stream, if it captures (a call on it was refused); NULL is ignored. */
+void sim_capture_invalidate(cudaStream_t stream);
+/** A new empty graph recording work of device dev, or NULL when out of host memory. */
+cudaGraph_t sim_graph_new(int dev);
+/** Appends op (run, release, device filled in) to graph g, which owns it from now on. */
+void sim_graph_append(cudaGraph_t g, SimOp *op);
+
 /* ---- fibers (fiber.c) ---- */
 
 /** A suspended flow of control with its own stack. */

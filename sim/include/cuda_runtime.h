@@ -36,11 +36,15 @@ typedef enum cudaError {
     cudaErrorNoDevice = 100,                /**< no device (SIM_DEVICE_COUNT=0) */
     cudaErrorInvalidDevice = 101,           /**< device ordinal out of range */
     cudaErrorInvalidResourceHandle = 400,   /**< stream/event/handle unknown or of another device */
+    cudaErrorIllegalState = 401,            /**< the call does not fit the object's state (capture not begun or begun twice) */
     cudaErrorNotReady = 600,                /**< queued work not yet executed */
     cudaErrorIllegalAddress = 700,          /**< a kernel was handed memory it cannot address */
     cudaErrorPeerAccessAlreadyEnabled = 704,/**< cudaDeviceEnablePeerAccess called twice */
     cudaErrorPeerAccessNotEnabled = 705,    /**< a kernel was handed another device's memory without peer access */
     cudaErrorLaunchFailure = 719,           /**< a kernel failed while running (divergence, race-check, ...) */
+    cudaErrorStreamCaptureUnsupported = 900,/**< the call is not permitted while a stream captures */
+    cudaErrorStreamCaptureInvalidated = 901,/**< the capture was invalidated by an earlier refused call */
+    cudaErrorStreamCaptureImplicit = 906,   /**< legacy-stream work would depend on a capturing blocking stream */
     cudaErrorUnknown = 999                  /**< anything else */
 } cudaError_t;
 
@@ -80,6 +84,24 @@ enum cudaDeviceAttr {
 typedef struct CUstream_st *cudaStream_t;
 /** A marker in a stream's work, for ordering and timing. */
 typedef struct CUevent_st *cudaEvent_t;
+/** Work recorded by stream capture (cudaStreamBeginCapture … cudaStreamEndCapture). */
+typedef struct CUgraph_st *cudaGraph_t;
+/** An instantiated graph, launchable on a stream. */
+typedef struct CUgraphExec_st *cudaGraphExec_t;
+
+/** How a capture treats potentially unsafe calls (cudaMalloc, synchronous copies) meanwhile (driver_types.h values). */
+enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,      /**< refused while the capture runs */
+    cudaStreamCaptureModeThreadLocal = 1, /**< refused on the capturing thread (the simulator has one) */
+    cudaStreamCaptureModeRelaxed = 2      /**< allowed */
+};
+
+/** What cudaStreamIsCapturing() reports. */
+enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,       /**< not capturing */
+    cudaStreamCaptureStatusActive = 1,     /**< capturing */
+    cudaStreamCaptureStatusInvalidated = 2 /**< capturing, but a refused call invalidated it: end it */
+};
 
 /** Three unsigned coordinates (threadIdx, blockIdx). */
 typedef struct uint3 {
@@ -223,6 +245,27 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 
 /** Sets a kernel attribute; func is the kernel (C++ callers may pass it directly). */
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value);
+
+/**
+ * Starts capturing stream (not the legacy default stream): work queued on it is
+ * recorded into a graph instead of being run, until cudaStreamEndCapture().
+ */
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode);
+/**
+ * Ends the capture begun on stream: *graph is the recorded work, or NULL with
+ * cudaErrorStreamCaptureInvalidated when a refused call invalidated the capture.
+ */
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph);
+/** Whether stream is capturing (*status: none, active or invalidated). */
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *status);
+/** Makes a launchable copy of graph (flags must be 0); graph may be destroyed afterwards. */
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags);
+/** Queues the recorded work of exec on stream, in recorded order with the recorded arguments. */
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+/** Destroys an instantiated graph (launches still queued run first). */
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+/** Destroys a captured graph. */
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 
 #ifdef __cplusplus
 }
