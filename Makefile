@@ -85,7 +85,7 @@ docs:
 
 deps:
 	apt-get install -y --no-install-recommends build-essential libcmocka-dev \
-	    libjansson-dev libpcre2-dev libopenblas-dev doxygen clang-14 libclang-rt-14-dev
+	    libjansson-dev libpcre2-dev libopenblas-dev doxygen clang-14 libclang-rt-14-dev gnuplot-nox
 
 clean:
 	rm -rf $(BUILD)
