@@ -39,30 +39,40 @@ static int dev_alloc(void *p, size_t n, size_t esz)
     return 0;
 }
 
-/* Device d's context and working memory. */
+/* Device d's context, plan and working memory. */
 static int init_device(FastEp *ep, int d, bool bf16)
 {
     FastEpDevice *v = &ep->dev[d];
+    FastEpPlan *pl = &v->plan;
     const size_t T = (size_t)ep->max_T, K = ep->K, E = ep->E, N = ep->N, D = ep->D, I = ep->I, Is = ep->I_s;
-    const size_t R = (size_t)ep->recv_cap;
+    const size_t R = (size_t)ep->recv_cap, X = (size_t)ep->exp_cap, S = T * ep->Kd, P = R * ep->Kl;
     CUDA_TRY(cudaSetDevice(d));
     if (fast_context_init(&v->ctx, bf16, T * D))                 /* stage: the shared experts' GEMM input */
         return -1;
     const size_t esz = kernel_dtype_size(v->ctx.wtype);
-    v->offsets_host = malloc(sizeof(int) * (E + 2));
-    v->counts_host = malloc(sizeof(int) * N * E);
-    if (!v->offsets_host || !v->counts_host)
+    pl->send_token = malloc(sizeof(int) * S);
+    pl->expand_row = malloc(sizeof(int) * X);
+    pl->expert_off = malloc(sizeof(int) * (E / N + 1));
+    pl->part_slot = malloc(sizeof(int) * P);
+    pl->part_weight = malloc(sizeof(float) * P);
+    pl->comb_slot = malloc(sizeof(int) * S);
+    pl->comb_weight = malloc(sizeof(float) * S);
+    if (!pl->send_token || !pl->expand_row || !pl->expert_off || !pl->part_slot || !pl->part_weight ||
+        !pl->comb_slot || !pl->comb_weight)
         return ds_error("fast_ep_init: out of host memory");
     if (dev_alloc(&v->logits, T * E, 4) || dev_alloc(&v->idx, T * K, 4) || dev_alloc(&v->weight, T * K, 4) ||
-        dev_alloc(&v->counts, E + 1, 4) || dev_alloc(&v->offsets, E + 2, 4) || dev_alloc(&v->slot_row, T * K, 4) ||
-        dev_alloc(&v->row_token, T * K, 4) || dev_alloc(&v->counts_all, N * E, 4) ||
         dev_alloc(&v->stat_count, E, 4) || dev_alloc(&v->stat_score, E, 4) || dev_alloc(&v->stat_dev, N, 4) ||
         dev_alloc(&v->idx_all, N * T * K, 4) || dev_alloc(&v->weight_all, N * T * K, 4) ||
-        dev_alloc(&v->xp, T * K * D, esz) || dev_alloc(&v->xr, R * D, esz) ||
-        dev_alloc(&v->gu, zmax(R * 2 * I, T * 2 * Is), 4) || dev_alloc(&v->hidden, zmax(R * I, T * Is), esz) ||
-        dev_alloc(&v->yr, R * D, 4) || dev_alloc(&v->expert_out, T * K * D, 4) ||
-        dev_alloc(&v->shared_out, T * D, 4))
+        dev_alloc(&v->send_token, S, 4) || dev_alloc(&v->expand_row, X, 4) || dev_alloc(&v->part_slot, P, 4) ||
+        dev_alloc(&v->part_weight, P, 4) || dev_alloc(&v->comb_slot, S, 4) || dev_alloc(&v->comb_weight, S, 4) ||
+        dev_alloc(&v->xp, S * D, esz) || dev_alloc(&v->xr, R * D, esz) || dev_alloc(&v->xe, X * D, 4) ||
+        dev_alloc(&v->xw, bf16 ? X * D : 0, esz) || dev_alloc(&v->gu, zmax(X * 2 * I, T * 2 * Is), 4) ||
+        dev_alloc(&v->hidden, zmax(X * I, T * Is), esz) || dev_alloc(&v->ye, (X + 1) * D, 4) ||
+        dev_alloc(&v->yr, R * D, 4) || dev_alloc(&v->ret, (S + 1) * D, 4) || dev_alloc(&v->shared_out, T * D, 4))
         return -1;
+    /* the zero rows that padding slots of both combines point at (never written afterwards) */
+    CUDA_TRY(cudaMemset(v->ye + X * D, 0, sizeof(float) * D));
+    CUDA_TRY(cudaMemset(v->ret + S * D, 0, sizeof(float) * D));
     return 0;
 }
 
@@ -85,17 +95,23 @@ int fast_ep_init(FastEp *ep, int N, bool bf16, const ModelConfig *cfg, int max_T
     ep->I = cfg->moe_intermediate_size;
     ep->I_s = cfg->n_shared_experts * cfg->moe_intermediate_size;
     ep->max_T = max_T;
-    ep->recv_cap = N * max_T * imin(K, E / N);   /* a token sends device d at most one row per expert there */
+    ep->Kd = imin(K, N);
+    ep->Kl = imin(K, E / N);
+    ep->recv_cap = N * max_T;                    /* a token's hidden state reaches a device at most once */
+    ep->exp_cap = ep->recv_cap * ep->Kl;         /* where it feeds at most min(K, E/N) experts */
     const size_t all = (size_t)N * max_T * K;
     ep->keep_idx = malloc(sizeof(int) * all);
     ep->weight_host = malloc(sizeof(float) * all);
     ep->keep = malloc(sizeof(bool) * all);
+    ep->recv_token = malloc(sizeof(int) * (size_t)ep->recv_cap);
+    ep->slot_row = malloc(sizeof(int) * (size_t)ep->recv_cap * K);
+    ep->send_row = malloc(sizeof(int) * (size_t)max_T * N);
     ep->stats.expert_count = malloc(sizeof(int) * E);
     ep->stats.f = malloc(sizeof(double) * E);
     ep->stats.P = malloc(sizeof(double) * E);
     ep->stats.device_tokens = malloc(sizeof(int) * N);
-    if (!ep->keep_idx || !ep->weight_host || !ep->keep || !ep->stats.expert_count || !ep->stats.f || !ep->stats.P ||
-        !ep->stats.device_tokens) {
+    if (!ep->keep_idx || !ep->weight_host || !ep->keep || !ep->recv_token || !ep->slot_row || !ep->send_row ||
+        !ep->stats.expert_count || !ep->stats.f || !ep->stats.P || !ep->stats.device_tokens) {
         fast_ep_free(ep);
         return ds_error("fast_ep_init: out of host memory");
     }
@@ -123,25 +139,26 @@ void fast_ep_free(FastEp *ep)
 {
     for (int d = 0; d < ep->N; d++) {
         FastEpDevice *v = &ep->dev[d];
+        FastEpPlan *pl = &v->plan;
         cudaSetDevice(d);
-        void *mem[] = {v->logits, v->idx, v->weight, v->counts, v->offsets, v->slot_row, v->row_token,
-                       v->counts_all, v->stat_count, v->stat_score, v->stat_dev, v->idx_all, v->weight_all, v->xp,
-                       v->xr, v->gu, v->hidden, v->yr, v->expert_out, v->shared_out};
+        void *mem[] = {v->logits, v->idx, v->weight, v->stat_count, v->stat_score, v->stat_dev, v->idx_all,
+                       v->weight_all, v->send_token, v->expand_row, v->part_slot, v->part_weight, v->comb_slot,
+                       v->comb_weight, v->xp, v->xr, v->xe, v->xw, v->gu, v->hidden, v->ye, v->yr, v->ret,
+                       v->shared_out};
         for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
             cudaFree(mem[i]);
         fast_context_free(&v->ctx);
         if (v->comm)
             ncclCommDestroy(v->comm);
-        free(v->offsets_host);
-        free(v->counts_host);
+        void *host[] = {pl->send_token, pl->expand_row, pl->expert_off, pl->part_slot, pl->part_weight,
+                        pl->comb_slot, pl->comb_weight};
+        for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+            free(host[i]);
     }
-    free(ep->keep_idx);
-    free(ep->weight_host);
-    free(ep->keep);
-    free(ep->stats.expert_count);
-    free(ep->stats.f);
-    free(ep->stats.P);
-    free(ep->stats.device_tokens);
+    void *host[] = {ep->keep_idx, ep->weight_host, ep->keep, ep->recv_token, ep->slot_row, ep->send_row,
+                    ep->stats.expert_count, ep->stats.f, ep->stats.P, ep->stats.device_tokens};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
     memset(ep, 0, sizeof *ep);
 }
 
@@ -176,59 +193,146 @@ void fast_ep_free_moe(FastEp *ep, FastEpMoe *w)
     memset(w, 0, sizeof *w);
 }
 
-/* Where the rows of source s for expert e start on e's device: that device's earlier experts first, then
- * earlier sources for e (so each expert's rows are contiguous, in global token order). */
-static size_t recv_row(const FastEp *ep, int s, int e)
+/* First row of segment j when segments of n[0], n[1], … rows lie back to back. */
+static int seg_start(const int *n, int j)
 {
-    const int per = ep->E / ep->N, r = e / per;
-    const int *C = ep->dev[r].counts_host;                        /* [N, E] as device r received them */
-    size_t at = 0;
-    for (int e2 = r * per; e2 < e; e2++)
-        for (int s2 = 0; s2 < ep->N; s2++)
-            at += (size_t)C[s2 * ep->E + e2];
-    for (int s2 = 0; s2 < s; s2++)
-        at += (size_t)C[s2 * ep->E + e];
+    int at = 0;
+    for (int i = 0; i < j; i++)
+        at += n[i];
     return at;
 }
 
-// ANCHOR: fast_ep_exchange
-/* One group of point-to-point transfers between every pair of devices, one per (source, expert) segment.
- * back = false dispatches: source s sends its permuted inputs of expert e (rows offsets[e]..) to e's device,
- * which receives them at recv_row(s, e) of xr. back = true returns the expert outputs the same way (yr to
- * expert_out). The j-th send from a to b pairs with the j-th receive of b from a: both are posted in
- * expert order. Empty segments are not posted (both sides know the counts). */
-static int exchange(FastEp *ep, bool back, long long *rows_sent)
+/* Whether global token g has a kept expert on device r (keep_idx holds E where an assignment was dropped). */
+static bool token_on(const FastEp *ep, int g, int r)
 {
-    const int N = ep->N, E = ep->E, per = E / N, Dm = ep->D;
+    const int per = ep->E / ep->N;
+    for (int k = 0; k < ep->K; k++) {
+        const int e = ep->keep_idx[(size_t)g * ep->K + k];
+        if (e < ep->E && e / per == r)
+            return true;
+    }
+    return false;
+}
+
+// ANCHOR: fast_ep_plan
+/* Every device's dispatch plan from the gathered routing of the tokens in device order (device d's are
+ * [first[d], first[d+1])), and the dispatch statistics. A source sends each of its tokens once to each
+ * device holding one of its kept experts; a receiver expands each received row to the experts of its
+ * token there, and combines those slots into one partial row. */
+static void plan_dispatch(FastEp *ep, const int *first)
+{
+    const int N = ep->N, E = ep->E, K = ep->K, per = E / N, Kd = ep->Kd, Kl = ep->Kl;
+    FastEpStats *st = &ep->stats;
+    st->rows_dispatched = st->rows_sent = 0;
+    st->max_devices = 0;
+    for (int s = 0; s < N; s++) {                                 /* sources: by destination, then token */
+        FastEpPlan *pl = &ep->dev[s].plan;
+        const int T = first[s + 1] - first[s];
+        int row = 0;
+        for (int r = 0; r < N; r++) {
+            pl->n_send[r] = 0;
+            for (int t = 0; t < T; t++)
+                if (token_on(ep, first[s] + t, r)) {
+                    ep->send_row[t * N + r] = row;
+                    pl->send_token[row++] = t;
+                    pl->n_send[r]++;
+                }
+            st->rows_dispatched += pl->n_send[r];
+            st->rows_sent += r != s ? pl->n_send[r] : 0;
+        }
+        for (int t = 0; t < T; t++) {                             /* its partials come back to the same rows */
+            int j = 0;
+            for (int r = 0; r < N; r++)
+                if (token_on(ep, first[s] + t, r)) {
+                    pl->comb_slot[t * Kd + j] = ep->send_row[t * N + r];
+                    pl->comb_weight[t * Kd + j++] = 1.0f;
+                }
+            st->max_devices = j > st->max_devices ? j : st->max_devices;
+            for (; j < Kd; j++) {
+                pl->comb_slot[t * Kd + j] = ep->max_T * Kd;       /* the zero row */
+                pl->comb_weight[t * Kd + j] = 0.0f;
+            }
+        }
+    }
+    for (int r = 0; r < N; r++) {                                 /* receivers */
+        FastEpPlan *pl = &ep->dev[r].plan;
+        int rows = 0;
+        for (int s = 0; s < N; s++) {                             /* received rows: by source, then token */
+            pl->n_recv[s] = ep->dev[s].plan.n_send[r];
+            for (int g = first[s]; g < first[s + 1]; g++)
+                if (token_on(ep, g, r))
+                    ep->recv_token[rows++] = g;
+        }
+        int n = 0;                                                /* the local permutation: by local expert */
+        for (int j = 0; j < per; j++) {
+            pl->expert_off[j] = n;
+            for (int i = 0; i < rows; i++)
+                for (int k = 0; k < K; k++)
+                    if (ep->keep_idx[(size_t)ep->recv_token[i] * K + k] == r * per + j) {
+                        ep->slot_row[i * K + k] = n;
+                        pl->expand_row[n++] = i;
+                    }
+        }
+        pl->expert_off[per] = n;
+        for (int i = 0; i < rows; i++) {                          /* partial: its local slots, k ascending */
+            int j = 0;
+            for (int k = 0; k < K; k++) {
+                const size_t a = (size_t)ep->recv_token[i] * K + k;
+                if (ep->keep_idx[a] < E && ep->keep_idx[a] / per == r) {
+                    pl->part_slot[i * Kl + j] = ep->slot_row[i * K + k];
+                    pl->part_weight[i * Kl + j++] = ep->weight_host[a];
+                }
+            }
+            for (; j < Kl; j++) {
+                pl->part_slot[i * Kl + j] = ep->exp_cap;          /* the zero row */
+                pl->part_weight[i * Kl + j] = 0.0f;
+            }
+        }
+    }
+    const long long xsz = (long long)kernel_dtype_size(ep->dev[0].ctx.wtype);
+    st->bytes_sent = st->rows_sent * ep->D * xsz;
+    st->max_token_dispatch_bytes = st->max_devices * ep->D * xsz;
+    st->max_token_combine_bytes = st->max_devices * ep->D * (long long)sizeof(float);
+}
+// ANCHOR_END: fast_ep_plan
+
+// ANCHOR: fast_ep_exchange
+/* One group of point-to-point transfers, one send and one receive per (source s, destination r) pair with
+ * rows. back = false dispatches: s's rows for r (xp, after its rows for earlier destinations) land in r's
+ * xr after the rows of earlier sources. back = true returns r's partials of those rows (yr) into s's ret,
+ * at the rows they were sent from. A pair exchanges at most one message per group, so every send meets
+ * its receive whatever the posting order. */
+static int exchange(FastEp *ep, bool back)
+{
+    const int N = ep->N;
+    const size_t Dm = (size_t)ep->D;
     const KernelDType wt = ep->dev[0].ctx.wtype;
     const size_t esz = kernel_dtype_size(wt);
     const ncclDataType_t xtype = wt == KERNEL_F32 ? ncclFloat32 : ncclBfloat16;
     int rc = fast_check_nccl(ncclGroupStart(), "ncclGroupStart", __FILE__, __LINE__);
     for (int s = 0; s < N && rc == 0; s++) {
         FastEpDevice *src = &ep->dev[s];
-        for (int e = 0; e < E && rc == 0; e++) {
-            const int r = e / per;
+        for (int r = 0; r < N && rc == 0; r++) {
             FastEpDevice *dst = &ep->dev[r];
-            const size_t n_send = (size_t)(src->offsets_host[e + 1] - src->offsets_host[e]);   /* s's own count */
-            const size_t n_recv = (size_t)dst->counts_host[s * E + e];                           /* as r received it */
-            const size_t here = (size_t)src->offsets_host[e], there = recv_row(ep, s, e);
-            if (!back) {
-                if (n_send)
-                    rc = fast_check_nccl(ncclSend((const char *)src->xp + here * Dm * esz, n_send * Dm, xtype, r,
-                                                  src->comm, src->ctx.stream), "ncclSend", __FILE__, __LINE__);
-                if (rc == 0 && n_recv)
-                    rc = fast_check_nccl(ncclRecv((char *)dst->xr + there * Dm * esz, n_recv * Dm, xtype, s,
-                                                  dst->comm, dst->ctx.stream), "ncclRecv", __FILE__, __LINE__);
-                if (rows_sent && r != s)
-                    *rows_sent += (long long)n_send;
-            } else {
-                if (n_recv)
-                    rc = fast_check_nccl(ncclSend(dst->yr + there * Dm, n_recv * Dm, ncclFloat32, s, dst->comm,
-                                                  dst->ctx.stream), "ncclSend", __FILE__, __LINE__);
-                if (rc == 0 && n_send)
-                    rc = fast_check_nccl(ncclRecv(src->expert_out + here * Dm, n_send * Dm, ncclFloat32, r, src->comm,
-                                                  src->ctx.stream), "ncclRecv", __FILE__, __LINE__);
-            }
+            const size_t n = (size_t)src->plan.n_send[r] * Dm;
+            const size_t here = (size_t)seg_start(src->plan.n_send, r) * Dm;    /* in s's xp and ret */
+            const size_t there = (size_t)seg_start(dst->plan.n_recv, s) * Dm;   /* in r's xr and yr */
+            if (n == 0)
+                continue;
+            if (!back)
+                rc = fast_check_nccl(ncclSend((const char *)src->xp + here * esz, n, xtype, r, src->comm,
+                                              src->ctx.stream), "ncclSend", __FILE__, __LINE__) ||
+                             fast_check_nccl(ncclRecv((char *)dst->xr + there * esz, n, xtype, s, dst->comm,
+                                                      dst->ctx.stream), "ncclRecv", __FILE__, __LINE__)
+                         ? -1
+                         : 0;
+            else
+                rc = fast_check_nccl(ncclSend(dst->yr + there, n, ncclFloat32, s, dst->comm, dst->ctx.stream),
+                                     "ncclSend", __FILE__, __LINE__) ||
+                             fast_check_nccl(ncclRecv(src->ret + here, n, ncclFloat32, r, src->comm,
+                                                      src->ctx.stream), "ncclRecv", __FILE__, __LINE__)
+                         ? -1
+                         : 0;
         }
     }
     const int end = fast_check_nccl(ncclGroupEnd(), "ncclGroupEnd", __FILE__, __LINE__);   /* always closed */
@@ -236,9 +340,9 @@ static int exchange(FastEp *ep, bool back, long long *rows_sent)
 }
 // ANCHOR_END: fast_ep_exchange
 
-/* The routing statistics summed over devices (and, when dropping, every device's first T routing rows
- * gathered: T is the most tokens any device holds, the others' rows past their own count are ignored). */
-static int reduce_stats(FastEp *ep, int T, bool gather)
+/* The routing statistics summed over devices, and every device's first T routing rows gathered (T is the
+ * most tokens any device holds; the rows past a device's own count are ignored). */
+static int reduce_stats(FastEp *ep, int T)
 {
     const int N = ep->N, E = ep->E, K = ep->K;
     int rc = fast_check_nccl(ncclGroupStart(), "ncclGroupStart", __FILE__, __LINE__);
@@ -247,14 +351,14 @@ static int reduce_stats(FastEp *ep, int T, bool gather)
         cudaStream_t st = v->ctx.stream;
         rc = fast_check_nccl(ncclAllReduce(v->stat_count, v->stat_count, (size_t)E, ncclInt32, ncclSum, v->comm, st),
                              "ncclAllReduce(counts)", __FILE__, __LINE__) ||
-             fast_check_nccl(ncclAllReduce(v->stat_score, v->stat_score, (size_t)E, ncclFloat32, ncclSum, v->comm,
-                                           st), "ncclAllReduce(affinities)", __FILE__, __LINE__) ||
-             fast_check_nccl(ncclAllReduce(v->stat_dev, v->stat_dev, (size_t)N, ncclInt32, ncclSum, v->comm, st),
-                             "ncclAllReduce(device tokens)", __FILE__, __LINE__) ||
-             (gather && (fast_check_nccl(ncclAllGather(v->idx, v->idx_all, (size_t)T * K, ncclInt32, v->comm, st),
-                                         "ncclAllGather(routing)", __FILE__, __LINE__) ||
-                         fast_check_nccl(ncclAllGather(v->weight, v->weight_all, (size_t)T * K, ncclFloat32, v->comm,
-                                                       st), "ncclAllGather(weights)", __FILE__, __LINE__)))
+                     fast_check_nccl(ncclAllReduce(v->stat_score, v->stat_score, (size_t)E, ncclFloat32, ncclSum,
+                                                   v->comm, st), "ncclAllReduce(affinities)", __FILE__, __LINE__) ||
+                     fast_check_nccl(ncclAllReduce(v->stat_dev, v->stat_dev, (size_t)N, ncclInt32, ncclSum, v->comm,
+                                                   st), "ncclAllReduce(device tokens)", __FILE__, __LINE__) ||
+                     fast_check_nccl(ncclAllGather(v->idx, v->idx_all, (size_t)T * K, ncclInt32, v->comm, st),
+                                     "ncclAllGather(routing)", __FILE__, __LINE__) ||
+                     fast_check_nccl(ncclAllGather(v->weight, v->weight_all, (size_t)T * K, ncclFloat32, v->comm, st),
+                                     "ncclAllGather(weights)", __FILE__, __LINE__)
                  ? -1
                  : 0;
     }
@@ -262,12 +366,20 @@ static int reduce_stats(FastEp *ep, int T, bool gather)
     return rc || end ? -1 : 0;
 }
 
+/* n bytes from the host to device memory (nothing when n = 0); plain cudaMemcpy on the legacy stream,
+ * ordered after the device's earlier work on its blocking stream and before its later work. */
+static int upload(void *dst, const void *src, size_t n)
+{
+    if (n)
+        CUDA_TRY(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
+    return 0;
+}
+
 // ANCHOR: fast_ep_moe_forward
 int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
                         const float *const *x, const int *T)
 {
-    const int N = ep->N, E = ep->E, K = ep->K, Dm = ep->D, I = ep->I, per = E / N;
-    const bool drop = ep->capacity_factor > 0;
+    const int N = ep->N, E = ep->E, K = ep->K, Dm = ep->D, I = ep->I, per = E / N, Kd = ep->Kd, Kl = ep->Kl;
     int first[FAST_EP_MAX_DEVICES + 1] = {0}, T_max = 0;          /* device d's tokens are [first[d], first[d+1]) */
     for (int d = 0; d < N; d++) {
         if (T[d] < 0 || T[d] > ep->max_T)
@@ -299,8 +411,9 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
                                    v->ctx.stream));
     }
 
-    /* 2. statistics summed over devices: f_i, P_i of all Σ_d T[d] tokens (every rank holds the same sums) */
-    if (reduce_stats(ep, T_max, drop))
+    /* 2. statistics summed over devices: f_i, P_i of all Σ_d T[d] tokens (every rank holds the same sums),
+     *    and the routing all-gathered (T_max rows per device, the first T[d] of them real) */
+    if (reduce_stats(ep, T_max))
         return -1;
     float score_sum[ROUTER_MAX_EXPERTS];
     CUDA_TRY(cudaSetDevice(0));
@@ -313,130 +426,91 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
         st->P[i] = (double)score_sum[i] / st->T;
     }
 
-    /* 3. token dropping: the rule needs every token's routing, all-gathered above (T_max rows per device,
-     *    the first T[d] of them real); each rank would decide the same mask from it — in one process the
-     *    host decides once, from rank 0's copy, on the tokens in device order */
+    /* 3. every rank would plan from its gathered copy of the routing; in one process the host plans once,
+     *    from rank 0's, on the tokens in device order — token dropping first, when asked for */
+    const size_t TK = (size_t)T_max * K;
+    for (int d = 0; d < N; d++) {
+        const size_t n = (size_t)T[d] * K, at = (size_t)first[d] * K;
+        CUDA_TRY(cudaMemcpy(ep->keep_idx + at, ep->dev[0].idx_all + d * TK, sizeof(int) * n, cudaMemcpyDeviceToHost));
+        CUDA_TRY(cudaMemcpy(ep->weight_host + at, ep->dev[0].weight_all + d * TK, sizeof(float) * n,
+                            cudaMemcpyDeviceToHost));
+    }
     st->dropped = 0;
-    if (drop) {
-        const size_t TK = (size_t)T_max * K;
-        for (int d = 0; d < N; d++) {
-            const size_t n = (size_t)T[d] * K, at = (size_t)first[d] * K;
-            CUDA_TRY(cudaMemcpy(ep->keep_idx + at, ep->dev[0].idx_all + d * TK, sizeof(int) * n,
-                                cudaMemcpyDeviceToHost));
-            CUDA_TRY(cudaMemcpy(ep->weight_host + at, ep->dev[0].weight_all + d * TK, sizeof(float) * n,
-                                cudaMemcpyDeviceToHost));
-        }
+    if (ep->capacity_factor > 0) {
         st->dropped = drop_tokens(ep->keep, ep->keep_idx, ep->weight_host, NULL, first[N], K, E, N,
                                   ep->capacity_factor);
         for (size_t a = 0; a < (size_t)first[N] * K; a++)
             if (!ep->keep[a])
-                ep->keep_idx[a] = E;                              /* the dropped bucket, after every expert */
-        for (int d = 0; d < N; d++) {
-            CUDA_TRY(cudaSetDevice(d));
-            CUDA_TRY(cudaMemcpy(ep->dev[d].idx, ep->keep_idx + (size_t)first[d] * K, sizeof(int) * T[d] * K,
-                                cudaMemcpyHostToDevice));
-        }
+                ep->keep_idx[a] = E;                              /* dropped: on no device */
     }
+    plan_dispatch(ep, first);
 
-    /* 4. permute by expert (dropped rows last), exchange the per-expert counts */
-    int rc = 0;
+    /* 4. every device: its plan uploaded, its rows gathered by destination */
     for (int d = 0; d < N; d++) {
         FastEpDevice *v = &ep->dev[d];
+        const FastEpPlan *pl = &v->plan;
+        const size_t sent = (size_t)seg_start(pl->n_send, N), recv = (size_t)seg_start(pl->n_recv, N);
         CUDA_TRY(cudaSetDevice(d));
-        CUDA_TRY(moe_permute_v2(v->counts, v->offsets, v->slot_row, v->row_token, v->idx, T[d], K, E + 1,
-                                v->ctx.stream));
-    }
-    rc = fast_check_nccl(ncclGroupStart(), "ncclGroupStart", __FILE__, __LINE__);
-    for (int d = 0; d < N && rc == 0; d++)
-        rc = fast_check_nccl(ncclAllGather(ep->dev[d].counts, ep->dev[d].counts_all, (size_t)E, ncclInt32,
-                                           ep->dev[d].comm, ep->dev[d].ctx.stream), "ncclAllGather(counts)", __FILE__,
-                             __LINE__);
-    if (fast_check_nccl(ncclGroupEnd(), "ncclGroupEnd", __FILE__, __LINE__) || rc)
-        return -1;
-    for (int d = 0; d < N; d++) {
-        FastEpDevice *v = &ep->dev[d];
-        CUDA_TRY(cudaSetDevice(d));
-        CUDA_TRY(cudaMemcpyAsync(v->offsets_host, v->offsets, sizeof(int) * (E + 2), cudaMemcpyDeviceToHost,
-                                 v->ctx.stream));
-        CUDA_TRY(cudaMemcpyAsync(v->counts_host, v->counts_all, sizeof(int) * N * E, cudaMemcpyDeviceToHost,
-                                 v->ctx.stream));
-        CUDA_TRY(cudaStreamSynchronize(v->ctx.stream));
-        if (!drop)
-            CUDA_TRY(cudaMemcpy(ep->keep_idx + (size_t)first[d] * K, v->idx, sizeof(int) * T[d] * K,
-                                cudaMemcpyDeviceToHost));
-        if (v->offsets_host[E] > 0)                                /* kept rows only */
-            CUDA_TRY(moe_gather_v2(v->xp, v->ctx.wtype, x[d], v->row_token, v->offsets_host[E], Dm, v->ctx.stream));
+        if (upload(v->send_token, pl->send_token, sizeof(int) * sent) ||
+            upload(v->expand_row, pl->expand_row, sizeof(int) * pl->expert_off[per]) ||
+            upload(v->part_slot, pl->part_slot, sizeof(int) * recv * Kl) ||
+            upload(v->part_weight, pl->part_weight, sizeof(float) * recv * Kl) ||
+            upload(v->comb_slot, pl->comb_slot, sizeof(int) * T[d] * Kd) ||
+            upload(v->comb_weight, pl->comb_weight, sizeof(float) * T[d] * Kd))
+            return -1;
+        if (sent)
+            CUDA_TRY(moe_gather_v2(v->xp, v->ctx.wtype, x[d], v->send_token, (int)sent, Dm, v->ctx.stream));
     }
 
-    /* 5. dispatch: each (source, expert) segment to the expert's device, all in one group */
-    st->rows_sent = 0;
-    if (exchange(ep, false, &st->rows_sent))
+    /* 5. dispatch: each token's row to each of its devices once, all pairs in one group */
+    if (exchange(ep, false))
         return -1;
-    st->bytes_sent = st->rows_sent * Dm * (long long)kernel_dtype_size(ep->dev[0].ctx.wtype);
 
-    /* 6. every device: one GEMM per non-empty local expert on its contiguous rows */
+    /* 6. every device: expand to local experts, one GEMM per non-empty one, combine each row's slots */
     for (int r = 0; r < N; r++) {
         FastEpDevice *v = &ep->dev[r];
         FastContext *ctx = &v->ctx;
+        const int *off = v->plan.expert_off, rows = seg_start(v->plan.n_recv, N);
         const size_t esz = kernel_dtype_size(ctx->wtype);
         CUDA_TRY(cudaSetDevice(r));
-        size_t row0[ROUTER_MAX_EXPERTS + 1];              /* first received row of each local expert */
-        row0[0] = 0;
-        for (int j = 0; j < per; j++) {                         /* local expert j = global r·per + j */
-            size_t n = 0;
-            for (int s = 0; s < N; s++)
-                n += (size_t)v->counts_host[s * E + r * per + j];
-            row0[j + 1] = row0[j] + n;
+        if (rows == 0)
+            continue;
+        CUDA_TRY(embed_forward_v2(v->xe, v->expand_row, v->xr, ctx->wtype, off[per], Dm, ctx->stream));   /* gather */
+        const void *xin = v->xe;
+        if (ctx->wtype != KERNEL_F32) {                            /* exact: the values came as bf16 */
+            CUDA_TRY(convert_forward_v2(v->xw, ctx->wtype, v->xe, (size_t)off[per] * Dm, ctx->stream));
+            xin = v->xw;
         }
-        const int rows = (int)row0[per];
-        for (int j = 0; j < per; j++) {
-            const int n = (int)(row0[j + 1] - row0[j]);
-            if (n && fast_gemm(ctx, v->gu + row0[j] * 2 * I, (const char *)v->xr + row0[j] * Dm * esz, ctx->wtype,
-                               Dm, (const char *)w->dev[r].gate_up.data + (size_t)j * 2 * I * Dm * esz, ctx->wtype,
-                               2 * I, Dm, n))
+        for (int j = 0; j < per; j++) {                            /* local expert j = global r·E/N + j */
+            const int n = off[j + 1] - off[j];
+            if (n && fast_gemm(ctx, v->gu + (size_t)off[j] * 2 * I, (const char *)xin + (size_t)off[j] * Dm * esz,
+                               ctx->wtype, Dm, (const char *)w->dev[r].gate_up.data + (size_t)j * 2 * I * Dm * esz,
+                               ctx->wtype, 2 * I, Dm, n))
                 return -1;
         }
-        if (rows)
-            CUDA_TRY(swiglu_forward_v2(v->hidden, ctx->wtype, v->gu, rows, I, ctx->stream));
+        CUDA_TRY(swiglu_forward_v2(v->hidden, ctx->wtype, v->gu, off[per], I, ctx->stream));
         for (int j = 0; j < per; j++) {
-            const int n = (int)(row0[j + 1] - row0[j]);
-            if (n && fast_gemm(ctx, v->yr + row0[j] * Dm, (const char *)v->hidden + row0[j] * I * esz, ctx->wtype,
-                               I, (const char *)w->dev[r].down.data + (size_t)j * Dm * I * esz, ctx->wtype, Dm, I, n))
+            const int n = off[j + 1] - off[j];
+            if (n && fast_gemm(ctx, v->ye + (size_t)off[j] * Dm, (const char *)v->hidden + (size_t)off[j] * I * esz,
+                               ctx->wtype, I, (const char *)w->dev[r].down.data + (size_t)j * Dm * I * esz,
+                               ctx->wtype, Dm, I, n))
                 return -1;
         }
+        /* p_{r,t} = Σ_{k on r, ascending} g_{k,t} FFN_{e_k}(u_t), one row per received row */
+        CUDA_TRY(moe_combine_v2(v->yr, v->ye, v->part_slot, v->part_weight, NULL, rows, Kl, Dm, ctx->stream));
     }
 
-    /* 7. results back to their sources, then y_t = Σ_k g_{k,t} FFN_{e_k}(x_t) in slot order + shared */
-    if (exchange(ep, true, NULL))
+    /* 7. partials back to their sources; y_t = Σ_r p_{r,t} over t's devices ascending, + shared */
+    if (exchange(ep, true))
         return -1;
     for (int d = 0; d < N; d++) {
         FastEpDevice *v = &ep->dev[d];
-        const int kept = v->offsets_host[E], all = v->offsets_host[E + 1];
         CUDA_TRY(cudaSetDevice(d));
-        if (all > kept)                                            /* a dropped assignment adds g · 0 */
-            CUDA_TRY(cudaMemsetAsync(v->expert_out + (size_t)kept * Dm, 0, sizeof(float) * (all - kept) * Dm,
-                                     v->ctx.stream));
         if (T[d] > 0)
-            CUDA_TRY(moe_combine_v2(y[d], v->expert_out, v->slot_row, v->weight,
-                                    w->dev[d].shared.down.data ? v->shared_out : NULL, T[d], K, Dm, v->ctx.stream));
+            CUDA_TRY(moe_combine_v2(y[d], v->ret, v->comb_slot, v->comb_weight,
+                                    w->dev[d].shared.down.data ? v->shared_out : NULL, T[d], Kd, Dm, v->ctx.stream));
     }
-
-    /* how many devices each token's kept assignments reached */
-    st->max_devices = 0;
-    for (int t = 0; t < first[N]; t++) {
-        bool on[FAST_EP_MAX_DEVICES] = {false};
-        int n = 0;
-        for (int k = 0; k < K; k++) {
-            const int e = ep->keep_idx[(size_t)t * K + k];
-            if (e < E && !on[e / per]) {
-                on[e / per] = true;
-                n++;
-            }
-        }
-        if (n > st->max_devices)
-            st->max_devices = n;
-    }
-    return rc;
+    return 0;
 }
 // ANCHOR_END: fast_ep_moe_forward
 

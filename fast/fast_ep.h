@@ -8,14 +8,24 @@
  *   1. route its tokens (the model's router; with n_group a multiple of N, a token's experts lie in at
  *      most topk_group groups, so on at most fast_ep_device_limit() devices);
  *   2. routing statistics (per-expert counts, affinity sums, tokens per device) summed over devices with
- *      ncclAllReduce; with a capacity factor, the routing all-gathered and token dropping decided;
- *   3. permute its (token, slot) pairs by expert and exchange the per-expert counts (ncclAllGather);
- *   4. dispatch: one ncclSend per (destination, expert) segment and one ncclRecv per (source, local expert),
- *      in one ncclGroupStart/End, so each local expert's rows arrive contiguous, in global token order;
- *   5. one GEMM per non-empty local expert (fused gate/up, SwiGLU, down);
- *   6. results sent back the same way; combine in slot order and add the replicated shared experts.
- * In float32 mode the result equals ref/moe.h's moe_forward on the concatenated tokens (a dropped
- * assignment contributes nothing, as in ref/ep.h's moe_forward_ep with drop_tokens' keep mask).
+ *      ncclAllReduce, and the routing (experts and weights) all-gathered; with a capacity factor, token
+ *      dropping decided from it;
+ *   3. the dispatch plan from the gathered routing (every rank would derive the same one; in one process
+ *      the host derives it once): a token goes to each device holding one of its kept experts once;
+ *   4. dispatch: one ncclSend per (source, destination) pair with rows, one ncclRecv on the other side, in
+ *      one ncclGroupStart/End; a token's hidden state crosses to each distinct device at most once
+ *      (paper §2.2.3: at most M devices per token);
+ *   5. the receiver expands its received rows to its local experts (a local permutation: a row feeds
+ *      each of its token's experts there), runs one GEMM per non-empty local expert (fused gate/up,
+ *      SwiGLU, down), and combines locally: one partial row per received row,
+ *      p_{r,t} = Σ over t's kept slots k on device r, k ascending, of g_{k,t}·FFN_{e_k}(u_t);
+ *   6. the partials go back the same way (one row per (token, device)), and the source sums them in
+ *      ascending device order, then adds the replicated shared experts:
+ *      y_t = ((p_{r₁,t} + p_{r₂,t}) + …) + shared_t with r₁ < r₂ < … .
+ * In float32 mode the result equals ref/moe.h's moe_forward on the concatenated tokens up to rounding: the
+ * terms g_{k,t}·FFN_{e_k}(u_t) are the same, only their sum is grouped by device before it runs over the
+ * slots (a dropped assignment contributes nothing, as in ref/ep.h's moe_forward_ep with drop_tokens'
+ * keep mask).
  */
 #ifndef DSV2_FAST_EP_H
 #define DSV2_FAST_EP_H
@@ -30,32 +40,50 @@
 /** Records "call failed: text at file:line" when r is not ncclSuccess. \return 0 or −1. */
 int fast_check_nccl(ncclResult_t r, const char *call, const char *file, int line);
 
-/** One device of an expert-parallel group: its context, communicator and working memory. */
+/** One device's part of a call's dispatch plan (host), derived from the all-gathered routing. */
+typedef struct {
+    int n_send[FAST_EP_MAX_DEVICES]; /**< rows it sends each destination: its tokens with a kept expert there */
+    int n_recv[FAST_EP_MAX_DEVICES]; /**< rows it receives from each source (that source's n_send to it) */
+    int *send_token;     /**< [max_T·Kd] local token of each row sent, by destination, then token */
+    int *expand_row;     /**< [exp_cap] received row feeding each expanded row, by local expert, then received row */
+    int *expert_off;     /**< [E/N + 1] first expanded row of each local expert */
+    int *part_slot;      /**< [recv_cap·Kl] per received row: expanded rows of its kept local slots, k ascending,
+                              then the zero row exp_cap */
+    float *part_weight;  /**< [recv_cap·Kl] their g_{k,t} (0 for the zero row) */
+    int *comb_slot;      /**< [max_T·Kd] per own token: rows of its returned partials, devices ascending, then
+                              the zero row max_T·Kd */
+    float *comb_weight;  /**< [max_T·Kd] 1 for a partial, 0 for the zero row */
+} FastEpPlan;
+
+/** One device of an expert-parallel group: its context, communicator, plan and working memory. */
 typedef struct {
     FastContext ctx;     /**< stream, cuBLAS handle, precision (bound to this device) */
     ncclComm_t comm;     /**< rank d of the clique */
+    FastEpPlan plan;     /**< the last call's plan for this device (host) */
     float *logits;       /**< [max_T, E] router logits, then affinities s_{i,t} */
-    int *idx;            /**< [max_T, K] chosen experts; E marks a dropped assignment */
-    float *weight;       /**< [max_T, K] their weights */
-    int *counts;         /**< [E + 1] kept rows per expert (+ the dropped bucket) */
-    int *offsets;        /**< [E + 2] first permuted row of each expert (+ bucket) */
-    int *slot_row;       /**< [max_T·K] permuted row of (t, k) */
-    int *row_token;      /**< [max_T·K] token of each permuted row */
-    int *counts_all;     /**< [N, E] every device's per-expert counts (ncclAllGather of counts) */
-    int *stat_count;     /**< [E] assignments per expert, then summed over devices */
+    int *idx;            /**< [max_T, K] chosen experts (before dropping) */
+    float *weight;       /**< [max_T, K] their weights g_{k,t} */
     float *stat_score;   /**< [E] Σ_t s_{i,t}, then summed over devices */
+    int *stat_count;     /**< [E] assignments per expert, then summed over devices */
     int *stat_dev;       /**< [N] tokens reaching each device, then summed over devices */
-    int *idx_all;        /**< [N·max_T, K] all-gathered routing (token dropping) */
-    float *weight_all;   /**< [N·max_T, K] all-gathered weights (token dropping) */
-    void *xp;            /**< [max_T·K, D] permuted inputs to send (wtype) */
-    void *xr;            /**< [recv_cap, D] received rows, by local expert then global token (wtype) */
-    float *gu;           /**< [max(recv_cap·2I, max_T·2I_s)] fused gate/up outputs */
-    void *hidden;        /**< [max(recv_cap·I, max_T·I_s)] SwiGLU outputs (wtype) */
-    float *yr;           /**< [recv_cap, D] local experts' outputs, sent back */
-    float *expert_out;   /**< [max_T·K, D] outputs of this device's assignments, in permuted order */
+    int *idx_all;        /**< [N·max_T, K] all-gathered routing */
+    float *weight_all;   /**< [N·max_T, K] all-gathered weights */
+    int *send_token;     /**< plan.send_token on the device */
+    int *expand_row;     /**< plan.expand_row on the device */
+    int *part_slot;      /**< plan.part_slot on the device */
+    float *part_weight;  /**< plan.part_weight on the device */
+    int *comb_slot;      /**< plan.comb_slot on the device */
+    float *comb_weight;  /**< plan.comb_weight on the device */
+    void *xp;            /**< [max_T·Kd, D] rows to send, by destination then token (wtype) */
+    void *xr;            /**< [recv_cap, D] received rows, by source then token (wtype) */
+    float *xe;           /**< [exp_cap, D] received rows expanded to local experts, widened to float32 */
+    void *xw;            /**< [exp_cap, D] xe in bf16 for the expert GEMMs (bf16 mode; float32 mode uses xe) */
+    float *gu;           /**< [max(exp_cap·2I, max_T·2I_s)] fused gate/up outputs */
+    void *hidden;        /**< [max(exp_cap·I, max_T·I_s)] SwiGLU outputs (wtype) */
+    float *ye;           /**< [exp_cap + 1, D] local experts' outputs; the last row stays zero */
+    float *yr;           /**< [recv_cap, D] partial combines of the received rows, sent back */
+    float *ret;          /**< [max_T·Kd + 1, D] partials returned to this source; the last row stays zero */
     float *shared_out;   /**< [max_T, D] shared experts */
-    int *offsets_host;   /**< [E + 2] offsets on the host */
-    int *counts_host;    /**< [N, E] counts_all on the host */
 } FastEpDevice;
 
 /** What the last fast_ep_moe_forward() saw, summed over the devices (host). */
@@ -66,8 +94,12 @@ typedef struct {
     double *P;           /**< [E] P_i = (1/T) Σ_t s_{i,t} */
     int *device_tokens;  /**< [N] tokens with at least one expert on device d */
     int dropped;         /**< assignments dropped at dispatch */
-    long long rows_sent; /**< rows dispatched to another device */
-    long long bytes_sent; /**< their bytes (rows_sent · D · element size) */
+    long long rows_dispatched; /**< rows dispatched: distinct (token, device) pairs of kept assignments */
+    long long rows_sent; /**< those going to another device than the token's own */
+    long long bytes_sent; /**< their bytes (rows_sent · D · element size of the weights' type) */
+    long long max_token_dispatch_bytes; /**< most bytes one token's hidden state was dispatched with, its own
+                                             device's row included (devices · D · element size) */
+    long long max_token_combine_bytes;  /**< most bytes of partials one token got back (devices · D · 4) */
     int max_devices;     /**< most devices one token's kept assignments reached */
 } FastEpStats;
 
@@ -80,12 +112,18 @@ typedef struct {
     int I;               /**< expert width */
     int I_s;             /**< fused shared-expert width N_s·I (0: none) */
     int max_T;           /**< tokens per device per call it was sized for */
-    int recv_cap;        /**< rows one device can receive: N·max_T·min(K, E/N) */
+    int Kd;              /**< most devices one token is sent to: min(K, N) */
+    int Kl;              /**< most experts of one token on one device: min(K, E/N) */
+    int recv_cap;        /**< rows one device can receive: N·max_T (a token reaches a device once) */
+    int exp_cap;         /**< expanded rows one device can hold: recv_cap·Kl */
     double capacity_factor; /**< > 0: device-level token dropping at dispatch (drop_tokens' rule) */
     FastEpDevice dev[FAST_EP_MAX_DEVICES]; /**< per device */
-    int *keep_idx;       /**< [N·max_T·K] host: routing after dropping (E marks dropped) */
-    float *weight_host;  /**< [N·max_T·K] host: all-gathered weights */
+    int *keep_idx;       /**< [N·max_T·K] host: every token's experts in device order, E where dropped */
+    float *weight_host;  /**< [N·max_T·K] host: their weights */
     bool *keep;          /**< [N·max_T·K] host: drop_tokens' mask */
+    int *recv_token;     /**< [recv_cap] host, while planning: global token of each received row */
+    int *slot_row;       /**< [recv_cap·K] host, while planning: expanded row of each received row's slot */
+    int *send_row;       /**< [max_T·N] host, while planning: sent row of each (token, destination) */
     FastEpStats stats;   /**< the last call's statistics */
 } FastEp;
 

@@ -8,16 +8,26 @@
  *   - the output, float32 mode relative L2 ≤ 1e-5 (bf16 mode ≤ 2e-2);
  *   - the routing: every token's experts equal the reference's and lie on at most M devices
  *     (fast_ep_device_limit(); with n_group = N, the same set as ref device_limited_route());
- *   - the exchanged counts: each device's all-gathered [N, E] counts equal EpPlan's counts of each
- *     source's tokens, and their sum EpPlan's counts of the whole batch;
+ *   - the plan: each device's expanded rows per local expert equal EpPlan's counts of the whole batch;
+ *   - dispatch once per device: rows dispatched = distinct (token, device) pairs of the kept assignments,
+ *     counted here from the reference's routing and keep mask, each source's rows per destination its
+ *     share of those pairs, rows to other devices and their bytes likewise; the per-token maximum of
+ *     bytes dispatched equals (most devices of one token) × D × element size and is ≤ M × D × element
+ *     size, the combined partials' ≤ M × D × 4;
  *   - the statistics summed with ncclAllReduce: f_i, P_i and the three losses equal ref/balance.c's;
  *   - with a capacity factor: the dropped assignments are exactly drop_tokens()'s, and the output equals
  *     moe_forward_ep() with that keep mask.
+ * Float32 tolerance: the expert terms g_{k,t}·FFN_{e_k}(u_t) are computed as on one device; the source
+ * sums one partial per device (device order), each partial summing its device's slots in slot order, so
+ * only the grouping of at most K float32 additions differs from moe_forward's slot order — a few ulps,
+ * well inside relative L2 1e-5.
  * The router runs in float32 on both sides but its GEMM sums in another order, so tokens whose reference
  * margin is a near tie (< 1e-6) are skipped and counted, as in test_fast_moe.c.
  *
  * Layers: random bf16 weights with n_group = N (the paper's device groups), and the MoE layer of the
- * golden fixture tests/golden/v2 (8 experts, n_group 4, topk_group 2, K 3) over 2, 4 and 8 devices.
+ * golden fixture tests/golden/v2 (8 experts, n_group 4, topk_group 2, K 3) over 2, 4 and 8 devices, and a
+ * designed routing where every token picks two or four experts on one device (rows known in advance).
+ * On the simulated device every launch runs under the race check (SIM_RACECHECK=1).
  */
 #include "check.h"
 #include "fast_test.h"
@@ -113,13 +123,18 @@ static float route_margin(const float *s, const ModelConfig *c)
     return fminf(margin, gap_after(masked, E, c->num_experts_per_tok - 1));
 }
 
-/* Runs one MoE layer w of config c over N devices with T tokens each and checks everything listed above. */
-static void check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bool bf16, double capacity_factor)
+/* Runs one MoE layer w of config c over N devices with T tokens each and checks everything listed above;
+ * the tokens are x_given [N·T, D] or, when NULL, drawn. \return the rows dispatched. */
+static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bool bf16, double capacity_factor,
+                          const float *x_given)
 {
     const int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok, NT = N * T, per = E / N;
     const size_t xn = (size_t)NT * D;
     float *x = malloc(sizeof(float) * xn), *want = malloc(sizeof(float) * xn), *got = malloc(sizeof(float) * xn);
-    test_rng_fill(&rng, x, xn, -2.0f, 2.0f);
+    if (x_given)
+        memcpy(x, x_given, sizeof(float) * xn);
+    else
+        test_rng_fill(&rng, x, xn, -2.0f, 2.0f);
 
     /* the reference on the whole batch */
     FfnScratch fs;
@@ -166,9 +181,8 @@ static void check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bo
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
         assert_int_equal(cudaMemcpy(got + (size_t)d * T * D, dy[d], sizeof(float) * (size_t)T * D,
                                     cudaMemcpyDeviceToHost), cudaSuccess);
-        assert_int_equal(cudaMemcpy(idx + (size_t)d * T * K, ep.dev[d].idx, sizeof(int) * (size_t)T * K,
-                                    cudaMemcpyDeviceToHost), cudaSuccess);
     }
+    memcpy(idx, ep.keep_idx, sizeof(int) * (size_t)NT * K);     /* the routing the plan used, E where dropped */
 
     /* routing: the reference's experts (E where dropped), on at most M devices */
     const int M = fast_ep_device_limit(c, N);
@@ -201,24 +215,47 @@ static void check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bo
     assert_true(ep.stats.max_devices <= M);
     assert_int_equal(ep.stats.dropped, fast_dropped);
 
-    /* the exchanged counts: per source, EpPlan of its tokens; summed, EpPlan of the batch */
+    /* the plan: each receiver's rows per local expert are EpPlan's counts of the batch */
     for (int a = 0; a < NT * K; a++) fidx[a] = fkeep[a] ? idx[a] : 0;
     EpPlan all;
     assert_int_equal(ep_plan_build(&all, fidx, fkeep, NT, K, E, N), 0);
-    for (int s = 0; s < N; s++) {
-        EpPlan mine;
-        assert_int_equal(ep_plan_build(&mine, fidx + (size_t)s * T * K, fkeep + (size_t)s * T * K, T, K, E, N), 0);
-        for (int e = 0; e < E; e++)
-            for (int r = 0; r < N; r++)                        /* every device received the same table */
-                assert_int_equal(ep.dev[r].counts_host[s * E + e], mine.count[e]);
-        ep_plan_free(&mine);
-    }
-    for (int e = 0; e < E; e++) {
-        int sum = 0;
-        for (int s = 0; s < N; s++) sum += ep.dev[0].counts_host[s * E + e];
-        assert_int_equal(sum, all.count[e]);
-    }
+    for (int r = 0; r < N; r++)
+        for (int j = 0; j < per; j++)
+            assert_int_equal(ep.dev[r].plan.expert_off[j + 1] - ep.dev[r].plan.expert_off[j], all.count[r * per + j]);
     ep_plan_free(&all);
+
+    /* dispatch once per device: rows = distinct (token, device) pairs of the kept assignments, counted here
+     * from the reference's routing and keep mask (from the fast routing where near ties make them differ) */
+    const int *pair_idx = ties == 0 ? ref_idx : idx;
+    const bool *pair_keep = ties == 0 ? keep : fkeep;
+    long long pairs = 0, remote = 0, assignments = 0;
+    int most = 0;
+    for (int t = 0; t < NT; t++) {
+        bool on[FAST_EP_MAX_DEVICES] = {false};
+        int devices = 0;
+        for (int k = 0; k < K; k++) {
+            const int a = t * K + k;
+            if (!pair_keep[a]) continue;
+            assignments++;
+            if (on[pair_idx[a] / per]) continue;
+            on[pair_idx[a] / per] = true;
+            devices++;
+            remote += pair_idx[a] / per != t / T;              /* token t lives on device t / T */
+            ep.dev[t / T].plan.n_send[pair_idx[a] / per]--;    /* each pair accounted for once, below */
+        }
+        pairs += devices;
+        most = devices > most ? devices : most;
+    }
+    for (int s = 0; s < N; s++)
+        for (int r = 0; r < N; r++)
+            assert_int_equal(ep.dev[s].plan.n_send[r], 0);
+    const long long esz = bf16 ? 2 : 4;
+    assert_int_equal(ep.stats.rows_dispatched, pairs);
+    assert_int_equal(ep.stats.rows_sent, remote);
+    assert_int_equal(ep.stats.bytes_sent, remote * D * esz);
+    assert_int_equal(ep.stats.max_token_dispatch_bytes, most * D * esz);
+    assert_true(ep.stats.max_token_dispatch_bytes <= (long long)M * D * esz);
+    assert_true(ep.stats.max_token_combine_bytes <= (long long)M * D * 4);
 
     /* statistics: f_i, P_i and the losses of ref/balance.c on the whole batch */
     const BalanceSpec spec = {.E = E, .K = K, .D = N, .M = M, .alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02};
@@ -256,12 +293,15 @@ static void check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bo
     }
     const CheckStats cs = check_stats(g, r, (size_t)n * D);
     printf("N=%d E=%d K=%d M=%d T=%d/device %s cf=%.2f: rel-L2 %.3g max-abs %.3g over %d tokens (%d near ties); "
-           "dropped %d (ref %d); rows to other devices %lld (%lld bytes); most devices per token %d; "
-           "P rel err %.3g, loss rel err %.3g\n",
+           "dropped %d (ref %d); rows dispatched %lld for %lld kept assignments, %lld to other devices (%lld bytes); "
+           "most devices per token %d (%lld bytes, M bound %lld); P rel err %.3g, loss rel err %.3g\n",
            N, E, K, M, T, bf16 ? "bf16" : "float32", capacity_factor, cs.rel_l2, cs.max_abs, n, ties,
-           ep.stats.dropped, ref_dropped, ep.stats.rows_sent, ep.stats.bytes_sent, ep.stats.max_devices, worst_P, dL);
+           ep.stats.dropped, ref_dropped, ep.stats.rows_dispatched, assignments, ep.stats.rows_sent,
+           ep.stats.bytes_sent, ep.stats.max_devices, ep.stats.max_token_dispatch_bytes, (long long)M * D * esz,
+           worst_P, dL);
     check_close("ep moe", g, r, (size_t)n * D, -1, bf16 ? 2e-2 : 1e-5);
 
+    const long long rows_dispatched = ep.stats.rows_dispatched;
     for (int d = 0; d < N; d++) {
         cudaSetDevice(d);
         cudaFree(dx[d]);
@@ -273,6 +313,7 @@ static void check_ep(const ModelConfig *c, const MoeWeights *w, int N, int T, bo
     ffn_scratch_free(&fs);
     free(x); free(want); free(got); free(want_ep); free(tie); free(keep); free(scores); free(ref_idx);
     free(idx); free(fkeep); free(fidx); free(g); free(r);
+    return rows_dispatched;
 }
 
 /* A random MoE layer of config c. */
@@ -300,7 +341,7 @@ static void random_layer(int N, int M, int T, bool bf16, double cf)
     need_devices(N);
     const ModelConfig c = ep_config(32, 16, 16, 4, 1, N, M);
     MoeWeights w = rand_moe(&c);
-    check_ep(&c, &w, N, T, bf16, cf);
+    check_ep(&c, &w, N, T, bf16, cf, NULL);
     free_moe(&w, &c);
 }
 
@@ -319,7 +360,7 @@ static void golden_v2(int N, double cf)
     if (model_open(&m, "tests/golden/v2", NULL))
         fail_msg("%s", ds_last_error());
     assert_true(m.layers[1].is_moe);
-    check_ep(m.cfg, &m.layers[1].moe, N, 5, false, cf);
+    check_ep(m.cfg, &m.layers[1].moe, N, 5, false, cf, NULL);
     model_close(&m);
 }
 
@@ -327,6 +368,41 @@ static void golden_v2_two(void **state) { (void)state; golden_v2(2, 0); }
 static void golden_v2_four(void **state) { (void)state; golden_v2(4, 0); }
 static void golden_v2_eight(void **state) { (void)state; golden_v2(8, 0); }
 static void golden_v2_four_dropping(void **state) { (void)state; golden_v2(4, 1.0); }
+
+/* A designed routing over 4 devices (4 experts each, groups = devices, 2 kept, K = 4): the router row of
+ * expert e is the unit vector e_e, so a token's logits are its first E entries. Token t puts 4.0 and 3.5 on
+ * two experts of device A = t mod 4 and, for t mod 3 ≠ 0, 3.0 and 2.5 on two experts of device
+ * B = A + 1 + t mod 3 (mod 4); for t mod 3 = 0 all four on A; the other entries lie in [−0.5, 0.5).
+ * Every token picks two or four experts on one device: by design it is dispatched to 2 devices, or 1, so
+ * rows = Σ_t (t mod 3 = 0 ? 1 : 2), half or a quarter of the kept assignments. */
+static void designed_routing(void **state)
+{
+    (void)state;
+    need_devices(4);
+    const int N = 4, T = 6, NT = N * T, D = 32, E = 16;
+    const ModelConfig c = ep_config(D, E, 16, 4, 1, N, 2);
+    MoeWeights w = rand_moe(&c);
+    uint16_t *router = (uint16_t *)w.router.data;
+    for (int e = 0; e < E; e++)
+        for (int j = 0; j < D; j++)
+            router[e * D + j] = f32_to_bf16(j == e ? 1.0f : 0.0f);
+    float *x = malloc(sizeof(float) * (size_t)NT * D);
+    test_rng_fill(&rng, x, (size_t)NT * D, -2.0f, 2.0f);
+    long long want_rows = 0;
+    for (int t = 0; t < NT; t++) {
+        float *xt = x + (size_t)t * D;
+        const int A = t % N, B = (A + 1 + t % 3) % N;
+        for (int e = 0; e < E; e++) xt[e] = test_rng_uniform(&rng, -0.5f, 0.5f);
+        xt[4 * A] = 4.0f;
+        xt[4 * A + 1] = 3.5f;
+        xt[4 * (t % 3 ? B : A) + 2] = 3.0f;
+        xt[4 * (t % 3 ? B : A) + 3] = 2.5f;
+        want_rows += t % 3 ? 2 : 1;
+    }
+    assert_int_equal(check_ep(&c, &w, N, T, false, 0, x), want_rows);
+    free(x);
+    free_moe(&w, &c);
+}
 
 /* SIM_FAIL_COMM=1: ncclCommInitAll fails; fast_ep_init returns −1 with one line naming it, nothing held. */
 static void comm_failure(void **state)
@@ -349,6 +425,7 @@ static void comm_failure(void **state)
 int main(void)
 {
     setenv("SIM_DEVICE_COUNT", "8", 1);                        /* before the first CUDA call */
+    setenv("SIM_RACECHECK", "1", 0);                           /* every simulated launch under three thread orders */
     test_rng_seed(&rng, "fast ep");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_devices),
@@ -357,6 +434,7 @@ int main(void)
         cmocka_unit_test(four_devices_bf16),
         cmocka_unit_test(dropping_four),
         cmocka_unit_test(dropping_eight),
+        cmocka_unit_test(designed_routing),
         cmocka_unit_test(golden_v2_two),
         cmocka_unit_test(golden_v2_four),
         cmocka_unit_test(golden_v2_eight),
