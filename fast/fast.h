@@ -40,6 +40,22 @@
 #define FAST_ROUTER router_forward_v2             /**< scores + group max + top-K in one kernel */
 #define FAST_WRITE_LATENTS mla_write_latents_v2   /**< ĉ_t, k^R_t into the cache */
 #define FAST_ARGMAX sample_argmax_v2              /**< greedy token */
+#define FAST_MOE_EXPERTS moe_experts_v2           /**< routed experts of a small step, offsets on the device */
+
+/*
+ * Up to this many (token, slot) rows per MoE call (T·K) the routed experts run
+ * in FAST_MOE_EXPERTS, a grouped GEMV that reads the per-expert offsets on the
+ * device; above it, one cuBLAS GEMM pair per non-empty expert, sized on the
+ * host. Why 256: a decode step (T = 1, or one token per sequence of a batch,
+ * K = 6: up to 42 sequences) must not copy the offsets to the host and wait,
+ * or it cannot be captured in a CUDA graph and every layer stalls the stream;
+ * at that size each active expert gets a few rows (256 rows over V2-Lite's 64
+ * experts: 4 on average), so both ways read each expert's weights once and
+ * the GEMV's CUDA-core arithmetic stays below the weight traffic, while a
+ * 64-token prompt chunk (384 rows) gives cuBLAS's tensor-core GEMMs enough
+ * rows per expert to win.
+ */
+#define FAST_MOE_GROUPED_MAX_ROWS 256
 
 /** Records "call failed: name (text) at file:line" when err is not cudaSuccess. \return 0 or −1. */
 int fast_check_cuda(cudaError_t err, const char *call, const char *file, int line);
@@ -190,12 +206,23 @@ void fast_scratch_free(FastScratch *s);
  */
 int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSwiglu *w, int T, FastScratch *s);
 
+/** How fast_moe_forward_experts() runs the routed experts. */
+typedef enum {
+    FAST_MOE_AUTO = 0,       /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else per expert */
+    FAST_MOE_GROUPED = 1,    /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
+    FAST_MOE_PER_EXPERT = 2  /**< one cuBLAS GEMM pair per non-empty expert, offsets copied to the host */
+} FastMoeExperts;
+
 /**
  * The MoE FFN (ref/moe.h's moe_forward) on the device: router GEMM (float32),
- * router kernel, permutation by expert, one GEMM per non-empty expert on
- * contiguous rows (fused gate/up, SwiGLU, down), combine in slot order, shared
- * experts added. y, x: [T, D] float32.
+ * router kernel, permutation by expert, the routed experts on contiguous rows
+ * (fused gate/up, SwiGLU, down) as `how` says, combine in slot order, shared
+ * experts added. y, x: [T, D] float32. \return 0 or −1.
  */
+int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
+                             int T, FastScratch *s, FastMoeExperts how);
+
+/** fast_moe_forward_experts() with FAST_MOE_AUTO: what the model runs. */
 int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg, int T,
                      FastScratch *s);
 

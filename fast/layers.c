@@ -1,7 +1,8 @@
 /**
  * \file layers.c
- * \brief The components on the device: SwiGLU, MoE (permuted by expert, one GEMM per expert) and MLA
- *        (expanded with cuBLAS GEMMs and a causal softmax; absorbed over the latent cache).
+ * \brief The components on the device: SwiGLU, MoE (permuted by expert; a grouped kernel for small steps, one
+ *        GEMM per expert for prompts) and MLA (expanded with cuBLAS GEMMs and a causal softmax; absorbed over
+ *        the latent cache).
  */
 #include "fast.h"
 
@@ -84,12 +85,36 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 // ANCHOR_END: fast_swiglu
 
 // ANCHOR: fast_moe
-int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg, int T,
-                     FastScratch *s)
+/*
+ * The routed experts of a prompt: the offsets come to the host (a synchronisation) to size one
+ * GEMM per non-empty expert on its contiguous rows for [gate | up], SwiGLU, one for down.
+ */
+static int experts_per_gemm(FastContext *ctx, const FastMoe *w, int rows, int E, int D, int I, FastScratch *s)
+{
+    const size_t esz = kernel_dtype_size(ctx->wtype);
+    CUDA_TRY(cudaMemcpyAsync(s->counts_host, s->offsets, sizeof(int) * (E + 1), cudaMemcpyDeviceToHost, ctx->stream));
+    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+    for (int e = 0; e < E; e++) {
+        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
+        if (n && fast_gemm(ctx, s->gu + (size_t)r0 * 2 * I, (const char *)s->xp + (size_t)r0 * D * esz, ctx->wtype,
+                           D, (const char *)w->gate_up.data + (size_t)e * 2 * I * D * esz, ctx->wtype, 2 * I, D, n))
+            return -1;
+    }
+    CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, rows, I, ctx->stream));
+    for (int e = 0; e < E; e++) {
+        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
+        if (n && fast_gemm(ctx, s->expert_out + (size_t)r0 * D, (const char *)s->hidden + (size_t)r0 * I * esz,
+                           ctx->wtype, I, (const char *)w->down.data + (size_t)e * D * I * esz, ctx->wtype, D, I, n))
+            return -1;
+    }
+    return 0;
+}
+
+int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
+                             int T, FastScratch *s, FastMoeExperts how)
 {
     const int D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
     const int I = cfg->moe_intermediate_size;
-    const size_t esz = kernel_dtype_size(ctx->wtype);
     const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
                             cfg->norm_topk_prob, cfg->routed_scaling_factor};
 
@@ -102,26 +127,17 @@ int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *
         return -1;
     CUDA_TRY(FAST_ROUTER(s->idx, s->weight, s->logits, s->logits, w->bias, p, T, ctx->stream));
 
-    /* 2. permute (token, slot) pairs by expert; the offsets come to the host to size each GEMM */
+    /* 2. permute (token, slot) pairs by expert */
     CUDA_TRY(moe_permute_v2(s->counts, s->offsets, s->slot_row, s->row_token, s->idx, T, K, E, ctx->stream));
-    CUDA_TRY(cudaMemcpyAsync(s->counts_host, s->offsets, sizeof(int) * (E + 1), cudaMemcpyDeviceToHost, ctx->stream));
-    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
     CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
 
-    /* 3. each non-empty expert: one GEMM on its contiguous rows for [gate | up], SwiGLU, one for down */
-    for (int e = 0; e < E; e++) {
-        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
-        if (n && fast_gemm(ctx, s->gu + (size_t)r0 * 2 * I, (const char *)s->xp + (size_t)r0 * D * esz, ctx->wtype,
-                           D, (const char *)w->gate_up.data + (size_t)e * 2 * I * D * esz, ctx->wtype, 2 * I, D, n))
-            return -1;
-    }
-    CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, T * K, I, ctx->stream));
-    for (int e = 0; e < E; e++) {
-        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
-        if (n && fast_gemm(ctx, s->expert_out + (size_t)r0 * D, (const char *)s->hidden + (size_t)r0 * I * esz,
-                           ctx->wtype, I, (const char *)w->down.data + (size_t)e * D * I * esz, ctx->wtype, D, I, n))
-            return -1;
-    }
+    /* 3. each expert on its rows: small steps in one grouped kernel reading the offsets on the device
+     *    (no host synchronisation: a decode step can be captured), prompts one GEMM pair per expert */
+    if (how == FAST_MOE_GROUPED || (how == FAST_MOE_AUTO && T * K <= FAST_MOE_GROUPED_MAX_ROWS))
+        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->hidden, s->xp, s->offsets, w->gate_up.data, w->down.data,
+                                  ctx->wtype, T * K, E, D, I, ctx->stream));
+    else if (experts_per_gemm(ctx, w, T * K, E, D, I, s))
+        return -1;
 
     /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared */
     CUDA_TRY(moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, w->shared.down.data ? s->shared_out : NULL, T,
@@ -129,6 +145,12 @@ int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *
     return 0;
 }
 // ANCHOR_END: fast_moe
+
+int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg, int T,
+                     FastScratch *s)
+{
+    return fast_moe_forward_experts(ctx, y, x, w, cfg, T, s, FAST_MOE_AUTO);
+}
 
 /* C_h = op(A_h) · B_h for every head h (strided batched, float32 accumulation and output). */
 static int gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,

@@ -183,6 +183,29 @@ cudaError_t moe_gather_v2(void *xp, KernelDType xp_type, const float *x, const i
 cudaError_t moe_combine_v2(float *y, const float *out, const int *slot_row, const float *weight, const float *shared,
                            int T, int K, int D, cudaStream_t stream);
 
+/**
+ * Version 1 of the routed experts on permuted rows, grouped by expert, the reference loops
+ * (one thread per (row, hidden unit), then per (row, output)): for the expert e owning row r
+ * (offsets[e] ≤ r < offsets[e + 1]), hidden[r] = silu(W_gate,e xp_r) ⊙ (W_up,e xp_r) stored as
+ * w_type, then out[r] = W_down,e hidden[r] in float32. The offsets are read on the device, so the
+ * launch depends only on rows: no host round trip, capturable in a CUDA graph.
+ * out: [rows, D] float32; hidden: [rows, I] of w_type (scratch); xp: [rows, D] of w_type (moe_gather_v2);
+ * offsets: [E + 1] (moe_permute_v2, offsets[E] = rows); gate_up: [E·2I, D] (expert e's W_gate rows,
+ * then its W_up rows, at rows [2I·e, 2I·(e + 1))); down: [E·D, I]. Any sizes ≥ 1.
+ * The same numbers as swiglu_forward_v2 between two GEMMs: float32 accumulation, hidden rounded once.
+ */
+cudaError_t moe_experts_v1(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                           const void *down, KernelDType w_type, int rows, int E, int D, int I, cudaStream_t stream);
+
+/**
+ * Version 2 of moe_experts_v1 (same arguments and result): a grouped GEMV. Block (tile, j) serves
+ * the j-th expert that has rows, j < min(rows, E); each warp owns one output unit (a weight row,
+ * read once per 4 rows of the expert, lanes striding over it) and loops over the expert's rows.
+ * Blocks of experts without rows return at once. Two launches (hidden, then down).
+ */
+cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                           const void *down, KernelDType w_type, int rows, int E, int D, int I, cudaStream_t stream);
+
 /* ---- mla.cu: Multi-head Latent Attention (SPEC §3.4, §5) ---------------------------------- */
 
 /** Sizes of one MLA layer and the scale σ = d_q^{-1/2}·m². */

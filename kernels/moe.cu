@@ -1,7 +1,8 @@
 /**
  * \file moe.cu
- * \brief SwiGLU experts on the device (SPEC §3.6.2, §3.6.4): the reference loops, and the pieces around
- *        the per-expert GEMMs (token permutation by expert, the SwiGLU nonlinearity, the weighted combine).
+ * \brief SwiGLU experts on the device (SPEC §3.6.2, §3.6.4): the reference loops, the pieces around
+ *        the per-expert GEMMs (token permutation by expert, the SwiGLU nonlinearity, the weighted combine),
+ *        and the routed experts on permuted rows with the per-expert offsets read on the device.
  */
 #include "common.cuh"
 
@@ -178,5 +179,156 @@ extern "C" cudaError_t moe_combine_v2(float *y, const float *out, const int *slo
                                       const float *shared, int T, int K, int D, cudaStream_t stream)
 {
     LAUNCH(moe_combine_v2_kernel, dim3((unsigned)T), dim3(256), 0, stream, y, out, slot_row, weight, shared, K, D);
+    return cudaGetLastError();
+}
+
+/* ---- the routed experts on permuted rows, offsets read on the device ------------------------- */
+
+/** The expert owning permuted row r: the e with offsets[e] ≤ r < offsets[e + 1]. */
+static __device__ int row_expert(const int *offsets, int E, int r)
+{
+    int e = 0;
+    while (e < E - 1 && offsets[e + 1] <= r)
+        e++;
+    return e;
+}
+
+// ANCHOR: moe_experts_v1
+/**
+ * Version 1, step 1: thread (r, i) computes hidden unit i of permuted row r for
+ * the expert owning r: silu(W_gate x_r)_i · (W_up x_r)_i, stored as the weights' type.
+ */
+__global__ void moe_experts_v1_hidden_kernel(void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                                             KernelDType w_type, int rows, int E, int D, int I)
+{
+    const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= (size_t)rows * I)
+        return;
+    const int r = (int)(id / I), i = (int)(id % I), e = row_expert(offsets, E, r);
+    const size_t gate = ((size_t)e * 2 * I + i) * D, up = gate + (size_t)I * D;
+    float g = 0.0f, u = 0.0f;
+    for (int d = 0; d < D; d++) {
+        const float x = load_elem(xp, w_type, (size_t)r * D + d);
+        g += load_elem(gate_up, w_type, gate + d) * x;
+        u += load_elem(gate_up, w_type, up + d) * x;
+    }
+    store_elem(hidden, w_type, id, silu(g) * u);
+}
+
+/** Version 1, step 2: thread (r, d) computes out[r, d] = (W_down,e h_r)_d for the expert e owning row r. */
+__global__ void moe_experts_v1_down_kernel(float *out, const void *hidden, const int *offsets, const void *down,
+                                           KernelDType w_type, int rows, int E, int D, int I)
+{
+    const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= (size_t)rows * D)
+        return;
+    const int r = (int)(id / D), d = (int)(id % D), e = row_expert(offsets, E, r);
+    const size_t w = ((size_t)e * D + d) * I;
+    float acc = 0.0f;
+    for (int i = 0; i < I; i++)
+        acc += load_elem(down, w_type, w + i) * load_elem(hidden, w_type, (size_t)r * I + i);
+    out[id] = acc;
+}
+// ANCHOR_END: moe_experts_v1
+
+extern "C" cudaError_t moe_experts_v1(float *out, void *hidden, const void *xp, const int *offsets,
+                                      const void *gate_up, const void *down, KernelDType w_type, int rows, int E, int D,
+                                      int I, cudaStream_t stream)
+{
+    LAUNCH(moe_experts_v1_hidden_kernel, dim3(blocks_for((size_t)rows * I, 128)), dim3(128), 0, stream, hidden, xp,
+           offsets, gate_up, w_type, rows, E, D, I);
+    LAUNCH(moe_experts_v1_down_kernel, dim3(blocks_for((size_t)rows * D, 128)), dim3(128), 0, stream, out, hidden,
+           offsets, down, w_type, rows, E, D, I);
+    return cudaGetLastError();
+}
+
+#define EXPERT_WARPS 8 /**< warps per block of the grouped kernels: one output unit each */
+#define EXPERT_ROWS 4  /**< rows of one expert a warp carries at once (accumulators per lane) */
+
+/** The j-th expert that has rows (ascending e), or −1 when fewer than j + 1 have any. */
+static __device__ int active_expert(const int *offsets, int E, int j)
+{
+    for (int e = 0; e < E; e++)
+        if (offsets[e + 1] > offsets[e] && j-- == 0)
+            return e;
+    return -1;
+}
+
+// ANCHOR: moe_experts_v2
+/**
+ * Version 2, step 1: block (tile, j) serves the j-th expert with rows; warp w of
+ * it computes hidden unit i = tile·EXPERT_WARPS + w for every row of that expert,
+ * EXPERT_ROWS rows at a time, so the W_gate and W_up rows are read once per
+ * EXPERT_ROWS rows; lanes stride over D and meet in a warp sum.
+ */
+__global__ void moe_experts_v2_hidden_kernel(void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                                             KernelDType w_type, int E, int D, int I)
+{
+    const int e = active_expert(offsets, E, (int)blockIdx.y);
+    const int lane = (int)threadIdx.x % 32, i = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    if (e < 0 || i >= I)                                        /* uniform over the warp */
+        return;
+    const size_t gate = ((size_t)e * 2 * I + i) * D, up = gate + (size_t)I * D;
+    for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
+        float g[EXPERT_ROWS] = {0.0f}, u[EXPERT_ROWS] = {0.0f};
+        for (int d = lane; d < D; d += 32) {
+            const float wg = load_elem(gate_up, w_type, gate + d), wu = load_elem(gate_up, w_type, up + d);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++) {
+                if (k < n) {
+                    const float x = load_elem(xp, w_type, (size_t)(r0 + k) * D + d);
+                    g[k] += wg * x;
+                    u[k] += wu * x;
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
+            if (lane == 0 && k < n)
+                store_elem(hidden, w_type, (size_t)(r0 + k) * I + i, silu(gk) * uk);
+        }
+    }
+}
+
+/** Version 2, step 2: as step 1 for out[r, d] = (W_down,e h_r)_d, warp w of block (tile, j) on d = tile·EXPERT_WARPS + w. */
+__global__ void moe_experts_v2_down_kernel(float *out, const void *hidden, const int *offsets, const void *down,
+                                           KernelDType w_type, int E, int D, int I)
+{
+    const int e = active_expert(offsets, E, (int)blockIdx.y);
+    const int lane = (int)threadIdx.x % 32, d = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    if (e < 0 || d >= D)
+        return;
+    const size_t w = ((size_t)e * D + d) * I;
+    for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
+        float acc[EXPERT_ROWS] = {0.0f};
+        for (int i = lane; i < I; i += 32) {
+            const float wd = load_elem(down, w_type, w + i);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++)
+                if (k < n)
+                    acc[k] += wd * load_elem(hidden, w_type, (size_t)(r0 + k) * I + i);
+        }
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float sum = warp_sum(acc[k]);
+            if (lane == 0 && k < n)
+                out[(size_t)(r0 + k) * D + d] = sum;
+        }
+    }
+}
+// ANCHOR_END: moe_experts_v2
+
+extern "C" cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, const int *offsets,
+                                      const void *gate_up, const void *down, KernelDType w_type, int rows, int E, int D,
+                                      int I, cudaStream_t stream)
+{
+    const unsigned int active = (unsigned int)(rows < E ? rows : E);  /* at most this many experts have rows */
+    LAUNCH(moe_experts_v2_hidden_kernel, dim3(blocks_for((size_t)I, EXPERT_WARPS), active), dim3(32 * EXPERT_WARPS), 0,
+           stream, hidden, xp, offsets, gate_up, w_type, E, D, I);
+    LAUNCH(moe_experts_v2_down_kernel, dim3(blocks_for((size_t)D, EXPERT_WARPS), active), dim3(32 * EXPERT_WARPS), 0,
+           stream, out, hidden, offsets, down, w_type, E, D, I);
     return cudaGetLastError();
 }

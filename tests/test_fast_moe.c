@@ -1,7 +1,9 @@
 /**
  * \file test_fast_moe.c
- * \brief The device MoE (fast_moe_forward: v2 kernels + one GEMM per expert; moe_forward_v1: the reference
- *        loops on CUDA cores) against ref/moe.c's moe_forward, in float32 and bf16 mode.
+ * \brief The device MoE against ref/moe.c's moe_forward, in float32 and bf16 mode: fast_moe_forward_experts
+ *        both ways (the grouped kernel moe_experts_v2 that reads the expert offsets on the device, and one
+ *        cuBLAS GEMM pair per expert), moe_experts_v1 (the grouped kernel's reference loops) and
+ *        moe_forward_v1 (the whole FFN as reference loops on CUDA cores).
  *
  * Weights are random bf16 (as checkpoints store them), so both modes see the
  * same weights: float32 mode widens them on upload (relative L2 ≤ 1e-5), bf16
@@ -14,9 +16,10 @@
  * Shapes: DeepSeek-V2-Lite's widths (D 2048, expert width 1408, 2 shared,
  * K 6) with 8 experts instead of 64 — 64 experts at these widths are 1.1 GB of
  * bf16 weights (2.2 GB widened), too much for the simulated device in a unit
- * test; 64 experts are covered at small width (D 64) with 40 tokens, so that
- * some experts get several tokens and some none; V2's group-limited routing
- * (160 experts, 8 groups, 3 kept, ×16); odd sizes without shared experts.
+ * test — with 3 tokens and with 1 (a decode step); 64 experts are covered at
+ * small width (D 64) with 40 tokens, so that some experts get several tokens
+ * and some none; V2's group-limited routing (160 experts, 8 groups, 3 kept,
+ * ×16); odd sizes with and without shared experts.
  */
 #include "check.h"
 #include "fast_test.h"
@@ -171,19 +174,40 @@ static void check_moe(const ModelConfig *c, int T)
         assert_int_equal(cudaMalloc((void **)&hidden, sizeof(float) * (size_t)T * (K * I + Is)), cudaSuccess);
         assert_int_equal(cudaMemcpy(dx, x, sizeof(float) * (size_t)T * D, cudaMemcpyHostToDevice), cudaSuccess);
 
-        /* v2: the path fast/ runs */
+        /* v2: the paths fast/ runs, the grouped kernel (small steps) and one GEMM pair per expert (prompts) */
+        for (int how = FAST_MOE_GROUPED; how <= FAST_MOE_PER_EXPERT; how++) {
+            assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
+            assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
+            assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I), cudaSuccess);
+            if (fast_moe_forward_experts(&ctx, dy, dx, &fw, c, T, &s, (FastMoeExperts)how))
+                fail_msg("%s", ds_last_error());
+            assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+            assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
+            int *idx = malloc(sizeof(int) * (size_t)T * K);
+            assert_int_equal(cudaMemcpy(idx, s.idx, sizeof(int) * (size_t)T * K, cudaMemcpyDeviceToHost), cudaSuccess);
+            for (int t = 0; t < T; t++)
+                for (int k = 0; k < K && !tie[t]; k++)
+                    assert_int_equal(idx[t * K + k], fs.expert[t * K + k]);
+            free(idx);
+            char what[64];
+            snprintf(what, sizeof what, "moe v2 %s %s", how == FAST_MOE_GROUPED ? "grouped" : "per-expert",
+                     bf16 ? "bf16" : "float32");
+            compare_rows(what, got, want, tie, T, D, tol);
+        }
+
+        /* moe_experts_v1, the grouped kernel's reference loops, on the permutation the last run left */
         assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
-        if (fast_moe_forward(&ctx, dy, dx, &fw, c, T, &s))
-            fail_msg("%s", ds_last_error());
+        assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
+        assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I), cudaSuccess);
+        assert_int_equal(moe_experts_v1(s.expert_out, s.hidden, s.xp, s.offsets, fw.gate_up.data, fw.down.data,
+                                        ctx.wtype, T * K, E, D, I, ctx.stream),
+                         cudaSuccess);
+        assert_int_equal(moe_combine_v2(dy, s.expert_out, s.slot_row, s.weight, Is ? s.shared_out : NULL, T, K, D,
+                                        ctx.stream),
+                         cudaSuccess);
         assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
         assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
-        int *idx = malloc(sizeof(int) * (size_t)T * K);
-        assert_int_equal(cudaMemcpy(idx, s.idx, sizeof(int) * (size_t)T * K, cudaMemcpyDeviceToHost), cudaSuccess);
-        for (int t = 0; t < T; t++)
-            for (int k = 0; k < K && !tie[t]; k++)
-                assert_int_equal(idx[t * K + k], fs.expert[t * K + k]);
-        free(idx);
-        compare_rows(bf16 ? "moe v2 bf16" : "moe v2 float32", got, want, tie, T, D, tol);
+        compare_rows(bf16 ? "moe_experts_v1 bf16" : "moe_experts_v1 float32", got, want, tie, T, D, tol);
 
         /* v1: the reference loops, on the routing the v2 router just wrote */
         assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
@@ -232,6 +256,22 @@ static void v2_group_limited(void **state)
     check_moe(&c, 17);
 }
 
+static void lite_widths_one_token(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(2048, 8, 1408, 6, 2, TOPK_GREEDY, 1, 1, false, 1.0f);
+    check_moe(&c, 1);
+}
+
+static void odd_with_shared(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(45, 9, 23, 4, 1, TOPK_GREEDY, 1, 1, true, 2.5f);
+    check_moe(&c, 2);
+}
+
 static void odd_no_shared(void **state)
 {
     (void)state;
@@ -246,6 +286,8 @@ int main(void)
     test_rng_seed(&rng, "fast moe");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lite_widths),
+        cmocka_unit_test(lite_widths_one_token),
+        cmocka_unit_test(odd_with_shared),
         cmocka_unit_test(lite_64_experts_small_width),
         cmocka_unit_test(v2_group_limited),
         cmocka_unit_test(odd_no_shared),
