@@ -201,7 +201,7 @@ static int engine_open(Engine *e, const Args *a)
         /* f32 widens the weights on upload, so greedy text equals --backend ref's */
         FastOptions fo = {.bf16 = !strcmp(a->dtype, "bf16")};
         rc = fast_model_open(&e->fast, a->model_dir, &fo);
-        if (rc == 0) { e->cfg = e->fast.cfg; e->max_context = e->fast.max_context; e->pos = &e->fast.pos; }
+        if (rc == 0) { e->cfg = e->fast.cfg; e->max_context = e->fast.max_context; e->pos = &e->fast.pos[0]; }
     } else {
         rc = model_open(&e->ref, a->model_dir, NULL);
         if (rc == 0) { e->cfg = e->ref.cfg; e->max_context = e->ref.max_context; e->pos = &e->ref.pos; }

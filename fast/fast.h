@@ -6,7 +6,10 @@
  * fast_model_open() reads the checkpoint with ref/checkpoint.h, binds the
  * same tensor names as the reference and uploads them (bf16 as stored, or
  * widened to float32 in float32 mode), allocates activations and the latent
- * cache once; fast_model_forward() runs prompts and decode steps.
+ * cache once; fast_model_forward() runs prompts and decode steps of one
+ * sequence. With FastOptions.max_batch > 1 the model holds that many sequence
+ * slots: fast_model_prefill() feeds a prompt into one slot and
+ * fast_model_decode() advances several slots by one token in one pass.
  *
  * Every CUDA and cuBLAS call is checked; a failure records one line with
  * ds_error() naming the call, the file and the line, and the function
@@ -36,9 +39,9 @@
  */
 #define FAST_RMSNORM rmsnorm_forward_v2           /**< RMSNorm */
 #define FAST_RMSNORM_RESIDUAL rmsnorm_residual_v2 /**< residual add fused with the next RMSNorm */
-#define FAST_ROPE rope_forward_v2                 /**< RoPE on q^R in place */
+#define FAST_ROPE rope_forward_at_v2              /**< RoPE on q^R in place, positions from the device */
 #define FAST_ROUTER router_forward_v2             /**< scores + group max + top-K in one kernel */
-#define FAST_WRITE_LATENTS mla_write_latents_v2   /**< ĉ_t, k^R_t into the cache */
+#define FAST_WRITE_LATENTS mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
 #define FAST_ARGMAX sample_argmax_v2              /**< greedy token */
 #define FAST_MOE_EXPERTS moe_experts_v2           /**< routed experts of a small step, offsets on the device */
 
@@ -227,14 +230,29 @@ int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *
                      FastScratch *s);
 
 /**
- * Attention (ref/mla.h's mla_forward) for T tokens at positions [pos0, pos0 + T):
- * writes ĉ, k^R into cache rows, attends causally. out, a: [T, D] float32;
- * cache: [capacity, d_c + d_r] of ctx->wtype; inv_freq: [d_r/2] device floats.
- * absorbed: the absorbed decode form (else expanded).
+ * Where the T tokens of one attention call sit. Token t has position pos[t] (it attends to cached
+ * positions [0, pos[t]]) in a sequence whose position 0 is cache row base[t]; both arrays live on
+ * the device, uploaded once per step, so the kernels' launches never depend on them. The host copy
+ * pos0/base0 is what the expanded form needs to size its GEMMs over one sequence's cache.
+ */
+typedef struct {
+    const int *pos;  /**< [T] device: position of token t */
+    const int *base; /**< [T] device: cache row of position 0 of token t's sequence */
+    int pos0;        /**< host: pos[0] when the T tokens are one sequence's positions pos0, pos0 + 1, …; else −1 */
+    int base0;       /**< host: that sequence's base (every base[t]) when pos0 ≥ 0 */
+    int max_ctx;     /**< positions one sequence holds (sizes the split-decode grid) */
+} FastPositions;
+
+/**
+ * Attention (ref/mla.h's mla_forward) for T tokens at positions at->pos: writes ĉ, k^R into cache
+ * rows base[t] + pos[t], attends causally over each token's own sequence. out, a: [T, D] float32;
+ * cache: [rows, d_c + d_r] of ctx->wtype; inv_freq: [d_r/2] device floats.
+ * absorbed: the absorbed decode form, any tokens; else expanded, which needs at->pos0 ≥ 0 (one
+ * sequence). \return 0, or −1 with one error line.
  */
 int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
-                     const ModelConfig *cfg, const Rope *rope, const float *inv_freq, int pos0, int T, bool absorbed,
-                     FastScratch *s);
+                     const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at, int T,
+                     bool absorbed, FastScratch *s);
 
 /* ---- the model ----------------------------------------------------------------------------- */
 
@@ -245,6 +263,7 @@ typedef struct {
     int chunk;       /**< tokens per forward chunk (default 64) */
     int form;        /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
     int ep_devices;  /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
+    int max_batch;   /**< sequence slots, each with its own latent cache and position (default 1) */
 } FastOptions;
 
 /** One decoder layer on the device. */
@@ -268,16 +287,20 @@ typedef struct {
     FastMat lm_head;       /**< [vocab, D] */
     float *final_norm;     /**< [D] */
     FastLayer *layers;     /**< [num_hidden_layers] */
-    void *cache;           /**< one allocation: layer l's [max_context, d_c + d_r] at l·max_context rows */
-    int max_context;       /**< cache capacity in positions */
+    void *cache;           /**< slot s, layer l's [max_context, d_c + d_r] at row (s·layers + l)·max_context */
+    int max_context;       /**< cache capacity in positions, per slot */
     int chunk;             /**< tokens per forward chunk */
     int form;              /**< attention form option (FastOptions.form) */
-    int pos;               /**< tokens already in the cache */
-    int *tokens;           /**< [chunk] device token ids */
-    float *h;              /**< [chunk, D] residual stream */
-    float *a;              /**< [chunk, D] normalised input of attention / FFN */
-    float *b;              /**< [chunk, D] attention / FFN output, added to h by the next fused norm */
-    float *logits;         /**< [chunk, vocab] device logits */
+    int max_batch;         /**< sequence slots */
+    int rows;              /**< rows of one step: max(chunk, max_batch) */
+    int *pos;              /**< [max_batch] tokens already in each slot's cache (pos[0]: fast_model_forward's) */
+    int *step_host;        /**< [3·rows] pinned: the step's token ids, positions and cache bases */
+    int *step;             /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
+    FastPositions at;      /**< the current step's positions (pointers into step) */
+    float *h;              /**< [rows, D] residual stream */
+    float *a;              /**< [rows, D] normalised input of attention / FFN */
+    float *b;              /**< [rows, D] attention / FFN output, added to h by the next fused norm */
+    float *logits;         /**< [rows, vocab] device logits */
     int last_row;          /**< row of m->logits holding the last position's logits, −1 when none */
     int *next;             /**< [1] device arg-max */
     FastScratch scratch;   /**< working memory */
@@ -298,17 +321,36 @@ int fast_weights_upload(FastModel *m, const Model *ref);
 void fast_weights_free(FastModel *m);
 /** Releases everything fast_model_open() acquired (safe on a zeroed model). */
 void fast_model_close(FastModel *m);
-/** Forgets the cached past. */
+/** Forgets the cached past of every slot. */
 void fast_model_reset(FastModel *m);
+/** Forgets slot's cached past (its next token is position 0). \return 0, or −1 when slot is out of range. */
+int fast_model_reset_slot(FastModel *m, int slot);
 /**
- * Feeds T tokens at positions [m->pos, m->pos + T) (ref/model.h's model_forward).
+ * Feeds T tokens at positions [m->pos[0], m->pos[0] + T) of slot 0 (ref/model.h's model_forward):
+ * fast_model_prefill(m, 0, …).
  * logits_host: NULL, or [T, vocab] when all_positions, else [vocab] for the last token.
  * \return 0, or −1 with one error line.
  */
 int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_host, bool all_positions);
 /**
+ * Feeds T tokens of one sequence into slot, at positions [m->pos[slot], m->pos[slot] + T), in
+ * chunks of m->chunk (a prompt; the attention form as FastOptions.form).
+ * logits_host: NULL, or [T, vocab] when all_positions, else [vocab] for the last token.
+ * \return 0, or −1 with one error line naming the slot or token.
+ */
+int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *logits_host, bool all_positions);
+/**
+ * One decode step of B sequences together: token i goes into slots[i] at position m->pos[slots[i]].
+ * Every GEMM, norm, router and expert GEMM runs on the B rows at once (the weights are read once
+ * for all of them); attention is per row over its own slot's cache, in the absorbed form, with the
+ * positions read from the device. slots: B distinct slots; 1 ≤ B ≤ max_batch.
+ * logits_host: NULL, or [B, vocab], row i for slots[i].
+ * \return 0, or −1 with one error line naming the slot or token (nothing fed on error).
+ */
+int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host);
+/**
  * The greedy next token: arg max of the last position's logits, computed on the
- * device after a fast_model_forward() that asked for logits. \return 0 or −1.
+ * device after a fast_model_forward() or fast_model_prefill() that asked for logits. \return 0 or −1.
  */
 int fast_model_argmax(FastModel *m, int *token);
 

@@ -182,20 +182,22 @@ static const void *staged(FastContext *ctx, const float *x, size_t n)
 
 // ANCHOR: fast_mla
 int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
-                     const ModelConfig *cfg, const Rope *rope, const float *inv_freq, int pos0, int T, bool absorbed,
-                     FastScratch *s)
+                     const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at, int T,
+                     bool absorbed, FastScratch *s)
 {
     const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
-    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, ctx_len = pos0 + T;
+    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, pos0 = at->pos0, ctx_len = pos0 + T;
     const MlaDims dims = {nh, dn, dr, dv, dc, rope->softmax_scale};
     const size_t esz = kernel_dtype_size(ctx->wtype);
     const char *kv_b = w->kv_b_proj.data;
 
-    /* the latent path: [c^KV_t ; k^R_raw_t] = W^DKV/W^KR a_t, normalised and rotated into cache row pos0 + t */
+    if (!absorbed && pos0 < 0)
+        return ds_error("fast_mla_forward: the expanded form needs one sequence's consecutive positions");
+    /* the latent path: [c^KV_t ; k^R_raw_t] = W^DKV/W^KR a_t, normalised and rotated into row base_t + pos_t */
     if (fast_linear(ctx, s->kv, a, &w->kv_a_proj, T))
         return -1;
-    CUDA_TRY(FAST_WRITE_LATENTS(cache, ctx->wtype, s->kv, w->kv_a_norm, inv_freq, rope->cos_sin_scale, dims, pos0, T,
-                                cfg->rms_norm_eps, ctx->stream));
+    CUDA_TRY(FAST_WRITE_LATENTS(cache, ctx->wtype, s->kv, w->kv_a_norm, inv_freq, rope->cos_sin_scale, dims, at->pos,
+                                at->base, T, cfg->rms_norm_eps, ctx->stream));
 
     /* queries q_t = [q^N ; q^R] per head, q^R rotated in place */
     if (cfg->q_lora_rank) {
@@ -207,7 +209,7 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
     } else if (fast_linear(ctx, s->q, a, &w->q_proj, T)) {
         return -1;
     }
-    CUDA_TRY(FAST_ROPE(s->q + dn, inv_freq, rope->cos_sin_scale, dr, T, nh, nh * dq, dq, pos0, ctx->stream));
+    CUDA_TRY(FAST_ROPE(s->q + dn, inv_freq, rope->cos_sin_scale, dr, T, nh, nh * dq, dq, at->pos, ctx->stream));
 
     if (absorbed) {
         /* q^L_{t,h} = W^UK_hᵀ q^N_{t,h}: per head, (d_c × T) = (W^UK_h as d_c × d_n) · (q^N_h as d_n × T) */
@@ -215,17 +217,20 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
         if (!q_in || gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
                                 nh * dq, dq, s->q_lat, nh * dc, dc, nh))
             return -1;
-        CUDA_TRY(mla_decode_v2(s->o_lat, s->q_lat, s->q, cache, ctx->wtype, dims, pos0, T, s->partial, ctx->stream));
+        /* each token over its own sequence's rows; the grid is sized by max_ctx, not by the positions */
+        CUDA_TRY(mla_decode_at_v2(s->o_lat, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T, at->max_ctx,
+                                  s->partial, ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
         const void *ol_in = staged(ctx, s->o_lat, (size_t)T * nh * dc);
         if (!ol_in || gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
                                  (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
             return -1;
     } else {
-        /* decompress every cached row: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, then K = [k^N ; k^R], V */
-        if (fast_gemm(ctx, s->u, cache, ctx->wtype, dc + dr, kv_b, ctx->wtype, nh * (dn + dv), dc, ctx_len))
+        /* decompress the sequence's rows: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, K = [k^N ; k^R], V */
+        const void *seq = (const char *)cache + (size_t)at->base0 * (dc + dr) * esz;
+        if (fast_gemm(ctx, s->u, seq, ctx->wtype, dc + dr, kv_b, ctx->wtype, nh * (dn + dv), dc, ctx_len))
             return -1;
-        CUDA_TRY(mla_expand_v2(s->k, s->v, s->u, cache, ctx->wtype, dims, ctx_len, ctx->stream));
+        CUDA_TRY(mla_expand_v2(s->k, s->v, s->u, seq, ctx->wtype, dims, ctx_len, ctx->stream));
         /* scores per head: (ctx × T) = op_T(K_h as d_q × ctx) · (Q_h as d_q × T), row-major [T, ctx] */
         if (gemm_heads(ctx, CUBLAS_OP_T, ctx_len, T, dq, s->k, KERNEL_F32, nh * dq, dq, s->q, nh * dq, dq, s->s,
                        ctx_len, (long long)T * ctx_len, nh))

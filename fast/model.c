@@ -8,6 +8,11 @@
  *     logits_t = lm_head · RMSNorm(h^L_t)
  *
  * With FastOptions.ep_devices > 1 every FFN_l that is MoE runs through fast/ep_model.c over the group.
+ *
+ * Sequence slots: slot s has its own latent cache region ([layers][max_context][d_c + d_r] from row
+ * s·layers·max_context) and position m->pos[s]. A step (one prompt chunk of one slot, or one token of
+ * each of B slots) stages its token ids, positions and cache bases in one pinned array and uploads it
+ * once; the kernels read positions and rows from the device copy.
  */
 #include "fast.h"
 
@@ -15,6 +20,7 @@
 #include "fast_ep.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int alloc(void *p, size_t bytes)
@@ -41,13 +47,19 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
         m->max_context = c->max_position_embeddings;
     m->chunk = opt && opt->chunk ? opt->chunk : 64;
     m->form = opt ? opt->form : 0;
+    m->max_batch = opt && opt->max_batch ? opt->max_batch : 1;
+    m->rows = m->chunk > m->max_batch ? m->chunk : m->max_batch;
     m->last_row = -1;
+    if (m->max_batch < 1 || m->chunk < 1) {
+        model_close(&ref);
+        return ds_error("fast_model_open: max_batch %d and chunk %d must be at least 1", m->max_batch, m->chunk);
+    }
     const int ep_devices = opt ? opt->ep_devices : 0;
     int rc = ep_devices > 1 ? fast_check_cuda(cudaSetDevice(0), "cudaSetDevice(0)", __FILE__, __LINE__) : 0;
     if (rc == 0)
-        rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->chunk));
+        rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->rows));
     if (rc == 0 && ep_devices > 1)                             /* before the upload: MoE layers go there */
-        rc = fast_ep_model_open(&m->ep, &ref, ep_devices, opt->bf16, m->chunk);
+        rc = fast_ep_model_open(&m->ep, &ref, ep_devices, opt->bf16, m->rows);
     if (rc == 0)
         rc = fast_weights_upload(m, &ref);
     model_close(&ref);
@@ -60,16 +72,21 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
     int rc = open_device(m, dir, opt);
     if (rc == 0) {
         const ModelConfig *c = m->cfg;
-        const size_t D = c->hidden_size, T = m->chunk, width = c->kv_lora_rank + c->qk_rope_head_dim;
-        rc = fast_vec_upload(&m->inv_freq, m->rope.inv_freq, (size_t)m->rope.dim / 2) ||
-                     alloc(&m->cache, (size_t)c->num_hidden_layers * m->max_context * width *
-                                          kernel_dtype_size(m->ctx.wtype)) ||
-                     alloc(&m->tokens, sizeof(int) * T) || alloc(&m->h, sizeof(float) * T * D) ||
-                     alloc(&m->a, sizeof(float) * T * D) || alloc(&m->b, sizeof(float) * T * D) ||
-                     alloc(&m->logits, sizeof(float) * T * c->vocab_size) || alloc(&m->next, sizeof(int)) ||
-                     fast_scratch_init(&m->scratch, &m->ctx, c, m->chunk, m->max_context)
-                 ? -1
-                 : 0;
+        const size_t D = c->hidden_size, T = m->rows, width = c->kv_lora_rank + c->qk_rope_head_dim;
+        m->pos = calloc((size_t)m->max_batch, sizeof(int));
+        rc = !m->pos ? ds_error("fast_model_open: out of host memory for %d slots", m->max_batch) : 0;
+        if (rc == 0)
+            rc = fast_vec_upload(&m->inv_freq, m->rope.inv_freq, (size_t)m->rope.dim / 2) ||
+                         alloc(&m->cache, (size_t)m->max_batch * c->num_hidden_layers * m->max_context * width *
+                                              kernel_dtype_size(m->ctx.wtype)) ||
+                         fast_check_cuda(cudaMallocHost((void **)&m->step_host, sizeof(int) * 3 * T),
+                                         "cudaMallocHost(step)", __FILE__, __LINE__) ||
+                         alloc(&m->step, sizeof(int) * 3 * T) || alloc(&m->h, sizeof(float) * T * D) ||
+                         alloc(&m->a, sizeof(float) * T * D) || alloc(&m->b, sizeof(float) * T * D) ||
+                         alloc(&m->logits, sizeof(float) * T * c->vocab_size) || alloc(&m->next, sizeof(int)) ||
+                         fast_scratch_init(&m->scratch, &m->ctx, c, m->rows, m->max_context)
+                     ? -1
+                     : 0;
     }
     if (rc) {
         char saved[1024];
@@ -87,9 +104,11 @@ void fast_model_close(FastModel *m)
     if (m->cfg)
         fast_weights_free(m);
     fast_scratch_free(&m->scratch);
-    void *dev[] = {m->inv_freq, m->cache, m->tokens, m->h, m->a, m->b, m->logits, m->next};
+    void *dev[] = {m->inv_freq, m->cache, m->step, m->h, m->a, m->b, m->logits, m->next};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         cudaFree(dev[i]);
+    cudaFreeHost(m->step_host);
+    free(m->pos);
     fast_context_free(&m->ctx);
     fast_ep_model_close(m->ep);
     memset(m, 0, sizeof *m);
@@ -97,8 +116,17 @@ void fast_model_close(FastModel *m)
 
 void fast_model_reset(FastModel *m)
 {
-    m->pos = 0;
+    for (int s = 0; s < m->max_batch; s++)
+        m->pos[s] = 0;
     m->last_row = -1;
+}
+
+int fast_model_reset_slot(FastModel *m, int slot)
+{
+    if (slot < 0 || slot >= m->max_batch)
+        return ds_error("fast_model_reset_slot: slot %d is outside [0, %d)", slot, m->max_batch);
+    m->pos[slot] = 0;
+    return 0;
 }
 
 // ANCHOR: fast_model_layer
@@ -115,13 +143,14 @@ static int decoder_layer(FastModel *m, int l, int T)
     const int D = c->hidden_size;
     const size_t width = (size_t)c->kv_lora_rank + c->qk_rope_head_dim;
     void *cache = (char *)m->cache + (size_t)l * m->max_context * width * kernel_dtype_size(ctx->wtype);
-    /* the decode form by tokens per step: absorbed over the latent cache for one token, expanded for prompts */
-    const bool absorbed = m->form == 2 || (m->form == 0 && T == 1);
+    /* the decode form by tokens per step: absorbed over the latent cache for one token (or one token of
+     * each of several sequences), expanded for prompts */
+    const bool absorbed = m->at.pos0 < 0 || m->form == 2 || (m->form == 0 && T == 1);
     if (l == 0)
         CUDA_TRY(FAST_RMSNORM(m->a, m->h, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
     else                                                       /* h ← h + FFN_{l−1}; a = RMSNorm(h) */
         CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
-    if (fast_mla_forward(ctx, m->b, m->a, &L->attn, cache, c, &m->rope, m->inv_freq, m->pos, T, absorbed,
+    if (fast_mla_forward(ctx, m->b, m->a, &L->attn, cache, c, &m->rope, m->inv_freq, &m->at, T, absorbed,
                          &m->scratch))
         return -1;
     CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->ffn_norm, T, D, c->rms_norm_eps, ctx->stream));
@@ -132,38 +161,112 @@ static int decoder_layer(FastModel *m, int l, int T)
 }
 // ANCHOR_END: fast_model_layer
 
-int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_host, bool all_positions)
+/* Row t of the step being staged: token id, position and cache base (slot·layers·max_context). */
+static void stage_row(FastModel *m, int t, int token, int slot)
+{
+    m->step_host[t] = token;
+    m->step_host[m->rows + t] = m->pos[slot];
+    m->step_host[2 * m->rows + t] = slot * m->cfg->num_hidden_layers * m->max_context;
+}
+
+// ANCHOR: fast_model_step
+/*
+ * Runs the n rows staged in m->step_host through the embedding and every layer: one upload of ids,
+ * positions and bases, then only device work whose launches do not depend on the positions.
+ * On exit h + b is the last layer's output (the add not yet done).
+ */
+static int run_step(FastModel *m, int n)
+{
+    FastContext *ctx = &m->ctx;
+    CUDA_TRY(cudaMemcpyAsync(m->step, m->step_host, sizeof(int) * 3 * m->rows, cudaMemcpyHostToDevice, ctx->stream));
+    CUDA_TRY(embed_forward_v2(m->h, m->step, m->embed.data, m->embed.dtype, n, m->cfg->hidden_size, ctx->stream));
+    for (int l = 0; l < m->cfg->num_hidden_layers; l++)
+        if (decoder_layer(m, l, n))
+            return -1;
+    return 0;
+}
+// ANCHOR_END: fast_model_step
+
+/* logits of rows [first, n): h ← h + FFN_{L−1}; z = RMSNorm_final(h); lm_head z, copied to dst (host). */
+static int step_logits(FastModel *m, int first, int n, float *dst)
 {
     const ModelConfig *c = m->cfg;
     const int D = c->hidden_size, V = c->vocab_size;
     FastContext *ctx = &m->ctx;
+    CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, ctx->stream));
+    if (fast_linear(ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, n - first))
+        return -1;
+    CUDA_TRY(cudaMemcpyAsync(dst, m->logits, sizeof(float) * (size_t)(n - first) * V, cudaMemcpyDeviceToHost,
+                             ctx->stream));
+    m->last_row = n - first - 1;
+    return 0;
+}
+
+int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_host, bool all_positions)
+{
+    return fast_model_prefill(m, 0, tokens, T, logits_host, all_positions);
+}
+
+int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *logits_host, bool all_positions)
+{
+    const int V = m->cfg->vocab_size;
+    if (slot < 0 || slot >= m->max_batch)
+        return ds_error("fast_model_prefill: slot %d is outside [0, %d)", slot, m->max_batch);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
-            return ds_error("token id %d at position %d is outside the vocabulary [0, %d)", tokens[t], m->pos + t, V);
-    if (T > m->max_context - m->pos)
-        return ds_error("%d tokens after %d cached exceed the context of %d positions", T, m->pos, m->max_context);
+            return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
+                            m->pos[slot] + t, slot, V);
+    if (T > m->max_context - m->pos[slot])
+        return ds_error("slot %d: %d tokens after %d cached exceed the context of %d positions", slot, T,
+                        m->pos[slot], m->max_context);
     m->last_row = -1;
     for (int t0 = 0; t0 < T; t0 += m->chunk) {
         const int n = T - t0 < m->chunk ? T - t0 : m->chunk;
-        CUDA_TRY(cudaMemcpyAsync(m->tokens, tokens + t0, sizeof(int) * n, cudaMemcpyHostToDevice, ctx->stream));
-        CUDA_TRY(embed_forward_v2(m->h, m->tokens, m->embed.data, m->embed.dtype, n, D, ctx->stream));
-        for (int l = 0; l < c->num_hidden_layers; l++)
-            if (decoder_layer(m, l, n))
-                return -1;
-        m->pos += n;
-        const int first = all_positions ? 0 : n - 1;
-        if (!logits_host || (!all_positions && t0 + n < T))
-            continue;
-        /* h ← h + FFN_{L−1}; z = RMSNorm_final(h) on the rows that need logits */
-        CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, ctx->stream));
-        if (fast_linear(ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, n - first))
+        CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));       /* the previous step's upload has left step_host */
+        for (int t = 0; t < n; t++) {
+            stage_row(m, t, tokens[t0 + t], slot);
+            m->step_host[m->rows + t] += t;
+        }
+        m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, m->pos[slot],
+                                m->step_host[2 * m->rows], m->max_context};
+        if (run_step(m, n))
             return -1;
-        float *dst = all_positions ? logits_host + (size_t)t0 * V : logits_host;
-        CUDA_TRY(cudaMemcpyAsync(dst, m->logits, sizeof(float) * (size_t)(n - first) * V, cudaMemcpyDeviceToHost,
-                                 ctx->stream));
-        m->last_row = n - first - 1;
+        m->pos[slot] += n;
+        if (logits_host && (all_positions || t0 + n == T) &&
+            step_logits(m, all_positions ? 0 : n - 1, n, all_positions ? logits_host + (size_t)t0 * V : logits_host))
+            return -1;
     }
-    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
+    return 0;
+}
+
+int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host)
+{
+    const int V = m->cfg->vocab_size;
+    if (B < 1 || B > m->max_batch)
+        return ds_error("fast_model_decode: %d sequences, the model has %d slots", B, m->max_batch);
+    for (int i = 0; i < B; i++) {
+        const int s = slots[i];
+        if (s < 0 || s >= m->max_batch)
+            return ds_error("fast_model_decode: slot %d (row %d) is outside [0, %d)", s, i, m->max_batch);
+        for (int j = 0; j < i; j++)
+            if (slots[j] == s)
+                return ds_error("fast_model_decode: slot %d appears twice (rows %d and %d)", s, j, i);
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return ds_error("token id %d for slot %d is outside the vocabulary [0, %d)", tokens[i], s, V);
+        if (m->pos[s] >= m->max_context)
+            return ds_error("slot %d: the context of %d positions is full", s, m->max_context);
+    }
+    m->last_row = -1;
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
+    for (int i = 0; i < B; i++)
+        stage_row(m, i, tokens[i], slots[i]);
+    m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context};
+    if (run_step(m, B) || (logits_host && step_logits(m, 0, B, logits_host)))
+        return -1;
+    for (int i = 0; i < B; i++)
+        m->pos[slots[i]]++;
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
     return 0;
 }
 

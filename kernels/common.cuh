@@ -74,6 +74,16 @@ static __device__ __forceinline__ float block_max(float v, float *scratch)
     return v;
 }
 
+/**
+ * Position of token t of a launch: pos[t] when the positions come from device
+ * memory (one array uploaded per step, so the launch does not depend on them),
+ * else pos0 + t (one sequence's consecutive positions).
+ */
+static __device__ __forceinline__ int token_position(const int *pos, int pos0, int t)
+{
+    return pos ? pos[t] : pos0 + t;
+}
+
 /** Blocks of `threads` needed to cover n items. */
 static inline unsigned int blocks_for(size_t n, int threads) { return (unsigned int)((n + threads - 1) / threads); }
 

@@ -101,6 +101,18 @@ cudaError_t rope_forward_v1(float *x, const float *inv_freq, float cos_sin_scale
 cudaError_t rope_forward_v2(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
                             int row_stride, int head_stride, int pos0, cudaStream_t stream);
 
+/**
+ * rope_forward_v1 with each token's position read from device memory: slice (t, h) rotated by
+ * φ = pos[t]·inv_freq[i]. pos: [T] device ints ≥ 0. The launch does not depend on the positions
+ * (the tokens of a batched decode step, each in its own sequence; capturable in a CUDA graph).
+ */
+cudaError_t rope_forward_at_v1(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
+                               int row_stride, int head_stride, const int *pos, cudaStream_t stream);
+
+/** Version 2 of rope_forward_at_v1 (same arguments; rope_forward_v2's kernel). */
+cudaError_t rope_forward_at_v2(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
+                               int row_stride, int head_stride, const int *pos, cudaStream_t stream);
+
 /* ---- router.cu: the MoE gate (SPEC §3.6.3) ------------------------------------------------- */
 
 /** The router's settings, copied from ModelConfig (numeric values of ref/config.h's enums). */
@@ -235,6 +247,20 @@ cudaError_t mla_write_latents_v2(void *cache, KernelDType cache_type, const floa
                                  cudaStream_t stream);
 
 /**
+ * mla_write_latents_v1 with positions and cache rows from device memory: token t's row goes to cache
+ * row base[t] + pos[t], k^R rotated by pos[t]. pos, base: [T] device ints (base[t]: the cache row of
+ * position 0 of token t's sequence). The launch does not depend on them.
+ */
+cudaError_t mla_write_latents_at_v1(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
+                                    const float *inv_freq, float cos_sin_scale, MlaDims dims, const int *pos,
+                                    const int *base, int T, float eps, cudaStream_t stream);
+
+/** Version 2 of mla_write_latents_at_v1 (same arguments; mla_write_latents_v2's kernel). */
+cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
+                                    const float *inv_freq, float cos_sin_scale, MlaDims dims, const int *pos,
+                                    const int *base, int T, float eps, cudaStream_t stream);
+
+/**
  * Version 1 of attention over the cache, the reference loops (ref/mla.c's
  * mla_attend_expanded / mla_attend_absorbed), one thread per (token, head).
  * o: [T, n_h·d_v] float32; q: [T, n_h·(d_n + d_r)] (q^R already rotated);
@@ -246,6 +272,15 @@ cudaError_t mla_write_latents_v2(void *cache, KernelDType cache_type, const floa
 cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type, const void *cache,
                           KernelDType cache_type, MlaDims dims, int pos0, int T, int absorbed, float *scratch,
                           cudaStream_t stream);
+
+/**
+ * mla_attend_v1 with positions and cache rows from device memory: token t attends to keys
+ * j ∈ [0, pos[t]] at cache rows base[t] + j. pos, base: [T] device ints, pos[t] < max_ctx;
+ * scratch: T·n_h·(max_ctx + 2·d_c) floats.
+ */
+cudaError_t mla_attend_at_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type, const void *cache,
+                             KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
+                             int max_ctx, int absorbed, float *scratch, cudaStream_t stream);
 
 /**
  * Expanded form, step 2 (after the GEMM u = [k^N ; v] = kv_b · ĉ for every
@@ -277,6 +312,17 @@ cudaError_t mla_causal_softmax_v2(float *p, const float *s, float scale, int n_h
  */
 cudaError_t mla_decode_v2(float *o_lat, const float *q_lat, const float *q, const void *cache, KernelDType cache_type,
                           MlaDims dims, int pos0, int T, float *partial, cudaStream_t stream);
+
+/**
+ * mla_decode_v2 with positions and cache rows from device memory: token t attends to keys
+ * j ∈ [0, pos[t]] at cache rows base[t] + j (pos, base: [T] device ints, pos[t] < max_ctx). The
+ * grid is sized by max_ctx, not by the positions (blocks past a token's keys return at once), so
+ * one launch serves every step of a batched decode and can be captured in a CUDA graph.
+ * partial: T·n_h·mla_decode_splits(max_ctx)·(d_c + 2) floats. Limits as mla_decode_v2.
+ */
+cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const float *q, const void *cache,
+                             KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T, int max_ctx,
+                             float *partial, cudaStream_t stream);
 
 /** Number of sequence splits mla_decode_v2 uses for ctx cached positions (keys per split: 64). */
 int mla_decode_splits(int ctx);

@@ -27,17 +27,20 @@ static __device__ __forceinline__ void rotate(float &x0, float &x1, float inv_fr
 }
 
 // ANCHOR: mla_latent_v1
-/** Version 1: thread t writes cache row pos0 + t = [RMSNorm(c^KV_t) ; RoPE(k^R_raw_t)]. */
+/**
+ * Version 1: thread t writes cache row base_t + p_t = [RMSNorm(c^KV_t) ; RoPE_{p_t}(k^R_raw_t)], where
+ * p_t = pos[t] and base_t = base[t] (device arrays), or p_t = pos0 + t and base_t = 0 when pos is NULL.
+ */
 __global__ void mla_latent_v1_kernel(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
-                                     const float *inv_freq, float cos_sin_scale, MlaDims dims, int pos0, int T,
-                                     float eps)
+                                     const float *inv_freq, float cos_sin_scale, MlaDims dims, const int *pos,
+                                     const int *base, int pos0, int T, float eps)
 {
     const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     if (t >= T)
         return;
-    const int dc = dims.d_c, dr = dims.d_r, width = dc + dr;
+    const int dc = dims.d_c, dr = dims.d_r, width = dc + dr, p = token_position(pos, pos0, t);
     const float *kv_t = kv + (size_t)t * width;
-    const size_t row = (size_t)(pos0 + t) * width;
+    const size_t row = ((size_t)(pos ? base[t] : 0) + p) * width;
     float sum_sq = 0.0f;
     for (int i = 0; i < dc; i++)
         sum_sq += kv_t[i] * kv_t[i];
@@ -46,7 +49,7 @@ __global__ void mla_latent_v1_kernel(void *cache, KernelDType cache_type, const 
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
     for (int i = 0; i < dr / 2; i++) {                          /* k^R_t bypasses the norm */
         float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
-        rotate(x0, x1, inv_freq[i], cos_sin_scale, pos0 + t);
+        rotate(x0, x1, inv_freq[i], cos_sin_scale, p);
         store_elem(cache, cache_type, row + dc + 2 * i, x0);
         store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
     }
@@ -58,19 +61,33 @@ extern "C" cudaError_t mla_write_latents_v1(void *cache, KernelDType cache_type,
                                             MlaDims dims, int pos0, int T, float eps, cudaStream_t stream)
 {
     LAUNCH(mla_latent_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, cache, cache_type, kv,
-           kv_a_norm, inv_freq, cos_sin_scale, dims, pos0, T, eps);
+           kv_a_norm, inv_freq, cos_sin_scale, dims, (const int *)NULL, (const int *)NULL, pos0, T, eps);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mla_write_latents_at_v1(void *cache, KernelDType cache_type, const float *kv,
+                                               const float *kv_a_norm, const float *inv_freq, float cos_sin_scale,
+                                               MlaDims dims, const int *pos, const int *base, int T, float eps,
+                                               cudaStream_t stream)
+{
+    LAUNCH(mla_latent_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, cache, cache_type, kv,
+           kv_a_norm, inv_freq, cos_sin_scale, dims, pos, base, 0, T, eps);
     return cudaGetLastError();
 }
 
 // ANCHOR: mla_latent_v2
-/** Version 2: block t; the mean square by a block reduction, threads over ĉ elements and k^R pairs. */
+/**
+ * Version 2: block t writes the same row as version 1; the mean square by a block reduction, threads over
+ * ĉ elements and k^R pairs.
+ */
 __global__ void mla_latent_v2_kernel(void *cache, KernelDType cache_type, const float *kv, const float *kv_a_norm,
-                                     const float *inv_freq, float cos_sin_scale, MlaDims dims, int pos0, float eps)
+                                     const float *inv_freq, float cos_sin_scale, MlaDims dims, const int *pos,
+                                     const int *base, int pos0, float eps)
 {
     __shared__ float scratch[32];
-    const int t = (int)blockIdx.x, dc = dims.d_c, dr = dims.d_r, width = dc + dr;
+    const int t = (int)blockIdx.x, dc = dims.d_c, dr = dims.d_r, width = dc + dr, p = token_position(pos, pos0, t);
     const float *kv_t = kv + (size_t)t * width;
-    const size_t row = (size_t)(pos0 + t) * width;
+    const size_t row = ((size_t)(pos ? base[t] : 0) + p) * width;
     float sum_sq = 0.0f;
     for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x)
         sum_sq += kv_t[i] * kv_t[i];
@@ -79,7 +96,7 @@ __global__ void mla_latent_v2_kernel(void *cache, KernelDType cache_type, const 
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
     for (int i = (int)threadIdx.x; i < dr / 2; i += (int)blockDim.x) {
         float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
-        rotate(x0, x1, inv_freq[i], cos_sin_scale, pos0 + t);
+        rotate(x0, x1, inv_freq[i], cos_sin_scale, p);
         store_elem(cache, cache_type, row + dc + 2 * i, x0);
         store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
     }
@@ -91,30 +108,41 @@ extern "C" cudaError_t mla_write_latents_v2(void *cache, KernelDType cache_type,
                                             MlaDims dims, int pos0, int T, float eps, cudaStream_t stream)
 {
     LAUNCH(mla_latent_v2_kernel, dim3((unsigned)T), dim3(MLA_LATENT_THREADS), 0, stream, cache, cache_type, kv,
-           kv_a_norm, inv_freq, cos_sin_scale, dims, pos0, eps);
+           kv_a_norm, inv_freq, cos_sin_scale, dims, (const int *)NULL, (const int *)NULL, pos0, eps);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_type, const float *kv,
+                                               const float *kv_a_norm, const float *inv_freq, float cos_sin_scale,
+                                               MlaDims dims, const int *pos, const int *base, int T, float eps,
+                                               cudaStream_t stream)
+{
+    LAUNCH(mla_latent_v2_kernel, dim3((unsigned)T), dim3(MLA_LATENT_THREADS), 0, stream, cache, cache_type, kv,
+           kv_a_norm, inv_freq, cos_sin_scale, dims, pos, base, 0, eps);
     return cudaGetLastError();
 }
 
 // ANCHOR: mla_attend_v1
 /**
  * Version 1: thread (t, h) runs the reference loop of one query over keys
- * [0, pos0 + t]. Expanded: k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j are
- * decompressed on the fly. Absorbed: q^L = W^UK_hᵀ q^N, scores against ĉ_j,
- * o^L = Σ p_j ĉ_j, o = W^UV_h o^L. scratch per thread: ctx + 2·d_c floats.
+ * [0, p_t] at cache rows base_t + j (p_t, base_t as in mla_latent_v1_kernel).
+ * Expanded: k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j are decompressed on the fly. Absorbed: q^L = W^UK_hᵀ q^N, scores against ĉ_j,
+ * o^L = Σ p_j ĉ_j, o = W^UV_h o^L. scratch per thread: ctx + 2·d_c floats (ctx > every p_t).
  */
 __global__ void mla_attend_v1_kernel(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
-                                     const void *cache, KernelDType cache_type, MlaDims dims, int pos0, int T,
-                                     int absorbed, float *scratch)
+                                     const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
+                                     const int *base, int pos0, int T, int ctx, int absorbed, float *scratch)
 {
     const int id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     const int nh = dims.n_h, dn = dims.d_n, dr = dims.d_r, dv = dims.d_v, dc = dims.d_c;
     if (id >= T * nh)
         return;
-    const int t = id / nh, h = id % nh, dq = dn + dr, width = dc + dr, ctx = pos0 + T, n_keys = pos0 + t + 1;
+    const int t = id / nh, h = id % nh, dq = dn + dr, width = dc + dr, n_keys = token_position(pos, pos0, t) + 1;
     const size_t uk = (size_t)h * (dn + dv) * dc, uv = uk + (size_t)dn * dc;   /* W^UK_h, W^UV_h in kv_b */
     const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
     float *scores = scratch + (size_t)id * (ctx + 2 * dc), *q_lat = scores + ctx, *o_lat = q_lat + dc;
     float *o_th = o + ((size_t)t * nh + h) * dv;
+    const size_t first = (size_t)(pos ? base[t] : 0) * width;     /* cache row of key 0 */
     if (absorbed)
         for (int c = 0; c < dc; c++) {                         /* q^L = W^UK_hᵀ q^N */
             float acc = 0.0f;
@@ -124,7 +152,7 @@ __global__ void mla_attend_v1_kernel(float *o, const float *q, const void *kv_b,
         }
     float max = -INFINITY;
     for (int j = 0; j < n_keys; j++) {
-        const size_t row = (size_t)j * width;
+        const size_t row = first + (size_t)j * width;
         float s_nope = 0.0f, s_rope = 0.0f;
         if (absorbed) {
             for (int c = 0; c < dc; c++)
@@ -153,7 +181,7 @@ __global__ void mla_attend_v1_kernel(float *o, const float *q, const void *kv_b,
         for (int c = 0; c < dc; c++) {                         /* o^L = Σ_j p_j ĉ_j */
             float acc = 0.0f;
             for (int j = 0; j < n_keys; j++)
-                acc += scores[j] * load_elem(cache, cache_type, (size_t)j * width + c);
+                acc += scores[j] * load_elem(cache, cache_type, first + (size_t)j * width + c);
             o_lat[c] = acc;
         }
         for (int d = 0; d < dv; d++) {                         /* o = W^UV_h o^L */
@@ -169,7 +197,7 @@ __global__ void mla_attend_v1_kernel(float *o, const float *q, const void *kv_b,
                 float v = 0.0f;
                 for (int c = 0; c < dc; c++)
                     v += load_elem(kv_b, kv_b_type, uv + (size_t)d * dc + c) *
-                         load_elem(cache, cache_type, (size_t)j * width + c);
+                         load_elem(cache, cache_type, first + (size_t)j * width + c);
                 acc += scores[j] * v;
             }
             o_th[d] = acc;
@@ -183,7 +211,18 @@ extern "C" cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b,
                                      int absorbed, float *scratch, cudaStream_t stream)
 {
     LAUNCH(mla_attend_v1_kernel, dim3(blocks_for((size_t)T * dims.n_h, 32)), dim3(32), 0, stream, o, q, kv_b,
-           kv_b_type, cache, cache_type, dims, pos0, T, absorbed, scratch);
+           kv_b_type, cache, cache_type, dims, (const int *)NULL, (const int *)NULL, pos0, T, pos0 + T, absorbed,
+           scratch);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mla_attend_at_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
+                                        const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
+                                        const int *base, int T, int max_ctx, int absorbed, float *scratch,
+                                        cudaStream_t stream)
+{
+    LAUNCH(mla_attend_v1_kernel, dim3(blocks_for((size_t)T * dims.n_h, 32)), dim3(32), 0, stream, o, q, kv_b,
+           kv_b_type, cache, cache_type, dims, pos, base, 0, T, max_ctx, absorbed, scratch);
     return cudaGetLastError();
 }
 
@@ -250,17 +289,23 @@ extern "C" cudaError_t mla_causal_softmax_v2(float *p, const float *s, float sca
  * warp reduction, then the online softmax update m' = max(m, s),
  * l' = l·e^{m−m'} + e^{s−m'}, acc' = acc·e^{m−m'} + e^{s−m'} ĉ_j. The warps' states
  * are merged through shared memory into one partial (m, l, acc[d_c]) per split.
+ * Token t's keys are j ≤ p_t at cache rows base_t + j (as in mla_latent_v1_kernel); the grid may
+ * hold more splits than a token needs (sized by the cache, not by p_t): those blocks return at once.
  * Dynamic shared memory: MLA_DECODE_WARPS · (d_c + 2) floats.
  */
 __global__ void mla_decode_split_kernel(float *partial, const float *q_lat, const float *q, const void *cache,
-                                        KernelDType cache_type, MlaDims dims, int pos0, int n_split)
+                                        KernelDType cache_type, MlaDims dims, const int *pos, const int *base,
+                                        int pos0, int n_split)
 {
     DYNAMIC_SHARED(float, smem);
     const int split = (int)blockIdx.x, h = (int)blockIdx.y, t = (int)blockIdx.z;
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     const int nh = dims.n_h, dc = dims.d_c, dr = dims.d_r, dq = dims.d_n + dr, width = dc + dr;
-    const int n_keys = pos0 + t + 1, start = split * MLA_DECODE_KEYS_PER_SPLIT;
+    const int n_keys = token_position(pos, pos0, t) + 1, start = split * MLA_DECODE_KEYS_PER_SPLIT;
+    if (start >= n_keys)                                       /* a split past this token's keys: no partial */
+        return;
     const int end = min(start + MLA_DECODE_KEYS_PER_SPLIT, n_keys);
+    const size_t first = (size_t)(pos ? base[t] : 0) * width;  /* cache row of key 0 */
     const float *ql = q_lat + ((size_t)t * nh + h) * dc, *qr = q + ((size_t)t * nh + h) * dq + dims.d_n;
     float q_l[DC_PER_LANE], q_r[DR_PER_LANE], acc[DC_PER_LANE];
     for (int i = 0; i < DC_PER_LANE; i++) {
@@ -272,7 +317,7 @@ __global__ void mla_decode_split_kernel(float *partial, const float *q_lat, cons
         q_r[i] = lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
     float m = -INFINITY, l = 0.0f;
     for (int j = start + warp; j < end; j += MLA_DECODE_WARPS) {
-        const size_t row = (size_t)j * width;
+        const size_t row = first + (size_t)j * width;
         float c_hat[DC_PER_LANE];
         float dot = 0.0f;
         for (int i = 0; i < DC_PER_LANE; i++) {
@@ -314,11 +359,16 @@ __global__ void mla_decode_split_kernel(float *partial, const float *q_lat, cons
     }
 }
 
-/** Block (h, t): o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s over the splits, M = max_s m_s. */
-__global__ void mla_decode_combine_kernel(float *o_lat, const float *partial, MlaDims dims, int n_split)
+/**
+ * Block (h, t): o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s over the splits holding token t's keys,
+ * M = max_s m_s.
+ */
+__global__ void mla_decode_combine_kernel(float *o_lat, const float *partial, MlaDims dims, const int *pos, int pos0,
+                                          int n_split)
 {
     const int h = (int)blockIdx.x, t = (int)blockIdx.y, nh = dims.n_h, dc = dims.d_c;
     const float *part = partial + ((size_t)t * nh + h) * n_split * (dc + 2);
+    n_split = min(n_split, (token_position(pos, pos0, t) + MLA_DECODE_KEYS_PER_SPLIT) / MLA_DECODE_KEYS_PER_SPLIT);
     float m_all = -INFINITY;
     for (int s = 0; s < n_split; s++)
         m_all = fmaxf(m_all, part[(size_t)s * (dc + 2) + dc]);
@@ -340,17 +390,34 @@ __global__ void mla_decode_combine_kernel(float *o_lat, const float *partial, Ml
 
 extern "C" int mla_decode_splits(int ctx) { return (ctx + MLA_DECODE_KEYS_PER_SPLIT - 1) / MLA_DECODE_KEYS_PER_SPLIT; }
 
+/** Launches the split kernel on n_split splits and the combine (positions as in mla_decode_split_kernel). */
+static cudaError_t decode_launch(float *o_lat, const float *q_lat, const float *q, const void *cache,
+                                 KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int pos0,
+                                 int T, int n_split, float *partial, cudaStream_t stream)
+{
+    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR)
+        return cudaErrorInvalidValue;
+    const size_t smem = sizeof(float) * MLA_DECODE_WARPS * (size_t)(dims.d_c + 2);
+    LAUNCH(mla_decode_split_kernel, dim3((unsigned)n_split, (unsigned)dims.n_h, (unsigned)T),
+           dim3(32 * MLA_DECODE_WARPS), smem, stream, partial, q_lat, q, cache, cache_type, dims, pos, base, pos0,
+           n_split);
+    LAUNCH(mla_decode_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, partial,
+           dims, pos, pos0, n_split);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t mla_decode_v2(float *o_lat, const float *q_lat, const float *q, const void *cache,
                                      KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial,
                                      cudaStream_t stream)
 {
-    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR)
-        return cudaErrorInvalidValue;
-    const int n_split = mla_decode_splits(pos0 + T);
-    const size_t smem = sizeof(float) * MLA_DECODE_WARPS * (size_t)(dims.d_c + 2);
-    LAUNCH(mla_decode_split_kernel, dim3((unsigned)n_split, (unsigned)dims.n_h, (unsigned)T),
-           dim3(32 * MLA_DECODE_WARPS), smem, stream, partial, q_lat, q, cache, cache_type, dims, pos0, n_split);
-    LAUNCH(mla_decode_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, partial,
-           dims, n_split);
-    return cudaGetLastError();
+    return decode_launch(o_lat, q_lat, q, cache, cache_type, dims, NULL, NULL, pos0, T, mla_decode_splits(pos0 + T),
+                         partial, stream);
+}
+
+extern "C" cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const float *q, const void *cache,
+                                        KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
+                                        int max_ctx, float *partial, cudaStream_t stream)
+{
+    return decode_launch(o_lat, q_lat, q, cache, cache_type, dims, pos, base, 0, T, mla_decode_splits(max_ctx),
+                         partial, stream);
 }

@@ -4,6 +4,11 @@
  *        cuBLAS + the causal softmax kernel; absorbed through the split-sequence decode), the latent
  *        cache it writes (mla_write_latents v1 and v2), and the reference-loop kernel mla_attend_v1.
  *
+ * fast_mla_forward takes every token's position and cache row from device arrays (the _at
+ * launchers). The kernels' launchers with a host pos0 (the lab's contracts) and the _at versions
+ * of version 1 are both checked; the _at ones write and read a second cache whose sequence starts
+ * at row 5 (base[t] = 5), so a wrong base shows up as wrong rows or wrong attention.
+ *
  * A sequence runs in phases over one cache: a prompt (expanded), one decode
  * step (absorbed), a chunk at pos0 > 0 (expanded) and a chunk in the absorbed
  * form, each against the reference on the same inputs. Weights are random
@@ -28,6 +33,8 @@
 #include <string.h>
 
 static TestRng rng;
+
+#define AT_BASE 5 /* cache row where the _at launchers' sequence starts */
 
 
 static Mat random_mat(int rows, int cols)
@@ -158,10 +165,14 @@ static void check_mla(const ModelConfig *c, int prompt)
             fast_scratch_init(&s, &fc, c, max_T, ctx))
             fail_msg("%s", ds_last_error());
         const size_t esz = kernel_dtype_size(fc.wtype);
-        void *cache, *cache_v1;
+        void *cache, *cache_v1, *cache_at;
         float *inv_freq, *da, *dout, *o_v1, *scratch_v1;
+        int *dpos, *dbase;
         assert_int_equal(cudaMalloc(&cache, (size_t)ctx * width * esz), cudaSuccess);
         assert_int_equal(cudaMalloc(&cache_v1, (size_t)ctx * width * esz), cudaSuccess);
+        assert_int_equal(cudaMalloc(&cache_at, (size_t)(AT_BASE + ctx) * width * esz), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&dpos, sizeof(int) * (size_t)max_T), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&dbase, sizeof(int) * (size_t)max_T), cudaSuccess);
         assert_int_equal(cudaMalloc((void **)&inv_freq, sizeof(float) * dr / 2), cudaSuccess);
         assert_int_equal(cudaMemcpy(inv_freq, rope.inv_freq, sizeof(float) * dr / 2, cudaMemcpyHostToDevice),
                          cudaSuccess);
@@ -174,6 +185,8 @@ static void check_mla(const ModelConfig *c, int prompt)
         float *want = malloc(sizeof(float) * (size_t)max_T * D), *got = malloc(sizeof(float) * (size_t)max_T * D);
         float *rows_got = malloc(sizeof(float) * (size_t)ctx * width), *rows_want = malloc(sizeof(float) * (size_t)ctx * width);
         float *o_got = malloc(sizeof(float) * (size_t)max_T * nh * dv);
+        int *hpos = malloc(sizeof(int) * (size_t)max_T), *hbase = malloc(sizeof(int) * (size_t)max_T);
+        const MlaDims dims = {nh, dn, dr, dv, dc, rope.softmax_scale};
 
         int pos0 = 0;
         for (int ph = 0; ph < 4; ph++) {
@@ -182,7 +195,14 @@ static void check_mla(const ModelConfig *c, int prompt)
             char what[64];
             mla_forward(want, a + (size_t)pos0 * D, &w, &lc, c, &rope, pos0, T, phase_form[ph], &ms);
             assert_int_equal(cudaMemset(dout, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
-            if (fast_mla_forward(&fc, dout, da + (size_t)pos0 * D, &fw, cache, c, &rope, inv_freq, pos0, T, absorbed,
+            for (int t = 0; t < T; t++) {
+                hpos[t] = pos0 + t;
+                hbase[t] = 0;
+            }
+            assert_int_equal(cudaMemcpy(dpos, hpos, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
+            assert_int_equal(cudaMemcpy(dbase, hbase, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
+            const FastPositions at = {dpos, dbase, pos0, 0, ctx};
+            if (fast_mla_forward(&fc, dout, da + (size_t)pos0 * D, &fw, cache, c, &rope, inv_freq, &at, T, absorbed,
                                  &s))
                 fail_msg("%s", ds_last_error());
             assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
@@ -195,29 +215,46 @@ static void check_mla(const ModelConfig *c, int prompt)
             cache_rows(rows_got, cache, fc.wtype, width, pos0, pos0 + T);
             report("  cache rows (v2)", rows_got, rows_want, (size_t)T * width, bf16 ? 1e-2 : 1e-5);
             assert_int_equal(mla_write_latents_v1(cache_v1, fc.wtype, s.kv, fw.kv_a_norm, inv_freq,
-                                                  rope.cos_sin_scale, (MlaDims){nh, dn, dr, dv, dc, rope.softmax_scale},
-                                                  pos0, T, c->rms_norm_eps, fc.stream),
+                                                  rope.cos_sin_scale, dims, pos0, T, c->rms_norm_eps, fc.stream),
                              cudaSuccess);
             assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
             cache_rows(rows_got, cache_v1, fc.wtype, width, pos0, pos0 + T);
             report("  cache rows (v1)", rows_got, rows_want, (size_t)T * width, bf16 ? 1e-2 : 1e-5);
+            for (int t = 0; t < T; t++)
+                hbase[t] = AT_BASE;
+            assert_int_equal(cudaMemcpy(dbase, hbase, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
+            assert_int_equal(mla_write_latents_at_v1(cache_at, fc.wtype, s.kv, fw.kv_a_norm, inv_freq,
+                                                     rope.cos_sin_scale, dims, dpos, dbase, T, c->rms_norm_eps,
+                                                     fc.stream),
+                             cudaSuccess);
+            assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
+            cache_rows(rows_got, cache_at, fc.wtype, width, AT_BASE + pos0, AT_BASE + pos0 + T);
+            report("  cache rows (v1 at, base 5)", rows_got, rows_want, (size_t)T * width, bf16 ? 1e-2 : 1e-5);
 
             /* v1 attention on the fast path's rotated queries and cache, against the reference's o */
             assert_int_equal(cudaMemset(o_v1, 0xff, sizeof(float) * (size_t)T * nh * dv), cudaSuccess);
-            assert_int_equal(mla_attend_v1(o_v1, s.q, fw.kv_b_proj.data, fw.kv_b_proj.dtype, cache, fc.wtype,
-                                           (MlaDims){nh, dn, dr, dv, dc, rope.softmax_scale}, pos0, T, absorbed,
-                                           scratch_v1, fc.stream),
+            assert_int_equal(mla_attend_v1(o_v1, s.q, fw.kv_b_proj.data, fw.kv_b_proj.dtype, cache, fc.wtype, dims,
+                                           pos0, T, absorbed, scratch_v1, fc.stream),
                              cudaSuccess);
             assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
             assert_int_equal(cudaMemcpy(o_got, o_v1, sizeof(float) * (size_t)T * nh * dv, cudaMemcpyDeviceToHost),
                              cudaSuccess);
             snprintf(what, sizeof what, "  attend v1 %s (o)", absorbed ? "absorbed" : "expanded");
             report(what, o_got, ms.o, (size_t)T * nh * dv, tol);
+            assert_int_equal(cudaMemset(o_v1, 0xff, sizeof(float) * (size_t)T * nh * dv), cudaSuccess);
+            assert_int_equal(mla_attend_at_v1(o_v1, s.q, fw.kv_b_proj.data, fw.kv_b_proj.dtype, cache_at, fc.wtype,
+                                              dims, dpos, dbase, T, ctx, absorbed, scratch_v1, fc.stream),
+                             cudaSuccess);
+            assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
+            assert_int_equal(cudaMemcpy(o_got, o_v1, sizeof(float) * (size_t)T * nh * dv, cudaMemcpyDeviceToHost),
+                             cudaSuccess);
+            snprintf(what, sizeof what, "  attend v1 at %s (o, base 5)", absorbed ? "absorbed" : "expanded");
+            report(what, o_got, ms.o, (size_t)T * nh * dv, tol);
             pos0 += T;
         }
         cudaFree(cache); cudaFree(cache_v1); cudaFree(inv_freq); cudaFree(da); cudaFree(dout); cudaFree(o_v1);
-        cudaFree(scratch_v1);
-        free(want); free(got); free(rows_got); free(rows_want); free(o_got);
+        cudaFree(scratch_v1); cudaFree(cache_at); cudaFree(dpos); cudaFree(dbase);
+        free(want); free(got); free(rows_got); free(rows_want); free(o_got); free(hpos); free(hbase);
         fast_scratch_free(&s);
         fast_free_mla(&fw);
         fast_context_free(&fc);
