@@ -8,26 +8,37 @@
  *     dsv2 tokenize   -m DIR -p TEXT              ids on one line, space-separated
  *     dsv2 detokenize -m DIR --ids 1,2,3          the text
  *     dsv2 info       -m DIR                      sizes, parameters, KV cache per token
+ *     dsv2 route-stats -m DIR -p TEXT [--devices D] [--limit M] [--plot FILE.png]
+ *                                                 expert and device load, dispatch bytes, balance losses
  *
  * Like llama2.c's run.c this file only wires the pieces together: the
  * model lives in ref/, and every failure is one line on stderr naming what
  * was wrong, with exit status 1 (2 for a malformed command line).
  */
+#include "balance.h"
 #include "chat.h"
 #include "error.h"
 #include "fast.h"
+#include "fast_ep.h"
 #include "mla.h"
 #include "model.h"
+#include "router.h"
 #include "sample.h"
 #include "tokenizer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 /* ---- command-line parsing ----------------------------------------------------------------- */
 
@@ -43,6 +54,9 @@ typedef struct {
     unsigned long long seed; /* --seed */
     const char *backend;    /* --backend ref | fast */
     const char *dtype;      /* --dtype f32 | bf16 (fast backend) */
+    long devices;           /* --devices D (route-stats; 0: the default) */
+    long limit;             /* --limit M (route-stats; 0: what the model's routing implies) */
+    const char *plot;       /* --plot FILE.png (route-stats) */
 } Args;
 
 static int usage_error(const char *fmt, const char *a, const char *b)
@@ -111,8 +125,8 @@ static int parse_args(int argc, char **argv, Args *a)
     *a = (Args){.n_tokens = 100, .temperature = 0, .top_p = 1, .seed = 0, .backend = "ref", .dtype = "f32"};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
-        static const char *const with_value[] = {"-m", "--ids", "-p", "-o", "-n", "-t",
-                                                 "--top-p", "--seed", "--backend", "--dtype"};
+        static const char *const with_value[] = {"-m", "--ids", "-p", "-o", "-n", "-t", "--top-p", "--seed",
+                                                 "--backend", "--dtype", "--devices", "--limit", "--plot"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
         if (!known) return usage_error("unknown option '%s' for '%s'", f, argv[1]);
@@ -125,6 +139,9 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(f, "-o")) a->output = v;
         else if (!strcmp(f, "--backend")) a->backend = v;
         else if (!strcmp(f, "--dtype")) a->dtype = v;
+        else if (!strcmp(f, "--plot")) a->plot = v;
+        else if (!strcmp(f, "--devices")) { if (parse_long(f, v, 1, ROUTER_MAX_EXPERTS, &a->devices)) return 2; }
+        else if (!strcmp(f, "--limit")) { if (parse_long(f, v, 1, ROUTER_MAX_EXPERTS, &a->limit)) return 2; }
         else if (!strcmp(f, "-n")) { if (parse_long(f, v, 0, INT_MAX, &a->n_tokens)) return 2; }
         else if (!strcmp(f, "-t")) { if (parse_double(f, v, 0, 100, &a->temperature)) return 2; }
         else if (!strcmp(f, "--top-p")) { if (parse_double(f, v, 0, 1, &a->top_p)) return 2; }
@@ -537,6 +554,382 @@ static int cmd_info(const Args *a)
     return 0;
 }
 
+/* ---- route-stats: where the router sends the tokens, and what that costs ---------------------- */
+
+/** Every MoE layer's routing of the whole prompt, gathered chunk by chunk through Model.on_moe. */
+typedef struct {
+    int E, K, T;        /* routed experts, experts per token, prompt tokens */
+    int *slot;          /* [num_hidden_layers] the layer's index among the MoE layers, −1 when dense */
+    int done;           /* tokens of the chunks before the one running */
+    float *scores;      /* [MoE layers, T, E] affinities s_{i,t} */
+    int *chosen;        /* [MoE layers, T, K] the experts the model chose */
+} RouteLog;
+
+/* Model.on_moe: copies one chunk's affinities and choices to their rows of the log. */
+static void log_routing(void *ctx, int l, int T, const FfnScratch *s)
+{
+    RouteLog *g = ctx;
+    const size_t row = (size_t)g->slot[l] * g->T + (size_t)g->done;
+    memcpy(g->scores + row * g->E, s->scores, sizeof(float) * (size_t)T * g->E);
+    memcpy(g->chosen + row * g->K, s->expert, sizeof(int) * (size_t)T * g->K);
+}
+
+/** What one routing of T tokens costs over b->D devices of E/D contiguous experts each. */
+typedef struct {
+    long long pairs;     /* (token, device) pairs: devices each token's experts lie on, summed */
+    int devices_max;     /* most devices one token reached */
+    BalanceLosses loss;  /* L_ExpBal, L_DevBal, L_CommBal with b's α's and M */
+} RouteCost;
+
+static RouteCost route_cost(const float *scores, const int *idx, int T, const BalanceSpec *b)
+{
+    RouteCost c = {0, 0, balance_losses(scores, idx, T, b, NULL)};
+    const int per = b->E / b->D;
+    for (int t = 0; t < T; t++) {
+        bool on[ROUTER_MAX_EXPERTS] = {false};
+        int n = 0;
+        for (int k = 0; k < b->K; k++) {
+            const int d = idx[t * b->K + k] / per;
+            n += !on[d];
+            on[d] = true;
+        }
+        c.pairs += n;
+        c.devices_max = n > c.devices_max ? n : c.devices_max;
+    }
+    return c;
+}
+
+/* The default device count: the config's expert groups when it has several, else 8; lowered until
+ * it divides the routed experts. */
+static int default_devices(const ModelConfig *c)
+{
+    int D = c->n_group > 1 ? c->n_group : 8;
+    if (D > c->n_routed_experts) D = c->n_routed_experts;
+    while (c->n_routed_experts % D) D--;
+    return D;
+}
+
+/* True when an executable named name is in one of $PATH's directories. */
+static bool on_path(const char *name)
+{
+    const char *path = getenv("PATH");
+    char file[4096];
+    while (path && *path) {
+        const size_t len = strcspn(path, ":");
+        snprintf(file, sizeof file, "%.*s/%s", (int)len, path, name);
+        if (len && access(file, X_OK) == 0) return true;
+        path += len + (path[len] == ':');
+    }
+    return false;
+}
+
+/* Writes s as a gnuplot single-quoted string (a quote inside is doubled). */
+static void gnuplot_string(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'') fputc('\'', f);
+        fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+/* The plot's working files: data, script and gnuplot's messages in a temporary directory. */
+typedef struct {
+    char dir[4096], data[4160], script[4160], log[4160];
+} PlotFiles;
+
+/* Runs gnuplot on the script, its output to the log. Returns 0, or −1 after printing one line. */
+static int run_gnuplot(const char *png, const PlotFiles *p)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, p->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    char *argv[] = {"gnuplot", (char *)p->script, NULL};
+    pid_t pid;
+    const int err = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (err) {
+        fprintf(stderr, "dsv2: --plot %s: cannot run gnuplot: %s\n", png, strerror(err));
+        return -1;
+    }
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char first[512] = "";
+        FILE *f = fopen(p->log, "r");
+        if (f && fgets(first, sizeof first, f)) first[strcspn(first, "\n")] = '\0';
+        if (f) fclose(f);
+        fprintf(stderr, "dsv2: --plot %s: gnuplot failed%s%s\n", png, *first ? ": " : "", first);
+        return -1;
+    }
+    return 0;
+}
+
+/* --plot: tokens per expert of every MoE layer as a heat map (expert across, layer up). The data and
+ * the script go to a temporary directory; gnuplot draws into a temporary file beside png, which is
+ * renamed into place only when complete. counts: [n_moe, E]; layer: [n_moe] the layer numbers.
+ * Returns 0, or −1 after printing one line (no file left behind). */
+static int write_plot(const char *png, const char *title, const int *counts, const int *layer, int n_moe, int E)
+{
+    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    PlotFiles p;
+    char out[4200];
+    snprintf(p.dir, sizeof p.dir, "%s/dsv2-plot-XXXXXX", tmp);
+    snprintf(out, sizeof out, "%s.XXXXXX", png);
+    if (!mkdtemp(p.dir)) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.dir, strerror(errno)); return -1; }
+    snprintf(p.data, sizeof p.data, "%s/load.dat", p.dir);
+    snprintf(p.script, sizeof p.script, "%s/load.gp", p.dir);
+    snprintf(p.log, sizeof p.log, "%s/gnuplot.log", p.dir);
+    int rc = -1, fd = mkstemp(out);
+    if (fd < 0) { fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno)); goto out; }
+    const mode_t mask = umask(0);                         /* the picture gets the usual 0666 & ~umask */
+    umask(mask);
+    const int chmod_failed = fchmod(fd, 0666 & ~mask);
+    close(fd);
+    if (chmod_failed) { fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno)); goto out; }
+    FILE *f = fopen(p.data, "w");
+    if (!f) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.data, strerror(errno)); goto out; }
+    for (int r = 0; r < n_moe; r++)                       /* one line per cell: expert, row, tokens */
+        for (int e = 0; e < E; e++) fprintf(f, "%d %d %d\n", e, r, counts[(size_t)r * E + e]);
+    int ok = fclose(f) == 0;
+    if (!ok || !(f = fopen(p.script, "w"))) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.data, strerror(errno)); goto out; }
+    fprintf(f, "set terminal pngcairo size 1000,%d\nset output ", 200 + 24 * (n_moe < 40 ? n_moe : 40));
+    gnuplot_string(f, out);
+    fprintf(f, "\nset title ");
+    gnuplot_string(f, title);
+    fprintf(f, " noenhanced\nset xlabel 'routed expert'\nset ylabel 'layer'\nset cblabel 'tokens'\n"
+               "set palette defined (0 '#f7fbff', 0.5 '#6baed6', 1 '#08306b')\nset cbrange [0:*]\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\n"
+               "set ytics (", E - 0.5, n_moe - 0.5);
+    const int step = n_moe <= 32 ? 1 : (n_moe + 15) / 16;     /* at most about 16 layer labels */
+    for (int r = 0; r < n_moe; r += step) fprintf(f, "%s\"%d\" %d", r ? ", " : "", layer[r], r);
+    fprintf(f, ")\nplot ");
+    gnuplot_string(f, p.data);
+    fprintf(f, " using 1:2:(0.5):(0.5):3 with boxxyerror fillcolor palette fillstyle solid noborder notitle\n");
+    ok = fclose(f) == 0;
+    if (!ok) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.script, strerror(errno)); goto out; }
+    if (run_gnuplot(png, &p)) goto out;
+    if (rename(out, png) != 0) { fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno)); goto out; }
+    rc = 0;
+out:
+    if (rc) remove(out);
+    remove(p.data);
+    remove(p.script);
+    remove(p.log);
+    rmdir(p.dir);
+    return rc;
+}
+
+static const char *topk_method_name(TopkMethod t)
+{
+    return t == TOPK_GREEDY ? "greedy" : t == TOPK_GROUP_LIMITED_GREEDY ? "group_limited_greedy" : "noaux_tc";
+}
+
+/* The paper's balance-loss weights (§2.2.3, §3.1.2), the defaults route-stats reports with. */
+static const double ALPHA1 = 0.003, ALPHA2 = 0.05, ALPHA3 = 0.02;
+
+/** What every layer's report shares. */
+typedef struct {
+    const ModelConfig *cfg;
+    int T;          /* tokens */
+    int D;          /* devices */
+    int M;          /* the device limit of the "limited" routing */
+    int M_model;    /* most devices the model's own routing can reach over D devices */
+} RouteSetup;
+
+/* Prints the values of v[0..n) after a label, space-separated. */
+static void print_row(const char *label, const long long *v, int n)
+{
+    printf("  %-22s", label);
+    for (int i = 0; i < n; i++) printf(" %lld", v[i]);
+    printf("\n");
+}
+
+/* Prints "max X, mean Y, max/mean Z" of v[0..n). */
+static void print_load(const char *label, const long long *v, int n, const char *unit)
+{
+    long long max = 0, sum = 0;
+    for (int i = 0; i < n; i++) {
+        sum += v[i];
+        max = v[i] > max ? v[i] : max;
+    }
+    const double mean = (double)sum / n;
+    printf("  %-22s max %lld, mean %.2f, max/mean %.3f (%s)\n", label, max, mean, mean > 0 ? max / mean : 0, unit);
+}
+
+/* One MoE layer's report: tokens per expert and per device under the model's routing, then three
+ * routings side by side — top-K with no device limit (router_select's greedy rule), the model's own,
+ * and device_limited_route() to M devices — with their bytes and balance losses. counts: [E] output,
+ * tokens per expert; work: [2, T, K] for the two recomputed routings. Adds each
+ * routing's bytes to bytes[3]. */
+static void report_layer(const RouteSetup *r, int l, const float *scores, const int *chosen, long long *counts,
+                         int *work, long long bytes[3])
+{
+    const ModelConfig *c = r->cfg;
+    const int E = c->n_routed_experts, K = c->num_experts_per_tok, T = r->T, D = r->D, per = E / D;
+    int *unlimited = work, *limited = work + (size_t)T * K;
+    float weight[ROUTER_MAX_EXPERTS];                     /* router_select's weights, not reported */
+    ModelConfig greedy = *c;
+    greedy.topk_method = TOPK_GREEDY;
+    for (int t = 0; t < T; t++) {
+        router_select(unlimited + t * K, weight, scores + (size_t)t * E, NULL, &greedy);
+        device_limited_route(limited + t * K, scores + (size_t)t * E, E, K, D, r->M);
+    }
+    long long tokens[ROUTER_MAX_EXPERTS] = {0}, assigned[ROUTER_MAX_EXPERTS] = {0};
+    memset(counts, 0, sizeof *counts * E);
+    for (int t = 0; t < T; t++) {
+        bool on[ROUTER_MAX_EXPERTS] = {false};
+        for (int k = 0; k < K; k++) {
+            const int e = chosen[t * K + k], d = e / per;
+            counts[e]++;
+            assigned[d]++;
+            tokens[d] += !on[d];
+            on[d] = true;
+        }
+    }
+    printf("\nlayer %d\n", l);
+    print_row("tokens per expert", counts, E);
+    print_load("expert load", counts, E, "tokens");
+    print_row("tokens per device", tokens, D);
+    print_row("assignments per device", assigned, D);
+    print_load("device load", assigned, D, "assignments");
+    printf("  %-10s %3s %14s %4s %14s %11s %11s %11s\n", "routing", "M", "devices/token", "max", "bytes", "L_ExpBal",
+           "L_DevBal", "L_CommBal");
+    const char *name[3] = {"unlimited", "model", "limited"};
+    const int *idx[3] = {unlimited, chosen, limited}, M[3] = {K < D ? K : D, r->M_model, r->M};
+    for (int i = 0; i < 3; i++) {
+        const BalanceSpec b = {E, K, D, M[i], ALPHA1, ALPHA2, ALPHA3};
+        const RouteCost cost = route_cost(scores, idx[i], T, &b);
+        const long long n = cost.pairs * c->hidden_size * 2;   /* bf16 hidden states */
+        printf("  %-10s %3d %14.3f %4d %14lld %11.6g %11.6g %11.6g\n", name[i], M[i], (double)cost.pairs / T,
+               cost.devices_max, n, cost.loss.expert, cost.loss.device, cost.loss.comm);
+        bytes[i] += n;
+    }
+}
+
+/* Prints the prompt's routing statistics per MoE layer (see usage()); --plot draws tokens per expert. */
+static int cmd_route_stats(const Args *a)
+{
+    if (strcmp(a->backend, "ref")) {
+        fprintf(stderr, "dsv2: --backend %s: route-stats reads the routing of the reference model (--backend ref)\n",
+                a->backend);
+        return 2;
+    }
+    if (a->plot && !on_path("gnuplot")) {
+        fprintf(stderr, "dsv2: --plot %s: gnuplot is not on PATH (Debian: apt-get install gnuplot-nox)\n", a->plot);
+        return 1;
+    }
+    Model m;
+    if (model_open(&m, a->model_dir, NULL)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); return 1; }
+    const ModelConfig *c = m.cfg;
+    const int E = c->n_routed_experts, K = c->num_experts_per_tok, L = c->num_hidden_layers;
+    int n_moe = 0;
+    for (int l = 0; l < L; l++) n_moe += config_layer_is_moe(c, l);
+    if (E == 0 || n_moe == 0) {
+        fprintf(stderr, "dsv2: %s: no MoE layers to report on\n", a->model_dir);
+        model_close(&m);
+        return 1;
+    }
+    const int D = a->devices ? (int)a->devices : default_devices(c);
+    const int M_model = fast_ep_device_limit(c, D), M = a->limit ? (int)a->limit : M_model;
+    const char *bad = NULL;
+    char why[160];
+    if (E % D) {
+        bad = "--devices";
+        snprintf(why, sizeof why, "does not divide the %d routed experts", E);
+    } else if (M > D) {
+        bad = "--limit";
+        snprintf(why, sizeof why, "more than the %d devices", D);
+    } else if (M * (E / D) < K) {
+        bad = "--limit";
+        snprintf(why, sizeof why, "%d device%s hold%s %d experts, fewer than the %d a token chooses", M,
+                 M == 1 ? "" : "s", M == 1 ? "s" : "", M * (E / D), K);
+    }
+    if (bad) {
+        fprintf(stderr, "dsv2: %s %ld: %s\n", bad, !strcmp(bad, "--devices") ? (long)D : (long)M, why);
+        model_close(&m);
+        return 2;
+    }
+    Tokenizer *tok = NULL;
+    int *ids = NULL, T = -1, rc = 1;
+    if (!a->prompt || (tok = load_tokenizer(a->model_dir))) T = prompt_ids(a, tok, &ids);
+    tokenizer_free(tok);
+    RouteLog g = {E, K, T > 0 ? T : 0, malloc(sizeof(int) * L), 0, NULL, NULL};
+    long long *counts = NULL;
+    int *work = NULL, *layer = NULL, *plot_counts = NULL;
+    if (T < 0) goto out;
+    if (T > m.max_context) {
+        fprintf(stderr, "dsv2: the prompt is %d tokens, more than the context of %d positions\n", T, m.max_context);
+        goto out;
+    }
+    g.scores = malloc(sizeof(float) * n_moe * (size_t)T * E);
+    g.chosen = malloc(sizeof(int) * n_moe * (size_t)T * K);
+    counts = malloc(sizeof *counts * E);
+    work = malloc(sizeof(int) * 2 * (size_t)T * K);
+    layer = malloc(sizeof(int) * n_moe);
+    plot_counts = malloc(sizeof(int) * n_moe * (size_t)E);
+    if (!g.slot || !g.scores || !g.chosen || !counts || !work || !layer || !plot_counts) {
+        fprintf(stderr, "dsv2: out of memory for the routing of %d tokens\n", T);
+        goto out;
+    }
+    for (int l = 0, i = 0; l < L; l++) {
+        g.slot[l] = config_layer_is_moe(c, l) ? i : -1;
+        if (g.slot[l] >= 0) layer[i++] = l;
+    }
+    m.on_moe = log_routing;
+    m.on_moe_ctx = &g;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double shown = 0;
+    for (int n; g.done < T; g.done += n) {                /* chunk by chunk, for the progress line */
+        n = m.chunk < T - g.done ? m.chunk : T - g.done;
+        if (model_forward(&m, ids + g.done, n, NULL, false)) {
+            fprintf(stderr, "dsv2: %s\n", ds_last_error());
+            goto out;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        const double secs = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
+        if (secs - shown >= 2) {                           /* progress only when it is slow */
+            fprintf(stderr, "dsv2 route-stats: %d of %d tokens through the model (%.0f s)\n", g.done + n, T, secs);
+            shown = secs;
+        }
+    }
+    const RouteSetup setup = {c, T, D, M, M_model};
+    printf("route-stats  %s: %d tokens, %d MoE layer%s of %d\n", a->model_dir, T, n_moe, n_moe == 1 ? "" : "s", L);
+    printf("routing      %s: K = %d of E = %d routed experts", topk_method_name(c->topk_method), K, E);
+    if (c->topk_method != TOPK_GREEDY && c->n_group > 1) printf(", best %d of %d groups", c->topk_group, c->n_group);
+    printf("\ndevices      D = %d of %d experts each (device d: [%dd, %dd + %d)); the model's routing reaches at "
+           "most %d\n", D, E / D, E / D, E / D, E / D, M_model);
+    printf("bytes        %d x 2 (bf16) per (token, device) pair, for each device holding one of the token's "
+           "experts\n", c->hidden_size);
+    printf("routings     unlimited: top-%d of all experts; model: as the model ran; limited: device-limited "
+           "routing, M = %d\n", K, M);
+    printf("losses       alpha1 %g, alpha2 %g, alpha3 %g (paper §2.2.3); L_CommBal with each routing's M\n",
+           ALPHA1, ALPHA2, ALPHA3);
+    long long bytes[3] = {0, 0, 0};
+    for (int i = 0; i < n_moe; i++) {
+        report_layer(&setup, layer[i], g.scores + (size_t)i * T * E, g.chosen + (size_t)i * T * K, counts, work,
+                     bytes);
+        for (int e = 0; e < E; e++) plot_counts[(size_t)i * E + e] = (int)counts[e];
+    }
+    printf("\nall layers   bytes: unlimited %lld, model %lld, limited %lld\n", bytes[0], bytes[1], bytes[2]);
+    fflush(stdout);
+    char title[4200];
+    snprintf(title, sizeof title, "%s: tokens per routed expert, %d tokens", a->model_dir, T);
+    rc = a->plot && write_plot(a->plot, title, plot_counts, layer, n_moe, E) ? 1 : 0;
+out:
+    free(g.slot);
+    free(g.scores);
+    free(g.chosen);
+    free(counts);
+    free(work);
+    free(layer);
+    free(plot_counts);
+    free(ids);
+    model_close(&m);
+    return rc;
+}
+
 static void usage(void)
 {
     puts("usage:\n"
@@ -546,9 +939,19 @@ static void usage(void)
          "  dsv2 tokenize   -m DIR -p TEXT\n"
          "  dsv2 detokenize -m DIR --ids 1,2,3\n"
          "  dsv2 info       -m DIR\n"
+         "  dsv2 route-stats -m DIR (-p TEXT | --ids 1,2,3) [--devices D] [--limit M] [--plot FILE.png]\n"
          "generate, chat and logits also take --backend ref|fast (fast: kernels/ + fast/, on the\n"
          "simulated device unless built with make dsv2-gpu) and, for fast, --dtype f32|bf16.\n"
-         "Defaults: -n 100, -t 0 (greedy), --top-p 1, --seed 0, --backend ref, --dtype f32.");
+         "Defaults: -n 100, -t 0 (greedy), --top-p 1, --seed 0, --backend ref, --dtype f32.\n"
+         "route-stats runs the prompt through the reference model and prints, per MoE layer, tokens per\n"
+         "expert and per device (D devices, device d holding experts [d E/D, (d+1) E/D); D defaults to\n"
+         "n_group when > 1, else 8, lowered to divide E), then for three routings (top-K with no device\n"
+         "limit; the model's own, which reaches at most the M its config implies; device-limited to M\n"
+         "devices, M = --limit or that implied M) the bytes dispatched, L_ExpBal, L_DevBal and L_CommBal\n"
+         "(alpha 0.003, 0.05, 0.02, the paper's). Bytes: a token sends its hidden state once to each\n"
+         "distinct device holding one of its experts, hidden_size x 2 bytes (bf16) per (token, device)\n"
+         "pair; no device is the token's home, so none is free. --plot FILE.png draws tokens per expert\n"
+         "and layer with gnuplot.");
 }
 
 int main(int argc, char **argv)
@@ -560,6 +963,7 @@ int main(int argc, char **argv)
     static const struct { const char *name; int (*run)(const Args *); } commands[] = {
         {"generate", cmd_generate}, {"chat", cmd_chat},         {"logits", cmd_logits},
         {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize}, {"info", cmd_info},
+        {"route-stats", cmd_route_stats},
     };
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
