@@ -9,7 +9,8 @@
  * cache once; fast_model_forward() runs prompts and decode steps of one
  * sequence. With FastOptions.max_batch > 1 the model holds that many sequence
  * slots: fast_model_prefill() feeds a prompt into one slot and
- * fast_model_decode() advances several slots by one token in one pass.
+ * fast_model_decode() advances several slots by one token in one pass, by
+ * default replayed from a CUDA graph captured once per batch size.
  *
  * Every CUDA and cuBLAS call is checked; a failure records one line with
  * ds_error() naming the call, the file and the line, and the function
@@ -264,6 +265,7 @@ typedef struct {
     int form;        /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
     int ep_devices;  /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
     int max_batch;   /**< sequence slots, each with its own latent cache and position (default 1) */
+    int graph;       /**< 0: decode steps replayed from CUDA graphs where supported (one device); −1: every launch eager */
 } FastOptions;
 
 /** One decoder layer on the device. */
@@ -304,6 +306,7 @@ typedef struct {
     int last_row;          /**< row of m->logits holding the last position's logits, −1 when none */
     int *next;             /**< [1] device arg-max */
     FastScratch scratch;   /**< working memory */
+    cudaGraphExec_t *graphs; /**< [max_batch]: the decode step of B sequences at B − 1, captured at first use; NULL: no graphs */
     struct FastEpModel *ep; /**< MoE layers sharded over FastOptions.ep_devices devices; NULL on one device */
 } FastModel;
 
@@ -344,6 +347,8 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
  * Every GEMM, norm, router and expert GEMM runs on the B rows at once (the weights are read once
  * for all of them); attention is per row over its own slot's cache, in the absorbed form, with the
  * positions read from the device. slots: B distinct slots; 1 ≤ B ≤ max_batch.
+ * With graphs on (FastOptions.graph) and B·K ≤ FAST_MOE_GROUPED_MAX_ROWS, the step from the token
+ * upload's end to the logits is a CUDA graph, captured at the first step of B sequences and replayed.
  * logits_host: NULL, or [B, vocab], row i for slots[i].
  * \return 0, or −1 with one error line naming the slot or token (nothing fed on error).
  */

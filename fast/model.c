@@ -13,6 +13,9 @@
  * s·layers·max_context) and position m->pos[s]. A step (one prompt chunk of one slot, or one token of
  * each of B slots) stages its token ids, positions and cache bases in one pinned array and uploads it
  * once; the kernels read positions and rows from the device copy.
+ *
+ * Decode steps of B sequences run from a CUDA graph captured at the first such step (decode_graph):
+ * the upload before it and the copy of the logits after it stay outside.
  */
 #include "fast.h"
 
@@ -75,6 +78,10 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
         const size_t D = c->hidden_size, T = m->rows, width = c->kv_lora_rank + c->qk_rope_head_dim;
         m->pos = calloc((size_t)m->max_batch, sizeof(int));
         rc = !m->pos ? ds_error("fast_model_open: out of host memory for %d slots", m->max_batch) : 0;
+        /* decode graphs on one device (the expert-parallel MoE exchanges data through NCCL and the host) */
+        if (rc == 0 && !(opt && opt->graph < 0) && !m->ep &&
+            !(m->graphs = calloc((size_t)m->max_batch, sizeof *m->graphs)))
+            rc = ds_error("fast_model_open: out of host memory for %d decode graphs", m->max_batch);
         if (rc == 0)
             rc = fast_vec_upload(&m->inv_freq, m->rope.inv_freq, (size_t)m->rope.dim / 2) ||
                          alloc(&m->cache, (size_t)m->max_batch * c->num_hidden_layers * m->max_context * width *
@@ -109,6 +116,10 @@ void fast_model_close(FastModel *m)
         cudaFree(dev[i]);
     cudaFreeHost(m->step_host);
     free(m->pos);
+    for (int b = 0; m->graphs && b < m->max_batch; b++)
+        if (m->graphs[b])
+            cudaGraphExecDestroy(m->graphs[b]);
+    free(m->graphs);
     fast_context_free(&m->ctx);
     fast_ep_model_close(m->ep);
     memset(m, 0, sizeof *m);
@@ -172,13 +183,19 @@ static void stage_row(FastModel *m, int t, int token, int slot)
 // ANCHOR: fast_model_step
 /*
  * Runs the n rows staged in m->step_host through the embedding and every layer: one upload of ids,
- * positions and bases, then only device work whose launches do not depend on the positions.
- * On exit h + b is the last layer's output (the add not yet done).
+ * positions and bases (upload_step), then only device work whose launches do not depend on the
+ * positions (step_layers). On exit h + b is the last layer's output (the add not yet done).
  */
-static int run_step(FastModel *m, int n)
+static int upload_step(FastModel *m)
+{
+    CUDA_TRY(cudaMemcpyAsync(m->step, m->step_host, sizeof(int) * 3 * m->rows, cudaMemcpyHostToDevice,
+                             m->ctx.stream));
+    return 0;
+}
+
+static int step_layers(FastModel *m, int n)
 {
     FastContext *ctx = &m->ctx;
-    CUDA_TRY(cudaMemcpyAsync(m->step, m->step_host, sizeof(int) * 3 * m->rows, cudaMemcpyHostToDevice, ctx->stream));
     CUDA_TRY(embed_forward_v2(m->h, m->step, m->embed.data, m->embed.dtype, n, m->cfg->hidden_size, ctx->stream));
     for (int l = 0; l < m->cfg->num_hidden_layers; l++)
         if (decoder_layer(m, l, n))
@@ -187,20 +204,54 @@ static int run_step(FastModel *m, int n)
 }
 // ANCHOR_END: fast_model_step
 
-/* logits of rows [first, n): h ← h + FFN_{L−1}; z = RMSNorm_final(h); lm_head z, copied to dst (host). */
-static int step_logits(FastModel *m, int first, int n, float *dst)
+/* logits of rows [first, n) into m->logits: h ← h + FFN_{L−1}; z = RMSNorm_final(h); lm_head z. */
+static int step_head(FastModel *m, int first, int n)
 {
     const ModelConfig *c = m->cfg;
-    const int D = c->hidden_size, V = c->vocab_size;
-    FastContext *ctx = &m->ctx;
-    CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, ctx->stream));
-    if (fast_linear(ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, n - first))
-        return -1;
-    CUDA_TRY(cudaMemcpyAsync(dst, m->logits, sizeof(float) * (size_t)(n - first) * V, cudaMemcpyDeviceToHost,
-                             ctx->stream));
+    const int D = c->hidden_size;
+    CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, m->ctx.stream));
+    return fast_linear(&m->ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, n - first);
+}
+
+/* The n − first logits rows of the step to dst (host); they become fast_model_argmax's. */
+static int copy_logits(FastModel *m, int first, int n, float *dst)
+{
+    CUDA_TRY(cudaMemcpyAsync(dst, m->logits, sizeof(float) * (size_t)(n - first) * m->cfg->vocab_size,
+                             cudaMemcpyDeviceToHost, m->ctx.stream));
     m->last_row = n - first - 1;
     return 0;
 }
+
+// ANCHOR: fast_model_graph
+/*
+ * The decode step of B sequences from a CUDA graph: captured at its first use, then replayed. Every
+ * launch of the step (embedding, each layer, final norm, LM head) reads device buffers whose
+ * addresses never change, with shapes that depend on B only: positions and cache rows come from
+ * m->step (uploaded before the launch), attention grids are sized by max_context, and the MoE
+ * runs the grouped kernel, so nothing in the step waits for the host. A synchronisation inside
+ * would invalidate the capture (cudaStreamEndCapture fails), on the simulated device as on a GPU.
+ */
+static int decode_graph(FastModel *m, int B)
+{
+    cudaGraphExec_t *exec = &m->graphs[B - 1];
+    if (!*exec) {
+        cudaGraph_t graph = NULL;
+        CUDA_TRY(cudaStreamBeginCapture(m->ctx.stream, cudaStreamCaptureModeGlobal));
+        const int rc = step_layers(m, B) || step_head(m, 0, B);
+        const cudaError_t end = cudaStreamEndCapture(m->ctx.stream, &graph);
+        if (rc || fast_check_cuda(end, "cudaStreamEndCapture", __FILE__, __LINE__)) {
+            if (graph)
+                cudaGraphDestroy(graph);
+            return -1;
+        }
+        const cudaError_t made = cudaGraphInstantiate(exec, graph, 0);
+        cudaGraphDestroy(graph);
+        CUDA_TRY(made);
+    }
+    CUDA_TRY(cudaGraphLaunch(*exec, m->ctx.stream));
+    return 0;
+}
+// ANCHOR_END: fast_model_graph
 
 int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_host, bool all_positions)
 {
@@ -229,11 +280,13 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
         }
         m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, m->pos[slot],
                                 m->step_host[2 * m->rows], m->max_context};
-        if (run_step(m, n))
+        if (upload_step(m) || step_layers(m, n))
             return -1;
         m->pos[slot] += n;
+        const int first = all_positions ? 0 : n - 1;
         if (logits_host && (all_positions || t0 + n == T) &&
-            step_logits(m, all_positions ? 0 : n - 1, n, all_positions ? logits_host + (size_t)t0 * V : logits_host))
+            (step_head(m, first, n) ||
+             copy_logits(m, first, n, all_positions ? logits_host + (size_t)t0 * V : logits_host)))
             return -1;
     }
     CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
@@ -262,7 +315,12 @@ int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, 
     for (int i = 0; i < B; i++)
         stage_row(m, i, tokens[i], slots[i]);
     m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context};
-    if (run_step(m, B) || (logits_host && step_logits(m, 0, B, logits_host)))
+    /* a graph when the MoE of B rows needs no host round trip (FAST_MOE_GROUPED_MAX_ROWS); else eager */
+    const bool graph = m->graphs && B * m->cfg->num_experts_per_tok <= FAST_MOE_GROUPED_MAX_ROWS;
+    if (upload_step(m))
+        return -1;
+    const int run = graph ? decode_graph(m, B) : step_layers(m, B) || (logits_host && step_head(m, 0, B));
+    if (run || (logits_host && copy_logits(m, 0, B, logits_host)))
         return -1;
     for (int i = 0; i < B; i++)
         m->pos[slots[i]]++;

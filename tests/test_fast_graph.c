@@ -1,0 +1,173 @@
+/**
+ * \file test_fast_graph.c
+ * \brief Decode steps replayed from CUDA graphs (FastOptions.graph) against eager decode and the reference,
+ *        on every golden fixture in float32 mode.
+ *
+ * Two models on one checkpoint, one with graphs off (every launch issued by
+ * the host) and one with graphs on (each decode step of B sequences captured
+ * once, then replayed), are fed the same prompts and decoded greedily for
+ * N_STEPS tokens: the graph's logits must be within 1e-4 max-abs of the
+ * eager model's and of the reference's teacher-forced logits at the same
+ * positions (1e-4: the tolerance the fast model meets against the reference
+ * in tests/test_fast_model.c; graph and eager run the same kernels on the same
+ * data, so on the simulated device they agree bit for bit, printed), and the
+ * greedy tokens must be the reference's continuation. One sequence (B = 1),
+ * then two sequences decoded together (B = 2: the golden prompt and a shorter
+ * prefix of it, at different positions).
+ *
+ * That the capture recorded no host synchronisation is checked by the capture
+ * itself: on the simulated device, as on a GPU, a synchronisation, a
+ * synchronous copy or an allocation during capture is refused and invalidates
+ * it, so a decode step that captured and replayed (FastModel.graphs[B − 1] set)
+ * did none. Outputs are poisoned (NaN) before every step. On the simulated
+ * device every launch, replayed ones included, runs under race check.
+ */
+#include "check.h"
+#include "fast_test.h"
+#include "error.h"
+#include "fast.h"
+#include "model.h"
+#include "safetensors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GOLDEN_DIR "tests/golden/"
+#define N_STEPS 8
+
+typedef struct {
+    StFile expected;
+    int T, V, ids[256];  /* prompt then the reference's greedy continuation */
+} Golden;
+
+static void golden_load(Golden *g, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
+    if (st_open(path, &g->expected))
+        fail_msg("%s", ds_last_error());
+    const StTensor *prompt = st_find(&g->expected, "prompt_ids"), *greedy = st_find(&g->expected, "greedy_ids");
+    const StTensor *logits = st_find(&g->expected, "logits");
+    assert_non_null(prompt);
+    assert_non_null(greedy);
+    assert_non_null(logits);
+    g->T = (int)prompt->shape[0];
+    g->V = (int)logits->shape[1];
+    assert_true(greedy->shape[0] >= N_STEPS && g->T + N_STEPS <= 256);
+    for (int t = 0; t < g->T; t++)
+        g->ids[t] = (int)((const float *)prompt->data)[t];
+    for (int t = 0; t < N_STEPS; t++)
+        g->ids[g->T + t] = (int)((const float *)greedy->data)[t];
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* The reference's logits for ids[0..n) in one pass (all positions). */
+static float *ref_logits(const char *name, const int *ids, int n, int V)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    Model m;
+    if (model_open(&m, dir, NULL))
+        fail_msg("%s", ds_last_error());
+    float *logits = malloc(sizeof(float) * (size_t)n * V);
+    assert_int_equal(model_forward(&m, ids, n, logits, true), 0);
+    model_close(&m);
+    return logits;
+}
+
+static void open_fast(FastModel *m, const char *name, int graph, int max_batch)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    const FastOptions opt = {.chunk = 7, .graph = graph, .max_batch = max_batch};
+    if (fast_model_open(m, dir, &opt))
+        fail_msg("%s", ds_last_error());
+}
+
+/*
+ * Sequence i of B has prompt ids[0..len[i]) and continues with ids[len[i]..); after the prompts,
+ * N_STEPS decode steps of all B together, in both models, checked against each other and want
+ * (the reference's logits over ids, all positions).
+ */
+static void decode_together(const char *name, const Golden *g, const float *want, const int *len, int B)
+{
+    FastModel eager, graph;
+    open_fast(&eager, name, -1, B);
+    open_fast(&graph, name, 0, B);
+    const int V = g->V;
+    float *ge = malloc(sizeof(float) * (size_t)B * V), *gg = malloc(sizeof(float) * (size_t)B * V);
+    int slots[2], tokens[2], pos[2];
+    for (int i = 0; i < B; i++) {
+        slots[i] = B - 1 - i;                                    /* rows and slots in opposite orders */
+        if (fast_model_prefill(&eager, slots[i], g->ids, len[i], NULL, false) ||
+            fast_model_prefill(&graph, slots[i], g->ids, len[i], NULL, false))
+            fail_msg("%s", ds_last_error());
+        pos[i] = len[i];
+    }
+    double worst_eager = 0, worst_ref = 0;
+    for (int step = 0; step < N_STEPS; step++) {
+        for (int i = 0; i < B; i++)
+            tokens[i] = g->ids[pos[i]];                           /* teacher-forced: the reference's tokens */
+        poison(ge, (size_t)B * V);
+        poison(gg, (size_t)B * V);
+        if (fast_model_decode(&eager, slots, tokens, B, ge) || fast_model_decode(&graph, slots, tokens, B, gg))
+            fail_msg("%s", ds_last_error());
+        assert_non_null(graph.graphs[B - 1]);                     /* captured (no host sync inside) and replayed */
+        assert_null(eager.graphs);                                /* graphs off: every launch eager */
+        check_close("graph vs eager", gg, ge, (size_t)B * V, 1e-4, -1);
+        const CheckStats se = check_stats(gg, ge, (size_t)B * V);
+        worst_eager = se.max_abs > worst_eager ? se.max_abs : worst_eager;
+        for (int i = 0; i < B; i++) {
+            const float *ref = want + (size_t)pos[i] * V;
+            check_close("graph vs reference", gg + (size_t)i * V, ref, (size_t)V, 1e-4, -1);
+            const CheckStats sr = check_stats(gg + (size_t)i * V, ref, (size_t)V);
+            worst_ref = sr.max_abs > worst_ref ? sr.max_abs : worst_ref;
+            if (pos[i] >= g->T - 1 && pos[i] + 1 < g->T + N_STEPS)  /* past the prompt: the reference's greedy token */
+                assert_int_equal(argmax(gg + (size_t)i * V, V), g->ids[pos[i] + 1]);
+            pos[i]++;
+        }
+    }
+    printf("%s, %d sequence%s, %d steps: graph vs eager max-abs %.3g, vs reference %.3g\n", name, B,
+           B == 1 ? "" : "s", N_STEPS, worst_eager, worst_ref);
+    free(ge);
+    free(gg);
+    fast_model_close(&eager);
+    fast_model_close(&graph);
+}
+
+static void graph_decode_matches(void **state)
+{
+    need_device();
+    const char *name = *state;
+    Golden g;
+    golden_load(&g, name);
+    const int n = g.T + N_STEPS;
+    float *want = ref_logits(name, g.ids, n, g.V);
+    const int one[1] = {g.T};
+    decode_together(name, &g, want, one, 1);
+    const int two[2] = {g.T, g.T / 2};                              /* a shorter prefix: another position */
+    decode_together(name, &g, want, two, 2);
+    free(want);
+    st_close(&g.expected);
+}
+
+int main(void)
+{
+    setenv("SIM_RACECHECK", "1", 0);                           /* replayed kernels under three thread orders too */
+    const struct CMUnitTest tests[] = {
+        {"lite: graph decode", graph_decode_matches, NULL, NULL, "lite"},
+        {"v2: graph decode", graph_decode_matches, NULL, NULL, "v2"},
+        {"norope: graph decode", graph_decode_matches, NULL, NULL, "norope"},
+        {"longctx: graph decode", graph_decode_matches, NULL, NULL, "longctx"},
+    };
+    return cmocka_run_group_tests_name("fast graph", tests, NULL, NULL);
+}
