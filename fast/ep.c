@@ -340,6 +340,24 @@ static int exchange(FastEp *ep, bool back)
 }
 // ANCHOR_END: fast_ep_exchange
 
+/* exchange(), bracketed by ep->timing's events on every device's stream when the caller asks for timing. */
+static int timed_exchange(FastEp *ep, bool back)
+{
+    FastEpTiming *tm = ep->timing;
+    const int phase = back ? FAST_EP_COMBINE : FAST_EP_DISPATCH;
+    for (int d = 0; tm && d < ep->N; d++) {
+        CUDA_TRY(cudaSetDevice(d));
+        CUDA_TRY(cudaEventRecord(tm->begin[phase][d], ep->dev[d].ctx.stream));
+    }
+    if (exchange(ep, back))
+        return -1;
+    for (int d = 0; tm && d < ep->N; d++) {
+        CUDA_TRY(cudaSetDevice(d));
+        CUDA_TRY(cudaEventRecord(tm->end[phase][d], ep->dev[d].ctx.stream));
+    }
+    return 0;
+}
+
 /* The routing statistics summed over devices, and every device's first T routing rows gathered (T is the
  * most tokens any device holds; the rows past a device's own count are ignored). */
 static int reduce_stats(FastEp *ep, int T)
@@ -463,7 +481,7 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
     }
 
     /* 5. dispatch: each token's row to each of its devices once, all pairs in one group */
-    if (exchange(ep, false))
+    if (timed_exchange(ep, false))
         return -1;
 
     /* 6. every device: expand to local experts, one GEMM per non-empty one, combine each row's slots */
@@ -501,7 +519,7 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
     }
 
     /* 7. partials back to their sources; y_t = Σ_r p_{r,t} over t's devices ascending, + shared */
-    if (exchange(ep, true))
+    if (timed_exchange(ep, true))
         return -1;
     for (int d = 0; d < N; d++) {
         FastEpDevice *v = &ep->dev[d];

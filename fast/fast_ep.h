@@ -103,6 +103,20 @@ typedef struct {
     int max_devices;     /**< most devices one token's kept assignments reached */
 } FastEpStats;
 
+/** The two exchanges of fast_ep_moe_forward() that FastEpTiming brackets. */
+enum { FAST_EP_DISPATCH, FAST_EP_COMBINE, FAST_EP_PHASES };
+
+/**
+ * Optional timing of the exchanges (make bench-fast): when FastEp.timing points at one, fast_ep_moe_forward()
+ * records begin[p][d] on device d's stream just before phase p's ncclGroupStart and end[p][d] just after its
+ * ncclGroupEnd. The caller creates each device's events with that device current, and after synchronizing
+ * reads cudaEventElapsedTime(begin[p][d], end[p][d]); the phase takes the longest of those over the devices.
+ */
+typedef struct {
+    cudaEvent_t begin[FAST_EP_PHASES][FAST_EP_MAX_DEVICES]; /**< recorded before the phase's group */
+    cudaEvent_t end[FAST_EP_PHASES][FAST_EP_MAX_DEVICES];   /**< recorded after it */
+} FastEpTiming;
+
 /** An expert-parallel group of N devices (ranks 0..N−1 are devices 0..N−1). */
 typedef struct {
     int N;               /**< devices */
@@ -125,6 +139,7 @@ typedef struct {
     int *slot_row;       /**< [recv_cap·K] host, while planning: expanded row of each received row's slot */
     int *send_row;       /**< [max_T·N] host, while planning: sent row of each (token, destination) */
     FastEpStats stats;   /**< the last call's statistics */
+    FastEpTiming *timing; /**< NULL, or events to record around the exchanges (set after fast_ep_init) */
 } FastEp;
 
 /** One MoE layer sharded over a FastEp: device d's router, bias and shared experts, and its E/N experts. */
