@@ -229,6 +229,9 @@ static int engine_open(Engine *e, const Args *a)
 
 static int engine_forward(Engine *e, const int *ids, int n, float *logits, bool all_positions)
 {
+    static const int slot0[1] = {0};
+    if (e->is_fast && n == 1)                 /* a decode step: replayed from a CUDA graph (fast.h) */
+        return fast_model_decode(&e->fast, slot0, ids, 1, logits);
     return e->is_fast ? fast_model_forward(&e->fast, ids, n, logits, all_positions)
                       : model_forward(&e->ref, ids, n, logits, all_positions);
 }
