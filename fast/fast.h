@@ -349,7 +349,8 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
  * positions read from the device. slots: B distinct slots; 1 ≤ B ≤ max_batch.
  * With graphs on (FastOptions.graph) and B·K ≤ FAST_MOE_GROUPED_MAX_ROWS, the step from the token
  * upload's end to the logits is a CUDA graph, captured at the first step of B sequences and replayed.
- * logits_host: NULL, or [B, vocab], row i for slots[i].
+ * The B rows' logits are always computed on the device (m->logits, row i for slots[i], graph or
+ * not); logits_host: NULL, or [B, vocab] to receive a copy.
  * \return 0, or −1 with one error line naming the slot or token (nothing fed on error).
  */
 int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host);

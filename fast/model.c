@@ -172,6 +172,7 @@ static int decoder_layer(FastModel *m, int l, int T)
 }
 // ANCHOR_END: fast_model_layer
 
+// ANCHOR: fast_model_stage_row
 /* Row t of the step being staged: token id, position and cache base (slot·layers·max_context). */
 static void stage_row(FastModel *m, int t, int token, int slot)
 {
@@ -179,6 +180,7 @@ static void stage_row(FastModel *m, int t, int token, int slot)
     m->step_host[m->rows + t] = m->pos[slot];
     m->step_host[2 * m->rows + t] = slot * m->cfg->num_hidden_layers * m->max_context;
 }
+// ANCHOR_END: fast_model_stage_row
 
 // ANCHOR: fast_model_step
 /*
@@ -319,7 +321,7 @@ int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, 
     const bool graph = m->graphs && B * m->cfg->num_experts_per_tok <= FAST_MOE_GROUPED_MAX_ROWS;
     if (upload_step(m))
         return -1;
-    const int run = graph ? decode_graph(m, B) : step_layers(m, B) || (logits_host && step_head(m, 0, B));
+    const int run = graph ? decode_graph(m, B) : step_layers(m, B) || step_head(m, 0, B);
     if (run || (logits_host && copy_logits(m, 0, B, logits_host)))
         return -1;
     for (int i = 0; i < B; i++)

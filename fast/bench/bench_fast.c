@@ -10,8 +10,9 @@
  * model in bf16 at batch 1, 16 and 64 (fast_model_decode, one token for each
  * of B sequences per step) on build/bench/v2-lite-2layer (written by
  * `make bench-ref`) when present, each against its roofline: the bytes the
- * step must read at the copy bandwidth measured in the same run. With two or more GPUs, that checkpoint's MoE layer sharded over
- * all of them (fast_ep_moe_forward, bf16) at 1 to 2048 tokens per GPU: the
+ * step must read at the copy bandwidth measured in the same run. With two
+ * or more GPUs, that checkpoint's MoE layer sharded over all of them
+ * (fast_ep_moe_forward, bf16) at 1 to 2048 tokens per GPU: the
  * dispatch and combine exchanges timed by FastEp.timing's events (the
  * longest device), the whole layer by the host clock, and each exchange's
  * bus bandwidth, bytes moved between devices / its time. Medians of RUNS
@@ -190,7 +191,6 @@ static int distinct_experts(const FastModel *m, int B)
     return n;
 }
 
-// ANCHOR: bench_decode_batch
 /*
  * End-to-end decode on the synthetic checkpoint in bf16: 64 slots, each prefilled with its own 16-token
  * prompt; then for B = 1, 16, 64, STEPS calls of fast_model_decode on slots 0..B−1 (one token per
@@ -280,7 +280,6 @@ static void decode(double copy_gbps)
     cudaEventDestroy(b);
     fast_model_close(&m);
 }
-// ANCHOR_END: bench_decode_batch
 
 /* The median of n times (sorts them). */
 static float median(float *t, int n)
