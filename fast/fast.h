@@ -46,7 +46,7 @@
 #define FAST_ARGMAX sample_argmax_v2              /**< greedy token */
 #define FAST_MOE_EXPERTS moe_experts_v2           /**< routed experts of a small step, offsets on the device */
 
-/*
+/**
  * Up to this many (token, slot) rows per MoE call (T·K) the routed experts run
  * in FAST_MOE_EXPERTS, a grouped GEMV that reads the per-expert offsets on the
  * device; above it, one cuBLAS GEMM pair per non-empty expert, sized on the
