@@ -19,7 +19,8 @@
  * itself: on the simulated device, as on a GPU, a synchronisation, a
  * synchronous copy or an allocation during capture is refused and invalidates
  * it, so a decode step that captured and replayed (FastModel.graphs[B − 1] set)
- * did none. Outputs are poisoned (NaN) before every step. On the simulated
+ * did none; host_sync_invalidates_capture shows the control, the MoE layer's
+ * per-expert path (offsets copied to the host) refused under capture. Outputs are poisoned (NaN) before every step. On the simulated
  * device every launch, replayed ones included, runs under race check.
  */
 #include "check.h"
@@ -160,6 +161,43 @@ static void graph_decode_matches(void **state)
     st_close(&g.expected);
 }
 
+/*
+ * The control: under capture, the MoE layer with one GEMM pair per expert (which copies the expert
+ * offsets to the host and synchronises) is refused and invalidates the capture; the grouped kernel
+ * the decode step uses records cleanly.
+ */
+static void host_sync_invalidates_capture(void **state)
+{
+    (void)state;
+    need_device();
+    FastModel m;
+    open_fast(&m, "lite", 0, 1);
+    const int ids[3] = {1, 2, 3};
+    if (fast_model_prefill(&m, 0, ids, 3, NULL, false))
+        fail_msg("%s", ds_last_error());
+    const int l = m.cfg->first_k_dense_replace;                   /* the first MoE layer */
+    assert_true(m.layers[l].is_moe);
+    cudaGraph_t g = NULL;
+    setenv("SIM_QUIET", "1", 1);                                  /* the refusal below is expected */
+    assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    assert_int_equal(fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch,
+                                              FAST_MOE_PER_EXPERT),
+                     -1);
+    printf("per-expert MoE under capture: %s\n", ds_last_error());
+    assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaErrorStreamCaptureInvalidated);
+    assert_null(g);
+    (void)cudaGetLastError();
+    unsetenv("SIM_QUIET");
+    assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    assert_int_equal(fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch,
+                                              FAST_MOE_GROUPED),
+                     0);
+    assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaSuccess);
+    assert_non_null(g);
+    assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
+    fast_model_close(&m);
+}
+
 int main(void)
 {
     setenv("SIM_RACECHECK", "1", 0);                           /* replayed kernels under three thread orders too */
@@ -168,6 +206,7 @@ int main(void)
         {"v2: graph decode", graph_decode_matches, NULL, NULL, "v2"},
         {"norope: graph decode", graph_decode_matches, NULL, NULL, "norope"},
         {"longctx: graph decode", graph_decode_matches, NULL, NULL, "longctx"},
+        cmocka_unit_test(host_sync_invalidates_capture),
     };
     return cmocka_run_group_tests_name("fast graph", tests, NULL, NULL);
 }
