@@ -264,6 +264,7 @@ typedef struct {
     int chunk;       /**< tokens per forward chunk (default 64) */
     int form;        /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
     int ep_devices;  /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
+    bool moe_elsewhere; /**< MoE layers not uploaded: the caller runs them (fast/dp_model.c's group) */
     int max_batch;   /**< sequence slots, each with its own latent cache and position (default 1) */
     int graph;       /**< 0: decode steps replayed from CUDA graphs where supported (one device); −1: every launch eager */
 } FastOptions;
@@ -308,6 +309,7 @@ typedef struct {
     FastScratch scratch;   /**< working memory */
     cudaGraphExec_t *graphs; /**< [max_batch]: the decode step of B sequences at B − 1, captured at first use; NULL: no graphs */
     struct FastEpModel *ep; /**< MoE layers sharded over FastOptions.ep_devices devices; NULL on one device */
+    bool moe_elsewhere;    /**< FastOptions.moe_elsewhere: MoE layers not uploaded (fast_model_layer_ffn refuses) */
 } FastModel;
 
 /**
@@ -354,6 +356,32 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
  * \return 0, or −1 with one error line naming the slot or token (nothing fed on error).
  */
 int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host);
+/**
+ * Starts a step of T tokens of one sequence in slot (1 ≤ T ≤ m->chunk, positions [m->pos[slot],
+ * m->pos[slot] + T)): stages and uploads their ids, positions and cache bases and embeds them into h.
+ * Followed by fast_model_layer_attention() and fast_model_layer_ffn() for every layer, then
+ * fast_model_step_end(), it is one chunk of fast_model_prefill() — the pieces fast/dp_model.c drives
+ * on each of its devices. \return 0, or −1 with one error line naming the slot or token.
+ */
+int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T);
+/**
+ * The attention half of decoder layer l on the step's T rows: h ← h + b (the previous layer's FFN
+ * output, l > 0), b = MLA(RMSNorm(h)) over the slot's cache, h ← h + b, a = RMSNorm(h), the FFN input.
+ * \return 0 or −1.
+ */
+int fast_model_layer_attention(FastModel *m, int l, int T);
+/**
+ * The FFN half of decoder layer l: b = FFN_l(a) on T rows — the dense SwiGLU, or the MoE layer on this
+ * device (or its expert-parallel group); refused with one error line for a MoE layer of a model opened
+ * with FastOptions.moe_elsewhere. \return 0 or −1.
+ */
+int fast_model_layer_ffn(FastModel *m, int l, int T);
+/**
+ * Ends the step of T rows begun in slot: the slot's position advances by T; when logits_host is not
+ * NULL, the logits of rows [first, T) (final norm, LM head) are copied there, [T − first, vocab], and
+ * are the ones fast_model_argmax() reads. \return 0 or −1.
+ */
+int fast_model_step_end(FastModel *m, int slot, int T, int first, float *logits_host);
 /**
  * The greedy next token: arg max of the last position's logits, computed on the
  * device after a fast_model_forward() or fast_model_prefill() that asked for logits. \return 0 or −1.

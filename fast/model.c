@@ -50,6 +50,7 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
         m->max_context = c->max_position_embeddings;
     m->chunk = opt && opt->chunk ? opt->chunk : 64;
     m->form = opt ? opt->form : 0;
+    m->moe_elsewhere = opt && opt->moe_elsewhere;
     m->max_batch = opt && opt->max_batch ? opt->max_batch : 1;
     m->rows = m->chunk > m->max_batch ? m->chunk : m->max_batch;
     m->last_row = -1;
@@ -142,11 +143,11 @@ int fast_model_reset_slot(FastModel *m, int slot)
 
 // ANCHOR: fast_model_layer
 /*
- * One decoder layer on T tokens. On entry h holds the residual stream and, for
- * l > 0, b the previous layer's FFN output not yet added: the add is fused into
- * this layer's first RMSNorm. On exit b holds this layer's FFN output.
+ * One decoder layer on T tokens, in two halves. On entry h holds the residual stream and, for l > 0,
+ * b the previous layer's FFN output not yet added: the add is fused into this layer's first RMSNorm.
+ * After the attention half a holds the FFN input; on exit b holds this layer's FFN output.
  */
-static int decoder_layer(FastModel *m, int l, int T)
+int fast_model_layer_attention(FastModel *m, int l, int T)
 {
     const ModelConfig *c = m->cfg;
     const FastLayer *L = &m->layers[l];
@@ -165,10 +166,25 @@ static int decoder_layer(FastModel *m, int l, int T)
                          &m->scratch))
         return -1;
     CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->ffn_norm, T, D, c->rms_norm_eps, ctx->stream));
+    return 0;
+}
+
+int fast_model_layer_ffn(FastModel *m, int l, int T)
+{
+    const ModelConfig *c = m->cfg;
+    const FastLayer *L = &m->layers[l];
+    FastContext *ctx = &m->ctx;
+    if (L->is_moe && !m->ep && m->moe_elsewhere)
+        return ds_error("fast model: MoE layer %d is not on this device (FastOptions.moe_elsewhere)", l);
     if (!L->is_moe)
         return fast_swiglu_forward(ctx, m->b, m->a, &L->dense, T, &m->scratch);
     return m->ep ? fast_ep_model_moe(m->ep, l, c, m->b, m->a, T, ctx->stream)   /* split over the group */
                  : fast_moe_forward(ctx, m->b, m->a, &L->moe, c, T, &m->scratch);
+}
+
+static int decoder_layer(FastModel *m, int l, int T)
+{
+    return fast_model_layer_attention(m, l, T) || fast_model_layer_ffn(m, l, T) ? -1 : 0;
 }
 // ANCHOR_END: fast_model_layer
 
@@ -186,7 +202,8 @@ static void stage_row(FastModel *m, int t, int token, int slot)
 /*
  * Runs the n rows staged in m->step_host through the embedding and every layer: one upload of ids,
  * positions and bases (upload_step), then only device work whose launches do not depend on the
- * positions (step_layers). On exit h + b is the last layer's output (the add not yet done).
+ * positions (step_layers: step_embed, every_layer). On exit h + b is the last layer's output (the add
+ * not yet done).
  */
 static int upload_step(FastModel *m)
 {
@@ -195,14 +212,23 @@ static int upload_step(FastModel *m)
     return 0;
 }
 
-static int step_layers(FastModel *m, int n)
+static int step_embed(FastModel *m, int n)
 {
-    FastContext *ctx = &m->ctx;
-    CUDA_TRY(embed_forward_v2(m->h, m->step, m->embed.data, m->embed.dtype, n, m->cfg->hidden_size, ctx->stream));
+    CUDA_TRY(embed_forward_v2(m->h, m->step, m->embed.data, m->embed.dtype, n, m->cfg->hidden_size, m->ctx.stream));
+    return 0;
+}
+
+static int every_layer(FastModel *m, int n)
+{
     for (int l = 0; l < m->cfg->num_hidden_layers; l++)
         if (decoder_layer(m, l, n))
             return -1;
     return 0;
+}
+
+static int step_layers(FastModel *m, int n)
+{
+    return step_embed(m, n) || every_layer(m, n) ? -1 : 0;
 }
 // ANCHOR_END: fast_model_step
 
@@ -255,6 +281,37 @@ static int decode_graph(FastModel *m, int B)
 }
 // ANCHOR_END: fast_model_graph
 
+int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
+{
+    const int V = m->cfg->vocab_size;
+    if (slot < 0 || slot >= m->max_batch)
+        return ds_error("fast_model_step_begin: slot %d is outside [0, %d)", slot, m->max_batch);
+    if (T < 1 || T > m->chunk)
+        return ds_error("fast_model_step_begin: %d tokens in one step, the model's chunk is %d", T, m->chunk);
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= V)
+            return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
+                            m->pos[slot] + t, slot, V);
+    if (T > m->max_context - m->pos[slot])
+        return ds_error("slot %d: %d tokens after %d cached exceed the context of %d positions", slot, T,
+                        m->pos[slot], m->max_context);
+    m->last_row = -1;
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));           /* the previous step's upload has left step_host */
+    for (int t = 0; t < T; t++) {
+        stage_row(m, t, tokens[t], slot);
+        m->step_host[m->rows + t] += t;
+    }
+    m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, m->pos[slot], m->step_host[2 * m->rows],
+                            m->max_context};
+    return upload_step(m) || step_embed(m, T) ? -1 : 0;
+}
+
+int fast_model_step_end(FastModel *m, int slot, int T, int first, float *logits_host)
+{
+    m->pos[slot] += T;
+    return logits_host && (step_head(m, first, T) || copy_logits(m, first, T, logits_host)) ? -1 : 0;
+}
+
 int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_host, bool all_positions)
 {
     return fast_model_prefill(m, 0, tokens, T, logits_host, all_positions);
@@ -275,20 +332,11 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
     m->last_row = -1;
     for (int t0 = 0; t0 < T; t0 += m->chunk) {
         const int n = T - t0 < m->chunk ? T - t0 : m->chunk;
-        CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));       /* the previous step's upload has left step_host */
-        for (int t = 0; t < n; t++) {
-            stage_row(m, t, tokens[t0 + t], slot);
-            m->step_host[m->rows + t] += t;
-        }
-        m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, m->pos[slot],
-                                m->step_host[2 * m->rows], m->max_context};
-        if (upload_step(m) || step_layers(m, n))
-            return -1;
-        m->pos[slot] += n;
-        const int first = all_positions ? 0 : n - 1;
-        if (logits_host && (all_positions || t0 + n == T) &&
-            (step_head(m, first, n) ||
-             copy_logits(m, first, n, all_positions ? logits_host + (size_t)t0 * V : logits_host)))
+        float *dst = !logits_host || !(all_positions || t0 + n == T) ? NULL
+                     : all_positions                                ? logits_host + (size_t)t0 * V
+                                                                    : logits_host;
+        if (fast_model_step_begin(m, slot, tokens + t0, n) || every_layer(m, n) ||
+            fast_model_step_end(m, slot, n, all_positions ? 0 : n - 1, dst))
             return -1;
     }
     CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));

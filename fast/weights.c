@@ -98,7 +98,8 @@ int fast_weights_upload(FastModel *m, const Model *ref)
         F->is_moe = R->is_moe;
         if (fast_vec_upload(&F->attn_norm, R->attn_norm, (size_t)D) ||
             fast_vec_upload(&F->ffn_norm, R->ffn_norm, (size_t)D) || fast_upload_mla(&m->ctx, &F->attn, &R->attn, cfg) ||
-            (R->is_moe ? !m->ep && fast_upload_moe(&m->ctx, &F->moe, &R->moe, cfg)   /* m->ep holds it sharded */
+            (R->is_moe ? !m->ep && !m->moe_elsewhere &&     /* else m->ep holds it sharded, or the caller runs it */
+                             fast_upload_moe(&m->ctx, &F->moe, &R->moe, cfg)
                        : fast_upload_swiglu(&m->ctx, &F->dense, &R->dense)))
             return -1;
     }
