@@ -3,11 +3,14 @@
  * \brief Allocation failures in the fast path (issue 9, item 4; issue 7 for the expert-parallel model):
  *        every cudaMalloc of a run made to fail in turn, each failure clean (tests/fault_sweep.h).
  *
- * Two runs are swept:
+ * Three runs are swept:
  *   - fast_model_open() + one fast_model_forward() + fast_model_close() on tests/golden/lite, one device;
  *   - the same on tests/golden/v2 with FastOptions.ep_devices = 4: the group (fast_ep_init), the sharded
  *     MoE layers (fast_ep_upload_moe), the share buffers, a prompt through the expert-parallel layers,
- *     and the release of all of it on four devices.
+ *     and the release of all of it on four devices;
+ *   - fast_dp_model_open() + one fast_dp_model_forward() + fast_dp_model_close() on tests/golden/v2
+ *     over four devices: four FastModels without MoE layers, the group and the sharded layers, a
+ *     different prompt on three devices with the fourth idle, and the release.
  * For each N up to the run's cudaMalloc count, a child with SIM_FAIL_MALLOC=N must return −1 with one
  * error line naming cudaMalloc, a file and a line, exit normally and leave no device allocation live;
  * N = count + 1 must succeed.
@@ -17,6 +20,7 @@
 #include "check.h"
 #include "error.h"
 #include "fast.h"
+#include "fast_dp.h"
 #include "fault_sweep.h"
 
 #include <stdio.h>
@@ -59,6 +63,23 @@ static int run_ep(void)
     return open_forward_close("tests/golden/v2", &opt);
 }
 
+/* The data-parallel model over 4 devices: open, one call with a different prompt per device (device 3
+ * idle), close. Returns 0 or −1 (error line set). */
+static int run_dp(void)
+{
+    static const int prompt[] = {1, 5, 9, 2, 7, 3};
+    const FastOptions opt = {.bf16 = false, .chunk = 4};
+    FastDpModel *dp;
+    if (fast_dp_model_open(&dp, "tests/golden/v2", 4, &opt))
+        return -1;                                     /* open leaves nothing open on failure */
+    const int *tokens[] = {prompt, prompt + 1, prompt + 2, prompt};
+    const int T[] = {6, 5, 1, 0};
+    float *const logits[] = {NULL, NULL, NULL, NULL};
+    const int rc = fast_dp_model_forward(dp, tokens, T, logits, false);
+    fast_dp_model_close(dp);
+    return rc;
+}
+
 #if HAVE_SIM
 static void sim_counts(FaultCounts *out)
 {
@@ -73,6 +94,7 @@ static void sim_counts(FaultCounts *out) { memset(out, 0, sizeof *out); }
 static const FaultSweep sweeps[] = {
     {"lite", "tests/golden/lite: open + forward + close", run_lite, sim_counts},
     {"ep", "tests/golden/v2 over 4 devices (ep_devices): open + forward + close", run_ep, sim_counts},
+    {"dp", "tests/golden/v2 data-parallel over 4 devices (FastDpModel): open + forward + close", run_dp, sim_counts},
 };
 
 static void sweep(void **state)
@@ -97,6 +119,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         {"lite: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[0]},
         {"ep_devices 4: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[1]},
+        {"data-parallel over 4: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[2]},
     };
     return cmocka_run_group_tests_name("fast faults", tests, NULL, NULL);
 }
