@@ -22,12 +22,23 @@
  *                + n_h · n · (d_c + d_r)            scores against [ĉ; k^R]
  *                + n_h · n · d_c                    weighted sum of latents
  *                + n_h · d_v · d_c                  o = W^UV o^L
+ *   - the bytes each form moves through memory on that part, counting 2 bytes an element
+ *     (bf16, as the weights ship) and a form's intermediate results written once and read
+ *     back once:
+ *       expanded:  n · (d_c + d_r)                  read the latent cache [ĉ; k^R]
+ *                + n_h · (d_n + d_v) · d_c          read W^UK and W^UV
+ *                + 2 · n_h · n · (d_n + d_v)        write and re-read the decompressed k^C, v^C
+ *       absorbed:  n · (d_c + d_r)                  read the latent cache
+ *                + n_h · (d_n + d_v) · d_c          read W^UK and W^UV
+ *     (the per-head scores, n_h · n, are the same in both and left out);
  *   - the measured time of one whole mla_forward() call in each form (the shared projections
  *     included), on this machine, one thread;
  *   - the relative L2 difference of the two outputs (the forms re-associate the same sums,
  *     so it stays at float32 rounding; the program fails if it exceeds 1e-5).
  *
  * Times depend on the machine and are not checked; the difference is (tests/test_book.c).
+ * With NOTEBOOK_DATA set, the table is also written to that file as plain columns (FLOPs
+ * are 2 per multiply-add) for notebooks-c/plots/absorption.gp.
  */
 #include "config.h"
 #include "mla.h"
@@ -117,15 +128,24 @@ int main(int argc, char **argv)
           *out_a = malloc(sizeof(float) * D);
     for (long i = 0; i < D; i++) a[i] = uniform(-1, 1);
 
+    const char *path = getenv("NOTEBOOK_DATA");
+    FILE *data = path ? fopen(path, "w") : NULL;
+    if (path && !data) { perror(path); return 1; }
+    if (data) fprintf(data, "# context expanded_flops absorbed_flops expanded_bytes absorbed_bytes "
+                            "expanded_ms absorbed_ms\n");
+
     printf("One decoded token, one MLA layer with DeepSeek-V2-Lite's shapes (float32, one thread)\n\n");
-    printf("%8s %16s %16s %8s %12s %12s %8s %10s\n", "context", "expanded MACs", "absorbed MACs",
-           "ratio", "expanded ms", "absorbed ms", "speedup", "rel diff");
+    printf("%8s %14s %14s %7s %11s %11s %7s %11s %11s %8s %9s\n", "context", "expanded MACs",
+           "absorbed MACs", "ratio", "expanded MB", "absorbed MB", "ratio", "expanded ms",
+           "absorbed ms", "speedup", "rel diff");
     int failed = 0;
     for (int n = 16; n <= max_n; n *= 4) {
         const double mac_e = (double)nh * n * (dn + dv) * dc + (double)nh * n * (dn + dr) +
                              (double)nh * n * dv;
         const double mac_a = (double)nh * dn * dc + (double)nh * n * (dc + dr) +
                              (double)nh * n * dc + (double)nh * dv * dc;
+        const double bytes_shared = 2.0 * ((double)n * (dc + dr) + (double)nh * (dn + dv) * dc);
+        const double bytes_e = bytes_shared + 2.0 * 2 * nh * n * (dn + dv), bytes_a = bytes_shared;
         const double te = time_decode(out_e, a, &w, &cache, &c, &rope, n, MLA_EXPANDED, &s);
         const double ta = time_decode(out_a, a, &w, &cache, &c, &rope, n, MLA_ABSORBED, &s);
         double d2 = 0, r2 = 0;
@@ -135,14 +155,19 @@ int main(int argc, char **argv)
         }
         const double rel = sqrt(d2 / r2);
         failed |= !(rel <= 1e-5);
-        printf("%8d %16.0f %16.0f %8.1f %12.3f %12.3f %8.1f %10.2e\n", n, mac_e, mac_a, mac_e / mac_a,
-               1e3 * te, 1e3 * ta, te / ta, rel);
+        printf("%8d %14.0f %14.0f %7.1f %11.2f %11.2f %7.1f %11.3f %11.3f %8.1f %9.2e\n", n, mac_e,
+               mac_a, mac_e / mac_a, bytes_e / 1e6, bytes_a / 1e6, bytes_e / bytes_a, 1e3 * te,
+               1e3 * ta, te / ta, rel);
+        if (data)
+            fprintf(data, "%d %.0f %.0f %.0f %.0f %.4f %.4f\n", n, 2 * mac_e, 2 * mac_a, bytes_e,
+                    bytes_a, 1e3 * te, 1e3 * ta);
         if (n < max_n && n * 4 > max_n) n = max_n / 4;    /* end exactly at max_n */
     }
     printf("\nThe absorbed form does O(n_h d_n d_c) extra work per query but only O(d_c) per cached\n"
            "token and head; the expanded form pays O((d_n + d_v) d_c) per cached token and head.\n"
            "For one query the absorbed form wins from a context of two tokens on; for a prompt of T\n"
            "tokens the expanded form decompresses once and shares keys and values among T queries.\n");
+    if (data && fclose(data) != 0) { perror(path); failed = 1; }
     printf("%s\n", failed ? "FAILED: the two forms differ by more than 1e-5" :
                             "both forms agree to within 1e-5 relative at every context");
     return failed;

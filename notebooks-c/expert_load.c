@@ -35,8 +35,8 @@
  * of each layer sum to 1, no token's experts span more than 3 groups, every loss is finite
  * and ≥ 0, and the hand-run layers reproduce model_forward's logits.
  *
- * What it cannot show: the issue asks for the load "with and without each loss term", which
- * takes training runs with α set to zero; only the α₁-trained model is bundled.
+ * The load "with and without each loss term" takes models trained with each α set to zero:
+ * that is notebooks-c/balance_ablation.c, on the small models of models/ablation/.
  */
 #include "balance.h"
 #include "dtype.h"

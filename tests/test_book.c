@@ -9,8 +9,12 @@
  * with --root, so that the check itself is shown to fail when it should.
  */
 #include "check.h"
+#include "error.h"
+#include "model.h"
+#include "tokenizer.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,12 +191,12 @@ static void absorption_notebook_forms_agree(void **state)
 }
 
 /* The routing notebook fails itself unless every token reaches at most M devices and M = G
- * reproduces greedy routing. */
+ * reproduces greedy routing, on random logits and on the bundled model's router. */
 static void routing_explorer_invariants_hold(void **state)
 {
     (void)state;
     const char *got = run_notebook("routing_explorer", "2000");
-    if (!strstr(got, "checks passed: devices <= M for every token, and M = 8 equals greedy"))
+    if (!strstr(got, "checks passed: devices <= M for every token, and M = G equals greedy"))
         fail_msg("unexpected routing_explorer output:\n%s", got);
 }
 
@@ -241,6 +245,223 @@ static void expert_load_notebook_invariants_hold(void **state)
     }
     assert_int_equal(loads_seen, 3);
     assert_int_equal(losses_seen, 3);
+}
+
+/* ---- the balance-loss ablation notebook --------------------------------------------------- */
+
+enum { AB_VARIANTS = 5, AB_LAYERS = 2, AB_E = 16, AB_K = 4, AB_DEV = 4, AB_M = 2 };
+
+static const char *const AB_NAMES[AB_VARIANTS] = {"all", "no-expbal", "no-devbal", "no-commbal", "none"};
+
+/* The paper's weights, with which the notebook reports every model's losses. */
+static const double AB_ALPHA1 = 0.003, AB_ALPHA2 = 0.05, AB_ALPHA3 = 0.02;
+
+/* One (model, MoE layer) row of each of the notebook's three tables, as printed. */
+typedef struct {
+    long count[AB_E];
+    double P[AB_E];
+    long reach[AB_DEV];
+    double max_over_mean, cv, share[AB_DEV], loss[3];
+    int seen;           /* bit 0: counts, bit 1: affinities, bit 2: summary */
+} AblationRow;
+
+/* Reads n numbers after the model name and layer at the start of line; returns the row it
+ * belongs to, or NULL when the line is not such a row. */
+static AblationRow *ablation_row(AblationRow rows[AB_VARIANTS][AB_LAYERS], const char *line,
+                                 double *v, int n)
+{
+    char name[32];
+    int layer, used;
+    if (sscanf(line, "%31s %d%n", name, &layer, &used) != 2 || layer < 1 || layer > AB_LAYERS)
+        return NULL;
+    int variant = -1;
+    for (int i = 0; i < AB_VARIANTS; i++) if (strcmp(name, AB_NAMES[i]) == 0) variant = i;
+    if (variant < 0) return NULL;
+    const char *p = line + used;
+    for (int i = 0; i < n; i++) {
+        int k;
+        if (sscanf(p, "%lf%n", &v[i], &k) != 1) fail_msg("short row: %s", line);
+        p += k;
+    }
+    return &rows[variant][layer - 1];
+}
+
+/* Parses the notebook's output into rows; returns T, from its first line. */
+static long parse_ablation(const char *out, AblationRow rows[AB_VARIANTS][AB_LAYERS])
+{
+    long T = 0;
+    if (sscanf(out, "Balance-loss ablation: models/ablation/* routing %ld tokens", &T) != 1)
+        fail_msg("unexpected first line:\n%s", out);
+    memset(rows, 0, sizeof(AblationRow) * AB_VARIANTS * AB_LAYERS);
+    int table = -1;
+    for (const char *line = out; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        char one[1024];         /* the line alone: %lf would read on past its newline */
+        const size_t len = strcspn(line, "\n");
+        if (len >= sizeof one) continue;
+        memcpy(one, line, len);
+        one[len] = '\0';
+        if (strncmp(one, "assignments per expert", 22) == 0) table = 0;
+        if (strncmp(one, "mean affinity P_i", 17) == 0) table = 1;
+        if (strncmp(one, "tokens sent to each device", 26) == 0) table = 2;
+        double v[16];
+        AblationRow *r;
+        if (table == 0 && (r = ablation_row(rows, one, v, AB_E))) {
+            for (int e = 0; e < AB_E; e++) r->count[e] = lround(v[e]);
+            r->seen |= 1;
+        } else if (table == 1 && (r = ablation_row(rows, one, v, AB_E))) {
+            memcpy(r->P, v, sizeof r->P);
+            r->seen |= 2;
+        } else if (table == 2 && (r = ablation_row(rows, one, v, 13))) {
+            for (int d = 0; d < AB_DEV; d++) r->reach[d] = lround(v[d]);
+            r->max_over_mean = v[4];
+            r->cv = v[5];
+            memcpy(r->share, v + 6, sizeof r->share);
+            memcpy(r->loss, v + 10, sizeof r->loss);
+            r->seen |= 4;
+        }
+    }
+    for (int v = 0; v < AB_VARIANTS; v++)
+        for (int j = 0; j < AB_LAYERS; j++)
+            if (rows[v][j].seen != 7) fail_msg("%s layer %d is missing from a table", AB_NAMES[v], j + 1);
+    return T;
+}
+
+/* Every derived column recomputed from the printed counts, affinities and device reach with
+ * the paper's formulas (chapter 6, eqs. 23–31), written out here independently of
+ * ref/balance.c. Counts and reach are exact integers; P_i is printed to 4 decimals, so each
+ * loss may differ by α · Σ_g f_g · (half a unit of P, times the experts summed into P_g),
+ * plus half a unit of the printed loss; max/mean, CV and shares by half a printed unit. */
+static void check_ablation_arithmetic(AblationRow rows[AB_VARIANTS][AB_LAYERS], long T)
+{
+    const int per_dev = AB_E / AB_DEV;
+    for (int v = 0; v < AB_VARIANTS; v++)
+        for (int j = 0; j < AB_LAYERS; j++) {
+            const AblationRow *r = &rows[v][j];
+            long total = 0, top = 0;
+            double f[AB_E], mean_f_dev[AB_DEV] = {0}, P_dev[AB_DEV] = {0}, sum_P = 0;
+            for (int e = 0; e < AB_E; e++) {
+                total += r->count[e];
+                top = r->count[e] > top ? r->count[e] : top;
+                f[e] = (double)AB_E / (AB_K * T) * r->count[e];
+                mean_f_dev[e / per_dev] += f[e] / per_dev;
+                P_dev[e / per_dev] += r->P[e];
+                sum_P += r->P[e];
+            }
+            if (total != T * AB_K) fail_msg("%s layer %d: %ld assignments, want %ld", AB_NAMES[v], j + 1, total, T * AB_K);
+            if (fabs(sum_P - 1) > AB_E * 0.5e-4) fail_msg("%s layer %d: P sums to %.6f", AB_NAMES[v], j + 1, sum_P);
+            long reached = 0;
+            for (int d = 0; d < AB_DEV; d++) {
+                reached += r->reach[d];
+                long on_d = 0;
+                for (int e = d * per_dev; e < (d + 1) * per_dev; e++) on_d += r->count[e];
+                if (fabs(r->share[d] - (double)on_d / (T * AB_K)) > 0.5e-3 + 1e-9)
+                    fail_msg("%s layer %d: device %d share %.3f", AB_NAMES[v], j + 1, d, r->share[d]);
+                if (r->reach[d] < (on_d + AB_K - 1) / AB_K || r->reach[d] > on_d || r->reach[d] > T)
+                    fail_msg("%s layer %d: device %d reached by %ld tokens with %ld assignments",
+                             AB_NAMES[v], j + 1, d, r->reach[d], on_d);
+            }
+            if (reached < T || reached > T * AB_M)
+                fail_msg("%s layer %d: %ld token-device pairs for %ld tokens and M = %d", AB_NAMES[v],
+                         j + 1, reached, T, AB_M);
+            const double mean = (double)T * AB_K / AB_E;
+            double var = 0;
+            for (int e = 0; e < AB_E; e++) var += (r->count[e] - mean) * (r->count[e] - mean) / AB_E;
+            if (fabs(r->max_over_mean - top / mean) > 0.5e-3 + 1e-9 || fabs(r->cv - sqrt(var) / mean) > 0.5e-3 + 1e-9)
+                fail_msg("%s layer %d: max/mean %.3f CV %.3f, want %.4f %.4f", AB_NAMES[v], j + 1,
+                         r->max_over_mean, r->cv, top / mean, sqrt(var) / mean);
+            double exp_bal = 0, dev_bal = 0, comm_bal = 0, f_sum = 0, f_dev_sum = 0, f_comm_sum = 0;
+            for (int e = 0; e < AB_E; e++) { exp_bal += f[e] * r->P[e]; f_sum += f[e]; }
+            for (int d = 0; d < AB_DEV; d++) {
+                const double f_comm = (double)AB_DEV / (AB_M * T) * r->reach[d];
+                dev_bal += mean_f_dev[d] * P_dev[d];
+                comm_bal += f_comm * P_dev[d];
+                f_dev_sum += mean_f_dev[d];
+                f_comm_sum += f_comm;
+            }
+            const double want[3] = {AB_ALPHA1 * exp_bal, AB_ALPHA2 * dev_bal, AB_ALPHA3 * comm_bal};
+            const double tol[3] = {AB_ALPHA1 * f_sum * 0.5e-4, AB_ALPHA2 * f_dev_sum * per_dev * 0.5e-4,
+                                   AB_ALPHA3 * f_comm_sum * per_dev * 0.5e-4};
+            for (int i = 0; i < 3; i++)
+                if (!(fabs(r->loss[i] - want[i]) <= tol[i] + 0.5e-6 + 1e-12))
+                    fail_msg("%s layer %d: loss %d printed %.6f, recomputed %.6f (tolerance %.2g)",
+                             AB_NAMES[v], j + 1, i, r->loss[i], want[i], tol[i] + 0.5e-6);
+        }
+}
+
+/* The last MoE layer of one model routed here, by model_forward (not the notebook's hand-run
+ * layers): after the call the model's FfnScratch holds that layer's affinities and choices.
+ * Counts and device reach must equal the printed ones, P_i within half a printed unit. */
+static void check_ablation_routing(const AblationRow *printed, const char *name, const char *text)
+{
+    char dir[128];
+    snprintf(dir, sizeof dir, "models/ablation/%s", name);
+    Tokenizer *tok = tokenizer_load("models/tiny-kjv");
+    assert_non_null(tok);
+    int32_t ids[512];
+    const long T = tokenizer_encode(tok, text, strlen(text), TOKENIZER_ADD_SPECIAL, ids, 512);
+    tokenizer_free(tok);
+    assert_true(T > 1 && T <= 512);
+    int tokens[512];
+    for (long t = 0; t < T; t++) tokens[t] = ids[t];
+    Model m;
+    const ModelOptions opt = {.max_context = (int)T, .chunk = (int)T};
+    if (model_open(&m, dir, &opt) != 0) fail_msg("%s", ds_last_error());
+    assert_int_equal(m.cfg->n_routed_experts, AB_E);
+    assert_true(m.layers[m.cfg->num_hidden_layers - 1].is_moe);
+    float *logits = malloc(sizeof *logits * (size_t)m.cfg->vocab_size);
+    assert_non_null(logits);
+    for (int i = 0; i < m.cfg->vocab_size; i++) logits[i] = NAN;
+    assert_int_equal(model_forward(&m, tokens, (int)T, logits, false), 0);
+    for (int i = 0; i < m.cfg->vocab_size; i++) assert_true(isfinite(logits[i]));
+    long count[AB_E] = {0}, reach[AB_DEV] = {0};
+    double P[AB_E] = {0};
+    for (long t = 0; t < T; t++) {
+        bool on[AB_DEV] = {false};
+        for (int k = 0; k < AB_K; k++) {
+            const int e = m.ffn.expert[t * AB_K + k];
+            count[e]++;
+            on[e / (AB_E / AB_DEV)] = true;
+        }
+        for (int d = 0; d < AB_DEV; d++) reach[d] += on[d];
+        for (int e = 0; e < AB_E; e++) P[e] += m.ffn.scores[t * AB_E + e] / (double)T;
+    }
+    for (int e = 0; e < AB_E; e++) {
+        if (count[e] != printed->count[e])
+            fail_msg("%s: expert %d has %ld assignments here, %ld printed", name, e, count[e], printed->count[e]);
+        if (!(fabs(P[e] - printed->P[e]) <= 0.5e-4 + 1e-7))
+            fail_msg("%s: expert %d mean affinity %.6f here, %.4f printed", name, e, P[e], printed->P[e]);
+    }
+    for (int d = 0; d < AB_DEV; d++)
+        if (reach[d] != printed->reach[d])
+            fail_msg("%s: device %d reached by %ld tokens here, %ld printed", name, d, reach[d], printed->reach[d]);
+    free(logits);
+    model_close(&m);
+}
+
+/* The ablation notebook's output is the file chapter 6 includes; its derived columns follow
+ * from its printed counts and affinities; and, on a text of the test's own, the last MoE
+ * layer's counts, affinities and device reach are what model_forward routes. */
+static void balance_ablation_notebook_recomputes(void **state)
+{
+    (void)state;
+    AblationRow rows[AB_VARIANTS][AB_LAYERS];
+    const char *got = run_notebook("balance_ablation", "");
+    const char *want = read_file(".", "notebooks-c/expected/balance_ablation.txt");
+    if (strcmp(got, want) != 0)
+        fail_msg("build/notebooks/balance_ablation output differs from "
+                 "notebooks-c/expected/balance_ablation.txt:\n%s", got);
+    if (!strstr(got, "checks passed: hand-run layers equal model_forward"))
+        fail_msg("unexpected balance_ablation output:\n%s", got);
+    check_ablation_arithmetic(rows, parse_ablation(got, rows));
+
+    static const char text[] = "And the LORD spake unto Moses, saying, Speak unto the children "
+                               "of Israel, that they bring me an offering.\n";
+    got = run_notebook("balance_ablation", "'And the LORD spake unto Moses, saying, Speak unto the "
+                                           "children of Israel, that they bring me an offering.\n'");
+    const long T = parse_ablation(got, rows);
+    check_ablation_arithmetic(rows, T);
+    for (int v = 0; v < AB_VARIANTS; v++)
+        check_ablation_routing(&rows[v][AB_LAYERS - 1], AB_NAMES[v], text);
 }
 
 /* ---- the checker on small books ----------------------------------------------------------- */
@@ -366,6 +587,7 @@ int main(void)
         cmocka_unit_test(absorption_notebook_forms_agree),
         cmocka_unit_test(routing_explorer_invariants_hold),
         cmocka_unit_test(expert_load_notebook_invariants_hold),
+        cmocka_unit_test(balance_ablation_notebook_recomputes),
         cmocka_unit_test(a_correct_book_passes),
         cmocka_unit_test(a_drifted_block_fails),
         cmocka_unit_test(a_missing_anchor_fails),

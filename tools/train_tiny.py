@@ -16,8 +16,12 @@ Attention with query compression (q_lora_rank) and a compressed KV latent
 exercised), one dense SwiGLU layer followed by MoE layers with fused shared
 experts and group-limited greedy routing over softmax router scores, an untied
 output head.  It is `transformers`' DeepseekV2ForCausalLM; the only thing this
-script adds to it is the paper's expert-level balance loss (SPEC §4.2),
-computed from router logits captured by forward hooks on every `mlp.gate`.
+script adds to it are the paper's balance losses (SPEC §4.2): expert level
+(--alpha, α₁), device level (--alpha2, α₂) and communication (--alpha3, α₃),
+taking the --groups expert groups as the D devices and --topk-groups as the
+device limit M, computed from router logits captured by forward hooks on
+every `mlp.gate`.  The bundled model uses α₁ alone; models/ablation/ switches
+each term on and off (see its README).
 
 Corpus: the King James Bible from Debian's `bible-kjv-text` package (public
 domain text; the package's own files are GPL-2+), decoded with the `bible`
@@ -28,6 +32,10 @@ program of the `bible-kjv` package:
 
 `--corpus FILE` reads that output from a file instead.  One chapter in fifty
 is held out for the validation loss.
+
+`--tokenizer DIR` reuses DIR's tokenizer.json instead of training one;
+the output directory then gets relative symbolic links to DIR's tokenizer
+files, so the C loader and `dsv2` find them in the model directory.
 
 Reproducibility: everything is seeded (`--seed`), single-threaded
 (`torch.set_num_threads(1)`) and deterministic on the same machine, torch and
@@ -46,6 +54,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -318,19 +327,34 @@ class RouterTap:
         self.outputs = []
 
 
-def expert_balance_loss(tap, batch, seq, n_exp, k, alpha):
-    """SPEC §4.2 L_ExpBal = α Σ_i f_i P_i per sequence, averaged over the
-    batch and summed over MoE layers:
-    f_i = (N_r / (K_r T)) · #tokens of the sequence that select expert i,
-    P_i = (1/T) Σ_t s_{i,t}, s = softmax of the router logits."""
-    total = 0.0
+def balance_losses(tap, batch, seq, n_exp, k, n_dev, dev_limit, alphas):
+    """SPEC §4.2's three balance losses per sequence, averaged over the batch
+    and summed over MoE layers; returns (L_ExpBal, L_DevBal, L_CommBal).
+    The E experts sit on D = n_dev devices in contiguous groups E_d; M =
+    dev_limit.  With s = softmax of the router logits, P_i = (1/T) Σ_t s_{i,t}:
+      L_ExpBal  = α₁ Σ_i f_i P_i,    f_i   = E/(K T) · #tokens choosing i
+      L_DevBal  = α₂ Σ_d f'_d P'_d,  f'_d  = mean_{i∈E_d} f_i,  P'_d = Σ_{i∈E_d} P_i
+      L_CommBal = α₃ Σ_d f''_d P'_d, f''_d = D/(M T) · #tokens sent to device d
+    (ref/balance.c computes the same in C).  A term whose α is 0 is skipped."""
+    a1, a2, a3 = alphas
+    per_dev = n_exp // n_dev
+    l_exp = l_dev = l_comm = torch.zeros(())
     for logits, _w, idx in tap.outputs:
         probs = logits.float().softmax(dim=-1).view(batch, seq, n_exp)
-        counts = F.one_hot(idx.view(batch, seq * k), n_exp).sum(dim=1).float()
-        f = counts * (n_exp / (k * seq))
+        chosen = F.one_hot(idx.view(batch, seq, k), n_exp).sum(dim=2).float()  # [B, T, E]
+        f = chosen.sum(dim=1) * (n_exp / (k * seq))
         p = probs.mean(dim=1)
-        total = total + alpha * (f * p).sum(dim=-1).mean()
-    return total
+        p_dev = p.view(batch, n_dev, per_dev).sum(dim=-1)
+        if a1:
+            l_exp = l_exp + a1 * (f * p).sum(dim=-1).mean()
+        if a2:
+            f_dev = f.view(batch, n_dev, per_dev).mean(dim=-1)
+            l_dev = l_dev + a2 * (f_dev * p_dev).sum(dim=-1).mean()
+        if a3:
+            sent = (chosen.view(batch, seq, n_dev, per_dev).sum(dim=-1) > 0).float()
+            f_comm = sent.sum(dim=1) * (n_dev / (dev_limit * seq))
+            l_comm = l_comm + a3 * (f_comm * p_dev).sum(dim=-1).mean()
+    return l_exp, l_dev, l_comm
 
 
 # ----------------------------------------------------------------------------
@@ -451,6 +475,13 @@ def parse_args(argv=None):
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--alpha", type=float, default=0.003,
                    help="expert-level balance loss weight α₁ (SPEC §4.2)")
+    p.add_argument("--alpha2", type=float, default=0.0,
+                   help="device-level balance loss weight α₂ (devices = --groups)")
+    p.add_argument("--alpha3", type=float, default=0.0,
+                   help="communication balance loss weight α₃ (device limit M = --topk-groups)")
+    p.add_argument("--tokenizer", default=None,
+                   help="directory whose tokenizer.json to reuse (linked, not retrained)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw OUT/loss.png")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-train-windows", type=int, default=96)
     p.add_argument("--experts-impl", default=None,
@@ -491,9 +522,19 @@ def main(argv=None):
         % (len(held_ch), a.holdout_every, sum(len(c) for c in held_ch)))
 
     # --- tokenizer (trained on the training chapters only)
-    tok_dir = a.out if not a.bench else None
-    tok = build_deepseek_v2_tokenizer(
-        (v + "\n" for c in train_ch for v in c), a.vocab, out_dir=tok_dir)
+    if a.tokenizer:
+        tok = Tokenizer.from_file(os.path.join(a.tokenizer, "tokenizer.json"))
+        if not a.bench:
+            for name in ("tokenizer.json", "tokenizer_config.json"):
+                link = os.path.join(a.out, name)
+                if os.path.lexists(link):
+                    os.remove(link)
+                os.symlink(os.path.relpath(os.path.join(a.tokenizer, name), a.out), link)
+        log(logf, "tokenizer: %s (reused)" % a.tokenizer)
+    else:
+        tok_dir = a.out if not a.bench else None
+        tok = build_deepseek_v2_tokenizer(
+            (v + "\n" for c in train_ch for v in c), a.vocab, out_dir=tok_dir)
     vocab = tok.get_vocab_size()
     bos_id, eos_id = vocab - 2, vocab - 1
     train_ids, train_starts = encode_stream(tok, train_ch)
@@ -542,7 +583,9 @@ def main(argv=None):
         tap.clear()
         logits = model(input_ids=x[:, :-1], use_cache=False).logits
         lm = F.cross_entropy(logits.reshape(-1, vocab).float(), x[:, 1:].reshape(-1))
-        bal = expert_balance_loss(tap, a.batch, a.ctx, a.experts, a.topk, a.alpha)
+        l_exp, l_dev, l_comm = balance_losses(tap, a.batch, a.ctx, a.experts, a.topk, a.groups,
+                                              a.topk_groups, (a.alpha, a.alpha2, a.alpha3))
+        bal = l_exp + l_dev + l_comm
         loss = lm + bal
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -635,7 +678,8 @@ def main(argv=None):
         log(logf, "expert share, layer %d: %s" % (layer, " ".join("%.3f" % s for s in share[j])))
     log(logf, "done: training %.0fs, total %.0fs" % (train_secs, time.time() - t_start))
     logf.close()
-    plot_losses(a.out)
+    if not a.no_plot:
+        plot_losses(a.out)
 
 
 if __name__ == "__main__":
