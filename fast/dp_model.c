@@ -98,6 +98,14 @@ void fast_dp_model_reset(FastDpModel *dp)
         fast_model_reset(&dp->dev[d]);
 }
 
+/* Records the last error again, prefixed with the device it happened on. \return −1. */
+static int on_device(int d)
+{
+    char saved[1024];
+    snprintf(saved, sizeof saved, "%s", ds_last_error());
+    return ds_error("fast_dp_model_forward: device %d: %s", d, saved);
+}
+
 // ANCHOR: fast_dp_moe
 /* MoE layer l over the group: device d's n[d] rows of a (its FastModel's FFN input) in, b out. */
 static int moe_layer(FastDpModel *dp, int l, const int *n)
@@ -144,7 +152,7 @@ int fast_dp_model_forward(FastDpModel *dp, const int *const *tokens, const int *
         for (int d = 0; d < N; d++) {
             CUDA_TRY(cudaSetDevice(d));
             if (n[d] && fast_model_step_begin(&dp->dev[d], 0, tokens[d] + done[d], n[d]))
-                return -1;
+                return on_device(d);                              /* a token or the context: name the device */
         }
         for (int l = 0; l < dp->n_layers; l++) {
             for (int d = 0; d < N; d++) {                         /* attention: each device, its own cache */

@@ -18,7 +18,7 @@
  *   - after every call no token reached more than M devices (fast_ep_device_limit()).
  * Error cases, one ds_error line each and nothing returned: 3 devices for 8 experts; 4 devices when the
  * simulator offers 2 (a child process of this suite with SIM_DEVICE_COUNT=2, since the simulator reads
- * the count once). Every simulated launch runs under the race check (SIM_RACECHECK=1).
+ * the count once); a token outside the vocabulary on device 1 (the line names the device). Every simulated launch runs under the race check (SIM_RACECHECK=1).
  */
 #include "check.h"
 #include "error.h"
@@ -202,6 +202,26 @@ static void devices_not_dividing_experts(void **state)
     assert_null(strchr(ds_last_error(), '\n'));
 }
 
+/* A token outside the vocabulary on device 1: −1, one line naming the device and the token. */
+static void bad_token_names_device(void **state)
+{
+    (void)state;
+    need_devices(2);
+    FastDpModel *dp;
+    const FastOptions opt = {.bf16 = false, .chunk = CHUNK};
+    if (fast_dp_model_open(&dp, GOLDEN_DIR "v2", 2, &opt))
+        fail_msg("%s", ds_last_error());
+    static const int good[] = {1, 2, 3}, bad[] = {4, 512};
+    const int *tokens[] = {good, bad};
+    const int T[] = {3, 2};
+    float *const logits[] = {NULL, NULL};
+    assert_int_equal(fast_dp_model_forward(dp, tokens, T, logits, false), -1);
+    printf("error line: %s\n", ds_last_error());
+    assert_non_null(strstr(ds_last_error(), "fast_dp_model_forward: device 1: token id 512"));
+    assert_null(strchr(ds_last_error(), '\n'));
+    fast_dp_model_close(dp);
+}
+
 /* In a child with SIM_DEVICE_COUNT=2: 4 devices asked for. Exits 0 when refused with one line, printed. */
 static int open_four_of_two(void)
 {
@@ -240,6 +260,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(longctx_eight),
         cmocka_unit_test(devices_not_dividing_experts),
         cmocka_unit_test(more_devices_than_present),
+        cmocka_unit_test(bad_token_names_device),
     };
     return cmocka_run_group_tests_name("fast dp", tests, NULL, NULL);
 }
