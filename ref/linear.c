@@ -22,8 +22,8 @@ static inline float sum_lanes(float *s)
     return s[0];
 }
 
-/* Built three times by GCC, for x86-64-v4 (AVX-512: 32 vector registers, enough for dot22_bf16's
- * four accumulator sets), for AVX2 and for baseline x86-64, and picked at load time; -std=c11 keeps
+/* Built three times by GCC, for x86-64-v4 (AVX-512: 32 vector registers, enough for dot42_bf16's
+ * eight accumulator sets), for AVX2 and for baseline x86-64, and picked at load time; -std=c11 keeps
  * the compiler from fusing multiply-adds, so every build computes bit-identical sums. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
@@ -89,35 +89,34 @@ static void dot2_bf16(float *y0, float *y1, const uint16_t *h, const float *x0, 
     *y1 = sum_lanes(s1);
 }
 
-/* A 2 × 2 block: rows h0, h1 (bf16) against tokens x0, x1, y[t][r] at y + t·ys + r. Each of the four
- * sums keeps dot_stored()'s lane order; every widened weight serves two tokens and every loaded
- * activation two rows, which halves the loads per multiply-add again compared with dot2_bf16. */
+/* A 4 × 2 block: rows h, h + n, h + 2n, h + 3n (bf16) against tokens x0, x1; y[t][k] at y + t·ys + k.
+ * Each of the eight sums keeps dot_stored()'s lane order. Every widened weight serves two tokens and
+ * every loaded activation four rows, so the activations (which stream from L2 when a chunk's tokens
+ * do not fit in L1) are read a quarter as often as by dot2_bf16. */
 VECTOR_CLONES
-static void dot22_bf16(float *y, size_t ys, const uint16_t *h0, const uint16_t *h1, const float *x0,
-                       const float *x1, int n)
+static void dot42_bf16(float *y, size_t ys, const uint16_t *h, const float *x0, const float *x1, int n)
 {
-    float s00[LANES] = {0}, s01[LANES] = {0}, s10[LANES] = {0}, s11[LANES] = {0}; /* s_{row,token} */
+    float s0[4][LANES] = {{0}}, s1[4][LANES] = {{0}}; /* s_t[row][lane] */
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) {
-            const float w0 = bf16_to_f32(h0[i + j]), w1 = bf16_to_f32(h1[i + j]);
             const float a0 = x0[i + j], a1 = x1[i + j];
-            s00[j] += w0 * a0;
-            s01[j] += w0 * a1;
-            s10[j] += w1 * a0;
-            s11[j] += w1 * a1;
+            for (int k = 0; k < 4; k++) {
+                const float w = bf16_to_f32(h[(size_t)k * n + i + j]);
+                s0[k][j] += w * a0;
+                s1[k][j] += w * a1;
+            }
         }
-    for (int j = 0; i < n; i++, j++) {
-        const float w0 = bf16_to_f32(h0[i]), w1 = bf16_to_f32(h1[i]);
-        s00[j] += w0 * x0[i];
-        s01[j] += w0 * x1[i];
-        s10[j] += w1 * x0[i];
-        s11[j] += w1 * x1[i];
+    for (int j = 0; i < n; i++, j++)
+        for (int k = 0; k < 4; k++) {
+            const float w = bf16_to_f32(h[(size_t)k * n + i]);
+            s0[k][j] += w * x0[i];
+            s1[k][j] += w * x1[i];
+        }
+    for (int k = 0; k < 4; k++) {
+        y[k] = sum_lanes(s0[k]);
+        y[ys + k] = sum_lanes(s1[k]);
     }
-    y[0] = sum_lanes(s00);
-    y[ys] = sum_lanes(s01);
-    y[1] = sum_lanes(s10);
-    y[ys + 1] = sum_lanes(s11);
 }
 
 // ANCHOR: linear_rows
@@ -125,19 +124,19 @@ void linear_rows(float *y, const float *x, const Mat *W, int r0, int r1, int T)
 {
     const int n = W->cols, out = r1 - r0;
     const uint16_t *h = (const uint16_t *)W->data;
-    /* row-outer, token-inner: each weight row (or pair of bf16 rows) is read from memory once and
+    /* row-outer, token-inner: each weight row (or block of four bf16 rows) is read from memory once and
      * stays in L1 while every token of the chunk uses it; all paths sum in dot_stored()'s order,
      * so the blocking changes the speed, never the result */
     int r = 0;
     if (W->dtype == DT_BF16 && T >= 2)
-        for (; r + 2 <= out; r += 2) {
+        for (; r + 4 <= out; r += 4) {
             const size_t row = (size_t)(r0 + r) * n;
             int t = 0;
             for (; t + 2 <= T; t += 2)
-                dot22_bf16(&y[(size_t)t * out + r], (size_t)out, h + row, h + row + n, x + (size_t)t * n,
+                dot42_bf16(&y[(size_t)t * out + r], (size_t)out, h + row, x + (size_t)t * n,
                            x + (size_t)(t + 1) * n, n);
             for (; t < T; t++)
-                for (int k = 0; k < 2; k++)
+                for (int k = 0; k < 4; k++)
                     y[(size_t)t * out + r + k] =
                         dot_stored(W->data, DT_BF16, row + (size_t)k * n, x + (size_t)t * n, n);
         }

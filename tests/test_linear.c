@@ -6,7 +6,7 @@
  * The independent reference is dot() on a float32 copy of the row (bf16 and f16 widen exactly), called
  * one token and one row at a time. Equality is exact (memcmp), because the project relies on it: a token
  * decoded alone must get the projections it got inside a prompt chunk (tests/test_mla.c's incremental
- * decode and the latent cache depend on it). Shapes cover every remainder of the 2 × 2 row/token blocks
+ * decode and the latent cache depend on it). Shapes cover every remainder of the 4-row × 2-token blocks
  * and of the 32 lanes: odd and even row counts, T = 1…5, n below, at and above multiples of 32.
  */
 #include "check.h"
