@@ -148,13 +148,18 @@ static void check_moe(const ModelConfig *c, int T)
     if (Is) w.shared = random_swiglu(Is, D);
     float *x = malloc(sizeof(float) * (size_t)T * D), *want = malloc(sizeof(float) * (size_t)T * D);
     float *got = malloc(sizeof(float) * (size_t)T * D);
-    test_rng_fill(&rng, x, (size_t)T * D, -2.0f, 2.0f);
     FfnScratch fs;
     assert_int_equal(ffn_scratch_init(&fs, c, T), 0);
-    moe_forward(want, x, &w, c, T, &fs);
     bool *tie = calloc((size_t)T, 1);
-    int ties = 0;
-    for (int t = 0; t < T; t++) ties += tie[t] = ref_margin(fs.scores + (size_t)t * E, c) < NEAR_TIE;
+    int ties = T;
+    /* near ties are a property of the draw, not of the code: redraw (at most 20 times) until at most a
+     * tenth of the tokens are near ties, so the comparison below covers most of them */
+    for (int draw = 0; draw < 20 && ties * 10 > T; draw++) {
+        test_rng_fill(&rng, x, (size_t)T * D, -2.0f, 2.0f);
+        moe_forward(want, x, &w, c, T, &fs);
+        ties = 0;
+        for (int t = 0; t < T; t++) ties += tie[t] = ref_margin(fs.scores + (size_t)t * E, c) < NEAR_TIE;
+    }
     printf("E=%d K=%d D=%d I=%d shared=%d T=%d: %d near-tie tokens skipped\n", E, K, D, I, Is, T, ties);
     assert_true(ties * 10 <= T);
 
