@@ -34,6 +34,7 @@
  */
 #include "check.h"
 #include "fast_test.h"
+#include "golden.h"
 #include "error.h"
 #include "fast.h"
 #include "model.h"
@@ -43,7 +44,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOLDEN_DIR "tests/golden/"
 #define MAX_CONTEXT 96   /* positions per slot: the longest sequence (longctx, 80 + 10) fits */
 #define MAX_SEQ 8        /* sequences of one run */
 #define MAX_PROMPT 128
@@ -57,35 +57,16 @@ typedef struct {
     float *logits;         /* [(n_decode + 1), V]: after the prompt, then after each decode step */
 } Sequence;
 
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
-static void fixture_dir(char *dir, size_t n, const char *name) { snprintf(dir, n, GOLDEN_DIR "%s", name); }
-
 /* The fixture prompt's ids into *ids; returns its length and the vocabulary size in *V. */
 static int fixture_prompt(const char *name, int *ids, int *V)
 {
-    char path[256];
-    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
-    StFile f;
-    if (st_open(path, &f))
-        fail_msg("%s", ds_last_error());
-    const StTensor *prompt = st_find(&f, "prompt_ids"), *logits = st_find(&f, "logits");
-    assert_non_null(prompt);
-    assert_non_null(logits);
-    const int T = (int)prompt->shape[0];
-    assert_true(T <= MAX_PROMPT);
-    for (int t = 0; t < T; t++)
-        ids[t] = (int)((const float *)prompt->data)[t];
-    *V = (int)logits->shape[1];
-    st_close(&f);
-    return T;
+    Golden g;
+    golden_load(&g, name);
+    assert_true(g.T <= MAX_PROMPT);
+    memcpy(ids, g.ids, sizeof(int) * (size_t)g.T);
+    *V = g.V;
+    golden_close(&g);
+    return g.T;
 }
 
 /*
@@ -102,7 +83,7 @@ static void build_sequence(Sequence *s, Model *m, const int *fixture, int T, int
     model_reset(m);
     assert_int_equal(model_forward(m, s->prompt, s->n_prompt, s->logits, false), 0);
     for (int k = 0; k < s->n_decode; k++) {
-        s->tokens[k] = argmax(s->logits + (size_t)k * V, V);
+        s->tokens[k] = golden_argmax(s->logits + (size_t)k * V, V);
         assert_int_equal(model_forward(m, &s->tokens[k], 1, s->logits + (size_t)(k + 1) * V, false), 0);
     }
 }
@@ -121,7 +102,7 @@ static void compare_row(Tally *ty, const char *what, const float *got, const flo
     const CheckStats st = check_stats(got, want, (size_t)ty->V);
     if (st.max_abs > ty->max_abs)
         ty->max_abs = st.max_abs;
-    const bool same = argmax(got, ty->V) == argmax(want, ty->V);
+    const bool same = golden_argmax(got, ty->V) == golden_argmax(want, ty->V);
     ty->rows++;
     ty->agree += same;
     if (ty->bf16) {
@@ -129,7 +110,7 @@ static void compare_row(Tally *ty, const char *what, const float *got, const flo
     } else {
         check_close(what, got, want, (size_t)ty->V, 1e-4, -1);
         if (!same)
-            fail_msg("%s: greedy token %d, the reference's %d", what, argmax(got, ty->V), argmax(want, ty->V));
+            fail_msg("%s: greedy token %d, the reference's %d", what, golden_argmax(got, ty->V), golden_argmax(want, ty->V));
     }
 }
 
@@ -152,7 +133,7 @@ static void run_batch(const char *name, bool bf16, int B)
     const int T = fixture_prompt(name, fixture, &V);
     const int n_seq = B + 3;
     char dir[256];
-    fixture_dir(dir, sizeof dir, name);
+    golden_dir(dir, sizeof dir, name);
     Model ref;
     if (model_open(&ref, dir, NULL))
         fail_msg("%s", ds_last_error());

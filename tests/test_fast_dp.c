@@ -24,6 +24,7 @@
 #include "error.h"
 #include "fast_dp.h"
 #include "fast_test.h"
+#include "golden.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -31,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOLDEN_DIR "tests/golden/"
 #define CHUNK 7
 #define STEPS 8
 #define SHIFT 31
@@ -41,28 +41,12 @@ static const char *self_path;
 /* The fixture's prompt ids into ids (at most cap); returns their count. */
 static int prompt_ids(const char *name, int *ids, int cap)
 {
-    char path[256];
-    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
-    StFile f;
-    if (st_open(path, &f))
-        fail_msg("%s", ds_last_error());
-    const StTensor *prompt = st_find(&f, "prompt_ids");
-    assert_non_null(prompt);
-    const int T = (int)prompt->shape[0];
-    assert_true(T <= cap);
-    for (int t = 0; t < T; t++)
-        ids[t] = (int)((const float *)prompt->data)[t];
-    st_close(&f);
-    return T;
-}
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
+    Golden g;
+    golden_load(&g, name);
+    assert_true(g.T <= cap);
+    memcpy(ids, g.ids, sizeof(int) * (size_t)g.T);
+    golden_close(&g);
+    return g.T;
 }
 
 static bool idle(int step, int d, int N) { return (step == 3 && d == N - 1) || (step == 5 && d == 0); }
@@ -89,7 +73,7 @@ static void reference(Model *ref, Sequence *s, int d, int N)
         s->step_token[k] = -1;
         if (idle(k, d, N))
             continue;
-        s->step_token[k] = argmax(last, V);
+        s->step_token[k] = golden_argmax(last, V);
         assert_int_equal(model_forward(ref, &s->step_token[k], 1, s->step_logits + (size_t)k * V, false), 0);
         last = s->step_logits + (size_t)k * V;
     }
@@ -100,7 +84,7 @@ static void dp_fixture(const char *name, int N, int cut)
 {
     need_devices(N);
     char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    golden_dir(dir, sizeof dir, name);
     int prompt[256];
     const int Tp = prompt_ids(name, prompt, 256);
     Model ref;
@@ -141,7 +125,7 @@ static void dp_fixture(const char *name, int N, int cut)
         const CheckStats cs = check_stats(got[d], seq[d].prompt_logits, n);
         worst = cs.max_abs > worst ? cs.max_abs : worst;
         check_close(name, got[d], seq[d].prompt_logits, n, 1e-4, -1);
-        assert_int_equal(argmax(got[d] + n - V, V), argmax(seq[d].prompt_logits + n - V, V));
+        assert_int_equal(golden_argmax(got[d] + n - V, V), golden_argmax(seq[d].prompt_logits + n - V, V));
         free(got[d]);
     }
 
@@ -166,7 +150,7 @@ static void dp_fixture(const char *name, int N, int cut)
             const CheckStats cs = check_stats(got[d], want, (size_t)V);
             worst = cs.max_abs > worst ? cs.max_abs : worst;
             check_close(name, got[d], want, (size_t)V, 1e-4, -1);
-            assert_int_equal(argmax(got[d], V), argmax(want, V));
+            assert_int_equal(golden_argmax(got[d], V), golden_argmax(want, V));
         }
     }
     printf("%s N=%d M=%d: prompts of %d..%d tokens and %d decode steps, logits max-abs %.3g vs the reference "

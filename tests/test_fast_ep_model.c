@@ -24,6 +24,7 @@
  */
 #include "check.h"
 #include "fast_test.h"
+#include "golden.h"
 #include "error.h"
 #include "fast.h"
 #include "fast_ep.h"
@@ -34,30 +35,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOLDEN_DIR "tests/golden/"
 #define N_GREEDY 16
 #define CHUNK 7
-
 
 /* The prompt ids and the reference's greedy continuation of fixture name; returns the prompt length. */
 static int golden_ids(const char *name, int *ids, int cap)
 {
-    char path[256];
-    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
-    StFile f;
-    if (st_open(path, &f))
-        fail_msg("%s", ds_last_error());
-    const StTensor *prompt = st_find(&f, "prompt_ids"), *greedy = st_find(&f, "greedy_ids");
-    assert_non_null(prompt);
-    assert_non_null(greedy);
-    const int T = (int)prompt->shape[0];
-    assert_true(T + N_GREEDY <= cap && greedy->shape[0] >= N_GREEDY);
-    for (int t = 0; t < T; t++)
-        ids[t] = (int)((const float *)prompt->data)[t];
-    for (int t = 0; t < N_GREEDY; t++)
-        ids[T + t] = (int)((const float *)greedy->data)[t];
-    st_close(&f);
-    return T;
+    Golden g;
+    golden_load(&g, name);
+    assert_true(g.T + N_GREEDY <= cap && g.n_greedy >= N_GREEDY);
+    memcpy(ids, g.ids, sizeof(int) * (size_t)(g.T + N_GREEDY));
+    golden_close(&g);
+    return g.T;
 }
 
 /* The last MoE call's per-token bounds: at most M devices, M rows of D float32 out and back. */
@@ -72,7 +61,7 @@ static void check_bounds(const FastEp *ep, int M, int D)
 static float *fast_logits(const char *name, int N, const int *ids, int T, int V)
 {
     char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    golden_dir(dir, sizeof dir, name);
     const FastOptions opt = {.bf16 = false, .chunk = CHUNK, .ep_devices = N};
     FastModel m;
     if (fast_model_open(&m, dir, &opt))
@@ -111,7 +100,7 @@ static void fixture_over_devices(void **state)
     int ids[256];
     const int T = golden_ids(name, ids, 256);
     char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    golden_dir(dir, sizeof dir, name);
     Model ref;
     if (model_open(&ref, dir, NULL))
         fail_msg("%s", ds_last_error());

@@ -25,6 +25,7 @@
  */
 #include "check.h"
 #include "fast_test.h"
+#include "golden.h"
 #include "error.h"
 #include "fast.h"
 #include "model.h"
@@ -34,61 +35,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOLDEN_DIR "tests/golden/"
 #define N_STEPS 8
-
-typedef struct {
-    StFile expected;
-    int T, V, ids[256];  /* prompt then the reference's greedy continuation */
-} Golden;
-
-static void golden_load(Golden *g, const char *name)
-{
-    char path[256];
-    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
-    if (st_open(path, &g->expected))
-        fail_msg("%s", ds_last_error());
-    const StTensor *prompt = st_find(&g->expected, "prompt_ids"), *greedy = st_find(&g->expected, "greedy_ids");
-    const StTensor *logits = st_find(&g->expected, "logits");
-    assert_non_null(prompt);
-    assert_non_null(greedy);
-    assert_non_null(logits);
-    g->T = (int)prompt->shape[0];
-    g->V = (int)logits->shape[1];
-    assert_true(greedy->shape[0] >= N_STEPS && g->T + N_STEPS <= 256);
-    for (int t = 0; t < g->T; t++)
-        g->ids[t] = (int)((const float *)prompt->data)[t];
-    for (int t = 0; t < N_STEPS; t++)
-        g->ids[g->T + t] = (int)((const float *)greedy->data)[t];
-}
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
-/* The reference's logits for ids[0..n) in one pass (all positions). */
-static float *ref_logits(const char *name, const int *ids, int n, int V)
-{
-    char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
-    Model m;
-    if (model_open(&m, dir, NULL))
-        fail_msg("%s", ds_last_error());
-    float *logits = malloc(sizeof(float) * (size_t)n * V);
-    assert_int_equal(model_forward(&m, ids, n, logits, true), 0);
-    model_close(&m);
-    return logits;
-}
 
 static void open_fast(FastModel *m, const char *name, int graph, int max_batch)
 {
     char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    golden_dir(dir, sizeof dir, name);
     const FastOptions opt = {.chunk = 7, .graph = graph, .max_batch = max_batch};
     if (fast_model_open(m, dir, &opt))
         fail_msg("%s", ds_last_error());
@@ -133,7 +85,7 @@ static void decode_together(const char *name, const Golden *g, const float *want
             const CheckStats sr = check_stats(gg + (size_t)i * V, ref, (size_t)V);
             worst_ref = sr.max_abs > worst_ref ? sr.max_abs : worst_ref;
             if (pos[i] >= g->T - 1 && pos[i] + 1 < g->T + N_STEPS)  /* past the prompt: the reference's greedy token */
-                assert_int_equal(argmax(gg + (size_t)i * V, V), g->ids[pos[i] + 1]);
+                assert_int_equal(golden_argmax(gg + (size_t)i * V, V), g->ids[pos[i] + 1]);
             pos[i]++;
         }
     }
@@ -152,13 +104,13 @@ static void graph_decode_matches(void **state)
     Golden g;
     golden_load(&g, name);
     const int n = g.T + N_STEPS;
-    float *want = ref_logits(name, g.ids, n, g.V);
+    float *want = golden_ref_logits(name, g.ids, n, g.V);
     const int one[1] = {g.T};
     decode_together(name, &g, want, one, 1);
     const int two[2] = {g.T, g.T / 2};                              /* a shorter prefix: another position */
     decode_together(name, &g, want, two, 2);
     free(want);
-    st_close(&g.expected);
+    golden_close(&g);
 }
 
 /*

@@ -22,6 +22,7 @@
  */
 #include "check.h"
 #include "fast_test.h"
+#include "golden.h"
 #include "error.h"
 #include "fast.h"
 #include "model.h"
@@ -32,65 +33,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOLDEN_DIR "tests/golden/"
 #define N_GREEDY 16
-
-typedef struct {
-    StFile expected;
-    int T, V, ids[256];  /* prompt then the reference's greedy continuation */
-} Golden;
-
-static void golden_load(Golden *g, const char *name)
-{
-    char path[256];
-    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
-    if (st_open(path, &g->expected))
-        fail_msg("%s", ds_last_error());
-    const StTensor *prompt = st_find(&g->expected, "prompt_ids"), *greedy = st_find(&g->expected, "greedy_ids");
-    const StTensor *logits = st_find(&g->expected, "logits");
-    assert_non_null(prompt);
-    assert_non_null(greedy);
-    assert_non_null(logits);
-    g->T = (int)prompt->shape[0];
-    g->V = (int)logits->shape[1];
-    assert_true(g->T + N_GREEDY <= 256);
-    for (int t = 0; t < g->T; t++)
-        g->ids[t] = (int)((const float *)prompt->data)[t];
-    for (int t = 0; t < N_GREEDY; t++)
-        g->ids[g->T + t] = (int)((const float *)greedy->data)[t];
-}
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
 
 static void open_fast(FastModel *m, const char *name, bool bf16, int form)
 {
     char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    golden_dir(dir, sizeof dir, name);
     const FastOptions opt = {.bf16 = bf16, .chunk = 7, .form = form};   /* an odd chunk: prompts span chunks */
     if (fast_model_open(m, dir, &opt))
         fail_msg("%s", ds_last_error());
-}
-
-/* The reference's logits for ids[0..n) in one pass (all positions). */
-static float *ref_logits(const char *name, const int *ids, int n, int V)
-{
-    char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
-    Model m;
-    if (model_open(&m, dir, NULL))
-        fail_msg("%s", ds_last_error());
-    float *logits = malloc(sizeof(float) * (size_t)n * V);
-    assert_int_equal(model_forward(&m, ids, n, logits, true), 0);
-    model_close(&m);
-    return logits;
 }
 
 /* float32 mode: prompt logits ≤ 1e-4 max-abs from the reference; greedy decode identical. */
@@ -100,7 +51,7 @@ static void float32_matches_reference(void **state)
     const char *name = *state;
     Golden g;
     golden_load(&g, name);
-    float *want = ref_logits(name, g.ids, g.T, g.V);
+    float *want = golden_ref_logits(name, g.ids, g.T, g.V);
     float *got = malloc(sizeof(float) * (size_t)g.T * g.V);
     poison(got, (size_t)g.T * g.V);
     FastModel m;
@@ -118,12 +69,12 @@ static void float32_matches_reference(void **state)
         poison(got, g.V);
         if (fast_model_forward(&m, &next, 1, got, false) || fast_model_argmax(&m, &next))
             fail_msg("%s", ds_last_error());
-        assert_int_equal(next, argmax(got, g.V));               /* device arg-max = host arg-max */
+        assert_int_equal(next, golden_argmax(got, g.V));               /* device arg-max = host arg-max */
     }
     fast_model_close(&m);
     free(got);
     free(want);
-    st_close(&g.expected);
+    golden_close(&g);
 }
 
 /* float32 mode, each attention form forced over prompt + continuation in one pass. */
@@ -134,7 +85,7 @@ static void float32_forms_match_reference(void **state)
     Golden g;
     golden_load(&g, name);
     const int n = g.T + N_GREEDY;
-    float *want = ref_logits(name, g.ids, n, g.V);
+    float *want = golden_ref_logits(name, g.ids, n, g.V);
     float *got = malloc(sizeof(float) * (size_t)n * g.V);
     for (int form = 1; form <= 2; form++) {
         poison(got, (size_t)n * g.V);
@@ -147,7 +98,7 @@ static void float32_forms_match_reference(void **state)
     }
     free(got);
     free(want);
-    st_close(&g.expected);
+    golden_close(&g);
 }
 
 /* transformers' own bf16 top-1 agreement with its float32 run on fixture name, over n positions. */
@@ -175,7 +126,7 @@ static void bf16_top1_agrees(void **state)
     Golden g;
     golden_load(&g, name);
     const int n = g.T + N_GREEDY;
-    float *want = ref_logits(name, g.ids, n, g.V);
+    float *want = golden_ref_logits(name, g.ids, n, g.V);
     float *got = malloc(sizeof(float) * (size_t)n * g.V);
     poison(got, (size_t)n * g.V);
     FastModel m;
@@ -185,7 +136,7 @@ static void bf16_top1_agrees(void **state)
     check_close(name, got, want, (size_t)n * g.V, -1, -1);        /* finite everywhere */
     int agree = 0;
     for (int t = 0; t < n; t++)
-        agree += argmax(got + (size_t)t * g.V, g.V) == argmax(want + (size_t)t * g.V, g.V);
+        agree += golden_argmax(got + (size_t)t * g.V, g.V) == golden_argmax(want + (size_t)t * g.V, g.V);
     const CheckStats st = check_stats(got, want, (size_t)n * g.V);
     const int bound = transformers_bf16_top1(name, n), target = (95 * n + 99) / 100;
     const int need = bound < target ? bound : target;
@@ -195,7 +146,7 @@ static void bf16_top1_agrees(void **state)
     fast_model_close(&m);
     free(got);
     free(want);
-    st_close(&g.expected);
+    golden_close(&g);
 }
 
 #define FIXTURE_TESTS(name)                                                                   \

@@ -13,6 +13,7 @@
  */
 #include "check.h"
 #include "error.h"
+#include "golden.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -20,46 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOLDEN_DIR "tests/golden/"
 #define N_GREEDY 16
-
-typedef struct {
-    StFile expected;
-    const StTensor *prompt, *logits, *greedy;
-    int T, V;
-    int ids[256];       /* prompt then greedy continuation */
-} Golden;
-
-static void golden_load(Golden *g, const char *name)
-{
-    char path[256];
-    snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
-    if (st_open(path, &g->expected)) fail_msg("%s", ds_last_error());
-    g->prompt = st_find(&g->expected, "prompt_ids");
-    g->logits = st_find(&g->expected, "logits");
-    g->greedy = st_find(&g->expected, "greedy_ids");
-    assert_non_null(g->prompt);
-    assert_non_null(g->logits);
-    assert_non_null(g->greedy);
-    g->T = (int)g->prompt->shape[0];
-    g->V = (int)g->logits->shape[1];
-    assert_true(g->T + N_GREEDY <= 256);
-    for (int t = 0; t < g->T; t++) g->ids[t] = (int)((const float *)g->prompt->data)[t];
-    for (int t = 0; t < N_GREEDY; t++) g->ids[g->T + t] = (int)((const float *)g->greedy->data)[t];
-}
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
 
 static void open_model(Model *m, const char *name, int form)
 {
     char dir[256];
-    snprintf(dir, sizeof dir, GOLDEN_DIR "%s", name);
+    golden_dir(dir, sizeof dir, name);
     ModelOptions opt = {.form = form, .chunk = 7};   /* an odd chunk: prompts span several chunks */
     if (model_open(m, dir, &opt)) fail_msg("%s", ds_last_error());
 }
@@ -78,16 +45,16 @@ static void matches_transformers(void **state)
     assert_int_equal(model_forward(&m, g.ids, g.T, logits, true), 0);
     check_close(name, logits, g.logits->data, (size_t)g.T * g.V, 1e-4, -1);
 
-    int next = argmax(logits + (size_t)(g.T - 1) * g.V, g.V);
+    int next = golden_argmax(logits + (size_t)(g.T - 1) * g.V, g.V);
     for (int i = 0; i < N_GREEDY; i++) {
         assert_int_equal(next, g.ids[g.T + i]);
         poison(logits, g.V);
         assert_int_equal(model_forward(&m, &next, 1, logits, false), 0);
-        next = argmax(logits, g.V);
+        next = golden_argmax(logits, g.V);
     }
     free(logits);
     model_close(&m);
-    st_close(&g.expected);
+    golden_close(&g);
 }
 
 /* Runs prompt + continuation in one pass, or prompt then one token at a time. */
@@ -120,7 +87,7 @@ static void incremental_equals_full(void **state)
     check_close("incremental vs full", inc, full, n, -1, 1e-5);
     free(full);
     free(inc);
-    st_close(&g.expected);
+    golden_close(&g);
 }
 
 /* Weight absorption changes the order of operations, not the function. */
@@ -134,7 +101,7 @@ static void absorbed_equals_expanded(void **state)
     check_close("absorbed vs expanded", absorbed, expanded, n, -1, 1e-5);
     free(expanded);
     free(absorbed);
-    st_close(&g.expected);
+    golden_close(&g);
 }
 
 /* Three tests per fixture, named "<fixture>: <test>"; the fixture name is the test's state. */
