@@ -281,13 +281,12 @@ static int decode_graph(FastModel *m, int B)
 }
 // ANCHOR_END: fast_model_graph
 
-int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
+/* Checks that T tokens fit slot: the slot exists, every id is in the vocabulary, the context has room. */
+static int check_tokens(const FastModel *m, const char *who, int slot, const int *tokens, int T)
 {
     const int V = m->cfg->vocab_size;
     if (slot < 0 || slot >= m->max_batch)
-        return ds_error("fast_model_step_begin: slot %d is outside [0, %d)", slot, m->max_batch);
-    if (T < 1 || T > m->chunk)
-        return ds_error("fast_model_step_begin: %d tokens in one step, the model's chunk is %d", T, m->chunk);
+        return ds_error("%s: slot %d is outside [0, %d)", who, slot, m->max_batch);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
             return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
@@ -295,6 +294,15 @@ int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
     if (T > m->max_context - m->pos[slot])
         return ds_error("slot %d: %d tokens after %d cached exceed the context of %d positions", slot, T,
                         m->pos[slot], m->max_context);
+    return 0;
+}
+
+int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
+{
+    if (T < 1 || T > m->chunk)
+        return ds_error("fast_model_step_begin: %d tokens in one step, the model's chunk is %d", T, m->chunk);
+    if (check_tokens(m, "fast_model_step_begin", slot, tokens, T))
+        return -1;
     m->last_row = -1;
     CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));           /* the previous step's upload has left step_host */
     for (int t = 0; t < T; t++) {
@@ -319,16 +327,9 @@ int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_hos
 
 int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *logits_host, bool all_positions)
 {
+    if (check_tokens(m, "fast_model_prefill", slot, tokens, T))
+        return -1;
     const int V = m->cfg->vocab_size;
-    if (slot < 0 || slot >= m->max_batch)
-        return ds_error("fast_model_prefill: slot %d is outside [0, %d)", slot, m->max_batch);
-    for (int t = 0; t < T; t++)
-        if (tokens[t] < 0 || tokens[t] >= V)
-            return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
-                            m->pos[slot] + t, slot, V);
-    if (T > m->max_context - m->pos[slot])
-        return ds_error("slot %d: %d tokens after %d cached exceed the context of %d positions", slot, T,
-                        m->pos[slot], m->max_context);
     m->last_row = -1;
     for (int t0 = 0; t0 < T; t0 += m->chunk) {
         const int n = T - t0 < m->chunk ? T - t0 : m->chunk;
