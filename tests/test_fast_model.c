@@ -8,14 +8,11 @@
  * token at a time over the latent cache (absorbed form) with the arg-max
  * taken on the device. Also both attention forms forced on a full pass.
  * bf16 mode (bf16 weights and latent cache): the arg-max of the teacher-forced
- * logits agrees with the reference on ≥ 95 % of positions, or on as many as
- * transformers itself agrees with its float32 run when run in bfloat16 on the
- * same weights, whichever is fewer (fixture.json's transformers_bf16_top1, made
- * by tools/make_golden.py). The bound matters on v2 and longctx: transformers'
- * bf16 run agrees on 23/28 and 85/96 there, because these random models have
- * top-1 logit gaps and routing margins (9.7e-6 and 2.6e-6 in softmax score)
- * below what bf16 activations preserve, and one flipped expert is amplified
- * ×16 by v2's routed_scaling_factor. The measured agreement is printed.
+ * logits agrees with the reference on ≥ 95 % of positions. Every fixture is
+ * one where that is attainable: tools/make_golden.py refuses a fixture on
+ * which transformers itself, run in bfloat16 on the same weights, misses 95 %
+ * of its own float32 top-1 choices, and records its figure in fixture.json
+ * (transformers_bf16_top1), which the test prints beside ours.
  *
  * On the simulated device this runs with race checking on (SIM_RACECHECK=1);
  * built for a real GPU (make fast-gpu) it skips when cudaGetDeviceCount finds none.
@@ -101,7 +98,7 @@ static void float32_forms_match_reference(void **state)
     golden_close(&g);
 }
 
-/* transformers' own bf16 top-1 agreement with its float32 run on fixture name, over n positions. */
+/* transformers' own bf16 top-1 agreement with its float32 run on fixture name, over n positions (printed for context). */
 static int transformers_bf16_top1(const char *name, int n)
 {
     char path[256];
@@ -118,7 +115,7 @@ static int transformers_bf16_top1(const char *name, int n)
     return k;
 }
 
-/* bf16 mode: teacher-forced top-1 agreement with the reference on ≥ 95 % of positions, or transformers' bf16 bound. */
+/* bf16 mode: teacher-forced top-1 agreement with the reference on ≥ 95 % of positions. */
 static void bf16_top1_agrees(void **state)
 {
     need_device();
@@ -138,10 +135,9 @@ static void bf16_top1_agrees(void **state)
     for (int t = 0; t < n; t++)
         agree += golden_argmax(got + (size_t)t * g.V, g.V) == golden_argmax(want + (size_t)t * g.V, g.V);
     const CheckStats st = check_stats(got, want, (size_t)n * g.V);
-    const int bound = transformers_bf16_top1(name, n), target = (95 * n + 99) / 100;
-    const int need = bound < target ? bound : target;
+    const int need = (95 * n + 99) / 100;
     printf("%s bf16: top-1 %d/%d (need %d; transformers in bf16: %d), max-abs %.3g, rel-L2 %.3g\n", name, agree, n,
-           need, bound, st.max_abs, st.rel_l2);
+           need, transformers_bf16_top1(name, n), st.max_abs, st.rel_l2);
     assert_true(agree >= need);
     fast_model_close(&m);
     free(got);

@@ -15,11 +15,22 @@ The generator follows SPEC §0: it refuses a transformers whose attention lacks
 the YaRN m² softmax factor (checked numerically against the formula), and it
 rejects seeds whose routing or greedy choices are near-ties.
 
+Two kinds of weights. `lite` and `norope` are random (init_weights): logits
+near uniform, the hardest case for float32 equivalence. `v2` and `longctx` are
+then trained for a few hundred steps on a synthetic Markov chain (train_chain),
+so that, like a released checkpoint, they predict with margins that bf16
+activations preserve: on the random versions of these two configurations,
+whose top-1 gaps and routing margins sit below bf16's resolution and whose
+expert outputs are scaled up to 16×, transformers' own bfloat16 run agreed with
+its float32 run on only 82-89 % of positions, so a bf16 test there measured the
+fixture, not the code. A trained fixture's prompt is drawn from the chain.
+
 fixture.json also records how often transformers itself, run in bfloat16 on the
 same weights, picks the float32 run's top-1 token over the teacher-forced
 prompt + continuation (`transformers_bf16_top1` of `positions`). That is the
-bound an independent bf16 implementation reaches on the fixture; the fast
-path's bf16 test (tests/test_fast_model.c) is held to 95 % or to that bound.
+agreement an independent bf16 implementation can expect; a seed where it is
+below BF16_TOP1 (95 %) is rejected like a near-tie, since the fast path's bf16
+test (tests/test_fast_model.c) holds every fixture to 95 %.
 
 Run from the repository root:  python3 tools/make_golden.py   (needs torch, transformers, safetensors)
 """
@@ -39,6 +50,7 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden")
 N_GREEDY = 16
 TIE_MARGIN = 1e-6        # routing: K-th vs (K+1)-th score, group ranks (SPEC §0)
 ARGMAX_MARGIN = 1e-4     # greedy: top-1 vs top-2 logit
+BF16_TOP1 = 0.95         # transformers in bf16 must pick its float32 top-1 on this share of positions
 
 BASE = dict(
     vocab_size=512, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
@@ -50,30 +62,34 @@ BASE = dict(
     attention_bias=False, hidden_act="silu",
 )
 
-# name -> (config overrides, prompt length, shards, config layout)
+TRAIN_STEPS = 600        # AdamW steps on the chain for the trained fixtures
+TRAIN_BATCH = 16
+CHAIN_NOISE = 0.1        # the chain's chance of leaving the usual successor for a uniform token
+
+# name -> (config overrides, prompt length, shards, config layout, trained)
 FIXTURES = {
     # (a) V2-Lite-like: no query compression, greedy routing, first layer dense, YaRN s=40, mscale 0.707
     "lite": (dict(q_lora_rank=None, topk_method="greedy", n_group=1, topk_group=1,
                   routed_scaling_factor=1.0,
                   rope_scaling=dict(type="yarn", factor=40.0, original_max_position_embeddings=4096,
                                     beta_fast=32, beta_slow=1, mscale=0.707, mscale_all_dim=0.707)),
-             12, 1, "released"),
+             12, 1, "released", False),
     # (b) V2-like: query compression, group_limited_greedy 4 groups keep 2, scale 16, two shards
     "v2": (dict(q_lora_rank=48, topk_method="group_limited_greedy", n_group=4, topk_group=2,
                 num_experts_per_tok=3, routed_scaling_factor=16.0,
                 rope_scaling=dict(type="yarn", factor=40.0, original_max_position_embeddings=4096,
                                   beta_fast=32, beta_slow=1, mscale=0.707, mscale_all_dim=0.707)),
-           12, 2, "released"),
+           12, 2, "released", True),
     # (c) plain RoPE, no rope_scaling; config.json as transformers >= 5 writes it
     "norope": (dict(q_lora_rank=40, topk_method="greedy", n_group=1, topk_group=1,
                     routed_scaling_factor=1.0, rope_scaling=None),
-               10, 1, "transformers"),
+               10, 1, "transformers", False),
     # (d) a prompt longer than a small original context, so YaRN's frequency blend matters
     "longctx": (dict(q_lora_rank=None, topk_method="group_limited_greedy", n_group=2, topk_group=1,
                      routed_scaling_factor=2.0, max_position_embeddings=128,
                      rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=32,
                                        beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=0.8)),
-                80, 1, "released"),
+                80, 1, "released", True),
 }
 
 
@@ -95,6 +111,39 @@ def init_weights(model, gen):
         # round to bf16, as released checkpoints are stored
         for p in model.parameters():
             p.copy_(p.to(torch.bfloat16).to(torch.float32))
+
+
+class MarkovChain:
+    """Token sequences where each token is usually followed by its own fixed successor (ids ≥ 2; 0, 1 are BOS/EOS)."""
+
+    def __init__(self, vocab, gen):
+        self.vocab, self.gen = vocab, gen
+        self.succ = torch.cat([torch.zeros(2, dtype=torch.long), torch.randperm(vocab - 2, generator=gen) + 2])
+
+    def sample(self, n, length):
+        x = torch.empty(n, length, dtype=torch.long)
+        x[:, 0] = torch.randint(2, self.vocab, (n,), generator=self.gen)
+        for t in range(1, length):
+            jump = torch.rand(n, generator=self.gen) < CHAIN_NOISE
+            x[:, t] = torch.where(jump, torch.randint(2, self.vocab, (n,), generator=self.gen), self.succ[x[:, t - 1]])
+        return x
+
+
+def train_chain(model, chain, length):
+    """TRAIN_STEPS of next-token training on the chain (float32, AdamW), then the bf16 rounding of init_weights."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(TRAIN_STEPS):
+        x = chain.sample(TRAIN_BATCH, length)
+        loss = model(x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    return loss.item()
 
 
 def check_softmax_scale(model, cfg):
@@ -217,7 +266,7 @@ def save_released_layout(model, cfg, out_dir, shards, layout):
         json.dump(c, f, indent=2, sort_keys=True)
 
 
-def make(name, overrides, T, shards, layout):
+def make(name, overrides, T, shards, layout, trained):
     for seed in range(100):
         cfg = DeepseekV2Config(**{**BASE, **overrides})
         cfg._attn_implementation = "eager"
@@ -226,7 +275,13 @@ def make(name, overrides, T, shards, layout):
         model = DeepseekV2ForCausalLM(cfg).float().eval()
         init_weights(model, gen)
         check_softmax_scale(model, cfg)
-        ids = torch.randint(2, cfg.vocab_size, (1, T), generator=gen)
+        if trained:
+            chain = MarkovChain(cfg.vocab_size, gen)
+            loss = train_chain(model, chain, T + N_GREEDY + 1)
+            print(f"{name}: seed {seed} trained {TRAIN_STEPS} steps, final loss {loss:.3f}")
+            ids = chain.sample(1, T)
+        else:
+            ids = torch.randint(2, cfg.vocab_size, (1, T), generator=gen)
         with torch.no_grad():
             logits = model(ids).logits[0].float()
             out = model.generate(ids, max_new_tokens=N_GREEDY, do_sample=False, use_cache=True,
@@ -237,12 +292,13 @@ def make(name, overrides, T, shards, layout):
         margin = routing_margins(model, cfg, out)   # prompt and continuation
         top2 = full.topk(2, -1).values
         amargin = (top2[:, 0] - top2[:, 1]).min().item()
-        if margin >= TIE_MARGIN and amargin >= ARGMAX_MARGIN:
+        bf16_agree, positions = bf16_top1(model, out)
+        if margin >= TIE_MARGIN and amargin >= ARGMAX_MARGIN and bf16_agree >= BF16_TOP1 * positions:
             break
-        print(f"{name}: seed {seed} rejected (routing margin {margin:.3g}, argmax margin {amargin:.3g})")
+        print(f"{name}: seed {seed} rejected (routing margin {margin:.3g}, argmax margin {amargin:.3g}, "
+              f"bf16 top-1 {bf16_agree}/{positions})")
     else:
         sys.exit(f"{name}: no seed without near-ties")
-    bf16_agree, positions = bf16_top1(model, out)
     out_dir = os.path.join(OUT, name)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
@@ -253,6 +309,7 @@ def make(name, overrides, T, shards, layout):
     with open(os.path.join(out_dir, "fixture.json"), "w") as f:
         json.dump({"generator": "tools/make_golden.py", "seed": 1000 + seed,
                    "torch": torch.__version__, "transformers": transformers.__version__,
+                   "trained_steps": TRAIN_STEPS if trained else 0,
                    "routing_margin": margin, "argmax_margin": amargin,
                    "transformers_bf16_top1": bf16_agree, "positions": positions,
                    "prompt_tokens": T, "shards": shards, "config_layout": layout}, f, indent=2)
