@@ -47,17 +47,18 @@
 #define FAST_MOE_EXPERTS moe_experts_v2           /**< routed experts of a small step, offsets on the device */
 
 /**
- * Up to this many (token, slot) rows per MoE call (T·K) the routed experts run
- * in FAST_MOE_EXPERTS, a grouped GEMV that reads the per-expert offsets on the
- * device; above it, one cuBLAS GEMM pair per non-empty expert, sized on the
- * host. Why 256: a decode step (T = 1, or one token per sequence of a batch,
- * K = 6: up to 42 sequences) must not copy the offsets to the host and wait,
- * or it cannot be captured in a CUDA graph and every layer stalls the stream;
- * at that size each active expert gets a few rows (256 rows over V2-Lite's 64
- * experts: 4 on average), so both ways read each expert's weights once and
- * the GEMV's CUDA-core arithmetic stays below the weight traffic, while a
- * 64-token prompt chunk (384 rows) gives cuBLAS's tensor-core GEMMs enough
- * rows per expert to win.
+ * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed
+ * experts run in FAST_MOE_EXPERTS, a grouped GEMV that reads the per-expert
+ * offsets on the device; above it, one cuBLAS GEMM pair per non-empty expert,
+ * sized on the host. Decode steps always take the grouped kernel, at any
+ * batch: a step that copied the offsets to the host and waited could not be
+ * captured in a CUDA graph, and every layer would stall the stream. That
+ * costs decode nothing: its rows spread over the experts (batch 64 with
+ * V2-Lite's K = 6 is 384 rows over 64 experts, 6 each on average), so both
+ * ways read each active expert's weights once, and a warp's 2 FLOP per
+ * weight per row stay below the CUDA cores' FLOP-per-byte ratio (about 18 on
+ * an H100). Why 256 for prompts: a 64-token chunk (384 rows) concentrates
+ * rows on the experts it favours, and there cuBLAS's tensor-core GEMMs win.
  */
 #define FAST_MOE_GROUPED_MAX_ROWS 256
 
@@ -212,7 +213,7 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 
 /** How fast_moe_forward_experts() runs the routed experts. */
 typedef enum {
-    FAST_MOE_AUTO = 0,       /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else per expert */
+    FAST_MOE_AUTO = 0,       /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else per expert (prompts) */
     FAST_MOE_GROUPED = 1,    /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
     FAST_MOE_PER_EXPERT = 2  /**< one cuBLAS GEMM pair per non-empty expert, offsets copied to the host */
 } FastMoeExperts;
@@ -225,10 +226,6 @@ typedef enum {
  */
 int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
                              int T, FastScratch *s, FastMoeExperts how);
-
-/** fast_moe_forward_experts() with FAST_MOE_AUTO: what the model runs. */
-int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg, int T,
-                     FastScratch *s);
 
 /**
  * Where the T tokens of one attention call sit. Token t has position pos[t] (it attends to cached
@@ -349,8 +346,9 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
  * Every GEMM, norm, router and expert GEMM runs on the B rows at once (the weights are read once
  * for all of them); attention is per row over its own slot's cache, in the absorbed form, with the
  * positions read from the device. slots: B distinct slots; 1 ≤ B ≤ max_batch.
- * With graphs on (FastOptions.graph) and B·K ≤ FAST_MOE_GROUPED_MAX_ROWS, the step from the token
- * upload's end to the logits is a CUDA graph, captured at the first step of B sequences and replayed.
+ * The routed experts run in the grouped kernel whatever B is, so with graphs on (FastOptions.graph)
+ * the step from the token upload's end to the logits is a CUDA graph, captured at the first step of
+ * B sequences and replayed.
  * The B rows' logits are always computed on the device (m->logits, row i for slots[i], graph or
  * not); logits_host: NULL, or [B, vocab] to receive a copy.
  * \return 0, or −1 with one error line naming the slot or token (nothing fed on error).

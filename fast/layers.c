@@ -146,12 +146,6 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
 }
 // ANCHOR_END: fast_moe
 
-int fast_moe_forward(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg, int T,
-                     FastScratch *s)
-{
-    return fast_moe_forward_experts(ctx, y, x, w, cfg, T, s, FAST_MOE_AUTO);
-}
-
 /* C_h = op(A_h) · B_h for every head h (strided batched, float32 accumulation and output). */
 static int gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
                       int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,

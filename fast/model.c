@@ -178,8 +178,12 @@ int fast_model_layer_ffn(FastModel *m, int l, int T)
         return ds_error("fast model: MoE layer %d is not on this device (FastOptions.moe_elsewhere)", l);
     if (!L->is_moe)
         return fast_swiglu_forward(ctx, m->b, m->a, &L->dense, T, &m->scratch);
-    return m->ep ? fast_ep_model_moe(m->ep, l, c, m->b, m->a, T, ctx->stream)   /* split over the group */
-                 : fast_moe_forward(ctx, m->b, m->a, &L->moe, c, T, &m->scratch);
+    if (m->ep)                                                 /* split over the group */
+        return fast_ep_model_moe(m->ep, l, c, m->b, m->a, T, ctx->stream);
+    /* a decode step (positions on the device) runs the grouped kernel whatever its rows, so it never
+     * waits for the host and can be captured; prompt chunks choose by rows (FAST_MOE_GROUPED_MAX_ROWS) */
+    return fast_moe_forward_experts(ctx, m->b, m->a, &L->moe, c, T, &m->scratch,
+                                    m->at.pos0 < 0 ? FAST_MOE_GROUPED : FAST_MOE_AUTO);
 }
 
 static int decoder_layer(FastModel *m, int l, int T)
@@ -366,11 +370,9 @@ int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, 
     for (int i = 0; i < B; i++)
         stage_row(m, i, tokens[i], slots[i]);
     m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context};
-    /* a graph when the MoE of B rows needs no host round trip (FAST_MOE_GROUPED_MAX_ROWS); else eager */
-    const bool graph = m->graphs && B * m->cfg->num_experts_per_tok <= FAST_MOE_GROUPED_MAX_ROWS;
     if (upload_step(m))
         return -1;
-    const int run = graph ? decode_graph(m, B) : step_layers(m, B) || step_head(m, 0, B);
+    const int run = m->graphs ? decode_graph(m, B) : step_layers(m, B) || step_head(m, 0, B);
     if (run || (logits_host && copy_logits(m, 0, B, logits_host)))
         return -1;
     for (int i = 0; i < B; i++)

@@ -13,7 +13,9 @@
  * data, so on the simulated device they agree bit for bit, printed), and the
  * greedy tokens must be the reference's continuation. One sequence (B = 1),
  * then two sequences decoded together (B = 2: the golden prompt and a shorter
- * prefix of it, at different positions).
+ * prefix of it, at different positions), and on v2 a batch whose MoE has
+ * more rows than FAST_MOE_GROUPED_MAX_ROWS (86 sequences, 2 steps: the
+ * capture and a replay).
  *
  * That the capture recorded no host synchronisation is checked by the capture
  * itself: on the simulated device, as on a GPU, a synchronisation, a
@@ -37,28 +39,30 @@
 
 #define N_STEPS 8
 
+/* The cache holds 128 positions per slot (the fixtures' prompt + N_STEPS fit), so large batches stay small. */
 static void open_fast(FastModel *m, const char *name, int graph, int max_batch)
 {
     char dir[256];
     golden_dir(dir, sizeof dir, name);
-    const FastOptions opt = {.chunk = 7, .graph = graph, .max_batch = max_batch};
+    const FastOptions opt = {.chunk = 7, .graph = graph, .max_batch = max_batch, .max_context = 128};
     if (fast_model_open(m, dir, &opt))
         fail_msg("%s", ds_last_error());
 }
 
 /*
  * Sequence i of B has prompt ids[0..len[i]) and continues with ids[len[i]..); after the prompts,
- * N_STEPS decode steps of all B together, in both models, checked against each other and want
+ * `steps` decode steps of all B together, in both models, checked against each other and want
  * (the reference's logits over ids, all positions).
  */
-static void decode_together(const char *name, const Golden *g, const float *want, const int *len, int B)
+static void decode_together(const char *name, const Golden *g, const float *want, const int *len, int B, int steps)
 {
     FastModel eager, graph;
     open_fast(&eager, name, -1, B);
     open_fast(&graph, name, 0, B);
     const int V = g->V;
     float *ge = malloc(sizeof(float) * (size_t)B * V), *gg = malloc(sizeof(float) * (size_t)B * V);
-    int slots[2], tokens[2], pos[2];
+    int *slots = malloc(sizeof(int) * (size_t)B), *tokens = malloc(sizeof(int) * (size_t)B);
+    int *pos = malloc(sizeof(int) * (size_t)B);
     for (int i = 0; i < B; i++) {
         slots[i] = B - 1 - i;                                    /* rows and slots in opposite orders */
         if (fast_model_prefill(&eager, slots[i], g->ids, len[i], NULL, false) ||
@@ -67,7 +71,7 @@ static void decode_together(const char *name, const Golden *g, const float *want
         pos[i] = len[i];
     }
     double worst_eager = 0, worst_ref = 0;
-    for (int step = 0; step < N_STEPS; step++) {
+    for (int step = 0; step < steps; step++) {
         for (int i = 0; i < B; i++)
             tokens[i] = g->ids[pos[i]];                           /* teacher-forced: the reference's tokens */
         poison(ge, (size_t)B * V);
@@ -90,9 +94,12 @@ static void decode_together(const char *name, const Golden *g, const float *want
         }
     }
     printf("%s, %d sequence%s, %d steps: graph vs eager max-abs %.3g, vs reference %.3g\n", name, B,
-           B == 1 ? "" : "s", N_STEPS, worst_eager, worst_ref);
+           B == 1 ? "" : "s", steps, worst_eager, worst_ref);
     free(ge);
     free(gg);
+    free(slots);
+    free(tokens);
+    free(pos);
     fast_model_close(&eager);
     fast_model_close(&graph);
 }
@@ -106,9 +113,35 @@ static void graph_decode_matches(void **state)
     const int n = g.T + N_STEPS;
     float *want = golden_ref_logits(name, g.ids, n, g.V);
     const int one[1] = {g.T};
-    decode_together(name, &g, want, one, 1);
+    decode_together(name, &g, want, one, 1, N_STEPS);
     const int two[2] = {g.T, g.T / 2};                              /* a shorter prefix: another position */
-    decode_together(name, &g, want, two, 2);
+    decode_together(name, &g, want, two, 2, N_STEPS);
+    free(want);
+    golden_close(&g);
+}
+
+/*
+ * A batch whose MoE has more than FAST_MOE_GROUPED_MAX_ROWS (token, slot) rows, the size above which
+ * a prompt chunk would take the per-expert GEMMs and their host round trip: a decode step still
+ * runs the grouped kernel, so it is captured too. B sequences, prefixes of the golden prompt of
+ * 1, 2 and 3 tokens in turn (short, because every one is a prefill under race check).
+ */
+static void large_batch_graph_decode_matches(void **state)
+{
+    need_device();
+    const char *name = *state;
+    Golden g;
+    golden_load(&g, name);
+    float *want = golden_ref_logits(name, g.ids, g.T + 2, g.V);
+    FastModel probe;
+    open_fast(&probe, name, -1, 1);
+    const int B = FAST_MOE_GROUPED_MAX_ROWS / probe.cfg->num_experts_per_tok + 1;
+    fast_model_close(&probe);
+    int *len = malloc(sizeof(int) * (size_t)B);
+    for (int i = 0; i < B; i++)
+        len[i] = 1 + i % 3;
+    decode_together(name, &g, want, len, B, 2);   /* capture, then one replay */
+    free(len);
     free(want);
     golden_close(&g);
 }
@@ -158,6 +191,7 @@ int main(void)
         {"v2: graph decode", graph_decode_matches, NULL, NULL, "v2"},
         {"norope: graph decode", graph_decode_matches, NULL, NULL, "norope"},
         {"longctx: graph decode", graph_decode_matches, NULL, NULL, "longctx"},
+        {"v2: graph decode, B·K > FAST_MOE_GROUPED_MAX_ROWS", large_batch_graph_decode_matches, NULL, NULL, "v2"},
         cmocka_unit_test(host_sync_invalidates_capture),
     };
     return cmocka_run_group_tests_name("fast graph", tests, NULL, NULL);
