@@ -79,7 +79,9 @@ bench-ref: $(BUILD)/bench_ref
 $(BUILD)/bench_ref: $(BUILD)/tests/bench/bench_ref.o $(BUILD)/libref.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-docs:
+# the chapters' plots come from make notebooks (gnuplot), which Doxygen copies into the HTML
+docs: notebooks
+	@command -v $(GNUPLOT) > /dev/null || { echo "make docs: the chapters' plots need gnuplot (make deps)"; exit 1; }
 	@mkdir -p $(BUILD)/docs
 	doxygen docs/Doxyfile
 
