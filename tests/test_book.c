@@ -212,7 +212,7 @@ static void expert_load_notebook_invariants_hold(void **state)
     if (strcmp(got, want) != 0)
         fail_msg("build/notebooks/expert_load output differs from "
                  "notebooks-c/expected/expert_load.txt:\n%s", got);
-    if (!strstr(got, "checks passed: loads sum to 1 per layer"))
+    if (!strstr(got, "checks passed: every token logged, loads sum to 1 per layer"))
         fail_msg("unexpected expert_load output:\n%s", got);
     int loads_seen = 0, losses_seen = 0;
     for (const char *line = got; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
@@ -388,8 +388,8 @@ static void check_ablation_arithmetic(AblationRow rows[AB_VARIANTS][AB_LAYERS], 
         }
 }
 
-/* The last MoE layer of one model routed here, by model_forward (not the notebook's hand-run
- * layers): after the call the model's FfnScratch holds that layer's affinities and choices.
+/* The last MoE layer of one model routed here, by model_forward without the notebook's observer:
+ * after the call the model's FfnScratch holds that layer's affinities and choices.
  * Counts and device reach must equal the printed ones, P_i within half a printed unit. */
 static void check_ablation_routing(const AblationRow *printed, const char *name, const char *text)
 {
@@ -450,7 +450,7 @@ static void balance_ablation_notebook_recomputes(void **state)
     if (strcmp(got, want) != 0)
         fail_msg("build/notebooks/balance_ablation output differs from "
                  "notebooks-c/expected/balance_ablation.txt:\n%s", got);
-    if (!strstr(got, "checks passed: hand-run layers equal model_forward"))
+    if (!strstr(got, "checks passed: every token logged, at most M devices per token"))
         fail_msg("unexpected balance_ablation output:\n%s", got);
     check_ablation_arithmetic(rows, parse_ablation(got, rows));
 
