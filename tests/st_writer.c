@@ -121,11 +121,30 @@ void stw_rmdir(const char *dir)
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *p = stw_path(dir, e->d_name);
-        if (p) unlink(p);
+        if (p && unlink(p) != 0)        /* a directory: emptied, then removed */
+            stw_rmdir(p);
         free(p);
     }
     closedir(d);
     rmdir(dir);
+}
+
+char *stw_scratch_dir;
+
+int stw_group_setup(void **state)
+{
+    (void)state;
+    stw_scratch_dir = stw_mkdtemp();
+    return stw_scratch_dir ? 0 : -1;
+}
+
+int stw_group_teardown(void **state)
+{
+    (void)state;
+    stw_rmdir(stw_scratch_dir);
+    free(stw_scratch_dir);
+    stw_scratch_dir = NULL;
+    return 0;
 }
 
 char *stw_path(const char *dir, const char *name)

@@ -50,8 +50,17 @@ int stw_copy_file(const char *src, const char *dst);
 /** Makes a fresh directory under $TMPDIR (or /tmp) and returns its path (malloc'd), or NULL. */
 char *stw_mkdtemp(void);
 
-/** Removes dir and the plain files directly inside it. */
+/** Removes dir and everything in it (subdirectories too; links are removed, not followed). */
 void stw_rmdir(const char *dir);
+
+/** The scratch directory of a suite whose CMocka group runs stw_group_setup/stw_group_teardown. */
+extern char *stw_scratch_dir;
+
+/** CMocka group setup: makes stw_scratch_dir with stw_mkdtemp(). \return 0, or −1 when it cannot. */
+int stw_group_setup(void **state);
+
+/** CMocka group teardown: removes stw_scratch_dir and the files in it. \return 0. */
+int stw_group_teardown(void **state);
 
 /** dir + "/" + name, malloc'd (the caller frees). */
 char *stw_path(const char *dir, const char *name);

@@ -23,25 +23,8 @@
 
 extern char **environ;
 
-static char *g_dir; /**< scratch directory: captured output and written logits */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    g_dir = stw_mkdtemp();
-    return g_dir ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    stw_rmdir(g_dir);
-    free(g_dir);
-    return 0;
-}
-
 /* Path of a scratch file (each call returns a new malloc'd string). */
-static char *scratch(const char *name) { return stw_path(g_dir, name); }
+static char *scratch(const char *name) { return stw_path(stw_scratch_dir, name); }
 
 /* The whole content of path as a NUL-terminated string (malloc'd), "" when absent. */
 static char *slurp(const char *path, size_t *len)
@@ -369,5 +352,5 @@ int main(void)
         cmocka_unit_test(info_matches_released_models),
         cmocka_unit_test(fast_backend_generates_ref_text),
     };
-    return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli", tests, stw_group_setup, stw_group_teardown);
 }

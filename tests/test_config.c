@@ -16,24 +16,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *g_dir;  /**< scratch directory of this suite */
-static char *g_path; /**< the config file the tests write and load */
+static char *g_path; /**< the config file the tests write and load, in the suite's scratch directory */
 
 static int group_setup(void **state)
 {
-    (void)state;
-    g_dir = stw_mkdtemp();
-    g_path = g_dir ? stw_path(g_dir, "config.json") : NULL;
+    if (stw_group_setup(state))
+        return -1;
+    g_path = stw_path(stw_scratch_dir, "config.json");
     return g_path ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    stw_rmdir(g_dir);
-    free(g_dir);
     free(g_path);
-    return 0;
+    return stw_group_teardown(state);
 }
 
 /* A golden fixture's config.json as a JSON object (the caller decrefs). */

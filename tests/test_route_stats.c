@@ -46,23 +46,6 @@ extern char **environ;
 
 enum { MAX_T = 256, MAX_MOE = 8 };
 
-static char *g_dir; /**< scratch directory: captured output, plots */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    g_dir = stw_mkdtemp();
-    return g_dir ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    stw_rmdir(g_dir);
-    free(g_dir);
-    return 0;
-}
-
 /* The whole content of path, NUL-terminated (malloc'd); "" when absent. */
 static char *slurp(const char *path)
 {
@@ -100,7 +83,7 @@ static Run run_env(const char *const *args, char **env)
     argv[n++] = (char *)bin;
     for (; args[n - 1]; n++) argv[n] = (char *)args[n - 1];
     argv[n] = NULL;
-    char *out = stw_path(g_dir, "stdout.txt"), *err = stw_path(g_dir, "stderr.txt");
+    char *out = stw_path(stw_scratch_dir, "stdout.txt"), *err = stw_path(stw_scratch_dir, "stderr.txt");
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -464,10 +447,10 @@ static void bad_flags_are_one_line(void **state)
 #undef RS
 }
 
-/* Directory entries of g_dir other than . and .., counted. */
+/* Directory entries of stw_scratch_dir other than . and .., counted. */
 static int entries(void)
 {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(stw_scratch_dir);
     assert_non_null(d);
     int n = 0;
     for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
@@ -497,7 +480,7 @@ static void plot_writes_png(void **state)
         printf("gnuplot is not on PATH: --plot cannot be tested here\n");
         skip();
     }
-    char *png = stw_path(g_dir, "load.png");
+    char *png = stw_path(stw_scratch_dir, "load.png");
     const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL};
     Run r = run(args);
     if (r.status != 0) fail_msg("route-stats --plot exited %d: %s", r.status, r.err);
@@ -518,7 +501,7 @@ static void plot_writes_png(void **state)
 static void plot_without_gnuplot_leaves_nothing(void **state)
 {
     (void)state;
-    char *png = stw_path(g_dir, "load.png");
+    char *png = stw_path(stw_scratch_dir, "load.png");
     const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL};
     char *env[] = {"PATH=/nonexistent", NULL};
     Run r = run_env(args, env);
@@ -542,5 +525,5 @@ int main(void)
         cmocka_unit_test(plot_writes_png),
         cmocka_unit_test(plot_without_gnuplot_leaves_nothing),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, stw_group_setup, stw_group_teardown);
 }

@@ -18,29 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/** The scratch directory of this suite (made by the group setup). */
-static char *g_dir;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    g_dir = stw_mkdtemp();
-    return g_dir ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    stw_rmdir(g_dir);
-    free(g_dir);
-    return 0;
-}
-
 /* Path of a file in the scratch directory (valid until the next call). */
 static const char *scratch(const char *name)
 {
     static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
+    snprintf(buf, sizeof buf, "%s/%s", stw_scratch_dir, name);
     return buf;
 }
 
@@ -433,5 +415,5 @@ int main(void)
         cmocka_unit_test(well_formed_file),
         cmocka_unit_test(whitespace_and_metadata),
     };
-    return cmocka_run_group_tests_name("safetensors", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("safetensors", tests, stw_group_setup, stw_group_teardown);
 }
