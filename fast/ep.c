@@ -135,6 +135,33 @@ int fast_ep_init(FastEp *ep, int N, bool bf16, const ModelConfig *cfg, int max_T
 }
 // ANCHOR_END: fast_ep_init
 
+int fast_ep_timing_create(FastEpTiming *tm, int N)
+{
+    memset(tm, 0, sizeof *tm);
+    for (int d = 0; d < N; d++) {
+        CUDA_TRY(cudaSetDevice(d));
+        for (int p = 0; p < FAST_EP_PHASES; p++) {
+            CUDA_TRY(cudaEventCreate(&tm->begin[p][d]));
+            CUDA_TRY(cudaEventCreate(&tm->end[p][d]));
+        }
+    }
+    return 0;
+}
+
+void fast_ep_timing_destroy(FastEpTiming *tm, int N)
+{
+    for (int d = 0; d < N; d++) {
+        cudaSetDevice(d);
+        for (int p = 0; p < FAST_EP_PHASES; p++) {
+            if (tm->begin[p][d])
+                cudaEventDestroy(tm->begin[p][d]);
+            if (tm->end[p][d])
+                cudaEventDestroy(tm->end[p][d]);
+        }
+    }
+    memset(tm, 0, sizeof *tm);
+}
+
 void fast_ep_free(FastEp *ep)
 {
     for (int d = 0; d < ep->N; d++) {

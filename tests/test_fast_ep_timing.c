@@ -64,11 +64,9 @@ static void timing_observes_without_changing(int N)
         assert_true(off[d] && on[d]);
         poison(off[d], (size_t)MAX_T * Dm);
         poison(on[d], (size_t)MAX_T * Dm);
-        for (int p = 0; p < FAST_EP_PHASES; p++) {
-            assert_int_equal(cudaEventCreate(&tm.begin[p][d]), cudaSuccess);
-            assert_int_equal(cudaEventCreate(&tm.end[p][d]), cudaSuccess);
-        }
     }
+    if (fast_ep_timing_create(&tm, N))
+        fail_msg("%s", ds_last_error());
 
     forward(&ep, &w, c, y, (const float *const *)x, T, off);          /* timing off: the events stay untouched */
     for (int d = 0; d < N; d++) {
@@ -93,12 +91,9 @@ static void timing_observes_without_changing(int N)
         }
     }
 
+    fast_ep_timing_destroy(&tm, N);
     for (int d = 0; d < N; d++) {
         cudaSetDevice(d);
-        for (int p = 0; p < FAST_EP_PHASES; p++) {
-            cudaEventDestroy(tm.begin[p][d]);
-            cudaEventDestroy(tm.end[p][d]);
-        }
         cudaFree(x[d]);
         cudaFree(y[d]);
         free(off[d]);

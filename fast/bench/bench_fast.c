@@ -393,24 +393,25 @@ static void expert_parallel(int present)
         model_close(&ref);
         return;
     }
+    if (fast_ep_timing_create(&tm, N)) {
+        printf("expert parallel: %s\n", ds_last_error());
+        fast_ep_timing_destroy(&tm, N);
+        fast_ep_free_moe(&ep, &w);
+        fast_ep_free(&ep);
+        model_close(&ref);
+        return;
+    }
     for (int d = 0; d < N; d++) {
         cudaSetDevice(d);
-        for (int p = 0; p < FAST_EP_PHASES; p++) {
-            cudaEventCreate(&tm.begin[p][d]);
-            cudaEventCreate(&tm.end[p][d]);
-        }
         x[d] = random_input((size_t)max_T * c->hidden_size, 1234u + (unsigned)d);
         y[d] = dev_alloc(sizeof(float) * (size_t)max_T * c->hidden_size);
     }
     ep.timing = &tm;
     for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++)
         ep_measure(&ep, &w, c, &tm, y, (const float *const *)x, tokens[i]);
+    fast_ep_timing_destroy(&tm, N);
     for (int d = 0; d < N; d++) {
         cudaSetDevice(d);
-        for (int p = 0; p < FAST_EP_PHASES; p++) {
-            cudaEventDestroy(tm.begin[p][d]);
-            cudaEventDestroy(tm.end[p][d]);
-        }
         cudaFree(x[d]);
         cudaFree(y[d]);
     }
