@@ -8,7 +8,7 @@
  *     dsv2 tokenize   -m DIR -p TEXT              ids on one line, space-separated
  *     dsv2 detokenize -m DIR --ids 1,2,3          the text
  *     dsv2 info       -m DIR                      sizes, parameters, KV cache per token
- *     dsv2 route-stats -m DIR -p TEXT [--devices D] [--limit M] [--plot FILE.png]
+ *     dsv2 route-stats -m DIR -p TEXT [--devices D] [--limit M] [--alpha A1,A2,A3] [--plot FILE.png]
  *                                                 expert and device load, dispatch bytes, balance losses
  *
  * Like llama2.c's run.c this file only wires the pieces together: the
@@ -57,6 +57,7 @@ typedef struct {
     long devices;           /* --devices D (route-stats; 0: the default) */
     long limit;             /* --limit M (route-stats; 0: what the model's routing implies) */
     const char *plot;       /* --plot FILE.png (route-stats) */
+    double alpha[3];        /* --alpha A1,A2,A3 (route-stats): the balance-loss weights α₁, α₂, α₃ */
 } Args;
 
 static int usage_error(const char *fmt, const char *a, const char *b)
@@ -95,6 +96,25 @@ static int parse_double(const char *flag, const char *s, double lo, double hi, d
     return 0;
 }
 
+/* "A1,A2,A3" → alpha[3], each a finite number ≥ 0. Returns 0 or −1 (one error line). */
+static int parse_alphas(const char *s, double alpha[3])
+{
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        errno = 0;
+        const double v = strtod(p, &end);
+        if (errno || end == p || !(v >= 0 && v <= 1e6) || *end != (i < 2 ? ',' : '\0')) {
+            fprintf(stderr, "dsv2: --alpha: '%s' is not three numbers in [0, 1e6] separated by commas "
+                    "(alpha1,alpha2,alpha3)\n", s);
+            return -1;
+        }
+        alpha[i] = v;
+        p = end + 1;
+    }
+    return 0;
+}
+
 /* "1,2,3" → ids; every id a non-negative integer. Returns the count or −1. */
 static int parse_ids(const char *s, int **out)
 {
@@ -122,11 +142,14 @@ static int parse_ids(const char *s, int **out)
 
 static int parse_args(int argc, char **argv, Args *a)
 {
-    *a = (Args){.n_tokens = 100, .temperature = 0, .top_p = 1, .seed = 0, .backend = "ref", .dtype = "f32"};
+    /* --alpha's default: the paper's balance-loss weights (§2.2.3, §3.1.2) */
+    *a = (Args){.n_tokens = 100, .temperature = 0, .top_p = 1, .seed = 0, .backend = "ref", .dtype = "f32",
+                .alpha = {0.003, 0.05, 0.02}};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         static const char *const with_value[] = {"-m", "--ids", "-p", "-o", "-n", "-t", "--top-p", "--seed",
-                                                 "--backend", "--dtype", "--devices", "--limit", "--plot"};
+                                                 "--backend", "--dtype", "--devices", "--limit", "--plot",
+                                                 "--alpha"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
         if (!known) return usage_error("unknown option '%s' for '%s'", f, argv[1]);
@@ -142,6 +165,7 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(f, "--plot")) a->plot = v;
         else if (!strcmp(f, "--devices")) { if (parse_long(f, v, 1, ROUTER_MAX_EXPERTS, &a->devices)) return 2; }
         else if (!strcmp(f, "--limit")) { if (parse_long(f, v, 1, ROUTER_MAX_EXPERTS, &a->limit)) return 2; }
+        else if (!strcmp(f, "--alpha")) { if (parse_alphas(v, a->alpha)) return 2; }
         else if (!strcmp(f, "-n")) { if (parse_long(f, v, 0, INT_MAX, &a->n_tokens)) return 2; }
         else if (!strcmp(f, "-t")) { if (parse_double(f, v, 0, 100, &a->temperature)) return 2; }
         else if (!strcmp(f, "--top-p")) { if (parse_double(f, v, 0, 1, &a->top_p)) return 2; }
@@ -728,9 +752,6 @@ static const char *topk_method_name(TopkMethod t)
     return t == TOPK_GREEDY ? "greedy" : t == TOPK_GROUP_LIMITED_GREEDY ? "group_limited_greedy" : "noaux_tc";
 }
 
-/* The paper's balance-loss weights (§2.2.3, §3.1.2), the defaults route-stats reports with. */
-static const double ALPHA1 = 0.003, ALPHA2 = 0.05, ALPHA3 = 0.02;
-
 /** What every layer's report shares. */
 typedef struct {
     const ModelConfig *cfg;
@@ -738,6 +759,7 @@ typedef struct {
     int D;          /* devices */
     int M;          /* the device limit of the "limited" routing */
     int M_model;    /* most devices the model's own routing can reach over D devices */
+    const double *alpha; /* [3] α₁, α₂, α₃ */
 } RouteSetup;
 
 /* Prints the values of v[0..n) after a label, space-separated. */
@@ -801,7 +823,7 @@ static void report_layer(const RouteSetup *r, int l, const float *scores, const 
     const char *name[3] = {"unlimited", "model", "limited"};
     const int *idx[3] = {unlimited, chosen, limited}, M[3] = {K < D ? K : D, r->M_model, r->M};
     for (int i = 0; i < 3; i++) {
-        const BalanceSpec b = {E, K, D, M[i], ALPHA1, ALPHA2, ALPHA3};
+        const BalanceSpec b = {E, K, D, M[i], r->alpha[0], r->alpha[1], r->alpha[2]};
         const RouteCost cost = route_cost(scores, idx[i], T, &b);
         const long long n = cost.pairs * c->hidden_size * 2;   /* bf16 hidden states */
         printf("  %-10s %3d %14.3f %4d %14lld %11.6g %11.6g %11.6g\n", name[i], M[i], (double)cost.pairs / T,
@@ -897,7 +919,7 @@ static int cmd_route_stats(const Args *a)
             shown = secs;
         }
     }
-    const RouteSetup setup = {c, T, D, M, M_model};
+    const RouteSetup setup = {c, T, D, M, M_model, a->alpha};
     printf("route-stats  %s: %d tokens, %d MoE layer%s of %d\n", a->model_dir, T, n_moe, n_moe == 1 ? "" : "s", L);
     printf("routing      %s: K = %d of E = %d routed experts", topk_method_name(c->topk_method), K, E);
     if (c->topk_method != TOPK_GREEDY && c->n_group > 1) printf(", best %d of %d groups", c->topk_group, c->n_group);
@@ -907,8 +929,9 @@ static int cmd_route_stats(const Args *a)
            "experts\n", c->hidden_size);
     printf("routings     unlimited: top-%d of all experts; model: as the model ran; limited: device-limited "
            "routing, M = %d\n", K, M);
-    printf("losses       alpha1 %g, alpha2 %g, alpha3 %g (paper §2.2.3); L_CommBal with each routing's M\n",
-           ALPHA1, ALPHA2, ALPHA3);
+    const bool paper = a->alpha[0] == 0.003 && a->alpha[1] == 0.05 && a->alpha[2] == 0.02;
+    printf("losses       alpha1 %g, alpha2 %g, alpha3 %g (%s); L_CommBal with each routing's M\n", a->alpha[0],
+           a->alpha[1], a->alpha[2], paper ? "paper §2.2.3" : "--alpha");
     long long bytes[3] = {0, 0, 0};
     for (int i = 0; i < n_moe; i++) {
         report_layer(&setup, layer[i], g.scores + (size_t)i * T * E, g.chosen + (size_t)i * T * K, counts, work,
@@ -942,7 +965,8 @@ static void usage(void)
          "  dsv2 tokenize   -m DIR -p TEXT\n"
          "  dsv2 detokenize -m DIR --ids 1,2,3\n"
          "  dsv2 info       -m DIR\n"
-         "  dsv2 route-stats -m DIR (-p TEXT | --ids 1,2,3) [--devices D] [--limit M] [--plot FILE.png]\n"
+         "  dsv2 route-stats -m DIR (-p TEXT | --ids 1,2,3) [--devices D] [--limit M] [--alpha A1,A2,A3]\n"
+         "                   [--plot FILE.png]\n"
          "generate, chat and logits also take --backend ref|fast (fast: kernels/ + fast/, on the\n"
          "simulated device unless built with make dsv2-gpu) and, for fast, --dtype f32|bf16.\n"
          "Defaults: -n 100, -t 0 (greedy), --top-p 1, --seed 0, --backend ref, --dtype f32.\n"
@@ -951,10 +975,10 @@ static void usage(void)
          "n_group when > 1, else 8, lowered to divide E), then for three routings (top-K with no device\n"
          "limit; the model's own, which reaches at most the M its config implies; device-limited to M\n"
          "devices, M = --limit or that implied M) the bytes dispatched, L_ExpBal, L_DevBal and L_CommBal\n"
-         "(alpha 0.003, 0.05, 0.02, the paper's). Bytes: a token sends its hidden state once to each\n"
-         "distinct device holding one of its experts, hidden_size x 2 bytes (bf16) per (token, device)\n"
-         "pair; no device is the token's home, so none is free. --plot FILE.png draws tokens per expert\n"
-         "and layer with gnuplot.");
+         "(weighted by --alpha, default 0.003,0.05,0.02, the paper's). Bytes: a token sends its hidden\n"
+         "state once to each distinct device holding one of its experts, hidden_size x 2 bytes (bf16) per\n"
+         "(token, device) pair; no device is the token's home, so none is free. --plot FILE.png draws\n"
+         "tokens per expert and layer with gnuplot.");
 }
 
 int main(int argc, char **argv)

@@ -276,7 +276,8 @@ static void expect_close(const char *what, int layer, double got, double want)
 }
 
 /* Compares a routing row with the recomputation: pairs → bytes, most devices, losses. */
-static void check_row(const Routing *r, int i, const char *block, const char *name, const int *idx, int D, int M)
+static void check_row(const Routing *r, int i, const char *block, const char *name, const int *idx, int D, int M,
+                      const double alpha[3])
 {
     const int T = r->T, E = r->E, K = r->K, per = E / D;
     long long pairs = 0;
@@ -291,7 +292,7 @@ static void check_row(const Routing *r, int i, const char *block, const char *na
         pairs += n;
         most = n > most ? n : most;
     }
-    const BalanceSpec b = {E, K, D, M, 0.003, 0.05, 0.02};
+    const BalanceSpec b = {E, K, D, M, alpha[0], alpha[1], alpha[2]};
     const BalanceLosses L = balance_losses(r->scores + (size_t)i * T * E, idx, T, &b, NULL);
     const Row row = read_row(block, name);
     assert_int_equal(row.M, M);
@@ -307,15 +308,21 @@ static void check_row(const Routing *r, int i, const char *block, const char *na
         fail_msg("layer %d: %lld bytes exceed M x hidden x 2 per token", r->layer[i], row.bytes);
 }
 
-/* Runs route-stats with D devices and limit M (0: the defaults) and checks every printed count,
- * byte figure and loss against the recomputed routing r. */
-static void check_report(const Routing *r, const char *text, int D, int M)
+/* The paper's balance-loss weights, route-stats' default. */
+static const double PAPER_ALPHA[3] = {0.003, 0.05, 0.02};
+
+/* Runs route-stats with D devices, limit M (0: the default) and, unless alpha is the paper's,
+ * --alpha, and checks every printed count, byte figure and loss against the recomputed routing r. */
+static void check_report(const Routing *r, const char *text, int D, int M, const double alpha[3])
 {
-    char d_arg[16], m_arg[16];
+    char d_arg[16], m_arg[16], a_arg[96];
     snprintf(d_arg, sizeof d_arg, "%d", D);
     snprintf(m_arg, sizeof m_arg, "%d", M);
+    snprintf(a_arg, sizeof a_arg, "%.17g,%.17g,%.17g", alpha[0], alpha[1], alpha[2]);
     const char *args[12] = {"route-stats", "-m", MODEL, "-p", text, "--devices", d_arg};
-    if (M) { args[7] = "--limit"; args[8] = m_arg; }
+    int n = 7;
+    if (M) { args[n++] = "--limit"; args[n++] = m_arg; }
+    if (memcmp(alpha, PAPER_ALPHA, sizeof PAPER_ALPHA)) { args[n++] = "--alpha"; args[n++] = a_arg; }
     Run run_ = run(args);
     if (run_.status != 0) fail_msg("route-stats exited %d: %s", run_.status, run_.err);
     assert_string_equal(run_.err, "");
@@ -355,9 +362,9 @@ static void check_report(const Routing *r, const char *text, int D, int M)
             top_k(unlimited + t * K, s + (size_t)t * E, E, K);
             device_limited_route(limited + t * K, s + (size_t)t * E, E, K, D, limit);
         }
-        check_row(r, i, block, "unlimited", unlimited, D, K < D ? K : D);
-        check_row(r, i, block, "model", chosen, D, model_device_bound(D));
-        check_row(r, i, block, "limited", limited, D, limit);
+        check_row(r, i, block, "unlimited", unlimited, D, K < D ? K : D, alpha);
+        check_row(r, i, block, "model", chosen, D, model_device_bound(D), alpha);
+        check_row(r, i, block, "limited", limited, D, limit, alpha);
         all[0] += read_row(block, "unlimited").bytes;
         all[1] += read_row(block, "model").bytes;
         all[2] += read_row(block, "limited").bytes;
@@ -384,7 +391,10 @@ static void report_equals_recomputation(void **state)
     Routing r = recompute(LONG_PROMPT);
     assert_int_equal(r.n_moe, 3);
     static const int cases[][2] = {{8, 0}, {8, 3}, {4, 1}, {4, 2}, {2, 2}, {16, 4}, {8, 8}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_report(&r, LONG_PROMPT, cases[i][0], cases[i][1]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_report(&r, LONG_PROMPT, cases[i][0], cases[i][1], PAPER_ALPHA);
+    static const double other[3] = {1, 0.5, 0.25};                /* --alpha: each loss with its own weight */
+    check_report(&r, LONG_PROMPT, 4, 2, other);
     const char *args[] = {"route-stats", "-m", MODEL, "-p", LONG_PROMPT, NULL};
     Run run_ = run(args);
     assert_int_equal(run_.status, 0);
@@ -410,7 +420,7 @@ static void chapter_example_is_current(void **state)
         fail_msg("dsv2 route-stats -m " MODEL " -p \"" PROMPT "\" differs from "
                  "tests/expected/route_stats_tiny_kjv.txt:\n%s", run_.out);
     Routing r = recompute(PROMPT);
-    check_report(&r, PROMPT, 8, 0);
+    check_report(&r, PROMPT, 8, 0, PAPER_ALPHA);
     routing_free(&r);
     free(want);
     run_free(&run_);
@@ -438,6 +448,14 @@ static void bad_flags_are_one_line(void **state)
     expect((const char *[]){RS, "--devices", "4", "--limit", "5", NULL}, 2, "dsv2: --limit 5: more than the 4 devices\n");
     expect((const char *[]){RS, "--limit", "1", NULL}, 2,
            "dsv2: --limit 1: 1 device holds 2 experts, fewer than the 4 a token chooses\n");
+    static const char *const bad_alpha[] = {"0.1,0.2", "0.1,0.2,0.3,0.4", "0.1,-0.2,0.3", "0.1,nan,0.3", "a,b,c",
+                                            "0.1,,0.3", "0.1,0.2,0.3,", "1e7,0,0"};
+    for (size_t i = 0; i < sizeof bad_alpha / sizeof bad_alpha[0]; i++) {
+        char want[160];
+        snprintf(want, sizeof want, "dsv2: --alpha: '%s' is not three numbers in [0, 1e6] separated by commas "
+                 "(alpha1,alpha2,alpha3)\n", bad_alpha[i]);
+        expect((const char *[]){RS, "--alpha", bad_alpha[i], NULL}, 2, want);
+    }
     expect((const char *[]){RS, "--devices", "16", "--limit", "3", NULL}, 2,
            "dsv2: --limit 3: 3 devices hold 3 experts, fewer than the 4 a token chooses\n");
     expect((const char *[]){RS, "--backend", "fast", NULL}, 2,
