@@ -57,8 +57,9 @@
  * V2-Lite's K = 6 is 384 rows over 64 experts, 6 each on average), so both
  * ways read each active expert's weights once, and a warp's 2 FLOP per
  * weight per row stay below the CUDA cores' FLOP-per-byte ratio (about 18 on
- * an H100). Why 256 for prompts: a 64-token chunk (384 rows) concentrates
- * rows on the experts it favours, and there cuBLAS's tensor-core GEMMs win.
+ * an H100). Prompt chunks are not captured, so above 256 rows they take the
+ * per-expert GEMMs, whose tensor cores pay off once an expert has tens of
+ * rows; 256 is that estimate, not a measurement (no GPU has run this code).
  */
 #define FAST_MOE_GROUPED_MAX_ROWS 256
 
