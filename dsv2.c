@@ -22,6 +22,7 @@
 #include "fast_ep.h"
 #include "mla.h"
 #include "model.h"
+#include "route_log.h"
 #include "router.h"
 #include "sample.h"
 #include "tokenizer.h"
@@ -583,24 +584,6 @@ static int cmd_info(const Args *a)
 
 /* ---- route-stats: where the router sends the tokens, and what that costs ---------------------- */
 
-/** Every MoE layer's routing of the whole prompt, gathered chunk by chunk through Model.on_moe. */
-typedef struct {
-    int E, K, T;        /* routed experts, experts per token, prompt tokens */
-    int *slot;          /* [num_hidden_layers] the layer's index among the MoE layers, −1 when dense */
-    int done;           /* tokens of the chunks before the one running */
-    float *scores;      /* [MoE layers, T, E] affinities s_{i,t} */
-    int *chosen;        /* [MoE layers, T, K] the experts the model chose */
-} RouteLog;
-
-/* Model.on_moe: copies one chunk's affinities and choices to their rows of the log. */
-static void log_routing(void *ctx, int l, int T, const FfnScratch *s)
-{
-    RouteLog *g = ctx;
-    const size_t row = (size_t)g->slot[l] * g->T + (size_t)g->done;
-    memcpy(g->scores + row * g->E, s->scores, sizeof(float) * (size_t)T * g->E);
-    memcpy(g->chosen + row * g->K, s->expert, sizeof(int) * (size_t)T * g->K);
-}
-
 /** What one routing of T tokens costs over b->D devices of E/D contiguous experts each. */
 typedef struct {
     long long pairs;     /* (token, device) pairs: devices each token's experts lie on, summed */
@@ -879,43 +862,38 @@ static int cmd_route_stats(const Args *a)
     int *ids = NULL, T = -1, rc = 1;
     if (!a->prompt || (tok = load_tokenizer(a->model_dir))) T = prompt_ids(a, tok, &ids);
     tokenizer_free(tok);
-    RouteLog g = {E, K, T > 0 ? T : 0, malloc(sizeof(int) * L), 0, NULL, NULL};
+    RouteLog g = {0};
     long long *counts = NULL;
-    int *work = NULL, *layer = NULL, *plot_counts = NULL;
+    int *work = NULL, *plot_counts = NULL;
     if (T < 0) goto out;
     if (T > m.max_context) {
         fprintf(stderr, "dsv2: the prompt is %d tokens, more than the context of %d positions\n", T, m.max_context);
         goto out;
     }
-    g.scores = malloc(sizeof(float) * n_moe * (size_t)T * E);
-    g.chosen = malloc(sizeof(int) * n_moe * (size_t)T * K);
     counts = malloc(sizeof *counts * E);
     work = malloc(sizeof(int) * 2 * (size_t)T * K);
-    layer = malloc(sizeof(int) * n_moe);
     plot_counts = malloc(sizeof(int) * n_moe * (size_t)E);
-    if (!g.slot || !g.scores || !g.chosen || !counts || !work || !layer || !plot_counts) {
+    if (!counts || !work || !plot_counts) {
         fprintf(stderr, "dsv2: out of memory for the routing of %d tokens\n", T);
         goto out;
     }
-    for (int l = 0, i = 0; l < L; l++) {
-        g.slot[l] = config_layer_is_moe(c, l) ? i : -1;
-        if (g.slot[l] >= 0) layer[i++] = l;
+    if (route_log_attach(&g, &m, T)) {
+        fprintf(stderr, "dsv2: %s\n", ds_last_error());
+        goto out;
     }
-    m.on_moe = log_routing;
-    m.on_moe_ctx = &g;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double shown = 0;
-    for (int n; g.done < T; g.done += n) {                /* chunk by chunk, for the progress line */
-        n = m.chunk < T - g.done ? m.chunk : T - g.done;
-        if (model_forward(&m, ids + g.done, n, NULL, false)) {
+    for (int done = 0, n; done < T; done += n) {          /* chunk by chunk, for the progress line */
+        n = m.chunk < T - done ? m.chunk : T - done;
+        if (model_forward(&m, ids + done, n, NULL, false)) {
             fprintf(stderr, "dsv2: %s\n", ds_last_error());
             goto out;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
         const double secs = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
         if (secs - shown >= 2) {                           /* progress only when it is slow */
-            fprintf(stderr, "dsv2 route-stats: %d of %d tokens through the model (%.0f s)\n", g.done + n, T, secs);
+            fprintf(stderr, "dsv2 route-stats: %d of %d tokens through the model (%.0f s)\n", done + n, T, secs);
             shown = secs;
         }
     }
@@ -934,7 +912,7 @@ static int cmd_route_stats(const Args *a)
            a->alpha[1], a->alpha[2], paper ? "paper §2.2.3" : "--alpha");
     long long bytes[3] = {0, 0, 0};
     for (int i = 0; i < n_moe; i++) {
-        report_layer(&setup, layer[i], g.scores + (size_t)i * T * E, g.chosen + (size_t)i * T * K, counts, work,
+        report_layer(&setup, g.layer[i], g.scores + (size_t)i * T * E, g.chosen + (size_t)i * T * K, counts, work,
                      bytes);
         for (int e = 0; e < E; e++) plot_counts[(size_t)i * E + e] = (int)counts[e];
     }
@@ -942,14 +920,11 @@ static int cmd_route_stats(const Args *a)
     fflush(stdout);
     char title[4200];
     snprintf(title, sizeof title, "%s: tokens per routed expert, %d tokens", a->model_dir, T);
-    rc = a->plot && write_plot(a->plot, title, plot_counts, layer, n_moe, E) ? 1 : 0;
+    rc = a->plot && write_plot(a->plot, title, plot_counts, g.layer, n_moe, E) ? 1 : 0;
 out:
-    free(g.slot);
-    free(g.scores);
-    free(g.chosen);
+    route_log_free(&g, &m);
     free(counts);
     free(work);
-    free(layer);
     free(plot_counts);
     free(ids);
     model_close(&m);

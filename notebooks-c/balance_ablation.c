@@ -34,9 +34,9 @@
  * With NOTEBOOK_DATA set, it also writes each layer's expert shares, sorted from the
  * busiest expert down, one column per model, for notebooks-c/plots/balance_ablation.gp.
  *
- * The routings are collected as in expert_load.c: model_forward() runs the passage and its
- * Model.on_moe observer copies each MoE layer's affinities and choices out of the model's
- * FfnScratch as the layer routes them. The program fails if a layer misses tokens, if a token
+ * The routings are collected as in expert_load.c: model_forward() runs the passage with a
+ * RouteLog attached (ref/route_log.h), which copies each MoE layer's affinities and choices
+ * as the layer routes them. The program fails if a layer misses tokens, if a token
  * reaches more than M devices, or if a loss is negative or not finite. tests/test_book.c
  * recomputes every derived column from the printed counts and affinities, and re-routes the
  * last MoE layer itself.
@@ -44,6 +44,7 @@
 #include "balance.h"
 #include "error.h"
 #include "model.h"
+#include "route_log.h"
 #include "tokenizer.h"
 
 #include <math.h>
@@ -101,25 +102,6 @@ typedef struct {
     BalanceLosses loss; /* with the paper's α */
 } LayerLoad;
 
-/* One model's MoE layers, each a [T, E] affinity and [T, K] choice log, filled chunk by chunk. */
-typedef struct {
-    float *scores;            /* [MOE_LAYERS, T, E] */
-    int *chosen;              /* [MOE_LAYERS, T, K] */
-    int rows[MOE_LAYERS + 1]; /* tokens logged so far, per decoder layer (layer 0 is dense) */
-    int T;
-} RoutingLog;
-
-/* Model.on_moe: the chunk's T rows of decoder layer l (MoE layer l − 1), after the rows already logged. */
-static void log_routing(void *ctx, int l, int T, const FfnScratch *s)
-{
-    RoutingLog *g = ctx;
-    const int t0 = g->rows[l];
-    if (l < 1 || l > MOE_LAYERS || t0 + T > g->T) return;
-    memcpy(g->scores + ((size_t)(l - 1) * g->T + t0) * E, s->scores, sizeof *g->scores * (size_t)T * E);
-    memcpy(g->chosen + ((size_t)(l - 1) * g->T + t0) * K, s->expert, sizeof *g->chosen * (size_t)T * K);
-    g->rows[l] = t0 + T;
-}
-
 /* Counts, mean affinities, device reach and losses of one layer's routing; false if a token
  * reaches more than M devices. */
 static bool measure(LayerLoad *out, const float *scores, const int *chosen, int T)
@@ -164,24 +146,20 @@ static int route_variant(LayerLoad load[MOE_LAYERS], const char *name, const int
         model_close(&m);
         return -1;
     }
-    RoutingLog g = {.T = T};
-    g.scores = malloc(sizeof *g.scores * (size_t)MOE_LAYERS * T * E);
-    g.chosen = malloc(sizeof *g.chosen * (size_t)MOE_LAYERS * T * K);
+    RouteLog g = {0};
     float *logits = malloc(sizeof *logits * (size_t)c->vocab_size);
     int status = -1;
-    if (!g.scores || !g.chosen || !logits) { perror("malloc"); goto done; }
-    m.on_moe = log_routing;
-    m.on_moe_ctx = &g;
-    if (model_forward(&m, tokens, T, logits, false) != 0) { fprintf(stderr, "%s\n", ds_last_error()); goto done; }
-    bool ok = true;
-    for (int j = 0; j < MOE_LAYERS; j++) {
-        ok &= g.rows[j + 1] == T;
-        ok &= measure(&load[j], g.scores + (size_t)j * T * E, g.chosen + (size_t)j * T * K, T);
+    if (!logits) { perror("malloc"); goto done; }
+    if (route_log_attach(&g, &m, T) || model_forward(&m, tokens, T, logits, false) != 0) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        goto done;
     }
+    bool ok = route_log_complete(&g);
+    for (int j = 0; j < MOE_LAYERS; j++)
+        ok &= measure(&load[j], g.scores + (size_t)j * T * E, g.chosen + (size_t)j * T * K, T);
     status = ok ? 0 : 1;
 done:
-    free(g.scores);
-    free(g.chosen);
+    route_log_free(&g, &m);
     free(logits);
     model_close(&m);
     return status;

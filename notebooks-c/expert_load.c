@@ -22,11 +22,10 @@
  *     experts are also the ones the router scores highest on average, which is what the
  *     losses push against.
  *
- * How the routings are obtained. model_forward() runs the prompt as usual; the model calls
- * its Model.on_moe observer (ref/model.h) right after each MoE layer has routed a chunk,
- * while the FfnScratch still holds that layer's affinities s_{i,t} and chosen experts, and
- * the observer below copies them to the chunk's rows of the layer's log. Nothing of the
- * model is re-implemented here, so what is measured is the model's own routing.
+ * How the routings are obtained. model_forward() runs the prompt as usual with a RouteLog
+ * attached (ref/route_log.h): the model's Model.on_moe observer copies each MoE layer's
+ * affinities s_{i,t} and chosen experts as the layer routes them. Nothing of the model is
+ * re-implemented here, so what is measured is the model's own routing.
  *
  * Checked here (the program exits non-zero otherwise; tests/test_book.c runs it): every MoE
  * layer reported every token, the loads of each layer sum to 1, no token's experts span
@@ -38,6 +37,7 @@
 #include "balance.h"
 #include "error.h"
 #include "model.h"
+#include "route_log.h"
 #include "tokenizer.h"
 
 #include <math.h>
@@ -62,26 +62,6 @@ enum { MAX_T = 512 };
 /* The paper's balance-loss weights (§2.2.3 and §3.1.2: α₁ = 0.003, α₂ = 0.05, α₃ = 0.02). */
 static const double ALPHA1 = 0.003, ALPHA2 = 0.05, ALPHA3 = 0.02;
 
-/* Every MoE layer's affinities s_{i,t} [T, E] and chosen experts [T, K], filled chunk by chunk. */
-typedef struct {
-    float *scores;      /* [layers, T, E] */
-    int *chosen;        /* [layers, T, K] */
-    long rows[64];      /* tokens reported so far, per layer */
-    long T;
-    int E, K;
-} RoutingLog;
-
-/* Model.on_moe: the chunk's T rows of layer l, after the rows already logged. */
-static void log_routing(void *ctx, int l, int T, const FfnScratch *s)
-{
-    RoutingLog *g = ctx;
-    const long t0 = g->rows[l];
-    if (t0 + T > g->T) return;
-    memcpy(g->scores + ((size_t)l * g->T + t0) * g->E, s->scores, sizeof *g->scores * (size_t)T * g->E);
-    memcpy(g->chosen + ((size_t)l * g->T + t0) * g->K, s->expert, sizeof *g->chosen * (size_t)T * g->K);
-    g->rows[l] = t0 + T;
-}
-
 int main(int argc, char **argv)
 {
     const char *text = argc > 1 ? argv[1] : PASSAGE;
@@ -97,25 +77,19 @@ int main(int argc, char **argv)
     if (model_open(&m, MODEL_DIR, &opt) != 0) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
     const ModelConfig *c = m.cfg;
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group;
-    const int M = c->topk_group, V = c->vocab_size, NL = c->num_hidden_layers;
+    const int M = c->topk_group, V = c->vocab_size;
     int tokens[MAX_T];
     for (long t = 0; t < T; t++) tokens[t] = ids[t];
-    if (NL > 64) { fprintf(stderr, "%s: %d layers, the notebook logs at most 64\n", MODEL_DIR, NL); return 1; }
 
     /* The prompt through model_forward(), each MoE layer's routing logged by the observer. */
-    RoutingLog g = {.T = T, .E = E, .K = K};
-    g.scores = malloc(sizeof *g.scores * (size_t)NL * T * E);
-    g.chosen = malloc(sizeof *g.chosen * (size_t)NL * T * K);
+    RouteLog g;
     float *logits = malloc(sizeof *logits * (size_t)V);
-    if (!g.scores || !g.chosen || !logits) { perror("malloc"); return 1; }
-    m.on_moe = log_routing;
-    m.on_moe_ctx = &g;
+    if (!logits) { perror("malloc"); return 1; }
+    if (route_log_attach(&g, &m, (int)T)) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
     if (model_forward(&m, tokens, (int)T, logits, false) != 0) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
     const float *scores = g.scores;
     const int *chosen = g.chosen;
-    bool failed = false;
-    for (int l = 0; l < NL; l++)
-        if (m.layers[l].is_moe && g.rows[l] != T) failed = true;
+    bool failed = !route_log_complete(&g);
 
     printf("Expert load of %s on %ld tokens (BOS + five verses of Genesis 1 unless a text is given)\n"
            "E = %d routed experts in %d groups of %d, K = %d per token, at most M = %d groups\n"
@@ -130,9 +104,8 @@ int main(int argc, char **argv)
         printf(" %7s", name);
     }
     printf(" %6s %6s %4s\n", "min", "max", "sum");
-    for (int l = 0; l < NL; l++) {
-        if (!m.layers[l].is_moe) continue;
-        const int *idx = chosen + (size_t)l * T * K;
+    for (int i = 0; i < g.n_moe; i++) {
+        const int l = g.layer[i], *idx = chosen + (size_t)i * T * K;
         long count[1024] = {0};
         for (long i = 0; i < T * K; i++) count[idx[i]]++;
         for (long t = 0; t < T; t++) {             /* the group limit: at most M groups a token */
@@ -158,11 +131,11 @@ int main(int argc, char **argv)
     printf("\nbalance losses on these routings (devices = the %d groups, M = %d)\n", G, M);
     printf("%5s %12s %12s %12s   %9s %9s %9s\n", "layer", "L_ExpBal", "L_DevBal", "L_CommBal",
            "/alpha1", "/alpha2", "/alpha3");
-    for (int l = 0; l < NL; l++) {
-        if (!m.layers[l].is_moe) continue;
+    for (int i = 0; i < g.n_moe; i++) {
+        const int l = g.layer[i];
         const BalanceSpec spec = {.E = E, .K = K, .D = G, .M = M,
                                   .alpha1 = ALPHA1, .alpha2 = ALPHA2, .alpha3 = ALPHA3};
-        const BalanceLosses b = balance_losses(scores + (size_t)l * T * E, chosen + (size_t)l * T * K,
+        const BalanceLosses b = balance_losses(scores + (size_t)i * T * E, chosen + (size_t)i * T * K,
                                                (int)T, &spec, NULL);
         printf("%5d %12.6f %12.6f %12.6f   %9.4f %9.4f %9.4f\n", l, b.expert, b.device, b.comm,
                b.expert / ALPHA1, b.device / ALPHA2, b.comm / ALPHA3);
@@ -174,8 +147,7 @@ int main(int argc, char **argv)
                             "than M groups, or a loss is negative or not finite"
                           : "checks passed: every token logged, loads sum to 1 per layer, at most M groups "
                             "per token, losses finite and >= 0");
-    free(g.scores);
-    free(g.chosen);
+    route_log_free(&g, &m);
     free(logits);
     model_close(&m);
     return failed;
