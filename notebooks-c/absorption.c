@@ -4,7 +4,7 @@
  * Run:  make notebook-absorption            (contexts up to 4096)
  *       build/notebooks/absorption 1024     (contexts up to 1024)
  *
- * Chapter 3 shows that MLA's attention can be computed two ways. The expanded form
+ * Chapter 2 shows that MLA's attention can be computed two ways. The expanded form
  * decompresses, for every cached token and every head, a key k^C = W^UK ĉ and a value
  * v^C = W^UV ĉ, then attends as ordinary multi-head attention. The absorbed form moves
  * W^UK onto the query (q^L = W^UKᵀ q^N) and W^UV after the weighted sum (o = W^UV o^L),

@@ -19,7 +19,7 @@
  * cache to about 6 bits per element (paper §3.2.3).
  *
  * Every number printed is computed below; tests/test_book.c compares the output with
- * notebooks-c/expected/kv_cache_budget.txt, which chapter 3 includes.
+ * notebooks-c/expected/kv_cache_budget.txt, which chapter 2 includes.
  */
 #include "config.h"
 #include "mla.h"

@@ -163,7 +163,7 @@ static const char *run_notebook(const char *name, const char *args)
     return out;
 }
 
-/* The KV-cache table that chapter 3 includes is what the notebook prints, and it carries the
+/* The KV-cache table that chapter 2 includes is what the notebook prints, and it carries the
  * figures SPEC §5.3 derives by hand: 576 per layer, 69,120 bytes/token for V2 in bf16,
  * 31,104 for V2-Lite, 82.2% without and 93.3% with the ~6-bit cache against DeepSeek 67B. */
 static void kv_cache_budget_prints_the_included_table(void **state)

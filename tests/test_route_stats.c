@@ -14,7 +14,7 @@
  * token, printed to 3 decimals, within 5e-4. Bad flags must
  * give their exact one-line error and exit status 2; --plot writes a PNG when gnuplot is on
  * PATH (skipped otherwise) and, without gnuplot, fails with one line and leaves no file.
- * The report of the example in chapter 9 must equal tests/expected/route_stats_tiny_kjv.txt.
+ * The report of the example in chapter 15 must equal tests/expected/route_stats_tiny_kjv.txt.
  */
 #include "balance.h"
 #include "check.h"
@@ -408,7 +408,7 @@ static void report_equals_recomputation(void **state)
     routing_free(&r);
 }
 
-/* The example of chapter 9 is this exact report. */
+/* The example of chapter 15 is this exact report. */
 static void chapter_example_is_current(void **state)
 {
     (void)state;

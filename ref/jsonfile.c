@@ -1,0 +1,67 @@
+/**
+ * \file jsonfile.c
+ * \brief json_read_file(): a regular-file check before parsing.
+ */
+#include "jsonfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+
+/* A JSON file larger than this is refused before it is read (a real tokenizer.json is ~8 MB). */
+#define JSON_MAX_BYTES ((size_t)256 << 20)
+
+json_t *json_read_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        ds_error("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        ds_error("%s: not a regular file", path);
+        return NULL;
+    }
+    if ((size_t)sb.st_size > JSON_MAX_BYTES) {
+        close(fd);
+        ds_error("%s: %lld bytes exceeds the %zu-byte limit for a JSON file", path,
+                 (long long)sb.st_size, JSON_MAX_BYTES);
+        return NULL;
+    }
+    size_t n = (size_t)sb.st_size, got = 0;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        ds_error("%s: out of memory for %zu bytes", path, n);
+        return NULL;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != n) {
+        free(buf);
+        ds_error("%s: read %zu of %zu bytes", path, got, n);
+        return NULL;
+    }
+    json_error_t err;
+    json_t *root = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &err);
+    free(buf);
+    if (!root) {
+        if (err.line > 0)
+            ds_error("%s: line %d, column %d: %s", path, err.line, err.column, err.text);
+        else
+            ds_error("%s: %s", path, err.text);
+    }
+    return root;
+}
