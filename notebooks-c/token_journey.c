@@ -73,11 +73,19 @@ int main(int argc, char **argv)
     if (!tok) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
     int32_t ids[MAX_T];
     const long T = tokenizer_encode(tok, prompt, strlen(prompt), TOKENIZER_ADD_SPECIAL, ids, MAX_T);
-    if (T < 1 || T > MAX_T) { fprintf(stderr, "the prompt must be 1..%d tokens (got %ld)\n", MAX_T, T); return 2; }
+    if (T < 1 || T > MAX_T) {
+        fprintf(stderr, "the prompt must be 1..%d tokens (got %ld)\n", MAX_T, T);
+        tokenizer_free(tok);
+        return 2;
+    }
 
     Model m;
     const ModelOptions opt = {.max_context = MAX_T, .chunk = MAX_T};
-    if (model_open(&m, MODEL_DIR, &opt) != 0) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
+    if (model_open(&m, MODEL_DIR, &opt) != 0) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        tokenizer_free(tok);
+        return 1;
+    }
     const ModelConfig *c = m.cfg;
     const int D = c->hidden_size, V = c->vocab_size, nh = c->num_attention_heads;
     const int dq = config_qk_head_dim(c), dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
@@ -114,7 +122,9 @@ int main(int argc, char **argv)
         show("RMSNorm(h)", n, D, m.a + (size_t)(n - 1) * D, last);
         printf("  rms before %.4f, after %.4f\n", rms(m.h, nd), rms(m.a, nd));
 
-        mla_forward(m.b, m.a, &L->attn, &m.cache[l], c, &m.rope, 0, n, MLA_EXPANDED, &m.mla);
+        /* the form model_forward() picks: expanded for a chunk of several tokens (chapter 2) */
+        mla_forward(m.b, m.a, &L->attn, &m.cache[l], c, &m.rope, 0, n, n > 1 ? MLA_EXPANDED : MLA_ABSORBED,
+                    &m.mla);
         show("q = [q^C ; q^R] per head", n, nh * dq, m.mla.q + (size_t)(n - 1) * nh * dq, last);
         show("[c^KV ; k^R] = kv_a_proj", n, dc + dr, m.mla.kv + (size_t)(n - 1) * (dc + dr), last);
         show("c^KV normalised (cached)", n, dc, m.cache[l].c_kv + (size_t)(n - 1) * dc, last);
