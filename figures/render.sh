@@ -62,12 +62,14 @@ keep_spaces() {
 }
 
 for src in figures/*.dot; do
+    [ -f "$src" ] || continue
     name=$(basename "$src" .dot)
     dot -Tsvg "$src" > "$tmp/$name.raw" || { echo "render.sh: dot failed on $src" >&2; exit 1; }
     unstamp < "$tmp/$name.raw" | keep_spaces > "$out/$name.svg"
 done
 
 for gp in notebooks-c/plots/*.gp; do
+    [ -f "$gp" ] || continue
     nb=$(basename "$gp" .gp)
     name=$(echo "$nb" | tr _ -)
     [ -x "$notebooks/$nb" ] || { echo "render.sh: $notebooks/$nb is missing (make notebooks)" >&2; exit 1; }
@@ -81,6 +83,7 @@ done
 [ $check -eq 1 ] || exit 0
 status=0
 for svg in "$out"/*.svg; do
+    [ -f "$svg" ] || continue
     name=$(basename "$svg")
     if [ ! -f "figures/$name" ]; then
         echo "figures/$name is not committed (run make figures)"; status=1
@@ -89,6 +92,7 @@ for svg in "$out"/*.svg; do
     fi
 done
 for svg in figures/*.svg; do
+    [ -f "$svg" ] || continue
     [ -f "$out/$(basename "$svg")" ] || { echo "$svg has no source (figures/*.dot, notebooks-c/plots/*.gp)"; status=1; }
 done
 [ $status -eq 1 ] || echo "figures: every committed SVG matches its source"
