@@ -1,7 +1,12 @@
 # notebooks-c/plots/absorption.gp: FLOPs and bytes per decoded token against context length,
 # expanded vs absorbed MLA (DeepSeek-V2-Lite shapes), from build/notebooks/absorption.dat.
-# Run by `make notebooks`:  gnuplot -e "data='IN.dat'; out='OUT.png'" absorption.gp
-set terminal png size 1100,450
+# Run by `make notebooks` (PNG) and figures/render.sh (SVG, by the name's ending):
+#   gnuplot -e "data='IN.dat'; out='OUT.png'" absorption.gp
+if (strstrt(out, ".svg") > 0) {
+    set terminal svg size 1100,450 font "DejaVu Sans,13" background "white"
+} else {
+    set terminal png size 1100,450
+}
 set output out
 set multiplot layout 1,2 title "One decoded token through one MLA layer (V2-Lite shapes), the part the two forms differ in"
 set logscale xy

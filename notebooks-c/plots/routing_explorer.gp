@@ -1,8 +1,13 @@
 # notebooks-c/plots/routing_explorer.gp: routing agreement with greedy top-K and bytes
 # dispatched per token against the device limit M, from build/notebooks/routing_explorer.dat
 # (block 0: random logits at DeepSeek-V2's shapes; block 1: the bundled model's last MoE layer).
-# Run by `make notebooks`:  gnuplot -e "data='IN.dat'; out='OUT.png'" routing_explorer.gp
-set terminal png size 1100,450
+# Run by `make notebooks` (PNG) and figures/render.sh (SVG, by the name's ending):
+#   gnuplot -e "data='IN.dat'; out='OUT.png'" routing_explorer.gp
+if (strstrt(out, ".svg") > 0) {
+    set terminal svg size 1100,450 font "DejaVu Sans,13" background "white"
+} else {
+    set terminal png size 1100,450
+}
 set output out
 set multiplot layout 1,2 title "Device-limited routing: what the limit M changes"
 set xlabel "device limit M (groups a token may reach)"
