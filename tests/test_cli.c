@@ -7,93 +7,28 @@
  * Runs the built program: $DSV2_BIN when set, else build/dsv2 (`make test` builds it first).
  */
 #include "check.h"
+#include "cli_run.h"
 #include "error.h"
 #include "model.h"
 #include "sample.h"
 #include "st_writer.h"
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 /* Path of a scratch file (each call returns a new malloc'd string). */
 static char *scratch(const char *name) { return stw_path(stw_scratch_dir, name); }
 
-/* The whole content of path as a NUL-terminated string (malloc'd), "" when absent. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        n = (size_t)ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = malloc(n + 1);
-        assert_non_null(buf);
-        assert_int_equal(fread(buf, 1, n, f), n);
-        fclose(f);
-    } else {
-        buf = malloc(1);
-        assert_non_null(buf);
-    }
-    buf[n] = '\0';
-    if (len) *len = n;
-    return buf;
-}
-
-typedef struct {
-    int status;  /**< exit status */
-    char *out;   /**< stdout */
-    char *err;   /**< stderr */
-} Run;
-
-/* Runs dsv2 with args (NULL-terminated, without argv[0]), capturing both streams. */
-static Run run(const char *const *args)
-{
-    const char *bin = getenv("DSV2_BIN") ? getenv("DSV2_BIN") : "build/dsv2";
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)bin;
-    for (; args[n - 1]; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    char *out = scratch("stdout.txt"), *err = scratch("stderr.txt");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    if (posix_spawn(&pid, bin, &fa, NULL, argv, environ) != 0) fail_msg("cannot run %s", bin);
-    posix_spawn_file_actions_destroy(&fa);
-    int ws;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    if (!WIFEXITED(ws)) fail_msg("%s did not exit normally", bin);
-    Run r = {WEXITSTATUS(ws), slurp(out, NULL), slurp(err, NULL)};
-    free(out);
-    free(err);
-    return r;
-}
-
-static void run_free(Run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
 /* Runs args and expects the exit status and the exact stderr text. */
 static void expect(const char *const *args, int status, const char *err)
 {
-    Run r = run(args);
+    CliRun r = cli_run(args);
     assert_string_equal(r.err, err);
     assert_int_equal(r.status, status);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 #define HINT "(run 'dsv2 help' for usage)\n"
@@ -227,8 +162,8 @@ static void failed_logits_leave_no_file(void **state)
 static void generate_greedy_continuation(void **state)
 {
     (void)state;
-    Run r = run((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "5,17,300", "-n",
-                                 "6", NULL});
+    CliRun r = cli_run((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "5,17,300", "-n",
+                                         "6", NULL});
     assert_int_equal(r.status, 0);
     /* the same continuation, made here with model_forward and argmax */
     Model m;
@@ -250,13 +185,13 @@ static void generate_greedy_continuation(void **state)
     assert_string_equal(r.out, want);
     free(logits);
     model_close(&m);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 static void info_prints_mla_cache(void **state)
 {
     (void)state;
-    Run r = run((const char *[]){"info", "-m", "tests/golden/v2", NULL});
+    CliRun r = cli_run((const char *[]){"info", "-m", "tests/golden/v2", NULL});
     assert_int_equal(r.status, 0);
     assert_string_equal(r.err, "");
     /* golden v2: d_c 32 + d_r 8 = 40 elements × 3 layers = 120 elements, 240 bytes in bf16 */
@@ -264,7 +199,7 @@ static void info_prints_mla_cache(void **state)
     if (!strstr(r.out, line)) fail_msg("no line \"%s\" in:\n%s", line, r.out);
     assert_non_null(strstr(r.out, "layers       3: 1 dense, 2 MoE (8 routed experts, 3 per token, 2 shared)\n"));
     assert_non_null(strstr(r.out, "model        tests/golden/v2 (89 tensors in 2 files)\n"));
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* `--backend fast` (float32 mode, on the simulated device here) generates the same greedy
@@ -275,14 +210,15 @@ static void fast_backend_generates_ref_text(void **state)
     static const char *const fixtures[] = {"tests/golden/lite", "tests/golden/v2", "tests/golden/norope",
                                            "tests/golden/longctx"};
     for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
-        Run ref = run((const char *[]){"generate", "-m", fixtures[i], "--ids", "3,14,15,92,65", "-n", "16", NULL});
-        Run fast = run((const char *[]){"generate", "-m", fixtures[i], "--ids", "3,14,15,92,65", "-n", "16",
-                                        "--backend", "fast", NULL});
+        CliRun ref = cli_run((const char *[]){"generate", "-m", fixtures[i], "--ids", "3,14,15,92,65", "-n", "16",
+                                              NULL});
+        CliRun fast = cli_run((const char *[]){"generate", "-m", fixtures[i], "--ids", "3,14,15,92,65", "-n", "16",
+                                               "--backend", "fast", NULL});
         assert_int_equal(ref.status, 0);
         assert_int_equal(fast.status, 0);
         assert_string_equal(fast.out, ref.out);
-        run_free(&ref);
-        run_free(&fast);
+        cli_run_free(&ref);
+        cli_run_free(&fast);
     }
     expect((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1", "--backend", "gpu", NULL}, 2,
            "dsv2: --backend gpu: expected 'ref' or 'fast'\n" HINT);
@@ -323,17 +259,17 @@ static void info_matches_released_models(void **state)
     (void)state;
     char *lite = released_config("v2-lite", 2048, 27, 16, 0, 10944, 1408, 64, "greedy", 1, 1, 1.0);
     char *v2 = released_config("v2", 5120, 60, 128, 1536, 12288, 1536, 160, "group_limited_greedy", 8, 3, 16.0);
-    Run r = run((const char *[]){"info", "-m", lite, NULL});
+    CliRun r = cli_run((const char *[]){"info", "-m", lite, NULL});
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "parameters   15706484224 total"));
     assert_non_null(strstr(r.out, "(d_c + d_r) l =      15552 elements = 31104 bytes in bf16"));
-    run_free(&r);
-    r = run((const char *[]){"info", "-m", v2, NULL});
+    cli_run_free(&r);
+    r = cli_run((const char *[]){"info", "-m", v2, NULL});
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "parameters   235741434880 total"));
     assert_non_null(strstr(r.out, "(d_c + d_r) l =      34560 elements = 69120 bytes in bf16"));
     assert_non_null(strstr(r.out, "MHA          2 n_h d_h l  =    1966080 elements"));  /* 2·128·128·60 */
-    run_free(&r);
+    cli_run_free(&r);
     free(lite);
     free(v2);
 }
