@@ -368,32 +368,37 @@ static void expect(const char *const *args, int status, const char *err)
     cli_run_free(&r);
 }
 
+/* The one-line usage error of route-stats: "dsv2 route-stats: WHAT (see dsv2 route-stats --help)". */
+#define USAGE(what) "dsv2 route-stats: " what " (see dsv2 route-stats --help)\n"
+
 static void bad_flags_are_one_line(void **state)
 {
     (void)state;
 #define RS "route-stats", "-m", MODEL, "-p", PROMPT
-    expect((const char *[]){RS, "--devices", "3", NULL}, 2, "dsv2: --devices 3: does not divide the 16 routed experts\n");
-    expect((const char *[]){RS, "--devices", "0", NULL}, 2, "dsv2: --devices: '0' is not an integer in [1, 1024]\n");
-    expect((const char *[]){RS, "--devices", "8x", NULL}, 2, "dsv2: --devices: '8x' is not an integer in [1, 1024]\n");
-    expect((const char *[]){RS, "--limit", "0", NULL}, 2, "dsv2: --limit: '0' is not an integer in [1, 1024]\n");
-    expect((const char *[]){RS, "--limit", "9", NULL}, 2, "dsv2: --limit 9: more than the 8 devices\n");
-    expect((const char *[]){RS, "--devices", "4", "--limit", "5", NULL}, 2, "dsv2: --limit 5: more than the 4 devices\n");
+    expect((const char *[]){RS, "--devices", "3", NULL}, 2, USAGE("--devices 3: does not divide the 16 routed experts"));
+    expect((const char *[]){RS, "--devices", "0", NULL}, 2, USAGE("--devices: '0' is not an integer in [1, 1024]"));
+    expect((const char *[]){RS, "--devices", "8x", NULL}, 2, USAGE("--devices: '8x' is not an integer in [1, 1024]"));
+    expect((const char *[]){RS, "--limit", "0", NULL}, 2, USAGE("--limit: '0' is not an integer in [1, 1024]"));
+    expect((const char *[]){RS, "--limit", "9", NULL}, 2, USAGE("--limit 9: more than the 8 devices"));
+    expect((const char *[]){RS, "--devices", "4", "--limit", "5", NULL}, 2, USAGE("--limit 5: more than the 4 devices"));
     expect((const char *[]){RS, "--limit", "1", NULL}, 2,
-           "dsv2: --limit 1: 1 device holds 2 experts, fewer than the 4 a token chooses\n");
+           USAGE("--limit 1: 1 device holds 2 experts, fewer than the 4 a token chooses"));
+    expect((const char *[]){RS, "--devices", "16", "--limit", "1", NULL}, 2,
+           USAGE("--limit 1: 1 device holds 1 expert, fewer than the 4 a token chooses"));
     static const char *const bad_alpha[] = {"0.1,0.2", "0.1,0.2,0.3,0.4", "0.1,-0.2,0.3", "0.1,nan,0.3", "a,b,c",
                                             "0.1,,0.3", "0.1,0.2,0.3,", "1e7,0,0"};
     for (size_t i = 0; i < sizeof bad_alpha / sizeof bad_alpha[0]; i++) {
-        char want[160];
-        snprintf(want, sizeof want, "dsv2: --alpha: '%s' is not three numbers in [0, 1e6] separated by commas "
-                 "(alpha1,alpha2,alpha3)\n", bad_alpha[i]);
+        char want[200];
+        snprintf(want, sizeof want, USAGE("--alpha: '%s' is not three numbers in [0, 1e6] separated by commas"),
+                 bad_alpha[i]);
         expect((const char *[]){RS, "--alpha", bad_alpha[i], NULL}, 2, want);
     }
     expect((const char *[]){RS, "--devices", "16", "--limit", "3", NULL}, 2,
-           "dsv2: --limit 3: 3 devices hold 3 experts, fewer than the 4 a token chooses\n");
-    expect((const char *[]){RS, "--backend", "fast", NULL}, 2,
-           "dsv2: --backend fast: route-stats reads the routing of the reference model (--backend ref)\n");
-    expect((const char *[]){RS, "--devices", NULL}, 2,
-           "dsv2: option '--devices' needs a value\n(run 'dsv2 help' for usage)\n");
+           USAGE("--limit 3: 3 devices hold 3 experts, fewer than the 4 a token chooses"));
+    expect((const char *[]){RS, "--backend", "fast", NULL}, 2, USAGE("route-stats does not take --backend"));
+    expect((const char *[]){RS, "--devices", NULL}, 2, USAGE("--devices needs a value"));
+    expect((const char *[]){"route-stats", "-m", MODEL, "-p", PROMPT, "--ctx", "4", NULL}, 1,
+           "dsv2: the prompt of 12 tokens does not fit the context of 4 tokens (--ctx)\n");
 #undef RS
 }
 
