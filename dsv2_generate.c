@@ -42,12 +42,12 @@ static int engine_open(Engine *e, const Args *a)
     const bool tty = isatty(STDERR_FILENO);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (tty) fprintf(stderr, "dsv2: loading %s ...", a->model_dir);
 #ifdef DSV2_SIM_DEVICE
     if (e->is_fast)
-        fprintf(stderr, "%sdsv2: --backend fast runs on the simulated device in this build (make dsv2-gpu builds "
-                "it for a GPU), about 100x slower than --backend ref\n", tty ? "\n" : "");
+        fprintf(stderr, "dsv2: --backend fast runs on the simulated device in this build (make dsv2-gpu builds "
+                "it for a GPU), about 100x slower than --backend ref\n");
 #endif
+    if (tty) fprintf(stderr, "dsv2: loading %s ...", a->model_dir);
     int rc;
     if (e->is_fast) {
         /* f32 widens the weights on upload, so greedy text equals --backend ref's */
@@ -312,11 +312,17 @@ out:
 
 /* ---- chat ---------------------------------------------------------------------------------------------- */
 
-static volatile sig_atomic_t interrupted;  /* Ctrl-C: stops the reply, or quits at the prompt */
+static volatile sig_atomic_t interrupted;  /* Ctrl-C during a reply: stop it */
+static volatile sig_atomic_t at_prompt;    /* waiting for a line: Ctrl-C quits, at once */
 
 static void on_sigint(int sig)
 {
     (void)sig;
+    if (at_prompt) {                       /* async-signal-safe calls only */
+        const ssize_t w = write(STDERR_FILENO, "\n", 1);
+        (void)w;
+        _exit(0);
+    }
     interrupted = 1;
 }
 
@@ -377,7 +383,6 @@ static int chat_turn(Gen *g, const Args *a, const Tokenizer *tok, ChatMessage **
     }
     Output o = {.ts = &ts, .stop = a->stop, .n_stop = a->n_stop, .keep_shown = true};
     g->o = &o;
-    interrupted = 0;
     int rc = gen_run(g, ids, n, common, a->n_tokens) || output_finish(&o) ? -1 : 0;
     free(ids);
     token_stream_free(&ts);
@@ -417,7 +422,7 @@ int cmd_chat(Args *a)
     if (!logits || !cached || !reply) fprintf(stderr, "dsv2: out of memory\n");
     if (!logits || !cached || !reply || sampler_open(&s, a, m.cfg->vocab_size)) goto out;
     if (a->system && add_message(&msgs, &n_msgs, "system", a->system)) goto out;
-    struct sigaction sa = {.sa_handler = on_sigint};  /* no SA_RESTART: Ctrl-C also ends a read */
+    struct sigaction sa = {.sa_handler = on_sigint, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     Gen g = {.m = &m, .s = &s, .logits = logits, .repeat_penalty = (float)a->repeat_penalty,
@@ -425,11 +430,13 @@ int cmd_chat(Args *a)
     fprintf(stderr, "dsv2 chat: %d-token context; /reset starts over; an empty line, end of input or Ctrl-C "
             "quits\n", m.max_context);
     for (;;) {
+        at_prompt = 1;
         fprintf(stderr, "> ");
-        interrupted = 0;
         const ssize_t len = getline(&line, &line_cap, stdin);
+        at_prompt = 0;
+        interrupted = 0;
         if (len < 0) {
-            if (interrupted || feof(stdin)) fprintf(stderr, "\n");
+            if (feof(stdin)) fprintf(stderr, "\n");
             else { fprintf(stderr, "dsv2: reading standard input: %s\n", strerror(errno)); goto out; }
             break;
         }

@@ -101,10 +101,18 @@ CliRun cli_run_io(const char *const *args, const CliIo *io)
         }
         if (!seen) fail_msg("%s did not print \"%s\" within a minute", bin, wait);
         kill(pid, SIGINT);
+        for (int tries = 0; !io->then_input && tries < 10000; tries++) {   /* it must quit, stdin still open */
+            if (waitpid(pid, &ws, WNOHANG) == pid) goto exited;
+            usleep(1000);
+        }
+        if (!io->then_input) fail_msg("%s did not quit within 10 s of SIGINT", bin);
         feed(in[1], io->then_input);
     }
     close(in[1]);
+    in[1] = -1;
     assert_int_equal(waitpid(pid, &ws, 0), pid);
+exited:
+    if (in[1] >= 0) close(in[1]);
     if (!WIFEXITED(ws)) fail_msg("%s did not exit normally", bin);
     CliRun r = {WEXITSTATUS(ws), slurp(out, NULL), slurp(err, NULL)};
     unlink(out);

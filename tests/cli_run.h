@@ -25,7 +25,8 @@ typedef struct {
     const char *stdout_path; /**< its stdout goes here, e.g. /dev/full (NULL: a scratch file, read back) */
     const char *wait_for;    /**< when set: once its stdout contains this, it gets SIGINT... */
     const char *wait_for_err; /**< ...or once its stderr contains this... */
-    const char *then_input;  /**< ...then this on stdin before stdin is closed */
+    const char *then_input;  /**< ...then this on stdin before stdin is closed; NULL: it must quit on the
+                                  SIGINT within 10 s with stdin still open */
 } CliIo;
 
 /** The whole content of path, NUL-terminated (malloc'd), "" when absent; *len gets its length when len is not NULL. */
