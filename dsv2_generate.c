@@ -119,6 +119,7 @@ static int grow_append(char **buf, size_t *n, size_t *cap, const char *s, size_t
 
 static int show(Output *o, const char *s, size_t len)
 {
+    if (!len) return 0;
     fwrite(s, 1, len, stdout);
     return o->keep_shown ? grow_append(&o->shown, &o->n_shown, &o->cap_shown, s, len) : 0;
 }
@@ -126,6 +127,7 @@ static int show(Output *o, const char *s, size_t len)
 /* Prints what of the held text can no longer become a stop string. final: print all of it. */
 static int release(Output *o, bool final)
 {
+    if (!o->n_held) return 0;
     size_t cut = o->n_held, keep = 0;
     for (int i = 0; i < o->n_stop; i++) {
         const char *at = memmem(o->held, o->n_held, o->stop[i], strlen(o->stop[i]));
