@@ -144,7 +144,10 @@ static int write_plot(const char *png, const char *title, const int *counts, con
     for (int r = 0; r < n_moe; r++)                       /* one line per cell: expert, row, tokens */
         for (int e = 0; e < E; e++) fprintf(f, "%d %d %d\n", e, r, counts[(size_t)r * E + e]);
     int ok = fclose(f) == 0;
-    if (!ok || !(f = fopen(p.script, "w"))) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.data, strerror(errno)); goto out; }
+    if (!ok || !(f = fopen(p.script, "w"))) {        /* name the file that failed: the data, or the script */
+        fprintf(stderr, "dsv2: --plot: %s: %s\n", ok ? p.script : p.data, strerror(errno));
+        goto out;
+    }
     fprintf(f, "set terminal pngcairo size 1000,%d\nset output ", 200 + 24 * (n_moe < 40 ? n_moe : 40));
     gnuplot_string(f, out);
     fprintf(f, "\nset title ");
