@@ -296,7 +296,7 @@ int read_prompt(Args *a)
 {
     const bool from_stdin = a->prompt && !strcmp(a->prompt, "-");
     if (!a->prompt_file && !from_stdin) return 0;
-    const char *name = from_stdin ? "-p -: standard input" : a->prompt_file;
+    const char *flag = from_stdin ? "-p" : "-f", *name = from_stdin ? "-" : a->prompt_file;
     FILE *f = from_stdin ? stdin : fopen(a->prompt_file, "rb");
     struct stat sb;
     if (f && !from_stdin && (fstat(fileno(f), &sb) != 0 || S_ISDIR(sb.st_mode))) {
@@ -304,7 +304,7 @@ int read_prompt(Args *a)
         errno = EISDIR;
         f = NULL;
     }
-    if (!f) { fprintf(stderr, "dsv2: -f %s: %s\n", a->prompt_file, strerror(errno)); return 1; }
+    if (!f) { fprintf(stderr, "dsv2: -f %s: %s\n", name, strerror(errno)); return 1; }
     size_t len = 0, cap = 4096;
     char *buf = malloc(cap);
     for (size_t got; buf && (got = fread(buf + len, 1, cap - 1 - len, f)) > 0;) {
@@ -316,16 +316,16 @@ int read_prompt(Args *a)
     const int failed = ferror(f);
     if (!from_stdin) fclose(f);
     if (!buf || failed) {
-        fprintf(stderr, "dsv2: %s: %s\n", name, buf ? strerror(errno) : "out of memory");
+        fprintf(stderr, "dsv2: %s %s: %s\n", flag, name, buf ? strerror(errno) : "out of memory");
         free(buf);
         return 1;
     }
     buf[len] = '\0';
     if (len && buf[len - 1] == '\n') buf[--len] = '\0';
     if (len && buf[len - 1] == '\r') buf[--len] = '\0';
-    if (memchr(buf, '\0', len)) { fprintf(stderr, "dsv2: %s: the text holds a NUL byte\n", name); free(buf); return 1; }
-    a->prompt = a->prompt_buf = buf;
-    if (!len) return usage_error(a, "%s: the prompt is empty", from_stdin ? "-p -" : a->prompt_file);
+    a->prompt = a->prompt_buf = buf;                  /* freed by main() */
+    if (memchr(buf, '\0', len)) { fprintf(stderr, "dsv2: %s %s: the text holds a NUL byte\n", flag, name); return 1; }
+    if (!len) return usage_error(a, "%s %s: the prompt is empty", flag, name);
     return 0;
 }
 

@@ -425,6 +425,14 @@ static void prompt_from_file_and_stdin(void **state)
     char line[4200];
     snprintf(line, sizeof line, "dsv2: -f %s: No such file or directory\n", file);
     expect_quiet((const char *[]){"generate", "-m", "models/tiny-kjv", "-f", file, NULL}, 1, line);
+    assert_int_equal(stw_write_text(file, "\n"), 0);                /* empty once its newline goes */
+    snprintf(line, sizeof line, "-f %s: the prompt is empty", file);
+    expect_quiet((const char *[]){"generate", "-m", "models/tiny-kjv", "-f", file, NULL}, 2, usage_line("generate", line));
+    r = cli_run((const char *[]){"generate", "-m", "models/tiny-kjv", "-p", "-", NULL});  /* stdin empty */
+    assert_string_equal(r.err, usage_line("generate", "-p -: the prompt is empty"));
+    assert_int_equal(r.status, 2);
+    cli_run_free(&r);
+    unlink(file);
     free(file);
 }
 
