@@ -46,7 +46,7 @@ static void expect_quiet(const char *const *args, int status, const char *err)
 /* The one-line usage error of command cmd. */
 static const char *usage_line(const char *cmd, const char *what)
 {
-    static char line[1024];
+    static char line[8600];
     snprintf(line, sizeof line, "dsv2 %s: %s (see dsv2 %s --help)\n", cmd, what, cmd);
     return line;
 }
