@@ -249,6 +249,7 @@ static int sampler_open(Sampler *s, Args *a, int vocab)
     if (!(a->given & O_SEED) && a->temperature > 0) {
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
+        /* the clock's nanoseconds spread by Knuth's multiplicative hash, the seconds and the pid */
         a->seed = ((unsigned long long)now.tv_nsec * 2654435761u ^ (unsigned long long)now.tv_sec ^
                    (unsigned long long)getpid() << 20) % LONG_MAX;
         fprintf(stderr, "dsv2: --seed %llu (pass it to repeat this run)\n", a->seed);

@@ -269,6 +269,12 @@ int route_stats_run(const RouteStatsArgs *a)
     const ModelOptions opt = {.max_context = a->ctx};
     if (model_open(&m, a->model_dir, &opt)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); return 1; }
     const ModelConfig *c = m.cfg;
+    if (a->ctx > m.max_context) {
+        fprintf(stderr, "dsv2 route-stats: --ctx %d: more than the model's max_position_embeddings (%d) (see dsv2 "
+                "route-stats --help)\n", a->ctx, c->max_position_embeddings);
+        model_close(&m);
+        return 2;
+    }
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, L = c->num_hidden_layers;
     int n_moe = 0;
     for (int l = 0; l < L; l++) n_moe += config_layer_is_moe(c, l);

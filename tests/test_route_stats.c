@@ -397,6 +397,8 @@ static void bad_flags_are_one_line(void **state)
            USAGE("--limit 3: 3 devices hold 3 experts, fewer than the 4 a token chooses"));
     expect((const char *[]){RS, "--backend", "fast", NULL}, 2, USAGE("route-stats does not take --backend"));
     expect((const char *[]){RS, "--devices", NULL}, 2, USAGE("--devices needs a value"));
+    expect((const char *[]){RS, "--ctx", "1025", NULL}, 2,
+           USAGE("--ctx 1025: more than the model's max_position_embeddings (1024)"));
     expect((const char *[]){"route-stats", "-m", MODEL, "-p", PROMPT, "--ctx", "4", NULL}, 1,
            "dsv2: the prompt of 12 tokens does not fit the context of 4 tokens (--ctx)\n");
 #undef RS
