@@ -495,7 +495,10 @@ int cmd_logits(Args *a)
                 m.max_context);
         goto out;
     }
-    if (!(logits = malloc(sizeof(float) * count))) { fprintf(stderr, "dsv2: out of memory for %zu logits\n", count); goto out; }
+    if (!(logits = malloc(sizeof(float) * count))) {
+        fprintf(stderr, "dsv2: out of memory for %zu logits\n", count);
+        goto out;
+    }
     if (engine_forward(&m, ids, n, logits, true)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); goto out; }
     if (!(f = fopen(tmp, "wb"))) { fprintf(stderr, "dsv2: %s: %s\n", tmp, strerror(errno)); goto out; }
     /* float32, little-endian: the in-memory layout on every machine this builds for */

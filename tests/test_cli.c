@@ -101,7 +101,8 @@ static void options_a_command_does_not_take(void **state)
     expect_quiet((const char *[]){"generate", "-m", "models/tiny-kjv", "-p", "", NULL}, 2,
                  usage_line("generate", "-p: the prompt is empty"));
     expect_quiet((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "", NULL}, 2,
-                 usage_line("generate", "--ids: '' is not a comma-separated list of token ids (problem at character 1)"));
+                 usage_line("generate",
+                            "--ids: '' is not a comma-separated list of token ids (problem at character 1)"));
     expect_quiet((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1", "--dtype", "bf16", NULL}, 2,
                  usage_line("generate", "--dtype bf16 needs --backend fast (the reference computes in float32)"));
     expect_quiet((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1", "--stop", "x", NULL}, 2,
@@ -372,7 +373,8 @@ static void bad_prompts_print_nothing(void **state)
     expect_quiet((const char *[]){"generate", "-m", "tests/golden/lite", "--ids", "1,512", NULL}, 1,
                  "dsv2: token id 512 at position 1 is outside the vocabulary [0, 512)\n");
     expect_quiet((const char *[]){"generate", "-m", "models/tiny-kjv", "-p", "In the beginning God", "--ctx", "3",
-                                  NULL}, 1, "dsv2: the prompt of 5 tokens does not fit the context of 3 tokens (--ctx)\n");
+                                  NULL},
+                 1, "dsv2: the prompt of 5 tokens does not fit the context of 3 tokens (--ctx)\n");
 }
 
 /* Output that cannot be written (stdout on /dev/full) is a failure: status 1, one line. */
@@ -427,7 +429,8 @@ static void prompt_from_file_and_stdin(void **state)
     expect_quiet((const char *[]){"generate", "-m", "models/tiny-kjv", "-f", file, NULL}, 1, line);
     assert_int_equal(stw_write_text(file, "\n"), 0);                /* empty once its newline goes */
     snprintf(line, sizeof line, "-f %s: the prompt is empty", file);
-    expect_quiet((const char *[]){"generate", "-m", "models/tiny-kjv", "-f", file, NULL}, 2, usage_line("generate", line));
+    expect_quiet((const char *[]){"generate", "-m", "models/tiny-kjv", "-f", file, NULL}, 2,
+                 usage_line("generate", line));
     r = cli_run((const char *[]){"generate", "-m", "models/tiny-kjv", "-p", "-", NULL});  /* stdin empty */
     assert_string_equal(r.err, usage_line("generate", "-p -: the prompt is empty"));
     assert_int_equal(r.status, 2);
