@@ -1,8 +1,15 @@
 /**
  * \file test_cli.c
- * \brief The command line (dsv2.c): exit status and the exact stderr line for malformed
- * commands and inputs, `dsv2 logits` output (bytes equal to model_forward's logits, nothing
- * left behind on failure), `dsv2 generate` greedy output, and `dsv2 info`'s MLA cache line.
+ * \brief The command line (dsv2.c, dsv2_generate.c), run as a subprocess: usage errors are one
+ * stderr line with status 2 and nothing on stdout; --help goes to stdout with status 0 and every
+ * option it lists is in the README; `dsv2 logits` (from ids or text, to a file or /dev/stdout) equals
+ * model_forward's logits bit for bit, nothing left behind on failure; `dsv2 generate` equals a greedy
+ * loop run here on model_forward (also with --top-k 1 at T > 0 and with --repeat-penalty through
+ * sample_repeat_penalty), stops at the end of the context with status 0, a note and the summary,
+ * prints nothing for a prompt that cannot run, fails on an unwritable stdout, reads -f and -p -,
+ * honours --stop and repeats a run from the seed it printed; `dsv2 chat` on a pipe renders --system
+ * as chat_render does, keeps a 9000-byte line as one turn, goes on past a full context and /reset,
+ * and handles Ctrl-C during a reply and at the prompt; `dsv2 info` on the golden and released configs.
  *
  * Runs the built program: $DSV2_BIN when set, else build/dsv2 (`make test` builds it first).
  */
