@@ -43,7 +43,7 @@ static const struct { const char *name; unsigned bit; } OPTIONS[] = {
     "  --top-p P         then among the most probable whose probability adds up to P (default 1)\n"        \
     "  --repeat-penalty R  divide positive logits of the last 64 tokens by R, multiply negative ones\n"    \
     "                    (default 1: none)\n"                                                               \
-    "  --seed S          seed of the sampler (default: drawn at random and printed on stderr)\n"            \
+    "  --seed S          seed of the sampler (default: drawn at random when -t > 0, printed on stderr)\n"            \
     "  --stop STR        stop when the text contains STR (not printed); repeatable, up to 8\n"
 #define MODEL_HELP                                                                                           \
     "  -m DIR            the checkpoint directory (config.json, safetensors, tokenizer.json)\n"             \
@@ -88,7 +88,8 @@ static const Command COMMANDS[] = {
     {"logits", MODEL | PROMPT | O_O, cmd_logits,
      "usage: dsv2 logits -m DIR (-p TEXT | -f FILE | --ids 1,2,3) -o FILE [options]\n"
      "Writes the logits of every prompt position, float32 little-endian [T, vocab], to FILE (a regular\n"
-     "file appears only when complete).\n" MODEL_HELP PROMPT_HELP},
+     "file appears only when complete).\n" MODEL_HELP PROMPT_HELP
+     "  -o FILE           where the logits go (/dev/stdout, a pipe: written directly)\n"},
     {"tokenize", O_M | O_P | O_F, cmd_tokenize,
      "usage: dsv2 tokenize -m DIR (-p TEXT | -f FILE)\n"
      "Prints the ids of the text (BOS as the tokenizer files say) on one line, space-separated.\n"
