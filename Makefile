@@ -52,8 +52,9 @@ $(BUILD)/libsim.a: $(SIM_OBJ)
 	ar rcs $@ $^
 
 # The CLI carries both backends; without a GPU the fast one runs on the simulated device.
-$(BUILD)/dsv2.o: override CFLAGS += -Ikernels -Ifast
-$(BUILD)/dsv2: $(BUILD)/dsv2.o $(BUILD)/libfast_sim.a $(BUILD)/libref.a $(BUILD)/libsim.a
+DSV2_SRC := $(wildcard dsv2*.c)
+$(DSV2_SRC:%.c=$(BUILD)/%.o): override CFLAGS += -Ikernels -Ifast -DDSV2_SIM_DEVICE
+$(BUILD)/dsv2: $(DSV2_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libfast_sim.a $(BUILD)/libref.a $(BUILD)/libsim.a
 	$(CC) $(CFLAGS) -o $@ $^ -lopenblas -lpthread -lstdc++ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LIB_OBJ) $(BUILD)/libref.a $(BUILD)/libsim.a
@@ -107,8 +108,8 @@ clean:
 # The CLI for a real GPU: the same dsv2.c against the CUDA toolkit, cuBLAS and the nvcc-built kernels.
 .PHONY: dsv2-gpu
 dsv2-gpu: $(BUILD)/gpu/dsv2
-$(BUILD)/gpu/dsv2.o: override CFLAGS := $(GPU_CFLAGS)
-$(BUILD)/gpu/dsv2: $(BUILD)/gpu/dsv2.o $(BUILD)/libfast_gpu.a $(BUILD)/libref.a
+$(DSV2_SRC:%.c=$(BUILD)/gpu/%.o): override CFLAGS := $(GPU_CFLAGS)
+$(BUILD)/gpu/dsv2: $(DSV2_SRC:%.c=$(BUILD)/gpu/%.o) $(BUILD)/libfast_gpu.a $(BUILD)/libref.a
 	$(CC) -o $@ $^ $(GPU_LDLIBS) $(LDLIBS)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

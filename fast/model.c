@@ -43,12 +43,8 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
     m->cfg = &m->config;
     m->rope = ref.rope;
     const ModelConfig *c = m->cfg;
-    m->max_context = opt && opt->max_context ? opt->max_context : c->max_position_embeddings;
-    if (!(opt && opt->max_context) && m->max_context > 4096)
-        m->max_context = 4096;
-    if (m->max_context > c->max_position_embeddings)
-        m->max_context = c->max_position_embeddings;
-    m->chunk = opt && opt->chunk ? opt->chunk : 64;
+    m->max_context = model_context_size(c, opt ? opt->max_context : 0);
+    m->chunk = opt && opt->chunk ? opt->chunk : MODEL_DEFAULT_CHUNK;
     m->form = opt ? opt->form : 0;
     m->moe_elsewhere = opt && opt->moe_elsewhere;
     m->max_batch = opt && opt->max_batch ? opt->max_batch : 1;

@@ -124,16 +124,20 @@ static int bind_weights(Model *m)
 
 /* ---- open / close ---------------------------------------------------------------------- */
 
+int model_context_size(const ModelConfig *cfg, int requested)
+{
+    const int want = requested > 0 ? requested : MODEL_DEFAULT_CONTEXT;
+    return want < cfg->max_position_embeddings ? want : cfg->max_position_embeddings;
+}
+
 int model_open(Model *m, const char *dir, const ModelOptions *opt)
 {
     memset(m, 0, sizeof *m);
     if (checkpoint_open(dir, &m->ck)) return -1;
     m->cfg = &m->ck.cfg;
     const ModelConfig *c = m->cfg;
-    m->max_context = opt && opt->max_context ? opt->max_context : c->max_position_embeddings;
-    if (!(opt && opt->max_context) && m->max_context > 4096) m->max_context = 4096;
-    if (m->max_context > c->max_position_embeddings) m->max_context = c->max_position_embeddings;
-    m->chunk = opt && opt->chunk ? opt->chunk : 64;
+    m->max_context = model_context_size(c, opt ? opt->max_context : 0);
+    m->chunk = opt && opt->chunk ? opt->chunk : MODEL_DEFAULT_CHUNK;
     m->form = opt ? opt->form : 0;
     const size_t D = c->hidden_size;
     int rc = rope_init(&m->rope, c) || bind_weights(m) ? -1 : 0;

@@ -31,6 +31,17 @@ typedef struct {
     MoeWeights moe;         /**< mlp.gate, mlp.experts.*, mlp.shared_experts (MoE layers) */
 } LayerWeights;
 
+/** The context when none is asked for (positions; capped by the config's max_position_embeddings). */
+#define MODEL_DEFAULT_CONTEXT 4096
+/** Tokens per forward chunk when none is asked for. */
+#define MODEL_DEFAULT_CHUNK 64
+
+/**
+ * The positions a cache holds for requested (0: MODEL_DEFAULT_CONTEXT), never more than cfg's
+ * max_position_embeddings — one rule for model_open() and fast_model_open().
+ */
+int model_context_size(const ModelConfig *cfg, int requested);
+
 /** Options for model_open(). Zero means "the default". */
 typedef struct {
     int max_context; /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */

@@ -13,6 +13,7 @@ int sampler_init(Sampler *s, int vocab, float temperature, float top_p, uint64_t
 {
     s->temperature = temperature;
     s->top_p = top_p;
+    s->top_k = 0;
     s->rng = seed ? seed : 0x853c49e6748fea9bull;
     s->vocab = vocab;
     s->order = malloc(sizeof(int) * vocab);
@@ -68,17 +69,16 @@ int sample_next(Sampler *s, const float *logits)
         sum += s->prob[i];
     }
     for (int i = 0; i < V; i++) s->prob[i] /= sum;
-    /* nucleus: the most probable tokens until their mass reaches top_p */
-    int n = 0;
-    float mass = 0;
-    if (s->top_p < 1) {
-        for (int i = 0; i < V; i++) s->order[i] = i;
+    for (int i = 0; i < V; i++) s->order[i] = i;
+    int n = V;
+    float mass = 1;
+    const int k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
+    if (k < V || s->top_p < 1) {
         qsort_r(s->order, V, sizeof(int), by_prob_desc, s->prob);
-        while (n < V && (n == 0 || mass < s->top_p)) mass += s->prob[s->order[n++]];
-    } else {
-        for (int i = 0; i < V; i++) s->order[i] = i;
-        n = V;
-        mass = 1;
+        float kept = 0;                               /* top-k: the k most probable, their mass */
+        for (int i = 0; i < k; i++) kept += s->prob[s->order[i]];
+        /* nucleus: the most probable of those until their share of it reaches top_p */
+        for (n = 0, mass = 0; n < k && (n == 0 || mass < s->top_p * kept);) mass += s->prob[s->order[n++]];
     }
     float r = uniform(&s->rng) * mass, acc = 0;
     for (int k = 0; k < n; k++) {
@@ -88,3 +88,15 @@ int sample_next(Sampler *s, const float *logits)
     return s->order[n - 1];
 }
 // ANCHOR_END: sample_next
+
+// ANCHOR: repeat_penalty
+void sample_repeat_penalty(float *logits, int vocab, const int *recent, int n, float penalty)
+{
+    for (int i = 0; i < n; i++) {
+        const int id = recent[i];
+        int seen = id < 0 || id >= vocab;             /* out of range, or penalised already */
+        for (int j = 0; j < i && !seen; j++) seen = recent[j] == id;
+        if (!seen) logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
+    }
+}
+// ANCHOR_END: repeat_penalty

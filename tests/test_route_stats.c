@@ -18,6 +18,7 @@
  */
 #include "balance.h"
 #include "check.h"
+#include "cli_run.h"
 #include "dtype.h"
 #include "error.h"
 #include "model.h"
@@ -27,16 +28,11 @@
 #include "tokenizer.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define MODEL "models/tiny-kjv"
 #define PROMPT "In the beginning God created the heaven and the earth."
@@ -45,70 +41,6 @@ extern char **environ;
     "of God moved upon the face of the waters. And God said, Let there be light: and there was light."
 
 enum { MAX_T = 256, MAX_MOE = 8 };
-
-/* The whole content of path, NUL-terminated (malloc'd); "" when absent. */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    size_t n = 0;
-    char *buf;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        n = (size_t)ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = malloc(n + 1);
-        assert_non_null(buf);
-        assert_int_equal(fread(buf, 1, n, f), n);
-        fclose(f);
-    } else {
-        buf = malloc(1);
-        assert_non_null(buf);
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
-typedef struct {
-    int status; /**< exit status */
-    char *out;  /**< stdout */
-    char *err;  /**< stderr */
-} Run;
-
-/* Runs dsv2 with args (NULL-terminated, without argv[0]) in the environment env, capturing both streams. */
-static Run run_env(const char *const *args, char **env)
-{
-    const char *bin = getenv("DSV2_BIN") ? getenv("DSV2_BIN") : "build/dsv2";
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)bin;
-    for (; args[n - 1]; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    char *out = stw_path(stw_scratch_dir, "stdout.txt"), *err = stw_path(stw_scratch_dir, "stderr.txt");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    if (posix_spawn(&pid, bin, &fa, NULL, argv, env) != 0) fail_msg("cannot run %s", bin);
-    posix_spawn_file_actions_destroy(&fa);
-    int ws;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    if (!WIFEXITED(ws)) fail_msg("%s did not exit normally", bin);
-    Run r = {WEXITSTATUS(ws), slurp(out), slurp(err)};
-    unlink(out);
-    unlink(err);
-    free(out);
-    free(err);
-    return r;
-}
-
-static Run run(const char *const *args) { return run_env(args, environ); }
-
-static void run_free(Run *r)
-{
-    free(r->out);
-    free(r->err);
-}
 
 /* ---- the recomputation ---------------------------------------------------------------------- */
 
@@ -323,7 +255,7 @@ static void check_report(const Routing *r, const char *text, int D, int M, const
     int n = 7;
     if (M) { args[n++] = "--limit"; args[n++] = m_arg; }
     if (memcmp(alpha, PAPER_ALPHA, sizeof PAPER_ALPHA)) { args[n++] = "--alpha"; args[n++] = a_arg; }
-    Run run_ = run(args);
+    CliRun run_ = cli_run(args);
     if (run_.status != 0) fail_msg("route-stats exited %d: %s", run_.status, run_.err);
     assert_string_equal(run_.err, "");
     const int T = r->T, E = r->E, K = r->K, per = E / D, limit = M ? M : model_device_bound(D);
@@ -377,7 +309,7 @@ static void check_report(const Routing *r, const char *text, int D, int M, const
            all[0], all[1], all[2]);
     free(unlimited);
     free(limited);
-    run_free(&run_);
+    cli_run_free(&run_);
 }
 
 /* ---- tests ------------------------------------------------------------------------------------ */
@@ -396,7 +328,7 @@ static void report_equals_recomputation(void **state)
     static const double other[3] = {1, 0.5, 0.25};                /* --alpha: each loss with its own weight */
     check_report(&r, LONG_PROMPT, 4, 2, other);
     const char *args[] = {"route-stats", "-m", MODEL, "-p", LONG_PROMPT, NULL};
-    Run run_ = run(args);
+    CliRun run_ = cli_run(args);
     assert_int_equal(run_.status, 0);
     assert_non_null(strstr(run_.out, "devices      D = 8 of 2 experts each"));
     for (const char *b = strstr(run_.out, "\nlayer "); b; b = strstr(b + 1, "\nlayer ")) {
@@ -404,7 +336,7 @@ static void report_equals_recomputation(void **state)
         assert_int_equal(model.bytes, limited.bytes);
         for (int j = 0; j < 3; j++) assert_true(model.loss[j] == limited.loss[j]);
     }
-    run_free(&run_);
+    cli_run_free(&run_);
     routing_free(&r);
 }
 
@@ -413,9 +345,9 @@ static void chapter_example_is_current(void **state)
 {
     (void)state;
     const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, NULL};
-    Run run_ = run(args);
+    CliRun run_ = cli_run(args);
     assert_int_equal(run_.status, 0);
-    char *want = slurp("tests/expected/route_stats_tiny_kjv.txt");
+    char *want = slurp("tests/expected/route_stats_tiny_kjv.txt", NULL);
     if (strcmp(run_.out, want) != 0)
         fail_msg("dsv2 route-stats -m " MODEL " -p \"" PROMPT "\" differs from "
                  "tests/expected/route_stats_tiny_kjv.txt:\n%s", run_.out);
@@ -423,45 +355,52 @@ static void chapter_example_is_current(void **state)
     check_report(&r, PROMPT, 8, 0, PAPER_ALPHA);
     routing_free(&r);
     free(want);
-    run_free(&run_);
+    cli_run_free(&run_);
 }
 
 /* Runs args and expects exit status and the exact stderr line (nothing on stdout). */
 static void expect(const char *const *args, int status, const char *err)
 {
-    Run r = run(args);
+    CliRun r = cli_run(args);
     assert_string_equal(r.err, err);
     assert_string_equal(r.out, "");
     assert_int_equal(r.status, status);
-    run_free(&r);
+    cli_run_free(&r);
 }
+
+/* The one-line usage error of route-stats: "dsv2 route-stats: WHAT (see dsv2 route-stats --help)". */
+#define USAGE(what) "dsv2 route-stats: " what " (see dsv2 route-stats --help)\n"
 
 static void bad_flags_are_one_line(void **state)
 {
     (void)state;
 #define RS "route-stats", "-m", MODEL, "-p", PROMPT
-    expect((const char *[]){RS, "--devices", "3", NULL}, 2, "dsv2: --devices 3: does not divide the 16 routed experts\n");
-    expect((const char *[]){RS, "--devices", "0", NULL}, 2, "dsv2: --devices: '0' is not an integer in [1, 1024]\n");
-    expect((const char *[]){RS, "--devices", "8x", NULL}, 2, "dsv2: --devices: '8x' is not an integer in [1, 1024]\n");
-    expect((const char *[]){RS, "--limit", "0", NULL}, 2, "dsv2: --limit: '0' is not an integer in [1, 1024]\n");
-    expect((const char *[]){RS, "--limit", "9", NULL}, 2, "dsv2: --limit 9: more than the 8 devices\n");
-    expect((const char *[]){RS, "--devices", "4", "--limit", "5", NULL}, 2, "dsv2: --limit 5: more than the 4 devices\n");
+    expect((const char *[]){RS, "--devices", "3", NULL}, 2, USAGE("--devices 3: does not divide the 16 routed experts"));
+    expect((const char *[]){RS, "--devices", "0", NULL}, 2, USAGE("--devices: '0' is not an integer in [1, 1024]"));
+    expect((const char *[]){RS, "--devices", "8x", NULL}, 2, USAGE("--devices: '8x' is not an integer in [1, 1024]"));
+    expect((const char *[]){RS, "--limit", "0", NULL}, 2, USAGE("--limit: '0' is not an integer in [1, 1024]"));
+    expect((const char *[]){RS, "--limit", "9", NULL}, 2, USAGE("--limit 9: more than the 8 devices"));
+    expect((const char *[]){RS, "--devices", "4", "--limit", "5", NULL}, 2, USAGE("--limit 5: more than the 4 devices"));
     expect((const char *[]){RS, "--limit", "1", NULL}, 2,
-           "dsv2: --limit 1: 1 device holds 2 experts, fewer than the 4 a token chooses\n");
+           USAGE("--limit 1: 1 device holds 2 experts, fewer than the 4 a token chooses"));
+    expect((const char *[]){RS, "--devices", "16", "--limit", "1", NULL}, 2,
+           USAGE("--limit 1: 1 device holds 1 expert, fewer than the 4 a token chooses"));
     static const char *const bad_alpha[] = {"0.1,0.2", "0.1,0.2,0.3,0.4", "0.1,-0.2,0.3", "0.1,nan,0.3", "a,b,c",
                                             "0.1,,0.3", "0.1,0.2,0.3,", "1e7,0,0"};
     for (size_t i = 0; i < sizeof bad_alpha / sizeof bad_alpha[0]; i++) {
-        char want[160];
-        snprintf(want, sizeof want, "dsv2: --alpha: '%s' is not three numbers in [0, 1e6] separated by commas "
-                 "(alpha1,alpha2,alpha3)\n", bad_alpha[i]);
+        char want[200];
+        snprintf(want, sizeof want, USAGE("--alpha: '%s' is not three numbers in [0, 1e6] separated by commas"),
+                 bad_alpha[i]);
         expect((const char *[]){RS, "--alpha", bad_alpha[i], NULL}, 2, want);
     }
     expect((const char *[]){RS, "--devices", "16", "--limit", "3", NULL}, 2,
-           "dsv2: --limit 3: 3 devices hold 3 experts, fewer than the 4 a token chooses\n");
-    expect((const char *[]){RS, "--backend", "fast", NULL}, 2,
-           "dsv2: --backend fast: route-stats reads the routing of the reference model (--backend ref)\n");
-    expect((const char *[]){RS, "--devices", NULL}, 2,
-           "dsv2: option '--devices' needs a value\n(run 'dsv2 help' for usage)\n");
+           USAGE("--limit 3: 3 devices hold 3 experts, fewer than the 4 a token chooses"));
+    expect((const char *[]){RS, "--backend", "fast", NULL}, 2, USAGE("route-stats does not take --backend"));
+    expect((const char *[]){RS, "--devices", NULL}, 2, USAGE("--devices needs a value"));
+    expect((const char *[]){RS, "--ctx", "1025", NULL}, 2,
+           USAGE("--ctx 1025: more than the model's max_position_embeddings (1024)"));
+    expect((const char *[]){"route-stats", "-m", MODEL, "-p", PROMPT, "--ctx", "4", NULL}, 1,
+           "dsv2: the prompt of 12 tokens does not fit the context of 4 tokens (--ctx)\n");
 #undef RS
 }
 
@@ -500,7 +439,7 @@ static void plot_writes_png(void **state)
     }
     char *png = stw_path(stw_scratch_dir, "load.png");
     const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL};
-    Run r = run(args);
+    CliRun r = cli_run(args);
     if (r.status != 0) fail_msg("route-stats --plot exited %d: %s", r.status, r.err);
     FILE *f = fopen(png, "rb");
     assert_non_null(f);
@@ -512,7 +451,7 @@ static void plot_writes_png(void **state)
     assert_int_equal(entries(), 1);                            /* no temporary file left beside it */
     unlink(png);
     free(png);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* Without gnuplot on PATH, --plot fails before the model runs: one line, status 1, no file. */
@@ -522,7 +461,7 @@ static void plot_without_gnuplot_leaves_nothing(void **state)
     char *png = stw_path(stw_scratch_dir, "load.png");
     const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL};
     char *env[] = {"PATH=/nonexistent", NULL};
-    Run r = run_env(args, env);
+    CliRun r = cli_run_env(args, env);
     char want[4200];
     snprintf(want, sizeof want, "dsv2: --plot %s: gnuplot is not on PATH (Debian: apt-get install gnuplot-nox)\n",
              png);
@@ -531,7 +470,7 @@ static void plot_without_gnuplot_leaves_nothing(void **state)
     assert_int_equal(r.status, 1);
     assert_int_equal(entries(), 0);
     free(png);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 int main(void)

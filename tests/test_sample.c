@@ -1,7 +1,9 @@
 /**
  * \file test_sample.c
  * \brief Token sampling: greedy argmax and its tie rule, temperature sampling frequencies
- * against softmax(logits / T), the top-p nucleus, and seeded reproducibility.
+ * against softmax(logits / T), the top-p nucleus, top-k alone and before top-p (frequencies
+ * against hand-computed renormalised distributions), the repetition penalty (exact values), and
+ * seeded reproducibility.
  */
 #include "check.h"
 #include "sample.h"
@@ -62,7 +64,11 @@ static void check_frequencies(Sampler *s, const float *logits, const double *p)
     float z[V], zero[V] = {0};
     for (int i = 0; i < V; i++) {
         const double sd = sqrt(DRAWS * p[i] * (1 - p[i]));
-        if (p[i] == 0) { assert_int_equal(count[i], 0); z[i] = 0; continue; }
+        if (p[i] == 0 || p[i] == 1) {               /* certain: every draw, or none */
+            assert_int_equal(count[i], p[i] == 1 ? DRAWS : 0);
+            z[i] = 0;
+            continue;
+        }
         z[i] = (float)((count[i] - DRAWS * p[i]) / sd);
     }
     check_close("frequency z-scores", z, zero, V, 5, -1);
@@ -106,6 +112,55 @@ static void top_p_stays_in_the_nucleus(void **state)
     }
 }
 
+/* The distribution of top_p_stays_in_the_nucleus: p = {0.06, 0.25, 0.04, 0.40, 0.10, 0.15, ~0}. */
+static void nucleus_logits(float *logits)
+{
+    const double p0[V] = {0.06, 0.25, 0.04, 0.40, 0.10, 0.15, 1e-30};
+    for (int i = 0; i < V; i++) logits[i] = (float)log(p0[i]);
+}
+
+static void top_k_keeps_the_k_most_probable(void **state)
+{
+    (void)state;
+    float logits[V];
+    nucleus_logits(logits);
+    /* by hand: top-3 keeps {3, 1, 5} with mass 0.80, so p = 0.40/0.80, 0.25/0.80, 0.15/0.80;
+     * top-3 then top-p 0.7: shares 0.5, 0.8125 of that mass, so the nucleus is {3, 1} with
+     * p = 0.40/0.65, 0.25/0.65; top-1 is greedy */
+    static const struct { int k; float top_p; double p[V]; } cases[] = {
+        {3, 1, {0, 0.3125, 0, 0.5, 0, 0.1875, 0}},
+        {3, 0.7f, {0, 0.25 / 0.65, 0, 0.40 / 0.65, 0, 0, 0}},
+        {1, 1, {0, 0, 0, 1, 0, 0, 0}},
+        {V, 1, {0.06, 0.25, 0.04, 0.40, 0.10, 0.15, 0}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        Sampler s;
+        assert_int_equal(sampler_init(&s, V, 1, cases[c].top_p, 31 + c), 0);
+        s.top_k = cases[c].k;
+        check_frequencies(&s, logits, cases[c].p);
+        sampler_free(&s);
+    }
+}
+
+static void repeat_penalty_divides_positive_and_multiplies_negative(void **state)
+{
+    (void)state;
+    /* powers of two, so every result is exact: each distinct id once (0 appears twice), ids
+     * outside the vocabulary ignored, unseen ids untouched */
+    float logits[5] = {2, -1, 0.5f, 0, 3};
+    const int recent[6] = {0, 1, 0, 7, -1, 4};
+    sample_repeat_penalty(logits, 5, recent, 6, 2);
+    const float want[5] = {1, -2, 0.5f, 0, 1.5f};
+    assert_memory_equal(logits, want, sizeof want);
+    sample_repeat_penalty(logits, 5, recent, 6, 1);      /* penalty 1: unchanged */
+    assert_memory_equal(logits, want, sizeof want);
+    /* greedy after the penalty: the seen leader 2 (1.0 → 0.25) falls below unseen 1 (0.75) */
+    float g[3] = {0.5f, 0.75f, 1.0f};
+    const int seen[1] = {2};
+    sample_repeat_penalty(g, 3, seen, 1, 4);
+    assert_int_equal(sample_argmax(g, 3), 1);            /* 1.0 / 4 = 0.25 < 0.75 */
+}
+
 static void same_seed_same_sequence(void **state)
 {
     (void)state;
@@ -143,6 +198,8 @@ int main(void)
         cmocka_unit_test(greedy_is_argmax_lowest_index_on_ties),
         cmocka_unit_test(temperature_frequencies_match_softmax),
         cmocka_unit_test(top_p_stays_in_the_nucleus),
+        cmocka_unit_test(top_k_keeps_the_k_most_probable),
+        cmocka_unit_test(repeat_penalty_divides_positive_and_multiplies_negative),
         cmocka_unit_test(same_seed_same_sequence),
     };
     return cmocka_run_group_tests_name("sample", tests, group_setup, NULL);
