@@ -20,6 +20,7 @@
 # EXERCISE_RECORD=1 writes before.txt/after.txt from this run instead of comparing (for a new
 # exercise; read them against the chapter's "Check:" before committing).
 root=$(cd "$(dirname "$0")/.." && pwd)
+unset MAKEFLAGS MFLAGS MAKELEVEL   # a make test BUILD=... above us must not redirect these builds
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 # EXERCISE_TREE=DIR checks in an existing copy instead (kept, with its build, between runs).
