@@ -23,18 +23,20 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 unset MAKEFLAGS MFLAGS MAKELEVEL   # a make test BUILD=... above us must not redirect these builds
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-# EXERCISE_TREE=DIR checks in an existing copy instead (kept, with its build, between runs).
+# The scratch copy holds the tree's tracked files (a tarball's files when there is no git);
+# EXERCISE_TREE=DIR checks in an existing copy instead, kept with its build between runs.
 tree=${EXERCISE_TREE:-$scratch/tree}
 mkdir -p "$tree"
-if [ -n "$EXERCISE_TREE" ]; then
-    :
-elif git -C "$root" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
-    (cd "$root" && git ls-files -z --cached --others --exclude-standard |
-        tar --null --ignore-failed-read -T - -cf - 2> /dev/null) | tar -xf - -C "$tree"
-else
-    (cd "$root" && tar --exclude=./build -cf - .) | tar -xf - -C "$tree"
+if [ -z "$EXERCISE_TREE" ]; then
+    if git -C "$root" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+        (cd "$root" && git ls-files -z | tar --null --ignore-failed-read -T - -cf - 2> /dev/null) |
+            tar -xf - -C "$tree"
+    else
+        (cd "$root" && tar --exclude=./build -cf - .) | tar -xf - -C "$tree"
+    fi
 fi
 
+# -O1 builds fastest; at -O1 gcc reports a maybe-uninitialized false positive in sim/nccl.c
 EXERCISE_CFLAGS=${EXERCISE_CFLAGS:--O1 -Wno-maybe-uninitialized}
 DSV2_TEST_SEED=1
 export DSV2_TEST_SEED
@@ -66,6 +68,13 @@ program() {
     "$scratch/program"
 }
 
+# prints the diff of a mismatch, and the build's last lines when the build was what failed
+report() {
+    echo "$1: $2, the check printed (- expected, + got):"
+    cat "$scratch/diff"
+    if grep -q '^build failed' "$scratch/out"; then tail -n 20 "$scratch/build.log"; fi
+}
+
 # runs one exercise's check.sh in the tree; its output goes to $2
 run_check() {
     (cd "$tree" && EX="$root/exercises/$1" && . "$root/exercises/$1/check.sh") > "$2" 2>&1
@@ -83,8 +92,7 @@ for ex in "$@"; do
     run_check "$ex" "$scratch/out"
     [ -n "$EXERCISE_RECORD" ] && cp "$scratch/out" "$dir/before.txt"
     if ! diff -u "$dir/before.txt" "$scratch/out" > "$scratch/diff"; then
-        echo "$ex: on the tree as it is, the check printed (- expected, + got):"
-        cat "$scratch/diff"
+        report "$ex" "on the tree as it is"
         ok=0
     fi
     if [ -f "$dir/solution.patch" ]; then
@@ -92,8 +100,7 @@ for ex in "$@"; do
             run_check "$ex" "$scratch/out"
             [ -n "$EXERCISE_RECORD" ] && cp "$scratch/out" "$dir/after.txt"
             if ! diff -u "$dir/after.txt" "$scratch/out" > "$scratch/diff"; then
-                echo "$ex: with solution.patch, the check printed (- expected, + got):"
-                cat "$scratch/diff"
+                report "$ex" "with solution.patch"
                 ok=0
             fi
             patch -s -R -p1 -d "$tree" --no-backup-if-mismatch < "$dir/solution.patch" > /dev/null 2>&1
