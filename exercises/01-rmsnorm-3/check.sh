@@ -1,0 +1,1 @@
+program rmsnorm_by_hand.c

@@ -1,0 +1,1 @@
+build build/tests/test_mla build/tests/test_golden && suite test_mla && suite test_golden

@@ -1,0 +1,1 @@
+build build/tests/test_rope build/tests/test_golden && suite test_rope && suite test_golden

@@ -1,0 +1,1 @@
+build build/tests/test_moe build/tests/test_golden && suite test_moe && suite test_golden

@@ -1,0 +1,1 @@
+program route_by_hand.c

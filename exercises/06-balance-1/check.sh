@@ -1,0 +1,1 @@
+program even_router.c

@@ -1,0 +1,1 @@
+build build/tests/test_balance && suite test_balance

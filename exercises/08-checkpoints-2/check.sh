@@ -1,0 +1,1 @@
+build build/dsv2 && build/dsv2 info -m tests/golden/lite | head -1

@@ -1,0 +1,1 @@
+build build/tests/test_fast_ep && suite test_fast_ep
