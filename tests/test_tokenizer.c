@@ -532,14 +532,13 @@ static void bad_inputs(void **state)
     expect_error("{" BPE_AB ", \"added_tokens\": [{\"id\": 3, \"content\": \"\"}]}",
                  "added_tokens[0].content: missing or empty");
     expect_error("{\"model\": {}, \"model\": {}}",
-                 "line 1: duplicate object key near '\"model\"'");
-    expect_error("{\"model\": ", "line 1: unexpected token near end of file");
+                 "line 1, column 21: duplicate object key near '\"model\"'");
+    expect_error("{\"model\": ", "line 1, column 10: unexpected token near end of file");
 
     ds_error_clear();
     assert_null(tokenizer_load("/nonexistent-dir"));
     assert_string_equal(ds_last_error(),
-                        "/nonexistent-dir/tokenizer.json: line -1: unable to open "
-                        "/nonexistent-dir/tokenizer.json: No such file or directory");
+                        "/nonexistent-dir/tokenizer.json: cannot open: No such file or directory");
 }
 
 int main(void)
