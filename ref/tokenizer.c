@@ -47,12 +47,11 @@ static int add_split(Tokenizer *t, const char *file, const char *where, const ch
                      size_t len, bool literal, SplitBehavior behavior, bool invert)
 {
     uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
-    pcre2_code *re = tokenizer_compile_regex(file, where, pattern, len, opts);
-    if (!re) return -1;
-    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if absent */
+    Regex16 re;
+    if (tokenizer_compile_regex(file, where, pattern, len, opts, &re)) return -1;
     SplitStep *s = realloc(t->steps, (t->n_steps + 1) * sizeof *s);
     if (!s) {
-        pcre2_code_free(re);
+        regex16_free(&re);
         return ds_error("tokenizer: out of memory");
     }
     t->steps = s;
@@ -194,6 +193,7 @@ typedef struct {
     pcre2_match_data *md;
     pcre2_match_context *mc;
     pcre2_jit_stack *jit;
+    bool changed; /* the text has a character whose category changed after Unicode 14 */
     SpanList a, b;
     Segment *seg;
     size_t n_seg, cap_seg;
@@ -367,7 +367,8 @@ static int split_piece(Encoder *e, const SplitStep *st, size_t start, size_t end
     bool any = false;
     e->n_seg = 0;
     while (pos <= len) {
-        int rc = pcre2_match(st->re, subj, len, pos, PCRE2_NO_UTF_CHECK, e->md, e->mc);
+        int rc = pcre2_match(regex16_for(&st->re, e->changed), subj, len, pos, PCRE2_NO_UTF_CHECK,
+                             e->md, e->mc);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[120];
@@ -496,7 +497,8 @@ static size_t whitespace_len(const unsigned char *s, size_t n)
  * No DeepSeek token is single_word. */
 static bool is_word_char(Encoder *e, const unsigned char *s, size_t n)
 {
-    return pcre2_match(e->t->word_re, s, n, 0, PCRE2_NO_UTF_CHECK, e->md, NULL) >= 0;
+    return pcre2_match(regex16_for(&e->t->word_re, e->changed), s, n, 0, PCRE2_NO_UTF_CHECK,
+                       e->md, NULL) >= 0;
 }
 
 /* Start of the last character of s[0..n), n > 0 (s is valid UTF-8). */
@@ -583,6 +585,7 @@ long tokenizer_encode(const Tokenizer *t, const char *text, size_t len, unsigned
         len = clean.n;
     }
     e.text = src ? src : (const unsigned char *)"";
+    e.changed = unicode16_changed_in(e.text, len);
 
     e.md = pcre2_match_data_create(4, NULL);
     e.mc = pcre2_match_context_create(NULL);

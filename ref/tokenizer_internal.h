@@ -110,9 +110,21 @@ typedef enum {
     SPLIT_CONTIGUOUS,          /* runs of matches, and runs of non-matches, form pieces */
 } SplitBehavior;
 
+/*
+ * A regex of the pre-tokenizer in two compilations (tokenizer_unicode.c):
+ * with Unicode 16 general categories, and as PCRE2 compiles it with its own
+ * Unicode 14 tables, which matches the same on text without a character
+ * that changed category in between and skips the widened classes' extra
+ * ranges. plain is NULL when the pattern has nothing to widen.
+ */
+typedef struct {
+    pcre2_code *wide;
+    pcre2_code *plain;
+} Regex16;
+
 /* One regex step of the pre-tokenizer. */
 typedef struct {
-    pcre2_code *re;
+    Regex16 re;
     SplitBehavior behavior;
     bool invert; /* pieces are what does *not* match */
 } SplitStep;
@@ -146,7 +158,7 @@ struct Tokenizer {
     bool *id_special;      /* [n_ids] the id is a special added token */
     uint32_t by_first[257];/* added tokens sorted by first byte: by_first[b]..by_first[b+1] */
     uint32_t *first_order; /* [n_added] indices into added, grouped by first byte */
-    pcre2_code *word_re;   /* \w at the start of a subject, for single_word tokens */
+    Regex16 word_re;       /* \w at the start of a subject, for single_word tokens */
     /* pre-tokenizer */
     SplitStep *steps;
     size_t n_steps;
@@ -176,12 +188,25 @@ const char *pipeline_type(const char *file, const char *where, json_t *obj);
 int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where, json_t *p);
 
 /*
- * Compiles a regex of the pre-tokenizer with PCRE2 after giving its general
- * category escapes (\p{L}, \P{N}, ...) the Unicode 16 sets
- * (tokenizer_unicode.c). Returns NULL after one error line naming
- * file and where.
+ * Compiles a regex of the pre-tokenizer with PCRE2, with its general
+ * category escapes (\\p{L}, \\P{N}, ...) given their Unicode 16 sets
+ * (tokenizer_unicode.c). Returns 0, or -1 after one error line naming file
+ * and where.
  */
-pcre2_code *tokenizer_compile_regex(const char *file, const char *where, const char *pattern,
-                                    size_t len, uint32_t options);
+int tokenizer_compile_regex(const char *file, const char *where, const char *pattern, size_t len,
+                            uint32_t options, Regex16 *out);
+
+/* Frees both compilations. */
+void regex16_free(Regex16 *r);
+
+/* Whether s[0..n) (valid UTF-8) holds a character whose general category
+ * differs between Unicode 14 and 16: then only Regex16.wide is exact. */
+bool unicode16_changed_in(const unsigned char *s, size_t n);
+
+/* The compilation to run on text for which unicode16_changed_in() said changed. */
+static inline const pcre2_code *regex16_for(const Regex16 *r, bool changed)
+{
+    return changed || !r->plain ? r->wide : r->plain;
+}
 
 #endif

@@ -418,9 +418,9 @@ static int index_added_tokens(Tokenizer *t)
         t->first_order[fill[(unsigned char)t->added[k].content[0]]++] = (uint32_t)k;
     if (single_word) {
         static const char pat[] = "[\\p{L}\\p{N}\\p{M}\\p{Pc}]";
-        t->word_re = tokenizer_compile_regex("tokenizer", "single_word", pat, sizeof pat - 1,
-                                             PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED);
-        if (!t->word_re) return -1;
+        if (tokenizer_compile_regex("tokenizer", "single_word", pat, sizeof pat - 1,
+                                    PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED, &t->word_re))
+            return -1;
     }
     return 0;
 }
@@ -492,13 +492,13 @@ void tokenizer_free(Tokenizer *t)
     free(t->id_special);
     free(t->id_added);
     free(t->first_order);
-    pcre2_code_free(t->word_re);
+    regex16_free(&t->word_re);
     free(t->vocab.e);
     free(t->merges.e);
     for (size_t i = 0; i < t->n_added; i++) free(t->added[i].content);
     free(t->added);
     free(t->added_map.e);
-    for (size_t i = 0; i < t->n_steps; i++) pcre2_code_free(t->steps[i].re);
+    for (size_t i = 0; i < t->n_steps; i++) regex16_free(&t->steps[i].re);
     free(t->steps);
     free(t->bos_text);
     free(t->eos_text);

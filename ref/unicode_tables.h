@@ -23,6 +23,11 @@ typedef struct {
     int exact;                  /**< Unicode 14 set + added == Unicode 16 set */
 } UnicodeCategory;
 
+/** Every code point whose general category differs between Unicode 14 and 16, sorted. */
+extern const UnicodeRange UNICODE16_CHANGED[];
+/** Entries in ::UNICODE16_CHANGED. */
+extern const size_t UNICODE16_N_CHANGED;
+
 /** Every general category name, majors and subcategories. */
 extern const UnicodeCategory UNICODE16_CATEGORIES[];
 /** Entries in ::UNICODE16_CATEGORIES. */

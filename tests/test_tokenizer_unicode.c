@@ -121,9 +121,11 @@ static void widened_matches_pcre2_on_old_characters(void **state)
         PCRE2_SIZE off;
         pcre2_code *stock = pcre2_compile((PCRE2_SPTR)PATTERNS[p], PCRE2_ZERO_TERMINATED, opts,
                                           &code, &off, cc);
-        pcre2_code *wide = tokenizer_compile_regex("test", "pattern", PATTERNS[p],
-                                                   strlen(PATTERNS[p]), opts);
-        if (!stock || !wide) fail_msg("pattern %zu: %s", p, ds_last_error());
+        Regex16 re;
+        if (!stock || tokenizer_compile_regex("test", "pattern", PATTERNS[p], strlen(PATTERNS[p]),
+                                              opts, &re))
+            fail_msg("pattern %zu: %s", p, ds_last_error());
+        const pcre2_code *wide = re.wide;
         for (int trial = 0; trial < 4000; trial++) {
             unsigned char s[24 * 4];
             size_t n = 0, len = 1 + rng_below(24);
@@ -139,7 +141,7 @@ static void widened_matches_pcre2_on_old_characters(void **state)
             compared++;
         }
         pcre2_code_free(stock);
-        pcre2_code_free(wide);
+        regex16_free(&re);
     }
     print_message("  %zu strings, same matches\n", compared);
     pcre2_compile_context_free(cc);
@@ -152,13 +154,14 @@ static int widened_has(const char *name, uint32_t cp)
     char pat[32];
     unsigned char s[4];
     snprintf(pat, sizeof pat, "\\p{%s}", name);
-    pcre2_code *re = tokenizer_compile_regex("test", "pattern", pat, strlen(pat),
-                                             PCRE2_UTF | PCRE2_UCP);
-    if (!re) fail_msg("%s", ds_last_error());
+    Regex16 re;
+    if (tokenizer_compile_regex("test", "pattern", pat, strlen(pat), PCRE2_UTF | PCRE2_UCP, &re))
+        fail_msg("%s", ds_last_error());
+    size_t n = utf8_put(cp, s);
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-    int rc = pcre2_match(re, s, utf8_put(cp, s), 0, 0, md, NULL);
+    int rc = pcre2_match(regex16_for(&re, unicode16_changed_in(s, n)), s, n, 0, 0, md, NULL);
     pcre2_match_data_free(md);
-    pcre2_code_free(re);
+    regex16_free(&re);
     return rc > 0;
 }
 
@@ -179,13 +182,39 @@ static void widened_classes_hold_new_characters(void **state)
     assert_false(widened_has("L", 0x0378)); /* unassigned in 16 too */
 }
 
+/* The encoder runs PCRE2's own compilation unless the text has a code point
+ * whose category changed; that check must see every one of them. */
+static void changed_characters_found(void **state)
+{
+    (void)state;
+    unsigned char s[16];
+    assert_true(UNICODE16_CHANGED[0].first > 0x7FF); /* the scan skips 1- and 2-byte characters */
+    for (size_t i = 0; i < UNICODE16_N_CHANGED; i++) {
+        const uint32_t ends[] = {UNICODE16_CHANGED[i].first, UNICODE16_CHANGED[i].last};
+        for (int k = 0; k < 2; k++) {
+            size_t n = 0;
+            memcpy(s, "ab\xC3\xA9 ", 5); /* "abé " then the character, then "x" */
+            n = 5 + utf8_put(ends[k], s + 5);
+            s[n++] = 'x';
+            if (!unicode16_changed_in(s, n)) fail_msg("U+%04X not found", (unsigned)ends[k]);
+        }
+        uint32_t after = UNICODE16_CHANGED[i].last + 1;
+        size_t n = utf8_put(after, s);
+        if (after < 0x110000 && (after < 0xD800 || after > 0xDFFF) && unchanged(after) &&
+            unicode16_changed_in(s, n))
+            fail_msg("U+%04X reported changed", (unsigned)after);
+    }
+    const char *old = "Hello, \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\x98\x80 \xCE\xA9";
+    assert_false(unicode16_changed_in((const unsigned char *)old, strlen(old)));
+    assert_true(unicode16_changed_in((const unsigned char *)" \xF0\x9F\xAB\xA8", 5)); /* U+1FAE8 */
+}
+
 static void expect_refused(const char *pattern, const char *want)
 {
     ds_error_clear();
-    pcre2_code *re = tokenizer_compile_regex("F", "K", pattern, strlen(pattern),
-                                             PCRE2_UTF | PCRE2_UCP);
-    if (re) {
-        pcre2_code_free(re);
+    Regex16 re;
+    if (tokenizer_compile_regex("F", "K", pattern, strlen(pattern), PCRE2_UTF | PCRE2_UCP, &re) == 0) {
+        regex16_free(&re);
         fail_msg("/%s/ compiled, expected: %s", pattern, want);
     }
     char line[256];
@@ -218,10 +247,10 @@ static void refused_escapes(void **state)
     const char *ok[] = {"\\\\w", "\\Q\\w[:alpha:]\\E", "\\p{Zs}+", "[\\]\\p{L}]", "[]\\p{N}]",
                         "\\p{^L}", "\\s+(?!\\S)"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
-        pcre2_code *re = tokenizer_compile_regex("F", "K", ok[i], strlen(ok[i]),
-                                                 PCRE2_UTF | PCRE2_UCP);
-        if (!re) fail_msg("/%s/: %s", ok[i], ds_last_error());
-        pcre2_code_free(re);
+        Regex16 re;
+        if (tokenizer_compile_regex("F", "K", ok[i], strlen(ok[i]), PCRE2_UTF | PCRE2_UCP, &re))
+            fail_msg("/%s/: %s", ok[i], ds_last_error());
+        regex16_free(&re);
     }
 }
 
@@ -259,6 +288,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(widened_matches_pcre2_on_old_characters),
         cmocka_unit_test(widened_classes_hold_new_characters),
+        cmocka_unit_test(changed_characters_found),
         cmocka_unit_test(refused_escapes),
         cmocka_unit_test(refused_in_file),
     };

@@ -13,6 +13,10 @@ lists:
            Cn lose every newly assigned character; Mn loses U+1171E, which
            became Mc), and ref/tokenizer_unicode.c refuses them.
 
+and, in UNICODE16_CHANGED, every code point whose category differs between
+the two versions (sorted ranges): text with none of them gets the same
+matches from PCRE2's own tables, which the encoder then uses.
+
 Pinned sources: Unicode 16.0.0 from the PyPI package unicodedata2 16.0.0
 (pip install 'unicodedata2==16.0.0'), Unicode 14.0.0 from the standard
 library of Python 3.11 (unicodedata.unidata_version == "14.0.0"), the same
@@ -85,6 +89,17 @@ for name in NAMES:
         lines.append("};")
     table.append((name, ident if rs else "NULL", len(rs), not removed, len(added)))
 
+changed = ranges(cp for cp in range(0x110000) if old[cp] != new[cp])
+# unicode16_changed_in() looks only at 3- and 4-byte UTF-8 sequences
+assert changed[0][0] > 0x7FF, "a changed code point below U+0800"
+lines.append("")
+lines.append("const UnicodeRange UNICODE16_CHANGED[] = {")
+for i in range(0, len(changed), 4):
+    row = ", ".join(f"{{0x{a:05X}, 0x{b:05X}}}" for a, b in changed[i:i + 4])
+    lines.append(f"    {row},")
+lines.append("};")
+lines.append("")
+lines.append("const size_t UNICODE16_N_CHANGED = sizeof UNICODE16_CHANGED / sizeof UNICODE16_CHANGED[0];")
 lines.append("")
 lines.append("const UnicodeCategory UNICODE16_CATEGORIES[] = {")
 for name, ident, n, exact, count in table:
@@ -96,5 +111,6 @@ lines.append("const size_t UNICODE16_N_CATEGORIES = sizeof UNICODE16_CATEGORIES 
 with open("ref/unicode_tables.c", "w") as f:
     f.write("\n".join(lines) + "\n")
 print(f"ref/unicode_tables.c: {len(table)} categories, "
-      f"{sum(t[2] for t in table)} ranges, refused: "
+      f"{sum(t[2] for t in table)} ranges, {len(changed)} changed ranges "
+      f"(lowest U+{changed[0][0]:04X}), refused: "
       f"{' '.join(t[0] for t in table if not t[3])}")
