@@ -189,7 +189,7 @@ int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where, json_t
 
 /*
  * Compiles a regex of the pre-tokenizer with PCRE2, with its general
- * category escapes (\\p{L}, \\P{N}, ...) given their Unicode 16 sets
+ * category escapes (\p{L}, \P{N}, ...) given their Unicode 16 sets
  * (tokenizer_unicode.c). Returns 0, or -1 after one error line naming file
  * and where.
  */

@@ -1,7 +1,9 @@
 /**
  * \file tokenizer_unicode.c
  * \brief The pre-tokenizer's regexes with Unicode 16 general categories.
- *
+ */
+
+/*
  * The `tokenizers` library matches a pattern such as DeepSeek's
  * `[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+` with Unicode 16
  * properties; the system PCRE2 (10.42) has Unicode 14 tables, where a
@@ -24,12 +26,13 @@
  * English). The widened classes differ from PCRE2's only on code points
  * whose category changed, so the encoder keeps both compilations and runs
  * PCRE2's own unless the text holds one of those (unicode16_changed_in()).
- * Names whose Unicode 16 set
- * is not "Unicode 14 set plus additions" are refused: C and Cn (new
- * characters left them) and Mn (U+1171E became Mc). So are escapes whose
- * meaning rests on PCRE2's tables in ways the additions do not cover:
- * other properties (scripts such as \p{Han}), \w, \d, \b, \X and POSIX
- * classes. \s needs nothing: White_Space has not changed since Unicode 6.3.
+ *
+ * Names whose Unicode 16 set is not "Unicode 14 set plus additions" are
+ * refused: C and Cn (new characters left them) and Mn (U+1171E became Mc).
+ * So are escapes whose meaning rests on PCRE2's tables in ways the
+ * additions do not cover: other properties (scripts such as \p{Han}), \w,
+ * \d, \b, \X and POSIX classes. \s needs nothing: White_Space has not
+ * changed since Unicode 6.3.
  */
 #include "error.h"
 #include "tokenizer_internal.h"
