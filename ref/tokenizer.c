@@ -193,7 +193,7 @@ typedef struct {
     pcre2_match_data *md;
     pcre2_match_context *mc;
     pcre2_jit_stack *jit;
-    bool changed; /* the text has a character whose category changed after Unicode 14 */
+    bool changed; /* the text being split has a character whose category changed after Unicode 14 */
     SpanList a, b;
     Segment *seg;
     size_t n_seg, cap_seg;
@@ -461,6 +461,7 @@ static int encode_plain(Encoder *e, size_t start, size_t end)
     e->a.n = 0;
     if (start == end) return 0;
     if (spans_push(&e->a, start, end)) return -1;
+    e->changed = unicode16_changed_in(e->text + start, end - start); /* see Regex16 */
     for (size_t s = 0; s < t->n_steps; s++) {
         e->b.n = 0;
         for (size_t i = 0; i < e->a.n; i++)
@@ -497,8 +498,7 @@ static size_t whitespace_len(const unsigned char *s, size_t n)
  * No DeepSeek token is single_word. */
 static bool is_word_char(Encoder *e, const unsigned char *s, size_t n)
 {
-    return pcre2_match(regex16_for(&e->t->word_re, e->changed), s, n, 0, PCRE2_NO_UTF_CHECK,
-                       e->md, NULL) >= 0;
+    return pcre2_match(e->t->word_re.wide, s, n, 0, PCRE2_NO_UTF_CHECK, e->md, NULL) >= 0;
 }
 
 /* Start of the last character of s[0..n), n > 0 (s is valid UTF-8). */
@@ -585,7 +585,6 @@ long tokenizer_encode(const Tokenizer *t, const char *text, size_t len, unsigned
         len = clean.n;
     }
     e.text = src ? src : (const unsigned char *)"";
-    e.changed = unicode16_changed_in(e.text, len);
 
     e.md = pcre2_match_data_create(4, NULL);
     e.mc = pcre2_match_context_create(NULL);
