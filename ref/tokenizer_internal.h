@@ -8,10 +8,12 @@
  * byte-level alphabet, hash maps), tokenizer_load.c (tokenizer.json and
  * tokenizer_config.json), tokenizer.c (the pre-tokenizer and BPE: encoding),
  * tokenizer_unicode.c (Unicode 16 properties for the pre-tokenizer's
- * regexes), tokenizer_decode.c (decoding and queries).
+ * regexes), tokenizer_decode.c (decoding and queries). Its declarations
+ * are documented in the source, not in the API pages.
  */
 #ifndef DSV2_TOKENIZER_INTERNAL_H
 #define DSV2_TOKENIZER_INTERNAL_H
+/** \cond INTERNAL */
 
 #include "tokenizer.h"
 
@@ -209,4 +211,5 @@ static inline const pcre2_code *regex16_for(const Regex16 *r, bool changed)
     return changed || !r->plain ? r->wide : r->plain;
 }
 
+/** \endcond */
 #endif

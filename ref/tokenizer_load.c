@@ -14,13 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-
 /* ------------------------------------------------------------------------ */
 /* Loading: JSON helpers                                                    */
 /* ------------------------------------------------------------------------ */
 
-int json_get_bool(const char *file, const char *where, json_t *obj, const char *key,
-                         bool dflt, bool *out)
+int json_get_bool(const char *file, const char *where, json_t *obj, const char *key, bool dflt,
+                  bool *out)
 {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) { *out = dflt; return 0; }

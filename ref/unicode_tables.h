@@ -12,7 +12,8 @@
 
 /** Code points first..last, inclusive. */
 typedef struct {
-    uint32_t first, last;
+    uint32_t first; /**< lowest code point */
+    uint32_t last;  /**< highest code point */
 } UnicodeRange;
 
 /** One general category name as a regex writes it (\\p{name}). */
