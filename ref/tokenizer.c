@@ -193,7 +193,6 @@ typedef struct {
     pcre2_match_data *md;
     pcre2_match_context *mc;
     pcre2_jit_stack *jit;
-    bool changed; /* the text being split has a character whose category changed after Unicode 14 */
     SpanList a, b;
     Segment *seg;
     size_t n_seg, cap_seg;
@@ -366,9 +365,10 @@ static int split_piece(Encoder *e, const SplitStep *st, size_t start, size_t end
     size_t len = end - start, pos = 0, prev_end = 0;
     bool any = false;
     e->n_seg = 0;
+    /* PCRE2's own compilation unless this piece (the whole subject) needs Unicode 16 */
+    const pcre2_code *re = regex16_for(&st->re, st->re.plain && unicode16_changed_in(subj, len));
     while (pos <= len) {
-        int rc = pcre2_match(regex16_for(&st->re, e->changed), subj, len, pos, PCRE2_NO_UTF_CHECK,
-                             e->md, e->mc);
+        int rc = pcre2_match(re, subj, len, pos, PCRE2_NO_UTF_CHECK, e->md, e->mc);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[120];
@@ -461,7 +461,6 @@ static int encode_plain(Encoder *e, size_t start, size_t end)
     e->a.n = 0;
     if (start == end) return 0;
     if (spans_push(&e->a, start, end)) return -1;
-    e->changed = unicode16_changed_in(e->text + start, end - start); /* see Regex16 */
     for (size_t s = 0; s < t->n_steps; s++) {
         e->b.n = 0;
         for (size_t i = 0; i < e->a.n; i++)

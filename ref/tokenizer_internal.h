@@ -205,7 +205,7 @@ void regex16_free(Regex16 *r);
  * differs between Unicode 14 and 16: then only Regex16.wide is exact. */
 bool unicode16_changed_in(const unsigned char *s, size_t n);
 
-/* The compilation to run on text for which unicode16_changed_in() said changed. */
+/* The compilation to run on a subject for which unicode16_changed_in() said changed. */
 static inline const pcre2_code *regex16_for(const Regex16 *r, bool changed)
 {
     return changed || !r->plain ? r->wide : r->plain;
