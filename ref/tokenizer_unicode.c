@@ -31,8 +31,9 @@
  * refused: C and Cn (new characters left them) and Mn (U+1171E became Mc).
  * So are escapes whose meaning rests on PCRE2's tables in ways the
  * additions do not cover: other properties (scripts such as \p{Han}), \w,
- * \d, \b, \X and POSIX classes. \s needs nothing: White_Space has not
- * changed since Unicode 6.3.
+ * \d, \b, \X, POSIX classes, and caseless groups (Unicode 16 paired new
+ * capitals with old letters, U+A7DC with U+019B). \s needs nothing:
+ * White_Space has not changed since Unicode 6.3.
  */
 #include "error.h"
 #include "tokenizer_internal.h"
@@ -117,6 +118,20 @@ static int widen_property(const char *file, const char *where, const char *p, si
     return 0;
 }
 
+/* Whether p[0..n), starting with '(', turns caseless matching on: (?i),
+ * (?i:...), (?mi-x), ... */
+static bool caseless_group(const char *p, size_t n)
+{
+    if (n < 3 || p[1] != '?') return false;
+    for (size_t i = 2; i < n && p[i] != ')' && p[i] != ':'; i++) {
+        if (p[i] == '-') return false; /* options after '-' are turned off */
+        if (p[i] == 'i') return true;
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || p[i] == '^'))
+            return false;
+    }
+    return false;
+}
+
 /*
  * Copies the pattern into out with every general category widened to its
  * Unicode 16 set. Returns 1 when something was widened, 0 when the pattern
@@ -162,6 +177,9 @@ static int widen_pattern(const char *file, const char *where, const char *p, siz
                             file, where);
         } else if (c == ']' && in_class) {
             in_class = false;
+        } else if (c == '(' && !in_class && caseless_group(p + i, n - i)) {
+            return ds_error("%s: %s: (?i) is unsupported (PCRE2's case folding is Unicode 14's)",
+                            file, where);
         }
         if (bytes_append(out, p + i, used)) return -1;
         i += used;

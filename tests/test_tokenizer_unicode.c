@@ -240,12 +240,14 @@ static void refused_escapes(void **state)
     expect_refused("x\\b", "\\b is unsupported (PCRE2 would give it Unicode 14 properties)");
     expect_refused("[[:alpha:]]", "POSIX classes ([:name:]) are unsupported (PCRE2 would give "
                                   "them Unicode 14 properties)");
+    expect_refused("a(?i)b", "(?i) is unsupported (PCRE2's case folding is Unicode 14's)");
+    expect_refused("(?mi:b)", "(?i) is unsupported (PCRE2's case folding is Unicode 14's)");
     expect_refused("[z-a]", "PCRE2 rejects /[z-a]/ at offset 3: range out of order in character "
                             "class");
 
     /* accepted: escaped, quoted or unchanged forms */
     const char *ok[] = {"\\\\w", "\\Q\\w[:alpha:]\\E", "\\p{Zs}+", "[\\]\\p{L}]", "[]\\p{N}]",
-                        "\\p{^L}", "\\s+(?!\\S)"};
+                        "\\p{^L}", "\\s+(?!\\S)", "(?-i:x)", "(?:i)", "[(?i)]", "\\(?i"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         Regex16 re;
         if (tokenizer_compile_regex("F", "K", ok[i], strlen(ok[i]), PCRE2_UTF | PCRE2_UCP, &re))
