@@ -15,8 +15,9 @@
  *  2. **Normalizer**: DeepSeek files have none (`null` or an empty
  *     `Sequence`); any other normalizer is refused by name at load time.
  *  3. **Pre-tokenizer**: a `Sequence` of `Split` (regexes read from the file
- *     and compiled at run time with PCRE2 in UTF + UCP mode), `Digits` and
- *     `ByteLevel` steps. Each step applies to every piece the previous step
+ *     and compiled at run time with PCRE2 in UTF + UCP mode, their general
+ *     categories such as `\p{L}` given the Unicode 16 sets the library
+ *     uses; see tokenizer_unicode.c), `Digits` and `ByteLevel` steps. Each step applies to every piece the previous step
  *     produced, never to the whole string again.
  *  4. **Model**: BPE over the byte-level alphabet, merges applied lowest
  *     rank first, leftmost first among equal ranks.
@@ -70,7 +71,9 @@ typedef struct Tokenizer Tokenizer;
  * tools/tokenizer_spec.py all these rules agree.)
  *
  * Returns NULL on failure with one line in ds_last_error() naming the file
- * and JSON key, e.g. `DIR/tokenizer.json: model: missing`.
+ * and JSON key, e.g. `DIR/tokenizer.json: model: missing`. Either file
+ * being something other than a regular file (a FIFO, a directory) is
+ * refused at once, never waited on.
  */
 Tokenizer *tokenizer_load(const char *model_dir);
 

