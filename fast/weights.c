@@ -10,6 +10,8 @@
 
 #include "error.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 /* One matrix. */
@@ -45,6 +47,14 @@ static int upload_router(float **out, const Mat *m)
 int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const ModelConfig *cfg)
 {
     const int E = cfg->n_routed_experts;
+    /* every expert's [gate; up] is stacked into one matrix of 2·E·I_e int rows, the shared expert's of 2·N_s·I_e */
+    const int64_t routed_rows = 2 * (int64_t)E * cfg->moe_intermediate_size;
+    const int64_t shared_rows = 2 * (int64_t)cfg->n_shared_experts * cfg->moe_intermediate_size;
+    if (routed_rows > INT_MAX || shared_rows > INT_MAX)
+        return ds_error("fast: 2 x %s %d x moe_intermediate_size %d = %lld stacked rows exceed %d",
+                        routed_rows > INT_MAX ? "n_routed_experts" : "n_shared_experts",
+                        routed_rows > INT_MAX ? E : cfg->n_shared_experts, cfg->moe_intermediate_size,
+                        (long long)(routed_rows > INT_MAX ? routed_rows : shared_rows), INT_MAX);
     const Mat **gu = malloc(sizeof *gu * 2 * E), **down = malloc(sizeof *down * E);
     int rc = !gu || !down ? ds_error("fast: out of host memory for the expert table") : 0;
     for (int e = 0; rc == 0 && e < E; e++) {                  /* expert e: rows [2I·e, 2I·(e+1)) = [gate; up] */

@@ -5,6 +5,7 @@
 #include "checkpoint.h"
 
 #include "error.h"
+#include "jsonfile.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -56,11 +57,8 @@ static int open_single(Checkpoint *ck)
 
 static int open_sharded(Checkpoint *ck, const char *index_path)
 {
-    json_error_t jerr;
-    json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
-        return ds_error("%s: invalid JSON at line %d, column %d: %s", index_path, jerr.line,
-                        jerr.column, jerr.text);
+    json_t *root = json_read_file(index_path);   /* a FIFO or directory is refused, never waited on */
+    if (!root) return -1;
     int rc = 0;
     json_t *map = json_object_get(root, "weight_map");
     if (!json_is_object(map)) {
