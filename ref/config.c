@@ -103,14 +103,16 @@ static int read_choice(const char *file, const json_t *obj, const char *key, con
     return ds_error("%s: key '%s': unknown value \"%s\"", file, key, s);
 }
 
-/* A key whose other values select a variant this code does not implement: absent, or equal to
- * the one value it does (numbers by value, so 1 = 1.0; anything else by JSON equality, so 0 is
- * not false). `prefix` qualifies keys inside rope_scaling. Takes the reference to `allowed`. */
+/* A key whose other values select a variant this code does not implement: absent, null where
+ * null_is_default (transformers then takes the implemented value), or equal to that value
+ * (numbers by value, so 1 = 1.0; anything else by JSON equality, so 0 is not false). `prefix`
+ * qualifies keys inside rope_scaling. Takes the reference to `allowed`. */
 static int require_value(const char *file, const json_t *obj, const char *prefix, const char *key,
-                         json_t *allowed)
+                         bool null_is_default, json_t *allowed)
 {
     const json_t *v = json_object_get(obj, key);
-    const int ok = !v || (json_is_number(v) && json_is_number(allowed)
+    const int ok = !v || (null_is_default && json_is_null(v)) ||
+                   (json_is_number(v) && json_is_number(allowed)
                               ? json_number_value(v) == json_number_value(allowed)
                               : json_equal(v, allowed));
     int rc = 0;
@@ -157,11 +159,12 @@ static int read_rope(const char *file, const json_t *root, ModelConfig *c)
     }
     char prefix[32];
     snprintf(prefix, sizeof prefix, "%s.", key);
-    if (require_value(file, rs, prefix, "partial_rotary_factor", json_integer(1))) return -1;
+    if (require_value(file, rs, prefix, "partial_rotary_factor", false, json_integer(1))) return -1;
     if (type == 0) return 0;
-    /* YaRN's m comes from mscale/mscale_all_dim, and its ramp ends are rounded (truncate) */
-    if (require_value(file, rs, prefix, "attention_factor", json_null()) ||
-        require_value(file, rs, prefix, "truncate", json_true()))
+    /* YaRN's m comes from mscale/mscale_all_dim, and its ramp ends are rounded (truncate; null
+     * would read as false in transformers) */
+    if (require_value(file, rs, prefix, "attention_factor", true, json_null()) ||
+        require_value(file, rs, prefix, "truncate", false, json_true()))
         return -1;
     c->rope_yarn = true;
     if (read_float(file, rs, "factor", 1, 1e6, 0, 0, &c->rope_factor) ||
@@ -188,11 +191,12 @@ static int check_width(const char *file, const char *key_a, int a, const char *k
 /* Keys that select an architecture variant this code does not implement (see config.h). */
 static int read_unsupported(const char *file, const json_t *root, const ModelConfig *c)
 {
-    return require_value(file, root, "", "hidden_act", json_string("silu")) ||
-           require_value(file, root, "", "attention_bias", json_false()) ||
-           require_value(file, root, "", "mlp_bias", json_false()) ||
-           require_value(file, root, "", "num_key_value_heads", json_integer(c->num_attention_heads)) ||
-           require_value(file, root, "", "partial_rotary_factor", json_integer(1))
+    /* null: no bias, and as many key/value heads as heads; a null activation or factor fails in transformers */
+    return require_value(file, root, "", "hidden_act", false, json_string("silu")) ||
+           require_value(file, root, "", "attention_bias", true, json_false()) ||
+           require_value(file, root, "", "mlp_bias", true, json_false()) ||
+           require_value(file, root, "", "num_key_value_heads", true, json_integer(c->num_attention_heads)) ||
+           require_value(file, root, "", "partial_rotary_factor", false, json_integer(1))
                ? -1 : 0;
 }
 

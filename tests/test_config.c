@@ -352,6 +352,14 @@ static void unimplemented_values_refused(void **state)
     expect_key_loads("lite", "attention_bias", json_false());
     expect_key_loads("lite", "num_key_value_heads", json_integer(4));
     expect_key_loads("lite", "partial_rotary_factor", json_real(1.0));
+    /* null is transformers' default for these (no bias, one key/value head per head) */
+    expect_key_loads("lite", "attention_bias", json_null());
+    expect_key_loads("lite", "num_key_value_heads", json_null());
+    expect_key_error("lite", "hidden_act", json_null(),
+                     "key 'hidden_act': null is not implemented; the only supported value is \"silu\"");
+    expect_rope_error("truncate", json_null(),
+                      "key 'rope_scaling.truncate': null is not implemented; the only supported "
+                      "value is true");
 }
 
 /* Keys without effect on inference (config.h lists them) load whatever their value. */
