@@ -5,6 +5,7 @@
 #include "safetensors.h"
 
 #include "error.h"
+#include "jsonfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -88,34 +89,10 @@ static int parse_entry(const char *path, const char *name, const json_t *v, StTe
     return 0;
 }
 
-/* The number of top-level keys of the header object, counted without parsing, or ST_MAX_TENSORS + 1
- * as soon as there are more. Malformed text is left for the parser to report. */
-static size_t count_entries(const char *hdr, size_t hlen)
-{
-    size_t n = 0;
-    int depth = 0, in_string = 0;
-    for (size_t i = 0; i < hlen && n <= ST_MAX_TENSORS; i++) {
-        const char ch = hdr[i];
-        if (in_string) {
-            if (ch == '\\') i++;
-            else if (ch == '"') in_string = 0;
-        } else if (ch == '"') {
-            in_string = 1;
-        } else if (ch == '{' || ch == '[') {
-            depth++;
-        } else if (ch == '}' || ch == ']') {
-            depth--;
-        } else if (ch == ':' && depth == 1) {
-            n++;
-        }
-    }
-    return n;
-}
-
 /* Parses the JSON header and checks that the tensors tile the data section. */
 static int parse_header(StFile *f, const char *hdr, size_t hlen, uint64_t data_start)
 {
-    if (count_entries(hdr, hlen) > ST_MAX_TENSORS)
+    if (json_count_keys(hdr, hlen, 1, ST_MAX_TENSORS) > ST_MAX_TENSORS)   /* before any table is built */
         return ds_error("%s: header lists more than %d entries, the most one file may hold", f->path,
                         ST_MAX_TENSORS);
     json_error_t jerr;

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *const kShard1 = "model-00001-of-000002.safetensors";
@@ -373,6 +374,60 @@ static void fifos_refused_without_blocking(void **state)
     }
 }
 
+/* Writes dir/model.safetensors.index.json: the V2 weight_map plus fillers named filler<i> (in shard 1)
+ * up to n_keys keys inside the top-level objects (the weight_map's and metadata's). */
+static void write_v2_index_with_keys(const char *dir, size_t n_keys)
+{
+    json_t *index = json_load_file("tests/golden/v2/model.safetensors.index.json", 0, NULL);
+    assert_non_null(index);
+    json_t *map = json_object_get(index, "weight_map");
+    const size_t have = json_object_size(map) + json_object_size(json_object_get(index, "metadata"));
+    assert_true(n_keys >= have);
+    for (size_t i = 0; i < n_keys - have; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "filler%zu", i);
+        json_object_set_new(map, name, json_string(kShard1));
+    }
+    char *path = stw_path(dir, "model.safetensors.index.json");
+    assert_int_equal(json_dump_file(index, path, JSON_COMPACT), 0);
+    free(path);
+    json_decref(index);
+}
+
+/* An index of a million entries is refused by counting them before parsing (< 1 s; parsing it took
+ * 6.4 s), against a bound from the config: 2 × (3 + 3 layers × (2 + 7 + 2 + 3·8 + 3)) + 1024 = 1258. */
+static void index_entries_bounded_by_config(void **state)
+{
+    const char *dir = *state;
+    write_v2_with(dir, NULL, NULL);
+    char *path = stw_path(dir, "model.safetensors.index.json");
+    char want[1024];
+    snprintf(want, sizeof want, "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
+             "of 8 routed experts can use", path);
+    write_v2_index_with_keys(dir, 1259);
+    expect_open_error(dir, want);
+    write_v2_index_with_keys(dir, 1258);                   /* at the bound: parsed, then checked */
+    snprintf(want, sizeof want, "%s: tensor 'filler0' is listed in shard %s but absent from it", path,
+             kShard1);
+    expect_open_error(dir, want);
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"weight_map\": {", f);
+    for (int i = 0; i < 1000000; i++) fprintf(f, "%s\"t%d\": \"s\"", i ? ", " : "", i);
+    fputs("}}", f);
+    assert_int_equal(fclose(f), 0);
+    snprintf(want, sizeof want, "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
+             "of 8 routed experts can use", path);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect_open_error(dir, want);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (s >= 1.0) fail_msg("refusing a million index entries took %.2f s", s);
+    free(path);
+}
+
 /* A model directory whose config multiplies two keys past a matrix's int extents: refused by
  * config_load naming both keys, before any tensor is bound (it once bound 0-row tensors). */
 static void config_products_overflowing(void **state)
@@ -483,6 +538,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_config_in_directory, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(fifos_refused_without_blocking, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(config_products_overflowing, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(index_entries_bounded_by_config, dir_setup, dir_teardown),
         cmocka_unit_test(token_outside_vocabulary),
         cmocka_unit_test(prompt_longer_than_context),
     };
