@@ -91,25 +91,27 @@ typedef struct {
  * Refused unless absent or equal to the one value implemented (the error
  * line names the key and that value): hidden_act "silu" (SwiGLU),
  * attention_bias false, mlp_bias false, num_key_value_heads =
- * num_attention_heads (MLA has one key and value per head), and
- * partial_rotary_factor 1 (top level or in the RoPE object); for YaRN
- * also attention_factor null (m comes from mscale / mscale_all_dim) and
- * truncate true. bos_token_id and eos_token_id must lie inside the
- * vocabulary, max_position_embeddings must be at least 2, and the shared
- * experts' width n_shared_experts × moe_intermediate_size must fit a
- * matrix's int extents.
+ * num_attention_heads (MLA has one key and value per head; null for these
+ * three reads as that value, as in transformers), partial_rotary_factor 1
+ * (top level or in the RoPE object); for YaRN also attention_factor null
+ * (m comes from mscale / mscale_all_dim) and truncate true.
+ * bos_token_id and eos_token_id must lie inside the vocabulary,
+ * max_position_embeddings must be at least 2, and the shared experts'
+ * width n_shared_experts × moe_intermediate_size must fit a matrix's int
+ * extents.
  *
- * Read by transformers' DeepseekV2Config but without effect on inference,
- * so ignored: initializer_range, use_cache, pad_token_id (only masks the
- * embedding's gradient), pretraining_tp (no modelling code reads it),
- * attention_dropout (training only), output_router_logits, aux_loss_alpha,
- * seq_aux and ep_size (training and placement), head_dim and qk_head_dim
- * (transformers rederives them from qk_rope_head_dim and
- * qk_nope_head_dim), torch_dtype/dtype (each tensor's dtype comes from
- * its safetensors header). Two keys follow DeepSeek's released modelling
- * code where transformers' port ignores them: norm_topk_prob and
- * moe_layer_freq (every released config sets norm_topk_prob false and
- * moe_layer_freq 1, where the two agree).
+ * Read by DeepseekV2Config (transformers' or DeepSeek's) but without effect
+ * on inference, so ignored: initializer_range, use_cache, pad_token_id
+ * (only masks the embedding's gradient), pretraining_tp (transformers'
+ * port never reads it; slicing a product into parts would not change its
+ * value), attention_dropout (training only), output_router_logits,
+ * aux_loss_alpha, seq_aux and ep_size (training and placement), head_dim
+ * and qk_head_dim (transformers rederives them from qk_rope_head_dim and
+ * qk_nope_head_dim), torch_dtype/dtype (each tensor's dtype comes from its
+ * safetensors header). Two keys follow DeepSeek's released modelling code
+ * where transformers' port (5.23) ignores them: norm_topk_prob and
+ * moe_layer_freq; the released V2 configs set them to false and 1, where
+ * the two agree.
  *
  * \return 0, or −1 with one error line naming the file and key (ds_last_error()).
  */
