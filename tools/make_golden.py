@@ -13,9 +13,11 @@ bf16-rounded weights:
 
 The generator follows SPEC §0: it refuses a transformers whose attention lacks
 the YaRN m² softmax factor (checked numerically against the formula), and it
-rejects seeds whose routing or greedy choices are near-ties.
+rejects seeds whose routing or greedy choices are near-ties. It also refuses a
+transformers whose latent norms (q_a_layernorm, kv_a_layernorm) take an ε other
+than 1e-6, the premise of the `eps` fixture (rms_norm_eps = 0.01 elsewhere).
 
-Two kinds of weights. `lite` and `norope` are random (init_weights): logits
+Two kinds of weights. `lite`, `norope` and `eps` are random (init_weights): logits
 near uniform, the hardest case for float32 equivalence. `v2` and `longctx` are
 then trained for a few hundred steps on a synthetic Markov chain (train_chain),
 so that, like a released checkpoint, they predict with margins that bf16
