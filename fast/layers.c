@@ -191,13 +191,13 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
     if (fast_linear(ctx, s->kv, a, &w->kv_a_proj, T))
         return -1;
     CUDA_TRY(FAST_WRITE_LATENTS(cache, ctx->wtype, s->kv, w->kv_a_norm, inv_freq, rope->cos_sin_scale, dims, at->pos,
-                                at->base, T, cfg->rms_norm_eps, ctx->stream));
+                                at->base, T, LATENT_NORM_EPS, ctx->stream));
 
     /* queries q_t = [q^N ; q^R] per head, q^R rotated in place */
     if (cfg->q_lora_rank) {
         if (fast_linear(ctx, s->c_q, a, &w->q_a_proj, T))
             return -1;
-        CUDA_TRY(FAST_RMSNORM(s->c_q, s->c_q, w->q_a_norm, T, cfg->q_lora_rank, cfg->rms_norm_eps, ctx->stream));
+        CUDA_TRY(FAST_RMSNORM(s->c_q, s->c_q, w->q_a_norm, T, cfg->q_lora_rank, LATENT_NORM_EPS, ctx->stream));
         if (fast_linear(ctx, s->q, s->c_q, &w->q_b_proj, T))
             return -1;
     } else if (fast_linear(ctx, s->q, a, &w->q_proj, T)) {

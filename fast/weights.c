@@ -10,6 +10,8 @@
 
 #include "error.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 /* One matrix. */
@@ -41,10 +43,26 @@ static int upload_router(float **out, const Mat *m)
 }
 // ANCHOR_END: upload_router
 
+/* Every expert's [gate; up] is stacked into one matrix of 2·E·I_e rows, the shared expert's into one of
+ * 2·N_s·I_e; both counts must fit the int rows of a FastMat (config_load bounds N_s·I_e, not twice it). */
+static int check_stacked_rows(const ModelConfig *cfg)
+{
+    const int64_t routed = 2 * (int64_t)cfg->n_routed_experts * cfg->moe_intermediate_size;
+    const int64_t shared = 2 * (int64_t)cfg->n_shared_experts * cfg->moe_intermediate_size;
+    if (routed <= INT_MAX && shared <= INT_MAX)
+        return 0;
+    const bool r = routed > INT_MAX;
+    return ds_error("fast: 2 x %s %d x moe_intermediate_size %d = %lld stacked rows exceed %d",
+                    r ? "n_routed_experts" : "n_shared_experts", r ? cfg->n_routed_experts : cfg->n_shared_experts,
+                    cfg->moe_intermediate_size, (long long)(r ? routed : shared), INT_MAX);
+}
+
 // ANCHOR: fast_upload_moe
 int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const ModelConfig *cfg)
 {
     const int E = cfg->n_routed_experts;
+    if (check_stacked_rows(cfg))
+        return -1;
     const Mat **gu = malloc(sizeof *gu * 2 * E), **down = malloc(sizeof *down * E);
     int rc = !gu || !down ? ds_error("fast: out of host memory for the expert table") : 0;
     for (int e = 0; rc == 0 && e < E; e++) {                  /* expert e: rows [2I·e, 2I·(e+1)) = [gate; up] */

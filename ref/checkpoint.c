@@ -5,6 +5,7 @@
 #include "checkpoint.h"
 
 #include "error.h"
+#include "jsonfile.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -54,13 +55,31 @@ static int open_single(Checkpoint *ck)
     return 0;
 }
 
+/* Most weight_map entries an index may list: twice the tensors the config can bind (3 + per layer
+ * 2 norms, ≤ 7 attention tensors, a router and its bias, 3 per routed expert, 3 shared or dense),
+ * leaving room for tensors a checkpoint carries beyond them, plus 1024. */
+static size_t index_limit(const ModelConfig *c)
+{
+    const size_t per_layer = 2 + 7 + 2 + 3 * (size_t)c->n_routed_experts + 3;
+    return 2 * (3 + (size_t)c->num_hidden_layers * per_layer) + 1024;
+}
+
 static int open_sharded(Checkpoint *ck, const char *index_path)
 {
-    json_error_t jerr;
-    json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
-        return ds_error("%s: invalid JSON at line %d, column %d: %s", index_path, jerr.line,
-                        jerr.column, jerr.text);
+    size_t len;
+    char *text = json_file_text(index_path, &len);   /* a FIFO or directory is refused, never waited on */
+    if (!text) return -1;
+    /* bound the work before parsing: a hostile index of a million entries is refused by one scan */
+    const size_t limit = index_limit(&ck->cfg);
+    if (json_count_keys(text, len, 2, limit) > limit) {
+        free(text);
+        return ds_error("%s: more than %zu entries, twice the tensors config.json's %d layers of "
+                        "%d routed experts can use", index_path, limit, ck->cfg.num_hidden_layers,
+                        ck->cfg.n_routed_experts);
+    }
+    json_t *root = json_parse_text(index_path, text, len);
+    free(text);
+    if (!root) return -1;
     int rc = 0;
     json_t *map = json_object_get(root, "weight_map");
     if (!json_is_object(map)) {

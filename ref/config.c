@@ -8,8 +8,12 @@
 #include "rope.h"   /* ROPE_MAX_DIM: RoPE's pair buffer bounds qk_rope_head_dim */
 #include "router.h" /* ROUTER_MAX_EXPERTS: the router's stack buffers bound n_routed_experts */
 
-#include <jansson.h>
+#include "jsonfile.h"
+
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Each reader returns 0, or −1 after recording "<file>: key '<key>': <what>". */
@@ -99,6 +103,31 @@ static int read_choice(const char *file, const json_t *obj, const char *key, con
     return ds_error("%s: key '%s': unknown value \"%s\"", file, key, s);
 }
 
+/* A key whose other values select a variant this code does not implement: absent, null where
+ * null_is_default (transformers then takes the implemented value), or equal to that value
+ * (numbers by value, so 1 = 1.0; anything else by JSON equality, so 0 is not false). `prefix`
+ * qualifies keys inside rope_scaling. Takes the reference to `allowed`. */
+static int require_value(const char *file, const json_t *obj, const char *prefix, const char *key,
+                         bool null_is_default, json_t *allowed)
+{
+    const json_t *v = json_object_get(obj, key);
+    const int ok = !v || (null_is_default && json_is_null(v)) ||
+                   (json_is_number(v) && json_is_number(allowed)
+                              ? json_number_value(v) == json_number_value(allowed)
+                              : json_equal(v, allowed));
+    int rc = 0;
+    if (!ok) {
+        char *got = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        char *want = json_dumps(allowed, JSON_ENCODE_ANY | JSON_COMPACT);
+        rc = ds_error("%s: key '%s%s': %s is not implemented; the only supported value is %s", file,
+                      prefix, key, got ? got : "(unprintable)", want ? want : "(unprintable)");
+        free(got);
+        free(want);
+    }
+    json_decref(allowed);
+    return rc;
+}
+
 /* YaRN parameters from rope_scaling (released files) or rope_parameters (transformers ≥ 5). */
 static int read_rope(const char *file, const json_t *root, ModelConfig *c)
 {
@@ -128,7 +157,15 @@ static int read_rope(const char *file, const json_t *root, ModelConfig *c)
             return ds_error("%s: key '%s': unknown value \"%s\"", file, full, json_string_value(v));
         return ds_error("%s: key '%s' is missing or not a string", file, full);
     }
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "%s.", key);
+    if (require_value(file, rs, prefix, "partial_rotary_factor", false, json_integer(1))) return -1;
     if (type == 0) return 0;
+    /* YaRN's m comes from mscale/mscale_all_dim, and its ramp ends are rounded (truncate; null
+     * would read as false in transformers) */
+    if (require_value(file, rs, prefix, "attention_factor", true, json_null()) ||
+        require_value(file, rs, prefix, "truncate", false, json_true()))
+        return -1;
     c->rope_yarn = true;
     if (read_float(file, rs, "factor", 1, 1e6, 0, 0, &c->rope_factor) ||
         read_int(file, rs, "original_max_position_embeddings", 1, 1 << 30, 1, 4096,
@@ -139,6 +176,28 @@ static int read_rope(const char *file, const json_t *root, ModelConfig *c)
         read_float(file, rs, "mscale_all_dim", 0, 1e6, 1, 0, &c->rope_mscale_all_dim))
         return ds_error("%s (in '%s')", ds_last_error(), key);
     return 0;
+}
+
+/* a × b, the width of one weight matrix, must fit the int a matrix's rows and columns are held in. */
+static int check_width(const char *file, const char *key_a, int a, const char *key_b, int b)
+{
+    const int64_t w = (int64_t)a * b;
+    if (w > INT_MAX)
+        return ds_error("%s: keys '%s' x '%s': %d x %d = %lld exceeds %d, the widest weight matrix "
+                        "the code can address", file, key_a, key_b, a, b, (long long)w, INT_MAX);
+    return 0;
+}
+
+/* Keys that select an architecture variant this code does not implement (see config.h). */
+static int read_unsupported(const char *file, const json_t *root, const ModelConfig *c)
+{
+    /* null: no bias, and as many key/value heads as heads; a null activation or factor fails in transformers */
+    return require_value(file, root, "", "hidden_act", false, json_string("silu")) ||
+           require_value(file, root, "", "attention_bias", true, json_false()) ||
+           require_value(file, root, "", "mlp_bias", true, json_false()) ||
+           require_value(file, root, "", "num_key_value_heads", true, json_integer(c->num_attention_heads)) ||
+           require_value(file, root, "", "partial_rotary_factor", false, json_integer(1))
+               ? -1 : 0;
 }
 
 static int read_all(const char *file, const json_t *root, ModelConfig *c)
@@ -155,7 +214,7 @@ static int read_all(const char *file, const json_t *root, ModelConfig *c)
         read_int(file, root, "qk_rope_head_dim", 2, ROPE_MAX_DIM, 0, 0, &c->qk_rope_head_dim) ||
         read_int(file, root, "v_head_dim", 1, 65536, 0, 0, &c->v_head_dim) ||
         read_int(file, root, "intermediate_size", 1, big, 0, 0, &c->intermediate_size) ||
-        read_int(file, root, "max_position_embeddings", 1, 1 << 30, 0, 0,
+        read_int(file, root, "max_position_embeddings", 2, 1 << 30, 0, 0,
                  &c->max_position_embeddings) ||
         read_float(file, root, "rms_norm_eps", 0, 1, 0, 0, &c->rms_norm_eps) ||
         read_int_or_null(file, root, "n_routed_experts", 1, ROUTER_MAX_EXPERTS, 1, 0,
@@ -185,6 +244,9 @@ static int read_all(const char *file, const json_t *root, ModelConfig *c)
             read_bool(file, root, "norm_topk_prob", false, &c->norm_topk_prob) ||
             read_float(file, root, "routed_scaling_factor", 0, 1e6, 1, 1, &c->routed_scaling_factor))
             return -1;
+        if (check_width(file, "n_shared_experts", c->n_shared_experts, "moe_intermediate_size",
+                        c->moe_intermediate_size))
+            return -1;
         if (c->n_group == 0) c->n_group = 1;
         if (E % c->n_group)
             return ds_error("%s: key 'n_group': %d does not divide n_routed_experts %d",
@@ -212,19 +274,18 @@ static int read_all(const char *file, const json_t *root, ModelConfig *c)
         return -1;
     if (json_is_null(json_object_get(root, "bos_token_id"))) c->bos_token_id = -1;
     if (json_is_null(json_object_get(root, "eos_token_id"))) c->eos_token_id = -1;
-    return read_rope(file, root, c);
+    if (c->bos_token_id >= c->vocab_size || c->eos_token_id >= c->vocab_size)
+        return ds_error("%s: key '%s': %d is outside the vocabulary [0, %d) of key 'vocab_size'", file,
+                        c->bos_token_id >= c->vocab_size ? "bos_token_id" : "eos_token_id",
+                        c->bos_token_id >= c->vocab_size ? c->bos_token_id : c->eos_token_id,
+                        c->vocab_size);
+    return read_unsupported(file, root, c) || read_rope(file, root, c) ? -1 : 0;
 }
 
 int config_load(const char *path, ModelConfig *cfg)
 {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        if (jerr.line < 0 || strstr(jerr.text, "unable to open"))
-            return ds_error("%s: cannot read: %s", path, jerr.text);
-        return ds_error("%s: invalid JSON at line %d, column %d: %s", path, jerr.line,
-                        jerr.column, jerr.text);
-    }
+    json_t *root = json_read_file(path);   /* a FIFO or directory is refused, never waited on */
+    if (!root) return -1;
     int rc = json_is_object(root) ? read_all(path, root, cfg)
                                   : ds_error("%s: expected a JSON object at the top level", path);
     json_decref(root);

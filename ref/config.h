@@ -26,6 +26,15 @@ typedef enum {
     SCORING_SIGMOID, /**< s = sigmoid(g) per expert (V3) */
 } ScoringFunc;
 
+/**
+ * ε of the two latent RMSNorms, on c^Q (`q_a_layernorm`) and c^KV
+ * (`kv_a_layernorm`). DeepSeek's released modelling code and transformers
+ * build these two norms with the RMSNorm class default, so `rms_norm_eps`
+ * never reaches them: a config with rms_norm_eps = 0.01 still normalises
+ * the latents with 1e-6.
+ */
+#define LATENT_NORM_EPS 1e-6f
+
 /** Hyper-parameters of a DeepSeek-V2-family model. Names follow SPEC's notation. */
 typedef struct {
     int vocab_size;          /**< vocabulary size */
@@ -50,7 +59,7 @@ typedef struct {
     bool norm_topk_prob;     /**< renormalize the K selected weights */
     float routed_scaling_factor; /**< multiplies routed weights (16 for V2) */
     ScoringFunc scoring_func;  /**< softmax for V2 */
-    float rms_norm_eps;      /**< ε inside every RMSNorm's square root */
+    float rms_norm_eps;      /**< ε of the residual-stream RMSNorms (input, post-attention, final) */
     int max_position_embeddings; /**< longest sequence the model accepts */
     float rope_theta;        /**< θ, RoPE base */
     bool rope_yarn;          /**< true when rope_scaling is YaRN; false for plain RoPE */
@@ -78,6 +87,31 @@ typedef struct {
  * rope_scaling null (plain RoPE), bos/eos absent, tie_word_embeddings false
  * (true is rejected). RoPE scaling is read from `rope_scaling` (released
  * checkpoints) or from transformers ≥ 5's `rope_parameters`.
+ *
+ * Refused unless absent or equal to the one value implemented (the error
+ * line names the key and that value): hidden_act "silu" (SwiGLU),
+ * attention_bias false, mlp_bias false, num_key_value_heads =
+ * num_attention_heads (MLA has one key and value per head; null for these
+ * three reads as that value, as in transformers), partial_rotary_factor 1
+ * (top level or in the RoPE object); for YaRN also attention_factor null
+ * (m comes from mscale / mscale_all_dim) and truncate true.
+ * bos_token_id and eos_token_id must lie inside the vocabulary,
+ * max_position_embeddings must be at least 2, and the shared experts'
+ * width n_shared_experts × moe_intermediate_size must fit a matrix's int
+ * extents.
+ *
+ * Read by DeepseekV2Config (transformers' or DeepSeek's) but without effect
+ * on inference, so ignored: initializer_range, use_cache, pad_token_id
+ * (only masks the embedding's gradient), pretraining_tp (transformers'
+ * port never reads it; slicing a product into parts would not change its
+ * value), attention_dropout (training only), output_router_logits,
+ * aux_loss_alpha, seq_aux and ep_size (training and placement), head_dim
+ * and qk_head_dim (transformers rederives them from qk_rope_head_dim and
+ * qk_nope_head_dim), torch_dtype/dtype (each tensor's dtype comes from its
+ * safetensors header). Two keys follow DeepSeek's released modelling code
+ * where transformers' port (5.23) ignores them: norm_topk_prob and
+ * moe_layer_freq; the released V2 configs set them to false and 1, where
+ * the two agree.
  *
  * \return 0, or −1 with one error line naming the file and key (ds_last_error()).
  */

@@ -1,6 +1,6 @@
 /**
  * \file jsonfile.c
- * \brief json_read_file(): a regular-file check before parsing.
+ * \brief json_read_file(): a regular-file check before parsing; counting keys before parsing.
  */
 #include "jsonfile.h"
 
@@ -13,10 +13,7 @@
 
 #include "error.h"
 
-/* A JSON file larger than this is refused before it is read (a real tokenizer.json is ~8 MB). */
-#define JSON_MAX_BYTES ((size_t)256 << 20)
-
-json_t *json_read_file(const char *path)
+char *json_file_text(const char *path, size_t *len)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
@@ -54,9 +51,15 @@ json_t *json_read_file(const char *path)
         ds_error("%s: read %zu of %zu bytes", path, got, n);
         return NULL;
     }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+json_t *json_parse_text(const char *path, const char *text, size_t len)
+{
     json_error_t err;
-    json_t *root = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
     if (!root) {
         if (err.line > 0)
             ds_error("%s: line %d, column %d: %s", path, err.line, err.column, err.text);
@@ -64,4 +67,36 @@ json_t *json_read_file(const char *path)
             ds_error("%s: %s", path, err.text);
     }
     return root;
+}
+
+json_t *json_read_file(const char *path)
+{
+    size_t n;
+    char *text = json_file_text(path, &n);
+    if (!text) return NULL;
+    json_t *root = json_parse_text(path, text, n);
+    free(text);
+    return root;
+}
+
+size_t json_count_keys(const char *text, size_t len, int depth, size_t stop)
+{
+    size_t n = 0;
+    int level = 0, in_string = 0;
+    for (size_t i = 0; i < len && n <= stop; i++) {
+        const char ch = text[i];
+        if (in_string) {
+            if (ch == '\\') i++;                  /* an escaped quote does not end the string */
+            else if (ch == '"') in_string = 0;
+        } else if (ch == '"') {
+            in_string = 1;
+        } else if (ch == '{' || ch == '[') {
+            level++;
+        } else if (ch == '}' || ch == ']') {
+            level--;
+        } else if (ch == ':' && level == depth) {   /* a colon outside strings ends a key */
+            n++;
+        }
+    }
+    return n;
 }

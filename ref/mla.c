@@ -88,7 +88,7 @@ static void mla_write_latents(const float *a, const MlaWeights *w, LatentCache *
         float *c_hat = cache->c_kv + (size_t)(pos0 + t) * dc;
         float *k_r = cache->k_rope + (size_t)(pos0 + t) * dr;
         const float *kv_t = kv + (size_t)t * (dc + dr);
-        rmsnorm_forward(c_hat, kv_t, w->kv_a_norm, 1, dc, cfg->rms_norm_eps); /* the latent only */
+        rmsnorm_forward(c_hat, kv_t, w->kv_a_norm, 1, dc, LATENT_NORM_EPS); /* the latent only */
         memcpy(k_r, kv_t + dc, sizeof(float) * dr);            /* the RoPE key bypasses the norm */
         rope_rotate(k_r, rope, pos0 + t);
     }
@@ -103,7 +103,7 @@ static void mla_queries(float *q, const float *a, const MlaWeights *w, const Mod
     const int nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg);
     if (cfg->q_lora_rank) {
         linear(c_q, a, &w->q_a_proj, T);                       /* c^Q_t = W^DQ a_t, [T, d_c'] */
-        rmsnorm_forward(c_q, c_q, w->q_a_norm, T, cfg->q_lora_rank, cfg->rms_norm_eps);
+        rmsnorm_forward(c_q, c_q, w->q_a_norm, T, cfg->q_lora_rank, LATENT_NORM_EPS);
         linear(q, c_q, &w->q_b_proj, T);                       /* [T, n_h·d_q] */
     } else {
         linear(q, a, &w->q_proj, T);

@@ -7,6 +7,7 @@
 #include "error.h"
 #include "rmsnorm.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +19,19 @@ typedef struct {
     float *norm_next; /* next free float in m->norms */
 } Binder;
 
-static int bind_mat(Binder *b, Mat *out, int rows, int cols, const char *fmt, int l, int e)
+/* rows and cols are products of config keys, formed in int64_t; config_load() bounds each key and
+ * the shared-expert width so they fit Mat's int extents, which this checks once more. */
+static int bind_mat(Binder *b, Mat *out, int64_t rows, int64_t cols, const char *fmt, int l, int e)
 {
     char name[256];
     snprintf(name, sizeof name, fmt, l, e);
+    if (rows > INT_MAX || cols > INT_MAX)
+        return ds_error("%s: tensor '%s': the config implies [%lld, %lld], beyond a matrix's int "
+                        "extents", b->m->ck.dir, name, (long long)rows, (long long)cols);
     const int64_t shape[2] = {rows, cols};
     const StTensor *t = checkpoint_tensor(&b->m->ck, name, 2, shape);
     if (!t) return -1;
-    *out = (Mat){t->data, t->dtype, rows, cols};
+    *out = (Mat){t->data, t->dtype, (int)rows, (int)cols};
     return 0;
 }
 
@@ -43,7 +49,7 @@ static int bind_vec(Binder *b, const float **out, int n, const char *fmt, int l)
     return 0;
 }
 
-static int bind_swiglu(Binder *b, SwigluWeights *w, int I, const char *prefix, int l, int e)
+static int bind_swiglu(Binder *b, SwigluWeights *w, int64_t I, const char *prefix, int l, int e)
 {
     const int D = b->m->cfg->hidden_size;
     char fmt[160];
@@ -59,8 +65,8 @@ static int bind_swiglu(Binder *b, SwigluWeights *w, int I, const char *prefix, i
 static int bind_attention(Binder *b, MlaWeights *w, int l)
 {
     const ModelConfig *c = b->m->cfg;
-    const int D = c->hidden_size, nh = c->num_attention_heads, dq = config_qk_head_dim(c);
-    const int dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    const int64_t D = c->hidden_size, nh = c->num_attention_heads, dq = config_qk_head_dim(c);
+    const int64_t dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
     if (c->q_lora_rank) {
         if (bind_mat(b, &w->q_a_proj, c->q_lora_rank, D, "model.layers.%d.self_attn.q_a_proj.weight", l, 0) ||
             bind_vec(b, &w->q_a_norm, c->q_lora_rank, "model.layers.%d.self_attn.q_a_layernorm.weight", l) ||
@@ -97,7 +103,7 @@ static int bind_layer(Binder *b, int l, SwigluWeights *experts)
     for (int e = 0; e < E; e++)
         if (bind_swiglu(b, &experts[e], c->moe_intermediate_size, "experts.%d", l, e)) return -1;
     if (c->n_shared_experts > 0 &&
-        bind_swiglu(b, &moe->shared, c->n_shared_experts * c->moe_intermediate_size,
+        bind_swiglu(b, &moe->shared, (int64_t)c->n_shared_experts * c->moe_intermediate_size,
                     "shared_experts", l, 0))
         return -1;
     return 0;
@@ -107,7 +113,7 @@ static int bind_weights(Model *m)
 {
     const ModelConfig *c = m->cfg;
     const int L = c->num_hidden_layers, D = c->hidden_size, E = c->n_routed_experts;
-    size_t n_norm = (size_t)D * (2 * L + 1) + (size_t)L * (c->kv_lora_rank + c->q_lora_rank + E);
+    size_t n_norm = (size_t)D * (2 * (size_t)L + 1) + (size_t)L * ((size_t)c->kv_lora_rank + c->q_lora_rank + E);
     m->norms = malloc(sizeof(float) * n_norm);
     m->layers = calloc((size_t)L, sizeof *m->layers);
     m->experts = calloc((size_t)L * (E ? E : 1), sizeof *m->experts);

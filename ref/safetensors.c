@@ -5,6 +5,7 @@
 #include "safetensors.h"
 
 #include "error.h"
+#include "jsonfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -91,6 +92,9 @@ static int parse_entry(const char *path, const char *name, const json_t *v, StTe
 /* Parses the JSON header and checks that the tensors tile the data section. */
 static int parse_header(StFile *f, const char *hdr, size_t hlen, uint64_t data_start)
 {
+    if (json_count_keys(hdr, hlen, 1, ST_MAX_TENSORS) > ST_MAX_TENSORS)   /* before any table is built */
+        return ds_error("%s: header lists more than %d entries, the most one file may hold", f->path,
+                        ST_MAX_TENSORS);
     json_error_t jerr;
     json_t *root = json_loadb(hdr, hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
@@ -165,7 +169,7 @@ out:
 int st_open(const char *path, StFile *f)
 {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);   /* a FIFO must not block the open */
     if (fd < 0) return ds_error("%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {

@@ -10,7 +10,9 @@
  * starting where the previous ended, the last ending at the end of the
  * file), byte counts equal to dtype × shape computed without overflow.
  * It also requires each tensor to be aligned to its element size, so the
- * mapped bytes can be read in place.
+ * mapped bytes can be read in place, refuses a path that is not a regular
+ * file (opened without blocking, so a FIFO cannot hang it), and bounds the
+ * number of entries (ST_MAX_TENSORS).
  */
 #ifndef DSV2_SAFETENSORS_H
 #define DSV2_SAFETENSORS_H
@@ -19,6 +21,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * Most header entries (tensors and `__metadata__`) one file may list: more
+ * than twice the 29,102 tensors that DeepSeek-V2 (60 layers, 160 experts)
+ * spreads over all its shards. The reader counts the entries before
+ * parsing, so a hostile header of millions of tiny tensors costs one scan,
+ * not a table in memory.
+ */
+#define ST_MAX_TENSORS 65536
 
 /** Largest tensor rank the reader accepts. */
 #define ST_MAX_DIMS 8

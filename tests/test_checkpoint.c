@@ -18,6 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *const kShard1 = "model-00001-of-000002.safetensors";
@@ -170,8 +173,7 @@ static void missing_directory_and_files(void **state)
     const char *dir = *state;
     expect_open_error("tests/golden/none", "tests/golden/none: no such model directory");
     char want[1024];
-    snprintf(want, sizeof want, "%s/config.json: cannot read: unable to open %s/config.json: "
-             "No such file or directory", dir, dir);
+    snprintf(want, sizeof want, "%s/config.json: cannot open: No such file or directory", dir);
     expect_open_error(dir, want);
     copy_golden("lite", "config.json", dir);
     snprintf(want, sizeof want, "%s/model.safetensors: cannot open: No such file or directory", dir);
@@ -252,8 +254,7 @@ static void index_malformed(void **state)
     char *path = stw_path(dir, "model.safetensors.index.json");
     char want[1024];
     assert_int_equal(stw_write_text(path, "{\"weight_map\": {\"a\": \"x\", \"a\": \"y\"}}"), 0);
-    snprintf(want, sizeof want, "%s: invalid JSON at line 1, column 29: duplicate object key "
-             "near '\"a\"'", path);
+    snprintf(want, sizeof want, "%s: line 1, column 29: duplicate object key near '\"a\"'", path);
     expect_open_error(dir, want);
     assert_int_equal(stw_write_text(path, "{\"metadata\": {}}"), 0);
     snprintf(want, sizeof want, "%s: key 'weight_map' is missing or not an object", path);
@@ -311,6 +312,139 @@ static void bad_config_in_directory(void **state)
     assert_int_equal(stw_write_text(path, "{\"vocab_size\": \"512\"}"), 0);
     char want[1024];
     snprintf(want, sizeof want, "%s: key 'vocab_size': expected an integer, got a string", path);
+    expect_model_error(dir, want);
+    free(path);
+}
+
+/* Runs checkpoint_open(dir) in a child process under a 1-second alarm, so a reader that blocks fails
+ * the test instead of hanging it; the child must refuse with exactly want. */
+static void expect_open_error_within_a_second(const char *dir, const char *want)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        alarm(1);                                          /* SIGALRM ends a blocked child */
+        Checkpoint ck;
+        const int rc = checkpoint_open(dir, &ck);
+        const char *line = ds_last_error();
+        const ssize_t n = write(fds[1], line, strlen(line));
+        _exit(rc == -1 && n == (ssize_t)strlen(line) ? 0 : 1);
+    }
+    close(fds[1]);
+    char got[2048] = {0};
+    size_t n = 0;
+    for (ssize_t r; n < sizeof got - 1 && (r = read(fds[0], got + n, sizeof got - 1 - n)) > 0;)
+        n += (size_t)r;
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status))
+        fail_msg("checkpoint_open(%s) still blocked after 1 s (signal %d)", dir, WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_string_equal(got, want);
+}
+
+/* A FIFO in place of config.json, the shard index or model.safetensors: opening one for reading
+ * would wait forever for a writer, so each is refused as not a regular file, at once. */
+static void fifos_refused_without_blocking(void **state)
+{
+    const char *dir = *state;
+    static const char *const names[] = {"config.json", "model.safetensors.index.json",
+                                        "model.safetensors"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        write_v2_with(dir, NULL, NULL);                    /* a complete sharded checkpoint */
+        char *path = stw_path(dir, names[i]);
+        if (i == 2) {                                      /* the single-file layout: no index */
+            char *index = stw_path(dir, "model.safetensors.index.json");
+            assert_int_equal(unlink(index), 0);
+            free(index);
+        } else {
+            assert_int_equal(unlink(path), 0);
+        }
+        assert_int_equal(mkfifo(path, 0600), 0);
+        char want[1024];
+        snprintf(want, sizeof want, "%s: not a regular file", path);
+        expect_open_error_within_a_second(dir, want);
+        assert_int_equal(unlink(path), 0);
+        free(path);
+    }
+}
+
+/* Writes dir/model.safetensors.index.json: the V2 weight_map plus fillers named filler<i> (in shard 1)
+ * up to n_keys keys inside the top-level objects (the weight_map's and metadata's). */
+static void write_v2_index_with_keys(const char *dir, size_t n_keys)
+{
+    json_t *index = json_load_file("tests/golden/v2/model.safetensors.index.json", 0, NULL);
+    assert_non_null(index);
+    json_t *map = json_object_get(index, "weight_map");
+    const size_t have = json_object_size(map) + json_object_size(json_object_get(index, "metadata"));
+    assert_true(n_keys >= have);
+    for (size_t i = 0; i < n_keys - have; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "filler%zu", i);
+        json_object_set_new(map, name, json_string(kShard1));
+    }
+    char *path = stw_path(dir, "model.safetensors.index.json");
+    assert_int_equal(json_dump_file(index, path, JSON_COMPACT), 0);
+    free(path);
+    json_decref(index);
+}
+
+/* An index of a million entries is refused by counting them before parsing (< 1 s; parsing it took
+ * 6.4 s), against a bound from the config: 2 × (3 + 3 layers × (2 + 7 + 2 + 3·8 + 3)) + 1024 = 1258. */
+static void index_entries_bounded_by_config(void **state)
+{
+    const char *dir = *state;
+    write_v2_with(dir, NULL, NULL);
+    char *path = stw_path(dir, "model.safetensors.index.json");
+    char want[1024];
+    snprintf(want, sizeof want, "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
+             "of 8 routed experts can use", path);
+    write_v2_index_with_keys(dir, 1259);
+    expect_open_error(dir, want);
+    write_v2_index_with_keys(dir, 1258);                   /* at the bound: parsed, then checked */
+    snprintf(want, sizeof want, "%s: tensor 'filler0' is listed in shard %s but absent from it", path,
+             kShard1);
+    expect_open_error(dir, want);
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"weight_map\": {", f);
+    for (int i = 0; i < 1000000; i++) fprintf(f, "%s\"t%d\": \"s\"", i ? ", " : "", i);
+    fputs("}}", f);
+    assert_int_equal(fclose(f), 0);
+    snprintf(want, sizeof want, "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
+             "of 8 routed experts can use", path);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect_open_error(dir, want);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (s >= 1.0) fail_msg("refusing a million index entries took %.2f s", s);
+    free(path);
+}
+
+/* A model directory whose config multiplies two keys past a matrix's int extents: refused by
+ * config_load naming both keys, before any tensor is bound (it once bound 0-row tensors). */
+static void config_products_overflowing(void **state)
+{
+    const char *dir = *state;
+    copy_golden("lite", "model.safetensors", dir);
+    json_t *cfg = json_load_file("tests/golden/lite/config.json", 0, NULL);
+    assert_non_null(cfg);
+    json_object_set_new(cfg, "n_shared_experts", json_integer(65536));
+    json_object_set_new(cfg, "moe_intermediate_size", json_integer(65536));
+    char *path = stw_path(dir, "config.json");
+    assert_int_equal(json_dump_file(cfg, path, JSON_INDENT(1)), 0);
+    json_decref(cfg);
+    char want[1024];
+    snprintf(want, sizeof want, "%s: keys 'n_shared_experts' x 'moe_intermediate_size': 65536 x "
+             "65536 = 4294967296 exceeds 2147483647, the widest weight matrix the code can address",
+             path);
     expect_model_error(dir, want);
     free(path);
 }
@@ -402,6 +536,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(shape_not_matching_config, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(dtype_outside_bf16_f16_f32, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(bad_config_in_directory, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(fifos_refused_without_blocking, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(config_products_overflowing, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(index_entries_bounded_by_config, dir_setup, dir_teardown),
         cmocka_unit_test(token_outside_vocabulary),
         cmocka_unit_test(prompt_longer_than_context),
     };

@@ -12,6 +12,7 @@
 #include "st_writer.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,16 +186,15 @@ static void missing_file(void **state)
     (void)state;
     ModelConfig c;
     assert_int_equal(config_load("tests/golden/none/config.json", &c), -1);
-    assert_string_equal(ds_last_error(), "tests/golden/none/config.json: cannot read: unable to "
-                                         "open tests/golden/none/config.json: No such file or "
-                                         "directory");
+    assert_string_equal(ds_last_error(), "tests/golden/none/config.json: cannot open: No such file "
+                                         "or directory");
 }
 
 static void invalid_json(void **state)
 {
     (void)state;
     assert_int_equal(stw_write_text(g_path, "{\n  \"vocab_size\": 512,\n  \"hidden_size\": }\n"), 0);
-    expect_error("invalid JSON at line 3, column 18: unexpected token near '}'");
+    expect_error("line 3, column 18: unexpected token near '}'");
     assert_int_equal(stw_write_text(g_path, "[1, 2]"), 0);
     expect_error("expected a JSON object at the top level");
 }
@@ -203,7 +203,7 @@ static void duplicate_key(void **state)
 {
     (void)state;
     assert_int_equal(stw_write_text(g_path, "{\"vocab_size\": 512,\n\"vocab_size\": 1024}"), 0);
-    expect_error("invalid JSON at line 2, column 12: duplicate object key near '\"vocab_size\"'");
+    expect_error("line 2, column 12: duplicate object key near '\"vocab_size\"'");
 }
 
 static void missing_keys(void **state)
@@ -275,6 +275,104 @@ static void out_of_range_values(void **state)
                      "key 'num_experts_per_tok': 3 exceeds the 2 experts in topk_group 1 groups");
     expect_key_error("lite", "tie_word_embeddings", json_true(),
                      "key 'tie_word_embeddings': true is not a DeepSeek-V2 layout");
+    /* a context must hold a prompt token and the one it predicts */
+    expect_key_error("lite", "max_position_embeddings", json_integer(1),
+                     "key 'max_position_embeddings': 1 is out of range [2, 1073741824]");
+    /* special ids are positions in the embedding table */
+    expect_key_error("lite", "bos_token_id", json_integer(512),
+                     "key 'bos_token_id': 512 is outside the vocabulary [0, 512) of key 'vocab_size'");
+    expect_key_error("lite", "eos_token_id", json_integer(100001),
+                     "key 'eos_token_id': 100001 is outside the vocabulary [0, 512) of key 'vocab_size'");
+}
+
+/* N_s·I_e is one matrix's row count: 65536 × 65536 = 2^32 would wrap an int to 0 rows. */
+static void products_overflowing_a_matrix(void **state)
+{
+    (void)state;
+    json_t *root = golden("lite");
+    json_object_set_new(root, "n_shared_experts", json_integer(65536));
+    json_object_set_new(root, "moe_intermediate_size", json_integer(65536));
+    write_config(root);
+    expect_error("keys 'n_shared_experts' x 'moe_intermediate_size': 65536 x 65536 = 4294967296 "
+                 "exceeds 2147483647, the widest weight matrix the code can address");
+    /* the edge: 128 × (2^24 − 1) = 2^31 − 128 fits; 128 × 2^24 = 2^31 does not */
+    root = golden("lite");
+    json_object_set_new(root, "n_shared_experts", json_integer(128));
+    json_object_set_new(root, "moe_intermediate_size", json_integer((1 << 24) - 1));
+    write_config(root);
+    ModelConfig c = load_ok(g_path);
+    assert_int_equal((int64_t)c.n_shared_experts * c.moe_intermediate_size, 2147483520);
+    root = golden("lite");
+    json_object_set_new(root, "n_shared_experts", json_integer(128));
+    json_object_set_new(root, "moe_intermediate_size", json_integer(1 << 24));
+    write_config(root);
+    expect_error("keys 'n_shared_experts' x 'moe_intermediate_size': 128 x 16777216 = 2147483648 "
+                 "exceeds 2147483647, the widest weight matrix the code can address");
+}
+
+/* The fixture's config with key set to value must load (a value equal to the implemented one,
+ * or a key without effect on inference). */
+static void expect_key_loads(const char *fixture, const char *key, json_t *value)
+{
+    json_t *root = golden(fixture);
+    json_object_set_new(root, key, value);
+    write_config(root);
+    (void)load_ok(g_path);
+}
+
+/* Keys transformers' DeepseekV2Config reads, with values selecting a variant this code does not
+ * implement: one line naming the key and the only value implemented. */
+static void unimplemented_values_refused(void **state)
+{
+    (void)state;
+    expect_key_error("lite", "hidden_act", json_string("gelu"),
+                     "key 'hidden_act': \"gelu\" is not implemented; the only supported value is \"silu\"");
+    expect_key_error("lite", "attention_bias", json_true(),
+                     "key 'attention_bias': true is not implemented; the only supported value is false");
+    expect_key_error("lite", "mlp_bias", json_true(),
+                     "key 'mlp_bias': true is not implemented; the only supported value is false");
+    expect_key_error("lite", "num_key_value_heads", json_integer(1),
+                     "key 'num_key_value_heads': 1 is not implemented; the only supported value is 4");
+    expect_key_error("lite", "partial_rotary_factor", json_real(0.5),
+                     "key 'partial_rotary_factor': 0.5 is not implemented; the only supported value is 1");
+    expect_rope_error("partial_rotary_factor", json_real(0.5),
+                      "key 'rope_scaling.partial_rotary_factor': 0.5 is not implemented; the only "
+                      "supported value is 1");
+    expect_rope_error("attention_factor", json_real(1.2),
+                      "key 'rope_scaling.attention_factor': 1.2 is not implemented; the only "
+                      "supported value is null");
+    expect_rope_error("truncate", json_false(),
+                      "key 'rope_scaling.truncate': false is not implemented; the only supported "
+                      "value is true");
+    /* a boolean is not a number: 0 for attention_bias is refused too */
+    expect_key_error("lite", "attention_bias", json_integer(0),
+                     "key 'attention_bias': 0 is not implemented; the only supported value is false");
+    /* the implemented values, spelled out, load */
+    expect_key_loads("lite", "hidden_act", json_string("silu"));
+    expect_key_loads("lite", "attention_bias", json_false());
+    expect_key_loads("lite", "num_key_value_heads", json_integer(4));
+    expect_key_loads("lite", "partial_rotary_factor", json_real(1.0));
+    /* null is transformers' default for these (no bias, one key/value head per head) */
+    expect_key_loads("lite", "attention_bias", json_null());
+    expect_key_loads("lite", "num_key_value_heads", json_null());
+    expect_key_error("lite", "hidden_act", json_null(),
+                     "key 'hidden_act': null is not implemented; the only supported value is \"silu\"");
+    expect_rope_error("truncate", json_null(),
+                      "key 'rope_scaling.truncate': null is not implemented; the only supported "
+                      "value is true");
+}
+
+/* Keys without effect on inference (config.h lists them) load whatever their value. */
+static void keys_without_effect_ignored(void **state)
+{
+    (void)state;
+    expect_key_loads("lite", "initializer_range", json_real(0.5));
+    expect_key_loads("lite", "use_cache", json_false());
+    expect_key_loads("lite", "pad_token_id", json_integer(7));
+    expect_key_loads("lite", "pretraining_tp", json_integer(4));
+    expect_key_loads("lite", "attention_dropout", json_real(0.3));
+    expect_key_loads("lite", "aux_loss_alpha", json_real(0.01));
+    expect_key_loads("lite", "head_dim", json_integer(99));   /* transformers rederives it */
 }
 
 static void unknown_names(void **state)
@@ -304,6 +402,9 @@ int main(void)
         cmocka_unit_test(wrong_types),
         cmocka_unit_test(out_of_range_values),
         cmocka_unit_test(unknown_names),
+        cmocka_unit_test(products_overflowing_a_matrix),
+        cmocka_unit_test(unimplemented_values_refused),
+        cmocka_unit_test(keys_without_effect_ignored),
     };
     return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);
 }

@@ -154,7 +154,7 @@ int main(void)
 {
     setenv("SIM_RACECHECK", "1", 0);                           /* every simulated launch under three thread orders */
     const struct CMUnitTest tests[] = {
-        FIXTURE_TESTS("lite"), FIXTURE_TESTS("v2"), FIXTURE_TESTS("norope"), FIXTURE_TESTS("longctx"),
+        FIXTURE_TESTS("lite"), FIXTURE_TESTS("v2"), FIXTURE_TESTS("norope"), FIXTURE_TESTS("longctx"), FIXTURE_TESTS("eps"),
     };
     return cmocka_run_group_tests_name("fast model", tests, NULL, NULL);
 }

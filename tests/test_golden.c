@@ -113,7 +113,7 @@ static void absorbed_equals_expanded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        FIXTURE_TESTS("lite"), FIXTURE_TESTS("v2"), FIXTURE_TESTS("norope"), FIXTURE_TESTS("longctx"),
+        FIXTURE_TESTS("lite"), FIXTURE_TESTS("v2"), FIXTURE_TESTS("norope"), FIXTURE_TESTS("longctx"), FIXTURE_TESTS("eps"),
     };
     return cmocka_run_group_tests_name("golden", tests, NULL, NULL);
 }

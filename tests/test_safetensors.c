@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Path of a file in the scratch directory (valid until the next call). */
@@ -391,6 +392,68 @@ static void whitespace_and_metadata(void **state)
     st_close(&f);
 }
 
+/* A header of n empty F32 tensors named with fmt (one %zu), each at offset 0, plus __metadata__ when
+ * meta, padded to a multiple of 8 bytes; the caller frees it. */
+static char *empty_tensors_header(size_t n, const char *fmt, int meta)
+{
+    const size_t per = 96;
+    char *h = malloc(n * per + 64), *p = h;
+    assert_non_null(h);
+    p += sprintf(p, "{%s", meta ? "\"__metadata__\":{\"format\":\"pt\"}" : "");
+    for (size_t i = 0; i < n; i++) {
+        p += sprintf(p, i || meta ? ",\"" : "\"");
+        p += sprintf(p, fmt, i);
+        p += sprintf(p, "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}");
+    }
+    p += sprintf(p, "}");
+    while ((p - h) % 8) *p++ = ' ';                           /* data 8-aligned, as in pad8() */
+    *p = 0;
+    return h;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* A hostile header of a million tiny tensors (55 MB, under the 100 MB header limit) is refused
+ * from a count made before parsing: under a second, instead of the 7–9 s and 1.2 GB that
+ * building its table took. */
+static void million_tensors_refused_quickly(void **state)
+{
+    (void)state;
+    char *h = empty_tensors_header(1000000, "t%zu", 0);
+    const char *path = scratch("million.safetensors");
+    assert_int_equal(stw_write_raw(path, strlen(h), h, NULL, 0), 0);
+    free(h);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect_error(path, "header lists more than 65536 entries, the most one file may hold");
+    const double s = seconds_since(&t0);
+    if (s >= 1.0) fail_msg("refusing a million entries took %.2f s", s);
+}
+
+/* The limit counts top-level keys, __metadata__ included; ':' '{' '"' inside names do not count. */
+static void entry_limit_edge(void **state)
+{
+    (void)state;
+    const char *path = scratch("limit.safetensors");
+    char *h = empty_tensors_header(ST_MAX_TENSORS, "t:{\\\"[%zu", 0);
+    assert_int_equal(stw_write_raw(path, strlen(h), h, NULL, 0), 0);
+    free(h);
+    StFile f;
+    if (st_open(path, &f)) fail_msg("%s", ds_last_error());
+    assert_int_equal(f.n_tensors, ST_MAX_TENSORS);
+    assert_non_null(st_find(&f, "t:{\"[65535"));   /* the header's \" decodes to a quote */
+    st_close(&f);
+    h = empty_tensors_header(ST_MAX_TENSORS, "t:{\\\"[%zu", 1);
+    assert_int_equal(stw_write_raw(path, strlen(h), h, NULL, 0), 0);
+    free(h);
+    expect_error(path, "header lists more than 65536 entries, the most one file may hold");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,6 +477,8 @@ int main(void)
         cmocka_unit_test(empty_tensor_sharing_an_offset),
         cmocka_unit_test(well_formed_file),
         cmocka_unit_test(whitespace_and_metadata),
+        cmocka_unit_test(million_tensors_refused_quickly),
+        cmocka_unit_test(entry_limit_edge),
     };
     return cmocka_run_group_tests_name("safetensors", tests, stw_group_setup, stw_group_teardown);
 }

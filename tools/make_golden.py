@@ -13,9 +13,11 @@ bf16-rounded weights:
 
 The generator follows SPEC §0: it refuses a transformers whose attention lacks
 the YaRN m² softmax factor (checked numerically against the formula), and it
-rejects seeds whose routing or greedy choices are near-ties.
+rejects seeds whose routing or greedy choices are near-ties. It also refuses a
+transformers whose latent norms (q_a_layernorm, kv_a_layernorm) take an ε other
+than 1e-6, the premise of the `eps` fixture (rms_norm_eps = 0.01 elsewhere).
 
-Two kinds of weights. `lite` and `norope` are random (init_weights): logits
+Two kinds of weights. `lite`, `norope` and `eps` are random (init_weights): logits
 near uniform, the hardest case for float32 equivalence. `v2` and `longctx` are
 then trained for a few hundred steps on a synthetic Markov chain (train_chain),
 so that, like a released checkpoint, they predict with margins that bf16
@@ -33,7 +35,8 @@ agreement an independent bf16 implementation can expect; a seed where it is
 below BF16_TOP1 (95 %) is rejected like a near-tie, since the fast path's bf16
 test (tests/test_fast_model.c) holds every fixture to 95 %.
 
-Run from the repository root:  python3 tools/make_golden.py   (needs torch, transformers, safetensors)
+Run from the repository root:  python3 tools/make_golden.py [NAME ...]   (needs torch, transformers,
+safetensors; no names: every fixture)
 """
 import copy
 import json
@@ -91,6 +94,12 @@ FIXTURES = {
                      rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=32,
                                        beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=0.8)),
                 80, 1, "released", True),
+    # (e) rms_norm_eps = 0.01: the residual-stream norms use it, the latent norms on c^Q and c^KV keep
+    #     the RMSNorm default 1e-6 (transformers and DeepSeek's code build them without the config's ε)
+    "eps": (dict(vocab_size=256, num_hidden_layers=2, rms_norm_eps=0.01, q_lora_rank=24,
+                 topk_method="greedy", n_group=1, topk_group=1, routed_scaling_factor=1.0,
+                 rope_scaling=None),
+            8, 1, "released", False),
 }
 
 
@@ -267,6 +276,14 @@ def save_released_layout(model, cfg, out_dir, shards, layout):
         json.dump(c, f, indent=2, sort_keys=True)
 
 
+def check_latent_eps(model):
+    """The fixture (e) premise: the latent norms ignore rms_norm_eps (transformers builds them with 1e-6)."""
+    attn = model.model.layers[0].self_attn
+    eps = [m.variance_epsilon for m in (attn.kv_a_layernorm, attn.q_a_layernorm) if m is not None]
+    if any(e != 1e-6 for e in eps):
+        sys.exit(f"transformers {transformers.__version__}: latent norm eps {eps}, expected 1e-6")
+
+
 def make(name, overrides, T, shards, layout, trained):
     for seed in range(100):
         cfg = DeepseekV2Config(**{**BASE, **overrides})
@@ -276,6 +293,7 @@ def make(name, overrides, T, shards, layout, trained):
         model = DeepseekV2ForCausalLM(cfg).float().eval()
         init_weights(model, gen)
         check_softmax_scale(model, cfg)
+        check_latent_eps(model)
         if trained:
             chain = MarkovChain(cfg.vocab_size, gen)
             loss = train_chain(model, chain, T + N_GREEDY + 1)
@@ -320,5 +338,9 @@ def make(name, overrides, T, shards, layout, trained):
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    for name, spec in FIXTURES.items():
-        make(name, *spec)
+    wanted = sys.argv[1:] or list(FIXTURES)     # e.g. `make_golden.py eps` remakes one fixture
+    unknown = [n for n in wanted if n not in FIXTURES]
+    if unknown:
+        sys.exit(f"unknown fixture(s) {unknown}; known: {list(FIXTURES)}")
+    for name in wanted:
+        make(name, *FIXTURES[name])
