@@ -156,7 +156,8 @@ cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const floa
  * gate_up: [E, 2·I, D] of w_type (expert e's W_gate rows, then its W_up rows);
  * down: [E, D, I]; shared_gate_up: [2·I_s, D] and shared_down: [D, I_s], or
  * NULL when I_s = 0; hidden: scratch of T·(K·I + I_s) floats.
- * Any sizes ≥ 1. Threads: one per (token, slot, hidden unit), then one per (token, d).
+ * Any sizes ≥ 1. Step 1 per expert (ref/moe.c's loop over experts): one block per expert that has
+ * tokens, plus one for the shared experts, threads over hidden units; step 2 one thread per (token, d).
  */
 cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, const float *weight, const void *gate_up,
                            const void *down, const void *shared_gate_up, const void *shared_down, KernelDType w_type,
