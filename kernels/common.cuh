@@ -7,6 +7,7 @@
 
 #include "dsv2_launch.h"
 #include "kernels.h"
+#include "../ref/shared_math.h"
 
 /** Every lane of a warp takes part. */
 #define FULL_MASK 0xffffffffu

@@ -16,16 +16,6 @@
 #define MLA_DECODE_MAX_DR 64          /**< largest d_r the decode kernel holds in registers */
 #define MLA_DECODE_KEYS_PER_SPLIT 64  /**< cached positions per decode block's split */
 
-/** Rotates the pair (x0, x1) by φ = pos · θ_i (ref/rope.c's rope_rotate, one pair). */
-static __device__ __forceinline__ void rotate(float &x0, float &x1, float inv_freq, float cos_sin_scale, int pos)
-{
-    const float phi = (float)pos * inv_freq;
-    const float c = cosf(phi) * cos_sin_scale, s = sinf(phi) * cos_sin_scale;
-    const float a = x0, b = x1;
-    x0 = a * c - b * s;
-    x1 = a * s + b * c;
-}
-
 // ANCHOR: mla_latent_v1
 /**
  * Version 1: thread t writes cache row base_t + p_t = [RMSNorm(c^KV_t) ; RoPE_{p_t}(k^R_raw_t)], where
@@ -48,10 +38,10 @@ __global__ void mla_latent_v1_kernel(void *cache, KernelDType cache_type, const 
     for (int i = 0; i < dc; i++)                                /* ĉ_t: the latent only */
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
     for (int i = 0; i < dr / 2; i++) {                          /* k^R_t bypasses the norm */
-        float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
-        rotate(x0, x1, inv_freq[i], cos_sin_scale, p);
-        store_elem(cache, cache_type, row + dc + 2 * i, x0);
-        store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
+        float pair[2] = {kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1]};
+        rope_rotate_pair(pair, 0, inv_freq[i], cos_sin_scale, p);
+        store_elem(cache, cache_type, row + dc + 2 * i, pair[0]);
+        store_elem(cache, cache_type, row + dc + 2 * i + 1, pair[1]);
     }
 }
 // ANCHOR_END: mla_latent_v1
@@ -95,10 +85,10 @@ __global__ void mla_latent_v2_kernel(void *cache, KernelDType cache_type, const 
     for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x)
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
     for (int i = (int)threadIdx.x; i < dr / 2; i += (int)blockDim.x) {
-        float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
-        rotate(x0, x1, inv_freq[i], cos_sin_scale, p);
-        store_elem(cache, cache_type, row + dc + 2 * i, x0);
-        store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
+        float pair[2] = {kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1]};
+        rope_rotate_pair(pair, 0, inv_freq[i], cos_sin_scale, p);
+        store_elem(cache, cache_type, row + dc + 2 * i, pair[0]);
+        store_elem(cache, cache_type, row + dc + 2 * i + 1, pair[1]);
     }
 }
 // ANCHOR_END: mla_latent_v2

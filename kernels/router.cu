@@ -77,19 +77,8 @@ __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const f
         sel[i] = s[i] + (p.topk_method == TOPK_NOAUX_TC_ ? bias[i] : 0.0f);
     if (p.topk_method != TOPK_GREEDY_) {
         float group_score[ROUTER_MAX_G];
-        for (int gi = 0; gi < G; gi++) {
-            const float *x = sel + gi * per_group;
-            float best = x[0], second = -INFINITY;
-            for (int i = 1; i < per_group; i++) {
-                if (x[i] > best) {
-                    second = best;
-                    best = x[i];
-                } else if (x[i] > second) {
-                    second = x[i];
-                }
-            }
-            group_score[gi] = p.topk_method == TOPK_NOAUX_TC_ ? best + second : best;
-        }
+        for (int gi = 0; gi < G; gi++)
+            group_score[gi] = router_group_score(sel + gi * per_group, per_group, p.topk_method == TOPK_NOAUX_TC_);
         int kept[ROUTER_MAX_G];
         bool keep[ROUTER_MAX_G];
         for (int gi = 0; gi < G; gi++)
