@@ -101,6 +101,7 @@ clean:
 -include ref/tokenizer.mk
 -include tests/fuzz/fuzz.mk
 -include chapters/book.mk
+-include tools/format.mk
 
 # The CLI for a real GPU: the same dsv2.c against the CUDA toolkit, cuBLAS and the nvcc-built kernels.
 .PHONY: dsv2-gpu
