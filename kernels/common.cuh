@@ -28,6 +28,15 @@ static __device__ __forceinline__ void store_elem(void *p, KernelDType t, size_t
         static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(v);
 }
 
+/** Σ_i a_i b_i for two float32 vectors (ref/linear.c's dot, summed left to right by one thread). */
+static __device__ __forceinline__ float dot(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
 /** Sum over the 32 lanes; every lane gets the result. */
 static __device__ __forceinline__ float warp_sum(float v)
 {

@@ -115,16 +115,7 @@ extern "C" cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_ty
 /* Device twins of ref/linear.c's helpers, one token at a time, so the version-1 kernels below read like
  * ref/mla.c. An operand is either float32 or a stored tensor (pointer, element type, first element). */
 
-/** Σ_i a_i b_i for two float32 vectors (ref/linear.c's dot, summed in order). */
-static __device__ float dot(const float *a, const float *b, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-/** The same with b stored: b_i = element off + i of a float32 or bfloat16 tensor. */
+/** Σ_i a_i b_i with b stored: b_i = element off + i of a float32 or bfloat16 tensor (dot of common.cuh). */
 static __device__ float dot(const float *a, const void *b, KernelDType b_type, size_t off, int n)
 {
     float s = 0.0f;

@@ -26,6 +26,7 @@ static __device__ void swiglu_hidden(float *h, const float *x, const void *w, Ke
     }
 }
 
+// ANCHOR: moe_v1_experts
 /**
  * Version 1, step 1 (ref/moe.c's moe_forward loop over experts, with moe_expert_rows' gather): block b
  * serves expert e = idx[b] when b is the first assignment that chose e, so every expert that has tokens
@@ -51,7 +52,9 @@ __global__ void moe_v1_experts_kernel(float *hidden, const float *x, const int *
             swiglu_hidden(hidden + (size_t)(r / K) * stride + (r % K) * I, x + (size_t)(r / K) * D, gate_up,
                           w_type, (size_t)e * 2 * I * D, D, I);
 }
+// ANCHOR_END: moe_v1_experts
 
+// ANCHOR: moe_v1_combine
 /**
  * Version 1, step 2 (ref/moe.c's moe_combine): thread (t, d) sums y_t[d] = Σ_k g_{k,t} (W_down,e_k h_{t,k})_d
  * in slot order, then adds the shared experts' (W_down h)_d. The down projection of each assignment is done
@@ -82,6 +85,7 @@ __global__ void moe_v1_combine_kernel(float *y, const float *hidden, const int *
     }
     y[id] = y_td;
 }
+// ANCHOR_END: moe_v1_combine
 // ANCHOR_END: moe_v1
 
 extern "C" cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, const float *weight,
