@@ -29,24 +29,23 @@ static __device__ void router_weights(float *weight, const int *idx, const float
 }
 
 // ANCHOR: router_v1
-/** The k best of score[0..n), best first, lower index on ties (ref/router.c's top_k). */
-static __device__ void top_k_serial(int *out, int k, const float *score, int n)
+// ANCHOR: router_top_k_v1
+/* The k best of score[0..n), best first; the lower index wins ties (ref/router.c's top_k). */
+static __device__ void top_k(int *out, int k, const float *score, int n)
 {
     bool taken[ROUTER_MAX_E];
-    for (int i = 0; i < n; i++)
-        taken[i] = false;
+    for (int i = 0; i < n; i++) taken[i] = false;
     for (int r = 0; r < k; r++) {
         int best = -1;
         for (int i = 0; i < n; i++) {
-            if (taken[i])
-                continue;
-            if (best < 0 || score[i] > score[best])
-                best = i;
+            if (taken[i]) continue;
+            if (best < 0 || score[i] > score[best]) best = i;
         }
         out[r] = best;
         taken[best] = true;
     }
 }
+// ANCHOR_END: router_top_k_v1
 
 /** Version 1: thread t routes token t with the reference loops. */
 __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const float *logits, const float *bias,
@@ -83,7 +82,7 @@ __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const f
         bool keep[ROUTER_MAX_G];
         for (int gi = 0; gi < G; gi++)
             keep[gi] = false;
-        top_k_serial(kept, p.topk_group, group_score, G);
+        top_k(kept, p.topk_group, group_score, G);
         for (int r = 0; r < p.topk_group; r++)
             keep[kept[r]] = true;
         for (int i = 0; i < E; i++)
@@ -91,7 +90,7 @@ __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const f
                 sel[i] = 0.0f;                                 /* masked to 0, as the released code */
     }
     int *idx_t = idx + (size_t)t * p.K;
-    top_k_serial(idx_t, p.K, sel, E);
+    top_k(idx_t, p.K, sel, E);
     router_weights(weight + (size_t)t * p.K, idx_t, s, p);
 }
 // ANCHOR_END: router_v1
