@@ -183,19 +183,9 @@ __global__ void router_v2_kernel(int *idx, float *weight, float *scores, const f
     __syncwarp();
 
     if (p.topk_method != TOPK_GREEDY_) {
-        if (lane < G) {                                        /* lane g scores group g */
-            const float *x = sel + lane * per_group;
-            float best = x[0], second = -INFINITY;
-            for (int i = 1; i < per_group; i++) {
-                if (x[i] > best) {
-                    second = best;
-                    best = x[i];
-                } else if (x[i] > second) {
-                    second = x[i];
-                }
-            }
-            group_score[lane] = p.topk_method == TOPK_NOAUX_TC_ ? best + second : best;
-        }
+        if (lane < G)                                          /* lane g scores group g */
+            group_score[lane] = router_group_score(sel + lane * per_group, per_group,
+                                                   p.topk_method == TOPK_NOAUX_TC_);
         __syncwarp();
         warp_top_k(kept, p.topk_group, group_score, G, lane);
         for (int i = lane; i < E; i += 32) {
