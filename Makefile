@@ -105,6 +105,7 @@ clean:
 -include tests/fuzz/fuzz.mk
 -include chapters/book.mk
 -include exercises/exercises.mk
+-include tools/format.mk
 
 # The CLI for a real GPU: the same dsv2.c against the CUDA toolkit, cuBLAS and the nvcc-built kernels.
 .PHONY: dsv2-gpu

@@ -7,6 +7,7 @@
 
 #include "dsv2_launch.h"
 #include "kernels.h"
+#include "../ref/shared_math.h"
 
 /** Every lane of a warp takes part. */
 #define FULL_MASK 0xffffffffu
@@ -25,6 +26,15 @@ static __device__ __forceinline__ void store_elem(void *p, KernelDType t, size_t
         static_cast<float *>(p)[i] = v;
     else
         static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(v);
+}
+
+/** Σ_i a_i b_i for two float32 vectors (ref/linear.c's dot, summed left to right by one thread). */
+static __device__ __forceinline__ float dot(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
 }
 
 /** Sum over the 32 lanes; every lane gets the result. */

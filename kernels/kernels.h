@@ -156,7 +156,8 @@ cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const floa
  * gate_up: [E, 2·I, D] of w_type (expert e's W_gate rows, then its W_up rows);
  * down: [E, D, I]; shared_gate_up: [2·I_s, D] and shared_down: [D, I_s], or
  * NULL when I_s = 0; hidden: scratch of T·(K·I + I_s) floats.
- * Any sizes ≥ 1. Threads: one per (token, slot, hidden unit), then one per (token, d).
+ * Any sizes ≥ 1. Step 1 per expert (ref/moe.c's loop over experts): one block per expert that has
+ * tokens, plus one for the shared experts, threads over hidden units; step 2 one thread per (token, d).
  */
 cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, const float *weight, const void *gate_up,
                            const void *down, const void *shared_gate_up, const void *shared_down, KernelDType w_type,
@@ -261,14 +262,20 @@ cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_type, const f
                                     const int *base, int T, float eps, cudaStream_t stream);
 
 /**
- * Version 1 of attention over the cache, the reference loops (ref/mla.c's
- * mla_attend_expanded / mla_attend_absorbed), one thread per (token, head).
+ * Version 1 of attention over the cache, the reference loops, one thread per (token, head): kernel
+ * mla_attend_expanded_v1 (absorbed = 0) mirrors ref/mla.c's mla_attend_expanded, kernel
+ * mla_attend_absorbed_v1 (absorbed = 1) its mla_attend_absorbed.
  * o: [T, n_h·d_v] float32; q: [T, n_h·(d_n + d_r)] (q^R already rotated);
  * kv_b: [n_h·(d_n + d_v), d_c] of kv_b_type (per head [W^UK_h; W^UV_h]);
  * cache: [≥ pos0 + T, d_c + d_r] of cache_type holding rows [0, pos0 + T);
- * scratch: T·n_h·(pos0 + T + 2·d_c) floats. absorbed: 0 expanded, 1 absorbed.
+ * scratch: T·n_h·MLA_V1_SCRATCH(dims, pos0 + T) floats. absorbed: 0 expanded, 1 absorbed.
  * Token t attends to keys [0, pos0 + t].
  */
+/** Scratch floats per (token, head) of mla_attend_v1 over ctx positions: scores, then the absorbed
+ *  form's q^L and o^L (2·d_c) or the expanded form's k^N_j and v_j (d_n + d_v), whichever is larger. */
+#define MLA_V1_SCRATCH(dims, ctx) \
+    ((size_t)(ctx) + (size_t)(2 * (dims).d_c > (dims).d_n + (dims).d_v ? 2 * (dims).d_c : (dims).d_n + (dims).d_v))
+
 cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type, const void *cache,
                           KernelDType cache_type, MlaDims dims, int pos0, int T, int absorbed, float *scratch,
                           cudaStream_t stream);
@@ -276,7 +283,7 @@ cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDTyp
 /**
  * mla_attend_v1 with positions and cache rows from device memory: token t attends to keys
  * j ∈ [0, pos[t]] at cache rows base[t] + j. pos, base: [T] device ints, pos[t] < max_ctx;
- * scratch: T·n_h·(max_ctx + 2·d_c) floats.
+ * scratch: T·n_h·MLA_V1_SCRATCH(dims, max_ctx) floats.
  */
 cudaError_t mla_attend_at_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type, const void *cache,
                              KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,

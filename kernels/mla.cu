@@ -16,16 +16,6 @@
 #define MLA_DECODE_MAX_DR 64          /**< largest d_r the decode kernel holds in registers */
 #define MLA_DECODE_KEYS_PER_SPLIT 64  /**< cached positions per decode block's split */
 
-/** Rotates the pair (x0, x1) by φ = pos · θ_i (ref/rope.c's rope_rotate, one pair). */
-static __device__ __forceinline__ void rotate(float &x0, float &x1, float inv_freq, float cos_sin_scale, int pos)
-{
-    const float phi = (float)pos * inv_freq;
-    const float c = cosf(phi) * cos_sin_scale, s = sinf(phi) * cos_sin_scale;
-    const float a = x0, b = x1;
-    x0 = a * c - b * s;
-    x1 = a * s + b * c;
-}
-
 // ANCHOR: mla_latent_v1
 /**
  * Version 1: thread t writes cache row base_t + p_t = [RMSNorm(c^KV_t) ; RoPE_{p_t}(k^R_raw_t)], where
@@ -48,10 +38,10 @@ __global__ void mla_latent_v1_kernel(void *cache, KernelDType cache_type, const 
     for (int i = 0; i < dc; i++)                                /* ĉ_t: the latent only */
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
     for (int i = 0; i < dr / 2; i++) {                          /* k^R_t bypasses the norm */
-        float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
-        rotate(x0, x1, inv_freq[i], cos_sin_scale, p);
-        store_elem(cache, cache_type, row + dc + 2 * i, x0);
-        store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
+        float pair[2] = {kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1]};
+        rope_rotate_pair(pair, 0, inv_freq[i], cos_sin_scale, p);
+        store_elem(cache, cache_type, row + dc + 2 * i, pair[0]);
+        store_elem(cache, cache_type, row + dc + 2 * i + 1, pair[1]);
     }
 }
 // ANCHOR_END: mla_latent_v1
@@ -95,10 +85,10 @@ __global__ void mla_latent_v2_kernel(void *cache, KernelDType cache_type, const 
     for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x)
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
     for (int i = (int)threadIdx.x; i < dr / 2; i += (int)blockDim.x) {
-        float x0 = kv_t[dc + 2 * i], x1 = kv_t[dc + 2 * i + 1];
-        rotate(x0, x1, inv_freq[i], cos_sin_scale, p);
-        store_elem(cache, cache_type, row + dc + 2 * i, x0);
-        store_elem(cache, cache_type, row + dc + 2 * i + 1, x1);
+        float pair[2] = {kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1]};
+        rope_rotate_pair(pair, 0, inv_freq[i], cos_sin_scale, p);
+        store_elem(cache, cache_type, row + dc + 2 * i, pair[0]);
+        store_elem(cache, cache_type, row + dc + 2 * i + 1, pair[1]);
     }
 }
 // ANCHOR_END: mla_latent_v2
@@ -122,97 +112,137 @@ extern "C" cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_ty
     return cudaGetLastError();
 }
 
-// ANCHOR: mla_attend_v1
-/**
- * Version 1: thread (t, h) runs the reference loop of one query over keys
- * [0, p_t] at cache rows base_t + j (p_t, base_t as in mla_latent_v1_kernel).
- * Expanded: k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j are decompressed on the fly. Absorbed: q^L = W^UK_hᵀ q^N, scores against ĉ_j,
- * o^L = Σ p_j ĉ_j, o = W^UV_h o^L. scratch per thread: ctx + 2·d_c floats (ctx > every p_t).
- */
-__global__ void mla_attend_v1_kernel(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
-                                     const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
-                                     const int *base, int pos0, int T, int ctx, int absorbed, float *scratch)
+/* Device twins of ref/linear.c's helpers, one token at a time, so the version-1 kernels below read like
+ * ref/mla.c. An operand is either float32 or a stored tensor (pointer, element type, first element). */
+
+/** Σ_i a_i b_i with b stored: b_i = element off + i of a float32 or bfloat16 tensor (dot of common.cuh). */
+static __device__ float dot(const float *a, const void *b, KernelDType b_type, size_t off, int n)
 {
-    const int id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    const int nh = dims.n_h, dn = dims.d_n, dr = dims.d_r, dv = dims.d_v, dc = dims.d_c;
-    if (id >= T * nh)
-        return;
-    const int t = id / nh, h = id % nh, dq = dn + dr, width = dc + dr, n_keys = token_position(pos, pos0, t) + 1;
-    const size_t uk = (size_t)h * (dn + dv) * dc, uv = uk + (size_t)dn * dc;   /* W^UK_h, W^UV_h in kv_b */
-    const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
-    float *scores = scratch + (size_t)id * (ctx + 2 * dc), *q_lat = scores + ctx, *o_lat = q_lat + dc;
-    float *o_th = o + ((size_t)t * nh + h) * dv;
-    const size_t first = (size_t)(pos ? base[t] : 0) * width;     /* cache row of key 0 */
-    if (absorbed)
-        for (int c = 0; c < dc; c++) {                         /* q^L = W^UK_hᵀ q^N */
-            float acc = 0.0f;
-            for (int d = 0; d < dn; d++)
-                acc += load_elem(kv_b, kv_b_type, uk + (size_t)d * dc + c) * q_nope[d];
-            q_lat[c] = acc;
-        }
-    float max = -INFINITY;
-    for (int j = 0; j < n_keys; j++) {
-        const size_t row = first + (size_t)j * width;
-        float s_nope = 0.0f, s_rope = 0.0f;
-        if (absorbed) {
-            for (int c = 0; c < dc; c++)
-                s_nope += q_lat[c] * load_elem(cache, cache_type, row + c);
-        } else {
-            for (int d = 0; d < dn; d++) {                     /* k^N_{j,h,d} = (W^UK_h ĉ_j)_d */
-                float k = 0.0f;
-                for (int c = 0; c < dc; c++)
-                    k += load_elem(kv_b, kv_b_type, uk + (size_t)d * dc + c) * load_elem(cache, cache_type, row + c);
-                s_nope += q_nope[d] * k;
-            }
-        }
-        for (int d = 0; d < dr; d++)
-            s_rope += q_rope[d] * load_elem(cache, cache_type, row + dc + d);
-        scores[j] = dims.scale * (s_nope + s_rope);            /* s_{t,j,h} = σ (q·k) */
-        max = fmaxf(max, scores[j]);
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * load_elem(b, b_type, off + i);
+    return s;
+}
+
+/** y[r − r0] = Σ_c W[r, c] x_c for rows [r0, r1) of W [·, cols] (ref/linear.c's linear_rows, T = 1). */
+static __device__ void linear_rows(float *y, const void *x, KernelDType x_type, size_t x_off, const void *W,
+                                   KernelDType w_type, int cols, int r0, int r1)
+{
+    for (int r = r0; r < r1; r++) {
+        float s = 0.0f;
+        for (int c = 0; c < cols; c++)
+            s += load_elem(W, w_type, (size_t)r * cols + c) * load_elem(x, x_type, x_off + c);
+        y[r - r0] = s;
     }
-    float sum = 0.0f;
-    for (int j = 0; j < n_keys; j++) {
-        scores[j] = expf(scores[j] - max);
-        sum += scores[j];
+}
+
+/** y_c = Σ_{r<n} W[r0 + r, c] x_r for W [·, cols] (ref/linear.c's linear_transposed_rows). */
+static __device__ void linear_transposed_rows(float *y, const float *x, const void *W, KernelDType w_type, int cols,
+                                              int r0, int n)
+{
+    for (int c = 0; c < cols; c++) {
+        float s = 0.0f;
+        for (int r = 0; r < n; r++)
+            s += load_elem(W, w_type, (size_t)(r0 + r) * cols + c) * x[r];
+        y[c] = s;
     }
-    for (int j = 0; j < n_keys; j++)
-        scores[j] /= sum;
-    if (absorbed) {
-        for (int c = 0; c < dc; c++) {                         /* o^L = Σ_j p_j ĉ_j */
-            float acc = 0.0f;
-            for (int j = 0; j < n_keys; j++)
-                acc += scores[j] * load_elem(cache, cache_type, first + (size_t)j * width + c);
-            o_lat[c] = acc;
-        }
-        for (int d = 0; d < dv; d++) {                         /* o = W^UV_h o^L */
-            float acc = 0.0f;
-            for (int c = 0; c < dc; c++)
-                acc += load_elem(kv_b, kv_b_type, uv + (size_t)d * dc + c) * o_lat[c];
-            o_th[d] = acc;
-        }
-    } else {
-        for (int d = 0; d < dv; d++) {                         /* o = Σ_j p_j v_j, v_j = W^UV_h ĉ_j */
-            float acc = 0.0f;
+}
+
+/** Numerically stable softmax of x[0..n) in place (ref/mla.c's softmax). */
+static __device__ void softmax(float *x, int n)
+{
+    float max = x[0], sum = 0;
+    for (int j = 1; j < n; j++) max = fmaxf(max, x[j]);
+    for (int j = 0; j < n; j++) { x[j] = expf(x[j] - max); sum += x[j]; }
+    for (int j = 0; j < n; j++) x[j] /= sum;
+}
+
+// ANCHOR: mla_expanded_v1
+/* Expanded form: per head, decompress k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j for every
+ * cached position, then s_{t,j} = σ (q^N_t·k^N_j + q^R_t·k^R_j), softmax, o_t = Σ p v_j.
+ * Version 1: thread (t, h) runs one pass of the loops over h and t, with keys j ∈ [0, p_t] at cache
+ * rows base_t + j (p_t, base_t as in mla_latent_v1_kernel), decompressing one key at a time.
+ * scratch per thread: ctx + d_n + d_v floats (ctx > every p_t). */
+__global__ void mla_attend_expanded_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
+                                       const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
+                                       const int *base, int pos0, int T, int ctx, float *scratch)
+{
+    const int nh = dims.n_h, dn = dims.d_n, dr = dims.d_r, dc = dims.d_c, width = dc + dr;
+    const int dv = dims.d_v, dq = dn + dr, id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (id >= T * nh) return;
+    float *scores = scratch + (size_t)id * (ctx + dn + dv), *k_nope = scores + ctx, *v = k_nope + dn;
+    {   const int h = id % nh;                                 /* this thread's head... */
+        const int row = h * (dn + dv);                         /* head h's block of kv_b_proj */
+        {   const int t = id / nh;                             /* ...and token */
+            const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
+            const int n_keys = token_position(pos, pos0, t) + 1; /* causal: keys 0..p_t */
+            const size_t c_kv = (size_t)(pos ? base[t] : 0) * width; /* cache row of key 0 */
             for (int j = 0; j < n_keys; j++) {
-                float v = 0.0f;
-                for (int c = 0; c < dc; c++)
-                    v += load_elem(kv_b, kv_b_type, uv + (size_t)d * dc + c) *
-                         load_elem(cache, cache_type, first + (size_t)j * width + c);
-                acc += scores[j] * v;
+                linear_rows(k_nope, cache, cache_type, c_kv + (size_t)j * width, kv_b, kv_b_type, dc, row,
+                            row + dn);                         /* k^N_j, [d_n] */
+                scores[j] = dims.scale *
+                            (dot(q_nope, k_nope, dn) +
+                             dot(q_rope, cache, cache_type, c_kv + (size_t)j * width + dc, dr));
             }
-            o_th[d] = acc;
+            softmax(scores, n_keys);
+            float *o_th = o + ((size_t)t * nh + h) * dv;
+            for (int d = 0; d < dv; d++) o_th[d] = 0;
+            for (int j = 0; j < n_keys; j++) {
+                linear_rows(v, cache, cache_type, c_kv + (size_t)j * width, kv_b, kv_b_type, dc, row + dn,
+                            row + dn + dv);                    /* v_j, [d_v] */
+                for (int d = 0; d < dv; d++) o_th[d] += scores[j] * v[d];
+            }
         }
     }
 }
-// ANCHOR_END: mla_attend_v1
+// ANCHOR_END: mla_expanded_v1
+
+// ANCHOR: mla_absorbed_v1
+/* Absorbed form: q^L = W^UK_hᵀ q^N (the query in latent space), s_{t,j} = σ (q^L·ĉ_j + q^R·k^R_j),
+ * o^L = Σ_j p_j ĉ_j (a weighted sum of latents), o_{t,h} = W^UV_h o^L. Nothing is decompressed.
+ * Version 1: thread (t, h) runs one pass of the loops over t and h, keys as in mla_attend_expanded_v1.
+ * scratch per thread: ctx + 2·d_c floats. */
+__global__ void mla_attend_absorbed_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
+                                       const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
+                                       const int *base, int pos0, int T, int ctx, float *scratch)
+{
+    const int nh = dims.n_h, dn = dims.d_n, dr = dims.d_r, width = dims.d_c + dr;
+    const int dv = dims.d_v, dq = dn + dr, dc = dims.d_c, id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (id >= T * nh) return;
+    float *scores = scratch + (size_t)id * (ctx + 2 * dc), *q_lat = scores + ctx, *o_lat = q_lat + dc;
+    {   const int t = id / nh;                                 /* this thread's token... */
+        const int n_keys = token_position(pos, pos0, t) + 1;
+        const size_t c_kv = (size_t)(pos ? base[t] : 0) * width; /* cache row of key 0 */
+        {   const int h = id % nh;                             /* ...and head */
+            const int row = h * (dn + dv);
+            const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
+            linear_transposed_rows(q_lat, q_nope, kv_b, kv_b_type, dc, row, dn); /* W^UK_hᵀ q^N, [d_c] */
+            for (int j = 0; j < n_keys; j++)                   /* σ is still d_q^{-1/2}·m², not d_c's */
+                scores[j] = dims.scale *
+                            (dot(q_lat, cache, cache_type, c_kv + (size_t)j * width, dc) +
+                             dot(q_rope, cache, cache_type, c_kv + (size_t)j * width + dc, dr));
+            softmax(scores, n_keys);
+            for (int c = 0; c < dc; c++) o_lat[c] = 0;
+            for (int j = 0; j < n_keys; j++)
+                for (int c = 0; c < dc; c++) o_lat[c] += scores[j] * load_elem(cache, cache_type, c_kv + (size_t)j * width + c);
+            linear_rows(o + ((size_t)t * nh + h) * dv, o_lat, KERNEL_F32, 0, kv_b, kv_b_type, dc, row + dn,
+                        row + dn + dv);                        /* W^UV_h o^L, [d_v] */
+        }
+    }
+}
+// ANCHOR_END: mla_absorbed_v1
 
 extern "C" cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type,
                                      const void *cache, KernelDType cache_type, MlaDims dims, int pos0, int T,
                                      int absorbed, float *scratch, cudaStream_t stream)
 {
-    LAUNCH(mla_attend_v1_kernel, dim3(blocks_for((size_t)T * dims.n_h, 32)), dim3(32), 0, stream, o, q, kv_b,
-           kv_b_type, cache, cache_type, dims, (const int *)NULL, (const int *)NULL, pos0, T, pos0 + T, absorbed,
-           scratch);
+    const dim3 grid(blocks_for((size_t)T * dims.n_h, 32));
+    if (absorbed)
+        LAUNCH(mla_attend_absorbed_v1, grid, dim3(32), 0, stream, o, q, kv_b, kv_b_type, cache, cache_type, dims,
+               (const int *)NULL, (const int *)NULL, pos0, T, pos0 + T, scratch);
+    else
+        LAUNCH(mla_attend_expanded_v1, grid, dim3(32), 0, stream, o, q, kv_b, kv_b_type, cache, cache_type, dims,
+               (const int *)NULL, (const int *)NULL, pos0, T, pos0 + T, scratch);
     return cudaGetLastError();
 }
 
@@ -221,8 +251,13 @@ extern "C" cudaError_t mla_attend_at_v1(float *o, const float *q, const void *kv
                                         const int *base, int T, int max_ctx, int absorbed, float *scratch,
                                         cudaStream_t stream)
 {
-    LAUNCH(mla_attend_v1_kernel, dim3(blocks_for((size_t)T * dims.n_h, 32)), dim3(32), 0, stream, o, q, kv_b,
-           kv_b_type, cache, cache_type, dims, pos, base, 0, T, max_ctx, absorbed, scratch);
+    const dim3 grid(blocks_for((size_t)T * dims.n_h, 32));
+    if (absorbed)
+        LAUNCH(mla_attend_absorbed_v1, grid, dim3(32), 0, stream, o, q, kv_b, kv_b_type, cache, cache_type, dims, pos,
+               base, 0, T, max_ctx, scratch);
+    else
+        LAUNCH(mla_attend_expanded_v1, grid, dim3(32), 0, stream, o, q, kv_b, kv_b_type, cache, cache_type, dims, pos,
+               base, 0, T, max_ctx, scratch);
     return cudaGetLastError();
 }
 

@@ -10,62 +10,82 @@
 static __device__ __forceinline__ float silu(float z) { return z / (1.0f + expf(-z)); }
 
 // ANCHOR: moe_v1
-/**
- * Version 1, step 1: thread (r, i) with r = t·(K+1) + k computes hidden unit i of
- * token t's k-th routed expert (k < K) or of the shared experts (k = K):
- * hidden = silu(W_gate x_t)_i · (W_up x_t)_i, each a dot product over D.
- */
-__global__ void moe_v1_hidden_kernel(float *hidden, const float *x, const int *idx, const void *gate_up,
-                                     const void *shared_gate_up, KernelDType w_type, int T, int D, int I, int K,
-                                     int I_s)
+/** Hidden units of one assignment: h_i = silu(W_gate x)_i · (W_up x)_i for i < I, with w = [W_gate; W_up]
+ *  ([2·I, D] of w_type from element w0) and x one token's input; the block's threads share the units (ref/moe.c's
+ *  swiglu_forward up to the down projection, for one row). */
+static __device__ void swiglu_hidden(float *h, const float *x, const void *w, KernelDType w_type, size_t w0, int D,
+                                     int I)
 {
-    const int I_max = I > I_s ? I : I_s;
-    const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (id >= (size_t)T * (K + 1) * I_max)
-        return;
-    const int i = (int)(id % I_max), r = (int)(id / I_max), t = r / (K + 1), k = r % (K + 1);
-    const bool shared = k == K;
-    const int width = shared ? I_s : I;
-    if (i >= width)
-        return;
-    const void *w = shared ? shared_gate_up : gate_up;
-    const size_t base = shared ? 0 : (size_t)idx[t * K + k] * 2 * I * D;   /* expert e's [W_gate; W_up] */
-    float g = 0.0f, u = 0.0f;
-    for (int d = 0; d < D; d++) {
-        const float xd = x[(size_t)t * D + d];
-        g += load_elem(w, w_type, base + (size_t)i * D + d) * xd;
-        u += load_elem(w, w_type, base + (size_t)(width + i) * D + d) * xd;
+    for (int i = (int)threadIdx.x; i < I; i += (int)blockDim.x) {
+        float g = 0.0f, u = 0.0f;
+        for (int d = 0; d < D; d++) {
+            g += load_elem(w, w_type, w0 + (size_t)i * D + d) * x[d];       /* W_gate x */
+            u += load_elem(w, w_type, w0 + (size_t)(I + i) * D + d) * x[d]; /* W_up x */
+        }
+        h[i] = silu(g) * u;
     }
-    float *row = hidden + (size_t)t * (K * I + I_s);
-    row[shared ? K * I + i : k * I + i] = silu(g) * u;
 }
 
-/** Version 1, step 2: thread (t, d) sums Σ_k weight_k (W_down,e_k h_k)_d in slot order, then the shared expert. */
-__global__ void moe_v1_down_kernel(float *y, const float *hidden, const int *idx, const float *weight,
-                                   const void *down, const void *shared_down, KernelDType w_type, int T, int D, int I,
-                                   int K, int I_s)
+// ANCHOR: moe_v1_experts
+/**
+ * Version 1, step 1 (ref/moe.c's moe_forward loop over experts, with moe_expert_rows' gather): block b
+ * serves expert e = idx[b] when b is the first assignment that chose e, so every expert that has tokens
+ * is served once, by one block; it walks the assignments r = t·K + k in order and computes the hidden
+ * units of each r that chose e into r's slot of hidden. Block T·K does the shared experts on every token.
+ */
+__global__ void moe_v1_experts_kernel(float *hidden, const float *x, const int *idx, const void *gate_up,
+                                      const void *shared_gate_up, KernelDType w_type, int T, int D, int I, int K,
+                                      int I_s)
+{
+    const int b = (int)blockIdx.x, stride = K * I + I_s;      /* hidden: [T, K·I + I_s] */
+    if (b == T * K) {                                          /* the shared experts, on the same b_t */
+        for (int t = 0; t < T; t++)
+            swiglu_hidden(hidden + (size_t)t * stride + K * I, x + (size_t)t * D, shared_gate_up, w_type, 0, D,
+                          I_s);
+        return;
+    }
+    const int e = idx[b];
+    for (int r = 0; r < b; r++)
+        if (idx[r] == e) return;                               /* an earlier block serves e */
+    for (int r = b; r < T * K; r++)                            /* expert e once, on its tokens */
+        if (idx[r] == e)                                       /* assignment t·K + k reads token t */
+            swiglu_hidden(hidden + (size_t)(r / K) * stride + (r % K) * I, x + (size_t)(r / K) * D, gate_up,
+                          w_type, (size_t)e * 2 * I * D, D, I);
+}
+// ANCHOR_END: moe_v1_experts
+
+// ANCHOR: moe_v1_combine
+/**
+ * Version 1, step 2 (ref/moe.c's moe_combine): thread (t, d) sums y_t[d] = Σ_k g_{k,t} (W_down,e_k h_{t,k})_d
+ * in slot order, then adds the shared experts' (W_down h)_d. The down projection of each assignment is done
+ * here because the scratch holds hidden units, not D-wide expert outputs.
+ */
+__global__ void moe_v1_combine_kernel(float *y, const float *hidden, const int *idx, const float *weight,
+                                      const void *down, const void *shared_down, KernelDType w_type, int T, int D,
+                                      int I, int K, int I_s)
 {
     const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= (size_t)T * D)
         return;
     const int t = (int)(id / D), d = (int)(id % D);
-    const float *row = hidden + (size_t)t * (K * I + I_s);
-    float acc = 0.0f;
-    for (int k = 0; k < K; k++) {
-        const size_t base = (size_t)idx[t * K + k] * D * I + (size_t)d * I;
+    const float *h_t = hidden + (size_t)t * (K * I + I_s);
+    float y_td = 0.0f;
+    for (int k = 0; k < K; k++) {                              /* y_t = Σ_k g_{k,t} FFN_{e_k}(b_t), slot order */
+        const size_t row = ((size_t)idx[t * K + k] * D + d) * I;  /* row d of W_down of expert e_k */
         float o = 0.0f;
         for (int i = 0; i < I; i++)
-            o += load_elem(down, w_type, base + i) * row[k * I + i];
-        acc += weight[t * K + k] * o;
+            o += load_elem(down, w_type, row + i) * h_t[k * I + i];
+        y_td += weight[t * K + k] * o;
     }
-    if (I_s > 0) {
+    if (I_s > 0) {                                             /* + the shared experts */
         float o = 0.0f;
         for (int i = 0; i < I_s; i++)
-            o += load_elem(shared_down, w_type, (size_t)d * I_s + i) * row[K * I + i];
-        acc += o;
+            o += load_elem(shared_down, w_type, (size_t)d * I_s + i) * h_t[K * I + i];
+        y_td += o;
     }
-    y[id] = acc;
+    y[id] = y_td;
 }
+// ANCHOR_END: moe_v1_combine
 // ANCHOR_END: moe_v1
 
 extern "C" cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, const float *weight,
@@ -73,11 +93,10 @@ extern "C" cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, 
                                       const void *shared_down, KernelDType w_type, int T, int D, int I, int K, int I_s,
                                       float *hidden, cudaStream_t stream)
 {
-    const int I_max = I > I_s ? I : I_s;
-    LAUNCH(moe_v1_hidden_kernel, dim3(blocks_for((size_t)T * (K + 1) * I_max, 128)), dim3(128), 0, stream, hidden, x,
-           idx, gate_up, shared_gate_up, w_type, T, D, I, K, I_s);
-    LAUNCH(moe_v1_down_kernel, dim3(blocks_for((size_t)T * D, 128)), dim3(128), 0, stream, y, hidden, idx, weight,
-           down, shared_down, w_type, T, D, I, K, I_s);
+    LAUNCH(moe_v1_experts_kernel, dim3((unsigned)(T * K + (I_s > 0))), dim3(128), 0, stream, hidden, x, idx,
+           gate_up, shared_gate_up, w_type, T, D, I, K, I_s);
+    LAUNCH(moe_v1_combine_kernel, dim3(blocks_for((size_t)T * D, 128)), dim3(128), 0, stream, y, hidden, idx,
+           weight, down, shared_down, w_type, T, D, I, K, I_s);
     return cudaGetLastError();
 }
 

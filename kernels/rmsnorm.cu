@@ -10,17 +10,14 @@
 /** Version 1: thread t normalises row t with the reference loop. x, y: [T, n]. */
 __global__ void rmsnorm_v1_kernel(float *y, const float *x, const float *w, int T, int n, float eps)
 {
-    const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (t >= T)
-        return;
-    const float *xt = x + (size_t)t * n;
-    float *yt = y + (size_t)t * n;
-    float sum_sq = 0.0f;
-    for (int i = 0; i < n; i++)
-        sum_sq += xt[i] * xt[i];
-    const float inv_rms = 1.0f / sqrtf(sum_sq / (float)n + eps);   /* ε inside the root */
-    for (int i = 0; i < n; i++)
-        yt[i] = w[i] * (xt[i] * inv_rms);
+    const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x); /* one pass of the loop over t */
+    if (t < T) {
+        const float *xt = x + (size_t)t * n;
+        float *yt = y + (size_t)t * n;
+        float mean_square = dot(xt, xt, n) / (float)n;     /* (1/n) Σ x_i² */
+        float inv_rms = 1.0f / sqrtf(mean_square + eps);    /* ε inside the root */
+        for (int i = 0; i < n; i++) yt[i] = w[i] * (xt[i] * inv_rms);
+    }
 }
 // ANCHOR_END: rmsnorm_v1
 

@@ -4,16 +4,6 @@
  */
 #include "common.cuh"
 
-/** Rotates the pair (x_{2i}, x_{2i+1}) of a slice by φ = pos · θ_i. */
-static __device__ __forceinline__ void rotate_pair(float *x, int i, float inv_freq, float cos_sin_scale, int pos)
-{
-    const float phi = (float)pos * inv_freq;
-    const float c = cosf(phi) * cos_sin_scale, s = sinf(phi) * cos_sin_scale;
-    const float x0 = x[2 * i], x1 = x[2 * i + 1];
-    x[2 * i] = x0 * c - x1 * s;
-    x[2 * i + 1] = x0 * s + x1 * c;
-}
-
 // ANCHOR: rope_v1
 /**
  * Version 1: thread (t, h) rotates slice (t, h) pair by pair (ref/rope.c's rope_rotate)
@@ -28,7 +18,7 @@ __global__ void rope_v1_kernel(float *x, const float *inv_freq, float cos_sin_sc
     const int t = id / heads, h = id % heads;
     float *slice = x + (size_t)t * row_stride + (size_t)h * head_stride;
     for (int i = 0; i < dim / 2; i++)
-        rotate_pair(slice, i, inv_freq[i], cos_sin_scale, token_position(pos, pos0, t));
+        rope_rotate_pair(slice, i, inv_freq[i], cos_sin_scale, token_position(pos, pos0, t));
 }
 // ANCHOR_END: rope_v1
 
@@ -57,7 +47,7 @@ __global__ void rope_v2_kernel(float *x, const float *inv_freq, float cos_sin_sc
     const int t = (int)blockIdx.x, pairs = dim / 2, p = token_position(pos, pos0, t);
     for (int id = (int)threadIdx.x; id < heads * pairs; id += (int)blockDim.x) {
         const int h = id / pairs, i = id % pairs;
-        rotate_pair(x + (size_t)t * row_stride + (size_t)h * head_stride, i, inv_freq[i], cos_sin_scale, p);
+        rope_rotate_pair(x + (size_t)t * row_stride + (size_t)h * head_stride, i, inv_freq[i], cos_sin_scale, p);
     }
 }
 // ANCHOR_END: rope_v2

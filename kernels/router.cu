@@ -29,24 +29,23 @@ static __device__ void router_weights(float *weight, const int *idx, const float
 }
 
 // ANCHOR: router_v1
-/** The k best of score[0..n), best first, lower index on ties (ref/router.c's top_k). */
-static __device__ void top_k_serial(int *out, int k, const float *score, int n)
+// ANCHOR: router_top_k_v1
+/* The k best of score[0..n), best first; the lower index wins ties (ref/router.c's top_k). */
+static __device__ void top_k(int *out, int k, const float *score, int n)
 {
     bool taken[ROUTER_MAX_E];
-    for (int i = 0; i < n; i++)
-        taken[i] = false;
+    for (int i = 0; i < n; i++) taken[i] = false;
     for (int r = 0; r < k; r++) {
         int best = -1;
         for (int i = 0; i < n; i++) {
-            if (taken[i])
-                continue;
-            if (best < 0 || score[i] > score[best])
-                best = i;
+            if (taken[i]) continue;
+            if (best < 0 || score[i] > score[best]) best = i;
         }
         out[r] = best;
         taken[best] = true;
     }
 }
+// ANCHOR_END: router_top_k_v1
 
 /** Version 1: thread t routes token t with the reference loops. */
 __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const float *logits, const float *bias,
@@ -77,24 +76,13 @@ __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const f
         sel[i] = s[i] + (p.topk_method == TOPK_NOAUX_TC_ ? bias[i] : 0.0f);
     if (p.topk_method != TOPK_GREEDY_) {
         float group_score[ROUTER_MAX_G];
-        for (int gi = 0; gi < G; gi++) {
-            const float *x = sel + gi * per_group;
-            float best = x[0], second = -INFINITY;
-            for (int i = 1; i < per_group; i++) {
-                if (x[i] > best) {
-                    second = best;
-                    best = x[i];
-                } else if (x[i] > second) {
-                    second = x[i];
-                }
-            }
-            group_score[gi] = p.topk_method == TOPK_NOAUX_TC_ ? best + second : best;
-        }
+        for (int gi = 0; gi < G; gi++)
+            group_score[gi] = router_group_score(sel + gi * per_group, per_group, p.topk_method == TOPK_NOAUX_TC_);
         int kept[ROUTER_MAX_G];
         bool keep[ROUTER_MAX_G];
         for (int gi = 0; gi < G; gi++)
             keep[gi] = false;
-        top_k_serial(kept, p.topk_group, group_score, G);
+        top_k(kept, p.topk_group, group_score, G);
         for (int r = 0; r < p.topk_group; r++)
             keep[kept[r]] = true;
         for (int i = 0; i < E; i++)
@@ -102,7 +90,7 @@ __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const f
                 sel[i] = 0.0f;                                 /* masked to 0, as the released code */
     }
     int *idx_t = idx + (size_t)t * p.K;
-    top_k_serial(idx_t, p.K, sel, E);
+    top_k(idx_t, p.K, sel, E);
     router_weights(weight + (size_t)t * p.K, idx_t, s, p);
 }
 // ANCHOR_END: router_v1
@@ -195,19 +183,9 @@ __global__ void router_v2_kernel(int *idx, float *weight, float *scores, const f
     __syncwarp();
 
     if (p.topk_method != TOPK_GREEDY_) {
-        if (lane < G) {                                        /* lane g scores group g */
-            const float *x = sel + lane * per_group;
-            float best = x[0], second = -INFINITY;
-            for (int i = 1; i < per_group; i++) {
-                if (x[i] > best) {
-                    second = best;
-                    best = x[i];
-                } else if (x[i] > second) {
-                    second = x[i];
-                }
-            }
-            group_score[lane] = p.topk_method == TOPK_NOAUX_TC_ ? best + second : best;
-        }
+        if (lane < G)                                          /* lane g scores group g */
+            group_score[lane] = router_group_score(sel + lane * per_group, per_group,
+                                                   p.topk_method == TOPK_NOAUX_TC_);
         __syncwarp();
         warp_top_k(kept, p.topk_group, group_score, G, lane);
         for (int i = lane; i < E; i += 32) {

@@ -5,6 +5,7 @@
 #include "rope.h"
 
 #include "error.h"
+#include "shared_math.h"
 
 #include <math.h>
 
@@ -67,12 +68,7 @@ int rope_init(Rope *r, const ModelConfig *cfg)
 // ANCHOR: rope_rotate
 void rope_rotate(float *x, const Rope *r, int pos)
 {
-    for (int i = 0; i < r->dim / 2; i++) {
-        float phi = (float)pos * r->inv_freq[i];
-        float c = cosf(phi) * r->cos_sin_scale, s = sinf(phi) * r->cos_sin_scale;
-        float x0 = x[2 * i], x1 = x[2 * i + 1];
-        x[2 * i] = x0 * c - x1 * s;
-        x[2 * i + 1] = x0 * s + x1 * c;
-    }
+    for (int i = 0; i < r->dim / 2; i++)
+        rope_rotate_pair(x, i, r->inv_freq[i], r->cos_sin_scale, pos);
 }
 // ANCHOR_END: rope_rotate

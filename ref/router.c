@@ -4,6 +4,8 @@
  */
 #include "router.h"
 
+#include "shared_math.h"
+
 #include <math.h>
 #include <stdbool.h>
 
@@ -49,16 +51,8 @@ void router_select(int *idx, float *weight, const float *s, const float *bias,
 
     if (cfg->topk_method != TOPK_GREEDY) {
         float group_score[ROUTER_MAX_EXPERTS];
-        for (int g = 0; g < G; g++) {
-            const float *x = sel + g * per_group;
-            float best = x[0], second = -INFINITY;
-            for (int i = 1; i < per_group; i++) {
-                if (x[i] > best) { second = best; best = x[i]; }
-                else if (x[i] > second) second = x[i];
-            }
-            /* V2: the group's best affinity; V3: the sum of its best two */
-            group_score[g] = cfg->topk_method == TOPK_NOAUX_TC ? best + second : best;
-        }
+        for (int g = 0; g < G; g++)              /* V2: the group's best affinity; V3: its best two */
+            group_score[g] = router_group_score(sel + g * per_group, per_group, cfg->topk_method == TOPK_NOAUX_TC);
         int kept[ROUTER_MAX_EXPERTS];
         bool keep[ROUTER_MAX_EXPERTS] = {false};
         top_k(kept, cfg->topk_group, group_score, G);

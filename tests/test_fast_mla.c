@@ -180,13 +180,13 @@ static void check_mla(const ModelConfig *c, int prompt)
         assert_int_equal(cudaMemcpy(da, a, sizeof(float) * (size_t)ctx * D, cudaMemcpyHostToDevice), cudaSuccess);
         assert_int_equal(cudaMalloc((void **)&dout, sizeof(float) * (size_t)max_T * D), cudaSuccess);
         assert_int_equal(cudaMalloc((void **)&o_v1, sizeof(float) * (size_t)max_T * nh * dv), cudaSuccess);
-        assert_int_equal(cudaMalloc((void **)&scratch_v1, sizeof(float) * (size_t)max_T * nh * (ctx + 2 * dc)),
-                         cudaSuccess);
         float *want = malloc(sizeof(float) * (size_t)max_T * D), *got = malloc(sizeof(float) * (size_t)max_T * D);
         float *rows_got = malloc(sizeof(float) * (size_t)ctx * width), *rows_want = malloc(sizeof(float) * (size_t)ctx * width);
         float *o_got = malloc(sizeof(float) * (size_t)max_T * nh * dv);
         int *hpos = malloc(sizeof(int) * (size_t)max_T), *hbase = malloc(sizeof(int) * (size_t)max_T);
         const MlaDims dims = {nh, dn, dr, dv, dc, rope.softmax_scale};
+        assert_int_equal(cudaMalloc((void **)&scratch_v1, sizeof(float) * (size_t)max_T * nh * MLA_V1_SCRATCH(dims, ctx)),
+                         cudaSuccess);
 
         int pos0 = 0;
         for (int ph = 0; ph < 4; ph++) {

@@ -18,8 +18,20 @@
 #     ...the region, marker lines left out...
 #     ```
 #
+# A chapter shows how a kernel differs from the reference with a diff line naming two regions
+# (paths with anchors, or whole files), immediately followed by a fenced block that holds
+# `diff -u` of the two with the whole region as context, headed by the two specs as labels:
+#
+#     <!-- diff: ref/rmsnorm.c:rmsnorm_forward kernels/rmsnorm.cu:rmsnorm_v1 -->
+#     ```diff
+#     --- ref/rmsnorm.c:rmsnorm_forward
+#     +++ kernels/rmsnorm.cu:rmsnorm_v1
+#     @@ ... @@
+#     ...
+#     ```
+#
 # Problems, one line each as "chapter:line: what": a block that differs from its source, a
-# missing file, a missing anchor, an anchor named twice in one file, an ANCHOR without its
+# missing file, a missing anchor, a diff block that is not the diff of its two regions, an anchor named twice in one file, an ANCHOR without its
 # ANCHOR_END (or the reverse), an include with no fenced block after it, a chapter in
 # chapters/ that book.md does not link to, and a link in book.md to a chapter that does not exist. Source files under ref/, kernels/, fast/, sim/
 # and notebooks-c/ are checked for duplicate or unclosed anchors even when no chapter uses them.
@@ -38,8 +50,9 @@ while [ $# -gt 0 ]; do
 done
 cd "$root" || exit 2
 
-# The awk program reads one chapter and prints it with every include block filled from its
-# source; problems go to stderr and make it exit 1.
+# The awk program reads one chapter and prints it with every include and diff block filled from
+# its sources; problems go to stderr and make it exit 1. DIFF_A and DIFF_B are scratch files for
+# the two regions of a diff.
 EXCERPTS_AWK='
 function problem(at, msg) { print FILENAME ":" at ": " msg > "/dev/stderr"; bad = 1 }
 
@@ -86,30 +99,69 @@ function extract(path, name,   line, n, kind, inside, starts, first, ended, err)
     return ""
 }
 
-# Outside include blocks, lines are copied; a fenced block that is not an include is
+# split_spec(spec): SPEC_PATH and SPEC_NAME of "path:anchor" (SPEC_NAME "" for a whole file).
+function split_spec(spec) {
+    SPEC_PATH = spec; SPEC_NAME = ""
+    if (match(spec, /:[A-Za-z0-9_-]+$/)) {
+        SPEC_PATH = substr(spec, 1, RSTART - 1)
+        SPEC_NAME = substr(spec, RSTART + 1)
+    }
+}
+
+# region_to(file): writes REGION[1..REGION_N] to file, one line each.
+function region_to(file,   i) {
+    printf "" > file
+    for (i = 1; i <= REGION_N; i++) print REGION[i] > file
+    close(file)
+}
+
+# diff_regions(a, b): REGION becomes `diff -u` of the regions a and b (specs), labelled with the
+# specs, the whole region as context. Returns "" or a description of the problem.
+function diff_regions(a, b,   err, cmd, line, n, out) {
+    split_spec(a); err = extract(SPEC_PATH, SPEC_NAME); if (err != "") return err
+    region_to(DIFF_A)
+    split_spec(b); err = extract(SPEC_PATH, SPEC_NAME); if (err != "") return err
+    region_to(DIFF_B)
+    cmd = "diff -U 100000 " DIFF_A " " DIFF_B
+    n = 0; REGION_N = 0
+    while ((cmd | getline line) > 0) {
+        if (++n <= 2) continue                       # the ---/+++ lines name scratch files and dates
+        out[++REGION_N] = line
+    }
+    close(cmd)
+    REGION[1] = "--- " a; REGION[2] = "+++ " b
+    for (n = 1; n <= REGION_N; n++) REGION[n + 2] = out[n]
+    REGION_N += 2
+    return ""
+}
+
+# Outside include and diff blocks, lines are copied; a fenced block that is not one is
 # skipped whole, so an include line shown as an example inside one is left alone.
 {
     if (in_fence) { print; if ($0 ~ /^(```|~~~)[ \t]*$/) in_fence = 0; next }
     if ($0 ~ /^(```|~~~)/) { print; in_fence = 1; next }
-    if ($0 !~ /^<!-- include: [^ ]+ -->[ \t]*$/) { print; next }
+    if ($0 ~ /^<!-- include: [^ ]+ -->[ \t]*$/) kind = "include"
+    else if ($0 ~ /^<!-- diff: [^ ]+ [^ ]+ -->[ \t]*$/) kind = "diff"
+    else { print; next }
 
     print
     spec = $0
-    sub(/^<!-- include: /, "", spec)
+    sub(/^<!-- (include|diff): /, "", spec)
     sub(/ -->[ \t]*$/, "", spec)
-    path = spec; name = ""
-    if (match(spec, /:[A-Za-z0-9_-]+$/)) {
-        path = substr(spec, 1, RSTART - 1)
-        name = substr(spec, RSTART + 1)
-    }
     inc_line = FNR
-    err = extract(path, name)
+    if (kind == "include") {
+        split_spec(spec)
+        err = extract(SPEC_PATH, SPEC_NAME)
+    } else {
+        split(spec, pair, " ")
+        err = diff_regions(pair[1], pair[2])
+    }
 
     fence = ""
     if ((getline fence) <= 0 || fence !~ /^```/) {
-        problem(inc_line, "include of " spec " is not followed by a fenced code block")
+        problem(inc_line, kind " of " spec " is not followed by a fenced code block")
         if (err == "" && MODE == "write") {
-            print "```"
+            print (kind == "diff" ? "```diff" : "```")
             for (i = 1; i <= REGION_N; i++) print REGION[i]
             print "```"
         }
@@ -122,7 +174,7 @@ function extract(path, name,   line, n, kind, inside, starts, first, ended, err)
         if (line ~ /^```[ \t]*$/) { closed = 1; break }
         BLOCK[++nblock] = line
     }
-    if (!closed) { problem(inc_line, "the block after the include of " spec " is never closed"); exit 1 }
+    if (!closed) { problem(inc_line, "the block after the " kind " of " spec " is never closed"); exit 1 }
 
     if (err != "") {
         problem(inc_line, err)
@@ -132,7 +184,8 @@ function extract(path, name,   line, n, kind, inside, starts, first, ended, err)
         for (i = 1; same && i <= nblock; i++) if (BLOCK[i] != REGION[i]) same = 0
         if (!same && MODE == "check") {
             for (i = 1; i <= nblock && i <= REGION_N && BLOCK[i] == REGION[i]; i++) ;
-            problem(inc_line, "block differs from " spec " at block line " i " (run make excerpts)")
+            problem(inc_line, "block differs from " (kind == "diff" ? "the diff of " : "") spec \
+                    " at block line " i " (run make excerpts)")
         }
         if (MODE == "write") for (i = 1; i <= REGION_N; i++) print REGION[i]
         else for (i = 1; i <= nblock; i++) print BLOCK[i]
@@ -166,7 +219,9 @@ END {
 
 status=0
 tmp=$(mktemp) || exit 2
-trap 'rm -f "$tmp"' EXIT
+diff_a=$(mktemp) || exit 2
+diff_b=$(mktemp) || exit 2
+trap 'rm -f "$tmp" "$diff_a" "$diff_b"' EXIT
 
 # 1. Every chapter file is linked from book.md.
 for ch in chapters/*.md; do
@@ -188,12 +243,12 @@ fi
 # 2. Every include block in every chapter equals its source region.
 for md in book.md chapters/*.md; do
     [ -e "$md" ] || continue
-    awk -v MODE="$mode" "$EXCERPTS_AWK" "$md" >"$tmp" 2>"$tmp.err"
+    awk -v MODE="$mode" -v DIFF_A="$diff_a" -v DIFF_B="$diff_b" "$EXCERPTS_AWK" "$md" >"$tmp" 2>"$tmp.err"
     rc=$?
     cat "$tmp.err"; rm -f "$tmp.err"
     if [ "$mode" = write ] && ! cmp -s "$tmp" "$md"; then
         cat "$tmp" >"$md" && echo "filled $md"
-        awk -v MODE=check "$EXCERPTS_AWK" "$md" >/dev/null 2>&1 && rc=0
+        awk -v MODE=check -v DIFF_A="$diff_a" -v DIFF_B="$diff_b" "$EXCERPTS_AWK" "$md" >/dev/null 2>&1 && rc=0
     fi
     [ "$rc" -eq 0 ] || status=1
 done

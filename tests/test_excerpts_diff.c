@@ -1,0 +1,188 @@
+/**
+ * \file test_excerpts_diff.c
+ * \brief tools/excerpts.sh's diff blocks: `<!-- diff: A B -->` followed by a fenced block holding
+ *        `diff -u` of regions A and B. Each test builds a small book in a temporary directory
+ *        (book.md, one chapter, a "reference" file and a "kernel" file with anchors), runs the
+ *        tool on it with --root, and reads its exit status and messages.
+ *
+ * The expected blocks are written out here by hand, so the check is against a diff worked
+ * out independently of the tool, not against the tool's own earlier output.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char tool[4096]; /* absolute path of tools/excerpts.sh */
+
+/* A reference loop and its one-thread-per-row translation. */
+static const char REF[] = "/* rows */\n"
+                          "// ANCHOR: scale\n"
+                          "void scale(float *x, int n, int rows)\n"
+                          "{\n"
+                          "    for (int r = 0; r < rows; r++)\n"
+                          "        for (int i = 0; i < n; i++) x[r * n + i] *= 2;\n"
+                          "}\n"
+                          "// ANCHOR_END: scale\n";
+
+static const char KERNEL[] = "// ANCHOR: scale_v1\n"
+                             "__global__ void scale(float *x, int n, int rows)\n"
+                             "{\n"
+                             "    const int r = blockIdx.x * blockDim.x + threadIdx.x;\n"
+                             "    if (r < rows)\n"
+                             "        for (int i = 0; i < n; i++) x[r * n + i] *= 2;\n"
+                             "}\n"
+                             "// ANCHOR_END: scale_v1\n";
+
+/* diff -u of the two regions, labelled by their specs, the whole region as context. */
+static const char DIFF[] = "--- ref/scale.c:scale\n"
+                           "+++ kernels/scale.cu:scale_v1\n"
+                           "@@ -1,5 +1,6 @@\n"
+                           "-void scale(float *x, int n, int rows)\n"
+                           "+__global__ void scale(float *x, int n, int rows)\n"
+                           " {\n"
+                           "-    for (int r = 0; r < rows; r++)\n"
+                           "+    const int r = blockIdx.x * blockDim.x + threadIdx.x;\n"
+                           "+    if (r < rows)\n"
+                           "         for (int i = 0; i < n; i++) x[r * n + i] *= 2;\n"
+                           " }\n";
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A fresh book whose chapter shows the diff block `block` (its lines, without the fences). */
+static char *make_book(const char *block)
+{
+    static char dir[4096];
+    snprintf(dir, sizeof dir, "%s/dsv2-diff-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    const char *subs[] = {"chapters", "ref", "kernels"};
+    for (int i = 0; i < 3; i++) {
+        char sub[4200];
+        snprintf(sub, sizeof sub, "%s/%s", dir, subs[i]);
+        assert_int_equal(mkdir(sub, 0755), 0);
+    }
+    write_file(dir, "book.md", "# Book\n\n1. [One](chapters/01-one.md)\n");
+    write_file(dir, "ref/scale.c", REF);
+    write_file(dir, "kernels/scale.cu", KERNEL);
+    char chapter[4096];
+    snprintf(chapter, sizeof chapter,
+             "# One\n\nThe kernel against the loop:\n\n"
+             "<!-- diff: ref/scale.c:scale kernels/scale.cu:scale_v1 -->\n```diff\n%s```\n\nAfter.\n", block);
+    write_file(dir, "chapters/01-one.md", chapter);
+    return dir;
+}
+
+static void remove_book(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Runs the tool with args on dir; returns its exit status, its output (stdout and stderr) in out. */
+static int run_tool(const char *mode, const char *dir, char *out, size_t cap)
+{
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd, "sh '%s' %s --root '%s' 2>&1", tool, mode, dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    const int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static char *read_file(const char *dir, const char *name)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+/* The hand-written diff passes --check. */
+static void true_diff_passes(void **state)
+{
+    (void)state;
+    char out[8192], *dir = make_book(DIFF);
+    if (run_tool("--check", dir, out, sizeof out) != 0) fail_msg("--check failed on a true diff:\n%s", out);
+    remove_book(dir);
+}
+
+/* The kernel changes under the block: --check names the chapter and line of the diff marker. */
+static void drifted_diff_is_reported(void **state)
+{
+    (void)state;
+    char out[8192], *dir = make_book(DIFF);
+    char kernel[sizeof KERNEL + 8];
+    strcpy(kernel, KERNEL);
+    memcpy(strstr(kernel, "*= 2"), "*= 3", 4);
+    write_file(dir, "kernels/scale.cu", kernel);
+    assert_int_not_equal(run_tool("--check", dir, out, sizeof out), 0);
+    if (!strstr(out, "chapters/01-one.md:5: block differs from the diff of ref/scale.c:scale kernels/scale.cu:scale_v1"))
+        fail_msg("expected the drift at chapters/01-one.md:5, got:\n%s", out);
+    remove_book(dir);
+}
+
+/* --write fills an empty block with exactly the hand-written diff, which then passes --check. */
+static void write_fills_the_diff(void **state)
+{
+    (void)state;
+    char out[8192], *dir = make_book("");
+    assert_int_not_equal(run_tool("--check", dir, out, sizeof out), 0);
+    if (run_tool("--write", dir, out, sizeof out) != 0) fail_msg("--write failed:\n%s", out);
+    if (!strstr(read_file(dir, "chapters/01-one.md"), DIFF))
+        fail_msg("the filled chapter does not hold the expected diff:\n%s", read_file(dir, "chapters/01-one.md"));
+    if (run_tool("--check", dir, out, sizeof out) != 0) fail_msg("--check after --write failed:\n%s", out);
+    remove_book(dir);
+}
+
+/* A diff naming an anchor that does not exist is reported, and --write leaves the block alone. */
+static void missing_anchor_is_reported(void **state)
+{
+    (void)state;
+    char out[8192], *dir = make_book(DIFF);
+    write_file(dir, "kernels/scale.cu", "__global__ void scale(void) {}\n");
+    assert_int_not_equal(run_tool("--write", dir, out, sizeof out), 0);
+    if (!strstr(out, "kernels/scale.cu has no anchor \"scale_v1\"")) fail_msg("got:\n%s", out);
+    if (!strstr(read_file(dir, "chapters/01-one.md"), DIFF)) fail_msg("--write changed a block it could not fill");
+    remove_book(dir);
+}
+
+static int find_tool(void **state)
+{
+    (void)state;
+    if (!getcwd(tool, sizeof tool - 32)) return -1;
+    strcat(tool, "/tools/excerpts.sh");
+    return access(tool, R_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(true_diff_passes),
+        cmocka_unit_test(drifted_diff_is_reported),
+        cmocka_unit_test(write_fills_the_diff),
+        cmocka_unit_test(missing_anchor_is_reported),
+    };
+    return cmocka_run_group_tests(tests, find_tool, NULL);
+}
