@@ -7,10 +7,11 @@
  * (D 5120, d_c' 1536), with x uniform in [-3, 3) and eps 1e-6; then two
  * shapes where eps is not negligible beside the mean square: rows of tiny
  * magnitude (|x| < 1e-3, mean square ≈ 3.3e-7 < eps = 1e-6) and a large eps
- * (1e-2 beside a mean square ≈ 3). On the first group, eps moves y by about
- * eps/(2·3) ≈ 2e-7 relative, so a kernel that puts eps in the wrong place
- * (outside the root, or not at all) still passes there; on the two others
- * the same mistake moves y by 4e-3 to 50%. w in [0.5, 1.5); y filled with
+ * (1e-2 beside a mean square ≈ 3). On the first group eps itself moves y
+ * by eps/(2·3) ≈ 2e-7 relative, so a kernel that puts eps in the wrong
+ * place (outside the root: 4e-7; or nowhere) still passes there; on the two
+ * others the same mistake moves y by 4e-3 (large eps) to a factor of 2
+ * (tiny rows). w in [0.5, 1.5); y filled with
  * NaN first. Tolerance: relative L2 ≤ 1e-5, since a float32 sum of n
  * squares in any order and one reciprocal square root stay within a few
  * units in the last place of the reference.
