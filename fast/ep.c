@@ -162,6 +162,20 @@ void fast_ep_timing_destroy(FastEpTiming *tm, int N)
     memset(tm, 0, sizeof *tm);
 }
 
+int fast_ep_timing_ms(const FastEpTiming *tm, int N, float ms[FAST_EP_PHASES])
+{
+    for (int p = 0; p < FAST_EP_PHASES; p++) {
+        ms[p] = 0;
+        for (int d = 0; d < N; d++) {
+            float t;
+            CUDA_TRY(cudaSetDevice(d));
+            CUDA_TRY(cudaEventElapsedTime(&t, tm->begin[p][d], tm->end[p][d]));
+            ms[p] = t > ms[p] ? t : ms[p];
+        }
+    }
+    return 0;
+}
+
 void fast_ep_free(FastEp *ep)
 {
     for (int d = 0; d < ep->N; d++) {
