@@ -65,7 +65,7 @@ endif
 # --- simulated device (made by check-kernel with BUILD=build/lab/sim and ASan CFLAGS) ----------
 $(BUILD)/lab-obj/%.o: tests/lab/%.c tests/lab/lab.h kernels/lab/contract.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LAB_CFLAGS_EXTRA) -Itests/lab -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(LAB_CFLAGS_EXTRA) -Itests -Itests/lab -MMD -MP -c $< -o $@
 
 $(BUILD)/lab-check/%: $(BUILD)/lab-obj/lab.o $(TEST_LIB_OBJ) $(FAST_SIM_LIB) $(BUILD)/libref.a $(BUILD)/libsim.a \
                           $(BUILD)/lab-obj/lab_$(COMPONENT).o $(BUILD)/lab-user/$(LAB_ID).o
@@ -76,7 +76,7 @@ $(BUILD)/lab-check/%: $(BUILD)/lab-obj/lab.o $(TEST_LIB_OBJ) $(FAST_SIM_LIB) $(B
 # --- real GPU ---------------------------------------------------------------------------------
 $(BUILD)/gpu/lab-obj/%.o: tests/lab/%.c tests/lab/lab.h kernels/lab/contract.h
 	@mkdir -p $(dir $@)
-	$(CC) $(GPU_CFLAGS) -Ikernels/lab -Itests/lab -DLAB_GPU -c $< -o $@
+	$(CC) $(GPU_CFLAGS) -Ikernels/lab -Itests -Itests/lab -DLAB_GPU -c $< -o $@
 
 $(BUILD)/gpu/lab-check/%: $(BUILD)/gpu/lab-obj/lab.o $(TEST_LIB_OBJ) $(FAST_GPU_LIB) $(BUILD)/libref.a \
                           $(BUILD)/gpu/lab-obj/lab_$(COMPONENT).o $(BUILD)/gpu/lab-user/$(LAB_ID).o
