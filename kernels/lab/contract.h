@@ -31,7 +31,7 @@ extern "C" {
 /**
  * Component `rmsnorm` (RMSNorm, SPEC §3.2): y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps), eps
  * inside the root. y, x: [T, n] float32 (distinct buffers); w: [n] float32. Any T ≥ 1, n ≥ 1
- * (odd n, n up to 5120), any eps ≥ 0. Relative L2 ≤ 1e-5 per shape.
+ * (odd n, n up to 5120), any eps > 0. Relative L2 ≤ 1e-5 per shape.
  * The project's kernel: rmsnorm_forward_v2.
  */
 // ANCHOR: lab_rmsnorm
