@@ -442,6 +442,7 @@ static int upload(void *dst, const void *src, size_t n)
     return 0;
 }
 
+// ANCHOR: fast_ep_phases
 /** One call's tokens: device d holds T[d] of them, rows [first[d], first[d+1]) in device order. */
 typedef struct {
     const int *T;                          /**< tokens per device */
@@ -613,6 +614,7 @@ static int combine_at_sources(FastEp *ep, const FastEpMoe *w, float *const *y, c
     }
     return 0;
 }
+// ANCHOR_END: fast_ep_phases
 
 // ANCHOR: fast_ep_moe_forward
 int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
