@@ -16,7 +16,7 @@
 
 CC      ?= gcc
 CFLAGS  ?= -O3 -g
-override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iref -Isim/include -Itests
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iref -Isim/include
 LDLIBS  += -ljansson -lpcre2-8 -lm
 TEST_LDLIBS = -lcmocka -lopenblas -lpthread
 BUILD   := build
@@ -42,6 +42,9 @@ all: $(BUILD)/dsv2
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Only the suites and their helpers include tests/'s headers (check.h, golden.h, ...); the libraries never do.
+$(BUILD)/tests/%.o: override CFLAGS += -Itests
 
 $(BUILD)/libref.a: $(REF_OBJ)
 	@rm -f $@
@@ -98,14 +101,14 @@ clean:
 .SECONDARY:
 
 # Parts owned by other directories (rules for sim/ and kernels/ live next to them).
--include sim/sim.mk
--include kernels/kernels.mk
--include kernels/lab/lab.mk
--include ref/tokenizer.mk
--include tests/fuzz/fuzz.mk
--include chapters/book.mk
--include exercises/exercises.mk
--include tools/format.mk
+include sim/sim.mk
+include kernels/kernels.mk
+include kernels/lab/lab.mk
+include ref/tokenizer.mk
+include tests/fuzz/fuzz.mk
+include chapters/book.mk
+include exercises/exercises.mk
+include tools/format.mk
 
 # The CLI for a real GPU: the same dsv2.c against the CUDA toolkit, cuBLAS and the nvcc-built kernels.
 .PHONY: dsv2-gpu
@@ -113,5 +116,8 @@ dsv2-gpu: $(BUILD)/gpu/dsv2
 $(DSV2_SRC:%.c=$(BUILD)/gpu/%.o): override CFLAGS := $(GPU_CFLAGS)
 $(BUILD)/gpu/dsv2: $(DSV2_SRC:%.c=$(BUILD)/gpu/%.o) $(BUILD)/libfast_gpu.a $(BUILD)/libref.a
 	$(CC) -o $@ $^ $(GPU_LDLIBS) $(LDLIBS)
+
+# The suites built for a real GPU take their flags from GPU_CFLAGS (kernels/kernels.mk), then tests/'s headers.
+$(BUILD)/gpu/tests/%.o: override CFLAGS += -Itests
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -44,35 +44,43 @@ static int init_device(FastEp *ep, int d, bool bf16)
 {
     FastEpDevice *v = &ep->dev[d];
     FastEpPlan *pl = &v->plan;
-    const size_t T = (size_t)ep->max_T, K = ep->K, E = ep->E, N = ep->N, D = ep->D, I = ep->I, Is = ep->I_s;
-    const size_t R = (size_t)ep->recv_cap, X = (size_t)ep->exp_cap, S = T * ep->Kd, P = R * ep->Kl;
+    const size_t tokens = (size_t)ep->max_T, top_k = ep->K, experts = ep->E, devices = ep->N, hidden = ep->D;
+    const size_t inter = ep->I, shared_inter = ep->I_s;            /* I and I_s: routed and shared expert widths */
+    const size_t recv_rows = (size_t)ep->recv_cap;                 /* rows one device can receive */
+    const size_t expert_rows = (size_t)ep->exp_cap;                /* received rows expanded to local experts */
+    const size_t send_rows = tokens * ep->Kd;                      /* own rows sent out, each token ≤ Kd times */
+    const size_t part_slots = recv_rows * ep->Kl;                  /* ≤ Kl local experts per received row */
     CUDA_TRY(cudaSetDevice(d));
-    if (fast_context_init(&v->ctx, bf16, T * D))                 /* stage: the shared experts' GEMM input */
+    if (fast_context_init(&v->ctx, bf16, tokens * hidden))        /* stage: the shared experts' GEMM input */
         return -1;
     const size_t esz = kernel_dtype_size(v->ctx.wtype);
-    pl->send_token = malloc(sizeof(int) * S);
-    pl->expand_row = malloc(sizeof(int) * X);
-    pl->expert_off = malloc(sizeof(int) * (E / N + 1));
-    pl->part_slot = malloc(sizeof(int) * P);
-    pl->part_weight = malloc(sizeof(float) * P);
-    pl->comb_slot = malloc(sizeof(int) * S);
-    pl->comb_weight = malloc(sizeof(float) * S);
+    pl->send_token = malloc(sizeof(int) * send_rows);
+    pl->expand_row = malloc(sizeof(int) * expert_rows);
+    pl->expert_off = malloc(sizeof(int) * (experts / devices + 1));
+    pl->part_slot = malloc(sizeof(int) * part_slots);
+    pl->part_weight = malloc(sizeof(float) * part_slots);
+    pl->comb_slot = malloc(sizeof(int) * send_rows);
+    pl->comb_weight = malloc(sizeof(float) * send_rows);
     if (!pl->send_token || !pl->expand_row || !pl->expert_off || !pl->part_slot || !pl->part_weight ||
         !pl->comb_slot || !pl->comb_weight)
         return ds_error("fast_ep_init: out of host memory");
-    if (dev_alloc(&v->logits, T * E, 4) || dev_alloc(&v->idx, T * K, 4) || dev_alloc(&v->weight, T * K, 4) ||
-        dev_alloc(&v->stat_count, E, 4) || dev_alloc(&v->stat_score, E, 4) || dev_alloc(&v->stat_dev, N, 4) ||
-        dev_alloc(&v->idx_all, N * T * K, 4) || dev_alloc(&v->weight_all, N * T * K, 4) ||
-        dev_alloc(&v->send_token, S, 4) || dev_alloc(&v->expand_row, X, 4) || dev_alloc(&v->part_slot, P, 4) ||
-        dev_alloc(&v->part_weight, P, 4) || dev_alloc(&v->comb_slot, S, 4) || dev_alloc(&v->comb_weight, S, 4) ||
-        dev_alloc(&v->xp, S * D, esz) || dev_alloc(&v->xr, R * D, esz) || dev_alloc(&v->xe, X * D, 4) ||
-        dev_alloc(&v->xw, bf16 ? X * D : 0, esz) || dev_alloc(&v->gu, zmax(X * 2 * I, T * 2 * Is), 4) ||
-        dev_alloc(&v->hidden, zmax(X * I, T * Is), esz) || dev_alloc(&v->ye, (X + 1) * D, 4) ||
-        dev_alloc(&v->yr, R * D, 4) || dev_alloc(&v->ret, (S + 1) * D, 4) || dev_alloc(&v->shared_out, T * D, 4))
+    if (dev_alloc(&v->logits, tokens * experts, 4) || dev_alloc(&v->idx, tokens * top_k, 4) ||
+        dev_alloc(&v->weight, tokens * top_k, 4) || dev_alloc(&v->stat_count, experts, 4) ||
+        dev_alloc(&v->stat_score, experts, 4) || dev_alloc(&v->stat_dev, devices, 4) ||
+        dev_alloc(&v->idx_all, devices * tokens * top_k, 4) || dev_alloc(&v->weight_all, devices * tokens * top_k, 4) ||
+        dev_alloc(&v->send_token, send_rows, 4) || dev_alloc(&v->expand_row, expert_rows, 4) ||
+        dev_alloc(&v->part_slot, part_slots, 4) || dev_alloc(&v->part_weight, part_slots, 4) ||
+        dev_alloc(&v->comb_slot, send_rows, 4) || dev_alloc(&v->comb_weight, send_rows, 4) ||
+        dev_alloc(&v->xp, send_rows * hidden, esz) || dev_alloc(&v->xr, recv_rows * hidden, esz) ||
+        dev_alloc(&v->xe, expert_rows * hidden, 4) || dev_alloc(&v->xw, bf16 ? expert_rows * hidden : 0, esz) ||
+        dev_alloc(&v->gu, zmax(expert_rows * 2 * inter, tokens * 2 * shared_inter), 4) ||
+        dev_alloc(&v->hidden, zmax(expert_rows * inter, tokens * shared_inter), esz) ||
+        dev_alloc(&v->ye, (expert_rows + 1) * hidden, 4) || dev_alloc(&v->yr, recv_rows * hidden, 4) ||
+        dev_alloc(&v->ret, (send_rows + 1) * hidden, 4) || dev_alloc(&v->shared_out, tokens * hidden, 4))
         return -1;
     /* the zero rows that padding slots of both combines point at (never written afterwards) */
-    CUDA_TRY(cudaMemset(v->ye + X * D, 0, sizeof(float) * D));
-    CUDA_TRY(cudaMemset(v->ret + S * D, 0, sizeof(float) * D));
+    CUDA_TRY(cudaMemset(v->ye + expert_rows * hidden, 0, sizeof(float) * hidden));
+    CUDA_TRY(cudaMemset(v->ret + send_rows * hidden, 0, sizeof(float) * hidden));
     return 0;
 }
 
@@ -160,6 +168,20 @@ void fast_ep_timing_destroy(FastEpTiming *tm, int N)
         }
     }
     memset(tm, 0, sizeof *tm);
+}
+
+int fast_ep_timing_ms(const FastEpTiming *tm, int N, float ms[FAST_EP_PHASES])
+{
+    for (int p = 0; p < FAST_EP_PHASES; p++) {
+        ms[p] = 0;
+        for (int d = 0; d < N; d++) {
+            float t;
+            CUDA_TRY(cudaSetDevice(d));
+            CUDA_TRY(cudaEventElapsedTime(&t, tm->begin[p][d], tm->end[p][d]));
+            ms[p] = t > ms[p] ? t : ms[p];
+        }
+    }
+    return 0;
 }
 
 void fast_ep_free(FastEp *ep)
@@ -420,77 +442,107 @@ static int upload(void *dst, const void *src, size_t n)
     return 0;
 }
 
-// ANCHOR: fast_ep_moe_forward
-int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
-                        const float *const *x, const int *T)
+// ANCHOR: fast_ep_phases
+/** One call's tokens: device d holds T[d] of them, rows [first[d], first[d+1]) in device order. */
+typedef struct {
+    const int *T;                          /**< tokens per device */
+    int first[FAST_EP_MAX_DEVICES + 1];    /**< first global row of each device's tokens; first[N] in all */
+    int T_max;                             /**< the most tokens on one device (rows gathered per device) */
+} EpBatch;
+
+/* The layout of T[0..N) tokens, refused when a device holds more than the group was sized for or none holds any. */
+static int lay_out_tokens(const FastEp *ep, const int *T, EpBatch *b)
 {
-    const int N = ep->N, E = ep->E, K = ep->K, Dm = ep->D, I = ep->I, per = E / N, Kd = ep->Kd, Kl = ep->Kl;
-    int first[FAST_EP_MAX_DEVICES + 1] = {0}, T_max = 0;          /* device d's tokens are [first[d], first[d+1]) */
-    for (int d = 0; d < N; d++) {
+    b->T = T;
+    b->first[0] = 0;
+    b->T_max = 0;
+    for (int d = 0; d < ep->N; d++) {
         if (T[d] < 0 || T[d] > ep->max_T)
             return ds_error("fast_ep_moe_forward: %d tokens on device %d, the group was sized for 0..%d", T[d], d,
                             ep->max_T);
-        first[d + 1] = first[d] + T[d];
-        T_max = T[d] > T_max ? T[d] : T_max;
+        b->first[d + 1] = b->first[d] + T[d];
+        b->T_max = T[d] > b->T_max ? T[d] : b->T_max;
     }
-    if (first[N] == 0)
+    if (b->first[ep->N] == 0)
         return ds_error("fast_ep_moe_forward: no tokens on any device");
+    return 0;
+}
+
+/* Phase 1, every device: the shared experts on its tokens, their routing (idx, weight), its routing statistics. */
+static int route_on_each_device(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, const float *const *x,
+                                const EpBatch *b)
+{
+    const int N = ep->N, E = ep->E, K = ep->K, Dm = ep->D;
     const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
                             cfg->norm_topk_prob, cfg->routed_scaling_factor};
-    FastEpStats *st = &ep->stats;
-
-    /* 1. every device: shared experts on its tokens, route them, count its routing statistics */
     for (int d = 0; d < N; d++) {
         FastEpDevice *v = &ep->dev[d];
         FastScratch s = {.gu = v->gu, .hidden = v->hidden};      /* what fast_swiglu_forward() uses */
+        const int T = b->T[d];
         CUDA_TRY(cudaSetDevice(d));
-        if (T[d] > 0) {                                            /* an idle device still joins every collective */
+        if (T > 0) {                                               /* an idle device still joins every collective */
             if (w->dev[d].shared.down.data &&
-                fast_swiglu_forward(&v->ctx, v->shared_out, x[d], &w->dev[d].shared, T[d], &s))
+                fast_swiglu_forward(&v->ctx, v->shared_out, x[d], &w->dev[d].shared, T, &s))
                 return -1;
-            if (fast_gemm(&v->ctx, v->logits, x[d], KERNEL_F32, Dm, w->dev[d].router, KERNEL_F32, E, Dm, T[d]))
+            if (fast_gemm(&v->ctx, v->logits, x[d], KERNEL_F32, Dm, w->dev[d].router, KERNEL_F32, E, Dm, T))
                 return -1;
-            CUDA_TRY(FAST_ROUTER(v->idx, v->weight, v->logits, v->logits, w->dev[d].bias, p, T[d], v->ctx.stream));
+            CUDA_TRY(FAST_ROUTER(v->idx, v->weight, v->logits, v->logits, w->dev[d].bias, p, T, v->ctx.stream));
         }
-        CUDA_TRY(ep_route_stats_v1(v->stat_count, v->stat_score, v->stat_dev, v->idx, v->logits, T[d], K, E, N,
+        CUDA_TRY(ep_route_stats_v1(v->stat_count, v->stat_score, v->stat_dev, v->idx, v->logits, T, K, E, N,
                                    v->ctx.stream));
     }
+    return 0;
+}
 
-    /* 2. statistics summed over devices: f_i, P_i of all Σ_d T[d] tokens (every rank holds the same sums),
-     *    and the routing all-gathered (T_max rows per device, the first T[d] of them real) */
-    if (reduce_stats(ep, T_max))
+/* Phase 2: the statistics summed over devices, f_i and P_i of all Σ_d T[d] tokens (every rank holds the same
+ * sums), and the routing all-gathered (T_max rows per device, the first T[d] of them real). */
+static int sum_statistics(FastEp *ep, const EpBatch *b)
+{
+    const int N = ep->N, E = ep->E, K = ep->K;
+    FastEpStats *st = &ep->stats;
+    if (reduce_stats(ep, b->T_max))
         return -1;
     float score_sum[ROUTER_MAX_EXPERTS];
     CUDA_TRY(cudaSetDevice(0));
     CUDA_TRY(cudaMemcpy(st->expert_count, ep->dev[0].stat_count, sizeof(int) * E, cudaMemcpyDeviceToHost));
     CUDA_TRY(cudaMemcpy(score_sum, ep->dev[0].stat_score, sizeof(float) * E, cudaMemcpyDeviceToHost));
     CUDA_TRY(cudaMemcpy(st->device_tokens, ep->dev[0].stat_dev, sizeof(int) * N, cudaMemcpyDeviceToHost));
-    st->T = first[N];
+    st->T = b->first[N];
     for (int i = 0; i < E; i++) {
         st->f[i] = (double)E / ((double)K * st->T) * st->expert_count[i];
         st->P[i] = (double)score_sum[i] / st->T;
     }
+    return 0;
+}
 
-    /* 3. every rank would plan from its gathered copy of the routing; in one process the host plans once,
-     *    from rank 0's, on the tokens in device order — token dropping first, when asked for */
-    const size_t TK = (size_t)T_max * K;
+/* Phase 3: every rank would plan from its gathered copy of the routing; in one process the host plans once,
+ * from rank 0's, on the tokens in device order — token dropping first, when asked for. */
+static int plan_from_gathered_routing(FastEp *ep, const EpBatch *b)
+{
+    const int N = ep->N, E = ep->E, K = ep->K, total = b->first[N];
+    const size_t TK = (size_t)b->T_max * K;
     for (int d = 0; d < N; d++) {
-        const size_t n = (size_t)T[d] * K, at = (size_t)first[d] * K;
+        const size_t n = (size_t)b->T[d] * K, at = (size_t)b->first[d] * K;
         CUDA_TRY(cudaMemcpy(ep->keep_idx + at, ep->dev[0].idx_all + d * TK, sizeof(int) * n, cudaMemcpyDeviceToHost));
         CUDA_TRY(cudaMemcpy(ep->weight_host + at, ep->dev[0].weight_all + d * TK, sizeof(float) * n,
                             cudaMemcpyDeviceToHost));
     }
-    st->dropped = 0;
+    ep->stats.dropped = 0;
     if (ep->capacity_factor > 0) {
-        st->dropped = drop_tokens(ep->keep, ep->keep_idx, ep->weight_host, NULL, first[N], K, E, N,
-                                  ep->capacity_factor);
-        for (size_t a = 0; a < (size_t)first[N] * K; a++)
+        ep->stats.dropped = drop_tokens(ep->keep, ep->keep_idx, ep->weight_host, NULL, total, K, E, N,
+                                        ep->capacity_factor);
+        for (size_t a = 0; a < (size_t)total * K; a++)
             if (!ep->keep[a])
                 ep->keep_idx[a] = E;                              /* dropped: on no device */
     }
-    plan_dispatch(ep, first);
+    plan_dispatch(ep, b->first);
+    return 0;
+}
 
-    /* 4. every device: its plan uploaded, its rows gathered by destination */
+/* Phase 4, every device: its plan uploaded, its rows to send gathered by destination into xp. */
+static int upload_plans_and_gather(FastEp *ep, const float *const *x, const EpBatch *b)
+{
+    const int N = ep->N, per = ep->E / N, Kd = ep->Kd, Kl = ep->Kl;
     for (int d = 0; d < N; d++) {
         FastEpDevice *v = &ep->dev[d];
         const FastEpPlan *pl = &v->plan;
@@ -500,18 +552,20 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
             upload(v->expand_row, pl->expand_row, sizeof(int) * pl->expert_off[per]) ||
             upload(v->part_slot, pl->part_slot, sizeof(int) * recv * Kl) ||
             upload(v->part_weight, pl->part_weight, sizeof(float) * recv * Kl) ||
-            upload(v->comb_slot, pl->comb_slot, sizeof(int) * T[d] * Kd) ||
-            upload(v->comb_weight, pl->comb_weight, sizeof(float) * T[d] * Kd))
+            upload(v->comb_slot, pl->comb_slot, sizeof(int) * b->T[d] * Kd) ||
+            upload(v->comb_weight, pl->comb_weight, sizeof(float) * b->T[d] * Kd))
             return -1;
         if (sent)
-            CUDA_TRY(moe_gather_v2(v->xp, v->ctx.wtype, x[d], v->send_token, (int)sent, Dm, v->ctx.stream));
+            CUDA_TRY(moe_gather_v2(v->xp, v->ctx.wtype, x[d], v->send_token, (int)sent, ep->D, v->ctx.stream));
     }
+    return 0;
+}
 
-    /* 5. dispatch: each token's row to each of its devices once, all pairs in one group */
-    if (timed_exchange(ep, false))
-        return -1;
-
-    /* 6. every device: expand to local experts, one GEMM per non-empty one, combine each row's slots */
+/* Phase 6, every device: received rows expanded to its local experts, one GEMM per non-empty expert, then
+ * each received row's slots combined into its partial p_{r,t} (yr). */
+static int run_local_experts(FastEp *ep, const FastEpMoe *w)
+{
+    const int N = ep->N, Dm = ep->D, I = ep->I, per = ep->E / N, Kl = ep->Kl;
     for (int r = 0; r < N; r++) {
         FastEpDevice *v = &ep->dev[r];
         FastContext *ctx = &v->ctx;
@@ -544,17 +598,39 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
         /* p_{r,t} = Σ_{k on r, ascending} g_{k,t} FFN_{e_k}(u_t), one row per received row */
         CUDA_TRY(moe_combine_v2(v->yr, v->ye, v->part_slot, v->part_weight, NULL, rows, Kl, Dm, ctx->stream));
     }
+    return 0;
+}
 
-    /* 7. partials back to their sources; y_t = Σ_r p_{r,t} over t's devices ascending, + shared */
-    if (timed_exchange(ep, true))
-        return -1;
-    for (int d = 0; d < N; d++) {
+/* Phase 7 after the partials came back, every device: y_t = Σ_r p_{r,t} over t's devices ascending, + shared. */
+static int combine_at_sources(FastEp *ep, const FastEpMoe *w, float *const *y, const EpBatch *b)
+{
+    for (int d = 0; d < ep->N; d++) {
         FastEpDevice *v = &ep->dev[d];
         CUDA_TRY(cudaSetDevice(d));
-        if (T[d] > 0)
+        if (b->T[d] > 0)
             CUDA_TRY(moe_combine_v2(y[d], v->ret, v->comb_slot, v->comb_weight,
-                                    w->dev[d].shared.down.data ? v->shared_out : NULL, T[d], Kd, Dm, v->ctx.stream));
+                                    w->dev[d].shared.down.data ? v->shared_out : NULL, b->T[d], ep->Kd, ep->D,
+                                    v->ctx.stream));
     }
+    return 0;
+}
+// ANCHOR_END: fast_ep_phases
+
+// ANCHOR: fast_ep_moe_forward
+int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
+                        const float *const *x, const int *T)
+{
+    EpBatch b;
+    if (lay_out_tokens(ep, T, &b) ||
+        route_on_each_device(ep, w, cfg, x, &b) ||   /* 1. shared experts, routing, statistics per device */
+        sum_statistics(ep, &b) ||                    /* 2. f_i, P_i over all devices; routing all-gathered */
+        plan_from_gathered_routing(ep, &b) ||        /* 3. token dropping, then every device's plan */
+        upload_plans_and_gather(ep, x, &b) ||        /* 4. plans uploaded, rows gathered by destination */
+        timed_exchange(ep, false) ||                 /* 5. dispatch: each token's row to each of its devices */
+        run_local_experts(ep, w) ||                  /* 6. expand, expert GEMMs, partial combine per row */
+        timed_exchange(ep, true) ||                  /* 7. partials back to their sources ... */
+        combine_at_sources(ep, w, y, &b))            /*    ... summed with the shared experts' output */
+        return -1;
     return 0;
 }
 // ANCHOR_END: fast_ep_moe_forward

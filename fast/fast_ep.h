@@ -109,8 +109,8 @@ enum { FAST_EP_DISPATCH, FAST_EP_COMBINE, FAST_EP_PHASES };
 /**
  * Optional timing of the exchanges (make bench-fast): when FastEp.timing points at one, fast_ep_moe_forward()
  * records begin[p][d] on device d's stream just before phase p's ncclGroupStart and end[p][d] just after its
- * ncclGroupEnd. The caller creates the events (fast_ep_timing_create), and after synchronizing reads
- * cudaEventElapsedTime(begin[p][d], end[p][d]); the phase takes the longest of those over the devices.
+ * ncclGroupEnd. The caller creates the events (fast_ep_timing_create), and after synchronizing the streams
+ * reads the phase times with fast_ep_timing_ms.
  */
 typedef struct {
     cudaEvent_t begin[FAST_EP_PHASES][FAST_EP_MAX_DEVICES]; /**< recorded before the phase's group */
@@ -121,6 +121,12 @@ typedef struct {
 int fast_ep_timing_create(FastEpTiming *tm, int N);
 /** Destroys what fast_ep_timing_create() made for devices 0..N−1 (safe on a zeroed tm). */
 void fast_ep_timing_destroy(FastEpTiming *tm, int N);
+/**
+ * The times of the exchanges tm recorded over devices 0..N−1, read once their streams are synchronized:
+ * ms[p] = max over d of cudaEventElapsedTime(begin[p][d], end[p][d]), a phase lasting until its slowest device
+ * is done. \return 0, or −1 (error line set) when an event is unrecorded or incomplete.
+ */
+int fast_ep_timing_ms(const FastEpTiming *tm, int N, float ms[FAST_EP_PHASES]);
 
 /** An expert-parallel group of N devices (ranks 0..N−1 are devices 0..N−1). */
 typedef struct {

@@ -14,7 +14,7 @@
 SIM_CXX      ?= g++
 # Optimisation, debug and sanitizer flags follow CFLAGS; the language and warnings are ours.
 SIM_CUFLAGS   = $(filter-out -std=%,$(CFLAGS)) -x c++ -std=c++17 -Wall -Wextra -Werror -Wno-unknown-pragmas \
-                -Isim/include -Isim/launch -Itests
+                -Isim/include -Isim/launch
 SIM_CU_COMPILE = $(SIM_CXX) $(SIM_CUFLAGS) -MMD -MP -c
 
 # Objects compiled from .cu need the C++ runtime (operator new, for the launch argument packs).
@@ -40,7 +40,7 @@ $(BUILD)/tests/test_sim_%: $(BUILD)/tests/test_sim_%.o $(SIM_KERNELS_LIB) $(TEST
 # --- nvcc-check -------------------------------------------------------------------------------
 NVCC           ?= /usr/local/cuda/bin/nvcc
 NVCC_FLAGS      = -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-                  -Werror all-warnings -Isim/launch -Itests
+                  -Werror all-warnings -Isim/launch
 NVCC_CHECK_SRC := $(SIM_TEST_CU) $(wildcard kernels/*.cu)
 
 .PHONY: nvcc-check bench-sim

@@ -20,6 +20,11 @@
 
 /* ---- errors (runtime.c) ---- */
 
+/** The calling thread's last recorded error, left in place (cudaPeekAtLastError without the sticky one). */
+cudaError_t sim_recorded_error(void);
+/** cudaErrorNoDevice, recorded, when SIM_DEVICE_COUNT is 0 (every call that needs a device checks this). */
+cudaError_t sim_need_device(const char *call);
+
 /**
  * Records err as the calling thread's last error with a formatted detail
  * (see sim_last_detail()), prints "sim: <detail>" to stderr unless SIM_QUIET
@@ -33,7 +38,7 @@ void sim_device_fault(int dev, cudaError_t err, const char *fmt, ...) __attribut
 /** Reads a non-negative integer environment variable; fallback when unset or malformed. */
 long sim_env_long(const char *name, long fallback);
 
-/* ---- devices and memory (runtime.c) ---- */
+/* ---- devices (runtime.c) and memory (memory.c) ---- */
 
 /** Reads the environment once and sets up the devices. */
 void sim_init(void);
@@ -63,8 +68,12 @@ int sim_device_range_ok(const void *p, size_t bytes, int dev, char *why, size_t 
  * (dev = -1: any device). Returns cudaSuccess or records an error naming call and what.
  */
 cudaError_t sim_check_device_range(const char *call, const char *what, const void *p, size_t bytes, int dev);
+/** Describes where p points ("0x… (device 1 memory)", "NULL", ...) into buf, for error sentences; returns buf. */
+const char *sim_describe_pointer(const void *p, char *buf, size_t n);
+/** Frees every allocation of device dev (cudaDeviceReset). */
+void sim_free_device_allocations(int dev);
 
-/* ---- streams of operations (runtime.c) ---- */
+/* ---- streams of operations (stream.c) ---- */
 
 /** One queued piece of device work; concrete operations embed it as their first member. */
 typedef struct SimOp {
@@ -89,12 +98,27 @@ int sim_stream_device(cudaStream_t stream);
 void sim_enqueue(cudaStream_t stream, SimOp *op);
 /** Runs everything queued on a resolved stream, with what it depends on. */
 void sim_drain_stream(cudaStream_t stream);
+/** Runs the operations of s with sequence numbers up to upto, in order, with what they depend on. */
+void sim_drain_until(cudaStream_t s, uint64_t upto);
 /** Runs everything queued on every device. */
 void sim_drain_all(void);
+/** Drops the queued work and the captures of device dev's streams without running them (cudaDeviceReset). */
+void sim_drop_device_work(int dev);
+/** Frees an operation allocated with malloc: the release of operations that own nothing else. */
+void sim_free_op(SimOp *op);
 /** The sticky error of device dev (cudaSuccess when healthy). */
 cudaError_t sim_device_sticky(int dev);
 
-/* ---- stream capture (runtime.c) and graphs (graph.c) ---- */
+/* ---- stream capture (stream.c) and graphs (graph.c) ---- */
+
+/**
+ * A potentially unsafe call (allocation, release, synchronous copy or fill):
+ * refused while a capture begun in global or thread-local mode runs (the
+ * simulator has one host thread, so the two modes agree), invalidating it.
+ */
+cudaError_t sim_unsafe_in_capture(const char *call);
+/** Refuses call on the capturing stream s for the reason why, invalidating the capture. */
+cudaError_t sim_refuse_on_capture(const char *call, cudaStream_t s, const char *why);
 
 /** 1 when the resolved stream is capturing (its work goes into a graph). */
 int sim_stream_capturing(cudaStream_t stream);
@@ -132,6 +156,45 @@ void sim_fiber_started(SimFiber *to_return_to);
 unsigned long long sim_fiber_switches(void);
 /** cudaMalloc calls so far, and the live device allocations (count, bytes) over every device. */
 void sim_alloc_stats(unsigned long long *calls, unsigned long long *live, unsigned long long *bytes);
+
+/* ---- the runtime's state (runtime.c, memory.c, stream.c, copy.c, event.c) ---- */
+
+/** A stream: its device and its queue. */
+struct CUstream_st {
+    int device;         /**< device it was created on */
+    unsigned int flags; /**< cudaStreamDefault or cudaStreamNonBlocking */
+    int legacy;         /**< 1 for a device's legacy default stream */
+    SimOp *head;        /**< oldest queued operation */
+    SimOp *tail;        /**< newest queued operation */
+    cudaGraph_t capture;/**< graph being recorded (NULL: not capturing) */
+    enum cudaStreamCaptureMode capture_mode; /**< mode given to cudaStreamBeginCapture */
+    int capture_invalid;/**< a refused call invalidated the capture */
+};
+
+/** Per-device state. */
+typedef struct SimDevice {
+    struct CUstream_st legacy;              /**< the legacy default stream (stream 0) */
+    size_t allocated;                       /**< bytes of live device memory */
+    cudaError_t sticky;                     /**< error of a failed kernel; cleared by cudaDeviceReset */
+    unsigned char peer[SIM_MAX_DEVICES];    /**< peer access enabled towards each device */
+} SimDevice;
+
+/** The whole simulated machine. */
+typedef struct SimMachine {
+    int initialised;          /**< sim_init() ran */
+    int count;                /**< number of devices */
+    SimDevice dev[SIM_MAX_DEVICES];
+    SimAlloc *allocs;         /**< live allocations sorted by base */
+    size_t nallocs, cap_allocs;
+    cudaStream_t *streams;    /**< user-created streams */
+    size_t nstreams, cap_streams;
+    uint64_t next_seq;        /**< issue order of operations */
+    long malloc_calls;        /**< cudaMalloc calls so far */
+    long fail_malloc_at;      /**< SIM_FAIL_MALLOC: the call number that fails (0: none) */
+} SimMachine;
+
+/** The machine (runtime.c); only the runtime's files touch it. */
+extern SimMachine sim_machine;
 
 /* ---- kernels (exec.c) ---- */
 

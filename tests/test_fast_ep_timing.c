@@ -5,9 +5,10 @@
  * The MoE layer (layer 1) of the golden fixture tests/golden/v2 over 2 and 4 devices, float32, with uneven
  * token counts per device: the output with timing on equals the output with it off bit for bit (the events
  * only observe), every begin and end event of both phases on every device is recorded and complete after
- * the streams are synchronized, with elapsed times >= 0, and with timing off fresh events stay unrecorded
- * (cudaEventElapsedTime refuses them). Runs on the simulated device in `make test`; on a real GPU build
- * it skips without enough devices.
+ * the streams are synchronized, with elapsed times >= 0, fast_ep_timing_ms gives each phase the largest of
+ * those times over the devices, and with timing off fresh events stay unrecorded (cudaEventElapsedTime and
+ * fast_ep_timing_ms refuse them). Runs on the simulated device in `make test`; on a real GPU build it skips
+ * without enough devices.
  */
 #include "check.h"
 #include "error.h"
@@ -68,14 +69,16 @@ static void timing_observes_without_changing(int N)
     if (fast_ep_timing_create(&tm, N))
         fail_msg("%s", ds_last_error());
 
+    float phase_ms[FAST_EP_PHASES], slowest[FAST_EP_PHASES] = {0};
     forward(&ep, &w, c, y, (const float *const *)x, T, off);          /* timing off: the events stay untouched */
     for (int d = 0; d < N; d++) {
         float ms;
         assert_int_equal(cudaSetDevice(d), cudaSuccess);
         for (int p = 0; p < FAST_EP_PHASES; p++)
             assert_int_not_equal(cudaEventElapsedTime(&ms, tm.begin[p][d], tm.end[p][d]), cudaSuccess);
-        cudaGetLastError();                                            /* the refusals above are expected */
     }
+    assert_int_equal(fast_ep_timing_ms(&tm, N, phase_ms), -1);
+    cudaGetLastError();                                                /* the refusals above are expected */
     ep.timing = &tm;
     forward(&ep, &w, c, y, (const float *const *)x, T, on);
     for (int d = 0; d < N; d++) {
@@ -87,9 +90,14 @@ static void timing_observes_without_changing(int N)
             assert_int_equal(cudaEventQuery(tm.end[p][d]), cudaSuccess);
             assert_int_equal(cudaEventElapsedTime(&ms, tm.begin[p][d], tm.end[p][d]), cudaSuccess);
             assert_true(ms >= 0);
+            slowest[p] = ms > slowest[p] ? ms : slowest[p];
             printf("N %d device %d %s: %.4f ms\n", N, d, p == FAST_EP_DISPATCH ? "dispatch" : "combine ", ms);
         }
     }
+    if (fast_ep_timing_ms(&tm, N, phase_ms))
+        fail_msg("%s", ds_last_error());
+    for (int p = 0; p < FAST_EP_PHASES; p++)                           /* the phase is its slowest device */
+        assert_true(phase_ms[p] == slowest[p]);
 
     fast_ep_timing_destroy(&tm, N);
     for (int d = 0; d < N; d++) {

@@ -26,6 +26,7 @@
 #include "error.h"
 #include "fast.h"
 #include "mla.h"
+#include "yarn_config.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -66,14 +67,7 @@ static ModelConfig mla_config(int D, int nh, int dn, int dr, int dv, int dc, int
     c.kv_lora_rank = dc;
     c.q_lora_rank = q_lora;
     c.rms_norm_eps = 1e-6f;
-    c.rope_theta = 10000.0f;
-    c.rope_yarn = yarn;
-    c.rope_factor = 40.0f;
-    c.rope_original_max_position = 4096;
-    c.rope_beta_fast = 32.0f;
-    c.rope_beta_slow = 1.0f;
-    c.rope_mscale = 0.707f;
-    c.rope_mscale_all_dim = 0.707f;
+    test_v2_rope(&c, yarn);
     c.max_position_embeddings = 4096;
     return c;
 }

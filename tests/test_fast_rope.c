@@ -13,6 +13,7 @@
 #include "fast_test.h"
 #include "kernels.h"
 #include "rope.h"
+#include "yarn_config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,14 +28,7 @@ static ModelConfig rope_config(int d_n, int d_r, bool yarn)
     memset(&c, 0, sizeof c);
     c.qk_nope_head_dim = d_n;
     c.qk_rope_head_dim = d_r;
-    c.rope_theta = 10000.0f;
-    c.rope_yarn = yarn;
-    c.rope_factor = 40.0f;
-    c.rope_original_max_position = 4096;
-    c.rope_beta_fast = 32.0f;
-    c.rope_beta_slow = 1.0f;
-    c.rope_mscale = 0.707f;
-    c.rope_mscale_all_dim = 0.707f;
+    test_v2_rope(&c, yarn);
     return c;
 }
 

@@ -18,7 +18,13 @@
  * the up projection instead of the gate. Routing statistics that count a
  * device once per assignment instead of once per token must fail as a
  * discrete mismatch in dev_tokens at every shape with K > 1, count and
- * score_sum right. Two faulty kernels in
+ * score_sum right. RMSNorm with ε outside the root must fail at the shapes
+ * where ε is not negligible (tiny rows, a large ε), at every seed of the
+ * fixed set; so must a router that scales weights it has renormalised, at
+ * the renormalised V2-style shapes with a factor other than 1. A load past
+ * the end of x whose value is discarded must be reported by
+ * AddressSanitizer at every seed. The seeds are the fixed set unless SEEDS
+ * names others or asks for a random one. Two faulty kernels in
  * tests/lab/faults/ show contract violations named in the contract's terms:
  * a write past the end of y (AddressSanitizer) and a block over 1024 threads.
  *
@@ -49,8 +55,8 @@ static Run run;
 static void check_kernel(const char *args)
 {
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make --no-print-directory -s check-kernel %s 2>&1",
-             args);
+    snprintf(cmd, sizeof cmd,
+             "env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS -u SEEDS make --no-print-directory -s check-kernel %s 2>&1", args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     const size_t n = fread(run.out, 1, sizeof run.out - 1, p);
@@ -98,6 +104,38 @@ static void expect_shape(const char *key, const char *verdict)
         fail_msg("shape \"%s\" should be %s: %s", key, verdict, line);
 }
 
+/* The seeds the last run printed ("check-kernel: seeds 1 2 3 (...)") into seeds (at most max); returns how many. */
+static int printed_seeds(unsigned long long *seeds, int max)
+{
+    const char *at = strstr(run.out, "check-kernel: seeds ");
+    if (!at)
+        fail_msg("no seed line:\n%s", run.out);
+    at += strlen("check-kernel: seeds ");
+    int n = 0;
+    char *end;
+    for (unsigned long long v = strtoull(at, &end, 10); end != at && n < max; v = strtoull(at, &end, 10)) {
+        seeds[n++] = v;
+        at = end;
+    }
+    if (n == 0)
+        fail_msg("no seeds on the seed line:\n%s", run.out);
+    return n;
+}
+
+/* The last run reported a failure at every seed it printed. */
+static void expect_every_seed_fails(void)
+{
+    unsigned long long seeds[16];
+    const int n = printed_seeds(seeds, 16);
+    for (int i = 0; i < n; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "seed %llu: ", seeds[i]);
+        const char *verdict = shape_line(line);
+        if (!strstr(verdict, "shapes fail"))
+            fail_msg("seed %llu does not catch the kernel: %s\n%s", seeds[i], verdict, run.out);
+    }
+}
+
 static void off_by_one_split_fails_beyond_one_split(void **state)
 {
     (void)state;
@@ -141,7 +179,7 @@ static void warp_per_row_passes_under_race_check(void **state)
     (void)state;
     check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_warp_per_row.cu RACECHECK=1");
     expect_verdict(true);
-    expect("PASS  lab_rmsnorm (kernels/examples/rmsnorm_warp_per_row.cu): all 8 shapes match the reference");
+    expect("PASS  lab_rmsnorm (kernels/examples/rmsnorm_warp_per_row.cu): all 10 shapes match the reference");
     expect_shape("V2   T 4, n 5120", "PASS");
 }
 
@@ -183,7 +221,7 @@ static void project_router_satisfies_its_contract(void **state)
     (void)state;
     check_kernel("COMPONENT=router SRC=kernels/lab/project_router.cu");
     expect_verdict(true);
-    expect("PASS  lab_router (kernels/lab/project_router.cu): all 6 shapes match the reference");
+    expect("PASS  lab_router (kernels/lab/project_router.cu): all 8 shapes match the reference");
 }
 
 static void router_ties_to_higher_index_fail_on_exact_ties(void **state)
@@ -191,7 +229,7 @@ static void router_ties_to_higher_index_fail_on_exact_ties(void **state)
     (void)state;
     check_kernel("COMPONENT=router SRC=kernels/examples/router_ties_to_higher_index.cu");
     expect_verdict(false);
-    expect("FAIL  lab_router (kernels/examples/router_ties_to_higher_index.cu): 1 of 6 shapes fail (discrete mismatch)");
+    expect("FAIL  lab_router (kernels/examples/router_ties_to_higher_index.cu): 1 of 8 shapes fail (discrete mismatch)");
     expect_shape("exact ties", "FAIL");
     expect_shape("V3   E 256", "PASS");
     expect("discrete mismatch: 8 of 8 rows of idx hold other values than the reference's, the first row 0: {");
@@ -278,13 +316,79 @@ static void device_counted_per_assignment_fails_in_dev_tokens(void **state)
     expect("count: 160/160 equal; score_sum: rel-L2 ");
 }
 
+static void seeds_are_fixed_unless_asked(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/lab/project_rmsnorm.cu");
+    expect_verdict(true);
+    expect("check-kernel: seeds 1 2 3 (the fixed set;");
+    expect("seed 3: all 10 shapes pass");
+    expect("PASS  lab_rmsnorm (kernels/lab/project_rmsnorm.cu): all 10 shapes match the reference at seeds 1 2 3");
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/lab/project_rmsnorm.cu SEEDS=random");
+    expect_verdict(true);
+    expect("(drawn at random;");
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/lab/project_rmsnorm.cu SEEDS='17 4'");
+    expect_verdict(true);
+    expect("check-kernel: seeds 17 4 (given;");
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/lab/project_rmsnorm.cu SEEDS=seven");
+    expect_verdict(false);
+    expect("SEEDS='seven': give numbers separated by spaces");
+}
+
+static void eps_outside_the_root_fails_where_eps_matters(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_eps_outside_root.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_rmsnorm (kernels/examples/rmsnorm_eps_outside_root.cu): 2 of 10 shapes fail (numerical mismatch)");
+    expect_every_seed_fails();
+    /* beside a mean square of 3, eps = 1e-6 in the wrong place is a 4e-7 change: inside the tolerance */
+    expect_shape("V2   T 4, n 5120", "PASS");
+    expect_shape("eps  T 4, n 512, |x| < 0.001, eps 1e-06", "FAIL");
+    expect_shape("eps  T 3, n 257, |x| < 3, eps 0.01", "FAIL");
+}
+
+static void discarded_load_past_the_end_is_caught(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_tail_load_unguarded.cu");
+    expect_verdict(false);
+    unsigned long long seeds[16];
+    const int n = printed_seeds(seeds, 16);   /* AddressSanitizer stops the run at the first seed: one run per seed */
+    for (int i = 0; i < n; i++) {
+        char args[160], text[200];
+        snprintf(args, sizeof args, "COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_tail_load_unguarded.cu SEEDS=%llu",
+                 seeds[i]);
+        check_kernel(args);
+        expect_verdict(false);
+        snprintf(text, sizeof text, "out of bounds at shape tiny T 1, n 1 (seed %llu): read of 4 bytes, 0 bytes past "
+                 "the end of argument x", seeds[i]);
+        expect(text);
+        expect("rmsnorm_tail_load_unguarded.cu:32");
+    }
+}
+
+static void scale_after_renormalising_fails_on_renormalised_v2_gates(void **state)
+{
+    (void)state;
+    check_kernel("COMPONENT=router SRC=kernels/examples/router_scale_after_renorm.cu");
+    expect_verdict(false);
+    expect("FAIL  lab_router (kernels/examples/router_scale_after_renorm.cu): 2 of 8 shapes fail (numerical mismatch)");
+    expect_every_seed_fails();
+    expect_shape("odd  E  12", "PASS");   /* renormalised, but ×1 */
+    expect_shape("V3   E 256", "PASS");   /* noaux_tc renormalises and scales */
+    expect_shape("norm E  64", "FAIL");
+    expect_shape("norm E 160", "FAIL");
+    expect("numerical mismatch: weight (by expert id) differs from the reference: rel-L2 ");
+}
+
 static void write_past_the_end_names_the_argument(void **state)
 {
     (void)state;
     check_kernel("COMPONENT=rmsnorm SRC=tests/lab/faults/rmsnorm_past_end.cu");
     expect_verdict(false);
-    expect("FAIL  lab_rmsnorm (tests/lab/faults/rmsnorm_past_end.cu): out of bounds at shape tiny T 1, n 1: write of "
-           "4 bytes, 0 bytes past the end of argument y ([t, i] = [1, 1], 4 bytes)");
+    expect("FAIL  lab_rmsnorm (tests/lab/faults/rmsnorm_past_end.cu): out of bounds at shape tiny T 1, n 1 (seed 1): "
+           "write of 4 bytes, 0 bytes past the end of argument y ([t, i] = [1, 1], 4 bytes)");
     expect("AddressSanitizer: heap-buffer-overflow");
     expect("rmsnorm_past_end.cu:21");
 }
@@ -333,6 +437,10 @@ int main(void)
         cmocka_unit_test(swapped_gate_and_up_fail_everywhere),
         cmocka_unit_test(project_ep_stats_satisfies_its_contract),
         cmocka_unit_test(device_counted_per_assignment_fails_in_dev_tokens),
+        cmocka_unit_test(seeds_are_fixed_unless_asked),
+        cmocka_unit_test(eps_outside_the_root_fails_where_eps_matters),
+        cmocka_unit_test(discarded_load_past_the_end_is_caught),
+        cmocka_unit_test(scale_after_renormalising_fails_on_renormalised_v2_gates),
         cmocka_unit_test(write_past_the_end_names_the_argument),
         cmocka_unit_test(block_over_the_limit_names_kernel_and_shape),
     };

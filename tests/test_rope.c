@@ -5,6 +5,7 @@
  */
 #include "check.h"
 #include "rope.h"
+#include "yarn_config.h"
 
 #include <math.h>
 #include <string.h>
@@ -25,14 +26,7 @@ static ModelConfig v2_config(void)
     memset(&c, 0, sizeof c);
     c.qk_nope_head_dim = 128;
     c.qk_rope_head_dim = 64;
-    c.rope_theta = 10000;
-    c.rope_yarn = true;
-    c.rope_factor = 40;
-    c.rope_original_max_position = 4096;
-    c.rope_beta_fast = 32;
-    c.rope_beta_slow = 1;
-    c.rope_mscale = 0.707f;
-    c.rope_mscale_all_dim = 0.707f;
+    test_v2_rope(&c, true);
     return c;
 }
 

@@ -306,7 +306,7 @@ static float *random_input(size_t n, unsigned seed)
 }
 
 /* One batch size over the group: RUNS timed calls after a warm-up, then dispatch, combine and the layer. */
-static void ep_measure(FastEp *ep, const FastEpMoe *w, const ModelConfig *c, FastEpTiming *tm, float *const *y,
+static void ep_measure(FastEp *ep, const FastEpMoe *w, const ModelConfig *c, const FastEpTiming *tm, float *const *y,
                        const float *const *x, int T)
 {
     const int N = ep->N;
@@ -329,15 +329,13 @@ static void ep_measure(FastEp *ep, const FastEpMoe *w, const ModelConfig *c, Fas
         if (r < 0)
             continue;
         layer[r] = (float)(1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec));
-        for (int p = 0; p < FAST_EP_PHASES; p++) {
-            ms[p][r] = 0;
-            for (int d = 0; d < N; d++) {                      /* a phase lasts until its slowest device is done */
-                float t = 0;
-                cudaSetDevice(d);
-                cudaEventElapsedTime(&t, tm->begin[p][d], tm->end[p][d]);
-                ms[p][r] = t > ms[p][r] ? t : ms[p][r];
-            }
+        float phase[FAST_EP_PHASES];
+        if (fast_ep_timing_ms(tm, N, phase)) {
+            printf("expert parallel: %s\n", ds_last_error());
+            return;
         }
+        for (int p = 0; p < FAST_EP_PHASES; p++)
+            ms[p][r] = phase[p];
     }
     cudaSetDevice(0);
     /* moved between devices: bf16 hidden rows out, float32 partial rows back, one per (token, other device) */

@@ -5,8 +5,8 @@
  * A kernel file for the lab includes two headers, `dsv2_launch.h` and this
  * one, and defines one of the launchers below.
  * `make check-kernel COMPONENT=NAME SRC=FILE.cu` links it into that
- * component's harness, which calls it on fresh random inputs over a suite of shapes and compares
- * with the C reference in ref/. kernels/contracts.md states each contract in
+ * component's harness, which calls it over a suite of shapes on random inputs from a fixed set of
+ * seeds and compares with the C reference in ref/. kernels/contracts.md states each contract in
  * full (layouts, sizes, assumptions, tolerance and why); the comments here
  * are the summary.
  *
@@ -29,9 +29,9 @@ extern "C" {
 #endif
 
 /**
- * Component `rmsnorm` (RMSNorm, SPEC §3.2): y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps).
- * y, x: [T, n] float32 (distinct buffers); w: [n] float32. Any T ≥ 1, n ≥ 1
- * (odd n, n up to 5120). Relative L2 ≤ 1e-5 per shape.
+ * Component `rmsnorm` (RMSNorm, SPEC §3.2): y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps), eps
+ * inside the root. y, x: [T, n] float32 (distinct buffers); w: [n] float32. Any T ≥ 1, n ≥ 1
+ * (odd n, n up to 5120), any eps > 0. Relative L2 ≤ 1e-5 per shape.
  * The project's kernel: rmsnorm_forward_v2.
  */
 // ANCHOR: lab_rmsnorm
@@ -91,7 +91,8 @@ cudaError_t lab_mla_decode(float *o_lat, const float *q_lat, const float *q, con
 
 /**
  * Component `router` (the MoE gate, SPEC §3.6.3): affinities, top-K selection
- * and weights exactly as ref/router.h's router_scores + router_select.
+ * and weights exactly as ref/router.h's router_scores + router_select
+ * (renormalised weights are scaled by routed_scaling_factor only under noaux_tc).
  * idx: [T, K] int; weight: [T, K] float32; scores: [T, E]; logits: [T, E]
  * (distinct from scores here); bias: [E] for noaux_tc, else NULL.
  * Limits: E ≤ 1024, K ≤ 32, n_group ≤ 32. Each token's expert ids must be

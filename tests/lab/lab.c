@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifndef LAB_GPU
 #include "sim.h"
@@ -20,6 +21,14 @@
 
 #define LAB_MAX_ARGS 16
 #define LAB_MAX_ALLOCS 32
+#define LAB_MAX_SHAPES 64
+#define LAB_MAX_SEEDS 16
+
+/*
+ * The seeds a run draws its inputs from unless --seeds names others: fixed, so
+ * that a kernel's verdict is the same on every run and every machine.
+ */
+static const unsigned long long lab_fixed_seeds[] = {1, 2, 3};
 
 TestRng lab_rng;
 LabOptions lab_options;
@@ -44,7 +53,10 @@ static struct {
     char figures[512];     /* the comparisons' figures, printed on the shape's line */
     char diagnosis[1024];  /* the first failure of the shape, empty when it passes */
     char category[32];     /* its kind: numerical mismatch, race, ... */
-    int shapes, failed;
+    unsigned long long seed;          /* the seed being run */
+    int shape, failed_here;           /* the shape's index within the suite; failures at this seed */
+    bool shape_failed[LAB_MAX_SHAPES]; /* by index: failed at some seed */
+    int shapes, failed;               /* shapes in the suite; shapes failed at some seed */
     char first_failure[1200];
     char categories[256];  /* distinct kinds seen, comma-separated */
 } lab;
@@ -506,14 +518,19 @@ void lab_time(cudaError_t (*run)(void *ctx, bool project), void *ctx, double byt
 
 void lab_shape_end(void)
 {
-    lab.shapes++;
+    const int index = lab.shape++;
     const bool ok = lab.diagnosis[0] == '\0';
     printf("  %s  %s  %s\n", lab.name, lab.figures[0] ? lab.figures : "(not compared)", ok ? "PASS" : "FAIL");
     if (!ok) {
         printf("      %s: %s\n", lab.category, lab.diagnosis);
-        if (lab.failed++ == 0)
-            snprintf(lab.first_failure, sizeof lab.first_failure, "%s at shape %s: %s", lab.category, lab.trimmed,
-                     lab.diagnosis);
+        lab.failed_here++;
+        if (index < LAB_MAX_SHAPES && !lab.shape_failed[index]) {
+            lab.shape_failed[index] = true;
+            lab.failed++;
+        }
+        if (!lab.first_failure[0])
+            snprintf(lab.first_failure, sizeof lab.first_failure, "%s at shape %s (seed %llu): %s", lab.category,
+                     lab.trimmed, lab.seed, lab.diagnosis);
         if (!strstr(lab.categories, lab.category)) {
             const size_t n = strlen(lab.categories);
             snprintf(lab.categories + n, sizeof lab.categories - n, "%s%s", n ? ", " : "", lab.category);
@@ -546,15 +563,58 @@ void __asan_on_error(void)
     }
     printf("  %s  FAIL\n      out of bounds: %s of %zu bytes at %p, %s\n", lab.name, write ? "write" : "read", size,
            p, where);
-    printf("FAIL  %s (%s): out of bounds at shape %s: %s of %zu bytes, %s; AddressSanitizer's report follows, with "
-           "the source line\n", lab_component.launcher, lab_options.src, lab.trimmed, write ? "write" : "read", size,
-           where);
+    printf("FAIL  %s (%s): out of bounds at shape %s (seed %llu): %s of %zu bytes, %s; AddressSanitizer's report "
+           "follows, with the source line\n", lab_component.launcher, lab_options.src, lab.trimmed, lab.seed,
+           write ? "write" : "read", size, where);
     fflush(stdout);
 }
 #endif
 
+/* splitmix64: spreads a small seed (1, 2, 3) over the generator's 64 bits of state, never 0. */
+static uint64_t seed_state(unsigned long long seed)
+{
+    uint64_t z = (uint64_t)seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return z ? z : 0x9E3779B97F4A7C15ull;
+}
+
+/*
+ * The seeds of this run from --seeds: NULL or "" for the fixed set, "random" for one drawn from the clock,
+ * else numbers separated by spaces or commas. Returns how many, 0 when the list is not understood.
+ */
+static int parse_seeds(const char *list, unsigned long long *seeds, bool *random)
+{
+    *random = list && strcmp(list, "random") == 0;
+    if (*random) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seeds[0] = ((unsigned long long)ts.tv_sec * 1000000007ull ^ (unsigned long long)ts.tv_nsec) % 1000000000ull;
+        return 1;
+    }
+    int n = 0;
+    for (const char *p = list ? list : ""; *p;) {
+        if (*p == ' ' || *p == ',') {
+            p++;
+            continue;
+        }
+        char *end;
+        const unsigned long long v = strtoull(p, &end, 10);
+        if (end == p || n == LAB_MAX_SEEDS || (*end && *end != ' ' && *end != ','))
+            return 0;
+        seeds[n++] = v;
+        p = end;
+    }
+    if (n == 0)
+        for (; n < (int)(sizeof lab_fixed_seeds / sizeof lab_fixed_seeds[0]); n++)
+            seeds[n] = lab_fixed_seeds[n];
+    return n;
+}
+
 int main(int argc, char **argv)
 {
+    const char *seed_list = NULL;
     lab_options.src = "?";
     lab_options.reps = 20;
     for (int i = 1; i < argc; i++) {
@@ -562,10 +622,20 @@ int main(int argc, char **argv)
             lab_options.src = argv[++i];
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
             lab_options.reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc)
+            seed_list = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--src FILE] [--reps N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--src FILE] [--reps N] [--seeds 'N N ...' | --seeds random]\n", argv[0]);
             return 2;
         }
+    }
+    unsigned long long seeds[LAB_MAX_SEEDS];
+    bool random = false;
+    const int n_seeds = parse_seeds(seed_list, seeds, &random);
+    if (n_seeds == 0) {
+        fprintf(stderr, "check-kernel: SEEDS='%s': give numbers separated by spaces (at most %d), or random\n",
+                seed_list, LAB_MAX_SEEDS);
+        return 2;
     }
     const char *rc = getenv("SIM_RACECHECK");
     lab_options.racecheck = rc && *rc && strcmp(rc, "0") != 0;
@@ -583,11 +653,26 @@ int main(int argc, char **argv)
     printf("check-kernel: component %s, %s from %s, on %s%s\n", lab_component.name, lab_component.launcher,
            lab_options.src, lab_options.gpu ? "the GPU" : "sim/ (the simulated device)",
            lab_options.racecheck ? " with race check (SIM_RACECHECK=1)" : "");
-    test_rng_seed(&lab_rng, "check-kernel");
-    lab_component.run();
+    char seed_text[LAB_MAX_SEEDS * 21] = "";
+    for (int i = 0, n = 0; i < n_seeds; i++)
+        n += snprintf(seed_text + n, sizeof seed_text - (size_t)n, i ? " %llu" : "%llu", seeds[i]);
+    printf("check-kernel: seeds %s (%s; SEEDS=\"N ...\" repeats a run, SEEDS=random draws one)\n", seed_text,
+           random ? "drawn at random" : seed_list && *seed_list ? "given" : "the fixed set");
+    for (int i = 0; i < n_seeds; i++) {
+        lab.seed = seeds[i];
+        lab.shape = lab.failed_here = 0;
+        lab_rng.s = seed_state(seeds[i]);
+        printf("seed %llu\n", seeds[i]);
+        lab_component.run();
+        lab.shapes = lab.shape;
+        if (lab.failed_here)
+            printf("seed %llu: %d of %d shapes fail\n", seeds[i], lab.failed_here, lab.shape);
+        else
+            printf("seed %llu: all %d shapes pass\n", seeds[i], lab.shape);
+    }
     if (lab.failed == 0) {
-        printf("PASS  %s (%s): all %d shapes match the reference\n", lab_component.launcher, lab_options.src,
-               lab.shapes);
+        printf("PASS  %s (%s): all %d shapes match the reference at seeds %s\n", lab_component.launcher,
+               lab_options.src, lab.shapes, seed_text);
         return 0;
     }
     printf("FAIL  %s (%s): %d of %d shapes fail (%s); first: %s\n", lab_component.launcher, lab_options.src,

@@ -42,7 +42,7 @@ typedef struct {
 /** Defined by each tests/lab/lab_<component>.c. */
 extern const LabComponent lab_component;
 
-/** The generator every suite draws its inputs from (seeded once per run, printed). */
+/** The generator every suite draws its inputs from (seeded afresh for each seed of the run, printed). */
 extern TestRng lab_rng;
 
 /** The options of this run. */

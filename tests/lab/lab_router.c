@@ -24,7 +24,10 @@
  * normalised); designed exact ties (greedy, E 16, K 4); V2-Lite (greedy,
  * E 64, K 6); V2 (group_limited_greedy, E 160 in 8 groups, 3 kept, K 6,
  * ×16); V3-style noaux_tc (sigmoid + bias, E 256 in 8 groups, 4 kept by
- * top-2 sums, K 8, normalised, ×2.5).
+ * top-2 sums, K 8, normalised, ×2.5); V2's two methods with the weights
+ * renormalised and a factor other than 1 (greedy E 64, K 6, ×2.5;
+ * group_limited_greedy E 160, K 6, ×16), where renormalising replaces the
+ * factor, so a kernel that applies both is caught.
  */
 #include "contract.h"
 #include "lab.h"
@@ -150,8 +153,9 @@ static void shape(const char *kind, int E, int K, int G, int Gk, TopkMethod m, S
     }
 
     static const char *method[] = {"greedy", "group_limited_greedy", "noaux_tc"};
-    lab_shape_begin("%-4s E %3d, K %d, %2d groups (%d kept), %-20s %-7s T %d%s", kind, E, K, G, Gk, method[m],
-                    sf == SCORING_SIGMOID ? "sigmoid" : "softmax", T, exact_ties ? ", exact ties" : "");
+    lab_shape_begin("%-4s E %3d, K %d, %2d groups (%d kept), %-20s %-7s %-4s ×%-4g T %d%s", kind, E, K, G, Gk,
+                    method[m], sf == SCORING_SIGMOID ? "sigmoid" : "softmax", norm ? "norm" : "", (double)scale, T,
+                    exact_ties ? ", exact ties" : "");
     const RouterParams p = {E, K, G, Gk, (int)m, (int)sf, norm, scale};
     RouterRun r = {lab_device(NULL, sizeof(int) * TK), lab_device(NULL, sizeof(float) * TK),
                    lab_device(NULL, sizeof(float) * TE), lab_device(g, sizeof(float) * TE),
@@ -196,6 +200,9 @@ static void run(void)
     shape("Lite", 64, 6, 1, 1, TOPK_GREEDY, SCORING_SOFTMAX, false, 1.0f, 64, false);
     shape("V2", 160, 6, 8, 3, TOPK_GROUP_LIMITED_GREEDY, SCORING_SOFTMAX, false, 16.0f, 64, false);
     shape("V3", 256, 8, 8, 4, TOPK_NOAUX_TC, SCORING_SIGMOID, true, 2.5f, 32, false);
+    /* V2's gates renormalised with a factor other than 1: renormalising replaces the factor (only noaux_tc has both) */
+    shape("norm", 64, 6, 1, 1, TOPK_GREEDY, SCORING_SOFTMAX, true, 2.5f, 16, false);
+    shape("norm", 160, 6, 8, 3, TOPK_GROUP_LIMITED_GREEDY, SCORING_SOFTMAX, true, 16.0f, 16, false);
 }
 
 const LabComponent lab_component = {"router", "lab_router", run};
