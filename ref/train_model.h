@@ -65,6 +65,13 @@ void train_model_free(TrainModel *tm);
 float *train_grad(const TrainModel *tm, const void *p);
 
 /**
+ * The parameter array of the weight with checkpoint name `name` (e.g.
+ * "model.layers.1.mlp.experts.3.up_proj.weight"), a pointer into tm->params; its gradient is
+ * train_grad(tm, p). \return NULL with one error line when no such weight exists in this model.
+ */
+float *train_param(const TrainModel *tm, const char *name);
+
+/**
  * Sets tm->grads to ∂L/∂params for one sequence: tokens [T] at positions [0, T), targets [T]
  * (the next tokens). Fills *out. \return 0, or −1 with one error line (an id outside the
  * vocabulary, T < 1, out of memory).
