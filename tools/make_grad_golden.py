@@ -16,6 +16,9 @@ Writes, under tests/golden/grad/:
   model_lite.safetensors  group-limited routing, YaRN, dropping) and tests/golden/lite (no q
                           compression, greedy routing): tokens, targets, loss figures and the
                           gradient of every weight under the checkpoint's own tensor name
+  adamw.safetensors       torch.optim.AdamW + clip_grad_norm_ on fixed gradients: initial
+                          parameters, gradients [steps, n], parameters after each step under the
+                          warmup + cosine and the warmup + step schedules
   grad.json               seeds, options and the routing / dropping margins checked below
 
 Before writing, every fixture is checked for near-ties: the K-th vs (K+1)-th selection score,
@@ -267,6 +270,59 @@ def whole_model(name, meta):
     meta[name] = dict(opt, seed=seed, margin=margins.smallest, loss=loss.item(), dropped=dropped)
 
 
+# ---- the optimizer ---------------------------------------------------------------------------
+
+ADAMW = {"lr": 3e-3, "min_lr": 3e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
+         "clip_norm": 1.0, "warmup_steps": 3, "total_steps": 12}
+
+
+def schedule(t, c, kind):
+    """η_t for step t = 1, 2, …: linear warmup, then cosine to min_lr, or ×0.316 at 60% and 90%."""
+    if t <= c["warmup_steps"]:
+        return c["lr"] * t / c["warmup_steps"]
+    if kind == "step":
+        f = t / c["total_steps"]
+        return c["lr"] * (0.316 ** 2 if f >= 0.9 else 0.316 if f >= 0.6 else 1.0)
+    p = min(1.0, (t - c["warmup_steps"]) / (c["total_steps"] - c["warmup_steps"]))
+    return c["min_lr"] + (c["lr"] - c["min_lr"]) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def optimizer(meta):
+    """torch.optim.AdamW and clip_grad_norm_ on fixed gradients: the parameters after each step."""
+    gen = torch.Generator().manual_seed(11)
+    shapes = [(40, 16), (16,), (8, 40)]
+    params = [torch.nn.Parameter(torch.rand(s, generator=gen) * 2 - 1) for s in shapes]
+    n = sum(p.numel() for p in params)
+    steps = ADAMW["total_steps"]
+    grads = torch.randn(steps, n, generator=gen) * 0.05
+    grads[2] *= 100                                       # steps 3 and 8 get clipped
+    grads[7] *= 100
+    out = {"init": torch.cat([p.detach().reshape(-1) for p in params]), "grads": grads}
+    for kind in ("cosine", "step"):
+        ps = [torch.nn.Parameter(t.detach().clone()) for t in params]
+        opt = torch.optim.AdamW(ps, lr=ADAMW["lr"], betas=(ADAMW["beta1"], ADAMW["beta2"]),
+                                eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"])
+        after, lrs, norms = [], [], []
+        for t in range(1, steps + 1):
+            flat = grads[t - 1].clone()
+            off = 0
+            for p in ps:
+                p.grad = flat[off:off + p.numel()].view_as(p).clone()
+                off += p.numel()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(ps, ADAMW["clip_norm"])))
+            lr = schedule(t, ADAMW, kind)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+            lrs.append(lr)
+            after.append(torch.cat([p.detach().reshape(-1) for p in ps]))
+        out[f"{kind}.params"] = torch.stack(after)
+        out[f"{kind}.lr"] = torch.tensor(lrs)
+        out[f"{kind}.norm"] = torch.tensor(norms)
+    save_file({k: v.float().contiguous() for k, v in out.items()}, os.path.join(OUT, "adamw.safetensors"))
+    meta["adamw"] = dict(ADAMW, n=n)
+
+
 # ---- per-component fixtures ------------------------------------------------------------------
 
 def leaf(gen, *shape, lo=-1.0, hi=1.0):
@@ -353,6 +409,7 @@ def main():
     torch.set_num_threads(1)
     meta = {"generator": "tools/make_grad_golden.py", "torch": torch.__version__}
     components(meta)
+    optimizer(meta)
     for name in OPTIONS:
         whole_model(name, meta)
     with open(os.path.join(OUT, "grad.json"), "w") as f:
