@@ -254,9 +254,12 @@ static void test_fd_cross_entropy(void **state)
 static Mat widen(const Mat *src)
 {
     const size_t n = (size_t)src->rows * src->cols;
-    float *p = malloc(sizeof(float) * (n ? n : 1));
-    if (src->data) dtype_widen(p, src->data, src->dtype, 0, n);
-    return (Mat){src->data ? p : NULL, DT_F32, src->rows, src->cols};
+    float *p = NULL;                                /* an absent weight stays absent */
+    if (src->data) {
+        p = malloc(sizeof(float) * n);
+        dtype_widen(p, src->data, src->dtype, 0, n);
+    }
+    return (Mat){p, DT_F32, src->rows, src->cols};
 }
 
 typedef struct { float *a; MlaWeights w; const ModelConfig *cfg; const Rope *rope; int T; } MlaCtx;
