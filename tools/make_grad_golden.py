@@ -7,7 +7,9 @@ adjacent pairs (as complex multiplication) with YaRN, MLA in the expanded form w
 mask, SwiGLU, the softmax router with greedy or group-limited top-K, the three balance losses,
 device-level token dropping, and mean cross-entropy. Autograd gives every gradient. It is not
 transformers' DeepseekV2 model: that model's MoE has no token dropping and no device-level
-losses, so it cannot state the training loss the C computes.
+losses, so it cannot state the training loss the C computes. Instead, before anything is written,
+this model's inference logits on each golden checkpoint's prompt must match the transformers
+logits stored beside it (expected.safetensors) within 1e-5 relative: the same function.
 
 Writes, under tests/golden/grad/:
   components.safetensors  per-component inputs, upstream gradients and autograd results
@@ -246,9 +248,38 @@ def load_checkpoint(name):
     return cfg, W
 
 
+def logits_of(W, cfg, ids):
+    """The model's logits (inference: no dropping), for the check against transformers."""
+    tables, eps, margins = rope_tables(cfg), cfg["rms_norm_eps"], Margins()
+    h = W["model.embed_tokens.weight"][ids]
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        h = h + mla(rms_norm(h, W[p + "input_layernorm.weight"], eps), W, cfg, tables, p + "self_attn.")
+        b = rms_norm(h, W[p + "post_attention_layernorm.weight"], eps)
+        if is_moe(cfg, l):
+            h = h + moe(b, W, cfg, p + "mlp.", 0, margins)[0]
+        else:
+            h = h + swiglu(b, W[p + "mlp.gate_proj.weight"], W[p + "mlp.up_proj.weight"],
+                           W[p + "mlp.down_proj.weight"])
+    return rms_norm(h, W["model.norm.weight"], eps) @ W["lm_head.weight"].T
+
+
+def agrees_with_transformers(name, cfg, W):
+    """This file's model against transformers' logits stored with the golden checkpoint
+    (tests/golden/<name>/expected.safetensors): the same function, written independently."""
+    exp = load_file(os.path.join(ROOT, "tests", "golden", name, "expected.safetensors"))
+    with torch.no_grad():
+        got = logits_of(W, cfg, exp["prompt_ids"].long())
+    rel = float((got - exp["logits"]).norm() / exp["logits"].norm())
+    if rel > 1e-5:
+        raise SystemExit(f"{name}: this model's logits differ from transformers' by {rel:.3g}")
+    return rel
+
+
 def whole_model(name, meta):
     cfg, W = load_checkpoint(name)
     opt = OPTIONS[name]
+    vs_transformers = agrees_with_transformers(name, cfg, W)
     for seed in range(100, 200):
         gen = torch.Generator().manual_seed(seed)
         ids = torch.randint(0, cfg["vocab_size"], (opt["T"] + 1,), generator=gen)
@@ -267,7 +298,8 @@ def whole_model(name, meta):
                 "loss": loss.detach().reshape(1), "ce": ce.detach().reshape(1),
                 "balance": bal.detach().reshape(1), "dropped": torch.tensor([float(dropped)])})
     save_file(out, os.path.join(OUT, f"model_{name}.safetensors"))
-    meta[name] = dict(opt, seed=seed, margin=margins.smallest, loss=loss.item(), dropped=dropped)
+    meta[name] = dict(opt, seed=seed, margin=margins.smallest, loss=loss.item(), dropped=dropped,
+                      logits_rel_error_vs_transformers=vs_transformers)
 
 
 # ---- the optimizer ---------------------------------------------------------------------------
