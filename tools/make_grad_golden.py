@@ -21,6 +21,9 @@ Writes, under tests/golden/grad/:
   adamw.safetensors       torch.optim.AdamW + clip_grad_norm_ on fixed gradients: initial
                           parameters, gradients [steps, n], parameters after each step under the
                           warmup + cosine and the warmup + step schedules
+  train_v2.safetensors    a 20-step reference training run on each golden checkpoint (AdamW,
+  train_lite.safetensors  warmup + cosine, clipping): the token sequence of each step, the loss
+                          and the gradient norm before each update
   grad.json               seeds, options and the routing / dropping margins checked below
 
 Before writing, every fixture is checked for near-ties: the K-th vs (K+1)-th selection score,
@@ -355,6 +358,53 @@ def optimizer(meta):
     meta["adamw"] = dict(ADAMW, n=n)
 
 
+# ---- a short training run --------------------------------------------------------------------
+
+TRAIN = {"steps": 20, "T": 16, "lr": 2e-3, "min_lr": 2e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
+         "weight_decay": 0.1, "clip_norm": 1.0, "warmup_steps": 4}
+
+
+# Twenty steps over 2 MoE layers make hundreds of routing and dropping comparisons, and no seed
+# keeps them all 1e-5 apart on v2. After 20 steps the C and PyTorch weights differ by ~1e-7
+# relative, so affinities differ by ~1e-8: a 1e-6 margin is still a hundredfold.
+TRAIN_MARGIN = 1e-6
+
+
+def training_run(name, meta):
+    """A reference trainer: model_loss, autograd, clip_grad_norm_, torch.optim.AdamW with warmup +
+    cosine; one fixed random sequence per step. Every parameter steps every time (a weight no
+    token reached gets a zero gradient rather than none, so weight decay applies to it, as in C)."""
+    cfg, W = load_checkpoint(name)
+    opt = OPTIONS[name]
+    c = dict(TRAIN, total_steps=TRAIN["steps"])
+    for seed in range(300, 400):
+        gen = torch.Generator().manual_seed(seed)
+        batches = torch.randint(0, cfg["vocab_size"], (c["steps"], c["T"] + 1), generator=gen)
+        params = {k: torch.nn.Parameter(v.clone()) for k, v in W.items()}
+        adamw = torch.optim.AdamW(list(params.values()), lr=c["lr"], betas=(c["beta1"], c["beta2"]),
+                                  eps=c["eps"], weight_decay=c["weight_decay"])
+        margins, losses, norms = Margins(), [], []
+        for t in range(1, c["steps"] + 1):
+            adamw.zero_grad(set_to_none=False)
+            loss = model_loss(params, cfg, batches[t - 1, :-1], batches[t - 1, 1:], opt, margins)[0]
+            loss.backward()
+            for p in params.values():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            norms.append(float(torch.nn.utils.clip_grad_norm_(list(params.values()), c["clip_norm"])))
+            for group in adamw.param_groups:
+                group["lr"] = schedule(t, c, "cosine")
+            adamw.step()
+            losses.append(loss.item())
+        if margins.smallest > TRAIN_MARGIN:
+            break
+    else:
+        raise SystemExit(f"{name}: no training run without near-ties")
+    save_file({"batches": batches.float(), "loss": torch.tensor(losses), "norm": torch.tensor(norms)},
+              os.path.join(OUT, f"train_{name}.safetensors"))
+    meta[f"train_{name}"] = dict(c, seed=seed, margin=margins.smallest, losses=losses)
+
+
 # ---- per-component fixtures ------------------------------------------------------------------
 
 def leaf(gen, *shape, lo=-1.0, hi=1.0):
@@ -444,6 +494,7 @@ def main():
     optimizer(meta)
     for name in OPTIONS:
         whole_model(name, meta)
+        training_run(name, meta)
     with open(os.path.join(OUT, "grad.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
