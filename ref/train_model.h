@@ -53,7 +53,8 @@ typedef struct {
 } TrainLoss;
 
 /**
- * Copies m's weights (widened to float32) into tm. \return 0, or −1 with one error line
+ * Copies m's weights (widened to float32) into tm; m may be closed afterwards.
+ * \return 0, or −1 with one error line
  * (out of memory; balance losses asked of a sigmoid-scored router, which they are not defined for).
  */
 int train_model_init(TrainModel *tm, const Model *m, const TrainOptions *opt);
