@@ -162,6 +162,7 @@ typedef struct {
     float *aux;    /* [L, T, E] the balance losses' ∂/∂(router logits) */
     double *aux_d; /* [T, E] balance_losses() output */
     SwigluGrads *expert_grads; /* [E] */
+    double scale;  /* the weight of this sequence's loss in the accumulated gradient */
     LatentCache cache;
     MlaScratch mla;
     FfnScratch ffn;
@@ -225,7 +226,7 @@ static double moe_layer_forward(TrainModel *tm, Work *w, int l, int T, TrainLoss
         BalanceLosses bl = balance_losses(w->ffn.scores, w->ffn.expert, T, &spec, w->aux_d);
         loss = bl.expert + bl.device + bl.comm;
         float *aux = w->aux + (size_t)l * T * E;
-        for (size_t i = 0; i < (size_t)T * E; i++) aux[i] = (float)w->aux_d[i];
+        for (size_t i = 0; i < (size_t)T * E; i++) aux[i] = (float)(w->scale * w->aux_d[i]);
     }
     moe_forward_kept(w->b, w->a, &L->moe, c, T, keep, &w->ffn);
     return loss;
@@ -324,9 +325,9 @@ static int attn_backward(TrainModel *tm, Work *w, int l, int T)
     return 0;
 }
 
-// ANCHOR: train_forward_backward
-int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets, int T,
-                           TrainLoss *out)
+// ANCHOR: train_accumulate
+int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int T, double scale,
+                     TrainLoss *out)
 {
     const ModelConfig *c = &tm->cfg;
     const int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers;
@@ -337,11 +338,12 @@ int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets
                             tokens[t], targets[t], V);
     Work w;
     if (work_init(&w, c, T)) return -1;
-    memset(tm->grads, 0, sizeof(float) * tm->n_params);
+    w.scale = scale;
     *out = (TrainLoss){0};
     forward(tm, &w, tokens, T, out);
     out->ce = cross_entropy(w.dlogits, w.logits, targets, T, V);
     out->loss = out->ce + out->balance;
+    for (size_t i = 0; i < (size_t)T * V; i++) w.dlogits[i] = (float)(scale * w.dlogits[i]);
     /* logits = W_head RMSNorm(h^L) */
     const float *h_last = w.h_in + (size_t)nl * T * D;
     rmsnorm_forward(w.a, h_last, tm->final_norm, T, D, c->rms_norm_eps);
@@ -354,6 +356,15 @@ int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets
     if (rc == 0) embedding_backward(train_grad(tm, tm->embed.data), w.dh, tokens, T, D);
     work_free(&w);
     return rc;
+}
+// ANCHOR_END: train_accumulate
+
+// ANCHOR: train_forward_backward
+int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets, int T,
+                           TrainLoss *out)
+{
+    memset(tm->grads, 0, sizeof(float) * tm->n_params);
+    return train_accumulate(tm, tokens, targets, T, 1.0, out);
 }
 // ANCHOR_END: train_forward_backward
 

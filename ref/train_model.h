@@ -74,11 +74,20 @@ float *train_param(const TrainModel *tm, const char *name);
 
 /**
  * Sets tm->grads to ∂L/∂params for one sequence: tokens [T] at positions [0, T), targets [T]
- * (the next tokens). Fills *out. \return 0, or −1 with one error line (an id outside the
+ * (the next tokens). Zeroes the gradients, then train_accumulate() with scale 1. Fills *out. \return 0, or −1 with one error line (an id outside the
  * vocabulary, T < 1, out of memory).
  */
 int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets, int T,
                            TrainLoss *out);
+
+/**
+ * Adds scale · ∂L/∂params of one sequence to tm->grads (every parameter gradient accumulates), for
+ * batches: B sequences with scale 1/B give the gradient of the batch's mean loss, each sequence
+ * with its own balance losses (the paper's per-sequence f_i, P_i). Fills *out with this sequence's
+ * loss figures. \return 0, or −1 with one error line, as train_forward_backward().
+ */
+int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int T, double scale,
+                     TrainLoss *out);
 
 /** Embedding backward: dE[tokens[t]] += dh_t for t < T. dE: [vocab, D], dh: [T, D]. */
 void embedding_backward(float *dE, const float *dh, const int *tokens, int T, int D);

@@ -95,6 +95,41 @@ static void test_grad_model_lite(void **state)
     check_model("lite", (TrainOptions){.alpha1 = 0.001});
 }
 
+/* Batches by accumulation: the same sequence with weights 0.25 and 0.75 must give autograd's
+ * gradient of that sequence, 1e-4 relative per weight tensor as above. */
+static void test_grad_model_accumulates(void **state)
+{
+    (void)state;
+    Model m;
+    StFile f;
+    TrainModel tm;
+    const TrainOptions opt = {.alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02, .capacity_factor = 1.0};
+    if (model_open(&m, "tests/golden/v2", NULL) ||
+        st_open("tests/golden/grad/model_v2.safetensors", &f) || train_model_init(&tm, &m, &opt))
+        fail_msg("%s", ds_last_error());
+    const StTensor *tok = st_find(&f, "tokens"), *tgt = st_find(&f, "targets");
+    const int T = (int)tok->shape[0];
+    int tokens[64], targets[64];
+    for (int t = 0; t < T; t++) {
+        tokens[t] = (int)((const float *)tok->data)[t];
+        targets[t] = (int)((const float *)tgt->data)[t];
+    }
+    memset(tm.grads, 0, sizeof(float) * tm.n_params);
+    TrainLoss L;
+    if (train_accumulate(&tm, tokens, targets, T, 0.25, &L) ||
+        train_accumulate(&tm, tokens, targets, T, 0.75, &L))
+        fail_msg("%s", ds_last_error());
+    for (size_t i = 0; i < f.n_tensors; i++) {
+        const StTensor *t = &f.tensors[i];
+        if (strncmp(t->name, "grad.", 5)) continue;
+        const float *p = train_param(&tm, t->name + 5);
+        check_close(t->name + 5, train_grad(&tm, p), t->data, t->nbytes / sizeof(float), -1, 1e-4);
+    }
+    train_model_free(&tm);
+    st_close(&f);
+    model_close(&m);
+}
+
 /* Bad input: one error line, nothing computed. */
 static void test_grad_model_refuses_bad_ids(void **state)
 {
@@ -121,6 +156,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_model_v2),
         cmocka_unit_test(test_grad_model_lite),
+        cmocka_unit_test(test_grad_model_accumulates),
         cmocka_unit_test(test_grad_model_refuses_bad_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
