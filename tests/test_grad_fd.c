@@ -248,6 +248,25 @@ static void test_fd_cross_entropy(void **state)
     free(c.logits); free(c.scratch); free(dl);
 }
 
+typedef struct { float *E; int tokens[T]; } EmbCtx;
+static void emb_fwd(void *c, float *out)
+{
+    EmbCtx *e = c;
+    for (int t = 0; t < T; t++) memcpy(out + t * M, e->E + (size_t)e->tokens[t] * M, sizeof(float) * M);
+}
+
+static void test_fd_embedding(void **state)
+{
+    (void)state;
+    TestRng rng = {32};
+    EmbCtx c = {rnd(&rng, N * M, -1, 1), {3, 0, 3, 19, 7, 3}};     /* token 3 three times */
+    float *dy = rnd(&rng, T * M, -1, 1), *dE = calloc(N * M, sizeof(float));
+    embedding_backward(dE, dy, c.tokens, T, M);
+    const Fn f = {emb_fwd, &c, T * M, dy};
+    fd_check("embedding dE", &f, c.E, dE, N * M, 1e-2f, 33);
+    free(c.E); free(dy); free(dE);
+}
+
 /* ---- MLA and the MoE layer, on golden checkpoint layers (widened to float32) ------------- */
 
 /* A float32 copy of a stored matrix (caller frees m->data). */
@@ -389,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_fd_swiglu),
         cmocka_unit_test(test_fd_router),
         cmocka_unit_test(test_fd_cross_entropy),
+        cmocka_unit_test(test_fd_embedding),
         cmocka_unit_test(test_fd_mla_q_compression),
         cmocka_unit_test(test_fd_mla_no_q_compression),
         cmocka_unit_test(test_fd_moe_with_dropping),
