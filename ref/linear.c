@@ -190,13 +190,19 @@ static float mat_at(const Mat *W, int r, int c)
 void linear_backward(float *dx, float *dW, const float *dy, const float *x, const Mat *W, int T)
 {
     const int rows = W->rows, cols = W->cols;
+    const float *Wf = W->dtype == DT_F32 ? (const float *)W->data : NULL; /* training's weights */
     if (dx)                                          /* dx_t = Wᵀ dy_t: [T, cols] */
         for (int t = 0; t < T; t++) {
             float *dxt = dx + (size_t)t * cols;
             const float *dyt = dy + (size_t)t * rows;
             for (int c = 0; c < cols; c++) dxt[c] = 0;
-            for (int r = 0; r < rows; r++)
-                for (int c = 0; c < cols; c++) dxt[c] += dyt[r] * mat_at(W, r, c);
+            for (int r = 0; r < rows; r++) {
+                const float g = dyt[r];
+                if (Wf)
+                    for (int c = 0; c < cols; c++) dxt[c] += g * Wf[(size_t)r * cols + c];
+                else
+                    for (int c = 0; c < cols; c++) dxt[c] += g * mat_at(W, r, c);
+            }
         }
     if (dW)                                          /* dW += Σ_t dy_t x_tᵀ: [rows, cols] */
         for (int r = 0; r < rows; r++)
