@@ -93,6 +93,8 @@ int train_model_init(TrainModel *tm, const Model *m, const TrainOptions *opt)
     const ModelConfig *c = &tm->cfg;
     if (c->scoring_func == SCORING_SIGMOID && (tm->opt.alpha1 || tm->opt.alpha2 || tm->opt.alpha3))
         return ds_error("scoring_func sigmoid: the balance losses are defined for softmax affinities only");
+    if (tm->opt.alpha1 < 0 || tm->opt.alpha2 < 0 || tm->opt.alpha3 < 0 || tm->opt.capacity_factor < 0)
+        return ds_error("training options: alpha1/alpha2/alpha3/capacity_factor must be ≥ 0");
     const int E = c->n_routed_experts;
     tm->layers = calloc((size_t)c->num_hidden_layers, sizeof *tm->layers);
     tm->experts = calloc((size_t)c->num_hidden_layers * (E ? E : 1), sizeof *tm->experts);

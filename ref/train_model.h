@@ -55,7 +55,8 @@ typedef struct {
 /**
  * Copies m's weights (widened to float32) into tm; m may be closed afterwards.
  * \return 0, or −1 with one error line
- * (out of memory; balance losses asked of a sigmoid-scored router, which they are not defined for).
+ * (out of memory; a negative option; balance losses asked of a sigmoid-scored router, which they
+ * are not defined for).
  */
 int train_model_init(TrainModel *tm, const Model *m, const TrainOptions *opt);
 

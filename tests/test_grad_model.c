@@ -148,6 +148,10 @@ static void test_grad_model_refuses_bad_ids(void **state)
     assert_string_equal(ds_last_error(),
                         "no training parameter named 'model.layers.9.input_layernorm.weight'");
     train_model_free(&tm);
+    const TrainOptions negative = {.capacity_factor = -1};
+    assert_int_equal(train_model_init(&tm, &m, &negative), -1);
+    assert_string_equal(ds_last_error(),
+                        "training options: alpha1/alpha2/alpha3/capacity_factor must be ≥ 0");
     model_close(&m);
 }
 
