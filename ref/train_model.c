@@ -425,3 +425,66 @@ float *train_param(const TrainModel *tm, const char *name)
     }
     return tm->params + (p - tm->params);
 }
+
+// ANCHOR: train_params_each
+static void each_swiglu(const SwigluWeights *w, const char *prefix, TrainParamFn fn, void *ctx)
+{
+    char name[192];
+    snprintf(name, sizeof name, "%sgate_proj.weight", prefix);
+    fn(ctx, name, w->gate.data, w->gate.rows, w->gate.cols);
+    snprintf(name, sizeof name, "%sup_proj.weight", prefix);
+    fn(ctx, name, w->up.data, w->up.rows, w->up.cols);
+    snprintf(name, sizeof name, "%sdown_proj.weight", prefix);
+    fn(ctx, name, w->down.data, w->down.rows, w->down.cols);
+}
+
+void train_params_each(const TrainModel *tm, TrainParamFn fn, void *ctx)
+{
+    const ModelConfig *c = &tm->cfg;
+    const int D = c->hidden_size;
+    char name[192], pre[96];
+    fn(ctx, "model.embed_tokens.weight", tm->embed.data, tm->embed.rows, tm->embed.cols);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const LayerWeights *L = &tm->layers[l];
+        const MlaWeights *a = &L->attn;
+        const struct { const char *suffix; const void *p; int rows, cols; } t[] = {
+            {"input_layernorm.weight", L->attn_norm, D, 0},
+            {"self_attn.q_proj.weight", a->q_proj.data, a->q_proj.rows, a->q_proj.cols},
+            {"self_attn.q_a_proj.weight", a->q_a_proj.data, a->q_a_proj.rows, a->q_a_proj.cols},
+            {"self_attn.q_a_layernorm.weight", a->q_a_norm, c->q_lora_rank, 0},
+            {"self_attn.q_b_proj.weight", a->q_b_proj.data, a->q_b_proj.rows, a->q_b_proj.cols},
+            {"self_attn.kv_a_proj_with_mqa.weight", a->kv_a_proj.data, a->kv_a_proj.rows, a->kv_a_proj.cols},
+            {"self_attn.kv_a_layernorm.weight", a->kv_a_norm, c->kv_lora_rank, 0},
+            {"self_attn.kv_b_proj.weight", a->kv_b_proj.data, a->kv_b_proj.rows, a->kv_b_proj.cols},
+            {"self_attn.o_proj.weight", a->o_proj.data, a->o_proj.rows, a->o_proj.cols},
+            {"post_attention_layernorm.weight", L->ffn_norm, D, 0},
+        };
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+            if (!t[i].p) continue;                  /* q_proj or the q_a/q_b pair, not both */
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].suffix);
+            fn(ctx, name, t[i].p, t[i].rows, t[i].cols);
+        }
+        if (!L->is_moe) {
+            snprintf(pre, sizeof pre, "model.layers.%d.mlp.", l);
+            each_swiglu(&L->dense, pre, fn, ctx);
+            continue;
+        }
+        snprintf(name, sizeof name, "model.layers.%d.mlp.gate.weight", l);
+        fn(ctx, name, L->moe.router.data, L->moe.router.rows, L->moe.router.cols);
+        if (L->moe.bias) {
+            snprintf(name, sizeof name, "model.layers.%d.mlp.gate.e_score_correction_bias", l);
+            fn(ctx, name, L->moe.bias, c->n_routed_experts, 0);
+        }
+        for (int e = 0; e < c->n_routed_experts; e++) {
+            snprintf(pre, sizeof pre, "model.layers.%d.mlp.experts.%d.", l, e);
+            each_swiglu(&L->moe.experts[e], pre, fn, ctx);
+        }
+        if (c->n_shared_experts > 0) {
+            snprintf(pre, sizeof pre, "model.layers.%d.mlp.shared_experts.", l);
+            each_swiglu(&L->moe.shared, pre, fn, ctx);
+        }
+    }
+    fn(ctx, "model.norm.weight", tm->final_norm, D, 0);
+    fn(ctx, "lm_head.weight", tm->lm_head.data, tm->lm_head.rows, tm->lm_head.cols);
+}
+// ANCHOR_END: train_params_each

@@ -90,6 +90,13 @@ int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets
 int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int T, double scale,
                      TrainLoss *out);
 
+/** Called once per weight by train_params_each(): its checkpoint name, its array in tm->params,
+ *  and its shape (rows × cols for a matrix; rows and cols = 0 for a vector). */
+typedef void (*TrainParamFn)(void *ctx, const char *name, const float *p, int rows, int cols);
+
+/** Visits every weight, in the order of tm->params (which they tile exactly). */
+void train_params_each(const TrainModel *tm, TrainParamFn fn, void *ctx);
+
 /** Embedding backward: dE[tokens[t]] += dh_t for t < T. dE: [vocab, D], dh: [T, D]. */
 void embedding_backward(float *dE, const float *dh, const int *tokens, int T, int D);
 
