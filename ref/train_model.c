@@ -372,58 +372,28 @@ int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets
 
 /* ---- parameters by checkpoint name ---------------------------------------------------- */
 
-static const float *swiglu_param(const SwigluWeights *w, const char *rest)
-{
-    if (!strcmp(rest, "gate_proj.weight")) return w->gate.data;
-    if (!strcmp(rest, "up_proj.weight")) return w->up.data;
-    if (!strcmp(rest, "down_proj.weight")) return w->down.data;
-    return NULL;
-}
+typedef struct {
+    const char *name;
+    const float *found;
+} Lookup;
 
-static const float *layer_param(const TrainModel *tm, const LayerWeights *L, const char *rest)
+static void match(void *ctx, const char *name, const float *p, int rows, int cols)
 {
-    const MlaWeights *a = &L->attn;
-    const struct { const char *name; const void *p; } table[] = {
-        {"input_layernorm.weight", L->attn_norm},
-        {"post_attention_layernorm.weight", L->ffn_norm},
-        {"self_attn.q_proj.weight", a->q_proj.data},
-        {"self_attn.q_a_proj.weight", a->q_a_proj.data},
-        {"self_attn.q_a_layernorm.weight", a->q_a_norm},
-        {"self_attn.q_b_proj.weight", a->q_b_proj.data},
-        {"self_attn.kv_a_proj_with_mqa.weight", a->kv_a_proj.data},
-        {"self_attn.kv_a_layernorm.weight", a->kv_a_norm},
-        {"self_attn.kv_b_proj.weight", a->kv_b_proj.data},
-        {"self_attn.o_proj.weight", a->o_proj.data},
-        {"mlp.gate.weight", L->is_moe ? L->moe.router.data : NULL},
-        {"mlp.gate.e_score_correction_bias", L->is_moe ? L->moe.bias : NULL},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (!strcmp(rest, table[i].name)) return table[i].p;
-    int e, used = 0;
-    if (!L->is_moe && !strncmp(rest, "mlp.", 4)) return swiglu_param(&L->dense, rest + 4);
-    if (L->is_moe && !strncmp(rest, "mlp.shared_experts.", 19) && tm->cfg.n_shared_experts > 0)
-        return swiglu_param(&L->moe.shared, rest + 19);
-    if (L->is_moe && sscanf(rest, "mlp.experts.%d.%n", &e, &used) == 1 && used > 0 && e >= 0 &&
-        e < tm->cfg.n_routed_experts)
-        return swiglu_param(&L->moe.experts[e], rest + used);
-    return NULL;
+    Lookup *k = ctx;
+    (void)rows;
+    (void)cols;
+    if (!strcmp(name, k->name)) k->found = p;
 }
 
 float *train_param(const TrainModel *tm, const char *name)
 {
-    const float *p = NULL;
-    int l, used = 0;
-    if (!strcmp(name, "model.embed_tokens.weight")) p = tm->embed.data;
-    else if (!strcmp(name, "lm_head.weight")) p = tm->lm_head.data;
-    else if (!strcmp(name, "model.norm.weight")) p = tm->final_norm;
-    else if (sscanf(name, "model.layers.%d.%n", &l, &used) == 1 && used > 0 && l >= 0 &&
-             l < tm->cfg.num_hidden_layers)
-        p = layer_param(tm, &tm->layers[l], name + used);
-    if (!p) {
+    Lookup k = {name, NULL};
+    train_params_each(tm, match, &k);
+    if (!k.found) {
         ds_error("no training parameter named '%s'", name);
         return NULL;
     }
-    return tm->params + (p - tm->params);
+    return tm->params + (k.found - tm->params);
 }
 
 // ANCHOR: train_params_each
