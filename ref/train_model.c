@@ -153,7 +153,7 @@ double cross_entropy(float *dlogits, const float *logits, const int *targets, in
 
 /* ---- forward keeping the residual stream, then backward -------------------------------- */
 
-/* Working memory of one train_forward_backward() call. */
+/* Working memory of one train_accumulate() call. */
 typedef struct {
     float *h_in;   /* [L + 1, T, D] residual stream entering layer l (row L: after the last) */
     float *h_mid;  /* [L, T, D] after layer l's attention */
