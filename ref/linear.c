@@ -176,3 +176,41 @@ void linear_transposed_rows(float *y, const float *x, const Mat *W, int r0, int 
     }
 }
 // ANCHOR_END: linear_transposed_rows
+
+/* W[r, c] of a stored matrix, widened to float32. */
+static float mat_at(const Mat *W, int r, int c)
+{
+    const size_t i = (size_t)r * W->cols + c;
+    if (W->dtype == DT_F32) return ((const float *)W->data)[i];
+    const uint16_t h = ((const uint16_t *)W->data)[i];
+    return W->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+// ANCHOR: linear_backward
+void linear_backward(float *dx, float *dW, const float *dy, const float *x, const Mat *W, int T)
+{
+    const int rows = W->rows, cols = W->cols;
+    const float *Wf = W->dtype == DT_F32 ? (const float *)W->data : NULL; /* training's weights */
+    if (dx)                                          /* dx_t = Wᵀ dy_t: [T, cols] */
+        for (int t = 0; t < T; t++) {
+            float *dxt = dx + (size_t)t * cols;
+            const float *dyt = dy + (size_t)t * rows;
+            for (int c = 0; c < cols; c++) dxt[c] = 0;
+            for (int r = 0; r < rows; r++) {
+                const float g = dyt[r];
+                if (Wf)
+                    for (int c = 0; c < cols; c++) dxt[c] += g * Wf[(size_t)r * cols + c];
+                else
+                    for (int c = 0; c < cols; c++) dxt[c] += g * mat_at(W, r, c);
+            }
+        }
+    if (dW)                                          /* dW += Σ_t dy_t x_tᵀ: [rows, cols] */
+        for (int r = 0; r < rows; r++)
+            for (int t = 0; t < T; t++) {
+                const float g = dy[(size_t)t * rows + r];
+                const float *xt = x + (size_t)t * cols;
+                float *dWr = dW + (size_t)r * cols;
+                for (int c = 0; c < cols; c++) dWr[c] += g * xt[c];
+            }
+}
+// ANCHOR_END: linear_backward

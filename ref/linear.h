@@ -43,4 +43,12 @@ void linear_transposed_rows(float *y, const float *x, const Mat *W, int r0, int 
 /** Fixed-order dot product of two float32 vectors of length n (32 partial sums, see linear.c). */
 float dot(const float *a, const float *b, int n);
 
+/**
+ * Backward of linear() (y = W x for T tokens): dx = Wᵀ dy, written into dx [T, W.cols];
+ * dW += Σ_t dy_t x_tᵀ, accumulated into the float32 array dW [W.rows, W.cols] (row-major like W).
+ * dy: [T, W.rows], x: [T, W.cols] the forward input. Either output may be NULL to skip it.
+ * Plain loops in a fixed order (t, then r, then c), no blocking.
+ */
+void linear_backward(float *dx, float *dW, const float *dy, const float *x, const Mat *W, int T);
+
 #endif

@@ -97,4 +97,34 @@ void mla_forward(float *out, const float *a, const MlaWeights *w, LatentCache *c
                  const ModelConfig *cfg, const Rope *rope, int pos0, int T, MlaForm form,
                  MlaScratch *s);
 
+/* ---- backward (training) ---------------------------------------------------------------- */
+
+/** Gradient arrays of one layer's attention, each float32 and shaped like its weight (NULL where
+ *  the weight is unused: q_proj with query compression, q_a_proj/q_a_norm/q_b_proj without). */
+typedef struct {
+    float *q_proj;    /**< [n_h·d_q, D] */
+    float *q_a_proj;  /**< W^DQ [d_c', D] */
+    float *q_a_norm;  /**< [d_c'] */
+    float *q_b_proj;  /**< [n_h·d_q, d_c'] */
+    float *kv_a_proj; /**< [d_c + d_r, D] */
+    float *kv_a_norm; /**< [d_c] */
+    float *kv_b_proj; /**< [n_h·(d_n + d_v), d_c] */
+    float *o_proj;    /**< W^O [D, n_h·d_v] */
+} MlaGrads;
+
+/**
+ * Backward of mla_forward() over a whole sequence: T tokens at positions [0, T), attended
+ * causally in the expanded form (as training runs it). a: [T, D] the forward input,
+ * dout: [T, D] ∂L/∂out. Recomputes the forward (ĉ, k^R, q, k^N, v and the probabilities
+ * p_{t,j} per head), then, with σ the softmax scale:
+ *   do = W^Oᵀ dout;  dp_j = do·v_j;  ds_j = σ p_j (dp_j − Σ_i p_i dp_i);
+ *   dq^N_t += ds_j k^N_j, dk^N_j += ds_j q^N_t, dq^R_t += ds_j k^R_j, dk^R_j += ds_j q^R_t
+ *   (k^R_j is shared by the heads, so its gradient sums over them), dv_j += p_j do;
+ *   then through W^UK/W^UV, kv_a_layernorm, RoPE (transposed), [W^DKV; W^KR], and the
+ *   query path (W^UQ/W^QR, q_a_layernorm, W^DQ — or q_proj).
+ * da: [T, D] written; g accumulated. \return 0, or −1 (out of memory).
+ */
+int mla_backward(float *da, const MlaGrads *g, const float *dout, const float *a,
+                 const MlaWeights *w, const ModelConfig *cfg, const Rope *rope, int T);
+
 #endif

@@ -14,6 +14,8 @@
 #include "config.h"
 #include "linear.h"
 
+#include <stdbool.h>
+
 /** One SwiGLU FFN: gate and up [I, D], down [D, I]. */
 typedef struct {
     Mat gate; /**< W_gate [I, D] (through SiLU) */
@@ -81,5 +83,52 @@ void moe_combine(float *y, const float *x, const MoeWeights *w, const ModelConfi
  */
 void moe_forward(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
                  FfnScratch *s);
+
+/* ---- backward (training) ----------------------------------------------------------------
+ * Convention for every backward: the input gradient dx is written; parameter gradients are
+ * float32 arrays laid out like the weights and are accumulated (+=). Each backward recomputes
+ * its forward's intermediates from the forward input x instead of keeping them. */
+
+/** Gradient arrays of one SwiGLU, each shaped like its weight: gate, up [I, D], down [D, I]. */
+typedef struct {
+    float *gate; /**< ∂L/∂W_gate */
+    float *up;   /**< ∂L/∂W_up */
+    float *down; /**< ∂L/∂W_down */
+} SwigluGrads;
+
+/** Gradient arrays of one MoE layer. */
+typedef struct {
+    float *router;         /**< ∂L/∂W_gate of the router [E, D] */
+    SwigluGrads *experts;  /**< [E] */
+    SwigluGrads shared;    /**< the fused shared experts (unused if N_s = 0) */
+} MoeGrads;
+
+/**
+ * Backward of swiglu_forward(). With z = W_gate x, u = W_up x, h = silu(z) ⊙ u:
+ * dh = W_downᵀ dy, dz = dh ⊙ u ⊙ silu'(z), du = dh ⊙ silu(z), dx = W_gateᵀ dz + W_upᵀ du.
+ * dx, dy, x: [T, D]; dx written, g's arrays accumulated. \return 0, or −1 (out of memory).
+ */
+int swiglu_backward(float *dx, const SwigluGrads *g, const float *dy, const float *x,
+                    const SwigluWeights *w, int T);
+
+/**
+ * The MoE FFN with token dropping: s holds moe_route()'s routing of x; keep [T, K] (NULL: keep
+ * all) marks the (token, slot) pairs that survive drop_tokens(). A dropped pair runs no expert
+ * and adds nothing (its s->weight and s->routed rows are zeroed); the shared experts see every
+ * token. y, x: [T, D].
+ */
+void moe_forward_kept(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
+                      const bool *keep, FfnScratch *s);
+
+/**
+ * Backward of moe_forward_kept() (or moe_forward() when keep is NULL). Recomputes the routing
+ * from x; the selection is a fixed mask. For a kept pair (t, k) routed to expert e:
+ * the expert sees dy_t · g_{k,t}, and ∂L/∂g_{k,t} = dy_t · FFN_e(b_t), which router_backward()
+ * takes to the router logits; dlogits_aux [T, E] (NULL: none) is added there — the balance
+ * losses' gradient (balance_losses()). Dropped pairs get no gradient.
+ * dx, dy, x: [T, D]; dx written, g accumulated. \return 0, or −1 (out of memory).
+ */
+int moe_backward(float *dx, const MoeGrads *g, const float *dy, const float *x, const MoeWeights *w,
+                 const ModelConfig *cfg, int T, const bool *keep, const float *dlogits_aux);
 
 #endif

@@ -16,4 +16,14 @@
  */
 void rmsnorm_forward(float *y, const float *x, const float *w, int T, int n, float eps);
 
+/**
+ * Backward of rmsnorm_forward() for T rows of width n, given the forward input x (the norm is
+ * recomputed). With x̂ = x·r, r = (mean x² + ε)^{-1/2} and g = dy ⊙ w:
+ *   dx = r (g − x̂ · (1/n) Σ_i g_i x̂_i)   (written, [T, n]);
+ *   dw += Σ_t dy_t ⊙ x̂_t                (accumulated, [n]; skipped when dw is NULL).
+ * dx must not overlap dy or x.
+ */
+void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T,
+                      int n, float eps);
+
 #endif

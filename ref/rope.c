@@ -72,3 +72,18 @@ void rope_rotate(float *x, const Rope *r, int pos)
         rope_rotate_pair(x, i, r->inv_freq[i], r->cos_sin_scale, pos);
 }
 // ANCHOR_END: rope_rotate
+
+// ANCHOR: rope_rotate_backward
+void rope_rotate_backward(float *dx, const Rope *r, int pos)
+{
+    /* the rotation R(φ) is orthogonal up to the factor on cos and sin, so its transpose is
+     * R(−φ) with the same factor: dx_in = R(φ)ᵀ dx_out */
+    for (int i = 0; i < r->dim / 2; i++) {
+        float phi = (float)pos * r->inv_freq[i];
+        float c = cosf(phi) * r->cos_sin_scale, s = sinf(phi) * r->cos_sin_scale;
+        float d0 = dx[2 * i], d1 = dx[2 * i + 1];
+        dx[2 * i] = d0 * c + d1 * s;
+        dx[2 * i + 1] = -d0 * s + d1 * c;
+    }
+}
+// ANCHOR_END: rope_rotate_backward

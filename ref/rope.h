@@ -47,4 +47,12 @@ int rope_init(Rope *r, const ModelConfig *cfg);
  */
 void rope_rotate(float *x, const Rope *r, int pos);
 
+/**
+ * Backward of rope_rotate(): maps the gradient dx (d_r floats) with respect to the rotated
+ * vector to the gradient with respect to the input, in place, by the transposed rotation
+ * (angle −φ, same cos/sin factor): dx_{2i} ← dx_{2i} cos φ + dx_{2i+1} sin φ,
+ * dx_{2i+1} ← −dx_{2i} sin φ + dx_{2i+1} cos φ.
+ */
+void rope_rotate_backward(float *dx, const Rope *r, int pos);
+
 #endif

@@ -71,3 +71,29 @@ void router_select(int *idx, float *weight, const float *s, const float *bias,
         for (int k = 0; k < K; k++) weight[k] *= cfg->routed_scaling_factor;
 }
 // ANCHOR_END: router_select
+
+// ANCHOR: router_backward
+void router_backward(float *dlogits, const float *s, const int *idx, const float *dweight,
+                     const ModelConfig *cfg)
+{
+    const int E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
+    const bool normalise = cfg->norm_topk_prob && K > 1;
+    const bool scale = !normalise || cfg->topk_method == TOPK_NOAUX_TC;
+    float ds[ROUTER_MAX_EXPERTS] = {0};              /* ∂L/∂s_{i,t}; zero off the selected experts */
+    float dw[ROUTER_MAX_EXPERTS], sum = 0, dot_wa = 0;
+    for (int k = 0; k < K; k++) dw[k] = dweight[k] * (scale ? cfg->routed_scaling_factor : 1.0f);
+    for (int k = 0; k < K; k++) { sum += s[idx[k]]; dot_wa += dw[k] * s[idx[k]]; }
+    for (int k = 0; k < K; k++) {
+        if (!normalise) { ds[idx[k]] += dw[k]; continue; }
+        const float S = sum + 1e-20f;                /* g_k = s_k / S: ∂g_k/∂s_j = δ_kj/S − s_k/S² */
+        ds[idx[k]] += dw[k] / S - dot_wa / (S * S);
+    }
+    if (cfg->scoring_func == SCORING_SIGMOID) {      /* s = σ(g): ds/dg = s (1 − s) */
+        for (int i = 0; i < E; i++) dlogits[i] = ds[i] * s[i] * (1.0f - s[i]);
+        return;
+    }
+    float mean = 0;                                  /* softmax: dg_j = s_j (ds_j − Σ_i s_i ds_i) */
+    for (int i = 0; i < E; i++) mean += s[i] * ds[i];
+    for (int i = 0; i < E; i++) dlogits[i] = s[i] * (ds[i] - mean);
+}
+// ANCHOR_END: router_backward

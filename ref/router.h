@@ -43,4 +43,16 @@ void router_scores(float *s, const float *g, int E, ScoringFunc scoring);
 void router_select(int *idx, float *weight, const float *s, const float *bias,
                    const ModelConfig *cfg);
 
+/**
+ * Backward of router_scores() + router_select() for one token, with the selection idx[K]
+ * held fixed (choosing experts has no gradient; only the weights g_{i,t} do).
+ * s: [E] the affinities, idx: [K] the chosen experts, dweight: [K] ∂L/∂weight[k].
+ * Applies the forward's rule in reverse (routed_scaling_factor, then the renormalisation
+ * g_k = s_k / (Σ_j s_j + 1e-20) when norm_topk_prob and K > 1), then the softmax (or sigmoid)
+ * Jacobian. Writes dlogits: [E] = ∂L/∂g, the gradient with respect to the router logits.
+ * noaux_tc's bias only moves the selection, so it receives no gradient.
+ */
+void router_backward(float *dlogits, const float *s, const int *idx, const float *dweight,
+                     const ModelConfig *cfg);
+
 #endif
