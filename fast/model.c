@@ -292,7 +292,7 @@ static int check_tokens(const FastModel *m, const char *who, int slot, const int
             return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
                             m->pos[slot] + t, slot, V);
     if (T > m->max_context - m->pos[slot])
-        return ds_error("slot %d: %d tokens after %d cached exceed the context of %d positions", slot, T,
+        return ds_error("slot %d: %d new tokens at positions %d.. do not fit the context of %d positions (max_context)", slot, T,
                         m->pos[slot], m->max_context);
     return 0;
 }

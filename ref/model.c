@@ -213,7 +213,7 @@ int model_forward(Model *m, const int *tokens, int T, float *logits, bool all_po
             return ds_error("token id %d at position %d is outside the vocabulary [0, %d)",
                             tokens[t], m->pos + t, V);
     if (T > m->max_context - m->pos)
-        return ds_error("%d tokens after %d cached exceed the context of %d positions", T, m->pos,
+        return ds_error("%d new tokens at positions %d.. do not fit the context of %d positions (max_context)", T, m->pos,
                         m->max_context);
     for (int t0 = 0; t0 < T; t0 += m->chunk) {
         const int n = T - t0 < m->chunk ? T - t0 : m->chunk;

@@ -501,13 +501,13 @@ static void prompt_longer_than_context(void **state)
     assert_non_null(want);
     poison(logits, 9 * (size_t)V);
     assert_int_equal(model_forward(&m, tokens, 9, logits, true), -1);
-    assert_string_equal(ds_last_error(), "9 tokens after 0 cached exceed the context of 8 positions");
+    assert_string_equal(ds_last_error(), "9 new tokens at positions 0.. do not fit the context of 8 positions (max_context)");
     assert_int_equal(m.pos, 0);
     for (size_t i = 0; i < 9 * (size_t)V; i++) assert_true(isnan(logits[i]));
     /* 5 fit; 4 more would not; the 3 that do still continue from position 5 */
     assert_int_equal(model_forward(&m, tokens, 5, NULL, false), 0);
     assert_int_equal(model_forward(&m, tokens + 5, 4, logits, true), -1);
-    assert_string_equal(ds_last_error(), "4 tokens after 5 cached exceed the context of 8 positions");
+    assert_string_equal(ds_last_error(), "4 new tokens at positions 5.. do not fit the context of 8 positions (max_context)");
     assert_int_equal(m.pos, 5);
     assert_int_equal(model_forward(&m, tokens + 5, 3, logits, true), 0);
     assert_int_equal(m.pos, 8);
