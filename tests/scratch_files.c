@@ -10,8 +10,9 @@
 #include "st_writer.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int shell_vcapture(char *out, size_t cap, const char *fmt, va_list ap)
+enum { CMD_MAX = 16384 };
+
+/* printf(fmt, ap) into cmd[0..CMD_MAX); the test fails when it does not fit. */
+static void format_command(char *cmd, const char *fmt, va_list ap)
 {
-    char cmd[16384];
-    const int len = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    if (len < 0 || (size_t)len >= sizeof cmd) fail_msg("a shell command longer than %zu bytes", sizeof cmd - 1);
+    const int len = vsnprintf(cmd, CMD_MAX, fmt, ap);
+    if (len < 0 || len >= CMD_MAX) fail_msg("a shell command longer than %d bytes: %.200s...", CMD_MAX - 1, cmd);
+}
+
+int shell_capture(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[CMD_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    format_command(cmd, fmt, ap);
+    va_end(ap);
     FILE *p = popen(cmd, "r");
     if (!p) fail_msg("cannot run %s", cmd);
     size_t n = 0, got;
@@ -35,23 +47,15 @@ static int shell_vcapture(char *out, size_t cap, const char *fmt, va_list ap)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-int shell_capture(char *out, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    const int status = shell_vcapture(out, cap, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
 void shell_ok(const char *fmt, ...)
 {
-    char out[8192];
+    char cmd[CMD_MAX], out[8192];
     va_list ap;
     va_start(ap, fmt);
-    const int status = shell_vcapture(out, sizeof out, fmt, ap);
+    format_command(cmd, fmt, ap);
     va_end(ap);
-    if (status != 0) fail_msg("a setup command exited with %d (format \"%s\"):\n%s", status, fmt, out);
+    const int status = shell_capture(out, sizeof out, "( %s ) 2>&1", cmd);
+    if (status != 0) fail_msg("%s exited with %d:\n%s", cmd, status, out);
 }
 
 char *scratch_make(void)
@@ -67,41 +71,38 @@ void scratch_remove(char *dir)
     free(dir);
 }
 
-/* dir/name as a new string, with every directory above its last component made. */
-static char *scratch_path(const char *dir, const char *name)
+/* dir/name into path (PATH_MAX bytes); with make_dirs, every directory above its last component is made. */
+static void scratch_path(const char *dir, const char *name, bool make_dirs, char *path)
 {
-    char *path = stw_path(dir, name);
-    assert_non_null(path);
-    for (char *slash = path + strlen(dir) + 1; (slash = strchr(slash, '/')); slash++) {
+    const int len = snprintf(path, PATH_MAX, "%s/%s", dir, name);
+    if (len < 0 || len >= PATH_MAX) fail_msg("%s/%s: the path is longer than %d bytes", dir, name, PATH_MAX - 1);
+    for (char *slash = path + strlen(dir) + 1; make_dirs && (slash = strchr(slash, '/')); slash++) {
         *slash = '\0';
         if (mkdir(path, 0755) != 0 && errno != EEXIST) fail_msg("cannot make %s: %s", path, strerror(errno));
         *slash = '/';
     }
-    return path;
 }
 
 void scratch_write(const char *dir, const char *name, const char *text)
 {
-    char *path = scratch_path(dir, name);
+    char path[PATH_MAX];
+    scratch_path(dir, name, true, path);
     if (stw_write_text(path, text) != 0) fail_msg("cannot write %s: %s", path, strerror(errno));
-    free(path);
 }
 
 void scratch_copy(const char *dir, const char *path)
 {
-    char *to = scratch_path(dir, path);
+    char to[PATH_MAX];
+    scratch_path(dir, path, true, to);
     if (stw_copy_file(path, to) != 0) fail_msg("cannot copy %s to %s: %s", path, to, strerror(errno));
-    free(to);
 }
 
 char *scratch_read(const char *dir, const char *name)
 {
-    char *path = stw_path(dir, name);
-    assert_non_null(path);
+    char path[PATH_MAX];
+    scratch_path(dir, name, false, path);
     if (access(path, R_OK) != 0) fail_msg("cannot read %s: %s", path, strerror(errno));
-    char *text = slurp(path, NULL);
-    free(path);
-    return text;
+    return slurp(path, NULL);
 }
 
 int repo_path(const char *rel, char *abs)

@@ -21,7 +21,8 @@
  */
 int shell_capture(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/** shell_capture() that fails the test, naming the command and showing its output, unless it exits 0. */
+/** Runs the shell command printf(fmt, ...); the test fails, naming it and showing what it wrote to
+ * stdout and stderr, unless it exits 0. */
 void shell_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /** A fresh empty directory under $TMPDIR (or /tmp), malloc'd; scratch_remove() removes and frees it. */
