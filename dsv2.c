@@ -361,8 +361,24 @@ int prompt_ids(const Args *a, const Tokenizer *tok, int **ids)
 {
     int n = a->ids ? parse_ids(a->ids, ids)
                    : encode_text(tok, a->prompt, TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, ids);
-    if (n == 0) { free(*ids); fprintf(stderr, "dsv2: the prompt has no tokens\n"); return -1; }
+    if (n == 0) { free(*ids); *ids = NULL; fprintf(stderr, "dsv2: the prompt has no tokens\n"); return -1; }
     return n;
+}
+
+/* The prologue of generate, logits and route-stats: read_prompt(), the model's tokenizer for a text
+ * prompt, prompt_ids(). Returns 0 with *ids (malloc'd) and *n set, or the exit status after one line.
+ * The tokenizer (NULL for --ids) goes to *tok when tok is not NULL, else it is freed here. */
+int read_prompt_ids(Args *a, Tokenizer **tok, int **ids, int *n)
+{
+    Tokenizer *t = NULL;
+    int rc = read_prompt(a);
+    if (rc) return rc;
+    if (a->prompt && !(t = load_tokenizer(a->model_dir))) return 1;
+    *ids = NULL;
+    *n = prompt_ids(a, t, ids);
+    if (*n > 0 && tok) *tok = t;
+    else tokenizer_free(t);
+    return *n > 0 ? 0 : 1;
 }
 
 /* 0, or −1 after one line naming the first id outside the vocabulary. */
@@ -490,13 +506,8 @@ static int cmd_info(Args *a)
 /* The prompt's routing statistics per MoE layer (dsv2_route_stats.c). */
 static int cmd_route_stats(Args *a)
 {
-    Tokenizer *tok = NULL;
-    int rc = read_prompt(a);
+    int *ids, n, rc = read_prompt_ids(a, NULL, &ids, &n);
     if (rc) return rc;
-    if (a->prompt && !(tok = load_tokenizer(a->model_dir))) return 1;
-    int *ids = NULL, n = prompt_ids(a, tok, &ids);
-    tokenizer_free(tok);
-    if (n < 0) return 1;
     const RouteStatsArgs r = {a->model_dir, ids, n, (int)a->ctx, a->devices, a->limit, a->alpha, a->plot};
     rc = route_stats_run(&r);
     free(ids);

@@ -57,6 +57,9 @@ Tokenizer *load_tokenizer(const char *dir);
 int encode_text(const Tokenizer *tok, const char *text, unsigned flags, int **ids);
 /** The prompt's ids (--ids, or the text through tok) into *ids; the count (> 0), or −1 after one line. */
 int prompt_ids(const Args *a, const Tokenizer *tok, int **ids);
+/** read_prompt(), then the prompt's ids (through the model's tokenizer for a text prompt) into *ids and
+ *  *n; the tokenizer (NULL for --ids) to *tok when tok is not NULL. Returns 0, or the exit status after one line. */
+int read_prompt_ids(Args *a, Tokenizer **tok, int **ids, int *n);
 /** 0, or −1 after one line naming the first of ids[0..n) outside [0, vocab). */
 int check_vocab(const int *ids, int n, int vocab);
 /** Flushes stdout: 0, or −1 after one line when anything written to it was lost. */

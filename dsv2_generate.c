@@ -265,17 +265,14 @@ static int sampler_open(Sampler *s, Args *a, int vocab)
 int cmd_generate(Args *a)
 {
     Tokenizer *tok = NULL;
-    int rc = read_prompt(a);
+    int *ids, n, rc = read_prompt_ids(a, &tok, &ids, &n);
     if (rc) return rc;
-    if (a->prompt && !(tok = load_tokenizer(a->model_dir))) return 1;
-    int *ids = NULL, n = prompt_ids(a, tok, &ids);
     Engine m = {0};
     Sampler s = {0};
     TokenStream ts;
     Output o = {.stop = a->stop, .n_stop = a->n_stop, .first = true};
     float *logits = NULL;
-    rc = 1;
-    if (n < 0 || (rc = engine_open(&m, a))) { free(ids); tokenizer_free(tok); return n < 0 ? 1 : rc; }
+    if ((rc = engine_open(&m, a))) { free(ids); tokenizer_free(tok); return rc; }
     rc = 1;
     if (check_vocab(ids, n, m.cfg->vocab_size)) goto out;
     if (n > m.max_context) {
@@ -473,14 +470,10 @@ out:
  * file renamed into place when complete; anything else (/dev/stdout, a pipe) directly. */
 int cmd_logits(Args *a)
 {
-    Tokenizer *tok = NULL;
-    int rc = read_prompt(a);
+    int *ids, n, rc = read_prompt_ids(a, NULL, &ids, &n);
     if (rc) return rc;
-    if (a->prompt && !(tok = load_tokenizer(a->model_dir))) return 1;
-    int *ids = NULL, n = prompt_ids(a, tok, &ids);
-    tokenizer_free(tok);
     Engine m;
-    if (n < 0 || (rc = engine_open(&m, a))) { free(ids); return n < 0 ? 1 : rc; }
+    if ((rc = engine_open(&m, a))) { free(ids); return rc; }
     rc = 1;
     const size_t count = (size_t)n * m.cfg->vocab_size;
     float *logits = NULL;

@@ -11,6 +11,7 @@
 #include "check.h"
 #include "error.h"
 #include "model.h"
+#include "scratch_files.h"
 #include "tokenizer.h"
 
 #include <math.h>
@@ -18,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* Output and exit status of one run of the checker. */
@@ -27,42 +27,11 @@ typedef struct {
     char out[8192];
 } Run;
 
-static char tool[4096]; /* absolute path of tools/excerpts.sh */
-
 static Run run_tool(const char *args)
 {
-    Run r = {0, ""};
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "sh '%s' %s 2>&1", tool, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(r.out, 1, sizeof r.out - 1, p);
-    r.out[n] = '\0';
-    r.status = pclose(p);
+    Run r;
+    r.status = shell_capture(r.out, sizeof r.out, "sh tools/excerpts.sh %s 2>&1", args);
     return r;
-}
-
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[4096];
-    assert_true((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) < sizeof path);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static char *read_file(const char *dir, const char *name)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    static char buf[16384];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
 }
 
 static const char SOURCE[] =
@@ -99,26 +68,12 @@ static const char GOOD[] =
 /* Makes a fresh temporary book: book.md, chapters/01-one.md = chapter, src/add.c, src/hello.sh. */
 static char *make_book(const char *chapter, const char *source)
 {
-    static char dir[4096];
-    snprintf(dir, sizeof dir, "%s/dsv2-book-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    assert_non_null(mkdtemp(dir));
-    char sub[4200];
-    snprintf(sub, sizeof sub, "%s/chapters", dir);
-    assert_int_equal(mkdir(sub, 0755), 0);
-    snprintf(sub, sizeof sub, "%s/src", dir);
-    assert_int_equal(mkdir(sub, 0755), 0);
-    write_file(dir, "book.md", BOOK);
-    write_file(dir, "chapters/01-one.md", chapter);
-    write_file(dir, "src/add.c", source);
-    write_file(dir, "src/hello.sh", SCRIPT);
+    char *dir = scratch_make();
+    scratch_write(dir, "book.md", BOOK);
+    scratch_write(dir, "chapters/01-one.md", chapter);
+    scratch_write(dir, "src/add.c", source);
+    scratch_write(dir, "src/hello.sh", SCRIPT);
     return dir;
-}
-
-static void remove_book(const char *dir)
-{
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 /* Runs --check on dir and expects failure with a line containing both fragments. */
@@ -149,18 +104,27 @@ static void repository_book_has_no_drift(void **state)
 static const char *run_notebook(const char *name, const char *args)
 {
     static char out[65536];
-    char path[256], cmd[512];
+    char path[256];
     snprintf(path, sizeof path, "build/notebooks/%s", name);
     if (access(path, X_OK) != 0)
         fail_msg("%s is missing: run make notebooks (make test builds it)", path);
-    snprintf(cmd, sizeof cmd, "%s %s", path, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    if (status != 0) fail_msg("%s exited with status %d:\n%s", cmd, status, out);
+    const int status = shell_capture(out, sizeof out, "%s %s", path, args);
+    if (status != 0) fail_msg("%s %s exited with status %d:\n%s", path, args, status, out);
     return out;
+}
+
+/* run_notebook(name, "") after checking that its output is notebooks-c/expected/<name>.txt, the
+ * file a chapter includes. */
+static const char *notebook_output_as_included(const char *name)
+{
+    const char *got = run_notebook(name, "");
+    char expected[256];
+    snprintf(expected, sizeof expected, "notebooks-c/expected/%s.txt", name);
+    char *want = scratch_read(".", expected);
+    const int same = strcmp(got, want) == 0;
+    free(want);
+    if (!same) fail_msg("build/notebooks/%s output differs from %s:\n%s", name, expected, got);
+    return got;
 }
 
 /* The KV-cache table that chapter 2 includes is what the notebook prints, and it carries the
@@ -169,11 +133,7 @@ static const char *run_notebook(const char *name, const char *args)
 static void kv_cache_budget_prints_the_included_table(void **state)
 {
     (void)state;
-    const char *got = run_notebook("kv_cache_budget", "");
-    const char *want = read_file(".", "notebooks-c/expected/kv_cache_budget.txt");
-    if (strcmp(got, want) != 0)
-        fail_msg("build/notebooks/kv_cache_budget output differs from "
-                 "notebooks-c/expected/kv_cache_budget.txt:\n%s", got);
+    const char *got = notebook_output_as_included("kv_cache_budget");
     const char *figures[] = {"MLA                   576          34560            69120",
                              "mla_cache_bytes_per_token(cfg, 2) = 31104 bytes",
                              "reduction 82.2% (bf16 against bf16)",
@@ -188,11 +148,7 @@ static void kv_cache_budget_prints_the_included_table(void **state)
 static void token_journey_prints_the_included_walkthrough(void **state)
 {
     (void)state;
-    const char *got = run_notebook("token_journey", "");
-    const char *want = read_file(".", "notebooks-c/expected/token_journey.txt");
-    if (strcmp(got, want) != 0)
-        fail_msg("build/notebooks/token_journey output differs from "
-                 "notebooks-c/expected/token_journey.txt:\n%s", got);
+    const char *got = notebook_output_as_included("token_journey");
     if (!strstr(got, "max |logits - model_forward's logits| = 0 (0 of 4096 differ)"))
         fail_msg("the journey's logits differ from model_forward's:\n%s", got);
 }
@@ -223,11 +179,7 @@ static void routing_explorer_invariants_hold(void **state)
 static void expert_load_notebook_invariants_hold(void **state)
 {
     (void)state;
-    const char *got = run_notebook("expert_load", "");
-    const char *want = read_file(".", "notebooks-c/expected/expert_load.txt");
-    if (strcmp(got, want) != 0)
-        fail_msg("build/notebooks/expert_load output differs from "
-                 "notebooks-c/expected/expert_load.txt:\n%s", got);
+    const char *got = notebook_output_as_included("expert_load");
     if (!strstr(got, "checks passed: every token logged, loads sum to 1 per layer"))
         fail_msg("unexpected expert_load output:\n%s", got);
     int loads_seen = 0, losses_seen = 0;
@@ -461,11 +413,7 @@ static void balance_ablation_notebook_recomputes(void **state)
 {
     (void)state;
     AblationRow rows[AB_VARIANTS][AB_LAYERS];
-    const char *got = run_notebook("balance_ablation", "");
-    const char *want = read_file(".", "notebooks-c/expected/balance_ablation.txt");
-    if (strcmp(got, want) != 0)
-        fail_msg("build/notebooks/balance_ablation output differs from "
-                 "notebooks-c/expected/balance_ablation.txt:\n%s", got);
+    const char *got = notebook_output_as_included("balance_ablation");
     if (!strstr(got, "checks passed: every token logged, at most M devices per token"))
         fail_msg("unexpected balance_ablation output:\n%s", got);
     check_ablation_arithmetic(rows, parse_ablation(got, rows));
@@ -490,7 +438,7 @@ static void a_correct_book_passes(void **state)
     snprintf(args, sizeof args, "--check --root '%s'", dir);
     Run r = run_tool(args);
     if (r.status != 0) fail_msg("expected a pass, got:\n%s", r.out);
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 static void a_drifted_block_fails(void **state)
@@ -503,7 +451,7 @@ static void a_drifted_block_fails(void **state)
     plus[2] = '-';
     char *dir = make_book(GOOD, source);
     expect_problem(dir, "chapters/01-one.md:2:", "block differs from src/add.c:add at block line 3");
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 static void a_missing_anchor_fails(void **state)
@@ -514,7 +462,7 @@ static void a_missing_anchor_fails(void **state)
     memcpy(strstr(chapter, "hello.sh:hello"), "hello.sh:hellp", 14);
     char *dir = make_book(chapter, SOURCE);
     expect_problem(dir, "chapters/01-one.md:10:", "src/hello.sh has no anchor \"hellp\"");
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 static void a_missing_file_fails(void **state)
@@ -525,7 +473,7 @@ static void a_missing_file_fails(void **state)
     memcpy(strstr(chapter, "src/add.c"), "src/sub.c", 9);
     char *dir = make_book(chapter, SOURCE);
     expect_problem(dir, "chapters/01-one.md:2:", "cannot read src/sub.c (missing file)");
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 static void a_duplicate_anchor_fails(void **state)
@@ -535,7 +483,7 @@ static void a_duplicate_anchor_fails(void **state)
     snprintf(source, sizeof source, "%s%s", SOURCE, "// ANCHOR: add\n// ANCHOR_END: add\n");
     char *dir = make_book(GOOD, source);
     expect_problem(dir, "chapters/01-one.md:2:", "anchor \"add\" appears twice (lines 2 and 10)");
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 static void an_unclosed_anchor_fails(void **state)
@@ -546,16 +494,16 @@ static void an_unclosed_anchor_fails(void **state)
     *strstr(source, "// ANCHOR_END: add") = '\0';
     char *dir = make_book(GOOD, source);
     expect_problem(dir, "chapters/01-one.md:2:", "src/add.c:2: ANCHOR \"add\" has no ANCHOR_END");
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 static void an_unlisted_chapter_fails(void **state)
 {
     (void)state;
     char *dir = make_book(GOOD, SOURCE);
-    write_file(dir, "chapters/02-two.md", "# Two, which book.md forgot\n");
+    scratch_write(dir, "chapters/02-two.md", "# Two, which book.md forgot\n");
     expect_problem(dir, "chapters/02-two.md:1:", "not listed in book.md");
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 static void an_include_without_a_block_fails(void **state)
@@ -563,7 +511,7 @@ static void an_include_without_a_block_fails(void **state)
     (void)state;
     char *dir = make_book("# One\n<!-- include: src/add.c:add -->\nprose, no block\n", SOURCE);
     expect_problem(dir, "chapters/01-one.md:2:", "is not followed by a fenced code block");
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 /* --write fills empty blocks with the region (markers dropped), after which --check passes;
@@ -578,21 +526,14 @@ static void write_fills_blocks_then_check_passes(void **state)
     snprintf(args, sizeof args, "--write --root '%s'", dir);
     Run r = run_tool(args);
     if (r.status != 0) fail_msg("--write failed:\n%s", r.out);
-    assert_string_equal(read_file(dir, "chapters/01-one.md"),
-                        "# One\n<!-- include: src/add.c:body -->\n```c\n    return a + b;\n```\n"
-                        "```md\n<!-- include: src/none.c:none -->\n```\n");
+    char *chapter = scratch_read(dir, "chapters/01-one.md");
+    assert_string_equal(chapter, "# One\n<!-- include: src/add.c:body -->\n```c\n    return a + b;\n```\n"
+                                 "```md\n<!-- include: src/none.c:none -->\n```\n");
+    free(chapter);
     snprintf(args, sizeof args, "--check --root '%s'", dir);
     r = run_tool(args);
     if (r.status != 0) fail_msg("--check after --write failed:\n%s", r.out);
-    remove_book(dir);
-}
-
-static int find_tool(void **state)
-{
-    (void)state;
-    if (!getcwd(tool, sizeof tool - 32)) return -1;
-    strcat(tool, "/tools/excerpts.sh");
-    return access(tool, R_OK);
+    scratch_remove(dir);
 }
 
 int main(void)
@@ -615,5 +556,5 @@ int main(void)
         cmocka_unit_test(an_include_without_a_block_fails),
         cmocka_unit_test(write_fills_blocks_then_check_passes),
     };
-    return cmocka_run_group_tests_name("book", tests, find_tool, NULL);
+    return cmocka_run_group_tests_name("book", tests, NULL, NULL);
 }

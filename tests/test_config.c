@@ -61,24 +61,28 @@ static void expect_error(const char *want)
     assert_string_equal(ds_last_error(), line);
 }
 
+/* The config root with key of obj (root or an object in it) set to value (NULL value: key
+ * removed), written and loaded, expecting want. */
+static void expect_edit_error(json_t *root, json_t *obj, const char *key, json_t *value, const char *want)
+{
+    if (value) json_object_set_new(obj, key, value);
+    else json_object_del(obj, key);
+    write_config(root);
+    expect_error(want);
+}
+
 /* The fixture's config with key set to value (NULL value: key removed), expecting want. */
 static void expect_key_error(const char *fixture, const char *key, json_t *value, const char *want)
 {
     json_t *root = golden(fixture);
-    if (value) json_object_set_new(root, key, value);
-    else json_object_del(root, key);
-    write_config(root);
-    expect_error(want);
+    expect_edit_error(root, root, key, value, want);
 }
 
 /* The same inside rope_scaling. */
 static void expect_rope_error(const char *key, json_t *value, const char *want)
 {
-    json_t *root = golden("lite"), *rs = json_object_get(root, "rope_scaling");
-    if (value) json_object_set_new(rs, key, value);
-    else json_object_del(rs, key);
-    write_config(root);
-    expect_error(want);
+    json_t *root = golden("lite");
+    expect_edit_error(root, json_object_get(root, "rope_scaling"), key, value, want);
 }
 
 static ModelConfig load_ok(const char *path)
@@ -86,6 +90,25 @@ static ModelConfig load_ok(const char *path)
     ModelConfig c;
     if (config_load(path, &c)) fail_msg("%s", ds_last_error());
     return c;
+}
+
+/* The fixture's config with key set to value must load (a value equal to the implemented one,
+ * or a key without effect on inference); returns what it loads as. */
+static ModelConfig expect_key_loads(const char *fixture, const char *key, json_t *value)
+{
+    json_t *root = golden(fixture);
+    json_object_set_new(root, key, value);
+    write_config(root);
+    return load_ok(g_path);
+}
+
+/* The Lite config with N_s = n_shared shared experts of I_e = inter rows, written to g_path. */
+static void write_shared_experts(json_int_t n_shared, json_int_t inter)
+{
+    json_t *root = golden("lite");
+    json_object_set_new(root, "n_shared_experts", json_integer(n_shared));
+    json_object_set_new(root, "moe_intermediate_size", json_integer(inter));
+    write_config(root);
 }
 
 static void released_layouts(void **state)
@@ -174,10 +197,7 @@ static void moe_layer_frequency(void **state)
     ModelConfig c = load_ok(g_path);
     const bool want[6] = {false, false, true, false, true, false}; /* l ≥ 1 and l % 2 == 0 */
     for (int l = 0; l < 6; l++) assert_int_equal(config_layer_is_moe(&c, l), want[l]);
-    root = golden("lite");
-    json_object_set_new(root, "n_routed_experts", json_null());
-    write_config(root);
-    c = load_ok(g_path);                                   /* no experts: every layer dense */
+    c = expect_key_loads("lite", "n_routed_experts", json_null()); /* no experts: every layer dense */
     for (int l = 0; l < c.num_hidden_layers; l++) assert_false(config_layer_is_moe(&c, l));
 }
 
@@ -289,35 +309,16 @@ static void out_of_range_values(void **state)
 static void products_overflowing_a_matrix(void **state)
 {
     (void)state;
-    json_t *root = golden("lite");
-    json_object_set_new(root, "n_shared_experts", json_integer(65536));
-    json_object_set_new(root, "moe_intermediate_size", json_integer(65536));
-    write_config(root);
+    write_shared_experts(65536, 65536);
     expect_error("keys 'n_shared_experts' x 'moe_intermediate_size': 65536 x 65536 = 4294967296 "
                  "exceeds 2147483647, the widest weight matrix the code can address");
     /* the edge: 128 × (2^24 − 1) = 2^31 − 128 fits; 128 × 2^24 = 2^31 does not */
-    root = golden("lite");
-    json_object_set_new(root, "n_shared_experts", json_integer(128));
-    json_object_set_new(root, "moe_intermediate_size", json_integer((1 << 24) - 1));
-    write_config(root);
+    write_shared_experts(128, (1 << 24) - 1);
     ModelConfig c = load_ok(g_path);
     assert_int_equal((int64_t)c.n_shared_experts * c.moe_intermediate_size, 2147483520);
-    root = golden("lite");
-    json_object_set_new(root, "n_shared_experts", json_integer(128));
-    json_object_set_new(root, "moe_intermediate_size", json_integer(1 << 24));
-    write_config(root);
+    write_shared_experts(128, 1 << 24);
     expect_error("keys 'n_shared_experts' x 'moe_intermediate_size': 128 x 16777216 = 2147483648 "
                  "exceeds 2147483647, the widest weight matrix the code can address");
-}
-
-/* The fixture's config with key set to value must load (a value equal to the implemented one,
- * or a key without effect on inference). */
-static void expect_key_loads(const char *fixture, const char *key, json_t *value)
-{
-    json_t *root = golden(fixture);
-    json_object_set_new(root, key, value);
-    write_config(root);
-    (void)load_ok(g_path);
 }
 
 /* Keys transformers' DeepseekV2Config reads, with values selecting a variant this code does not

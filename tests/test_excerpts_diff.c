@@ -8,18 +8,13 @@
  * The expected blocks are written out here by hand, so the check is against a diff worked
  * out independently of the tool, not against the tool's own earlier output.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
+#include "check.h"
+#include "scratch_files.h"
+
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cmocka.h>
-
-static char tool[4096]; /* absolute path of tools/excerpts.sh */
 
 /* A reference loop and its one-thread-per-row translation. */
 static const char REF[] = "/* rows */\n"
@@ -53,70 +48,35 @@ static const char DIFF[] = "--- ref/scale.c:scale\n"
                            "         for (int i = 0; i < n; i++) x[r * n + i] *= 2;\n"
                            " }\n";
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
-}
-
 /* A fresh book whose chapter shows the diff block `block` (its lines, without the fences). */
 static char *make_book(const char *block)
 {
-    static char dir[4096];
-    snprintf(dir, sizeof dir, "%s/dsv2-diff-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    assert_non_null(mkdtemp(dir));
-    const char *subs[] = {"chapters", "ref", "kernels"};
-    for (int i = 0; i < 3; i++) {
-        char sub[4200];
-        snprintf(sub, sizeof sub, "%s/%s", dir, subs[i]);
-        assert_int_equal(mkdir(sub, 0755), 0);
-    }
-    write_file(dir, "book.md", "# Book\n\n1. [One](chapters/01-one.md)\n");
-    write_file(dir, "ref/scale.c", REF);
-    write_file(dir, "kernels/scale.cu", KERNEL);
+    char *dir = scratch_make();
+    scratch_write(dir, "book.md", "# Book\n\n1. [One](chapters/01-one.md)\n");
+    scratch_write(dir, "ref/scale.c", REF);
+    scratch_write(dir, "kernels/scale.cu", KERNEL);
     char chapter[4096];
     snprintf(chapter, sizeof chapter,
              "# One\n\nThe kernel against the loop:\n\n"
              "<!-- diff: ref/scale.c:scale kernels/scale.cu:scale_v1 -->\n```diff\n%s```\n\nAfter.\n", block);
-    write_file(dir, "chapters/01-one.md", chapter);
+    scratch_write(dir, "chapters/01-one.md", chapter);
     return dir;
 }
 
-static void remove_book(const char *dir)
-{
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-}
-
-/* Runs the tool with args on dir; returns its exit status, its output (stdout and stderr) in out. */
+/* Runs the tool with mode on dir; returns its exit status, its output (stdout and stderr) in out. */
 static int run_tool(const char *mode, const char *dir, char *out, size_t cap)
 {
-    char cmd[9000];
-    snprintf(cmd, sizeof cmd, "sh '%s' %s --root '%s' 2>&1", tool, mode, dir);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    const int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return shell_capture(out, cap, "sh tools/excerpts.sh %s --root '%s' 2>&1", mode, dir);
 }
 
-static char *read_file(const char *dir, const char *name)
+/* True when chapter 1 holds text; prints the chapter when it does not. */
+static bool chapter_holds(const char *dir, const char *text)
 {
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    static char text[8192];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
-    return text;
+    char *chapter = scratch_read(dir, "chapters/01-one.md");
+    const bool holds = strstr(chapter, text) != NULL;
+    if (!holds) print_error("chapters/01-one.md:\n%s", chapter);
+    free(chapter);
+    return holds;
 }
 
 /* The hand-written diff passes --check. */
@@ -125,7 +85,7 @@ static void true_diff_passes(void **state)
     (void)state;
     char out[8192], *dir = make_book(DIFF);
     if (run_tool("--check", dir, out, sizeof out) != 0) fail_msg("--check failed on a true diff:\n%s", out);
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 /* The kernel changes under the block: --check names the chapter and line of the diff marker. */
@@ -136,11 +96,11 @@ static void drifted_diff_is_reported(void **state)
     char kernel[sizeof KERNEL + 8];
     strcpy(kernel, KERNEL);
     memcpy(strstr(kernel, "*= 2"), "*= 3", 4);
-    write_file(dir, "kernels/scale.cu", kernel);
+    scratch_write(dir, "kernels/scale.cu", kernel);
     assert_int_not_equal(run_tool("--check", dir, out, sizeof out), 0);
     if (!strstr(out, "chapters/01-one.md:5: block differs from the diff of ref/scale.c:scale kernels/scale.cu:scale_v1"))
         fail_msg("expected the drift at chapters/01-one.md:5, got:\n%s", out);
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 /* --write fills an empty block with exactly the hand-written diff, which then passes --check. */
@@ -150,10 +110,9 @@ static void write_fills_the_diff(void **state)
     char out[8192], *dir = make_book("");
     assert_int_not_equal(run_tool("--check", dir, out, sizeof out), 0);
     if (run_tool("--write", dir, out, sizeof out) != 0) fail_msg("--write failed:\n%s", out);
-    if (!strstr(read_file(dir, "chapters/01-one.md"), DIFF))
-        fail_msg("the filled chapter does not hold the expected diff:\n%s", read_file(dir, "chapters/01-one.md"));
+    if (!chapter_holds(dir, DIFF)) fail_msg("the filled chapter does not hold the expected diff");
     if (run_tool("--check", dir, out, sizeof out) != 0) fail_msg("--check after --write failed:\n%s", out);
-    remove_book(dir);
+    scratch_remove(dir);
 }
 
 /* A diff naming an anchor that does not exist is reported, and --write leaves the block alone. */
@@ -161,19 +120,11 @@ static void missing_anchor_is_reported(void **state)
 {
     (void)state;
     char out[8192], *dir = make_book(DIFF);
-    write_file(dir, "kernels/scale.cu", "__global__ void scale(void) {}\n");
+    scratch_write(dir, "kernels/scale.cu", "__global__ void scale(void) {}\n");
     assert_int_not_equal(run_tool("--write", dir, out, sizeof out), 0);
     if (!strstr(out, "kernels/scale.cu has no anchor \"scale_v1\"")) fail_msg("got:\n%s", out);
-    if (!strstr(read_file(dir, "chapters/01-one.md"), DIFF)) fail_msg("--write changed a block it could not fill");
-    remove_book(dir);
-}
-
-static int find_tool(void **state)
-{
-    (void)state;
-    if (!getcwd(tool, sizeof tool - 32)) return -1;
-    strcat(tool, "/tools/excerpts.sh");
-    return access(tool, R_OK);
+    if (!chapter_holds(dir, DIFF)) fail_msg("--write changed a block it could not fill");
+    scratch_remove(dir);
 }
 
 int main(void)
@@ -184,5 +135,5 @@ int main(void)
         cmocka_unit_test(write_fills_the_diff),
         cmocka_unit_test(missing_anchor_is_reported),
     };
-    return cmocka_run_group_tests(tests, find_tool, NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,12 +14,11 @@
  * point the script at it with --root.
  */
 #include "check.h"
+#include "scratch_files.h"
 
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static char notebooks[PATH_MAX]; /* absolute BUILD/notebooks */
 
@@ -31,41 +30,25 @@ typedef struct {
 
 static Run run_check(const char *root)
 {
-    Run r = {0, ""};
-    char cmd[3 * PATH_MAX];
+    Run r;
     if (root)
-        snprintf(cmd, sizeof cmd, "sh figures/render.sh --check --root '%s' '%s' 2>&1", root, notebooks);
+        r.status = shell_capture(r.out, sizeof r.out, "sh figures/render.sh --check --root '%s' '%s' 2>&1", root,
+                                 notebooks);
     else
-        snprintf(cmd, sizeof cmd, "sh figures/render.sh --check '%s' 2>&1", notebooks);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(r.out, 1, sizeof r.out - 1, p);
-    r.out[n] = '\0';
-    r.status = pclose(p);
+        r.status = shell_capture(r.out, sizeof r.out, "sh figures/render.sh --check '%s' 2>&1", notebooks);
     return r;
-}
-
-static void sh(const char *fmt, const char *a, const char *b)
-{
-    char cmd[3 * PATH_MAX];
-    snprintf(cmd, sizeof cmd, fmt, a, b);
-    if (system(cmd) != 0) fail_msg("setup command failed: %s", cmd);
 }
 
 /* A temporary repository with one Graphviz figure (decoder-block) and one gnuplot figure
  * (yarn-ramp, whose notebook reads no files), copied from this one with their SVGs. */
 static char *make_root(void)
 {
-    static char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/dsv2-figures-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    assert_non_null(mkdtemp(dir));
-    sh("mkdir -p '%s/figures' '%s/notebooks-c/plots'", dir, dir);
-    sh("cp figures/decoder-block.dot figures/decoder-block.svg figures/yarn-ramp.svg '%s/figures/'%s", dir, "");
-    sh("cp notebooks-c/plots/yarn_ramp.gp '%s/notebooks-c/plots/'%s", dir, "");
+    char *dir = scratch_make();
+    const char *const copied[] = {"figures/decoder-block.dot", "figures/decoder-block.svg", "figures/yarn-ramp.svg",
+                                  "notebooks-c/plots/yarn_ramp.gp"};
+    for (size_t i = 0; i < sizeof copied / sizeof *copied; i++) scratch_copy(dir, copied[i]);
     return dir;
 }
-
-static void remove_root(const char *dir) { sh("rm -rf '%s'%s", dir, ""); }
 
 /* Runs the check on root and expects failure with a line holding both fragments. */
 static void expect_problem(const char *root, const char *figure, const char *what)
@@ -94,55 +77,52 @@ static void an_unchanged_copy_passes(void **state)
     char *root = make_root();
     Run r = run_check(root);
     if (r.status != 0) fail_msg("a faithful copy failed the check:\n%s", r.out);
-    remove_root(root);
+    scratch_remove(root);
 }
 
 static void an_edited_graphviz_source_fails(void **state)
 {
     (void)state;
     char *root = make_root();
-    sh("sed -i 's/input_layernorm/input_norm/' '%s/figures/decoder-block.dot'%s", root, "");
+    shell_ok("sed -i 's/input_layernorm/input_norm/' '%s/figures/decoder-block.dot'", root);
     expect_problem(root, "figures/decoder-block.svg", "differs from what its source draws");
-    remove_root(root);
+    scratch_remove(root);
 }
 
 static void an_edited_plot_script_fails(void **state)
 {
     (void)state;
     char *root = make_root();
-    sh("sed -i 's/frequencies (radians per position)/frequencies/' '%s/notebooks-c/plots/yarn_ramp.gp'%s",
-       root, "");
+    shell_ok("sed -i 's/frequencies (radians per position)/frequencies/' '%s/notebooks-c/plots/yarn_ramp.gp'",
+             root);
     expect_problem(root, "figures/yarn-ramp.svg", "differs from what its source draws");
-    remove_root(root);
+    scratch_remove(root);
 }
 
 static void an_uncommitted_figure_fails(void **state)
 {
     (void)state;
     char *root = make_root();
-    sh("rm '%s/figures/decoder-block.svg'%s", root, "");
+    shell_ok("rm '%s/figures/decoder-block.svg'", root);
     expect_problem(root, "figures/decoder-block.svg", "is not committed");
-    remove_root(root);
+    scratch_remove(root);
 }
 
 static void a_figure_without_source_fails(void **state)
 {
     (void)state;
     char *root = make_root();
-    sh("cp '%s/figures/decoder-block.svg' '%s/figures/orphan.svg'", root, root);
+    shell_ok("cp '%s/figures/decoder-block.svg' '%s/figures/orphan.svg'", root, root);
     expect_problem(root, "figures/orphan.svg", "has no source");
-    remove_root(root);
+    scratch_remove(root);
 }
 
 /* The absolute path of build/notebooks; 0 on success. */
 static int find_notebooks(void)
 {
-    if (!realpath("build/notebooks", notebooks)) {
-        fprintf(stderr, "test_figures: no build/notebooks here: run from the repository root "
-                        "after make notebooks (make test builds them)\n");
-        return -1;
-    }
-    return 0;
+    if (repo_path("build/notebooks", notebooks) == 0) return 0;
+    fprintf(stderr, "test_figures: make notebooks builds them (make test does)\n");
+    return -1;
 }
 
 int main(void)
