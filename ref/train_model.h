@@ -38,7 +38,8 @@ typedef struct {
     size_t n_params;          /**< floats in params (and in grads) */
     float *params;            /**< every weight, in one array (embedding first) */
     float *grads;             /**< ∂L/∂params, same layout */
-    Mat embed, lm_head;       /**< views into params (DT_F32) */
+    Mat embed;                /**< [V, D] view into params (DT_F32) */
+    Mat lm_head;              /**< [V, D] view into params (DT_F32) */
     const float *final_norm;  /**< [D] into params */
     LayerWeights *layers;     /**< [layers], every Mat and norm a view into params */
     SwigluWeights *experts;   /**< [layers · E] the routed experts' views */
