@@ -381,8 +381,8 @@ static int train_loop(Run *r)
         }
         const double lr = lr_at(&r->opt.cfg, step);
         if (!isfinite(mean.loss)) {
-            fprintf(stderr, "dsv2: step %d: the loss is %g, not finite; stopped (%s keeps the checkpoint of step %d)\n",
-                    step, mean.loss, a->output, saved);
+            fprintf(stderr, "dsv2: step %d: the loss is not finite; stopped (%s keeps the checkpoint of step %d)\n",
+                    step, a->output, saved);
             return 1;
         }
         const double norm = adamw_step(&r->opt, r->tm.params, r->tm.grads);
