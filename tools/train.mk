@@ -1,0 +1,50 @@
+# tools/train.mk: training runs of the C trainer (dsv2 train), included by the top Makefile.
+#
+#   make train-demo    trains models/train-demo/config.json (a 0.5M-parameter DeepSeek-V2: MLA with
+#                      q compression and YaRN, a dense layer, then two MoE layers with a shared expert
+#                      and group-limited routing) on the book's own text (book.md + chapters/*.md,
+#                      the text this repository holds) with the tiny-kjv tokenizer, on one core;
+#                      prints the wall time, generates from the result and draws the loss curve
+#                      to build/train-demo/loss.png (gnuplot)
+#   make bench-train   training tokens per second of dsv2 train on the demo config, beside the
+#                      PyTorch reference trainer (tools/bench_train.py, one thread, float32) when
+#                      torch is installed
+
+DEMO_DIR     := $(BUILD)/train-demo
+DEMO_CONFIG  := models/train-demo/config.json
+DEMO_STEPS   ?= 1200
+DEMO_OPTIONS := --steps $(DEMO_STEPS) --batch 8 --seq 64 --lr 3e-3 --warmup 50 --eval-every 100 --seed 1611
+BENCH_STEPS  ?= 20
+
+.PHONY: train-demo bench-train
+
+$(DEMO_DIR)/data.txt: book.md $(wildcard chapters/*.md)
+	@mkdir -p $(DEMO_DIR)
+	cat book.md $(sort $(wildcard chapters/*.md)) > $@
+
+train-demo: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
+	@start=$$(date +%s); \
+	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/model $(DEMO_OPTIONS) || exit 1; \
+	echo "make train-demo: trained in $$(( $$(date +%s) - start )) s on: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+	./$(BUILD)/dsv2 generate -m $(DEMO_DIR)/model -p "The router" -n 60
+	@sed -n -E 's/^\{"step":([0-9]+),"loss":([^,]+),"ce":([^,]+),.*/\1 \3/p' $(DEMO_DIR)/model/train_log.jsonl > $(DEMO_DIR)/train.dat
+	@sed -n -E 's/^\{"step":([0-9]+),.*"eval_loss":([^,]+),.*/\1 \2/p' $(DEMO_DIR)/model/train_log.jsonl > $(DEMO_DIR)/eval.dat
+	@command -v $(GNUPLOT) > /dev/null || { echo "make train-demo: no gnuplot, so no loss curve (make deps)"; exit 0; }; \
+	$(GNUPLOT) -e "set terminal pngcairo size 800,480; set output '$(DEMO_DIR)/loss.png'; \
+	  set xlabel 'step'; set ylabel 'cross-entropy (nats per token)'; set grid; \
+	  set title 'dsv2 train on models/train-demo (batch 8 x 64 tokens)'; \
+	  plot '$(DEMO_DIR)/train.dat' with lines lw 1 title 'training batch', \
+	       '$(DEMO_DIR)/eval.dat' with linespoints lw 2 pt 7 title 'held-out windows'" && \
+	echo "make train-demo: loss curve in $(DEMO_DIR)/loss.png"
+
+bench-train: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
+	@echo "CPU: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+	@./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench --steps $(BENCH_STEPS) \
+	    --batch 8 --seq 64 --warmup 5 --seed 1 2> $(DEMO_DIR)/bench.log || { cat $(DEMO_DIR)/bench.log; exit 1; }
+	@c=$$(tail -2 $(DEMO_DIR)/bench.log | sed -n -E 's/.* ([0-9]+) tok\/s.*/\1/p'); \
+	echo "C (dsv2 train, one core):        $$c training tokens/s"; \
+	if python3 -c "import torch" 2> /dev/null; then \
+	  p=$$(python3 tools/bench_train.py $(DEMO_DIR)/bench $(BENCH_STEPS)) || exit 1; \
+	  echo "PyTorch (one thread, float32):   $$p training tokens/s"; \
+	  awk -v c=$$c -v p=$$p 'BEGIN { printf "ratio C / PyTorch:               %.2f\n", c / p }'; \
+	else echo "PyTorch: not installed (pip install torch), so no side-by-side run"; fi
