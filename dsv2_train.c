@@ -407,9 +407,8 @@ static int train_loop(Run *r)
 
 /* ---- setup ---------------------------------------------------------------------------------------- */
 
-/* Checks CONFIG against what the trainer implements; writes DIR's config and tokenizer files
- * (a fresh run) or checks them (--resume). */
-static int prepare_dir(Run *r, ModelConfig *c, double *std)
+/* Checks the data file and CONFIG against what the trainer implements, before anything is written. */
+static int check_inputs(Run *r, ModelConfig *c, double *std)
 {
     const Args *a = r->a;
     struct stat sb;
@@ -441,6 +440,28 @@ static int prepare_dir(Run *r, ModelConfig *c, double *std)
     json_t *j = json_load_file(a->config, 0, &err), *range = j ? json_object_get(j, "initializer_range") : NULL;
     *std = json_is_number(range) ? json_number_value(range) : 0.02;
     json_decref(j);
+    if (a->given & O_DEVICES) c->n_group = D;
+    return 0;
+}
+
+/* Tokenizes the data (the tokenizer of --tokenizer, or of DIR for --resume) and packs it. */
+static int open_data(Run *r)
+{
+    const Args *a = r->a;
+    if (!(r->tok = tokenizer_load(a->given & O_RESUME ? a->output : a->tokenizer))) return fail(NULL);
+    if (train_data_open(&r->data, a->data, r->tok, (int)a->seq, a->seed)) return fail(NULL);
+    if (a->eval_every && r->data.n_seqs < HOLDOUT) {
+        fprintf(stderr, "dsv2: --eval-every: %s has %zu windows of %ld + 1 tokens, fewer than the %d needed to hold one out\n",
+                a->data, r->data.n_seqs, a->seq, HOLDOUT);
+        return 1;
+    }
+    return 0;
+}
+
+/* Writes DIR's config and tokenizer files (a fresh run) or checks the config (--resume). */
+static int write_dir(Run *r)
+{
+    const Args *a = r->a;
     char *text = config_text(a);
     if (!text) return fail("out of memory for the config");
     int rc = 0;
@@ -472,7 +493,6 @@ static int prepare_dir(Run *r, ModelConfig *c, double *std)
         remove(in_dir(r, "train_log.jsonl"));
     }
     free(text);
-    if (rc == 0 && (a->given & O_DEVICES)) c->n_group = D;
     return rc;
 }
 
@@ -484,30 +504,31 @@ int cmd_train(Args *a)
                           (double)a->eval_every};
     ModelConfig c;
     double std;
-    if (prepare_dir(&r, &c, &std)) return 1;
+    if (check_inputs(&r, &c, &std)) return 1;
     const bool resume = a->given & O_RESUME;
-    if (!resume && write_initial_weights(&r, &c, std)) return 1;
     Model m;
     const ModelOptions mo = {.max_context = (int)a->seq};
-    if (model_open(&m, a->output, &mo)) return fail(NULL);
+    if (open_data(&r) || write_dir(&r) || (!resume && write_initial_weights(&r, &c, std)) ||
+        (model_open(&m, a->output, &mo) && fail(NULL))) {
+        train_data_close(&r.data);
+        tokenizer_free(r.tok);
+        return 1;
+    }
     const TrainOptions topt = {a->alpha[0], a->alpha[1], a->alpha[2], a->capacity};
     const AdamWConfig acfg = {.lr = a->lr, .min_lr = a->lr / 10, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
                               .weight_decay = 0.1, .clip_norm = 1.0, .warmup_steps = (int)a->warmup,
                               .total_steps = (int)a->steps, .schedule = LR_COSINE};
     int rc = train_model_init(&r.tm, &m, &topt) ? fail(NULL) : 0;
     model_close(&m);
-    if (rc) return 1;
+    if (rc) {
+        train_data_close(&r.data);
+        tokenizer_free(r.tok);
+        return 1;
+    }
     const size_t n_load = (size_t)c.num_hidden_layers * (c.n_routed_experts ? c.n_routed_experts : 1);
     r.load = calloc(n_load, sizeof(long));
     r.tm.load = r.load;
     rc = !r.load ? fail("out of memory") : adamw_init(&r.opt, &acfg, r.tm.n_params) ? fail(NULL) : 0;
-    if (rc == 0 && !(r.tok = tokenizer_load(a->output))) rc = fail(NULL);
-    if (rc == 0 && train_data_open(&r.data, a->data, r.tok, (int)a->seq, a->seed)) rc = fail(NULL);
-    if (rc == 0 && a->eval_every && r.data.n_seqs < HOLDOUT) {
-        fprintf(stderr, "dsv2: --eval-every: %s has %zu windows of %ld + 1 tokens, fewer than the %d needed to hold one out\n",
-                a->data, r.data.n_seqs, a->seq, HOLDOUT);
-        rc = 1;
-    }
     if (rc == 0 && resume) {
         rc = load_state(&r);
         for (uint64_t i = 0; rc == 0 && i < r.consumed; i++) train_data_next(&r.data);  /* same position */

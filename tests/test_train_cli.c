@@ -185,6 +185,13 @@ static void bad_inputs_get_one_line(void **state)
     expect_train(cfg, "/nonexistent/text", dir, NULL, 1, "dsv2: --data /nonexistent/text: No such file or directory\n");
     snprintf(line, sizeof line, "dsv2: --data %s: the file is empty\n", empty);
     expect_train(cfg, empty, dir, NULL, 1, line);
+    char *tiny = scratch("tiny.txt");                /* BOS + 2 ids: no window of 16 + 1 */
+    assert_int_equal(stw_write_text(tiny, "In the"), 0);
+    snprintf(line, sizeof line, "dsv2: %s: 3 tokens, fewer than one sequence of 16 + 1\n", tiny);
+    expect_train(cfg, tiny, dir, NULL, 1, line);
+    assert_int_not_equal(access(dir, F_OK), 0);    /* nothing written */
+    remove(tiny);
+    free(tiny);
     snprintf(line, sizeof line, "dsv2: --seq 100 is longer than the context (max_position_embeddings 64 in %s)\n", cfg);
     expect_train(cfg, data, dir, (const char *const[]){"--seq", "100", NULL}, 1, line);
     expect_train(cfg, data, dir, (const char *const[]){"--devices", "3", NULL}, 1,
