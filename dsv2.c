@@ -33,7 +33,10 @@ static const struct { const char *name; unsigned bit; } OPTIONS[] = {
     {"--top-p", O_TOP_P}, {"--top-k", O_TOP_K}, {"--repeat-penalty", O_REPEAT}, {"--seed", O_SEED},
     {"--backend", O_BACKEND}, {"--dtype", O_DTYPE}, {"--ctx", O_CTX}, {"--system", O_SYSTEM},
     {"--stop", O_STOP}, {"--devices", O_DEVICES}, {"--limit", O_LIMIT}, {"--alpha", O_ALPHA},
-    {"--plot", O_PLOT},
+    {"--plot", O_PLOT}, {"-c", O_CONFIG}, {"--data", O_DATA}, {"--steps", O_STEPS},
+    {"--batch", O_BATCH}, {"--seq", O_SEQ}, {"--lr", O_LR}, {"--warmup", O_WARMUP},
+    {"--capacity", O_CAPACITY}, {"--resume", O_RESUME}, {"--eval-every", O_EVAL},
+    {"--tokenizer", O_TOKENIZER}, {"--device-limit", O_LIMIT}, {"--stop-after", O_STOP_AFTER},
 };
 
 #define SAMPLING_HELP                                                                                        \
@@ -114,6 +117,9 @@ static const Command COMMANDS[] = {
      "  --limit M         M of the device-limited routing (default: what the model's routing implies)\n"
      "  --alpha A1,A2,A3  the balance-loss weights (default 0.003,0.05,0.02, the paper's)\n"
      "  --plot FILE.png   draw tokens per expert and layer (needs gnuplot)\n"},
+    {"train", O_CONFIG | O_DATA | O_O | O_STEPS | O_BATCH | O_SEQ | O_LR | O_WARMUP | O_ALPHA | O_CAPACITY |
+                  O_LIMIT | O_DEVICES | O_SEED | O_RESUME | O_EVAL | O_TOKENIZER | O_STOP_AFTER,
+     cmd_train, TRAIN_HELP},
 };
 
 static const char USAGE[] =
@@ -125,6 +131,7 @@ static const char USAGE[] =
     "  detokenize   token ids to text\n"
     "  info         parameters and KV cache per token of a checkpoint\n"
     "  route-stats  where the router sends a prompt's tokens, and what that costs\n"
+    "  train        train a model from a config on a text file\n"
     "Exit status: 0 success, 1 a failure while running, 2 a malformed command line.\n";
 
 /* One line on stderr for a malformed command line; returns the exit status 2. */
@@ -218,7 +225,8 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
 {
     /* --alpha's default: the paper's balance-loss weights (§2.2.3, §3.1.2) */
     *a = (Args){.cmd = c->name, .n_tokens = 100, .top_p = 1, .repeat_penalty = 1, .backend = "ref",
-                .dtype = "f32", .alpha = {0.003, 0.05, 0.02}};
+                .dtype = "f32", .alpha = {0.003, 0.05, 0.02}, .tokenizer = "models/tiny-kjv",
+                .steps = 100, .batch = 8, .seq = 64, .lr = 1e-3, .warmup = 10};
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return -1;
     for (int i = 2; i < argc; i++) {
@@ -228,6 +236,7 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
             if (!strcmp(f, OPTIONS[k].name)) bit = OPTIONS[k].bit;
         if (!bit) return usage_error(a, "unknown option %s", f);
         if (!(c->takes & bit)) return usage_error(a, "%s does not take %s", c->name, f);
+        if (bit == O_RESUME) { a->given |= bit; continue; }   /* the one flag without a value */
         if (i + 1 >= argc) return usage_error(a, "%s needs a value", f);
         const char *v = argv[++i];
         a->given |= bit;
@@ -243,6 +252,17 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
         case O_DTYPE: a->dtype = v; break;
         case O_SYSTEM: a->system = v; break;
         case O_PLOT: a->plot = v; break;
+        case O_CONFIG: a->config = v; break;
+        case O_DATA: a->data = v; break;
+        case O_TOKENIZER: a->tokenizer = v; break;
+        case O_STEPS: rc = parse_long(a, f, v, 1, INT_MAX, &a->steps); break;
+        case O_STOP_AFTER: rc = parse_long(a, f, v, 1, INT_MAX, &a->stop_after); break;
+        case O_BATCH: rc = parse_long(a, f, v, 1, 1 << 20, &a->batch); break;
+        case O_SEQ: rc = parse_long(a, f, v, 1, 1 << 20, &a->seq); break;
+        case O_WARMUP: rc = parse_long(a, f, v, 0, INT_MAX, &a->warmup); break;
+        case O_EVAL: rc = parse_long(a, f, v, 0, INT_MAX, &a->eval_every); break;
+        case O_LR: rc = parse_double(a, f, v, 1e-12, 1e6, &a->lr); break;
+        case O_CAPACITY: rc = parse_double(a, f, v, 0, 1e6, &a->capacity); break;
         case O_STOP:
             if (a->n_stop == MAX_STOP) return usage_error(a, "more than %d --stop strings", MAX_STOP);
             if (!*v) return usage_error(a, "--stop: the string is empty");
@@ -263,6 +283,12 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
             break;
         }
         if (rc) return 2;
+    }
+    if (c->takes & O_CONFIG) {                     /* train: a config, not a model directory */
+        if (!a->config) return usage_error(a, "-c CONFIG.json is missing");
+        if (!a->data) return usage_error(a, "--data FILE (the training text) is missing");
+        if (!a->output) return usage_error(a, "-o DIR (where the checkpoint goes) is missing");
+        return 0;
     }
     if (!a->model_dir) return usage_error(a, "-m DIR (a model directory) is missing");
     const int sources = !!a->prompt + !!a->prompt_file + !!a->ids;

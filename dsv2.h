@@ -15,8 +15,11 @@ enum {
     O_M = 1 << 0, O_IDS = 1 << 1, O_P = 1 << 2, O_F = 1 << 3, O_O = 1 << 4, O_N = 1 << 5, O_T = 1 << 6,
     O_TOP_P = 1 << 7, O_TOP_K = 1 << 8, O_REPEAT = 1 << 9, O_SEED = 1 << 10, O_BACKEND = 1 << 11,
     O_DTYPE = 1 << 12, O_CTX = 1 << 13, O_SYSTEM = 1 << 14, O_STOP = 1 << 15, O_DEVICES = 1 << 16,
-    O_LIMIT = 1 << 17, O_ALPHA = 1 << 18, O_PLOT = 1 << 19,
+    O_LIMIT = 1 << 17, O_ALPHA = 1 << 18, O_PLOT = 1 << 19, O_CONFIG = 1 << 20, O_DATA = 1 << 21,
+    O_STEPS = 1 << 22, O_BATCH = 1 << 23, O_SEQ = 1 << 24, O_LR = 1 << 25, O_WARMUP = 1 << 26,
+    O_CAPACITY = 1 << 27, O_RESUME = 1 << 28, O_EVAL = 1 << 29, O_TOKENIZER = 1 << 30,
 };
+#define O_STOP_AFTER (1u << 31) /* the 32nd bit: beyond an enum constant's int range */
 enum { MAX_STOP = 8 };
 
 /** Everything any command accepts, parsed; each command takes the options its entry lists. */
@@ -44,7 +47,12 @@ typedef struct {
     long devices;           /* --devices D (route-stats; 0: the default) */
     long limit;             /* --limit M (route-stats; 0: what the model's routing implies) */
     const char *plot;       /* --plot FILE.png (route-stats) */
-    double alpha[3];        /* --alpha A1,A2,A3 (route-stats): the balance-loss weights α₁, α₂, α₃ */
+    double alpha[3];        /* --alpha A1,A2,A3 (route-stats, train): the balance-loss weights α₁, α₂, α₃ */
+    const char *config;     /* -c CONFIG.json (train) */
+    const char *data;       /* --data FILE (train) */
+    const char *tokenizer;  /* --tokenizer DIR (train) */
+    long steps, batch, seq, warmup, eval_every, stop_after; /* train's counts */
+    double lr, capacity;    /* --lr, --capacity (train) */
 } Args;
 
 /** One line "dsv2 CMD: <message> (see dsv2 CMD --help)" on stderr; returns the exit status 2. */
@@ -71,5 +79,9 @@ double seconds_since(const struct timespec *t0);
 int cmd_generate(Args *a);
 int cmd_chat(Args *a);
 int cmd_logits(Args *a);
+/** dsv2 train (dsv2_train.c). */
+int cmd_train(Args *a);
+/** The help text of dsv2 train. */
+extern const char TRAIN_HELP[];
 
 #endif

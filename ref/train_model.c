@@ -220,6 +220,8 @@ static double moe_layer_forward(TrainModel *tm, Work *w, int l, int T, TrainLoss
     if (tm->opt.capacity_factor > 0)
         out->dropped += drop_tokens(keep, w->ffn.expert, w->ffn.weight, NULL, T, K, E, c->n_group,
                                     tm->opt.capacity_factor);
+    if (tm->load)
+        for (int r = 0; r < T * K; r++) tm->load[(size_t)l * E + w->ffn.expert[r]] += keep[r];
     double loss = 0;
     if (tm->opt.alpha1 || tm->opt.alpha2 || tm->opt.alpha3) {
         const BalanceSpec spec = {.E = E, .K = K, .D = c->n_group, .M = c->topk_group,
@@ -227,6 +229,9 @@ static double moe_layer_forward(TrainModel *tm, Work *w, int l, int T, TrainLoss
                                   .alpha3 = tm->opt.alpha3};
         BalanceLosses bl = balance_losses(w->ffn.scores, w->ffn.expert, T, &spec, w->aux_d);
         loss = bl.expert + bl.device + bl.comm;
+        out->exp_bal += bl.expert;
+        out->dev_bal += bl.device;
+        out->comm_bal += bl.comm;
         float *aux = w->aux + (size_t)l * T * E;
         for (size_t i = 0; i < (size_t)T * E; i++) aux[i] = (float)(w->scale * w->aux_d[i]);
     }

@@ -43,6 +43,8 @@ typedef struct {
     const float *final_norm;  /**< [D] into params */
     LayerWeights *layers;     /**< [layers], every Mat and norm a view into params */
     SwigluWeights *experts;   /**< [layers · E] the routed experts' views */
+    long *load;               /**< NULL, or [layers · E]: each call adds the (token, expert) pairs
+                                   it kept per layer and expert (the caller owns and zeroes it) */
 } TrainModel;
 
 /** Per-call loss figures. */
@@ -51,6 +53,9 @@ typedef struct {
     double ce;       /**< the mean cross-entropy */
     double balance;  /**< Σ over MoE layers of the three balance losses */
     int dropped;     /**< (token, expert) pairs dropped, all layers */
+    double exp_bal;  /**< Σ over MoE layers of α₁ L_ExpBal */
+    double dev_bal;  /**< Σ over MoE layers of α₂ L_DevBal */
+    double comm_bal; /**< Σ over MoE layers of α₃ L_CommBal */
 } TrainLoss;
 
 /**

@@ -1,0 +1,1 @@
+build build/tests/test_grad_model && suite test_grad_model

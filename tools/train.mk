@@ -1,0 +1,74 @@
+# tools/train.mk: training runs of the C trainer (dsv2 train), included by the top Makefile.
+#
+#   make train-demo    trains models/train-demo/config.json (a 0.5M-parameter DeepSeek-V2: MLA with
+#                      q compression and YaRN, a dense layer, then two MoE layers with a shared expert
+#                      and group-limited routing) on the book's own text (book.md + chapters/*.md,
+#                      the text this repository holds) with the tiny-kjv tokenizer, on one core;
+#                      prints the wall time, generates from the result and draws the loss curve
+#                      to build/train-demo/loss.png (gnuplot)
+#   make train-ablation  the balance losses off / on / ten times stronger, short runs (see below)
+#   make bench-train   training tokens per second of dsv2 train on the demo config, beside the
+#                      PyTorch reference trainer (tools/bench_train.py, one thread, float32) when
+#                      torch is installed
+
+DEMO_DIR     := $(BUILD)/train-demo
+DEMO_CONFIG  := models/train-demo/config.json
+DEMO_STEPS   ?= 1200
+DEMO_OPTIONS := --steps $(DEMO_STEPS) --batch 8 --seq 64 --lr 3e-3 --warmup 50 --eval-every 100 --seed 1611
+BENCH_STEPS  ?= 20
+
+.PHONY: train-demo bench-train
+
+$(DEMO_DIR)/data.txt: book.md $(wildcard chapters/*.md)
+	@mkdir -p $(DEMO_DIR)
+	cat book.md $(sort $(wildcard chapters/*.md)) > $@
+
+train-demo: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
+	@start=$$(date +%s); \
+	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/model $(DEMO_OPTIONS) || exit 1; \
+	echo "make train-demo: trained in $$(( $$(date +%s) - start )) s on: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+	./$(BUILD)/dsv2 generate -m $(DEMO_DIR)/model -p "The router" -n 60
+	@sed -n -E 's/^\{"step":([0-9]+),"loss":([^,]+),"ce":([^,]+),.*/\1 \3/p' $(DEMO_DIR)/model/train_log.jsonl > $(DEMO_DIR)/train.dat
+	@sed -n -E 's/^\{"step":([0-9]+),.*"eval_loss":([^,]+),.*/\1 \2/p' $(DEMO_DIR)/model/train_log.jsonl > $(DEMO_DIR)/eval.dat
+	@command -v $(GNUPLOT) > /dev/null || { echo "make train-demo: no gnuplot, so no loss curve (make deps)"; exit 0; }; \
+	$(GNUPLOT) -e "set terminal pngcairo size 800,480; set output '$(DEMO_DIR)/loss.png'; \
+	  set xlabel 'step'; set ylabel 'cross-entropy (nats per token)'; set grid; \
+	  set title 'dsv2 train on models/train-demo (batch 8 x 64 tokens)'; \
+	  plot '$(DEMO_DIR)/train.dat' with lines lw 1 title 'training batch', \
+	       '$(DEMO_DIR)/eval.dat' with linespoints lw 2 pt 7 title 'held-out windows'" && \
+	echo "make train-demo: loss curve in $(DEMO_DIR)/loss.png"
+
+bench-train: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
+	@echo "CPU: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+	@./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench --steps $(BENCH_STEPS) \
+	    --batch 8 --seq 64 --warmup 5 --seed 1 2> $(DEMO_DIR)/bench.log || { cat $(DEMO_DIR)/bench.log; exit 1; }
+	@c=$$(tail -2 $(DEMO_DIR)/bench.log | sed -n -E 's/.* ([0-9]+) tok\/s.*/\1/p'); \
+	echo "C (dsv2 train, one core):        $$c training tokens/s"; \
+	if python3 -c "import torch" 2> /dev/null; then \
+	  p=$$(python3 tools/bench_train.py $(DEMO_DIR)/bench $(BENCH_STEPS)) || exit 1; \
+	  echo "PyTorch (one thread, float32):   $$p training tokens/s"; \
+	  awk -v c=$$c -v p=$$p 'BEGIN { printf "ratio C / PyTorch:               %.2f\n", c / p }'; \
+	else echo "PyTorch: not installed (pip install torch), so no side-by-side run"; fi
+
+# make train-ablation: the balance losses off, at the paper's weights, and ten times those, each
+# a short dsv2 train run of the demo config from the same seed; prints per run the held-out loss
+# at the end and how unevenly the routed experts were loaded over the last 50 steps (the busiest
+# expert's pairs over the mean, per MoE layer, averaged: 1.00 is perfectly even).
+ABLATION_STEPS ?= 300
+ABLATION_ALPHAS ?= 0,0,0 0.003,0.05,0.02 0.03,0.5,0.2
+
+.PHONY: train-ablation
+train-ablation: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
+	@printf '%-18s %10s %10s %14s\n' alpha1,2,3 held-out balance 'max/mean load'
+	@for a in $(ABLATION_ALPHAS); do \
+	  d=$(DEMO_DIR)/ablation-$$a; \
+	  ./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $$d --steps $(ABLATION_STEPS) \
+	      --batch 8 --seq 64 --lr 3e-3 --warmup 50 --eval-every $(ABLATION_STEPS) --seed 1611 --alpha $$a \
+	      2> $$d.log || { cat $$d.log; exit 1; }; \
+	  tail -n 50 $$d/train_log.jsonl | sed -n -E 's/.*"load":\{(.*)\}\}$$/\1/p' | \
+	    awk -v RS='\\]' -F'[][,:"]+' 'NF > 2 { max = 0; sum = 0; n = 0; \
+	      for (i = 3; i <= NF; i++) if ($$i != "") { n++; sum += $$i; if ($$i > max) max = $$i }; \
+	      r += max / (sum / n); k++ } END { printf "%.2f\n", r / k }' > $$d.ratio; \
+	  tail -n 1 $$d/train_log.jsonl | sed -E 's/.*"exp_bal":([^,]+),"dev_bal":([^,]+),"comm_bal":([^,]+),.*"eval_loss":([^,]+),.*/\4 \1 \2 \3/' | \
+	    awk -v a=$$a -v r=$$(cat $$d.ratio) '{ printf "%-18s %10.4f %10.4f %14s\n", a, $$1, $$2 + $$3 + $$4, r }'; \
+	done
