@@ -323,3 +323,20 @@ const SimLaunchRecord *sim_counters_records(size_t *n)
     *n = C.nrecords;
     return C.records;
 }
+
+void sim_counters_alloc_reads(const void *p, unsigned long long *read, unsigned long long *distinct)
+{
+    *read = *distinct = 0;
+    const SimAlloc *a = sim_find_alloc(p);
+    if (!a || !C.table_cap)
+        return;
+    for (size_t s = slot_of(a->base, C.table_cap); C.table[s]; s = (s + 1) % C.table_cap) {
+        const Tracker *t = C.table[s];
+        if (t->base == a->base && t->size == a->size && t->step_seen == C.step_epoch) {
+            *read = t->step_read;
+            *distinct = t->step_distinct;
+        }
+        if (t->base == a->base)
+            return;
+    }
+}

@@ -77,6 +77,11 @@ void sim_counters_start(void);
 void sim_counters_stop(SimStepCounters *out);
 /** The records of the last interval, in execution order; *n receives their number. */
 const SimLaunchRecord *sim_counters_records(size_t *n);
+/**
+ * Bytes read from the device allocation containing p in the last interval (*read) and how many
+ * distinct bytes they covered (*distinct); 0 and 0 when nothing of it was read.
+ */
+void sim_counters_alloc_reads(const void *p, unsigned long long *read, unsigned long long *distinct);
 /** Sum of a record's (or a total's) bytes over every width class. */
 unsigned long long sim_counters_sum(const unsigned long long v[SIM_WIDTHS]);
 
