@@ -16,6 +16,6 @@ profile-fast: $(BUILD)/profile_fast build/bench/v2-lite-2layer/model.safetensors
 build/bench/v2-lite-2layer/model.safetensors: | $(BUILD)/bench_ref
 	./$(BUILD)/bench_ref --checkpoint-only
 
-$(BUILD)/fast/bench/profile_fast.o: override CFLAGS += -Ikernels -Ifast -Ifast/bench
+$(BUILD)/fast/bench/profile_fast.o: override CFLAGS += -Ifast/bench
 $(BUILD)/profile_fast: $(BUILD)/fast/bench/profile_fast.o $(COUNTED_FAST_OBJ) $(BUILD)/libref.a $(BUILD)/libsim.a
 	$(CC) $(CFLAGS) -o $@ $^ -lopenblas -lpthread -lstdc++ $(LDLIBS)
