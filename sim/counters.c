@@ -83,22 +83,19 @@ static Tracker *tracker_for(const SimAlloc *a)
     while (C.table[s] && C.table[s]->base != a->base)
         s = (s + 1) % C.table_cap;
     Tracker *t = C.table[s];
-    if (t && t->size != a->size) {
-        free(t->lines);
-        free(t);
-        t = C.table[s] = NULL;
-        C.ntrackers--;
-    }
-    if (!t) {
-        t = calloc(1, sizeof *t);
+    if (!t || t->size != a->size) { /* new, or its base now holds another allocation: start afresh in place */
+        if (!t && (t = C.table[s] = calloc(1, sizeof *t)) != NULL)
+            C.ntrackers++;
+        if (t) {
+            free(t->lines);
+            memset(t, 0, sizeof *t);
+        }
         if (!t || !(t->lines = calloc(a->size / 64 + 1, sizeof *t->lines))) {
             fprintf(stderr, "sim: out of host memory for the counters of a %zu-byte allocation\n", a->size);
             abort();
         }
         t->base = a->base;
         t->size = a->size;
-        C.table[s] = t;
-        C.ntrackers++;
     }
     if (t->step_seen != C.step_epoch) {
         t->step_seen = C.step_epoch;
@@ -107,6 +104,22 @@ static Tracker *tracker_for(const SimAlloc *a)
         memset(t->step_read_width, 0, sizeof t->step_read_width);
     }
     return t;
+}
+
+void sim_count_forget(const void *base)
+{
+    if (!C.table_cap)
+        return;
+    for (size_t s = slot_of(base, C.table_cap); C.table[s]; s = (s + 1) % C.table_cap) {
+        Tracker *t = C.table[s];
+        if (t->base == base) { /* keeps its interval totals; its line table goes with the memory */
+            free(t->lines);
+            t->lines = NULL;
+            t->size = 0;
+            C.last = NULL;
+            return;
+        }
+    }
 }
 
 /** Marks [off, off + len) of t as touched by the current record (and read in the interval unless write). */

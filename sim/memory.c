@@ -171,6 +171,7 @@ static cudaError_t release(void *ptr, int pinned, const char *call, const char *
         char where[128];
         return sim_error(cudaErrorInvalidValue, "%s: %s %s", call, sim_describe_pointer(ptr, where, sizeof where), not_ours);
     }
+    sim_count_forget(ptr);
     free(ptr);
     return cudaSuccess;
 }

@@ -219,6 +219,8 @@ void sim_count_sync(void);
 void sim_count_graph(int delta);
 /** NCCL moved bytes from device from to device to. */
 void sim_count_nccl(int from, int to, size_t bytes);
+/** The allocation at base is being freed: its line table goes (its interval totals stay). */
+void sim_count_forget(const void *base);
 /** Device device now has allocated bytes live (for the high-water mark). */
 void sim_count_alloc(int device, size_t allocated);
 
