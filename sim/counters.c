@@ -19,39 +19,42 @@
 
 /** Distinct-byte state of one 64-byte line of an allocation. */
 typedef struct {
-    uint32_t record_epoch;  /**< record whose bytes record_mask holds */
-    uint32_t step_epoch;    /**< interval whose reads step_mask holds */
-    uint64_t record_mask;   /**< bytes touched by that record */
-    uint64_t step_mask;     /**< bytes read in that interval */
+    uint32_t record_epoch; /**< record whose bytes record_mask holds */
+    uint32_t step_epoch;   /**< interval whose reads step_mask holds */
+    uint64_t record_mask;  /**< bytes touched by that record */
+    uint64_t step_mask;    /**< bytes read in that interval */
 } Line;
 
 /** Counting state of one device allocation. */
 typedef struct Tracker {
-    const char *base;             /**< allocation start */
-    size_t size;                  /**< its bytes */
-    Line *lines;                  /**< ceil(size / 64) lines */
-    uint32_t step_seen;           /**< interval the step_* fields belong to */
-    int written;                  /**< written in that interval */
-    unsigned long long step_read, step_distinct;  /**< bytes read, distinct bytes read in it */
+    const char *base;                               /**< allocation start */
+    size_t size;                                    /**< its bytes */
+    Line *lines;                                    /**< ceil(size / 64) lines */
+    uint32_t step_seen;                             /**< interval the step_* fields belong to */
+    int written;                                    /**< written in that interval */
+    unsigned long long step_read, step_distinct;    /**< bytes read, distinct bytes read in it */
     unsigned long long step_read_width[SIM_WIDTHS]; /**< step_read by width class */
 } Tracker;
 
 static struct {
-    int active;                   /**< between start and stop */
+    int active; /**< between start and stop */
     uint32_t step_epoch, record_epoch;
     SimLaunchRecord *records;
     size_t nrecords, cap;
-    SimLaunchRecord *cur;         /**< record being filled (NULL outside one) */
-    Tracker **table;              /**< open addressing by base */
+    SimLaunchRecord *cur; /**< record being filled (NULL outside one) */
+    Tracker **table;      /**< open addressing by base */
     size_t table_cap, ntrackers;
-    Tracker *last;                /**< tracker of the most recent access */
-    int graph_depth;              /**< > 0 while a graph replays */
+    Tracker *last;   /**< tracker of the most recent access */
+    int graph_depth; /**< > 0 while a graph replays */
     SimStepCounters totals;
 } C;
 
 /* ---- trackers --------------------------------------------------------------------------- */
 
-static size_t slot_of(const void *base, size_t cap) { return ((uintptr_t)base >> 8) * 0x9E3779B97F4A7C15ull % cap; }
+static size_t slot_of(const void *base, size_t cap)
+{
+    return ((uintptr_t)base >> 8) * 0x9E3779B97F4A7C15ull % cap;
+}
 
 static void table_grow(void)
 {
@@ -62,11 +65,9 @@ static void table_grow(void)
         abort();
     }
     for (size_t i = 0; i < C.table_cap; i++) {
-        if (!C.table[i])
-            continue;
+        if (!C.table[i]) continue;
         size_t s = slot_of(C.table[i]->base, cap);
-        while (t[s])
-            s = (s + 1) % cap;
+        while (t[s]) s = (s + 1) % cap;
         t[s] = C.table[i];
     }
     free(C.table);
@@ -77,15 +78,12 @@ static void table_grow(void)
 /** The tracker of allocation a, made (or remade, when a freed allocation's base was reused) on demand. */
 static Tracker *tracker_for(const SimAlloc *a)
 {
-    if (2 * (C.ntrackers + 1) > C.table_cap)
-        table_grow();
+    if (2 * (C.ntrackers + 1) > C.table_cap) table_grow();
     size_t s = slot_of(a->base, C.table_cap);
-    while (C.table[s] && C.table[s]->base != a->base)
-        s = (s + 1) % C.table_cap;
+    while (C.table[s] && C.table[s]->base != a->base) s = (s + 1) % C.table_cap;
     Tracker *t = C.table[s];
     if (!t || t->size != a->size) { /* new, or its base now holds another allocation: start afresh in place */
-        if (!t && (t = C.table[s] = calloc(1, sizeof *t)) != NULL)
-            C.ntrackers++;
+        if (!t && (t = C.table[s] = calloc(1, sizeof *t)) != NULL) C.ntrackers++;
         if (t) {
             free(t->lines);
             memset(t, 0, sizeof *t);
@@ -108,8 +106,7 @@ static Tracker *tracker_for(const SimAlloc *a)
 
 void sim_count_forget(const void *base)
 {
-    if (!C.table_cap)
-        return;
+    if (!C.table_cap) return;
     for (size_t s = slot_of(base, C.table_cap); C.table[s]; s = (s + 1) % C.table_cap) {
         Tracker *t = C.table[s];
         if (t->base == base) { /* keeps its interval totals; its line table goes with the memory */
@@ -172,8 +169,7 @@ static void count(const void *p, size_t size, int cls, int write)
         t = C.last = tracker_for(a);
     }
     size_t off = (size_t)(c - t->base);
-    if (size > t->size - off)
-        size = t->size - off;
+    if (size > t->size - off) size = t->size - off;
     if (write) {
         C.cur->written[cls] += size;
         t->written = 1;
@@ -187,22 +183,19 @@ static void count(const void *p, size_t size, int cls, int write)
 
 void sim_count_access(const void *p, size_t size, int write)
 {
-    if (C.cur && C.cur->kind == SIM_REC_KERNEL)
-        count(p, size, width_class(size), write);
+    if (C.cur && C.cur->kind == SIM_REC_KERNEL) count(p, size, width_class(size), write);
 }
 
 void sim_count_range(const void *p, size_t bytes, int write)
 {
-    if (C.cur && bytes)
-        count(p, bytes, 4, write);
+    if (C.cur && bytes) count(p, bytes, 4, write);
 }
 
 /* ---- records and totals ----------------------------------------------------------------- */
 
 void sim_count_begin(SimRecordKind kind, const char *name, int device, const void *stream, dim3 grid, dim3 block)
 {
-    if (!C.active)
-        return;
+    if (!C.active) return;
     if (C.nrecords == C.cap) {
         size_t cap = C.cap ? 2 * C.cap : 256;
         SimLaunchRecord *r = realloc(C.records, cap * sizeof *r);
@@ -232,12 +225,14 @@ void sim_count_begin(SimRecordKind kind, const char *name, int device, const voi
     }
 }
 
-void sim_count_end(void) { C.cur = NULL; }
+void sim_count_end(void)
+{
+    C.cur = NULL;
+}
 
 void sim_count_copy(void *dst, const void *src, size_t bytes, int device, const void *stream)
 {
-    if (!C.active || !bytes)
-        return;
+    if (!C.active || !bytes) return;
     const SimAlloc *d = sim_find_alloc(dst), *s = sim_find_alloc(src);
     int dd = d && d->device >= 0, sd = s && s->device >= 0;
     if (dd && sd)
@@ -246,7 +241,7 @@ void sim_count_copy(void *dst, const void *src, size_t bytes, int device, const 
         C.totals.h2d_bytes += bytes;
     else if (sd)
         C.totals.d2h_bytes += bytes;
-    dim3 one = {1, 1, 1};
+    dim3 one = { 1, 1, 1 };
     sim_count_begin(SIM_REC_COPY, "memcpy", device, stream, one, one);
     sim_count_range(src, bytes, 0);
     sim_count_range(dst, bytes, 1);
@@ -255,7 +250,7 @@ void sim_count_copy(void *dst, const void *src, size_t bytes, int device, const 
 
 void sim_count_fill(void *dst, size_t bytes, int device, const void *stream)
 {
-    dim3 one = {1, 1, 1};
+    dim3 one = { 1, 1, 1 };
     sim_count_begin(SIM_REC_FILL, "memset", device, stream, one, one);
     sim_count_range(dst, bytes, 1);
     sim_count_end();
@@ -263,21 +258,18 @@ void sim_count_fill(void *dst, size_t bytes, int device, const void *stream)
 
 void sim_count_sync(void)
 {
-    if (C.active)
-        C.totals.host_syncs++;
+    if (C.active) C.totals.host_syncs++;
 }
 
 void sim_count_graph(int delta)
 {
-    if (C.active && delta > 0)
-        C.totals.graph_launches++;
+    if (C.active && delta > 0) C.totals.graph_launches++;
     C.graph_depth += delta;
 }
 
 void sim_count_nccl(int from, int to, size_t bytes)
 {
-    if (C.active && from >= 0 && from < 8 && to >= 0 && to < 8)
-        C.totals.nccl_bytes[from][to] += bytes;
+    if (C.active && from >= 0 && from < 8 && to >= 0 && to < 8) C.totals.nccl_bytes[from][to] += bytes;
 }
 
 void sim_count_alloc(int device, size_t allocated)
@@ -290,8 +282,7 @@ void sim_counters_start(void)
 {
     sim_init();
     memset(&C.totals, 0, sizeof C.totals);
-    for (int d = 0; d < sim_machine.count && d < 8; d++)
-        C.totals.high_water[d] = sim_machine.dev[d].allocated;
+    for (int d = 0; d < sim_machine.count && d < 8; d++) C.totals.high_water[d] = sim_machine.dev[d].allocated;
     C.nrecords = 0;
     C.cur = NULL;
     C.last = NULL;
@@ -302,8 +293,7 @@ void sim_counters_start(void)
 unsigned long long sim_counters_sum(const unsigned long long v[SIM_WIDTHS])
 {
     unsigned long long s = 0;
-    for (int w = 0; w < SIM_WIDTHS; w++)
-        s += v[w];
+    for (int w = 0; w < SIM_WIDTHS; w++) s += v[w];
     return s;
 }
 
@@ -318,15 +308,12 @@ void sim_counters_stop(SimStepCounters *out)
         }
     for (size_t i = 0; i < C.table_cap; i++) {
         const Tracker *t = C.table[i];
-        if (!t || t->step_seen != C.step_epoch)
-            continue;
+        if (!t || t->step_seen != C.step_epoch) continue;
         C.totals.distinct_read += t->step_distinct;
-        if (t->written)
-            continue;
+        if (t->written) continue;
         C.totals.ro_read += t->step_read;
         C.totals.ro_distinct += t->step_distinct;
-        for (int w = 0; w < SIM_WIDTHS; w++)
-            C.totals.ro_read_width[w] += t->step_read_width[w];
+        for (int w = 0; w < SIM_WIDTHS; w++) C.totals.ro_read_width[w] += t->step_read_width[w];
     }
     *out = C.totals;
 }
@@ -341,15 +328,13 @@ void sim_counters_alloc_reads(const void *p, unsigned long long *read, unsigned 
 {
     *read = *distinct = 0;
     const SimAlloc *a = sim_find_alloc(p);
-    if (!a || !C.table_cap)
-        return;
+    if (!a || !C.table_cap) return;
     for (size_t s = slot_of(a->base, C.table_cap); C.table[s]; s = (s + 1) % C.table_cap) {
         const Tracker *t = C.table[s];
         if (t->base == a->base && t->size == a->size && t->step_seen == C.step_epoch) {
             *read = t->step_read;
             *distinct = t->step_distinct;
         }
-        if (t->base == a->base)
-            return;
+        if (t->base == a->base) return;
     }
 }

@@ -145,7 +145,7 @@ static void copies_syncs_gemm_graph_and_high_water(void **state)
 {
     (void)state;
     enum { M = 8, N = 3, K = 16 };
-    float host[M * K] = {0};
+    float host[M * K] = { 0 };
     SimStepCounters c;
     cudaStream_t s;
     assert_int_equal(cudaStreamCreate(&s), cudaSuccess);
@@ -161,13 +161,13 @@ static void copies_syncs_gemm_graph_and_high_water(void **state)
     sim_counters_start();
     const size_t base = total - before_free;
     assert_int_equal(cudaMemcpyAsync(a, host, sizeof host, cudaMemcpyHostToDevice, s), cudaSuccess);
-    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, a, CUDA_R_32F, M, b, CUDA_R_32F, K,
-                                  &zero, y, CUDA_R_32F, M, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, a, CUDA_R_32F, M, b, CUDA_R_32F, K, &zero,
+                                  y, CUDA_R_32F, M, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_SUCCESS);
     void *tmp = NULL;
-    assert_int_equal(cudaMalloc(&tmp, 1 << 20), cudaSuccess);            /* high water: base + 1 MiB */
+    assert_int_equal(cudaMalloc(&tmp, 1 << 20), cudaSuccess); /* high water: base + 1 MiB */
     assert_int_equal(cudaMemcpy(host, y, M * N * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess); /* sync 1 */
-    assert_int_equal(cudaFree(tmp), cudaSuccess);                        /* sync 2 */
+    assert_int_equal(cudaFree(tmp), cudaSuccess);                                                      /* sync 2 */
 
     cudaGraph_t g;
     cudaGraphExec_t e;
@@ -176,7 +176,7 @@ static void copies_syncs_gemm_graph_and_high_water(void **state)
     assert_int_equal(cudaStreamEndCapture(s, &g), cudaSuccess);
     assert_int_equal(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
     assert_int_equal(cudaGraphLaunch(e, s), cudaSuccess);
-    assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);             /* sync 3 */
+    assert_int_equal(cudaStreamSynchronize(s), cudaSuccess); /* sync 3 */
     sim_counters_stop(&c);
 
     size_t n = 0;

@@ -28,25 +28,25 @@
  * transactions per byte, so they fall off — the values below are this project's assumptions.
  */
 #define H100_EFF_WIDTH_16 0.90 /**< 16-byte (ld.global.v4.b32, float4 / uint4) accesses */
-#define H100_EFF_WIDTH_8 0.80  /**< 8-byte accesses */
-#define H100_EFF_WIDTH_4 0.65  /**< 4-byte accesses (float) */
-#define H100_EFF_WIDTH_2 0.40  /**< 2-byte accesses (a bf16 at a time) */
-#define H100_EFF_WIDTH_1 0.25  /**< 1-byte accesses */
+#define H100_EFF_WIDTH_8  0.80 /**< 8-byte accesses */
+#define H100_EFF_WIDTH_4  0.65 /**< 4-byte accesses (float) */
+#define H100_EFF_WIDTH_2  0.40 /**< 2-byte accesses (a bf16 at a time) */
+#define H100_EFF_WIDTH_1  0.25 /**< 1-byte accesses */
 /** cuBLAS GEMMs and copies: their own 16-byte tiles, at the datasheet bandwidth times this (estimate). */
-#define H100_EFF_LIBRARY 0.85
+#define H100_EFF_LIBRARY  0.85
 
 /** DRAM latency seen by a load under load, seconds (estimate; ~500–800 ns is typical of HBM GPUs). */
-#define H100_MEM_LATENCY_S 650e-9
+#define H100_MEM_LATENCY_S    650e-9
 /** Threads resident at once: 132 SMs × 2048 threads (H100 SXM5 specification). */
 #define H100_RESIDENT_THREADS (132.0 * 2048.0)
 /** Independent loads each thread keeps in flight (estimate: a modestly unrolled loop). */
-#define H100_LOADS_IN_FLIGHT 4.0
+#define H100_LOADS_IN_FLIGHT  4.0
 
 /** Latency of one eager, dependent kernel launch, seconds (estimate: 2–3 µs launch to launch). */
-#define H100_LAUNCH_S 2.5e-6
+#define H100_LAUNCH_S       2.5e-6
 /** Latency of one dependent kernel replayed from a CUDA graph, seconds (estimate). */
 #define H100_GRAPH_LAUNCH_S 1.0e-6
 /** Cost of one host synchronisation (the host waits, then the device idles until the next launch), seconds (estimate). */
-#define H100_HOST_SYNC_S 10e-6
+#define H100_HOST_SYNC_S    10e-6
 
 #endif

@@ -24,24 +24,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CKPT "build/bench/v2-lite-2layer"
-#define OUT "build/profile-fast.json"
+#define CKPT               "build/bench/v2-lite-2layer"
+#define OUT                "build/profile-fast.json"
 #define V2_LITE_MOE_LAYERS 26 /**< DeepSeek-V2-Lite: 27 layers, the first dense */
-#define BATCH 16
+#define BATCH              16
 
 /** A counted interval and its estimate. */
 typedef struct {
     SimStepCounters c;
-    unsigned long long launches;           /**< kernels, GEMMs, copies, fills */
-    unsigned long long read, written;      /**< global bytes */
-    double t, t_bytes, t_launch, t_sync;   /**< estimated seconds: total and its three terms */
+    unsigned long long launches;                   /**< kernels, GEMMs, copies, fills */
+    unsigned long long read, written;              /**< global bytes */
+    double t, t_bytes, t_launch, t_sync;           /**< estimated seconds: total and its three terms */
     unsigned long long cache_read, cache_distinct; /**< reads of the latent cache */
 } Measured;
 
 static double width_eff(int w)
 {
-    static const double eff[SIM_WIDTHS] = {H100_EFF_WIDTH_1, H100_EFF_WIDTH_2, H100_EFF_WIDTH_4,
-                                           H100_EFF_WIDTH_8, H100_EFF_WIDTH_16, H100_EFF_WIDTH_16};
+    static const double eff[SIM_WIDTHS] = { H100_EFF_WIDTH_1, H100_EFF_WIDTH_2,  H100_EFF_WIDTH_4,
+                                            H100_EFF_WIDTH_8, H100_EFF_WIDTH_16, H100_EFF_WIDTH_16 };
     return eff[w];
 }
 
@@ -58,11 +58,9 @@ static double record_seconds(const SimLaunchRecord *r)
         weighted += b / width_eff(w);
         width += b * (w < 5 ? SIM_WIDTH_BYTES(w) : 16);
     }
-    if (bytes == 0)
-        return 0;
+    if (bytes == 0) return 0;
     double threads = (double)r->grid.x * r->grid.y * r->grid.z * r->block.x * r->block.y * r->block.z;
-    if (threads > H100_RESIDENT_THREADS)
-        threads = H100_RESIDENT_THREADS;
+    if (threads > H100_RESIDENT_THREADS) threads = H100_RESIDENT_THREADS;
     const double flight = threads * (width / bytes) * H100_LOADS_IN_FLIGHT;
     double f = flight / (H100_HBM_BYTES_PER_S * H100_MEM_LATENCY_S);
     f = f < 1 ? f : 1;
@@ -117,7 +115,10 @@ static int count_layer(FastModel *fm, int l, int B, Measured *m)
     return rc ? -1 : 0;
 }
 
-static size_t mat_bytes(const FastMat *w) { return w->data ? (size_t)w->rows * w->cols * kernel_dtype_size(w->dtype) : 0; }
+static size_t mat_bytes(const FastMat *w)
+{
+    return w->data ? (size_t)w->rows * w->cols * kernel_dtype_size(w->dtype) : 0;
+}
 
 /** Bytes of every weight uploaded to the device. */
 static size_t weight_bytes(const FastModel *fm)
@@ -128,11 +129,12 @@ static size_t weight_bytes(const FastModel *fm)
         const FastLayer *L = &fm->layers[l];
         const FastMla *a = &L->attn;
         b += 8 * (size_t)c->hidden_size + mat_bytes(&a->q_proj) + mat_bytes(&a->q_a_proj) + mat_bytes(&a->q_b_proj) +
-             mat_bytes(&a->kv_a_proj) + mat_bytes(&a->kv_b_proj) + mat_bytes(&a->o_proj) +
-             4 * (size_t)c->kv_lora_rank + (a->q_a_norm ? 4 * (size_t)c->q_lora_rank : 0);
+             mat_bytes(&a->kv_a_proj) + mat_bytes(&a->kv_b_proj) + mat_bytes(&a->o_proj) + 4 * (size_t)c->kv_lora_rank +
+             (a->q_a_norm ? 4 * (size_t)c->q_lora_rank : 0);
         if (L->is_moe)
-            b += 4 * (size_t)c->n_routed_experts * (c->hidden_size + (L->moe.bias ? 1 : 0)) + mat_bytes(&L->moe.gate_up) +
-                 mat_bytes(&L->moe.down) + mat_bytes(&L->moe.shared.gate_up) + mat_bytes(&L->moe.shared.down);
+            b += 4 * (size_t)c->n_routed_experts * (c->hidden_size + (L->moe.bias ? 1 : 0)) +
+                 mat_bytes(&L->moe.gate_up) + mat_bytes(&L->moe.down) + mat_bytes(&L->moe.shared.gate_up) +
+                 mat_bytes(&L->moe.shared.down);
         else
             b += mat_bytes(&L->dense.gate_up) + mat_bytes(&L->dense.down);
     }
@@ -143,12 +145,10 @@ static size_t weight_bytes(const FastModel *fm)
 static int median_width(const double ro_width[SIM_WIDTHS])
 {
     double total = 0, acc = 0;
-    for (int w = 0; w < SIM_WIDTHS; w++)
-        total += ro_width[w];
+    for (int w = 0; w < SIM_WIDTHS; w++) total += ro_width[w];
     for (int w = 0; w < SIM_WIDTHS; w++) {
         acc += ro_width[w];
-        if (total > 0 && 2 * acc >= total)
-            return w < 5 ? (int)SIM_WIDTH_BYTES(w) : 0;
+        if (total > 0 && 2 * acc >= total) return w < 5 ? (int)SIM_WIDTH_BYTES(w) : 0;
     }
     return 0;
 }
@@ -170,8 +170,8 @@ static void kernels_json(FILE *f, const SimLaunchRecord *r, size_t n)
                 "\"estimated_us\": %.3f}%s\n",
                 r[i].name, r[i].grid.x, r[i].grid.y, r[i].grid.z, r[i].block.x, r[i].block.y, r[i].block.z,
                 r[i].in_graph, r[i].read[0], r[i].read[1], r[i].read[2], r[i].read[3], r[i].read[4], r[i].read[5],
-                r[i].written[0], r[i].written[1], r[i].written[2], r[i].written[3], r[i].written[4],
-                r[i].written[5], r[i].distinct, 1e6 * record_seconds(&r[i]), i + 1 < n ? "," : "");
+                r[i].written[0], r[i].written[1], r[i].written[2], r[i].written[3], r[i].written[4], r[i].written[5],
+                r[i].distinct, 1e6 * record_seconds(&r[i]), i + 1 < n ? "," : "");
     fprintf(f, "  ],\n");
 }
 
@@ -200,7 +200,7 @@ int main(int argc, char **argv)
     FastModel fm;
     memset(&fm, 0, sizeof fm);
     const int context = prefill + 8;
-    const FastOptions opt = {.bf16 = true, .max_context = context, .max_batch = BATCH};
+    const FastOptions opt = { .bf16 = true, .max_context = context, .max_batch = BATCH };
     if (fast_model_open(&fm, CKPT, &opt)) {
         fprintf(stderr, "profile-fast: %s\n", ds_last_error());
         return 1;
@@ -213,8 +213,7 @@ int main(int argc, char **argv)
     const size_t scratch = st.live_bytes - weights - cache;
 
     int *prompt = malloc(sizeof(int) * (size_t)prefill);
-    for (int i = 0; i < prefill; i++)
-        prompt[i] = (i * 7919 + 3) % fm.cfg->vocab_size;
+    for (int i = 0; i < prefill; i++) prompt[i] = (i * 7919 + 3) % fm.cfg->vocab_size;
     Measured pre, d1, d16, l1, l16, ep;
     sim_counters_start();
     int rc = fast_model_prefill(&fm, 0, prompt, prefill, NULL, false);
@@ -225,8 +224,7 @@ int main(int argc, char **argv)
     size_t nrec = 0;
     const SimLaunchRecord *rec = sim_counters_records(&nrec);
     SimLaunchRecord *d1_records = malloc(nrec * sizeof *d1_records + 1);
-    if (d1_records)
-        memcpy(d1_records, rec, nrec * sizeof *d1_records);
+    if (d1_records) memcpy(d1_records, rec, nrec * sizeof *d1_records);
     rc = rc || count_layer(&fm, 1, 1, &l1) || count_decode(&fm, BATCH, &d16) || count_layer(&fm, 1, BATCH, &l16);
     fast_model_close(&fm);
     if (rc || !d1_records) {
@@ -234,7 +232,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    const FastOptions ep_opt = {.bf16 = true, .max_context = 64, .ep_devices = 8};
+    const FastOptions ep_opt = { .bf16 = true, .max_context = 64, .ep_devices = 8 };
     memset(&fm, 0, sizeof fm);
     if (fast_model_open(&fm, CKPT, &ep_opt) || count_decode(&fm, 1, &ep)) {
         fprintf(stderr, "profile-fast: expert-parallel model: %s\n", ds_last_error());
@@ -246,8 +244,8 @@ int main(int argc, char **argv)
     const int extra = V2_LITE_MOE_LAYERS - 1;
     const double t_full = d1.t + extra * l1.t;
     /* roofline bytes: every weight the step needs and every cached row it attends to, read once */
-    const double roof_bytes = (double)(d1.c.ro_distinct + d1.cache_distinct) +
-                              extra * (double)(l1.c.ro_distinct + l1.cache_distinct);
+    const double roof_bytes =
+        (double)(d1.c.ro_distinct + d1.cache_distinct) + extra * (double)(l1.c.ro_distinct + l1.cache_distinct);
     const double weight_read = (double)d1.c.ro_read + extra * (double)l1.c.ro_read;
     const double weight_roof = (double)d1.c.ro_distinct + extra * (double)l1.c.ro_distinct;
     const double global_read = (double)d1.read + extra * (double)l1.read;
@@ -260,8 +258,7 @@ int main(int argc, char **argv)
     const double cache_reads = l1.cache_distinct ? (double)l1.cache_read / (double)l1.cache_distinct : 0;
     unsigned long long nccl = 0;
     for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 8; j++)
-            nccl += ep.c.nccl_bytes[i][j];
+        for (int j = 0; j < 8; j++) nccl += ep.c.nccl_bytes[i][j];
 
     printf("profile-fast: %s, bf16, prefill %d tokens, decode at batch 1 and %d (H100 figures are the time "
            "model's estimates)\n",
@@ -285,8 +282,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "profile-fast: cannot write %s\n", OUT);
         return 1;
     }
-    fprintf(f, "{\n  \"checkpoint\": \"%s\",\n  \"note\": \"H100 times are estimates of fast/bench/h100_model.h, "
-               "not measurements\",\n", CKPT);
+    fprintf(f,
+            "{\n  \"checkpoint\": \"%s\",\n  \"note\": \"H100 times are estimates of fast/bench/h100_model.h, "
+            "not measurements\",\n",
+            CKPT);
     fprintf(f, "  \"launches_per_moe_layer\": %llu,\n", l1.launches);
     fprintf(f, "  \"launches_per_moe_layer_b16\": %llu,\n", l16.launches);
     fprintf(f, "  \"host_syncs_per_decode_step\": {\"1\": %llu, \"8\": %llu},\n", d1.c.host_syncs, ep.c.host_syncs);
@@ -299,9 +298,10 @@ int main(int argc, char **argv)
     fprintf(f, "  \"estimated_fraction_of_roofline\": %.4f,\n", t_roof / t_full);
     fprintf(f, "  \"roofline_bytes_full_depth\": %.0f,\n", roof_bytes);
     fprintf(f, "  \"estimated_h100_prefill_tok_s_2_layers\": %.1f,\n", prefill / pre.t);
-    fprintf(f, "  \"scratch_bytes\": {\"config\": \"%s\", \"context\": %d, \"batch\": %d, \"bytes\": %zu, "
-               "\"weights\": %zu, \"cache\": %zu},\n", CKPT, context, BATCH,
-            scratch, weights, cache);
+    fprintf(f,
+            "  \"scratch_bytes\": {\"config\": \"%s\", \"context\": %d, \"batch\": %d, \"bytes\": %zu, "
+            "\"weights\": %zu, \"cache\": %zu},\n",
+            CKPT, context, BATCH, scratch, weights, cache);
     fprintf(f, "  \"ep8_nccl_bytes_per_decode_step\": %llu,\n", nccl);
     fprintf(f, "  \"ep8_high_water_bytes\": [%zu, %zu, %zu, %zu, %zu, %zu, %zu, %zu],\n", ep.c.high_water[0],
             ep.c.high_water[1], ep.c.high_water[2], ep.c.high_water[3], ep.c.high_water[4], ep.c.high_water[5],
@@ -315,8 +315,7 @@ int main(int argc, char **argv)
     kernels_json(f, d1_records, nrec);
     fprintf(f, "  \"prefill_tokens\": %d\n}\n", prefill);
     free(d1_records);
-    if (fclose(f) != 0)
-        return 1;
+    if (fclose(f) != 0) return 1;
     printf("wrote %s\n", OUT);
     return 0;
 }

@@ -41,34 +41,34 @@ typedef enum { SIM_REC_KERNEL = 0, SIM_REC_GEMM = 1, SIM_REC_COPY = 2, SIM_REC_F
 
 /** One launch (kernel, GEMM, copy or fill) executed while counting. */
 typedef struct {
-    char name[48];                              /**< kernel name, "cublasGemm", "memcpy", "memset" */
-    SimRecordKind kind;                         /**< what it was */
-    int device;                                 /**< device whose stream ran it */
-    const void *stream;                         /**< the stream it was queued on */
-    dim3 grid, block;                           /**< launch shape (kernels) */
-    int in_graph;                               /**< replayed from a CUDA graph */
-    unsigned long long read[SIM_WIDTHS];        /**< global bytes read, by width class */
-    unsigned long long written[SIM_WIDTHS];     /**< global bytes written, by width class */
-    unsigned long long distinct;                /**< distinct device bytes read or written */
+    char name[48];                          /**< kernel name, "cublasGemm", "memcpy", "memset" */
+    SimRecordKind kind;                     /**< what it was */
+    int device;                             /**< device whose stream ran it */
+    const void *stream;                     /**< the stream it was queued on */
+    dim3 grid, block;                       /**< launch shape (kernels) */
+    int in_graph;                           /**< replayed from a CUDA graph */
+    unsigned long long read[SIM_WIDTHS];    /**< global bytes read, by width class */
+    unsigned long long written[SIM_WIDTHS]; /**< global bytes written, by width class */
+    unsigned long long distinct;            /**< distinct device bytes read or written */
 } SimLaunchRecord;
 
 /** Totals of one counted interval. */
 typedef struct {
-    unsigned long long kernels;                 /**< kernel launches run */
-    unsigned long long gemms;                   /**< cuBLAS GEMM calls run */
-    unsigned long long copies, fills;           /**< stream copies and fills run */
-    unsigned long long graph_launches;          /**< cudaGraphLaunch replays run */
-    unsigned long long host_syncs;              /**< calls that made the host wait for a device */
-    unsigned long long h2d_bytes, d2h_bytes;    /**< host↔device copy bytes */
-    unsigned long long d2d_bytes;               /**< device-to-device and peer copy bytes */
-    unsigned long long nccl_bytes[8][8];        /**< NCCL bytes sent from rank device [i] to device [j] */
-    unsigned long long read[SIM_WIDTHS];        /**< global bytes read by width class, every record */
-    unsigned long long written[SIM_WIDTHS];     /**< global bytes written by width class */
-    unsigned long long distinct_read;           /**< device bytes read at least once */
-    unsigned long long ro_read;                 /**< bytes read from allocations the interval never wrote */
-    unsigned long long ro_distinct;             /**< distinct bytes of those reads */
+    unsigned long long kernels;                   /**< kernel launches run */
+    unsigned long long gemms;                     /**< cuBLAS GEMM calls run */
+    unsigned long long copies, fills;             /**< stream copies and fills run */
+    unsigned long long graph_launches;            /**< cudaGraphLaunch replays run */
+    unsigned long long host_syncs;                /**< calls that made the host wait for a device */
+    unsigned long long h2d_bytes, d2h_bytes;      /**< host↔device copy bytes */
+    unsigned long long d2d_bytes;                 /**< device-to-device and peer copy bytes */
+    unsigned long long nccl_bytes[8][8];          /**< NCCL bytes sent from rank device [i] to device [j] */
+    unsigned long long read[SIM_WIDTHS];          /**< global bytes read by width class, every record */
+    unsigned long long written[SIM_WIDTHS];       /**< global bytes written by width class */
+    unsigned long long distinct_read;             /**< device bytes read at least once */
+    unsigned long long ro_read;                   /**< bytes read from allocations the interval never wrote */
+    unsigned long long ro_distinct;               /**< distinct bytes of those reads */
     unsigned long long ro_read_width[SIM_WIDTHS]; /**< ro_read by width class */
-    size_t high_water[8];                       /**< per device: most bytes allocated at once */
+    size_t high_water[8];                         /**< per device: most bytes allocated at once */
 } SimStepCounters;
 
 /** Clears the records and totals and starts counting (the high-water mark restarts at what is allocated now). */

@@ -21,8 +21,7 @@ __global__ void count_float4(const float *x, float *out, int n)
 __global__ void count_bf16(const __nv_bfloat16 *x, float *out, int n)
 {
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (i < n)
-        out[i] = __bfloat162float(x[i]);
+    if (i < n) out[i] = __bfloat162float(x[i]);
 }
 
 __global__ void count_uint2(const uint2 *x, unsigned int *out, unsigned char *bytes, int n)
@@ -38,11 +37,9 @@ __global__ void count_uint2(const uint2 *x, unsigned int *out, unsigned char *by
 __global__ void count_broadcast(const float *x, int *counter, float *out)
 {
     float s = 0.0f;
-    for (int j = 0; j < 4; j++)
-        s += x[j];
+    for (int j = 0; j < 4; j++) s += x[j];
     atomicAdd(counter, 1);
-    if (threadIdx.x == 0)
-        out[0] = s;
+    if (threadIdx.x == 0) out[0] = s;
 }
 
 __global__ void count_shared(const float *x, float *y)
