@@ -110,6 +110,7 @@ include chapters/book.mk
 include exercises/exercises.mk
 include tools/format.mk
 include tools/train.mk
+include tools/profile.mk
 
 # The CLI for a real GPU: the same dsv2.c against the CUDA toolkit, cuBLAS and the nvcc-built kernels.
 .PHONY: dsv2-gpu

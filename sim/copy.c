@@ -27,6 +27,7 @@ typedef struct {
 static void run_copy(SimOp *op)
 {
     CopyOp *c = (CopyOp *)op;
+    sim_count_copy(c->dst, c->src, c->bytes, op->device, op->stream);
     memcpy(c->dst, c->src, c->bytes);
 }
 
@@ -41,6 +42,7 @@ typedef struct {
 static void run_fill(SimOp *op)
 {
     FillOp *f = (FillOp *)op;
+    sim_count_fill(f->dst, f->bytes, op->device, op->stream);
     memset(f->dst, f->value, f->bytes);
 }
 
@@ -123,9 +125,11 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpy
         return e;
     if ((e = check_copy("cudaMemcpy", dst, src, count, kind)))
         return e;
+    sim_count_sync();
     sim_drain_all();
     if (sim_machine.dev[sim_current_device()].sticky)
         return sim_machine.dev[sim_current_device()].sticky;
+    sim_count_copy(dst, src, count, sim_current_device(), NULL);
     if (count)
         memcpy(dst, src, count);
     return cudaSuccess;
@@ -158,7 +162,9 @@ cudaError_t cudaMemcpyPeer(void *dst, int dst_dev, const void *src, int src_dev,
     cudaError_t e = sim_need_device("cudaMemcpyPeer");
     if (e || (e = sim_unsafe_in_capture("cudaMemcpyPeer")) || (e = check_peer("cudaMemcpyPeer", dst, dst_dev, src, src_dev, count)))
         return e;
+    sim_count_sync();
     sim_drain_all();
+    sim_count_copy(dst, src, count, src_dev, NULL);
     if (count)
         memcpy(dst, src, count);
     return cudaSuccess;
@@ -203,7 +209,9 @@ cudaError_t cudaMemset(void *dst, int value, size_t count)
     cudaError_t e = sim_need_device("cudaMemset");
     if (e || (e = sim_unsafe_in_capture("cudaMemset")) || (e = check_fill("cudaMemset", dst, count)))
         return e;
+    sim_count_sync();
     sim_drain_all();
+    sim_count_fill(dst, count, sim_current_device(), NULL);
     if (count)
         memset(dst, value, count);
     return sim_machine.dev[sim_current_device()].sticky;

@@ -197,6 +197,11 @@ static int gemm_run(const Gemm *g)
     const float *b = as_float(g->B, g->bt, span(brows, bcols, g->ldb), &sb);
     float *c = g->C;
     size_t cn = span(g->m, g->n, g->ldc);
+    sim_count_range(g->A, span(arows, acols, g->lda) * type_size(g->at), 0);
+    sim_count_range(g->B, span(brows, bcols, g->ldb) * type_size(g->bt), 0);
+    if (g->beta != 0.0f)
+        sim_count_range(g->C, cn * type_size(g->ct), 0);
+    sim_count_range(g->C, cn * type_size(g->ct), 1);
     if (g->ct == CUDA_R_16BF) {
         c = sc = calloc(cn, sizeof *c);
         if (c && g->beta != 0.0f)
@@ -303,6 +308,8 @@ typedef struct {
 static void run_batch(SimOp *op)
 {
     BatchOp *b = (BatchOp *)op;
+    const dim3 one = {1, 1, 1};
+    sim_count_begin(SIM_REC_GEMM, "cublasGemm", op->device, op->stream, one, one);
     for (int i = 0; i < b->batch; i++) {
         Gemm g = b->g;
         g.A = (const char *)g.A + (size_t)i * (size_t)b->sa * type_size(g.at);
@@ -310,9 +317,10 @@ static void run_batch(SimOp *op)
         g.C = (char *)g.C + (size_t)i * (size_t)b->sc * type_size(g.ct);
         if (gemm_run(&g) != 0) {
             sim_device_fault(op->device, cudaErrorMemoryAllocation, "cuBLAS GEMM: out of host scratch memory");
-            return;
+            break;
         }
     }
+    sim_count_end();
 }
 
 static void release_free(SimOp *op) { free(op); }
@@ -388,6 +396,8 @@ static void run_grouped(SimOp *op)
     GroupedOp *g = (GroupedOp *)op;
     static const char call[] = "cublasGemmGroupedBatchedEx";
     size_t p = 0;
+    const dim3 unit = {1, 1, 1};
+    sim_count_begin(SIM_REC_GEMM, "cublasGemmGrouped", op->device, op->stream, unit, unit);
     for (int gi = 0; gi < g->groups; gi++) {
         for (int j = 0; j < g->size[gi]; j++, p++) {
             Gemm one = g->shape[gi];
@@ -398,14 +408,17 @@ static void run_grouped(SimOp *op)
                 char why[1024];
                 snprintf(why, sizeof why, "%s", sim_last_detail());
                 sim_device_fault(op->device, cudaErrorIllegalAddress, "problem %zu (group %d) of %s", p, gi, why);
+                sim_count_end();
                 return;
             }
             if (gemm_run(&one) != 0) {
                 sim_device_fault(op->device, cudaErrorMemoryAllocation, "%s: out of host scratch memory", call);
+                sim_count_end();
                 return;
             }
         }
     }
+    sim_count_end();
 }
 
 static void release_grouped(SimOp *op)

@@ -144,6 +144,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event)
         return e;
     if (!event->stream)
         return cudaSuccess;
+    sim_count_sync();
     sim_drain_until(event->stream, event->seq);
     return sim_machine.dev[event->stream->device].sticky;
 }

@@ -556,8 +556,10 @@ static void run_kernel(SimOp *op)
     if (racecheck < 0)
         racecheck = sim_env_long("SIM_RACECHECK", 0) != 0;
     counters.launches++;
+    sim_count_begin(SIM_REC_KERNEL, k->launch.name, op->device, op->stream, k->launch.grid, k->launch.block);
     if (!racecheck) {
         run_grid(k, 0);
+        sim_count_end();
         return;
     }
     Snapshot s;
@@ -572,7 +574,9 @@ static void run_kernel(SimOp *op)
         }
         if (run_grid(k, pass) != 0 || (pass > 0 && snapshot_compare(&s, k, pass) != 0))
             break;
+        sim_count_end(); /* race check's later passes repeat the same accesses: count the first */
     }
+    sim_count_end();
     snapshot_free(&s);
 }
 

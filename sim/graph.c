@@ -126,11 +126,13 @@ typedef struct {
 
 static void run_launch(SimOp *op)
 {
+    sim_count_graph(1);
     for (SimOp *node = ((LaunchOp *)op)->ops->head; node; node = node->next) {
         if (sim_device_sticky(op->device) != cudaSuccess)
-            return;
+            break;
         node->run(node);
     }
+    sim_count_graph(-1);
 }
 
 static void release_launch(SimOp *op)

@@ -153,6 +153,7 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
         return sim_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu bytes) on device %d failed", size, sim_current_device());
     }
     d->allocated += size;
+    sim_count_alloc(sim_current_device(), d->allocated);
     *ptr = p;
     return cudaSuccess;
 }
@@ -164,11 +165,13 @@ static cudaError_t release(void *ptr, int pinned, const char *call, const char *
     cudaError_t e = sim_need_device(call);
     if (e || !ptr || (e = sim_unsafe_in_capture(call)))
         return e;
+    sim_count_sync();
     sim_drain_all();
     if (table_remove(ptr, pinned) == -2) {
         char where[128];
         return sim_error(cudaErrorInvalidValue, "%s: %s %s", call, sim_describe_pointer(ptr, where, sizeof where), not_ours);
     }
+    sim_count_forget(ptr);
     free(ptr);
     return cudaSuccess;
 }

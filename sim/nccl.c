@@ -492,10 +492,32 @@ static ncclResult_t match_collectives(void)
     return ncclSuccess;
 }
 
+/**
+ * Counts the bytes a ring implementation of collective x moves from each rank to the next
+ * (bytes: x->count elements): all-reduce 2(n−1)/n of the buffer, all-gather and reduce-scatter
+ * n−1 per-rank chunks, broadcast the buffer over the n−1 links after the root.
+ */
+static void count_ring(const Clique *c, const Call *x, size_t bytes)
+{
+    int n = c->n;
+    for (int r = 0; r < n; r++) {
+        size_t b = 0;
+        switch (x->kind) {
+        case CALL_ALLREDUCE: b = 2 * (size_t)(n - 1) * bytes / (size_t)n; break;
+        case CALL_ALLGATHER:
+        case CALL_REDUCESCATTER: b = (size_t)(n - 1) * bytes; break;
+        case CALL_BROADCAST: b = (r + 1) % n == x->peer ? 0 : bytes; break;
+        default: break;
+        }
+        if (n > 1)
+            sim_count_nccl(c->rank[r]->device, c->rank[(r + 1) % n]->device, b);
+    }
+}
+
 /** Performs collective #j of clique c (every rank's call is present and agrees). */
 static int perform_collective(const Clique *c, size_t j, char *scratch)
 {
-    Call *calls[SIM_MAX_DEVICES];
+    Call *calls[SIM_MAX_DEVICES] = {0};
     const void *ins[SIM_MAX_DEVICES];
     for (int r = 0; r < c->n; r++) {
         calls[r] = &group.calls[find_call(c, r, CALL_ALLREDUCE, 0, -1, j)];
@@ -504,6 +526,7 @@ static int perform_collective(const Clique *c, size_t j, char *scratch)
     const Call *x = calls[0];
     size_t es = elem_size(x->type), bytes = x->count * es;
     int n = c->n;
+    count_ring(c, x, bytes);
     switch (x->kind) {
     case CALL_ALLREDUCE:
         for (int r = 0; r < n; r++)
@@ -603,6 +626,7 @@ static ncclResult_t execute_group(void)
             j += group.calls[k].comm->clique == s->comm->clique && group.calls[k].kind == CALL_SEND &&
                  group.calls[k].comm->rank == a && group.calls[k].peer == b;
         Call *q = &group.calls[find_call(s->comm->clique, b, CALL_RECV, 1, a, j)];
+        sim_count_nccl(s->comm->device, q->comm->device, s->count * elem_size(s->type));
         memcpy(q->recv, s->send, s->count * elem_size(s->type));
     }
     free(staged);

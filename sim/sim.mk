@@ -41,7 +41,7 @@ $(BUILD)/tests/test_sim_%: $(BUILD)/tests/test_sim_%.o $(SIM_KERNELS_LIB) $(TEST
 NVCC           ?= /usr/local/cuda/bin/nvcc
 NVCC_FLAGS      = -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
                   -Werror all-warnings -Isim/launch
-NVCC_CHECK_SRC := $(SIM_TEST_CU) $(wildcard kernels/*.cu)
+NVCC_CHECK_SRC := $(SIM_TEST_CU) $(wildcard tests/sim/counted/*.cu) $(wildcard kernels/*.cu)
 
 .PHONY: nvcc-check bench-sim
 nvcc-check: $(NVCC_CHECK_SRC:%.cu=$(BUILD)/nvcc/%.o)
@@ -59,3 +59,27 @@ bench-sim: $(BUILD)/bench_sim
 
 $(BUILD)/bench_sim: $(BUILD)/sim/bench/bench_sim.o $(BUILD)/libsim.a
 	$(CC) $(CFLAGS) -o $@ $^ -lstdc++ -lopenblas -lpthread $(LDLIBS)
+
+# --- counted kernels ----------------------------------------------------------------------------
+# The device counters (sim/counters.c) see a kernel's global loads and stores by width when the
+# kernel is compiled with GCC's ThreadSanitizer instrumentation: before every access of N bytes it
+# calls __tsan_readN / __tsan_writeN, which sim/count_hooks.c implements (no ThreadSanitizer
+# runtime is linked). SRA, vectorisation and store merging are off so that an access in the source
+# stays one access of its own width (a float4 load one 16-byte read, a float store one 4-byte
+# write). Other sanitizers are dropped from these objects (ThreadSanitizer excludes them).
+SIM_COUNT_FLAGS = -fsanitize=thread --param tsan-instrument-func-entry-exit=0 -fno-tree-sra \
+                  -fno-tree-vectorize -fno-tree-slp-vectorize -fno-store-merging
+SIM_CU_COUNTED  = $(SIM_CXX) $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(SIM_CUFLAGS)) $(SIM_COUNT_FLAGS) \
+                  -Ikernels -MMD -MP -c
+
+$(BUILD)/counted/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(SIM_CU_COUNTED) $< -o $@
+
+COUNTED_TEST_OBJ := $(BUILD)/counted/tests/sim/counted/counted_kernels.o
+$(BUILD)/tests/test_sim_counters.o: override CFLAGS += -Itests/sim/counted
+$(BUILD)/tests/test_sim_counters: $(BUILD)/tests/test_sim_counters.o $(COUNTED_TEST_OBJ) $(TEST_LIB_OBJ) \
+                                  $(BUILD)/libref.a $(BUILD)/libsim.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(COUNTED_TEST_OBJ) $(TEST_LIB_OBJ) $(BUILD)/libref.a $(BUILD)/libsim.a \
+	    $(TEST_LDLIBS) $(LDLIBS)

@@ -80,6 +80,7 @@ typedef struct SimOp {
     struct SimOp *next;            /**< next in the stream */
     uint64_t seq;                  /**< global issue order */
     int device;                    /**< device whose stream holds it */
+    const void *stream;            /**< the stream it was queued on (for the counters) */
     void (*run)(struct SimOp *op); /**< performs the work */
     void (*release)(struct SimOp *op); /**< frees the operation */
 } SimOp;
@@ -195,6 +196,33 @@ typedef struct SimMachine {
 
 /** The machine (runtime.c); only the runtime's files touch it. */
 extern SimMachine sim_machine;
+
+/* ---- device counters (counters.c; public side in sim_counters.h) ---- */
+
+#include "sim_counters.h"
+
+/** Opens a record of the given kind while counters run (no-op otherwise). */
+void sim_count_begin(SimRecordKind kind, const char *name, int device, const void *stream, dim3 grid, dim3 block);
+/** Closes the open record. */
+void sim_count_end(void);
+/** A kernel's access of size bytes at p (device memory only, inside a kernel record). */
+void sim_count_access(const void *p, size_t size, int write);
+/** A library's or copy's access of bytes at p, counted at width 16 in the open record. */
+void sim_count_range(const void *p, size_t bytes, int write);
+/** A copy of bytes from src to dst run on device's stream: one record, and its direction's total. */
+void sim_count_copy(void *dst, const void *src, size_t bytes, int device, const void *stream);
+/** A fill of bytes at dst run on device's stream: one record. */
+void sim_count_fill(void *dst, size_t bytes, int device, const void *stream);
+/** The host waited for a device. */
+void sim_count_sync(void);
+/** A graph replay starts (+1) or ends (−1). */
+void sim_count_graph(int delta);
+/** NCCL moved bytes from device from to device to. */
+void sim_count_nccl(int from, int to, size_t bytes);
+/** The allocation at base is being freed: its line table goes (its interval totals stay). */
+void sim_count_forget(const void *base);
+/** Device device now has allocated bytes live (for the high-water mark). */
+void sim_count_alloc(int device, size_t allocated);
 
 /* ---- kernels (exec.c) ---- */
 

@@ -145,6 +145,7 @@ void sim_enqueue(cudaStream_t stream, SimOp *op)
     op->next = NULL;
     op->seq = ++sim_machine.next_seq;
     op->device = stream->device;
+    op->stream = stream;
     if (stream->capture) {                     /* recorded, not run; dropped once the capture is invalid */
         if (stream->capture_invalid)
             op->release(op);
@@ -251,6 +252,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
         return sim_recorded_error();
     if (s->capture)
         return sim_refuse_on_capture("cudaStreamSynchronize", s, "synchronisation");
+    sim_count_sync();
     sim_drain_stream(s);
     return sim_machine.dev[s->device].sticky;
 }
@@ -274,6 +276,7 @@ cudaError_t cudaDeviceSynchronize(void)
         return sim_error(cudaErrorStreamCaptureUnsupported,
                          "cudaDeviceSynchronize: a stream of device %d captures; the capture is invalidated",
                          sim_current_device());
+    sim_count_sync();
     sim_drain_stream(&sim_machine.dev[sim_current_device()].legacy);
     for (size_t i = 0; i < sim_machine.nstreams; i++)
         if (sim_machine.streams[i]->device == sim_current_device())
