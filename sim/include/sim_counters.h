@@ -45,7 +45,8 @@ typedef struct {
     SimRecordKind kind;                     /**< what it was */
     int device;                             /**< device whose stream ran it */
     const void *stream;                     /**< the stream it was queued on */
-    dim3 grid, block;                       /**< launch shape (kernels) */
+    dim3 grid;                              /**< launch grid (kernels) */
+    dim3 block;                             /**< launch block (kernels) */
     int in_graph;                           /**< replayed from a CUDA graph */
     unsigned long long read[SIM_WIDTHS];    /**< global bytes read, by width class */
     unsigned long long written[SIM_WIDTHS]; /**< global bytes written, by width class */
@@ -56,10 +57,12 @@ typedef struct {
 typedef struct {
     unsigned long long kernels;                   /**< kernel launches run */
     unsigned long long gemms;                     /**< cuBLAS GEMM calls run */
-    unsigned long long copies, fills;             /**< stream copies and fills run */
+    unsigned long long copies;                    /**< stream copies run */
+    unsigned long long fills;                     /**< stream fills run */
     unsigned long long graph_launches;            /**< cudaGraphLaunch replays run */
     unsigned long long host_syncs;                /**< calls that made the host wait for a device */
-    unsigned long long h2d_bytes, d2h_bytes;      /**< host↔device copy bytes */
+    unsigned long long h2d_bytes;                 /**< host→device copy bytes */
+    unsigned long long d2h_bytes;                 /**< device→host copy bytes */
     unsigned long long d2d_bytes;                 /**< device-to-device and peer copy bytes */
     unsigned long long nccl_bytes[8][8];          /**< NCCL bytes sent from rank device [i] to device [j] */
     unsigned long long read[SIM_WIDTHS];          /**< global bytes read by width class, every record */
