@@ -44,7 +44,7 @@
 #define FAST_ROUTER router_forward_v2             /**< scores + group max + top-K in one kernel */
 #define FAST_WRITE_LATENTS mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
 #define FAST_ARGMAX sample_argmax_v2              /**< greedy token */
-#define FAST_MOE_EXPERTS moe_experts_v2           /**< routed experts of a small step, offsets on the device */
+#define FAST_MOE_EXPERTS moe_experts_v3           /**< routed experts of a small step, offsets on the device */
 
 /**
  * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed

@@ -40,11 +40,18 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
     memset(s, 0, sizeof *s);
     s->max_T = max_T;
     s->max_ctx = max_ctx;
+    /* the device router's limits, refused here once rather than by a failed launch in every MoE layer */
+    if (cfg->n_routed_experts > ROUTER_MAX_E)
+        return ds_error("fast_scratch_init: n_routed_experts = %d exceeds the device router's %d",
+                        cfg->n_routed_experts, ROUTER_MAX_E);
+    if (cfg->n_routed_experts > 0 && cfg->n_group > ROUTER_MAX_G)
+        return ds_error("fast_scratch_init: n_group = %d exceeds the device router's %d", cfg->n_group, ROUTER_MAX_G);
     const size_t T = (size_t)max_T, L = (size_t)max_ctx, D = cfg->hidden_size, E = cfg->n_routed_experts;
     const size_t K = cfg->num_experts_per_tok > 0 ? cfg->num_experts_per_tok : 1, I = ffn_width(cfg);
     const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
     const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
     const size_t esz = kernel_dtype_size(ctx->wtype), rows = T * K;
+    const MlaDims dims = {(int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f};
     s->counts_host = malloc(sizeof(int) * (E + 1));
     if (!s->counts_host)
         return ds_error("fast_scratch_init: out of host memory");
@@ -55,7 +62,7 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
         alloc(&s->q, T * nh * dq, 4) || alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) ||
         alloc(&s->kv, T * (dc + dr), 4) || alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) ||
         alloc(&s->o_lat, T * nh * dc, 4) ||
-        alloc(&s->partial, T * nh * (size_t)mla_decode_splits(max_ctx) * (dc + 2), 4) ||
+        alloc(&s->partial, mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4) ||
         alloc(&s->u, L * nh * (dn + dv), 4) || alloc(&s->k, L * nh * dq, 4) || alloc(&s->v, L * nh * dv, 4) ||
         alloc(&s->s, nh * T * L, 4))
         return -1;
@@ -185,6 +192,9 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
     const size_t esz = kernel_dtype_size(ctx->wtype);
     const char *kv_b = w->kv_b_proj.data;
 
+    if (absorbed && (T > s->max_T || at->max_ctx > s->max_ctx))
+        return ds_error("fast_mla_forward: %d tokens over %d positions exceed the scratch's %d over %d", T,
+                        at->max_ctx, s->max_T, s->max_ctx);
     if (!absorbed && pos0 < 0)
         return ds_error("fast_mla_forward: the expanded form needs one sequence's consecutive positions");
     /* the latent path: [c^KV_t ; k^R_raw_t] = W^DKV/W^KR a_t, normalised and rotated into row base_t + pos_t */
@@ -211,8 +221,9 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
         if (!q_in || gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
                                 nh * dq, dq, s->q_lat, nh * dc, dc, nh))
             return -1;
-        /* each token over its own sequence's rows; the grid is sized by max_ctx, not by the positions */
-        CUDA_TRY(mla_decode_at_v2(s->o_lat, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T, at->max_ctx,
+        /* each token over its own sequence's rows, one read of each row per 16 heads; the splits a token
+         * uses follow its length on the device, the grid only T and max_ctx */
+        CUDA_TRY(mla_decode_at_v3(s->o_lat, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T, at->max_ctx,
                                   s->partial, ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
         const void *ol_in = staged(ctx, s->o_lat, (size_t)T * nh * dc);

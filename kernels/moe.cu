@@ -351,3 +351,119 @@ extern "C" cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, 
            stream, out, hidden, offsets, down, w_type, E, D, I);
     return cudaGetLastError();
 }
+
+/* ---- version 3: 16-byte weight loads, the expert found by binary search ---------------------- */
+
+/**
+ * The expert whose rows begin at permuted row r, or −1 when r is inside an expert's rows: the last e with
+ * offsets[e] ≤ r owns r (log₂ E reads of the offsets), and it begins there when offsets[e] = r.
+ */
+static __device__ int expert_starting_at(const int *offsets, int E, int r)
+{
+    int lo = 0, hi = E - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (offsets[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return offsets[lo] == r ? lo : -1;
+}
+
+/**
+ * Σ_d w[d] x_k[d] for the n ≤ EXPERT_ROWS rows x_k = x + k·n_x, added into acc[k]; this lane's share of a
+ * warp's pass over n_w elements: 8 at a time in 16-byte loads (load8) when wide, else element by element.
+ */
+static __device__ __forceinline__ void warp_rows_dot(float *acc, const void *w, size_t w0, const void *x, size_t x0,
+                                                     size_t n_x, KernelDType type, int n_w, int n, int lane, int wide)
+{
+    if (wide) {
+        for (int d = 8 * lane; d < n_w; d += 8 * 32) {
+            float wv[8], xv[8];
+            load8(w, type, w0 + d, wv);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++) {
+                if (k < n) {
+                    load8(x, type, x0 + k * n_x + d, xv);
+#pragma unroll
+                    for (int v = 0; v < 8; v++)
+                        acc[k] += wv[v] * xv[v];
+                }
+            }
+        }
+    } else {
+        for (int d = lane; d < n_w; d += 32) {
+            const float wv = load_elem(w, type, w0 + d);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++)
+                if (k < n)
+                    acc[k] += wv * load_elem(x, type, x0 + k * n_x + d);
+        }
+    }
+}
+
+// ANCHOR: moe_experts_v3
+/**
+ * Version 3, step 1: block (tile, r) serves the expert whose rows begin at permuted row r (found by
+ * expert_starting_at; other blocks return), warp w hidden unit i = tile·EXPERT_WARPS + w as in version 2.
+ * When D is a multiple of 8 and the tensors are 16-byte aligned (wide), every weight and activation load
+ * moves 16 bytes: a warp reads 512 contiguous bytes of a bf16 W_gate row per step.
+ */
+__global__ void moe_experts_v3_hidden_kernel(void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                                             KernelDType w_type, int E, int D, int I, int wide)
+{
+    const int e = expert_starting_at(offsets, E, (int)blockIdx.y);
+    const int lane = (int)threadIdx.x % 32, i = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    if (e < 0 || i >= I)                                        /* uniform over the warp */
+        return;
+    const size_t gate = ((size_t)e * 2 * I + i) * D, up = gate + (size_t)I * D;
+    for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
+        float g[EXPERT_ROWS] = {0.0f}, u[EXPERT_ROWS] = {0.0f};
+        warp_rows_dot(g, gate_up, gate, xp, (size_t)r0 * D, (size_t)D, w_type, D, n, lane, wide);
+        warp_rows_dot(u, gate_up, up, xp, (size_t)r0 * D, (size_t)D, w_type, D, n, lane, wide);
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
+            if (lane == 0 && k < n)
+                store_elem(hidden, w_type, (size_t)(r0 + k) * I + i, silu(gk) * uk);
+        }
+    }
+}
+
+/** Version 3, step 2: as step 1 for out[r, d] = (W_down,e h_r)_d, warp w of block (tile, r) on d = tile·EXPERT_WARPS + w. */
+__global__ void moe_experts_v3_down_kernel(float *out, const void *hidden, const int *offsets, const void *down,
+                                           KernelDType w_type, int E, int D, int I, int wide)
+{
+    const int e = expert_starting_at(offsets, E, (int)blockIdx.y);
+    const int lane = (int)threadIdx.x % 32, d = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    if (e < 0 || d >= D)
+        return;
+    const size_t w = ((size_t)e * D + d) * I;
+    for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
+        float acc[EXPERT_ROWS] = {0.0f};
+        warp_rows_dot(acc, down, w, hidden, (size_t)r0 * I, (size_t)I, w_type, I, n, lane, wide);
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float sum = warp_sum(acc[k]);
+            if (lane == 0 && k < n)
+                out[(size_t)(r0 + k) * D + d] = sum;
+        }
+    }
+}
+// ANCHOR_END: moe_experts_v3
+
+extern "C" cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, const int *offsets,
+                                      const void *gate_up, const void *down, KernelDType w_type, int rows, int E, int D,
+                                      int I, cudaStream_t stream)
+{
+    const int wide = D % 8 == 0 && I % 8 == 0 && aligned16(hidden) && aligned16(xp) && aligned16(gate_up) &&
+                     aligned16(down);
+    LAUNCH(moe_experts_v3_hidden_kernel, dim3(blocks_for((size_t)I, EXPERT_WARPS), (unsigned)rows),
+           dim3(32 * EXPERT_WARPS), 0, stream, hidden, xp, offsets, gate_up, w_type, E, D, I, wide);
+    LAUNCH(moe_experts_v3_down_kernel, dim3(blocks_for((size_t)D, EXPERT_WARPS), (unsigned)rows),
+           dim3(32 * EXPERT_WARPS), 0, stream, out, hidden, offsets, down, w_type, E, D, I, wide);
+    return cudaGetLastError();
+}
