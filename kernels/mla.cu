@@ -483,8 +483,9 @@ static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
  * token's length on the device: keys_per_split = max(128, ⌈n_keys / n_split⌉) rounded up to a tile, so a
  * short sequence uses few splits of a fixed grid and a CUDA graph replays at any length. Per tile of 16
  * cache rows: the block copies the rows [ĉ_j ; k^R_j] into shared memory once (16-byte loads when the row
- * width is a multiple of 8, else element by element); every warp scores its heads against the tile,
- * s_j = σ(q^L·ĉ_j + q^R·k^R_j), and folds the tile into its online softmax with one rescale,
+ * width is a multiple of 8, else element by element); every warp scores its two heads against the tile
+ * (each shared-memory element read once for both), s_j = σ(q^L·ĉ_j + q^R·k^R_j), and folds the tile into
+ * each head's online softmax with one rescale,
  * m' = max(m, max_j s_j), l' = l·e^{m−m'} + Σ_j e^{s_j−m'}, acc' = acc·e^{m−m'} + Σ_j e^{s_j−m'} ĉ_j.
  * Each head's (acc, m, l) is its split's partial. Dynamic shared memory: MLA_V3_TILE · (d_c + d_r) floats.
  */
@@ -505,9 +506,10 @@ __global__ void mla_decode_v3_split_kernel(float *partial, const float *q_lat, c
     float q_l[MLA_V3_HPW][DC_PER_LANE], q_r[MLA_V3_HPW][DR_PER_LANE], acc[MLA_V3_HPW][DC_PER_LANE];
     float m[MLA_V3_HPW], l[MLA_V3_HPW];
 #pragma unroll
-    for (int k = 0; k < MLA_V3_HPW; k++) {
+    for (int k = 0; k < MLA_V3_HPW; k++) {                     /* a head past n_h scores with q = 0, unwritten */
         const bool live = h0 + k < nh;
-        const float *ql = q_lat + ((size_t)t * nh + h0 + k) * dc, *qr = q + ((size_t)t * nh + h0 + k) * dq + dims.d_n;
+        const size_t th = (size_t)t * nh + (live ? h0 + k : 0);
+        const float *ql = q_lat + th * dc, *qr = q + th * dq + dims.d_n;
 #pragma unroll
         for (int i = 0; i < DC_PER_LANE; i++) {
             q_l[k][i] = live && lane + 32 * i < dc ? ql[lane + 32 * i] : 0.0f;
@@ -529,47 +531,66 @@ __global__ void mla_decode_v3_split_kernel(float *partial, const float *q_lat, c
             for (int c = (int)threadIdx.x; c < n * width; c += (int)blockDim.x)
                 tile[c] = load_elem(cache, cache_type, row0 + c);
         __syncthreads();
+        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW];   /* both heads per shared-memory read */
 #pragma unroll
-        for (int k = 0; k < MLA_V3_HPW; k++) {
-            if (h0 + k >= nh)                                  /* uniform over the warp */
-                continue;
-            float s[MLA_V3_TILE], m_new = m[k];
+        for (int k = 0; k < MLA_V3_HPW; k++)
+            m_new[k] = m[k];
 #pragma unroll
-            for (int j = 0; j < MLA_V3_TILE; j++) {
-                s[j] = -INFINITY;
-                if (j < n) {
-                    const float *row = tile + (size_t)j * width;
-                    float dot = 0.0f;
+        for (int j = 0; j < MLA_V3_TILE; j++) {
+            if (j < n) {                                       /* uniform over the block */
+                const float *row = tile + (size_t)j * width;
+                float dot[MLA_V3_HPW] = {0.0f};
 #pragma unroll
-                    for (int i = 0; i < DC_PER_LANE; i++)
-                        if (lane + 32 * i < dc)
-                            dot += q_l[k][i] * row[lane + 32 * i];
+                for (int i = 0; i < DC_PER_LANE; i++)
+                    if (lane + 32 * i < dc) {
+                        const float c = row[lane + 32 * i];
 #pragma unroll
-                    for (int i = 0; i < DR_PER_LANE; i++)
-                        if (lane + 32 * i < dr)
-                            dot += q_r[k][i] * row[dc + lane + 32 * i];
-                    s[j] = dims.scale * warp_sum(dot);
-                    m_new = fmaxf(m_new, s[j]);
+                        for (int k = 0; k < MLA_V3_HPW; k++)
+                            dot[k] += q_l[k][i] * c;
+                    }
+#pragma unroll
+                for (int i = 0; i < DR_PER_LANE; i++)
+                    if (lane + 32 * i < dr) {
+                        const float r = row[dc + lane + 32 * i];
+#pragma unroll
+                        for (int k = 0; k < MLA_V3_HPW; k++)
+                            dot[k] += q_r[k][i] * r;
+                    }
+#pragma unroll
+                for (int k = 0; k < MLA_V3_HPW; k++) {
+                    s[k][j] = dims.scale * warp_sum(dot[k]);
+                    m_new[k] = fmaxf(m_new[k], s[k][j]);
                 }
             }
-            const float rescale = expf(m[k] - m_new);          /* 0 on the first tile (m = −∞) */
+        }
+        float p[MLA_V3_HPW][MLA_V3_TILE];
+#pragma unroll
+        for (int k = 0; k < MLA_V3_HPW; k++) {
+            const float rescale = expf(m[k] - m_new[k]);       /* 0 on the first tile (m = −∞) */
             l[k] *= rescale;
 #pragma unroll
             for (int i = 0; i < DC_PER_LANE; i++)
                 acc[k][i] *= rescale;
 #pragma unroll
             for (int j = 0; j < MLA_V3_TILE; j++) {
-                if (j < n) {
-                    const float p = expf(s[j] - m_new);
-                    const float *row = tile + (size_t)j * width;
-                    l[k] += p;
-#pragma unroll
-                    for (int i = 0; i < DC_PER_LANE; i++)
-                        if (lane + 32 * i < dc)
-                            acc[k][i] += p * row[lane + 32 * i];
-                }
+                p[k][j] = j < n ? expf(s[k][j] - m_new[k]) : 0.0f;
+                l[k] += p[k][j];
             }
-            m[k] = m_new;
+            m[k] = m_new[k];
+        }
+#pragma unroll
+        for (int j = 0; j < MLA_V3_TILE; j++) {
+            if (j < n) {
+                const float *row = tile + (size_t)j * width;
+#pragma unroll
+                for (int i = 0; i < DC_PER_LANE; i++)
+                    if (lane + 32 * i < dc) {
+                        const float c = row[lane + 32 * i];
+#pragma unroll
+                        for (int k = 0; k < MLA_V3_HPW; k++)
+                            acc[k][i] += p[k][j] * c;
+                    }
+            }
         }
         __syncthreads();                                       /* the tile is read before the next overwrites it */
     }

@@ -206,7 +206,7 @@ static void check_mla(const ModelConfig *c, int prompt)
                 fail_msg("%s", ds_last_error());
             assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
             assert_int_equal(cudaMemcpy(got, dout, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
-            snprintf(what, sizeof what, "v2 %s, T %d at %d", absorbed ? "absorbed" : "expanded", T, pos0);
+            snprintf(what, sizeof what, "fast %s, T %d at %d", absorbed ? "absorbed" : "expanded", T, pos0);
             report(what, got, want, (size_t)T * D, tol);
 
             /* the latent cache rows this phase wrote (v2), and v1 writing the same rows from the same kv */
