@@ -369,7 +369,7 @@ cudaError_t mla_decode_at_v3(float *o_lat, const float *q_lat, const float *q, c
                              float *partial, cudaStream_t stream);
 
 /** Splits (grid columns) mla_decode_v3 launches for T tokens of n_h heads over at most max_ctx keys:
- *  enough blocks for an H100's 132 SMs, no more than max_ctx/128, at most 64. */
+ *  enough blocks for two per SM of a 132-SM H100, no more than max_ctx/128, at most 128. */
 int mla_decode_v3_splits(int n_h, int T, int max_ctx);
 
 /** Floats of partials mla_decode_at_v3 needs for any T ≤ max_T at max_ctx. */

@@ -466,7 +466,7 @@ extern "C" cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const 
 /** Fewest keys per split: a split writes MLA_V3_GROUP·(d_c + 2) floats of partials (33 KB at d_c 512),
  *  so 128 bf16 rows of 576 (147 KB) keep the partials under a quarter of the cache bytes. */
 #define MLA_V3_MIN_KEYS 128
-#define MLA_V3_MAX_SPLITS 64      /**< most splits of one sequence */
+#define MLA_V3_MAX_SPLITS 128     /**< most splits of one sequence: about one block per SM at batch 1 */
 #define MLA_V3_TARGET_BLOCKS 264  /**< blocks to aim for: two per SM of a 132-SM H100 */
 
 /** Keys per split for n_keys keys over n_split grid columns: at least MLA_V3_MIN_KEYS, a whole number of tiles. */
