@@ -58,7 +58,7 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
     if (alloc(&s->logits, T * (E ? E : 1), 4) || alloc(&s->idx, rows, 4) || alloc(&s->weight, rows, 4) ||
         alloc(&s->counts, E, 4) || alloc(&s->offsets, E + 1, 4) || alloc(&s->slot_row, rows, 4) ||
         alloc(&s->row_token, rows, 4) || alloc(&s->xp, rows * D, esz) || alloc(&s->gu, rows * 2 * I, 4) ||
-        alloc(&s->hidden, rows * I, esz) || alloc(&s->expert_out, rows * D, 4) || alloc(&s->shared_out, T * D, 4) ||
+        alloc(&s->hidden, (rows + T) * I, esz) || alloc(&s->expert_out, rows * D, 4) || alloc(&s->shared_out, T * D, 4) ||
         alloc(&s->q, T * nh * dq, 4) || alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) ||
         alloc(&s->kv, T * (dc + dr), 4) || alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) ||
         alloc(&s->o_lat, T * nh * dc, 4) ||
@@ -125,8 +125,11 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
     const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
                             cfg->norm_topk_prob, cfg->routed_scaling_factor};
 
-    /* shared experts first: they use the same gate/up and hidden buffers as the routed ones */
-    if (w->shared.down.data && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s))
+    const bool grouped = how == FAST_MOE_GROUPED || (how == FAST_MOE_AUTO && T * K <= FAST_MOE_GROUPED_MAX_ROWS);
+    const int I_s = w->shared.down.data ? w->shared.down.cols : 0;
+
+    /* a prompt's shared experts first, as GEMMs: they use the same gate/up and hidden buffers as the routed ones */
+    if (!grouped && I_s && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s))
         return -1;
 
     /* 1. route: g = W_gate b_t in float32, then s_{i,t}, top-K and weights in one kernel */
@@ -136,15 +139,21 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
 
     /* 2. permute (token, slot) pairs by expert */
     CUDA_TRY(moe_permute_v2(s->counts, s->offsets, s->slot_row, s->row_token, s->idx, T, K, E, ctx->stream));
-    CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
 
-    /* 3. each expert on its rows: small steps in one grouped kernel reading the offsets on the device
-     *    (no host synchronisation: a decode step can be captured), prompts one GEMM pair per expert */
-    if (how == FAST_MOE_GROUPED || (how == FAST_MOE_AUTO && T * K <= FAST_MOE_GROUPED_MAX_ROWS))
-        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->hidden, s->xp, s->offsets, w->gate_up.data, w->down.data,
-                                  ctx->wtype, T * K, E, D, I, ctx->stream));
-    else if (experts_per_gemm(ctx, w, T * K, E, D, I, s))
-        return -1;
+    /* 3. each expert on its rows: small steps in two grouped launches reading the offsets on the device
+     *    (no host synchronisation: a decode step can be captured) that also read the tokens' rows in place
+     *    and run the shared experts; prompts gather the rows and take one GEMM pair per expert */
+    if (grouped) {
+        void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
+        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token,
+                                  s->offsets, w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
+                                  I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s,
+                                  ctx->stream));
+    } else {
+        CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
+        if (experts_per_gemm(ctx, w, T * K, E, D, I, s))
+            return -1;
+    }
 
     /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared */
     CUDA_TRY(moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, w->shared.down.data ? s->shared_out : NULL, T,

@@ -233,6 +233,20 @@ cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, const int *
 cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
                            const void *down, KernelDType w_type, int rows, int E, int D, int I, cudaStream_t stream);
 
+/**
+ * The routed and shared experts of a small step in two launches (fused version 3; the literal version
+ * is moe_forward_v1): moe_experts_v3 on permuted rows r < rows that reads token row_token[r]'s input
+ * straight from x (no gathered copy), plus, when I_s > 0, the shared experts on every token as T more
+ * rows of blocks. out: [rows, D] float32 (as moe_experts_v1's); shared_out: [T, D] float32;
+ * hidden: [rows, I], shared_hidden: [T, I_s] (w_type); x: [T, D] float32; row_token, offsets as
+ * moe_permute_v2 writes them; shared_gate_up: [2·I_s, D]; shared_down: [D, I_s]. 16-byte loads when D,
+ * I and I_s are multiples of 8 and the tensors 16-byte aligned, element loads otherwise.
+ */
+cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void *shared_hidden, const float *x,
+                               const int *row_token, const int *offsets, const void *gate_up, const void *down,
+                               const void *shared_gate_up, const void *shared_down, KernelDType w_type, int T,
+                               int rows, int E, int D, int I, int I_s, cudaStream_t stream);
+
 /* ---- mla.cu: Multi-head Latent Attention (SPEC §3.4, §5) ---------------------------------- */
 
 /** Sizes of one MLA layer and the scale σ = d_q^{-1/2}·m². */
