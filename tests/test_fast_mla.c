@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static TestRng rng;
 
@@ -354,6 +355,8 @@ static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
     for (size_t i = 0; i < n_lat; i++) want[i] = (float)want_d[i];
     for (int v = 2; v <= 4; v++) {
         assert_int_equal(cudaMemset(do_lat, 0xff, sizeof(float) * n_lat), cudaSuccess);
+        struct timespec t0, t1;                                /* simulator seconds, printed, never checked */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (v == 2)
             assert_int_equal(mla_decode_at_v2(do_lat, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial, 0),
                              cudaSuccess);
@@ -364,6 +367,8 @@ static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
             assert_int_equal(mla_decode_v3(do_lat, dq_lat, dqv, dcache, type, d, ctx - T, T, partial, 0),
                              cudaSuccess);
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        printf("    (simulated in %.3f s)\n", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         assert_int_equal(cudaMemcpy(got, do_lat, sizeof(float) * n_lat, cudaMemcpyDeviceToHost), cudaSuccess);
         if (v == 4) {                                          /* the host-pos0 launcher: tokens ctx − T + t, base 0 */
             for (int t = 0; t < T; t++) {
