@@ -231,13 +231,17 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                                 nh * dq, dq, s->q_lat, nh * dc, dc, nh))
             return -1;
         /* each token over its own sequence's rows, one read of each row per 16 heads; the splits a token
-         * uses follow its length on the device, the grid only T and max_ctx */
-        CUDA_TRY(mla_decode_at_v3(s->o_lat, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T, at->max_ctx,
-                                  s->partial, ctx->stream));
+         * uses follow its length on the device, the grid only T and max_ctx. o^L comes out in the weights'
+         * type, in bf16 mode straight into the staging buffer the W^UV GEMM reads (q_in is consumed) */
+        void *ol_in = ctx->wtype == KERNEL_F32 ? (void *)s->o_lat : ctx->stage;
+        if (ctx->wtype != KERNEL_F32 && (size_t)T * nh * dc > ctx->stage_elems)
+            return ds_error("fast_mla_forward: %zu activations exceed the staging buffer of %zu", (size_t)T * nh * dc,
+                            ctx->stage_elems);
+        CUDA_TRY(mla_decode_at_v3(ol_in, ctx->wtype, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T,
+                                  at->max_ctx, s->partial, ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
-        const void *ol_in = staged(ctx, s->o_lat, (size_t)T * nh * dc);
-        if (!ol_in || gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
-                                 (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
+        if (gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
+                       (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
             return -1;
     } else {
         /* decompress the sequence's rows: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, K = [k^N ; k^R], V */

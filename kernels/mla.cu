@@ -612,10 +612,11 @@ __global__ void mla_decode_v3_split_kernel(float *partial, const float *q_lat, c
 
 /**
  * Block (h, t): o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s over the splits that held keys of token t
- * (their number from the token's length, as the split kernel counts them), M = max_s m_s.
+ * (their number from the token's length, as the split kernel counts them), M = max_s m_s, stored as o_type
+ * (bf16 straight into the W^UV GEMM's input, so no conversion launch follows).
  */
-__global__ void mla_decode_v3_combine_kernel(float *o_lat, const float *partial, MlaDims dims, const int *pos,
-                                             int pos0, int n_split)
+__global__ void mla_decode_v3_combine_kernel(void *o_lat, KernelDType o_type, const float *partial, MlaDims dims,
+                                             const int *pos, int pos0, int n_split)
 {
     const int h = (int)blockIdx.x, t = (int)blockIdx.y, nh = dims.n_h, dc = dims.d_c;
     const int n_keys = token_position(pos, pos0, t) + 1, kps = v3_keys_per_split(n_keys, n_split);
@@ -630,7 +631,7 @@ __global__ void mla_decode_v3_combine_kernel(float *o_lat, const float *partial,
         float v = 0.0f;
         for (int s = 0; s < used; s++)
             v += expf(part[(size_t)s * (dc + 2) + dc] - m_all) * part[(size_t)s * (dc + 2) + c];
-        o_lat[((size_t)t * nh + h) * dc + c] = v / l_all;
+        store_elem(o_lat, o_type, ((size_t)t * nh + h) * dc + c, v / l_all);
     }
 }
 // ANCHOR_END: mla_decode_v3
@@ -655,7 +656,7 @@ extern "C" size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_
 }
 
 /** Launches the version-3 split kernel and its combine (positions as in mla_decode_v3_split_kernel). */
-static cudaError_t decode_v3_launch(float *o_lat, const float *q_lat, const float *q, const void *cache,
+static cudaError_t decode_v3_launch(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
                                     KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int pos0,
                                     int T, int max_ctx, float *partial, cudaStream_t stream)
 {
@@ -667,22 +668,23 @@ static cudaError_t decode_v3_launch(float *o_lat, const float *q_lat, const floa
     LAUNCH(mla_decode_v3_split_kernel, dim3((unsigned)n_split, groups, (unsigned)T), dim3(32 * MLA_V3_WARPS),
            sizeof(float) * MLA_V3_TILE * (size_t)width, stream, partial, q_lat, q, cache, cache_type, dims, pos,
            base, pos0, n_split, wide);
-    LAUNCH(mla_decode_v3_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat,
+    LAUNCH(mla_decode_v3_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, o_type,
            partial, dims, pos, pos0, n_split);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t mla_decode_v3(float *o_lat, const float *q_lat, const float *q, const void *cache,
+extern "C" cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
                                      KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial,
                                      cudaStream_t stream)
 {
-    return decode_v3_launch(o_lat, q_lat, q, cache, cache_type, dims, NULL, NULL, pos0, T, pos0 + T, partial,
+    return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, NULL, NULL, pos0, T, pos0 + T, partial,
                             stream);
 }
 
-extern "C" cudaError_t mla_decode_at_v3(float *o_lat, const float *q_lat, const float *q, const void *cache,
+extern "C" cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
                                         KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
                                         int max_ctx, float *partial, cudaStream_t stream)
 {
-    return decode_v3_launch(o_lat, q_lat, q, cache, cache_type, dims, pos, base, 0, T, max_ctx, partial, stream);
+    return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, pos, base, 0, T, max_ctx, partial,
+                            stream);
 }
