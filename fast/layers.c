@@ -62,10 +62,13 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
         alloc(&s->q, T * nh * dq, 4) || alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) ||
         alloc(&s->kv, T * (dc + dr), 4) || alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) ||
         alloc(&s->o_lat, T * nh * dc, 4) ||
-        alloc(&s->partial, mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4) ||
+        alloc(&s->partial, mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx),
+              4) ||
         alloc(&s->u, L * nh * (dn + dv), 4) || alloc(&s->k, L * nh * dq, 4) || alloc(&s->v, L * nh * dv, 4) ||
         alloc(&s->s, nh * T * L, 4))
         return -1;
+    /* the decode's (token, head group) counters lead the partials; zero once, every launch leaves them zero */
+    CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * mla_decode_v3_counters(dims.n_h, max_T)));
     return 0;
 }
 
@@ -237,8 +240,9 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
         if (ctx->wtype != KERNEL_F32 && (size_t)T * nh * dc > ctx->stage_elems)
             return ds_error("fast_mla_forward: %zu activations exceed the staging buffer of %zu", (size_t)T * nh * dc,
                             ctx->stage_elems);
+        const size_t n_count = mla_decode_v3_counters(nh, s->max_T);
         CUDA_TRY(mla_decode_at_v3(ol_in, ctx->wtype, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T,
-                                  at->max_ctx, s->partial, ctx->stream));
+                                  at->max_ctx, s->partial + n_count, (int *)s->partial, ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
         if (gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
                        (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))

@@ -363,28 +363,35 @@ cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const float *q, c
 int mla_decode_splits(int ctx);
 
 /**
- * Version 3 of the absorbed decode (mla_decode_v2's arguments and result, o^L stored as o_type): blocks (split, head
- * group, token) of 8 warps, a group of 16 heads per block, so each cache row is read once per token per
- * group (⌈n_h/16⌉ times instead of n_h) and staged in shared memory for all of the group's scores and
- * o^L. The split count is fixed by the launch (mla_decode_v3_splits) and each token's keys are spread
- * over as many of those splits as its own length needs (at least 128 keys each), read on the device.
- * partial: T·n_h·mla_decode_v3_splits(n_h, T, pos0 + T)·(d_c + 2) floats. Limits as mla_decode_v2.
+ * Version 3 of the absorbed decode (mla_decode_v2's arguments and result, o^L stored as o_type), in one
+ * launch: blocks (split, head group, token) of 8 warps, a group of 16 heads per block, so each cache row
+ * is read once per token per group (⌈n_h/16⌉ times instead of n_h) and staged in shared memory for all
+ * of the group's scores and o^L. The split count is fixed by the launch (mla_decode_v3_splits) and each
+ * token's keys are spread over as many of those splits as its own length needs (at least 128 keys each),
+ * read on the device; the block that finishes a token's last split combines them.
+ * partial: T·n_h·mla_decode_v3_splits(n_h, T, pos0 + T)·(d_c + 2) floats; counters:
+ * mla_decode_v3_counters(n_h, T) ints, zero before the first launch (one cudaMemset), left zero by every
+ * launch. Limits as mla_decode_v2.
  */
 cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
-                          KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial, cudaStream_t stream);
+                          KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial, int *counters,
+                          cudaStream_t stream);
 
 /**
  * mla_decode_v3 with positions and cache rows from device memory, as mla_decode_at_v2 (pos[t] < max_ctx).
  * The grid depends on n_h, T and max_ctx only, so the launch can be captured in a CUDA graph.
- * partial: T·n_h·mla_decode_v3_splits(n_h, T, max_ctx)·(d_c + 2) floats.
+ * partial: T·n_h·mla_decode_v3_splits(n_h, T, max_ctx)·(d_c + 2) floats; counters as mla_decode_v3.
  */
 cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
                              KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T, int max_ctx,
-                             float *partial, cudaStream_t stream);
+                             float *partial, int *counters, cudaStream_t stream);
 
 /** Splits (grid columns) mla_decode_v3 launches for T tokens of n_h heads over at most max_ctx keys:
  *  enough blocks for two per SM of a 132-SM H100, no more than max_ctx/128, at most 128. */
 int mla_decode_v3_splits(int n_h, int T, int max_ctx);
+
+/** Ints of counters mla_decode_v3 needs for up to max_T tokens of n_h heads: one per (token, head group). */
+size_t mla_decode_v3_counters(int n_h, int max_T);
 
 /** Floats of partials mla_decode_at_v3 needs for any T ≤ max_T at max_ctx. */
 size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_ctx);

@@ -487,11 +487,13 @@ static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
  * (each shared-memory element read once for both), s_j = σ(q^L·ĉ_j + q^R·k^R_j), and folds the tile into
  * each head's online softmax with one rescale,
  * m' = max(m, max_j s_j), l' = l·e^{m−m'} + Σ_j e^{s_j−m'}, acc' = acc·e^{m−m'} + Σ_j e^{s_j−m'} ĉ_j.
- * Each head's (acc, m, l) is its split's partial. Dynamic shared memory: MLA_V3_TILE · (d_c + d_r) floats.
+ * Each head's (acc, m, l) is its split's partial; a counter per (token, group) tells the block that writes
+ * the last partial to combine them, so one launch does it all. counters: zero at the first launch, and
+ * left zero by every launch. Dynamic shared memory: MLA_V3_TILE · (d_c + d_r) floats.
  */
-__global__ void mla_decode_v3_split_kernel(float *partial, const float *q_lat, const float *q, const void *cache,
-                                           KernelDType cache_type, MlaDims dims, const int *pos, const int *base,
-                                           int pos0, int n_split, int wide)
+__global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *partial, int *counters,
+                                     const float *q_lat, const float *q, const void *cache, KernelDType cache_type,
+                                     MlaDims dims, const int *pos, const int *base, int pos0, int n_split, int wide)
 {
     DYNAMIC_SHARED(float, tile);
     const int split = (int)blockIdx.x, t = (int)blockIdx.z, lane = (int)threadIdx.x % 32;
@@ -594,11 +596,12 @@ __global__ void mla_decode_v3_split_kernel(float *partial, const float *q_lat, c
         }
         __syncthreads();                                       /* the tile is read before the next overwrites it */
     }
+    float *part = partial + ((size_t)t * nh + h0) * n_split * (dc + 2);  /* [head of the warp][split][d_c + 2] */
 #pragma unroll
     for (int k = 0; k < MLA_V3_HPW; k++) {
         if (h0 + k >= nh)
             continue;
-        float *out = partial + (((size_t)t * nh + h0 + k) * n_split + split) * (dc + 2);
+        float *out = part + ((size_t)k * n_split + split) * (dc + 2);
 #pragma unroll
         for (int i = 0; i < DC_PER_LANE; i++)
             if (lane + 32 * i < dc)
@@ -608,30 +611,39 @@ __global__ void mla_decode_v3_split_kernel(float *partial, const float *q_lat, c
             out[dc + 1] = l[k];
         }
     }
-}
 
-/**
- * Block (h, t): o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s over the splits that held keys of token t
- * (their number from the token's length, as the split kernel counts them), M = max_s m_s, stored as o_type
- * (bf16 straight into the W^UV GEMM's input, so no conversion launch follows).
- */
-__global__ void mla_decode_v3_combine_kernel(void *o_lat, KernelDType o_type, const float *partial, MlaDims dims,
-                                             const int *pos, int pos0, int n_split)
-{
-    const int h = (int)blockIdx.x, t = (int)blockIdx.y, nh = dims.n_h, dc = dims.d_c;
-    const int n_keys = token_position(pos, pos0, t) + 1, kps = v3_keys_per_split(n_keys, n_split);
+    /* The last of the token's used splits to finish combines them (no second launch):
+     * o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} ℓ_s, M = max_s m_s, stored as o_type. */
+    __shared__ int last;
     const int used = (n_keys + kps - 1) / kps;
-    const float *part = partial + ((size_t)t * nh + h) * n_split * (dc + 2);
-    float m_all = -INFINITY, l_all = 0.0f;
-    for (int s = 0; s < used; s++)
-        m_all = fmaxf(m_all, part[(size_t)s * (dc + 2) + dc]);
-    for (int s = 0; s < used; s++)
-        l_all += expf(part[(size_t)s * (dc + 2) + dc] - m_all) * part[(size_t)s * (dc + 2) + dc + 1];
-    for (int c = (int)threadIdx.x; c < dc; c += (int)blockDim.x) {
-        float v = 0.0f;
-        for (int s = 0; s < used; s++)
-            v += expf(part[(size_t)s * (dc + 2) + dc] - m_all) * part[(size_t)s * (dc + 2) + c];
-        store_elem(o_lat, o_type, ((size_t)t * nh + h) * dc + c, v / l_all);
+    __threadfence();                                           /* this block's partials, visible to all */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int *done = counters + (size_t)t * gridDim.y + blockIdx.y;
+        last = atomicAdd(done, 1) == used - 1;
+        if (last)
+            *done = 0;                                         /* zero again for the next launch or replay */
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+#pragma unroll
+    for (int k = 0; k < MLA_V3_HPW; k++) {
+        if (h0 + k >= nh)
+            continue;
+        const volatile float *ps = part + (size_t)k * n_split * (dc + 2);   /* written by other blocks */
+        float m_all = -INFINITY, l_all = 0.0f;
+        for (int sp = 0; sp < used; sp++)
+            m_all = fmaxf(m_all, ps[(size_t)sp * (dc + 2) + dc]);
+        for (int sp = 0; sp < used; sp++)
+            l_all += expf(ps[(size_t)sp * (dc + 2) + dc] - m_all) * ps[(size_t)sp * (dc + 2) + dc + 1];
+        for (int c = lane; c < dc; c += 32) {
+            float v = 0.0f;
+            for (int sp = 0; sp < used; sp++)
+                v += expf(ps[(size_t)sp * (dc + 2) + dc] - m_all) * ps[(size_t)sp * (dc + 2) + c];
+            store_elem(o_lat, o_type, ((size_t)t * nh + h0 + k) * dc + c, v / l_all);
+        }
     }
 }
 // ANCHOR_END: mla_decode_v3
@@ -655,36 +667,40 @@ extern "C" size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_
     return most * (size_t)dims.n_h * (size_t)(dims.d_c + 2);
 }
 
-/** Launches the version-3 split kernel and its combine (positions as in mla_decode_v3_split_kernel). */
-static cudaError_t decode_v3_launch(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
-                                    KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int pos0,
-                                    int T, int max_ctx, float *partial, cudaStream_t stream)
+extern "C" size_t mla_decode_v3_counters(int n_h, int max_T)
+{
+    return (size_t)max_T * (size_t)(n_h > MLA_V3_GROUP ? (n_h + MLA_V3_GROUP - 1) / MLA_V3_GROUP : 1);
+}
+
+/** Launches mla_decode_v3_kernel (positions as in the kernel). */
+static cudaError_t decode_v3_launch(void *o_lat, KernelDType o_type, const float *q_lat, const float *q,
+                                    const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
+                                    const int *base, int pos0, int T, int max_ctx, float *partial, int *counters,
+                                    cudaStream_t stream)
 {
     if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR)
         return cudaErrorInvalidValue;
     const int width = dims.d_c + dims.d_r, n_split = mla_decode_v3_splits(dims.n_h, T, max_ctx);
     const int wide = width % 8 == 0 && aligned16(cache);
-    const unsigned int groups = (unsigned int)((dims.n_h + MLA_V3_GROUP - 1) / MLA_V3_GROUP);
-    LAUNCH(mla_decode_v3_split_kernel, dim3((unsigned)n_split, groups, (unsigned)T), dim3(32 * MLA_V3_WARPS),
-           sizeof(float) * MLA_V3_TILE * (size_t)width, stream, partial, q_lat, q, cache, cache_type, dims, pos,
-           base, pos0, n_split, wide);
-    LAUNCH(mla_decode_v3_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, o_type,
-           partial, dims, pos, pos0, n_split);
+    const unsigned int groups = (unsigned int)mla_decode_v3_counters(dims.n_h, 1);
+    LAUNCH(mla_decode_v3_kernel, dim3((unsigned)n_split, groups, (unsigned)T), dim3(32 * MLA_V3_WARPS),
+           sizeof(float) * MLA_V3_TILE * (size_t)width, stream, o_lat, o_type, partial, counters, q_lat, q, cache,
+           cache_type, dims, pos, base, pos0, n_split, wide);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
                                      KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial,
-                                     cudaStream_t stream)
+                                     int *counters, cudaStream_t stream)
 {
     return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, NULL, NULL, pos0, T, pos0 + T, partial,
-                            stream);
+                            counters, stream);
 }
 
 extern "C" cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
                                         KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
-                                        int max_ctx, float *partial, cudaStream_t stream)
+                                        int max_ctx, float *partial, int *counters, cudaStream_t stream)
 {
     return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, pos, base, 0, T, max_ctx, partial,
-                            stream);
+                            counters, stream);
 }

@@ -332,16 +332,18 @@ static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
         assert_true(pos[t] >= 0);
     }
     void *dcache;
-    float *dq_lat, *dqv, *do_lat, *partial;
-    int *dpos, *dbase;
+    float *dq_lat, *dqv, *do_lat, *partial, *partial_v3;
+    int *dpos, *dbase, *counters;
     const size_t n_part_v2 = (size_t)T * nh * mla_decode_splits(ctx) * (dc + 2);
     const size_t n_part_v3 = mla_decode_v3_partial_floats(d, T, ctx);
     assert_int_equal(cudaMalloc(&dcache, (size_t)rows * width * esz), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&dq_lat, sizeof(float) * n_lat), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&dqv, sizeof(float) * (size_t)T * nh * dq), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&do_lat, sizeof(float) * n_lat), cudaSuccess);
-    assert_int_equal(cudaMalloc((void **)&partial, sizeof(float) * (n_part_v2 > n_part_v3 ? n_part_v2 : n_part_v3)),
-                     cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&partial, sizeof(float) * n_part_v2), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&partial_v3, sizeof(float) * n_part_v3), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&counters, sizeof(int) * mla_decode_v3_counters(nh, T)), cudaSuccess);
+    assert_int_equal(cudaMemset(counters, 0, sizeof(int) * mla_decode_v3_counters(nh, T)), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&dpos, sizeof pos), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&dbase, sizeof base), cudaSuccess);
     assert_int_equal(cudaMemcpy(dcache, stored, (size_t)rows * width * esz, cudaMemcpyHostToDevice), cudaSuccess);
@@ -362,10 +364,11 @@ static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
             assert_int_equal(mla_decode_at_v2(do_lat, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial, 0),
                              cudaSuccess);
         else if (v == 3)
-            assert_int_equal(mla_decode_at_v3(do_lat, KERNEL_F32, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial, 0),
+            assert_int_equal(mla_decode_at_v3(do_lat, KERNEL_F32, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial_v3,
+                                              counters, 0),
                              cudaSuccess);
         else
-            assert_int_equal(mla_decode_v3(do_lat, type, dq_lat, dqv, dcache, type, d, ctx - T, T, partial, 0),
+            assert_int_equal(mla_decode_v3(do_lat, type, dq_lat, dqv, dcache, type, d, ctx - T, T, partial_v3, counters, 0),
                              cudaSuccess);                     /* o^L stored as the cache's type */
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -385,8 +388,14 @@ static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
         report(v == 2 ? "  mla_decode_at_v2 (o^L)" : v == 3 ? "  mla_decode_at_v3 (o^L)" : "  mla_decode_v3 (o^L as cache)",
                got, want, n_lat, v == 4 && bf16 ? 2e-2 : 1e-5);
     }
+    int left[8 * 2];                                           /* every launch leaves its counters zero */
+    const size_t n_count = mla_decode_v3_counters(nh, T);
+    assert_true(n_count <= sizeof left / sizeof left[0]);
+    assert_int_equal(cudaMemcpy(left, counters, sizeof(int) * n_count, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t i = 0; i < n_count; i++)
+        assert_int_equal(left[i], 0);
     cudaFree(dcache); cudaFree(dq_lat); cudaFree(dqv); cudaFree(do_lat); cudaFree(partial); cudaFree(dpos);
-    cudaFree(dbase);
+    cudaFree(dbase); cudaFree(partial_v3); cudaFree(counters);
     free(cache); free(q_lat); free(q); free(got); free(want_d); free(want); free(stored);
 }
 
