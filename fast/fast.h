@@ -44,7 +44,7 @@
 #define FAST_ROUTER router_forward_v2             /**< scores + group max + top-K in one kernel */
 #define FAST_WRITE_LATENTS mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
 #define FAST_ARGMAX sample_argmax_v2              /**< greedy token */
-#define FAST_MOE_EXPERTS moe_experts_v2           /**< routed experts of a small step, offsets on the device */
+#define FAST_MOE_EXPERTS moe_ffn_grouped_v3       /**< routed + shared experts of a small step, offsets on the device */
 
 /**
  * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed
@@ -169,7 +169,7 @@ typedef struct {
     int *counts_host;   /**< [E + 1] offsets copied to the host (one GEMM per non-empty expert) */
     void *xp;           /**< [max_T·K, D] permuted inputs (wtype) */
     float *gu;          /**< [max_T·K, 2·I_max] fused gate/up outputs */
-    void *hidden;       /**< [max_T·K, I_max] SwiGLU outputs (wtype) */
+    void *hidden;       /**< [max_T·K + max_T, I_max] SwiGLU outputs (wtype): routed rows, then shared */
     float *expert_out;  /**< [max_T·K, D] permuted expert outputs */
     float *shared_out;  /**< [max_T, D] */
     /* attention */

@@ -40,25 +40,35 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
     memset(s, 0, sizeof *s);
     s->max_T = max_T;
     s->max_ctx = max_ctx;
+    /* the device router's limits, refused here once rather than by a failed launch in every MoE layer */
+    if (cfg->n_routed_experts > ROUTER_MAX_E)
+        return ds_error("fast_scratch_init: n_routed_experts = %d exceeds the device router's %d",
+                        cfg->n_routed_experts, ROUTER_MAX_E);
+    if (cfg->n_routed_experts > 0 && cfg->n_group > ROUTER_MAX_G)
+        return ds_error("fast_scratch_init: n_group = %d exceeds the device router's %d", cfg->n_group, ROUTER_MAX_G);
     const size_t T = (size_t)max_T, L = (size_t)max_ctx, D = cfg->hidden_size, E = cfg->n_routed_experts;
     const size_t K = cfg->num_experts_per_tok > 0 ? cfg->num_experts_per_tok : 1, I = ffn_width(cfg);
     const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
     const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
     const size_t esz = kernel_dtype_size(ctx->wtype), rows = T * K;
+    const MlaDims dims = {(int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f};
     s->counts_host = malloc(sizeof(int) * (E + 1));
     if (!s->counts_host)
         return ds_error("fast_scratch_init: out of host memory");
     if (alloc(&s->logits, T * (E ? E : 1), 4) || alloc(&s->idx, rows, 4) || alloc(&s->weight, rows, 4) ||
         alloc(&s->counts, E, 4) || alloc(&s->offsets, E + 1, 4) || alloc(&s->slot_row, rows, 4) ||
         alloc(&s->row_token, rows, 4) || alloc(&s->xp, rows * D, esz) || alloc(&s->gu, rows * 2 * I, 4) ||
-        alloc(&s->hidden, rows * I, esz) || alloc(&s->expert_out, rows * D, 4) || alloc(&s->shared_out, T * D, 4) ||
+        alloc(&s->hidden, (rows + T) * I, esz) || alloc(&s->expert_out, rows * D, 4) || alloc(&s->shared_out, T * D, 4) ||
         alloc(&s->q, T * nh * dq, 4) || alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) ||
         alloc(&s->kv, T * (dc + dr), 4) || alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) ||
         alloc(&s->o_lat, T * nh * dc, 4) ||
-        alloc(&s->partial, T * nh * (size_t)mla_decode_splits(max_ctx) * (dc + 2), 4) ||
+        alloc(&s->partial, mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx),
+              4) ||
         alloc(&s->u, L * nh * (dn + dv), 4) || alloc(&s->k, L * nh * dq, 4) || alloc(&s->v, L * nh * dv, 4) ||
         alloc(&s->s, nh * T * L, 4))
         return -1;
+    /* the decode's (token, head group) counters lead the partials; zero once, every launch leaves them zero */
+    CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * mla_decode_v3_counters(dims.n_h, max_T)));
     return 0;
 }
 
@@ -118,8 +128,11 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
     const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
                             cfg->norm_topk_prob, cfg->routed_scaling_factor};
 
-    /* shared experts first: they use the same gate/up and hidden buffers as the routed ones */
-    if (w->shared.down.data && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s))
+    const bool grouped = how == FAST_MOE_GROUPED || (how == FAST_MOE_AUTO && T * K <= FAST_MOE_GROUPED_MAX_ROWS);
+    const int I_s = w->shared.down.data ? w->shared.down.cols : 0;
+
+    /* a prompt's shared experts first, as GEMMs: they use the same gate/up and hidden buffers as the routed ones */
+    if (!grouped && I_s && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s))
         return -1;
 
     /* 1. route: g = W_gate b_t in float32, then s_{i,t}, top-K and weights in one kernel */
@@ -129,15 +142,21 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
 
     /* 2. permute (token, slot) pairs by expert */
     CUDA_TRY(moe_permute_v2(s->counts, s->offsets, s->slot_row, s->row_token, s->idx, T, K, E, ctx->stream));
-    CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
 
-    /* 3. each expert on its rows: small steps in one grouped kernel reading the offsets on the device
-     *    (no host synchronisation: a decode step can be captured), prompts one GEMM pair per expert */
-    if (how == FAST_MOE_GROUPED || (how == FAST_MOE_AUTO && T * K <= FAST_MOE_GROUPED_MAX_ROWS))
-        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->hidden, s->xp, s->offsets, w->gate_up.data, w->down.data,
-                                  ctx->wtype, T * K, E, D, I, ctx->stream));
-    else if (experts_per_gemm(ctx, w, T * K, E, D, I, s))
-        return -1;
+    /* 3. each expert on its rows: small steps in two grouped launches reading the offsets on the device
+     *    (no host synchronisation: a decode step can be captured) that also read the tokens' rows in place
+     *    and run the shared experts; prompts gather the rows and take one GEMM pair per expert */
+    if (grouped) {
+        void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
+        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token,
+                                  s->offsets, w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
+                                  I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s,
+                                  ctx->stream));
+    } else {
+        CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
+        if (experts_per_gemm(ctx, w, T * K, E, D, I, s))
+            return -1;
+    }
 
     /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared */
     CUDA_TRY(moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, w->shared.down.data ? s->shared_out : NULL, T,
@@ -185,6 +204,9 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
     const size_t esz = kernel_dtype_size(ctx->wtype);
     const char *kv_b = w->kv_b_proj.data;
 
+    if (absorbed && (T > s->max_T || at->max_ctx > s->max_ctx))
+        return ds_error("fast_mla_forward: %d tokens over %d positions exceed the scratch's %d over %d", T,
+                        at->max_ctx, s->max_T, s->max_ctx);
     if (!absorbed && pos0 < 0)
         return ds_error("fast_mla_forward: the expanded form needs one sequence's consecutive positions");
     /* the latent path: [c^KV_t ; k^R_raw_t] = W^DKV/W^KR a_t, normalised and rotated into row base_t + pos_t */
@@ -211,13 +233,19 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
         if (!q_in || gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
                                 nh * dq, dq, s->q_lat, nh * dc, dc, nh))
             return -1;
-        /* each token over its own sequence's rows; the grid is sized by max_ctx, not by the positions */
-        CUDA_TRY(mla_decode_at_v2(s->o_lat, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T, at->max_ctx,
-                                  s->partial, ctx->stream));
+        /* each token over its own sequence's rows, one read of each row per 16 heads; the splits a token
+         * uses follow its length on the device, the grid only T and max_ctx. o^L comes out in the weights'
+         * type, in bf16 mode straight into the staging buffer the W^UV GEMM reads (q_in is consumed) */
+        void *ol_in = ctx->wtype == KERNEL_F32 ? (void *)s->o_lat : ctx->stage;
+        if (ctx->wtype != KERNEL_F32 && (size_t)T * nh * dc > ctx->stage_elems)
+            return ds_error("fast_mla_forward: %zu activations exceed the staging buffer of %zu", (size_t)T * nh * dc,
+                            ctx->stage_elems);
+        const size_t n_count = mla_decode_v3_counters(nh, s->max_T);
+        CUDA_TRY(mla_decode_at_v3(ol_in, ctx->wtype, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T,
+                                  at->max_ctx, s->partial + n_count, (int *)s->partial, ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
-        const void *ol_in = staged(ctx, s->o_lat, (size_t)T * nh * dc);
-        if (!ol_in || gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
-                                 (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
+        if (gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
+                       (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
             return -1;
     } else {
         /* decompress the sequence's rows: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, K = [k^N ; k^R], V */

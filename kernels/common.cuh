@@ -19,6 +19,31 @@ static __device__ __forceinline__ float load_elem(const void *p, KernelDType t, 
                            : __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
 }
 
+/**
+ * Elements i .. i + 7 of a float32 or bfloat16 tensor, as floats, in 16-byte loads: one uint4 of eight
+ * bfloat16 (the low half of each 32-bit word is the lower element) or two float4. The caller guarantees
+ * that element i sits on a 16-byte boundary (the tensor's base is 16-byte aligned and i is a multiple of 8).
+ */
+static __device__ __forceinline__ void load8(const void *p, KernelDType t, size_t i, float out[8])
+{
+    if (t == KERNEL_F32) {
+        const float4 *v = reinterpret_cast<const float4 *>(static_cast<const float *>(p) + i);
+        const float4 a = v[0], b = v[1];
+        out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+        out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+    } else {
+        const uint4 v = *reinterpret_cast<const uint4 *>(static_cast<const __nv_bfloat16 *>(p) + i);
+        const unsigned int w[4] = {v.x, v.y, v.z, v.w};
+        for (int k = 0; k < 4; k++) {
+            out[2 * k] = __uint_as_float(w[k] << 16);
+            out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        }
+    }
+}
+
+/** Whether p lies on a 16-byte boundary (load8's requirement for element 0). */
+static inline bool aligned16(const void *p) { return ((size_t)p & 15u) == 0; }
+
 /** Stores v as element i of a float32 or bfloat16 tensor (round to nearest even). */
 static __device__ __forceinline__ void store_elem(void *p, KernelDType t, size_t i, float v)
 {

@@ -115,6 +115,9 @@ cudaError_t rope_forward_at_v2(float *x, const float *inv_freq, float cos_sin_sc
 
 /* ---- router.cu: the MoE gate (SPEC §3.6.3) ------------------------------------------------- */
 
+#define ROUTER_MAX_E 1024 /**< most routed experts the router kernels take (version 1's per-thread flags) */
+#define ROUTER_MAX_G 32   /**< most expert groups (version 2 scores one group per lane) */
+
 /** The router's settings, copied from ModelConfig (numeric values of ref/config.h's enums). */
 typedef struct {
     int E;                       /**< routed experts, ≤ 1024 */
@@ -135,6 +138,8 @@ typedef struct {
  * idx: [T, K] int; weight: [T, K] float; scores: [T, E] receives s;
  * logits: [T, E] (may equal scores); bias: [E] (noaux_tc) or NULL.
  * Version 1: one thread per token running the reference loops.
+ * Settings beyond ROUTER_MAX_E experts or ROUTER_MAX_G groups: cudaErrorInvalidValue, nothing launched
+ * (fast_scratch_init refuses such a configuration first, naming the key).
  */
 cudaError_t router_forward_v1(int *idx, float *weight, float *scores, const float *logits, const float *bias,
                               RouterParams p, int T, cudaStream_t stream);
@@ -218,6 +223,29 @@ cudaError_t moe_experts_v1(float *out, void *hidden, const void *xp, const int *
  */
 cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
                            const void *down, KernelDType w_type, int rows, int E, int D, int I, cudaStream_t stream);
+
+/**
+ * Version 3 of moe_experts_v1 (same arguments and result): version 2's grouped GEMV with block (tile, r)
+ * serving the expert whose rows begin at permuted row r, r < rows (a binary search of the offsets, not a
+ * scan of all E), and 16-byte loads of weights and activations when D and I are multiples of 8 and the
+ * tensors 16-byte aligned; other sizes take element loads (same results).
+ */
+cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                           const void *down, KernelDType w_type, int rows, int E, int D, int I, cudaStream_t stream);
+
+/**
+ * The routed and shared experts of a small step in two launches (fused version 3; the literal version
+ * is moe_forward_v1): moe_experts_v3 on permuted rows r < rows that reads token row_token[r]'s input
+ * straight from x (no gathered copy), plus, when I_s > 0, the shared experts on every token as T more
+ * rows of blocks. out: [rows, D] float32 (as moe_experts_v1's); shared_out: [T, D] float32;
+ * hidden: [rows, I], shared_hidden: [T, I_s] (w_type); x: [T, D] float32; row_token, offsets as
+ * moe_permute_v2 writes them; shared_gate_up: [2·I_s, D]; shared_down: [D, I_s]. 16-byte loads when D,
+ * I and I_s are multiples of 8 and the tensors 16-byte aligned, element loads otherwise.
+ */
+cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void *shared_hidden, const float *x,
+                               const int *row_token, const int *offsets, const void *gate_up, const void *down,
+                               const void *shared_gate_up, const void *shared_down, KernelDType w_type, int T,
+                               int rows, int E, int D, int I, int I_s, cudaStream_t stream);
 
 /* ---- mla.cu: Multi-head Latent Attention (SPEC §3.4, §5) ---------------------------------- */
 
@@ -333,6 +361,40 @@ cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const float *q, c
 
 /** Number of sequence splits mla_decode_v2 uses for ctx cached positions (keys per split: 64). */
 int mla_decode_splits(int ctx);
+
+/**
+ * Version 3 of the absorbed decode (mla_decode_v2's arguments and result, o^L stored as o_type), in one
+ * launch: blocks (split, head group, token) of 8 warps, a group of 16 heads per block, so each cache row
+ * is read once per token per group (⌈n_h/16⌉ times instead of n_h) and staged in shared memory for all
+ * of the group's scores and o^L. The split count is fixed by the launch (mla_decode_v3_splits) and each
+ * token's keys are spread over as many of those splits as its own length needs (at least 128 keys each),
+ * read on the device; the block that finishes a token's last split combines them.
+ * partial: T·n_h·mla_decode_v3_splits(n_h, T, pos0 + T)·(d_c + 2) floats; counters:
+ * mla_decode_v3_counters(n_h, T) ints, zero before the first launch (one cudaMemset), left zero by every
+ * launch. Limits as mla_decode_v2.
+ */
+cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
+                          KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial, int *counters,
+                          cudaStream_t stream);
+
+/**
+ * mla_decode_v3 with positions and cache rows from device memory, as mla_decode_at_v2 (pos[t] < max_ctx).
+ * The grid depends on n_h, T and max_ctx only, so the launch can be captured in a CUDA graph.
+ * partial: T·n_h·mla_decode_v3_splits(n_h, T, max_ctx)·(d_c + 2) floats; counters as mla_decode_v3.
+ */
+cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
+                             KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T, int max_ctx,
+                             float *partial, int *counters, cudaStream_t stream);
+
+/** Splits (grid columns) mla_decode_v3 launches for T tokens of n_h heads over at most max_ctx keys:
+ *  enough blocks for two per SM of a 132-SM H100, no more than max_ctx/128, at most 128. */
+int mla_decode_v3_splits(int n_h, int T, int max_ctx);
+
+/** Ints of counters mla_decode_v3 needs for up to max_T tokens of n_h heads: one per (token, head group). */
+size_t mla_decode_v3_counters(int n_h, int max_T);
+
+/** Floats of partials mla_decode_at_v3 needs for any T ≤ max_T at max_ctx. */
+size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_ctx);
 
 /* ---- ep_stats.cu: expert parallelism's routing statistics (paper §2.2.3) ----------------- */
 

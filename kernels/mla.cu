@@ -456,3 +456,251 @@ extern "C" cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const 
     return decode_launch(o_lat, q_lat, q, cache, cache_type, dims, pos, base, 0, T, mla_decode_splits(max_ctx),
                          partial, stream);
 }
+
+/* ---- version 3: one read of each cache row per head group ------------------------------------ */
+
+#define MLA_V3_GROUP 16           /**< heads sharing one pass over the cache rows */
+#define MLA_V3_WARPS 8            /**< warps per block */
+#define MLA_V3_HPW (MLA_V3_GROUP / MLA_V3_WARPS) /**< heads per warp */
+#define MLA_V3_TILE 16            /**< cache rows staged in shared memory at once */
+/** Fewest keys per split: a split writes MLA_V3_GROUP·(d_c + 2) floats of partials (33 KB at d_c 512),
+ *  so 128 bf16 rows of 576 (147 KB) keep the partials under a quarter of the cache bytes. */
+#define MLA_V3_MIN_KEYS 128
+#define MLA_V3_MAX_SPLITS 128     /**< most splits of one sequence: about one block per SM at batch 1 */
+#define MLA_V3_TARGET_BLOCKS 264  /**< blocks to aim for: two per SM of a 132-SM H100 */
+
+/** Keys per split for n_keys keys over n_split grid columns: at least MLA_V3_MIN_KEYS, a whole number of tiles. */
+static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
+{
+    const int k = max(MLA_V3_MIN_KEYS, (n_keys + n_split - 1) / n_split);
+    return (k + MLA_V3_TILE - 1) / MLA_V3_TILE * MLA_V3_TILE;
+}
+
+// ANCHOR: mla_decode_v3
+/**
+ * Block (split, group, t), 8 warps; warp w owns heads g·16 + 2w and g·16 + 2w + 1, lane l holding each
+ * one's q^L, q^R and o^L accumulator at dims l + 32·i as in version 2. The split's keys come from the
+ * token's length on the device: keys_per_split = max(128, ⌈n_keys / n_split⌉) rounded up to a tile, so a
+ * short sequence uses few splits of a fixed grid and a CUDA graph replays at any length. Per tile of 16
+ * cache rows: the block copies the rows [ĉ_j ; k^R_j] into shared memory once (16-byte loads when the row
+ * width is a multiple of 8, else element by element); every warp scores its two heads against the tile
+ * (each shared-memory element read once for both), s_j = σ(q^L·ĉ_j + q^R·k^R_j), and folds the tile into
+ * each head's online softmax with one rescale,
+ * m' = max(m, max_j s_j), l' = l·e^{m−m'} + Σ_j e^{s_j−m'}, acc' = acc·e^{m−m'} + Σ_j e^{s_j−m'} ĉ_j.
+ * Each head's (acc, m, l) is its split's partial; a counter per (token, group) tells the block that writes
+ * the last partial to combine them, so one launch does it all. counters: zero at the first launch, and
+ * left zero by every launch. Dynamic shared memory: MLA_V3_TILE · (d_c + d_r) floats.
+ */
+__global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *partial, int *counters,
+                                     const float *q_lat, const float *q, const void *cache, KernelDType cache_type,
+                                     MlaDims dims, const int *pos, const int *base, int pos0, int n_split, int wide)
+{
+    DYNAMIC_SHARED(float, tile);
+    const int split = (int)blockIdx.x, t = (int)blockIdx.z, lane = (int)threadIdx.x % 32;
+    const int h0 = (int)blockIdx.y * MLA_V3_GROUP + ((int)threadIdx.x / 32) * MLA_V3_HPW;
+    const int nh = dims.n_h, dc = dims.d_c, dr = dims.d_r, dq = dims.d_n + dr, width = dc + dr;
+    const int n_keys = token_position(pos, pos0, t) + 1, kps = v3_keys_per_split(n_keys, n_split);
+    const int start = split * kps;
+    if (start >= n_keys)                                       /* whole block: this split has no keys */
+        return;
+    const int end = min(start + kps, n_keys);
+    const size_t first = (size_t)(pos ? base[t] : 0) * width;  /* cache row of key 0 */
+    float q_l[MLA_V3_HPW][DC_PER_LANE], q_r[MLA_V3_HPW][DR_PER_LANE], acc[MLA_V3_HPW][DC_PER_LANE];
+    float m[MLA_V3_HPW], l[MLA_V3_HPW];
+#pragma unroll
+    for (int k = 0; k < MLA_V3_HPW; k++) {                     /* a head past n_h scores with q = 0, unwritten */
+        const bool live = h0 + k < nh;
+        const size_t th = (size_t)t * nh + (live ? h0 + k : 0);
+        const float *ql = q_lat + th * dc, *qr = q + th * dq + dims.d_n;
+#pragma unroll
+        for (int i = 0; i < DC_PER_LANE; i++) {
+            q_l[k][i] = live && lane + 32 * i < dc ? ql[lane + 32 * i] : 0.0f;
+            acc[k][i] = 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < DR_PER_LANE; i++)
+            q_r[k][i] = live && lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
+        m[k] = -INFINITY;
+        l[k] = 0.0f;
+    }
+    for (int j0 = start; j0 < end; j0 += MLA_V3_TILE) {
+        const int n = min(MLA_V3_TILE, end - j0);
+        const size_t row0 = first + (size_t)j0 * width;
+        if (wide)                                              /* each row read once for the whole group */
+            for (int c = 8 * (int)threadIdx.x; c < n * width; c += 8 * (int)blockDim.x)
+                load8(cache, cache_type, row0 + c, tile + c);
+        else
+            for (int c = (int)threadIdx.x; c < n * width; c += (int)blockDim.x)
+                tile[c] = load_elem(cache, cache_type, row0 + c);
+        __syncthreads();
+        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW];   /* both heads per shared-memory read */
+#pragma unroll
+        for (int k = 0; k < MLA_V3_HPW; k++)
+            m_new[k] = m[k];
+#pragma unroll
+        for (int j = 0; j < MLA_V3_TILE; j++) {
+            if (j < n) {                                       /* uniform over the block */
+                const float *row = tile + (size_t)j * width;
+                float dot[MLA_V3_HPW] = {0.0f};
+#pragma unroll
+                for (int i = 0; i < DC_PER_LANE; i++)
+                    if (lane + 32 * i < dc) {
+                        const float c = row[lane + 32 * i];
+#pragma unroll
+                        for (int k = 0; k < MLA_V3_HPW; k++)
+                            dot[k] += q_l[k][i] * c;
+                    }
+#pragma unroll
+                for (int i = 0; i < DR_PER_LANE; i++)
+                    if (lane + 32 * i < dr) {
+                        const float r = row[dc + lane + 32 * i];
+#pragma unroll
+                        for (int k = 0; k < MLA_V3_HPW; k++)
+                            dot[k] += q_r[k][i] * r;
+                    }
+#pragma unroll
+                for (int k = 0; k < MLA_V3_HPW; k++) {
+                    s[k][j] = dims.scale * warp_sum(dot[k]);
+                    m_new[k] = fmaxf(m_new[k], s[k][j]);
+                }
+            }
+        }
+        float p[MLA_V3_HPW][MLA_V3_TILE];
+#pragma unroll
+        for (int k = 0; k < MLA_V3_HPW; k++) {
+            const float rescale = expf(m[k] - m_new[k]);       /* 0 on the first tile (m = −∞) */
+            l[k] *= rescale;
+#pragma unroll
+            for (int i = 0; i < DC_PER_LANE; i++)
+                acc[k][i] *= rescale;
+#pragma unroll
+            for (int j = 0; j < MLA_V3_TILE; j++) {
+                p[k][j] = j < n ? expf(s[k][j] - m_new[k]) : 0.0f;
+                l[k] += p[k][j];
+            }
+            m[k] = m_new[k];
+        }
+#pragma unroll
+        for (int j = 0; j < MLA_V3_TILE; j++) {
+            if (j < n) {
+                const float *row = tile + (size_t)j * width;
+#pragma unroll
+                for (int i = 0; i < DC_PER_LANE; i++)
+                    if (lane + 32 * i < dc) {
+                        const float c = row[lane + 32 * i];
+#pragma unroll
+                        for (int k = 0; k < MLA_V3_HPW; k++)
+                            acc[k][i] += p[k][j] * c;
+                    }
+            }
+        }
+        __syncthreads();                                       /* the tile is read before the next overwrites it */
+    }
+    float *part = partial + ((size_t)t * nh + h0) * n_split * (dc + 2);  /* [head of the warp][split][d_c + 2] */
+#pragma unroll
+    for (int k = 0; k < MLA_V3_HPW; k++) {
+        if (h0 + k >= nh)
+            continue;
+        float *out = part + ((size_t)k * n_split + split) * (dc + 2);
+#pragma unroll
+        for (int i = 0; i < DC_PER_LANE; i++)
+            if (lane + 32 * i < dc)
+                out[lane + 32 * i] = acc[k][i];
+        if (lane == 0) {
+            out[dc] = m[k];
+            out[dc + 1] = l[k];
+        }
+    }
+
+    /* The last of the token's used splits to finish combines them (no second launch):
+     * o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} ℓ_s, M = max_s m_s, stored as o_type. */
+    __shared__ int last;
+    const int used = (n_keys + kps - 1) / kps;
+    __threadfence();                                           /* this block's partials, visible to all */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int *done = counters + (size_t)t * gridDim.y + blockIdx.y;
+        last = atomicAdd(done, 1) == used - 1;
+        if (last)
+            *done = 0;                                         /* zero again for the next launch or replay */
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+#pragma unroll
+    for (int k = 0; k < MLA_V3_HPW; k++) {
+        if (h0 + k >= nh)
+            continue;
+        const volatile float *ps = part + (size_t)k * n_split * (dc + 2);   /* written by other blocks */
+        float m_all = -INFINITY, l_all = 0.0f;
+        for (int sp = 0; sp < used; sp++)
+            m_all = fmaxf(m_all, ps[(size_t)sp * (dc + 2) + dc]);
+        for (int sp = 0; sp < used; sp++)
+            l_all += expf(ps[(size_t)sp * (dc + 2) + dc] - m_all) * ps[(size_t)sp * (dc + 2) + dc + 1];
+        for (int c = lane; c < dc; c += 32) {
+            float v = 0.0f;
+            for (int sp = 0; sp < used; sp++)
+                v += expf(ps[(size_t)sp * (dc + 2) + dc] - m_all) * ps[(size_t)sp * (dc + 2) + c];
+            store_elem(o_lat, o_type, ((size_t)t * nh + h0 + k) * dc + c, v / l_all);
+        }
+    }
+}
+// ANCHOR_END: mla_decode_v3
+
+extern "C" int mla_decode_v3_splits(int n_h, int T, int max_ctx)
+{
+    const int groups = n_h > MLA_V3_GROUP ? (n_h + MLA_V3_GROUP - 1) / MLA_V3_GROUP : 1;
+    const int by_blocks = (MLA_V3_TARGET_BLOCKS + groups * T - 1) / (groups * T);
+    const int by_ctx = (max_ctx + MLA_V3_MIN_KEYS - 1) / MLA_V3_MIN_KEYS;
+    const int s = by_blocks < by_ctx ? by_blocks : by_ctx;
+    return s < 1 ? 1 : s > MLA_V3_MAX_SPLITS ? MLA_V3_MAX_SPLITS : s;
+}
+
+extern "C" size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_ctx)
+{
+    size_t most = 0;
+    for (int T = 1; T <= max_T; T++) {
+        const size_t n = (size_t)T * mla_decode_v3_splits(dims.n_h, T, max_ctx);
+        most = n > most ? n : most;
+    }
+    return most * (size_t)dims.n_h * (size_t)(dims.d_c + 2);
+}
+
+extern "C" size_t mla_decode_v3_counters(int n_h, int max_T)
+{
+    return (size_t)max_T * (size_t)(n_h > MLA_V3_GROUP ? (n_h + MLA_V3_GROUP - 1) / MLA_V3_GROUP : 1);
+}
+
+/** Launches mla_decode_v3_kernel (positions as in the kernel). */
+static cudaError_t decode_v3_launch(void *o_lat, KernelDType o_type, const float *q_lat, const float *q,
+                                    const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
+                                    const int *base, int pos0, int T, int max_ctx, float *partial, int *counters,
+                                    cudaStream_t stream)
+{
+    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR)
+        return cudaErrorInvalidValue;
+    const int width = dims.d_c + dims.d_r, n_split = mla_decode_v3_splits(dims.n_h, T, max_ctx);
+    const int wide = width % 8 == 0 && aligned16(cache);
+    const unsigned int groups = (unsigned int)mla_decode_v3_counters(dims.n_h, 1);
+    LAUNCH(mla_decode_v3_kernel, dim3((unsigned)n_split, groups, (unsigned)T), dim3(32 * MLA_V3_WARPS),
+           sizeof(float) * MLA_V3_TILE * (size_t)width, stream, o_lat, o_type, partial, counters, q_lat, q, cache,
+           cache_type, dims, pos, base, pos0, n_split, wide);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
+                                     KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial,
+                                     int *counters, cudaStream_t stream)
+{
+    return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, NULL, NULL, pos0, T, pos0 + T, partial,
+                            counters, stream);
+}
+
+extern "C" cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
+                                        KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
+                                        int max_ctx, float *partial, int *counters, cudaStream_t stream)
+{
+    return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, pos, base, 0, T, max_ctx, partial,
+                            counters, stream);
+}

@@ -351,3 +351,238 @@ extern "C" cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, 
            stream, out, hidden, offsets, down, w_type, E, D, I);
     return cudaGetLastError();
 }
+
+/* ---- version 3: 16-byte weight loads, the expert found by binary search ---------------------- */
+
+/**
+ * The expert whose rows begin at permuted row r, or −1 when r is inside an expert's rows: the last e with
+ * offsets[e] ≤ r owns r (log₂ E reads of the offsets), and it begins there when offsets[e] = r.
+ */
+static __device__ int expert_starting_at(const int *offsets, int E, int r)
+{
+    int lo = 0, hi = E - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (offsets[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return offsets[lo] == r ? lo : -1;
+}
+
+/**
+ * Σ_d w[d] x_k[d] for the n ≤ EXPERT_ROWS rows x_k = x + k·n_x, added into acc[k]; this lane's share of a
+ * warp's pass over n_w elements: 8 at a time in 16-byte loads (load8) when wide, else element by element.
+ */
+static __device__ __forceinline__ void warp_rows_dot(float *acc, const void *w, size_t w0, const void *x, size_t x0,
+                                                     size_t n_x, KernelDType type, int n_w, int n, int lane, int wide)
+{
+    if (wide) {
+        for (int d = 8 * lane; d < n_w; d += 8 * 32) {
+            float wv[8], xv[8];
+            load8(w, type, w0 + d, wv);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++) {
+                if (k < n) {
+                    load8(x, type, x0 + k * n_x + d, xv);
+#pragma unroll
+                    for (int v = 0; v < 8; v++)
+                        acc[k] += wv[v] * xv[v];
+                }
+            }
+        }
+    } else {
+        for (int d = lane; d < n_w; d += 32) {
+            const float wv = load_elem(w, type, w0 + d);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++)
+                if (k < n)
+                    acc[k] += wv * load_elem(x, type, x0 + k * n_x + d);
+        }
+    }
+}
+
+// ANCHOR: moe_experts_v3
+/**
+ * Version 3, step 1: block (tile, r) serves the expert whose rows begin at permuted row r (found by
+ * expert_starting_at; other blocks return), warp w hidden unit i = tile·EXPERT_WARPS + w as in version 2.
+ * When D is a multiple of 8 and the tensors are 16-byte aligned (wide), every weight and activation load
+ * moves 16 bytes: a warp reads 512 contiguous bytes of a bf16 W_gate row per step.
+ */
+__global__ void moe_experts_v3_hidden_kernel(void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                                             KernelDType w_type, int E, int D, int I, int wide)
+{
+    const int e = expert_starting_at(offsets, E, (int)blockIdx.y);
+    const int lane = (int)threadIdx.x % 32, i = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    if (e < 0 || i >= I)                                        /* uniform over the warp */
+        return;
+    const size_t gate = ((size_t)e * 2 * I + i) * D, up = gate + (size_t)I * D;
+    for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
+        float g[EXPERT_ROWS] = {0.0f}, u[EXPERT_ROWS] = {0.0f};
+        warp_rows_dot(g, gate_up, gate, xp, (size_t)r0 * D, (size_t)D, w_type, D, n, lane, wide);
+        warp_rows_dot(u, gate_up, up, xp, (size_t)r0 * D, (size_t)D, w_type, D, n, lane, wide);
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
+            if (lane == 0 && k < n)
+                store_elem(hidden, w_type, (size_t)(r0 + k) * I + i, silu(gk) * uk);
+        }
+    }
+}
+
+/** Version 3, step 2: as step 1 for out[r, d] = (W_down,e h_r)_d, warp w of block (tile, r) on d = tile·EXPERT_WARPS + w. */
+__global__ void moe_experts_v3_down_kernel(float *out, const void *hidden, const int *offsets, const void *down,
+                                           KernelDType w_type, int E, int D, int I, int wide)
+{
+    const int e = expert_starting_at(offsets, E, (int)blockIdx.y);
+    const int lane = (int)threadIdx.x % 32, d = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    if (e < 0 || d >= D)
+        return;
+    const size_t w = ((size_t)e * D + d) * I;
+    for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
+        float acc[EXPERT_ROWS] = {0.0f};
+        warp_rows_dot(acc, down, w, hidden, (size_t)r0 * I, (size_t)I, w_type, I, n, lane, wide);
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float sum = warp_sum(acc[k]);
+            if (lane == 0 && k < n)
+                out[(size_t)(r0 + k) * D + d] = sum;
+        }
+    }
+}
+// ANCHOR_END: moe_experts_v3
+
+extern "C" cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, const int *offsets,
+                                      const void *gate_up, const void *down, KernelDType w_type, int rows, int E, int D,
+                                      int I, cudaStream_t stream)
+{
+    const int wide = D % 8 == 0 && I % 8 == 0 && aligned16(hidden) && aligned16(xp) && aligned16(gate_up) &&
+                     aligned16(down);
+    LAUNCH(moe_experts_v3_hidden_kernel, dim3(blocks_for((size_t)I, EXPERT_WARPS), (unsigned)rows),
+           dim3(32 * EXPERT_WARPS), 0, stream, hidden, xp, offsets, gate_up, w_type, E, D, I, wide);
+    LAUNCH(moe_experts_v3_down_kernel, dim3(blocks_for((size_t)D, EXPERT_WARPS), (unsigned)rows),
+           dim3(32 * EXPERT_WARPS), 0, stream, out, hidden, offsets, down, w_type, E, D, I, wide);
+    return cudaGetLastError();
+}
+
+/* ---- version 3, fused: gather and shared experts inside the two grouped launches ------------- */
+
+/** Σ_d w[w0 + d] x_k[d] for the n ≤ EXPERT_ROWS rows x_k = x + x_off[k] (float32 activations), added
+ *  into acc[k]: warp_rows_dot with the rows anywhere in x, so the permuted copy of x is not needed. */
+static __device__ __forceinline__ void warp_rows_dot_f32(float *acc, const void *w, size_t w0, KernelDType w_type,
+                                                         const float *x, const size_t *x_off, int n_w, int n,
+                                                         int lane, int wide)
+{
+    if (wide) {
+        for (int d = 8 * lane; d < n_w; d += 8 * 32) {
+            float wv[8], xv[8];
+            load8(w, w_type, w0 + d, wv);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++) {
+                if (k < n) {
+                    load8(x, KERNEL_F32, x_off[k] + d, xv);
+#pragma unroll
+                    for (int v = 0; v < 8; v++)
+                        acc[k] += wv[v] * xv[v];
+                }
+            }
+        }
+    } else {
+        for (int d = lane; d < n_w; d += 32) {
+            const float wv = load_elem(w, w_type, w0 + d);
+#pragma unroll
+            for (int k = 0; k < EXPERT_ROWS; k++)
+                if (k < n)
+                    acc[k] += wv * x[x_off[k] + d];
+        }
+    }
+}
+
+// ANCHOR: moe_ffn_grouped_v3
+/**
+ * Fused version 3, step 1. Block (tile, y): for y < rows, the expert whose permuted rows begin at y (as
+ * moe_experts_v3_hidden_kernel), reading token row_token[r]'s input straight from x; for y = rows + t,
+ * the shared experts on token t, hidden units into shared_hidden. Warp w computes hidden unit
+ * i = tile·EXPERT_WARPS + w of its rows: silu(W_gate x)_i · (W_up x)_i, stored as w_type.
+ */
+__global__ void moe_ffn_v3_hidden_kernel(void *hidden, void *shared_hidden, const float *x, const int *row_token,
+                                         const int *offsets, const void *gate_up, const void *shared_gate_up,
+                                         KernelDType w_type, int rows, int E, int D, int I, int I_s, int wide)
+{
+    const int y = (int)blockIdx.y, lane = (int)threadIdx.x % 32;
+    const int i = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    const bool shared = y >= rows;
+    const int e = shared ? 0 : expert_starting_at(offsets, E, y), units = shared ? I_s : I;
+    if (e < 0 || i >= units)                                   /* uniform over the warp */
+        return;
+    const void *w = shared ? shared_gate_up : gate_up;
+    void *h = shared ? shared_hidden : hidden;
+    const size_t gate = ((size_t)e * 2 * units + i) * D, up = gate + (size_t)units * D;
+    const int first = shared ? y - rows : offsets[e], last = shared ? first + 1 : offsets[e + 1];
+    for (int r0 = first; r0 < last; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, last - r0);
+        size_t x_off[EXPERT_ROWS];
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++)                   /* row r's token, or the shared row's own */
+            x_off[k] = k < n ? (size_t)(shared ? r0 + k : row_token[r0 + k]) * D : 0;
+        float g[EXPERT_ROWS] = {0.0f}, u[EXPERT_ROWS] = {0.0f};
+        warp_rows_dot_f32(g, w, gate, w_type, x, x_off, D, n, lane, wide);
+        warp_rows_dot_f32(u, w, up, w_type, x, x_off, D, n, lane, wide);
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
+            if (lane == 0 && k < n)
+                store_elem(h, w_type, (size_t)(r0 + k) * units + i, silu(gk) * uk);
+        }
+    }
+}
+
+/** Fused version 3, step 2: block (tile, y) as step 1, warp w on output d = tile·EXPERT_WARPS + w:
+ *  out[r, d] = (W_down,e h_r)_d for routed rows, shared_out[t, d] = (W_down,shared h_t)_d for y = rows + t. */
+__global__ void moe_ffn_v3_down_kernel(float *out, float *shared_out, const void *hidden, const void *shared_hidden,
+                                       const int *offsets, const void *down, const void *shared_down,
+                                       KernelDType w_type, int rows, int E, int D, int I, int I_s, int wide)
+{
+    const int y = (int)blockIdx.y, lane = (int)threadIdx.x % 32;
+    const int d = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
+    const bool shared = y >= rows;
+    const int e = shared ? 0 : expert_starting_at(offsets, E, y), units = shared ? I_s : I;
+    if (e < 0 || d >= D)
+        return;
+    const size_t w = ((size_t)e * D + d) * units;
+    const int first = shared ? y - rows : offsets[e], last = shared ? first + 1 : offsets[e + 1];
+    float *o = shared ? shared_out : out;
+    for (int r0 = first; r0 < last; r0 += EXPERT_ROWS) {
+        const int n = min(EXPERT_ROWS, last - r0);
+        float acc[EXPERT_ROWS] = {0.0f};
+        warp_rows_dot(acc, shared ? shared_down : down, w, shared ? shared_hidden : hidden, (size_t)r0 * units,
+                      (size_t)units, w_type, units, n, lane, wide);
+#pragma unroll
+        for (int k = 0; k < EXPERT_ROWS; k++) {
+            const float sum = warp_sum(acc[k]);
+            if (lane == 0 && k < n)
+                o[(size_t)(r0 + k) * D + d] = sum;
+        }
+    }
+}
+// ANCHOR_END: moe_ffn_grouped_v3
+
+extern "C" cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void *shared_hidden,
+                                          const float *x, const int *row_token, const int *offsets,
+                                          const void *gate_up, const void *down, const void *shared_gate_up,
+                                          const void *shared_down, KernelDType w_type, int T, int rows, int E, int D,
+                                          int I, int I_s, cudaStream_t stream)
+{
+    const int wide = D % 8 == 0 && I % 8 == 0 && I_s % 8 == 0 && aligned16(x) && aligned16(hidden) &&
+                     aligned16(gate_up) && aligned16(down) &&
+                     (I_s == 0 || (aligned16(shared_hidden) && aligned16(shared_gate_up) && aligned16(shared_down)));
+    const unsigned int ys = (unsigned int)(rows + (I_s > 0 ? T : 0)), units = (unsigned int)(I > I_s ? I : I_s);
+    LAUNCH(moe_ffn_v3_hidden_kernel, dim3(blocks_for(units, EXPERT_WARPS), ys), dim3(32 * EXPERT_WARPS), 0, stream,
+           hidden, shared_hidden, x, row_token, offsets, gate_up, shared_gate_up, w_type, rows, E, D, I, I_s, wide);
+    LAUNCH(moe_ffn_v3_down_kernel, dim3(blocks_for((size_t)D, EXPERT_WARPS), ys), dim3(32 * EXPERT_WARPS), 0, stream,
+           out, shared_out, hidden, shared_hidden, offsets, down, shared_down, w_type, rows, E, D, I, I_s, wide);
+    return cudaGetLastError();
+}

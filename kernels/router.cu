@@ -4,8 +4,6 @@
  */
 #include "common.cuh"
 
-#define ROUTER_MAX_E 1024 /**< most experts per token */
-#define ROUTER_MAX_G 32   /**< most expert groups (one per lane) */
 #define ROUTER_WARPS 4    /**< tokens per block (one warp each, version 2) */
 
 enum { TOPK_GREEDY_ = 0, TOPK_GROUP_LIMITED_ = 1, TOPK_NOAUX_TC_ = 2 };
@@ -95,9 +93,17 @@ __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const f
 }
 // ANCHOR_END: router_v1
 
+/** Whether p is within the kernels' limits (ROUTER_MAX_E experts, ROUTER_MAX_G groups, kernels.h). */
+static bool router_fits(const RouterParams &p)
+{
+    return p.E >= 1 && p.E <= ROUTER_MAX_E && p.n_group >= 1 && p.n_group <= ROUTER_MAX_G;
+}
+
 extern "C" cudaError_t router_forward_v1(int *idx, float *weight, float *scores, const float *logits,
                                          const float *bias, RouterParams p, int T, cudaStream_t stream)
 {
+    if (!router_fits(p))
+        return cudaErrorInvalidValue;
     LAUNCH(router_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, idx, weight, scores, logits, bias,
            p, T);
     return cudaGetLastError();
@@ -207,6 +213,8 @@ __global__ void router_v2_kernel(int *idx, float *weight, float *scores, const f
 extern "C" cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const float *logits,
                                          const float *bias, RouterParams p, int T, cudaStream_t stream)
 {
+    if (!router_fits(p))
+        return cudaErrorInvalidValue;
     const size_t smem = sizeof(float) * ROUTER_WARPS * (size_t)(p.E + 2 * ROUTER_MAX_G);
     LAUNCH(router_v2_kernel, dim3(blocks_for((size_t)T, ROUTER_WARPS)), dim3(32 * ROUTER_WARPS), smem, stream, idx,
            weight, scores, logits, bias, p, T);

@@ -18,7 +18,12 @@
  * Shapes: DeepSeek-V2-Lite's real attention (D 2048, 16 heads, d_n 128,
  * d_r 64, d_v 128, d_c 512, no query compression, YaRN); V2's head dims with
  * query compression (d_c' 1536) on 4 heads at D 256; odd sizes with plain RoPE
- * and a 130-token prompt so the decode spans three 64-key splits.
+ * and a 130-token prompt so the decode spans three 64-key splits (version 2) or two of at least 128
+ * (version 3, which fast_mla_forward runs).
+ *
+ * The decode kernels alone (mla_decode_at_v2, mla_decode_at_v3, mla_decode_v3) are checked against a
+ * double-precision o^L on random cache rows: 20 heads (two head groups, the second partial) over 700
+ * positions with 576-wide rows (16-byte loads), and 3 heads with 46-wide rows (element loads).
  */
 #include "check.h"
 #include "fast_test.h"
@@ -32,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static TestRng rng;
 
@@ -201,7 +207,7 @@ static void check_mla(const ModelConfig *c, int prompt)
                 fail_msg("%s", ds_last_error());
             assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
             assert_int_equal(cudaMemcpy(got, dout, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
-            snprintf(what, sizeof what, "v2 %s, T %d at %d", absorbed ? "absorbed" : "expanded", T, pos0);
+            snprintf(what, sizeof what, "fast %s, T %d at %d", absorbed ? "absorbed" : "expanded", T, pos0);
             report(what, got, want, (size_t)T * D, tol);
 
             /* the latent cache rows this phase wrote (v2), and v1 writing the same rows from the same kv */
@@ -259,6 +265,156 @@ static void check_mla(const ModelConfig *c, int prompt)
     free(a);
 }
 
+/* o^L_{t,h} = Σ_{j ≤ pos_t} softmax_j(σ(q^L·ĉ_j + q^R·k^R_j)) ĉ_j in double, rows [base_t + j] of the host cache
+ * (ref/mla.c's absorbed form before W^UV, written out here so the decode kernels have an independent check). */
+static void ref_decode(double *o_lat, const float *cache, const float *q_lat, const float *q, MlaDims d,
+                       const int *pos, const int *base, int T)
+{
+    const int width = d.d_c + d.d_r, dq = d.d_n + d.d_r;
+    double *p = malloc(sizeof(double) * (size_t)(pos[0] + 1));
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < d.n_h; h++) {
+            const float *ql = q_lat + ((size_t)t * d.n_h + h) * d.d_c, *qr = q + ((size_t)t * d.n_h + h) * dq + d.d_n;
+            double max = -INFINITY, sum = 0.0;
+            p = realloc(p, sizeof(double) * (size_t)(pos[t] + 1));
+            for (int j = 0; j <= pos[t]; j++) {
+                const float *row = cache + (size_t)(base[t] + j) * width;
+                double s = 0.0;
+                for (int c = 0; c < d.d_c; c++) s += (double)ql[c] * row[c];
+                for (int c = 0; c < d.d_r; c++) s += (double)qr[c] * row[d.d_c + c];
+                p[j] = d.scale * s;
+                max = p[j] > max ? p[j] : max;
+            }
+            for (int j = 0; j <= pos[t]; j++) sum += p[j] = exp(p[j] - max);
+            double *o = o_lat + ((size_t)t * d.n_h + h) * d.d_c;
+            for (int c = 0; c < d.d_c; c++) o[c] = 0.0;
+            for (int j = 0; j <= pos[t]; j++)
+                for (int c = 0; c < d.d_c; c++) o[c] += p[j] / sum * cache[(size_t)(base[t] + j) * width + c];
+        }
+    free(p);
+}
+
+/*
+ * The absorbed decode kernels on their own: random cache rows (rounded to bf16 first in bf16 mode, so the
+ * reference sees the stored values), random q^L and q^R, token t at position pos[t] = ctx − 1 − 97·t of a
+ * sequence starting at cache row AT_BASE + t. mla_decode_at_v2 and _v3 against ref_decode, NaN-poisoned
+ * outputs; then mla_decode_v3 with a host pos0 (tokens at ctx − T .. ctx − 1, base 0), storing o^L as the
+ * cache's type. Everything is computed in float32 from the same stored values: relative L2 ≤ 1e-5, except
+ * the bf16-stored o^L (one rounding to 8 significant bits): ≤ 2e-2.
+ */
+static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
+{
+    const MlaDims d = {nh, 3, dr, 5, dc, 1.0f / sqrtf((float)(3 + dr))};
+    const int width = dc + dr, dq = d.d_n + dr, rows = AT_BASE + T + ctx;
+    const KernelDType type = bf16 ? KERNEL_BF16 : KERNEL_F32;
+    const size_t esz = kernel_dtype_size(type), n_lat = (size_t)T * nh * dc;
+    float *cache = malloc(sizeof(float) * (size_t)rows * width), *q_lat = malloc(sizeof(float) * n_lat);
+    float *q = malloc(sizeof(float) * (size_t)T * nh * dq), *got = malloc(sizeof(float) * n_lat);
+    double *want_d = malloc(sizeof(double) * n_lat);
+    float *want = malloc(sizeof(float) * n_lat);
+    void *stored = malloc((size_t)rows * width * esz);
+    test_rng_fill(&rng, cache, (size_t)rows * width, -1.0f, 1.0f);
+    test_rng_fill(&rng, q_lat, n_lat, -1.0f, 1.0f);
+    test_rng_fill(&rng, q, (size_t)T * nh * dq, -1.0f, 1.0f);
+    for (size_t i = 0; i < (size_t)rows * width; i++) {
+        if (bf16) {
+            ((uint16_t *)stored)[i] = f32_to_bf16(cache[i]);
+            cache[i] = bf16_to_f32(((uint16_t *)stored)[i]);
+        } else {
+            ((float *)stored)[i] = cache[i];
+        }
+    }
+    int pos[8], base[8];
+    assert_true(T <= 8);
+    for (int t = 0; t < T; t++) {
+        pos[t] = ctx - 1 - 97 * t;
+        base[t] = AT_BASE + t;
+        assert_true(pos[t] >= 0);
+    }
+    void *dcache;
+    float *dq_lat, *dqv, *do_lat, *partial, *partial_v3;
+    int *dpos, *dbase, *counters;
+    const size_t n_part_v2 = (size_t)T * nh * mla_decode_splits(ctx) * (dc + 2);
+    const size_t n_part_v3 = mla_decode_v3_partial_floats(d, T, ctx);
+    assert_int_equal(cudaMalloc(&dcache, (size_t)rows * width * esz), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&dq_lat, sizeof(float) * n_lat), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&dqv, sizeof(float) * (size_t)T * nh * dq), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&do_lat, sizeof(float) * n_lat), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&partial, sizeof(float) * n_part_v2), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&partial_v3, sizeof(float) * n_part_v3), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&counters, sizeof(int) * mla_decode_v3_counters(nh, T)), cudaSuccess);
+    assert_int_equal(cudaMemset(counters, 0, sizeof(int) * mla_decode_v3_counters(nh, T)), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&dpos, sizeof pos), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&dbase, sizeof base), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dcache, stored, (size_t)rows * width * esz, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dq_lat, q_lat, sizeof(float) * n_lat, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dqv, q, sizeof(float) * (size_t)T * nh * dq, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dpos, pos, sizeof pos, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dbase, base, sizeof base, cudaMemcpyHostToDevice), cudaSuccess);
+    printf(" decode %s, %d heads, d_c %d, d_r %d, ctx %d, T %d (v3: %d splits, %s loads):\n",
+           bf16 ? "bf16" : "float32", nh, dc, dr, ctx, T, mla_decode_v3_splits(nh, T, ctx),
+           width % 8 == 0 ? "16-byte" : "element");
+    ref_decode(want_d, cache, q_lat, q, d, pos, base, T);
+    for (size_t i = 0; i < n_lat; i++) want[i] = (float)want_d[i];
+    for (int v = 2; v <= 4; v++) {
+        assert_int_equal(cudaMemset(do_lat, 0xff, sizeof(float) * n_lat), cudaSuccess);
+        struct timespec t0, t1;                                /* simulator seconds, printed, never checked */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (v == 2)
+            assert_int_equal(mla_decode_at_v2(do_lat, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial, 0),
+                             cudaSuccess);
+        else if (v == 3)
+            assert_int_equal(mla_decode_at_v3(do_lat, KERNEL_F32, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial_v3,
+                                              counters, 0),
+                             cudaSuccess);
+        else
+            assert_int_equal(mla_decode_v3(do_lat, type, dq_lat, dqv, dcache, type, d, ctx - T, T, partial_v3, counters, 0),
+                             cudaSuccess);                     /* o^L stored as the cache's type */
+        assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        printf("    (simulated in %.3f s)\n", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        assert_int_equal(cudaMemcpy(got, do_lat, sizeof(float) * n_lat, cudaMemcpyDeviceToHost), cudaSuccess);
+        if (v == 4 && bf16)                                    /* bf16 o^L: widen the n_lat values in place */
+            for (size_t i = n_lat; i-- > 0;)
+                got[i] = bf16_to_f32(((const uint16_t *)got)[i]);
+        if (v == 4) {                                          /* the host-pos0 launcher: tokens ctx − T + t, base 0 */
+            for (int t = 0; t < T; t++) {
+                pos[t] = ctx - T + t;
+                base[t] = 0;
+            }
+            ref_decode(want_d, cache, q_lat, q, d, pos, base, T);
+            for (size_t i = 0; i < n_lat; i++) want[i] = (float)want_d[i];
+        }
+        report(v == 2 ? "  mla_decode_at_v2 (o^L)" : v == 3 ? "  mla_decode_at_v3 (o^L)" : "  mla_decode_v3 (o^L as cache)",
+               got, want, n_lat, v == 4 && bf16 ? 2e-2 : 1e-5);
+    }
+    int left[8 * 2];                                           /* every launch leaves its counters zero */
+    const size_t n_count = mla_decode_v3_counters(nh, T);
+    assert_true(n_count <= sizeof left / sizeof left[0]);
+    assert_int_equal(cudaMemcpy(left, counters, sizeof(int) * n_count, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t i = 0; i < n_count; i++)
+        assert_int_equal(left[i], 0);
+    cudaFree(dcache); cudaFree(dq_lat); cudaFree(dqv); cudaFree(do_lat); cudaFree(partial); cudaFree(dpos);
+    cudaFree(dbase); cudaFree(partial_v3); cudaFree(counters);
+    free(cache); free(q_lat); free(q); free(got); free(want_d); free(want); free(stored);
+}
+
+static void decode_kernels_two_head_groups(void **state)
+{
+    (void)state;
+    need_device();
+    check_decode(20, 512, 64, 700, 3, false);                  /* 2 groups (16 + 4 heads), 6 splits, wide rows */
+    check_decode(20, 512, 64, 700, 3, true);
+}
+
+static void decode_kernels_odd_rows(void **state)
+{
+    (void)state;
+    need_device();
+    check_decode(3, 40, 6, 300, 2, false);                     /* rows of 46: element loads, 3 splits */
+    check_decode(3, 40, 6, 300, 2, true);
+}
+
 static void lite_real_dims(void **state)
 {
     (void)state;
@@ -291,6 +447,8 @@ int main(void)
         cmocka_unit_test(lite_real_dims),
         cmocka_unit_test(v2_heads_with_query_compression),
         cmocka_unit_test(odd_sizes_three_splits),
+        cmocka_unit_test(decode_kernels_two_head_groups),
+        cmocka_unit_test(decode_kernels_odd_rows),
     };
     return cmocka_run_group_tests_name("fast mla", tests, NULL, NULL);
 }

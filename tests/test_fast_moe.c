@@ -1,8 +1,10 @@
 /**
  * \file test_fast_moe.c
  * \brief The device MoE against ref/moe.c's moe_forward, in float32 and bf16 mode: fast_moe_forward_experts
- *        both ways (the grouped kernel moe_experts_v2 that reads the expert offsets on the device, and one
- *        cuBLAS GEMM pair per expert), moe_experts_v1 (the grouped kernel's reference loops) and
+ *        both ways (the grouped kernel FAST_MOE_EXPERTS that reads the expert offsets on the device, and one
+ *        cuBLAS GEMM pair per expert), moe_experts_v1 (the grouped kernel's reference loops), v2 and v3
+ *        (16-byte loads at widths that are multiples of 8: the Lite and small-width shapes; element loads at
+ *        the odd ones) and
  *        moe_forward_v1 (the whole FFN as reference loops on CUDA cores).
  *
  * Weights are random bf16 (as checkpoints store them), so both modes see the
@@ -195,24 +197,36 @@ static void check_moe(const ModelConfig *c, int T)
                     assert_int_equal(idx[t * K + k], fs.expert[t * K + k]);
             free(idx);
             char what[64];
-            snprintf(what, sizeof what, "moe v2 %s %s", how == FAST_MOE_GROUPED ? "grouped" : "per-expert",
+            snprintf(what, sizeof what, "moe fast %s %s", how == FAST_MOE_GROUPED ? "grouped" : "per-expert",
                      bf16 ? "bf16" : "float32");
             compare_rows(what, got, want, tie, T, D, tol);
         }
 
-        /* moe_experts_v1, the grouped kernel's reference loops, on the permutation the last run left */
-        assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
-        assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
-        assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I), cudaSuccess);
-        assert_int_equal(moe_experts_v1(s.expert_out, s.hidden, s.xp, s.offsets, fw.gate_up.data, fw.down.data,
+        /* the grouped kernels themselves (v1 reference loops, v2, v3 with 16-byte loads when D and I are
+         * multiples of 8, else element loads) on the permutation the last run left, NaN-poisoned outputs */
+        cudaError_t (*const grouped[3])(float *, void *, const void *, const int *, const void *, const void *,
+                                        KernelDType, int, int, int, int, cudaStream_t) = {moe_experts_v1,
+                                                                                          moe_experts_v2,
+                                                                                          moe_experts_v3};
+        for (int v = 0; v < 3; v++) {
+            assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
+            assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
+            assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I),
+                             cudaSuccess);
+            assert_int_equal(grouped[v](s.expert_out, s.hidden, s.xp, s.offsets, fw.gate_up.data, fw.down.data,
                                         ctx.wtype, T * K, E, D, I, ctx.stream),
-                         cudaSuccess);
-        assert_int_equal(moe_combine_v2(dy, s.expert_out, s.slot_row, s.weight, Is ? s.shared_out : NULL, T, K, D,
-                                        ctx.stream),
-                         cudaSuccess);
-        assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
-        assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
-        compare_rows(bf16 ? "moe_experts_v1 bf16" : "moe_experts_v1 float32", got, want, tie, T, D, tol);
+                             cudaSuccess);
+            assert_int_equal(moe_combine_v2(dy, s.expert_out, s.slot_row, s.weight, Is ? s.shared_out : NULL, T, K,
+                                            D, ctx.stream),
+                             cudaSuccess);
+            assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+            assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost),
+                             cudaSuccess);
+            char what[64];
+            snprintf(what, sizeof what, "moe_experts_v%d %s%s", v + 1, bf16 ? "bf16" : "float32",
+                     v == 2 ? (D % 8 == 0 && I % 8 == 0 ? " (16-byte loads)" : " (element loads)") : "");
+            compare_rows(what, got, want, tie, T, D, tol);
+        }
 
         /* v1: the reference loops, on the routing the v2 router just wrote */
         assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);

@@ -13,6 +13,8 @@
  */
 #include "check.h"
 #include "fast_test.h"
+#include "error.h"
+#include "fast.h"
 #include "kernels.h"
 #include "router.h"
 
@@ -177,6 +179,40 @@ static void odd_normalised(void **state)
     check_config(&one, 3);                                     /* K = 1: no normalisation, scaled */
 }
 
+/* fast_scratch_init refuses settings beyond the router kernels' limits with one line naming the key, and
+ * the launchers refuse them without launching; the limits themselves are accepted. */
+static void limits_refused(void **state)
+{
+    (void)state;
+    need_device();
+    const struct { int E, G; const char *key; } cases[] = {
+        {66, 33, "n_group"}, {1025, 1, "n_routed_experts"}, {1024, 32, NULL}, {64, 32, NULL}};
+    FastContext ctx;
+    if (fast_context_init(&ctx, false, 1))
+        fail_msg("%s", ds_last_error());
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const ModelConfig c = router_config(cases[i].E, 6, cases[i].G, 1, TOPK_GROUP_LIMITED_GREEDY,
+                                            SCORING_SOFTMAX, false, 1.0f);
+        FastScratch s;
+        const int rc = fast_scratch_init(&s, &ctx, &c, 1, 1);
+        printf("E %d, n_group %d: %s\n", cases[i].E, cases[i].G, rc ? ds_last_error() : "accepted");
+        if (cases[i].key) {
+            assert_int_equal(rc, -1);
+            assert_non_null(strstr(ds_last_error(), cases[i].key));
+            assert_null(strchr(ds_last_error(), '\n'));
+        } else {
+            assert_int_equal(rc, 0);
+            fast_scratch_free(&s);
+        }
+        const RouterParams p = {cases[i].E, 6, cases[i].G, 1, 1, 0, 0, 1.0f};
+        if (cases[i].key) {                                    /* refused before anything is read */
+            assert_int_equal(router_forward_v1(NULL, NULL, NULL, NULL, NULL, p, 1, ctx.stream), cudaErrorInvalidValue);
+            assert_int_equal(router_forward_v2(NULL, NULL, NULL, NULL, NULL, p, 1, ctx.stream), cudaErrorInvalidValue);
+        }
+    }
+    fast_context_free(&ctx);
+}
+
 int main(void)
 {
     setenv("SIM_RACECHECK", "1", 0);
@@ -186,6 +222,7 @@ int main(void)
         cmocka_unit_test(v2_group_limited),
         cmocka_unit_test(v3_noaux_tc),
         cmocka_unit_test(odd_normalised),
+        cmocka_unit_test(limits_refused),
     };
     return cmocka_run_group_tests_name("fast router", tests, NULL, NULL);
 }
