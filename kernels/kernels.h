@@ -289,6 +289,11 @@ cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_type, const f
                                     const float *inv_freq, float cos_sin_scale, MlaDims dims, const int *pos,
                                     const int *base, int T, float eps, cudaStream_t stream);
 
+/** Scratch floats per (token, head) of mla_attend_v1 over ctx positions: scores, then the absorbed
+ *  form's q^L and o^L (2·d_c) or the expanded form's k^N_j and v_j (d_n + d_v), whichever is larger. */
+#define MLA_V1_SCRATCH(dims, ctx) \
+    ((size_t)(ctx) + (size_t)(2 * (dims).d_c > (dims).d_n + (dims).d_v ? 2 * (dims).d_c : (dims).d_n + (dims).d_v))
+
 /**
  * Version 1 of attention over the cache, the reference loops, one thread per (token, head): kernel
  * mla_attend_expanded_v1 (absorbed = 0) mirrors ref/mla.c's mla_attend_expanded, kernel
@@ -299,11 +304,6 @@ cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_type, const f
  * scratch: T·n_h·MLA_V1_SCRATCH(dims, pos0 + T) floats. absorbed: 0 expanded, 1 absorbed.
  * Token t attends to keys [0, pos0 + t].
  */
-/** Scratch floats per (token, head) of mla_attend_v1 over ctx positions: scores, then the absorbed
- *  form's q^L and o^L (2·d_c) or the expanded form's k^N_j and v_j (d_n + d_v), whichever is larger. */
-#define MLA_V1_SCRATCH(dims, ctx) \
-    ((size_t)(ctx) + (size_t)(2 * (dims).d_c > (dims).d_n + (dims).d_v ? 2 * (dims).d_c : (dims).d_n + (dims).d_v))
-
 cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type, const void *cache,
                           KernelDType cache_type, MlaDims dims, int pos0, int T, int absorbed, float *scratch,
                           cudaStream_t stream);

@@ -158,7 +158,7 @@ static __device__ void softmax(float *x, int n)
 }
 
 // ANCHOR: mla_expanded_v1
-/* Expanded form: per head, decompress k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j for every
+/** Expanded form: per head, decompress k^N_j = W^UK_h ĉ_j and v_j = W^UV_h ĉ_j for every
  * cached position, then s_{t,j} = σ (q^N_t·k^N_j + q^R_t·k^R_j), softmax, o_t = Σ p v_j.
  * Version 1: thread (t, h) runs one pass of the loops over h and t, with keys j ∈ [0, p_t] at cache
  * rows base_t + j (p_t, base_t as in mla_latent_v1_kernel), decompressing one key at a time.
@@ -198,7 +198,7 @@ __global__ void mla_attend_expanded_v1(float *o, const float *q, const void *kv_
 // ANCHOR_END: mla_expanded_v1
 
 // ANCHOR: mla_absorbed_v1
-/* Absorbed form: q^L = W^UK_hᵀ q^N (the query in latent space), s_{t,j} = σ (q^L·ĉ_j + q^R·k^R_j),
+/** Absorbed form: q^L = W^UK_hᵀ q^N (the query in latent space), s_{t,j} = σ (q^L·ĉ_j + q^R·k^R_j),
  * o^L = Σ_j p_j ĉ_j (a weighted sum of latents), o_{t,h} = W^UV_h o^L. Nothing is decompressed.
  * Version 1: thread (t, h) runs one pass of the loops over t and h, keys as in mla_attend_expanded_v1.
  * scratch per thread: ctx + 2·d_c floats. */
