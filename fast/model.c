@@ -255,8 +255,8 @@ static int copy_logits(FastModel *m, int first, int n, float *dst)
  * The decode step of B sequences from a CUDA graph: captured at its first use, then replayed. Every
  * launch of the step (embedding, each layer, final norm, LM head) reads device buffers whose
  * addresses never change, with shapes that depend on B only: positions and cache rows come from
- * m->step (uploaded before the launch), attention blocks read each row's length there (the grid does not depend on it), and the MoE
- * runs the grouped kernel, so nothing in the step waits for the host. A synchronisation inside
+ * m->step (uploaded before the launch), attention blocks read each row's length there (the grid
+ * does not depend on it), and the MoE runs the grouped kernel, so nothing in the step waits for the host. A synchronisation inside
  * would invalidate the capture (cudaStreamEndCapture fails), on the simulated device as on a GPU.
  */
 static int decode_graph(FastModel *m, int B)
