@@ -3,6 +3,7 @@
  *
  * Run:  make notebook-train_ablation
  *       build/notebooks/train_ablation [DIR]      (default DIR: models/train-ablations)
+ *       NOTEBOOK_DATA=ab.dat build/notebooks/train_ablation   (also writes the plot's data)
  *
  * Reads the train_log.jsonl files of nine `dsv2 train` runs made by tools/train_ablations.sh:
  * the 0.5M-parameter models/train-demo/config.json (MLA, a dense layer, two MoE layers of
@@ -44,6 +45,7 @@ enum { STEPS = 300, LAST = 50, LAYERS = 2, E = 8, DEVICES = 4, PAIRS = 8 * 64 * 
 
 typedef struct {
     double held_out, train, exp_ratio, dev_ratio, busiest_bytes, dropped;
+    double exp_step[STEPS], dev_step[STEPS], drop_step[STEPS]; /* per step, for the plot */
 } Summary;
 
 static int bad(const char *path, int step, const char *what)
@@ -93,6 +95,10 @@ static int summarize(const char *dir, const char *run, Summary *s)
             for (int d = 0; d < DEVICES; d++)
                 if (dev[d] > dmax) dmax = dev[d];
             kept += sum;
+            if (ok && sum > 0) {
+                s->exp_step[step - 1] += max / (sum / (double)E) / LAYERS;
+                s->dev_step[step - 1] += dmax / (sum / (double)DEVICES) / LAYERS;
+            }
             if (ok && step > STEPS - LAST && sum > 0) {
                 s->exp_ratio += max / (sum / (double)E) / (LAST * LAYERS);
                 s->dev_ratio += dmax / (sum / (double)DEVICES) / (LAST * LAYERS);
@@ -108,6 +114,7 @@ static int summarize(const char *dir, const char *run, Summary *s)
             fclose(f);
             return bad(path, step, "kept + dropped pairs differ from B*T*K per MoE layer");
         }
+        s->drop_step[step - 1] = dropped / (double)(PAIRS * LAYERS);
         if (step > STEPS - LAST) {
             s->train += ce / LAST;
             kept_all += kept;
@@ -138,6 +145,42 @@ static int table(const char *dir, const char *title, const char *column, const R
     return 0;
 }
 
+/* The mean of x over the 20 steps ending at step t (fewer at the start). */
+static double trailing_mean(const double *x, int t)
+{
+    const int from = t >= 19 ? t - 19 : 0;
+    double sum = 0;
+    for (int i = from; i <= t; i++) sum += x[i];
+    return sum / (t - from + 1);
+}
+
+/* For notebooks-c/plots/train_ablation.gp: three blocks (b) expert max/mean, (c) device
+ * max/mean, (d) dropped share, per step as 20-step trailing means, one column per run. */
+static int write_plot_data(const char *path, const Summary *b, const Summary *c, const Summary *d)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "step none ExpBal DevBal CommBal \"all three\"\n");
+    for (int t = 0; t < STEPS; t++) {
+        fprintf(f, "%d", t + 1);
+        for (int i = 0; i < 5; i++) fprintf(f, " %.4f", trailing_mean(b[i].exp_step, t));
+        fprintf(f, "\n");
+    }
+    fprintf(f, "\n\nstep \"M = 1\" \"M = 2\" \"M = 4\"\n");
+    for (int t = 0; t < STEPS; t++) {
+        fprintf(f, "%d", t + 1);
+        for (int i = 0; i < 3; i++) fprintf(f, " %.4f", trailing_mean(c[i].dev_step, t));
+        fprintf(f, "\n");
+    }
+    fprintf(f, "\n\nstep \"CF = 1.0\" \"CF = 1.25\" \"CF = inf\"\n");
+    for (int t = 0; t < STEPS; t++) {
+        fprintf(f, "%d", t + 1);
+        for (int i = 0; i < 3; i++) fprintf(f, " %.5f", trailing_mean(d[i].drop_step, t));
+        fprintf(f, "\n");
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "models/train-ablations";
@@ -159,6 +202,8 @@ int main(int argc, char **argv)
         if (b[i].dropped != 0) return bad(B[i].run, 0, "dropped pairs without a capacity factor"), 1;
     for (int i = 0; i < 3; i++)
         if (c[i].dropped != 0) return bad(C[i].run, 0, "dropped pairs without a capacity factor"), 1;
+    const char *data = getenv("NOTEBOOK_DATA");
+    if (data && write_plot_data(data, b, c, d)) return bad(data, 0, "cannot write the plot data"), 1;
     printf("checks passed: 300 steps per log, kept + dropped = B*T*K per layer, no drops without a capacity\n");
     return 0;
 }
