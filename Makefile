@@ -93,7 +93,7 @@ deps:
 	apt-get update
 	apt-get install -y --no-install-recommends build-essential libcmocka-dev \
 	    libjansson-dev libpcre2-dev libopenblas-dev doxygen clang-14 libclang-rt-14-dev gnuplot-nox \
-	    clang-format-14 libjs-mathjax graphviz fonts-dejavu-core chromium
+	    clang-format-14 libjs-mathjax graphviz fonts-dejavu-core chromium bible-kjv
 
 clean:
 	rm -rf $(BUILD)

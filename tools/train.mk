@@ -2,8 +2,8 @@
 #
 #   make train-demo    trains models/train-demo/config.json (a 0.5M-parameter DeepSeek-V2: MLA with
 #                      q compression and YaRN, a dense layer, then two MoE layers with a shared expert
-#                      and group-limited routing) on the book's own text (book.md + chapters/*.md,
-#                      the text this repository holds) with the tiny-kjv tokenizer, on one core;
+#                      and group-limited routing) on the King James Bible (Debian's bible-kjv;
+#                      without it the book's own text) with the tiny-kjv tokenizer, on one core;
 #                      prints the wall time, generates from the result and draws the loss curve
 #                      to build/train-demo/loss.png (gnuplot)
 #   make train-ablation  the balance losses off / on / ten times stronger, short runs (see below)
@@ -19,15 +19,23 @@ BENCH_STEPS  ?= 20
 
 .PHONY: train-demo bench-train
 
+# The King James Bible, one verse a line with the "Ge1:1 " references cut off, decoded by the
+# bible program of Debian's bible-kjv package (which pulls in the text, bible-kjv-text; make deps).
+# Without it, one line says so and the book's own text stands in.
 $(DEMO_DIR)/data.txt: book.md $(wildcard chapters/*.md)
 	@mkdir -p $(DEMO_DIR)
-	cat book.md $(sort $(wildcard chapters/*.md)) > $@
+	@if command -v bible > /dev/null; then \
+	  bible -f gen1:1-rev22:21 | sed -E 's/^[0-9]?[A-Za-z]+[0-9]+:[0-9]+ //' > $@.tmp && mv $@.tmp $@; \
+	else \
+	  echo "make train-demo: no bible program (apt-get install bible-kjv), so training on book.md + chapters/ instead of the KJV"; \
+	  cat book.md $(sort $(wildcard chapters/*.md)) > $@; \
+	fi
 
 train-demo: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
 	@start=$$(date +%s); \
 	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/model $(DEMO_OPTIONS) || exit 1; \
 	echo "make train-demo: trained in $$(( $$(date +%s) - start )) s on: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-	./$(BUILD)/dsv2 generate -m $(DEMO_DIR)/model -p "The router" -n 60
+	./$(BUILD)/dsv2 generate -m $(DEMO_DIR)/model -p "And the LORD said unto Moses" -n 60
 	@sed -n -E 's/^\{"step":([0-9]+),"loss":([^,]+),"ce":([^,]+),.*/\1 \3/p' $(DEMO_DIR)/model/train_log.jsonl > $(DEMO_DIR)/train.dat
 	@sed -n -E 's/^\{"step":([0-9]+),.*"eval_loss":([^,]+),.*/\1 \2/p' $(DEMO_DIR)/model/train_log.jsonl > $(DEMO_DIR)/eval.dat
 	@command -v $(GNUPLOT) > /dev/null || { echo "make train-demo: no gnuplot, so no loss curve (make deps)"; exit 0; }; \
