@@ -467,7 +467,7 @@ static int cmd_detokenize(Args *a)
     tokenizer_free(tok);
     return rc;
 }
-/* Parameter counts from the config (SPEC §2's shapes), and the paper's Table 1 from the dims. */
+/* Parameter counts from the config (docs/semantics.md §2's shapes), and the paper's Table 1 from the dims. */
 static int cmd_info(Args *a)
 {
     /* everything below follows from config.json; the weights, if present, are only counted */

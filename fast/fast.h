@@ -135,7 +135,7 @@ typedef struct {
 
 /** One MoE layer on the device. */
 typedef struct {
-    float *router;        /**< W_gate of the router [E, D], always float32 (SPEC §3.6.3) */
+    float *router;        /**< W_gate of the router [E, D], always float32 (docs/semantics.md §3.6.3) */
     float *bias;          /**< [E] e_score_correction_bias (noaux_tc) or NULL */
     FastMat gate_up;      /**< [E·2I, D]: expert e's [W_gate; W_up] at rows [2I·e, 2I·(e+1)) */
     FastMat down;         /**< [E·D, I]: expert e's W_down at rows [D·e, D·(e+1)) */

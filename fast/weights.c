@@ -29,7 +29,7 @@ int fast_upload_swiglu(FastContext *ctx, FastSwiglu *out, const SwigluWeights *w
 }
 
 // ANCHOR: upload_router
-/* The router weight, always float32 (SPEC §3.6.3: the gate GEMM runs in float32). */
+/* The router weight, always float32 (docs/semantics.md §3.6.3: the gate GEMM runs in float32). */
 static int upload_router(float **out, const Mat *m)
 {
     const size_t n = (size_t)m->rows * m->cols;

@@ -1,6 +1,6 @@
 /**
  * \file embed.cu
- * \brief Embedding rows (SPEC §3.1) and float32 → bfloat16 conversion of GEMM operands.
+ * \brief Embedding rows (docs/semantics.md §3.1) and float32 → bfloat16 conversion of GEMM operands.
  */
 #include "common.cuh"
 

@@ -46,7 +46,7 @@ static inline size_t kernel_dtype_size(KernelDType t) { return t == KERNEL_F32 ?
 /* ---- embed.cu: embedding rows, type conversion ------------------------------------------- */
 
 /**
- * h⁰_t = embed[token_t], widened to float32 (SPEC §3.1).
+ * h⁰_t = embed[token_t], widened to float32 (docs/semantics.md §3.1).
  * h: [T, D] float32; tokens: [T] ids in [0, vocab) (not checked here);
  * table: [vocab, D] of table_type. Any T ≥ 1, D ≥ 1. One block per token.
  */
@@ -56,7 +56,7 @@ cudaError_t embed_forward_v2(float *h, const int *tokens, const void *table, Ker
 /** dst[i] = src[i] rounded to dst_type (a copy for KERNEL_F32), i < n; any n ≥ 1. */
 cudaError_t convert_forward_v2(void *dst, KernelDType dst_type, const float *src, size_t n, cudaStream_t stream);
 
-/* ---- rmsnorm.cu: RMSNorm (SPEC §3.2) ------------------------------------------------------- */
+/* ---- rmsnorm.cu: RMSNorm (docs/semantics.md §3.2) ------------------------------------------------------- */
 
 /**
  * Version 1: y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps), one thread per row (the reference loop).
@@ -74,7 +74,7 @@ cudaError_t rmsnorm_forward_v2(float *y, const float *x, const float *w, int T, 
                                cudaStream_t stream);
 
 /**
- * Version 2 fused with the residual add of the decoder layer (SPEC §3.3):
+ * Version 2 fused with the residual add of the decoder layer (docs/semantics.md §3.3):
  * h[t] += delta[t], then y[t] = RMSNorm(h[t]) with weight w.
  * y: [T, n] float32 (must not alias h or delta); h: [T, n] updated in place;
  * delta: [T, n]; w: [n]. Any T ≥ 1, n ≥ 1. One block of 256 threads per row.
@@ -82,7 +82,7 @@ cudaError_t rmsnorm_forward_v2(float *y, const float *x, const float *w, int T, 
 cudaError_t rmsnorm_residual_v2(float *y, float *h, const float *delta, const float *w, int T, int n, float eps,
                                 cudaStream_t stream);
 
-/* ---- rope.cu: decoupled RoPE (SPEC §3.5.4) ------------------------------------------------- */
+/* ---- rope.cu: decoupled RoPE (docs/semantics.md §3.5.4) ------------------------------------------------- */
 
 /**
  * Rotates, in place, the d_r-wide slice of `heads` vectors per token:
@@ -113,7 +113,7 @@ cudaError_t rope_forward_at_v1(float *x, const float *inv_freq, float cos_sin_sc
 cudaError_t rope_forward_at_v2(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
                                int row_stride, int head_stride, const int *pos, cudaStream_t stream);
 
-/* ---- router.cu: the MoE gate (SPEC §3.6.3) ------------------------------------------------- */
+/* ---- router.cu: the MoE gate (docs/semantics.md §3.6.3) ------------------------------------------------- */
 
 #define ROUTER_MAX_E 1024 /**< most routed experts the router kernels take (version 1's per-thread flags) */
 #define ROUTER_MAX_G 32   /**< most expert groups (version 2 scores one group per lane) */
@@ -127,7 +127,7 @@ typedef struct {
     int topk_method;             /**< 0 greedy, 1 group_limited_greedy, 2 noaux_tc (TopkMethod) */
     int scoring;                 /**< 0 softmax, 1 sigmoid (ScoringFunc) */
     int norm_topk_prob;          /**< renormalise the K weights (when K > 1) */
-    float routed_scaling_factor; /**< scale of the weights (SPEC §3.6.3 step 4) */
+    float routed_scaling_factor; /**< scale of the weights (docs/semantics.md §3.6.3 step 4) */
 } RouterParams;
 
 /**
@@ -152,7 +152,7 @@ cudaError_t router_forward_v1(int *idx, float *weight, float *scores, const floa
 cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const float *logits, const float *bias,
                               RouterParams p, int T, cudaStream_t stream);
 
-/* ---- moe.cu: SwiGLU experts and the token permutation (SPEC §3.6.2, §3.6.4) --------------- */
+/* ---- moe.cu: SwiGLU experts and the token permutation (docs/semantics.md §3.6.2, §3.6.4) --------------- */
 
 /**
  * Version 1 of the whole MoE FFN after routing, the reference loops on CUDA
@@ -193,7 +193,7 @@ cudaError_t moe_gather_v2(void *xp, KernelDType xp_type, const float *x, const i
                           cudaStream_t stream);
 
 /**
- * Combines in slot order (SPEC §3.6.4): y_t = Σ_k weight[t,k] · out[slot_row[t·K + k]]
+ * Combines in slot order (docs/semantics.md §3.6.4): y_t = Σ_k weight[t,k] · out[slot_row[t·K + k]]
  * (float32, k ascending), then y_t += shared_t when shared is not NULL.
  * y: [T, D]; out: [T·K, D] permuted expert outputs; slot_row, weight: [T, K];
  * shared: [T, D] or NULL. Any sizes ≥ 1.
@@ -247,7 +247,7 @@ cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void
                                const void *shared_gate_up, const void *shared_down, KernelDType w_type, int T,
                                int rows, int E, int D, int I, int I_s, cudaStream_t stream);
 
-/* ---- mla.cu: Multi-head Latent Attention (SPEC §3.4, §5) ---------------------------------- */
+/* ---- mla.cu: Multi-head Latent Attention (docs/semantics.md §3.4, §5) ---------------------------------- */
 
 /** Sizes of one MLA layer and the scale σ = d_q^{-1/2}·m². */
 typedef struct {

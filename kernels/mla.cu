@@ -1,11 +1,11 @@
 /**
  * \file mla.cu
- * \brief Multi-head Latent Attention on the device (paper §2.1; SPEC §3.4, §5): writing ĉ_t and k^R_t into
+ * \brief Multi-head Latent Attention on the device (paper §2.1; docs/semantics.md §3.4, §5): writing ĉ_t and k^R_t into
  *        the latent cache, the expanded form's key/value expansion and causal softmax (around cuBLAS GEMMs),
  *        and the absorbed decode over the latent cache, split over the sequence with an online softmax.
  *
  * A cache row is [ĉ_t (d_c) ; k^R_t (d_r)]: the one 576-wide "key" all heads
- * share in the absorbed form (SPEC §5.2).
+ * share in the absorbed form (docs/semantics.md §5.2).
  */
 #include "common.cuh"
 

@@ -1,6 +1,6 @@
 /**
  * \file moe.cu
- * \brief SwiGLU experts on the device (SPEC §3.6.2, §3.6.4): the reference loops, the pieces around
+ * \brief SwiGLU experts on the device (docs/semantics.md §3.6.2, §3.6.4): the reference loops, the pieces around
  *        the per-expert GEMMs (token permutation by expert, the SwiGLU nonlinearity, the weighted combine),
  *        and the routed experts on permuted rows with the per-expert offsets read on the device.
  */

@@ -1,6 +1,6 @@
 /**
  * \file rmsnorm.cu
- * \brief RMSNorm on the device (SPEC §3.2): y = w ⊙ x / sqrt(mean(x²) + ε), and its fusion with the residual add.
+ * \brief RMSNorm on the device (docs/semantics.md §3.2): y = w ⊙ x / sqrt(mean(x²) + ε), and its fusion with the residual add.
  */
 #include "common.cuh"
 

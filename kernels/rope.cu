@@ -1,6 +1,6 @@
 /**
  * \file rope.cu
- * \brief Decoupled RoPE on the device (SPEC §3.5.4): q^R_{t,h} and k^R_t rotated in place, interleaved pairs.
+ * \brief Decoupled RoPE on the device (docs/semantics.md §3.5.4): q^R_{t,h} and k^R_t rotated in place, interleaved pairs.
  */
 #include "common.cuh"
 

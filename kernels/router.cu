@@ -1,6 +1,6 @@
 /**
  * \file router.cu
- * \brief The MoE gate on the device (SPEC §3.6.3): affinities s_{i,t}, group-limited top-K, weights g_{i,t}.
+ * \brief The MoE gate on the device (docs/semantics.md §3.6.3): affinities s_{i,t}, group-limited top-K, weights g_{i,t}.
  */
 #include "common.cuh"
 

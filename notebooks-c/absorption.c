@@ -94,7 +94,7 @@ int main(int argc, char **argv)
     const int max_n = argc > 1 ? atoi(argv[1]) : 4096;
     if (max_n < 16) { fprintf(stderr, "usage: %s [max context >= 16]\n", argv[0]); return 2; }
 
-    /* DeepSeek-V2-Lite's attention (SPEC §1.1): no query compression, 16 heads. */
+    /* DeepSeek-V2-Lite's attention (docs/semantics.md §1.1): no query compression, 16 heads. */
     ModelConfig c = {0};
     c.hidden_size = 2048; c.num_hidden_layers = 1; c.num_attention_heads = 16;
     c.q_lora_rank = 0; c.kv_lora_rank = 512; c.qk_nope_head_dim = 128; c.qk_rope_head_dim = 64;

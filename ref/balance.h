@@ -1,7 +1,7 @@
 /**
  * \file balance.h
  * \brief Device-limited routing, the auxiliary balance losses and token dropping
- *        (paper §2.2.2–2.2.4; SPEC §4).
+ *        (paper §2.2.2–2.2.4; docs/semantics.md §4).
  *
  * None of this changes what a trained model computes at inference. It is how DeepSeek-V2
  * was trained to spread tokens evenly over experts and devices, written so each formula

@@ -4,7 +4,7 @@
  *
  * Every architectural key is required: the two families of defaults in
  * circulation (DeepSeek's remote code and native transformers) disagree, so
- * a missing key is an error rather than a guess (SPEC §1.2). The few keys
+ * a missing key is an error rather than a guess (docs/semantics.md §1.2). The few keys
  * that released configs may omit without changing the model get the
  * remote-code default, listed in config_load()'s documentation.
  */
@@ -13,7 +13,7 @@
 
 #include <stdbool.h>
 
-/** How the router picks experts (`topk_method`, SPEC §3.6.3). */
+/** How the router picks experts (`topk_method`, docs/semantics.md §3.6.3). */
 typedef enum {
     TOPK_GREEDY,               /**< "greedy": the K largest scores (V2-Lite) */
     TOPK_GROUP_LIMITED_GREEDY, /**< "group_limited_greedy": best topk_group groups by group max (V2) */
@@ -35,7 +35,7 @@ typedef enum {
  */
 #define LATENT_NORM_EPS 1e-6f
 
-/** Hyper-parameters of a DeepSeek-V2-family model. Names follow SPEC's notation. */
+/** Hyper-parameters of a DeepSeek-V2-family model. Names follow config.json's keys (docs/semantics.md §1). */
 typedef struct {
     int vocab_size;          /**< vocabulary size */
     int hidden_size;         /**< D */
@@ -117,7 +117,7 @@ typedef struct {
  */
 int config_load(const char *path, ModelConfig *cfg);
 
-/** True when layer l uses the MoE FFN (SPEC §3.6.1), false for the dense FFN. */
+/** True when layer l uses the MoE FFN (docs/semantics.md §3.6.1), false for the dense FFN. */
 bool config_layer_is_moe(const ModelConfig *cfg, int l);
 
 /** d_q = d_n + d_r, the query/key head width. */

@@ -1,6 +1,6 @@
 /**
  * \file mla.h
- * \brief Multi-head Latent Attention (paper §2.1; SPEC §3.4, §5).
+ * \brief Multi-head Latent Attention (paper §2.1; docs/semantics.md §3.4, §5).
  *
  * MLA compresses keys and values jointly into one small latent per token,
  * c^KV_t = W^DKV h_t (d_c = 512 wide), normalised to ĉ_t. Per-head keys and

@@ -1,6 +1,6 @@
 /**
  * \file model.h
- * \brief The DeepSeek-V2 decoder, assembled from the components (paper §2; SPEC §3).
+ * \brief The DeepSeek-V2 decoder, assembled from the components (paper §2; docs/semantics.md §3).
  *
  *     h⁰_t = embed[token_t]
  *     for each layer l:  h ← h + MLA(RMSNorm(h));  h ← h + FFN_l(RMSNorm(h))

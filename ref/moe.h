@@ -1,6 +1,6 @@
 /**
  * \file moe.h
- * \brief SwiGLU feed-forward networks: dense FFN, shared and routed experts (paper §2.2.1; SPEC §3.6).
+ * \brief SwiGLU feed-forward networks: dense FFN, shared and routed experts (paper §2.2.1; docs/semantics.md §3.6).
  *
  * Every FFN in DeepSeek-V2 is a SwiGLU, FFN(x) = W_down (silu(W_gate x) ⊙ W_up x).
  * Dense layers use one wide FFN. MoE layers (DeepSeekMoE) combine N_s

@@ -1,6 +1,6 @@
 /**
  * \file rmsnorm.h
- * \brief RMSNorm (SPEC §3.2): y = w ⊙ x / sqrt(mean(x²) + ε).
+ * \brief RMSNorm (docs/semantics.md §3.2): y = w ⊙ x / sqrt(mean(x²) + ε).
  *
  * DeepSeek-V2 normalises before attention and before the FFN of every
  * layer, after the last layer, and inside MLA on the compressed latents

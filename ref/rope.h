@@ -1,6 +1,6 @@
 /**
  * \file rope.h
- * \brief Decoupled RoPE with YaRN (paper §2.1.3, §3.1.4; SPEC §3.5).
+ * \brief Decoupled RoPE with YaRN (paper §2.1.3, §3.1.4; docs/semantics.md §3.5).
  *
  * MLA cannot rotate its compressed keys (a position-dependent rotation
  * between W^UQ and W^UK would block weight absorption), so position enters
@@ -30,7 +30,7 @@ typedef struct {
     float softmax_scale;   /**< σ = d_q^{-1/2} · m², the attention score scale */
 } Rope;
 
-/** yarn_mscale(s, c) = 1 if s ≤ 1, else 0.1·c·ln s + 1 (SPEC §3.5.3). */
+/** yarn_mscale(s, c) = 1 if s ≤ 1, else 0.1·c·ln s + 1 (docs/semantics.md §3.5.3). */
 float yarn_mscale(float s, float c);
 
 /**

@@ -1,6 +1,6 @@
 /**
  * \file router.h
- * \brief The MoE gate: affinities, expert selection, routing weights (paper §2.2.1–2.2.2; SPEC §3.6.3).
+ * \brief The MoE gate: affinities, expert selection, routing weights (paper §2.2.1–2.2.2; docs/semantics.md §3.6.3).
  *
  * For a token's FFN input b_t the router computes logits g = W_gate b_t in
  * float32 and affinities s_{i,t} (softmax over all experts for V2; sigmoid

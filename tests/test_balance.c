@@ -22,7 +22,7 @@
 #include <string.h>
 
 enum { B = 3, T = 24, E = 16, K = 3, D = 4, M = 2 };
-static const BalanceSpec SPEC = {.E = E, .K = K, .D = D, .M = M, .alpha1 = 0.003, .alpha2 = 0.05,
+static const BalanceSpec BAL = {.E = E, .K = K, .D = D, .M = M, .alpha1 = 0.003, .alpha2 = 0.05,
                                  .alpha3 = 0.02};
 
 typedef struct {
@@ -110,7 +110,7 @@ static void losses_and_gradient_match_autograd(void **state)
     const Fixture *fx = *state;
     double grad[T * E];
     float got[T * E];
-    BalanceLosses L = balance_losses(fx->scores, fx->idx, T, &SPEC, grad);
+    BalanceLosses L = balance_losses(fx->scores, fx->idx, T, &BAL, grad);
     /* float32 torch vs double C: agreement to ~1e-7 relative; 1e-5 leaves margin */
     const float le = (float)L.expert, ld = (float)L.device, lc = (float)L.comm;
     check_close("L_ExpBal", &le, tensor(fx, "loss_expert"), 1, -1, 1e-5);
@@ -147,7 +147,7 @@ static void gradient_matches_finite_differences(void **state)
     test_rng_fill(&rng, g, T * E, -3, 3);
     softmax_rows(s, g, T);
     for (int t = 0; t < T; t++) device_limited_route(idx + t * K, s + t * E, E, K, D, M);
-    balance_losses(s, idx, T, &SPEC, grad);
+    balance_losses(s, idx, T, &BAL, grad);
     const double h = 1e-3;
     for (int i = 0; i < T * E; i += 7) {             /* a spread of entries */
         double total[2];
@@ -161,7 +161,7 @@ static void gradient_matches_finite_differences(void **state)
             float saved[E];
             memcpy(saved, s + t * E, sizeof saved);
             for (int j = 0; j < E; j++) s[t * E + j] = (float)(exp(row[j] - max) / sum);
-            BalanceLosses L = balance_losses(s, idx, T, &SPEC, NULL);
+            BalanceLosses L = balance_losses(s, idx, T, &BAL, NULL);
             total[side] = L.expert + L.device + L.comm;
             memcpy(s + t * E, saved, sizeof saved);
         }

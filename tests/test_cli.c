@@ -623,7 +623,7 @@ static void chat_ctrl_c(void **state)
     cli_run_free(&r);
 }
 
-/* Writes a config.json of the released model (layers, dims and routing as SPEC §1.1) to dir. */
+/* Writes a config.json of the released model (layers, dims and routing as docs/semantics.md §1.1) to dir. */
 static char *released_config(const char *name, int D, int L, int heads, int q_lora, int I, int Ie,
                              int E, const char *method, int G, int Gk, double scale)
 {
@@ -651,7 +651,7 @@ static char *released_config(const char *name, int D, int L, int heads, int q_lo
     return dir;
 }
 
-/* `dsv2 info` on the released configs reproduces SPEC §1.3's parameter counts (which match
+/* `dsv2 info` on the released configs reproduces docs/semantics.md §1.3's parameter counts (which match
  * the observed V2-Lite checkpoint) and §5.3's KV cache per token. */
 static void info_matches_released_models(void **state)
 {

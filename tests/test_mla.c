@@ -1,6 +1,6 @@
 /**
  * \file test_mla.c
- * \brief Multi-head Latent Attention (SPEC §3.4, §5): the expanded and absorbed forms against
+ * \brief Multi-head Latent Attention (docs/semantics.md §3.4, §5): the expanded and absorbed forms against
  * each other and against a naive double-precision MLA written here, the contents of the
  * latent cache, and the cache size per token.
  *
@@ -131,7 +131,7 @@ static void rope_d(double *x, const Rope *r, int pos)
 }
 
 /*
- * SPEC §3.4 literally, for T tokens at positions 0..T−1: per token the latent ĉ (normed) and
+ * docs/semantics.md §3.4 literally, for T tokens at positions 0..T−1: per token the latent ĉ (normed) and
  * the rotated shared key k^R; per head k^N = W^UK ĉ, v = W^UV ĉ, full d_q-wide query·key dot,
  * σ, causal softmax, o = Σ p v, then o_proj. Also returns ĉ [T, d_c] and k^R [T, d_r].
  */

@@ -1,6 +1,6 @@
 /**
  * \file test_moe.c
- * \brief SwiGLU and the DeepSeekMoE layer (SPEC §3.6) against naive double-precision
+ * \brief SwiGLU and the DeepSeekMoE layer (docs/semantics.md §3.6) against naive double-precision
  * re-derivations, and the bf16 weight path against the same weights widened to float32.
  */
 #include "check.h"
@@ -45,7 +45,7 @@ static void free_swiglu(SwigluWeights *w)
 
 static double w_at(const Mat *m, int r, int c) { return ((const float *)m->data)[(size_t)r * m->cols + c]; }
 
-/* SPEC §3.6.2 in double: down · (silu(gate · x) ⊙ up · x), one token. */
+/* docs/semantics.md §3.6.2 in double: down · (silu(gate · x) ⊙ up · x), one token. */
 static void swiglu_double(double *y, const float *x, const SwigluWeights *w)
 {
     const int I = w->gate.rows, D = w->gate.cols;
@@ -124,7 +124,7 @@ static void free_moe(MoeWeights *w, int E)
 }
 
 /*
- * SPEC §3.6.3–3.6.4 for one token, in double: softmax over W_gate x, groups ranked by their
+ * docs/semantics.md §3.6.3–3.6.4 for one token, in double: softmax over W_gate x, groups ranked by their
  * max (group_limited_greedy), the K best of the kept experts, V2's weight rule,
  * y = Σ w_k expert_k(x) + shared(x). Returns the smallest gap between a chosen and an
  * unchosen candidate (group or expert), so the caller can avoid near-ties.

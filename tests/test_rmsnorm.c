@@ -1,6 +1,6 @@
 /**
  * \file test_rmsnorm.c
- * \brief RMSNorm against a double-precision evaluation of SPEC §3.2:
+ * \brief RMSNorm against a double-precision evaluation of docs/semantics.md §3.2:
  * y_i = w_i · x_i / sqrt((1/n) Σ x_j² + ε), ε inside the root, weight not offset by 1.
  */
 #include "check.h"
@@ -18,7 +18,7 @@ static int group_setup(void **state)
     return 0;
 }
 
-/* SPEC §3.2 in double precision, for T rows of n. */
+/* docs/semantics.md §3.2 in double precision, for T rows of n. */
 static void rmsnorm_double(float *y, const float *x, const float *w, int T, int n, double eps)
 {
     for (int t = 0; t < T; t++) {

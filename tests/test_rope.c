@@ -1,6 +1,6 @@
 /**
  * \file test_rope.c
- * \brief Decoupled RoPE with YaRN (SPEC §3.5): frequencies against SPEC §3.5.2's table and a
+ * \brief Decoupled RoPE with YaRN (docs/semantics.md §3.5): frequencies against docs/semantics.md §3.5.2's table and a
  * double-precision evaluation of the ramp, the mscale factors, and the interleaved-pair rotation.
  */
 #include "check.h"
@@ -19,7 +19,7 @@ static int group_setup(void **state)
     return 0;
 }
 
-/* DeepSeek-V2's attention and RoPE settings (SPEC §1.1). */
+/* DeepSeek-V2's attention and RoPE settings (docs/semantics.md §1.1). */
 static ModelConfig v2_config(void)
 {
     ModelConfig c;
@@ -38,7 +38,7 @@ static Rope init(const ModelConfig *c)
     return r;
 }
 
-/* YaRN's frequencies in double precision, straight from SPEC §3.5.2. */
+/* YaRN's frequencies in double precision, straight from docs/semantics.md §3.5.2. */
 static void yarn_inv_freq_double(double *out, const ModelConfig *c)
 {
     const int dim = c->qk_rope_head_dim;
@@ -73,7 +73,7 @@ static void yarn_frequencies_match_spec_table(void **state)
                                    3.33380e-5, 3.33380e-6};
     float got[8];
     for (int k = 0; k < 8; k++) got[k] = r.inv_freq[idx[k]];
-    check_ratio("SPEC §3.5.2 table", got, want, 8, 1e-5);  /* the table has 6 significant digits */
+    check_ratio("docs/semantics.md §3.5.2 table", got, want, 8, 1e-5);  /* the table has 6 significant digits */
 }
 
 static void yarn_frequencies_match_double_formula(void **state)
@@ -117,7 +117,7 @@ static void mscale_factors(void **state)
     Rope r = init(&c);
     assert_true(r.cos_sin_scale == 1.0f);                 /* 0.707 / 0.707: exactly 1 */
     float got = r.softmax_scale, want = 0.11472139f;
-    check_close("σ for V2 (SPEC)", &got, &want, 1, 2e-8, -1);  /* SPEC gives 8 digits */
+    check_close("σ for V2 (docs/semantics.md §3.5.3)", &got, &want, 1, 2e-8, -1);  /* docs/semantics.md §3.5.3 gives 8 digits */
     const double m = 0.1 * 0.707 * log(40.0) + 1;
     want = (float)(m * m / sqrt(192.0));
     check_close("σ = 192^-1/2 m²", &got, &want, 1, 2e-8, -1);  /* float32 vs double: ~1 ulp */
@@ -139,11 +139,11 @@ static void mscale_factors(void **state)
     assert_true(r.cos_sin_scale == 1.0f);
     got = r.softmax_scale;
     want = 0.13523378f;
-    check_close("σ for mscale_all_dim 1 (SPEC)", &got, &want, 1, 2e-8, -1);
+    check_close("σ for mscale_all_dim 1 (docs/semantics.md §3.5.3)", &got, &want, 1, 2e-8, -1);
     assert_true(yarn_mscale(1.0f, 0.707f) == 1.0f && yarn_mscale(0.5f, 0.707f) == 1.0f);
 }
 
-/* The interleaved rotation in double, with the float32 angle SPEC §3.5.4 prescribes. */
+/* The interleaved rotation in double, with the float32 angle docs/semantics.md §3.5.4 prescribes. */
 static void rotate_double(float *out, const float *x, const Rope *r, int pos)
 {
     for (int i = 0; i < r->dim / 2; i++) {

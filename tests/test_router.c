@@ -1,6 +1,6 @@
 /**
  * \file test_router.c
- * \brief The MoE gate (SPEC §3.6.3): affinities, greedy / group-limited (group max) / noaux_tc
+ * \brief The MoE gate (docs/semantics.md §3.6.3): affinities, greedy / group-limited (group max) / noaux_tc
  * selection, the weight rules of V2 and V3, the tie rule, on cases designed with clear margins.
  */
 #include "check.h"

@@ -67,7 +67,7 @@ def main():
     with torch.no_grad():
         s = logits.softmax(-1)
         idx = route(s)
-        # near-tie guard: selection margins must be clear (SPEC §0)
+        # near-tie guard: selection margins must be clear (docs/semantics.md §0)
         g = s.view(B, T, D, E // D).max(-1).values.sort(-1, descending=True).values
         assert (g[..., M - 1] - g[..., M]).min() > 1e-4
     out = {"logits": logits.detach(), "idx": idx.float()}

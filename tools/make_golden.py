@@ -11,7 +11,7 @@ bf16-rounded weights:
   logits      F32 [T, vocab]   logits at every prompt position
   greedy_ids  F32 [16]         a 16-token greedy continuation made with the KV cache
 
-The generator follows SPEC §0: it refuses a transformers whose attention lacks
+The generator follows docs/semantics.md §0: it refuses a transformers whose attention lacks
 the YaRN m² softmax factor (checked numerically against the formula), and it
 rejects seeds whose routing or greedy choices are near-ties. It also refuses a
 transformers whose latent norms (q_a_layernorm, kv_a_layernorm) take an ε other
@@ -52,7 +52,7 @@ from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden")
 N_GREEDY = 16
-TIE_MARGIN = 1e-6        # routing: K-th vs (K+1)-th score, group ranks (SPEC §0)
+TIE_MARGIN = 1e-6        # routing: K-th vs (K+1)-th score, group ranks (docs/semantics.md §0)
 ARGMAX_MARGIN = 1e-4     # greedy: top-1 vs top-2 logit
 BF16_TOP1 = 0.95         # transformers in bf16 must pick its float32 top-1 on this share of positions
 
@@ -157,7 +157,7 @@ def train_chain(model, chain, length):
 
 
 def check_softmax_scale(model, cfg):
-    """SPEC §0: refuse a transformers whose attention lacks m² (PR #47435), checked numerically."""
+    """docs/semantics.md §0: refuse a transformers whose attention lacks m² (PR #47435), checked numerically."""
     attn = model.model.layers[0].self_attn
     dq = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
     want = dq ** -0.5
@@ -195,7 +195,7 @@ def check_softmax_scale(model, cfg):
 
 
 def routing_margins(model, cfg, ids):
-    """Smallest routing margin over all MoE layers and tokens (SPEC §0 near-tie rule)."""
+    """Smallest routing margin over all MoE layers and tokens (docs/semantics.md §0 near-tie rule)."""
     captured = []
     hooks = [layer.mlp.gate.register_forward_hook(lambda m, i, o: captured.append(o[0].detach()))
              for layer in model.model.layers if hasattr(layer.mlp, "gate")]

@@ -17,10 +17,10 @@ writes
       prompt text, ids, decoded continuation, model file hash, torch /
       transformers versions, and the safety margins checked below.
 
-Checks before anything is written (SPEC §0):
+Checks before anything is written (docs/semantics.md §0):
   * transformers applies the softmax factor m² (PR #47435): layer 0's
     attention output, captured during the prompt forward, must equal an
-    independent implementation of SPEC §3.4–§3.5 with σ = d_q^-1/2 · m², and
+    independent implementation of docs/semantics.md §3.4–§3.5 with σ = d_q^-1/2 · m², and
     must NOT equal it with σ = d_q^-1/2;
   * no near-ties: for every token of prompt and continuation and every MoE
     layer, the K-th vs (K+1)-th masked router score and the topk_group-th vs
@@ -53,7 +53,7 @@ def rms_norm(x, w, eps):
 
 
 def yarn_inv_freq(dim, theta, s, l0, beta_fast, beta_slow):
-    """SPEC §3.5.2, written out step by step in float32."""
+    """docs/semantics.md §3.5.2, written out step by step in float32."""
     def cd(r):
         return dim * math.log(l0 / (2 * math.pi * r)) / (2 * math.log(theta))
     low = max(math.floor(cd(beta_fast)), 0)
@@ -82,7 +82,7 @@ def rope_pairs(x, pos, inv_freq):
 
 
 def reference_mla(attn, conf, x, with_m2):
-    """SPEC §3.4 for one sequence x [T, D] (positions 0..T-1)."""
+    """docs/semantics.md §3.4 for one sequence x [T, D] (positions 0..T-1)."""
     t = x.shape[0]
     h, dn, dr, dv = (conf["num_attention_heads"], conf["qk_nope_head_dim"],
                      conf["qk_rope_head_dim"], conf["v_head_dim"])
@@ -191,11 +191,11 @@ def main(argv=None):
             y_no = reference_mla(attn0, conf, x_in[0], False)
         err_m2 = (y_hf[0] - y_m2).abs().max().item()
         err_no = (y_hf[0] - y_no).abs().max().item()
-        print("m2 check: |HF - SPEC(σ with m²)| = %.3g, |HF - SPEC(σ without m²)| = %.3g"
+        print("m2 check: |HF - semantics(σ with m²)| = %.3g, |HF - semantics(σ without m²)| = %.3g"
               % (err_m2, err_no))
         if not (err_m2 < 1e-5 and err_no > 100 * max(err_m2, 1e-7)):
             sys.exit("refusing: transformers' attention does not apply the softmax m² "
-                     "factor (SPEC §0, §6 item 1)")
+                     "factor (docs/semantics.md §0, §6 item 1)")
         # greedy continuation with the KV cache
         cap["router"] = []
         with torch.no_grad():

@@ -16,7 +16,7 @@ Attention with query compression (q_lora_rank) and a compressed KV latent
 exercised), one dense SwiGLU layer followed by MoE layers with fused shared
 experts and group-limited greedy routing over softmax router scores, an untied
 output head.  It is `transformers`' DeepseekV2ForCausalLM; the only thing this
-script adds to it are the paper's balance losses (SPEC §4.2): expert level
+script adds to it are the paper's balance losses (docs/semantics.md §4.2): expert level
 (--alpha, α₁), device level (--alpha2, α₂) and communication (--alpha3, α₃),
 taking the --groups expert groups as the D devices and --topk-groups as the
 device limit M, computed from router logits captured by forward hooks on
@@ -328,7 +328,7 @@ class RouterTap:
 
 
 def balance_losses(tap, batch, seq, n_exp, k, n_dev, dev_limit, alphas):
-    """SPEC §4.2's three balance losses per sequence, averaged over the batch
+    """docs/semantics.md §4.2's three balance losses per sequence, averaged over the batch
     and summed over MoE layers; returns (L_ExpBal, L_DevBal, L_CommBal).
     The E experts sit on D = n_dev devices in contiguous groups E_d; M =
     dev_limit.  With s = softmax of the router logits, P_i = (1/T) Σ_t s_{i,t}:
@@ -474,7 +474,7 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--alpha", type=float, default=0.003,
-                   help="expert-level balance loss weight α₁ (SPEC §4.2)")
+                   help="expert-level balance loss weight α₁ (docs/semantics.md §4.2)")
     p.add_argument("--alpha2", type=float, default=0.0,
                    help="device-level balance loss weight α₂ (devices = --groups)")
     p.add_argument("--alpha3", type=float, default=0.0,

@@ -4,7 +4,7 @@
  *
  * Many Llama-style codebases store each rotary vector as two halves and
  * rotate x_i with x_{i+d/2}. DeepSeek-V2's checkpoints are converted to the
- * interleaved layout (x_{2i}, x_{2i+1}) instead (SPEC §3.5.4), so this kernel,
+ * interleaved layout (x_{2i}, x_{2i+1}) instead (docs/semantics.md §3.5.4), so this kernel,
  * correct for the other convention, rotates the wrong partners: the lab
  * reports a numerical mismatch at every shape with d_r > 2 (with a single
  * pair the two layouts coincide).

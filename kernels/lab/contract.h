@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /**
- * Component `rmsnorm` (RMSNorm, SPEC §3.2): y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps), eps
+ * Component `rmsnorm` (RMSNorm, docs/semantics.md §3.2): y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps), eps
  * inside the root. y, x: [T, n] float32 (distinct buffers); w: [n] float32. Any T ≥ 1, n ≥ 1
  * (odd n, n up to 5120), any eps > 0. Relative L2 ≤ 1e-5 per shape.
  * The project's kernel: rmsnorm_forward_v2.
@@ -39,7 +39,7 @@ cudaError_t lab_rmsnorm(float *y, const float *x, const float *w, int T, int n, 
 // ANCHOR_END: lab_rmsnorm
 
 /**
- * Component `rope` (decoupled RoPE, SPEC §3.5.4): rotates in place the d_r-wide
+ * Component `rope` (decoupled RoPE, docs/semantics.md §3.5.4): rotates in place the d_r-wide
  * slice at x + t·row_stride + h·head_stride of every (token t, head h) by
  * φ = (pos0 + t)·inv_freq[i] on interleaved pairs, cos and sin scaled by
  * cos_sin_scale. inv_freq: [dim/2] float32. dim even ≤ 1024; T, heads ≥ 1;
@@ -74,7 +74,7 @@ static inline size_t lab_mla_decode_partial_floats(MlaDims dims, int ctx, int T)
 }
 
 /**
- * Component `mla_decode` (MLA absorbed decode over the latent cache, paper §2.1.2, SPEC §5):
+ * Component `mla_decode` (MLA absorbed decode over the latent cache, paper §2.1.2, docs/semantics.md §5):
  * o^L_{t,h} = Σ_j softmax_j(σ(q^L_{t,h}·ĉ_j + q^R_{t,h}·k^R_j)) ĉ_j over keys j ≤ pos0 + t,
  * σ = dims.scale. o_lat, q_lat: [T, n_h, d_c] float32; q: [T, n_h·(d_n + d_r)]
  * float32, q^R the last d_r of each head; cache: [pos0 + T, d_c + d_r] of
@@ -90,7 +90,7 @@ cudaError_t lab_mla_decode(float *o_lat, const float *q_lat, const float *q, con
 // ANCHOR_END: lab_mla_decode
 
 /**
- * Component `router` (the MoE gate, SPEC §3.6.3): affinities, top-K selection
+ * Component `router` (the MoE gate, docs/semantics.md §3.6.3): affinities, top-K selection
  * and weights exactly as ref/router.h's router_scores + router_select
  * (renormalised weights are scaled by routed_scaling_factor only under noaux_tc).
  * idx: [T, K] int; weight: [T, K] float32; scores: [T, E]; logits: [T, E]
@@ -105,7 +105,7 @@ cudaError_t lab_router(int *idx, float *weight, float *scores, const float *logi
                        RouterParams p, int T, cudaStream_t stream);
 
 /**
- * Component `moe_permute` (token permutation by expert, SPEC §3.6.4): counts[e]
+ * Component `moe_permute` (token permutation by expert, docs/semantics.md §3.6.4): counts[e]
  * (T, k) pairs choose expert e; offsets[e] = Σ_{e' < e} counts[e'] (E + 1
  * entries); the pairs of expert e occupy permuted rows [offsets[e],
  * offsets[e + 1]) in token order; slot_row[t·K + k] is the row of pair (t, k),
@@ -117,7 +117,7 @@ cudaError_t lab_moe_permute(int *counts, int *offsets, int *slot_row, int *row_t
                             int E, cudaStream_t stream);
 
 /**
- * Component `moe_ffn` (the routed + shared SwiGLU experts after routing, SPEC §3.6.2):
+ * Component `moe_ffn` (the routed + shared SwiGLU experts after routing, docs/semantics.md §3.6.2):
  * y_t = Σ_k weight[t,k]·FFN_{idx[t,k]}(x_t) + FFN_shared(x_t), FFN(x) = W_down(silu(W_gate x) ⊙ W_up x).
  * y, x: [T, D] float32; idx, weight: [T, K]; gate_up: [E, 2·I, D] of w_type
  * (W_gate rows then W_up rows); down: [E, D, I]; shared_gate_up: [2·I_s, D],

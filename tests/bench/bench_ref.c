@@ -43,7 +43,7 @@ static int add(Spec *s, int n, const char *name, int64_t rows, int64_t cols)
 
 static int by_name(const void *a, const void *b) { return strcmp(((const Spec *)a)->name, ((const Spec *)b)->name); }
 
-/* DeepSeek-V2-Lite's tensors (SPEC §2) for layers 0 (dense) and 1 (MoE); cols 0 = a vector. */
+/* DeepSeek-V2-Lite's tensors (docs/semantics.md §2) for layers 0 (dense) and 1 (MoE); cols 0 = a vector. */
 static int lite_specs(Spec *s)
 {
     const int D = 2048, V = 102400, H = 16, dq = 192, dc = 512, dr = 64, dnv = 256, I = 10944, Ie = 1408;
