@@ -28,35 +28,63 @@
 
 /* ---- the commands and their options ------------------------------------------------------------ */
 
-static const struct { const char *name; unsigned bit; } OPTIONS[] = {
-    {"-m", O_M}, {"--ids", O_IDS}, {"-p", O_P}, {"-f", O_F}, {"-o", O_O}, {"-n", O_N}, {"-t", O_T},
-    {"--top-p", O_TOP_P}, {"--top-k", O_TOP_K}, {"--repeat-penalty", O_REPEAT}, {"--seed", O_SEED},
-    {"--backend", O_BACKEND}, {"--dtype", O_DTYPE}, {"--ctx", O_CTX}, {"--system", O_SYSTEM},
-    {"--stop", O_STOP}, {"--devices", O_DEVICES}, {"--limit", O_LIMIT}, {"--alpha", O_ALPHA},
-    {"--plot", O_PLOT}, {"-c", O_CONFIG}, {"--data", O_DATA}, {"--steps", O_STEPS},
-    {"--batch", O_BATCH}, {"--seq", O_SEQ}, {"--lr", O_LR}, {"--warmup", O_WARMUP},
-    {"--capacity", O_CAPACITY}, {"--resume", O_RESUME}, {"--eval-every", O_EVAL},
-    {"--tokenizer", O_TOKENIZER}, {"--device-limit", O_LIMIT}, {"--stop-after", O_STOP_AFTER},
+static const struct {
+    const char *name;
+    unsigned bit;
+} OPTIONS[] = {
+    { "-m", O_M },
+    { "--ids", O_IDS },
+    { "-p", O_P },
+    { "-f", O_F },
+    { "-o", O_O },
+    { "-n", O_N },
+    { "-t", O_T },
+    { "--top-p", O_TOP_P },
+    { "--top-k", O_TOP_K },
+    { "--repeat-penalty", O_REPEAT },
+    { "--seed", O_SEED },
+    { "--backend", O_BACKEND },
+    { "--dtype", O_DTYPE },
+    { "--ctx", O_CTX },
+    { "--system", O_SYSTEM },
+    { "--stop", O_STOP },
+    { "--devices", O_DEVICES },
+    { "--limit", O_LIMIT },
+    { "--alpha", O_ALPHA },
+    { "--plot", O_PLOT },
+    { "-c", O_CONFIG },
+    { "--data", O_DATA },
+    { "--steps", O_STEPS },
+    { "--batch", O_BATCH },
+    { "--seq", O_SEQ },
+    { "--lr", O_LR },
+    { "--warmup", O_WARMUP },
+    { "--capacity", O_CAPACITY },
+    { "--resume", O_RESUME },
+    { "--eval-every", O_EVAL },
+    { "--tokenizer", O_TOKENIZER },
+    { "--device-limit", O_LIMIT },
+    { "--stop-after", O_STOP_AFTER },
 };
 
-#define SAMPLING_HELP                                                                                        \
-    "  -n N              generate at most N tokens (default 100); the context's end also stops\n"          \
-    "  -t T              temperature (default 0: greedy, the most probable token)\n"                        \
-    "  --top-k K         sample among the K most probable tokens only (default 0: all)\n"                   \
-    "  --top-p P         then among the most probable whose probability adds up to P (default 1)\n"        \
-    "  --repeat-penalty R  divide positive logits of the last 64 tokens by R, multiply negative ones\n"    \
-    "                    (default 1: none)\n"                                                               \
-    "  --seed S          seed of the sampler (default: drawn at random when -t > 0, printed on stderr)\n"            \
+#define SAMPLING_HELP                                                                                     \
+    "  -n N              generate at most N tokens (default 100); the context's end also stops\n"         \
+    "  -t T              temperature (default 0: greedy, the most probable token)\n"                      \
+    "  --top-k K         sample among the K most probable tokens only (default 0: all)\n"                 \
+    "  --top-p P         then among the most probable whose probability adds up to P (default 1)\n"       \
+    "  --repeat-penalty R  divide positive logits of the last 64 tokens by R, multiply negative ones\n"   \
+    "                    (default 1: none)\n"                                                             \
+    "  --seed S          seed of the sampler (default: drawn at random when -t > 0, printed on stderr)\n" \
     "  --stop STR        stop when the text contains STR (not printed); repeatable, up to 8\n"
-#define MODEL_HELP                                                                                           \
-    "  -m DIR            the checkpoint directory (config.json, safetensors, tokenizer.json)\n"             \
-    "  --ctx N           context size in tokens (default: max_position_embeddings, at most 4096)\n"         \
-    "  --backend B       ref (default: ref/, plain C) or fast (kernels/ + fast/: a GPU in the build\n"      \
-    "                    of make dsv2-gpu, else the simulated device, about 100x slower than ref)\n"        \
+#define MODEL_HELP                                                                                     \
+    "  -m DIR            the checkpoint directory (config.json, safetensors, tokenizer.json)\n"        \
+    "  --ctx N           context size in tokens (default: max_position_embeddings, at most 4096)\n"    \
+    "  --backend B       ref (default: ref/, plain C) or fast (kernels/ + fast/: a GPU in the build\n" \
+    "                    of make dsv2-gpu, else the simulated device, about 100x slower than ref)\n"   \
     "  --dtype D         --backend fast only: f32 (default; the text equals ref's) or bf16\n"
-#define PROMPT_HELP                                                                                          \
-    "  -p TEXT           the prompt (-p - reads it from stdin)\n"                                           \
-    "  -f FILE           the prompt from a file (one trailing newline dropped, as for -p -)\n"              \
+#define PROMPT_HELP                                                                            \
+    "  -p TEXT           the prompt (-p - reads it from stdin)\n"                              \
+    "  -f FILE           the prompt from a file (one trailing newline dropped, as for -p -)\n" \
     "  --ids 1,2,3       the prompt as token ids\n"
 
 /** One command: its options, what it runs and its --help. */
@@ -73,66 +101,66 @@ static int cmd_info(Args *a);
 static int cmd_route_stats(Args *a);
 
 #define SAMPLING (O_N | O_T | O_TOP_P | O_TOP_K | O_REPEAT | O_SEED | O_STOP)
-#define MODEL (O_M | O_CTX | O_BACKEND | O_DTYPE)
-#define PROMPT (O_P | O_F | O_IDS)
+#define MODEL    (O_M | O_CTX | O_BACKEND | O_DTYPE)
+#define PROMPT   (O_P | O_F | O_IDS)
 
 static const Command COMMANDS[] = {
-    {"generate", MODEL | PROMPT | SAMPLING, cmd_generate,
-     "usage: dsv2 generate -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
-     "Continues the prompt, printing it and then each token as it comes (ids for --ids). A summary\n"
-     "(tokens and tokens per second of the prompt and of the generation) goes to stderr.\n" MODEL_HELP
-     PROMPT_HELP SAMPLING_HELP},
-    {"chat", MODEL | SAMPLING | O_SYSTEM, cmd_chat,
-     "usage: dsv2 chat -m DIR [options]\n"
-     "A conversation in DeepSeek-V2-Chat's template, one line per user turn from stdin. /reset starts\n"
-     "over; an empty line, end of input or Ctrl-C at the prompt quits; Ctrl-C during a reply stops it.\n"
-     "A reply stops early when the context is full (say /reset then).\n" MODEL_HELP
-     "  --system TEXT     a system message before the first turn\n" SAMPLING_HELP},
-    {"logits", MODEL | PROMPT | O_O, cmd_logits,
-     "usage: dsv2 logits -m DIR (-p TEXT | -f FILE | --ids 1,2,3) -o FILE [options]\n"
-     "Writes the logits of every prompt position, float32 little-endian [T, vocab], to FILE (a regular\n"
-     "file appears only when complete).\n" MODEL_HELP PROMPT_HELP
-     "  -o FILE           where the logits go (/dev/stdout, a pipe: written directly)\n"},
-    {"tokenize", O_M | O_P | O_F, cmd_tokenize,
-     "usage: dsv2 tokenize -m DIR (-p TEXT | -f FILE)\n"
-     "Prints the ids of the text (BOS as the tokenizer files say) on one line, space-separated.\n"
-     "  -m DIR            the checkpoint directory\n"
-     "  -p TEXT           the text (-p - reads it from stdin)\n"
-     "  -f FILE           the text from a file (one trailing newline dropped)\n"},
-    {"detokenize", O_M | O_IDS, cmd_detokenize,
-     "usage: dsv2 detokenize -m DIR --ids 1,2,3\n"
-     "Prints the text of the ids (special tokens written out).\n"},
-    {"info", O_M, cmd_info,
-     "usage: dsv2 info -m DIR\n"
-     "Prints layers, parameters (total and active per token) and the KV cache per token of MHA, GQA,\n"
-     "MQA and MLA at the model's dimensions (the paper's Table 1); needs only config.json.\n"},
-    {"route-stats", O_M | O_CTX | PROMPT | O_DEVICES | O_LIMIT | O_ALPHA | O_PLOT, cmd_route_stats,
-     "usage: dsv2 route-stats -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
-     "Runs the prompt through the reference model and prints, per MoE layer, tokens per expert and per\n"
-     "device (device d holds experts [d E/D, (d+1) E/D)), then for three routings (top-K with no device\n"
-     "limit; the model's own; device-limited to M devices) the bytes dispatched (hidden_size x 2 bytes\n"
-     "per token and device holding one of its experts) and L_ExpBal, L_DevBal, L_CommBal.\n"
-     "  -m DIR, --ctx N, -p TEXT, -f FILE, --ids 1,2,3   as for generate\n"
-     "  --devices D       devices (default: n_group when > 1, else 8, lowered to divide E)\n"
-     "  --limit M         M of the device-limited routing (default: what the model's routing implies)\n"
-     "  --alpha A1,A2,A3  the balance-loss weights (default 0.003,0.05,0.02, the paper's)\n"
-     "  --plot FILE.png   draw tokens per expert and layer (needs gnuplot)\n"},
-    {"train", O_CONFIG | O_DATA | O_O | O_STEPS | O_BATCH | O_SEQ | O_LR | O_WARMUP | O_ALPHA | O_CAPACITY |
-                  O_LIMIT | O_DEVICES | O_SEED | O_RESUME | O_EVAL | O_TOKENIZER | O_STOP_AFTER,
-     cmd_train, TRAIN_HELP},
+    { "generate", MODEL | PROMPT | SAMPLING, cmd_generate,
+      "usage: dsv2 generate -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
+      "Continues the prompt, printing it and then each token as it comes (ids for --ids). A summary\n"
+      "(tokens and tokens per second of the prompt and of the generation) goes to stderr.\n" MODEL_HELP PROMPT_HELP
+          SAMPLING_HELP },
+    { "chat", MODEL | SAMPLING | O_SYSTEM, cmd_chat,
+      "usage: dsv2 chat -m DIR [options]\n"
+      "A conversation in DeepSeek-V2-Chat's template, one line per user turn from stdin. /reset starts\n"
+      "over; an empty line, end of input or Ctrl-C at the prompt quits; Ctrl-C during a reply stops it.\n"
+      "A reply stops early when the context is full (say /reset then).\n" MODEL_HELP
+      "  --system TEXT     a system message before the first turn\n" SAMPLING_HELP },
+    { "logits", MODEL | PROMPT | O_O, cmd_logits,
+      "usage: dsv2 logits -m DIR (-p TEXT | -f FILE | --ids 1,2,3) -o FILE [options]\n"
+      "Writes the logits of every prompt position, float32 little-endian [T, vocab], to FILE (a regular\n"
+      "file appears only when complete).\n" MODEL_HELP PROMPT_HELP
+      "  -o FILE           where the logits go (/dev/stdout, a pipe: written directly)\n" },
+    { "tokenize", O_M | O_P | O_F, cmd_tokenize,
+      "usage: dsv2 tokenize -m DIR (-p TEXT | -f FILE)\n"
+      "Prints the ids of the text (BOS as the tokenizer files say) on one line, space-separated.\n"
+      "  -m DIR            the checkpoint directory\n"
+      "  -p TEXT           the text (-p - reads it from stdin)\n"
+      "  -f FILE           the text from a file (one trailing newline dropped)\n" },
+    { "detokenize", O_M | O_IDS, cmd_detokenize,
+      "usage: dsv2 detokenize -m DIR --ids 1,2,3\n"
+      "Prints the text of the ids (special tokens written out).\n" },
+    { "info", O_M, cmd_info,
+      "usage: dsv2 info -m DIR\n"
+      "Prints layers, parameters (total and active per token) and the KV cache per token of MHA, GQA,\n"
+      "MQA and MLA at the model's dimensions (the paper's Table 1); needs only config.json.\n" },
+    { "route-stats", O_M | O_CTX | PROMPT | O_DEVICES | O_LIMIT | O_ALPHA | O_PLOT, cmd_route_stats,
+      "usage: dsv2 route-stats -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
+      "Runs the prompt through the reference model and prints, per MoE layer, tokens per expert and per\n"
+      "device (device d holds experts [d E/D, (d+1) E/D)), then for three routings (top-K with no device\n"
+      "limit; the model's own; device-limited to M devices) the bytes dispatched (hidden_size x 2 bytes\n"
+      "per token and device holding one of its experts) and L_ExpBal, L_DevBal, L_CommBal.\n"
+      "  -m DIR, --ctx N, -p TEXT, -f FILE, --ids 1,2,3   as for generate\n"
+      "  --devices D       devices (default: n_group when > 1, else 8, lowered to divide E)\n"
+      "  --limit M         M of the device-limited routing (default: what the model's routing implies)\n"
+      "  --alpha A1,A2,A3  the balance-loss weights (default 0.003,0.05,0.02, the paper's)\n"
+      "  --plot FILE.png   draw tokens per expert and layer (needs gnuplot)\n" },
+    { "train",
+      O_CONFIG | O_DATA | O_O | O_STEPS | O_BATCH | O_SEQ | O_LR | O_WARMUP | O_ALPHA | O_CAPACITY | O_LIMIT |
+          O_DEVICES | O_SEED | O_RESUME | O_EVAL | O_TOKENIZER | O_STOP_AFTER,
+      cmd_train, TRAIN_HELP },
 };
 
-static const char USAGE[] =
-    "usage: dsv2 COMMAND [options]     (dsv2 COMMAND --help lists a command's options)\n"
-    "  generate     continue a prompt\n"
-    "  chat         a conversation on stdin, with history\n"
-    "  logits       write the logits of every prompt position to a file\n"
-    "  tokenize     text to token ids\n"
-    "  detokenize   token ids to text\n"
-    "  info         parameters and KV cache per token of a checkpoint\n"
-    "  route-stats  where the router sends a prompt's tokens, and what that costs\n"
-    "  train        train a model from a config on a text file\n"
-    "Exit status: 0 success, 1 a failure while running, 2 a malformed command line.\n";
+static const char USAGE[] = "usage: dsv2 COMMAND [options]     (dsv2 COMMAND --help lists a command's options)\n"
+                            "  generate     continue a prompt\n"
+                            "  chat         a conversation on stdin, with history\n"
+                            "  logits       write the logits of every prompt position to a file\n"
+                            "  tokenize     text to token ids\n"
+                            "  detokenize   token ids to text\n"
+                            "  info         parameters and KV cache per token of a checkpoint\n"
+                            "  route-stats  where the router sends a prompt's tokens, and what that costs\n"
+                            "  train        train a model from a config on a text file\n"
+                            "Exit status: 0 success, 1 a failure while running, 2 a malformed command line.\n";
 
 /* One line on stderr for a malformed command line; returns the exit status 2. */
 int usage_error(const Args *a, const char *fmt, ...)
@@ -204,7 +232,10 @@ static int split_ids(const char *s, int **out, long *bad)
         if (!grown) break;
         ids = grown;
         ids[n++] = (int)v;
-        if (!*end) { *out = ids; return n; }
+        if (!*end) {
+            *out = ids;
+            return n;
+        }
         p = end + 1;
     }
     free(ids);
@@ -224,9 +255,19 @@ static int parse_ids(const char *s, int **out)
 static int parse_args(int argc, char **argv, const Command *c, Args *a)
 {
     /* --alpha's default: the paper's balance-loss weights (§2.2.3, §3.1.2) */
-    *a = (Args){.cmd = c->name, .n_tokens = 100, .top_p = 1, .repeat_penalty = 1, .backend = "ref",
-                .dtype = "f32", .alpha = {0.003, 0.05, 0.02}, .tokenizer = "models/tiny-kjv",
-                .steps = 100, .batch = 8, .seq = 64, .lr = 1e-3, .warmup = 10};
+    *a = (Args){ .cmd = c->name,
+                 .n_tokens = 100,
+                 .top_p = 1,
+                 .repeat_penalty = 1,
+                 .backend = "ref",
+                 .dtype = "f32",
+                 .alpha = { 0.003, 0.05, 0.02 },
+                 .tokenizer = "models/tiny-kjv",
+                 .steps = 100,
+                 .batch = 8,
+                 .seq = 64,
+                 .lr = 1e-3,
+                 .warmup = 10 };
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return -1;
     for (int i = 2; i < argc; i++) {
@@ -236,7 +277,10 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
             if (!strcmp(f, OPTIONS[k].name)) bit = OPTIONS[k].bit;
         if (!bit) return usage_error(a, "unknown option %s", f);
         if (!(c->takes & bit)) return usage_error(a, "%s does not take %s", c->name, f);
-        if (bit == O_RESUME) { a->given |= bit; continue; }   /* the one flag without a value */
+        if (bit == O_RESUME) {
+            a->given |= bit;
+            continue;
+        } /* the one flag without a value */
         if (i + 1 >= argc) return usage_error(a, "%s needs a value", f);
         const char *v = argv[++i];
         a->given |= bit;
@@ -284,7 +328,7 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
         }
         if (rc) return 2;
     }
-    if (c->takes & O_CONFIG) {                     /* train: a config, not a model directory */
+    if (c->takes & O_CONFIG) { /* train: a config, not a model directory */
         if (!a->config) return usage_error(a, "-c CONFIG.json is missing");
         if (!a->data) return usage_error(a, "--data FILE (the training text) is missing");
         if (!a->output) return usage_error(a, "-o DIR (where the checkpoint goes) is missing");
@@ -295,8 +339,9 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
     const bool text_only = !(c->takes & O_IDS), needs = c->takes & (O_P | O_IDS);
     if (sources > 1) return usage_error(a, "give only one of -p, -f and --ids");
     if (needs && !sources)
-        return usage_error(a, text_only ? "no text: give -p TEXT or -f FILE"
-                         : (c->takes & O_P) ? "no prompt: give -p TEXT, -f FILE or --ids 1,2,3" : "--ids is missing");
+        return usage_error(a, text_only          ? "no text: give -p TEXT or -f FILE"
+                              : (c->takes & O_P) ? "no prompt: give -p TEXT, -f FILE or --ids 1,2,3"
+                                                 : "--ids is missing");
     if (a->prompt && !*a->prompt) return usage_error(a, "-p: the prompt is empty");
     int *ids = NULL;
     long bad;
@@ -331,7 +376,10 @@ int read_prompt(Args *a)
         errno = EISDIR;
         f = NULL;
     }
-    if (!f) { fprintf(stderr, "dsv2: -f %s: %s\n", name, strerror(errno)); return 1; }
+    if (!f) {
+        fprintf(stderr, "dsv2: -f %s: %s\n", name, strerror(errno));
+        return 1;
+    }
     size_t len = 0, cap = 4096;
     char *buf = malloc(cap);
     for (size_t got; buf && (got = fread(buf + len, 1, cap - 1 - len, f)) > 0;) {
@@ -350,8 +398,11 @@ int read_prompt(Args *a)
     buf[len] = '\0';
     if (len && buf[len - 1] == '\n') buf[--len] = '\0';
     if (len && buf[len - 1] == '\r') buf[--len] = '\0';
-    a->prompt = a->prompt_buf = buf;                  /* freed by main() */
-    if (memchr(buf, '\0', len)) { fprintf(stderr, "dsv2: %s %s: the text holds a NUL byte\n", flag, name); return 1; }
+    a->prompt = a->prompt_buf = buf; /* freed by main() */
+    if (memchr(buf, '\0', len)) {
+        fprintf(stderr, "dsv2: %s %s: the text holds a NUL byte\n", flag, name);
+        return 1;
+    }
     if (!len) return usage_error(a, "%s %s: the prompt is empty", flag, name);
     return 0;
 }
@@ -368,7 +419,7 @@ Tokenizer *load_tokenizer(const char *dir)
 /* Encodes text; the id count, or −1 after printing the error. */
 int encode_text(const Tokenizer *tok, const char *text, unsigned flags, int **ids)
 {
-    size_t len = strlen(text), cap = 3 * len + 8;     /* a byte-level BPE never exceeds this */
+    size_t len = strlen(text), cap = 3 * len + 8; /* a byte-level BPE never exceeds this */
     int32_t *buf = malloc(sizeof(int32_t) * cap);
     long n = buf ? tokenizer_encode(tok, text, len, flags, buf, cap) : -1;
     if (n < 0) {
@@ -376,7 +427,7 @@ int encode_text(const Tokenizer *tok, const char *text, unsigned flags, int **id
         free(buf);
         return -1;
     }
-    *ids = (int *)buf;                                /* int32_t and int are the same here */
+    *ids = (int *)buf; /* int32_t and int are the same here */
     return (int)n;
 }
 
@@ -387,7 +438,12 @@ int prompt_ids(const Args *a, const Tokenizer *tok, int **ids)
 {
     int n = a->ids ? parse_ids(a->ids, ids)
                    : encode_text(tok, a->prompt, TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, ids);
-    if (n == 0) { free(*ids); *ids = NULL; fprintf(stderr, "dsv2: the prompt has no tokens\n"); return -1; }
+    if (n == 0) {
+        free(*ids);
+        *ids = NULL;
+        fprintf(stderr, "dsv2: the prompt has no tokens\n");
+        return -1;
+    }
     return n;
 }
 
@@ -402,8 +458,10 @@ int read_prompt_ids(Args *a, Tokenizer **tok, int **ids, int *n)
     if (a->prompt && !(t = load_tokenizer(a->model_dir))) return 1;
     *ids = NULL;
     *n = prompt_ids(a, t, ids);
-    if (*n > 0 && tok) *tok = t;
-    else tokenizer_free(t);
+    if (*n > 0 && tok)
+        *tok = t;
+    else
+        tokenizer_free(t);
     return *n > 0 ? 0 : 1;
 }
 
@@ -478,14 +536,17 @@ static int cmd_info(Args *a)
         return 1;
     }
     snprintf(path, sizeof path, "%s/config.json", a->model_dir);
-    if (config_load(path, &cfg)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); return 1; }
+    if (config_load(path, &cfg)) {
+        fprintf(stderr, "dsv2: %s\n", ds_last_error());
+        return 1;
+    }
     const ModelConfig *c = &cfg;
     const long long D = c->hidden_size, nh = c->num_attention_heads, L = c->num_hidden_layers;
     const long long dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
     const long long dc = c->kv_lora_rank, dcq = c->q_lora_rank, E = c->n_routed_experts;
     const long long K = c->num_experts_per_tok, Ie = c->moe_intermediate_size;
-    long long attn = (dcq ? dcq * D + dcq + nh * (dn + dr) * dcq : nh * (dn + dr) * D) +
-                     (dc + dr) * D + dc + nh * (dn + dv) * dc + D * nh * dv + 2 * D;
+    long long attn = (dcq ? dcq * D + dcq + nh * (dn + dr) * dcq : nh * (dn + dr) * D) + (dc + dr) * D + dc +
+                     nh * (dn + dv) * dc + D * nh * dv + 2 * D;
     long long total = 2LL * c->vocab_size * D + D, active = total, dense = 0, moe = 0;
     for (int l = 0; l < L; l++) {
         total += attn;
@@ -509,14 +570,14 @@ static int cmd_info(Args *a)
     } else {
         printf("model        %s (config only: %s)\n", a->model_dir, ds_last_error());
     }
-    printf("layers       %lld: %lld dense, %lld MoE (%lld routed experts, %lld per token, %d shared)\n",
-           L, dense, moe, E, K, c->n_shared_experts);
-    const long long embed = (long long)c->vocab_size * D;    /* a lookup, not a product */
+    printf("layers       %lld: %lld dense, %lld MoE (%lld routed experts, %lld per token, %d shared)\n", L, dense, moe,
+           E, K, c->n_shared_experts);
+    const long long embed = (long long)c->vocab_size * D; /* a lookup, not a product */
     printf("parameters   %lld total, %lld active per token (%.1f%%); %lld without the embedding "
-           "lookup, as the paper counts\n", total, active, 100.0 * (double)active / (double)total,
-           active - embed);
-    printf("attention    MLA: %lld heads, d_c %lld, d_c' %lld, d_n %lld, d_r %lld, d_v %lld\n", nh, dc,
-           dcq, dn, dr, dv);
+           "lookup, as the paper counts\n",
+           total, active, 100.0 * (double)active / (double)total, active - embed);
+    printf("attention    MLA: %lld heads, d_c %lld, d_c' %lld, d_n %lld, d_r %lld, d_v %lld\n", nh, dc, dcq, dn, dr,
+           dv);
     /* KV cache per token, in elements, at these dims (paper Table 1, d_h = d_n) */
     const long long dh = dn, groups = nh < 8 ? nh : 8;
     printf("KV cache per token (all %lld layers; bf16 bytes = 2 x elements):\n", L);
@@ -528,13 +589,12 @@ static int cmd_info(Args *a)
     return 0;
 }
 
-
 /* The prompt's routing statistics per MoE layer (dsv2_route_stats.c). */
 static int cmd_route_stats(Args *a)
 {
     int *ids, n, rc = read_prompt_ids(a, NULL, &ids, &n);
     if (rc) return rc;
-    const RouteStatsArgs r = {a->model_dir, ids, n, (int)a->ctx, a->devices, a->limit, a->alpha, a->plot};
+    const RouteStatsArgs r = { a->model_dir, ids, n, (int)a->ctx, a->devices, a->limit, a->alpha, a->plot };
     rc = route_stats_run(&r);
     free(ids);
     return rc;

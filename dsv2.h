@@ -12,47 +12,72 @@
 
 /** Options, one bit each, so that every command can say which it takes. */
 enum {
-    O_M = 1 << 0, O_IDS = 1 << 1, O_P = 1 << 2, O_F = 1 << 3, O_O = 1 << 4, O_N = 1 << 5, O_T = 1 << 6,
-    O_TOP_P = 1 << 7, O_TOP_K = 1 << 8, O_REPEAT = 1 << 9, O_SEED = 1 << 10, O_BACKEND = 1 << 11,
-    O_DTYPE = 1 << 12, O_CTX = 1 << 13, O_SYSTEM = 1 << 14, O_STOP = 1 << 15, O_DEVICES = 1 << 16,
-    O_LIMIT = 1 << 17, O_ALPHA = 1 << 18, O_PLOT = 1 << 19, O_CONFIG = 1 << 20, O_DATA = 1 << 21,
-    O_STEPS = 1 << 22, O_BATCH = 1 << 23, O_SEQ = 1 << 24, O_LR = 1 << 25, O_WARMUP = 1 << 26,
-    O_CAPACITY = 1 << 27, O_RESUME = 1 << 28, O_EVAL = 1 << 29, O_TOKENIZER = 1 << 30,
+    O_M = 1 << 0,
+    O_IDS = 1 << 1,
+    O_P = 1 << 2,
+    O_F = 1 << 3,
+    O_O = 1 << 4,
+    O_N = 1 << 5,
+    O_T = 1 << 6,
+    O_TOP_P = 1 << 7,
+    O_TOP_K = 1 << 8,
+    O_REPEAT = 1 << 9,
+    O_SEED = 1 << 10,
+    O_BACKEND = 1 << 11,
+    O_DTYPE = 1 << 12,
+    O_CTX = 1 << 13,
+    O_SYSTEM = 1 << 14,
+    O_STOP = 1 << 15,
+    O_DEVICES = 1 << 16,
+    O_LIMIT = 1 << 17,
+    O_ALPHA = 1 << 18,
+    O_PLOT = 1 << 19,
+    O_CONFIG = 1 << 20,
+    O_DATA = 1 << 21,
+    O_STEPS = 1 << 22,
+    O_BATCH = 1 << 23,
+    O_SEQ = 1 << 24,
+    O_LR = 1 << 25,
+    O_WARMUP = 1 << 26,
+    O_CAPACITY = 1 << 27,
+    O_RESUME = 1 << 28,
+    O_EVAL = 1 << 29,
+    O_TOKENIZER = 1 << 30,
 };
 #define O_STOP_AFTER (1u << 31) /* the 32nd bit: beyond an enum constant's int range */
 enum { MAX_STOP = 8 };
 
 /** Everything any command accepts, parsed; each command takes the options its entry lists. */
 typedef struct {
-    const char *cmd;        /* the command's name, for messages */
-    unsigned given;         /* the O_* bits seen */
-    const char *model_dir;  /* -m */
-    const char *ids;        /* --ids 1,2,3 */
-    const char *prompt;     /* -p (or the text of -f FILE / -p -, read by read_prompt) */
-    const char *prompt_file; /* -f */
-    char *prompt_buf;       /* what read_prompt() read (owned) */
-    const char *output;     /* -o */
-    long n_tokens;          /* -n */
-    double temperature;     /* -t */
-    double top_p;           /* --top-p */
-    long top_k;             /* --top-k (0: all) */
-    double repeat_penalty;  /* --repeat-penalty (1: none) */
-    unsigned long long seed; /* --seed, or drawn at start (printed) */
-    const char *backend;    /* --backend ref | fast */
-    const char *dtype;      /* --dtype f32 | bf16 (fast backend) */
-    long ctx;               /* --ctx (0: the model's default) */
-    const char *system;     /* --system (chat) */
+    const char *cmd;            /* the command's name, for messages */
+    unsigned given;             /* the O_* bits seen */
+    const char *model_dir;      /* -m */
+    const char *ids;            /* --ids 1,2,3 */
+    const char *prompt;         /* -p (or the text of -f FILE / -p -, read by read_prompt) */
+    const char *prompt_file;    /* -f */
+    char *prompt_buf;           /* what read_prompt() read (owned) */
+    const char *output;         /* -o */
+    long n_tokens;              /* -n */
+    double temperature;         /* -t */
+    double top_p;               /* --top-p */
+    long top_k;                 /* --top-k (0: all) */
+    double repeat_penalty;      /* --repeat-penalty (1: none) */
+    unsigned long long seed;    /* --seed, or drawn at start (printed) */
+    const char *backend;        /* --backend ref | fast */
+    const char *dtype;          /* --dtype f32 | bf16 (fast backend) */
+    long ctx;                   /* --ctx (0: the model's default) */
+    const char *system;         /* --system (chat) */
     const char *stop[MAX_STOP]; /* --stop, repeatable */
     int n_stop;
-    long devices;           /* --devices D (route-stats; 0: the default) */
-    long limit;             /* --limit M (route-stats; 0: what the model's routing implies) */
-    const char *plot;       /* --plot FILE.png (route-stats) */
-    double alpha[3];        /* --alpha A1,A2,A3 (route-stats, train): the balance-loss weights α₁, α₂, α₃ */
-    const char *config;     /* -c CONFIG.json (train) */
-    const char *data;       /* --data FILE (train) */
-    const char *tokenizer;  /* --tokenizer DIR (train) */
+    long devices;          /* --devices D (route-stats; 0: the default) */
+    long limit;            /* --limit M (route-stats; 0: what the model's routing implies) */
+    const char *plot;      /* --plot FILE.png (route-stats) */
+    double alpha[3];       /* --alpha A1,A2,A3 (route-stats, train): the balance-loss weights α₁, α₂, α₃ */
+    const char *config;    /* -c CONFIG.json (train) */
+    const char *data;      /* --data FILE (train) */
+    const char *tokenizer; /* --tokenizer DIR (train) */
     long steps, batch, seq, warmup, eval_every, stop_after; /* train's counts */
-    double lr, capacity;    /* --lr, --capacity (train) */
+    double lr, capacity;                                    /* --lr, --capacity (train) */
 } Args;
 
 /** One line "dsv2 CMD: <message> (see dsv2 CMD --help)" on stderr; returns the exit status 2. */

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { REPEAT_WINDOW = 64 };  /* --repeat-penalty looks at the last 64 tokens, as llama.cpp */
+enum { REPEAT_WINDOW = 64 }; /* --repeat-penalty looks at the last 64 tokens, as llama.cpp */
 
 /* ---- the two backends behind one interface ---------------------------------------------------------- */
 
@@ -31,7 +31,7 @@ typedef struct {
     FastModel fast;
     const ModelConfig *cfg;
     int max_context;
-    int *pos;               /* tokens in the latent cache; lowering it forgets the later ones */
+    int *pos; /* tokens in the latent cache; lowering it forgets the later ones */
 } Engine;
 
 /* Opens the model of a; returns the exit status (0, 1, or 2 for a --ctx beyond the model). */
@@ -45,27 +45,40 @@ static int engine_open(Engine *e, const Args *a)
 #ifdef DSV2_SIM_DEVICE
     if (e->is_fast)
         fprintf(stderr, "dsv2: --backend fast runs on the simulated device in this build (make dsv2-gpu builds "
-                "it for a GPU), about 100x slower than --backend ref\n");
+                        "it for a GPU), about 100x slower than --backend ref\n");
 #endif
     if (tty) fprintf(stderr, "dsv2: loading %s ...", a->model_dir);
     int rc;
     if (e->is_fast) {
         /* f32 widens the weights on upload, so greedy text equals --backend ref's */
-        FastOptions fo = {.bf16 = !strcmp(a->dtype, "bf16"), .max_context = (int)a->ctx};
+        FastOptions fo = { .bf16 = !strcmp(a->dtype, "bf16"), .max_context = (int)a->ctx };
         rc = fast_model_open(&e->fast, a->model_dir, &fo);
-        if (rc == 0) { e->cfg = e->fast.cfg; e->max_context = e->fast.max_context; e->pos = &e->fast.pos[0]; }
+        if (rc == 0) {
+            e->cfg = e->fast.cfg;
+            e->max_context = e->fast.max_context;
+            e->pos = &e->fast.pos[0];
+        }
     } else {
-        const ModelOptions mo = {.max_context = (int)a->ctx};
+        const ModelOptions mo = { .max_context = (int)a->ctx };
         rc = model_open(&e->ref, a->model_dir, &mo);
-        if (rc == 0) { e->cfg = e->ref.cfg; e->max_context = e->ref.max_context; e->pos = &e->ref.pos; }
+        if (rc == 0) {
+            e->cfg = e->ref.cfg;
+            e->max_context = e->ref.max_context;
+            e->pos = &e->ref.pos;
+        }
     }
     if (tty) fprintf(stderr, rc ? "\n" : " %.1f s\n", seconds_since(&t0));
-    if (rc) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); return 1; }
+    if (rc) {
+        fprintf(stderr, "dsv2: %s\n", ds_last_error());
+        return 1;
+    }
     if (a->ctx > e->max_context) {
         usage_error(a, "--ctx %ld: more than the model's max_position_embeddings (%d)", a->ctx,
                     e->cfg->max_position_embeddings);
-        if (e->is_fast) fast_model_close(&e->fast);
-        else model_close(&e->ref);
+        if (e->is_fast)
+            fast_model_close(&e->fast);
+        else
+            model_close(&e->ref);
         return 2;
     }
     return 0;
@@ -73,8 +86,8 @@ static int engine_open(Engine *e, const Args *a)
 
 static int engine_forward(Engine *e, const int *ids, int n, float *logits, bool all_positions)
 {
-    static const int slot0[1] = {0};
-    if (e->is_fast && n == 1)                 /* a decode step: replayed from a CUDA graph (fast.h) */
+    static const int slot0[1] = { 0 };
+    if (e->is_fast && n == 1) /* a decode step: replayed from a CUDA graph (fast.h) */
         return fast_model_decode(&e->fast, slot0, ids, 1, logits);
     return e->is_fast ? fast_model_forward(&e->fast, ids, n, logits, all_positions)
                       : model_forward(&e->ref, ids, n, logits, all_positions);
@@ -82,8 +95,10 @@ static int engine_forward(Engine *e, const int *ids, int n, float *logits, bool 
 
 static void engine_close(Engine *e)
 {
-    if (e->is_fast) fast_model_close(&e->fast);
-    else model_close(&e->ref);
+    if (e->is_fast)
+        fast_model_close(&e->fast);
+    else
+        model_close(&e->ref);
 }
 
 /* ---- printing what the model makes ------------------------------------------------------------------- */
@@ -95,9 +110,9 @@ typedef struct {
     TokenStream *ts;
     const char *const *stop;
     int n_stop;
-    char *held;             /* text not printed yet */
+    char *held; /* text not printed yet */
     size_t n_held, cap;
-    char *shown;            /* everything printed (for chat's history) when keep_shown */
+    char *shown; /* everything printed (for chat's history) when keep_shown */
     size_t n_shown, cap_shown;
     bool keep_shown, stopped, first;
 } Output;
@@ -107,7 +122,10 @@ static int grow_append(char **buf, size_t *n, size_t *cap, const char *s, size_t
     if (*n + len + 1 > *cap) {
         size_t want = (*n + len + 1) * 2;
         char *grown = realloc(*buf, want);
-        if (!grown) { fprintf(stderr, "dsv2: out of memory\n"); return -1; }
+        if (!grown) {
+            fprintf(stderr, "dsv2: out of memory\n");
+            return -1;
+        }
         *buf = grown;
         *cap = want;
     }
@@ -133,15 +151,18 @@ static int release(Output *o, bool final)
         const char *at = memmem(o->held, o->n_held, o->stop[i], strlen(o->stop[i]));
         if (at && (size_t)(at - o->held) < cut) cut = (size_t)(at - o->held);
     }
-    if (cut < o->n_held) {                             /* a stop string: the output ends before it */
+    if (cut < o->n_held) { /* a stop string: the output ends before it */
         o->stopped = true;
         o->n_held = 0;
         return show(o, o->held, cut);
     }
-    for (int i = 0; i < o->n_stop && !final; i++) {   /* the longest tail that starts a stop string */
+    for (int i = 0; i < o->n_stop && !final; i++) { /* the longest tail that starts a stop string */
         const size_t len = strlen(o->stop[i]);
         for (size_t k = len - 1 < o->n_held ? len - 1 : o->n_held; k > keep; k--)
-            if (!memcmp(o->held + o->n_held - k, o->stop[i], k)) { keep = k; break; }
+            if (!memcmp(o->held + o->n_held - k, o->stop[i], k)) {
+                keep = k;
+                break;
+            }
     }
     const int rc = show(o, o->held, o->n_held - keep);
     memmove(o->held, o->held + o->n_held - keep, keep);
@@ -188,7 +209,7 @@ typedef struct {
     Engine *m;
     Sampler *s;
     Output *o;
-    float *logits;                          /* [vocab] */
+    float *logits; /* [vocab] */
     float repeat_penalty;
     int recent[REPEAT_WINDOW], n_recent;    /* the last tokens, for the repetition penalty */
     const volatile sig_atomic_t *interrupt; /* non-zero: stop (chat's Ctrl-C); NULL: never */
@@ -200,8 +221,10 @@ typedef struct {
 
 static void remember(Gen *g, int id)
 {
-    if (g->n_recent == REPEAT_WINDOW) memmove(g->recent, g->recent + 1, sizeof(int) * (REPEAT_WINDOW - 1));
-    else g->n_recent++;
+    if (g->n_recent == REPEAT_WINDOW)
+        memmove(g->recent, g->recent + 1, sizeof(int) * (REPEAT_WINDOW - 1));
+    else
+        g->n_recent++;
     g->recent[g->n_recent - 1] = id;
 }
 
@@ -223,16 +246,25 @@ static int gen_run(Gen *g, const int *ids, int n, int from, long max_new)
     g->prompt_s = seconds_since(&t0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (g->made < max_new) {
-        if (g->interrupt && *g->interrupt) { g->end = END_INTERRUPT; break; }
+        if (g->interrupt && *g->interrupt) {
+            g->end = END_INTERRUPT;
+            break;
+        }
         if (g->repeat_penalty != 1)
             sample_repeat_penalty(g->logits, g->m->cfg->vocab_size, g->recent, g->n_recent, g->repeat_penalty);
         const int next = sample_next(g->s, g->logits);
-        if (next == g->m->cfg->eos_token_id) { g->end = END_EOS; break; }
+        if (next == g->m->cfg->eos_token_id) {
+            g->end = END_EOS;
+            break;
+        }
         if (g->made_ids) g->made_ids[g->made] = next;
         g->made++;
         remember(g, next);
         if (output_token(g->o, next) || flush_stdout()) return -1;
-        if (g->o->stopped) { g->end = END_STOP; break; }
+        if (g->o->stopped) {
+            g->end = END_STOP;
+            break;
+        }
         if (g->made < max_new && engine_forward(g->m, &next, 1, g->logits, false)) goto failed;
     }
     if (g->end == END_LENGTH && max_new == room) g->end = END_CONTEXT;
@@ -251,7 +283,8 @@ static int sampler_open(Sampler *s, Args *a, int vocab)
         clock_gettime(CLOCK_REALTIME, &now);
         /* the clock's nanoseconds spread by Knuth's multiplicative hash, the seconds and the pid */
         a->seed = ((unsigned long long)now.tv_nsec * 2654435761u ^ (unsigned long long)now.tv_sec ^
-                   (unsigned long long)getpid() << 20) % LONG_MAX;
+                   (unsigned long long)getpid() << 20) %
+                  LONG_MAX;
         fprintf(stderr, "dsv2: --seed %llu (pass it to repeat this run)\n", a->seed);
     }
     if (sampler_init(s, vocab, (float)a->temperature, (float)a->top_p, a->seed)) {
@@ -267,12 +300,16 @@ int cmd_generate(Args *a)
     Tokenizer *tok = NULL;
     int *ids, n, rc = read_prompt_ids(a, &tok, &ids, &n);
     if (rc) return rc;
-    Engine m = {0};
-    Sampler s = {0};
+    Engine m = { 0 };
+    Sampler s = { 0 };
     TokenStream ts;
-    Output o = {.stop = a->stop, .n_stop = a->n_stop, .first = true};
+    Output o = { .stop = a->stop, .n_stop = a->n_stop, .first = true };
     float *logits = NULL;
-    if ((rc = engine_open(&m, a))) { free(ids); tokenizer_free(tok); return rc; }
+    if ((rc = engine_open(&m, a))) {
+        free(ids);
+        tokenizer_free(tok);
+        return rc;
+    }
     rc = 1;
     if (check_vocab(ids, n, m.cfg->vocab_size)) goto out;
     if (n > m.max_context) {
@@ -287,17 +324,19 @@ int cmd_generate(Args *a)
     o.ts = tok ? &ts : NULL;
     if (!(logits = malloc(sizeof(float) * m.cfg->vocab_size))) fprintf(stderr, "dsv2: out of memory\n");
     if (!logits || sampler_open(&s, a, m.cfg->vocab_size)) goto out;
-    if (tok) fputs(a->prompt, stdout);
-    else for (int i = 0; i < n; i++) output_token(&o, ids[i]);
-    Gen g = {.m = &m, .s = &s, .o = &o, .logits = logits, .repeat_penalty = (float)a->repeat_penalty};
+    if (tok)
+        fputs(a->prompt, stdout);
+    else
+        for (int i = 0; i < n; i++) output_token(&o, ids[i]);
+    Gen g = { .m = &m, .s = &s, .o = &o, .logits = logits, .repeat_penalty = (float)a->repeat_penalty };
     if (flush_stdout() || gen_run(&g, ids, n, 0, a->n_tokens) || output_finish(&o)) goto out;
     printf("\n");
     if (flush_stdout()) goto out;
     if (g.end == END_CONTEXT)
         fprintf(stderr, "dsv2: stopped after %ld tokens: the context of %d tokens is full (--ctx)\n", g.made,
                 m.max_context);
-    fprintf(stderr, "dsv2: prompt %d tokens in %.2f s (%.1f tok/s), generated %ld tokens in %.2f s (%.1f tok/s)\n",
-            n, g.prompt_s, g.prompt_s > 0 ? n / g.prompt_s : 0, g.made, g.gen_s, g.gen_s > 0 ? g.made / g.gen_s : 0);
+    fprintf(stderr, "dsv2: prompt %d tokens in %.2f s (%.1f tok/s), generated %ld tokens in %.2f s (%.1f tok/s)\n", n,
+            g.prompt_s, g.prompt_s > 0 ? n / g.prompt_s : 0, g.made, g.gen_s, g.gen_s > 0 ? g.made / g.gen_s : 0);
     rc = 0;
 out:
     if (o.ts) token_stream_free(&ts);
@@ -312,13 +351,13 @@ out:
 
 /* ---- chat ---------------------------------------------------------------------------------------------- */
 
-static volatile sig_atomic_t interrupted;  /* Ctrl-C during a reply: stop it */
-static volatile sig_atomic_t at_prompt;    /* waiting for a line: Ctrl-C quits, at once */
+static volatile sig_atomic_t interrupted; /* Ctrl-C during a reply: stop it */
+static volatile sig_atomic_t at_prompt;   /* waiting for a line: Ctrl-C quits, at once */
 
 static void on_sigint(int sig)
 {
     (void)sig;
-    if (at_prompt) {                       /* async-signal-safe calls only */
+    if (at_prompt) { /* async-signal-safe calls only */
         const ssize_t w = write(STDERR_FILENO, "\n", 1);
         (void)w;
         _exit(0);
@@ -332,8 +371,12 @@ static int add_message(ChatMessage **msgs, size_t *n, const char *role, const ch
     ChatMessage *grown = realloc(*msgs, sizeof **msgs * (*n + 1));
     char *copy = strdup(content);
     if (grown) *msgs = grown;
-    if (!grown || !copy) { free(copy); fprintf(stderr, "dsv2: out of memory\n"); return -1; }
-    (*msgs)[(*n)++] = (ChatMessage){role, copy};
+    if (!grown || !copy) {
+        free(copy);
+        fprintf(stderr, "dsv2: out of memory\n");
+        return -1;
+    }
+    (*msgs)[(*n)++] = (ChatMessage){ role, copy };
     return 0;
 }
 
@@ -349,7 +392,10 @@ static int render_and_encode(const Tokenizer *tok, const ChatMessage *msgs, size
     const char *bos = tokenizer_bos_text(tok), *eos = tokenizer_eos_text(tok);
     size_t need = chat_render(msgs, n, 1, bos, eos, NULL, 0);
     char *text = malloc(need + 1);
-    if (!text) { fprintf(stderr, "dsv2: out of memory\n"); return -1; }
+    if (!text) {
+        fprintf(stderr, "dsv2: out of memory\n");
+        return -1;
+    }
     chat_render(msgs, n, 1, bos, eos, text, need + 1);
     int count = encode_text(tok, text, TOKENIZER_PARSE_SPECIAL, ids);
     free(text);
@@ -364,14 +410,16 @@ static int chat_turn(Gen *g, const Args *a, const Tokenizer *tok, ChatMessage **
     Engine *m = g->m;
     int *ids, n = render_and_encode(tok, *msgs, *n_msgs, &ids);
     if (n < 0) return -1;
-    if (n >= m->max_context) {      /* no room for a reply: the turn is dropped, the chat goes on */
-        fprintf(stderr, "dsv2: the conversation is %d tokens and does not fit the context of %d tokens "
-                "(--ctx); /reset starts a new one\n", n, m->max_context);
+    if (n >= m->max_context) { /* no room for a reply: the turn is dropped, the chat goes on */
+        fprintf(stderr,
+                "dsv2: the conversation is %d tokens and does not fit the context of %d tokens "
+                "(--ctx); /reset starts a new one\n",
+                n, m->max_context);
         drop_messages(*msgs, n_msgs, *n_msgs - 1);
         free(ids);
         return 0;
     }
-    int common = 0;     /* cache rows [0, common) depend only on tokens [0, common): keep them */
+    int common = 0; /* cache rows [0, common) depend only on tokens [0, common): keep them */
     while (common < *m->pos && common < n - 1 && cached[common] == ids[common]) common++;
     *m->pos = common;
     memcpy(cached, ids, sizeof(int) * n);
@@ -381,7 +429,7 @@ static int chat_turn(Gen *g, const Args *a, const Tokenizer *tok, ChatMessage **
         free(ids);
         return -1;
     }
-    Output o = {.ts = &ts, .stop = a->stop, .n_stop = a->n_stop, .keep_shown = true};
+    Output o = { .ts = &ts, .stop = a->stop, .n_stop = a->n_stop, .keep_shown = true };
     g->o = &o;
     int rc = gen_run(g, ids, n, common, a->n_tokens) || output_finish(&o) ? -1 : 0;
     free(ids);
@@ -394,8 +442,10 @@ static int chat_turn(Gen *g, const Args *a, const Tokenizer *tok, ChatMessage **
         memcpy(cached + n, g->made_ids, sizeof(int) * (size_t)(*m->pos - n));
         if (g->end == END_INTERRUPT) fprintf(stderr, "dsv2: reply stopped (Ctrl-C)\n");
         if (g->end == END_CONTEXT)
-            fprintf(stderr, "dsv2: reply stopped: the context of %d tokens is full; /reset starts a new "
-                    "conversation\n", m->max_context);
+            fprintf(stderr,
+                    "dsv2: reply stopped: the context of %d tokens is full; /reset starts a new "
+                    "conversation\n",
+                    m->max_context);
         /* the reply joins the history as the text shown, as the template expects */
         rc = add_message(msgs, n_msgs, "assistant", o.shown ? o.shown : "");
     }
@@ -411,8 +461,11 @@ int cmd_chat(Args *a)
     if (!tok) return 1;
     Engine m;
     int rc = engine_open(&m, a);
-    if (rc) { tokenizer_free(tok); return rc; }
-    Sampler s = {0};
+    if (rc) {
+        tokenizer_free(tok);
+        return rc;
+    }
+    Sampler s = { 0 };
     ChatMessage *msgs = NULL;
     size_t n_msgs = 0, first = a->system ? 1 : 0, line_cap = 0;
     char *line = NULL;
@@ -422,13 +475,19 @@ int cmd_chat(Args *a)
     if (!logits || !cached || !reply) fprintf(stderr, "dsv2: out of memory\n");
     if (!logits || !cached || !reply || sampler_open(&s, a, m.cfg->vocab_size)) goto out;
     if (a->system && add_message(&msgs, &n_msgs, "system", a->system)) goto out;
-    struct sigaction sa = {.sa_handler = on_sigint, .sa_flags = SA_RESTART};
+    struct sigaction sa = { .sa_handler = on_sigint, .sa_flags = SA_RESTART };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
-    Gen g = {.m = &m, .s = &s, .logits = logits, .repeat_penalty = (float)a->repeat_penalty,
-             .interrupt = &interrupted, .made_ids = reply};
-    fprintf(stderr, "dsv2 chat: %d-token context; /reset starts over; an empty line, end of input or Ctrl-C "
-            "quits\n", m.max_context);
+    Gen g = { .m = &m,
+              .s = &s,
+              .logits = logits,
+              .repeat_penalty = (float)a->repeat_penalty,
+              .interrupt = &interrupted,
+              .made_ids = reply };
+    fprintf(stderr,
+            "dsv2 chat: %d-token context; /reset starts over; an empty line, end of input or Ctrl-C "
+            "quits\n",
+            m.max_context);
     for (;;) {
         at_prompt = 1;
         fprintf(stderr, "> ");
@@ -436,8 +495,12 @@ int cmd_chat(Args *a)
         at_prompt = 0;
         interrupted = 0;
         if (len < 0) {
-            if (feof(stdin)) fprintf(stderr, "\n");
-            else { fprintf(stderr, "dsv2: reading standard input: %s\n", strerror(errno)); goto out; }
+            if (feof(stdin))
+                fprintf(stderr, "\n");
+            else {
+                fprintf(stderr, "dsv2: reading standard input: %s\n", strerror(errno));
+                goto out;
+            }
             break;
         }
         line[strcspn(line, "\r\n")] = '\0';
@@ -473,7 +536,10 @@ int cmd_logits(Args *a)
     int *ids, n, rc = read_prompt_ids(a, NULL, &ids, &n);
     if (rc) return rc;
     Engine m;
-    if ((rc = engine_open(&m, a))) { free(ids); return rc; }
+    if ((rc = engine_open(&m, a))) {
+        free(ids);
+        return rc;
+    }
     rc = 1;
     const size_t count = (size_t)n * m.cfg->vocab_size;
     float *logits = NULL;
@@ -492,8 +558,14 @@ int cmd_logits(Args *a)
         fprintf(stderr, "dsv2: out of memory for %zu logits\n", count);
         goto out;
     }
-    if (engine_forward(&m, ids, n, logits, true)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); goto out; }
-    if (!(f = fopen(tmp, "wb"))) { fprintf(stderr, "dsv2: %s: %s\n", tmp, strerror(errno)); goto out; }
+    if (engine_forward(&m, ids, n, logits, true)) {
+        fprintf(stderr, "dsv2: %s\n", ds_last_error());
+        goto out;
+    }
+    if (!(f = fopen(tmp, "wb"))) {
+        fprintf(stderr, "dsv2: %s: %s\n", tmp, strerror(errno));
+        goto out;
+    }
     /* float32, little-endian: the in-memory layout on every machine this builds for */
     int ok = fwrite(logits, sizeof(float), count, f) == count;
     ok = (fclose(f) == 0) && ok;
@@ -509,4 +581,3 @@ out:
     engine_close(&m);
     return rc;
 }
-

@@ -27,17 +27,17 @@ extern char **environ;
 
 /** What one routing of T tokens costs over b->D devices of E/D contiguous experts each. */
 typedef struct {
-    long long pairs;     /* (token, device) pairs: devices each token's experts lie on, summed */
-    int devices_max;     /* most devices one token reached */
-    BalanceLosses loss;  /* L_ExpBal, L_DevBal, L_CommBal with b's α's and M */
+    long long pairs;    /* (token, device) pairs: devices each token's experts lie on, summed */
+    int devices_max;    /* most devices one token reached */
+    BalanceLosses loss; /* L_ExpBal, L_DevBal, L_CommBal with b's α's and M */
 } RouteCost;
 
 static RouteCost route_cost(const float *scores, const int *idx, int T, const BalanceSpec *b)
 {
-    RouteCost c = {0, 0, balance_losses(scores, idx, T, b, NULL)};
+    RouteCost c = { 0, 0, balance_losses(scores, idx, T, b, NULL) };
     const int per = b->E / b->D;
     for (int t = 0; t < T; t++) {
-        bool on[ROUTER_MAX_EXPERTS] = {false};
+        bool on[ROUTER_MAX_EXPERTS] = { false };
         int n = 0;
         for (int k = 0; k < b->K; k++) {
             const int d = idx[t * b->K + k] / per;
@@ -97,7 +97,7 @@ static int run_gnuplot(const char *png, const PlotFiles *p)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, p->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    char *argv[] = {"gnuplot", (char *)p->script, NULL};
+    char *argv[] = { "gnuplot", (char *)p->script, NULL };
     pid_t pid;
     const int err = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -128,23 +128,35 @@ static int write_plot(const char *png, const char *title, const int *counts, con
     char out[4200];
     snprintf(p.dir, sizeof p.dir, "%s/dsv2-plot-XXXXXX", tmp);
     snprintf(out, sizeof out, "%s.XXXXXX", png);
-    if (!mkdtemp(p.dir)) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.dir, strerror(errno)); return -1; }
+    if (!mkdtemp(p.dir)) {
+        fprintf(stderr, "dsv2: --plot: %s: %s\n", p.dir, strerror(errno));
+        return -1;
+    }
     snprintf(p.data, sizeof p.data, "%s/load.dat", p.dir);
     snprintf(p.script, sizeof p.script, "%s/load.gp", p.dir);
     snprintf(p.log, sizeof p.log, "%s/gnuplot.log", p.dir);
     int rc = -1, fd = mkstemp(out);
-    if (fd < 0) { fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno)); goto out; }
-    const mode_t mask = umask(0);                         /* the picture gets the usual 0666 & ~umask */
+    if (fd < 0) {
+        fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno));
+        goto out;
+    }
+    const mode_t mask = umask(0); /* the picture gets the usual 0666 & ~umask */
     umask(mask);
     const int chmod_failed = fchmod(fd, 0666 & ~mask);
     close(fd);
-    if (chmod_failed) { fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno)); goto out; }
+    if (chmod_failed) {
+        fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno));
+        goto out;
+    }
     FILE *f = fopen(p.data, "w");
-    if (!f) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.data, strerror(errno)); goto out; }
-    for (int r = 0; r < n_moe; r++)                       /* one line per cell: expert, row, tokens */
+    if (!f) {
+        fprintf(stderr, "dsv2: --plot: %s: %s\n", p.data, strerror(errno));
+        goto out;
+    }
+    for (int r = 0; r < n_moe; r++) /* one line per cell: expert, row, tokens */
         for (int e = 0; e < E; e++) fprintf(f, "%d %d %d\n", e, r, counts[(size_t)r * E + e]);
     int ok = fclose(f) == 0;
-    if (!ok || !(f = fopen(p.script, "w"))) {        /* name the file that failed: the data, or the script */
+    if (!ok || !(f = fopen(p.script, "w"))) { /* name the file that failed: the data, or the script */
         fprintf(stderr, "dsv2: --plot: %s: %s\n", ok ? p.script : p.data, strerror(errno));
         goto out;
     }
@@ -152,18 +164,27 @@ static int write_plot(const char *png, const char *title, const int *counts, con
     gnuplot_string(f, out);
     fprintf(f, "\nset title ");
     gnuplot_string(f, title);
-    fprintf(f, " noenhanced\nset xlabel 'routed expert'\nset ylabel 'layer'\nset cblabel 'tokens'\n"
-               "set palette defined (0 '#f7fbff', 0.5 '#6baed6', 1 '#08306b')\nset cbrange [0:*]\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\n"
-               "set ytics (", E - 0.5, n_moe - 0.5);
-    const int step = n_moe <= 32 ? 1 : (n_moe + 15) / 16;     /* at most about 16 layer labels */
+    fprintf(f,
+            " noenhanced\nset xlabel 'routed expert'\nset ylabel 'layer'\nset cblabel 'tokens'\n"
+            "set palette defined (0 '#f7fbff', 0.5 '#6baed6', 1 '#08306b')\nset cbrange [0:*]\nset xrange "
+            "[-0.5:%g]\nset yrange [-0.5:%g]\n"
+            "set ytics (",
+            E - 0.5, n_moe - 0.5);
+    const int step = n_moe <= 32 ? 1 : (n_moe + 15) / 16; /* at most about 16 layer labels */
     for (int r = 0; r < n_moe; r += step) fprintf(f, "%s\"%d\" %d", r ? ", " : "", layer[r], r);
     fprintf(f, ")\nplot ");
     gnuplot_string(f, p.data);
     fprintf(f, " using 1:2:(0.5):(0.5):3 with boxxyerror fillcolor palette fillstyle solid noborder notitle\n");
     ok = fclose(f) == 0;
-    if (!ok) { fprintf(stderr, "dsv2: --plot: %s: %s\n", p.script, strerror(errno)); goto out; }
+    if (!ok) {
+        fprintf(stderr, "dsv2: --plot: %s: %s\n", p.script, strerror(errno));
+        goto out;
+    }
     if (run_gnuplot(png, &p)) goto out;
-    if (rename(out, png) != 0) { fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno)); goto out; }
+    if (rename(out, png) != 0) {
+        fprintf(stderr, "dsv2: --plot %s: %s\n", png, strerror(errno));
+        goto out;
+    }
     rc = 0;
 out:
     if (rc) remove(out);
@@ -182,10 +203,10 @@ static const char *topk_method_name(TopkMethod t)
 /** What every layer's report shares. */
 typedef struct {
     const ModelConfig *cfg;
-    int T;          /* tokens */
-    int D;          /* devices */
-    int M;          /* the device limit of the "limited" routing */
-    int M_model;    /* most devices the model's own routing can reach over D devices */
+    int T;               /* tokens */
+    int D;               /* devices */
+    int M;               /* the device limit of the "limited" routing */
+    int M_model;         /* most devices the model's own routing can reach over D devices */
     const double *alpha; /* [3] α₁, α₂, α₃ */
 } RouteSetup;
 
@@ -220,17 +241,17 @@ static void report_layer(const RouteSetup *r, int l, const float *scores, const 
     const ModelConfig *c = r->cfg;
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, T = r->T, D = r->D, per = E / D;
     int *unlimited = work, *limited = work + (size_t)T * K;
-    float weight[ROUTER_MAX_EXPERTS];                     /* router_select's weights, not reported */
+    float weight[ROUTER_MAX_EXPERTS]; /* router_select's weights, not reported */
     ModelConfig greedy = *c;
     greedy.topk_method = TOPK_GREEDY;
     for (int t = 0; t < T; t++) {
         router_select(unlimited + t * K, weight, scores + (size_t)t * E, NULL, &greedy);
         device_limited_route(limited + t * K, scores + (size_t)t * E, E, K, D, r->M);
     }
-    long long tokens[ROUTER_MAX_EXPERTS] = {0}, assigned[ROUTER_MAX_EXPERTS] = {0};
+    long long tokens[ROUTER_MAX_EXPERTS] = { 0 }, assigned[ROUTER_MAX_EXPERTS] = { 0 };
     memset(counts, 0, sizeof *counts * E);
     for (int t = 0; t < T; t++) {
-        bool on[ROUTER_MAX_EXPERTS] = {false};
+        bool on[ROUTER_MAX_EXPERTS] = { false };
         for (int k = 0; k < K; k++) {
             const int e = chosen[t * K + k], d = e / per;
             counts[e]++;
@@ -247,12 +268,12 @@ static void report_layer(const RouteSetup *r, int l, const float *scores, const 
     print_load("device load", assigned, D, "assignments");
     printf("  %-10s %3s %14s %4s %14s %11s %11s %11s\n", "routing", "M", "devices/token", "max", "bytes", "L_ExpBal",
            "L_DevBal", "L_CommBal");
-    const char *name[3] = {"unlimited", "model", "limited"};
-    const int *idx[3] = {unlimited, chosen, limited}, M[3] = {K < D ? K : D, r->M_model, r->M};
+    const char *name[3] = { "unlimited", "model", "limited" };
+    const int *idx[3] = { unlimited, chosen, limited }, M[3] = { K < D ? K : D, r->M_model, r->M };
     for (int i = 0; i < 3; i++) {
-        const BalanceSpec b = {E, K, D, M[i], r->alpha[0], r->alpha[1], r->alpha[2]};
+        const BalanceSpec b = { E, K, D, M[i], r->alpha[0], r->alpha[1], r->alpha[2] };
         const RouteCost cost = route_cost(scores, idx[i], T, &b);
-        const long long n = cost.pairs * c->hidden_size * 2;   /* bf16 hidden states */
+        const long long n = cost.pairs * c->hidden_size * 2; /* bf16 hidden states */
         printf("  %-10s %3d %14.3f %4d %14lld %11.6g %11.6g %11.6g\n", name[i], M[i], (double)cost.pairs / T,
                cost.devices_max, n, cost.loss.expert, cost.loss.device, cost.loss.comm);
         bytes[i] += n;
@@ -266,12 +287,17 @@ int route_stats_run(const RouteStatsArgs *a)
         return 1;
     }
     Model m;
-    const ModelOptions opt = {.max_context = a->ctx};
-    if (model_open(&m, a->model_dir, &opt)) { fprintf(stderr, "dsv2: %s\n", ds_last_error()); return 1; }
+    const ModelOptions opt = { .max_context = a->ctx };
+    if (model_open(&m, a->model_dir, &opt)) {
+        fprintf(stderr, "dsv2: %s\n", ds_last_error());
+        return 1;
+    }
     const ModelConfig *c = m.cfg;
     if (a->ctx > m.max_context) {
-        fprintf(stderr, "dsv2 route-stats: --ctx %d: more than the model's max_position_embeddings (%d) (see dsv2 "
-                "route-stats --help)\n", a->ctx, c->max_position_embeddings);
+        fprintf(stderr,
+                "dsv2 route-stats: --ctx %d: more than the model's max_position_embeddings (%d) (see dsv2 "
+                "route-stats --help)\n",
+                a->ctx, c->max_position_embeddings);
         model_close(&m);
         return 2;
     }
@@ -306,7 +332,7 @@ int route_stats_run(const RouteStatsArgs *a)
     }
     const int *ids = a->ids, T = a->T;
     int rc = 1;
-    RouteLog g = {0};
+    RouteLog g = { 0 };
     long long *counts = NULL;
     int *work = NULL, *plot_counts = NULL;
     if (T > m.max_context) {
@@ -328,7 +354,7 @@ int route_stats_run(const RouteStatsArgs *a)
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double shown = 0;
-    for (int done = 0, n; done < T; done += n) {          /* chunk by chunk, for the progress line */
+    for (int done = 0, n; done < T; done += n) { /* chunk by chunk, for the progress line */
         n = m.chunk < T - done ? m.chunk : T - done;
         if (model_forward(&m, ids + done, n, NULL, false)) {
             fprintf(stderr, "dsv2: %s\n", ds_last_error());
@@ -336,25 +362,28 @@ int route_stats_run(const RouteStatsArgs *a)
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
         const double secs = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
-        if (secs - shown >= 2) {                           /* progress only when it is slow */
+        if (secs - shown >= 2) { /* progress only when it is slow */
             fprintf(stderr, "dsv2 route-stats: %d of %d tokens through the model (%.0f s)\n", done + n, T, secs);
             shown = secs;
         }
     }
-    const RouteSetup setup = {c, T, D, M, M_model, a->alpha};
+    const RouteSetup setup = { c, T, D, M, M_model, a->alpha };
     printf("route-stats  %s: %d tokens, %d MoE layer%s of %d\n", a->model_dir, T, n_moe, n_moe == 1 ? "" : "s", L);
     printf("routing      %s: K = %d of E = %d routed experts", topk_method_name(c->topk_method), K, E);
     if (c->topk_method != TOPK_GREEDY && c->n_group > 1) printf(", best %d of %d groups", c->topk_group, c->n_group);
     printf("\ndevices      D = %d of %d experts each (device d: [%dd, %dd + %d)); the model's routing reaches at "
-           "most %d\n", D, E / D, E / D, E / D, E / D, M_model);
+           "most %d\n",
+           D, E / D, E / D, E / D, E / D, M_model);
     printf("bytes        %d x 2 (bf16) per (token, device) pair, for each device holding one of the token's "
-           "experts\n", c->hidden_size);
+           "experts\n",
+           c->hidden_size);
     printf("routings     unlimited: top-%d of all experts; model: as the model ran; limited: device-limited "
-           "routing, M = %d\n", K, M);
+           "routing, M = %d\n",
+           K, M);
     const bool paper = a->alpha[0] == 0.003 && a->alpha[1] == 0.05 && a->alpha[2] == 0.02;
     printf("losses       alpha1 %g, alpha2 %g, alpha3 %g (%s); L_CommBal with each routing's M\n", a->alpha[0],
            a->alpha[1], a->alpha[2], paper ? "paper §2.2.3" : "--alpha");
-    long long bytes[3] = {0, 0, 0};
+    long long bytes[3] = { 0, 0, 0 };
     for (int i = 0; i < n_moe; i++) {
         report_layer(&setup, g.layer[i], g.scores + (size_t)i * T * E, g.chosen + (size_t)i * T * K, counts, work,
                      bytes);
@@ -373,4 +402,3 @@ out:
     model_close(&m);
     return rc;
 }
-

@@ -9,14 +9,14 @@
 
 /** What route_stats_run() reports on. */
 typedef struct {
-    const char *model_dir;  /**< the checkpoint directory */
-    const int *ids;         /**< [T] the prompt's token ids */
-    int T;                  /**< tokens */
-    int ctx;                /**< context in positions (0: the model's default) */
-    long devices;           /**< D (0: the default, n_group when > 1, else 8, lowered to divide E) */
-    long limit;             /**< M of the device-limited routing (0: what the model's routing implies) */
-    const double *alpha;    /**< [3] the balance-loss weights α₁, α₂, α₃ */
-    const char *plot;       /**< NULL, or a PNG file for the heat map (needs gnuplot on PATH) */
+    const char *model_dir; /**< the checkpoint directory */
+    const int *ids;        /**< [T] the prompt's token ids */
+    int T;                 /**< tokens */
+    int ctx;               /**< context in positions (0: the model's default) */
+    long devices;          /**< D (0: the default, n_group when > 1, else 8, lowered to divide E) */
+    long limit;            /**< M of the device-limited routing (0: what the model's routing implies) */
+    const double *alpha;   /**< [3] the balance-loss weights α₁, α₂, α₃ */
+    const char *plot;      /**< NULL, or a PNG file for the heat map (needs gnuplot on PATH) */
 } RouteStatsArgs;
 
 /**

@@ -57,30 +57,29 @@ const char TRAIN_HELP[] =
     "  --resume          continue the run saved in DIR (same options as the run that wrote it)\n"
     "  --tokenizer DIR   where tokenizer.json and tokenizer_config.json are (default models/tiny-kjv)\n";
 
-enum { HOLDOUT = 10, EVAL_WINDOWS = 8 };           /* window i is held out when i % 10 == 9 */
+enum { HOLDOUT = 10, EVAL_WINDOWS = 8 }; /* window i is held out when i % 10 == 9 */
 
-static const char OPT_MAGIC[8] = {'D', 'S', 'V', '2', 'O', 'P', 'T', '1'};
+static const char OPT_MAGIC[8] = { 'D', 'S', 'V', '2', 'O', 'P', 'T', '1' };
 
 /* What a resumed run must agree on, in optimizer.bin's order. */
 typedef struct {
     double steps, batch, seq, lr, warmup, alpha[3], capacity, seed, eval_every;
 } RunSettings;
 
-static const char *const SETTING_NAMES[] = {"--steps", "--batch", "--seq", "--lr", "--warmup",
-                                            "--alpha", "--alpha", "--alpha", "--capacity", "--seed",
-                                            "--eval-every"};
+static const char *const SETTING_NAMES[] = { "--steps", "--batch", "--seq",      "--lr",   "--warmup",    "--alpha",
+                                             "--alpha", "--alpha", "--capacity", "--seed", "--eval-every" };
 
 /* Everything one run holds. */
 typedef struct {
     const Args *a;
-    char path[4096];         /* scratch for DIR/name */
+    char path[4096]; /* scratch for DIR/name */
     RunSettings set;
     TrainModel tm;
     AdamW opt;
     TrainData data;
     Tokenizer *tok;
-    uint64_t consumed;       /* windows taken from data, held-out ones included */
-    long *load;              /* [layers · E] this step's kept pairs */
+    uint64_t consumed; /* windows taken from data, held-out ones included */
+    long *load;        /* [layers · E] this step's kept pairs */
     FILE *log;
 } Run;
 
@@ -103,7 +102,7 @@ static char *config_text(const Args *a)
 {
     json_error_t err;
     json_t *j = json_load_file(a->config, 0, &err);
-    if (!j) return NULL;                            /* config_load() read it a moment ago */
+    if (!j) return NULL; /* config_load() read it a moment ago */
     if (a->given & O_DEVICES) json_object_set_new(j, "n_group", json_integer(a->devices));
     if (a->given & O_LIMIT) {
         json_object_set_new(j, "topk_group", json_integer(a->limit));
@@ -127,10 +126,12 @@ static int copy_file(const char *from, const char *to)
 {
     size_t len;
     FILE *f = fopen(from, "rb");
-    if (!f) { fprintf(stderr, "dsv2: %s: %s\n", from, strerror(errno)); return 1; }
+    if (!f) {
+        fprintf(stderr, "dsv2: %s: %s\n", from, strerror(errno));
+        return 1;
+    }
     char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (len = (size_t)ftell(f), fseek(f, 0, SEEK_SET) == 0))
-        buf = malloc(len + 1);
+    if (fseek(f, 0, SEEK_END) == 0 && (len = (size_t)ftell(f), fseek(f, 0, SEEK_SET) == 0)) buf = malloc(len + 1);
     const int ok = buf && fread(buf, 1, len, f) == len;
     fclose(f);
     const int rc = ok ? write_file(to, buf, len) : (fprintf(stderr, "dsv2: %s: cannot read\n", from), 1);
@@ -144,9 +145,12 @@ typedef void (*TensorFn)(void *ctx, const char *name, int rows, int cols);
 static void each_swiglu(TensorFn fn, void *ctx, const char *prefix, int I, int D)
 {
     char name[320];
-    snprintf(name, sizeof name, "%s.gate_proj.weight", prefix); fn(ctx, name, I, D);
-    snprintf(name, sizeof name, "%s.up_proj.weight", prefix); fn(ctx, name, I, D);
-    snprintf(name, sizeof name, "%s.down_proj.weight", prefix); fn(ctx, name, D, I);
+    snprintf(name, sizeof name, "%s.gate_proj.weight", prefix);
+    fn(ctx, name, I, D);
+    snprintf(name, sizeof name, "%s.up_proj.weight", prefix);
+    fn(ctx, name, I, D);
+    snprintf(name, sizeof name, "%s.down_proj.weight", prefix);
+    fn(ctx, name, D, I);
 }
 
 /* Every tensor a checkpoint of c holds (the names and shapes model_open() binds). */
@@ -194,9 +198,9 @@ static void each_tensor(const ModelConfig *c, TensorFn fn, void *ctx)
 typedef struct {
     json_t *header;
     size_t offset;
-    FILE *f;                 /* NULL while the header is built */
-    uint64_t rng;            /* SplitMix64 state */
-    double std;              /* initializer_range */
+    FILE *f;      /* NULL while the header is built */
+    uint64_t rng; /* SplitMix64 state */
+    double std;   /* initializer_range */
     int ok;
 } InitWriter;
 
@@ -228,7 +232,7 @@ static void init_tensor(void *ctx, const char *name, int rows, int cols)
         w->offset += 4 * n;
         return;
     }
-    for (size_t i = 0; i < n && w->ok; i++) {       /* matrices ~ N(0, std²), norm weights 1 */
+    for (size_t i = 0; i < n && w->ok; i++) { /* matrices ~ N(0, std²), norm weights 1 */
         const float v = cols ? (float)(w->std * normal(&w->rng)) : 1.0f;
         w->ok = fwrite(&v, sizeof v, 1, w->f) == 1;
     }
@@ -236,13 +240,17 @@ static void init_tensor(void *ctx, const char *name, int rows, int cols)
 
 static int write_initial_weights(Run *r, const ModelConfig *c, double std)
 {
-    InitWriter w = {json_object(), 0, NULL, r->a->seed ^ 0x5EEDull, std, 1};
+    InitWriter w = { json_object(), 0, NULL, r->a->seed ^ 0x5EEDull, std, 1 };
     each_tensor(c, init_tensor, &w);
     char *text = json_dumps(w.header, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(w.header);
     const char *path = in_dir(r, "model.safetensors");
     w.f = text ? fopen(path, "wb") : NULL;
-    if (!w.f) { free(text); fprintf(stderr, "dsv2: %s: cannot create: %s\n", path, strerror(errno)); return 1; }
+    if (!w.f) {
+        free(text);
+        fprintf(stderr, "dsv2: %s: cannot create: %s\n", path, strerror(errno));
+        return 1;
+    }
     size_t len = strlen(text);
     const size_t padded = (len + 7) / 8 * 8;
     unsigned char n8[8];
@@ -283,7 +291,10 @@ static int load_state(Run *r)
 {
     const char *path = in_dir(r, "optimizer.bin");
     FILE *f = fopen(path, "rb");
-    if (!f) { fprintf(stderr, "dsv2: --resume: %s: %s\n", path, strerror(errno)); return 1; }
+    if (!f) {
+        fprintf(stderr, "dsv2: --resume: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
     char magic[8];
     uint64_t n = 0;
     int32_t step = 0;
@@ -291,14 +302,17 @@ static int load_state(Run *r)
     int ok = fread(magic, 1, 8, f) == 8 && !memcmp(magic, OPT_MAGIC, 8) && fread(&n, sizeof n, 1, f) == 1 &&
              n == r->opt.n && fread(&step, sizeof step, 1, f) == 1 &&
              fread(&r->consumed, sizeof r->consumed, 1, f) == 1 && fread(&was, sizeof was, 1, f) == 1 &&
-             fread(r->opt.m, sizeof(float), n, f) == n && fread(r->opt.v, sizeof(float), n, f) == n &&
-             fgetc(f) == EOF;
+             fread(r->opt.m, sizeof(float), n, f) == n && fread(r->opt.v, sizeof(float), n, f) == n && fgetc(f) == EOF;
     fclose(f);
-    if (!ok) { fprintf(stderr, "dsv2: --resume: %s: not the optimizer state of this model\n", path); return 1; }
+    if (!ok) {
+        fprintf(stderr, "dsv2: --resume: %s: not the optimizer state of this model\n", path);
+        return 1;
+    }
     const double *w = &was.steps, *now = &r->set.steps;
     for (size_t i = 0; i < sizeof was / sizeof(double); i++)
         if (w[i] != now[i]) {
-            fprintf(stderr, "dsv2: --resume: %s was written with %s %g, not %g\n", path, SETTING_NAMES[i], w[i], now[i]);
+            fprintf(stderr, "dsv2: --resume: %s was written with %s %g, not %g\n", path, SETTING_NAMES[i], w[i],
+                    now[i]);
             return 1;
         }
     r->opt.step = step;
@@ -340,9 +354,10 @@ static void log_step(Run *r, int step, double lr, double norm, const TrainLoss *
 {
     const ModelConfig *c = &r->tm.cfg;
     const int E = c->n_routed_experts;
-    fprintf(r->log, "{\"step\":%d,\"loss\":%.9g,\"ce\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
-            "\"exp_bal\":%.9g,\"dev_bal\":%.9g,\"comm_bal\":%.9g,\"dropped\":%d", step, m->loss, m->ce, lr,
-            norm, m->exp_bal, m->dev_bal, m->comm_bal, m->dropped);
+    fprintf(r->log,
+            "{\"step\":%d,\"loss\":%.9g,\"ce\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
+            "\"exp_bal\":%.9g,\"dev_bal\":%.9g,\"comm_bal\":%.9g,\"dropped\":%d",
+            step, m->loss, m->ce, lr, norm, m->exp_bal, m->dev_bal, m->comm_bal, m->dropped);
     if (eval >= 0) fprintf(r->log, ",\"eval_loss\":%.9g", eval);
     fprintf(r->log, ",\"load\":{");
     int first = 1;
@@ -370,13 +385,16 @@ static int train_loop(Run *r)
     for (int step = start + 1; step <= last; step++) {
         memset(r->tm.grads, 0, sizeof(float) * r->tm.n_params);
         memset(r->load, 0, sizeof(long) * n_load);
-        TrainLoss mean = {0};
+        TrainLoss mean = { 0 };
         for (int b = 0; b < B; b++) {
             const int32_t *w = next_window(r);
             TrainLoss L;
             if (train_accumulate(&r->tm, w, w + 1, T, 1.0 / B, &L)) return fail(NULL);
-            mean.loss += L.loss / B; mean.ce += L.ce / B;
-            mean.exp_bal += L.exp_bal / B; mean.dev_bal += L.dev_bal / B; mean.comm_bal += L.comm_bal / B;
+            mean.loss += L.loss / B;
+            mean.ce += L.ce / B;
+            mean.exp_bal += L.exp_bal / B;
+            mean.dev_bal += L.dev_bal / B;
+            mean.comm_bal += L.comm_bal / B;
             mean.dropped += L.dropped;
         }
         const double lr = lr_at(&r->opt.cfg, step);
@@ -392,8 +410,8 @@ static int train_loop(Run *r)
         log_step(r, step, lr, norm, &mean, eval);
         const double secs = seconds_since(&t0), done = step - start, tps = done * B * T / secs;
         const double eta = secs / done * (last - step);
-        fprintf(stderr, "step %d/%ld  loss %.4f (ce %.4f)  lr %.3g  |g| %.3g", step, a->steps, mean.loss,
-                mean.ce, lr, norm);
+        fprintf(stderr, "step %d/%ld  loss %.4f (ce %.4f)  lr %.3g  |g| %.3g", step, a->steps, mean.loss, mean.ce, lr,
+                norm);
         if (eval >= 0) fprintf(stderr, "  held-out %.4f", eval);
         fprintf(stderr, "  %.0f tok/s  ETA %dm%02ds\n", tps, (int)eta / 60, (int)eta % 60);
         if (eval_now || step == last) {
@@ -413,18 +431,22 @@ static int check_inputs(Run *r, ModelConfig *c, double *std)
     const Args *a = r->a;
     struct stat sb;
     if (stat(a->data, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fprintf(stderr, "dsv2: --data %s: %s\n", a->data, errno && !S_ISDIR(sb.st_mode) ? strerror(errno) : "not a regular file");
+        fprintf(stderr, "dsv2: --data %s: %s\n", a->data,
+                errno && !S_ISDIR(sb.st_mode) ? strerror(errno) : "not a regular file");
         return 1;
     }
-    if (sb.st_size == 0) { fprintf(stderr, "dsv2: --data %s: the file is empty\n", a->data); return 1; }
+    if (sb.st_size == 0) {
+        fprintf(stderr, "dsv2: --data %s: the file is empty\n", a->data);
+        return 1;
+    }
     if (config_load(a->config, c)) return fail(NULL);
     if (c->topk_method == TOPK_NOAUX_TC) {
         fprintf(stderr, "dsv2: %s: topk_method noaux_tc: its bias update is not part of dsv2 train\n", a->config);
         return 1;
     }
     if (a->seq > c->max_position_embeddings) {
-        fprintf(stderr, "dsv2: --seq %ld is longer than the context (max_position_embeddings %d in %s)\n",
-                a->seq, c->max_position_embeddings, a->config);
+        fprintf(stderr, "dsv2: --seq %ld is longer than the context (max_position_embeddings %d in %s)\n", a->seq,
+                c->max_position_embeddings, a->config);
         return 1;
     }
     const int E = c->n_routed_experts, D = a->given & O_DEVICES ? (int)a->devices : c->n_group;
@@ -451,7 +473,8 @@ static int open_data(Run *r)
     if (!(r->tok = tokenizer_load(a->given & O_RESUME ? a->output : a->tokenizer))) return fail(NULL);
     if (train_data_open(&r->data, a->data, r->tok, (int)a->seq, a->seed)) return fail(NULL);
     if (a->eval_every && r->data.n_seqs < HOLDOUT) {
-        fprintf(stderr, "dsv2: --eval-every: %s has %zu windows of %ld + 1 tokens, fewer than the %d needed to hold one out\n",
+        fprintf(stderr,
+                "dsv2: --eval-every: %s has %zu windows of %ld + 1 tokens, fewer than the %d needed to hold one out\n",
                 a->data, r->data.n_seqs, a->seq, HOLDOUT);
         return 1;
     }
@@ -471,7 +494,8 @@ static int write_dir(Run *r)
         char *have = NULL;
         FILE *f = fopen(cfg_path, "rb");
         if (f && fseek(f, 0, SEEK_END) == 0 && (len = (size_t)ftell(f), fseek(f, 0, SEEK_SET) == 0) &&
-            (have = calloc(len + 1, 1)) && fread(have, 1, len, f) != len) have[0] = 0;
+            (have = calloc(len + 1, 1)) && fread(have, 1, len, f) != len)
+            have[0] = 0;
         if (f) fclose(f);
         if (!have || strcmp(have, text)) {
             fprintf(stderr, "dsv2: --resume: %s %s\n", cfg_path,
@@ -498,26 +522,35 @@ static int write_dir(Run *r)
 
 int cmd_train(Args *a)
 {
-    Run r = {.a = a};
-    r.set = (RunSettings){(double)a->steps, (double)a->batch, (double)a->seq, a->lr, (double)a->warmup,
-                          {a->alpha[0], a->alpha[1], a->alpha[2]}, a->capacity, (double)a->seed,
-                          (double)a->eval_every};
+    Run r = { .a = a };
+    r.set = (RunSettings){ (double)a->steps,     (double)a->batch,
+                           (double)a->seq,       a->lr,
+                           (double)a->warmup,    { a->alpha[0], a->alpha[1], a->alpha[2] },
+                           a->capacity,          (double)a->seed,
+                           (double)a->eval_every };
     ModelConfig c;
     double std;
     if (check_inputs(&r, &c, &std)) return 1;
     const bool resume = a->given & O_RESUME;
     Model m;
-    const ModelOptions mo = {.max_context = (int)a->seq};
+    const ModelOptions mo = { .max_context = (int)a->seq };
     if (open_data(&r) || write_dir(&r) || (!resume && write_initial_weights(&r, &c, std)) ||
         (model_open(&m, a->output, &mo) && fail(NULL))) {
         train_data_close(&r.data);
         tokenizer_free(r.tok);
         return 1;
     }
-    const TrainOptions topt = {a->alpha[0], a->alpha[1], a->alpha[2], a->capacity};
-    const AdamWConfig acfg = {.lr = a->lr, .min_lr = a->lr / 10, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
-                              .weight_decay = 0.1, .clip_norm = 1.0, .warmup_steps = (int)a->warmup,
-                              .total_steps = (int)a->steps, .schedule = LR_COSINE};
+    const TrainOptions topt = { a->alpha[0], a->alpha[1], a->alpha[2], a->capacity };
+    const AdamWConfig acfg = { .lr = a->lr,
+                               .min_lr = a->lr / 10,
+                               .beta1 = 0.9,
+                               .beta2 = 0.95,
+                               .eps = 1e-8,
+                               .weight_decay = 0.1,
+                               .clip_norm = 1.0,
+                               .warmup_steps = (int)a->warmup,
+                               .total_steps = (int)a->steps,
+                               .schedule = LR_COSINE };
     int rc = train_model_init(&r.tm, &m, &topt) ? fail(NULL) : 0;
     model_close(&m);
     if (rc) {
@@ -531,13 +564,13 @@ int cmd_train(Args *a)
     rc = !r.load ? fail("out of memory") : adamw_init(&r.opt, &acfg, r.tm.n_params) ? fail(NULL) : 0;
     if (rc == 0 && resume) {
         rc = load_state(&r);
-        for (uint64_t i = 0; rc == 0 && i < r.consumed; i++) train_data_next(&r.data);  /* same position */
+        for (uint64_t i = 0; rc == 0 && i < r.consumed; i++) train_data_next(&r.data); /* same position */
     }
     if (rc == 0 && !(r.log = fopen(in_dir(&r, "train_log.jsonl"), "a")))
         rc = (fprintf(stderr, "dsv2: %s: %s\n", r.path, strerror(errno)), 1);
     if (rc == 0) {
-        fprintf(stderr, "dsv2 train: %zu parameters, %zu windows of %ld tokens in %s, %s step %d\n",
-                r.tm.n_params, r.data.n_seqs, a->seq, a->data, resume ? "resuming after" : "from", r.opt.step);
+        fprintf(stderr, "dsv2 train: %zu parameters, %zu windows of %ld tokens in %s, %s step %d\n", r.tm.n_params,
+                r.data.n_seqs, a->seq, a->data, resume ? "resuming after" : "from", r.opt.step);
         rc = train_loop(&r);
     }
     if (r.log) fclose(r.log);

@@ -12,15 +12,13 @@
 
 int fast_check_cuda(cudaError_t err, const char *call, const char *file, int line)
 {
-    if (err == cudaSuccess)
-        return 0;
+    if (err == cudaSuccess) return 0;
     return ds_error("%s failed: %s (%s) at %s:%d", call, cudaGetErrorName(err), cudaGetErrorString(err), file, line);
 }
 
 int fast_check_blas(cublasStatus_t st, const char *call, const char *file, int line)
 {
-    if (st == CUBLAS_STATUS_SUCCESS)
-        return 0;
+    if (st == CUBLAS_STATUS_SUCCESS) return 0;
     return ds_error("%s failed: %s (%s) at %s:%d", call, cublasGetStatusName(st), cublasGetStatusString(st), file,
                     line);
 }
@@ -35,20 +33,16 @@ int fast_context_init(FastContext *ctx, bool bf16, size_t stage_elems)
     CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamDefault));
     BLAS_TRY(cublasCreate(&ctx->blas));
     BLAS_TRY(cublasSetStream(ctx->blas, ctx->stream));
-    if (stage_elems)
-        CUDA_TRY(cudaMalloc(&ctx->stage, stage_elems * kernel_dtype_size(ctx->wtype)));
+    if (stage_elems) CUDA_TRY(cudaMalloc(&ctx->stage, stage_elems * kernel_dtype_size(ctx->wtype)));
     return 0;
 }
 
 void fast_context_free(FastContext *ctx)
 {
-    if (ctx->stream)
-        cudaStreamSynchronize(ctx->stream);
+    if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     cudaFree(ctx->stage);
-    if (ctx->blas)
-        cublasDestroy(ctx->blas);
-    if (ctx->stream)
-        cudaStreamDestroy(ctx->stream);
+    if (ctx->blas) cublasDestroy(ctx->blas);
+    if (ctx->stream) cudaStreamDestroy(ctx->stream);
     memset(ctx, 0, sizeof *ctx);
 }
 
@@ -58,15 +52,14 @@ static void to_wtype(void *dst, KernelDType wtype, const Mat *src, size_t i, siz
     if (wtype == KERNEL_F32) {
         dtype_widen(dst, src->data, src->dtype, i, n);
     } else if (src->dtype == DT_BF16) {
-        memcpy(dst, (const uint16_t *)src->data + i, n * 2);   /* bf16 as stored */
+        memcpy(dst, (const uint16_t *)src->data + i, n * 2); /* bf16 as stored */
     } else {
         uint16_t *d = dst;
         float tmp[256];
         for (size_t k = 0; k < n; k += 256) {
             const size_t m = n - k < 256 ? n - k : 256;
             dtype_widen(tmp, src->data, src->dtype, i + k, m);
-            for (size_t j = 0; j < m; j++)
-                d[k + j] = f32_to_bf16(tmp[j]);
+            for (size_t j = 0; j < m; j++) d[k + j] = f32_to_bf16(tmp[j]);
         }
     }
 }
@@ -88,11 +81,9 @@ int fast_mat_upload(FastContext *ctx, FastMat *out, const Mat *const *parts, int
     out->cols = cols;
     size_t max_part = 0;
     for (int p = 0; p < n_parts; p++)
-        if ((size_t)parts[p]->rows * cols > max_part)
-            max_part = (size_t)parts[p]->rows * cols;
+        if ((size_t)parts[p]->rows * cols > max_part) max_part = (size_t)parts[p]->rows * cols;
     void *host = malloc(max_part * esz);
-    if (!host)
-        return ds_error("fast_mat_upload: out of host memory (%zu bytes)", max_part * esz);
+    if (!host) return ds_error("fast_mat_upload: out of host memory (%zu bytes)", max_part * esz);
     size_t row0 = 0;
     int rc = 0;
     for (int p = 0; p < n_parts && rc == 0; p++) {
@@ -109,8 +100,7 @@ int fast_mat_upload(FastContext *ctx, FastMat *out, const Mat *const *parts, int
 int fast_vec_upload(float **out, const float *host, size_t n)
 {
     *out = NULL;
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     CUDA_TRY(cudaMalloc((void **)out, n * sizeof(float)));
     CUDA_TRY(cudaMemcpy(*out, host, n * sizeof(float), cudaMemcpyHostToDevice));
     return 0;
@@ -122,22 +112,23 @@ void fast_mat_free(FastMat *m)
     memset(m, 0, sizeof *m);
 }
 
-static cudaDataType blas_type(KernelDType t) { return t == KERNEL_F32 ? CUDA_R_32F : CUDA_R_16BF; }
+static cudaDataType blas_type(KernelDType t)
+{
+    return t == KERNEL_F32 ? CUDA_R_32F : CUDA_R_16BF;
+}
 
 // ANCHOR: fast_gemm
-int fast_gemm(FastContext *ctx, float *y, const void *x, KernelDType x_type, int ldx, const void *W,
-              KernelDType w_type, int rows, int cols, int T)
+int fast_gemm(FastContext *ctx, float *y, const void *x, KernelDType x_type, int ldx, const void *W, KernelDType w_type,
+              int rows, int cols, int T)
 {
-    if (T == 0)
-        return 0;
+    if (T == 0) return 0;
     if (x_type != w_type)
         return ds_error("fast_gemm: activation and weight types differ (%d, %d)", (int)x_type, (int)w_type);
     /* Row-major y[T, rows] = x[T, cols] · W[rows, cols]ᵀ is, in cuBLAS's column-major terms,
      * yᵀ (rows × T) = op_T(W as cols × rows) · xᵀ (cols × T). */
     const float one = 1.0f, zero = 0.0f;
     BLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, T, cols, &one, W, blas_type(w_type), cols, x,
-                          blas_type(x_type), ldx, &zero, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT));
+                          blas_type(x_type), ldx, &zero, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return 0;
 }
 // ANCHOR_END: fast_gemm
@@ -146,7 +137,7 @@ int fast_gemm(FastContext *ctx, float *y, const void *x, KernelDType x_type, int
 int fast_linear(FastContext *ctx, float *y, const float *x, const FastMat *W, int T)
 {
     const void *xin = x;
-    if (W->dtype != KERNEL_F32) {                              /* cuBLAS wants A and B of one type */
+    if (W->dtype != KERNEL_F32) { /* cuBLAS wants A and B of one type */
         const size_t n = (size_t)T * W->cols;
         if (n > ctx->stage_elems)
             return ds_error("fast_linear: %zu activations exceed the staging buffer of %zu", n, ctx->stage_elems);

@@ -20,8 +20,7 @@ static int upload_layers(FastDpModel *dp, const Model *ref)
 {
     dp->n_layers = ref->cfg->num_hidden_layers;
     dp->layers = calloc((size_t)dp->n_layers, sizeof *dp->layers);
-    if (!dp->layers)
-        return ds_error("fast_dp_model_open: out of host memory for %d layers", dp->n_layers);
+    if (!dp->layers) return ds_error("fast_dp_model_open: out of host memory for %d layers", dp->n_layers);
     for (int l = 0; l < dp->n_layers; l++)
         if (ref->layers[l].is_moe && fast_ep_upload_moe(&dp->ep, &dp->layers[l], &ref->layers[l].moe, ref->cfg))
             return -1;
@@ -35,12 +34,10 @@ int fast_dp_model_open(FastDpModel **out, const char *dir, int N, const FastOpti
     if (N < 1 || N > FAST_EP_MAX_DEVICES)
         return ds_error("fast_dp_model_open: %d devices (1..%d)", N, FAST_EP_MAX_DEVICES);
     CUDA_TRY(cudaGetDeviceCount(&present));
-    if (present < N)
-        return ds_error("fast_dp_model_open: %d devices asked for, %d present", N, present);
+    if (present < N) return ds_error("fast_dp_model_open: %d devices asked for, %d present", N, present);
     Model ref;
-    const ModelOptions ref_opt = {.max_context = 1, .chunk = 1};
-    if (model_open(&ref, dir, &ref_opt))
-        return -1;
+    const ModelOptions ref_opt = { .max_context = 1, .chunk = 1 };
+    if (model_open(&ref, dir, &ref_opt)) return -1;
     const int E = ref.cfg->n_routed_experts;
     if (E < 1 || E % N != 0) {
         model_close(&ref);
@@ -51,16 +48,16 @@ int fast_dp_model_open(FastDpModel **out, const char *dir, int N, const FastOpti
         model_close(&ref);
         return ds_error("fast_dp_model_open: out of host memory");
     }
-    FastOptions local = opt ? *opt : (FastOptions){0};
+    FastOptions local = opt ? *opt : (FastOptions){ 0 };
     local.ep_devices = 0;
-    local.moe_elsewhere = true;                                   /* the group holds them */
+    local.moe_elsewhere = true; /* the group holds them */
     int rc = 0;
     for (int d = 0; rc == 0 && d < N; d++) {
         rc = fast_check_cuda(cudaSetDevice(d), "cudaSetDevice", __FILE__, __LINE__) ||
                      fast_model_open(&dp->dev[d], dir, &local)
                  ? -1
                  : 0;
-        dp->N = rc == 0 ? d + 1 : d;                              /* the models open so far */
+        dp->N = rc == 0 ? d + 1 : d; /* the models open so far */
     }
     if (rc == 0)
         rc = fast_ep_init(&dp->ep, N, local.bf16, ref.cfg, dp->dev[0].chunk) || upload_layers(dp, &ref) ? -1 : 0;
@@ -78,10 +75,8 @@ int fast_dp_model_open(FastDpModel **out, const char *dir, int N, const FastOpti
 
 void fast_dp_model_close(FastDpModel *dp)
 {
-    if (!dp)
-        return;
-    for (int l = 0; dp->layers && l < dp->n_layers; l++)
-        fast_ep_free_moe(&dp->ep, &dp->layers[l]);
+    if (!dp) return;
+    for (int l = 0; dp->layers && l < dp->n_layers; l++) fast_ep_free_moe(&dp->ep, &dp->layers[l]);
     free(dp->layers);
     fast_ep_free(&dp->ep);
     for (int d = 0; d < dp->N; d++) {
@@ -94,8 +89,7 @@ void fast_dp_model_close(FastDpModel *dp)
 
 void fast_dp_model_reset(FastDpModel *dp)
 {
-    for (int d = 0; d < dp->N; d++)
-        fast_model_reset(&dp->dev[d]);
+    for (int d = 0; d < dp->N; d++) fast_model_reset(&dp->dev[d]);
 }
 
 /* Records the last error again, prefixed with the device it happened on. \return −1. */
@@ -112,14 +106,14 @@ static int moe_layer(FastDpModel *dp, int l, const int *n)
 {
     const float *x[FAST_EP_MAX_DEVICES];
     float *y[FAST_EP_MAX_DEVICES];
-    for (int d = 0; d < dp->N; d++) {                             /* inputs written on the model's stream */
+    for (int d = 0; d < dp->N; d++) { /* inputs written on the model's stream */
         x[d] = dp->dev[d].a;
         y[d] = dp->dev[d].b;
         CUDA_TRY(cudaSetDevice(d));
         CUDA_TRY(cudaStreamSynchronize(dp->dev[d].ctx.stream));
     }
     int rc = fast_ep_moe_forward(&dp->ep, &dp->layers[l], dp->dev[0].cfg, y, x, n);
-    for (int d = 0; d < dp->N; d++)                               /* outputs in place before the next layer */
+    for (int d = 0; d < dp->N; d++) /* outputs in place before the next layer */
         if (fast_check_cuda(cudaSetDevice(d), "cudaSetDevice", __FILE__, __LINE__) ||
             fast_check_cuda(cudaStreamSynchronize(dp->ep.dev[d].ctx.stream), "cudaStreamSynchronize", __FILE__,
                             __LINE__))
@@ -133,52 +127,45 @@ int fast_dp_model_forward(FastDpModel *dp, const int *const *tokens, const int *
                           bool all_positions)
 {
     const int N = dp->N, chunk = dp->dev[0].chunk, V = dp->dev[0].cfg->vocab_size;
-    int done[FAST_EP_MAX_DEVICES] = {0}, total = 0;
+    int done[FAST_EP_MAX_DEVICES] = { 0 }, total = 0;
     for (int d = 0; d < N; d++) {
-        if (T[d] < 0)
-            return ds_error("fast_dp_model_forward: %d tokens on device %d", T[d], d);
+        if (T[d] < 0) return ds_error("fast_dp_model_forward: %d tokens on device %d", T[d], d);
         total += T[d];
     }
-    if (total == 0)
-        return ds_error("fast_dp_model_forward: no tokens on any device");
-    for (;;) {                                                    /* one chunk per device per round */
+    if (total == 0) return ds_error("fast_dp_model_forward: no tokens on any device");
+    for (;;) { /* one chunk per device per round */
         int n[FAST_EP_MAX_DEVICES], active = 0;
         for (int d = 0; d < N; d++) {
             n[d] = T[d] - done[d] < chunk ? T[d] - done[d] : chunk;
             active += n[d] > 0;
         }
-        if (active == 0)
-            break;
+        if (active == 0) break;
         for (int d = 0; d < N; d++) {
             CUDA_TRY(cudaSetDevice(d));
             if (n[d] && fast_model_step_begin(&dp->dev[d], 0, tokens[d] + done[d], n[d]))
-                return on_device(d);                              /* a token or the context: name the device */
+                return on_device(d); /* a token or the context: name the device */
         }
         for (int l = 0; l < dp->n_layers; l++) {
-            for (int d = 0; d < N; d++) {                         /* attention: each device, its own cache */
+            for (int d = 0; d < N; d++) { /* attention: each device, its own cache */
                 CUDA_TRY(cudaSetDevice(d));
-                if (n[d] && fast_model_layer_attention(&dp->dev[d], l, n[d]))
-                    return -1;
+                if (n[d] && fast_model_layer_attention(&dp->dev[d], l, n[d])) return -1;
             }
-            if (dp->dev[0].layers[l].is_moe) {                    /* every device meets in the exchange */
-                if (moe_layer(dp, l, n))
-                    return -1;
+            if (dp->dev[0].layers[l].is_moe) { /* every device meets in the exchange */
+                if (moe_layer(dp, l, n)) return -1;
                 continue;
             }
             for (int d = 0; d < N; d++) {
                 CUDA_TRY(cudaSetDevice(d));
-                if (n[d] && fast_model_layer_ffn(&dp->dev[d], l, n[d]))
-                    return -1;
+                if (n[d] && fast_model_layer_ffn(&dp->dev[d], l, n[d])) return -1;
             }
         }
-        for (int d = 0; d < N; d++) {                             /* logits of the rows asked for */
+        for (int d = 0; d < N; d++) { /* logits of the rows asked for */
             const bool last = done[d] + n[d] == T[d];
             float *dst = !logits[d] || !(all_positions || last) ? NULL
-                         : all_positions                         ? logits[d] + (size_t)done[d] * V
-                                                                 : logits[d];
+                         : all_positions                        ? logits[d] + (size_t)done[d] * V
+                                                                : logits[d];
             CUDA_TRY(cudaSetDevice(d));
-            if (n[d] && fast_model_step_end(&dp->dev[d], 0, n[d], all_positions ? 0 : n[d] - 1, dst))
-                return -1;
+            if (n[d] && fast_model_step_end(&dp->dev[d], 0, n[d], all_positions ? 0 : n[d] - 1, dst)) return -1;
             done[d] += n[d];
         }
     }

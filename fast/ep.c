@@ -13,19 +13,24 @@
 
 int fast_check_nccl(ncclResult_t r, const char *call, const char *file, int line)
 {
-    if (r == ncclSuccess)
-        return 0;
+    if (r == ncclSuccess) return 0;
     return ds_error("%s failed: %s at %s:%d", call, ncclGetErrorString(r), file, line);
 }
 
-static int imin(int a, int b) { return a < b ? a : b; }
-static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+static int imin(int a, int b)
+{
+    return a < b ? a : b;
+}
+static size_t zmax(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
 
 int fast_ep_device_limit(const ModelConfig *cfg, int N)
 {
     const int G = cfg->n_group;
     int m = imin(cfg->num_experts_per_tok, N);
-    if (cfg->topk_method != TOPK_GREEDY && G > 1) {              /* topk_group groups, each on `span` devices */
+    if (cfg->topk_method != TOPK_GREEDY && G > 1) { /* topk_group groups, each on `span` devices */
         const int span = G % N == 0 ? 1 : N % G == 0 ? N / G : N;
         m = imin(m, cfg->topk_group * span);
     }
@@ -45,13 +50,13 @@ static int init_device(FastEp *ep, int d, bool bf16)
     FastEpDevice *v = &ep->dev[d];
     FastEpPlan *pl = &v->plan;
     const size_t tokens = (size_t)ep->max_T, top_k = ep->K, experts = ep->E, devices = ep->N, hidden = ep->D;
-    const size_t inter = ep->I, shared_inter = ep->I_s;            /* I and I_s: routed and shared expert widths */
-    const size_t recv_rows = (size_t)ep->recv_cap;                 /* rows one device can receive */
-    const size_t expert_rows = (size_t)ep->exp_cap;                /* received rows expanded to local experts */
-    const size_t send_rows = tokens * ep->Kd;                      /* own rows sent out, each token ≤ Kd times */
-    const size_t part_slots = recv_rows * ep->Kl;                  /* ≤ Kl local experts per received row */
+    const size_t inter = ep->I, shared_inter = ep->I_s; /* I and I_s: routed and shared expert widths */
+    const size_t recv_rows = (size_t)ep->recv_cap;      /* rows one device can receive */
+    const size_t expert_rows = (size_t)ep->exp_cap;     /* received rows expanded to local experts */
+    const size_t send_rows = tokens * ep->Kd;           /* own rows sent out, each token ≤ Kd times */
+    const size_t part_slots = recv_rows * ep->Kl;       /* ≤ Kl local experts per received row */
     CUDA_TRY(cudaSetDevice(d));
-    if (fast_context_init(&v->ctx, bf16, tokens * hidden))        /* stage: the shared experts' GEMM input */
+    if (fast_context_init(&v->ctx, bf16, tokens * hidden)) /* stage: the shared experts' GEMM input */
         return -1;
     const size_t esz = kernel_dtype_size(v->ctx.wtype);
     pl->send_token = malloc(sizeof(int) * send_rows);
@@ -61,8 +66,8 @@ static int init_device(FastEp *ep, int d, bool bf16)
     pl->part_weight = malloc(sizeof(float) * part_slots);
     pl->comb_slot = malloc(sizeof(int) * send_rows);
     pl->comb_weight = malloc(sizeof(float) * send_rows);
-    if (!pl->send_token || !pl->expand_row || !pl->expert_off || !pl->part_slot || !pl->part_weight ||
-        !pl->comb_slot || !pl->comb_weight)
+    if (!pl->send_token || !pl->expand_row || !pl->expert_off || !pl->part_slot || !pl->part_weight || !pl->comb_slot ||
+        !pl->comb_weight)
         return ds_error("fast_ep_init: out of host memory");
     if (dev_alloc(&v->logits, tokens * experts, 4) || dev_alloc(&v->idx, tokens * top_k, 4) ||
         dev_alloc(&v->weight, tokens * top_k, 4) || dev_alloc(&v->stat_count, experts, 4) ||
@@ -94,8 +99,7 @@ int fast_ep_init(FastEp *ep, int N, bool bf16, const ModelConfig *cfg, int max_T
                         FAST_EP_MAX_DEVICES);
     int present = 0;
     CUDA_TRY(cudaGetDeviceCount(&present));
-    if (present < N)
-        return ds_error("fast_ep_init: %d devices asked for, %d present", N, present);
+    if (present < N) return ds_error("fast_ep_init: %d devices asked for, %d present", N, present);
     ep->N = N;
     ep->E = E;
     ep->K = K;
@@ -105,8 +109,8 @@ int fast_ep_init(FastEp *ep, int N, bool bf16, const ModelConfig *cfg, int max_T
     ep->max_T = max_T;
     ep->Kd = imin(K, N);
     ep->Kl = imin(K, E / N);
-    ep->recv_cap = N * max_T;                    /* a token's hidden state reaches a device at most once */
-    ep->exp_cap = ep->recv_cap * ep->Kl;         /* where it feeds at most min(K, E/N) experts */
+    ep->recv_cap = N * max_T;            /* a token's hidden state reaches a device at most once */
+    ep->exp_cap = ep->recv_cap * ep->Kl; /* where it feeds at most min(K, E/N) experts */
     const size_t all = (size_t)N * max_T * K;
     ep->keep_idx = malloc(sizeof(int) * all);
     ep->weight_host = malloc(sizeof(float) * all);
@@ -126,14 +130,12 @@ int fast_ep_init(FastEp *ep, int N, bool bf16, const ModelConfig *cfg, int max_T
     /* one communicator per device, rank d on device d */
     ncclComm_t comms[FAST_EP_MAX_DEVICES];
     int devices[FAST_EP_MAX_DEVICES];
-    for (int d = 0; d < N; d++)
-        devices[d] = d;
+    for (int d = 0; d < N; d++) devices[d] = d;
     if (fast_check_nccl(ncclCommInitAll(comms, N, devices), "ncclCommInitAll", __FILE__, __LINE__)) {
         fast_ep_free(ep);
         return -1;
     }
-    for (int d = 0; d < N; d++)
-        ep->dev[d].comm = comms[d];
+    for (int d = 0; d < N; d++) ep->dev[d].comm = comms[d];
     for (int d = 0; d < N; d++)
         if (init_device(ep, d, bf16)) {
             fast_ep_free(ep);
@@ -161,10 +163,8 @@ void fast_ep_timing_destroy(FastEpTiming *tm, int N)
     for (int d = 0; d < N; d++) {
         cudaSetDevice(d);
         for (int p = 0; p < FAST_EP_PHASES; p++) {
-            if (tm->begin[p][d])
-                cudaEventDestroy(tm->begin[p][d]);
-            if (tm->end[p][d])
-                cudaEventDestroy(tm->end[p][d]);
+            if (tm->begin[p][d]) cudaEventDestroy(tm->begin[p][d]);
+            if (tm->end[p][d]) cudaEventDestroy(tm->end[p][d]);
         }
     }
     memset(tm, 0, sizeof *tm);
@@ -190,24 +190,20 @@ void fast_ep_free(FastEp *ep)
         FastEpDevice *v = &ep->dev[d];
         FastEpPlan *pl = &v->plan;
         cudaSetDevice(d);
-        void *mem[] = {v->logits, v->idx, v->weight, v->stat_count, v->stat_score, v->stat_dev, v->idx_all,
-                       v->weight_all, v->send_token, v->expand_row, v->part_slot, v->part_weight, v->comb_slot,
-                       v->comb_weight, v->xp, v->xr, v->xe, v->xw, v->gu, v->hidden, v->ye, v->yr, v->ret,
-                       v->shared_out};
-        for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
-            cudaFree(mem[i]);
+        void *mem[] = { v->logits,    v->idx,         v->weight,     v->stat_count, v->stat_score, v->stat_dev,
+                        v->idx_all,   v->weight_all,  v->send_token, v->expand_row, v->part_slot,  v->part_weight,
+                        v->comb_slot, v->comb_weight, v->xp,         v->xr,         v->xe,         v->xw,
+                        v->gu,        v->hidden,      v->ye,         v->yr,         v->ret,        v->shared_out };
+        for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++) cudaFree(mem[i]);
         fast_context_free(&v->ctx);
-        if (v->comm)
-            ncclCommDestroy(v->comm);
-        void *host[] = {pl->send_token, pl->expand_row, pl->expert_off, pl->part_slot, pl->part_weight,
-                        pl->comb_slot, pl->comb_weight};
-        for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
-            free(host[i]);
+        if (v->comm) ncclCommDestroy(v->comm);
+        void *host[] = { pl->send_token,  pl->expand_row, pl->expert_off, pl->part_slot,
+                         pl->part_weight, pl->comb_slot,  pl->comb_weight };
+        for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
     }
-    void *host[] = {ep->keep_idx, ep->weight_host, ep->keep, ep->recv_token, ep->slot_row, ep->send_row,
-                    ep->stats.expert_count, ep->stats.f, ep->stats.P, ep->stats.device_tokens};
-    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
-        free(host[i]);
+    void *host[] = { ep->keep_idx, ep->weight_host,        ep->keep,    ep->recv_token, ep->slot_row,
+                     ep->send_row, ep->stats.expert_count, ep->stats.f, ep->stats.P,    ep->stats.device_tokens };
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
     memset(ep, 0, sizeof *ep);
 }
 
@@ -216,7 +212,7 @@ int fast_ep_upload_moe(FastEp *ep, FastEpMoe *out, const MoeWeights *w, const Mo
 {
     memset(out, 0, sizeof *out);
     const int per = ep->E / ep->N;
-    MoeWeights local = *w;                   /* the full router, the shared experts, E/N routed experts */
+    MoeWeights local = *w; /* the full router, the shared experts, E/N routed experts */
     ModelConfig local_cfg = *cfg;
     local.bias = NULL;
     local_cfg.n_routed_experts = per;
@@ -246,8 +242,7 @@ void fast_ep_free_moe(FastEp *ep, FastEpMoe *w)
 static int seg_start(const int *n, int j)
 {
     int at = 0;
-    for (int i = 0; i < j; i++)
-        at += n[i];
+    for (int i = 0; i < j; i++) at += n[i];
     return at;
 }
 
@@ -257,8 +252,7 @@ static bool token_on(const FastEp *ep, int g, int r)
     const int per = ep->E / ep->N;
     for (int k = 0; k < ep->K; k++) {
         const int e = ep->keep_idx[(size_t)g * ep->K + k];
-        if (e < ep->E && e / per == r)
-            return true;
+        if (e < ep->E && e / per == r) return true;
     }
     return false;
 }
@@ -274,7 +268,7 @@ static void plan_dispatch(FastEp *ep, const int *first)
     FastEpStats *st = &ep->stats;
     st->rows_dispatched = st->rows_sent = 0;
     st->max_devices = 0;
-    for (int s = 0; s < N; s++) {                                 /* sources: by destination, then token */
+    for (int s = 0; s < N; s++) { /* sources: by destination, then token */
         FastEpPlan *pl = &ep->dev[s].plan;
         const int T = first[s + 1] - first[s];
         int row = 0;
@@ -289,7 +283,7 @@ static void plan_dispatch(FastEp *ep, const int *first)
             st->rows_dispatched += pl->n_send[r];
             st->rows_sent += r != s ? pl->n_send[r] : 0;
         }
-        for (int t = 0; t < T; t++) {                             /* its partials come back to the same rows */
+        for (int t = 0; t < T; t++) { /* its partials come back to the same rows */
             int j = 0;
             for (int r = 0; r < N; r++)
                 if (token_on(ep, first[s] + t, r)) {
@@ -298,21 +292,20 @@ static void plan_dispatch(FastEp *ep, const int *first)
                 }
             st->max_devices = j > st->max_devices ? j : st->max_devices;
             for (; j < Kd; j++) {
-                pl->comb_slot[t * Kd + j] = ep->max_T * Kd;       /* the zero row */
+                pl->comb_slot[t * Kd + j] = ep->max_T * Kd; /* the zero row */
                 pl->comb_weight[t * Kd + j] = 0.0f;
             }
         }
     }
-    for (int r = 0; r < N; r++) {                                 /* receivers */
+    for (int r = 0; r < N; r++) { /* receivers */
         FastEpPlan *pl = &ep->dev[r].plan;
         int rows = 0;
-        for (int s = 0; s < N; s++) {                             /* received rows: by source, then token */
+        for (int s = 0; s < N; s++) { /* received rows: by source, then token */
             pl->n_recv[s] = ep->dev[s].plan.n_send[r];
             for (int g = first[s]; g < first[s + 1]; g++)
-                if (token_on(ep, g, r))
-                    ep->recv_token[rows++] = g;
+                if (token_on(ep, g, r)) ep->recv_token[rows++] = g;
         }
-        int n = 0;                                                /* the local permutation: by local expert */
+        int n = 0; /* the local permutation: by local expert */
         for (int j = 0; j < per; j++) {
             pl->expert_off[j] = n;
             for (int i = 0; i < rows; i++)
@@ -323,7 +316,7 @@ static void plan_dispatch(FastEp *ep, const int *first)
                     }
         }
         pl->expert_off[per] = n;
-        for (int i = 0; i < rows; i++) {                          /* partial: its local slots, k ascending */
+        for (int i = 0; i < rows; i++) { /* partial: its local slots, k ascending */
             int j = 0;
             for (int k = 0; k < K; k++) {
                 const size_t a = (size_t)ep->recv_token[i] * K + k;
@@ -333,7 +326,7 @@ static void plan_dispatch(FastEp *ep, const int *first)
                 }
             }
             for (; j < Kl; j++) {
-                pl->part_slot[i * Kl + j] = ep->exp_cap;          /* the zero row */
+                pl->part_slot[i * Kl + j] = ep->exp_cap; /* the zero row */
                 pl->part_weight[i * Kl + j] = 0.0f;
             }
         }
@@ -364,27 +357,28 @@ static int exchange(FastEp *ep, bool back)
         for (int r = 0; r < N && rc == 0; r++) {
             FastEpDevice *dst = &ep->dev[r];
             const size_t n = (size_t)src->plan.n_send[r] * Dm;
-            const size_t here = (size_t)seg_start(src->plan.n_send, r) * Dm;    /* in s's xp and ret */
-            const size_t there = (size_t)seg_start(dst->plan.n_recv, s) * Dm;   /* in r's xr and yr */
-            if (n == 0)
-                continue;
+            const size_t here = (size_t)seg_start(src->plan.n_send, r) * Dm;  /* in s's xp and ret */
+            const size_t there = (size_t)seg_start(dst->plan.n_recv, s) * Dm; /* in r's xr and yr */
+            if (n == 0) continue;
             if (!back)
-                rc = fast_check_nccl(ncclSend((const char *)src->xp + here * esz, n, xtype, r, src->comm,
-                                              src->ctx.stream), "ncclSend", __FILE__, __LINE__) ||
-                             fast_check_nccl(ncclRecv((char *)dst->xr + there * esz, n, xtype, s, dst->comm,
-                                                      dst->ctx.stream), "ncclRecv", __FILE__, __LINE__)
+                rc = fast_check_nccl(
+                         ncclSend((const char *)src->xp + here * esz, n, xtype, r, src->comm, src->ctx.stream),
+                         "ncclSend", __FILE__, __LINE__) ||
+                             fast_check_nccl(
+                                 ncclRecv((char *)dst->xr + there * esz, n, xtype, s, dst->comm, dst->ctx.stream),
+                                 "ncclRecv", __FILE__, __LINE__)
                          ? -1
                          : 0;
             else
                 rc = fast_check_nccl(ncclSend(dst->yr + there, n, ncclFloat32, s, dst->comm, dst->ctx.stream),
                                      "ncclSend", __FILE__, __LINE__) ||
-                             fast_check_nccl(ncclRecv(src->ret + here, n, ncclFloat32, r, src->comm,
-                                                      src->ctx.stream), "ncclRecv", __FILE__, __LINE__)
+                             fast_check_nccl(ncclRecv(src->ret + here, n, ncclFloat32, r, src->comm, src->ctx.stream),
+                                             "ncclRecv", __FILE__, __LINE__)
                          ? -1
                          : 0;
         }
     }
-    const int end = fast_check_nccl(ncclGroupEnd(), "ncclGroupEnd", __FILE__, __LINE__);   /* always closed */
+    const int end = fast_check_nccl(ncclGroupEnd(), "ncclGroupEnd", __FILE__, __LINE__); /* always closed */
     return rc || end ? -1 : 0;
 }
 // ANCHOR_END: fast_ep_exchange
@@ -398,8 +392,7 @@ static int timed_exchange(FastEp *ep, bool back)
         CUDA_TRY(cudaSetDevice(d));
         CUDA_TRY(cudaEventRecord(tm->begin[phase][d], ep->dev[d].ctx.stream));
     }
-    if (exchange(ep, back))
-        return -1;
+    if (exchange(ep, back)) return -1;
     for (int d = 0; tm && d < ep->N; d++) {
         CUDA_TRY(cudaSetDevice(d));
         CUDA_TRY(cudaEventRecord(tm->end[phase][d], ep->dev[d].ctx.stream));
@@ -416,18 +409,20 @@ static int reduce_stats(FastEp *ep, int T)
     for (int d = 0; d < N && rc == 0; d++) {
         FastEpDevice *v = &ep->dev[d];
         cudaStream_t st = v->ctx.stream;
-        rc = fast_check_nccl(ncclAllReduce(v->stat_count, v->stat_count, (size_t)E, ncclInt32, ncclSum, v->comm, st),
-                             "ncclAllReduce(counts)", __FILE__, __LINE__) ||
-                     fast_check_nccl(ncclAllReduce(v->stat_score, v->stat_score, (size_t)E, ncclFloat32, ncclSum,
-                                                   v->comm, st), "ncclAllReduce(affinities)", __FILE__, __LINE__) ||
-                     fast_check_nccl(ncclAllReduce(v->stat_dev, v->stat_dev, (size_t)N, ncclInt32, ncclSum, v->comm,
-                                                   st), "ncclAllReduce(device tokens)", __FILE__, __LINE__) ||
-                     fast_check_nccl(ncclAllGather(v->idx, v->idx_all, (size_t)T * K, ncclInt32, v->comm, st),
-                                     "ncclAllGather(routing)", __FILE__, __LINE__) ||
-                     fast_check_nccl(ncclAllGather(v->weight, v->weight_all, (size_t)T * K, ncclFloat32, v->comm, st),
-                                     "ncclAllGather(weights)", __FILE__, __LINE__)
-                 ? -1
-                 : 0;
+        rc =
+            fast_check_nccl(ncclAllReduce(v->stat_count, v->stat_count, (size_t)E, ncclInt32, ncclSum, v->comm, st),
+                            "ncclAllReduce(counts)", __FILE__, __LINE__) ||
+                    fast_check_nccl(
+                        ncclAllReduce(v->stat_score, v->stat_score, (size_t)E, ncclFloat32, ncclSum, v->comm, st),
+                        "ncclAllReduce(affinities)", __FILE__, __LINE__) ||
+                    fast_check_nccl(ncclAllReduce(v->stat_dev, v->stat_dev, (size_t)N, ncclInt32, ncclSum, v->comm, st),
+                                    "ncclAllReduce(device tokens)", __FILE__, __LINE__) ||
+                    fast_check_nccl(ncclAllGather(v->idx, v->idx_all, (size_t)T * K, ncclInt32, v->comm, st),
+                                    "ncclAllGather(routing)", __FILE__, __LINE__) ||
+                    fast_check_nccl(ncclAllGather(v->weight, v->weight_all, (size_t)T * K, ncclFloat32, v->comm, st),
+                                    "ncclAllGather(weights)", __FILE__, __LINE__)
+                ? -1
+                : 0;
     }
     const int end = fast_check_nccl(ncclGroupEnd(), "ncclGroupEnd", __FILE__, __LINE__);
     return rc || end ? -1 : 0;
@@ -437,17 +432,16 @@ static int reduce_stats(FastEp *ep, int T)
  * ordered after the device's earlier work on its blocking stream and before its later work. */
 static int upload(void *dst, const void *src, size_t n)
 {
-    if (n)
-        CUDA_TRY(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
+    if (n) CUDA_TRY(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
     return 0;
 }
 
 // ANCHOR: fast_ep_phases
 /** One call's tokens: device d holds T[d] of them, rows [first[d], first[d+1]) in device order. */
 typedef struct {
-    const int *T;                          /**< tokens per device */
-    int first[FAST_EP_MAX_DEVICES + 1];    /**< first global row of each device's tokens; first[N] in all */
-    int T_max;                             /**< the most tokens on one device (rows gathered per device) */
+    const int *T;                       /**< tokens per device */
+    int first[FAST_EP_MAX_DEVICES + 1]; /**< first global row of each device's tokens; first[N] in all */
+    int T_max;                          /**< the most tokens on one device (rows gathered per device) */
 } EpBatch;
 
 /* The layout of T[0..N) tokens, refused when a device holds more than the group was sized for or none holds any. */
@@ -463,8 +457,7 @@ static int lay_out_tokens(const FastEp *ep, const int *T, EpBatch *b)
         b->first[d + 1] = b->first[d] + T[d];
         b->T_max = T[d] > b->T_max ? T[d] : b->T_max;
     }
-    if (b->first[ep->N] == 0)
-        return ds_error("fast_ep_moe_forward: no tokens on any device");
+    if (b->first[ep->N] == 0) return ds_error("fast_ep_moe_forward: no tokens on any device");
     return 0;
 }
 
@@ -473,23 +466,28 @@ static int route_on_each_device(FastEp *ep, const FastEpMoe *w, const ModelConfi
                                 const EpBatch *b)
 {
     const int N = ep->N, E = ep->E, K = ep->K, Dm = ep->D;
-    const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
-                            cfg->norm_topk_prob, cfg->routed_scaling_factor};
+    const RouterParams p = { E,
+                             K,
+                             cfg->n_group,
+                             cfg->topk_group,
+                             (int)cfg->topk_method,
+                             (int)cfg->scoring_func,
+                             cfg->norm_topk_prob,
+                             cfg->routed_scaling_factor };
     for (int d = 0; d < N; d++) {
         FastEpDevice *v = &ep->dev[d];
-        FastScratch s = {.gu = v->gu, .hidden = v->hidden};      /* what fast_swiglu_forward() uses */
+        FastScratch s = { .gu = v->gu, .hidden = v->hidden }; /* what fast_swiglu_forward() uses */
         const int T = b->T[d];
         CUDA_TRY(cudaSetDevice(d));
-        if (T > 0) {                                               /* an idle device still joins every collective */
+        if (T > 0) { /* an idle device still joins every collective */
             if (w->dev[d].shared.down.data &&
                 fast_swiglu_forward(&v->ctx, v->shared_out, x[d], &w->dev[d].shared, T, &s))
                 return -1;
-            if (fast_gemm(&v->ctx, v->logits, x[d], KERNEL_F32, Dm, w->dev[d].router, KERNEL_F32, E, Dm, T))
-                return -1;
+            if (fast_gemm(&v->ctx, v->logits, x[d], KERNEL_F32, Dm, w->dev[d].router, KERNEL_F32, E, Dm, T)) return -1;
             CUDA_TRY(FAST_ROUTER(v->idx, v->weight, v->logits, v->logits, w->dev[d].bias, p, T, v->ctx.stream));
         }
-        CUDA_TRY(ep_route_stats_v1(v->stat_count, v->stat_score, v->stat_dev, v->idx, v->logits, T, K, E, N,
-                                   v->ctx.stream));
+        CUDA_TRY(
+            ep_route_stats_v1(v->stat_count, v->stat_score, v->stat_dev, v->idx, v->logits, T, K, E, N, v->ctx.stream));
     }
     return 0;
 }
@@ -500,8 +498,7 @@ static int sum_statistics(FastEp *ep, const EpBatch *b)
 {
     const int N = ep->N, E = ep->E, K = ep->K;
     FastEpStats *st = &ep->stats;
-    if (reduce_stats(ep, b->T_max))
-        return -1;
+    if (reduce_stats(ep, b->T_max)) return -1;
     float score_sum[ROUTER_MAX_EXPERTS];
     CUDA_TRY(cudaSetDevice(0));
     CUDA_TRY(cudaMemcpy(st->expert_count, ep->dev[0].stat_count, sizeof(int) * E, cudaMemcpyDeviceToHost));
@@ -529,11 +526,10 @@ static int plan_from_gathered_routing(FastEp *ep, const EpBatch *b)
     }
     ep->stats.dropped = 0;
     if (ep->capacity_factor > 0) {
-        ep->stats.dropped = drop_tokens(ep->keep, ep->keep_idx, ep->weight_host, NULL, total, K, E, N,
-                                        ep->capacity_factor);
+        ep->stats.dropped =
+            drop_tokens(ep->keep, ep->keep_idx, ep->weight_host, NULL, total, K, E, N, ep->capacity_factor);
         for (size_t a = 0; a < (size_t)total * K; a++)
-            if (!ep->keep[a])
-                ep->keep_idx[a] = E;                              /* dropped: on no device */
+            if (!ep->keep[a]) ep->keep_idx[a] = E; /* dropped: on no device */
     }
     plan_dispatch(ep, b->first);
     return 0;
@@ -555,8 +551,7 @@ static int upload_plans_and_gather(FastEp *ep, const float *const *x, const EpBa
             upload(v->comb_slot, pl->comb_slot, sizeof(int) * b->T[d] * Kd) ||
             upload(v->comb_weight, pl->comb_weight, sizeof(float) * b->T[d] * Kd))
             return -1;
-        if (sent)
-            CUDA_TRY(moe_gather_v2(v->xp, v->ctx.wtype, x[d], v->send_token, (int)sent, ep->D, v->ctx.stream));
+        if (sent) CUDA_TRY(moe_gather_v2(v->xp, v->ctx.wtype, x[d], v->send_token, (int)sent, ep->D, v->ctx.stream));
     }
     return 0;
 }
@@ -572,15 +567,14 @@ static int run_local_experts(FastEp *ep, const FastEpMoe *w)
         const int *off = v->plan.expert_off, rows = seg_start(v->plan.n_recv, N);
         const size_t esz = kernel_dtype_size(ctx->wtype);
         CUDA_TRY(cudaSetDevice(r));
-        if (rows == 0)
-            continue;
-        CUDA_TRY(embed_forward_v2(v->xe, v->expand_row, v->xr, ctx->wtype, off[per], Dm, ctx->stream));   /* gather */
+        if (rows == 0) continue;
+        CUDA_TRY(embed_forward_v2(v->xe, v->expand_row, v->xr, ctx->wtype, off[per], Dm, ctx->stream)); /* gather */
         const void *xin = v->xe;
-        if (ctx->wtype != KERNEL_F32) {                            /* exact: the values came as bf16 */
+        if (ctx->wtype != KERNEL_F32) { /* exact: the values came as bf16 */
             CUDA_TRY(convert_forward_v2(v->xw, ctx->wtype, v->xe, (size_t)off[per] * Dm, ctx->stream));
             xin = v->xw;
         }
-        for (int j = 0; j < per; j++) {                            /* local expert j = global r·E/N + j */
+        for (int j = 0; j < per; j++) { /* local expert j = global r·E/N + j */
             const int n = off[j + 1] - off[j];
             if (n && fast_gemm(ctx, v->gu + (size_t)off[j] * 2 * I, (const char *)xin + (size_t)off[j] * Dm * esz,
                                ctx->wtype, Dm, (const char *)w->dev[r].gate_up.data + (size_t)j * 2 * I * Dm * esz,
@@ -591,8 +585,8 @@ static int run_local_experts(FastEp *ep, const FastEpMoe *w)
         for (int j = 0; j < per; j++) {
             const int n = off[j + 1] - off[j];
             if (n && fast_gemm(ctx, v->ye + (size_t)off[j] * Dm, (const char *)v->hidden + (size_t)off[j] * I * esz,
-                               ctx->wtype, I, (const char *)w->dev[r].down.data + (size_t)j * Dm * I * esz,
-                               ctx->wtype, Dm, I, n))
+                               ctx->wtype, I, (const char *)w->dev[r].down.data + (size_t)j * Dm * I * esz, ctx->wtype,
+                               Dm, I, n))
                 return -1;
         }
         /* p_{r,t} = Σ_{k on r, ascending} g_{k,t} FFN_{e_k}(u_t), one row per received row */
@@ -617,19 +611,19 @@ static int combine_at_sources(FastEp *ep, const FastEpMoe *w, float *const *y, c
 // ANCHOR_END: fast_ep_phases
 
 // ANCHOR: fast_ep_moe_forward
-int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
-                        const float *const *x, const int *T)
+int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y, const float *const *x,
+                        const int *T)
 {
     EpBatch b;
     if (lay_out_tokens(ep, T, &b) ||
-        route_on_each_device(ep, w, cfg, x, &b) ||   /* 1. shared experts, routing, statistics per device */
-        sum_statistics(ep, &b) ||                    /* 2. f_i, P_i over all devices; routing all-gathered */
-        plan_from_gathered_routing(ep, &b) ||        /* 3. token dropping, then every device's plan */
-        upload_plans_and_gather(ep, x, &b) ||        /* 4. plans uploaded, rows gathered by destination */
-        timed_exchange(ep, false) ||                 /* 5. dispatch: each token's row to each of its devices */
-        run_local_experts(ep, w) ||                  /* 6. expand, expert GEMMs, partial combine per row */
-        timed_exchange(ep, true) ||                  /* 7. partials back to their sources ... */
-        combine_at_sources(ep, w, y, &b))            /*    ... summed with the shared experts' output */
+        route_on_each_device(ep, w, cfg, x, &b) || /* 1. shared experts, routing, statistics per device */
+        sum_statistics(ep, &b) ||                  /* 2. f_i, P_i over all devices; routing all-gathered */
+        plan_from_gathered_routing(ep, &b) ||      /* 3. token dropping, then every device's plan */
+        upload_plans_and_gather(ep, x, &b) ||      /* 4. plans uploaded, rows gathered by destination */
+        timed_exchange(ep, false) ||               /* 5. dispatch: each token's row to each of its devices */
+        run_local_experts(ep, w) ||                /* 6. expand, expert GEMMs, partial combine per row */
+        timed_exchange(ep, true) ||                /* 7. partials back to their sources ... */
+        combine_at_sources(ep, w, y, &b))          /*    ... summed with the shared experts' output */
         return -1;
     return 0;
 }
@@ -639,14 +633,13 @@ BalanceLosses fast_ep_balance_losses(const FastEp *ep, const BalanceSpec *b)
 {
     const FastEpStats *st = &ep->stats;
     const int E = ep->E, N = ep->N, per = E / N;
-    BalanceLosses L = {0, 0, 0};
-    for (int i = 0; i < E; i++)
-        L.expert += b->alpha1 * st->f[i] * st->P[i];                /* α₁ Σ_i f_i P_i */
+    BalanceLosses L = { 0, 0, 0 };
+    for (int i = 0; i < E; i++) L.expert += b->alpha1 * st->f[i] * st->P[i]; /* α₁ Σ_i f_i P_i */
     for (int d = 0; d < N; d++) {
         double f_dev = 0, P_dev = 0;
         for (int i = d * per; i < (d + 1) * per; i++) {
-            f_dev += st->f[i] / per;                                /* f'_d: mean over the device's experts */
-            P_dev += st->P[i];                                      /* P'_d = P''_d: their sum */
+            f_dev += st->f[i] / per; /* f'_d: mean over the device's experts */
+            P_dev += st->P[i];       /* P'_d = P''_d: their sum */
         }
         const double f_comm = (double)N / ((double)b->M * st->T) * st->device_tokens[d];
         L.device += b->alpha2 * f_dev * P_dev;

@@ -20,30 +20,26 @@ int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, in
     const ModelConfig *c = ref->cfg;
     FastEpModel *em = calloc(1, sizeof *em);
     *out = NULL;
-    if (!em)
-        return ds_error("fast_ep_model_open: out of host memory");
+    if (!em) return ds_error("fast_ep_model_open: out of host memory");
     em->n_layers = c->num_hidden_layers;
     em->layers = calloc((size_t)em->n_layers, sizeof *em->layers);
     if (!em->layers) {
         fast_ep_model_close(em);
         return ds_error("fast_ep_model_open: out of host memory for %d layers", em->n_layers);
     }
-    const int max_T = (chunk + N - 1) / N;                        /* the largest share of a chunk */
+    const int max_T = (chunk + N - 1) / N; /* the largest share of a chunk */
     const size_t bytes = sizeof(float) * (size_t)max_T * c->hidden_size;
     int rc = fast_ep_init(&em->ep, N, bf16, c, max_T);
     for (int l = 0; rc == 0 && l < em->n_layers; l++)
-        if (ref->layers[l].is_moe)
-            rc = fast_ep_upload_moe(&em->ep, &em->layers[l], &ref->layers[l].moe, c);
-    for (int d = 1; rc == 0 && d < N; d++)                        /* device 0's share stays in the model's rows */
+        if (ref->layers[l].is_moe) rc = fast_ep_upload_moe(&em->ep, &em->layers[l], &ref->layers[l].moe, c);
+    for (int d = 1; rc == 0 && d < N; d++) /* device 0's share stays in the model's rows */
         rc = fast_check_cuda(cudaSetDevice(d), "cudaSetDevice", __FILE__, __LINE__) ||
                      fast_check_cuda(cudaMalloc((void **)&em->x[d], bytes), "cudaMalloc(share in)", __FILE__,
                                      __LINE__) ||
-                     fast_check_cuda(cudaMalloc((void **)&em->y[d], bytes), "cudaMalloc(share out)", __FILE__,
-                                     __LINE__)
+                     fast_check_cuda(cudaMalloc((void **)&em->y[d], bytes), "cudaMalloc(share out)", __FILE__, __LINE__)
                  ? -1
                  : 0;
-    if (rc == 0)
-        rc = fast_check_cuda(cudaSetDevice(0), "cudaSetDevice(0)", __FILE__, __LINE__);
+    if (rc == 0) rc = fast_check_cuda(cudaSetDevice(0), "cudaSetDevice(0)", __FILE__, __LINE__);
     if (rc) {
         fast_ep_model_close(em);
         return -1;
@@ -54,10 +50,8 @@ int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, in
 
 void fast_ep_model_close(FastEpModel *em)
 {
-    if (!em)
-        return;
-    for (int l = 0; em->layers && l < em->n_layers; l++)
-        fast_ep_free_moe(&em->ep, &em->layers[l]);
+    if (!em) return;
+    for (int l = 0; em->layers && l < em->n_layers; l++) fast_ep_free_moe(&em->ep, &em->layers[l]);
     for (int d = 1; d < em->ep.N; d++) {
         cudaSetDevice(d);
         cudaFree(em->x[d]);
@@ -77,31 +71,27 @@ int fast_ep_model_moe(FastEpModel *em, int l, const ModelConfig *cfg, float *y, 
     const int N = ep->N;
     const size_t D = (size_t)cfg->hidden_size;
     int n[FAST_EP_MAX_DEVICES], first[FAST_EP_MAX_DEVICES];
-    const float *xs[FAST_EP_MAX_DEVICES] = {x};
-    float *ys[FAST_EP_MAX_DEVICES] = {y};
-    for (int d = 0, t = 0; d < N; t += n[d], d++) {               /* contiguous shares, the larger ones first */
+    const float *xs[FAST_EP_MAX_DEVICES] = { x };
+    float *ys[FAST_EP_MAX_DEVICES] = { y };
+    for (int d = 0, t = 0; d < N; t += n[d], d++) { /* contiguous shares, the larger ones first */
         n[d] = T / N + (d < T % N);
         first[d] = t;
     }
     for (int d = 1; d < N; d++) {
         xs[d] = em->x[d];
         ys[d] = em->y[d];
-        if (n[d])
-            CUDA_TRY(cudaMemcpyPeerAsync(em->x[d], d, x + first[d] * D, 0, sizeof(float) * n[d] * D, stream));
+        if (n[d]) CUDA_TRY(cudaMemcpyPeerAsync(em->x[d], d, x + first[d] * D, 0, sizeof(float) * n[d] * D, stream));
     }
-    CUDA_TRY(cudaStreamSynchronize(stream));                      /* inputs in place before the group reads them */
+    CUDA_TRY(cudaStreamSynchronize(stream)); /* inputs in place before the group reads them */
     int rc = fast_ep_moe_forward(ep, &em->layers[l], cfg, ys, xs, n);
-    for (int d = 0; d < N; d++)                                   /* every stream drained, even after a failure */
+    for (int d = 0; d < N; d++) /* every stream drained, even after a failure */
         if (fast_check_cuda(cudaSetDevice(d), "cudaSetDevice", __FILE__, __LINE__) ||
-            fast_check_cuda(cudaStreamSynchronize(ep->dev[d].ctx.stream), "cudaStreamSynchronize", __FILE__,
-                            __LINE__))
+            fast_check_cuda(cudaStreamSynchronize(ep->dev[d].ctx.stream), "cudaStreamSynchronize", __FILE__, __LINE__))
             rc = -1;
     CUDA_TRY(cudaSetDevice(0));
-    if (rc)
-        return -1;
-    for (int d = 1; d < N; d++)                                   /* ordered before the model's next kernels */
-        if (n[d])
-            CUDA_TRY(cudaMemcpyPeerAsync(y + first[d] * D, 0, em->y[d], d, sizeof(float) * n[d] * D, stream));
+    if (rc) return -1;
+    for (int d = 1; d < N; d++) /* ordered before the model's next kernels */
+        if (n[d]) CUDA_TRY(cudaMemcpyPeerAsync(y + first[d] * D, 0, em->y[d], d, sizeof(float) * n[d] * D, stream));
     return 0;
 }
 // ANCHOR_END: fast_ep_model_moe

@@ -38,13 +38,13 @@
  * (block and warp reductions, one thread per RoPE pair, one warp per routed
  * token). `make bench-fast` times both versions where a GPU is present.
  */
-#define FAST_RMSNORM rmsnorm_forward_v2           /**< RMSNorm */
-#define FAST_RMSNORM_RESIDUAL rmsnorm_residual_v2 /**< residual add fused with the next RMSNorm */
-#define FAST_ROPE rope_forward_at_v2              /**< RoPE on q^R in place, positions from the device */
-#define FAST_ROUTER router_forward_v2             /**< scores + group max + top-K in one kernel */
-#define FAST_WRITE_LATENTS mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
-#define FAST_ARGMAX sample_argmax_v2              /**< greedy token */
-#define FAST_MOE_EXPERTS moe_ffn_grouped_v3       /**< routed + shared experts of a small step, offsets on the device */
+#define FAST_RMSNORM          rmsnorm_forward_v2      /**< RMSNorm */
+#define FAST_RMSNORM_RESIDUAL rmsnorm_residual_v2     /**< residual add fused with the next RMSNorm */
+#define FAST_ROPE             rope_forward_at_v2      /**< RoPE on q^R in place, positions from the device */
+#define FAST_ROUTER           router_forward_v2       /**< scores + group max + top-K in one kernel */
+#define FAST_WRITE_LATENTS    mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
+#define FAST_ARGMAX           sample_argmax_v2        /**< greedy token */
+#define FAST_MOE_EXPERTS      moe_ffn_grouped_v3 /**< routed + shared experts of a small step, offsets on the device */
 
 /**
  * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed
@@ -69,18 +69,24 @@ int fast_check_cuda(cudaError_t err, const char *call, const char *file, int lin
 int fast_check_blas(cublasStatus_t st, const char *call, const char *file, int line);
 
 /** Returns −1 from the enclosing function when the CUDA call fails (error line recorded). */
-#define CUDA_TRY(call) do { if (fast_check_cuda((call), #call, __FILE__, __LINE__)) return -1; } while (0)
+#define CUDA_TRY(call)                                                     \
+    do {                                                                   \
+        if (fast_check_cuda((call), #call, __FILE__, __LINE__)) return -1; \
+    } while (0)
 /** Returns −1 from the enclosing function when the cuBLAS call fails (error line recorded). */
-#define BLAS_TRY(call) do { if (fast_check_blas((call), #call, __FILE__, __LINE__)) return -1; } while (0)
+#define BLAS_TRY(call)                                                     \
+    do {                                                                   \
+        if (fast_check_blas((call), #call, __FILE__, __LINE__)) return -1; \
+    } while (0)
 
 /** One device: its stream, cuBLAS handle, precision mode and the bf16 staging buffer for GEMM operands. */
 typedef struct {
-    cudaStream_t stream;  /**< every kernel and GEMM is queued here */
-    cublasHandle_t blas;  /**< bound to stream */
-    bool bf16;            /**< weights and GEMM operands in bf16 (else float32) */
-    KernelDType wtype;    /**< KERNEL_BF16 or KERNEL_F32, from bf16 */
-    void *stage;          /**< [stage_elems] activations converted to wtype before a GEMM */
-    size_t stage_elems;   /**< capacity of stage */
+    cudaStream_t stream; /**< every kernel and GEMM is queued here */
+    cublasHandle_t blas; /**< bound to stream */
+    bool bf16;           /**< weights and GEMM operands in bf16 (else float32) */
+    KernelDType wtype;   /**< KERNEL_BF16 or KERNEL_F32, from bf16 */
+    void *stage;         /**< [stage_elems] activations converted to wtype before a GEMM */
+    size_t stage_elems;  /**< capacity of stage */
 } FastContext;
 
 /**
@@ -93,10 +99,10 @@ void fast_context_free(FastContext *ctx);
 
 /** A weight matrix on the device: rows × cols, row-major, of type dtype. */
 typedef struct {
-    void *data;          /**< device memory */
-    KernelDType dtype;   /**< ctx->wtype */
-    int rows;            /**< out_features */
-    int cols;            /**< in_features */
+    void *data;        /**< device memory */
+    KernelDType dtype; /**< ctx->wtype */
+    int rows;          /**< out_features */
+    int cols;          /**< in_features */
 } FastMat;
 
 /**
@@ -116,8 +122,8 @@ void fast_mat_free(FastMat *m);
  * x_type with row stride ldx (elements); x_type must equal W.dtype (cuBLAS
  * wants A and B of one type); float32 accumulation and output.
  */
-int fast_gemm(FastContext *ctx, float *y, const void *x, KernelDType x_type, int ldx, const void *W,
-              KernelDType w_type, int rows, int cols, int T);
+int fast_gemm(FastContext *ctx, float *y, const void *x, KernelDType x_type, int ldx, const void *W, KernelDType w_type,
+              int rows, int cols, int T);
 
 /**
  * y = x Wᵀ for float32 activations x: [T, W.cols] (converted into ctx->stage
@@ -135,55 +141,55 @@ typedef struct {
 
 /** One MoE layer on the device. */
 typedef struct {
-    float *router;        /**< W_gate of the router [E, D], always float32 (docs/semantics.md §3.6.3) */
-    float *bias;          /**< [E] e_score_correction_bias (noaux_tc) or NULL */
-    FastMat gate_up;      /**< [E·2I, D]: expert e's [W_gate; W_up] at rows [2I·e, 2I·(e+1)) */
-    FastMat down;         /**< [E·D, I]: expert e's W_down at rows [D·e, D·(e+1)) */
-    FastSwiglu shared;    /**< the N_s shared experts fused (width N_s·I_e); data NULL when N_s = 0 */
+    float *router;     /**< W_gate of the router [E, D], always float32 (docs/semantics.md §3.6.3) */
+    float *bias;       /**< [E] e_score_correction_bias (noaux_tc) or NULL */
+    FastMat gate_up;   /**< [E·2I, D]: expert e's [W_gate; W_up] at rows [2I·e, 2I·(e+1)) */
+    FastMat down;      /**< [E·D, I]: expert e's W_down at rows [D·e, D·(e+1)) */
+    FastSwiglu shared; /**< the N_s shared experts fused (width N_s·I_e); data NULL when N_s = 0 */
 } FastMoe;
 
 /** One layer's attention weights on the device. */
 typedef struct {
-    FastMat q_proj;     /**< [n_h·d_q, D] (no query compression) */
-    FastMat q_a_proj;   /**< W^DQ [d_c', D] */
-    float *q_a_norm;    /**< [d_c'] */
-    FastMat q_b_proj;   /**< [n_h·d_q, d_c'] */
-    FastMat kv_a_proj;  /**< [W^DKV; W^KR] [d_c + d_r, D] */
-    float *kv_a_norm;   /**< [d_c] */
-    FastMat kv_b_proj;  /**< per head [W^UK_h; W^UV_h]: [n_h·(d_n + d_v), d_c] */
-    FastMat o_proj;     /**< W^O [D, n_h·d_v] */
+    FastMat q_proj;    /**< [n_h·d_q, D] (no query compression) */
+    FastMat q_a_proj;  /**< W^DQ [d_c', D] */
+    float *q_a_norm;   /**< [d_c'] */
+    FastMat q_b_proj;  /**< [n_h·d_q, d_c'] */
+    FastMat kv_a_proj; /**< [W^DKV; W^KR] [d_c + d_r, D] */
+    float *kv_a_norm;  /**< [d_c] */
+    FastMat kv_b_proj; /**< per head [W^UK_h; W^UV_h]: [n_h·(d_n + d_v), d_c] */
+    FastMat o_proj;    /**< W^O [D, n_h·d_v] */
 } FastMla;
 
 /** Working memory of the device FFNs and attention for chunks of up to max_T tokens over max_ctx positions. */
 typedef struct {
-    int max_T;          /**< tokens per chunk it was sized for */
-    int max_ctx;        /**< cached positions it was sized for */
+    int max_T;   /**< tokens per chunk it was sized for */
+    int max_ctx; /**< cached positions it was sized for */
     /* FFN */
-    float *logits;      /**< [max_T, E] router logits, then affinities */
-    int *idx;           /**< [max_T, K] chosen experts */
-    float *weight;      /**< [max_T, K] their weights */
-    int *counts;        /**< [E] rows per expert */
-    int *offsets;       /**< [E + 1] first permuted row of each expert */
-    int *slot_row;      /**< [max_T·K] permuted row of (t, k) */
-    int *row_token;     /**< [max_T·K] token of each permuted row */
-    int *counts_host;   /**< [E + 1] offsets copied to the host (one GEMM per non-empty expert) */
-    void *xp;           /**< [max_T·K, D] permuted inputs (wtype) */
-    float *gu;          /**< [max_T·K, 2·I_max] fused gate/up outputs */
-    void *hidden;       /**< [max_T·K + max_T, I_max] SwiGLU outputs (wtype): routed rows, then shared */
-    float *expert_out;  /**< [max_T·K, D] permuted expert outputs */
-    float *shared_out;  /**< [max_T, D] */
+    float *logits;     /**< [max_T, E] router logits, then affinities */
+    int *idx;          /**< [max_T, K] chosen experts */
+    float *weight;     /**< [max_T, K] their weights */
+    int *counts;       /**< [E] rows per expert */
+    int *offsets;      /**< [E + 1] first permuted row of each expert */
+    int *slot_row;     /**< [max_T·K] permuted row of (t, k) */
+    int *row_token;    /**< [max_T·K] token of each permuted row */
+    int *counts_host;  /**< [E + 1] offsets copied to the host (one GEMM per non-empty expert) */
+    void *xp;          /**< [max_T·K, D] permuted inputs (wtype) */
+    float *gu;         /**< [max_T·K, 2·I_max] fused gate/up outputs */
+    void *hidden;      /**< [max_T·K + max_T, I_max] SwiGLU outputs (wtype): routed rows, then shared */
+    float *expert_out; /**< [max_T·K, D] permuted expert outputs */
+    float *shared_out; /**< [max_T, D] */
     /* attention */
-    float *q;           /**< [max_T, n_h·d_q] */
-    float *c_q;         /**< [max_T, d_c'] */
-    float *kv;          /**< [max_T, d_c + d_r] */
-    float *o;           /**< [max_T, n_h·d_v] */
-    float *q_lat;       /**< [max_T, n_h, d_c] */
-    float *o_lat;       /**< [max_T, n_h, d_c] */
-    float *partial;     /**< split-decode partials */
-    float *u;           /**< [max_ctx, n_h·(d_n + d_v)] decompressed [k^N; v] */
-    float *k;           /**< [max_ctx, n_h·d_q] */
-    float *v;           /**< [max_ctx, n_h·d_v] */
-    float *s;           /**< [n_h, max_T, max_ctx] scores, then probabilities */
+    float *q;       /**< [max_T, n_h·d_q] */
+    float *c_q;     /**< [max_T, d_c'] */
+    float *kv;      /**< [max_T, d_c + d_r] */
+    float *o;       /**< [max_T, n_h·d_v] */
+    float *q_lat;   /**< [max_T, n_h, d_c] */
+    float *o_lat;   /**< [max_T, n_h, d_c] */
+    float *partial; /**< split-decode partials */
+    float *u;       /**< [max_ctx, n_h·(d_n + d_v)] decompressed [k^N; v] */
+    float *k;       /**< [max_ctx, n_h·d_q] */
+    float *v;       /**< [max_ctx, n_h·d_v] */
+    float *s;       /**< [n_h, max_T, max_ctx] scores, then probabilities */
 } FastScratch;
 
 /** Uploads a reference SwiGLU (gate and up fused). \return 0 or −1. */
@@ -214,9 +220,9 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 
 /** How fast_moe_forward_experts() runs the routed experts. */
 typedef enum {
-    FAST_MOE_AUTO = 0,       /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else per expert (prompts) */
-    FAST_MOE_GROUPED = 1,    /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
-    FAST_MOE_PER_EXPERT = 2  /**< one cuBLAS GEMM pair per non-empty expert, offsets copied to the host */
+    FAST_MOE_AUTO = 0,      /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else per expert (prompts) */
+    FAST_MOE_GROUPED = 1,   /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
+    FAST_MOE_PER_EXPERT = 2 /**< one cuBLAS GEMM pair per non-empty expert, offsets copied to the host */
 } FastMoeExperts;
 
 /**
@@ -257,57 +263,58 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
 
 /** Options for fast_model_open(). Zero means "the default". */
 typedef struct {
-    bool bf16;       /**< bf16 weights and latent cache (the fast path); false: float32 mode */
-    int max_context; /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
-    int chunk;       /**< tokens per forward chunk (default 64) */
-    int form;        /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
-    int ep_devices;  /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
+    bool bf16;          /**< bf16 weights and latent cache (the fast path); false: float32 mode */
+    int max_context;    /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
+    int chunk;          /**< tokens per forward chunk (default 64) */
+    int form;           /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
+    int ep_devices;     /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
     bool moe_elsewhere; /**< MoE layers not uploaded: the caller runs them (fast/dp_model.c's group) */
-    int max_batch;   /**< sequence slots, each with its own latent cache and position (default 1) */
-    int graph;       /**< 0: decode steps replayed from CUDA graphs where supported (one device); −1: every launch eager */
+    int max_batch;      /**< sequence slots, each with its own latent cache and position (default 1) */
+    int graph; /**< 0: decode steps replayed from CUDA graphs where supported (one device); −1: every launch eager */
 } FastOptions;
 
 /** One decoder layer on the device. */
 typedef struct {
-    float *attn_norm;  /**< [D] */
-    FastMla attn;      /**< attention */
-    float *ffn_norm;   /**< [D] */
-    bool is_moe;       /**< MoE or dense FFN */
-    FastSwiglu dense;  /**< dense FFN */
-    FastMoe moe;       /**< MoE FFN */
+    float *attn_norm; /**< [D] */
+    FastMla attn;     /**< attention */
+    float *ffn_norm;  /**< [D] */
+    bool is_moe;      /**< MoE or dense FFN */
+    FastSwiglu dense; /**< dense FFN */
+    FastMoe moe;      /**< MoE FFN */
 } FastLayer;
 
 /** An open fast model on the current device. */
 typedef struct {
-    ModelConfig config;    /**< the checkpoint's config */
+    ModelConfig config;     /**< the checkpoint's config */
     const ModelConfig *cfg; /**< = &config */
-    Rope rope;             /**< host RoPE tables and σ */
-    FastContext ctx;       /**< stream, cuBLAS, precision */
-    float *inv_freq;       /**< [d_r/2] device copy of rope.inv_freq */
-    FastMat embed;         /**< [vocab, D] */
-    FastMat lm_head;       /**< [vocab, D] */
-    float *final_norm;     /**< [D] */
-    FastLayer *layers;     /**< [num_hidden_layers] */
-    void *cache;           /**< slot s, layer l's [max_context, d_c + d_r] at row (s·layers + l)·max_context */
-    int max_context;       /**< cache capacity in positions, per slot */
-    int chunk;             /**< tokens per forward chunk */
-    int form;              /**< attention form option (FastOptions.form) */
-    int max_batch;         /**< sequence slots */
-    int rows;              /**< rows of one step: max(chunk, max_batch) */
-    int *pos;              /**< [max_batch] tokens already in each slot's cache (pos[0]: fast_model_forward's) */
-    int *step_host;        /**< [3·rows] pinned: the step's token ids, positions and cache bases */
-    int *step;             /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
-    FastPositions at;      /**< the current step's positions (pointers into step) */
-    float *h;              /**< [rows, D] residual stream */
-    float *a;              /**< [rows, D] normalised input of attention / FFN */
-    float *b;              /**< [rows, D] attention / FFN output, added to h by the next fused norm */
-    float *logits;         /**< [rows, vocab] device logits */
-    int last_row;          /**< row of m->logits holding the last position's logits, −1 when none */
-    int *next;             /**< [1] device arg-max */
-    FastScratch scratch;   /**< working memory */
-    cudaGraphExec_t *graphs; /**< [max_batch]: the decode step of B sequences at B − 1, captured at first use; NULL: no graphs */
+    Rope rope;              /**< host RoPE tables and σ */
+    FastContext ctx;        /**< stream, cuBLAS, precision */
+    float *inv_freq;        /**< [d_r/2] device copy of rope.inv_freq */
+    FastMat embed;          /**< [vocab, D] */
+    FastMat lm_head;        /**< [vocab, D] */
+    float *final_norm;      /**< [D] */
+    FastLayer *layers;      /**< [num_hidden_layers] */
+    void *cache;            /**< slot s, layer l's [max_context, d_c + d_r] at row (s·layers + l)·max_context */
+    int max_context;        /**< cache capacity in positions, per slot */
+    int chunk;              /**< tokens per forward chunk */
+    int form;               /**< attention form option (FastOptions.form) */
+    int max_batch;          /**< sequence slots */
+    int rows;               /**< rows of one step: max(chunk, max_batch) */
+    int *pos;               /**< [max_batch] tokens already in each slot's cache (pos[0]: fast_model_forward's) */
+    int *step_host;         /**< [3·rows] pinned: the step's token ids, positions and cache bases */
+    int *step;              /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
+    FastPositions at;       /**< the current step's positions (pointers into step) */
+    float *h;               /**< [rows, D] residual stream */
+    float *a;               /**< [rows, D] normalised input of attention / FFN */
+    float *b;               /**< [rows, D] attention / FFN output, added to h by the next fused norm */
+    float *logits;          /**< [rows, vocab] device logits */
+    int last_row;           /**< row of m->logits holding the last position's logits, −1 when none */
+    int *next;              /**< [1] device arg-max */
+    FastScratch scratch;    /**< working memory */
+    cudaGraphExec_t
+        *graphs; /**< [max_batch]: the decode step of B sequences at B − 1, captured at first use; NULL: no graphs */
     struct FastEpModel *ep; /**< MoE layers sharded over FastOptions.ep_devices devices; NULL on one device */
-    bool moe_elsewhere;    /**< FastOptions.moe_elsewhere: MoE layers not uploaded (fast_model_layer_ffn refuses) */
+    bool moe_elsewhere;     /**< FastOptions.moe_elsewhere: MoE layers not uploaded (fast_model_layer_ffn refuses) */
 } FastModel;
 
 /**

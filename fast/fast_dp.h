@@ -21,11 +21,11 @@
 
 /** N devices, each with its own sequence; MoE layers shared over the group. */
 typedef struct {
-    int N;                            /**< devices */
-    int n_layers;                     /**< decoder layers */
+    int N;                              /**< devices */
+    int n_layers;                       /**< decoder layers */
     FastModel dev[FAST_EP_MAX_DEVICES]; /**< device d's replica and latent cache (MoE layers not uploaded) */
-    FastEp ep;                        /**< the group over devices 0..N−1, sized for one chunk per device */
-    FastEpMoe *layers;                /**< [n_layers]: MoE layer l sharded (zeroed for dense layers) */
+    FastEp ep;                          /**< the group over devices 0..N−1, sized for one chunk per device */
+    FastEpMoe *layers;                  /**< [n_layers]: MoE layer l sharded (zeroed for dense layers) */
 } FastDpModel;
 
 /**

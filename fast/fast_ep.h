@@ -44,63 +44,63 @@ int fast_check_nccl(ncclResult_t r, const char *call, const char *file, int line
 typedef struct {
     int n_send[FAST_EP_MAX_DEVICES]; /**< rows it sends each destination: its tokens with a kept expert there */
     int n_recv[FAST_EP_MAX_DEVICES]; /**< rows it receives from each source (that source's n_send to it) */
-    int *send_token;     /**< [max_T·Kd] local token of each row sent, by destination, then token */
-    int *expand_row;     /**< [exp_cap] received row feeding each expanded row, by local expert, then received row */
-    int *expert_off;     /**< [E/N + 1] first expanded row of each local expert */
-    int *part_slot;      /**< [recv_cap·Kl] per received row: expanded rows of its kept local slots, k ascending,
+    int *send_token;                 /**< [max_T·Kd] local token of each row sent, by destination, then token */
+    int *expand_row;    /**< [exp_cap] received row feeding each expanded row, by local expert, then received row */
+    int *expert_off;    /**< [E/N + 1] first expanded row of each local expert */
+    int *part_slot;     /**< [recv_cap·Kl] per received row: expanded rows of its kept local slots, k ascending,
                               then the zero row exp_cap */
-    float *part_weight;  /**< [recv_cap·Kl] their g_{k,t} (0 for the zero row) */
-    int *comb_slot;      /**< [max_T·Kd] per own token: rows of its returned partials, devices ascending, then
+    float *part_weight; /**< [recv_cap·Kl] their g_{k,t} (0 for the zero row) */
+    int *comb_slot;     /**< [max_T·Kd] per own token: rows of its returned partials, devices ascending, then
                               the zero row max_T·Kd */
-    float *comb_weight;  /**< [max_T·Kd] 1 for a partial, 0 for the zero row */
+    float *comb_weight; /**< [max_T·Kd] 1 for a partial, 0 for the zero row */
 } FastEpPlan;
 
 /** One device of an expert-parallel group: its context, communicator, plan and working memory. */
 typedef struct {
-    FastContext ctx;     /**< stream, cuBLAS handle, precision (bound to this device) */
-    ncclComm_t comm;     /**< rank d of the clique */
-    FastEpPlan plan;     /**< the last call's plan for this device (host) */
-    float *logits;       /**< [max_T, E] router logits, then affinities s_{i,t} */
-    int *idx;            /**< [max_T, K] chosen experts (before dropping) */
-    float *weight;       /**< [max_T, K] their weights g_{k,t} */
-    float *stat_score;   /**< [E] Σ_t s_{i,t}, then summed over devices */
-    int *stat_count;     /**< [E] assignments per expert, then summed over devices */
-    int *stat_dev;       /**< [N] tokens reaching each device, then summed over devices */
-    int *idx_all;        /**< [N·max_T, K] all-gathered routing */
-    float *weight_all;   /**< [N·max_T, K] all-gathered weights */
-    int *send_token;     /**< plan.send_token on the device */
-    int *expand_row;     /**< plan.expand_row on the device */
-    int *part_slot;      /**< plan.part_slot on the device */
-    float *part_weight;  /**< plan.part_weight on the device */
-    int *comb_slot;      /**< plan.comb_slot on the device */
-    float *comb_weight;  /**< plan.comb_weight on the device */
-    void *xp;            /**< [max_T·Kd, D] rows to send, by destination then token (wtype) */
-    void *xr;            /**< [recv_cap, D] received rows, by source then token (wtype) */
-    float *xe;           /**< [exp_cap, D] received rows expanded to local experts, widened to float32 */
-    void *xw;            /**< [exp_cap, D] xe in bf16 for the expert GEMMs (bf16 mode; float32 mode uses xe) */
-    float *gu;           /**< [max(exp_cap·2I, max_T·2I_s)] fused gate/up outputs */
-    void *hidden;        /**< [max(exp_cap·I, max_T·I_s)] SwiGLU outputs (wtype) */
-    float *ye;           /**< [exp_cap + 1, D] local experts' outputs; the last row stays zero */
-    float *yr;           /**< [recv_cap, D] partial combines of the received rows, sent back */
-    float *ret;          /**< [max_T·Kd + 1, D] partials returned to this source; the last row stays zero */
-    float *shared_out;   /**< [max_T, D] shared experts */
+    FastContext ctx;    /**< stream, cuBLAS handle, precision (bound to this device) */
+    ncclComm_t comm;    /**< rank d of the clique */
+    FastEpPlan plan;    /**< the last call's plan for this device (host) */
+    float *logits;      /**< [max_T, E] router logits, then affinities s_{i,t} */
+    int *idx;           /**< [max_T, K] chosen experts (before dropping) */
+    float *weight;      /**< [max_T, K] their weights g_{k,t} */
+    float *stat_score;  /**< [E] Σ_t s_{i,t}, then summed over devices */
+    int *stat_count;    /**< [E] assignments per expert, then summed over devices */
+    int *stat_dev;      /**< [N] tokens reaching each device, then summed over devices */
+    int *idx_all;       /**< [N·max_T, K] all-gathered routing */
+    float *weight_all;  /**< [N·max_T, K] all-gathered weights */
+    int *send_token;    /**< plan.send_token on the device */
+    int *expand_row;    /**< plan.expand_row on the device */
+    int *part_slot;     /**< plan.part_slot on the device */
+    float *part_weight; /**< plan.part_weight on the device */
+    int *comb_slot;     /**< plan.comb_slot on the device */
+    float *comb_weight; /**< plan.comb_weight on the device */
+    void *xp;           /**< [max_T·Kd, D] rows to send, by destination then token (wtype) */
+    void *xr;           /**< [recv_cap, D] received rows, by source then token (wtype) */
+    float *xe;          /**< [exp_cap, D] received rows expanded to local experts, widened to float32 */
+    void *xw;           /**< [exp_cap, D] xe in bf16 for the expert GEMMs (bf16 mode; float32 mode uses xe) */
+    float *gu;          /**< [max(exp_cap·2I, max_T·2I_s)] fused gate/up outputs */
+    void *hidden;       /**< [max(exp_cap·I, max_T·I_s)] SwiGLU outputs (wtype) */
+    float *ye;          /**< [exp_cap + 1, D] local experts' outputs; the last row stays zero */
+    float *yr;          /**< [recv_cap, D] partial combines of the received rows, sent back */
+    float *ret;         /**< [max_T·Kd + 1, D] partials returned to this source; the last row stays zero */
+    float *shared_out;  /**< [max_T, D] shared experts */
 } FastEpDevice;
 
 /** What the last fast_ep_moe_forward() saw, summed over the devices (host). */
 typedef struct {
-    int T;               /**< tokens over all devices */
-    int *expert_count;   /**< [E] assignments per expert (before dropping) */
-    double *f;           /**< [E] f_i = E/(K·T) · expert_count_i */
-    double *P;           /**< [E] P_i = (1/T) Σ_t s_{i,t} */
-    int *device_tokens;  /**< [N] tokens with at least one expert on device d */
-    int dropped;         /**< assignments dropped at dispatch */
-    long long rows_dispatched; /**< rows dispatched: distinct (token, device) pairs of kept assignments */
-    long long rows_sent; /**< those going to another device than the token's own */
-    long long bytes_sent; /**< their bytes (rows_sent · D · element size of the weights' type) */
+    int T;                              /**< tokens over all devices */
+    int *expert_count;                  /**< [E] assignments per expert (before dropping) */
+    double *f;                          /**< [E] f_i = E/(K·T) · expert_count_i */
+    double *P;                          /**< [E] P_i = (1/T) Σ_t s_{i,t} */
+    int *device_tokens;                 /**< [N] tokens with at least one expert on device d */
+    int dropped;                        /**< assignments dropped at dispatch */
+    long long rows_dispatched;          /**< rows dispatched: distinct (token, device) pairs of kept assignments */
+    long long rows_sent;                /**< those going to another device than the token's own */
+    long long bytes_sent;               /**< their bytes (rows_sent · D · element size of the weights' type) */
     long long max_token_dispatch_bytes; /**< most bytes one token's hidden state was dispatched with, its own
                                              device's row included (devices · D · element size) */
     long long max_token_combine_bytes;  /**< most bytes of partials one token got back (devices · D · 4) */
-    int max_devices;     /**< most devices one token's kept assignments reached */
+    int max_devices;                    /**< most devices one token's kept assignments reached */
 } FastEpStats;
 
 /** The two exchanges of fast_ep_moe_forward() that FastEpTiming brackets. */
@@ -130,26 +130,26 @@ int fast_ep_timing_ms(const FastEpTiming *tm, int N, float ms[FAST_EP_PHASES]);
 
 /** An expert-parallel group of N devices (ranks 0..N−1 are devices 0..N−1). */
 typedef struct {
-    int N;               /**< devices */
-    int E;               /**< routed experts */
-    int K;               /**< experts per token */
-    int D;               /**< model width */
-    int I;               /**< expert width */
-    int I_s;             /**< fused shared-expert width N_s·I (0: none) */
-    int max_T;           /**< tokens per device per call it was sized for */
-    int Kd;              /**< most devices one token is sent to: min(K, N) */
-    int Kl;              /**< most experts of one token on one device: min(K, E/N) */
-    int recv_cap;        /**< rows one device can receive: N·max_T (a token reaches a device once) */
-    int exp_cap;         /**< expanded rows one device can hold: recv_cap·Kl */
-    double capacity_factor; /**< > 0: device-level token dropping at dispatch (drop_tokens' rule) */
+    int N;                                 /**< devices */
+    int E;                                 /**< routed experts */
+    int K;                                 /**< experts per token */
+    int D;                                 /**< model width */
+    int I;                                 /**< expert width */
+    int I_s;                               /**< fused shared-expert width N_s·I (0: none) */
+    int max_T;                             /**< tokens per device per call it was sized for */
+    int Kd;                                /**< most devices one token is sent to: min(K, N) */
+    int Kl;                                /**< most experts of one token on one device: min(K, E/N) */
+    int recv_cap;                          /**< rows one device can receive: N·max_T (a token reaches a device once) */
+    int exp_cap;                           /**< expanded rows one device can hold: recv_cap·Kl */
+    double capacity_factor;                /**< > 0: device-level token dropping at dispatch (drop_tokens' rule) */
     FastEpDevice dev[FAST_EP_MAX_DEVICES]; /**< per device */
-    int *keep_idx;       /**< [N·max_T·K] host: every token's experts in device order, E where dropped */
-    float *weight_host;  /**< [N·max_T·K] host: their weights */
-    bool *keep;          /**< [N·max_T·K] host: drop_tokens' mask */
-    int *recv_token;     /**< [recv_cap] host, while planning: global token of each received row */
-    int *slot_row;       /**< [recv_cap·K] host, while planning: expanded row of each received row's slot */
-    int *send_row;       /**< [max_T·N] host, while planning: sent row of each (token, destination) */
-    FastEpStats stats;   /**< the last call's statistics */
+    int *keep_idx;        /**< [N·max_T·K] host: every token's experts in device order, E where dropped */
+    float *weight_host;   /**< [N·max_T·K] host: their weights */
+    bool *keep;           /**< [N·max_T·K] host: drop_tokens' mask */
+    int *recv_token;      /**< [recv_cap] host, while planning: global token of each received row */
+    int *slot_row;        /**< [recv_cap·K] host, while planning: expanded row of each received row's slot */
+    int *send_row;        /**< [max_T·N] host, while planning: sent row of each (token, destination) */
+    FastEpStats stats;    /**< the last call's statistics */
     FastEpTiming *timing; /**< NULL, or events to record around the exchanges (set after fast_ep_init) */
 } FastEp;
 
@@ -181,8 +181,8 @@ void fast_ep_free_moe(FastEp *ep, FastEpMoe *w);
  * device order, are one batch: statistics and token dropping see all Σ_d T[d] of them.
  * Fills ep->stats. \return 0, or −1 with one error line.
  */
-int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y,
-                        const float *const *x, const int *T);
+int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, float *const *y, const float *const *x,
+                        const int *T);
 
 /**
  * The expert-parallel part of a FastModel opened with FastOptions.ep_devices = N > 1: attention, dense
@@ -190,11 +190,11 @@ int fast_ep_moe_forward(FastEp *ep, const FastEpMoe *w, const ModelConfig *cfg, 
  * and each of its calls splits the chunk's tokens into N contiguous shares, share d on device d.
  */
 typedef struct FastEpModel {
-    FastEp ep;                      /**< the group over devices 0..N−1, sized for ⌈chunk/N⌉ tokens per device */
-    int n_layers;                   /**< entries of layers */
-    FastEpMoe *layers;              /**< [n_layers]: MoE layer l sharded (zeroed for dense layers) */
-    float *x[FAST_EP_MAX_DEVICES];  /**< device d ≥ 1: [⌈chunk/N⌉, D] its share of the MoE inputs */
-    float *y[FAST_EP_MAX_DEVICES];  /**< device d ≥ 1: [⌈chunk/N⌉, D] the outputs of that share */
+    FastEp ep;                     /**< the group over devices 0..N−1, sized for ⌈chunk/N⌉ tokens per device */
+    int n_layers;                  /**< entries of layers */
+    FastEpMoe *layers;             /**< [n_layers]: MoE layer l sharded (zeroed for dense layers) */
+    float *x[FAST_EP_MAX_DEVICES]; /**< device d ≥ 1: [⌈chunk/N⌉, D] its share of the MoE inputs */
+    float *y[FAST_EP_MAX_DEVICES]; /**< device d ≥ 1: [⌈chunk/N⌉, D] the outputs of that share */
 } FastEpModel;
 
 /**

@@ -11,13 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int imax(int a, int b) { return a > b ? a : b; }
+static int imax(int a, int b)
+{
+    return a > b ? a : b;
+}
 
 /* Widest FFN hidden layer of cfg: dense, one expert, or the fused shared experts. */
 static int ffn_width(const ModelConfig *cfg)
 {
-    return imax(cfg->intermediate_size, imax(cfg->moe_intermediate_size,
-                                             cfg->n_shared_experts * cfg->moe_intermediate_size));
+    return imax(cfg->intermediate_size,
+                imax(cfg->moe_intermediate_size, cfg->n_shared_experts * cfg->moe_intermediate_size));
 }
 
 size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
@@ -51,17 +54,16 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
     const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
     const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
     const size_t esz = kernel_dtype_size(ctx->wtype), rows = T * K;
-    const MlaDims dims = {(int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f};
+    const MlaDims dims = { (int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f };
     s->counts_host = malloc(sizeof(int) * (E + 1));
-    if (!s->counts_host)
-        return ds_error("fast_scratch_init: out of host memory");
+    if (!s->counts_host) return ds_error("fast_scratch_init: out of host memory");
     if (alloc(&s->logits, T * (E ? E : 1), 4) || alloc(&s->idx, rows, 4) || alloc(&s->weight, rows, 4) ||
         alloc(&s->counts, E, 4) || alloc(&s->offsets, E + 1, 4) || alloc(&s->slot_row, rows, 4) ||
         alloc(&s->row_token, rows, 4) || alloc(&s->xp, rows * D, esz) || alloc(&s->gu, rows * 2 * I, 4) ||
-        alloc(&s->hidden, (rows + T) * I, esz) || alloc(&s->expert_out, rows * D, 4) || alloc(&s->shared_out, T * D, 4) ||
-        alloc(&s->q, T * nh * dq, 4) || alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) ||
-        alloc(&s->kv, T * (dc + dr), 4) || alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) ||
-        alloc(&s->o_lat, T * nh * dc, 4) ||
+        alloc(&s->hidden, (rows + T) * I, esz) || alloc(&s->expert_out, rows * D, 4) ||
+        alloc(&s->shared_out, T * D, 4) || alloc(&s->q, T * nh * dq, 4) ||
+        alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) || alloc(&s->kv, T * (dc + dr), 4) ||
+        alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) || alloc(&s->o_lat, T * nh * dc, 4) ||
         alloc(&s->partial, mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx),
               4) ||
         alloc(&s->u, L * nh * (dn + dv), 4) || alloc(&s->k, L * nh * dq, 4) || alloc(&s->v, L * nh * dv, 4) ||
@@ -74,11 +76,10 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
 
 void fast_scratch_free(FastScratch *s)
 {
-    void *dev[] = {s->logits, s->idx, s->weight, s->counts, s->offsets, s->slot_row, s->row_token, s->xp, s->gu,
-                   s->hidden, s->expert_out, s->shared_out, s->q, s->c_q, s->kv, s->o, s->q_lat, s->o_lat,
-                   s->partial, s->u, s->k, s->v, s->s};
-    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
-        cudaFree(dev[i]);
+    void *dev[] = { s->logits, s->idx,    s->weight,     s->counts,     s->offsets, s->slot_row, s->row_token, s->xp,
+                    s->gu,     s->hidden, s->expert_out, s->shared_out, s->q,       s->c_q,      s->kv,        s->o,
+                    s->q_lat,  s->o_lat,  s->partial,    s->u,          s->k,       s->v,        s->s };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     free(s->counts_host);
     memset(s, 0, sizeof *s);
 }
@@ -87,7 +88,7 @@ void fast_scratch_free(FastScratch *s)
 int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSwiglu *w, int T, FastScratch *s)
 {
     const int I = w->down.cols;
-    if (fast_linear(ctx, s->gu, x, &w->gate_up, T))                       /* [W_gate x | W_up x], [T, 2I] */
+    if (fast_linear(ctx, s->gu, x, &w->gate_up, T)) /* [W_gate x | W_up x], [T, 2I] */
         return -1;
     CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, T, I, ctx->stream));
     return fast_gemm(ctx, y, s->hidden, ctx->wtype, I, w->down.data, w->down.dtype, w->down.rows, I, T);
@@ -106,8 +107,8 @@ static int experts_per_gemm(FastContext *ctx, const FastMoe *w, int rows, int E,
     CUDA_TRY(cudaStreamSynchronize(ctx->stream));
     for (int e = 0; e < E; e++) {
         const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
-        if (n && fast_gemm(ctx, s->gu + (size_t)r0 * 2 * I, (const char *)s->xp + (size_t)r0 * D * esz, ctx->wtype,
-                           D, (const char *)w->gate_up.data + (size_t)e * 2 * I * D * esz, ctx->wtype, 2 * I, D, n))
+        if (n && fast_gemm(ctx, s->gu + (size_t)r0 * 2 * I, (const char *)s->xp + (size_t)r0 * D * esz, ctx->wtype, D,
+                           (const char *)w->gate_up.data + (size_t)e * 2 * I * D * esz, ctx->wtype, 2 * I, D, n))
             return -1;
     }
     CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, rows, I, ctx->stream));
@@ -125,19 +126,23 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
 {
     const int D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
     const int I = cfg->moe_intermediate_size;
-    const RouterParams p = {E, K, cfg->n_group, cfg->topk_group, (int)cfg->topk_method, (int)cfg->scoring_func,
-                            cfg->norm_topk_prob, cfg->routed_scaling_factor};
+    const RouterParams p = { E,
+                             K,
+                             cfg->n_group,
+                             cfg->topk_group,
+                             (int)cfg->topk_method,
+                             (int)cfg->scoring_func,
+                             cfg->norm_topk_prob,
+                             cfg->routed_scaling_factor };
 
     const bool grouped = how == FAST_MOE_GROUPED || (how == FAST_MOE_AUTO && T * K <= FAST_MOE_GROUPED_MAX_ROWS);
     const int I_s = w->shared.down.data ? w->shared.down.cols : 0;
 
     /* a prompt's shared experts first, as GEMMs: they use the same gate/up and hidden buffers as the routed ones */
-    if (!grouped && I_s && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s))
-        return -1;
+    if (!grouped && I_s && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s)) return -1;
 
     /* 1. route: g = W_gate b_t in float32, then s_{i,t}, top-K and weights in one kernel */
-    if (fast_gemm(ctx, s->logits, x, KERNEL_F32, D, w->router, KERNEL_F32, E, D, T))
-        return -1;
+    if (fast_gemm(ctx, s->logits, x, KERNEL_F32, D, w->router, KERNEL_F32, E, D, T)) return -1;
     CUDA_TRY(FAST_ROUTER(s->idx, s->weight, s->logits, s->logits, w->bias, p, T, ctx->stream));
 
     /* 2. permute (token, slot) pairs by expert */
@@ -148,19 +153,17 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
      *    and run the shared experts; prompts gather the rows and take one GEMM pair per expert */
     if (grouped) {
         void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
-        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token,
-                                  s->offsets, w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
-                                  I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s,
-                                  ctx->stream));
+        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token, s->offsets,
+                                  w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
+                                  I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s, ctx->stream));
     } else {
         CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
-        if (experts_per_gemm(ctx, w, T * K, E, D, I, s))
-            return -1;
+        if (experts_per_gemm(ctx, w, T * K, E, D, I, s)) return -1;
     }
 
     /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared */
-    CUDA_TRY(moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, w->shared.down.data ? s->shared_out : NULL, T,
-                            K, D, ctx->stream));
+    CUDA_TRY(moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, w->shared.down.data ? s->shared_out : NULL, T, K,
+                            D, ctx->stream));
     return 0;
 }
 // ANCHOR_END: fast_moe
@@ -181,8 +184,7 @@ static int gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int
 /* x in the weights' type: x itself in float32 mode, else its bf16 copy in ctx->stage. */
 static const void *staged(FastContext *ctx, const float *x, size_t n)
 {
-    if (ctx->wtype == KERNEL_F32)
-        return x;
+    if (ctx->wtype == KERNEL_F32) return x;
     if (n > ctx->stage_elems) {
         ds_error("fast_mla_forward: %zu activations exceed the staging buffer of %zu", n, ctx->stage_elems);
         return NULL;
@@ -200,28 +202,25 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
 {
     const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
     const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, pos0 = at->pos0, ctx_len = pos0 + T;
-    const MlaDims dims = {nh, dn, dr, dv, dc, rope->softmax_scale};
+    const MlaDims dims = { nh, dn, dr, dv, dc, rope->softmax_scale };
     const size_t esz = kernel_dtype_size(ctx->wtype);
     const char *kv_b = w->kv_b_proj.data;
 
     if (absorbed && (T > s->max_T || at->max_ctx > s->max_ctx))
-        return ds_error("fast_mla_forward: %d tokens over %d positions exceed the scratch's %d over %d", T,
-                        at->max_ctx, s->max_T, s->max_ctx);
+        return ds_error("fast_mla_forward: %d tokens over %d positions exceed the scratch's %d over %d", T, at->max_ctx,
+                        s->max_T, s->max_ctx);
     if (!absorbed && pos0 < 0)
         return ds_error("fast_mla_forward: the expanded form needs one sequence's consecutive positions");
     /* the latent path: [c^KV_t ; k^R_raw_t] = W^DKV/W^KR a_t, normalised and rotated into row base_t + pos_t */
-    if (fast_linear(ctx, s->kv, a, &w->kv_a_proj, T))
-        return -1;
+    if (fast_linear(ctx, s->kv, a, &w->kv_a_proj, T)) return -1;
     CUDA_TRY(FAST_WRITE_LATENTS(cache, ctx->wtype, s->kv, w->kv_a_norm, inv_freq, rope->cos_sin_scale, dims, at->pos,
                                 at->base, T, LATENT_NORM_EPS, ctx->stream));
 
     /* queries q_t = [q^N ; q^R] per head, q^R rotated in place */
     if (cfg->q_lora_rank) {
-        if (fast_linear(ctx, s->c_q, a, &w->q_a_proj, T))
-            return -1;
+        if (fast_linear(ctx, s->c_q, a, &w->q_a_proj, T)) return -1;
         CUDA_TRY(FAST_RMSNORM(s->c_q, s->c_q, w->q_a_norm, T, cfg->q_lora_rank, LATENT_NORM_EPS, ctx->stream));
-        if (fast_linear(ctx, s->q, s->c_q, &w->q_b_proj, T))
-            return -1;
+        if (fast_linear(ctx, s->q, s->c_q, &w->q_b_proj, T)) return -1;
     } else if (fast_linear(ctx, s->q, a, &w->q_proj, T)) {
         return -1;
     }
@@ -250,8 +249,7 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
     } else {
         /* decompress the sequence's rows: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, K = [k^N ; k^R], V */
         const void *seq = (const char *)cache + (size_t)at->base0 * (dc + dr) * esz;
-        if (fast_gemm(ctx, s->u, seq, ctx->wtype, dc + dr, kv_b, ctx->wtype, nh * (dn + dv), dc, ctx_len))
-            return -1;
+        if (fast_gemm(ctx, s->u, seq, ctx->wtype, dc + dr, kv_b, ctx->wtype, nh * (dn + dv), dc, ctx_len)) return -1;
         CUDA_TRY(mla_expand_v2(s->k, s->v, s->u, seq, ctx->wtype, dims, ctx_len, ctx->stream));
         /* scores per head: (ctx × T) = op_T(K_h as d_q × ctx) · (Q_h as d_q × T), row-major [T, ctx] */
         if (gemm_heads(ctx, CUBLAS_OP_T, ctx_len, T, dq, s->k, KERNEL_F32, nh * dq, dq, s->q, nh * dq, dq, s->s,
@@ -263,6 +261,6 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                        (long long)T * ctx_len, s->o, nh * dv, dv, nh))
             return -1;
     }
-    return fast_linear(ctx, out, s->o, &w->o_proj, T);                  /* W^O [o_{t,1}; …; o_{t,n_h}] */
+    return fast_linear(ctx, out, s->o, &w->o_proj, T); /* W^O [o_{t,1}; …; o_{t,n_h}] */
 }
 // ANCHOR_END: fast_mla

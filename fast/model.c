@@ -36,9 +36,8 @@ static int alloc(void *p, size_t bytes)
 static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
 {
     Model ref;
-    const ModelOptions ref_opt = {.max_context = 1, .chunk = 1};
-    if (model_open(&ref, dir, &ref_opt))
-        return -1;
+    const ModelOptions ref_opt = { .max_context = 1, .chunk = 1 };
+    if (model_open(&ref, dir, &ref_opt)) return -1;
     m->config = ref.ck.cfg;
     m->cfg = &m->config;
     m->rope = ref.rope;
@@ -56,12 +55,10 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
     }
     const int ep_devices = opt ? opt->ep_devices : 0;
     int rc = ep_devices > 1 ? fast_check_cuda(cudaSetDevice(0), "cudaSetDevice(0)", __FILE__, __LINE__) : 0;
-    if (rc == 0)
-        rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->rows));
-    if (rc == 0 && ep_devices > 1)                             /* before the upload: MoE layers go there */
+    if (rc == 0) rc = fast_context_init(&m->ctx, opt && opt->bf16, fast_stage_elems(c, m->rows));
+    if (rc == 0 && ep_devices > 1) /* before the upload: MoE layers go there */
         rc = fast_ep_model_open(&m->ep, &ref, ep_devices, opt->bf16, m->rows);
-    if (rc == 0)
-        rc = fast_weights_upload(m, &ref);
+    if (rc == 0) rc = fast_weights_upload(m, &ref);
     model_close(&ref);
     return rc;
 }
@@ -103,19 +100,15 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
 
 void fast_model_close(FastModel *m)
 {
-    if (m->ctx.stream)
-        cudaStreamSynchronize(m->ctx.stream);
-    if (m->cfg)
-        fast_weights_free(m);
+    if (m->ctx.stream) cudaStreamSynchronize(m->ctx.stream);
+    if (m->cfg) fast_weights_free(m);
     fast_scratch_free(&m->scratch);
-    void *dev[] = {m->inv_freq, m->cache, m->step, m->h, m->a, m->b, m->logits, m->next};
-    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
-        cudaFree(dev[i]);
+    void *dev[] = { m->inv_freq, m->cache, m->step, m->h, m->a, m->b, m->logits, m->next };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     cudaFreeHost(m->step_host);
     free(m->pos);
     for (int b = 0; m->graphs && b < m->max_batch; b++)
-        if (m->graphs[b])
-            cudaGraphExecDestroy(m->graphs[b]);
+        if (m->graphs[b]) cudaGraphExecDestroy(m->graphs[b]);
     free(m->graphs);
     fast_context_free(&m->ctx);
     fast_ep_model_close(m->ep);
@@ -124,8 +117,7 @@ void fast_model_close(FastModel *m)
 
 void fast_model_reset(FastModel *m)
 {
-    for (int s = 0; s < m->max_batch; s++)
-        m->pos[s] = 0;
+    for (int s = 0; s < m->max_batch; s++) m->pos[s] = 0;
     m->last_row = -1;
 }
 
@@ -156,10 +148,9 @@ int fast_model_layer_attention(FastModel *m, int l, int T)
     const bool absorbed = m->at.pos0 < 0 || m->form == 2 || (m->form == 0 && T == 1);
     if (l == 0)
         CUDA_TRY(FAST_RMSNORM(m->a, m->h, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
-    else                                                       /* h ← h + FFN_{l−1}; a = RMSNorm(h) */
+    else /* h ← h + FFN_{l−1}; a = RMSNorm(h) */
         CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
-    if (fast_mla_forward(ctx, m->b, m->a, &L->attn, cache, c, &m->rope, m->inv_freq, &m->at, T, absorbed,
-                         &m->scratch))
+    if (fast_mla_forward(ctx, m->b, m->a, &L->attn, cache, c, &m->rope, m->inv_freq, &m->at, T, absorbed, &m->scratch))
         return -1;
     CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->ffn_norm, T, D, c->rms_norm_eps, ctx->stream));
     return 0;
@@ -172,9 +163,8 @@ int fast_model_layer_ffn(FastModel *m, int l, int T)
     FastContext *ctx = &m->ctx;
     if (L->is_moe && !m->ep && m->moe_elsewhere)
         return ds_error("fast model: MoE layer %d is not on this device (FastOptions.moe_elsewhere)", l);
-    if (!L->is_moe)
-        return fast_swiglu_forward(ctx, m->b, m->a, &L->dense, T, &m->scratch);
-    if (m->ep)                                                 /* split over the group */
+    if (!L->is_moe) return fast_swiglu_forward(ctx, m->b, m->a, &L->dense, T, &m->scratch);
+    if (m->ep) /* split over the group */
         return fast_ep_model_moe(m->ep, l, c, m->b, m->a, T, ctx->stream);
     /* a decode step (positions on the device) runs the grouped kernel whatever its rows, so it never
      * waits for the host and can be captured; prompt chunks choose by rows (FAST_MOE_GROUPED_MAX_ROWS) */
@@ -207,8 +197,7 @@ static void stage_row(FastModel *m, int t, int token, int slot)
  */
 static int upload_step(FastModel *m)
 {
-    CUDA_TRY(cudaMemcpyAsync(m->step, m->step_host, sizeof(int) * 3 * m->rows, cudaMemcpyHostToDevice,
-                             m->ctx.stream));
+    CUDA_TRY(cudaMemcpyAsync(m->step, m->step_host, sizeof(int) * 3 * m->rows, cudaMemcpyHostToDevice, m->ctx.stream));
     return 0;
 }
 
@@ -221,8 +210,7 @@ static int step_embed(FastModel *m, int n)
 static int every_layer(FastModel *m, int n)
 {
     for (int l = 0; l < m->cfg->num_hidden_layers; l++)
-        if (decoder_layer(m, l, n))
-            return -1;
+        if (decoder_layer(m, l, n)) return -1;
     return 0;
 }
 
@@ -268,8 +256,7 @@ static int decode_graph(FastModel *m, int B)
         const int rc = step_layers(m, B) || step_head(m, 0, B);
         const cudaError_t end = cudaStreamEndCapture(m->ctx.stream, &graph);
         if (rc || fast_check_cuda(end, "cudaStreamEndCapture", __FILE__, __LINE__)) {
-            if (graph)
-                cudaGraphDestroy(graph);
+            if (graph) cudaGraphDestroy(graph);
             return -1;
         }
         const cudaError_t made = cudaGraphInstantiate(exec, graph, 0);
@@ -285,15 +272,14 @@ static int decode_graph(FastModel *m, int B)
 static int check_tokens(const FastModel *m, const char *who, int slot, const int *tokens, int T)
 {
     const int V = m->cfg->vocab_size;
-    if (slot < 0 || slot >= m->max_batch)
-        return ds_error("%s: slot %d is outside [0, %d)", who, slot, m->max_batch);
+    if (slot < 0 || slot >= m->max_batch) return ds_error("%s: slot %d is outside [0, %d)", who, slot, m->max_batch);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
             return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
                             m->pos[slot] + t, slot, V);
     if (T > m->max_context - m->pos[slot])
-        return ds_error("slot %d: %d new tokens at positions %d.. do not fit the context of %d positions (max_context)", slot, T,
-                        m->pos[slot], m->max_context);
+        return ds_error("slot %d: %d new tokens at positions %d.. do not fit the context of %d positions (max_context)",
+                        slot, T, m->pos[slot], m->max_context);
     return 0;
 }
 
@@ -301,16 +287,15 @@ int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
 {
     if (T < 1 || T > m->chunk)
         return ds_error("fast_model_step_begin: %d tokens in one step, the model's chunk is %d", T, m->chunk);
-    if (check_tokens(m, "fast_model_step_begin", slot, tokens, T))
-        return -1;
+    if (check_tokens(m, "fast_model_step_begin", slot, tokens, T)) return -1;
     m->last_row = -1;
-    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));           /* the previous step's upload has left step_host */
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream)); /* the previous step's upload has left step_host */
     for (int t = 0; t < T; t++) {
         stage_row(m, t, tokens[t], slot);
         m->step_host[m->rows + t] += t;
     }
-    m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, m->pos[slot], m->step_host[2 * m->rows],
-                            m->max_context};
+    m->at = (FastPositions){ m->step + m->rows, m->step + 2 * m->rows, m->pos[slot], m->step_host[2 * m->rows],
+                             m->max_context };
     return upload_step(m) || step_embed(m, T) ? -1 : 0;
 }
 
@@ -327,15 +312,14 @@ int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_hos
 
 int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *logits_host, bool all_positions)
 {
-    if (check_tokens(m, "fast_model_prefill", slot, tokens, T))
-        return -1;
+    if (check_tokens(m, "fast_model_prefill", slot, tokens, T)) return -1;
     const int V = m->cfg->vocab_size;
     m->last_row = -1;
     for (int t0 = 0; t0 < T; t0 += m->chunk) {
         const int n = T - t0 < m->chunk ? T - t0 : m->chunk;
         float *dst = !logits_host || !(all_positions || t0 + n == T) ? NULL
-                     : all_positions                                ? logits_host + (size_t)t0 * V
-                                                                    : logits_host;
+                     : all_positions                                 ? logits_host + (size_t)t0 * V
+                                                                     : logits_host;
         if (fast_model_step_begin(m, slot, tokens + t0, n) || every_layer(m, n) ||
             fast_model_step_end(m, slot, n, all_positions ? 0 : n - 1, dst))
             return -1;
@@ -354,8 +338,7 @@ int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, 
         if (s < 0 || s >= m->max_batch)
             return ds_error("fast_model_decode: slot %d (row %d) is outside [0, %d)", s, i, m->max_batch);
         for (int j = 0; j < i; j++)
-            if (slots[j] == s)
-                return ds_error("fast_model_decode: slot %d appears twice (rows %d and %d)", s, j, i);
+            if (slots[j] == s) return ds_error("fast_model_decode: slot %d appears twice (rows %d and %d)", s, j, i);
         if (tokens[i] < 0 || tokens[i] >= V)
             return ds_error("token id %d for slot %d is outside the vocabulary [0, %d)", tokens[i], s, V);
         if (m->pos[s] >= m->max_context)
@@ -363,16 +346,12 @@ int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, 
     }
     m->last_row = -1;
     CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
-    for (int i = 0; i < B; i++)
-        stage_row(m, i, tokens[i], slots[i]);
-    m->at = (FastPositions){m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context};
-    if (upload_step(m))
-        return -1;
+    for (int i = 0; i < B; i++) stage_row(m, i, tokens[i], slots[i]);
+    m->at = (FastPositions){ m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context };
+    if (upload_step(m)) return -1;
     const int run = m->graphs ? decode_graph(m, B) : step_layers(m, B) || step_head(m, 0, B);
-    if (run || (logits_host && copy_logits(m, 0, B, logits_host)))
-        return -1;
-    for (int i = 0; i < B; i++)
-        m->pos[slots[i]]++;
+    if (run || (logits_host && copy_logits(m, 0, B, logits_host))) return -1;
+    for (int i = 0; i < B; i++) m->pos[slots[i]]++;
     CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
     return 0;
 }

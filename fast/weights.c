@@ -17,14 +17,14 @@
 /* One matrix. */
 static int upload1(FastContext *ctx, FastMat *out, const Mat *m)
 {
-    const Mat *parts[1] = {m};
+    const Mat *parts[1] = { m };
     return fast_mat_upload(ctx, out, parts, 1);
 }
 
 /* [W_gate; W_up] fused, and W_down. */
 int fast_upload_swiglu(FastContext *ctx, FastSwiglu *out, const SwigluWeights *w)
 {
-    const Mat *gu[2] = {&w->gate, &w->up};
+    const Mat *gu[2] = { &w->gate, &w->up };
     return fast_mat_upload(ctx, &out->gate_up, gu, 2) || upload1(ctx, &out->down, &w->down) ? -1 : 0;
 }
 
@@ -34,8 +34,7 @@ static int upload_router(float **out, const Mat *m)
 {
     const size_t n = (size_t)m->rows * m->cols;
     float *host = malloc(sizeof(float) * n);
-    if (!host)
-        return ds_error("fast: out of host memory for the router weight");
+    if (!host) return ds_error("fast: out of host memory for the router weight");
     dtype_widen(host, m->data, m->dtype, 0, n);
     const int rc = fast_vec_upload(out, host, n);
     free(host);
@@ -49,8 +48,7 @@ static int check_stacked_rows(const ModelConfig *cfg)
 {
     const int64_t routed = 2 * (int64_t)cfg->n_routed_experts * cfg->moe_intermediate_size;
     const int64_t shared = 2 * (int64_t)cfg->n_shared_experts * cfg->moe_intermediate_size;
-    if (routed <= INT_MAX && shared <= INT_MAX)
-        return 0;
+    if (routed <= INT_MAX && shared <= INT_MAX) return 0;
     const bool r = routed > INT_MAX;
     return ds_error("fast: 2 x %s %d x moe_intermediate_size %d = %lld stacked rows exceed %d",
                     r ? "n_routed_experts" : "n_shared_experts", r ? cfg->n_routed_experts : cfg->n_shared_experts,
@@ -61,18 +59,16 @@ static int check_stacked_rows(const ModelConfig *cfg)
 int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const ModelConfig *cfg)
 {
     const int E = cfg->n_routed_experts;
-    if (check_stacked_rows(cfg))
-        return -1;
+    if (check_stacked_rows(cfg)) return -1;
     const Mat **gu = malloc(sizeof *gu * 2 * E), **down = malloc(sizeof *down * E);
     int rc = !gu || !down ? ds_error("fast: out of host memory for the expert table") : 0;
-    for (int e = 0; rc == 0 && e < E; e++) {                  /* expert e: rows [2I·e, 2I·(e+1)) = [gate; up] */
+    for (int e = 0; rc == 0 && e < E; e++) { /* expert e: rows [2I·e, 2I·(e+1)) = [gate; up] */
         gu[2 * e] = &w->experts[e].gate;
         gu[2 * e + 1] = &w->experts[e].up;
         down[e] = &w->experts[e].down;
     }
     if (rc == 0)
-        rc = upload_router(&out->router, &w->router) ||
-                     (w->bias && fast_vec_upload(&out->bias, w->bias, (size_t)E)) ||
+        rc = upload_router(&out->router, &w->router) || (w->bias && fast_vec_upload(&out->bias, w->bias, (size_t)E)) ||
                      fast_mat_upload(ctx, &out->gate_up, gu, 2 * E) || fast_mat_upload(ctx, &out->down, down, E) ||
                      (cfg->n_shared_experts > 0 && fast_upload_swiglu(ctx, &out->shared, &w->shared))
                  ? -1
@@ -105,8 +101,7 @@ int fast_weights_upload(FastModel *m, const Model *ref)
     const ModelConfig *cfg = ref->cfg;
     const int L = cfg->num_hidden_layers, D = cfg->hidden_size;
     m->layers = calloc((size_t)L, sizeof *m->layers);
-    if (!m->layers)
-        return ds_error("fast: out of host memory for %d layers", L);
+    if (!m->layers) return ds_error("fast: out of host memory for %d layers", L);
     if (upload1(&m->ctx, &m->embed, &ref->embed) || upload1(&m->ctx, &m->lm_head, &ref->lm_head) ||
         fast_vec_upload(&m->final_norm, ref->final_norm, (size_t)D))
         return -1;
@@ -115,8 +110,9 @@ int fast_weights_upload(FastModel *m, const Model *ref)
         FastLayer *F = &m->layers[l];
         F->is_moe = R->is_moe;
         if (fast_vec_upload(&F->attn_norm, R->attn_norm, (size_t)D) ||
-            fast_vec_upload(&F->ffn_norm, R->ffn_norm, (size_t)D) || fast_upload_mla(&m->ctx, &F->attn, &R->attn, cfg) ||
-            (R->is_moe ? !m->ep && !m->moe_elsewhere &&     /* else m->ep holds it sharded, or the caller runs it */
+            fast_vec_upload(&F->ffn_norm, R->ffn_norm, (size_t)D) ||
+            fast_upload_mla(&m->ctx, &F->attn, &R->attn, cfg) ||
+            (R->is_moe ? !m->ep && !m->moe_elsewhere && /* else m->ep holds it sharded, or the caller runs it */
                              fast_upload_moe(&m->ctx, &F->moe, &R->moe, cfg)
                        : fast_upload_swiglu(&m->ctx, &F->dense, &R->dense)))
             return -1;
@@ -142,9 +138,8 @@ void fast_free_moe(FastMoe *w)
 
 void fast_free_mla(FastMla *w)
 {
-    FastMat *mats[] = {&w->q_proj, &w->q_a_proj, &w->q_b_proj, &w->kv_a_proj, &w->kv_b_proj, &w->o_proj};
-    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
-        fast_mat_free(mats[i]);
+    FastMat *mats[] = { &w->q_proj, &w->q_a_proj, &w->q_b_proj, &w->kv_a_proj, &w->kv_b_proj, &w->o_proj };
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) fast_mat_free(mats[i]);
     cudaFree(w->q_a_norm);
     cudaFree(w->kv_a_norm);
 }

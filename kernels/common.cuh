@@ -29,11 +29,17 @@ static __device__ __forceinline__ void load8(const void *p, KernelDType t, size_
     if (t == KERNEL_F32) {
         const float4 *v = reinterpret_cast<const float4 *>(static_cast<const float *>(p) + i);
         const float4 a = v[0], b = v[1];
-        out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
-        out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+        out[0] = a.x;
+        out[1] = a.y;
+        out[2] = a.z;
+        out[3] = a.w;
+        out[4] = b.x;
+        out[5] = b.y;
+        out[6] = b.z;
+        out[7] = b.w;
     } else {
         const uint4 v = *reinterpret_cast<const uint4 *>(static_cast<const __nv_bfloat16 *>(p) + i);
-        const unsigned int w[4] = {v.x, v.y, v.z, v.w};
+        const unsigned int w[4] = { v.x, v.y, v.z, v.w };
         for (int k = 0; k < 4; k++) {
             out[2 * k] = __uint_as_float(w[k] << 16);
             out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
@@ -42,7 +48,10 @@ static __device__ __forceinline__ void load8(const void *p, KernelDType t, size_
 }
 
 /** Whether p lies on a 16-byte boundary (load8's requirement for element 0). */
-static inline bool aligned16(const void *p) { return ((size_t)p & 15u) == 0; }
+static inline bool aligned16(const void *p)
+{
+    return ((size_t)p & 15u) == 0;
+}
 
 /** Stores v as element i of a float32 or bfloat16 tensor (round to nearest even). */
 static __device__ __forceinline__ void store_elem(void *p, KernelDType t, size_t i, float v)
@@ -57,24 +66,21 @@ static __device__ __forceinline__ void store_elem(void *p, KernelDType t, size_t
 static __device__ __forceinline__ float dot(const float *a, const float *b, int n)
 {
     float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * b[i];
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
 /** Sum over the 32 lanes; every lane gets the result. */
 static __device__ __forceinline__ float warp_sum(float v)
 {
-    for (int off = 16; off > 0; off /= 2)
-        v += __shfl_xor_sync(FULL_MASK, v, off);
+    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(FULL_MASK, v, off);
     return v;
 }
 
 /** Max over the 32 lanes; every lane gets the result. */
 static __device__ __forceinline__ float warp_max(float v)
 {
-    for (int off = 16; off > 0; off /= 2)
-        v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
+    for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
     return v;
 }
 
@@ -86,8 +92,7 @@ static __device__ __forceinline__ float block_sum(float v, float *scratch)
 {
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32, warps = (int)blockDim.x / 32;
     v = warp_sum(v);
-    if (lane == 0)
-        scratch[warp] = v;
+    if (lane == 0) scratch[warp] = v;
     __syncthreads();
     v = lane < warps ? scratch[lane] : 0.0f;
     v = warp_sum(v);
@@ -100,8 +105,7 @@ static __device__ __forceinline__ float block_max(float v, float *scratch)
 {
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32, warps = (int)blockDim.x / 32;
     v = warp_max(v);
-    if (lane == 0)
-        scratch[warp] = v;
+    if (lane == 0) scratch[warp] = v;
     __syncthreads();
     v = lane < warps ? scratch[lane] : -INFINITY;
     v = warp_max(v);
@@ -120,6 +124,9 @@ static __device__ __forceinline__ int token_position(const int *pos, int pos0, i
 }
 
 /** Blocks of `threads` needed to cover n items. */
-static inline unsigned int blocks_for(size_t n, int threads) { return (unsigned int)((n + threads - 1) / threads); }
+static inline unsigned int blocks_for(size_t n, int threads)
+{
+    return (unsigned int)((n + threads - 1) / threads);
+}
 
 #endif

@@ -15,23 +15,21 @@ __global__ void ep_route_stats_kernel(int *count, float *score_sum, int *dev_tok
 {
     const int per_device = E / N;
     for (int j = (int)threadIdx.x; j < E + N; j += (int)blockDim.x) {
-        if (j < E) {                                           /* expert j: f_i's count, P_i's sum */
+        if (j < E) { /* expert j: f_i's count, P_i's sum */
             int c = 0;
             float s = 0.0f;
             for (int t = 0; t < T; t++) {
-                for (int k = 0; k < K; k++)
-                    c += idx[t * K + k] == j;
+                for (int k = 0; k < K; k++) c += idx[t * K + k] == j;
                 s += scores[(size_t)t * E + j];
             }
             count[j] = c;
             score_sum[j] = s;
-        } else {                                               /* device d: tokens that reach it (f''_d) */
+        } else { /* device d: tokens that reach it (f''_d) */
             const int d = j - E;
             int c = 0;
             for (int t = 0; t < T; t++) {
                 bool sent = false;
-                for (int k = 0; k < K; k++)
-                    sent = sent || idx[t * K + k] / per_device == d;
+                for (int k = 0; k < K; k++) sent = sent || idx[t * K + k] / per_device == d;
                 c += sent;
             }
             dev_tokens[d] = c;

@@ -36,12 +36,15 @@ extern "C" {
 
 /** Element type of a tensor handed over as `void *`. */
 typedef enum {
-    KERNEL_F32 = 0,  /**< float */
-    KERNEL_BF16 = 1  /**< __nv_bfloat16 (round to nearest even on store) */
+    KERNEL_F32 = 0, /**< float */
+    KERNEL_BF16 = 1 /**< __nv_bfloat16 (round to nearest even on store) */
 } KernelDType;
 
 /** Bytes per element of t. */
-static inline size_t kernel_dtype_size(KernelDType t) { return t == KERNEL_F32 ? 4 : 2; }
+static inline size_t kernel_dtype_size(KernelDType t)
+{
+    return t == KERNEL_F32 ? 4 : 2;
+}
 
 /* ---- embed.cu: embedding rows, type conversion ------------------------------------------- */
 
@@ -50,8 +53,8 @@ static inline size_t kernel_dtype_size(KernelDType t) { return t == KERNEL_F32 ?
  * h: [T, D] float32; tokens: [T] ids in [0, vocab) (not checked here);
  * table: [vocab, D] of table_type. Any T ≥ 1, D ≥ 1. One block per token.
  */
-cudaError_t embed_forward_v2(float *h, const int *tokens, const void *table, KernelDType table_type, int T,
-                             int D, cudaStream_t stream);
+cudaError_t embed_forward_v2(float *h, const int *tokens, const void *table, KernelDType table_type, int T, int D,
+                             cudaStream_t stream);
 
 /** dst[i] = src[i] rounded to dst_type (a copy for KERNEL_F32), i < n; any n ≥ 1. */
 cudaError_t convert_forward_v2(void *dst, KernelDType dst_type, const float *src, size_t n, cudaStream_t stream);
@@ -62,16 +65,14 @@ cudaError_t convert_forward_v2(void *dst, KernelDType dst_type, const float *src
  * Version 1: y[t] = w ⊙ x[t] / sqrt(mean_i x[t,i]² + eps), one thread per row (the reference loop).
  * y, x: [T, n] float32 (y may equal x); w: [n]. Any T ≥ 1, n ≥ 1.
  */
-cudaError_t rmsnorm_forward_v1(float *y, const float *x, const float *w, int T, int n, float eps,
-                               cudaStream_t stream);
+cudaError_t rmsnorm_forward_v1(float *y, const float *x, const float *w, int T, int n, float eps, cudaStream_t stream);
 
 /**
  * Version 2: the same function, one block of 256 threads per row, the mean
  * square summed by warp shuffles then across warps in shared memory.
  * y, x: [T, n] float32 (y may equal x); w: [n]. Any T ≥ 1, n ≥ 1.
  */
-cudaError_t rmsnorm_forward_v2(float *y, const float *x, const float *w, int T, int n, float eps,
-                               cudaStream_t stream);
+cudaError_t rmsnorm_forward_v2(float *y, const float *x, const float *w, int T, int n, float eps, cudaStream_t stream);
 
 /**
  * Version 2 fused with the residual add of the decoder layer (docs/semantics.md §3.3):
@@ -244,19 +245,19 @@ cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, const int *
  */
 cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void *shared_hidden, const float *x,
                                const int *row_token, const int *offsets, const void *gate_up, const void *down,
-                               const void *shared_gate_up, const void *shared_down, KernelDType w_type, int T,
-                               int rows, int E, int D, int I, int I_s, cudaStream_t stream);
+                               const void *shared_gate_up, const void *shared_down, KernelDType w_type, int T, int rows,
+                               int E, int D, int I, int I_s, cudaStream_t stream);
 
 /* ---- mla.cu: Multi-head Latent Attention (docs/semantics.md §3.4, §5) ---------------------------------- */
 
 /** Sizes of one MLA layer and the scale σ = d_q^{-1/2}·m². */
 typedef struct {
-    int n_h;       /**< heads */
-    int d_n;       /**< q^N / k^N width per head */
-    int d_r;       /**< q^R / k^R width (even, ≤ 64 for the decode kernel) */
-    int d_v;       /**< value width per head */
-    int d_c;       /**< latent width (≤ 512 for the decode kernel) */
-    float scale;   /**< σ, applied to the finished dot product */
+    int n_h;     /**< heads */
+    int d_n;     /**< q^N / k^N width per head */
+    int d_r;     /**< q^R / k^R width (even, ≤ 64 for the decode kernel) */
+    int d_v;     /**< value width per head */
+    int d_c;     /**< latent width (≤ 512 for the decode kernel) */
+    float scale; /**< σ, applied to the finished dot product */
 } MlaDims;
 
 /**
@@ -314,8 +315,8 @@ cudaError_t mla_attend_v1(float *o, const float *q, const void *kv_b, KernelDTyp
  * scratch: T·n_h·MLA_V1_SCRATCH(dims, max_ctx) floats.
  */
 cudaError_t mla_attend_at_v1(float *o, const float *q, const void *kv_b, KernelDType kv_b_type, const void *cache,
-                             KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
-                             int max_ctx, int absorbed, float *scratch, cudaStream_t stream);
+                             KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T, int max_ctx,
+                             int absorbed, float *scratch, cudaStream_t stream);
 
 /**
  * Expanded form, step 2 (after the GEMM u = [k^N ; v] = kv_b · ĉ for every
@@ -404,8 +405,8 @@ size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_ctx);
  * expert on device d (experts [d·E/N, (d+1)·E/N)) for d < N. idx: [T, K]; scores: [T, E].
  * Any E, N ≥ 1 with N dividing E; one block, one thread per expert or device (striding).
  */
-cudaError_t ep_route_stats_v1(int *count, float *score_sum, int *dev_tokens, const int *idx, const float *scores,
-                              int T, int K, int E, int N, cudaStream_t stream);
+cudaError_t ep_route_stats_v1(int *count, float *score_sum, int *dev_tokens, const int *idx, const float *scores, int T,
+                              int K, int E, int N, cudaStream_t stream);
 
 /* ---- sample.cu: greedy choice on the device ----------------------------------------------- */
 

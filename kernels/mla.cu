@@ -9,11 +9,11 @@
  */
 #include "common.cuh"
 
-#define MLA_LATENT_THREADS 128        /**< threads per token writing its cache row */
-#define MLA_SOFTMAX_THREADS 128       /**< threads per (token, head) score row */
-#define MLA_DECODE_WARPS 4            /**< warps per decode block, each with its own online softmax */
-#define MLA_DECODE_MAX_DC 512         /**< largest d_c the decode kernel holds in registers */
-#define MLA_DECODE_MAX_DR 64          /**< largest d_r the decode kernel holds in registers */
+#define MLA_LATENT_THREADS        128 /**< threads per token writing its cache row */
+#define MLA_SOFTMAX_THREADS       128 /**< threads per (token, head) score row */
+#define MLA_DECODE_WARPS          4   /**< warps per decode block, each with its own online softmax */
+#define MLA_DECODE_MAX_DC         512 /**< largest d_c the decode kernel holds in registers */
+#define MLA_DECODE_MAX_DR         64  /**< largest d_r the decode kernel holds in registers */
 #define MLA_DECODE_KEYS_PER_SPLIT 64  /**< cached positions per decode block's split */
 
 // ANCHOR: mla_latent_v1
@@ -26,19 +26,17 @@ __global__ void mla_latent_v1_kernel(void *cache, KernelDType cache_type, const 
                                      const int *base, int pos0, int T, float eps)
 {
     const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (t >= T)
-        return;
+    if (t >= T) return;
     const int dc = dims.d_c, dr = dims.d_r, width = dc + dr, p = token_position(pos, pos0, t);
     const float *kv_t = kv + (size_t)t * width;
     const size_t row = ((size_t)(pos ? base[t] : 0) + p) * width;
     float sum_sq = 0.0f;
-    for (int i = 0; i < dc; i++)
-        sum_sq += kv_t[i] * kv_t[i];
+    for (int i = 0; i < dc; i++) sum_sq += kv_t[i] * kv_t[i];
     const float inv_rms = 1.0f / sqrtf(sum_sq / (float)dc + eps);
-    for (int i = 0; i < dc; i++)                                /* ĉ_t: the latent only */
+    for (int i = 0; i < dc; i++) /* ĉ_t: the latent only */
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
-    for (int i = 0; i < dr / 2; i++) {                          /* k^R_t bypasses the norm */
-        float pair[2] = {kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1]};
+    for (int i = 0; i < dr / 2; i++) { /* k^R_t bypasses the norm */
+        float pair[2] = { kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1] };
         rope_rotate_pair(pair, 0, inv_freq[i], cos_sin_scale, p);
         store_elem(cache, cache_type, row + dc + 2 * i, pair[0]);
         store_elem(cache, cache_type, row + dc + 2 * i + 1, pair[1]);
@@ -50,8 +48,8 @@ extern "C" cudaError_t mla_write_latents_v1(void *cache, KernelDType cache_type,
                                             const float *kv_a_norm, const float *inv_freq, float cos_sin_scale,
                                             MlaDims dims, int pos0, int T, float eps, cudaStream_t stream)
 {
-    LAUNCH(mla_latent_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, cache, cache_type, kv,
-           kv_a_norm, inv_freq, cos_sin_scale, dims, (const int *)NULL, (const int *)NULL, pos0, T, eps);
+    LAUNCH(mla_latent_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, cache, cache_type, kv, kv_a_norm,
+           inv_freq, cos_sin_scale, dims, (const int *)NULL, (const int *)NULL, pos0, T, eps);
     return cudaGetLastError();
 }
 
@@ -60,8 +58,8 @@ extern "C" cudaError_t mla_write_latents_at_v1(void *cache, KernelDType cache_ty
                                                MlaDims dims, const int *pos, const int *base, int T, float eps,
                                                cudaStream_t stream)
 {
-    LAUNCH(mla_latent_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, cache, cache_type, kv,
-           kv_a_norm, inv_freq, cos_sin_scale, dims, pos, base, 0, T, eps);
+    LAUNCH(mla_latent_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, cache, cache_type, kv, kv_a_norm,
+           inv_freq, cos_sin_scale, dims, pos, base, 0, T, eps);
     return cudaGetLastError();
 }
 
@@ -79,13 +77,12 @@ __global__ void mla_latent_v2_kernel(void *cache, KernelDType cache_type, const 
     const float *kv_t = kv + (size_t)t * width;
     const size_t row = ((size_t)(pos ? base[t] : 0) + p) * width;
     float sum_sq = 0.0f;
-    for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x)
-        sum_sq += kv_t[i] * kv_t[i];
+    for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x) sum_sq += kv_t[i] * kv_t[i];
     const float inv_rms = 1.0f / sqrtf(block_sum(sum_sq, scratch) / (float)dc + eps);
     for (int i = (int)threadIdx.x; i < dc; i += (int)blockDim.x)
         store_elem(cache, cache_type, row + i, kv_a_norm[i] * (kv_t[i] * inv_rms));
     for (int i = (int)threadIdx.x; i < dr / 2; i += (int)blockDim.x) {
-        float pair[2] = {kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1]};
+        float pair[2] = { kv_t[dc + 2 * i], kv_t[dc + 2 * i + 1] };
         rope_rotate_pair(pair, 0, inv_freq[i], cos_sin_scale, p);
         store_elem(cache, cache_type, row + dc + 2 * i, pair[0]);
         store_elem(cache, cache_type, row + dc + 2 * i + 1, pair[1]);
@@ -119,8 +116,7 @@ extern "C" cudaError_t mla_write_latents_at_v2(void *cache, KernelDType cache_ty
 static __device__ float dot(const float *a, const void *b, KernelDType b_type, size_t off, int n)
 {
     float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * load_elem(b, b_type, off + i);
+    for (int i = 0; i < n; i++) s += a[i] * load_elem(b, b_type, off + i);
     return s;
 }
 
@@ -142,8 +138,7 @@ static __device__ void linear_transposed_rows(float *y, const float *x, const vo
 {
     for (int c = 0; c < cols; c++) {
         float s = 0.0f;
-        for (int r = 0; r < n; r++)
-            s += load_elem(W, w_type, (size_t)(r0 + r) * cols + c) * x[r];
+        for (int r = 0; r < n; r++) s += load_elem(W, w_type, (size_t)(r0 + r) * cols + c) * x[r];
         y[c] = s;
     }
 }
@@ -153,7 +148,10 @@ static __device__ void softmax(float *x, int n)
 {
     float max = x[0], sum = 0;
     for (int j = 1; j < n; j++) max = fmaxf(max, x[j]);
-    for (int j = 0; j < n; j++) { x[j] = expf(x[j] - max); sum += x[j]; }
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - max);
+        sum += x[j];
+    }
     for (int j = 0; j < n; j++) x[j] /= sum;
 }
 
@@ -171,25 +169,26 @@ __global__ void mla_attend_expanded_v1(float *o, const float *q, const void *kv_
     const int dv = dims.d_v, dq = dn + dr, id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     if (id >= T * nh) return;
     float *scores = scratch + (size_t)id * (ctx + dn + dv), *k_nope = scores + ctx, *v = k_nope + dn;
-    {   const int h = id % nh;                                 /* this thread's head... */
-        const int row = h * (dn + dv);                         /* head h's block of kv_b_proj */
-        {   const int t = id / nh;                             /* ...and token */
+    {
+        const int h = id % nh;         /* this thread's head... */
+        const int row = h * (dn + dv); /* head h's block of kv_b_proj */
+        {
+            const int t = id / nh; /* ...and token */
             const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
-            const int n_keys = token_position(pos, pos0, t) + 1; /* causal: keys 0..p_t */
+            const int n_keys = token_position(pos, pos0, t) + 1;     /* causal: keys 0..p_t */
             const size_t c_kv = (size_t)(pos ? base[t] : 0) * width; /* cache row of key 0 */
             for (int j = 0; j < n_keys; j++) {
                 linear_rows(k_nope, cache, cache_type, c_kv + (size_t)j * width, kv_b, kv_b_type, dc, row,
-                            row + dn);                         /* k^N_j, [d_n] */
-                scores[j] = dims.scale *
-                            (dot(q_nope, k_nope, dn) +
-                             dot(q_rope, cache, cache_type, c_kv + (size_t)j * width + dc, dr));
+                            row + dn); /* k^N_j, [d_n] */
+                scores[j] = dims.scale * (dot(q_nope, k_nope, dn) +
+                                          dot(q_rope, cache, cache_type, c_kv + (size_t)j * width + dc, dr));
             }
             softmax(scores, n_keys);
             float *o_th = o + ((size_t)t * nh + h) * dv;
             for (int d = 0; d < dv; d++) o_th[d] = 0;
             for (int j = 0; j < n_keys; j++) {
                 linear_rows(v, cache, cache_type, c_kv + (size_t)j * width, kv_b, kv_b_type, dc, row + dn,
-                            row + dn + dv);                    /* v_j, [d_v] */
+                            row + dn + dv); /* v_j, [d_v] */
                 for (int d = 0; d < dv; d++) o_th[d] += scores[j] * v[d];
             }
         }
@@ -210,23 +209,25 @@ __global__ void mla_attend_absorbed_v1(float *o, const float *q, const void *kv_
     const int dv = dims.d_v, dq = dn + dr, dc = dims.d_c, id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     if (id >= T * nh) return;
     float *scores = scratch + (size_t)id * (ctx + 2 * dc), *q_lat = scores + ctx, *o_lat = q_lat + dc;
-    {   const int t = id / nh;                                 /* this thread's token... */
+    {
+        const int t = id / nh; /* this thread's token... */
         const int n_keys = token_position(pos, pos0, t) + 1;
         const size_t c_kv = (size_t)(pos ? base[t] : 0) * width; /* cache row of key 0 */
-        {   const int h = id % nh;                             /* ...and head */
+        {
+            const int h = id % nh; /* ...and head */
             const int row = h * (dn + dv);
             const float *q_nope = q + ((size_t)t * nh + h) * dq, *q_rope = q_nope + dn;
             linear_transposed_rows(q_lat, q_nope, kv_b, kv_b_type, dc, row, dn); /* W^UK_hᵀ q^N, [d_c] */
-            for (int j = 0; j < n_keys; j++)                   /* σ is still d_q^{-1/2}·m², not d_c's */
-                scores[j] = dims.scale *
-                            (dot(q_lat, cache, cache_type, c_kv + (size_t)j * width, dc) +
-                             dot(q_rope, cache, cache_type, c_kv + (size_t)j * width + dc, dr));
+            for (int j = 0; j < n_keys; j++) /* σ is still d_q^{-1/2}·m², not d_c's */
+                scores[j] = dims.scale * (dot(q_lat, cache, cache_type, c_kv + (size_t)j * width, dc) +
+                                          dot(q_rope, cache, cache_type, c_kv + (size_t)j * width + dc, dr));
             softmax(scores, n_keys);
             for (int c = 0; c < dc; c++) o_lat[c] = 0;
             for (int j = 0; j < n_keys; j++)
-                for (int c = 0; c < dc; c++) o_lat[c] += scores[j] * load_elem(cache, cache_type, c_kv + (size_t)j * width + c);
+                for (int c = 0; c < dc; c++)
+                    o_lat[c] += scores[j] * load_elem(cache, cache_type, c_kv + (size_t)j * width + c);
             linear_rows(o + ((size_t)t * nh + h) * dv, o_lat, KERNEL_F32, 0, kv_b, kv_b_type, dc, row + dn,
-                        row + dn + dv);                        /* W^UV_h o^L, [d_v] */
+                        row + dn + dv); /* W^UV_h o^L, [d_v] */
         }
     }
 }
@@ -286,12 +287,10 @@ __global__ void mla_causal_softmax_v2_kernel(float *p, const float *s, float sca
     const int t = (int)blockIdx.x, h = (int)blockIdx.y, n_keys = pos0 + t + 1;
     const size_t row = ((size_t)h * T + t) * ctx;
     float max = -INFINITY;
-    for (int j = (int)threadIdx.x; j < n_keys; j += (int)blockDim.x)
-        max = fmaxf(max, scale * s[row + j]);
+    for (int j = (int)threadIdx.x; j < n_keys; j += (int)blockDim.x) max = fmaxf(max, scale * s[row + j]);
     max = block_max(max, scratch);
     float sum = 0.0f;
-    for (int j = (int)threadIdx.x; j < n_keys; j += (int)blockDim.x)
-        sum += expf(scale * s[row + j] - max);
+    for (int j = (int)threadIdx.x; j < n_keys; j += (int)blockDim.x) sum += expf(scale * s[row + j] - max);
     sum = block_sum(sum, scratch);
     for (int j = (int)threadIdx.x; j < ctx; j += (int)blockDim.x)
         p[row + j] = j < n_keys ? expf(scale * s[row + j] - max) / sum : 0.0f;
@@ -329,18 +328,18 @@ extern "C" cudaError_t mla_causal_softmax_v2(float *p, const float *s, float sca
  * Dynamic shared memory: MLA_DECODE_WARPS · (d_c + 2) floats.
  */
 __global__ void mla_decode_split_kernel(float *partial, const float *q_lat, const float *q, const void *cache,
-                                        KernelDType cache_type, MlaDims dims, const int *pos, const int *base,
-                                        int pos0, int n_split)
+                                        KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int pos0,
+                                        int n_split)
 {
     DYNAMIC_SHARED(float, smem);
     const int split = (int)blockIdx.x, h = (int)blockIdx.y, t = (int)blockIdx.z;
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     const int nh = dims.n_h, dc = dims.d_c, dr = dims.d_r, dq = dims.d_n + dr, width = dc + dr;
     const int n_keys = token_position(pos, pos0, t) + 1, start = split * MLA_DECODE_KEYS_PER_SPLIT;
-    if (start >= n_keys)                                       /* a split past this token's keys: no partial */
+    if (start >= n_keys) /* a split past this token's keys: no partial */
         return;
     const int end = min(start + MLA_DECODE_KEYS_PER_SPLIT, n_keys);
-    const size_t first = (size_t)(pos ? base[t] : 0) * width;  /* cache row of key 0 */
+    const size_t first = (size_t)(pos ? base[t] : 0) * width; /* cache row of key 0 */
     const float *ql = q_lat + ((size_t)t * nh + h) * dc, *qr = q + ((size_t)t * nh + h) * dq + dims.d_n;
     float q_l[DC_PER_LANE], q_r[DR_PER_LANE], acc[DC_PER_LANE];
     for (int i = 0; i < DC_PER_LANE; i++) {
@@ -348,8 +347,7 @@ __global__ void mla_decode_split_kernel(float *partial, const float *q_lat, cons
         q_l[i] = c < dc ? ql[c] : 0.0f;
         acc[i] = 0.0f;
     }
-    for (int i = 0; i < DR_PER_LANE; i++)
-        q_r[i] = lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
+    for (int i = 0; i < DR_PER_LANE; i++) q_r[i] = lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
     float m = -INFINITY, l = 0.0f;
     for (int j = start + warp; j < end; j += MLA_DECODE_WARPS) {
         const size_t row = first + (size_t)j * width;
@@ -361,33 +359,29 @@ __global__ void mla_decode_split_kernel(float *partial, const float *q_lat, cons
             dot += q_l[i] * c_hat[i];
         }
         for (int i = 0; i < DR_PER_LANE; i++)
-            if (lane + 32 * i < dr)
-                dot += q_r[i] * load_elem(cache, cache_type, row + dc + lane + 32 * i);
+            if (lane + 32 * i < dr) dot += q_r[i] * load_elem(cache, cache_type, row + dc + lane + 32 * i);
         const float s = dims.scale * warp_sum(dot);
         const float m_new = fmaxf(m, s), rescale = expf(m - m_new), p = expf(s - m_new);
         l = l * rescale + p;
-        for (int i = 0; i < DC_PER_LANE; i++)
-            acc[i] = acc[i] * rescale + p * c_hat[i];
+        for (int i = 0; i < DC_PER_LANE; i++) acc[i] = acc[i] * rescale + p * c_hat[i];
         m = m_new;
     }
-    float *w_acc = smem + (size_t)warp * (dc + 2);             /* this warp's (acc, m, l) */
+    float *w_acc = smem + (size_t)warp * (dc + 2); /* this warp's (acc, m, l) */
     for (int i = 0; i < DC_PER_LANE; i++)
-        if (lane + 32 * i < dc)
-            w_acc[lane + 32 * i] = acc[i];
+        if (lane + 32 * i < dc) w_acc[lane + 32 * i] = acc[i];
     if (lane == 0) {
         w_acc[dc] = m;
         w_acc[dc + 1] = l;
     }
     __syncthreads();
     float m_all = -INFINITY;
-    for (int w = 0; w < MLA_DECODE_WARPS; w++)
-        m_all = fmaxf(m_all, smem[(size_t)w * (dc + 2) + dc]);
+    for (int w = 0; w < MLA_DECODE_WARPS; w++) m_all = fmaxf(m_all, smem[(size_t)w * (dc + 2) + dc]);
     float *out = partial + (((size_t)t * nh + h) * n_split + split) * (dc + 2);
     for (int c = (int)threadIdx.x; c < dc + 2; c += (int)blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < MLA_DECODE_WARPS; w++) {
             const float *ws = smem + (size_t)w * (dc + 2);
-            const float f = ws[dc] == -INFINITY ? 0.0f : expf(ws[dc] - m_all);   /* a warp with no keys adds 0 */
+            const float f = ws[dc] == -INFINITY ? 0.0f : expf(ws[dc] - m_all); /* a warp with no keys adds 0 */
             v += c == dc ? 0.0f : f * ws[c];
         }
         out[c] = c == dc ? m_all : v;
@@ -405,8 +399,7 @@ __global__ void mla_decode_combine_kernel(float *o_lat, const float *partial, Ml
     const float *part = partial + ((size_t)t * nh + h) * n_split * (dc + 2);
     n_split = min(n_split, (token_position(pos, pos0, t) + MLA_DECODE_KEYS_PER_SPLIT) / MLA_DECODE_KEYS_PER_SPLIT);
     float m_all = -INFINITY;
-    for (int s = 0; s < n_split; s++)
-        m_all = fmaxf(m_all, part[(size_t)s * (dc + 2) + dc]);
+    for (int s = 0; s < n_split; s++) m_all = fmaxf(m_all, part[(size_t)s * (dc + 2) + dc]);
     float l_all = 0.0f;
     for (int s = 0; s < n_split; s++) {
         const float *ps = part + (size_t)s * (dc + 2);
@@ -423,21 +416,23 @@ __global__ void mla_decode_combine_kernel(float *o_lat, const float *partial, Ml
 }
 // ANCHOR_END: mla_decode_v2
 
-extern "C" int mla_decode_splits(int ctx) { return (ctx + MLA_DECODE_KEYS_PER_SPLIT - 1) / MLA_DECODE_KEYS_PER_SPLIT; }
+extern "C" int mla_decode_splits(int ctx)
+{
+    return (ctx + MLA_DECODE_KEYS_PER_SPLIT - 1) / MLA_DECODE_KEYS_PER_SPLIT;
+}
 
 /** Launches the split kernel on n_split splits and the combine (positions as in mla_decode_split_kernel). */
 static cudaError_t decode_launch(float *o_lat, const float *q_lat, const float *q, const void *cache,
-                                 KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int pos0,
-                                 int T, int n_split, float *partial, cudaStream_t stream)
+                                 KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int pos0, int T,
+                                 int n_split, float *partial, cudaStream_t stream)
 {
-    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR)
-        return cudaErrorInvalidValue;
+    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR) return cudaErrorInvalidValue;
     const size_t smem = sizeof(float) * MLA_DECODE_WARPS * (size_t)(dims.d_c + 2);
     LAUNCH(mla_decode_split_kernel, dim3((unsigned)n_split, (unsigned)dims.n_h, (unsigned)T),
            dim3(32 * MLA_DECODE_WARPS), smem, stream, partial, q_lat, q, cache, cache_type, dims, pos, base, pos0,
            n_split);
-    LAUNCH(mla_decode_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, partial,
-           dims, pos, pos0, n_split);
+    LAUNCH(mla_decode_combine_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, partial, dims,
+           pos, pos0, n_split);
     return cudaGetLastError();
 }
 
@@ -453,21 +448,21 @@ extern "C" cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const 
                                         KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
                                         int max_ctx, float *partial, cudaStream_t stream)
 {
-    return decode_launch(o_lat, q_lat, q, cache, cache_type, dims, pos, base, 0, T, mla_decode_splits(max_ctx),
-                         partial, stream);
+    return decode_launch(o_lat, q_lat, q, cache, cache_type, dims, pos, base, 0, T, mla_decode_splits(max_ctx), partial,
+                         stream);
 }
 
 /* ---- version 3: one read of each cache row per head group ------------------------------------ */
 
-#define MLA_V3_GROUP 16           /**< heads sharing one pass over the cache rows */
-#define MLA_V3_WARPS 8            /**< warps per block */
-#define MLA_V3_HPW (MLA_V3_GROUP / MLA_V3_WARPS) /**< heads per warp */
-#define MLA_V3_TILE 16            /**< cache rows staged in shared memory at once */
+#define MLA_V3_GROUP         16                            /**< heads sharing one pass over the cache rows */
+#define MLA_V3_WARPS         8                             /**< warps per block */
+#define MLA_V3_HPW           (MLA_V3_GROUP / MLA_V3_WARPS) /**< heads per warp */
+#define MLA_V3_TILE          16                            /**< cache rows staged in shared memory at once */
 /** Fewest keys per split: a split writes MLA_V3_GROUP·(d_c + 2) floats of partials (33 KB at d_c 512),
  *  so 128 bf16 rows of 576 (147 KB) keep the partials under a quarter of the cache bytes. */
-#define MLA_V3_MIN_KEYS 128
-#define MLA_V3_MAX_SPLITS 128     /**< most splits of one sequence: about one block per SM at batch 1 */
-#define MLA_V3_TARGET_BLOCKS 264  /**< blocks to aim for: two per SM of a 132-SM H100 */
+#define MLA_V3_MIN_KEYS      128
+#define MLA_V3_MAX_SPLITS    128 /**< most splits of one sequence: about one block per SM at batch 1 */
+#define MLA_V3_TARGET_BLOCKS 264 /**< blocks to aim for: two per SM of a 132-SM H100 */
 
 /** Keys per split for n_keys keys over n_split grid columns: at least MLA_V3_MIN_KEYS, a whole number of tiles. */
 static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
@@ -491,9 +486,9 @@ static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
  * the last partial to combine them, so one launch does it all. counters: zero at the first launch, and
  * left zero by every launch. Dynamic shared memory: MLA_V3_TILE · (d_c + d_r) floats.
  */
-__global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *partial, int *counters,
-                                     const float *q_lat, const float *q, const void *cache, KernelDType cache_type,
-                                     MlaDims dims, const int *pos, const int *base, int pos0, int n_split, int wide)
+__global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *partial, int *counters, const float *q_lat,
+                                     const float *q, const void *cache, KernelDType cache_type, MlaDims dims,
+                                     const int *pos, const int *base, int pos0, int n_split, int wide)
 {
     DYNAMIC_SHARED(float, tile);
     const int split = (int)blockIdx.x, t = (int)blockIdx.z, lane = (int)threadIdx.x % 32;
@@ -501,14 +496,14 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
     const int nh = dims.n_h, dc = dims.d_c, dr = dims.d_r, dq = dims.d_n + dr, width = dc + dr;
     const int n_keys = token_position(pos, pos0, t) + 1, kps = v3_keys_per_split(n_keys, n_split);
     const int start = split * kps;
-    if (start >= n_keys)                                       /* whole block: this split has no keys */
+    if (start >= n_keys) /* whole block: this split has no keys */
         return;
     const int end = min(start + kps, n_keys);
-    const size_t first = (size_t)(pos ? base[t] : 0) * width;  /* cache row of key 0 */
+    const size_t first = (size_t)(pos ? base[t] : 0) * width; /* cache row of key 0 */
     float q_l[MLA_V3_HPW][DC_PER_LANE], q_r[MLA_V3_HPW][DR_PER_LANE], acc[MLA_V3_HPW][DC_PER_LANE];
     float m[MLA_V3_HPW], l[MLA_V3_HPW];
 #pragma unroll
-    for (int k = 0; k < MLA_V3_HPW; k++) {                     /* a head past n_h scores with q = 0, unwritten */
+    for (int k = 0; k < MLA_V3_HPW; k++) { /* a head past n_h scores with q = 0, unwritten */
         const bool live = h0 + k < nh;
         const size_t th = (size_t)t * nh + (live ? h0 + k : 0);
         const float *ql = q_lat + th * dc, *qr = q + th * dq + dims.d_n;
@@ -518,45 +513,41 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
             acc[k][i] = 0.0f;
         }
 #pragma unroll
-        for (int i = 0; i < DR_PER_LANE; i++)
-            q_r[k][i] = live && lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
+        for (int i = 0; i < DR_PER_LANE; i++) q_r[k][i] = live && lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
         m[k] = -INFINITY;
         l[k] = 0.0f;
     }
     for (int j0 = start; j0 < end; j0 += MLA_V3_TILE) {
         const int n = min(MLA_V3_TILE, end - j0);
         const size_t row0 = first + (size_t)j0 * width;
-        if (wide)                                              /* each row read once for the whole group */
+        if (wide) /* each row read once for the whole group */
             for (int c = 8 * (int)threadIdx.x; c < n * width; c += 8 * (int)blockDim.x)
                 load8(cache, cache_type, row0 + c, tile + c);
         else
             for (int c = (int)threadIdx.x; c < n * width; c += (int)blockDim.x)
                 tile[c] = load_elem(cache, cache_type, row0 + c);
         __syncthreads();
-        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW];   /* both heads per shared-memory read */
+        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW]; /* both heads per shared-memory read */
 #pragma unroll
-        for (int k = 0; k < MLA_V3_HPW; k++)
-            m_new[k] = m[k];
+        for (int k = 0; k < MLA_V3_HPW; k++) m_new[k] = m[k];
 #pragma unroll
         for (int j = 0; j < MLA_V3_TILE; j++) {
-            if (j < n) {                                       /* uniform over the block */
+            if (j < n) { /* uniform over the block */
                 const float *row = tile + (size_t)j * width;
-                float dot[MLA_V3_HPW] = {0.0f};
+                float dot[MLA_V3_HPW] = { 0.0f };
 #pragma unroll
                 for (int i = 0; i < DC_PER_LANE; i++)
                     if (lane + 32 * i < dc) {
                         const float c = row[lane + 32 * i];
 #pragma unroll
-                        for (int k = 0; k < MLA_V3_HPW; k++)
-                            dot[k] += q_l[k][i] * c;
+                        for (int k = 0; k < MLA_V3_HPW; k++) dot[k] += q_l[k][i] * c;
                     }
 #pragma unroll
                 for (int i = 0; i < DR_PER_LANE; i++)
                     if (lane + 32 * i < dr) {
                         const float r = row[dc + lane + 32 * i];
 #pragma unroll
-                        for (int k = 0; k < MLA_V3_HPW; k++)
-                            dot[k] += q_r[k][i] * r;
+                        for (int k = 0; k < MLA_V3_HPW; k++) dot[k] += q_r[k][i] * r;
                     }
 #pragma unroll
                 for (int k = 0; k < MLA_V3_HPW; k++) {
@@ -568,11 +559,10 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
         float p[MLA_V3_HPW][MLA_V3_TILE];
 #pragma unroll
         for (int k = 0; k < MLA_V3_HPW; k++) {
-            const float rescale = expf(m[k] - m_new[k]);       /* 0 on the first tile (m = −∞) */
+            const float rescale = expf(m[k] - m_new[k]); /* 0 on the first tile (m = −∞) */
             l[k] *= rescale;
 #pragma unroll
-            for (int i = 0; i < DC_PER_LANE; i++)
-                acc[k][i] *= rescale;
+            for (int i = 0; i < DC_PER_LANE; i++) acc[k][i] *= rescale;
 #pragma unroll
             for (int j = 0; j < MLA_V3_TILE; j++) {
                 p[k][j] = j < n ? expf(s[k][j] - m_new[k]) : 0.0f;
@@ -589,23 +579,20 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
                     if (lane + 32 * i < dc) {
                         const float c = row[lane + 32 * i];
 #pragma unroll
-                        for (int k = 0; k < MLA_V3_HPW; k++)
-                            acc[k][i] += p[k][j] * c;
+                        for (int k = 0; k < MLA_V3_HPW; k++) acc[k][i] += p[k][j] * c;
                     }
             }
         }
-        __syncthreads();                                       /* the tile is read before the next overwrites it */
+        __syncthreads(); /* the tile is read before the next overwrites it */
     }
-    float *part = partial + ((size_t)t * nh + h0) * n_split * (dc + 2);  /* [head of the warp][split][d_c + 2] */
+    float *part = partial + ((size_t)t * nh + h0) * n_split * (dc + 2); /* [head of the warp][split][d_c + 2] */
 #pragma unroll
     for (int k = 0; k < MLA_V3_HPW; k++) {
-        if (h0 + k >= nh)
-            continue;
+        if (h0 + k >= nh) continue;
         float *out = part + ((size_t)k * n_split + split) * (dc + 2);
 #pragma unroll
         for (int i = 0; i < DC_PER_LANE; i++)
-            if (lane + 32 * i < dc)
-                out[lane + 32 * i] = acc[k][i];
+            if (lane + 32 * i < dc) out[lane + 32 * i] = acc[k][i];
         if (lane == 0) {
             out[dc] = m[k];
             out[dc + 1] = l[k];
@@ -616,26 +603,22 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
      * o^L = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} ℓ_s, M = max_s m_s, stored as o_type. */
     __shared__ int last;
     const int used = (n_keys + kps - 1) / kps;
-    __threadfence();                                           /* this block's partials, visible to all */
+    __threadfence(); /* this block's partials, visible to all */
     __syncthreads();
     if (threadIdx.x == 0) {
         int *done = counters + (size_t)t * gridDim.y + blockIdx.y;
         last = atomicAdd(done, 1) == used - 1;
-        if (last)
-            *done = 0;                                         /* zero again for the next launch or replay */
+        if (last) *done = 0; /* zero again for the next launch or replay */
     }
     __syncthreads();
-    if (!last)
-        return;
+    if (!last) return;
     __threadfence();
 #pragma unroll
     for (int k = 0; k < MLA_V3_HPW; k++) {
-        if (h0 + k >= nh)
-            continue;
-        const volatile float *ps = part + (size_t)k * n_split * (dc + 2);   /* written by other blocks */
+        if (h0 + k >= nh) continue;
+        const volatile float *ps = part + (size_t)k * n_split * (dc + 2); /* written by other blocks */
         float m_all = -INFINITY, l_all = 0.0f;
-        for (int sp = 0; sp < used; sp++)
-            m_all = fmaxf(m_all, ps[(size_t)sp * (dc + 2) + dc]);
+        for (int sp = 0; sp < used; sp++) m_all = fmaxf(m_all, ps[(size_t)sp * (dc + 2) + dc]);
         for (int sp = 0; sp < used; sp++)
             l_all += expf(ps[(size_t)sp * (dc + 2) + dc] - m_all) * ps[(size_t)sp * (dc + 2) + dc + 1];
         for (int c = lane; c < dc; c += 32) {
@@ -678,8 +661,7 @@ static cudaError_t decode_v3_launch(void *o_lat, KernelDType o_type, const float
                                     const int *base, int pos0, int T, int max_ctx, float *partial, int *counters,
                                     cudaStream_t stream)
 {
-    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR)
-        return cudaErrorInvalidValue;
+    if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR) return cudaErrorInvalidValue;
     const int width = dims.d_c + dims.d_r, n_split = mla_decode_v3_splits(dims.n_h, T, max_ctx);
     const int wide = width % 8 == 0 && aligned16(cache);
     const unsigned int groups = (unsigned int)mla_decode_v3_counters(dims.n_h, 1);
@@ -689,17 +671,18 @@ static cudaError_t decode_v3_launch(void *o_lat, KernelDType o_type, const float
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
-                                     KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial,
-                                     int *counters, cudaStream_t stream)
+extern "C" cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q,
+                                     const void *cache, KernelDType cache_type, MlaDims dims, int pos0, int T,
+                                     float *partial, int *counters, cudaStream_t stream)
 {
     return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, NULL, NULL, pos0, T, pos0 + T, partial,
                             counters, stream);
 }
 
-extern "C" cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
-                                        KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
-                                        int max_ctx, float *partial, int *counters, cudaStream_t stream)
+extern "C" cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q,
+                                        const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
+                                        const int *base, int T, int max_ctx, float *partial, int *counters,
+                                        cudaStream_t stream)
 {
     return decode_v3_launch(o_lat, o_type, q_lat, q, cache, cache_type, dims, pos, base, 0, T, max_ctx, partial,
                             counters, stream);

@@ -7,7 +7,10 @@
 #include "common.cuh"
 
 /** silu(z) = z · sigmoid(z). */
-static __device__ __forceinline__ float silu(float z) { return z / (1.0f + expf(-z)); }
+static __device__ __forceinline__ float silu(float z)
+{
+    return z / (1.0f + expf(-z));
+}
 
 // ANCHOR: moe_v1
 /** Hidden units of one assignment: h_i = silu(W_gate x)_i · (W_up x)_i for i < I, with w = [W_gate; W_up]
@@ -37,20 +40,19 @@ __global__ void moe_v1_experts_kernel(float *hidden, const float *x, const int *
                                       const void *shared_gate_up, KernelDType w_type, int T, int D, int I, int K,
                                       int I_s)
 {
-    const int b = (int)blockIdx.x, stride = K * I + I_s;      /* hidden: [T, K·I + I_s] */
-    if (b == T * K) {                                          /* the shared experts, on the same b_t */
+    const int b = (int)blockIdx.x, stride = K * I + I_s; /* hidden: [T, K·I + I_s] */
+    if (b == T * K) {                                    /* the shared experts, on the same b_t */
         for (int t = 0; t < T; t++)
-            swiglu_hidden(hidden + (size_t)t * stride + K * I, x + (size_t)t * D, shared_gate_up, w_type, 0, D,
-                          I_s);
+            swiglu_hidden(hidden + (size_t)t * stride + K * I, x + (size_t)t * D, shared_gate_up, w_type, 0, D, I_s);
         return;
     }
     const int e = idx[b];
     for (int r = 0; r < b; r++)
-        if (idx[r] == e) return;                               /* an earlier block serves e */
-    for (int r = b; r < T * K; r++)                            /* expert e once, on its tokens */
-        if (idx[r] == e)                                       /* assignment t·K + k reads token t */
-            swiglu_hidden(hidden + (size_t)(r / K) * stride + (r % K) * I, x + (size_t)(r / K) * D, gate_up,
-                          w_type, (size_t)e * 2 * I * D, D, I);
+        if (idx[r] == e) return;    /* an earlier block serves e */
+    for (int r = b; r < T * K; r++) /* expert e once, on its tokens */
+        if (idx[r] == e)            /* assignment t·K + k reads token t */
+            swiglu_hidden(hidden + (size_t)(r / K) * stride + (r % K) * I, x + (size_t)(r / K) * D, gate_up, w_type,
+                          (size_t)e * 2 * I * D, D, I);
 }
 // ANCHOR_END: moe_v1_experts
 
@@ -65,22 +67,19 @@ __global__ void moe_v1_combine_kernel(float *y, const float *hidden, const int *
                                       int I, int K, int I_s)
 {
     const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (id >= (size_t)T * D)
-        return;
+    if (id >= (size_t)T * D) return;
     const int t = (int)(id / D), d = (int)(id % D);
     const float *h_t = hidden + (size_t)t * (K * I + I_s);
     float y_td = 0.0f;
-    for (int k = 0; k < K; k++) {                              /* y_t = Σ_k g_{k,t} FFN_{e_k}(b_t), slot order */
-        const size_t row = ((size_t)idx[t * K + k] * D + d) * I;  /* row d of W_down of expert e_k */
+    for (int k = 0; k < K; k++) {                                /* y_t = Σ_k g_{k,t} FFN_{e_k}(b_t), slot order */
+        const size_t row = ((size_t)idx[t * K + k] * D + d) * I; /* row d of W_down of expert e_k */
         float o = 0.0f;
-        for (int i = 0; i < I; i++)
-            o += load_elem(down, w_type, row + i) * h_t[k * I + i];
+        for (int i = 0; i < I; i++) o += load_elem(down, w_type, row + i) * h_t[k * I + i];
         y_td += weight[t * K + k] * o;
     }
-    if (I_s > 0) {                                             /* + the shared experts */
+    if (I_s > 0) { /* + the shared experts */
         float o = 0.0f;
-        for (int i = 0; i < I_s; i++)
-            o += load_elem(shared_down, w_type, (size_t)d * I_s + i) * h_t[K * I + i];
+        for (int i = 0; i < I_s; i++) o += load_elem(shared_down, w_type, (size_t)d * I_s + i) * h_t[K * I + i];
         y_td += o;
     }
     y[id] = y_td;
@@ -93,10 +92,10 @@ extern "C" cudaError_t moe_forward_v1(float *y, const float *x, const int *idx, 
                                       const void *shared_down, KernelDType w_type, int T, int D, int I, int K, int I_s,
                                       float *hidden, cudaStream_t stream)
 {
-    LAUNCH(moe_v1_experts_kernel, dim3((unsigned)(T * K + (I_s > 0))), dim3(128), 0, stream, hidden, x, idx,
-           gate_up, shared_gate_up, w_type, T, D, I, K, I_s);
-    LAUNCH(moe_v1_combine_kernel, dim3(blocks_for((size_t)T * D, 128)), dim3(128), 0, stream, y, hidden, idx,
-           weight, down, shared_down, w_type, T, D, I, K, I_s);
+    LAUNCH(moe_v1_experts_kernel, dim3((unsigned)(T * K + (I_s > 0))), dim3(128), 0, stream, hidden, x, idx, gate_up,
+           shared_gate_up, w_type, T, D, I, K, I_s);
+    LAUNCH(moe_v1_combine_kernel, dim3(blocks_for((size_t)T * D, 128)), dim3(128), 0, stream, y, hidden, idx, weight,
+           down, shared_down, w_type, T, D, I, K, I_s);
     return cudaGetLastError();
 }
 
@@ -123,15 +122,13 @@ __global__ void moe_permute_v2_kernel(int *counts, int *offsets, int *slot_row, 
     const int n = T * K;
     for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
         int c = 0;
-        for (int r = 0; r < n; r++)
-            c += idx[r] == e;
+        for (int r = 0; r < n; r++) c += idx[r] == e;
         counts[e] = c;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
         offsets[0] = 0;
-        for (int e = 0; e < E; e++)
-            offsets[e + 1] = offsets[e] + counts[e];
+        for (int e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
     }
     __syncthreads();
     for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
@@ -149,8 +146,7 @@ __global__ void moe_permute_v2_kernel(int *counts, int *offsets, int *slot_row, 
 __global__ void moe_gather_v2_kernel(void *xp, KernelDType xp_type, const float *x, const int *row_token, int D)
 {
     const size_t r = blockIdx.x, src = (size_t)row_token[r] * D;
-    for (int d = (int)threadIdx.x; d < D; d += (int)blockDim.x)
-        store_elem(xp, xp_type, r * D + d, x[src + d]);
+    for (int d = (int)threadIdx.x; d < D; d += (int)blockDim.x) store_elem(xp, xp_type, r * D + d, x[src + d]);
 }
 
 /** Block t: y_t = Σ_k weight[t,k] · out[slot_row[t,k]] (k ascending), then + shared_t. */
@@ -160,10 +156,8 @@ __global__ void moe_combine_v2_kernel(float *y, const float *out, const int *slo
     const int t = (int)blockIdx.x;
     for (int d = (int)threadIdx.x; d < D; d += (int)blockDim.x) {
         float acc = 0.0f;
-        for (int k = 0; k < K; k++)
-            acc += weight[t * K + k] * out[(size_t)slot_row[t * K + k] * D + d];
-        if (shared)
-            acc += shared[(size_t)t * D + d];
+        for (int k = 0; k < K; k++) acc += weight[t * K + k] * out[(size_t)slot_row[t * K + k] * D + d];
+        if (shared) acc += shared[(size_t)t * D + d];
         y[(size_t)t * D + d] = acc;
     }
 }
@@ -207,8 +201,7 @@ extern "C" cudaError_t moe_combine_v2(float *y, const float *out, const int *slo
 static __device__ int row_expert(const int *offsets, int E, int r)
 {
     int e = 0;
-    while (e < E - 1 && offsets[e + 1] <= r)
-        e++;
+    while (e < E - 1 && offsets[e + 1] <= r) e++;
     return e;
 }
 
@@ -221,8 +214,7 @@ __global__ void moe_experts_v1_hidden_kernel(void *hidden, const void *xp, const
                                              KernelDType w_type, int rows, int E, int D, int I)
 {
     const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (id >= (size_t)rows * I)
-        return;
+    if (id >= (size_t)rows * I) return;
     const int r = (int)(id / I), i = (int)(id % I), e = row_expert(offsets, E, r);
     const size_t gate = ((size_t)e * 2 * I + i) * D, up = gate + (size_t)I * D;
     float g = 0.0f, u = 0.0f;
@@ -239,20 +231,18 @@ __global__ void moe_experts_v1_down_kernel(float *out, const void *hidden, const
                                            KernelDType w_type, int rows, int E, int D, int I)
 {
     const size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (id >= (size_t)rows * D)
-        return;
+    if (id >= (size_t)rows * D) return;
     const int r = (int)(id / D), d = (int)(id % D), e = row_expert(offsets, E, r);
     const size_t w = ((size_t)e * D + d) * I;
     float acc = 0.0f;
-    for (int i = 0; i < I; i++)
-        acc += load_elem(down, w_type, w + i) * load_elem(hidden, w_type, (size_t)r * I + i);
+    for (int i = 0; i < I; i++) acc += load_elem(down, w_type, w + i) * load_elem(hidden, w_type, (size_t)r * I + i);
     out[id] = acc;
 }
 // ANCHOR_END: moe_experts_v1
 
-extern "C" cudaError_t moe_experts_v1(float *out, void *hidden, const void *xp, const int *offsets,
-                                      const void *gate_up, const void *down, KernelDType w_type, int rows, int E, int D,
-                                      int I, cudaStream_t stream)
+extern "C" cudaError_t moe_experts_v1(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                                      const void *down, KernelDType w_type, int rows, int E, int D, int I,
+                                      cudaStream_t stream)
 {
     LAUNCH(moe_experts_v1_hidden_kernel, dim3(blocks_for((size_t)rows * I, 128)), dim3(128), 0, stream, hidden, xp,
            offsets, gate_up, w_type, rows, E, D, I);
@@ -262,14 +252,13 @@ extern "C" cudaError_t moe_experts_v1(float *out, void *hidden, const void *xp, 
 }
 
 #define EXPERT_WARPS 8 /**< warps per block of the grouped kernels: one output unit each */
-#define EXPERT_ROWS 4  /**< rows of one expert a warp carries at once (accumulators per lane) */
+#define EXPERT_ROWS  4 /**< rows of one expert a warp carries at once (accumulators per lane) */
 
 /** The j-th expert that has rows (ascending e), or −1 when fewer than j + 1 have any. */
 static __device__ int active_expert(const int *offsets, int E, int j)
 {
     for (int e = 0; e < E; e++)
-        if (offsets[e + 1] > offsets[e] && j-- == 0)
-            return e;
+        if (offsets[e + 1] > offsets[e] && j-- == 0) return e;
     return -1;
 }
 
@@ -285,12 +274,12 @@ __global__ void moe_experts_v2_hidden_kernel(void *hidden, const void *xp, const
 {
     const int e = active_expert(offsets, E, (int)blockIdx.y);
     const int lane = (int)threadIdx.x % 32, i = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
-    if (e < 0 || i >= I)                                        /* uniform over the warp */
+    if (e < 0 || i >= I) /* uniform over the warp */
         return;
     const size_t gate = ((size_t)e * 2 * I + i) * D, up = gate + (size_t)I * D;
     for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
         const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
-        float g[EXPERT_ROWS] = {0.0f}, u[EXPERT_ROWS] = {0.0f};
+        float g[EXPERT_ROWS] = { 0.0f }, u[EXPERT_ROWS] = { 0.0f };
         for (int d = lane; d < D; d += 32) {
             const float wg = load_elem(gate_up, w_type, gate + d), wu = load_elem(gate_up, w_type, up + d);
 #pragma unroll
@@ -305,8 +294,7 @@ __global__ void moe_experts_v2_hidden_kernel(void *hidden, const void *xp, const
 #pragma unroll
         for (int k = 0; k < EXPERT_ROWS; k++) {
             const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
-            if (lane == 0 && k < n)
-                store_elem(hidden, w_type, (size_t)(r0 + k) * I + i, silu(gk) * uk);
+            if (lane == 0 && k < n) store_elem(hidden, w_type, (size_t)(r0 + k) * I + i, silu(gk) * uk);
         }
     }
 }
@@ -317,34 +305,31 @@ __global__ void moe_experts_v2_down_kernel(float *out, const void *hidden, const
 {
     const int e = active_expert(offsets, E, (int)blockIdx.y);
     const int lane = (int)threadIdx.x % 32, d = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
-    if (e < 0 || d >= D)
-        return;
+    if (e < 0 || d >= D) return;
     const size_t w = ((size_t)e * D + d) * I;
     for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
         const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
-        float acc[EXPERT_ROWS] = {0.0f};
+        float acc[EXPERT_ROWS] = { 0.0f };
         for (int i = lane; i < I; i += 32) {
             const float wd = load_elem(down, w_type, w + i);
 #pragma unroll
             for (int k = 0; k < EXPERT_ROWS; k++)
-                if (k < n)
-                    acc[k] += wd * load_elem(hidden, w_type, (size_t)(r0 + k) * I + i);
+                if (k < n) acc[k] += wd * load_elem(hidden, w_type, (size_t)(r0 + k) * I + i);
         }
 #pragma unroll
         for (int k = 0; k < EXPERT_ROWS; k++) {
             const float sum = warp_sum(acc[k]);
-            if (lane == 0 && k < n)
-                out[(size_t)(r0 + k) * D + d] = sum;
+            if (lane == 0 && k < n) out[(size_t)(r0 + k) * D + d] = sum;
         }
     }
 }
 // ANCHOR_END: moe_experts_v2
 
-extern "C" cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, const int *offsets,
-                                      const void *gate_up, const void *down, KernelDType w_type, int rows, int E, int D,
-                                      int I, cudaStream_t stream)
+extern "C" cudaError_t moe_experts_v2(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                                      const void *down, KernelDType w_type, int rows, int E, int D, int I,
+                                      cudaStream_t stream)
 {
-    const unsigned int active = (unsigned int)(rows < E ? rows : E);  /* at most this many experts have rows */
+    const unsigned int active = (unsigned int)(rows < E ? rows : E); /* at most this many experts have rows */
     LAUNCH(moe_experts_v2_hidden_kernel, dim3(blocks_for((size_t)I, EXPERT_WARPS), active), dim3(32 * EXPERT_WARPS), 0,
            stream, hidden, xp, offsets, gate_up, w_type, E, D, I);
     LAUNCH(moe_experts_v2_down_kernel, dim3(blocks_for((size_t)D, EXPERT_WARPS), active), dim3(32 * EXPERT_WARPS), 0,
@@ -387,8 +372,7 @@ static __device__ __forceinline__ void warp_rows_dot(float *acc, const void *w, 
                 if (k < n) {
                     load8(x, type, x0 + k * n_x + d, xv);
 #pragma unroll
-                    for (int v = 0; v < 8; v++)
-                        acc[k] += wv[v] * xv[v];
+                    for (int v = 0; v < 8; v++) acc[k] += wv[v] * xv[v];
                 }
             }
         }
@@ -397,8 +381,7 @@ static __device__ __forceinline__ void warp_rows_dot(float *acc, const void *w, 
             const float wv = load_elem(w, type, w0 + d);
 #pragma unroll
             for (int k = 0; k < EXPERT_ROWS; k++)
-                if (k < n)
-                    acc[k] += wv * load_elem(x, type, x0 + k * n_x + d);
+                if (k < n) acc[k] += wv * load_elem(x, type, x0 + k * n_x + d);
         }
     }
 }
@@ -415,19 +398,18 @@ __global__ void moe_experts_v3_hidden_kernel(void *hidden, const void *xp, const
 {
     const int e = expert_starting_at(offsets, E, (int)blockIdx.y);
     const int lane = (int)threadIdx.x % 32, i = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
-    if (e < 0 || i >= I)                                        /* uniform over the warp */
+    if (e < 0 || i >= I) /* uniform over the warp */
         return;
     const size_t gate = ((size_t)e * 2 * I + i) * D, up = gate + (size_t)I * D;
     for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
         const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
-        float g[EXPERT_ROWS] = {0.0f}, u[EXPERT_ROWS] = {0.0f};
+        float g[EXPERT_ROWS] = { 0.0f }, u[EXPERT_ROWS] = { 0.0f };
         warp_rows_dot(g, gate_up, gate, xp, (size_t)r0 * D, (size_t)D, w_type, D, n, lane, wide);
         warp_rows_dot(u, gate_up, up, xp, (size_t)r0 * D, (size_t)D, w_type, D, n, lane, wide);
 #pragma unroll
         for (int k = 0; k < EXPERT_ROWS; k++) {
             const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
-            if (lane == 0 && k < n)
-                store_elem(hidden, w_type, (size_t)(r0 + k) * I + i, silu(gk) * uk);
+            if (lane == 0 && k < n) store_elem(hidden, w_type, (size_t)(r0 + k) * I + i, silu(gk) * uk);
         }
     }
 }
@@ -438,29 +420,27 @@ __global__ void moe_experts_v3_down_kernel(float *out, const void *hidden, const
 {
     const int e = expert_starting_at(offsets, E, (int)blockIdx.y);
     const int lane = (int)threadIdx.x % 32, d = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
-    if (e < 0 || d >= D)
-        return;
+    if (e < 0 || d >= D) return;
     const size_t w = ((size_t)e * D + d) * I;
     for (int r0 = offsets[e]; r0 < offsets[e + 1]; r0 += EXPERT_ROWS) {
         const int n = min(EXPERT_ROWS, offsets[e + 1] - r0);
-        float acc[EXPERT_ROWS] = {0.0f};
+        float acc[EXPERT_ROWS] = { 0.0f };
         warp_rows_dot(acc, down, w, hidden, (size_t)r0 * I, (size_t)I, w_type, I, n, lane, wide);
 #pragma unroll
         for (int k = 0; k < EXPERT_ROWS; k++) {
             const float sum = warp_sum(acc[k]);
-            if (lane == 0 && k < n)
-                out[(size_t)(r0 + k) * D + d] = sum;
+            if (lane == 0 && k < n) out[(size_t)(r0 + k) * D + d] = sum;
         }
     }
 }
 // ANCHOR_END: moe_experts_v3
 
-extern "C" cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, const int *offsets,
-                                      const void *gate_up, const void *down, KernelDType w_type, int rows, int E, int D,
-                                      int I, cudaStream_t stream)
+extern "C" cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                                      const void *down, KernelDType w_type, int rows, int E, int D, int I,
+                                      cudaStream_t stream)
 {
-    const int wide = D % 8 == 0 && I % 8 == 0 && aligned16(hidden) && aligned16(xp) && aligned16(gate_up) &&
-                     aligned16(down);
+    const int wide =
+        D % 8 == 0 && I % 8 == 0 && aligned16(hidden) && aligned16(xp) && aligned16(gate_up) && aligned16(down);
     LAUNCH(moe_experts_v3_hidden_kernel, dim3(blocks_for((size_t)I, EXPERT_WARPS), (unsigned)rows),
            dim3(32 * EXPERT_WARPS), 0, stream, hidden, xp, offsets, gate_up, w_type, E, D, I, wide);
     LAUNCH(moe_experts_v3_down_kernel, dim3(blocks_for((size_t)D, EXPERT_WARPS), (unsigned)rows),
@@ -473,8 +453,8 @@ extern "C" cudaError_t moe_experts_v3(float *out, void *hidden, const void *xp, 
 /** Σ_d w[w0 + d] x_k[d] for the n ≤ EXPERT_ROWS rows x_k = x + x_off[k] (float32 activations), added
  *  into acc[k]: warp_rows_dot with the rows anywhere in x, so the permuted copy of x is not needed. */
 static __device__ __forceinline__ void warp_rows_dot_f32(float *acc, const void *w, size_t w0, KernelDType w_type,
-                                                         const float *x, const size_t *x_off, int n_w, int n,
-                                                         int lane, int wide)
+                                                         const float *x, const size_t *x_off, int n_w, int n, int lane,
+                                                         int wide)
 {
     if (wide) {
         for (int d = 8 * lane; d < n_w; d += 8 * 32) {
@@ -485,8 +465,7 @@ static __device__ __forceinline__ void warp_rows_dot_f32(float *acc, const void 
                 if (k < n) {
                     load8(x, KERNEL_F32, x_off[k] + d, xv);
 #pragma unroll
-                    for (int v = 0; v < 8; v++)
-                        acc[k] += wv[v] * xv[v];
+                    for (int v = 0; v < 8; v++) acc[k] += wv[v] * xv[v];
                 }
             }
         }
@@ -495,8 +474,7 @@ static __device__ __forceinline__ void warp_rows_dot_f32(float *acc, const void 
             const float wv = load_elem(w, w_type, w0 + d);
 #pragma unroll
             for (int k = 0; k < EXPERT_ROWS; k++)
-                if (k < n)
-                    acc[k] += wv * x[x_off[k] + d];
+                if (k < n) acc[k] += wv * x[x_off[k] + d];
         }
     }
 }
@@ -516,7 +494,7 @@ __global__ void moe_ffn_v3_hidden_kernel(void *hidden, void *shared_hidden, cons
     const int i = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
     const bool shared = y >= rows;
     const int e = shared ? 0 : expert_starting_at(offsets, E, y), units = shared ? I_s : I;
-    if (e < 0 || i >= units)                                   /* uniform over the warp */
+    if (e < 0 || i >= units) /* uniform over the warp */
         return;
     const void *w = shared ? shared_gate_up : gate_up;
     void *h = shared ? shared_hidden : hidden;
@@ -526,16 +504,15 @@ __global__ void moe_ffn_v3_hidden_kernel(void *hidden, void *shared_hidden, cons
         const int n = min(EXPERT_ROWS, last - r0);
         size_t x_off[EXPERT_ROWS];
 #pragma unroll
-        for (int k = 0; k < EXPERT_ROWS; k++)                   /* row r's token, or the shared row's own */
+        for (int k = 0; k < EXPERT_ROWS; k++) /* row r's token, or the shared row's own */
             x_off[k] = k < n ? (size_t)(shared ? r0 + k : row_token[r0 + k]) * D : 0;
-        float g[EXPERT_ROWS] = {0.0f}, u[EXPERT_ROWS] = {0.0f};
+        float g[EXPERT_ROWS] = { 0.0f }, u[EXPERT_ROWS] = { 0.0f };
         warp_rows_dot_f32(g, w, gate, w_type, x, x_off, D, n, lane, wide);
         warp_rows_dot_f32(u, w, up, w_type, x, x_off, D, n, lane, wide);
 #pragma unroll
         for (int k = 0; k < EXPERT_ROWS; k++) {
             const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
-            if (lane == 0 && k < n)
-                store_elem(h, w_type, (size_t)(r0 + k) * units + i, silu(gk) * uk);
+            if (lane == 0 && k < n) store_elem(h, w_type, (size_t)(r0 + k) * units + i, silu(gk) * uk);
         }
     }
 }
@@ -550,31 +527,29 @@ __global__ void moe_ffn_v3_down_kernel(float *out, float *shared_out, const void
     const int d = (int)blockIdx.x * EXPERT_WARPS + (int)threadIdx.x / 32;
     const bool shared = y >= rows;
     const int e = shared ? 0 : expert_starting_at(offsets, E, y), units = shared ? I_s : I;
-    if (e < 0 || d >= D)
-        return;
+    if (e < 0 || d >= D) return;
     const size_t w = ((size_t)e * D + d) * units;
     const int first = shared ? y - rows : offsets[e], last = shared ? first + 1 : offsets[e + 1];
     float *o = shared ? shared_out : out;
     for (int r0 = first; r0 < last; r0 += EXPERT_ROWS) {
         const int n = min(EXPERT_ROWS, last - r0);
-        float acc[EXPERT_ROWS] = {0.0f};
+        float acc[EXPERT_ROWS] = { 0.0f };
         warp_rows_dot(acc, shared ? shared_down : down, w, shared ? shared_hidden : hidden, (size_t)r0 * units,
                       (size_t)units, w_type, units, n, lane, wide);
 #pragma unroll
         for (int k = 0; k < EXPERT_ROWS; k++) {
             const float sum = warp_sum(acc[k]);
-            if (lane == 0 && k < n)
-                o[(size_t)(r0 + k) * D + d] = sum;
+            if (lane == 0 && k < n) o[(size_t)(r0 + k) * D + d] = sum;
         }
     }
 }
 // ANCHOR_END: moe_ffn_grouped_v3
 
 extern "C" cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void *shared_hidden,
-                                          const float *x, const int *row_token, const int *offsets,
-                                          const void *gate_up, const void *down, const void *shared_gate_up,
-                                          const void *shared_down, KernelDType w_type, int T, int rows, int E, int D,
-                                          int I, int I_s, cudaStream_t stream)
+                                          const float *x, const int *row_token, const int *offsets, const void *gate_up,
+                                          const void *down, const void *shared_gate_up, const void *shared_down,
+                                          KernelDType w_type, int T, int rows, int E, int D, int I, int I_s,
+                                          cudaStream_t stream)
 {
     const int wide = D % 8 == 0 && I % 8 == 0 && I_s % 8 == 0 && aligned16(x) && aligned16(hidden) &&
                      aligned16(gate_up) && aligned16(down) &&

@@ -14,8 +14,8 @@ __global__ void rmsnorm_v1_kernel(float *y, const float *x, const float *w, int 
     if (t < T) {
         const float *xt = x + (size_t)t * n;
         float *yt = y + (size_t)t * n;
-        float mean_square = dot(xt, xt, n) / (float)n;     /* (1/n) Σ x_i² */
-        float inv_rms = 1.0f / sqrtf(mean_square + eps);    /* ε inside the root */
+        float mean_square = dot(xt, xt, n) / (float)n;   /* (1/n) Σ x_i² */
+        float inv_rms = 1.0f / sqrtf(mean_square + eps); /* ε inside the root */
         for (int i = 0; i < n; i++) yt[i] = w[i] * (xt[i] * inv_rms);
     }
 }
@@ -43,22 +43,21 @@ __global__ void rmsnorm_v2_kernel(float *y, float *h, const float *delta, const 
     for (int i = (int)threadIdx.x; i < n; i += (int)blockDim.x) {
         float v = ht[i];
         if (delta) {
-            v += delta[row + i];                               /* h' = h + Δ */
+            v += delta[row + i]; /* h' = h + Δ */
             ht[i] = v;
         }
         sum_sq += v * v;
     }
     sum_sq = block_sum(sum_sq, scratch);
     const float inv_rms = 1.0f / sqrtf(sum_sq / (float)n + eps);
-    for (int i = (int)threadIdx.x; i < n; i += (int)blockDim.x)
-        y[row + i] = w[i] * (ht[i] * inv_rms);
+    for (int i = (int)threadIdx.x; i < n; i += (int)blockDim.x) y[row + i] = w[i] * (ht[i] * inv_rms);
 }
 // ANCHOR_END: rmsnorm_v2
 
 extern "C" cudaError_t rmsnorm_forward_v2(float *y, const float *x, const float *w, int T, int n, float eps,
                                           cudaStream_t stream)
 {
-    const float *no_delta = NULL;   /* without a delta the kernel only reads its h argument */
+    const float *no_delta = NULL; /* without a delta the kernel only reads its h argument */
     LAUNCH(rmsnorm_v2_kernel, dim3((unsigned)T), dim3(RMSNORM_THREADS), 0, stream, y, const_cast<float *>(x), no_delta,
            w, n, eps);
     return cudaGetLastError();

@@ -13,8 +13,7 @@ __global__ void rope_v1_kernel(float *x, const float *inv_freq, float cos_sin_sc
                                int row_stride, int head_stride, const int *pos, int pos0)
 {
     const int id = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (id >= T * heads)
-        return;
+    if (id >= T * heads) return;
     const int t = id / heads, h = id % heads;
     float *slice = x + (size_t)t * row_stride + (size_t)h * head_stride;
     for (int i = 0; i < dim / 2; i++)
@@ -22,8 +21,8 @@ __global__ void rope_v1_kernel(float *x, const float *inv_freq, float cos_sin_sc
 }
 // ANCHOR_END: rope_v1
 
-extern "C" cudaError_t rope_forward_v1(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T,
-                                       int heads, int row_stride, int head_stride, int pos0, cudaStream_t stream)
+extern "C" cudaError_t rope_forward_v1(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
+                                       int row_stride, int head_stride, int pos0, cudaStream_t stream)
 {
     LAUNCH(rope_v1_kernel, dim3(blocks_for((size_t)T * heads, 64)), dim3(64), 0, stream, x, inv_freq, cos_sin_scale,
            dim, T, heads, row_stride, head_stride, (const int *)NULL, pos0);
@@ -41,8 +40,8 @@ extern "C" cudaError_t rope_forward_at_v1(float *x, const float *inv_freq, float
 
 // ANCHOR: rope_v2
 /** Version 2: block (t) covers all heads of token t; thread (h, i) rotates pair i of head h. */
-__global__ void rope_v2_kernel(float *x, const float *inv_freq, float cos_sin_scale, int dim, int heads,
-                               int row_stride, int head_stride, const int *pos, int pos0)
+__global__ void rope_v2_kernel(float *x, const float *inv_freq, float cos_sin_scale, int dim, int heads, int row_stride,
+                               int head_stride, const int *pos, int pos0)
 {
     const int t = (int)blockIdx.x, pairs = dim / 2, p = token_position(pos, pos0, t);
     for (int id = (int)threadIdx.x; id < heads * pairs; id += (int)blockDim.x) {
@@ -58,8 +57,8 @@ static int rope_v2_threads(int dim, int heads)
     return heads * (dim / 2) < 256 ? 32 * ((heads * (dim / 2) + 31) / 32) : 256;
 }
 
-extern "C" cudaError_t rope_forward_v2(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T,
-                                       int heads, int row_stride, int head_stride, int pos0, cudaStream_t stream)
+extern "C" cudaError_t rope_forward_v2(float *x, const float *inv_freq, float cos_sin_scale, int dim, int T, int heads,
+                                       int row_stride, int head_stride, int pos0, cudaStream_t stream)
 {
     LAUNCH(rope_v2_kernel, dim3((unsigned)T), dim3((unsigned)rope_v2_threads(dim, heads)), 0, stream, x, inv_freq,
            cos_sin_scale, dim, heads, row_stride, head_stride, (const int *)NULL, pos0);

@@ -4,7 +4,7 @@
  */
 #include "common.cuh"
 
-#define ROUTER_WARPS 4    /**< tokens per block (one warp each, version 2) */
+#define ROUTER_WARPS 4 /**< tokens per block (one warp each, version 2) */
 
 enum { TOPK_GREEDY_ = 0, TOPK_GROUP_LIMITED_ = 1, TOPK_NOAUX_TC_ = 2 };
 enum { SCORING_SOFTMAX_ = 0, SCORING_SIGMOID_ = 1 };
@@ -19,11 +19,9 @@ static __device__ void router_weights(float *weight, const int *idx, const float
     }
     const bool normalise = p.norm_topk_prob && p.K > 1;
     if (normalise)
-        for (int k = 0; k < p.K; k++)
-            weight[k] /= sum + 1e-20f;
+        for (int k = 0; k < p.K; k++) weight[k] /= sum + 1e-20f;
     if (!normalise || p.topk_method == TOPK_NOAUX_TC_)
-        for (int k = 0; k < p.K; k++)
-            weight[k] *= p.routed_scaling_factor;
+        for (int k = 0; k < p.K; k++) weight[k] *= p.routed_scaling_factor;
 }
 
 // ANCHOR: router_v1
@@ -50,42 +48,34 @@ __global__ void router_v1_kernel(int *idx, float *weight, float *scores, const f
                                  RouterParams p, int T)
 {
     const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (t >= T)
-        return;
+    if (t >= T) return;
     const int E = p.E, G = p.n_group, per_group = E / G;
     const float *g = logits + (size_t)t * E;
     float *s = scores + (size_t)t * E;
     if (p.scoring == SCORING_SIGMOID_) {
-        for (int i = 0; i < E; i++)
-            s[i] = 1.0f / (1.0f + expf(-g[i]));
+        for (int i = 0; i < E; i++) s[i] = 1.0f / (1.0f + expf(-g[i]));
     } else {
         float max = g[0], sum = 0.0f;
-        for (int i = 1; i < E; i++)
-            max = fmaxf(max, g[i]);
+        for (int i = 1; i < E; i++) max = fmaxf(max, g[i]);
         for (int i = 0; i < E; i++) {
             s[i] = expf(g[i] - max);
             sum += s[i];
         }
-        for (int i = 0; i < E; i++)
-            s[i] /= sum;
+        for (int i = 0; i < E; i++) s[i] /= sum;
     }
     float sel[ROUTER_MAX_E];
-    for (int i = 0; i < E; i++)
-        sel[i] = s[i] + (p.topk_method == TOPK_NOAUX_TC_ ? bias[i] : 0.0f);
+    for (int i = 0; i < E; i++) sel[i] = s[i] + (p.topk_method == TOPK_NOAUX_TC_ ? bias[i] : 0.0f);
     if (p.topk_method != TOPK_GREEDY_) {
         float group_score[ROUTER_MAX_G];
         for (int gi = 0; gi < G; gi++)
             group_score[gi] = router_group_score(sel + gi * per_group, per_group, p.topk_method == TOPK_NOAUX_TC_);
         int kept[ROUTER_MAX_G];
         bool keep[ROUTER_MAX_G];
-        for (int gi = 0; gi < G; gi++)
-            keep[gi] = false;
+        for (int gi = 0; gi < G; gi++) keep[gi] = false;
         top_k(kept, p.topk_group, group_score, G);
-        for (int r = 0; r < p.topk_group; r++)
-            keep[kept[r]] = true;
+        for (int r = 0; r < p.topk_group; r++) keep[kept[r]] = true;
         for (int i = 0; i < E; i++)
-            if (!keep[i / per_group])
-                sel[i] = 0.0f;                                 /* masked to 0, as the released code */
+            if (!keep[i / per_group]) sel[i] = 0.0f; /* masked to 0, as the released code */
     }
     int *idx_t = idx + (size_t)t * p.K;
     top_k(idx_t, p.K, sel, E);
@@ -99,13 +89,12 @@ static bool router_fits(const RouterParams &p)
     return p.E >= 1 && p.E <= ROUTER_MAX_E && p.n_group >= 1 && p.n_group <= ROUTER_MAX_G;
 }
 
-extern "C" cudaError_t router_forward_v1(int *idx, float *weight, float *scores, const float *logits,
-                                         const float *bias, RouterParams p, int T, cudaStream_t stream)
+extern "C" cudaError_t router_forward_v1(int *idx, float *weight, float *scores, const float *logits, const float *bias,
+                                         RouterParams p, int T, cudaStream_t stream)
 {
-    if (!router_fits(p))
-        return cudaErrorInvalidValue;
-    LAUNCH(router_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, idx, weight, scores, logits, bias,
-           p, T);
+    if (!router_fits(p)) return cudaErrorInvalidValue;
+    LAUNCH(router_v1_kernel, dim3(blocks_for((size_t)T, 32)), dim3(32), 0, stream, idx, weight, scores, logits, bias, p,
+           T);
     return cudaGetLastError();
 }
 
@@ -131,7 +120,7 @@ static __device__ void warp_top_k(int *out, int k, float *score, int n, int lane
 {
     for (int r = 0; r < k; r++) {
         float best = -INFINITY;
-        int best_i = n + lane;                                 /* never wins against a real candidate */
+        int best_i = n + lane; /* never wins against a real candidate */
         for (int i = lane; i < n; i += 32)
             if (score[i] > best || (score[i] == best && i < best_i)) {
                 best = score[i];
@@ -140,7 +129,7 @@ static __device__ void warp_top_k(int *out, int k, float *score, int n, int lane
         warp_argmax(best, best_i);
         if (lane == 0) {
             out[r] = best_i;
-            score[best_i] = -INFINITY;                         /* taken */
+            score[best_i] = -INFINITY; /* taken */
         }
         __syncwarp();
     }
@@ -158,8 +147,7 @@ __global__ void router_v2_kernel(int *idx, float *weight, float *scores, const f
     DYNAMIC_SHARED(float, smem);
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     const int t = (int)blockIdx.x * ROUTER_WARPS + warp;
-    if (t >= T)
-        return;                                                /* whole warps leave; no block barrier follows */
+    if (t >= T) return; /* whole warps leave; no block barrier follows */
     const int E = p.E, G = p.n_group, per_group = E / G;
     float *sel = smem + (size_t)warp * (E + 2 * ROUTER_MAX_G);
     float *group_score = sel + E;
@@ -168,12 +156,10 @@ __global__ void router_v2_kernel(int *idx, float *weight, float *scores, const f
     float *s = scores + (size_t)t * E;
 
     if (p.scoring == SCORING_SIGMOID_) {
-        for (int i = lane; i < E; i += 32)
-            s[i] = 1.0f / (1.0f + expf(-g[i]));
+        for (int i = lane; i < E; i += 32) s[i] = 1.0f / (1.0f + expf(-g[i]));
     } else {
         float max = -INFINITY, sum = 0.0f;
-        for (int i = lane; i < E; i += 32)
-            max = fmaxf(max, g[i]);
+        for (int i = lane; i < E; i += 32) max = fmaxf(max, g[i]);
         max = warp_max(max);
         for (int i = lane; i < E; i += 32) {
             const float e = expf(g[i] - max);
@@ -181,40 +167,33 @@ __global__ void router_v2_kernel(int *idx, float *weight, float *scores, const f
             sum += e;
         }
         sum = warp_sum(sum);
-        for (int i = lane; i < E; i += 32)
-            s[i] /= sum;
+        for (int i = lane; i < E; i += 32) s[i] /= sum;
     }
-    for (int i = lane; i < E; i += 32)
-        sel[i] = s[i] + (p.topk_method == TOPK_NOAUX_TC_ ? bias[i] : 0.0f);
+    for (int i = lane; i < E; i += 32) sel[i] = s[i] + (p.topk_method == TOPK_NOAUX_TC_ ? bias[i] : 0.0f);
     __syncwarp();
 
     if (p.topk_method != TOPK_GREEDY_) {
-        if (lane < G)                                          /* lane g scores group g */
-            group_score[lane] = router_group_score(sel + lane * per_group, per_group,
-                                                   p.topk_method == TOPK_NOAUX_TC_);
+        if (lane < G) /* lane g scores group g */
+            group_score[lane] = router_group_score(sel + lane * per_group, per_group, p.topk_method == TOPK_NOAUX_TC_);
         __syncwarp();
         warp_top_k(kept, p.topk_group, group_score, G, lane);
         for (int i = lane; i < E; i += 32) {
             bool keep = false;
-            for (int r = 0; r < p.topk_group; r++)
-                keep |= kept[r] == i / per_group;
-            if (!keep)
-                sel[i] = 0.0f;                                 /* masked to 0, as the released code */
+            for (int r = 0; r < p.topk_group; r++) keep |= kept[r] == i / per_group;
+            if (!keep) sel[i] = 0.0f; /* masked to 0, as the released code */
         }
         __syncwarp();
     }
     int *idx_t = idx + (size_t)t * p.K;
     warp_top_k(idx_t, p.K, sel, E, lane);
-    if (lane == 0)
-        router_weights(weight + (size_t)t * p.K, idx_t, s, p);
+    if (lane == 0) router_weights(weight + (size_t)t * p.K, idx_t, s, p);
 }
 // ANCHOR_END: router_v2
 
-extern "C" cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const float *logits,
-                                         const float *bias, RouterParams p, int T, cudaStream_t stream)
+extern "C" cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const float *logits, const float *bias,
+                                         RouterParams p, int T, cudaStream_t stream)
 {
-    if (!router_fits(p))
-        return cudaErrorInvalidValue;
+    if (!router_fits(p)) return cudaErrorInvalidValue;
     const size_t smem = sizeof(float) * ROUTER_WARPS * (size_t)(p.E + 2 * ROUTER_MAX_G);
     LAUNCH(router_v2_kernel, dim3(blocks_for((size_t)T, ROUTER_WARPS)), dim3(32 * ROUTER_WARPS), smem, stream, idx,
            weight, scores, logits, bias, p, T);

@@ -12,8 +12,7 @@ __global__ void argmax_v1_kernel(int *out, const float *logits, int n)
 {
     int best = 0;
     for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best])
-            best = i;
+        if (logits[i] > logits[best]) best = i;
     *out = best;
 }
 // ANCHOR_END: argmax_v1
@@ -32,7 +31,7 @@ __global__ void argmax_v2_kernel(int *out, const float *logits, int n)
     __shared__ int best_i[ARGMAX_THREADS / 32];
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     float v = -INFINITY;
-    int i = n;                                                 /* loses every comparison with a real index */
+    int i = n; /* loses every comparison with a real index */
     for (int j = (int)threadIdx.x; j < n; j += (int)blockDim.x)
         if (logits[j] > v || i == n) {
             v = logits[j];
@@ -47,8 +46,7 @@ __global__ void argmax_v2_kernel(int *out, const float *logits, int n)
                 i = oi;
             }
         }
-        if (pass == 1)
-            break;
+        if (pass == 1) break;
         if (lane == 0) {
             best_v[warp] = v;
             best_i[warp] = i;
@@ -57,8 +55,7 @@ __global__ void argmax_v2_kernel(int *out, const float *logits, int n)
         v = lane < (int)blockDim.x / 32 ? best_v[lane] : -INFINITY;
         i = lane < (int)blockDim.x / 32 ? best_i[lane] : n;
     }
-    if (threadIdx.x == 0)
-        *out = i;
+    if (threadIdx.x == 0) *out = i;
 }
 // ANCHOR_END: argmax_v2
 

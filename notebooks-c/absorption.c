@@ -53,7 +53,9 @@ static unsigned long long rng = 0x9e3779b97f4a7c15ull;
 
 static float uniform(float lo, float hi)
 {
-    rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27;
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
     return lo + (hi - lo) * (float)((rng * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
 }
 
@@ -61,10 +63,13 @@ static float uniform(float lo, float hi)
 static Mat random_mat(int rows, int cols)
 {
     float *w = malloc(sizeof(float) * rows * cols);
-    if (!w) { perror("malloc"); exit(1); }
+    if (!w) {
+        perror("malloc");
+        exit(1);
+    }
     const float r = 1.0f / sqrtf((float)cols);
     for (long i = 0; i < (long)rows * cols; i++) w[i] = uniform(-r, r);
-    return (Mat){w, DT_F32, rows, cols};
+    return (Mat){ w, DT_F32, rows, cols };
 }
 
 static double now(void)
@@ -75,8 +80,8 @@ static double now(void)
 }
 
 /* Seconds per mla_forward() call for one token at position n − 1 (repeated until ≥ 50 ms). */
-static double time_decode(float *out, const float *a, const MlaWeights *w, LatentCache *cache,
-                          const ModelConfig *c, const Rope *rope, int n, MlaForm form, MlaScratch *s)
+static double time_decode(float *out, const float *a, const MlaWeights *w, LatentCache *cache, const ModelConfig *c,
+                          const Rope *rope, int n, MlaForm form, MlaScratch *s)
 {
     int reps = 0;
     const double t0 = now();
@@ -92,20 +97,36 @@ static double time_decode(float *out, const float *a, const MlaWeights *w, Laten
 int main(int argc, char **argv)
 {
     const int max_n = argc > 1 ? atoi(argv[1]) : 4096;
-    if (max_n < 16) { fprintf(stderr, "usage: %s [max context >= 16]\n", argv[0]); return 2; }
+    if (max_n < 16) {
+        fprintf(stderr, "usage: %s [max context >= 16]\n", argv[0]);
+        return 2;
+    }
 
     /* DeepSeek-V2-Lite's attention (docs/semantics.md §1.1): no query compression, 16 heads. */
-    ModelConfig c = {0};
-    c.hidden_size = 2048; c.num_hidden_layers = 1; c.num_attention_heads = 16;
-    c.q_lora_rank = 0; c.kv_lora_rank = 512; c.qk_nope_head_dim = 128; c.qk_rope_head_dim = 64;
-    c.v_head_dim = 128; c.rms_norm_eps = 1e-6f; c.max_position_embeddings = 163840;
-    c.rope_theta = 10000; c.rope_yarn = true; c.rope_factor = 40; c.rope_original_max_position = 4096;
-    c.rope_beta_fast = 32; c.rope_beta_slow = 1; c.rope_mscale = 0.707f; c.rope_mscale_all_dim = 0.707f;
+    ModelConfig c = { 0 };
+    c.hidden_size = 2048;
+    c.num_hidden_layers = 1;
+    c.num_attention_heads = 16;
+    c.q_lora_rank = 0;
+    c.kv_lora_rank = 512;
+    c.qk_nope_head_dim = 128;
+    c.qk_rope_head_dim = 64;
+    c.v_head_dim = 128;
+    c.rms_norm_eps = 1e-6f;
+    c.max_position_embeddings = 163840;
+    c.rope_theta = 10000;
+    c.rope_yarn = true;
+    c.rope_factor = 40;
+    c.rope_original_max_position = 4096;
+    c.rope_beta_fast = 32;
+    c.rope_beta_slow = 1;
+    c.rope_mscale = 0.707f;
+    c.rope_mscale_all_dim = 0.707f;
     const long nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
     const long dv = c.v_head_dim, dc = c.kv_lora_rank, D = c.hidden_size;
 
     Rope rope;
-    MlaWeights w = {0};
+    MlaWeights w = { 0 };
     LatentCache cache;
     MlaScratch s;
     float *norm = malloc(sizeof(float) * dc);
@@ -115,8 +136,7 @@ int main(int argc, char **argv)
     w.kv_a_norm = norm;
     w.kv_b_proj = random_mat((int)(nh * (dn + dv)), (int)dc);
     w.o_proj = random_mat((int)D, (int)(nh * dv));
-    if (rope_init(&rope, &c) || latent_cache_init(&cache, &c, max_n) ||
-        mla_scratch_init(&s, &c, 1, max_n)) {
+    if (rope_init(&rope, &c) || latent_cache_init(&cache, &c, max_n) || mla_scratch_init(&s, &c, 1, max_n)) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -124,26 +144,27 @@ int main(int argc, char **argv)
      * it does not change the cost, and both forms read the same cache. */
     for (long i = 0; i < (long)max_n * dc; i++) cache.c_kv[i] = uniform(-1.5f, 1.5f);
     for (long i = 0; i < (long)max_n * dr; i++) cache.k_rope[i] = uniform(-1.5f, 1.5f);
-    float *a = malloc(sizeof(float) * D), *out_e = malloc(sizeof(float) * D),
-          *out_a = malloc(sizeof(float) * D);
+    float *a = malloc(sizeof(float) * D), *out_e = malloc(sizeof(float) * D), *out_a = malloc(sizeof(float) * D);
     for (long i = 0; i < D; i++) a[i] = uniform(-1, 1);
 
     const char *path = getenv("NOTEBOOK_DATA");
     FILE *data = path ? fopen(path, "w") : NULL;
-    if (path && !data) { perror(path); return 1; }
-    if (data) fprintf(data, "# context expanded_flops absorbed_flops expanded_bytes absorbed_bytes "
-                            "expanded_ms absorbed_ms\n");
+    if (path && !data) {
+        perror(path);
+        return 1;
+    }
+    if (data)
+        fprintf(data, "# context expanded_flops absorbed_flops expanded_bytes absorbed_bytes "
+                      "expanded_ms absorbed_ms\n");
 
     printf("One decoded token, one MLA layer with DeepSeek-V2-Lite's shapes (float32, one thread)\n\n");
-    printf("%8s %14s %14s %7s %11s %11s %7s %11s %11s %8s %9s\n", "context", "expanded MACs",
-           "absorbed MACs", "ratio", "expanded MB", "absorbed MB", "ratio", "expanded ms",
-           "absorbed ms", "speedup", "rel diff");
+    printf("%8s %14s %14s %7s %11s %11s %7s %11s %11s %8s %9s\n", "context", "expanded MACs", "absorbed MACs", "ratio",
+           "expanded MB", "absorbed MB", "ratio", "expanded ms", "absorbed ms", "speedup", "rel diff");
     int failed = 0;
     for (int n = 16; n <= max_n; n *= 4) {
-        const double mac_e = (double)nh * n * (dn + dv) * dc + (double)nh * n * (dn + dr) +
-                             (double)nh * n * dv;
-        const double mac_a = (double)nh * dn * dc + (double)nh * n * (dc + dr) +
-                             (double)nh * n * dc + (double)nh * dv * dc;
+        const double mac_e = (double)nh * n * (dn + dv) * dc + (double)nh * n * (dn + dr) + (double)nh * n * dv;
+        const double mac_a =
+            (double)nh * dn * dc + (double)nh * n * (dc + dr) + (double)nh * n * dc + (double)nh * dv * dc;
         const double bytes_shared = 2.0 * ((double)n * (dc + dr) + (double)nh * (dn + dv) * dc);
         const double bytes_e = bytes_shared + 2.0 * 2 * nh * n * (dn + dv), bytes_a = bytes_shared;
         const double te = time_decode(out_e, a, &w, &cache, &c, &rope, n, MLA_EXPANDED, &s);
@@ -155,20 +176,22 @@ int main(int argc, char **argv)
         }
         const double rel = sqrt(d2 / r2);
         failed |= !(rel <= 1e-5);
-        printf("%8d %14.0f %14.0f %7.1f %11.2f %11.2f %7.1f %11.3f %11.3f %8.1f %9.2e\n", n, mac_e,
-               mac_a, mac_e / mac_a, bytes_e / 1e6, bytes_a / 1e6, bytes_e / bytes_a, 1e3 * te,
-               1e3 * ta, te / ta, rel);
+        printf("%8d %14.0f %14.0f %7.1f %11.2f %11.2f %7.1f %11.3f %11.3f %8.1f %9.2e\n", n, mac_e, mac_a,
+               mac_e / mac_a, bytes_e / 1e6, bytes_a / 1e6, bytes_e / bytes_a, 1e3 * te, 1e3 * ta, te / ta, rel);
         if (data)
-            fprintf(data, "%d %.0f %.0f %.0f %.0f %.4f %.4f\n", n, 2 * mac_e, 2 * mac_a, bytes_e,
-                    bytes_a, 1e3 * te, 1e3 * ta);
-        if (n < max_n && n * 4 > max_n) n = max_n / 4;    /* end exactly at max_n */
+            fprintf(data, "%d %.0f %.0f %.0f %.0f %.4f %.4f\n", n, 2 * mac_e, 2 * mac_a, bytes_e, bytes_a, 1e3 * te,
+                    1e3 * ta);
+        if (n < max_n && n * 4 > max_n) n = max_n / 4; /* end exactly at max_n */
     }
     printf("\nThe absorbed form does O(n_h d_n d_c) extra work per query but only O(d_c) per cached\n"
            "token and head; the expanded form pays O((d_n + d_v) d_c) per cached token and head.\n"
            "For one query the absorbed form wins from a context of two tokens on; for a prompt of T\n"
            "tokens the expanded form decompresses once and shares keys and values among T queries.\n");
-    if (data && fclose(data) != 0) { perror(path); failed = 1; }
-    printf("%s\n", failed ? "FAILED: the two forms differ by more than 1e-5" :
-                            "both forms agree to within 1e-5 relative at every context");
+    if (data && fclose(data) != 0) {
+        perror(path);
+        failed = 1;
+    }
+    printf("%s\n", failed ? "FAILED: the two forms differ by more than 1e-5"
+                          : "both forms agree to within 1e-5 relative at every context");
     return failed;
 }

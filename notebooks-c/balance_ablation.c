@@ -80,11 +80,11 @@ typedef struct {
 } Variant;
 
 static const Variant VARIANTS[] = {
-    {"all", 0.003, 0.05, 0.02},
-    {"no-expbal", 0, 0.05, 0.02},
-    {"no-devbal", 0.003, 0, 0.02},
-    {"no-commbal", 0.003, 0.05, 0},
-    {"none", 0, 0, 0},
+    { "all", 0.003, 0.05, 0.02 },
+    { "no-expbal", 0, 0.05, 0.02 },
+    { "no-devbal", 0.003, 0, 0.02 },
+    { "no-commbal", 0.003, 0.05, 0 },
+    { "none", 0, 0, 0 },
 };
 enum { N_VARIANTS = sizeof VARIANTS / sizeof *VARIANTS };
 
@@ -109,22 +109,24 @@ static bool measure(LayerLoad *out, const float *scores, const int *chosen, int 
     bool ok = true;
     memset(out, 0, sizeof *out);
     for (int t = 0; t < T; t++) {
-        bool on[DEV] = {false};
+        bool on[DEV] = { false };
         int devices = 0;
         for (int k = 0; k < K; k++) {
             const int e = chosen[t * K + k];
             out->count[e]++;
-            if (!on[e / (E / DEV)]) { on[e / (E / DEV)] = true; devices++; }
+            if (!on[e / (E / DEV)]) {
+                on[e / (E / DEV)] = true;
+                devices++;
+            }
         }
         for (int d = 0; d < DEV; d++) out->reach[d] += on[d];
         for (int e = 0; e < E; e++) out->P[e] += scores[(size_t)t * E + e];
         ok &= devices <= M;
     }
     for (int e = 0; e < E; e++) out->P[e] /= T;
-    const BalanceSpec spec = {.E = E, .K = K, .D = DEV, .M = M,
-                              .alpha1 = ALPHA1, .alpha2 = ALPHA2, .alpha3 = ALPHA3};
+    const BalanceSpec spec = { .E = E, .K = K, .D = DEV, .M = M, .alpha1 = ALPHA1, .alpha2 = ALPHA2, .alpha3 = ALPHA3 };
     out->loss = balance_losses(scores, chosen, T, &spec, NULL);
-    const double v[3] = {out->loss.expert, out->loss.device, out->loss.comm};
+    const double v[3] = { out->loss.expert, out->loss.device, out->loss.comm };
     for (int i = 0; i < 3; i++) ok &= isfinite(v[i]) && v[i] >= 0;
     return ok;
 }
@@ -136,20 +138,26 @@ static int route_variant(LayerLoad load[MOE_LAYERS], const char *name, const int
     char dir[256];
     snprintf(dir, sizeof dir, "models/ablation/%s", name);
     Model m;
-    const ModelOptions opt = {.max_context = T, .chunk = T};
-    if (model_open(&m, dir, &opt) != 0) { fprintf(stderr, "%s\n", ds_last_error()); return -1; }
+    const ModelOptions opt = { .max_context = T, .chunk = T };
+    if (model_open(&m, dir, &opt) != 0) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        return -1;
+    }
     const ModelConfig *c = m.cfg;
-    if (c->n_routed_experts != E || c->num_experts_per_tok != K || c->n_group != DEV ||
-        c->topk_group != M || c->num_hidden_layers != MOE_LAYERS + 1 || c->first_k_dense_replace != 1) {
-        fprintf(stderr, "%s: not the ablation shape (E %d, K %d, D %d, M %d, 1 dense + %d MoE layers)\n",
-                dir, E, K, DEV, M, MOE_LAYERS);
+    if (c->n_routed_experts != E || c->num_experts_per_tok != K || c->n_group != DEV || c->topk_group != M ||
+        c->num_hidden_layers != MOE_LAYERS + 1 || c->first_k_dense_replace != 1) {
+        fprintf(stderr, "%s: not the ablation shape (E %d, K %d, D %d, M %d, 1 dense + %d MoE layers)\n", dir, E, K,
+                DEV, M, MOE_LAYERS);
         model_close(&m);
         return -1;
     }
-    RouteLog g = {0};
+    RouteLog g = { 0 };
     float *logits = malloc(sizeof *logits * (size_t)c->vocab_size);
     int status = -1;
-    if (!logits) { perror("malloc"); goto done; }
+    if (!logits) {
+        perror("malloc");
+        goto done;
+    }
     if (route_log_attach(&g, &m, T) || model_forward(&m, tokens, T, logits, false) != 0) {
         fprintf(stderr, "%s\n", ds_last_error());
         goto done;
@@ -184,15 +192,17 @@ static int by_count_descending(const void *a, const void *b)
 static int write_plot_data(const char *path, LayerLoad load[][MOE_LAYERS], int T)
 {
     FILE *f = fopen(path, "w");
-    if (!f) { perror(path); return -1; }
+    if (!f) {
+        perror(path);
+        return -1;
+    }
     for (int j = 0; j < MOE_LAYERS; j++) {
         long sorted[N_VARIANTS][E];
         for (int v = 0; v < N_VARIANTS; v++) {
             memcpy(sorted[v], load[v][j].count, sizeof sorted[v]);
             qsort(sorted[v], E, sizeof sorted[v][0], by_count_descending);
         }
-        fprintf(f, "# MoE layer %d: expert rank, then each model's share of the %d assignments\nrank",
-                j + 1, T * K);
+        fprintf(f, "# MoE layer %d: expert rank, then each model's share of the %d assignments\nrank", j + 1, T * K);
         for (int v = 0; v < N_VARIANTS; v++) fprintf(f, " %s", VARIANTS[v].name);
         fprintf(f, "\n");
         for (int r = 0; r < E; r++) {
@@ -209,11 +219,17 @@ int main(int argc, char **argv)
 {
     const char *text = argc > 1 ? argv[1] : PASSAGE;
     Tokenizer *tok = tokenizer_load(TOKENIZER_DIR);
-    if (!tok) { fprintf(stderr, "cannot load the tokenizer of %s: %s\n", TOKENIZER_DIR, ds_last_error()); return 1; }
+    if (!tok) {
+        fprintf(stderr, "cannot load the tokenizer of %s: %s\n", TOKENIZER_DIR, ds_last_error());
+        return 1;
+    }
     int32_t ids[MAX_T];
     const long T = tokenizer_encode(tok, text, strlen(text), TOKENIZER_ADD_SPECIAL, ids, MAX_T);
     tokenizer_free(tok);
-    if (T < 2 || T > MAX_T) { fprintf(stderr, "the passage must be 2..%d tokens (got %ld)\n", MAX_T, T); return 1; }
+    if (T < 2 || T > MAX_T) {
+        fprintf(stderr, "the passage must be 2..%d tokens (got %ld)\n", MAX_T, T);
+        return 1;
+    }
     int tokens[MAX_T];
     for (long t = 0; t < T; t++) tokens[t] = ids[t];
 
@@ -227,16 +243,15 @@ int main(int argc, char **argv)
 
     printf("Balance-loss ablation: models/ablation/* routing %ld tokens (%s)\n"
            "E = %d routed experts on D = %d devices of %d, K = %d per token, at most M = %d devices\n\n",
-           T, argc > 1 ? "BOS + the given text" : "BOS + Genesis 50:1-8, held out in training",
-           E, DEV, E / DEV, K, M);
+           T, argc > 1 ? "BOS + the given text" : "BOS + Genesis 50:1-8, held out in training", E, DEV, E / DEV, K, M);
     printf("%-11s %7s %7s %7s   %s\n", "model", "alpha1", "alpha2", "alpha3",
            "trained with; routings logged from model_forward through Model.on_moe");
     for (int v = 0; v < N_VARIANTS; v++)
         printf("%-11s %7.3f %7.3f %7.3f\n", VARIANTS[v].name, VARIANTS[v].alpha1, VARIANTS[v].alpha2,
                VARIANTS[v].alpha3);
 
-    printf("\nassignments per expert (of T*K = %ld; even = %.2f each)\n%-11s %5s", T * K,
-           (double)(T * K) / E, "model", "layer");
+    printf("\nassignments per expert (of T*K = %ld; even = %.2f each)\n%-11s %5s", T * K, (double)(T * K) / E, "model",
+           "layer");
     for (int e = 0; e < E; e++) printf(" %4s%-2d", "e", e);
     printf("\n");
     for (int v = 0; v < N_VARIANTS; v++)
@@ -259,9 +274,8 @@ int main(int argc, char **argv)
     printf("\ntokens sent to each device (of T = %ld), the experts' max/mean and CV, each device's\n"
            "share of the assignments, and the three losses with alpha = %.3f, %.3f, %.3f\n",
            T, ALPHA1, ALPHA2, ALPHA3);
-    printf("%-11s %5s %4s %4s %4s %4s %8s %6s %6s %6s %6s %6s %9s %9s %9s\n", "model", "layer",
-           "d0", "d1", "d2", "d3", "max/mean", "CV", "sh0", "sh1", "sh2", "sh3",
-           "L_ExpBal", "L_DevBal", "L_CommBal");
+    printf("%-11s %5s %4s %4s %4s %4s %8s %6s %6s %6s %6s %6s %9s %9s %9s\n", "model", "layer", "d0", "d1", "d2", "d3",
+           "max/mean", "CV", "sh0", "sh1", "sh2", "sh3", "L_ExpBal", "L_DevBal", "L_CommBal");
     for (int v = 0; v < N_VARIANTS; v++)
         for (int j = 0; j < MOE_LAYERS; j++) {
             const LayerLoad *x = &load[v][j];

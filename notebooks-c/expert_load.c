@@ -48,14 +48,13 @@
 
 #define MODEL_DIR "models/tiny-kjv"
 
-static const char PASSAGE[] =
-    "In the beginning God created the heaven and the earth.\n"
-    "And the earth was without form, and void; and darkness was upon the face of the deep. "
-    "And the Spirit of God moved upon the face of the waters.\n"
-    "And God said, Let there be light: and there was light.\n"
-    "And God saw the light, that it was good: and God divided the light from the darkness.\n"
-    "And God called the light Day, and the darkness he called Night. "
-    "And the evening and the morning were the first day.\n";
+static const char PASSAGE[] = "In the beginning God created the heaven and the earth.\n"
+                              "And the earth was without form, and void; and darkness was upon the face of the deep. "
+                              "And the Spirit of God moved upon the face of the waters.\n"
+                              "And God said, Let there be light: and there was light.\n"
+                              "And God saw the light, that it was good: and God divided the light from the darkness.\n"
+                              "And God called the light Day, and the darkness he called Night. "
+                              "And the evening and the morning were the first day.\n";
 
 enum { MAX_T = 512 };
 
@@ -66,15 +65,24 @@ int main(int argc, char **argv)
 {
     const char *text = argc > 1 ? argv[1] : PASSAGE;
     Tokenizer *tok = tokenizer_load(MODEL_DIR);
-    if (!tok) { fprintf(stderr, "cannot load the tokenizer of %s: %s\n", MODEL_DIR, ds_last_error()); return 1; }
+    if (!tok) {
+        fprintf(stderr, "cannot load the tokenizer of %s: %s\n", MODEL_DIR, ds_last_error());
+        return 1;
+    }
     int32_t ids[MAX_T];
     const long T = tokenizer_encode(tok, text, strlen(text), TOKENIZER_ADD_SPECIAL, ids, MAX_T);
     tokenizer_free(tok);
-    if (T < 2 || T > MAX_T) { fprintf(stderr, "the passage must be 2..%d tokens (got %ld)\n", MAX_T, T); return 2; }
+    if (T < 2 || T > MAX_T) {
+        fprintf(stderr, "the passage must be 2..%d tokens (got %ld)\n", MAX_T, T);
+        return 2;
+    }
 
     Model m;
-    const ModelOptions opt = {.max_context = (int)T, .chunk = (int)T};
-    if (model_open(&m, MODEL_DIR, &opt) != 0) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
+    const ModelOptions opt = { .max_context = (int)T, .chunk = (int)T };
+    if (model_open(&m, MODEL_DIR, &opt) != 0) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        return 1;
+    }
     const ModelConfig *c = m.cfg;
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group;
     const int M = c->topk_group, V = c->vocab_size;
@@ -84,9 +92,18 @@ int main(int argc, char **argv)
     /* The prompt through model_forward(), each MoE layer's routing logged by the observer. */
     RouteLog g;
     float *logits = malloc(sizeof *logits * (size_t)V);
-    if (!logits) { perror("malloc"); return 1; }
-    if (route_log_attach(&g, &m, (int)T)) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
-    if (model_forward(&m, tokens, (int)T, logits, false) != 0) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
+    if (!logits) {
+        perror("malloc");
+        return 1;
+    }
+    if (route_log_attach(&g, &m, (int)T)) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        return 1;
+    }
+    if (model_forward(&m, tokens, (int)T, logits, false) != 0) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        return 1;
+    }
     const float *scores = g.scores;
     const int *chosen = g.chosen;
     bool failed = !route_log_complete(&g);
@@ -106,13 +123,16 @@ int main(int argc, char **argv)
     printf(" %6s %6s %4s\n", "min", "max", "sum");
     for (int i = 0; i < g.n_moe; i++) {
         const int l = g.layer[i], *idx = chosen + (size_t)i * T * K;
-        long count[1024] = {0};
+        long count[1024] = { 0 };
         for (long i = 0; i < T * K; i++) count[idx[i]]++;
-        for (long t = 0; t < T; t++) {             /* the group limit: at most M groups a token */
-            bool on[1024] = {false};
+        for (long t = 0; t < T; t++) { /* the group limit: at most M groups a token */
+            bool on[1024] = { false };
             int groups = 0;
             for (int k = 0; k < K; k++)
-                if (!on[idx[t * K + k] / (E / G)]) { on[idx[t * K + k] / (E / G)] = true; groups++; }
+                if (!on[idx[t * K + k] / (E / G)]) {
+                    on[idx[t * K + k] / (E / G)] = true;
+                    groups++;
+                }
             if (groups > M) failed = true;
         }
         double sum = 0, lo = 1, hi = 0;
@@ -129,18 +149,20 @@ int main(int argc, char **argv)
     }
 
     printf("\nbalance losses on these routings (devices = the %d groups, M = %d)\n", G, M);
-    printf("%5s %12s %12s %12s   %9s %9s %9s\n", "layer", "L_ExpBal", "L_DevBal", "L_CommBal",
-           "/alpha1", "/alpha2", "/alpha3");
+    printf("%5s %12s %12s %12s   %9s %9s %9s\n", "layer", "L_ExpBal", "L_DevBal", "L_CommBal", "/alpha1", "/alpha2",
+           "/alpha3");
     for (int i = 0; i < g.n_moe; i++) {
         const int l = g.layer[i];
-        const BalanceSpec spec = {.E = E, .K = K, .D = G, .M = M,
-                                  .alpha1 = ALPHA1, .alpha2 = ALPHA2, .alpha3 = ALPHA3};
-        const BalanceLosses b = balance_losses(scores + (size_t)i * T * E, chosen + (size_t)i * T * K,
-                                               (int)T, &spec, NULL);
-        printf("%5d %12.6f %12.6f %12.6f   %9.4f %9.4f %9.4f\n", l, b.expert, b.device, b.comm,
-               b.expert / ALPHA1, b.device / ALPHA2, b.comm / ALPHA3);
-        const double v[3] = {b.expert, b.device, b.comm};
-        for (int i = 0; i < 3; i++) if (!isfinite(v[i]) || v[i] < 0) failed = true;
+        const BalanceSpec spec = {
+            .E = E, .K = K, .D = G, .M = M, .alpha1 = ALPHA1, .alpha2 = ALPHA2, .alpha3 = ALPHA3
+        };
+        const BalanceLosses b =
+            balance_losses(scores + (size_t)i * T * E, chosen + (size_t)i * T * K, (int)T, &spec, NULL);
+        printf("%5d %12.6f %12.6f %12.6f   %9.4f %9.4f %9.4f\n", l, b.expert, b.device, b.comm, b.expert / ALPHA1,
+               b.device / ALPHA2, b.comm / ALPHA3);
+        const double v[3] = { b.expert, b.device, b.comm };
+        for (int i = 0; i < 3; i++)
+            if (!isfinite(v[i]) || v[i] < 0) failed = true;
     }
     printf("\nA /alpha column is 1 (the last one about 1) when the load or the mean affinity is uniform.\n");
     printf("%s\n", failed ? "FAILED: a layer missed tokens, its loads do not sum to 1, a token spans more "

@@ -60,8 +60,11 @@ static void token_text(const Tokenizer *tok, int id, char *out, size_t cap)
     if (tokenizer_decode(tok, &one, 1, 0, raw, sizeof raw) < 0) raw[0] = '\0';
     size_t o = 0;
     for (const char *p = raw; *p && o + 3 < cap; p++) {
-        if (*p == '\n') { out[o++] = '\\'; out[o++] = 'n'; }
-        else out[o++] = *p;
+        if (*p == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else
+            out[o++] = *p;
     }
     out[o] = '\0';
 }
@@ -70,7 +73,10 @@ int main(int argc, char **argv)
 {
     const char *prompt = argc > 1 ? argv[1] : "In the beginning God created the heaven";
     Tokenizer *tok = tokenizer_load(MODEL_DIR);
-    if (!tok) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
+    if (!tok) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        return 1;
+    }
     int32_t ids[MAX_T];
     const long T = tokenizer_encode(tok, prompt, strlen(prompt), TOKENIZER_ADD_SPECIAL, ids, MAX_T);
     if (T < 1 || T > MAX_T) {
@@ -80,7 +86,7 @@ int main(int argc, char **argv)
     }
 
     Model m;
-    const ModelOptions opt = {.max_context = MAX_T, .chunk = MAX_T};
+    const ModelOptions opt = { .max_context = MAX_T, .chunk = MAX_T };
     if (model_open(&m, MODEL_DIR, &opt) != 0) {
         fprintf(stderr, "%s\n", ds_last_error());
         tokenizer_free(tok);
@@ -123,24 +129,23 @@ int main(int argc, char **argv)
         printf("  rms before %.4f, after %.4f\n", rms(m.h, nd), rms(m.a, nd));
 
         /* the form model_forward() picks: expanded for a chunk of several tokens (chapter 2) */
-        mla_forward(m.b, m.a, &L->attn, &m.cache[l], c, &m.rope, 0, n, n > 1 ? MLA_EXPANDED : MLA_ABSORBED,
-                    &m.mla);
+        mla_forward(m.b, m.a, &L->attn, &m.cache[l], c, &m.rope, 0, n, n > 1 ? MLA_EXPANDED : MLA_ABSORBED, &m.mla);
         show("q = [q^C ; q^R] per head", n, nh * dq, m.mla.q + (size_t)(n - 1) * nh * dq, last);
         show("[c^KV ; k^R] = kv_a_proj", n, dc + dr, m.mla.kv + (size_t)(n - 1) * (dc + dr), last);
         show("c^KV normalised (cached)", n, dc, m.cache[l].c_kv + (size_t)(n - 1) * dc, last);
         show("k^R rotated (cached)", n, dr, m.cache[l].k_rope + (size_t)(n - 1) * dr, last);
         printf("  attention of the last token, head %d, over positions 0..%d:\n   ", nh - 1, n - 1);
-        for (int j = 0; j < n; j++) printf(" %.3f", m.mla.scores[j]);  /* the last (t, h) computed */
+        for (int j = 0; j < n; j++) printf(" %.3f", m.mla.scores[j]); /* the last (t, h) computed */
         printf("\n");
         show("MLA output", n, D, m.b + (size_t)(n - 1) * D, last);
-        for (size_t i = 0; i < nd; i++) m.h[i] += m.b[i];            /* h' = h + MLA(RMSNorm(h)) */
+        for (size_t i = 0; i < nd; i++) m.h[i] += m.b[i]; /* h' = h + MLA(RMSNorm(h)) */
         printf("  residual: rms(h') = %.4f\n", rms(m.h, nd));
 
         rmsnorm_forward(m.a, m.h, L->ffn_norm, n, D, c->rms_norm_eps);
         if (L->is_moe) {
             moe_forward(m.b, m.a, &L->moe, c, n, &m.ffn);
-            printf("  router: %d experts in %d groups, K = %d, at most %d groups per token\n",
-                   c->n_routed_experts, c->n_group, K, c->topk_group);
+            printf("  router: %d experts in %d groups, K = %d, at most %d groups per token\n", c->n_routed_experts,
+                   c->n_group, K, c->topk_group);
             for (int t = n > 3 ? n - 3 : 0; t < n; t++) {
                 char piece[64], quoted[68];
                 token_text(tok, ids[t], piece, sizeof piece);
@@ -157,14 +162,17 @@ int main(int argc, char **argv)
             printf("  dense SwiGLU, width %d\n", c->intermediate_size);
             show("FFN output", n, D, m.b + (size_t)(n - 1) * D, last);
         }
-        for (size_t i = 0; i < nd; i++) m.h[i] += m.b[i];            /* h'' = h' + FFN(RMSNorm(h')) */
+        for (size_t i = 0; i < nd; i++) m.h[i] += m.b[i]; /* h'' = h' + FFN(RMSNorm(h')) */
         printf("  residual: rms(h'') = %.4f\n", rms(m.h, nd));
     }
     m.pos = n;
 
     /* The last token's logits: final RMSNorm, then lm_head [vocab, D]. */
     float *logits = malloc(sizeof *logits * (size_t)V), *check = malloc(sizeof *check * (size_t)V);
-    if (!logits || !check) { perror("malloc"); return 1; }
+    if (!logits || !check) {
+        perror("malloc");
+        return 1;
+    }
     rmsnorm_forward(m.a, m.h + (size_t)(n - 1) * D, m.final_norm, 1, D, c->rms_norm_eps);
     linear(logits, m.a, &m.lm_head, 1);
     printf("\nfinal RMSNorm and lm_head [%d, %d]\n", V, D);
@@ -193,9 +201,12 @@ int main(int argc, char **argv)
 
     /* The same prompt through model_forward(): the logits must be identical. */
     model_reset(&m);
-    if (model_forward(&m, tokens, n, check, false) != 0) { fprintf(stderr, "%s\n", ds_last_error()); return 1; }
+    if (model_forward(&m, tokens, n, check, false) != 0) {
+        fprintf(stderr, "%s\n", ds_last_error());
+        return 1;
+    }
     double diff = 0;
-    int unequal = 0;                                   /* != also catches a NaN on either side */
+    int unequal = 0; /* != also catches a NaN on either side */
     for (int i = 0; i < V; i++) {
         unequal += logits[i] != check[i];
         diff = fmax(diff, fabs((double)logits[i] - check[i]));

@@ -84,7 +84,7 @@ static int summarize(const char *dir, const char *run, Summary *s)
         json_t *counts;
         json_object_foreach(load, layer, counts)
         {
-            long dev[DEVICES] = {0}, sum = 0, max = 0;
+            long dev[DEVICES] = { 0 }, sum = 0, max = 0;
             for (int e = 0; ok && e < E; e++) {
                 const long n = (long)json_integer_value(json_array_get(counts, (size_t)e));
                 dev[e / (E / DEVICES)] += n;
@@ -185,13 +185,13 @@ int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "models/train-ablations";
     static Summary b[5], c[3], d[3];
-    static const Row B[] = {{"none", "none"},
-                            {"expbal", "ExpBal"},
-                            {"devbal", "DevBal"},
-                            {"commbal", "CommBal"},
-                            {"all", "all three"}};
-    static const Row C[] = {{"m1", "M = 1"}, {"all", "M = 2"}, {"m4", "M = 4"}};
-    static const Row D[] = {{"cf1", "CF = 1.0"}, {"cf1.25", "CF = 1.25"}, {"all", "CF = inf"}};
+    static const Row B[] = { { "none", "none" },
+                             { "expbal", "ExpBal" },
+                             { "devbal", "DevBal" },
+                             { "commbal", "CommBal" },
+                             { "all", "all three" } };
+    static const Row C[] = { { "m1", "M = 1" }, { "all", "M = 2" }, { "m4", "M = 4" } };
+    static const Row D[] = { { "cf1", "CF = 1.0" }, { "cf1.25", "CF = 1.25" }, { "all", "CF = inf" } };
     printf("dsv2 train, models/train-demo/config.json on Genesis, 300 steps of 8 x 64 tokens, seed 1611\n"
            "(max columns: busiest over mean, steps 251..300; KiB: busiest device per step and layer)\n\n");
     if (table(dir, "(b) balance losses (alpha 0.003 / 0.05 / 0.02 when on; M = 2)", "losses", B, 5, b) ||

@@ -33,7 +33,7 @@
 /* The rope_scaling block of the released DeepSeek-V2 and V2-Lite config.json. */
 static ModelConfig released(void)
 {
-    ModelConfig c = {0};
+    ModelConfig c = { 0 };
     c.qk_nope_head_dim = 128;
     c.qk_rope_head_dim = 64;
     c.rope_theta = 10000.0f;
@@ -50,8 +50,7 @@ static ModelConfig released(void)
 /* The pair index at which a frequency makes `rotations` turns over L0 (before rounding). */
 static double boundary(const ModelConfig *c, double rotations)
 {
-    return c->qk_rope_head_dim * log(c->rope_original_max_position / (2 * M_PI * rotations)) /
-           (2 * log(c->rope_theta));
+    return c->qk_rope_head_dim * log(c->rope_original_max_position / (2 * M_PI * rotations)) / (2 * log(c->rope_theta));
 }
 
 int main(void)
@@ -71,31 +70,28 @@ int main(void)
 
     const char *path = getenv("NOTEBOOK_DATA");
     FILE *data = path ? fopen(path, "w") : NULL;
-    if (path && !data) { perror(path); return 1; }
-    if (data) {
-        fprintf(data, "# pair gamma theta_original theta_yarn theta_over_s rotations_in_L0\n");
+    if (path && !data) {
+        perror(path);
+        return 1;
     }
+    if (data) { fprintf(data, "# pair gamma theta_original theta_yarn theta_over_s rotations_in_L0\n"); }
 
     printf("YaRN for theta %g, s %g, L0 %.0f, d_r %d: blend from pair %.0f (beta_fast %g "
            "rotations) to pair %.0f (beta_slow %g)\n\n",
-           (double)yarn.rope_theta, s, L0, yarn.qk_rope_head_dim, low,
-           (double)yarn.rope_beta_fast, high, (double)yarn.rope_beta_slow);
-    printf("%5s %12s %12s %12s %8s %14s\n", "pair", "theta_i", "yarn", "theta_i/s", "gamma",
-           "turns in L0");
+           (double)yarn.rope_theta, s, L0, yarn.qk_rope_head_dim, low, (double)yarn.rope_beta_fast, high,
+           (double)yarn.rope_beta_slow);
+    printf("%5s %12s %12s %12s %8s %14s\n", "pair", "theta_i", "yarn", "theta_i/s", "gamma", "turns in L0");
     int bad = 0;
     double prev = 0;
     for (int i = 0; i < pairs; i++) {
         const double orig = r_plain.inv_freq[i], got = r_yarn.inv_freq[i];
-        const double gamma = (orig - got) / (orig - orig / s);   /* share of θ_i/s in θ'_i */
+        const double gamma = (orig - got) / (orig - orig / s); /* share of θ_i/s in θ'_i */
         const double turns = L0 * orig / (2 * M_PI);
         printf("%5d %12.4e %12.4e %12.4e %8.4f %14.3f\n", i, orig, got, orig / s, gamma, turns);
-        if (data)
-            fprintf(data, "%d %.6f %.6e %.6e %.6e %.4f\n", i, gamma, orig, got, orig / s, turns);
+        if (data) fprintf(data, "%d %.6f %.6e %.6e %.6e %.4f\n", i, gamma, orig, got, orig / s, turns);
         /* float32 frequencies: γ is exact to about 1e-4 */
-        if ((i <= low && fabs(gamma) > 1e-4) || (i >= high && fabs(gamma - 1) > 1e-4) ||
-            gamma < prev - 1e-4) {
-            fprintf(stderr, "pair %d: gamma %.6f breaks the ramp (low %.0f, high %.0f)\n", i,
-                    gamma, low, high);
+        if ((i <= low && fabs(gamma) > 1e-4) || (i >= high && fabs(gamma - 1) > 1e-4) || gamma < prev - 1e-4) {
+            fprintf(stderr, "pair %d: gamma %.6f breaks the ramp (low %.0f, high %.0f)\n", i, gamma, low, high);
             bad = 1;
         }
         prev = gamma;
@@ -106,7 +102,6 @@ int main(void)
         fclose(data);
     }
     if (bad) return 1;
-    printf("\nchecks passed: gamma is 0 up to pair %.0f, 1 from pair %.0f, rising in between\n",
-           low, high);
+    printf("\nchecks passed: gamma is 0 up to pair %.0f, 1 from pair %.0f, rising in between\n", low, high);
     return 0;
 }

@@ -11,19 +11,22 @@
 void device_limited_route(int *idx, const float *s, int E, int K, int D, int M)
 {
     const int per_device = E / D;
-    bool device_used[1024] = {false}, expert_taken[1024] = {false};
-    for (int m = 0; m < M; m++) {                   /* 1. the M devices with the best top affinity */
+    bool device_used[1024] = { false }, expert_taken[1024] = { false };
+    for (int m = 0; m < M; m++) { /* 1. the M devices with the best top affinity */
         int best_dev = -1;
         float best = -INFINITY;
         for (int d = 0; d < D; d++) {
             if (device_used[d]) continue;
             float top = -INFINITY;
             for (int i = d * per_device; i < (d + 1) * per_device; i++) top = fmaxf(top, s[i]);
-            if (best_dev < 0 || top > best) { best = top; best_dev = d; }
+            if (best_dev < 0 || top > best) {
+                best = top;
+                best_dev = d;
+            }
         }
         device_used[best_dev] = true;
     }
-    for (int k = 0; k < K; k++) {                   /* 2. top-K among the experts on those devices */
+    for (int k = 0; k < K; k++) { /* 2. top-K among the experts on those devices */
         int pick = -1;
         for (int i = 0; i < E; i++) {
             if (expert_taken[i] || !device_used[i / per_device]) continue;
@@ -36,13 +39,12 @@ void device_limited_route(int *idx, const float *s, int E, int K, int D, int M)
 // ANCHOR_END: device_limited_route
 
 // ANCHOR: balance_losses
-BalanceLosses balance_losses(const float *scores, const int *idx, int T, const BalanceSpec *b,
-                             double *grad)
+BalanceLosses balance_losses(const float *scores, const int *idx, int T, const BalanceSpec *b, double *grad)
 {
     const int E = b->E, K = b->K, D = b->D, per_device = E / D;
-    double f[1024] = {0}, P[1024] = {0}, f_dev[1024] = {0}, P_dev[1024] = {0}, f_comm[1024] = {0};
+    double f[1024] = { 0 }, P[1024] = { 0 }, f_dev[1024] = { 0 }, P_dev[1024] = { 0 }, f_comm[1024] = { 0 };
     for (int t = 0; t < T; t++) {
-        bool sent[1024] = {false};
+        bool sent[1024] = { false };
         for (int k = 0; k < K; k++) {
             const int i = idx[t * K + k];
             f[i] += 1;
@@ -58,7 +60,7 @@ BalanceLosses balance_losses(const float *scores, const int *idx, int T, const B
         P_dev[i / per_device] += P[i];              /* P'_d = P''_d = sum over them */
     }
     for (int d = 0; d < D; d++) f_comm[d] *= (double)D / ((double)b->M * T);
-    BalanceLosses L = {0, 0, 0};
+    BalanceLosses L = { 0, 0, 0 };
     for (int i = 0; i < E; i++) L.expert += b->alpha1 * f[i] * P[i];
     for (int d = 0; d < D; d++) {
         L.device += b->alpha2 * f_dev[d] * P_dev[d];
@@ -80,14 +82,14 @@ BalanceLosses balance_losses(const float *scores, const int *idx, int T, const B
 }
 // ANCHOR_END: balance_losses
 
-double expert_balance_loss_batch(const float *scores, const int *idx, int B, int T, int E, int K,
-                                 double alpha, bool seq_aux, double *grad)
+double expert_balance_loss_batch(const float *scores, const int *idx, int B, int T, int E, int K, double alpha,
+                                 bool seq_aux, double *grad)
 {
-    const BalanceSpec spec = {.E = E, .K = K, .D = 1, .M = 1, .alpha1 = alpha};
-    if (!seq_aux)                                   /* one "sequence" of all B·T tokens */
+    const BalanceSpec spec = { .E = E, .K = K, .D = 1, .M = 1, .alpha1 = alpha };
+    if (!seq_aux) /* one "sequence" of all B·T tokens */
         return balance_losses(scores, idx, B * T, &spec, grad).expert;
     double loss = 0;
-    for (int b = 0; b < B; b++) {                   /* mean over sequences of the per-sequence loss */
+    for (int b = 0; b < B; b++) { /* mean over sequences of the per-sequence loss */
         double *g = grad ? grad + (size_t)b * T * E : NULL;
         loss += balance_losses(scores + (size_t)b * T * E, idx + (size_t)b * T * K, T, &spec, g).expert / B;
         if (g)
@@ -97,8 +99,8 @@ double expert_balance_loss_batch(const float *scores, const int *idx, int B, int
 }
 
 // ANCHOR: drop_tokens
-int drop_tokens(bool *keep, const int *idx, const float *weight, const bool *exempt, int T, int K,
-                int E, int D, double capacity_factor)
+int drop_tokens(bool *keep, const int *idx, const float *weight, const bool *exempt, int T, int K, int E, int D,
+                double capacity_factor)
 {
     const int per_device = E / D, n = T * K;
     const int budget = (int)ceil(capacity_factor * n / D);
@@ -107,13 +109,13 @@ int drop_tokens(bool *keep, const int *idx, const float *weight, const bool *exe
     for (int d = 0; d < D; d++) {
         int load = 0;
         for (int a = 0; a < n; a++) load += idx[a] / per_device == d;
-        while (load > budget) {                     /* drop the lowest-affinity droppable assignment */
+        while (load > budget) { /* drop the lowest-affinity droppable assignment */
             int worst = -1;
             for (int a = 0; a < n; a++) {
                 if (!keep[a] || idx[a] / per_device != d || (exempt && exempt[a / K])) continue;
                 if (worst < 0 || weight[a] <= weight[worst]) worst = a;
             }
-            if (worst < 0) break;                   /* only exempt tokens left */
+            if (worst < 0) break; /* only exempt tokens left */
             keep[worst] = false;
             load--;
             dropped++;
@@ -122,4 +124,3 @@ int drop_tokens(bool *keep, const int *idx, const float *weight, const bool *exe
     return dropped;
 }
 // ANCHOR_END: drop_tokens
-

@@ -35,20 +35,20 @@ void device_limited_route(int *idx, const float *s, int E, int K, int D, int M);
 
 /** The three losses of one sequence and their gradients. */
 typedef struct {
-    double expert;        /**< L_ExpBal (with α₁) */
-    double device;        /**< L_DevBal (with α₂) */
-    double comm;          /**< L_CommBal (with α₃) */
+    double expert; /**< L_ExpBal (with α₁) */
+    double device; /**< L_DevBal (with α₂) */
+    double comm;   /**< L_CommBal (with α₃) */
 } BalanceLosses;
 
 /** Which losses to compute, their weights, and the device layout. */
 typedef struct {
-    int E;          /**< N_r, routed experts */
-    int K;          /**< K_r, experts per token */
-    int D;          /**< devices (expert groups); 1 for the expert-level loss alone */
-    int M;          /**< device limit M (tokens reach at most M devices) */
-    double alpha1;  /**< α₁, expert level */
-    double alpha2;  /**< α₂, device level */
-    double alpha3;  /**< α₃, communication */
+    int E;         /**< N_r, routed experts */
+    int K;         /**< K_r, experts per token */
+    int D;         /**< devices (expert groups); 1 for the expert-level loss alone */
+    int M;         /**< device limit M (tokens reach at most M devices) */
+    double alpha1; /**< α₁, expert level */
+    double alpha2; /**< α₂, device level */
+    double alpha3; /**< α₃, communication */
 } BalanceSpec;
 
 /**
@@ -57,8 +57,7 @@ typedef struct {
  * scores: [T, E] softmax affinities s_{i,t} = softmax(g_t)_i; idx: [T, K] chosen experts;
  * grad: [T, E] output. Computed in double.
  */
-BalanceLosses balance_losses(const float *scores, const int *idx, int T, const BalanceSpec *b,
-                             double *grad);
+BalanceLosses balance_losses(const float *scores, const int *idx, int T, const BalanceSpec *b, double *grad);
 
 /**
  * The released code's expert-level loss over a batch of B sequences of T tokens
@@ -66,8 +65,8 @@ BalanceLosses balance_losses(const float *scores, const int *idx, int T, const B
  * the batch; seq_aux false computes f and P over all B·T tokens at once. scores: [B, T, E],
  * idx: [B, T, K], grad: [B, T, E] (or NULL) w.r.t. the logits. Returns the loss.
  */
-double expert_balance_loss_batch(const float *scores, const int *idx, int B, int T, int E, int K,
-                                 double alpha, bool seq_aux, double *grad);
+double expert_balance_loss_batch(const float *scores, const int *idx, int B, int T, int E, int K, double alpha,
+                                 bool seq_aux, double *grad);
 
 /**
  * Device-level token dropping (paper §2.2.4) for one batch of T tokens (each K
@@ -77,7 +76,7 @@ double expert_balance_loss_batch(const float *scores, const int *idx, int B, int
  * paper never drops; exempt may be NULL). Ties drop the later token first.
  * keep: [T, K] output, true for kept assignments. Returns the number dropped.
  */
-int drop_tokens(bool *keep, const int *idx, const float *weight, const bool *exempt, int T, int K,
-                int E, int D, double capacity_factor);
+int drop_tokens(bool *keep, const int *idx, const float *weight, const bool *exempt, int T, int K, int E, int D,
+                double capacity_factor);
 
 #endif

@@ -34,10 +34,10 @@ static void put(Writer *w, const char *s)
 }
 
 // ANCHOR: chat_render
-size_t chat_render(const ChatMessage *m, size_t n, int add_generation_prompt, const char *bos,
-                   const char *eos, char *out, size_t cap)
+size_t chat_render(const ChatMessage *m, size_t n, int add_generation_prompt, const char *bos, const char *eos,
+                   char *out, size_t cap)
 {
-    Writer w = {out, cap, 0};
+    Writer w = { out, cap, 0 };
     put(&w, bos);
     for (size_t i = 0; i < n; i++) {
         if (strcmp(m[i].role, "user") == 0) {

@@ -46,8 +46,8 @@ typedef struct {
  * (truncated to cap-1 bytes if needed).
  * Returns the full length in bytes without the NUL (like snprintf).
  */
-size_t chat_render(const ChatMessage *messages, size_t n, int add_generation_prompt,
-                   const char *bos, const char *eos, char *out, size_t cap);
+size_t chat_render(const ChatMessage *messages, size_t n, int add_generation_prompt, const char *bos, const char *eos,
+                   char *out, size_t cap);
 
 /**
  * Whether a tokenizer_config.json `chat_template` is the DeepSeek-V2-Chat

@@ -36,7 +36,10 @@ static int add_file(Checkpoint *ck, const char *name)
     char *path = join(ck->dir, name);
     if (!path) return ds_error("%s: out of memory", ck->dir);
     StFile *grown = realloc(ck->files, (ck->n_files + 1) * sizeof *grown);
-    if (!grown) { free(path); return ds_error("%s: out of memory", ck->dir); }
+    if (!grown) {
+        free(path);
+        return ds_error("%s: out of memory", ck->dir);
+    }
     ck->files = grown;
     int rc = st_open(path, &ck->files[ck->n_files]);
     free(path);
@@ -49,8 +52,7 @@ static int open_single(Checkpoint *ck)
     const StFile *f = &ck->files[0];
     ck->entries = calloc(f->n_tensors + 1, sizeof *ck->entries);
     if (!ck->entries) return ds_error("%s: out of memory", f->path);
-    for (size_t i = 0; i < f->n_tensors; i++)
-        ck->entries[i] = (CkEntry){f->tensors[i].name, f, &f->tensors[i]};
+    for (size_t i = 0; i < f->n_tensors; i++) ck->entries[i] = (CkEntry){ f->tensors[i].name, f, &f->tensors[i] };
     ck->n_entries = f->n_tensors;
     return 0;
 }
@@ -67,15 +69,15 @@ static size_t index_limit(const ModelConfig *c)
 static int open_sharded(Checkpoint *ck, const char *index_path)
 {
     size_t len;
-    char *text = json_file_text(index_path, &len);   /* a FIFO or directory is refused, never waited on */
+    char *text = json_file_text(index_path, &len); /* a FIFO or directory is refused, never waited on */
     if (!text) return -1;
     /* bound the work before parsing: a hostile index of a million entries is refused by one scan */
     const size_t limit = index_limit(&ck->cfg);
     if (json_count_keys(text, len, 2, limit) > limit) {
         free(text);
         return ds_error("%s: more than %zu entries, twice the tensors config.json's %d layers of "
-                        "%d routed experts can use", index_path, limit, ck->cfg.num_hidden_layers,
-                        ck->cfg.n_routed_experts);
+                        "%d routed experts can use",
+                        index_path, limit, ck->cfg.num_hidden_layers, ck->cfg.n_routed_experts);
     }
     json_t *root = json_parse_text(index_path, text, len);
     free(text);
@@ -87,19 +89,22 @@ static int open_sharded(Checkpoint *ck, const char *index_path)
         goto out;
     }
     ck->entries = calloc(json_object_size(map) + 1, sizeof *ck->entries);
-    if (!ck->entries) { rc = ds_error("%s: out of memory", index_path); goto out; }
+    if (!ck->entries) {
+        rc = ds_error("%s: out of memory", index_path);
+        goto out;
+    }
     /* First pass: open every shard the index names, so entries can point into stable storage. */
     const char *name;
     json_t *v;
-    json_object_foreach(map, name, v) {
+    json_object_foreach(map, name, v)
+    {
         const char *shard = json_string_value(v);
         if (!shard) {
             rc = ds_error("%s: weight_map['%s'] is not a string", index_path, name);
             goto out;
         }
         if (strchr(shard, '/') || !strcmp(shard, "..") || !*shard) {
-            rc = ds_error("%s: weight_map['%s']: shard name \"%s\" is not a plain file name",
-                          index_path, name, shard);
+            rc = ds_error("%s: weight_map['%s']: shard name \"%s\" is not a plain file name", index_path, name, shard);
             goto out;
         }
         if (add_file(ck, shard) < 0) {
@@ -107,16 +112,16 @@ static int open_sharded(Checkpoint *ck, const char *index_path)
             goto out;
         }
     }
-    json_object_foreach(map, name, v) {
+    json_object_foreach(map, name, v)
+    {
         const char *shard = json_string_value(v);
         int fi = add_file(ck, shard);
         const StTensor *t = st_find(&ck->files[fi], name);
         if (!t) {
-            rc = ds_error("%s: tensor '%s' is listed in shard %s but absent from it", index_path,
-                          name, shard);
+            rc = ds_error("%s: tensor '%s' is listed in shard %s but absent from it", index_path, name, shard);
             goto out;
         }
-        ck->entries[ck->n_entries++] = (CkEntry){t->name, &ck->files[fi], t};
+        ck->entries[ck->n_entries++] = (CkEntry){ t->name, &ck->files[fi], t };
     }
 out:
     json_decref(root);
@@ -130,15 +135,21 @@ int checkpoint_open(const char *dir, Checkpoint *ck)
     if (!(ck->dir = strdup(dir))) return ds_error("%s: out of memory", dir);
     char *cfg = join(dir, "config.json"), *index = join(dir, "model.safetensors.index.json");
     int rc = -1;
-    if (!cfg || !index) { ds_error("%s: out of memory", dir); goto out; }
-    if (access(dir, F_OK) != 0) { ds_error("%s: no such model directory", dir); goto out; }
+    if (!cfg || !index) {
+        ds_error("%s: out of memory", dir);
+        goto out;
+    }
+    if (access(dir, F_OK) != 0) {
+        ds_error("%s: no such model directory", dir);
+        goto out;
+    }
     if (config_load(cfg, &ck->cfg)) goto out;
     rc = access(index, F_OK) == 0 ? open_sharded(ck, index) : open_single(ck);
     if (rc == 0) qsort(ck->entries, ck->n_entries, sizeof *ck->entries, entry_cmp);
 out:
     free(cfg);
     free(index);
-    if (rc) checkpoint_close(ck);   /* releases what was opened; the error line stays */
+    if (rc) checkpoint_close(ck); /* releases what was opened; the error line stays */
     return rc;
 }
 // ANCHOR_END: checkpoint_open
@@ -161,10 +172,9 @@ static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape)
 }
 
 // ANCHOR: checkpoint_tensor
-const StTensor *checkpoint_tensor(const Checkpoint *ck, const char *name, int ndim,
-                                  const int64_t *shape)
+const StTensor *checkpoint_tensor(const Checkpoint *ck, const char *name, int ndim, const int64_t *shape)
 {
-    CkEntry key = {.name = name};
+    CkEntry key = { .name = name };
     const CkEntry *e = bsearch(&key, ck->entries, ck->n_entries, sizeof key, entry_cmp);
     if (!e) {
         ds_error("%s: tensor '%s' is missing from the checkpoint", ck->dir, name);
@@ -177,8 +187,7 @@ const StTensor *checkpoint_tensor(const Checkpoint *ck, const char *name, int nd
         char got[128], want[128];
         format_shape(got, sizeof got, t->ndim, t->shape);
         format_shape(want, sizeof want, ndim, shape);
-        ds_error("%s: tensor '%s': shape %s, but the config implies %s", e->file->path, name, got,
-                 want);
+        ds_error("%s: tensor '%s': shape %s, but the config implies %s", e->file->path, name, got, want);
         return NULL;
     }
     return t;

@@ -16,19 +16,19 @@
 
 /** Where one tensor lives: which file, and its entry there. */
 typedef struct {
-    const char *name;      /**< tensor name (owned by the StFile) */
-    const StFile *file;    /**< the shard holding it */
+    const char *name;       /**< tensor name (owned by the StFile) */
+    const StFile *file;     /**< the shard holding it */
     const StTensor *tensor; /**< its entry in that shard */
 } CkEntry;
 
 /** An open model directory. */
 typedef struct {
-    ModelConfig cfg;   /**< the validated config.json */
-    char *dir;         /**< the directory */
-    int n_files;       /**< number of safetensors files */
-    StFile *files;     /**< the mapped files */
-    size_t n_entries;  /**< number of tensors */
-    CkEntry *entries;  /**< sorted by name */
+    ModelConfig cfg;  /**< the validated config.json */
+    char *dir;        /**< the directory */
+    int n_files;      /**< number of safetensors files */
+    StFile *files;    /**< the mapped files */
+    size_t n_entries; /**< number of tensors */
+    CkEntry *entries; /**< sorted by name */
 } Checkpoint;
 
 /**
@@ -48,7 +48,6 @@ void checkpoint_close(Checkpoint *ck);
  * the file, the tensor and both shapes.
  * \return the tensor, or NULL with one error line.
  */
-const StTensor *checkpoint_tensor(const Checkpoint *ck, const char *name, int ndim,
-                                  const int64_t *shape);
+const StTensor *checkpoint_tensor(const Checkpoint *ck, const char *name, int ndim, const int64_t *shape);
 
 #endif

@@ -37,40 +37,40 @@ typedef enum {
 
 /** Hyper-parameters of a DeepSeek-V2-family model. Names follow config.json's keys (docs/semantics.md §1). */
 typedef struct {
-    int vocab_size;          /**< vocabulary size */
-    int hidden_size;         /**< D */
-    int num_hidden_layers;   /**< number of decoder layers */
-    int num_attention_heads; /**< n_h */
-    int q_lora_rank;         /**< d_c' (query compression); 0 when the config says null (V2-Lite) */
-    int kv_lora_rank;        /**< d_c, width of the cached latent c^KV */
-    int qk_nope_head_dim;    /**< d_n, per-head query/key width without RoPE */
-    int qk_rope_head_dim;    /**< d_r, width of the decoupled RoPE parts q^R, k^R */
-    int v_head_dim;          /**< d_v */
-    int intermediate_size;   /**< I, width of the dense SwiGLU FFN */
-    int moe_intermediate_size; /**< I_e, width of one expert */
-    int n_routed_experts;    /**< E (0: every layer is dense) */
-    int n_shared_experts;    /**< N_s, fused into one SwiGLU of width N_s·I_e */
-    int num_experts_per_tok; /**< K */
-    int first_k_dense_replace; /**< layers [0, first_k_dense_replace) are dense */
-    int moe_layer_freq;      /**< a layer l ≥ first_k_dense_replace is MoE iff l % freq == 0 */
-    TopkMethod topk_method;  /**< expert selection rule */
-    int n_group;             /**< G, expert groups (= devices in the paper's device-limited routing) */
-    int topk_group;          /**< G_k (= M, devices a token may reach) */
-    bool norm_topk_prob;     /**< renormalize the K selected weights */
-    float routed_scaling_factor; /**< multiplies routed weights (16 for V2) */
-    ScoringFunc scoring_func;  /**< softmax for V2 */
-    float rms_norm_eps;      /**< ε of the residual-stream RMSNorms (input, post-attention, final) */
-    int max_position_embeddings; /**< longest sequence the model accepts */
-    float rope_theta;        /**< θ, RoPE base */
-    bool rope_yarn;          /**< true when rope_scaling is YaRN; false for plain RoPE */
-    float rope_factor;       /**< s, YaRN scale factor */
+    int vocab_size;                 /**< vocabulary size */
+    int hidden_size;                /**< D */
+    int num_hidden_layers;          /**< number of decoder layers */
+    int num_attention_heads;        /**< n_h */
+    int q_lora_rank;                /**< d_c' (query compression); 0 when the config says null (V2-Lite) */
+    int kv_lora_rank;               /**< d_c, width of the cached latent c^KV */
+    int qk_nope_head_dim;           /**< d_n, per-head query/key width without RoPE */
+    int qk_rope_head_dim;           /**< d_r, width of the decoupled RoPE parts q^R, k^R */
+    int v_head_dim;                 /**< d_v */
+    int intermediate_size;          /**< I, width of the dense SwiGLU FFN */
+    int moe_intermediate_size;      /**< I_e, width of one expert */
+    int n_routed_experts;           /**< E (0: every layer is dense) */
+    int n_shared_experts;           /**< N_s, fused into one SwiGLU of width N_s·I_e */
+    int num_experts_per_tok;        /**< K */
+    int first_k_dense_replace;      /**< layers [0, first_k_dense_replace) are dense */
+    int moe_layer_freq;             /**< a layer l ≥ first_k_dense_replace is MoE iff l % freq == 0 */
+    TopkMethod topk_method;         /**< expert selection rule */
+    int n_group;                    /**< G, expert groups (= devices in the paper's device-limited routing) */
+    int topk_group;                 /**< G_k (= M, devices a token may reach) */
+    bool norm_topk_prob;            /**< renormalize the K selected weights */
+    float routed_scaling_factor;    /**< multiplies routed weights (16 for V2) */
+    ScoringFunc scoring_func;       /**< softmax for V2 */
+    float rms_norm_eps;             /**< ε of the residual-stream RMSNorms (input, post-attention, final) */
+    int max_position_embeddings;    /**< longest sequence the model accepts */
+    float rope_theta;               /**< θ, RoPE base */
+    bool rope_yarn;                 /**< true when rope_scaling is YaRN; false for plain RoPE */
+    float rope_factor;              /**< s, YaRN scale factor */
     int rope_original_max_position; /**< L0, YaRN's original context */
-    float rope_beta_fast;    /**< β_f */
-    float rope_beta_slow;    /**< β_s */
-    float rope_mscale;       /**< `mscale` (cos/sin factor numerator) */
-    float rope_mscale_all_dim; /**< `mscale_all_dim` (softmax m², and cos/sin denominator) */
-    int bos_token_id;        /**< beginning-of-sequence id (−1 when absent) */
-    int eos_token_id;        /**< end-of-sequence id (−1 when absent) */
+    float rope_beta_fast;           /**< β_f */
+    float rope_beta_slow;           /**< β_s */
+    float rope_mscale;              /**< `mscale` (cos/sin factor numerator) */
+    float rope_mscale_all_dim;      /**< `mscale_all_dim` (softmax m², and cos/sin denominator) */
+    int bos_token_id;               /**< beginning-of-sequence id (−1 when absent) */
+    int eos_token_id;               /**< end-of-sequence id (−1 when absent) */
 } ModelConfig;
 
 /**

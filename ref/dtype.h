@@ -17,7 +17,10 @@
 typedef enum { DT_BF16, DT_F16, DT_F32 } DType;
 
 /** Bytes per element of t. */
-static inline size_t dtype_size(DType t) { return t == DT_F32 ? 4 : 2; }
+static inline size_t dtype_size(DType t)
+{
+    return t == DT_F32 ? 4 : 2;
+}
 
 /** The safetensors name of t ("BF16", "F16", "F32"). */
 static inline const char *dtype_name(DType t)
@@ -58,7 +61,10 @@ static inline float f16_to_f32(uint16_t h)
         u = sign;
     } else { /* subnormal: normalise the mantissa */
         exp = 113;
-        while (!(man & 0x400)) { man <<= 1; exp--; }
+        while (!(man & 0x400)) {
+            man <<= 1;
+            exp--;
+        }
         u = sign | (exp << 23) | ((man & 0x3ff) << 13);
     }
     float f;

@@ -31,7 +31,7 @@ int ep_plan_build(EpPlan *p, const int *idx, const bool *keep, int T, int K, int
         ep_plan_free(p);
         return ds_error("out of memory for an expert-parallel plan of %d tokens", T);
     }
-    for (int a = 0; a < T * K; a++)                 /* by expert, then by token: rows contiguous */
+    for (int a = 0; a < T * K; a++) /* by expert, then by token: rows contiguous */
         if (!keep || keep[a]) p->order[p->offset[idx[a]] + fill[idx[a]]++] = a;
     free(fill);
     return 0;
@@ -47,16 +47,16 @@ void ep_plan_free(EpPlan *p)
 }
 
 // ANCHOR: moe_forward_ep
-int moe_forward_ep(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
-                   int D, const bool *keep, FfnScratch *s)
+int moe_forward_ep(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, int D,
+                   const bool *keep, FfnScratch *s)
 {
     const int Dm = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
-    moe_route(x, w, cfg, T, s);                      /* routing is moe_forward()'s */
+    moe_route(x, w, cfg, T, s); /* routing is moe_forward()'s */
     EpPlan plan;
     if (ep_plan_build(&plan, s->expert, keep, T, K, E, D)) return -1;
-    memset(s->routed, 0, sizeof(float) * (size_t)T * K * Dm);   /* dropped slots add nothing */
-    for (int d = 0; d < D; d++) {                   /* each virtual device, its own experts */
-        for (int e = d * (E / D); e < (d + 1) * (E / D); e++)  /* rows contiguous per expert */
+    memset(s->routed, 0, sizeof(float) * (size_t)T * K * Dm); /* dropped slots add nothing */
+    for (int d = 0; d < D; d++) {                             /* each virtual device, its own experts */
+        for (int e = d * (E / D); e < (d + 1) * (E / D); e++) /* rows contiguous per expert */
             if (plan.count[e] > 0)
                 moe_expert_rows(x, &w->experts[e], plan.order + plan.offset[e], plan.count[e], cfg, s);
     }

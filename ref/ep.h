@@ -22,13 +22,13 @@
  * grouped by expert so each expert's rows are contiguous.
  */
 typedef struct {
-    int D;            /**< devices */
-    int E;            /**< experts (E/D per device) */
-    int n;            /**< assignments planned (kept ones) */
-    int *count;       /**< [E] assignments per expert */
-    int *offset;      /**< [E + 1] start of each expert's rows in order[]; device d's rows are
+    int D;       /**< devices */
+    int E;       /**< experts (E/D per device) */
+    int n;       /**< assignments planned (kept ones) */
+    int *count;  /**< [E] assignments per expert */
+    int *offset; /**< [E + 1] start of each expert's rows in order[]; device d's rows are
                            [offset[d·E/D], offset[(d+1)·E/D]) */
-    int *order;       /**< [n] assignment ids t·K + k, by expert, then token */
+    int *order;  /**< [n] assignment ids t·K + k, by expert, then token */
 } EpPlan;
 
 /** Builds the plan for T tokens of K assignments (keep may be NULL: all kept). \return 0 or −1. */
@@ -45,7 +45,7 @@ void ep_plan_free(EpPlan *p);
  * a dropped assignment contributes nothing). y, x: [T, D_model] float32.
  * \return 0, or −1 (out of memory).
  */
-int moe_forward_ep(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
-                   int D, const bool *keep, FfnScratch *s);
+int moe_forward_ep(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, int D,
+                   const bool *keep, FfnScratch *s);
 
 #endif

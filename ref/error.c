@@ -23,6 +23,12 @@ int ds_error(const char *fmt, ...)
     return -1;
 }
 
-const char *ds_last_error(void) { return last_error; }
+const char *ds_last_error(void)
+{
+    return last_error;
+}
 
-void ds_error_clear(void) { last_error[0] = '\0'; }
+void ds_error_clear(void)
+{
+    last_error[0] = '\0';
+}

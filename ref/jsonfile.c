@@ -28,8 +28,8 @@ char *json_file_text(const char *path, size_t *len)
     }
     if ((size_t)sb.st_size > JSON_MAX_BYTES) {
         close(fd);
-        ds_error("%s: %lld bytes exceeds the %zu-byte limit for a JSON file", path,
-                 (long long)sb.st_size, JSON_MAX_BYTES);
+        ds_error("%s: %lld bytes exceeds the %zu-byte limit for a JSON file", path, (long long)sb.st_size,
+                 JSON_MAX_BYTES);
         return NULL;
     }
     size_t n = (size_t)sb.st_size, got = 0;
@@ -86,15 +86,17 @@ size_t json_count_keys(const char *text, size_t len, int depth, size_t stop)
     for (size_t i = 0; i < len && n <= stop; i++) {
         const char ch = text[i];
         if (in_string) {
-            if (ch == '\\') i++;                  /* an escaped quote does not end the string */
-            else if (ch == '"') in_string = 0;
+            if (ch == '\\')
+                i++; /* an escaped quote does not end the string */
+            else if (ch == '"')
+                in_string = 0;
         } else if (ch == '"') {
             in_string = 1;
         } else if (ch == '{' || ch == '[') {
             level++;
         } else if (ch == '}' || ch == ']') {
             level--;
-        } else if (ch == ':' && level == depth) {   /* a colon outside strings ends a key */
+        } else if (ch == ':' && level == depth) { /* a colon outside strings ends a key */
             n++;
         }
     }

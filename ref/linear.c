@@ -35,7 +35,7 @@ static inline float sum_lanes(float *s)
 VECTOR_CLONES
 float dot(const float *a, const float *b, int n)
 {
-    float s[LANES] = {0};
+    float s[LANES] = { 0 };
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) s[j] += a[i + j] * b[i + j];
@@ -52,7 +52,7 @@ static float dot_stored(const void *w, DType t, size_t off, const float *x, int 
 {
     if (t == DT_F32) return dot((const float *)w + off, x, n);
     const uint16_t *h = (const uint16_t *)w + off;
-    float s[LANES] = {0};
+    float s[LANES] = { 0 };
     int i = 0;
     if (t == DT_BF16) {
         for (; i + LANES <= n; i += LANES)
@@ -72,7 +72,7 @@ static float dot_stored(const void *w, DType t, size_t off, const float *x, int 
 VECTOR_CLONES
 static void dot2_bf16(float *y0, float *y1, const uint16_t *h, const float *x0, const float *x1, int n)
 {
-    float s0[LANES] = {0}, s1[LANES] = {0};
+    float s0[LANES] = { 0 }, s1[LANES] = { 0 };
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) {
@@ -96,7 +96,7 @@ static void dot2_bf16(float *y0, float *y1, const uint16_t *h, const float *x0, 
 VECTOR_CLONES
 static void dot42_bf16(float *y, size_t ys, const uint16_t *h, const float *x0, const float *x1, int n)
 {
-    float s0[4][LANES] = {{0}}, s1[4][LANES] = {{0}}; /* s_t[row][lane] */
+    float s0[4][LANES] = { { 0 } }, s1[4][LANES] = { { 0 } }; /* s_t[row][lane] */
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) {
@@ -133,8 +133,8 @@ void linear_rows(float *y, const float *x, const Mat *W, int r0, int r1, int T)
             const size_t row = (size_t)(r0 + r) * n;
             int t = 0;
             for (; t + 2 <= T; t += 2)
-                dot42_bf16(&y[(size_t)t * out + r], (size_t)out, h + row, x + (size_t)t * n,
-                           x + (size_t)(t + 1) * n, n);
+                dot42_bf16(&y[(size_t)t * out + r], (size_t)out, h + row, x + (size_t)t * n, x + (size_t)(t + 1) * n,
+                           n);
             for (; t < T; t++)
                 for (int k = 0; k < 4; k++)
                     y[(size_t)t * out + r + k] =
@@ -147,13 +147,15 @@ void linear_rows(float *y, const float *x, const Mat *W, int r0, int r1, int T)
             for (; t + 2 <= T; t += 2)
                 dot2_bf16(&y[(size_t)t * out + r], &y[(size_t)(t + 1) * out + r], h + row, x + (size_t)t * n,
                           x + (size_t)(t + 1) * n, n);
-        for (; t < T; t++)
-            y[(size_t)t * out + r] = dot_stored(W->data, W->dtype, row, x + (size_t)t * n, n);
+        for (; t < T; t++) y[(size_t)t * out + r] = dot_stored(W->data, W->dtype, row, x + (size_t)t * n, n);
     }
 }
 // ANCHOR_END: linear_rows
 
-void linear(float *y, const float *x, const Mat *W, int T) { linear_rows(y, x, W, 0, W->rows, T); }
+void linear(float *y, const float *x, const Mat *W, int T)
+{
+    linear_rows(y, x, W, 0, W->rows, T);
+}
 
 // ANCHOR: linear_transposed_rows
 void linear_transposed_rows(float *y, const float *x, const Mat *W, int r0, int n)
@@ -191,7 +193,7 @@ void linear_backward(float *dx, float *dW, const float *dy, const float *x, cons
 {
     const int rows = W->rows, cols = W->cols;
     const float *Wf = W->dtype == DT_F32 ? (const float *)W->data : NULL; /* training's weights */
-    if (dx)                                          /* dx_t = Wᵀ dy_t: [T, cols] */
+    if (dx)                                                               /* dx_t = Wᵀ dy_t: [T, cols] */
         for (int t = 0; t < T; t++) {
             float *dxt = dx + (size_t)t * cols;
             const float *dyt = dy + (size_t)t * rows;
@@ -204,7 +206,7 @@ void linear_backward(float *dx, float *dW, const float *dy, const float *x, cons
                     for (int c = 0; c < cols; c++) dxt[c] += g * mat_at(W, r, c);
             }
         }
-    if (dW)                                          /* dW += Σ_t dy_t x_tᵀ: [rows, cols] */
+    if (dW) /* dW += Σ_t dy_t x_tᵀ: [rows, cols] */
         for (int r = 0; r < rows; r++)
             for (int t = 0; t < T; t++) {
                 const float g = dy[(size_t)t * rows + r];

@@ -34,14 +34,14 @@
 
 /** One layer's attention weights, in checkpoint storage. */
 typedef struct {
-    Mat q_proj;            /**< [n_h·d_q, D]; used when q_lora_rank is null */
-    Mat q_a_proj;          /**< W^DQ [d_c', D]; with query compression */
-    const float *q_a_norm; /**< [d_c'] weight of the RMSNorm on c^Q */
-    Mat q_b_proj;          /**< [n_h·d_q, d_c'] = per head [W^UQ_h (d_n rows); W^QR_h (d_r rows)] */
-    Mat kv_a_proj;         /**< [d_c + d_r, D] = [W^DKV; W^KR] */
+    Mat q_proj;             /**< [n_h·d_q, D]; used when q_lora_rank is null */
+    Mat q_a_proj;           /**< W^DQ [d_c', D]; with query compression */
+    const float *q_a_norm;  /**< [d_c'] weight of the RMSNorm on c^Q */
+    Mat q_b_proj;           /**< [n_h·d_q, d_c'] = per head [W^UQ_h (d_n rows); W^QR_h (d_r rows)] */
+    Mat kv_a_proj;          /**< [d_c + d_r, D] = [W^DKV; W^KR] */
     const float *kv_a_norm; /**< [d_c] weight of the RMSNorm on c^KV */
-    Mat kv_b_proj;         /**< [n_h·(d_n + d_v), d_c] = per head [W^UK_h; W^UV_h] */
-    Mat o_proj;            /**< W^O [D, n_h·d_v] */
+    Mat kv_b_proj;          /**< [n_h·(d_n + d_v), d_c] = per head [W^UK_h; W^UV_h] */
+    Mat o_proj;             /**< W^O [D, n_h·d_v] */
 } MlaWeights;
 
 /** The latent cache of one layer: ĉ_t and k^R_t for positions [0, capacity). */
@@ -59,15 +59,15 @@ typedef enum {
 
 /** Working memory for mla_forward(), sized once for a chunk of T tokens over ctx positions. */
 typedef struct {
-    float *q;       /**< [T, n_h·d_q] queries */
-    float *c_q;     /**< [T, d_c'] compressed queries */
-    float *kv;      /**< [T, d_c + d_r] kv_a_proj output */
-    float *o;       /**< [T, n_h·d_v] per-head outputs, head-major */
-    float *scores;  /**< [ctx] one query's scores */
-    float *k_nope;  /**< [ctx, d_n] one head's decompressed keys (expanded form) */
-    float *v;       /**< [ctx, d_v] one head's decompressed values (expanded form) */
-    float *q_lat;   /**< [d_c] q^L (absorbed form) */
-    float *o_lat;   /**< [d_c] o^L (absorbed form) */
+    float *q;      /**< [T, n_h·d_q] queries */
+    float *c_q;    /**< [T, d_c'] compressed queries */
+    float *kv;     /**< [T, d_c + d_r] kv_a_proj output */
+    float *o;      /**< [T, n_h·d_v] per-head outputs, head-major */
+    float *scores; /**< [ctx] one query's scores */
+    float *k_nope; /**< [ctx, d_n] one head's decompressed keys (expanded form) */
+    float *v;      /**< [ctx, d_v] one head's decompressed values (expanded form) */
+    float *q_lat;  /**< [d_c] q^L (absorbed form) */
+    float *o_lat;  /**< [d_c] o^L (absorbed form) */
 } MlaScratch;
 
 /** Allocates a cache for capacity positions. \return 0 or −1 (error line set). */
@@ -93,9 +93,8 @@ void mla_scratch_free(MlaScratch *s);
  * attends causally over rows [0, pos0 + t] for token t, in the given form.
  * The caller guarantees pos0 + T ≤ cache->capacity and T ≤ the scratch's max_T.
  */
-void mla_forward(float *out, const float *a, const MlaWeights *w, LatentCache *cache,
-                 const ModelConfig *cfg, const Rope *rope, int pos0, int T, MlaForm form,
-                 MlaScratch *s);
+void mla_forward(float *out, const float *a, const MlaWeights *w, LatentCache *cache, const ModelConfig *cfg,
+                 const Rope *rope, int pos0, int T, MlaForm form, MlaScratch *s);
 
 /* ---- backward (training) ---------------------------------------------------------------- */
 
@@ -124,7 +123,7 @@ typedef struct {
  *   query path (W^UQ/W^QR, q_a_layernorm, W^DQ — or q_proj).
  * da: [T, D] written; g accumulated. \return 0, or −1 (out of memory).
  */
-int mla_backward(float *da, const MlaGrads *g, const float *dout, const float *a,
-                 const MlaWeights *w, const ModelConfig *cfg, const Rope *rope, int T);
+int mla_backward(float *da, const MlaGrads *g, const float *dout, const float *a, const MlaWeights *w,
+                 const ModelConfig *cfg, const Rope *rope, int T);
 
 #endif

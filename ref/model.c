@@ -27,11 +27,12 @@ static int bind_mat(Binder *b, Mat *out, int64_t rows, int64_t cols, const char 
     snprintf(name, sizeof name, fmt, l, e);
     if (rows > INT_MAX || cols > INT_MAX)
         return ds_error("%s: tensor '%s': the config implies [%lld, %lld], beyond a matrix's int "
-                        "extents", b->m->ck.dir, name, (long long)rows, (long long)cols);
-    const int64_t shape[2] = {rows, cols};
+                        "extents",
+                        b->m->ck.dir, name, (long long)rows, (long long)cols);
+    const int64_t shape[2] = { rows, cols };
     const StTensor *t = checkpoint_tensor(&b->m->ck, name, 2, shape);
     if (!t) return -1;
-    *out = (Mat){t->data, t->dtype, (int)rows, (int)cols};
+    *out = (Mat){ t->data, t->dtype, (int)rows, (int)cols };
     return 0;
 }
 
@@ -40,7 +41,7 @@ static int bind_vec(Binder *b, const float **out, int n, const char *fmt, int l)
 {
     char name[256];
     snprintf(name, sizeof name, fmt, l);
-    const int64_t shape[1] = {n};
+    const int64_t shape[1] = { n };
     const StTensor *t = checkpoint_tensor(&b->m->ck, name, 1, shape);
     if (!t) return -1;
     dtype_widen(b->norm_next, t->data, t->dtype, 0, (size_t)n);
@@ -53,7 +54,7 @@ static int bind_swiglu(Binder *b, SwigluWeights *w, int64_t I, const char *prefi
 {
     const int D = b->m->cfg->hidden_size;
     char fmt[160];
-    const char *dot = *prefix ? "." : "";  /* dense: mlp.gate_proj; experts: mlp.experts.%d.gate_proj */
+    const char *dot = *prefix ? "." : ""; /* dense: mlp.gate_proj; experts: mlp.experts.%d.gate_proj */
     snprintf(fmt, sizeof fmt, "model.layers.%%d.mlp.%s%sgate_proj.weight", prefix, dot);
     if (bind_mat(b, &w->gate, I, D, fmt, l, e)) return -1;
     snprintf(fmt, sizeof fmt, "model.layers.%%d.mlp.%s%sup_proj.weight", prefix, dot);
@@ -76,11 +77,12 @@ static int bind_attention(Binder *b, MlaWeights *w, int l)
         return -1;
     }
     return bind_mat(b, &w->kv_a_proj, dc + dr, D, "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", l, 0) ||
-           bind_vec(b, &w->kv_a_norm, dc, "model.layers.%d.self_attn.kv_a_layernorm.weight", l) ||
-           bind_mat(b, &w->kv_b_proj, nh * (c->qk_nope_head_dim + c->v_head_dim), dc,
-                    "model.layers.%d.self_attn.kv_b_proj.weight", l, 0) ||
-           bind_mat(b, &w->o_proj, D, nh * c->v_head_dim, "model.layers.%d.self_attn.o_proj.weight", l, 0)
-               ? -1 : 0;
+                   bind_vec(b, &w->kv_a_norm, dc, "model.layers.%d.self_attn.kv_a_layernorm.weight", l) ||
+                   bind_mat(b, &w->kv_b_proj, nh * (c->qk_nope_head_dim + c->v_head_dim), dc,
+                            "model.layers.%d.self_attn.kv_b_proj.weight", l, 0) ||
+                   bind_mat(b, &w->o_proj, D, nh * c->v_head_dim, "model.layers.%d.self_attn.o_proj.weight", l, 0)
+               ? -1
+               : 0;
 }
 
 static int bind_layer(Binder *b, int l, SwigluWeights *experts)
@@ -88,8 +90,7 @@ static int bind_layer(Binder *b, int l, SwigluWeights *experts)
     const ModelConfig *c = b->m->cfg;
     LayerWeights *L = &b->m->layers[l];
     const int D = c->hidden_size, E = c->n_routed_experts;
-    if (bind_vec(b, &L->attn_norm, D, "model.layers.%d.input_layernorm.weight", l) ||
-        bind_attention(b, &L->attn, l) ||
+    if (bind_vec(b, &L->attn_norm, D, "model.layers.%d.input_layernorm.weight", l) || bind_attention(b, &L->attn, l) ||
         bind_vec(b, &L->ffn_norm, D, "model.layers.%d.post_attention_layernorm.weight", l))
         return -1;
     L->is_moe = config_layer_is_moe(c, l);
@@ -103,8 +104,7 @@ static int bind_layer(Binder *b, int l, SwigluWeights *experts)
     for (int e = 0; e < E; e++)
         if (bind_swiglu(b, &experts[e], c->moe_intermediate_size, "experts.%d", l, e)) return -1;
     if (c->n_shared_experts > 0 &&
-        bind_swiglu(b, &moe->shared, (int64_t)c->n_shared_experts * c->moe_intermediate_size,
-                    "shared_experts", l, 0))
+        bind_swiglu(b, &moe->shared, (int64_t)c->n_shared_experts * c->moe_intermediate_size, "shared_experts", l, 0))
         return -1;
     return 0;
 }
@@ -118,7 +118,7 @@ static int bind_weights(Model *m)
     m->layers = calloc((size_t)L, sizeof *m->layers);
     m->experts = calloc((size_t)L * (E ? E : 1), sizeof *m->experts);
     if (!m->norms || !m->layers || !m->experts) return ds_error("%s: out of memory", m->ck.dir);
-    Binder b = {m, m->norms};
+    Binder b = { m, m->norms };
     if (bind_mat(&b, &m->embed, c->vocab_size, D, "model.embed_tokens.weight", 0, 0) ||
         bind_mat(&b, &m->lm_head, c->vocab_size, D, "lm_head.weight", 0, 0) ||
         bind_vec(&b, &m->final_norm, D, "model.norm.weight", 0))
@@ -154,11 +154,10 @@ int model_open(Model *m, const char *dir, const ModelOptions *opt)
         m->b = malloc(sizeof(float) * m->chunk * D);
         if (!m->cache || !m->h || !m->a || !m->b) rc = ds_error("%s: out of memory", dir);
     }
-    for (int l = 0; rc == 0 && l < c->num_hidden_layers; l++)
-        rc = latent_cache_init(&m->cache[l], c, m->max_context);
+    for (int l = 0; rc == 0 && l < c->num_hidden_layers; l++) rc = latent_cache_init(&m->cache[l], c, m->max_context);
     if (rc == 0) rc = mla_scratch_init(&m->mla, c, m->chunk, m->max_context);
     if (rc == 0) rc = ffn_scratch_init(&m->ffn, c, m->chunk);
-    if (rc) model_close(m);   /* releases what was opened; the error line stays */
+    if (rc) model_close(m); /* releases what was opened; the error line stays */
     return rc;
 }
 
@@ -169,13 +168,20 @@ void model_close(Model *m)
     free(m->cache);
     mla_scratch_free(&m->mla);
     ffn_scratch_free(&m->ffn);
-    free(m->h); free(m->a); free(m->b);
-    free(m->layers); free(m->experts); free(m->norms);
+    free(m->h);
+    free(m->a);
+    free(m->b);
+    free(m->layers);
+    free(m->experts);
+    free(m->norms);
     checkpoint_close(&m->ck);
     memset(m, 0, sizeof *m);
 }
 
-void model_reset(Model *m) { m->pos = 0; }
+void model_reset(Model *m)
+{
+    m->pos = 0;
+}
 
 /* ---- the forward pass ------------------------------------------------------------------ */
 
@@ -186,19 +192,21 @@ static void decoder_layer(Model *m, int l, int T)
     const ModelConfig *c = m->cfg;
     const LayerWeights *L = &m->layers[l];
     const size_t n = (size_t)T * c->hidden_size;
-    const MlaForm form = m->form == 1 ? MLA_EXPANDED : m->form == 2 ? MLA_ABSORBED
-                       : T > 1 ? MLA_EXPANDED : MLA_ABSORBED;
+    const MlaForm form = m->form == 1   ? MLA_EXPANDED
+                         : m->form == 2 ? MLA_ABSORBED
+                         : T > 1        ? MLA_EXPANDED
+                                        : MLA_ABSORBED;
     rmsnorm_forward(m->a, m->h, L->attn_norm, T, c->hidden_size, c->rms_norm_eps);
     mla_forward(m->b, m->a, &L->attn, &m->cache[l], c, &m->rope, m->pos, T, form, &m->mla);
-    for (size_t i = 0; i < n; i++) m->h[i] += m->b[i];          /* h' = h + MLA(RMSNorm(h)) */
+    for (size_t i = 0; i < n; i++) m->h[i] += m->b[i]; /* h' = h + MLA(RMSNorm(h)) */
     rmsnorm_forward(m->a, m->h, L->ffn_norm, T, c->hidden_size, c->rms_norm_eps);
     if (L->is_moe) {
         moe_forward(m->b, m->a, &L->moe, c, T, &m->ffn);
-        if (m->on_moe) m->on_moe(m->on_moe_ctx, l, T, &m->ffn);  /* who went where, for dsv2 route-stats */
+        if (m->on_moe) m->on_moe(m->on_moe_ctx, l, T, &m->ffn); /* who went where, for dsv2 route-stats */
     } else {
         swiglu_forward(m->b, m->a, &L->dense, T, m->ffn.hidden);
     }
-    for (size_t i = 0; i < n; i++) m->h[i] += m->b[i];          /* h'' = h' + FFN(RMSNorm(h')) */
+    for (size_t i = 0; i < n; i++) m->h[i] += m->b[i]; /* h'' = h' + FFN(RMSNorm(h')) */
 }
 // ANCHOR_END: model_layer
 
@@ -210,16 +218,14 @@ int model_forward(Model *m, const int *tokens, int T, float *logits, bool all_po
     if (T < 0) return ds_error("a negative token count (%d)", T);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
-            return ds_error("token id %d at position %d is outside the vocabulary [0, %d)",
-                            tokens[t], m->pos + t, V);
+            return ds_error("token id %d at position %d is outside the vocabulary [0, %d)", tokens[t], m->pos + t, V);
     if (T > m->max_context - m->pos)
-        return ds_error("%d new tokens at positions %d.. do not fit the context of %d positions (max_context)", T, m->pos,
-                        m->max_context);
+        return ds_error("%d new tokens at positions %d.. do not fit the context of %d positions (max_context)", T,
+                        m->pos, m->max_context);
     for (int t0 = 0; t0 < T; t0 += m->chunk) {
         const int n = T - t0 < m->chunk ? T - t0 : m->chunk;
-        for (int t = 0; t < n; t++)                             /* h⁰_t = embed[token_t] */
-            dtype_widen(m->h + (size_t)t * D, m->embed.data, m->embed.dtype,
-                        (size_t)tokens[t0 + t] * D, (size_t)D);
+        for (int t = 0; t < n; t++) /* h⁰_t = embed[token_t] */
+            dtype_widen(m->h + (size_t)t * D, m->embed.data, m->embed.dtype, (size_t)tokens[t0 + t] * D, (size_t)D);
         for (int l = 0; l < c->num_hidden_layers; l++) decoder_layer(m, l, n);
         m->pos += n;
         if (!logits) continue;

@@ -34,7 +34,7 @@ typedef struct {
 /** The context when none is asked for (positions; capped by the config's max_position_embeddings). */
 #define MODEL_DEFAULT_CONTEXT 4096
 /** Tokens per forward chunk when none is asked for. */
-#define MODEL_DEFAULT_CHUNK 64
+#define MODEL_DEFAULT_CHUNK   64
 
 /**
  * The positions a cache holds for requested (0: MODEL_DEFAULT_CONTEXT), never more than cfg's
@@ -59,27 +59,27 @@ typedef void (*MoeObserver)(void *ctx, int l, int T, const FfnScratch *s);
 
 /** An open model: checkpoint, weights, latent cache and working memory. */
 typedef struct {
-    Checkpoint ck;         /**< the mapped files; cfg lives in ck.cfg */
-    const ModelConfig *cfg; /**< = &ck.cfg */
-    Rope rope;             /**< RoPE tables and the softmax scale */
-    Mat embed;             /**< model.embed_tokens.weight [vocab, D] */
-    Mat lm_head;           /**< lm_head.weight [vocab, D] */
+    Checkpoint ck;           /**< the mapped files; cfg lives in ck.cfg */
+    const ModelConfig *cfg;  /**< = &ck.cfg */
+    Rope rope;               /**< RoPE tables and the softmax scale */
+    Mat embed;               /**< model.embed_tokens.weight [vocab, D] */
+    Mat lm_head;             /**< lm_head.weight [vocab, D] */
     const float *final_norm; /**< model.norm.weight [D] */
-    LayerWeights *layers;  /**< [num_hidden_layers] */
-    float *norms;          /**< one allocation holding every widened norm weight */
-    SwigluWeights *experts; /**< one allocation holding every layer's expert table */
-    LatentCache *cache;    /**< [num_hidden_layers] */
-    int max_context;       /**< cache capacity in positions */
-    int chunk;             /**< tokens per chunk */
-    int form;              /**< attention form option (see ModelOptions) */
-    int pos;               /**< tokens already in the cache */
-    float *h;              /**< [chunk, D] the residual stream h */
-    float *a;              /**< [chunk, D] RMSNorm'd input of a sublayer */
-    float *b;              /**< [chunk, D] a sublayer's output, before the residual add */
-    MlaScratch mla;        /**< attention working memory */
-    FfnScratch ffn;        /**< FFN working memory */
-    MoeObserver on_moe;    /**< NULL, or called after each MoE layer's routing (set after model_open) */
-    void *on_moe_ctx;      /**< passed to on_moe */
+    LayerWeights *layers;    /**< [num_hidden_layers] */
+    float *norms;            /**< one allocation holding every widened norm weight */
+    SwigluWeights *experts;  /**< one allocation holding every layer's expert table */
+    LatentCache *cache;      /**< [num_hidden_layers] */
+    int max_context;         /**< cache capacity in positions */
+    int chunk;               /**< tokens per chunk */
+    int form;                /**< attention form option (see ModelOptions) */
+    int pos;                 /**< tokens already in the cache */
+    float *h;                /**< [chunk, D] the residual stream h */
+    float *a;                /**< [chunk, D] RMSNorm'd input of a sublayer */
+    float *b;                /**< [chunk, D] a sublayer's output, before the residual add */
+    MlaScratch mla;          /**< attention working memory */
+    FfnScratch ffn;          /**< FFN working memory */
+    MoeObserver on_moe;      /**< NULL, or called after each MoE layer's routing (set after model_open) */
+    void *on_moe_ctx;        /**< passed to on_moe */
 } Model;
 
 /**

@@ -25,22 +25,22 @@ typedef struct {
 
 /** One MoE layer's weights. */
 typedef struct {
-    Mat router;            /**< W_gate of the router [E, D] (`mlp.gate.weight`) */
-    const float *bias;     /**< [E] e_score_correction_bias (noaux_tc), else NULL */
+    Mat router;             /**< W_gate of the router [E, D] (`mlp.gate.weight`) */
+    const float *bias;      /**< [E] e_score_correction_bias (noaux_tc), else NULL */
     SwigluWeights *experts; /**< [E] routed experts, width I_e */
-    SwigluWeights shared;  /**< the N_s shared experts fused, width N_s·I_e (unused if N_s = 0) */
+    SwigluWeights shared;   /**< the N_s shared experts fused, width N_s·I_e (unused if N_s = 0) */
 } MoeWeights;
 
 /** Working memory for the FFNs, sized once for chunks of up to max_T tokens. */
 typedef struct {
-    float *hidden;  /**< [2, max_T, I_max] gate and up activations */
-    float *scores;  /**< [max_T, E] router logits, then affinities s_{i,t} */
-    int *expert;    /**< [max_T, K] chosen experts */
-    float *weight;  /**< [max_T, K] their weights g_{i,t} */
-    int *rows;      /**< [max_T·K] (token, slot) pairs routed to one expert */
-    float *x_in;    /**< [max_T, D] inputs gathered for one expert */
-    float *x_out;   /**< [max_T, D] that expert's outputs */
-    float *routed;  /**< [max_T, K, D] each token's K expert outputs, in slot order */
+    float *hidden; /**< [2, max_T, I_max] gate and up activations */
+    float *scores; /**< [max_T, E] router logits, then affinities s_{i,t} */
+    int *expert;   /**< [max_T, K] chosen experts */
+    float *weight; /**< [max_T, K] their weights g_{i,t} */
+    int *rows;     /**< [max_T·K] (token, slot) pairs routed to one expert */
+    float *x_in;   /**< [max_T, D] inputs gathered for one expert */
+    float *x_out;  /**< [max_T, D] that expert's outputs */
+    float *routed; /**< [max_T, K, D] each token's K expert outputs, in slot order */
 } FfnScratch;
 
 /** Allocates scratch for chunks of up to max_T tokens. \return 0 or −1. */
@@ -64,16 +64,15 @@ void moe_route(const float *x, const MoeWeights *w, const ModelConfig *cfg, int 
  * Runs one routed expert on the n assignments rows[0..n) (ids t·K + k): gathers their
  * tokens' inputs from x [T, D], applies the SwiGLU, writes each output to s->routed[t, k].
  */
-void moe_expert_rows(const float *x, const SwigluWeights *expert, const int *rows, int n,
-                     const ModelConfig *cfg, FfnScratch *s);
+void moe_expert_rows(const float *x, const SwigluWeights *expert, const int *rows, int n, const ModelConfig *cfg,
+                     FfnScratch *s);
 
 /**
  * Combines: y_t = Σ_k weight[t, k] · routed[t, k] (float32, slot order) + shared(x_t).
  * Reads s->weight and s->routed [T, K, D] (each (token, slot)'s expert output).
  * y, x: [T, D], no overlap.
  */
-void moe_combine(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
-                 FfnScratch *s);
+void moe_combine(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, FfnScratch *s);
 
 /**
  * The MoE FFN for T tokens: route each token (router.h), run each routed
@@ -81,8 +80,7 @@ void moe_combine(float *y, const float *x, const MoeWeights *w, const ModelConfi
  * in selection order with their weights (float32), then add the shared
  * experts' output. y, x: [T, D] float32, no overlap.
  */
-void moe_forward(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
-                 FfnScratch *s);
+void moe_forward(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, FfnScratch *s);
 
 /* ---- backward (training) ----------------------------------------------------------------
  * Convention for every backward: the input gradient dx is written; parameter gradients are
@@ -98,9 +96,9 @@ typedef struct {
 
 /** Gradient arrays of one MoE layer. */
 typedef struct {
-    float *router;         /**< ∂L/∂W_gate of the router [E, D] */
-    SwigluGrads *experts;  /**< [E] */
-    SwigluGrads shared;    /**< the fused shared experts (unused if N_s = 0) */
+    float *router;        /**< ∂L/∂W_gate of the router [E, D] */
+    SwigluGrads *experts; /**< [E] */
+    SwigluGrads shared;   /**< the fused shared experts (unused if N_s = 0) */
 } MoeGrads;
 
 /**
@@ -108,8 +106,7 @@ typedef struct {
  * dh = W_downᵀ dy, dz = dh ⊙ u ⊙ silu'(z), du = dh ⊙ silu(z), dx = W_gateᵀ dz + W_upᵀ du.
  * dx, dy, x: [T, D]; dx written, g's arrays accumulated. \return 0, or −1 (out of memory).
  */
-int swiglu_backward(float *dx, const SwigluGrads *g, const float *dy, const float *x,
-                    const SwigluWeights *w, int T);
+int swiglu_backward(float *dx, const SwigluGrads *g, const float *dy, const float *x, const SwigluWeights *w, int T);
 
 /**
  * The MoE FFN with token dropping: s holds moe_route()'s routing of x; keep [T, K] (NULL: keep
@@ -117,8 +114,8 @@ int swiglu_backward(float *dx, const SwigluGrads *g, const float *dy, const floa
  * and adds nothing (its s->weight and s->routed rows are zeroed); the shared experts see every
  * token. y, x: [T, D].
  */
-void moe_forward_kept(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T,
-                      const bool *keep, FfnScratch *s);
+void moe_forward_kept(float *y, const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, const bool *keep,
+                      FfnScratch *s);
 
 /**
  * Backward of moe_forward_kept() (or moe_forward() when keep is NULL). Recomputes the routing

@@ -23,7 +23,6 @@ void rmsnorm_forward(float *y, const float *x, const float *w, int T, int n, flo
  *   dw += Σ_t dy_t ⊙ x̂_t                (accumulated, [n]; skipped when dw is NULL).
  * dx must not overlap dy or x.
  */
-void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T,
-                      int n, float eps);
+void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int n, float eps);
 
 #endif

@@ -35,29 +35,31 @@ int rope_init(Rope *r, const ModelConfig *cfg)
     /* the ramp's ends: pairs below `low` keep their frequency, pairs above `high` are divided by s */
     float low = 0, high = 0;
     if (cfg->rope_yarn) {
-        low = (float)fmax(floor(correction_dim(cfg->rope_beta_fast, dim, theta,
-                                               cfg->rope_original_max_position)), 0);
-        high = (float)fmin(ceil(correction_dim(cfg->rope_beta_slow, dim, theta,
-                                               cfg->rope_original_max_position)), dim - 1);
+        low = (float)fmax(floor(correction_dim(cfg->rope_beta_fast, dim, theta, cfg->rope_original_max_position)), 0);
+        high = (float)fmin(ceil(correction_dim(cfg->rope_beta_slow, dim, theta, cfg->rope_original_max_position)),
+                           dim - 1);
         if (low == high) high += 0.001f;
     }
     for (int i = 0; i < dim / 2; i++) {
-        float pos_freq = powf(theta, (float)(2 * i) / (float)dim);     /* θ^{2i/d} */
-        float extrapolated = 1.0f / pos_freq;                          /* the original θ_i */
-        if (!cfg->rope_yarn) { r->inv_freq[i] = extrapolated; continue; }
-        float interpolated = 1.0f / (cfg->rope_factor * pos_freq);     /* θ_i / s */
+        float pos_freq = powf(theta, (float)(2 * i) / (float)dim); /* θ^{2i/d} */
+        float extrapolated = 1.0f / pos_freq;                      /* the original θ_i */
+        if (!cfg->rope_yarn) {
+            r->inv_freq[i] = extrapolated;
+            continue;
+        }
+        float interpolated = 1.0f / (cfg->rope_factor * pos_freq); /* θ_i / s */
         float ramp = fminf(fmaxf(((float)i - low) / (high - low), 0), 1);
-        float keep = 1.0f - ramp;                                      /* weight of the original */
+        float keep = 1.0f - ramp; /* weight of the original */
         r->inv_freq[i] = interpolated * (1.0f - keep) + extrapolated * keep;
     }
     float sigma = 1.0f / sqrtf((float)config_qk_head_dim(cfg));
     r->cos_sin_scale = 1.0f;
     if (cfg->rope_yarn) {
-        r->cos_sin_scale = yarn_mscale(cfg->rope_factor, cfg->rope_mscale) /
-                           yarn_mscale(cfg->rope_factor, cfg->rope_mscale_all_dim);
+        r->cos_sin_scale =
+            yarn_mscale(cfg->rope_factor, cfg->rope_mscale) / yarn_mscale(cfg->rope_factor, cfg->rope_mscale_all_dim);
         if (cfg->rope_mscale_all_dim != 0) {
             float m = yarn_mscale(cfg->rope_factor, cfg->rope_mscale_all_dim);
-            sigma = sigma * m * m;                                     /* σ = d_q^{-1/2} · m² */
+            sigma = sigma * m * m; /* σ = d_q^{-1/2} · m² */
         }
     }
     r->softmax_scale = sigma;
@@ -68,8 +70,7 @@ int rope_init(Rope *r, const ModelConfig *cfg)
 // ANCHOR: rope_rotate
 void rope_rotate(float *x, const Rope *r, int pos)
 {
-    for (int i = 0; i < r->dim / 2; i++)
-        rope_rotate_pair(x, i, r->inv_freq[i], r->cos_sin_scale, pos);
+    for (int i = 0; i < r->dim / 2; i++) rope_rotate_pair(x, i, r->inv_freq[i], r->cos_sin_scale, pos);
 }
 // ANCHOR_END: rope_rotate
 

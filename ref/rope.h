@@ -24,10 +24,10 @@
 
 /** RoPE tables derived from the config. */
 typedef struct {
-    int dim;               /**< d_r, rotated width (even) */
+    int dim;                          /**< d_r, rotated width (even) */
     float inv_freq[ROPE_MAX_DIM / 2]; /**< θ_i for pair i, after the YaRN blend */
-    float cos_sin_scale;   /**< factor on cos and sin (YaRN's mscale ratio) */
-    float softmax_scale;   /**< σ = d_q^{-1/2} · m², the attention score scale */
+    float cos_sin_scale;              /**< factor on cos and sin (YaRN's mscale ratio) */
+    float softmax_scale;              /**< σ = d_q^{-1/2} · m², the attention score scale */
 } Rope;
 
 /** yarn_mscale(s, c) = 1 if s ≤ 1, else 0.1·c·ln s + 1 (docs/semantics.md §3.5.3). */

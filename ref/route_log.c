@@ -14,7 +14,7 @@ static void log_chunk(void *ctx, int l, int T, const FfnScratch *s)
 {
     RouteLog *g = ctx;
     const int i = g->slot[l], t0 = g->rows[i];
-    if (t0 + T > g->T) {                               /* more tokens than the log holds */
+    if (t0 + T > g->T) { /* more tokens than the log holds */
         g->rows[i] = g->T + 1;
         return;
     }
@@ -29,7 +29,7 @@ int route_log_attach(RouteLog *g, Model *m, int T)
     const int L = c->num_hidden_layers, E = c->n_routed_experts, K = c->num_experts_per_tok;
     int n_moe = 0;
     for (int l = 0; l < L; l++) n_moe += config_layer_is_moe(c, l);
-    *g = (RouteLog){.E = E, .K = K, .T = T, .n_moe = n_moe};
+    *g = (RouteLog){ .E = E, .K = K, .T = T, .n_moe = n_moe };
     g->layer = malloc(sizeof(int) * (size_t)(n_moe ? n_moe : 1));
     g->slot = malloc(sizeof(int) * (size_t)L);
     g->rows = calloc((size_t)(n_moe ? n_moe : 1), sizeof(int));
@@ -66,5 +66,5 @@ void route_log_free(RouteLog *g, Model *m)
     free(g->rows);
     free(g->scores);
     free(g->chosen);
-    *g = (RouteLog){0};
+    *g = (RouteLog){ 0 };
 }

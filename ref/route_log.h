@@ -16,15 +16,15 @@
 
 /** The routing of T tokens through each of a model's MoE layers. */
 typedef struct {
-    int E;          /**< routed experts */
-    int K;          /**< experts chosen per token */
-    int T;          /**< tokens the log holds */
-    int n_moe;      /**< MoE layers */
-    int *layer;     /**< [n_moe] the decoder layer of MoE layer i */
-    int *slot;      /**< [num_hidden_layers] the layer's index among the MoE layers, −1 when dense */
-    int *rows;      /**< [n_moe] tokens logged so far (T + 1 once more than T arrived) */
-    float *scores;  /**< [n_moe, T, E] affinities s_{i,t}, MoE layer i's rows from i·T */
-    int *chosen;    /**< [n_moe, T, K] the chosen experts, best first, MoE layer i's rows from i·T */
+    int E;         /**< routed experts */
+    int K;         /**< experts chosen per token */
+    int T;         /**< tokens the log holds */
+    int n_moe;     /**< MoE layers */
+    int *layer;    /**< [n_moe] the decoder layer of MoE layer i */
+    int *slot;     /**< [num_hidden_layers] the layer's index among the MoE layers, −1 when dense */
+    int *rows;     /**< [n_moe] tokens logged so far (T + 1 once more than T arrived) */
+    float *scores; /**< [n_moe, T, E] affinities s_{i,t}, MoE layer i's rows from i·T */
+    int *chosen;   /**< [n_moe, T, K] the chosen experts, best first, MoE layer i's rows from i·T */
 } RouteLog;
 
 /**

@@ -40,8 +40,7 @@ void router_scores(float *s, const float *g, int E, ScoringFunc scoring);
  * norm_topk_prob, w ← w / (Σw + 1e-20), else w ← w · routed_scaling_factor;
  * V3 rule (noaux_tc) — optionally normalise, then always scale.
  */
-void router_select(int *idx, float *weight, const float *s, const float *bias,
-                   const ModelConfig *cfg);
+void router_select(int *idx, float *weight, const float *s, const float *bias, const ModelConfig *cfg);
 
 /**
  * Backward of router_scores() + router_select() for one token, with the selection idx[K]
@@ -52,7 +51,6 @@ void router_select(int *idx, float *weight, const float *s, const float *bias,
  * Jacobian. Writes dlogits: [E] = ∂L/∂g, the gradient with respect to the router logits.
  * noaux_tc's bias only moves the selection, so it receives no gradient.
  */
-void router_backward(float *dlogits, const float *s, const int *idx, const float *dweight,
-                     const ModelConfig *cfg);
+void router_backward(float *dlogits, const float *s, const int *idx, const float *dweight, const ModelConfig *cfg);
 
 #endif

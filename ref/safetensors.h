@@ -36,22 +36,22 @@
 
 /** One tensor of a mapped file. */
 typedef struct {
-    char *name;                   /**< tensor name, e.g. "model.norm.weight" */
-    DType dtype;                  /**< element type */
-    int ndim;                     /**< rank (0 for a scalar) */
-    int64_t shape[ST_MAX_DIMS];   /**< extents, outermost first */
-    const void *data;             /**< first element, inside the mapping */
-    size_t nbytes;                /**< data size in bytes */
-    uint64_t file_offset;         /**< absolute byte offset of data in the file */
+    char *name;                 /**< tensor name, e.g. "model.norm.weight" */
+    DType dtype;                /**< element type */
+    int ndim;                   /**< rank (0 for a scalar) */
+    int64_t shape[ST_MAX_DIMS]; /**< extents, outermost first */
+    const void *data;           /**< first element, inside the mapping */
+    size_t nbytes;              /**< data size in bytes */
+    uint64_t file_offset;       /**< absolute byte offset of data in the file */
 } StTensor;
 
 /** An open, validated, memory-mapped safetensors file. */
 typedef struct {
-    char *path;          /**< path as given to st_open() */
-    void *map;           /**< the whole file, read-only */
-    size_t size;         /**< file size in bytes */
-    size_t n_tensors;    /**< number of tensors */
-    StTensor *tensors;   /**< sorted by name */
+    char *path;        /**< path as given to st_open() */
+    void *map;         /**< the whole file, read-only */
+    size_t size;       /**< file size in bytes */
+    size_t n_tensors;  /**< number of tensors */
+    StTensor *tensors; /**< sorted by name */
 } StFile;
 
 /**

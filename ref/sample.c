@@ -75,7 +75,7 @@ int sample_next(Sampler *s, const float *logits)
     const int k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
     if (k < V || s->top_p < 1) {
         qsort_r(s->order, V, sizeof(int), by_prob_desc, s->prob);
-        float kept = 0;                               /* top-k: the k most probable, their mass */
+        float kept = 0; /* top-k: the k most probable, their mass */
         for (int i = 0; i < k; i++) kept += s->prob[s->order[i]];
         /* nucleus: the most probable of those until their share of it reaches top_p */
         for (n = 0, mass = 0; n < k && (n == 0 || mass < s->top_p * kept);) mass += s->prob[s->order[n++]];
@@ -94,7 +94,7 @@ void sample_repeat_penalty(float *logits, int vocab, const int *recent, int n, f
 {
     for (int i = 0; i < n; i++) {
         const int id = recent[i];
-        int seen = id < 0 || id >= vocab;             /* out of range, or penalised already */
+        int seen = id < 0 || id >= vocab; /* out of range, or penalised already */
         for (int j = 0; j < i && !seen; j++) seen = recent[j] == id;
         if (!seen) logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
     }

@@ -38,8 +38,11 @@ static inline DS_HOST_DEVICE float router_group_score(const float *x, int n, int
 {
     float best = x[0], second = -INFINITY;
     for (int i = 1; i < n; i++) {
-        if (x[i] > best) { second = best; best = x[i]; }
-        else if (x[i] > second) second = x[i];
+        if (x[i] > best) {
+            second = best;
+            best = x[i];
+        } else if (x[i] > second)
+            second = x[i];
     }
     return best_two ? best + second : best;
 }

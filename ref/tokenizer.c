@@ -43,8 +43,8 @@
  *      first step already isolated every "\n".
  * LITERAL: for the `String` form of a pattern.
  */
-static int add_split(Tokenizer *t, const char *file, const char *where, const char *pattern,
-                     size_t len, bool literal, SplitBehavior behavior, bool invert)
+static int add_split(Tokenizer *t, const char *file, const char *where, const char *pattern, size_t len, bool literal,
+                     SplitBehavior behavior, bool invert)
 {
     uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
     Regex16 re;
@@ -55,23 +55,21 @@ static int add_split(Tokenizer *t, const char *file, const char *where, const ch
         return ds_error("tokenizer: out of memory");
     }
     t->steps = s;
-    t->steps[t->n_steps++] = (SplitStep){re, behavior, invert};
+    t->steps[t->n_steps++] = (SplitStep){ re, behavior, invert };
     return 0;
 }
 // ANCHOR_END: tokenizer_add_split
 
 /* GPT-2's split, used by a ByteLevel pre-tokenizer with use_regex true
  * (DeepSeek sets use_regex false: its own Splits come first). */
-static const char GPT2_PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char GPT2_PATTERN[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where, json_t *p)
 {
     if (!p || json_is_null(p)) return 0;
     const char *type = pipeline_type(file, where, p);
     if (!type) return -1;
-    if (t->byte_level)
-        return ds_error("%s: %s: steps after ByteLevel are unsupported", file, where);
+    if (t->byte_level) return ds_error("%s: %s: steps after ByteLevel are unsupported", file, where);
     char sub[160];
     if (strcmp(type, "Sequence") == 0) {
         json_t *list = json_object_get(p, "pretokenizers");
@@ -83,27 +81,25 @@ int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where, json_t
         return 0;
     }
     if (strcmp(type, "Split") == 0) {
-        static const char *const names[] = {"Removed", "Isolated", "MergedWithPrevious",
-                                            "MergedWithNext", "Contiguous"};
+        static const char *const names[] = { "Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
+                                             "Contiguous" };
         const char *b = json_string_value(json_object_get(p, "behavior"));
         int behavior = -1;
         for (int i = 0; b && i < 5; i++)
             if (strcmp(b, names[i]) == 0) behavior = i;
-        if (behavior < 0)
-            return ds_error("%s: %s.behavior: unsupported '%s'", file, where, b ? b : "(missing)");
+        if (behavior < 0) return ds_error("%s: %s.behavior: unsupported '%s'", file, where, b ? b : "(missing)");
         bool invert = false;
         if (json_get_bool(file, where, p, "invert", false, &invert)) return -1;
         json_t *pat = json_object_get(p, "pattern");
         json_t *re = json_object_get(pat, "Regex"), *lit = json_object_get(pat, "String");
         json_t *s = json_is_string(re) ? re : lit;
         if (!json_is_string(s))
-            return ds_error("%s: %s.pattern: expected {\"Regex\": ...} or {\"String\": ...}", file,
-                            where);
+            return ds_error("%s: %s.pattern: expected {\"Regex\": ...} or {\"String\": ...}", file, where);
         snprintf(sub, sizeof sub, "%s.pattern.%s", where, s == re ? "Regex" : "String");
-        return add_split(t, file, sub, json_string_value(s), json_string_length(s), s == lit,
-                         (SplitBehavior)behavior, invert);
+        return add_split(t, file, sub, json_string_value(s), json_string_length(s), s == lit, (SplitBehavior)behavior,
+                         invert);
     }
-// ANCHOR: tokenizer_digits
+    // ANCHOR: tokenizer_digits
     if (strcmp(type, "Digits") == 0) {
         /* The library tests Rust's char::is_numeric, i.e. general category
          * N (Nd, Nl, No): PCRE2's \p{N}. individual_digits puts every digit
@@ -114,29 +110,25 @@ int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where, json_t
         bool individual = false;
         if (json_get_bool(file, where, p, "individual_digits", false, &individual)) return -1;
         snprintf(sub, sizeof sub, "%s.individual_digits", where);
-        return add_split(t, file, sub, individual ? "\\p{N}" : "\\p{N}+",
-                         individual ? 5 : 6, false, SPLIT_ISOLATED, false);
+        return add_split(t, file, sub, individual ? "\\p{N}" : "\\p{N}+", individual ? 5 : 6, false, SPLIT_ISOLATED,
+                         false);
     }
-// ANCHOR_END: tokenizer_digits
+    // ANCHOR_END: tokenizer_digits
     if (strcmp(type, "ByteLevel") == 0) {
         bool prefix_space = false, use_regex = false;
         if (json_get_bool(file, where, p, "add_prefix_space", true, &prefix_space) ||
             json_get_bool(file, where, p, "use_regex", true, &use_regex))
             return -1;
-        if (prefix_space)
-            return ds_error("%s: %s.add_prefix_space: true is unsupported", file, where);
+        if (prefix_space) return ds_error("%s: %s.add_prefix_space: true is unsupported", file, where);
         if (use_regex) {
             snprintf(sub, sizeof sub, "%s.use_regex", where);
-            if (add_split(t, file, sub, GPT2_PATTERN, sizeof GPT2_PATTERN - 1, false,
-                          SPLIT_ISOLATED, false))
-                return -1;
+            if (add_split(t, file, sub, GPT2_PATTERN, sizeof GPT2_PATTERN - 1, false, SPLIT_ISOLATED, false)) return -1;
         }
         t->byte_level = true;
         return 0;
     }
     return ds_error("%s: %s.type: unsupported '%s'", file, where, type);
 }
-
 
 /* ------------------------------------------------------------------------ */
 /* Encoding: scratch state of one call                                      */
@@ -162,7 +154,7 @@ static int spans_push(SpanList *l, size_t start, size_t end)
         l->v = v;
         l->cap = cap;
     }
-    l->v[l->n++] = (Span){start, end};
+    l->v[l->n++] = (Span){ start, end };
     return 0;
 }
 
@@ -249,7 +241,7 @@ static void queue_pair(const Tokenizer *t, Encoder *e, size_t *nh, int32_t pos)
     int32_t next = e->sym[pos].next;
     if (next < 0) return;
     const MergeEntry *m = mergemap_get(&t->merges, e->sym[pos].id, e->sym[next].id);
-    if (m) heap_push(e->heap, nh, (Candidate){m->rank, pos, m->merged});
+    if (m) heap_push(e->heap, nh, (Candidate){ m->rank, pos, m->merged });
 }
 
 /*
@@ -276,10 +268,16 @@ static int bpe_piece(Encoder *e, size_t start, size_t end)
             if (bytes_append(&e->word, u, utf8_put(t->byte_cp[s[i]], u))) return -1;
         }
         int32_t id = strmap_get(&t->vocab, e->word.p, e->word.n);
-        if (id >= 0) { emit(e, id); return 0; }
+        if (id >= 0) {
+            emit(e, id);
+            return 0;
+        }
     } else if (t->ignore_merges) {
         int32_t id = strmap_get(&t->vocab, s, n);
-        if (id >= 0) { emit(e, id); return 0; }
+        if (id >= 0) {
+            emit(e, id);
+            return 0;
+        }
     }
 
     if (n > e->cap_sym) {
@@ -299,7 +297,8 @@ static int bpe_piece(Encoder *e, size_t start, size_t end)
     for (size_t i = 0; i < n;) {
         size_t len = 1;
         int32_t id;
-        if (t->byte_level) id = t->byte_id[s[i]];
+        if (t->byte_level)
+            id = t->byte_id[s[i]];
         else {
             utf8_scan(s + i, n - i, &len);
             id = strmap_get(&t->vocab, s + i, len);
@@ -310,7 +309,7 @@ static int bpe_piece(Encoder *e, size_t start, size_t end)
             if (t->fuse_unk && ns > 0 && e->sym[ns - 1].id == t->unk_id) continue;
             id = t->unk_id;
         }
-        e->sym[ns] = (Symbol){id, ns - 1, -1, false};
+        e->sym[ns] = (Symbol){ id, ns - 1, -1, false };
         if (ns > 0) e->sym[ns - 1].next = ns;
         ns++;
     }
@@ -348,7 +347,7 @@ static int segment_push(Encoder *e, size_t start, size_t end, bool match)
         e->seg = v;
         e->cap_seg = cap;
     }
-    e->seg[e->n_seg++] = (Segment){start, end, match};
+    e->seg[e->n_seg++] = (Segment){ start, end, match };
     return 0;
 }
 
@@ -373,8 +372,7 @@ static int split_piece(Encoder *e, const SplitStep *st, size_t start, size_t end
         if (rc < 0) {
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            return ds_error("tokenizer: regex step %zu: %s", (size_t)(st - e->t->steps),
-                            (const char *)msg);
+            return ds_error("tokenizer: regex step %zu: %s", (size_t)(st - e->t->steps), (const char *)msg);
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t ms = ov[0], me = ov[1];
@@ -419,16 +417,20 @@ static int split_piece(Encoder *e, const SplitStep *st, size_t start, size_t end
     case SPLIT_MERGED_WITH_PREVIOUS:
         for (size_t i = 0; i < e->n_seg; i++) {
             Segment g = e->seg[i];
-            if (g.match && !prev_match && out->n > first) out->v[out->n - 1].end = g.end;
-            else if (spans_push(out, g.start, g.end)) return -1;
+            if (g.match && !prev_match && out->n > first)
+                out->v[out->n - 1].end = g.end;
+            else if (spans_push(out, g.start, g.end))
+                return -1;
             prev_match = g.match;
         }
         break;
     case SPLIT_MERGED_WITH_NEXT:
         for (size_t i = e->n_seg; i-- > 0;) { /* right to left, then reversed */
             Segment g = e->seg[i];
-            if (g.match && !prev_match && out->n > first) out->v[out->n - 1].start = g.start;
-            else if (spans_push(out, g.start, g.end)) return -1;
+            if (g.match && !prev_match && out->n > first)
+                out->v[out->n - 1].start = g.start;
+            else if (spans_push(out, g.start, g.end))
+                return -1;
             prev_match = g.match;
         }
         for (size_t i = first, j = out->n; i + 1 < j; i++, j--) {
@@ -440,8 +442,10 @@ static int split_piece(Encoder *e, const SplitStep *st, size_t start, size_t end
     case SPLIT_CONTIGUOUS:
         for (size_t i = 0; i < e->n_seg; i++) {
             Segment g = e->seg[i];
-            if (g.match == prev_match && out->n > first) out->v[out->n - 1].end = g.end;
-            else if (spans_push(out, g.start, g.end)) return -1;
+            if (g.match == prev_match && out->n > first)
+                out->v[out->n - 1].end = g.end;
+            else if (spans_push(out, g.start, g.end))
+                return -1;
             prev_match = g.match;
         }
         break;
@@ -487,8 +491,7 @@ static size_t whitespace_len(const unsigned char *s, size_t n)
     if (utf8_scan(s, n, &len) != UTF8_CHAR) return 0;
     unsigned c = utf8_get(s, len);
     bool ws = (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-              (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-              c == 0x205F || c == 0x3000;
+              (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
     return ws ? len : 0;
 }
 
@@ -561,17 +564,15 @@ static int encode_added(Encoder *e, size_t start, size_t end, int pass, unsigned
         emit(e, best->id);
         done = me;
     }
-    if (done < end)
-        return pass == 0 ? encode_added(e, done, end, 1, flags) : encode_plain(e, done, end);
+    if (done < end) return pass == 0 ? encode_added(e, done, end, 1, flags) : encode_plain(e, done, end);
     return 0;
 }
 
 // ANCHOR: tokenizer_encode
-long tokenizer_encode(const Tokenizer *t, const char *text, size_t len, unsigned flags,
-                      int32_t *ids, size_t cap)
+long tokenizer_encode(const Tokenizer *t, const char *text, size_t len, unsigned flags, int32_t *ids, size_t cap)
 {
-    Encoder e = {.t = t, .ids = ids, .cap = cap};
-    Bytes clean = {0};
+    Encoder e = { .t = t, .ids = ids, .cap = cap };
+    Bytes clean = { 0 };
     long result = -1;
 
     /* Invalid UTF-8 becomes U+FFFD first (see tokenizer.h). */

@@ -47,11 +47,11 @@
 typedef struct Tokenizer Tokenizer;
 
 /** encode() flag: add what the post-processor adds (BOS for DeepSeek). */
-#define TOKENIZER_ADD_SPECIAL 1u
+#define TOKENIZER_ADD_SPECIAL   1u
 /** encode() flag: recognise special added tokens written in the text. */
 #define TOKENIZER_PARSE_SPECIAL 2u
 /** decode() / ::TokenStream flag: leave special added tokens out of the text. */
-#define TOKENIZER_SKIP_SPECIAL 4u
+#define TOKENIZER_SKIP_SPECIAL  4u
 
 /**
  * Loads `DIR/tokenizer.json` and, when present, `DIR/tokenizer_config.json`.
@@ -98,8 +98,7 @@ void tokenizer_free(Tokenizer *tok);
  * the post-processor's ids (one BOS for DeepSeek) always suffices;
  * -1 with ds_last_error() set (a regex hit its match limit, out of memory).
  */
-long tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, unsigned flags,
-                      int32_t *ids, size_t cap);
+long tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, unsigned flags, int32_t *ids, size_t cap);
 
 /**
  * Decodes ids into UTF-8 text, as the library's `decode`: each token's
@@ -112,8 +111,7 @@ long tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, unsign
  * Returns the full text length in bytes (without the NUL), or -1 when an id
  * is out of range (ds_last_error() names it).
  */
-long tokenizer_decode(const Tokenizer *tok, const int32_t *ids, size_t n, unsigned flags,
-                      char *out, size_t cap);
+long tokenizer_decode(const Tokenizer *tok, const int32_t *ids, size_t n, unsigned flags, char *out, size_t cap);
 
 /** Number of ids: one more than the largest id of the vocabulary and added tokens. */
 int32_t tokenizer_vocab_size(const Tokenizer *tok);
@@ -155,13 +153,13 @@ int tokenizer_adds_bos(const Tokenizer *tok);
  * of all the ids.
  */
 typedef struct {
-    const Tokenizer *tok; /**< the tokenizer the ids come from */
-    unsigned flags;       /**< ::TOKENIZER_SKIP_SPECIAL or 0 */
-    unsigned char held[4];/**< start of an incomplete UTF-8 character */
-    size_t n_held;        /**< bytes in held */
-    char *out;            /**< output buffer, owned */
-    size_t cap;           /**< capacity of out */
-    int started;          /**< whether a token was emitted (for decoders that join with spaces) */
+    const Tokenizer *tok;  /**< the tokenizer the ids come from */
+    unsigned flags;        /**< ::TOKENIZER_SKIP_SPECIAL or 0 */
+    unsigned char held[4]; /**< start of an incomplete UTF-8 character */
+    size_t n_held;         /**< bytes in held */
+    char *out;             /**< output buffer, owned */
+    size_t cap;            /**< capacity of out */
+    int started;           /**< whether a token was emitted (for decoders that join with spaces) */
 } TokenStream;
 
 /** Prepares a stream (allocates its output buffer). Returns 0, or -1 on allocation failure. */

@@ -55,10 +55,9 @@ static int token_bytes(const Tokenizer *t, int32_t id, unsigned flags, Bytes *ou
     return 0;
 }
 
-long tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t n, unsigned flags, char *out,
-                      size_t cap)
+long tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t n, unsigned flags, char *out, size_t cap)
 {
-    Bytes raw = {0}, text = {0};
+    Bytes raw = { 0 }, text = { 0 };
     long result = -1;
     bool first = true;
     for (size_t i = 0; i < n; i++) {
@@ -66,8 +65,10 @@ long tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t n, unsigned
         size_t mark = raw.n;
         if (!t->decode_byte_level && !first && bytes_append(&raw, " ", 1)) goto out;
         if (token_bytes(t, ids[i], flags, &raw, &emitted)) goto out;
-        if (emitted) first = false;
-        else raw.n = mark;
+        if (emitted)
+            first = false;
+        else
+            raw.n = mark;
     }
     if (utf8_lossy_append(&text, raw.p, raw.n, true)) goto out;
     if (cap > 0) {
@@ -93,7 +94,7 @@ int token_stream_init(TokenStream *s, const Tokenizer *t, unsigned flags)
         if (t->id_len[i] > longest) longest = t->id_len[i];
     for (size_t k = 0; k < t->n_added; k++)
         if (t->added[k].len > longest) longest = t->added[k].len;
-    *s = (TokenStream){.tok = t, .flags = flags};
+    *s = (TokenStream){ .tok = t, .flags = flags };
     /* worst case: held bytes + a token + a space, every byte becoming U+FFFD */
     s->cap = 3 * (longest + 8);
     s->out = malloc(s->cap);
@@ -101,10 +102,9 @@ int token_stream_init(TokenStream *s, const Tokenizer *t, unsigned flags)
 }
 
 /* Lossy-decodes held + new bytes into s->out, keeping an unfinished character held. */
-static const char *stream_emit(TokenStream *s, const unsigned char *p, size_t n, bool final,
-                               size_t *len)
+static const char *stream_emit(TokenStream *s, const unsigned char *p, size_t n, bool final, size_t *len)
 {
-    Bytes in = {0}, out = {s->out ? (unsigned char *)s->out : NULL, 0, s->cap};
+    Bytes in = { 0 }, out = { s->out ? (unsigned char *)s->out : NULL, 0, s->cap };
     if (bytes_append(&in, s->held, s->n_held) || bytes_append(&in, p, n)) {
         free(in.p);
         return NULL;
@@ -125,15 +125,17 @@ static const char *stream_emit(TokenStream *s, const unsigned char *p, size_t n,
 
 const char *token_stream_push(TokenStream *s, int32_t id, size_t *len)
 {
-    Bytes tok = {0};
+    Bytes tok = { 0 };
     bool emitted;
     if (!s->tok->decode_byte_level && s->started && bytes_append(&tok, " ", 1)) return NULL;
     if (token_bytes(s->tok, id, s->flags, &tok, &emitted)) {
         free(tok.p);
         return NULL;
     }
-    if (emitted) s->started = 1;
-    else tok.n = 0;
+    if (emitted)
+        s->started = 1;
+    else
+        tok.n = 0;
     const char *r = stream_emit(s, tok.p, tok.n, false, len);
     free(tok.p);
     return r;
@@ -154,7 +156,10 @@ void token_stream_free(TokenStream *s)
 /* Queries                                                                  */
 /* ------------------------------------------------------------------------ */
 
-int32_t tokenizer_vocab_size(const Tokenizer *t) { return t->n_ids; }
+int32_t tokenizer_vocab_size(const Tokenizer *t)
+{
+    return t->n_ids;
+}
 
 const char *tokenizer_token_string(const Tokenizer *t, int32_t id, size_t *len)
 {
@@ -171,11 +176,26 @@ int32_t tokenizer_token_id(const Tokenizer *t, const char *token)
     return id >= 0 ? id : strmap_get(&t->vocab, token, n);
 }
 
-int32_t tokenizer_bos_id(const Tokenizer *t) { return t->bos_id; }
-int32_t tokenizer_eos_id(const Tokenizer *t) { return t->eos_id; }
-const char *tokenizer_bos_text(const Tokenizer *t) { return t->bos_text; }
-const char *tokenizer_eos_text(const Tokenizer *t) { return t->eos_text; }
-const char *tokenizer_chat_template(const Tokenizer *t) { return t->chat_template; }
+int32_t tokenizer_bos_id(const Tokenizer *t)
+{
+    return t->bos_id;
+}
+int32_t tokenizer_eos_id(const Tokenizer *t)
+{
+    return t->eos_id;
+}
+const char *tokenizer_bos_text(const Tokenizer *t)
+{
+    return t->bos_text;
+}
+const char *tokenizer_eos_text(const Tokenizer *t)
+{
+    return t->eos_text;
+}
+const char *tokenizer_chat_template(const Tokenizer *t)
+{
+    return t->chat_template;
+}
 
 int tokenizer_adds_bos(const Tokenizer *t)
 {

@@ -35,7 +35,6 @@ typedef enum {
     UTF8_TRUNCATED,  /* a well-formed prefix cut short by the end of the bytes */
 } Utf8Scan;
 
-
 Utf8Scan utf8_scan(const unsigned char *s, size_t n, size_t *len);
 
 /* Writes code point cp as UTF-8 into out (room for 4); returns the length. */
@@ -85,9 +84,9 @@ void strmap_put(StrMap *m, const char *key, size_t len, int32_t value);
 
 /* What a merge rule says: its priority and the token it produces. */
 typedef struct {
-    uint64_t pair; /* left id << 32 | right id; UINT64_MAX: empty slot */
-    int32_t rank;  /* position in model.merges: lower merges first */
-    int32_t merged;/* id of the concatenation */
+    uint64_t pair;  /* left id << 32 | right id; UINT64_MAX: empty slot */
+    int32_t rank;   /* position in model.merges: lower merges first */
+    int32_t merged; /* id of the concatenation */
 } MergeEntry;
 
 /* Open-addressing map from a pair of token ids to its merge rule. */
@@ -105,11 +104,11 @@ const MergeEntry *mergemap_get(const MergeMap *m, int32_t left, int32_t right);
 
 /* How a Split step turns its matches into pieces (the file's `behavior`). */
 typedef enum {
-    SPLIT_REMOVED,             /* matches are dropped */
-    SPLIT_ISOLATED,            /* every match is a piece of its own */
-    SPLIT_MERGED_WITH_PREVIOUS,/* a match is glued to the end of the piece before it */
-    SPLIT_MERGED_WITH_NEXT,    /* a match is glued to the start of the piece after it */
-    SPLIT_CONTIGUOUS,          /* runs of matches, and runs of non-matches, form pieces */
+    SPLIT_REMOVED,              /* matches are dropped */
+    SPLIT_ISOLATED,             /* every match is a piece of its own */
+    SPLIT_MERGED_WITH_PREVIOUS, /* a match is glued to the end of the piece before it */
+    SPLIT_MERGED_WITH_NEXT,     /* a match is glued to the start of the piece after it */
+    SPLIT_CONTIGUOUS,           /* runs of matches, and runs of non-matches, form pieces */
 } SplitBehavior;
 
 /*
@@ -141,10 +140,10 @@ typedef struct {
 
 struct Tokenizer {
     /* model: BPE */
-    StrMap vocab;          /* token string -> id */
-    MergeMap merges;       /* (left, right) -> rank, merged */
-    char **id_str;         /* [n_ids] stored string of each id (NULL: no such id) */
-    uint32_t *id_len;      /* [n_ids] */
+    StrMap vocab;     /* token string -> id */
+    MergeMap merges;  /* (left, right) -> rank, merged */
+    char **id_str;    /* [n_ids] stored string of each id (NULL: no such id) */
+    uint32_t *id_len; /* [n_ids] */
     int32_t n_ids;
     bool byte_level;       /* a ByteLevel pre-tokenizer maps bytes to the alphabet */
     unsigned byte_cp[256]; /* the alphabet: code point standing for each byte */
@@ -155,12 +154,12 @@ struct Tokenizer {
     /* added tokens */
     AddedToken *added;
     size_t n_added;
-    StrMap added_map;      /* content -> id */
-    int32_t *id_added;     /* [n_ids] index into added of the id's added token, or -1 */
-    bool *id_special;      /* [n_ids] the id is a special added token */
-    uint32_t by_first[257];/* added tokens sorted by first byte: by_first[b]..by_first[b+1] */
-    uint32_t *first_order; /* [n_added] indices into added, grouped by first byte */
-    Regex16 word_re;       /* \w at the start of a subject, for single_word tokens */
+    StrMap added_map;       /* content -> id */
+    int32_t *id_added;      /* [n_ids] index into added of the id's added token, or -1 */
+    bool *id_special;       /* [n_ids] the id is a special added token */
+    uint32_t by_first[257]; /* added tokens sorted by first byte: by_first[b]..by_first[b+1] */
+    uint32_t *first_order;  /* [n_added] indices into added, grouped by first byte */
+    Regex16 word_re;        /* \w at the start of a subject, for single_word tokens */
     /* pre-tokenizer */
     SplitStep *steps;
     size_t n_steps;
@@ -180,8 +179,7 @@ struct Tokenizer {
 /* ------------------------------------------------------------------------ */
 
 /* Reads a JSON boolean member; absent or null gives dflt; other types are errors. */
-int json_get_bool(const char *file, const char *where, json_t *obj, const char *key, bool dflt,
-                  bool *out);
+int json_get_bool(const char *file, const char *where, json_t *obj, const char *key, bool dflt, bool *out);
 
 /* The `type` string of a pipeline object, or NULL after setting the error. */
 const char *pipeline_type(const char *file, const char *where, json_t *obj);
@@ -195,8 +193,8 @@ int load_pre_tokenizer(Tokenizer *t, const char *file, const char *where, json_t
  * (tokenizer_unicode.c). Returns 0, or -1 after one error line naming file
  * and where.
  */
-int tokenizer_compile_regex(const char *file, const char *where, const char *pattern, size_t len,
-                            uint32_t options, Regex16 *out);
+int tokenizer_compile_regex(const char *file, const char *where, const char *pattern, size_t len, uint32_t options,
+                            Regex16 *out);
 
 /* Frees both compilations. */
 void regex16_free(Regex16 *r);

@@ -18,11 +18,13 @@
 /* Loading: JSON helpers                                                    */
 /* ------------------------------------------------------------------------ */
 
-int json_get_bool(const char *file, const char *where, json_t *obj, const char *key, bool dflt,
-                  bool *out)
+int json_get_bool(const char *file, const char *where, json_t *obj, const char *key, bool dflt, bool *out)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v)) { *out = dflt; return 0; }
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return 0;
+    }
     if (!json_is_boolean(v)) return ds_error("%s: %s.%s: expected true or false", file, where, key);
     *out = json_is_true(v);
     return 0;
@@ -53,8 +55,8 @@ static char *dup_bytes(const char *s, size_t n)
 /* ------------------------------------------------------------------------ */
 
 /* Splits one merge entry ("a b" or ["a", "b"]) into its two token strings. */
-static int merge_parts(const char *file, size_t index, json_t *m, const char **a, size_t *na,
-                       const char **b, size_t *nb)
+static int merge_parts(const char *file, size_t index, json_t *m, const char **a, size_t *na, const char **b,
+                       size_t *nb)
 {
     if (json_is_string(m)) {
         /* Byte-level tokens never contain a raw space (space is 'Ġ'), so the
@@ -78,8 +80,7 @@ static int merge_parts(const char *file, size_t index, json_t *m, const char **a
         *nb = json_string_length(json_array_get(m, 1));
         return 0;
     }
-    return ds_error("%s: model.merges[%zu]: expected \"left right\" or [\"left\", \"right\"]", file,
-                    index);
+    return ds_error("%s: model.merges[%zu]: expected \"left right\" or [\"left\", \"right\"]", file, index);
 }
 
 static int load_model(Tokenizer *t, const char *file, json_t *root, int32_t max_added_id)
@@ -88,8 +89,7 @@ static int load_model(Tokenizer *t, const char *file, json_t *root, int32_t max_
     if (!model || json_is_null(model)) return ds_error("%s: model: missing", file);
     const char *type = pipeline_type(file, "model", model);
     if (!type) return -1;
-    if (strcmp(type, "BPE") != 0)
-        return ds_error("%s: model.type: unsupported '%s' (only BPE)", file, type);
+    if (strcmp(type, "BPE") != 0) return ds_error("%s: model.type: unsupported '%s' (only BPE)", file, type);
 
     json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout) && json_number_value(dropout) != 0.0)
@@ -111,11 +111,11 @@ static int load_model(Tokenizer *t, const char *file, json_t *root, int32_t max_
     int32_t max_id = max_added_id;
     const char *key;
     json_t *v;
-    json_object_foreach(vocab, key, v) {
+    json_object_foreach(vocab, key, v)
+    {
         json_int_t id = json_is_integer(v) ? json_integer_value(v) : -1;
         if (id < 0 || id >= INT32_MAX / 2)
-            return ds_error("%s: model.vocab: '%s': id must be an integer in [0, %d)", file, key,
-                            INT32_MAX / 2);
+            return ds_error("%s: model.vocab: '%s': id must be an integer in [0, %d)", file, key, INT32_MAX / 2);
         if (id > max_id) max_id = (int32_t)id;
     }
     t->n_ids = max_id + 1;
@@ -123,15 +123,14 @@ static int load_model(Tokenizer *t, const char *file, json_t *root, int32_t max_
     t->id_len = calloc((size_t)t->n_ids, sizeof *t->id_len);
     t->id_special = calloc((size_t)t->n_ids, sizeof *t->id_special);
     t->id_added = malloc((size_t)t->n_ids * sizeof *t->id_added);
-    if (!t->id_str || !t->id_len || !t->id_special || !t->id_added ||
-        strmap_init(&t->vocab, json_object_size(vocab)))
+    if (!t->id_str || !t->id_len || !t->id_special || !t->id_added || strmap_init(&t->vocab, json_object_size(vocab)))
         return ds_error("tokenizer: out of memory");
-    json_object_foreach(vocab, key, v) {
+    json_object_foreach(vocab, key, v)
+    {
         int32_t id = (int32_t)json_integer_value(v);
         size_t len = strlen(key); /* jansson object keys cannot hold NUL */
         if (t->id_str[id])
-            return ds_error("%s: model.vocab: id %d used by both '%s' and '%s'", file, id,
-                            t->id_str[id], key);
+            return ds_error("%s: model.vocab: id %d used by both '%s' and '%s'", file, id, t->id_str[id], key);
         if (!(t->id_str[id] = dup_bytes(key, len))) return ds_error("tokenizer: out of memory");
         t->id_len[id] = (uint32_t)len;
         strmap_put(&t->vocab, t->id_str[id], len, id);
@@ -142,8 +141,7 @@ static int load_model(Tokenizer *t, const char *file, json_t *root, int32_t max_
     if (json_is_string(unk)) {
         t->unk_id = strmap_get(&t->vocab, json_string_value(unk), json_string_length(unk));
         if (t->unk_id < 0)
-            return ds_error("%s: model.unk_token: '%s' is not in model.vocab", file,
-                            json_string_value(unk));
+            return ds_error("%s: model.unk_token: '%s' is not in model.vocab", file, json_string_value(unk));
     }
 
     /* Merges: rank = position in the list; a later duplicate overwrites an
@@ -156,7 +154,7 @@ static int load_model(Tokenizer *t, const char *file, json_t *root, int32_t max_
     if (!t->merges.e) return ds_error("tokenizer: out of memory");
     for (size_t i = 0; i < cap; i++) t->merges.e[i].pair = UINT64_MAX;
     t->merges.mask = cap - 1;
-    Bytes joined = {0};
+    Bytes joined = { 0 };
     for (size_t i = 0; i < n; i++) {
         const char *a = NULL, *b = NULL;
         size_t na = 0, nb = 0;
@@ -172,15 +170,14 @@ static int load_model(Tokenizer *t, const char *file, json_t *root, int32_t max_
         if (bytes_append(&joined, a, na) || bytes_append(&joined, b, nb)) goto fail;
         int32_t im = strmap_get(&t->vocab, joined.p, joined.n);
         if (im < 0) {
-            ds_error("%s: model.merges[%zu]: '%.*s' is not in model.vocab", file, i,
-                     (int)joined.n, (const char *)joined.p);
+            ds_error("%s: model.merges[%zu]: '%.*s' is not in model.vocab", file, i, (int)joined.n,
+                     (const char *)joined.p);
             goto fail;
         }
         uint64_t pair = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
         size_t s = merge_hash(pair) & t->merges.mask;
-        while (t->merges.e[s].pair != UINT64_MAX && t->merges.e[s].pair != pair)
-            s = (s + 1) & t->merges.mask;
-        t->merges.e[s] = (MergeEntry){pair, (int32_t)i, im};
+        while (t->merges.e[s].pair != UINT64_MAX && t->merges.e[s].pair != pair) s = (s + 1) & t->merges.mask;
+        t->merges.e[s] = (MergeEntry){ pair, (int32_t)i, im };
     }
     free(joined.p);
     return 0;
@@ -207,8 +204,7 @@ static int load_added_tokens(Tokenizer *t, const char *file, json_t *root, int32
         char where[48];
         snprintf(where, sizeof where, "added_tokens[%zu]", i);
         json_t *id = json_object_get(o, "id"), *content = json_object_get(o, "content");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 ||
-            json_integer_value(id) >= INT32_MAX / 2)
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX / 2)
             return ds_error("%s: %s.id: missing or out of range", file, where);
         if (!json_is_string(content) || json_string_length(content) == 0)
             return ds_error("%s: %s.content: missing or empty", file, where);
@@ -220,8 +216,7 @@ static int load_added_tokens(Tokenizer *t, const char *file, json_t *root, int32
             json_get_bool(file, where, o, "special", false, &a->special))
             return -1;
         a->len = json_string_length(content);
-        if (!(a->content = dup_bytes(json_string_value(content), a->len)))
-            return ds_error("tokenizer: out of memory");
+        if (!(a->content = dup_bytes(json_string_value(content), a->len))) return ds_error("tokenizer: out of memory");
         a->id = (int32_t)json_integer_value(id);
         if (a->id > *max_id) *max_id = a->id;
         strmap_put(&t->added_map, a->content, a->len, a->id);
@@ -242,8 +237,7 @@ static int check_normalizer(const char *file, const char *where, json_t *n)
     if (!n || json_is_null(n)) return 0;
     const char *type = pipeline_type(file, where, n);
     if (!type) return -1;
-    if (strcmp(type, "Sequence") != 0)
-        return ds_error("%s: %s.type: unsupported '%s'", file, where, type);
+    if (strcmp(type, "Sequence") != 0) return ds_error("%s: %s.type: unsupported '%s'", file, where, type);
     json_t *list = json_object_get(n, "normalizers");
     if (!json_is_array(list)) return ds_error("%s: %s.normalizers: missing", file, where);
     for (size_t i = 0; i < json_array_size(list); i++) {
@@ -274,8 +268,7 @@ static int template_ids(Tokenizer *t, const char *file, const char *where, json_
         const char *name = json_string_value(json_object_get(sp, "id"));
         json_t *ids = json_object_get(json_object_get(specials, name ? name : ""), "ids");
         if (!name || !json_is_array(ids))
-            return ds_error("%s: %s.single[%zu]: special token not in special_tokens", file, where,
-                            i);
+            return ds_error("%s: %s.single[%zu]: special token not in special_tokens", file, where, i);
         for (size_t k = 0; k < json_array_size(ids); k++) {
             json_int_t id = json_integer_value(json_array_get(ids, k));
             size_t *n = seen_a ? &t->n_suffix : &t->n_prefix;
@@ -314,8 +307,7 @@ static int load_decoder(Tokenizer *t, const char *file, json_t *d)
     if (!d || json_is_null(d)) return 0;
     const char *type = pipeline_type(file, "decoder", d);
     if (!type) return -1;
-    if (strcmp(type, "ByteLevel") != 0)
-        return ds_error("%s: decoder.type: unsupported '%s'", file, type);
+    if (strcmp(type, "ByteLevel") != 0) return ds_error("%s: decoder.type: unsupported '%s'", file, type);
     t->decode_byte_level = true;
     return 0;
 }
@@ -327,8 +319,10 @@ static const char *config_token(json_t *v)
     return json_string_value(v);
 }
 
-static const char DEFAULT_BOS[] = "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
-static const char DEFAULT_EOS[] = "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+static const char DEFAULT_BOS[] = "<\xEF\xBD\x9C"
+                                  "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+static const char DEFAULT_EOS[] = "<\xEF\xBD\x9C"
+                                  "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
 
 static int load_config(Tokenizer *t, const char *file)
 {
@@ -377,12 +371,16 @@ static int load_config(Tokenizer *t, const char *file)
         bool add_eos = json_is_true(json_object_get(cfg, "add_eos_token"));
         t->n_prefix = t->n_suffix = 0;
         if (json_is_true(add_bos)) {
-            if (t->bos_id < 0) rc = ds_error("%s: add_bos_token: no BOS token", file);
-            else t->prefix[t->n_prefix++] = t->bos_id;
+            if (t->bos_id < 0)
+                rc = ds_error("%s: add_bos_token: no BOS token", file);
+            else
+                t->prefix[t->n_prefix++] = t->bos_id;
         }
         if (add_eos) {
-            if (t->eos_id < 0) rc = ds_error("%s: add_eos_token: no EOS token", file);
-            else t->suffix[t->n_suffix++] = t->eos_id;
+            if (t->eos_id < 0)
+                rc = ds_error("%s: add_eos_token: no EOS token", file);
+            else
+                t->suffix[t->n_suffix++] = t->eos_id;
         }
     }
     json_decref(cfg);
@@ -401,7 +399,7 @@ static int index_added_tokens(Tokenizer *t)
     for (int32_t i = 0; i < t->n_ids; i++) t->id_added[i] = -1;
     t->first_order = malloc((t->n_added ? t->n_added : 1) * sizeof *t->first_order);
     if (!t->first_order) return ds_error("tokenizer: out of memory");
-    uint32_t count[256] = {0};
+    uint32_t count[256] = { 0 };
     bool single_word = false;
     for (size_t k = 0; k < t->n_added; k++) {
         t->id_added[t->added[k].id] = (int32_t)k;
@@ -413,8 +411,7 @@ static int index_added_tokens(Tokenizer *t)
     for (int b = 0; b < 256; b++) t->by_first[b + 1] = t->by_first[b] + count[b];
     uint32_t fill[256];
     memcpy(fill, t->by_first, sizeof fill);
-    for (size_t k = 0; k < t->n_added; k++)
-        t->first_order[fill[(unsigned char)t->added[k].content[0]]++] = (uint32_t)k;
+    for (size_t k = 0; k < t->n_added; k++) t->first_order[fill[(unsigned char)t->added[k].content[0]]++] = (uint32_t)k;
     if (single_word) {
         static const char pat[] = "[\\p{L}\\p{N}\\p{M}\\p{Pc}]";
         if (tokenizer_compile_regex("tokenizer", "single_word", pat, sizeof pat - 1,
@@ -436,9 +433,9 @@ Tokenizer *tokenizer_load_files(const char *path, const char *config_path)
     }
     int32_t max_added;
     int rc = -1;
-    if (!json_is_object(root)) ds_error("%s: expected a JSON object", path);
-    else if (load_added_tokens(t, path, root, &max_added) == 0 &&
-             load_model(t, path, root, max_added) == 0 &&
+    if (!json_is_object(root))
+        ds_error("%s: expected a JSON object", path);
+    else if (load_added_tokens(t, path, root, &max_added) == 0 && load_model(t, path, root, max_added) == 0 &&
              check_normalizer(path, "normalizer", json_object_get(root, "normalizer")) == 0 &&
              load_pre_tokenizer(t, path, "pre_tokenizer", json_object_get(root, "pre_tokenizer")) == 0 &&
              load_post_processor(t, path, "post_processor", json_object_get(root, "post_processor")) == 0 &&
@@ -469,7 +466,8 @@ Tokenizer *tokenizer_load(const char *dir)
     size_t n = strlen(dir);
     char *json = malloc(n + 32), *cfg = malloc(n + 32);
     Tokenizer *t = NULL;
-    if (!json || !cfg) ds_error("tokenizer: out of memory");
+    if (!json || !cfg)
+        ds_error("tokenizer: out of memory");
     else {
         snprintf(json, n + 32, "%s/tokenizer.json", dir);
         snprintf(cfg, n + 32, "%s/tokenizer_config.json", dir);

@@ -61,8 +61,7 @@ static int append_ranges(Bytes *out, const UnicodeCategory *cat)
         const UnicodeRange *r = &cat->added[i];
         int k = r->first == r->last
                     ? snprintf(item, sizeof item, "\\x{%X}", (unsigned)r->first)
-                    : snprintf(item, sizeof item, "\\x{%X}-\\x{%X}", (unsigned)r->first,
-                               (unsigned)r->last);
+                    : snprintf(item, sizeof item, "\\x{%X}-\\x{%X}", (unsigned)r->first, (unsigned)r->last);
         if (bytes_append(out, item, (size_t)k)) return -1;
     }
     return 0;
@@ -72,8 +71,8 @@ static int append_ranges(Bytes *out, const UnicodeCategory *cat)
  * Handles one \p / \P escape starting at p[0] == '\\'; *used receives its
  * length. Appends the widened form to out.
  */
-static int widen_property(const char *file, const char *where, const char *p, size_t n,
-                          bool in_class, Bytes *out, size_t *used)
+static int widen_property(const char *file, const char *where, const char *p, size_t n, bool in_class, Bytes *out,
+                          size_t *used)
 {
     bool negate = p[1] == 'P';
     const char *name = p + 2;
@@ -107,13 +106,12 @@ static int widen_property(const char *file, const char *where, const char *p, si
                         file, where, p[1], cat->name);
     if (cat->n_added == 0) return bytes_append(out, p, *used);
     if (in_class && negate)
-        return ds_error("%s: %s: \\%c{%s} inside [...] is unsupported", file, where, p[1],
-                        cat->name);
+        return ds_error("%s: %s: \\%c{%s} inside [...] is unsupported", file, where, p[1], cat->name);
     char prop[16];
     int k = snprintf(prop, sizeof prop, "\\p{%s}", cat->name);
     if (in_class) return bytes_append(out, prop, (size_t)k) || append_ranges(out, cat) ? -1 : 0;
-    if (bytes_append(out, negate ? "[^" : "[", negate ? 2 : 1) ||
-        bytes_append(out, prop, (size_t)k) || append_ranges(out, cat) || bytes_append(out, "]", 1))
+    if (bytes_append(out, negate ? "[^" : "[", negate ? 2 : 1) || bytes_append(out, prop, (size_t)k) ||
+        append_ranges(out, cat) || bytes_append(out, "]", 1))
         return -1;
     return 0;
 }
@@ -126,8 +124,7 @@ static bool caseless_group(const char *p, size_t n)
     for (size_t i = 2; i < n && p[i] != ')' && p[i] != ':'; i++) {
         if (p[i] == '-') return false; /* options after '-' are turned off */
         if (p[i] == 'i') return true;
-        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || p[i] == '^'))
-            return false;
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || p[i] == '^')) return false;
     }
     return false;
 }
@@ -178,8 +175,7 @@ static int widen_pattern(const char *file, const char *where, const char *p, siz
         } else if (c == ']' && in_class) {
             in_class = false;
         } else if (c == '(' && !in_class && caseless_group(p + i, n - i)) {
-            return ds_error("%s: %s: (?i) is unsupported (PCRE2's case folding is Unicode 14's)",
-                            file, where);
+            return ds_error("%s: %s: (?i) is unsupported (PCRE2's case folding is Unicode 14's)", file, where);
         }
         if (bytes_append(out, p + i, used)) return -1;
         i += used;
@@ -204,22 +200,23 @@ static pcre2_code *compile(const char *file, const char *where, const char *show
     if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
-        ds_error("%s: %s: PCRE2 rejects /%.*s/ at offset %zu: %s", file, where, (int)shown_len,
-                 shown, (size_t)offset, (const char *)msg);
+        ds_error("%s: %s: PCRE2 rejects /%.*s/ at offset %zu: %s", file, where, (int)shown_len, shown, (size_t)offset,
+                 (const char *)msg);
     }
     return re;
 }
 
-int tokenizer_compile_regex(const char *file, const char *where, const char *pattern, size_t len,
-                            uint32_t options, Regex16 *out)
+int tokenizer_compile_regex(const char *file, const char *where, const char *pattern, size_t len, uint32_t options,
+                            Regex16 *out)
 {
-    *out = (Regex16){0};
+    *out = (Regex16){ 0 };
     /* The pattern as written first, so that PCRE2's errors point into it. */
     pcre2_code *re = compile(file, where, pattern, len, pattern, len, options);
     if (!re) return -1;
-    Bytes wide = {0};
+    Bytes wide = { 0 };
     int changed = options & PCRE2_LITERAL ? 0 : widen_pattern(file, where, pattern, len, &wide);
-    if (changed == 0) out->wide = re;
+    if (changed == 0)
+        out->wide = re;
     else if (changed > 0) {
         out->plain = re;
         out->wide = compile(file, where, pattern, len, (const char *)wide.p, wide.n, options);
@@ -227,7 +224,7 @@ int tokenizer_compile_regex(const char *file, const char *where, const char *pat
     free(wide.p);
     if (!out->wide) {
         pcre2_code_free(re);
-        *out = (Regex16){0};
+        *out = (Regex16){ 0 };
         return -1;
     }
     /* JIT where available; PCRE2 falls back to its interpreter otherwise */
@@ -240,7 +237,7 @@ void regex16_free(Regex16 *r)
 {
     pcre2_code_free(r->wide);
     pcre2_code_free(r->plain);
-    *r = (Regex16){0};
+    *r = (Regex16){ 0 };
 }
 
 bool unicode16_changed_in(const unsigned char *s, size_t n)
@@ -253,8 +250,10 @@ bool unicode16_changed_in(const unsigned char *s, size_t n)
         size_t lo = 0, hi = UNICODE16_N_CHANGED; /* first range ending at or after cp */
         while (lo < hi) {
             size_t mid = (lo + hi) / 2;
-            if (UNICODE16_CHANGED[mid].last < cp) lo = mid + 1;
-            else hi = mid;
+            if (UNICODE16_CHANGED[mid].last < cp)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
         if (lo < UNICODE16_N_CHANGED && UNICODE16_CHANGED[lo].first <= cp) return true;
         i += len - 1;

@@ -29,8 +29,12 @@ Utf8Scan utf8_scan(const unsigned char *s, size_t n, size_t *len)
     unsigned char b = s[0];
     size_t need;
     unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (b < 0x80) { *len = 1; return UTF8_CHAR; }
-    if (b >= 0xC2 && b <= 0xDF) need = 2;
+    if (b < 0x80) {
+        *len = 1;
+        return UTF8_CHAR;
+    }
+    if (b >= 0xC2 && b <= 0xDF)
+        need = 2;
     else if (b >= 0xE0 && b <= 0xEF) {
         need = 3;
         if (b == 0xE0) lo = 0xA0;
@@ -39,12 +43,21 @@ Utf8Scan utf8_scan(const unsigned char *s, size_t n, size_t *len)
         need = 4;
         if (b == 0xF0) lo = 0x90;
         if (b == 0xF4) hi = 0x8F;
-    } else { *len = 1; return UTF8_ILL_FORMED; }
+    } else {
+        *len = 1;
+        return UTF8_ILL_FORMED;
+    }
     for (size_t i = 1; i < need; i++) {
-        if (i >= n) { *len = i; return UTF8_TRUNCATED; }
+        if (i >= n) {
+            *len = i;
+            return UTF8_TRUNCATED;
+        }
         unsigned char c = s[i];
         unsigned char l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
-        if (c < l || c > h) { *len = i; return UTF8_ILL_FORMED; }
+        if (c < l || c > h) {
+            *len = i;
+            return UTF8_ILL_FORMED;
+        }
     }
     *len = need;
     return UTF8_CHAR;
@@ -52,7 +65,10 @@ Utf8Scan utf8_scan(const unsigned char *s, size_t n, size_t *len)
 
 size_t utf8_put(unsigned cp, unsigned char *out)
 {
-    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x80) {
+        out[0] = (unsigned char)cp;
+        return 1;
+    }
     if (cp < 0x800) {
         out[0] = (unsigned char)(0xC0 | (cp >> 6));
         out[1] = (unsigned char)(0x80 | (cp & 0x3F));
@@ -78,8 +94,8 @@ unsigned utf8_get(const unsigned char *s, size_t len)
     case 2: return (unsigned)(s[0] & 0x1F) << 6 | (s[1] & 0x3F);
     case 3: return (unsigned)(s[0] & 0x0F) << 12 | (unsigned)(s[1] & 0x3F) << 6 | (s[2] & 0x3F);
     default:
-        return (unsigned)(s[0] & 0x07) << 18 | (unsigned)(s[1] & 0x3F) << 12 |
-               (unsigned)(s[2] & 0x3F) << 6 | (s[3] & 0x3F);
+        return (unsigned)(s[0] & 0x07) << 18 | (unsigned)(s[1] & 0x3F) << 12 | (unsigned)(s[2] & 0x3F) << 6 |
+               (s[3] & 0x3F);
     }
 }
 
@@ -108,7 +124,7 @@ int bytes_append(Bytes *b, const void *src, size_t n)
     return 0;
 }
 
-static const unsigned char REPLACEMENT[3] = {0xEF, 0xBF, 0xBD}; /* U+FFFD */
+static const unsigned char REPLACEMENT[3] = { 0xEF, 0xBF, 0xBD }; /* U+FFFD */
 
 /*
  * Appends src[0..n) to out with every ill-formed subpart replaced by

@@ -64,7 +64,7 @@ static void shuffle(TrainData *d)
     uint64_t state = d->seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(d->epoch + 1));
     for (size_t i = 0; i < d->n_seqs; i++) d->order[i] = i;
     for (size_t i = d->n_seqs; i > 1; i--) {
-        const size_t j = (size_t)(splitmix64(&state) % i);   /* uniform in [0, i) up to 2^-64·i bias */
+        const size_t j = (size_t)(splitmix64(&state) % i); /* uniform in [0, i) up to 2^-64·i bias */
         const size_t t = d->order[i - 1];
         d->order[i - 1] = d->order[j];
         d->order[j] = t;
@@ -80,13 +80,13 @@ int train_data_open(TrainData *d, const char *path, const Tokenizer *tok, int se
     char *text = NULL;
     size_t n = 0;
     if (read_text(path, &text, &n)) return -1;
-    const size_t cap = 3 * n + 8;                   /* tokenizer_encode()'s bound: 3 ids a byte + BOS */
+    const size_t cap = 3 * n + 8; /* tokenizer_encode()'s bound: 3 ids a byte + BOS */
     d->ids = malloc(sizeof(int32_t) * cap);
     long got = d->ids ? tokenizer_encode(tok, text, n, TOKENIZER_ADD_SPECIAL, d->ids, cap) : -1;
     free(text);
     if (!d->ids) return ds_error("%s: out of memory for the token ids", path);
     if (got < 0) {
-        char why[256];                              /* the tokenizer's line, copied before reuse */
+        char why[256]; /* the tokenizer's line, copied before reuse */
         snprintf(why, sizeof why, "%s", ds_last_error());
         train_data_close(d);
         return ds_error("%s: %s", path, why);
@@ -120,7 +120,7 @@ void train_data_close(TrainData *d)
 // ANCHOR: train_data_next
 const int32_t *train_data_next(TrainData *d)
 {
-    if (d->next == d->n_seqs) {                     /* a new epoch, a new permutation */
+    if (d->next == d->n_seqs) { /* a new epoch, a new permutation */
         d->epoch++;
         shuffle(d);
     }

@@ -20,14 +20,14 @@
 
 /** A packed, shuffled token stream. */
 typedef struct {
-    int32_t *ids;    /**< [n_ids] the tokenized file */
-    size_t n_ids;    /**< N */
-    int seq_len;     /**< T: inputs per sequence (a window holds T + 1 ids) */
-    size_t n_seqs;   /**< S, windows per epoch */
-    size_t *order;   /**< [n_seqs] this epoch's window order */
-    uint64_t seed;   /**< the shuffle seed */
-    int epoch;       /**< epochs started (the first is 0) */
-    size_t next;     /**< next position in order */
+    int32_t *ids;  /**< [n_ids] the tokenized file */
+    size_t n_ids;  /**< N */
+    int seq_len;   /**< T: inputs per sequence (a window holds T + 1 ids) */
+    size_t n_seqs; /**< S, windows per epoch */
+    size_t *order; /**< [n_seqs] this epoch's window order */
+    uint64_t seed; /**< the shuffle seed */
+    int epoch;     /**< epochs started (the first is 0) */
+    size_t next;   /**< next position in order */
 } TrainData;
 
 /**

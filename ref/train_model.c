@@ -27,7 +27,7 @@ static void take_mat(Layout *L, Mat *dst, const Mat *src)
     const size_t n = (size_t)src->rows * src->cols;
     if (L->params) {
         dtype_widen(L->params + L->off, src->data, src->dtype, 0, n);
-        *dst = (Mat){L->params + L->off, DT_F32, src->rows, src->cols};
+        *dst = (Mat){ L->params + L->off, DT_F32, src->rows, src->cols };
     }
     L->off += n;
 }
@@ -98,7 +98,7 @@ int train_model_init(TrainModel *tm, const Model *m, const TrainOptions *opt)
     const int E = c->n_routed_experts;
     tm->layers = calloc((size_t)c->num_hidden_layers, sizeof *tm->layers);
     tm->experts = calloc((size_t)c->num_hidden_layers * (E ? E : 1), sizeof *tm->experts);
-    Layout count = {NULL, 0};
+    Layout count = { NULL, 0 };
     if (tm->layers && tm->experts) take_all(&count, tm, m);
     tm->n_params = count.off;
     tm->params = malloc(sizeof(float) * (count.off ? count.off : 1));
@@ -107,14 +107,17 @@ int train_model_init(TrainModel *tm, const Model *m, const TrainOptions *opt)
         train_model_free(tm);
         return ds_error("out of memory for the training copy of the weights");
     }
-    Layout fill = {tm->params, 0};
+    Layout fill = { tm->params, 0 };
     take_all(&fill, tm, m);
     return 0;
 }
 
 void train_model_free(TrainModel *tm)
 {
-    free(tm->params); free(tm->grads); free(tm->layers); free(tm->experts);
+    free(tm->params);
+    free(tm->grads);
+    free(tm->layers);
+    free(tm->experts);
     memset(tm, 0, sizeof *tm);
 }
 
@@ -128,7 +131,7 @@ float *train_grad(const TrainModel *tm, const void *p)
 // ANCHOR: embedding_backward
 void embedding_backward(float *dE, const float *dh, const int *tokens, int T, int D)
 {
-    for (int t = 0; t < T; t++)                     /* h⁰_t = E[token_t]: a row lookup, so a scatter-add */
+    for (int t = 0; t < T; t++) /* h⁰_t = E[token_t]: a row lookup, so a scatter-add */
         for (int d = 0; d < D; d++) dE[(size_t)tokens[t] * D + d] += dh[(size_t)t * D + d];
 }
 // ANCHOR_END: embedding_backward
@@ -143,7 +146,7 @@ double cross_entropy(float *dlogits, const float *logits, const int *targets, in
         double max = z[0], sum = 0;
         for (int v = 1; v < V; v++) max = fmax(max, z[v]);
         for (int v = 0; v < V; v++) sum += exp(z[v] - max);
-        loss += log(sum) + max - z[targets[t]];      /* log Σ e^z − z_target */
+        loss += log(sum) + max - z[targets[t]]; /* log Σ e^z − z_target */
         for (int v = 0; v < V; v++) dz[v] = (float)(exp(z[v] - max) / sum / T);
         dz[targets[t]] -= 1.0f / (float)T;
     }
@@ -155,16 +158,16 @@ double cross_entropy(float *dlogits, const float *logits, const int *targets, in
 
 /* Working memory of one train_accumulate() call. */
 typedef struct {
-    float *h_in;   /* [L + 1, T, D] residual stream entering layer l (row L: after the last) */
-    float *h_mid;  /* [L, T, D] after layer l's attention */
-    float *a, *b, *da, *dx, *dh;  /* [T, D] */
-    float *logits; /* [T, V] */
-    float *dlogits; /* [T, V] */
-    bool *keep;    /* [L, T, K] pairs that survive token dropping */
-    float *aux;    /* [L, T, E] the balance losses' ∂/∂(router logits) */
-    double *aux_d; /* [T, E] balance_losses() output */
-    SwigluGrads *expert_grads; /* [E] */
-    double scale;  /* the weight of this sequence's loss in the accumulated gradient */
+    float *h_in;                 /* [L + 1, T, D] residual stream entering layer l (row L: after the last) */
+    float *h_mid;                /* [L, T, D] after layer l's attention */
+    float *a, *b, *da, *dx, *dh; /* [T, D] */
+    float *logits;               /* [T, V] */
+    float *dlogits;              /* [T, V] */
+    bool *keep;                  /* [L, T, K] pairs that survive token dropping */
+    float *aux;                  /* [L, T, E] the balance losses' ∂/∂(router logits) */
+    double *aux_d;               /* [T, E] balance_losses() output */
+    SwigluGrads *expert_grads;   /* [E] */
+    double scale;                /* the weight of this sequence's loss in the accumulated gradient */
     LatentCache cache;
     MlaScratch mla;
     FfnScratch ffn;
@@ -172,8 +175,18 @@ typedef struct {
 
 static void work_free(Work *w)
 {
-    free(w->h_in); free(w->h_mid); free(w->a); free(w->b); free(w->da); free(w->dx); free(w->dh);
-    free(w->logits); free(w->dlogits); free(w->keep); free(w->aux); free(w->aux_d);
+    free(w->h_in);
+    free(w->h_mid);
+    free(w->a);
+    free(w->b);
+    free(w->da);
+    free(w->dx);
+    free(w->dh);
+    free(w->logits);
+    free(w->dlogits);
+    free(w->keep);
+    free(w->aux);
+    free(w->aux_d);
     free(w->expert_grads);
     latent_cache_free(&w->cache);
     mla_scratch_free(&w->mla);
@@ -188,8 +201,10 @@ static int work_init(Work *w, const ModelConfig *c, int T)
     memset(w, 0, sizeof *w);
     w->h_in = malloc(sizeof(float) * (L + 1) * n);
     w->h_mid = malloc(sizeof(float) * L * n);
-    w->a = malloc(sizeof(float) * n); w->b = malloc(sizeof(float) * n);
-    w->da = malloc(sizeof(float) * n); w->dx = malloc(sizeof(float) * n);
+    w->a = malloc(sizeof(float) * n);
+    w->b = malloc(sizeof(float) * n);
+    w->da = malloc(sizeof(float) * n);
+    w->dx = malloc(sizeof(float) * n);
     w->dh = malloc(sizeof(float) * n);
     w->logits = malloc(sizeof(float) * T * V);
     w->dlogits = malloc(sizeof(float) * T * V);
@@ -197,10 +212,9 @@ static int work_init(Work *w, const ModelConfig *c, int T)
     w->aux = calloc(L * T * E, sizeof(float));
     w->aux_d = malloc(sizeof(double) * T * E);
     w->expert_grads = malloc(sizeof(SwigluGrads) * E);
-    if (!w->h_in || !w->h_mid || !w->a || !w->b || !w->da || !w->dx || !w->dh || !w->logits ||
-        !w->dlogits || !w->keep || !w->aux || !w->aux_d || !w->expert_grads ||
-        latent_cache_init(&w->cache, c, T) || mla_scratch_init(&w->mla, c, T, T) ||
-        ffn_scratch_init(&w->ffn, c, T)) {
+    if (!w->h_in || !w->h_mid || !w->a || !w->b || !w->da || !w->dx || !w->dh || !w->logits || !w->dlogits ||
+        !w->keep || !w->aux || !w->aux_d || !w->expert_grads || latent_cache_init(&w->cache, c, T) ||
+        mla_scratch_init(&w->mla, c, T, T) || ffn_scratch_init(&w->ffn, c, T)) {
         work_free(w);
         return ds_error("out of memory for training on %d tokens", T);
     }
@@ -218,15 +232,19 @@ static double moe_layer_forward(TrainModel *tm, Work *w, int l, int T, TrainLoss
     moe_route(w->a, &L->moe, c, T, &w->ffn);
     for (int r = 0; r < T * K; r++) keep[r] = true;
     if (tm->opt.capacity_factor > 0)
-        out->dropped += drop_tokens(keep, w->ffn.expert, w->ffn.weight, NULL, T, K, E, c->n_group,
-                                    tm->opt.capacity_factor);
+        out->dropped +=
+            drop_tokens(keep, w->ffn.expert, w->ffn.weight, NULL, T, K, E, c->n_group, tm->opt.capacity_factor);
     if (tm->load)
         for (int r = 0; r < T * K; r++) tm->load[(size_t)l * E + w->ffn.expert[r]] += keep[r];
     double loss = 0;
     if (tm->opt.alpha1 || tm->opt.alpha2 || tm->opt.alpha3) {
-        const BalanceSpec spec = {.E = E, .K = K, .D = c->n_group, .M = c->topk_group,
-                                  .alpha1 = tm->opt.alpha1, .alpha2 = tm->opt.alpha2,
-                                  .alpha3 = tm->opt.alpha3};
+        const BalanceSpec spec = { .E = E,
+                                   .K = K,
+                                   .D = c->n_group,
+                                   .M = c->topk_group,
+                                   .alpha1 = tm->opt.alpha1,
+                                   .alpha2 = tm->opt.alpha2,
+                                   .alpha3 = tm->opt.alpha3 };
         BalanceLosses bl = balance_losses(w->ffn.scores, w->ffn.expert, T, &spec, w->aux_d);
         loss = bl.expert + bl.device + bl.comm;
         out->exp_bal += bl.expert;
@@ -244,9 +262,8 @@ static void forward(TrainModel *tm, Work *w, const int *tokens, int T, TrainLoss
     const ModelConfig *c = &tm->cfg;
     const int D = c->hidden_size;
     const size_t n = (size_t)T * D;
-    for (int t = 0; t < T; t++)                      /* h⁰_t = embed[token_t] */
-        memcpy(w->h_in + (size_t)t * D, (const float *)tm->embed.data + (size_t)tokens[t] * D,
-               sizeof(float) * D);
+    for (int t = 0; t < T; t++) /* h⁰_t = embed[token_t] */
+        memcpy(w->h_in + (size_t)t * D, (const float *)tm->embed.data + (size_t)tokens[t] * D, sizeof(float) * D);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const LayerWeights *L = &tm->layers[l];
         float *h = w->h_in + l * n, *h_mid = w->h_mid + l * n, *h_next = w->h_in + (l + 1) * n;
@@ -266,7 +283,7 @@ static void forward(TrainModel *tm, Work *w, const int *tokens, int T, TrainLoss
 
 static MlaGrads mla_grads(const TrainModel *tm, const MlaWeights *a)
 {
-    MlaGrads g = {0};
+    MlaGrads g = { 0 };
     if (tm->cfg.q_lora_rank) {
         g.q_a_proj = train_grad(tm, a->q_a_proj.data);
         g.q_a_norm = train_grad(tm, a->q_a_norm);
@@ -283,8 +300,7 @@ static MlaGrads mla_grads(const TrainModel *tm, const MlaWeights *a)
 
 static SwigluGrads swiglu_grads(const TrainModel *tm, const SwigluWeights *s)
 {
-    return (SwigluGrads){train_grad(tm, s->gate.data), train_grad(tm, s->up.data),
-                         train_grad(tm, s->down.data)};
+    return (SwigluGrads){ train_grad(tm, s->gate.data), train_grad(tm, s->up.data), train_grad(tm, s->down.data) };
 }
 
 /* Backward through FFN_l(RMSNorm(h_mid)): dh += ∂/∂h_mid, given dh = ∂L/∂(layer output). */
@@ -298,7 +314,7 @@ static int ffn_backward(TrainModel *tm, Work *w, int l, int T)
     rmsnorm_forward(w->a, h_mid, L->ffn_norm, T, D, c->rms_norm_eps);
     int rc;
     if (L->is_moe) {
-        MoeGrads g = {train_grad(tm, L->moe.router.data), w->expert_grads, {0}};
+        MoeGrads g = { train_grad(tm, L->moe.router.data), w->expert_grads, { 0 } };
         for (int e = 0; e < E; e++) w->expert_grads[e] = swiglu_grads(tm, &L->moe.experts[e]);
         if (c->n_shared_experts > 0) g.shared = swiglu_grads(tm, &L->moe.shared);
         const bool any_aux = tm->opt.alpha1 || tm->opt.alpha2 || tm->opt.alpha3;
@@ -309,9 +325,8 @@ static int ffn_backward(TrainModel *tm, Work *w, int l, int T)
         rc = swiglu_backward(w->da, &g, w->dh, w->a, &L->dense, T);
     }
     if (rc) return rc;
-    rmsnorm_backward(w->dx, train_grad(tm, L->ffn_norm), w->da, h_mid, L->ffn_norm, T, D,
-                     c->rms_norm_eps);
-    for (size_t i = 0; i < n; i++) w->dh[i] += w->dx[i];      /* the residual path adds dh itself */
+    rmsnorm_backward(w->dx, train_grad(tm, L->ffn_norm), w->da, h_mid, L->ffn_norm, T, D, c->rms_norm_eps);
+    for (size_t i = 0; i < n; i++) w->dh[i] += w->dx[i]; /* the residual path adds dh itself */
     return 0;
 }
 
@@ -326,27 +341,25 @@ static int attn_backward(TrainModel *tm, Work *w, int l, int T)
     rmsnorm_forward(w->a, h, L->attn_norm, T, D, c->rms_norm_eps);
     MlaGrads g = mla_grads(tm, &L->attn);
     if (mla_backward(w->da, &g, w->dh, w->a, &L->attn, c, &tm->rope, T)) return -1;
-    rmsnorm_backward(w->dx, train_grad(tm, L->attn_norm), w->da, h, L->attn_norm, T, D,
-                     c->rms_norm_eps);
+    rmsnorm_backward(w->dx, train_grad(tm, L->attn_norm), w->da, h, L->attn_norm, T, D, c->rms_norm_eps);
     for (size_t i = 0; i < n; i++) w->dh[i] += w->dx[i];
     return 0;
 }
 
 // ANCHOR: train_accumulate
-int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int T, double scale,
-                     TrainLoss *out)
+int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int T, double scale, TrainLoss *out)
 {
     const ModelConfig *c = &tm->cfg;
     const int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers;
     if (T < 1) return ds_error("training needs at least one token (got %d)", T);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V || targets[t] < 0 || targets[t] >= V)
-            return ds_error("training token %d: id %d → target %d outside the vocabulary [0, %d)", t,
-                            tokens[t], targets[t], V);
+            return ds_error("training token %d: id %d → target %d outside the vocabulary [0, %d)", t, tokens[t],
+                            targets[t], V);
     Work w;
     if (work_init(&w, c, T)) return -1;
     w.scale = scale;
-    *out = (TrainLoss){0};
+    *out = (TrainLoss){ 0 };
     forward(tm, &w, tokens, T, out);
     out->ce = cross_entropy(w.dlogits, w.logits, targets, T, V);
     out->loss = out->ce + out->balance;
@@ -355,10 +368,9 @@ int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int 
     const float *h_last = w.h_in + (size_t)nl * T * D;
     rmsnorm_forward(w.a, h_last, tm->final_norm, T, D, c->rms_norm_eps);
     linear_backward(w.da, train_grad(tm, tm->lm_head.data), w.dlogits, w.a, &tm->lm_head, T);
-    rmsnorm_backward(w.dh, train_grad(tm, tm->final_norm), w.da, h_last, tm->final_norm, T, D,
-                     c->rms_norm_eps);
+    rmsnorm_backward(w.dh, train_grad(tm, tm->final_norm), w.da, h_last, tm->final_norm, T, D, c->rms_norm_eps);
     int rc = 0;
-    for (int l = nl - 1; l >= 0 && rc == 0; l--)     /* h'' = h' + FFN(·), h' = h + MLA(·), reversed */
+    for (int l = nl - 1; l >= 0 && rc == 0; l--) /* h'' = h' + FFN(·), h' = h + MLA(·), reversed */
         rc = ffn_backward(tm, &w, l, T) || attn_backward(tm, &w, l, T) ? -1 : 0;
     if (rc == 0) embedding_backward(train_grad(tm, tm->embed.data), w.dh, tokens, T, D);
     work_free(&w);
@@ -367,8 +379,7 @@ int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int 
 // ANCHOR_END: train_accumulate
 
 // ANCHOR: train_forward_backward
-int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets, int T,
-                           TrainLoss *out)
+int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets, int T, TrainLoss *out)
 {
     memset(tm->grads, 0, sizeof(float) * tm->n_params);
     return train_accumulate(tm, tokens, targets, T, 1.0, out);
@@ -392,7 +403,7 @@ static void match(void *ctx, const char *name, const float *p, int rows, int col
 
 float *train_param(const TrainModel *tm, const char *name)
 {
-    Lookup k = {name, NULL};
+    Lookup k = { name, NULL };
     train_params_each(tm, match, &k);
     if (!k.found) {
         ds_error("no training parameter named '%s'", name);
@@ -422,20 +433,24 @@ void train_params_each(const TrainModel *tm, TrainParamFn fn, void *ctx)
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const LayerWeights *L = &tm->layers[l];
         const MlaWeights *a = &L->attn;
-        const struct { const char *suffix; const void *p; int rows, cols; } t[] = {
-            {"input_layernorm.weight", L->attn_norm, D, 0},
-            {"self_attn.q_proj.weight", a->q_proj.data, a->q_proj.rows, a->q_proj.cols},
-            {"self_attn.q_a_proj.weight", a->q_a_proj.data, a->q_a_proj.rows, a->q_a_proj.cols},
-            {"self_attn.q_a_layernorm.weight", a->q_a_norm, c->q_lora_rank, 0},
-            {"self_attn.q_b_proj.weight", a->q_b_proj.data, a->q_b_proj.rows, a->q_b_proj.cols},
-            {"self_attn.kv_a_proj_with_mqa.weight", a->kv_a_proj.data, a->kv_a_proj.rows, a->kv_a_proj.cols},
-            {"self_attn.kv_a_layernorm.weight", a->kv_a_norm, c->kv_lora_rank, 0},
-            {"self_attn.kv_b_proj.weight", a->kv_b_proj.data, a->kv_b_proj.rows, a->kv_b_proj.cols},
-            {"self_attn.o_proj.weight", a->o_proj.data, a->o_proj.rows, a->o_proj.cols},
-            {"post_attention_layernorm.weight", L->ffn_norm, D, 0},
+        const struct {
+            const char *suffix;
+            const void *p;
+            int rows, cols;
+        } t[] = {
+            { "input_layernorm.weight", L->attn_norm, D, 0 },
+            { "self_attn.q_proj.weight", a->q_proj.data, a->q_proj.rows, a->q_proj.cols },
+            { "self_attn.q_a_proj.weight", a->q_a_proj.data, a->q_a_proj.rows, a->q_a_proj.cols },
+            { "self_attn.q_a_layernorm.weight", a->q_a_norm, c->q_lora_rank, 0 },
+            { "self_attn.q_b_proj.weight", a->q_b_proj.data, a->q_b_proj.rows, a->q_b_proj.cols },
+            { "self_attn.kv_a_proj_with_mqa.weight", a->kv_a_proj.data, a->kv_a_proj.rows, a->kv_a_proj.cols },
+            { "self_attn.kv_a_layernorm.weight", a->kv_a_norm, c->kv_lora_rank, 0 },
+            { "self_attn.kv_b_proj.weight", a->kv_b_proj.data, a->kv_b_proj.rows, a->kv_b_proj.cols },
+            { "self_attn.o_proj.weight", a->o_proj.data, a->o_proj.rows, a->o_proj.cols },
+            { "post_attention_layernorm.weight", L->ffn_norm, D, 0 },
         };
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-            if (!t[i].p) continue;                  /* q_proj or the q_a/q_b pair, not both */
+            if (!t[i].p) continue; /* q_proj or the q_a/q_b pair, not both */
             snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].suffix);
             fn(ctx, name, t[i].p, t[i].rows, t[i].cols);
         }

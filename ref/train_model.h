@@ -32,18 +32,18 @@ typedef struct {
 
 /** A model's float32 parameters and their gradients. */
 typedef struct {
-    ModelConfig cfg;          /**< copied from the Model */
-    Rope rope;                /**< RoPE tables and σ */
-    TrainOptions opt;         /**< loss options */
-    size_t n_params;          /**< floats in params (and in grads) */
-    float *params;            /**< every weight, in one array (embedding first) */
-    float *grads;             /**< ∂L/∂params, same layout */
-    Mat embed;                /**< [V, D] view into params (DT_F32) */
-    Mat lm_head;              /**< [V, D] view into params (DT_F32) */
-    const float *final_norm;  /**< [D] into params */
-    LayerWeights *layers;     /**< [layers], every Mat and norm a view into params */
-    SwigluWeights *experts;   /**< [layers · E] the routed experts' views */
-    long *load;               /**< NULL, or [layers · E]: each call adds the (token, expert) pairs
+    ModelConfig cfg;         /**< copied from the Model */
+    Rope rope;               /**< RoPE tables and σ */
+    TrainOptions opt;        /**< loss options */
+    size_t n_params;         /**< floats in params (and in grads) */
+    float *params;           /**< every weight, in one array (embedding first) */
+    float *grads;            /**< ∂L/∂params, same layout */
+    Mat embed;               /**< [V, D] view into params (DT_F32) */
+    Mat lm_head;             /**< [V, D] view into params (DT_F32) */
+    const float *final_norm; /**< [D] into params */
+    LayerWeights *layers;    /**< [layers], every Mat and norm a view into params */
+    SwigluWeights *experts;  /**< [layers · E] the routed experts' views */
+    long *load;              /**< NULL, or [layers · E]: each call adds the (token, expert) pairs
                                    it kept per layer and expert (the caller owns and zeroes it) */
 } TrainModel;
 
@@ -84,8 +84,7 @@ float *train_param(const TrainModel *tm, const char *name);
  * (the next tokens). Zeroes the gradients, then train_accumulate() with scale 1. Fills *out. \return 0, or −1 with one error line (an id outside the
  * vocabulary, T < 1, out of memory).
  */
-int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets, int T,
-                           TrainLoss *out);
+int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets, int T, TrainLoss *out);
 
 /**
  * Adds scale · ∂L/∂params of one sequence to tm->grads (every parameter gradient accumulates), for
@@ -93,8 +92,7 @@ int train_forward_backward(TrainModel *tm, const int *tokens, const int *targets
  * with its own balance losses (the paper's per-sequence f_i, P_i). Fills *out with this sequence's
  * loss figures. \return 0, or −1 with one error line, as train_forward_backward().
  */
-int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int T, double scale,
-                     TrainLoss *out);
+int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int T, double scale, TrainLoss *out);
 
 /** Called once per weight by train_params_each(): its checkpoint name, its array in tm->params,
  *  and its shape (rows × cols for a matrix; rows and cols = 0 for a vector). */

@@ -28,16 +28,16 @@ typedef enum {
 
 /** Optimizer hyper-parameters. */
 typedef struct {
-    double lr;            /**< η, the peak learning rate */
-    double min_lr;        /**< η_min, the cosine schedule's floor */
-    double beta1;         /**< β₁ */
-    double beta2;         /**< β₂ */
-    double eps;           /**< ε */
-    double weight_decay;  /**< λ (decoupled) */
-    double clip_norm;     /**< c, the global-norm clip (0: no clipping) */
-    int warmup_steps;     /**< W: η_t = η · t / W for t ≤ W */
-    int total_steps;      /**< the run's length, for the decay */
-    LrSchedule schedule;  /**< the decay after warmup */
+    double lr;           /**< η, the peak learning rate */
+    double min_lr;       /**< η_min, the cosine schedule's floor */
+    double beta1;        /**< β₁ */
+    double beta2;        /**< β₂ */
+    double eps;          /**< ε */
+    double weight_decay; /**< λ (decoupled) */
+    double clip_norm;    /**< c, the global-norm clip (0: no clipping) */
+    int warmup_steps;    /**< W: η_t = η · t / W for t ≤ W */
+    int total_steps;     /**< the run's length, for the decay */
+    LrSchedule schedule; /**< the decay after warmup */
 } AdamWConfig;
 
 /** Optimizer state: the two moment vectors and the step count. */

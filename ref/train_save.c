@@ -14,9 +14,9 @@
 
 typedef struct {
     json_t *header;
-    size_t offset;  /* bytes of data described so far */
+    size_t offset;       /* bytes of data described so far */
     const float *expect; /* where the next weight must start in tm->params */
-    int tiled;      /* every weight started where the previous ended */
+    int tiled;           /* every weight started where the previous ended */
 } Header;
 
 static void describe(void *ctx, const char *name, const float *p, int rows, int cols)
@@ -35,7 +35,7 @@ static void describe(void *ctx, const char *name, const float *p, int rows, int 
 // ANCHOR: train_model_save
 int train_model_save(const TrainModel *tm, const char *path)
 {
-    Header h = {json_object(), 0, tm->params, 1};
+    Header h = { json_object(), 0, tm->params, 1 };
     train_params_each(tm, describe, &h);
     /* the weights tile tm->params in visiting order, so the data section is params itself */
     if (!h.tiled || h.offset != tm->n_params * sizeof(float)) {
@@ -46,7 +46,7 @@ int train_model_save(const TrainModel *tm, const char *path)
     json_decref(h.header);
     if (!text) return ds_error("%s: out of memory for the header", path);
     size_t len = strlen(text);
-    const size_t padded = (len + 7) / 8 * 8;        /* data starts 8-byte aligned */
+    const size_t padded = (len + 7) / 8 * 8; /* data starts 8-byte aligned */
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
         free(text);

@@ -18,10 +18,10 @@ typedef struct {
 
 /** One general category name as a regex writes it (\\p{name}). */
 typedef struct {
-    const char *name;           /**< "L", "Lu", ..., "L&" */
-    const UnicodeRange *added;  /**< code points in it under Unicode 16, not under 14 */
-    size_t n_added;             /**< ranges in added */
-    int exact;                  /**< Unicode 14 set + added == Unicode 16 set */
+    const char *name;          /**< "L", "Lu", ..., "L&" */
+    const UnicodeRange *added; /**< code points in it under Unicode 16, not under 14 */
+    size_t n_added;            /**< ranges in added */
+    int exact;                 /**< Unicode 14 set + added == Unicode 16 set */
 } UnicodeCategory;
 
 /** Every code point whose general category differs between Unicode 14 and 16, sorted. */

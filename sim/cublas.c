@@ -78,13 +78,10 @@ static cublasStatus_t check_handle(const char *call, cublasHandle_t h)
 cublasStatus_t cublasCreate(cublasHandle_t *handle)
 {
     int count = 0;
-    if (!handle)
-        return CUBLAS_STATUS_INVALID_VALUE;
-    if (cudaGetDeviceCount(&count) != cudaSuccess)
-        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) return CUBLAS_STATUS_NOT_INITIALIZED;
     cublasHandle_t h = calloc(1, sizeof *h);
-    if (!h)
-        return CUBLAS_STATUS_ALLOC_FAILED;
+    if (!h) return CUBLAS_STATUS_ALLOC_FAILED;
     h->magic = HANDLE_MAGIC;
     h->device = sim_current_device();
     *handle = h;
@@ -94,8 +91,7 @@ cublasStatus_t cublasCreate(cublasHandle_t *handle)
 cublasStatus_t cublasDestroy(cublasHandle_t handle)
 {
     cublasStatus_t st = check_handle("cublasDestroy", handle);
-    if (st)
-        return st;
+    if (st) return st;
     handle->magic = 0;
     free(handle);
     return CUBLAS_STATUS_SUCCESS;
@@ -104,10 +100,8 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle)
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream)
 {
     cublasStatus_t st = check_handle("cublasSetStream", handle);
-    if (st)
-        return st;
-    if (!sim_resolve_stream_on("cublasSetStream", stream, handle->device))
-        return CUBLAS_STATUS_INVALID_VALUE;
+    if (st) return st;
+    if (!sim_resolve_stream_on("cublasSetStream", stream, handle->device)) return CUBLAS_STATUS_INVALID_VALUE;
     handle->stream = stream;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -115,10 +109,8 @@ cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream)
 cublasStatus_t cublasGetStream(cublasHandle_t handle, cudaStream_t *stream)
 {
     cublasStatus_t st = check_handle("cublasGetStream", handle);
-    if (st)
-        return st;
-    if (!stream)
-        return CUBLAS_STATUS_INVALID_VALUE;
+    if (st) return st;
+    if (!stream) return CUBLAS_STATUS_INVALID_VALUE;
     *stream = handle->stream;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -143,7 +135,10 @@ typedef struct {
     cudaDataType at, bt, ct;  /**< element types */
 } Gemm;
 
-static size_t type_size(cudaDataType t) { return t == CUDA_R_16BF ? 2 : 4; }
+static size_t type_size(cudaDataType t)
+{
+    return t == CUDA_R_16BF ? 2 : 4;
+}
 
 /** Number of elements spanned by a rows × cols column-major matrix with leading dimension ld. */
 static size_t span(int rows, int cols, int ld)
@@ -164,32 +159,30 @@ static uint16_t float_to_bf16(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return 0x7fff;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 /** A float32 view of n elements of x: x itself for CUDA_R_32F, else a widened copy in *scratch. */
 static const float *as_float(const void *x, cudaDataType t, size_t n, float **scratch)
 {
-    if (t == CUDA_R_32F)
-        return x;
+    if (t == CUDA_R_32F) return x;
     float *f = malloc((n ? n : 1) * sizeof *f);
-    if (!f)
-        return NULL;
-    for (size_t i = 0; i < n; i++)
-        f[i] = bf16_to_float(((const uint16_t *)x)[i]);
+    if (!f) return NULL;
+    for (size_t i = 0; i < n; i++) f[i] = bf16_to_float(((const uint16_t *)x)[i]);
     *scratch = f;
     return f;
 }
 
-static CBLAS_TRANSPOSE cblas_op(cublasOperation_t op) { return op == CUBLAS_OP_N ? CblasNoTrans : CblasTrans; }
+static CBLAS_TRANSPOSE cblas_op(cublasOperation_t op)
+{
+    return op == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+}
 
 /** Computes one problem on the host; returns 0, or −1 when scratch memory runs out. */
 static int gemm_run(const Gemm *g)
 {
-    if (g->m == 0 || g->n == 0)
-        return 0;
+    if (g->m == 0 || g->n == 0) return 0;
     int arows = g->ta == CUBLAS_OP_N ? g->m : g->k, acols = g->ta == CUBLAS_OP_N ? g->k : g->m;
     int brows = g->tb == CUBLAS_OP_N ? g->k : g->n, bcols = g->tb == CUBLAS_OP_N ? g->n : g->k;
     float *sa = NULL, *sb = NULL, *sc = NULL;
@@ -199,8 +192,7 @@ static int gemm_run(const Gemm *g)
     size_t cn = span(g->m, g->n, g->ldc);
     sim_count_range(g->A, span(arows, acols, g->lda) * type_size(g->at), 0);
     sim_count_range(g->B, span(brows, bcols, g->ldb) * type_size(g->bt), 0);
-    if (g->beta != 0.0f)
-        sim_count_range(g->C, cn * type_size(g->ct), 0);
+    if (g->beta != 0.0f) sim_count_range(g->C, cn * type_size(g->ct), 0);
     sim_count_range(g->C, cn * type_size(g->ct), 1);
     if (g->ct == CUDA_R_16BF) {
         c = sc = calloc(cn, sizeof *c);
@@ -213,8 +205,7 @@ static int gemm_run(const Gemm *g)
     if (a && b && c) {
         /* cuBLAS does not read C when beta is 0, so a NaN there must not survive (0 · NaN = NaN). */
         if (g->beta == 0.0f)
-            for (int j = 0; j < g->n; j++)
-                memset(c + (size_t)j * g->ldc, 0, (size_t)g->m * sizeof *c);
+            for (int j = 0; j < g->n; j++) memset(c + (size_t)j * g->ldc, 0, (size_t)g->m * sizeof *c);
         cblas_sgemm(CblasColMajor, cblas_op(g->ta), cblas_op(g->tb), g->m, g->n, g->k, g->alpha, a, g->lda, b, g->ldb,
                     g->beta, c, g->ldc);
         if (g->ct == CUDA_R_16BF)
@@ -243,8 +234,9 @@ static cublasStatus_t check_shape(const char *call, cublasOperation_t ta, cublas
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1)) {
-        sim_detail("%s: leading dimensions lda=%d ldb=%d ldc=%d, need lda ≥ %d (rows of A as stored), ldb ≥ %d, ldc ≥ %d",
-                   call, lda, ldb, ldc, arows, brows, m);
+        sim_detail(
+            "%s: leading dimensions lda=%d ldb=%d ldc=%d, need lda ≥ %d (rows of A as stored), ldb ≥ %d, ldc ≥ %d",
+            call, lda, ldb, ldc, arows, brows, m);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     return CUBLAS_STATUS_SUCCESS;
@@ -256,7 +248,8 @@ static cublasStatus_t check_types(const char *call, cudaDataType at, cudaDataTyp
 {
     int compute_ok = compute == CUBLAS_COMPUTE_32F || compute == CUBLAS_COMPUTE_32F_PEDANTIC ||
                      compute == CUBLAS_COMPUTE_32F_FAST_16BF || compute == CUBLAS_COMPUTE_32F_FAST_TF32;
-    int types_ok = at == bt && (at == CUDA_R_32F ? ct == CUDA_R_32F : at == CUDA_R_16BF && (ct == CUDA_R_16BF || ct == CUDA_R_32F));
+    int types_ok = at == bt &&
+                   (at == CUDA_R_32F ? ct == CUDA_R_32F : at == CUDA_R_16BF && (ct == CUDA_R_16BF || ct == CUDA_R_32F));
     if (!compute_ok || !types_ok) {
         sim_detail("%s: types A=%d B=%d C=%d with compute type %d are not simulated "
                    "(want 32F/32F/32F, 16BF/16BF/16BF or 16BF/16BF/32F with CUBLAS_COMPUTE_32F*)",
@@ -270,8 +263,7 @@ static cublasStatus_t check_types(const char *call, cudaDataType at, cudaDataTyp
 static int matrix_ok(const char *call, const char *name, const void *p, size_t elems, cudaDataType t, int dev)
 {
     char why[256];
-    if (elems == 0 || sim_device_range_ok(p, elems * type_size(t), dev, why, sizeof why))
-        return 1;
+    if (elems == 0 || sim_device_range_ok(p, elems * type_size(t), dev, why, sizeof why)) return 1;
     sim_detail("%s: matrix %s: %s", call, name, why);
     return 0;
 }
@@ -283,8 +275,7 @@ static cublasStatus_t check_pointers(const char *call, const Gemm *g, int dev, i
     int arows = g->ta == CUBLAS_OP_N ? g->m : g->k, acols = g->ta == CUBLAS_OP_N ? g->k : g->m;
     int brows = g->tb == CUBLAS_OP_N ? g->k : g->n, bcols = g->tb == CUBLAS_OP_N ? g->n : g->k;
     size_t extra = (size_t)(batch - 1);
-    if (g->m == 0 || g->n == 0)
-        return CUBLAS_STATUS_SUCCESS;
+    if (g->m == 0 || g->n == 0) return CUBLAS_STATUS_SUCCESS;
     size_t na = g->k ? span(arows, acols, g->lda) + extra * (size_t)sa : 0;
     size_t nb = g->k ? span(brows, bcols, g->ldb) + extra * (size_t)sb : 0;
     size_t nc = span(g->m, g->n, g->ldc) + extra * (size_t)sc;
@@ -299,16 +290,16 @@ static cublasStatus_t check_pointers(const char *call, const Gemm *g, int dev, i
 
 /** A queued strided batch (a plain GEMM is a batch of one). */
 typedef struct {
-    SimOp op;               /**< base */
-    Gemm g;                 /**< the first problem */
-    long long sa, sb, sc;   /**< strides in elements */
-    int batch;              /**< number of problems */
+    SimOp op;             /**< base */
+    Gemm g;               /**< the first problem */
+    long long sa, sb, sc; /**< strides in elements */
+    int batch;            /**< number of problems */
 } BatchOp;
 
 static void run_batch(SimOp *op)
 {
     BatchOp *b = (BatchOp *)op;
-    const dim3 one = {1, 1, 1};
+    const dim3 one = { 1, 1, 1 };
     sim_count_begin(SIM_REC_GEMM, "cublasGemm", op->device, op->stream, one, one);
     for (int i = 0; i < b->batch; i++) {
         Gemm g = b->g;
@@ -323,7 +314,10 @@ static void run_batch(SimOp *op)
     sim_count_end();
 }
 
-static void release_free(SimOp *op) { free(op); }
+static void release_free(SimOp *op)
+{
+    free(op);
+}
 
 /** The stream a call on handle h queues on, or NULL (detail recorded). */
 static cudaStream_t handle_stream(const char *call, cublasHandle_t h)
@@ -334,9 +328,9 @@ static cudaStream_t handle_stream(const char *call, cublasHandle_t h)
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                                           int m, int n, int k, const void *alpha, const void *A, cudaDataType Atype,
                                           int lda, long long int strideA, const void *B, cudaDataType Btype, int ldb,
-                                          long long int strideB, const void *beta, void *C, cudaDataType Ctype,
-                                          int ldc, long long int strideC, int batchCount,
-                                          cublasComputeType_t computeType, cublasGemmAlgo_t algo)
+                                          long long int strideB, const void *beta, void *C, cudaDataType Ctype, int ldc,
+                                          long long int strideC, int batchCount, cublasComputeType_t computeType,
+                                          cublasGemmAlgo_t algo)
 {
     static const char call[] = "cublasGemmStridedBatchedEx";
     (void)algo;
@@ -348,18 +342,14 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
         sim_detail("%s: NULL alpha/beta, or negative batch count or stride", call);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
-    if (batchCount == 0)
-        return CUBLAS_STATUS_SUCCESS;
-    Gemm g = {transa, transb, m, n, k, *(const float *)alpha, *(const float *)beta, A, B, C, lda, ldb, ldc,
-              Atype, Btype, Ctype};
-    if ((st = check_pointers(call, &g, handle->device, batchCount, strideA, strideB, strideC)))
-        return st;
+    if (batchCount == 0) return CUBLAS_STATUS_SUCCESS;
+    Gemm g = { transa, transb, m,     n,     k,    *(const float *)alpha, *(const float *)beta, A, B, C, lda,
+               ldb,    ldc,    Atype, Btype, Ctype };
+    if ((st = check_pointers(call, &g, handle->device, batchCount, strideA, strideB, strideC))) return st;
     cudaStream_t s = handle_stream(call, handle);
-    if (!s)
-        return CUBLAS_STATUS_INVALID_VALUE;
+    if (!s) return CUBLAS_STATUS_INVALID_VALUE;
     BatchOp *op = malloc(sizeof *op);
-    if (!op)
-        return CUBLAS_STATUS_ALLOC_FAILED;
+    if (!op) return CUBLAS_STATUS_ALLOC_FAILED;
     op->op.run = run_batch;
     op->op.release = release_free;
     op->g = g;
@@ -382,13 +372,13 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
 
 /** A queued grouped batch: per-group shapes copied at call time, pointer arrays read at run time. */
 typedef struct {
-    SimOp op;                     /**< base */
-    int groups;                   /**< group count */
-    Gemm *shape;                  /**< per group: operations, sizes, scalars, leading dimensions, types */
-    int *size;                    /**< per group: number of problems */
-    const void *const *Aarray;    /**< device array of A pointers, one per problem */
-    const void *const *Barray;    /**< device array of B pointers */
-    void *const *Carray;          /**< device array of C pointers */
+    SimOp op;                  /**< base */
+    int groups;                /**< group count */
+    Gemm *shape;               /**< per group: operations, sizes, scalars, leading dimensions, types */
+    int *size;                 /**< per group: number of problems */
+    const void *const *Aarray; /**< device array of A pointers, one per problem */
+    const void *const *Barray; /**< device array of B pointers */
+    void *const *Carray;       /**< device array of C pointers */
 } GroupedOp;
 
 static void run_grouped(SimOp *op)
@@ -396,7 +386,7 @@ static void run_grouped(SimOp *op)
     GroupedOp *g = (GroupedOp *)op;
     static const char call[] = "cublasGemmGroupedBatchedEx";
     size_t p = 0;
-    const dim3 unit = {1, 1, 1};
+    const dim3 unit = { 1, 1, 1 };
     sim_count_begin(SIM_REC_GEMM, "cublasGemmGrouped", op->device, op->stream, unit, unit);
     for (int gi = 0; gi < g->groups; gi++) {
         for (int j = 0; j < g->size[gi]; j++, p++) {
@@ -440,11 +430,10 @@ cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t handle, const cublasOpe
 {
     static const char call[] = "cublasGemmGroupedBatchedEx";
     cublasStatus_t st = check_handle(call, handle);
-    if (st || (st = check_types(call, Atype, Btype, Ctype, computeType)))
-        return st;
-    if (group_count < 0 || (group_count > 0 && (!transa_array || !transb_array || !m_array || !n_array || !k_array ||
-                                                !alpha_array || !beta_array || !lda_array || !ldb_array ||
-                                                !ldc_array || !group_size))) {
+    if (st || (st = check_types(call, Atype, Btype, Ctype, computeType))) return st;
+    if (group_count < 0 ||
+        (group_count > 0 && (!transa_array || !transb_array || !m_array || !n_array || !k_array || !alpha_array ||
+                             !beta_array || !lda_array || !ldb_array || !ldc_array || !group_size))) {
         sim_detail("%s: negative group count or NULL per-group array", call);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
@@ -459,34 +448,45 @@ cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t handle, const cublasOpe
         }
         problems += (size_t)group_size[g];
     }
-    if (problems == 0)
-        return CUBLAS_STATUS_SUCCESS;
+    if (problems == 0) return CUBLAS_STATUS_SUCCESS;
     char why[256];
-    const char *bad = !sim_device_range_ok(Aarray, problems * sizeof *Aarray, handle->device, why, sizeof why) ? "Aarray"
-                      : !sim_device_range_ok(Barray, problems * sizeof *Barray, handle->device, why, sizeof why) ? "Barray"
-                      : !sim_device_range_ok(Carray, problems * sizeof *Carray, handle->device, why, sizeof why) ? "Carray"
-                                                                                                                 : NULL;
+    const char *bad =
+        !sim_device_range_ok(Aarray, problems * sizeof *Aarray, handle->device, why, sizeof why)   ? "Aarray"
+        : !sim_device_range_ok(Barray, problems * sizeof *Barray, handle->device, why, sizeof why) ? "Barray"
+        : !sim_device_range_ok(Carray, problems * sizeof *Carray, handle->device, why, sizeof why) ? "Carray"
+                                                                                                   : NULL;
     if (bad) {
         sim_detail("%s: %s must be a device array of %zu pointers: %s", call, bad, problems, why);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     cudaStream_t s = handle_stream(call, handle);
-    if (!s)
-        return CUBLAS_STATUS_INVALID_VALUE;
+    if (!s) return CUBLAS_STATUS_INVALID_VALUE;
     GroupedOp *op = calloc(1, sizeof *op);
     if (op) {
         op->shape = malloc((size_t)group_count * sizeof *op->shape);
         op->size = malloc((size_t)group_count * sizeof *op->size);
     }
     if (!op || !op->shape || !op->size) {
-        if (op)
-            release_grouped(&op->op);
+        if (op) release_grouped(&op->op);
         return CUBLAS_STATUS_ALLOC_FAILED;
     }
     for (int g = 0; g < group_count; g++) {
-        op->shape[g] = (Gemm){transa_array[g], transb_array[g], m_array[g], n_array[g], k_array[g],
-                              ((const float *)alpha_array)[g], ((const float *)beta_array)[g], NULL, NULL, NULL,
-                              lda_array[g], ldb_array[g], ldc_array[g], Atype, Btype, Ctype};
+        op->shape[g] = (Gemm){ transa_array[g],
+                               transb_array[g],
+                               m_array[g],
+                               n_array[g],
+                               k_array[g],
+                               ((const float *)alpha_array)[g],
+                               ((const float *)beta_array)[g],
+                               NULL,
+                               NULL,
+                               NULL,
+                               lda_array[g],
+                               ldb_array[g],
+                               ldc_array[g],
+                               Atype,
+                               Btype,
+                               Ctype };
         op->size[g] = group_size[g];
     }
     op->op.run = run_grouped;

@@ -68,21 +68,22 @@ typedef struct {
 static FuncAttr *func_attrs;
 static size_t nfunc_attrs, cap_func_attrs;
 
-void sim_exec_reset(void) { nfunc_attrs = 0; }
+void sim_exec_reset(void)
+{
+    nfunc_attrs = 0;
+}
 
 static size_t max_dynamic_smem(const void *kernel)
 {
     for (size_t i = 0; i < nfunc_attrs; i++)
-        if (func_attrs[i].kernel == kernel)
-            return (size_t)func_attrs[i].max_dynamic;
+        if (func_attrs[i].kernel == kernel) return (size_t)func_attrs[i].max_dynamic;
     return SIM_SMEM_DEFAULT;
 }
 
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value)
 {
     sim_init();
-    if (!func)
-        return sim_error(cudaErrorInvalidDeviceFunction, "cudaFuncSetAttribute: func is NULL");
+    if (!func) return sim_error(cudaErrorInvalidDeviceFunction, "cudaFuncSetAttribute: func is NULL");
     if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
         return sim_error(cudaErrorInvalidValue, "cudaFuncSetAttribute: attribute %d is not simulated", (int)attr);
     if (value < 0 || (size_t)value > SIM_SMEM_OPTIN)
@@ -98,12 +99,11 @@ cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, 
     if (nfunc_attrs == cap_func_attrs) {
         size_t cap = cap_func_attrs ? 2 * cap_func_attrs : 16;
         FuncAttr *grown = realloc(func_attrs, cap * sizeof *grown);
-        if (!grown)
-            return sim_error(cudaErrorMemoryAllocation, "cudaFuncSetAttribute: out of host memory");
+        if (!grown) return sim_error(cudaErrorMemoryAllocation, "cudaFuncSetAttribute: out of host memory");
         func_attrs = grown;
         cap_func_attrs = cap;
     }
-    func_attrs[nfunc_attrs++] = (FuncAttr){func, value};
+    func_attrs[nfunc_attrs++] = (FuncAttr){ func, value };
     return cudaSuccess;
 }
 
@@ -120,13 +120,13 @@ enum ThreadState {
 
 /** One simulated GPU thread. */
 typedef struct {
-    SimFiber fiber;                /**< its flow of control */
-    SimCoords coords;              /**< threadIdx, blockIdx, ... as the kernel sees them */
-    int linear;                    /**< x + y·blockDim.x + z·blockDim.x·blockDim.y */
-    int state;                     /**< enum ThreadState */
-    unsigned long long value;      /**< what it brought to the pending warp collective */
-    int arg;                       /**< source lane of a pending shuffle */
-    unsigned long long result;     /**< what the collective or barrier gave back */
+    SimFiber fiber;            /**< its flow of control */
+    SimCoords coords;          /**< threadIdx, blockIdx, ... as the kernel sees them */
+    int linear;                /**< x + y·blockDim.x + z·blockDim.x·blockDim.y */
+    int state;                 /**< enum ThreadState */
+    unsigned long long value;  /**< what it brought to the pending warp collective */
+    int arg;                   /**< source lane of a pending shuffle */
+    unsigned long long result; /**< what the collective or barrier gave back */
 } SimThread;
 
 /** Bookkeeping of one warp's collectives. */
@@ -147,19 +147,19 @@ typedef struct {
 
 /** The block being run on this OS thread. */
 typedef struct {
-    const KernelOp *k;   /**< its launch */
-    SimThread *threads;  /**< blockDim.x·y·z threads */
-    int n;               /**< number of threads */
-    SimWarp warps[32];   /**< ⌈n / 32⌉ warps */
-    int live;            /**< threads not yet exited */
-    int exited;          /**< threads that returned */
-    int at_barrier;      /**< threads waiting at __syncthreads */
-    int barrier_op;      /**< enum SimBarrierOp of the pending barrier */
-    int barrier_acc;     /**< its combined predicate */
-    void *smem;          /**< dynamic shared memory */
-    SimFiber scheduler;  /**< the OS thread's own context, which runs the scheduler */
-    SimThread *current;  /**< the thread running now */
-    int failed;          /**< a fault ended the block */
+    const KernelOp *k;  /**< its launch */
+    SimThread *threads; /**< blockDim.x·y·z threads */
+    int n;              /**< number of threads */
+    SimWarp warps[32];  /**< ⌈n / 32⌉ warps */
+    int live;           /**< threads not yet exited */
+    int exited;         /**< threads that returned */
+    int at_barrier;     /**< threads waiting at __syncthreads */
+    int barrier_op;     /**< enum SimBarrierOp of the pending barrier */
+    int barrier_acc;    /**< its combined predicate */
+    void *smem;         /**< dynamic shared memory */
+    SimFiber scheduler; /**< the OS thread's own context, which runs the scheduler */
+    SimThread *current; /**< the thread running now */
+    int failed;         /**< a fault ended the block */
 } Block;
 
 static _Thread_local Block *running;
@@ -278,7 +278,7 @@ int sim_block_barrier(int op, int pred)
 
 static const char *warp_op_name(int op)
 {
-    static const char *names[] = {"__syncwarp", "__shfl*_sync", "__ballot_sync/__any_sync", "__all_sync"};
+    static const char *names[] = { "__syncwarp", "__shfl*_sync", "__ballot_sync/__any_sync", "__all_sync" };
     return names[op];
 }
 
@@ -290,7 +290,8 @@ unsigned long long sim_warp_collective(unsigned int mask, int op, unsigned long 
     SimWarp *w = &b->warps[wi];
     unsigned int eff = mask & w->exist;
     if (!(eff & (1u << lane)))
-        thread_fault(b, t, "%s with mask 0x%08x, which does not name the calling lane %d", warp_op_name(op), mask, lane);
+        thread_fault(b, t, "%s with mask 0x%08x, which does not name the calling lane %d", warp_op_name(op), mask,
+                     lane);
     if (eff & w->exited)
         thread_fault(b, t, "%s with mask 0x%08x names lanes 0x%08x that have exited", warp_op_name(op), mask,
                      eff & w->exited);
@@ -312,11 +313,9 @@ unsigned long long sim_warp_collective(unsigned int mask, int op, unsigned long 
     SimThread *lanes = &b->threads[wi * 32];
     unsigned long long ballot = 0;
     for (int l = 0; l < 32; l++)
-        if ((eff >> l & 1u) && lanes[l].value)
-            ballot |= 1ull << l;
+        if ((eff >> l & 1u) && lanes[l].value) ballot |= 1ull << l;
     for (int l = 0; l < 32; l++) {
-        if (!(eff >> l & 1u))
-            continue;
+        if (!(eff >> l & 1u)) continue;
         if (op == SIM_WARP_SHFL) {
             int src = lanes[l].arg;
             if (!(eff >> src & 1u))
@@ -329,8 +328,7 @@ unsigned long long sim_warp_collective(unsigned int mask, int op, unsigned long 
         }
     }
     for (int l = 0; l < 32; l++)
-        if ((eff >> l & 1u) && l != lane)
-            lanes[l].state = THREAD_RUNNABLE;
+        if ((eff >> l & 1u) && l != lane) lanes[l].state = THREAD_RUNNABLE;
     w->arrived = 0;
     return t->result;
 }
@@ -342,7 +340,10 @@ unsigned int sim_warp_active_mask(void)
     return w->exist & ~w->exited;
 }
 
-void *sim_dynamic_smem(void) { return need_block("dynamic shared memory")->smem; }
+void *sim_dynamic_smem(void)
+{
+    return need_block("dynamic shared memory")->smem;
+}
 
 /** Explains why no thread can make progress. */
 static void deadlock_fault(Block *b)
@@ -354,8 +355,7 @@ static void deadlock_fault(Block *b)
                         "deadlock: lanes 0x%08x of warp %d wait at %s for lanes 0x%08x, which never arrive "
                         "(%d thread(s) wait at __syncthreads, %d exited)",
                         w->arrived, wi, warp_op_name(w->op), w->mask & ~w->arrived, b->at_barrier, b->exited);
-        if (w->arrived)
-            return;
+        if (w->arrived) return;
     }
     block_fault(b, "deadlock: no thread can proceed");
 }
@@ -368,7 +368,7 @@ static void run_block(Block *b, const int *order)
     b->at_barrier = 0;
     for (int wi = 0; wi * 32 < b->n; wi++) {
         int lanes = b->n - wi * 32 < 32 ? b->n - wi * 32 : 32;
-        b->warps[wi] = (SimWarp){lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u, 0, 0, 0, 0};
+        b->warps[wi] = (SimWarp){ lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u, 0, 0, 0, 0 };
     }
     for (int i = 0; i < b->n; i++) {
         size_t size;
@@ -376,8 +376,7 @@ static void run_block(Block *b, const int *order)
         sim_fiber_prepare(&b->threads[i].fiber, stack, size, thread_main);
         b->threads[i].state = THREAD_RUNNABLE;
     }
-    if (b->k->launch.smem)
-        memset(b->smem, 0xff, b->k->launch.smem); /* uninitialised shared memory reads as NaN */
+    if (b->k->launch.smem) memset(b->smem, 0xff, b->k->launch.smem); /* uninitialised shared memory reads as NaN */
     counters.blocks++;
     counters.threads += (unsigned long long)b->n;
 
@@ -385,17 +384,14 @@ static void run_block(Block *b, const int *order)
         int progressed = 0;
         for (int k = 0; k < b->n; k++) {
             SimThread *t = &b->threads[order[k]];
-            if (t->state != THREAD_RUNNABLE)
-                continue;
+            if (t->state != THREAD_RUNNABLE) continue;
             b->current = t;
             sim_coords = &t->coords;
             sim_fiber_switch(&b->scheduler, &t->fiber);
             progressed = 1;
-            if (b->failed)
-                return;
+            if (b->failed) return;
         }
-        if (b->exited == b->n)
-            return;
+        if (b->exited == b->n) return;
         if (!progressed) {
             deadlock_fault(b);
             return;
@@ -406,10 +402,8 @@ static void run_block(Block *b, const int *order)
 /** Fills order[0..n) for a race-check pass: 0 forward, 1 reverse, 2 shuffled (seeded by the block). */
 static void make_order(int *order, int n, int pass, unsigned long long seed)
 {
-    for (int i = 0; i < n; i++)
-        order[i] = pass == 1 ? n - 1 - i : i;
-    if (pass != 2)
-        return;
+    for (int i = 0; i < n; i++) order[i] = pass == 1 ? n - 1 - i : i;
+    if (pass != 2) return;
     unsigned long long s = seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull;
     for (int i = n - 1; i > 0; i--) {
         s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
@@ -461,8 +455,7 @@ static int run_grid(const KernelOp *k, int pass)
         for (unsigned int by = 0; by < l->grid.y && !b.failed; by++) {
             for (unsigned int bx = 0; bx < l->grid.x && !b.failed; bx++) {
                 uint3 idx = make_uint3(bx, by, bz);
-                for (int i = 0; i < n; i++)
-                    b.threads[i].coords.block_idx = idx;
+                for (int i = 0; i < n; i++) b.threads[i].coords.block_idx = idx;
                 if (pass == 2)
                     make_order(order, n, pass, ((unsigned long long)bz << 42) ^ ((unsigned long long)by << 21) ^ bx);
                 run_block(&b, order);
@@ -501,10 +494,8 @@ static void snapshot_take(Snapshot *s, const KernelOp *k)
     for (int i = 0; i < nargs; i++) {
         const SimAlloc *a = sim_find_alloc(k->pointers[i]);
         int seen = 0;
-        for (int j = 0; j < s->n && a; j++)
-            seen |= s->allocs[j] == a;
-        if (!a || seen)
-            continue;
+        for (int j = 0; j < s->n && a; j++) seen |= s->allocs[j] == a;
+        if (!a || seen) continue;
         s->before[s->n] = malloc(a->size ? a->size : 1);
         s->first[s->n] = malloc(a->size ? a->size : 1);
         if (!s->before[s->n] || !s->first[s->n]) {
@@ -530,7 +521,7 @@ static void snapshot_free(Snapshot *s)
 /** Compares memory after run `pass` with the first run; reports the first difference. Returns 0 when equal. */
 static int snapshot_compare(const Snapshot *s, const KernelOp *k, int pass)
 {
-    static const char *names[] = {"forward", "reverse", "shuffled"};
+    static const char *names[] = { "forward", "reverse", "shuffled" };
     for (int i = 0; i < s->n; i++) {
         const SimAlloc *a = s->allocs[i];
         for (size_t off = 0; off < a->size; off++) {
@@ -553,8 +544,7 @@ static void run_kernel(SimOp *op)
 {
     KernelOp *k = (KernelOp *)op;
     static int racecheck = -1;
-    if (racecheck < 0)
-        racecheck = sim_env_long("SIM_RACECHECK", 0) != 0;
+    if (racecheck < 0) racecheck = sim_env_long("SIM_RACECHECK", 0) != 0;
     counters.launches++;
     sim_count_begin(SIM_REC_KERNEL, k->launch.name, op->device, op->stream, k->launch.grid, k->launch.block);
     if (!racecheck) {
@@ -567,13 +557,11 @@ static void run_kernel(SimOp *op)
     for (int pass = 0; pass < 3; pass++) {
         if (pass > 0) {
             for (int i = 0; i < s.n; i++) {
-                if (pass == 1)
-                    memcpy(s.first[i], s.allocs[i]->base, s.allocs[i]->size);
+                if (pass == 1) memcpy(s.first[i], s.allocs[i]->base, s.allocs[i]->size);
                 memcpy(s.allocs[i]->base, s.before[i], s.allocs[i]->size);
             }
         }
-        if (run_grid(k, pass) != 0 || (pass > 0 && snapshot_compare(&s, k, pass) != 0))
-            break;
+        if (run_grid(k, pass) != 0 || (pass > 0 && snapshot_compare(&s, k, pass) != 0)) break;
         sim_count_end(); /* race check's later passes repeat the same accesses: count the first */
     }
     sim_count_end();
@@ -614,8 +602,7 @@ static cudaError_t check_pointers(const SimKernelLaunch *l, int dev)
 {
     for (int i = 0; i < l->nargs; i++) {
         const void *p = l->pointers[i];
-        if (!p)
-            continue;
+        if (!p) continue;
         const SimAlloc *a = sim_find_alloc(p);
         if (!a)
             return sim_error(cudaErrorInvalidDevicePointer,
@@ -635,16 +622,14 @@ void sim_launch_kernel(const SimKernelLaunch *l)
 {
     cudaStream_t s = sim_resolve_stream("kernel launch", l->stream);
     KernelOp *k = NULL;
-    if (!s)
-        goto reject;
+    if (!s) goto reject;
     int dev = sim_stream_device(s);
     if (sim_device_sticky(dev)) {
-        sim_error(sim_device_sticky(dev), "kernel %s: device %d has failed earlier (cudaDeviceReset clears it)", l->name,
-                  dev);
+        sim_error(sim_device_sticky(dev), "kernel %s: device %d has failed earlier (cudaDeviceReset clears it)",
+                  l->name, dev);
         goto reject;
     }
-    if (check_config(l) || check_pointers(l, dev))
-        goto reject;
+    if (check_config(l) || check_pointers(l, dev)) goto reject;
     k = calloc(1, sizeof *k);
     if (!k || !(k->pointers = malloc((size_t)(l->nargs + 1) * sizeof *k->pointers))) {
         sim_error(cudaErrorMemoryAllocation, "kernel %s: out of host memory", l->name);
@@ -658,7 +643,7 @@ void sim_launch_kernel(const SimKernelLaunch *l)
     sim_enqueue(s, &k->op);
     return;
 reject:
-    sim_capture_invalidate(s);   /* a refused launch invalidates a capture of its stream, as on a GPU */
+    sim_capture_invalidate(s); /* a refused launch invalidates a capture of its stream, as on a GPU */
     free(k);
     l->release(l->pack);
 }

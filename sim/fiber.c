@@ -48,16 +48,19 @@
 
 static unsigned long long switches;
 
-unsigned long long sim_fiber_switches(void) { return switches; }
+unsigned long long sim_fiber_switches(void)
+{
+    return switches;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* the stack pool                                                                              */
 
 /** Stacks of the calling OS thread, reused by every block it runs. */
 typedef struct {
-    char **stacks;     /**< lowest usable address of each stack */
-    int count;         /**< stacks mapped */
-    size_t size;       /**< usable bytes per stack */
+    char **stacks; /**< lowest usable address of each stack */
+    int count;     /**< stacks mapped */
+    size_t size;   /**< usable bytes per stack */
 } StackPool;
 
 static _Thread_local StackPool pool;
@@ -76,8 +79,8 @@ void *sim_stack_get(int index, size_t *size)
             abort();
         }
         pool.stacks = grown;
-        char *region = mmap(NULL, pool.size + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                            -1, 0);
+        char *region =
+            mmap(NULL, pool.size + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (region == MAP_FAILED || mprotect(region, page, PROT_NONE) != 0) {
             fprintf(stderr, "sim: cannot map a %zu-byte fiber stack\n", pool.size);
             abort();
@@ -99,8 +102,7 @@ void *sim_stack_get(int index, size_t *size)
 static void asan_before(SimFiber *from, SimFiber *to, int from_exits)
 {
 #ifdef SIM_ASAN
-    __sanitizer_start_switch_fiber(from_exits ? NULL : &from->asan_fake_stack,
-                                   to->stack ? to->stack : to->asan_bottom,
+    __sanitizer_start_switch_fiber(from_exits ? NULL : &from->asan_fake_stack, to->stack ? to->stack : to->asan_bottom,
                                    to->stack ? to->stack_size : to->asan_size);
 #else
     (void)from, (void)to, (void)from_exits;
@@ -172,11 +174,10 @@ void sim_fiber_swap(void **save_sp, void *load_sp);
 void sim_fiber_prepare(SimFiber *f, void *stack, size_t size, void (*entry)(void))
 {
     uint64_t *sp = (uint64_t *)(((uintptr_t)stack + size) & ~(uintptr_t)15);
-    *--sp = 0;                                 /* entry's return address: it never returns */
-    *--sp = (uint64_t)(uintptr_t)entry;        /* where `ret` goes on the first switch */
-    for (int i = 0; i < 6; i++)
-        *--sp = 0;                             /* rbp, rbx, r12–r15 */
-    *--sp = 0x1f80u | (0x037full << 32);       /* default MXCSR and x87 control word */
+    *--sp = 0;                             /* entry's return address: it never returns */
+    *--sp = (uint64_t)(uintptr_t)entry;    /* where `ret` goes on the first switch */
+    for (int i = 0; i < 6; i++) *--sp = 0; /* rbp, rbx, r12–r15 */
+    *--sp = 0x1f80u | (0x037full << 32);   /* default MXCSR and x87 control word */
     f->sp = sp;
     f->stack = stack;
     f->stack_size = size;

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 
 #define SIM_GRAPH_MAGIC 0x47524148u /**< "GRAH": a live cudaGraph_t */
-#define SIM_EXEC_MAGIC 0x47455845u  /**< "GEXE": a live cudaGraphExec_t */
+#define SIM_EXEC_MAGIC  0x47455845u /**< "GEXE": a live cudaGraphExec_t */
 
 /** The recorded operations, shared by a graph, its instantiations and their queued launches. */
 typedef struct {
@@ -45,8 +45,7 @@ struct CUgraphExec_st {
 /** Drops one reference; the last releases every operation. */
 static void ops_drop(OpList *l)
 {
-    if (--l->refs > 0)
-        return;
+    if (--l->refs > 0) return;
     while (l->head) {
         SimOp *op = l->head;
         l->head = op->next;
@@ -99,8 +98,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsig
     if (flags != 0)
         return sim_error(cudaErrorInvalidValue, "cudaGraphInstantiate: flags %llu (only 0 is simulated)", flags);
     cudaGraphExec_t x = calloc(1, sizeof *x);
-    if (!x)
-        return sim_error(cudaErrorMemoryAllocation, "cudaGraphInstantiate: out of host memory");
+    if (!x) return sim_error(cudaErrorMemoryAllocation, "cudaGraphInstantiate: out of host memory");
     x->magic = SIM_EXEC_MAGIC;
     x->ops = graph->ops;
     x->ops->refs++;
@@ -128,8 +126,7 @@ static void run_launch(SimOp *op)
 {
     sim_count_graph(1);
     for (SimOp *node = ((LaunchOp *)op)->ops->head; node; node = node->next) {
-        if (sim_device_sticky(op->device) != cudaSuccess)
-            break;
+        if (sim_device_sticky(op->device) != cudaSuccess) break;
         node->run(node);
     }
     sim_count_graph(-1);
@@ -146,15 +143,13 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream)
     if (!exec || exec->magic != SIM_EXEC_MAGIC)
         return sim_error(cudaErrorInvalidValue, "cudaGraphLaunch: %p is not a live graph exec", (void *)exec);
     cudaStream_t s = sim_resolve_stream_on("cudaGraphLaunch", stream, exec->ops->device);
-    if (!s)
-        return cudaPeekAtLastError();
+    if (!s) return cudaPeekAtLastError();
     const cudaError_t sticky = sim_device_sticky(exec->ops->device);
     if (sticky != cudaSuccess)
         return sim_error(sticky, "cudaGraphLaunch: device %d has failed earlier (cudaDeviceReset clears it)",
                          exec->ops->device);
     LaunchOp *l = malloc(sizeof *l);
-    if (!l)
-        return sim_error(cudaErrorMemoryAllocation, "cudaGraphLaunch: out of host memory");
+    if (!l) return sim_error(cudaErrorMemoryAllocation, "cudaGraphLaunch: out of host memory");
     l->op.run = run_launch;
     l->op.release = release_launch;
     l->ops = exec->ops;

@@ -36,8 +36,7 @@ static size_t upper_bound(const void *p)
 const SimAlloc *sim_find_alloc(const void *p)
 {
     size_t i = upper_bound(p);
-    if (i == 0 || !p)
-        return NULL;
+    if (i == 0 || !p) return NULL;
     const SimAlloc *a = &sim_machine.allocs[i - 1];
     return (const char *)p <= a->base + a->size ? a : NULL;
 }
@@ -47,14 +46,13 @@ static int table_insert(char *base, size_t size, int device)
     if (sim_machine.nallocs == sim_machine.cap_allocs) {
         size_t cap = sim_machine.cap_allocs ? 2 * sim_machine.cap_allocs : 64;
         SimAlloc *grown = realloc(sim_machine.allocs, cap * sizeof *grown);
-        if (!grown)
-            return -1;
+        if (!grown) return -1;
         sim_machine.allocs = grown;
         sim_machine.cap_allocs = cap;
     }
     size_t i = upper_bound(base);
     memmove(&sim_machine.allocs[i + 1], &sim_machine.allocs[i], (sim_machine.nallocs - i) * sizeof *sim_machine.allocs);
-    sim_machine.allocs[i] = (SimAlloc){base, size, device};
+    sim_machine.allocs[i] = (SimAlloc){ base, size, device };
     sim_machine.nallocs++;
     return 0;
 }
@@ -63,11 +61,11 @@ static int table_insert(char *base, size_t size, int device)
 static int table_remove(const void *p, int want_pinned)
 {
     size_t i = upper_bound(p);
-    if (i == 0 || sim_machine.allocs[i - 1].base != (const char *)p || (sim_machine.allocs[i - 1].device < 0) != want_pinned)
+    if (i == 0 || sim_machine.allocs[i - 1].base != (const char *)p ||
+        (sim_machine.allocs[i - 1].device < 0) != want_pinned)
         return -2;
     int dev = sim_machine.allocs[i - 1].device;
-    if (dev >= 0)
-        sim_machine.dev[dev].allocated -= sim_machine.allocs[i - 1].size;
+    if (dev >= 0) sim_machine.dev[dev].allocated -= sim_machine.allocs[i - 1].size;
     memmove(&sim_machine.allocs[i - 1], &sim_machine.allocs[i], (sim_machine.nallocs - i) * sizeof *sim_machine.allocs);
     sim_machine.nallocs--;
     return dev;
@@ -104,8 +102,7 @@ int sim_device_range_ok(const void *p, size_t bytes, int dev, char *why, size_t 
     const SimAlloc *a = sim_find_alloc(p);
     if (!a || a->device < 0 || (dev >= 0 && a->device != dev)) {
         char want[32] = "device";
-        if (dev >= 0)
-            snprintf(want, sizeof want, "device %d", dev);
+        if (dev >= 0) snprintf(want, sizeof want, "device %d", dev);
         snprintf(why, n, "%s, want %s memory", sim_describe_pointer(p, where, sizeof where), want);
         return 0;
     }
@@ -121,8 +118,7 @@ int sim_device_range_ok(const void *p, size_t bytes, int dev, char *why, size_t 
 cudaError_t sim_check_device_range(const char *call, const char *what, const void *p, size_t bytes, int dev)
 {
     char why[256];
-    if (sim_device_range_ok(p, bytes, dev, why, sizeof why))
-        return cudaSuccess;
+    if (sim_device_range_ok(p, bytes, dev, why, sizeof why)) return cudaSuccess;
     const SimAlloc *a = sim_find_alloc(p);
     return sim_error(a && a->device >= 0 && (dev < 0 || a->device == dev) ? cudaErrorInvalidValue
                                                                           : cudaErrorInvalidDevicePointer,
@@ -132,25 +128,22 @@ cudaError_t sim_check_device_range(const char *call, const char *what, const voi
 cudaError_t cudaMalloc(void **ptr, size_t size)
 {
     cudaError_t e = sim_need_device("cudaMalloc");
-    if (e)
-        return e;
-    if (!ptr)
-        return sim_error(cudaErrorInvalidValue, "cudaMalloc: ptr is NULL");
-    if ((e = sim_unsafe_in_capture("cudaMalloc")))
-        return e;
+    if (e) return e;
+    if (!ptr) return sim_error(cudaErrorInvalidValue, "cudaMalloc: ptr is NULL");
+    if ((e = sim_unsafe_in_capture("cudaMalloc"))) return e;
     sim_machine.malloc_calls++;
     if (sim_machine.fail_malloc_at && sim_machine.malloc_calls == sim_machine.fail_malloc_at)
         return sim_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu bytes): call %ld fails (SIM_FAIL_MALLOC)", size,
                          sim_machine.malloc_calls);
     *ptr = NULL;
-    if (size == 0)
-        return cudaSuccess;
+    if (size == 0) return cudaSuccess;
     SimDevice *d = &sim_machine.dev[sim_current_device()];
     void *p = NULL;
     if (size > SIM_DEVICE_MEMORY - d->allocated || posix_memalign(&p, 256, size) != 0 ||
         table_insert(p, size, sim_current_device()) != 0) {
         free(p);
-        return sim_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu bytes) on device %d failed", size, sim_current_device());
+        return sim_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu bytes) on device %d failed", size,
+                         sim_current_device());
     }
     d->allocated += size;
     sim_count_alloc(sim_current_device(), d->allocated);
@@ -163,13 +156,13 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
 static cudaError_t release(void *ptr, int pinned, const char *call, const char *not_ours)
 {
     cudaError_t e = sim_need_device(call);
-    if (e || !ptr || (e = sim_unsafe_in_capture(call)))
-        return e;
+    if (e || !ptr || (e = sim_unsafe_in_capture(call))) return e;
     sim_count_sync();
     sim_drain_all();
     if (table_remove(ptr, pinned) == -2) {
         char where[128];
-        return sim_error(cudaErrorInvalidValue, "%s: %s %s", call, sim_describe_pointer(ptr, where, sizeof where), not_ours);
+        return sim_error(cudaErrorInvalidValue, "%s: %s %s", call, sim_describe_pointer(ptr, where, sizeof where),
+                         not_ours);
     }
     sim_count_forget(ptr);
     free(ptr);
@@ -184,12 +177,9 @@ cudaError_t cudaFree(void *ptr)
 cudaError_t cudaMallocHost(void **ptr, size_t size)
 {
     cudaError_t e = sim_need_device("cudaMallocHost");
-    if (e)
-        return e;
-    if (!ptr)
-        return sim_error(cudaErrorInvalidValue, "cudaMallocHost: ptr is NULL");
-    if ((e = sim_unsafe_in_capture("cudaMallocHost")))
-        return e;
+    if (e) return e;
+    if (!ptr) return sim_error(cudaErrorInvalidValue, "cudaMallocHost: ptr is NULL");
+    if ((e = sim_unsafe_in_capture("cudaMallocHost"))) return e;
     void *p = NULL;
     if (posix_memalign(&p, 256, size ? size : 1) != 0 || table_insert(p, size, -1) != 0) {
         free(p);
@@ -207,15 +197,12 @@ cudaError_t cudaFreeHost(void *ptr)
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
 {
     cudaError_t e = sim_need_device("cudaMemGetInfo");
-    if (e)
-        return e;
-    if (!free_bytes || !total_bytes)
-        return sim_error(cudaErrorInvalidValue, "cudaMemGetInfo: NULL argument");
+    if (e) return e;
+    if (!free_bytes || !total_bytes) return sim_error(cudaErrorInvalidValue, "cudaMemGetInfo: NULL argument");
     *total_bytes = SIM_DEVICE_MEMORY;
     *free_bytes = SIM_DEVICE_MEMORY - sim_machine.dev[sim_current_device()].allocated;
     return cudaSuccess;
 }
-
 
 void sim_free_device_allocations(int dev)
 {

@@ -33,8 +33,8 @@
 
 /** The communicators made by one ncclCommInitAll. */
 typedef struct {
-    int n;                              /**< number of ranks */
-    int live;                           /**< communicators not yet destroyed */
+    int n;                                  /**< number of ranks */
+    int live;                               /**< communicators not yet destroyed */
     struct ncclComm *rank[SIM_MAX_DEVICES]; /**< rank r's communicator */
 } Clique;
 
@@ -49,8 +49,8 @@ struct ncclComm {
 /** What a recorded call does. */
 typedef enum { CALL_SEND, CALL_RECV, CALL_ALLREDUCE, CALL_ALLGATHER, CALL_REDUCESCATTER, CALL_BROADCAST } CallKind;
 
-static const char *const call_names[] = {"ncclSend", "ncclRecv", "ncclAllReduce", "ncclAllGather",
-                                         "ncclReduceScatter", "ncclBroadcast"};
+static const char *const call_names[] = { "ncclSend",      "ncclRecv",          "ncclAllReduce",
+                                          "ncclAllGather", "ncclReduceScatter", "ncclBroadcast" };
 
 /** A recorded call. */
 typedef struct {
@@ -66,9 +66,9 @@ typedef struct {
 } Call;
 
 static struct {
-    int depth;       /**< group nesting */
-    Call *calls;     /**< recorded calls of the open group */
-    size_t n, cap;   /**< how many, room */
+    int depth;     /**< group nesting */
+    Call *calls;   /**< recorded calls of the open group */
+    size_t n, cap; /**< how many, room */
 } group;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -125,18 +125,16 @@ ncclResult_t ncclCommInitAll(ncclComm_t *comms, int ndev, const int *devlist)
         }
     }
     Clique *c = calloc(1, sizeof *c);
-    if (!c)
-        return ncclSystemError;
+    if (!c) return ncclSystemError;
     c->n = c->live = ndev;
     for (int i = 0; i < ndev; i++) {
         ncclComm_t comm = calloc(1, sizeof *comm);
         if (!comm) {
-            while (i-- > 0)
-                free(c->rank[i]);
+            while (i-- > 0) free(c->rank[i]);
             free(c);
             return ncclSystemError;
         }
-        *comm = (struct ncclComm){COMM_MAGIC, c, i, devlist ? devlist[i] : i};
+        *comm = (struct ncclComm){ COMM_MAGIC, c, i, devlist ? devlist[i] : i };
         c->rank[i] = comm;
     }
     memcpy(comms, c->rank, (size_t)ndev * sizeof *comms);
@@ -155,22 +153,19 @@ static ncclResult_t check_comm(const char *call, ncclComm_t comm)
 ncclResult_t ncclCommDestroy(ncclComm_t comm)
 {
     ncclResult_t r = check_comm("ncclCommDestroy", comm);
-    if (r)
-        return r;
+    if (r) return r;
     Clique *c = comm->clique;
     comm->magic = 0;
     c->rank[comm->rank] = NULL;
     free(comm);
-    if (--c->live == 0)
-        free(c);
+    if (--c->live == 0) free(c);
     return ncclSuccess;
 }
 
 ncclResult_t ncclCommCount(const ncclComm_t comm, int *count)
 {
     ncclResult_t r = check_comm("ncclCommCount", comm);
-    if (r || !count)
-        return r ? r : ncclInvalidArgument;
+    if (r || !count) return r ? r : ncclInvalidArgument;
     *count = comm->clique->n;
     return ncclSuccess;
 }
@@ -178,8 +173,7 @@ ncclResult_t ncclCommCount(const ncclComm_t comm, int *count)
 ncclResult_t ncclCommCuDevice(const ncclComm_t comm, int *device)
 {
     ncclResult_t r = check_comm("ncclCommCuDevice", comm);
-    if (r || !device)
-        return r ? r : ncclInvalidArgument;
+    if (r || !device) return r ? r : ncclInvalidArgument;
     *device = comm->device;
     return ncclSuccess;
 }
@@ -187,8 +181,7 @@ ncclResult_t ncclCommCuDevice(const ncclComm_t comm, int *device)
 ncclResult_t ncclCommUserRank(const ncclComm_t comm, int *rank)
 {
     ncclResult_t r = check_comm("ncclCommUserRank", comm);
-    if (r || !rank)
-        return r ? r : ncclInvalidArgument;
+    if (r || !rank) return r ? r : ncclInvalidArgument;
     *rank = comm->rank;
     return ncclSuccess;
 }
@@ -200,23 +193,32 @@ ncclResult_t ncclCommUserRank(const ncclComm_t comm, int *rank)
 static size_t elem_size(ncclDataType_t t)
 {
     switch (t) {
-    case ncclInt8: case ncclUint8: return 1;
+    case ncclInt8:
+    case ncclUint8: return 1;
     case ncclBfloat16: return 2;
-    case ncclInt32: case ncclUint32: case ncclFloat32: return 4;
-    case ncclInt64: case ncclUint64: case ncclFloat64: return 8;
+    case ncclInt32:
+    case ncclUint32:
+    case ncclFloat32: return 4;
+    case ncclInt64:
+    case ncclUint64:
+    case ncclFloat64: return 8;
     }
     return 0;
 }
 
-static int is_float(ncclDataType_t t) { return t == ncclFloat32 || t == ncclFloat64 || t == ncclBfloat16; }
-static int is_signed(ncclDataType_t t) { return t == ncclInt8 || t == ncclInt32 || t == ncclInt64; }
+static int is_float(ncclDataType_t t)
+{
+    return t == ncclFloat32 || t == ncclFloat64 || t == ncclBfloat16;
+}
+static int is_signed(ncclDataType_t t)
+{
+    return t == ncclInt8 || t == ncclInt32 || t == ncclInt64;
+}
 
 static double load_float(ncclDataType_t t, const void *p, size_t i)
 {
-    if (t == ncclFloat32)
-        return ((const float *)p)[i];
-    if (t == ncclFloat64)
-        return ((const double *)p)[i];
+    if (t == ncclFloat32) return ((const float *)p)[i];
+    if (t == ncclFloat64) return ((const double *)p)[i];
     uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
     float f;
     memcpy(&f, &u, 4);
@@ -278,16 +280,16 @@ static void reduce(ncclDataType_t t, ncclRedOp_t op, void *out, const void *cons
             double acc = load_float(t, in[0], i);
             for (int r = 1; r < nin; r++) {
                 double v = load_float(t, in[r], i);
-                acc = op == ncclProd ? acc * v : op == ncclMax ? (v > acc ? v : acc) : op == ncclMin ? (v < acc ? v : acc)
-                                                                                                      : acc + v;
+                acc = op == ncclProd  ? acc * v
+                      : op == ncclMax ? (v > acc ? v : acc)
+                      : op == ncclMin ? (v < acc ? v : acc)
+                                      : acc + v;
             }
             store_float(t, scratch, i, op == ncclAvg ? acc / nin : acc);
         } else {
             uint64_t acc = load_int(t, in[0], i);
-            for (int r = 1; r < nin; r++)
-                acc = combine_int(op, is_signed(t), acc, load_int(t, in[r], i));
-            if (op == ncclAvg)
-                acc = is_signed(t) ? (uint64_t)((int64_t)acc / nin) : acc / (uint64_t)nin;
+            for (int r = 1; r < nin; r++) acc = combine_int(op, is_signed(t), acc, load_int(t, in[r], i));
+            if (op == ncclAvg) acc = is_signed(t) ? (uint64_t)((int64_t)acc / nin) : acc / (uint64_t)nin;
             store_int(t, scratch, i, acc);
         }
     }
@@ -304,8 +306,7 @@ static ncclResult_t record(Call c, cudaStream_t stream, size_t send_elems, size_
 {
     const char *name = call_names[c.kind];
     ncclResult_t r = check_comm(name, c.comm);
-    if (r)
-        return r;
+    if (r) return r;
     size_t es = elem_size(c.type);
     int n = c.comm->clique->n;
     char why[256];
@@ -327,19 +328,18 @@ static ncclResult_t record(Call c, cudaStream_t stream, size_t send_elems, size_
         return ncclInvalidArgument;
     }
     cudaStream_t s = sim_resolve_stream_on(name, stream, c.comm->device);
-    if (!s)
-        return ncclInvalidArgument;
+    if (!s) return ncclInvalidArgument;
     if (sim_stream_capturing(s)) {
         sim_capture_invalidate(s);
         sim_detail("%s: rank %d: stream %p captures; NCCL inside a capture is not simulated (the capture is "
-                   "invalidated)", name, c.comm->rank, (void *)s);
+                   "invalidated)",
+                   name, c.comm->rank, (void *)s);
         return ncclInvalidUsage;
     }
     if (group.n == group.cap) {
         size_t cap = group.cap ? 2 * group.cap : 32;
         Call *grown = realloc(group.calls, cap * sizeof *grown);
-        if (!grown)
-            return ncclSystemError;
+        if (!grown) return ncclSystemError;
         group.calls = grown;
         group.cap = cap;
     }
@@ -350,28 +350,28 @@ static ncclResult_t record(Call c, cudaStream_t stream, size_t send_elems, size_
 ncclResult_t ncclSend(const void *sendbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
                       cudaStream_t stream)
 {
-    Call c = {CALL_SEND, comm, sendbuff, NULL, count, datatype, ncclSum, peer, 0};
+    Call c = { CALL_SEND, comm, sendbuff, NULL, count, datatype, ncclSum, peer, 0 };
     return record(c, stream, count, 0);
 }
 
 ncclResult_t ncclRecv(void *recvbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
                       cudaStream_t stream)
 {
-    Call c = {CALL_RECV, comm, NULL, recvbuff, count, datatype, ncclSum, peer, 0};
+    Call c = { CALL_RECV, comm, NULL, recvbuff, count, datatype, ncclSum, peer, 0 };
     return record(c, stream, 0, count);
 }
 
-ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream)
+ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
+                           ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = {CALL_ALLREDUCE, comm, sendbuff, recvbuff, count, datatype, op, 0, 0};
+    Call c = { CALL_ALLREDUCE, comm, sendbuff, recvbuff, count, datatype, op, 0, 0 };
     return record(c, stream, count, count);
 }
 
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype,
                            ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = {CALL_ALLGATHER, comm, sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, 0};
+    Call c = { CALL_ALLGATHER, comm, sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, 0 };
     ncclResult_t r = check_comm("ncclAllGather", comm);
     return r ? r : record(c, stream, sendcount, sendcount * (size_t)comm->clique->n);
 }
@@ -379,7 +379,7 @@ ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcoun
 ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t datatype,
                                ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = {CALL_REDUCESCATTER, comm, sendbuff, recvbuff, recvcount, datatype, op, 0, 0};
+    Call c = { CALL_REDUCESCATTER, comm, sendbuff, recvbuff, recvcount, datatype, op, 0, 0 };
     ncclResult_t r = check_comm("ncclReduceScatter", comm);
     return r ? r : record(c, stream, recvcount * (size_t)comm->clique->n, recvcount);
 }
@@ -387,7 +387,7 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, int root,
                            ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = {CALL_BROADCAST, comm, sendbuff, recvbuff, count, datatype, ncclSum, root, 0};
+    Call c = { CALL_BROADCAST, comm, sendbuff, recvbuff, count, datatype, ncclSum, root, 0 };
     ncclResult_t r = check_comm("ncclBroadcast", comm);
     /* Only the root's send buffer is read. */
     return r ? r : record(c, stream, comm && comm->rank == root ? count : 0, count);
@@ -431,10 +431,8 @@ static ncclResult_t match_point_to_point(void)
 {
     for (size_t i = 0; i < group.n; i++) {
         Call *s = &group.calls[i];
-        if (s->kind != CALL_SEND && s->kind != CALL_RECV)
-            continue;
-        if (s->matched)
-            continue;
+        if (s->kind != CALL_SEND && s->kind != CALL_RECV) continue;
+        if (s->matched) continue;
         /* The j-th send a→b pairs with the j-th recv at b from a. */
         int a = s->comm->rank, b = s->peer;
         CallKind other = s->kind == CALL_SEND ? CALL_RECV : CALL_SEND;
@@ -464,8 +462,7 @@ static ncclResult_t match_collectives(void)
 {
     for (size_t i = 0; i < group.n; i++) {
         Call *x = &group.calls[i];
-        if (x->kind < CALL_ALLREDUCE || x->matched)
-            continue;
+        if (x->kind < CALL_ALLREDUCE || x->matched) continue;
         const Clique *c = x->comm->clique;
         size_t j = 0;
         for (size_t k = 0; k < i; k++)
@@ -480,7 +477,8 @@ static ncclResult_t match_collectives(void)
                 return ncclInvalidUsage;
             }
             Call *y = &group.calls[p];
-            if (y->kind != x->kind || y->count != x->count || y->type != x->type || y->op != x->op || y->peer != x->peer) {
+            if (y->kind != x->kind || y->count != x->count || y->type != x->type || y->op != x->op ||
+                y->peer != x->peer) {
                 sim_detail("collective #%zu differs between rank %d (%s, %zu elements, type %d, op %d, root %d) and "
                            "rank %d (%s, %zu elements, type %d, op %d, root %d)",
                            j, x->comm->rank, call_names[x->kind], x->count, (int)x->type, (int)x->op, x->peer, r,
@@ -509,15 +507,14 @@ static void count_ring(const Clique *c, const Call *x, size_t bytes)
         case CALL_BROADCAST: b = (r + 1) % n == x->peer ? 0 : bytes; break;
         default: break;
         }
-        if (n > 1)
-            sim_count_nccl(c->rank[r]->device, c->rank[(r + 1) % n]->device, b);
+        if (n > 1) sim_count_nccl(c->rank[r]->device, c->rank[(r + 1) % n]->device, b);
     }
 }
 
 /** Performs collective #j of clique c (every rank's call is present and agrees). */
 static int perform_collective(const Clique *c, size_t j, char *scratch)
 {
-    Call *calls[SIM_MAX_DEVICES] = {0};
+    Call *calls[SIM_MAX_DEVICES] = { 0 };
     const void *ins[SIM_MAX_DEVICES];
     for (int r = 0; r < c->n; r++) {
         calls[r] = &group.calls[find_call(c, r, CALL_ALLREDUCE, 0, -1, j)];
@@ -529,34 +526,26 @@ static int perform_collective(const Clique *c, size_t j, char *scratch)
     count_ring(c, x, bytes);
     switch (x->kind) {
     case CALL_ALLREDUCE:
-        for (int r = 0; r < n; r++)
-            ins[r] = calls[r]->send;
+        for (int r = 0; r < n; r++) ins[r] = calls[r]->send;
         reduce(x->type, x->op, scratch, ins, n, x->count, scratch + bytes);
-        for (int r = 0; r < n; r++)
-            memcpy(calls[r]->recv, scratch, bytes);
+        for (int r = 0; r < n; r++) memcpy(calls[r]->recv, scratch, bytes);
         break;
     case CALL_REDUCESCATTER:
         for (int dst = 0; dst < n; dst++) {
-            for (int r = 0; r < n; r++)
-                ins[r] = (const char *)calls[r]->send + (size_t)dst * bytes;
+            for (int r = 0; r < n; r++) ins[r] = (const char *)calls[r]->send + (size_t)dst * bytes;
             reduce(x->type, x->op, scratch + (size_t)dst * bytes, ins, n, x->count, scratch + (size_t)n * bytes);
         }
-        for (int r = 0; r < n; r++)
-            memcpy(calls[r]->recv, scratch + (size_t)r * bytes, bytes);
+        for (int r = 0; r < n; r++) memcpy(calls[r]->recv, scratch + (size_t)r * bytes, bytes);
         break;
     case CALL_ALLGATHER:
-        for (int r = 0; r < n; r++)
-            memcpy(scratch + (size_t)r * bytes, calls[r]->send, bytes);
-        for (int r = 0; r < n; r++)
-            memcpy(calls[r]->recv, scratch, (size_t)n * bytes);
+        for (int r = 0; r < n; r++) memcpy(scratch + (size_t)r * bytes, calls[r]->send, bytes);
+        for (int r = 0; r < n; r++) memcpy(calls[r]->recv, scratch, (size_t)n * bytes);
         break;
     case CALL_BROADCAST:
         memcpy(scratch, calls[x->peer]->send, bytes);
-        for (int r = 0; r < n; r++)
-            memcpy(calls[r]->recv, scratch, bytes);
+        for (int r = 0; r < n; r++) memcpy(calls[r]->recv, scratch, bytes);
         break;
-    default:
-        return -1;
+    default: return -1;
     }
     return 0;
 }
@@ -564,12 +553,9 @@ static int perform_collective(const Clique *c, size_t j, char *scratch)
 static ncclResult_t execute_group(void)
 {
     ncclResult_t r = ncclSuccess;
-    for (size_t i = 0; i < group.n; i++)
-        group.calls[i].matched = 0;
-    if ((r = match_point_to_point()) || (r = match_collectives()))
-        goto done;
-    for (size_t i = 0; i < group.n; i++)
-        group.calls[i].matched = 0;
+    for (size_t i = 0; i < group.n; i++) group.calls[i].matched = 0;
+    if ((r = match_point_to_point()) || (r = match_collectives())) goto done;
+    for (size_t i = 0; i < group.n; i++) group.calls[i].matched = 0;
 
     /* Everything issued before the group must have run before data moves. */
     sim_drain_all();
@@ -587,8 +573,7 @@ static ncclResult_t execute_group(void)
     }
     for (size_t i = 0; i < group.n; i++) {
         Call *x = &group.calls[i];
-        if (x->kind < CALL_ALLREDUCE || x->matched || x->comm->rank != 0)
-            continue;
+        if (x->kind < CALL_ALLREDUCE || x->matched || x->comm->rank != 0) continue;
         size_t j = 0;
         for (size_t k = 0; k < i; k++)
             j += group.calls[k].comm->clique == x->comm->clique && group.calls[k].comm->rank == 0 &&
@@ -598,8 +583,7 @@ static ncclResult_t execute_group(void)
     /* Point-to-point: stage every send first, so exchanges in place read the old contents. */
     size_t total = 0;
     for (size_t i = 0; i < group.n; i++)
-        if (group.calls[i].kind == CALL_SEND)
-            total += group.calls[i].count * elem_size(group.calls[i].type);
+        if (group.calls[i].kind == CALL_SEND) total += group.calls[i].count * elem_size(group.calls[i].type);
     char *staged = malloc(total + 1);
     if (!staged) {
         free(scratch);
@@ -609,8 +593,7 @@ static ncclResult_t execute_group(void)
     size_t off = 0;
     for (size_t i = 0; i < group.n; i++) {
         Call *s = &group.calls[i];
-        if (s->kind != CALL_SEND)
-            continue;
+        if (s->kind != CALL_SEND) continue;
         size_t bytes = s->count * elem_size(s->type);
         memcpy(staged + off, s->send, bytes);
         s->send = staged + off; /* the staged copy now stands for the send buffer */
@@ -618,8 +601,7 @@ static ncclResult_t execute_group(void)
     }
     for (size_t i = 0; i < group.n; i++) {
         Call *s = &group.calls[i];
-        if (s->kind != CALL_SEND)
-            continue;
+        if (s->kind != CALL_SEND) continue;
         int a = s->comm->rank, b = s->peer;
         size_t j = 0;
         for (size_t k = 0; k < i; k++)

@@ -13,10 +13,10 @@
 
 #include "cuda_runtime.h"
 
-#define SIM_MAX_DEVICES 8                        /**< SIM_DEVICE_COUNT may not exceed this */
-#define SIM_SMEM_DEFAULT (48u * 1024u)           /**< dynamic shared memory without opt-in */
-#define SIM_SMEM_OPTIN (227u * 1024u)            /**< sm_90's per-block opt-in maximum */
-#define SIM_DEVICE_MEMORY (80ull << 30)          /**< bytes each simulated device reports */
+#define SIM_MAX_DEVICES   8              /**< SIM_DEVICE_COUNT may not exceed this */
+#define SIM_SMEM_DEFAULT  (48u * 1024u)  /**< dynamic shared memory without opt-in */
+#define SIM_SMEM_OPTIN    (227u * 1024u) /**< sm_90's per-block opt-in maximum */
+#define SIM_DEVICE_MEMORY (80ull << 30)  /**< bytes each simulated device reports */
 
 /* ---- errors (runtime.c) ---- */
 
@@ -77,11 +77,11 @@ void sim_free_device_allocations(int dev);
 
 /** One queued piece of device work; concrete operations embed it as their first member. */
 typedef struct SimOp {
-    struct SimOp *next;            /**< next in the stream */
-    uint64_t seq;                  /**< global issue order */
-    int device;                    /**< device whose stream holds it */
-    const void *stream;            /**< the stream it was queued on (for the counters) */
-    void (*run)(struct SimOp *op); /**< performs the work */
+    struct SimOp *next;                /**< next in the stream */
+    uint64_t seq;                      /**< global issue order */
+    int device;                        /**< device whose stream holds it */
+    const void *stream;                /**< the stream it was queued on (for the counters) */
+    void (*run)(struct SimOp *op);     /**< performs the work */
     void (*release)(struct SimOp *op); /**< frees the operation */
 } SimOp;
 
@@ -134,13 +134,13 @@ void sim_graph_append(cudaGraph_t g, SimOp *op);
 
 /** A suspended flow of control with its own stack. */
 typedef struct SimFiber {
-    void *sp;               /**< saved stack pointer (x86-64 switch) */
-    void *context;          /**< ucontext_t on other architectures */
-    void *stack;            /**< lowest usable stack address (NULL: the OS thread's own stack) */
-    size_t stack_size;      /**< usable bytes */
-    void *asan_fake_stack;  /**< AddressSanitizer's bookkeeping across switches */
-    const void *asan_bottom;/**< OS-thread stack bounds learned by AddressSanitizer */
-    size_t asan_size;       /**< size of that stack */
+    void *sp;                /**< saved stack pointer (x86-64 switch) */
+    void *context;           /**< ucontext_t on other architectures */
+    void *stack;             /**< lowest usable stack address (NULL: the OS thread's own stack) */
+    size_t stack_size;       /**< usable bytes */
+    void *asan_fake_stack;   /**< AddressSanitizer's bookkeeping across switches */
+    const void *asan_bottom; /**< OS-thread stack bounds learned by AddressSanitizer */
+    size_t asan_size;        /**< size of that stack */
 } SimFiber;
 
 /** A stack of at least the given index from the calling OS thread's pool (grown on demand, guard page below). */
@@ -162,36 +162,36 @@ void sim_alloc_stats(unsigned long long *calls, unsigned long long *live, unsign
 
 /** A stream: its device and its queue. */
 struct CUstream_st {
-    int device;         /**< device it was created on */
-    unsigned int flags; /**< cudaStreamDefault or cudaStreamNonBlocking */
-    int legacy;         /**< 1 for a device's legacy default stream */
-    SimOp *head;        /**< oldest queued operation */
-    SimOp *tail;        /**< newest queued operation */
-    cudaGraph_t capture;/**< graph being recorded (NULL: not capturing) */
+    int device;                              /**< device it was created on */
+    unsigned int flags;                      /**< cudaStreamDefault or cudaStreamNonBlocking */
+    int legacy;                              /**< 1 for a device's legacy default stream */
+    SimOp *head;                             /**< oldest queued operation */
+    SimOp *tail;                             /**< newest queued operation */
+    cudaGraph_t capture;                     /**< graph being recorded (NULL: not capturing) */
     enum cudaStreamCaptureMode capture_mode; /**< mode given to cudaStreamBeginCapture */
-    int capture_invalid;/**< a refused call invalidated the capture */
+    int capture_invalid;                     /**< a refused call invalidated the capture */
 };
 
 /** Per-device state. */
 typedef struct SimDevice {
-    struct CUstream_st legacy;              /**< the legacy default stream (stream 0) */
-    size_t allocated;                       /**< bytes of live device memory */
-    cudaError_t sticky;                     /**< error of a failed kernel; cleared by cudaDeviceReset */
-    unsigned char peer[SIM_MAX_DEVICES];    /**< peer access enabled towards each device */
+    struct CUstream_st legacy;           /**< the legacy default stream (stream 0) */
+    size_t allocated;                    /**< bytes of live device memory */
+    cudaError_t sticky;                  /**< error of a failed kernel; cleared by cudaDeviceReset */
+    unsigned char peer[SIM_MAX_DEVICES]; /**< peer access enabled towards each device */
 } SimDevice;
 
 /** The whole simulated machine. */
 typedef struct SimMachine {
-    int initialised;          /**< sim_init() ran */
-    int count;                /**< number of devices */
+    int initialised; /**< sim_init() ran */
+    int count;       /**< number of devices */
     SimDevice dev[SIM_MAX_DEVICES];
-    SimAlloc *allocs;         /**< live allocations sorted by base */
+    SimAlloc *allocs; /**< live allocations sorted by base */
     size_t nallocs, cap_allocs;
-    cudaStream_t *streams;    /**< user-created streams */
+    cudaStream_t *streams; /**< user-created streams */
     size_t nstreams, cap_streams;
-    uint64_t next_seq;        /**< issue order of operations */
-    long malloc_calls;        /**< cudaMalloc calls so far */
-    long fail_malloc_at;      /**< SIM_FAIL_MALLOC: the call number that fails (0: none) */
+    uint64_t next_seq;   /**< issue order of operations */
+    long malloc_calls;   /**< cudaMalloc calls so far */
+    long fail_malloc_at; /**< SIM_FAIL_MALLOC: the call number that fails (0: none) */
 } SimMachine;
 
 /** The machine (runtime.c); only the runtime's files touch it. */

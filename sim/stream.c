@@ -48,8 +48,7 @@ static int invalidate_captures(int dev, int strict)
 
 cudaError_t sim_unsafe_in_capture(const char *call)
 {
-    if (!invalidate_captures(-1, 1))
-        return cudaSuccess;
+    if (!invalidate_captures(-1, 1)) return cudaSuccess;
     return sim_error(cudaErrorStreamCaptureUnsupported,
                      "%s: not permitted while a stream captures in global or thread-local mode; the capture is "
                      "invalidated",
@@ -59,8 +58,8 @@ cudaError_t sim_unsafe_in_capture(const char *call)
 cudaError_t sim_refuse_on_capture(const char *call, cudaStream_t s, const char *why)
 {
     s->capture_invalid = 1;
-    return sim_error(cudaErrorStreamCaptureUnsupported, "%s: %s on stream %p while it captures; the capture is invalidated",
-                     call, why, (void *)s);
+    return sim_error(cudaErrorStreamCaptureUnsupported,
+                     "%s: %s on stream %p while it captures; the capture is invalidated", call, why, (void *)s);
 }
 
 /** Blocking streams of device dev that capture. */
@@ -68,7 +67,8 @@ static int blocking_captures(int dev)
 {
     int n = 0;
     for (size_t i = 0; i < sim_machine.nstreams; i++)
-        n += sim_machine.streams[i]->capture && sim_machine.streams[i]->device == dev && !(sim_machine.streams[i]->flags & cudaStreamNonBlocking);
+        n += sim_machine.streams[i]->capture && sim_machine.streams[i]->device == dev &&
+             !(sim_machine.streams[i]->flags & cudaStreamNonBlocking);
     return n;
 }
 
@@ -79,8 +79,7 @@ static int blocking_captures(int dev)
  */
 static int legacy_implicit(const char *call, cudaStream_t s)
 {
-    if (!s->legacy || !blocking_captures(s->device))
-        return 0;
+    if (!s->legacy || !blocking_captures(s->device)) return 0;
     for (size_t i = 0; i < sim_machine.nstreams; i++)
         if (sim_machine.streams[i]->device == s->device && !(sim_machine.streams[i]->flags & cudaStreamNonBlocking))
             sim_machine.streams[i]->capture_invalid |= sim_machine.streams[i]->capture != NULL;
@@ -91,12 +90,14 @@ static int legacy_implicit(const char *call, cudaStream_t s)
     return 1;
 }
 
-int sim_stream_capturing(cudaStream_t stream) { return stream->capture != NULL; }
+int sim_stream_capturing(cudaStream_t stream)
+{
+    return stream->capture != NULL;
+}
 
 void sim_capture_invalidate(cudaStream_t stream)
 {
-    if (stream && stream->capture)
-        stream->capture_invalid = 1;
+    if (stream && stream->capture) stream->capture_invalid = 1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -108,10 +109,8 @@ void sim_capture_invalidate(cudaStream_t stream)
  */
 static cudaStream_t lookup_stream(const char *call, cudaStream_t stream, int dev, int any_device)
 {
-    if (sim_need_device(call))
-        return NULL;
-    if (!stream)
-        return &sim_machine.dev[dev].legacy;
+    if (sim_need_device(call)) return NULL;
+    if (!stream) return &sim_machine.dev[dev].legacy;
     for (size_t i = 0; i < sim_machine.nstreams; i++) {
         if (sim_machine.streams[i] == stream) {
             if (!any_device && stream->device != dev) {
@@ -138,7 +137,10 @@ cudaStream_t sim_resolve_stream_on(const char *call, cudaStream_t stream, int de
     return s && legacy_implicit(call, s) ? NULL : s;
 }
 
-int sim_stream_device(cudaStream_t stream) { return stream->device; }
+int sim_stream_device(cudaStream_t stream)
+{
+    return stream->device;
+}
 
 void sim_enqueue(cudaStream_t stream, SimOp *op)
 {
@@ -146,7 +148,7 @@ void sim_enqueue(cudaStream_t stream, SimOp *op)
     op->seq = ++sim_machine.next_seq;
     op->device = stream->device;
     op->stream = stream;
-    if (stream->capture) {                     /* recorded, not run; dropped once the capture is invalid */
+    if (stream->capture) { /* recorded, not run; dropped once the capture is invalid */
         if (stream->capture_invalid)
             op->release(op);
         else
@@ -166,8 +168,7 @@ static void drain_dependencies(cudaStream_t s, uint64_t seq)
     if (s->legacy) {
         for (size_t i = 0; i < sim_machine.nstreams; i++) {
             cudaStream_t t = sim_machine.streams[i];
-            if (t->device == s->device && !(t->flags & cudaStreamNonBlocking))
-                sim_drain_until(t, seq - 1);
+            if (t->device == s->device && !(t->flags & cudaStreamNonBlocking)) sim_drain_until(t, seq - 1);
         }
     } else if (!(s->flags & cudaStreamNonBlocking)) {
         sim_drain_until(&sim_machine.dev[s->device].legacy, seq - 1);
@@ -179,45 +180,44 @@ void sim_drain_until(cudaStream_t s, uint64_t upto)
     while (s->head && s->head->seq <= upto) {
         SimOp *op = s->head;
         s->head = op->next;
-        if (!s->head)
-            s->tail = NULL;
+        if (!s->head) s->tail = NULL;
         drain_dependencies(s, op->seq);
-        if (sim_machine.dev[op->device].sticky == cudaSuccess)
-            op->run(op);
+        if (sim_machine.dev[op->device].sticky == cudaSuccess) op->run(op);
         op->release(op);
     }
 }
 
-void sim_free_op(SimOp *op) { free(op); }
+void sim_free_op(SimOp *op)
+{
+    free(op);
+}
 
-void sim_drain_stream(cudaStream_t stream) { sim_drain_until(stream, UINT64_MAX); }
+void sim_drain_stream(cudaStream_t stream)
+{
+    sim_drain_until(stream, UINT64_MAX);
+}
 
 void sim_drain_all(void)
 {
-    for (int d = 0; d < sim_machine.count; d++)
-        sim_drain_stream(&sim_machine.dev[d].legacy);
-    for (size_t i = 0; i < sim_machine.nstreams; i++)
-        sim_drain_stream(sim_machine.streams[i]);
+    for (int d = 0; d < sim_machine.count; d++) sim_drain_stream(&sim_machine.dev[d].legacy);
+    for (size_t i = 0; i < sim_machine.nstreams; i++) sim_drain_stream(sim_machine.streams[i]);
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags)
 {
     cudaError_t e = sim_need_device("cudaStreamCreateWithFlags");
-    if (e)
-        return e;
+    if (e) return e;
     if (!stream || flags > cudaStreamNonBlocking)
         return sim_error(cudaErrorInvalidValue, "cudaStreamCreateWithFlags: NULL stream or flags %u", flags);
     if (sim_machine.nstreams == sim_machine.cap_streams) {
         size_t cap = sim_machine.cap_streams ? 2 * sim_machine.cap_streams : 16;
         cudaStream_t *grown = realloc(sim_machine.streams, cap * sizeof *grown);
-        if (!grown)
-            return sim_error(cudaErrorMemoryAllocation, "cudaStreamCreate: out of host memory");
+        if (!grown) return sim_error(cudaErrorMemoryAllocation, "cudaStreamCreate: out of host memory");
         sim_machine.streams = grown;
         sim_machine.cap_streams = cap;
     }
     cudaStream_t s = calloc(1, sizeof *s);
-    if (!s)
-        return sim_error(cudaErrorMemoryAllocation, "cudaStreamCreate: out of host memory");
+    if (!s) return sim_error(cudaErrorMemoryAllocation, "cudaStreamCreate: out of host memory");
     s->device = sim_current_device();
     s->flags = flags;
     sim_machine.streams[sim_machine.nstreams++] = s;
@@ -225,16 +225,19 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags)
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t *stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+cudaError_t cudaStreamCreate(cudaStream_t *stream)
+{
+    return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
+}
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream)
 {
     if (!stream)
-        return sim_error(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: the legacy default stream cannot be destroyed");
+        return sim_error(cudaErrorInvalidResourceHandle,
+                         "cudaStreamDestroy: the legacy default stream cannot be destroyed");
     for (size_t i = 0; i < sim_machine.nstreams; i++) {
         if (sim_machine.streams[i] == stream) {
-            if (stream->capture)
-                return sim_refuse_on_capture("cudaStreamDestroy", stream, "destruction");
+            if (stream->capture) return sim_refuse_on_capture("cudaStreamDestroy", stream, "destruction");
             /* Other streams may wait on events of this one: run everything first. */
             sim_drain_all();
             sim_machine.streams[i] = sim_machine.streams[--sim_machine.nstreams];
@@ -248,10 +251,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
 cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
     cudaStream_t s = lookup_stream("cudaStreamSynchronize", stream, sim_current_device(), 1);
-    if (!s || legacy_implicit("cudaStreamSynchronize", s))
-        return sim_recorded_error();
-    if (s->capture)
-        return sim_refuse_on_capture("cudaStreamSynchronize", s, "synchronisation");
+    if (!s || legacy_implicit("cudaStreamSynchronize", s)) return sim_recorded_error();
+    if (s->capture) return sim_refuse_on_capture("cudaStreamSynchronize", s, "synchronisation");
     sim_count_sync();
     sim_drain_stream(s);
     return sim_machine.dev[s->device].sticky;
@@ -260,18 +261,15 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 cudaError_t cudaStreamQuery(cudaStream_t stream)
 {
     cudaStream_t s = lookup_stream("cudaStreamQuery", stream, sim_current_device(), 1);
-    if (!s || legacy_implicit("cudaStreamQuery", s))
-        return sim_recorded_error();
-    if (s->capture)
-        return sim_refuse_on_capture("cudaStreamQuery", s, "a query");
+    if (!s || legacy_implicit("cudaStreamQuery", s)) return sim_recorded_error();
+    if (s->capture) return sim_refuse_on_capture("cudaStreamQuery", s, "a query");
     return s->head ? cudaErrorNotReady : sim_machine.dev[s->device].sticky;
 }
 
 cudaError_t cudaDeviceSynchronize(void)
 {
     cudaError_t e = sim_need_device("cudaDeviceSynchronize");
-    if (e)
-        return e;
+    if (e) return e;
     if (invalidate_captures(sim_current_device(), 0))
         return sim_error(cudaErrorStreamCaptureUnsupported,
                          "cudaDeviceSynchronize: a stream of device %d captures; the capture is invalidated",
@@ -279,8 +277,7 @@ cudaError_t cudaDeviceSynchronize(void)
     sim_count_sync();
     sim_drain_stream(&sim_machine.dev[sim_current_device()].legacy);
     for (size_t i = 0; i < sim_machine.nstreams; i++)
-        if (sim_machine.streams[i]->device == sim_current_device())
-            sim_drain_stream(sim_machine.streams[i]);
+        if (sim_machine.streams[i]->device == sim_current_device()) sim_drain_stream(sim_machine.streams[i]);
     return sim_machine.dev[sim_current_device()].sticky;
 }
 
@@ -290,8 +287,7 @@ cudaError_t cudaDeviceSynchronize(void)
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode)
 {
     cudaStream_t s = lookup_stream("cudaStreamBeginCapture", stream, sim_current_device(), 1);
-    if (!s)
-        return sim_recorded_error();
+    if (!s) return sim_recorded_error();
     if (s->legacy)
         return sim_error(cudaErrorStreamCaptureUnsupported,
                          "cudaStreamBeginCapture: the legacy default stream cannot capture (create a stream)");
@@ -310,10 +306,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMo
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
 {
     cudaStream_t s = lookup_stream("cudaStreamEndCapture", stream, sim_current_device(), 1);
-    if (!s)
-        return sim_recorded_error();
-    if (!graph)
-        return sim_error(cudaErrorInvalidValue, "cudaStreamEndCapture: graph is NULL");
+    if (!s) return sim_recorded_error();
+    if (!graph) return sim_error(cudaErrorInvalidValue, "cudaStreamEndCapture: graph is NULL");
     if (!s->capture)
         return sim_error(cudaErrorIllegalState, "cudaStreamEndCapture: stream %p is not capturing", (void *)s);
     cudaGraph_t g = s->capture;
@@ -332,15 +326,14 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
 cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *status)
 {
     cudaStream_t s = lookup_stream("cudaStreamIsCapturing", stream, sim_current_device(), 1);
-    if (!s)
-        return sim_recorded_error();
-    if (!status)
-        return sim_error(cudaErrorInvalidValue, "cudaStreamIsCapturing: status is NULL");
+    if (!s) return sim_recorded_error();
+    if (!status) return sim_error(cudaErrorInvalidValue, "cudaStreamIsCapturing: status is NULL");
     if (s->legacy && blocking_captures(s->device))
-        return sim_error(cudaErrorStreamCaptureImplicit,
-                         "cudaStreamIsCapturing: the legacy default stream of device %d while a blocking stream captures",
-                         s->device);
-    *status = !s->capture        ? cudaStreamCaptureStatusNone
+        return sim_error(
+            cudaErrorStreamCaptureImplicit,
+            "cudaStreamIsCapturing: the legacy default stream of device %d while a blocking stream captures",
+            s->device);
+    *status = !s->capture          ? cudaStreamCaptureStatusNone
               : s->capture_invalid ? cudaStreamCaptureStatusInvalidated
                                    : cudaStreamCaptureStatusActive;
     return cudaSuccess;
@@ -350,8 +343,7 @@ void sim_drop_device_work(int dev)
 {
     for (size_t s = 0; s <= sim_machine.nstreams; s++) {
         cudaStream_t st = s < sim_machine.nstreams ? sim_machine.streams[s] : &sim_machine.dev[dev].legacy;
-        if (st->device != dev)
-            continue;
+        if (st->device != dev) continue;
         while (st->head) {
             SimOp *op = st->head;
             st->head = op->next;

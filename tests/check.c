@@ -11,7 +11,7 @@
 
 CheckStats check_stats(const float *got, const float *want, size_t n)
 {
-    CheckStats st = {0, 0, 0, 0};
+    CheckStats st = { 0, 0, 0, 0 };
     double diff2 = 0, want2 = 0;
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(got[i])) {
@@ -19,7 +19,10 @@ CheckStats check_stats(const float *got, const float *want, size_t n)
             continue;
         }
         double d = fabs((double)got[i] - (double)want[i]);
-        if (d > st.max_abs) { st.max_abs = d; if (st.nonfinite == 0) st.worst = i; }
+        if (d > st.max_abs) {
+            st.max_abs = d;
+            if (st.nonfinite == 0) st.worst = i;
+        }
         diff2 += d * d;
         want2 += (double)want[i] * want[i];
     }
@@ -27,17 +30,16 @@ CheckStats check_stats(const float *got, const float *want, size_t n)
     return st;
 }
 
-void check_close_at(const char *file, int line, const char *what, const float *got,
-                    const float *want, size_t n, double max_abs, double rel_l2)
+void check_close_at(const char *file, int line, const char *what, const float *got, const float *want, size_t n,
+                    double max_abs, double rel_l2)
 {
     CheckStats st = check_stats(got, want, n);
-    int bad = st.nonfinite > 0 || (max_abs >= 0 && st.max_abs > max_abs) ||
-              (rel_l2 >= 0 && st.rel_l2 > rel_l2);
+    int bad = st.nonfinite > 0 || (max_abs >= 0 && st.max_abs > max_abs) || (rel_l2 >= 0 && st.rel_l2 > rel_l2);
     if (!bad) return;
     fail_msg("%s:%d: %s: %zu non-finite, max-abs %.9g (tol %.3g), rel-L2 %.9g (tol %.3g), "
              "worst [%zu] got %.9g want %.9g",
-             file, line, what, st.nonfinite, st.max_abs, max_abs, st.rel_l2, rel_l2, st.worst,
-             (double)got[st.worst], (double)want[st.worst]);
+             file, line, what, st.nonfinite, st.max_abs, max_abs, st.rel_l2, rel_l2, st.worst, (double)got[st.worst],
+             (double)want[st.worst]);
 }
 
 void poison(float *x, size_t n)

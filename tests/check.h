@@ -36,14 +36,16 @@ CheckStats check_stats(const float *got, const float *want, size_t n);
     check_close_at(__FILE__, __LINE__, (what), (got), (want), (n), (max_abs), (rel_l2))
 
 /** Implementation of check_close(); prints the figures on failure. */
-void check_close_at(const char *file, int line, const char *what, const float *got,
-                    const float *want, size_t n, double max_abs, double rel_l2);
+void check_close_at(const char *file, int line, const char *what, const float *got, const float *want, size_t n,
+                    double max_abs, double rel_l2);
 
 /** Fills x[0..n) with NaN, so that any element a function fails to write shows up. */
 void poison(float *x, size_t n);
 
 /** A small seeded generator (xorshift64*), so tests draw fresh but reproducible inputs. */
-typedef struct { uint64_t s; } TestRng;
+typedef struct {
+    uint64_t s;
+} TestRng;
 
 /** Seeds rng; the seed is taken from DSV2_TEST_SEED when set, else from the clock, and printed. */
 void test_rng_seed(TestRng *rng, const char *suite);

@@ -37,8 +37,7 @@ char *slurp(const char *path, size_t *len)
         assert_non_null(buf);
     }
     buf[n] = '\0';
-    if (len)
-        *len = n;
+    if (len) *len = n;
     return buf;
 }
 
@@ -76,7 +75,7 @@ CliRun cli_run_io(const char *const *args, const CliIo *io)
     char *out = stw_path(stw_scratch_dir, "stdout.txt"), *err = stw_path(stw_scratch_dir, "stderr.txt");
     int in[2];
     assert_int_equal(pipe(in), 0);
-    signal(SIGPIPE, SIG_IGN);                 /* a program that quits early closes the pipe */
+    signal(SIGPIPE, SIG_IGN); /* a program that quits early closes the pipe */
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
@@ -92,7 +91,7 @@ CliRun cli_run_io(const char *const *args, const CliIo *io)
     feed(in[1], io->input);
     int ws;
     const char *wait = io->wait_for ? io->wait_for : io->wait_for_err;
-    if (wait) {                               /* poll the stream for up to a minute, then Ctrl-C */
+    if (wait) { /* poll the stream for up to a minute, then Ctrl-C */
         bool seen = false;
         for (int tries = 0; tries < 60000 && !seen; tries++) {
             seen = file_contains(io->wait_for ? out : err, wait);
@@ -101,7 +100,7 @@ CliRun cli_run_io(const char *const *args, const CliIo *io)
         }
         if (!seen) fail_msg("%s did not print \"%s\" within a minute", bin, wait);
         kill(pid, SIGINT);
-        for (int tries = 0; !io->then_input && tries < 10000; tries++) {   /* it must quit, stdin still open */
+        for (int tries = 0; !io->then_input && tries < 10000; tries++) { /* it must quit, stdin still open */
             if (waitpid(pid, &ws, WNOHANG) == pid) goto exited;
             usleep(1000);
         }
@@ -114,7 +113,7 @@ CliRun cli_run_io(const char *const *args, const CliIo *io)
 exited:
     if (in[1] >= 0) close(in[1]);
     if (!WIFEXITED(ws)) fail_msg("%s did not exit normally", bin);
-    CliRun r = {WEXITSTATUS(ws), slurp(out, NULL), slurp(err, NULL)};
+    CliRun r = { WEXITSTATUS(ws), slurp(out, NULL), slurp(err, NULL) };
     unlink(out);
     unlink(err);
     free(out);
@@ -124,11 +123,14 @@ exited:
 
 CliRun cli_run_env(const char *const *args, char *const *env)
 {
-    const CliIo io = {.env = env};
+    const CliIo io = { .env = env };
     return cli_run_io(args, &io);
 }
 
-CliRun cli_run(const char *const *args) { return cli_run_env(args, environ); }
+CliRun cli_run(const char *const *args)
+{
+    return cli_run_env(args, environ);
+}
 
 void cli_run_free(CliRun *r)
 {

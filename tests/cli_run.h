@@ -20,12 +20,12 @@ typedef struct {
 
 /** How to run it; zero fields are the defaults. */
 typedef struct {
-    char *const *env;        /**< the environment (NULL: this process's) */
-    const char *input;       /**< written to its stdin, which is then closed (NULL: nothing) */
-    const char *stdout_path; /**< its stdout goes here, e.g. /dev/full (NULL: a scratch file, read back) */
-    const char *wait_for;    /**< when set: once its stdout contains this, it gets SIGINT... */
+    char *const *env;         /**< the environment (NULL: this process's) */
+    const char *input;        /**< written to its stdin, which is then closed (NULL: nothing) */
+    const char *stdout_path;  /**< its stdout goes here, e.g. /dev/full (NULL: a scratch file, read back) */
+    const char *wait_for;     /**< when set: once its stdout contains this, it gets SIGINT... */
     const char *wait_for_err; /**< ...or once its stderr contains this... */
-    const char *then_input;  /**< ...then this on stdin before stdin is closed; NULL: it must quit on the
+    const char *then_input;   /**< ...then this on stdin before stdin is closed; NULL: it must quit on the
                                   SIGINT within 10 s with stdin still open */
 } CliIo;
 

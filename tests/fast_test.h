@@ -30,6 +30,9 @@ static inline void need_devices(int n)
 }
 
 /** need_devices(1). */
-static inline void need_device(void) { need_devices(1); }
+static inline void need_device(void)
+{
+    need_devices(1);
+}
 
 #endif

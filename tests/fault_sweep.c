@@ -33,7 +33,7 @@ static int spawn_child(const char *self, const char *id, int n, char *out, size_
 {
     char arg[32];
     snprintf(arg, sizeof arg, "%d", n);
-    char *const argv[] = {(char *)self, "child", (char *)id, arg, NULL};
+    char *const argv[] = { (char *)self, "child", (char *)id, arg, NULL };
     int fd[2];
     assert_int_equal(pipe(fd), 0);
     posix_spawn_file_actions_t fa;
@@ -46,8 +46,7 @@ static int spawn_child(const char *self, const char *id, int n, char *out, size_
     close(fd[1]);
     size_t len = 0;
     ssize_t r;
-    while (len + 1 < cap && (r = read(fd[0], out + len, cap - 1 - len)) > 0)
-        len += (size_t)r;
+    while (len + 1 < cap && (r = read(fd[0], out + len, cap - 1 - len)) > 0) len += (size_t)r;
     out[len] = '\0';
     close(fd[0]);
     int status = 0;
@@ -60,8 +59,7 @@ void fault_sweep_run(const FaultSweep *fs, const char *self)
     /* the count, in this process, with nothing failing */
     FaultCounts before, after;
     fs->counts(&before);
-    if (fs->run())
-        fail_msg("%s", ds_last_error());
+    if (fs->run()) fail_msg("%s", ds_last_error());
     fs->counts(&after);
     const int count = (int)(after.malloc_calls - before.malloc_calls);
     printf("%s: %d cudaMalloc calls; %llu allocations live after it\n", fs->what, count, after.live_allocs);
@@ -80,11 +78,9 @@ void fault_sweep_run(const FaultSweep *fs, const char *self)
             fail_msg("SIM_FAIL_MALLOC=%d: unexpected child output:\n%s", n, out);
         err += 6;
         if (live || bytes)
-            fail_msg("SIM_FAIL_MALLOC=%d: %llu device allocations (%llu bytes) leaked; error: %s", n, live, bytes,
-                     err);
-        if (n == count + 1) {                          /* past the last call: nothing fails */
-            if (rc != 0)
-                fail_msg("SIM_FAIL_MALLOC=%d (after the last call) failed: %s", n, err);
+            fail_msg("SIM_FAIL_MALLOC=%d: %llu device allocations (%llu bytes) leaked; error: %s", n, live, bytes, err);
+        if (n == count + 1) { /* past the last call: nothing fails */
+            if (rc != 0) fail_msg("SIM_FAIL_MALLOC=%d (after the last call) failed: %s", n, err);
             continue;
         }
         const char *nl = strchr(err, '\n');
@@ -93,8 +89,7 @@ void fault_sweep_run(const FaultSweep *fs, const char *self)
         if (rc != -1 || !strstr(err, "cudaMalloc") || !strstr(err, "cudaErrorMemoryAllocation") || !at ||
             !strstr(at, ".c:") || !one_line)
             fail_msg("SIM_FAIL_MALLOC=%d: rc %d, error line: %s", n, rc, err);
-        if (n == 1 || n == count)
-            printf("SIM_FAIL_MALLOC=%d: %s", n, err);
+        if (n == 1 || n == count) printf("SIM_FAIL_MALLOC=%d: %s", n, err);
     }
     printf("%d failing runs: each returned -1 with one cudaMalloc error line, none crashed or leaked\n", count);
 }

@@ -11,14 +11,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void golden_dir(char *dir, size_t n, const char *name) { snprintf(dir, n, GOLDEN_DIR "%s", name); }
+void golden_dir(char *dir, size_t n, const char *name)
+{
+    snprintf(dir, n, GOLDEN_DIR "%s", name);
+}
 
 void golden_load(Golden *g, const char *name)
 {
     char path[256];
     snprintf(path, sizeof path, GOLDEN_DIR "%s/expected.safetensors", name);
-    if (st_open(path, &g->expected))
-        fail_msg("%s", ds_last_error());
+    if (st_open(path, &g->expected)) fail_msg("%s", ds_last_error());
     const StTensor *prompt = st_find(&g->expected, "prompt_ids"), *greedy = st_find(&g->expected, "greedy_ids");
     g->logits = st_find(&g->expected, "logits");
     if (!prompt || !greedy || !g->logits)
@@ -28,21 +30,21 @@ void golden_load(Golden *g, const char *name)
     g->V = (int)g->logits->shape[1];
     if (g->T + g->n_greedy > GOLDEN_MAX_IDS)
         fail_msg("%s: %d prompt + %d greedy ids exceed %d", path, g->T, g->n_greedy, GOLDEN_MAX_IDS);
-    for (int t = 0; t < g->T; t++)
-        g->ids[t] = (int)((const float *)prompt->data)[t];
-    for (int t = 0; t < g->n_greedy; t++)
-        g->ids[g->T + t] = (int)((const float *)greedy->data)[t];
+    for (int t = 0; t < g->T; t++) g->ids[t] = (int)((const float *)prompt->data)[t];
+    for (int t = 0; t < g->n_greedy; t++) g->ids[g->T + t] = (int)((const float *)greedy->data)[t];
 }
 
-void golden_close(Golden *g) { st_close(&g->expected); }
+void golden_close(Golden *g)
+{
+    st_close(&g->expected);
+}
 
 float *golden_ref_logits(const char *name, const int *ids, int n, int V)
 {
     char dir[256];
     golden_dir(dir, sizeof dir, name);
     Model m;
-    if (model_open(&m, dir, NULL))
-        fail_msg("%s", ds_last_error());
+    if (model_open(&m, dir, NULL)) fail_msg("%s", ds_last_error());
     float *logits = malloc(sizeof(float) * (size_t)n * V);
     assert_non_null(logits);
     assert_int_equal(model_forward(&m, ids, n, logits, true), 0);
@@ -54,7 +56,6 @@ int golden_argmax(const float *x, int n)
 {
     int best = 0;
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
+        if (x[i] > x[best]) best = i;
     return best;
 }

@@ -13,16 +13,16 @@
 
 #include <stddef.h>
 
-#define GOLDEN_DIR "tests/golden/" /**< relative to the repository root, where make test runs */
-#define GOLDEN_MAX_IDS 256         /**< prompt + continuation tokens a Golden holds */
+#define GOLDEN_DIR     "tests/golden/" /**< relative to the repository root, where make test runs */
+#define GOLDEN_MAX_IDS 256             /**< prompt + continuation tokens a Golden holds */
 
 /** One fixture's expected values. */
 typedef struct {
-    StFile expected;        /**< expected.safetensors, open until golden_close() */
-    const StTensor *logits; /**< [T, V] transformers' float32 logits at every prompt position */
-    int T;                  /**< prompt tokens */
-    int n_greedy;           /**< tokens of the greedy continuation */
-    int V;                  /**< vocabulary size */
+    StFile expected;         /**< expected.safetensors, open until golden_close() */
+    const StTensor *logits;  /**< [T, V] transformers' float32 logits at every prompt position */
+    int T;                   /**< prompt tokens */
+    int n_greedy;            /**< tokens of the greedy continuation */
+    int V;                   /**< vocabulary size */
     int ids[GOLDEN_MAX_IDS]; /**< the prompt, then the greedy continuation */
 } Golden;
 

@@ -12,8 +12,7 @@
 #include <unistd.h>
 
 /* Appends printf-style text to a growing buffer; returns 0 or −1. */
-static int append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static int append(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static int append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
@@ -23,7 +22,10 @@ static int append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
         int k = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
         va_end(ap);
         if (k < 0) return -1;
-        if ((size_t)k < *cap - *len) { *len += (size_t)k; return 0; }
+        if ((size_t)k < *cap - *len) {
+            *len += (size_t)k;
+            return 0;
+        }
         char *grown = realloc(*buf, *cap * 2 + (size_t)k);
         if (!grown) return -1;
         *buf = grown;
@@ -37,13 +39,10 @@ int stw_write(const char *path, const StwTensor *t, int n)
     char *h = malloc(cap);
     int rc = h ? append(&h, &len, &cap, "{") : -1;
     for (int i = 0; rc == 0 && i < n; i++) {
-        rc = append(&h, &len, &cap, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "",
-                    t[i].name, t[i].dtype);
+        rc = append(&h, &len, &cap, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "", t[i].name, t[i].dtype);
         for (int d = 0; rc == 0 && d < t[i].ndim; d++)
             rc = append(&h, &len, &cap, d ? ",%lld" : "%lld", (long long)t[i].shape[d]);
-        if (rc == 0)
-            rc = append(&h, &len, &cap, "],\"data_offsets\":[%zu,%zu]}", offset,
-                        offset + t[i].nbytes);
+        if (rc == 0) rc = append(&h, &len, &cap, "],\"data_offsets\":[%zu,%zu]}", offset, offset + t[i].nbytes);
         offset += t[i].nbytes;
     }
     if (rc == 0) rc = append(&h, &len, &cap, "}");
@@ -64,8 +63,7 @@ int stw_write(const char *path, const StwTensor *t, int n)
     return rc;
 }
 
-int stw_write_raw(const char *path, uint64_t declared_len, const char *header, const void *data,
-                  size_t data_len)
+int stw_write_raw(const char *path, uint64_t declared_len, const char *header, const void *data, size_t data_len)
 {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
@@ -74,8 +72,7 @@ int stw_write_raw(const char *path, uint64_t declared_len, const char *header, c
     int ok = fwrite(len, 1, 8, f) == 8;
     size_t hl = strlen(header);
     ok = ok && fwrite(header, 1, hl, f) == hl;
-    for (size_t i = 0; ok && i < data_len; i++)
-        ok = fputc(data ? ((const unsigned char *)data)[i] : 0, f) != EOF;
+    for (size_t i = 0; ok && i < data_len; i++) ok = fputc(data ? ((const unsigned char *)data)[i] : 0, f) != EOF;
     ok = (fclose(f) == 0) && ok;
     return ok ? 0 : -1;
 }
@@ -94,7 +91,10 @@ int stw_copy_file(const char *src, const char *dst)
     FILE *in = fopen(src, "rb");
     if (!in) return -1;
     FILE *out = fopen(dst, "wb");
-    if (!out) { fclose(in); return -1; }
+    if (!out) {
+        fclose(in);
+        return -1;
+    }
     char buf[1 << 14];
     size_t n;
     int ok = 1;
@@ -109,7 +109,10 @@ char *stw_mkdtemp(void)
 {
     const char *base = getenv("TMPDIR");
     char *dir = stw_path(base && *base ? base : "/tmp", "dsv2-test-XXXXXX");
-    if (dir && !mkdtemp(dir)) { free(dir); dir = NULL; }
+    if (dir && !mkdtemp(dir)) {
+        free(dir);
+        dir = NULL;
+    }
     return dir;
 }
 
@@ -121,7 +124,7 @@ void stw_rmdir(const char *dir)
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *p = stw_path(dir, e->d_name);
-        if (p && unlink(p) != 0)        /* a directory: emptied, then removed */
+        if (p && unlink(p) != 0) /* a directory: emptied, then removed */
             stw_rmdir(p);
         free(p);
     }

@@ -18,12 +18,12 @@
 
 /** One tensor to write: dtype is the safetensors name ("BF16", "F32", "I64", ...). */
 typedef struct {
-    const char *name;    /**< tensor name */
-    const char *dtype;   /**< dtype string, written as given */
-    int ndim;            /**< rank */
-    int64_t shape[8];    /**< extents */
-    const void *data;    /**< nbytes of data (may be NULL when nbytes is 0) */
-    size_t nbytes;       /**< bytes written for this tensor */
+    const char *name;  /**< tensor name */
+    const char *dtype; /**< dtype string, written as given */
+    int ndim;          /**< rank */
+    int64_t shape[8];  /**< extents */
+    const void *data;  /**< nbytes of data (may be NULL when nbytes is 0) */
+    size_t nbytes;     /**< bytes written for this tensor */
 } StwTensor;
 
 /**
@@ -38,8 +38,7 @@ int stw_write(const char *path, const StwTensor *t, int n);
  * field `declared_len`, the header text, then data_len data bytes
  * (zeros when data is NULL). \return 0 or −1.
  */
-int stw_write_raw(const char *path, uint64_t declared_len, const char *header, const void *data,
-                  size_t data_len);
+int stw_write_raw(const char *path, uint64_t declared_len, const char *header, const void *data, size_t data_len);
 
 /** Writes text to path. \return 0 or −1. */
 int stw_write_text(const char *path, const char *text);

@@ -22,8 +22,7 @@
 #include <string.h>
 
 enum { B = 3, T = 24, E = 16, K = 3, D = 4, M = 2 };
-static const BalanceSpec BAL = {.E = E, .K = K, .D = D, .M = M, .alpha1 = 0.003, .alpha2 = 0.05,
-                                 .alpha3 = 0.02};
+static const BalanceSpec BAL = { .E = E, .K = K, .D = D, .M = M, .alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02 };
 
 typedef struct {
     StFile f;
@@ -91,8 +90,12 @@ static void device_limited_is_group_limited_greedy(void **state)
     (void)state;
     TestRng rng;
     test_rng_seed(&rng, "balance");
-    ModelConfig c = {.n_routed_experts = 64, .num_experts_per_tok = 6, .n_group = 8, .topk_group = 3,
-                     .topk_method = TOPK_GROUP_LIMITED_GREEDY, .routed_scaling_factor = 1};
+    ModelConfig c = { .n_routed_experts = 64,
+                      .num_experts_per_tok = 6,
+                      .n_group = 8,
+                      .topk_group = 3,
+                      .topk_method = TOPK_GROUP_LIMITED_GREEDY,
+                      .routed_scaling_factor = 1 };
     for (int trial = 0; trial < 2000; trial++) {
         float g[64], s[64], w[6];
         int a[6], b[6];
@@ -126,7 +129,7 @@ static void released_variants_match_autograd(void **state)
     const Fixture *fx = *state;
     static double grad[B * T * E];
     static float got[B * T * E];
-    const char *names[2][2] = {{"loss_seq_aux", "grad_seq_aux"}, {"loss_batch", "grad_batch"}};
+    const char *names[2][2] = { { "loss_seq_aux", "grad_seq_aux" }, { "loss_batch", "grad_batch" } };
     for (int v = 0; v < 2; v++) {
         float loss = (float)expert_balance_loss_batch(fx->scores, fx->idx, B, T, E, K, 0.003, v == 0, grad);
         check_close(names[v][0], &loss, tensor(fx, names[v][0]), 1, -1, 1e-5);
@@ -149,7 +152,7 @@ static void gradient_matches_finite_differences(void **state)
     for (int t = 0; t < T; t++) device_limited_route(idx + t * K, s + t * E, E, K, D, M);
     balance_losses(s, idx, T, &BAL, grad);
     const double h = 1e-3;
-    for (int i = 0; i < T * E; i += 7) {             /* a spread of entries */
+    for (int i = 0; i < T * E; i += 7) { /* a spread of entries */
         double total[2];
         for (int side = 0; side < 2; side++) {
             /* perturb one logit; softmax of that row in double, losses from float scores */
@@ -178,28 +181,28 @@ static void dropping_removes_lowest_affinity(void **state)
 {
     (void)state;
     /* E = 4 on D = 2 devices, K = 1; all four tokens go to device 0: budget ceil(4/2) = 2 */
-    const int idx[4] = {0, 1, 0, 1};
-    const float w[4] = {0.9f, 0.1f, 0.5f, 0.3f};
+    const int idx[4] = { 0, 1, 0, 1 };
+    const float w[4] = { 0.9f, 0.1f, 0.5f, 0.3f };
     bool keep[4];
     assert_int_equal(drop_tokens(keep, idx, w, NULL, 4, 1, 4, 2, 1.0), 2);
     assert_true(keep[0] && !keep[1] && keep[2] && !keep[3]);
-    const bool exempt[4] = {false, true, false, false};  /* token 1 may not be dropped */
+    const bool exempt[4] = { false, true, false, false }; /* token 1 may not be dropped */
     assert_int_equal(drop_tokens(keep, idx, w, exempt, 4, 1, 4, 2, 1.0), 2);
     assert_true(keep[0] && keep[1] && !keep[2] && !keep[3]);
-    assert_int_equal(drop_tokens(keep, idx, w, NULL, 4, 1, 4, 2, 2.0), 0);  /* budget 4 */
-    const bool all[4] = {true, true, true, true};
-    assert_int_equal(drop_tokens(keep, idx, w, all, 4, 1, 4, 2, 1.0), 0);  /* nothing droppable */
+    assert_int_equal(drop_tokens(keep, idx, w, NULL, 4, 1, 4, 2, 2.0), 0); /* budget 4 */
+    const bool all[4] = { true, true, true, true };
+    assert_int_equal(drop_tokens(keep, idx, w, all, 4, 1, 4, 2, 1.0), 0); /* nothing droppable */
 }
 
 static void dropping_balances_devices(void **state)
 {
     (void)state;
     /* K = 2, E = 4 on D = 2: device 1 gets 5 assignments, device 0 gets 3; budget 4 */
-    const int idx[8] = {2, 3, 2, 0, 3, 1, 2, 0};
-    const float w[8] = {0.6f, 0.2f, 0.7f, 0.1f, 0.05f, 0.4f, 0.3f, 0.8f};
+    const int idx[8] = { 2, 3, 2, 0, 3, 1, 2, 0 };
+    const float w[8] = { 0.6f, 0.2f, 0.7f, 0.1f, 0.05f, 0.4f, 0.3f, 0.8f };
     bool keep[8];
     assert_int_equal(drop_tokens(keep, idx, w, NULL, 4, 2, 4, 2, 1.0), 1);
-    for (int a = 0; a < 8; a++) assert_int_equal(keep[a], a != 4);   /* 0.05 on device 1 goes */
+    for (int a = 0; a < 8; a++) assert_int_equal(keep[a], a != 4); /* 0.05 on device 1 goes */
 }
 
 /* ---- the expert-parallel plan and its execution -------------------------------------------- */
@@ -240,7 +243,7 @@ static void ep_equals_unsharded_moe(void **state)
     for (int Dv = 1; Dv <= 8; Dv *= 2) {
         poison(got, (size_t)n * Dm);
         assert_int_equal(moe_forward_ep(got, x, w, c, n, Dv, NULL, &m.ffn), 0);
-        check_close("EP vs unsharded", got, want, (size_t)n * Dm, 0, 0);    /* same arithmetic */
+        check_close("EP vs unsharded", got, want, (size_t)n * Dm, 0, 0); /* same arithmetic */
     }
     /* a dropped assignment contributes nothing: drop slot 0 of token 0 */
     bool keep[9 * 8];
@@ -249,14 +252,16 @@ static void ep_equals_unsharded_moe(void **state)
     const float g0 = m.ffn.weight[0];
     float *expert0 = malloc(sizeof(float) * Dm);
     swiglu_forward(expert0, x, &w->experts[m.ffn.expert[0]], 1, m.ffn.hidden);
-    for (int d = 0; d < Dm; d++) {                   /* want − g·expert(x_0) ≈ got on token 0 */
+    for (int d = 0; d < Dm; d++) { /* want − g·expert(x_0) ≈ got on token 0 */
         float diff = want[d] - g0 * expert0[d];
         if (fabsf(diff - got[d]) > 1e-4f * (1 + fabsf(diff)))
             fail_msg("dropped slot: [%d] got %.9g want %.9g", d, got[d], diff);
     }
     check_close("other tokens unchanged", got + Dm, want + Dm, (size_t)(n - 1) * Dm, 0, 0);
     free(expert0);
-    free(x); free(want); free(got);
+    free(x);
+    free(want);
+    free(got);
     model_close(&m);
 }
 

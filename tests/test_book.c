@@ -34,36 +34,34 @@ static Run run_tool(const char *args)
     return r;
 }
 
-static const char SOURCE[] =
-    "int unshown;\n"
-    "// ANCHOR: add\n"
-    "int add(int a, int b)\n"
-    "{\n"
-    "    // ANCHOR: body\n"
-    "    return a + b;\n"
-    "    // ANCHOR_END: body\n"
-    "}\n"
-    "// ANCHOR_END: add\n";
+static const char SOURCE[] = "int unshown;\n"
+                             "// ANCHOR: add\n"
+                             "int add(int a, int b)\n"
+                             "{\n"
+                             "    // ANCHOR: body\n"
+                             "    return a + b;\n"
+                             "    // ANCHOR_END: body\n"
+                             "}\n"
+                             "// ANCHOR_END: add\n";
 
 static const char SCRIPT[] = "# ANCHOR: hello\necho hello\n# ANCHOR_END: hello\n";
 
 static const char BOOK[] = "# A book\n\n1. [One](chapters/01-one.md)\n";
 
 /* A chapter whose blocks equal their sources (the nested anchor's markers are left out). */
-static const char GOOD[] =
-    "# One\n"
-    "<!-- include: src/add.c:add -->\n"
-    "```c\n"
-    "int add(int a, int b)\n"
-    "{\n"
-    "    return a + b;\n"
-    "}\n"
-    "```\n"
-    "and in a script:\n"
-    "<!-- include: src/hello.sh:hello -->\n"
-    "```sh\n"
-    "echo hello\n"
-    "```\n";
+static const char GOOD[] = "# One\n"
+                           "<!-- include: src/add.c:add -->\n"
+                           "```c\n"
+                           "int add(int a, int b)\n"
+                           "{\n"
+                           "    return a + b;\n"
+                           "}\n"
+                           "```\n"
+                           "and in a script:\n"
+                           "<!-- include: src/hello.sh:hello -->\n"
+                           "```sh\n"
+                           "echo hello\n"
+                           "```\n";
 
 /* Makes a fresh temporary book: book.md, chapters/01-one.md = chapter, src/add.c, src/hello.sh. */
 static char *make_book(const char *chapter, const char *source)
@@ -84,8 +82,7 @@ static void expect_problem(const char *dir, const char *where, const char *what)
     Run r = run_tool(args);
     if (r.status == 0) fail_msg("the check passed, expected \"%s\" at %s", what, where);
     const char *line = strstr(r.out, where);
-    if (!line || !strstr(line, what))
-        fail_msg("expected a line with \"%s\" and \"%s\", got:\n%s", where, what, r.out);
+    if (!line || !strstr(line, what)) fail_msg("expected a line with \"%s\" and \"%s\", got:\n%s", where, what, r.out);
 }
 
 /* ---- the repository's own book ------------------------------------------------------------ */
@@ -106,8 +103,7 @@ static const char *run_notebook(const char *name, const char *args)
     static char out[65536];
     char path[256];
     snprintf(path, sizeof path, "build/notebooks/%s", name);
-    if (access(path, X_OK) != 0)
-        fail_msg("%s is missing: run make notebooks (make test builds it)", path);
+    if (access(path, X_OK) != 0) fail_msg("%s is missing: run make notebooks (make test builds it)", path);
     const int status = shell_capture(out, sizeof out, "%s %s", path, args);
     if (status != 0) fail_msg("%s %s exited with status %d:\n%s", path, args, status, out);
     return out;
@@ -134,10 +130,9 @@ static void kv_cache_budget_prints_the_included_table(void **state)
 {
     (void)state;
     const char *got = notebook_output_as_included("kv_cache_budget");
-    const char *figures[] = {"MLA                   576          34560            69120",
-                             "mla_cache_bytes_per_token(cfg, 2) = 31104 bytes",
-                             "reduction 82.2% (bf16 against bf16)",
-                             "reduction 93.3% (the paper's number, under the two assumptions)"};
+    const char *figures[] = { "MLA                   576          34560            69120",
+                              "mla_cache_bytes_per_token(cfg, 2) = 31104 bytes", "reduction 82.2% (bf16 against bf16)",
+                              "reduction 93.3% (the paper's number, under the two assumptions)" };
     for (size_t i = 0; i < sizeof figures / sizeof *figures; i++)
         if (!strstr(got, figures[i])) fail_msg("notebook output lacks \"%s\"", figures[i]);
 }
@@ -184,7 +179,7 @@ static void expert_load_notebook_invariants_hold(void **state)
         fail_msg("unexpected expert_load output:\n%s", got);
     int loads_seen = 0, losses_seen = 0;
     for (const char *line = got; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
-        char one[512];          /* the line alone: %lf would read on past its newline */
+        char one[512]; /* the line alone: %lf would read on past its newline */
         const size_t len = strcspn(line, "\n");
         if (len >= sizeof one) continue;
         memcpy(one, line, len);
@@ -200,12 +195,12 @@ static void expert_load_notebook_invariants_hold(void **state)
             p += k;
             n++;
         }
-        if (n == 19) {          /* 16 loads, min, max, sum */
+        if (n == 19) { /* 16 loads, min, max, sum */
             double sum = 0;
             for (int e = 0; e < 16; e++) sum += v[e];
             if (fabs(sum - 1) > 16 * 0.00005) fail_msg("layer %d loads sum to %.6f", layer, sum);
             loads_seen++;
-        } else if (n == 6) {    /* three losses, then each over its alpha */
+        } else if (n == 6) { /* three losses, then each over its alpha */
             for (int i = 0; i < 3; i++)
                 if (!isfinite(v[i]) || v[i] < 0) fail_msg("layer %d loss %d is %g", layer, i, v[i]);
             losses_seen++;
@@ -219,7 +214,7 @@ static void expert_load_notebook_invariants_hold(void **state)
 
 enum { AB_VARIANTS = 5, AB_LAYERS = 2, AB_E = 16, AB_K = 4, AB_DEV = 4, AB_M = 2 };
 
-static const char *const AB_NAMES[AB_VARIANTS] = {"all", "no-expbal", "no-devbal", "no-commbal", "none"};
+static const char *const AB_NAMES[AB_VARIANTS] = { "all", "no-expbal", "no-devbal", "no-commbal", "none" };
 
 /* The paper's weights, with which the notebook reports every model's losses. */
 static const double AB_ALPHA1 = 0.003, AB_ALPHA2 = 0.05, AB_ALPHA3 = 0.02;
@@ -230,20 +225,19 @@ typedef struct {
     double P[AB_E];
     long reach[AB_DEV];
     double max_over_mean, cv, share[AB_DEV], loss[3];
-    int seen;           /* bit 0: counts, bit 1: affinities, bit 2: summary */
+    int seen; /* bit 0: counts, bit 1: affinities, bit 2: summary */
 } AblationRow;
 
 /* Reads n numbers after the model name and layer at the start of line; returns the row it
  * belongs to, or NULL when the line is not such a row. */
-static AblationRow *ablation_row(AblationRow rows[AB_VARIANTS][AB_LAYERS], const char *line,
-                                 double *v, int n)
+static AblationRow *ablation_row(AblationRow rows[AB_VARIANTS][AB_LAYERS], const char *line, double *v, int n)
 {
     char name[32];
     int layer, used;
-    if (sscanf(line, "%31s %d%n", name, &layer, &used) != 2 || layer < 1 || layer > AB_LAYERS)
-        return NULL;
+    if (sscanf(line, "%31s %d%n", name, &layer, &used) != 2 || layer < 1 || layer > AB_LAYERS) return NULL;
     int variant = -1;
-    for (int i = 0; i < AB_VARIANTS; i++) if (strcmp(name, AB_NAMES[i]) == 0) variant = i;
+    for (int i = 0; i < AB_VARIANTS; i++)
+        if (strcmp(name, AB_NAMES[i]) == 0) variant = i;
     if (variant < 0) return NULL;
     const char *p = line + used;
     for (int i = 0; i < n; i++) {
@@ -263,7 +257,7 @@ static long parse_ablation(const char *out, AblationRow rows[AB_VARIANTS][AB_LAY
     memset(rows, 0, sizeof(AblationRow) * AB_VARIANTS * AB_LAYERS);
     int table = -1;
     for (const char *line = out; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
-        char one[1024];         /* the line alone: %lf would read on past its newline */
+        char one[1024]; /* the line alone: %lf would read on past its newline */
         const size_t len = strcspn(line, "\n");
         if (len >= sizeof one) continue;
         memcpy(one, line, len);
@@ -306,7 +300,7 @@ static void check_ablation_arithmetic(AblationRow rows[AB_VARIANTS][AB_LAYERS], 
         for (int j = 0; j < AB_LAYERS; j++) {
             const AblationRow *r = &rows[v][j];
             long total = 0, top = 0;
-            double f[AB_E], mean_f_dev[AB_DEV] = {0}, P_dev[AB_DEV] = {0}, sum_P = 0;
+            double f[AB_E], mean_f_dev[AB_DEV] = { 0 }, P_dev[AB_DEV] = { 0 }, sum_P = 0;
             for (int e = 0; e < AB_E; e++) {
                 total += r->count[e];
                 top = r->count[e] > top ? r->count[e] : top;
@@ -315,7 +309,8 @@ static void check_ablation_arithmetic(AblationRow rows[AB_VARIANTS][AB_LAYERS], 
                 P_dev[e / per_dev] += r->P[e];
                 sum_P += r->P[e];
             }
-            if (total != T * AB_K) fail_msg("%s layer %d: %ld assignments, want %ld", AB_NAMES[v], j + 1, total, T * AB_K);
+            if (total != T * AB_K)
+                fail_msg("%s layer %d: %ld assignments, want %ld", AB_NAMES[v], j + 1, total, T * AB_K);
             if (fabs(sum_P - 1) > AB_E * 0.5e-4) fail_msg("%s layer %d: P sums to %.6f", AB_NAMES[v], j + 1, sum_P);
             long reached = 0;
             for (int d = 0; d < AB_DEV; d++) {
@@ -325,20 +320,23 @@ static void check_ablation_arithmetic(AblationRow rows[AB_VARIANTS][AB_LAYERS], 
                 if (fabs(r->share[d] - (double)on_d / (T * AB_K)) > 0.5e-3 + 1e-9)
                     fail_msg("%s layer %d: device %d share %.3f", AB_NAMES[v], j + 1, d, r->share[d]);
                 if (r->reach[d] < (on_d + AB_K - 1) / AB_K || r->reach[d] > on_d || r->reach[d] > T)
-                    fail_msg("%s layer %d: device %d reached by %ld tokens with %ld assignments",
-                             AB_NAMES[v], j + 1, d, r->reach[d], on_d);
+                    fail_msg("%s layer %d: device %d reached by %ld tokens with %ld assignments", AB_NAMES[v], j + 1, d,
+                             r->reach[d], on_d);
             }
             if (reached < T || reached > T * AB_M)
-                fail_msg("%s layer %d: %ld token-device pairs for %ld tokens and M = %d", AB_NAMES[v],
-                         j + 1, reached, T, AB_M);
+                fail_msg("%s layer %d: %ld token-device pairs for %ld tokens and M = %d", AB_NAMES[v], j + 1, reached,
+                         T, AB_M);
             const double mean = (double)T * AB_K / AB_E;
             double var = 0;
             for (int e = 0; e < AB_E; e++) var += (r->count[e] - mean) * (r->count[e] - mean) / AB_E;
             if (fabs(r->max_over_mean - top / mean) > 0.5e-3 + 1e-9 || fabs(r->cv - sqrt(var) / mean) > 0.5e-3 + 1e-9)
-                fail_msg("%s layer %d: max/mean %.3f CV %.3f, want %.4f %.4f", AB_NAMES[v], j + 1,
-                         r->max_over_mean, r->cv, top / mean, sqrt(var) / mean);
+                fail_msg("%s layer %d: max/mean %.3f CV %.3f, want %.4f %.4f", AB_NAMES[v], j + 1, r->max_over_mean,
+                         r->cv, top / mean, sqrt(var) / mean);
             double exp_bal = 0, dev_bal = 0, comm_bal = 0, f_sum = 0, f_dev_sum = 0, f_comm_sum = 0;
-            for (int e = 0; e < AB_E; e++) { exp_bal += f[e] * r->P[e]; f_sum += f[e]; }
+            for (int e = 0; e < AB_E; e++) {
+                exp_bal += f[e] * r->P[e];
+                f_sum += f[e];
+            }
             for (int d = 0; d < AB_DEV; d++) {
                 const double f_comm = (double)AB_DEV / (AB_M * T) * r->reach[d];
                 dev_bal += mean_f_dev[d] * P_dev[d];
@@ -346,13 +344,13 @@ static void check_ablation_arithmetic(AblationRow rows[AB_VARIANTS][AB_LAYERS], 
                 f_dev_sum += mean_f_dev[d];
                 f_comm_sum += f_comm;
             }
-            const double want[3] = {AB_ALPHA1 * exp_bal, AB_ALPHA2 * dev_bal, AB_ALPHA3 * comm_bal};
-            const double tol[3] = {AB_ALPHA1 * f_sum * 0.5e-4, AB_ALPHA2 * f_dev_sum * per_dev * 0.5e-4,
-                                   AB_ALPHA3 * f_comm_sum * per_dev * 0.5e-4};
+            const double want[3] = { AB_ALPHA1 * exp_bal, AB_ALPHA2 * dev_bal, AB_ALPHA3 * comm_bal };
+            const double tol[3] = { AB_ALPHA1 * f_sum * 0.5e-4, AB_ALPHA2 * f_dev_sum * per_dev * 0.5e-4,
+                                    AB_ALPHA3 * f_comm_sum * per_dev * 0.5e-4 };
             for (int i = 0; i < 3; i++)
                 if (!(fabs(r->loss[i] - want[i]) <= tol[i] + 0.5e-6 + 1e-12))
-                    fail_msg("%s layer %d: loss %d printed %.6f, recomputed %.6f (tolerance %.2g)",
-                             AB_NAMES[v], j + 1, i, r->loss[i], want[i], tol[i] + 0.5e-6);
+                    fail_msg("%s layer %d: loss %d printed %.6f, recomputed %.6f (tolerance %.2g)", AB_NAMES[v], j + 1,
+                             i, r->loss[i], want[i], tol[i] + 0.5e-6);
         }
 }
 
@@ -372,7 +370,7 @@ static void check_ablation_routing(const AblationRow *printed, const char *name,
     int tokens[512];
     for (long t = 0; t < T; t++) tokens[t] = ids[t];
     Model m;
-    const ModelOptions opt = {.max_context = (int)T, .chunk = (int)T};
+    const ModelOptions opt = { .max_context = (int)T, .chunk = (int)T };
     if (model_open(&m, dir, &opt) != 0) fail_msg("%s", ds_last_error());
     assert_int_equal(m.cfg->n_routed_experts, AB_E);
     assert_true(m.layers[m.cfg->num_hidden_layers - 1].is_moe);
@@ -381,10 +379,10 @@ static void check_ablation_routing(const AblationRow *printed, const char *name,
     for (int i = 0; i < m.cfg->vocab_size; i++) logits[i] = NAN;
     assert_int_equal(model_forward(&m, tokens, (int)T, logits, false), 0);
     for (int i = 0; i < m.cfg->vocab_size; i++) assert_true(isfinite(logits[i]));
-    long count[AB_E] = {0}, reach[AB_DEV] = {0};
-    double P[AB_E] = {0};
+    long count[AB_E] = { 0 }, reach[AB_DEV] = { 0 };
+    double P[AB_E] = { 0 };
     for (long t = 0; t < T; t++) {
-        bool on[AB_DEV] = {false};
+        bool on[AB_DEV] = { false };
         for (int k = 0; k < AB_K; k++) {
             const int e = m.ffn.expert[t * AB_K + k];
             count[e]++;
@@ -424,14 +422,13 @@ static void balance_ablation_notebook_recomputes(void **state)
                                            "children of Israel, that they bring me an offering.\n'");
     const long T = parse_ablation(got, rows);
     check_ablation_arithmetic(rows, T);
-    for (int v = 0; v < AB_VARIANTS; v++)
-        check_ablation_routing(&rows[v][AB_LAYERS - 1], AB_NAMES[v], text);
+    for (int v = 0; v < AB_VARIANTS; v++) check_ablation_routing(&rows[v][AB_LAYERS - 1], AB_NAMES[v], text);
 }
 
 /* ---- the training ablations (notebooks-c/train_ablation.c, chapter 9) ---------------------- */
 
 #define TA_DIR "models/train-ablations"
-#define TA_COMMON                                                                                  \
+#define TA_COMMON                                                                                    \
     "-c models/train-demo/config.json --data " TA_DIR "/genesis.txt --steps 300 --batch 8 --seq 64 " \
     "--lr 3e-3 --warmup 50 --eval-every 100 --seed 1611"
 
@@ -468,7 +465,7 @@ static void ablation_columns(const char *run, double col[6])
             assert_non_null(p);
             for (int l = 0; l < TA_LAYERS; l++) {
                 p = strchr(p, '[');
-                long n[TA_E], sum = 0, max = 0, dev[TA_DEV] = {0}, dmax = 0;
+                long n[TA_E], sum = 0, max = 0, dev[TA_DEV] = { 0 }, dmax = 0;
                 for (int e = 0; e < TA_E; e++) {
                     char *q;
                     n[e] = strtol(p + 1, &q, 10);
@@ -500,13 +497,12 @@ static void train_ablation_notebook_recomputes(void **state)
 {
     (void)state;
     const char *got = notebook_output_as_included("train_ablation");
-    if (!strstr(got, "checks passed: 300 steps per log"))
-        fail_msg("unexpected train_ablation output:\n%s", got);
-    static const char *const rows[][2] = {{"none", "none"},     {"ExpBal", "expbal"},  {"DevBal", "devbal"},
-                                          {"CommBal", "commbal"}, {"all three", "all"}, {"M = 1", "m1"},
-                                          {"M = 2", "all"},      {"M = 4", "m4"},       {"CF = 1.0", "cf1"},
-                                          {"CF = 1.25", "cf1.25"}, {"CF = inf", "all"}};
-    static const double half_digit[6] = {0.5e-4, 0.5e-4, 0.5e-2, 0.5e-2, 0.5e-2, 0.5e-4};
+    if (!strstr(got, "checks passed: 300 steps per log")) fail_msg("unexpected train_ablation output:\n%s", got);
+    static const char *const rows[][2] = { { "none", "none" },        { "ExpBal", "expbal" }, { "DevBal", "devbal" },
+                                           { "CommBal", "commbal" },  { "all three", "all" }, { "M = 1", "m1" },
+                                           { "M = 2", "all" },        { "M = 4", "m4" },      { "CF = 1.0", "cf1" },
+                                           { "CF = 1.25", "cf1.25" }, { "CF = inf", "all" } };
+    static const double half_digit[6] = { 0.5e-4, 0.5e-4, 0.5e-2, 0.5e-2, 0.5e-2, 0.5e-4 };
     for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
         char label[32];
         snprintf(label, sizeof label, "\n%-12s ", rows[i][0]);
@@ -523,11 +519,11 @@ static void train_ablation_notebook_recomputes(void **state)
                 fail_msg("%s column %d: printed %.6f, the log gives %.6f", rows[i][0], k + 1, v, want[k]);
         }
     }
-    static const char *const reruns[][2] = {{"all", "--alpha 0.003,0.05,0.02"}, {"cf1", "--capacity 1.0"}};
+    static const char *const reruns[][2] = { { "all", "--alpha 0.003,0.05,0.02" }, { "cf1", "--capacity 1.0" } };
     for (size_t i = 0; i < 2; i++) {
         char *dir = scratch_make(), out[4096], name[256];
-        const int status = shell_capture(out, sizeof out, "build/dsv2 train " TA_COMMON " %s --stop-after 6 -o '%s/run' 2>&1",
-                                         reruns[i][1], dir);
+        const int status = shell_capture(
+            out, sizeof out, "build/dsv2 train " TA_COMMON " %s --stop-after 6 -o '%s/run' 2>&1", reruns[i][1], dir);
         if (status != 0) fail_msg("dsv2 train exited with %d:\n%s", status, out);
         char *fresh = scratch_read(dir, "run/train_log.jsonl");
         snprintf(name, sizeof name, "%s/train_log.jsonl", reruns[i][0]);

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MODEL "models/tiny-kjv"
+#define MODEL  "models/tiny-kjv"
 #define PROMPT "And God said unto Moses,"
 
 typedef struct {
@@ -103,13 +103,14 @@ static void chat_two_turns_and_context_guard(void **state)
     (void)state;
     static char out[1 << 16];
     int rc = shell("printf 'Who made the heaven?\\nAnd the earth?\\n' | build/dsv2 chat -m " MODEL
-                   " -n 12 -t 0.8 --seed 7 2>&1", out, sizeof out);
+                   " -n 12 -t 0.8 --seed 7 2>&1",
+                   out, sizeof out);
     if (rc != 0) fail_msg("dsv2 chat exited %d:\n%s", rc, out);
     int prompts = 0;
     for (const char *p = out; (p = strstr(p, "> ")); p += 2) prompts++;
-    assert_int_equal(prompts, 3);                           /* two turns, then the quit prompt */
+    assert_int_equal(prompts, 3); /* two turns, then the quit prompt */
     rc = shell("printf 'Hello\\n' | build/dsv2 chat -m " MODEL " -n 2000 2>&1", out, sizeof out);
-    assert_int_equal(rc, 0);                                /* the reply stops, the chat goes on */
+    assert_int_equal(rc, 0); /* the reply stops, the chat goes on */
     if (!strstr(out, "reply stopped: the context of 1024 tokens is full; /reset starts a new conversation"))
         fail_msg("no context-guard message in:\n%s", out);
 }

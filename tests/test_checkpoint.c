@@ -65,7 +65,7 @@ static void write_lite_with(const char *dir, const char *victim, Change change)
     int n = 0, found = 0;
     for (size_t i = 0; i < f.n_tensors; i++) {
         const StTensor *s = &f.tensors[i];
-        StwTensor w = {s->name, dtype_name(s->dtype), s->ndim, {0}, s->data, s->nbytes};
+        StwTensor w = { s->name, dtype_name(s->dtype), s->ndim, { 0 }, s->data, s->nbytes };
         memcpy(w.shape, s->shape, sizeof s->shape);
         if (!strcmp(s->name, victim)) {
             found = 1;
@@ -76,7 +76,7 @@ static void write_lite_with(const char *dir, const char *victim, Change change)
             } else if (change == ADD_AXIS) {
                 w.shape[w.ndim++] = 1;
             } else {
-                w.dtype = "I16";                           /* same byte count as BF16 */
+                w.dtype = "I16"; /* same byte count as BF16 */
             }
         }
         t[n++] = w;
@@ -139,13 +139,13 @@ static void single_file_checkpoint(void **state)
     if (checkpoint_open("tests/golden/lite", &ck)) fail_msg("%s", ds_last_error());
     assert_int_equal(ck.n_files, 1);
     assert_int_equal(ck.n_entries, ck.files[0].n_tensors);
-    const int64_t shape[2] = {512, 64};
+    const int64_t shape[2] = { 512, 64 };
     const StTensor *t = checkpoint_tensor(&ck, "lm_head.weight", 2, shape);
     assert_non_null(t);
     assert_int_equal(t->dtype, DT_BF16);
     checkpoint_close(&ck);
     assert_null(ck.files);
-    checkpoint_close(&ck);                                  /* safe on a zeroed Checkpoint */
+    checkpoint_close(&ck); /* safe on a zeroed Checkpoint */
 }
 
 static void sharded_checkpoint(void **state)
@@ -193,8 +193,10 @@ static void truncated_weights(void **state)
     for (size_t i = 1; i < f.n_tensors; i++)
         if (f.tensors[i].file_offset > last->file_offset) last = &f.tensors[i];
     char want[1024];
-    snprintf(want, sizeof want, "%s: tensor '%s': data ends at byte offset %zu, past the end of "
-             "the file (%zu bytes)", path, last->name, size, size - 100);
+    snprintf(want, sizeof want,
+             "%s: tensor '%s': data ends at byte offset %zu, past the end of "
+             "the file (%zu bytes)",
+             path, last->name, size, size - 100);
     st_close(&f);
     assert_int_equal(truncate(path, (off_t)(size - 100)), 0);
     expect_open_error(dir, want);
@@ -206,9 +208,11 @@ static void index_names_missing_shard(void **state)
     const char *dir = *state;
     write_v2_with(dir, "model.norm.weight", "model-00003-of-000002.safetensors");
     char want[1024];
-    snprintf(want, sizeof want, "%s/model-00003-of-000002.safetensors: cannot open: No such file "
+    snprintf(want, sizeof want,
+             "%s/model-00003-of-000002.safetensors: cannot open: No such file "
              "or directory (the shard of tensor 'model.norm.weight' in "
-             "%s/model.safetensors.index.json)", dir, dir);
+             "%s/model.safetensors.index.json)",
+             dir, dir);
     expect_open_error(dir, want);
 }
 
@@ -219,30 +223,32 @@ static void index_names_wrong_shard(void **state)
     json_t *index = json_load_file("tests/golden/v2/model.safetensors.index.json", 0, NULL);
     const char *name, *victim = NULL;
     json_t *v;
-    json_object_foreach(json_object_get(index, "weight_map"), name, v)
-        if (!victim && !strcmp(json_string_value(v), kShard1)) victim = name;
+    json_object_foreach(json_object_get(index, "weight_map"), name,
+                        v) if (!victim && !strcmp(json_string_value(v), kShard1)) victim = name;
     assert_non_null(victim);
     char tensor[256];
     snprintf(tensor, sizeof tensor, "%s", victim);
     json_decref(index);
     write_v2_with(dir, tensor, kShard2);
     char want[1024];
-    snprintf(want, sizeof want, "%s/model.safetensors.index.json: tensor '%s' is listed in shard "
-             "%s but absent from it", dir, tensor, kShard2);
+    snprintf(want, sizeof want,
+             "%s/model.safetensors.index.json: tensor '%s' is listed in shard "
+             "%s but absent from it",
+             dir, tensor, kShard2);
     expect_open_error(dir, want);
 }
 
 static void index_shard_name_with_path(void **state)
 {
     const char *dir = *state;
-    static const char *const bad[] = {"../v2/model-00001-of-000002.safetensors", "/etc/passwd",
-                                      "..", ""};
+    static const char *const bad[] = { "../v2/model-00001-of-000002.safetensors", "/etc/passwd", "..", "" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         write_v2_with(dir, "lm_head.weight", bad[i]);
         char want[1024];
-        snprintf(want, sizeof want, "%s/model.safetensors.index.json: "
-                 "weight_map['lm_head.weight']: shard name \"%s\" is not a plain file name", dir,
-                 bad[i]);
+        snprintf(want, sizeof want,
+                 "%s/model.safetensors.index.json: "
+                 "weight_map['lm_head.weight']: shard name \"%s\" is not a plain file name",
+                 dir, bad[i]);
         expect_open_error(dir, want);
     }
 }
@@ -270,8 +276,10 @@ static void missing_tensor(void **state)
     const char *dir = *state;
     write_lite_with(dir, "model.layers.2.mlp.experts.5.down_proj.weight", DROP);
     char want[1024];
-    snprintf(want, sizeof want, "%s: tensor 'model.layers.2.mlp.experts.5.down_proj.weight' is "
-             "missing from the checkpoint", dir);
+    snprintf(want, sizeof want,
+             "%s: tensor 'model.layers.2.mlp.experts.5.down_proj.weight' is "
+             "missing from the checkpoint",
+             dir);
     expect_model_error(dir, want);
 }
 
@@ -280,17 +288,23 @@ static void shape_not_matching_config(void **state)
     const char *dir = *state;
     char want[1024];
     write_lite_with(dir, "model.layers.1.self_attn.kv_b_proj.weight", DROP_ROW);
-    snprintf(want, sizeof want, "%s/model.safetensors: tensor "
+    snprintf(want, sizeof want,
+             "%s/model.safetensors: tensor "
              "'model.layers.1.self_attn.kv_b_proj.weight': shape [111, 32], but the config "
-             "implies [112, 32]", dir);
+             "implies [112, 32]",
+             dir);
     expect_model_error(dir, want);
     write_lite_with(dir, "model.norm.weight", ADD_AXIS);
-    snprintf(want, sizeof want, "%s/model.safetensors: tensor 'model.norm.weight': shape [64, 1], "
-             "but the config implies [64]", dir);
+    snprintf(want, sizeof want,
+             "%s/model.safetensors: tensor 'model.norm.weight': shape [64, 1], "
+             "but the config implies [64]",
+             dir);
     expect_model_error(dir, want);
     write_lite_with(dir, "lm_head.weight", DROP_ROW);
-    snprintf(want, sizeof want, "%s/model.safetensors: tensor 'lm_head.weight': shape [511, 64], "
-             "but the config implies [512, 64]", dir);
+    snprintf(want, sizeof want,
+             "%s/model.safetensors: tensor 'lm_head.weight': shape [511, 64], "
+             "but the config implies [512, 64]",
+             dir);
     expect_model_error(dir, want);
 }
 
@@ -299,8 +313,10 @@ static void dtype_outside_bf16_f16_f32(void **state)
     const char *dir = *state;
     write_lite_with(dir, "model.layers.0.mlp.up_proj.weight", AS_I16);
     char want[1024];
-    snprintf(want, sizeof want, "%s/model.safetensors: tensor 'model.layers.0.mlp.up_proj.weight': "
-             "dtype I16 is not supported (BF16, F16, F32)", dir);
+    snprintf(want, sizeof want,
+             "%s/model.safetensors: tensor 'model.layers.0.mlp.up_proj.weight': "
+             "dtype I16 is not supported (BF16, F16, F32)",
+             dir);
     expect_model_error(dir, want);
 }
 
@@ -326,7 +342,7 @@ static void expect_open_error_within_a_second(const char *dir, const char *want)
     assert_true(pid >= 0);
     if (pid == 0) {
         close(fds[0]);
-        alarm(1);                                          /* SIGALRM ends a blocked child */
+        alarm(1); /* SIGALRM ends a blocked child */
         Checkpoint ck;
         const int rc = checkpoint_open(dir, &ck);
         const char *line = ds_last_error();
@@ -334,15 +350,13 @@ static void expect_open_error_within_a_second(const char *dir, const char *want)
         _exit(rc == -1 && n == (ssize_t)strlen(line) ? 0 : 1);
     }
     close(fds[1]);
-    char got[2048] = {0};
+    char got[2048] = { 0 };
     size_t n = 0;
-    for (ssize_t r; n < sizeof got - 1 && (r = read(fds[0], got + n, sizeof got - 1 - n)) > 0;)
-        n += (size_t)r;
+    for (ssize_t r; n < sizeof got - 1 && (r = read(fds[0], got + n, sizeof got - 1 - n)) > 0;) n += (size_t)r;
     close(fds[0]);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFSIGNALED(status))
-        fail_msg("checkpoint_open(%s) still blocked after 1 s (signal %d)", dir, WTERMSIG(status));
+    if (WIFSIGNALED(status)) fail_msg("checkpoint_open(%s) still blocked after 1 s (signal %d)", dir, WTERMSIG(status));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_string_equal(got, want);
@@ -353,12 +367,11 @@ static void expect_open_error_within_a_second(const char *dir, const char *want)
 static void fifos_refused_without_blocking(void **state)
 {
     const char *dir = *state;
-    static const char *const names[] = {"config.json", "model.safetensors.index.json",
-                                        "model.safetensors"};
+    static const char *const names[] = { "config.json", "model.safetensors.index.json", "model.safetensors" };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        write_v2_with(dir, NULL, NULL);                    /* a complete sharded checkpoint */
+        write_v2_with(dir, NULL, NULL); /* a complete sharded checkpoint */
         char *path = stw_path(dir, names[i]);
-        if (i == 2) {                                      /* the single-file layout: no index */
+        if (i == 2) { /* the single-file layout: no index */
             char *index = stw_path(dir, "model.safetensors.index.json");
             assert_int_equal(unlink(index), 0);
             free(index);
@@ -402,13 +415,14 @@ static void index_entries_bounded_by_config(void **state)
     write_v2_with(dir, NULL, NULL);
     char *path = stw_path(dir, "model.safetensors.index.json");
     char want[1024];
-    snprintf(want, sizeof want, "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
-             "of 8 routed experts can use", path);
+    snprintf(want, sizeof want,
+             "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
+             "of 8 routed experts can use",
+             path);
     write_v2_index_with_keys(dir, 1259);
     expect_open_error(dir, want);
-    write_v2_index_with_keys(dir, 1258);                   /* at the bound: parsed, then checked */
-    snprintf(want, sizeof want, "%s: tensor 'filler0' is listed in shard %s but absent from it", path,
-             kShard1);
+    write_v2_index_with_keys(dir, 1258); /* at the bound: parsed, then checked */
+    snprintf(want, sizeof want, "%s: tensor 'filler0' is listed in shard %s but absent from it", path, kShard1);
     expect_open_error(dir, want);
 
     FILE *f = fopen(path, "w");
@@ -417,8 +431,10 @@ static void index_entries_bounded_by_config(void **state)
     for (int i = 0; i < 1000000; i++) fprintf(f, "%s\"t%d\": \"s\"", i ? ", " : "", i);
     fputs("}}", f);
     assert_int_equal(fclose(f), 0);
-    snprintf(want, sizeof want, "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
-             "of 8 routed experts can use", path);
+    snprintf(want, sizeof want,
+             "%s: more than 1258 entries, twice the tensors config.json's 3 layers "
+             "of 8 routed experts can use",
+             path);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     expect_open_error(dir, want);
@@ -442,7 +458,8 @@ static void config_products_overflowing(void **state)
     assert_int_equal(json_dump_file(cfg, path, JSON_INDENT(1)), 0);
     json_decref(cfg);
     char want[1024];
-    snprintf(want, sizeof want, "%s: keys 'n_shared_experts' x 'moe_intermediate_size': 65536 x "
+    snprintf(want, sizeof want,
+             "%s: keys 'n_shared_experts' x 'moe_intermediate_size': 65536 x "
              "65536 = 4294967296 exceeds 2147483647, the widest weight matrix the code can address",
              path);
     expect_model_error(dir, want);
@@ -453,7 +470,7 @@ static void config_products_overflowing(void **state)
 static void fresh_logits(float *logits, const int *tokens, int T)
 {
     Model m;
-    const ModelOptions opt = {.max_context = 8};
+    const ModelOptions opt = { .max_context = 8 };
     if (model_open(&m, "tests/golden/lite", &opt)) fail_msg("%s", ds_last_error());
     assert_int_equal(model_forward(&m, tokens, T, logits, true), 0);
     model_close(&m);
@@ -463,13 +480,13 @@ static void token_outside_vocabulary(void **state)
 {
     (void)state;
     Model m;
-    const ModelOptions opt = {.max_context = 8};
+    const ModelOptions opt = { .max_context = 8 };
     if (model_open(&m, "tests/golden/lite", &opt)) fail_msg("%s", ds_last_error());
     const int V = m.cfg->vocab_size;
     float *logits = malloc(sizeof(float) * 2 * V), *want = malloc(sizeof(float) * 2 * V);
     assert_non_null(logits);
     assert_non_null(want);
-    const int bad[3] = {5, 512, 7}, neg[2] = {-1, 3}, good[2] = {5, 511};
+    const int bad[3] = { 5, 512, 7 }, neg[2] = { -1, 3 }, good[2] = { 5, 511 };
     poison(logits, 2 * (size_t)V);
     assert_int_equal(model_forward(&m, bad, 3, logits, true), -1);
     assert_string_equal(ds_last_error(), "token id 512 at position 1 is outside the vocabulary "
@@ -492,30 +509,31 @@ static void prompt_longer_than_context(void **state)
 {
     (void)state;
     Model m;
-    const ModelOptions opt = {.max_context = 8};
+    const ModelOptions opt = { .max_context = 8 };
     if (model_open(&m, "tests/golden/lite", &opt)) fail_msg("%s", ds_last_error());
     const int V = m.cfg->vocab_size;
-    const int tokens[9] = {3, 1, 4, 1, 5, 9, 2, 6, 5};
+    const int tokens[9] = { 3, 1, 4, 1, 5, 9, 2, 6, 5 };
     float *logits = malloc(sizeof(float) * 9 * V), *want = malloc(sizeof(float) * 9 * V);
     assert_non_null(logits);
     assert_non_null(want);
     poison(logits, 9 * (size_t)V);
     assert_int_equal(model_forward(&m, tokens, 9, logits, true), -1);
-    assert_string_equal(ds_last_error(), "9 new tokens at positions 0.. do not fit the context of 8 positions (max_context)");
+    assert_string_equal(ds_last_error(),
+                        "9 new tokens at positions 0.. do not fit the context of 8 positions (max_context)");
     assert_int_equal(m.pos, 0);
     for (size_t i = 0; i < 9 * (size_t)V; i++) assert_true(isnan(logits[i]));
     /* 5 fit; 4 more would not; the 3 that do still continue from position 5 */
     assert_int_equal(model_forward(&m, tokens, 5, NULL, false), 0);
     assert_int_equal(model_forward(&m, tokens + 5, 4, logits, true), -1);
-    assert_string_equal(ds_last_error(), "4 new tokens at positions 5.. do not fit the context of 8 positions (max_context)");
+    assert_string_equal(ds_last_error(),
+                        "4 new tokens at positions 5.. do not fit the context of 8 positions (max_context)");
     assert_int_equal(m.pos, 5);
     assert_int_equal(model_forward(&m, tokens + 5, 3, logits, true), 0);
     assert_int_equal(m.pos, 8);
     fresh_logits(want, tokens, 8);
     /* 5 + 3 tokens against one pass of 8: the same per-token arithmetic, so only float32
      * rounding may differ (≤ 1e-5 on logits of order 1) */
-    check_close("logits continued after a refused call", logits, want + 5 * (size_t)V, 3 * (size_t)V,
-                1e-5, 1e-6);
+    check_close("logits continued after a refused call", logits, want + 5 * (size_t)V, 3 * (size_t)V, 1e-5, 1e-6);
     free(logits);
     free(want);
     model_close(&m);

@@ -21,8 +21,7 @@ static char *g_path; /**< the config file the tests write and load, in the suite
 
 static int group_setup(void **state)
 {
-    if (stw_group_setup(state))
-        return -1;
+    if (stw_group_setup(state)) return -1;
     g_path = stw_path(stw_scratch_dir, "config.json");
     return g_path ? 0 : -1;
 }
@@ -65,8 +64,10 @@ static void expect_error(const char *want)
  * removed), written and loaded, expecting want. */
 static void expect_edit_error(json_t *root, json_t *obj, const char *key, json_t *value, const char *want)
 {
-    if (value) json_object_set_new(obj, key, value);
-    else json_object_del(obj, key);
+    if (value)
+        json_object_set_new(obj, key, value);
+    else
+        json_object_del(obj, key);
     write_config(root);
     expect_error(want);
 }
@@ -117,7 +118,7 @@ static void released_layouts(void **state)
     ModelConfig c = load_ok("tests/golden/lite/config.json");
     assert_int_equal(c.vocab_size, 512);
     assert_int_equal(c.hidden_size, 64);
-    assert_int_equal(c.q_lora_rank, 0);                    /* null: no query compression */
+    assert_int_equal(c.q_lora_rank, 0); /* null: no query compression */
     assert_int_equal(c.kv_lora_rank, 32);
     assert_int_equal(config_qk_head_dim(&c), 24);
     assert_int_equal(c.topk_method, TOPK_GREEDY);
@@ -146,10 +147,10 @@ static void optional_keys_take_remote_code_defaults(void **state)
 {
     (void)state;
     json_t *root = golden("lite");
-    static const char *const optional[] = {"moe_layer_freq", "n_group", "topk_group",
-                                           "norm_topk_prob", "routed_scaling_factor",
-                                           "scoring_func", "rope_theta", "bos_token_id",
-                                           "eos_token_id", "tie_word_embeddings"};
+    static const char *const optional[] = {
+        "moe_layer_freq", "n_group",    "topk_group",   "norm_topk_prob", "routed_scaling_factor",
+        "scoring_func",   "rope_theta", "bos_token_id", "eos_token_id",   "tie_word_embeddings"
+    };
     for (size_t i = 0; i < sizeof optional / sizeof *optional; i++) json_object_del(root, optional[i]);
     json_object_del(json_object_get(root, "rope_scaling"), "beta_fast");
     json_object_del(json_object_get(root, "rope_scaling"), "mscale_all_dim");
@@ -164,7 +165,7 @@ static void optional_keys_take_remote_code_defaults(void **state)
     assert_true(c.rope_theta == 10000.0f);
     assert_int_equal(c.bos_token_id, -1);
     assert_true(c.rope_beta_fast == 32.0f);
-    assert_true(c.rope_mscale_all_dim == 0.0f);            /* R's default: no softmax m² */
+    assert_true(c.rope_mscale_all_dim == 0.0f); /* R's default: no softmax m² */
 }
 
 static void rope_parameters_layout(void **state)
@@ -195,7 +196,7 @@ static void moe_layer_frequency(void **state)
     json_object_set_new(root, "moe_layer_freq", json_integer(2));
     write_config(root);
     ModelConfig c = load_ok(g_path);
-    const bool want[6] = {false, false, true, false, true, false}; /* l ≥ 1 and l % 2 == 0 */
+    const bool want[6] = { false, false, true, false, true, false }; /* l ≥ 1 and l % 2 == 0 */
     for (int l = 0; l < 6; l++) assert_int_equal(config_layer_is_moe(&c, l), want[l]);
     c = expect_key_loads("lite", "n_routed_experts", json_null()); /* no experts: every layer dense */
     for (int l = 0; l < c.num_hidden_layers; l++) assert_false(config_layer_is_moe(&c, l));
@@ -229,13 +230,23 @@ static void duplicate_key(void **state)
 static void missing_keys(void **state)
 {
     (void)state;
-    static const char *const required[] = {"vocab_size", "hidden_size", "num_hidden_layers",
-                                           "num_attention_heads", "q_lora_rank", "kv_lora_rank",
-                                           "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                                           "intermediate_size", "max_position_embeddings",
-                                           "rms_norm_eps", "moe_intermediate_size",
-                                           "n_shared_experts", "num_experts_per_tok",
-                                           "topk_method", "first_k_dense_replace"};
+    static const char *const required[] = { "vocab_size",
+                                            "hidden_size",
+                                            "num_hidden_layers",
+                                            "num_attention_heads",
+                                            "q_lora_rank",
+                                            "kv_lora_rank",
+                                            "qk_nope_head_dim",
+                                            "qk_rope_head_dim",
+                                            "v_head_dim",
+                                            "intermediate_size",
+                                            "max_position_embeddings",
+                                            "rms_norm_eps",
+                                            "moe_intermediate_size",
+                                            "n_shared_experts",
+                                            "num_experts_per_tok",
+                                            "topk_method",
+                                            "first_k_dense_replace" };
     for (size_t i = 0; i < sizeof required / sizeof *required; i++) {
         char want[128];
         snprintf(want, sizeof want, "key '%s' is missing", required[i]);
@@ -248,37 +259,29 @@ static void missing_keys(void **state)
 static void wrong_types(void **state)
 {
     (void)state;
-    expect_key_error("lite", "hidden_size", json_string("64"),
-                     "key 'hidden_size': expected an integer, got a string");
-    expect_key_error("lite", "kv_lora_rank", json_real(32.0),
-                     "key 'kv_lora_rank': expected an integer, got a number");
-    expect_key_error("lite", "q_lora_rank", json_true(),
-                     "key 'q_lora_rank': expected an integer, got a boolean");
+    expect_key_error("lite", "hidden_size", json_string("64"), "key 'hidden_size': expected an integer, got a string");
+    expect_key_error("lite", "kv_lora_rank", json_real(32.0), "key 'kv_lora_rank': expected an integer, got a number");
+    expect_key_error("lite", "q_lora_rank", json_true(), "key 'q_lora_rank': expected an integer, got a boolean");
     expect_key_error("lite", "rms_norm_eps", json_string("1e-6"),
                      "key 'rms_norm_eps': expected a number, got a string");
     expect_key_error("lite", "norm_topk_prob", json_integer(1),
                      "key 'norm_topk_prob': expected a boolean, got an integer");
-    expect_key_error("lite", "topk_method", json_array(),
-                     "key 'topk_method': expected a string, got an array");
+    expect_key_error("lite", "topk_method", json_array(), "key 'topk_method': expected a string, got an array");
     expect_key_error("lite", "rope_scaling", json_integer(40),
                      "key 'rope_scaling': expected an object, got an integer");
-    expect_rope_error("factor", json_string("40"),
-                      "key 'factor': expected a number, got a string (in 'rope_scaling')");
+    expect_rope_error("factor", json_string("40"), "key 'factor': expected a number, got a string (in 'rope_scaling')");
 }
 
 static void out_of_range_values(void **state)
 {
     (void)state;
-    expect_key_error("lite", "kv_lora_rank", json_integer(0),
-                     "key 'kv_lora_rank': 0 is out of range [1, 16777216]");
-    expect_key_error("lite", "hidden_size", json_integer(-64),
-                     "key 'hidden_size': -64 is out of range [1, 16777216]");
+    expect_key_error("lite", "kv_lora_rank", json_integer(0), "key 'kv_lora_rank': 0 is out of range [1, 16777216]");
+    expect_key_error("lite", "hidden_size", json_integer(-64), "key 'hidden_size': -64 is out of range [1, 16777216]");
     expect_key_error("lite", "num_experts_per_tok", json_integer(9),
                      "key 'num_experts_per_tok': 9 is out of range [1, 8]");
     expect_key_error("lite", "first_k_dense_replace", json_integer(4),
                      "key 'first_k_dense_replace': 4 is out of range [0, 3]");
-    expect_key_error("lite", "rms_norm_eps", json_real(-1e-6),
-                     "key 'rms_norm_eps': -1e-06 is out of range [0, 1]");
+    expect_key_error("lite", "rms_norm_eps", json_real(-1e-6), "key 'rms_norm_eps': -1e-06 is out of range [0, 1]");
     /* the router's and RoPE's fixed buffers bound these two */
     expect_key_error("lite", "n_routed_experts", json_integer(1025),
                      "key 'n_routed_experts': 1025 is out of range [1, 1024]");
@@ -286,10 +289,8 @@ static void out_of_range_values(void **state)
                      "key 'qk_rope_head_dim': 1026 is out of range [2, 1024]");
     expect_key_error("lite", "qk_rope_head_dim", json_integer(7),
                      "key 'qk_rope_head_dim': 7 is odd; RoPE rotates pairs");
-    expect_key_error("v2", "n_group", json_integer(3),
-                     "key 'n_group': 3 does not divide n_routed_experts 8");
-    expect_key_error("v2", "topk_group", json_integer(5),
-                     "key 'topk_group': 5 is out of range [1, 4]");
+    expect_key_error("v2", "n_group", json_integer(3), "key 'n_group': 3 does not divide n_routed_experts 8");
+    expect_key_error("v2", "topk_group", json_integer(5), "key 'topk_group': 5 is out of range [1, 4]");
     /* group_limited_greedy: K = 3 cannot be picked from 1 group of 2 experts */
     expect_key_error("v2", "topk_group", json_integer(1),
                      "key 'num_experts_per_tok': 3 exceeds the 2 experts in topk_group 1 groups");
@@ -373,18 +374,15 @@ static void keys_without_effect_ignored(void **state)
     expect_key_loads("lite", "pretraining_tp", json_integer(4));
     expect_key_loads("lite", "attention_dropout", json_real(0.3));
     expect_key_loads("lite", "aux_loss_alpha", json_real(0.01));
-    expect_key_loads("lite", "head_dim", json_integer(99));   /* transformers rederives it */
+    expect_key_loads("lite", "head_dim", json_integer(99)); /* transformers rederives it */
 }
 
 static void unknown_names(void **state)
 {
     (void)state;
-    expect_key_error("lite", "topk_method", json_string("gready"),
-                     "key 'topk_method': unknown value \"gready\"");
-    expect_key_error("lite", "scoring_func", json_string("relu"),
-                     "key 'scoring_func': unknown value \"relu\"");
-    expect_rope_error("type", json_string("linear"),
-                      "key 'rope_scaling.type': unknown value \"linear\"");
+    expect_key_error("lite", "topk_method", json_string("gready"), "key 'topk_method': unknown value \"gready\"");
+    expect_key_error("lite", "scoring_func", json_string("relu"), "key 'scoring_func': unknown value \"relu\"");
+    expect_rope_error("type", json_string("linear"), "key 'rope_scaling.type': unknown value \"linear\"");
     expect_key_error("lite", "scoring_func", json_string("sigmoid"),
                      "key 'scoring_func': \"sigmoid\" does not go with topk_method \"greedy\"");
 }

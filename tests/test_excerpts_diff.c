@@ -58,7 +58,8 @@ static char *make_book(const char *block)
     char chapter[4096];
     snprintf(chapter, sizeof chapter,
              "# One\n\nThe kernel against the loop:\n\n"
-             "<!-- diff: ref/scale.c:scale kernels/scale.cu:scale_v1 -->\n```diff\n%s```\n\nAfter.\n", block);
+             "<!-- diff: ref/scale.c:scale kernels/scale.cu:scale_v1 -->\n```diff\n%s```\n\nAfter.\n",
+             block);
     scratch_write(dir, "chapters/01-one.md", chapter);
     return dir;
 }
@@ -98,7 +99,8 @@ static void drifted_diff_is_reported(void **state)
     memcpy(strstr(kernel, "*= 2"), "*= 3", 4);
     scratch_write(dir, "kernels/scale.cu", kernel);
     assert_int_not_equal(run_tool("--check", dir, out, sizeof out), 0);
-    if (!strstr(out, "chapters/01-one.md:5: block differs from the diff of ref/scale.c:scale kernels/scale.cu:scale_v1"))
+    if (!strstr(out,
+                "chapters/01-one.md:5: block differs from the diff of ref/scale.c:scale kernels/scale.cu:scale_v1"))
         fail_msg("expected the drift at chapters/01-one.md:5, got:\n%s", out);
     scratch_remove(dir);
 }

@@ -49,15 +49,18 @@ static int prompt_ids(const char *name, int *ids, int cap)
     return g.T;
 }
 
-static bool idle(int step, int d, int N) { return (step == 3 && d == N - 1) || (step == 5 && d == 0); }
+static bool idle(int step, int d, int N)
+{
+    return (step == 3 && d == N - 1) || (step == 5 && d == 0);
+}
 
 /* One device's sequence and the reference's logits for it. */
 typedef struct {
-    int ids[256];             /* prompt, then the greedy tokens fed in the decode steps */
-    int T;                    /* prompt length */
-    float *prompt_logits;     /* [T, V] */
-    float *step_logits;       /* [STEPS, V]: after the token fed in each active step */
-    int step_token[STEPS];    /* the token fed in each step (−1: idle) */
+    int ids[256];          /* prompt, then the greedy tokens fed in the decode steps */
+    int T;                 /* prompt length */
+    float *prompt_logits;  /* [T, V] */
+    float *step_logits;    /* [STEPS, V]: after the token fed in each active step */
+    int step_token[STEPS]; /* the token fed in each step (−1: idle) */
 } Sequence;
 
 /* The reference on device d's sequence alone: the prompt, then the greedy token of each active step. */
@@ -71,8 +74,7 @@ static void reference(Model *ref, Sequence *s, int d, int N)
     const float *last = s->prompt_logits + (size_t)(s->T - 1) * V;
     for (int k = 0; k < STEPS; k++) {
         s->step_token[k] = -1;
-        if (idle(k, d, N))
-            continue;
+        if (idle(k, d, N)) continue;
         s->step_token[k] = golden_argmax(last, V);
         assert_int_equal(model_forward(ref, &s->step_token[k], 1, s->step_logits + (size_t)k * V, false), 0);
         last = s->step_logits + (size_t)k * V;
@@ -88,22 +90,19 @@ static void dp_fixture(const char *name, int N, int cut)
     int prompt[256];
     const int Tp = prompt_ids(name, prompt, 256);
     Model ref;
-    if (model_open(&ref, dir, NULL))
-        fail_msg("%s", ds_last_error());
+    if (model_open(&ref, dir, NULL)) fail_msg("%s", ds_last_error());
     const int V = ref.cfg->vocab_size;
     Sequence *seq = calloc((size_t)N, sizeof *seq);
     for (int d = 0; d < N; d++) {
         seq[d].T = Tp - d * cut;
         assert_true(seq[d].T >= 1);
-        for (int t = 0; t < seq[d].T; t++)
-            seq[d].ids[t] = (prompt[t] + SHIFT * d) % V;
+        for (int t = 0; t < seq[d].T; t++) seq[d].ids[t] = (prompt[t] + SHIFT * d) % V;
         reference(&ref, &seq[d], d, N);
     }
 
     FastDpModel *dp;
-    const FastOptions opt = {.bf16 = false, .chunk = CHUNK};
-    if (fast_dp_model_open(&dp, dir, N, &opt))
-        fail_msg("%s", ds_last_error());
+    const FastOptions opt = { .bf16 = false, .chunk = CHUNK };
+    if (fast_dp_model_open(&dp, dir, N, &opt)) fail_msg("%s", ds_last_error());
     const int M = fast_ep_device_limit(ref.cfg, N);
     const int *tokens[FAST_EP_MAX_DEVICES];
     float *got[FAST_EP_MAX_DEVICES];
@@ -117,8 +116,7 @@ static void dp_fixture(const char *name, int N, int cut)
         got[d] = malloc(sizeof(float) * (size_t)seq[d].T * V);
         poison(got[d], (size_t)seq[d].T * V);
     }
-    if (fast_dp_model_forward(dp, tokens, T, got, true))
-        fail_msg("%s", ds_last_error());
+    if (fast_dp_model_forward(dp, tokens, T, got, true)) fail_msg("%s", ds_last_error());
     assert_true(dp->ep.stats.max_devices <= M);
     for (int d = 0; d < N; d++) {
         const size_t n = (size_t)seq[d].T * V;
@@ -130,19 +128,17 @@ static void dp_fixture(const char *name, int N, int cut)
     }
 
     /* decode steps: one token per active device, the reference's greedy one */
-    for (int d = 0; d < N; d++)
-        got[d] = malloc(sizeof(float) * (size_t)V);
+    for (int d = 0; d < N; d++) got[d] = malloc(sizeof(float) * (size_t)V);
     for (int k = 0; k < STEPS; k++) {
         for (int d = 0; d < N; d++) {
             tokens[d] = &seq[d].step_token[k];
             T[d] = idle(k, d, N) ? 0 : 1;
             poison(got[d], (size_t)V);
         }
-        if (fast_dp_model_forward(dp, tokens, T, got, false))
-            fail_msg("%s", ds_last_error());
+        if (fast_dp_model_forward(dp, tokens, T, got, false)) fail_msg("%s", ds_last_error());
         assert_true(dp->ep.stats.max_devices <= M);
         for (int d = 0; d < N; d++) {
-            if (T[d] == 0) {                                   /* an idle device's output is left alone */
+            if (T[d] == 0) { /* an idle device's output is left alone */
                 assert_true(got[d][0] != got[d][0]);
                 continue;
             }
@@ -166,12 +162,36 @@ static void dp_fixture(const char *name, int N, int cut)
     model_close(&ref);
 }
 
-static void v2_two(void **state) { (void)state; dp_fixture("v2", 2, 1); }
-static void v2_four(void **state) { (void)state; dp_fixture("v2", 4, 1); }
-static void v2_eight(void **state) { (void)state; dp_fixture("v2", 8, 1); }
-static void longctx_two(void **state) { (void)state; dp_fixture("longctx", 2, 9); }
-static void longctx_four(void **state) { (void)state; dp_fixture("longctx", 4, 9); }
-static void longctx_eight(void **state) { (void)state; dp_fixture("longctx", 8, 9); }
+static void v2_two(void **state)
+{
+    (void)state;
+    dp_fixture("v2", 2, 1);
+}
+static void v2_four(void **state)
+{
+    (void)state;
+    dp_fixture("v2", 4, 1);
+}
+static void v2_eight(void **state)
+{
+    (void)state;
+    dp_fixture("v2", 8, 1);
+}
+static void longctx_two(void **state)
+{
+    (void)state;
+    dp_fixture("longctx", 2, 9);
+}
+static void longctx_four(void **state)
+{
+    (void)state;
+    dp_fixture("longctx", 4, 9);
+}
+static void longctx_eight(void **state)
+{
+    (void)state;
+    dp_fixture("longctx", 8, 9);
+}
 
 /* 3 devices cannot share 8 experts: −1, one line naming the function and the counts, nothing returned. */
 static void devices_not_dividing_experts(void **state)
@@ -192,13 +212,12 @@ static void bad_token_names_device(void **state)
     (void)state;
     need_devices(2);
     FastDpModel *dp;
-    const FastOptions opt = {.bf16 = false, .chunk = CHUNK};
-    if (fast_dp_model_open(&dp, GOLDEN_DIR "v2", 2, &opt))
-        fail_msg("%s", ds_last_error());
-    static const int good[] = {1, 2, 3}, bad[] = {4, 512};
-    const int *tokens[] = {good, bad};
-    const int T[] = {3, 2};
-    float *const logits[] = {NULL, NULL};
+    const FastOptions opt = { .bf16 = false, .chunk = CHUNK };
+    if (fast_dp_model_open(&dp, GOLDEN_DIR "v2", 2, &opt)) fail_msg("%s", ds_last_error());
+    static const int good[] = { 1, 2, 3 }, bad[] = { 4, 512 };
+    const int *tokens[] = { good, bad };
+    const int T[] = { 3, 2 };
+    float *const logits[] = { NULL, NULL };
     assert_int_equal(fast_dp_model_forward(dp, tokens, T, logits, false), -1);
     printf("error line: %s\n", ds_last_error());
     assert_non_null(strstr(ds_last_error(), "fast_dp_model_forward: device 1: token id 512"));
@@ -231,10 +250,9 @@ static void more_devices_than_present(void **state)
 int main(int argc, char **argv)
 {
     self_path = argv[0];
-    if (argc > 1 && strcmp(argv[1], "--open-four-of-two") == 0)
-        return open_four_of_two();
-    setenv("SIM_DEVICE_COUNT", "8", 1);                        /* before the first CUDA call */
-    setenv("SIM_RACECHECK", "1", 0);                           /* every simulated launch under three thread orders */
+    if (argc > 1 && strcmp(argv[1], "--open-four-of-two") == 0) return open_four_of_two();
+    setenv("SIM_DEVICE_COUNT", "8", 1); /* before the first CUDA call */
+    setenv("SIM_RACECHECK", "1", 0);    /* every simulated launch under three thread orders */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(v2_two),
         cmocka_unit_test(v2_four),

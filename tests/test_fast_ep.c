@@ -49,20 +49,18 @@
 
 static TestRng rng;
 
-
 /* A random bf16 matrix with entries in [−a, a). */
 static Mat rand_mat(int rows, int cols, float a)
 {
     uint16_t *d = malloc(2 * (size_t)rows * cols);
-    for (size_t i = 0; i < (size_t)rows * cols; i++)
-        d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
-    return (Mat){d, DT_BF16, rows, cols};
+    for (size_t i = 0; i < (size_t)rows * cols; i++) d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
+    return (Mat){ d, DT_BF16, rows, cols };
 }
 
 static SwigluWeights rand_swiglu(int I, int D)
 {
-    return (SwigluWeights){rand_mat(I, D, 1.0f / sqrtf((float)D)), rand_mat(I, D, 1.0f / sqrtf((float)D)),
-                           rand_mat(D, I, 1.0f / sqrtf((float)I))};
+    return (SwigluWeights){ rand_mat(I, D, 1.0f / sqrtf((float)D)), rand_mat(I, D, 1.0f / sqrtf((float)D)),
+                            rand_mat(D, I, 1.0f / sqrtf((float)I)) };
 }
 
 static void free_swiglu(SwigluWeights *w)
@@ -102,7 +100,11 @@ static float gap_after(const float *x, int n, int r)
     for (int i = 0; i < n; i++) {
         float v = x[i];
         for (int j = 0; j < m; j++)
-            if (v > top[j]) { const float t = top[j]; top[j] = v; v = t; }
+            if (v > top[j]) {
+                const float t = top[j];
+                top[j] = v;
+                v = t;
+            }
     }
     return r + 1 < n ? top[r] - top[r + 1] : INFINITY;
 }
@@ -145,57 +147,59 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     bool *tie = calloc((size_t)NT, 1), *keep = malloc((size_t)NT * K);
     int ties = 0, ref_dropped = 0;
     for (int t = 0; t < NT; t++) ties += tie[t] = route_margin(fs.scores + (size_t)t * E, c) < NEAR_TIE;
-    assert_true(ties * 2 <= NT);                               /* most tokens compared (see the file comment) */
+    assert_true(ties * 2 <= NT); /* most tokens compared (see the file comment) */
     for (int a = 0; a < NT * K; a++) keep[a] = true;
     float *scores = malloc(sizeof(float) * (size_t)NT * E);
     int *ref_idx = malloc(sizeof(int) * (size_t)NT * K);
     memcpy(scores, fs.scores, sizeof(float) * (size_t)NT * E);
     memcpy(ref_idx, fs.expert, sizeof(int) * (size_t)NT * K);
-    if (capacity_factor > 0)
-        ref_dropped = drop_tokens(keep, fs.expert, fs.weight, NULL, NT, K, E, N, capacity_factor);
+    if (capacity_factor > 0) ref_dropped = drop_tokens(keep, fs.expert, fs.weight, NULL, NT, K, E, N, capacity_factor);
     float *want_ep = malloc(sizeof(float) * xn);
     assert_int_equal(moe_forward_ep(want_ep, x, w, c, NT, N, capacity_factor > 0 ? keep : NULL, &fs), 0);
-    if (capacity_factor == 0)                                  /* the reference's EP is moe_forward exactly */
+    if (capacity_factor == 0) /* the reference's EP is moe_forward exactly */
         assert_memory_equal(want_ep, want, sizeof(float) * xn);
 
     /* the same tokens over N devices */
     FastEp ep;
     FastEpMoe fw;
-    if (fast_ep_init(&ep, N, bf16, c, T) || fast_ep_upload_moe(&ep, &fw, w, c))
-        fail_msg("%s", ds_last_error());
+    if (fast_ep_init(&ep, N, bf16, c, T) || fast_ep_upload_moe(&ep, &fw, w, c)) fail_msg("%s", ds_last_error());
     ep.capacity_factor = capacity_factor;
     float *dx[FAST_EP_MAX_DEVICES], *dy[FAST_EP_MAX_DEVICES];
     for (int d = 0; d < N; d++) {
         assert_int_equal(cudaSetDevice(d), cudaSuccess);
         assert_int_equal(cudaMalloc((void **)&dx[d], sizeof(float) * (size_t)T * D), cudaSuccess);
         assert_int_equal(cudaMalloc((void **)&dy[d], sizeof(float) * (size_t)T * D), cudaSuccess);
-        assert_int_equal(cudaMemcpy(dx[d], x + (size_t)d * T * D, sizeof(float) * (size_t)T * D,
-                                    cudaMemcpyHostToDevice), cudaSuccess);
-        assert_int_equal(cudaMemset(dy[d], 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);   /* NaN */
+        assert_int_equal(
+            cudaMemcpy(dx[d], x + (size_t)d * T * D, sizeof(float) * (size_t)T * D, cudaMemcpyHostToDevice),
+            cudaSuccess);
+        assert_int_equal(cudaMemset(dy[d], 0xff, sizeof(float) * (size_t)T * D), cudaSuccess); /* NaN */
     }
     int counts[FAST_EP_MAX_DEVICES];
     for (int d = 0; d < N; d++) counts[d] = T;
-    if (fast_ep_moe_forward(&ep, &fw, c, dy, (const float *const *)dx, counts))
-        fail_msg("%s", ds_last_error());
+    if (fast_ep_moe_forward(&ep, &fw, c, dy, (const float *const *)dx, counts)) fail_msg("%s", ds_last_error());
     int *idx = malloc(sizeof(int) * (size_t)NT * K);
     for (int d = 0; d < N; d++) {
         assert_int_equal(cudaSetDevice(d), cudaSuccess);
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
-        assert_int_equal(cudaMemcpy(got + (size_t)d * T * D, dy[d], sizeof(float) * (size_t)T * D,
-                                    cudaMemcpyDeviceToHost), cudaSuccess);
+        assert_int_equal(
+            cudaMemcpy(got + (size_t)d * T * D, dy[d], sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost),
+            cudaSuccess);
     }
-    memcpy(idx, ep.keep_idx, sizeof(int) * (size_t)NT * K);     /* the routing the plan used, E where dropped */
+    memcpy(idx, ep.keep_idx, sizeof(int) * (size_t)NT * K); /* the routing the plan used, E where dropped */
 
     /* routing: the reference's experts (E where dropped), on at most M devices */
     const int M = fast_ep_device_limit(c, N);
     bool *fkeep = malloc((size_t)NT * K);
     int *fidx = malloc(sizeof(int) * (size_t)NT * K), fast_dropped = 0;
     for (int t = 0; t < NT; t++) {
-        bool on[FAST_EP_MAX_DEVICES] = {false};
+        bool on[FAST_EP_MAX_DEVICES] = { false };
         int devices = 0;
         for (int k = 0; k < K; k++) {
             const int a = t * K + k, e = ref_idx[a];
-            if (!on[e / per]) { on[e / per] = true; devices++; }
+            if (!on[e / per]) {
+                on[e / per] = true;
+                devices++;
+            }
             fkeep[a] = idx[a] < E;
             fast_dropped += !fkeep[a];
             if (!tie[t] && (capacity_factor == 0 || ties == 0)) {
@@ -204,7 +208,7 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
             }
         }
         assert_true(devices <= M);
-        if (c->n_group == N && !tie[t]) {                      /* the paper's device-limited routing */
+        if (c->n_group == N && !tie[t]) { /* the paper's device-limited routing */
             int dl[32];
             device_limited_route(dl, scores + (size_t)t * E, E, K, N, c->topk_group);
             for (int k = 0; k < K; k++) {
@@ -233,7 +237,7 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     long long pairs = 0, remote = 0, assignments = 0;
     int most = 0;
     for (int t = 0; t < NT; t++) {
-        bool on[FAST_EP_MAX_DEVICES] = {false};
+        bool on[FAST_EP_MAX_DEVICES] = { false };
         int devices = 0;
         for (int k = 0; k < K; k++) {
             const int a = t * K + k;
@@ -242,15 +246,14 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
             if (on[pair_idx[a] / per]) continue;
             on[pair_idx[a] / per] = true;
             devices++;
-            remote += pair_idx[a] / per != t / T;              /* token t lives on device t / T */
-            ep.dev[t / T].plan.n_send[pair_idx[a] / per]--;    /* each pair accounted for once, below */
+            remote += pair_idx[a] / per != t / T;           /* token t lives on device t / T */
+            ep.dev[t / T].plan.n_send[pair_idx[a] / per]--; /* each pair accounted for once, below */
         }
         pairs += devices;
         most = devices > most ? devices : most;
     }
     for (int s = 0; s < N; s++)
-        for (int r = 0; r < N; r++)
-            assert_int_equal(ep.dev[s].plan.n_send[r], 0);
+        for (int r = 0; r < N; r++) assert_int_equal(ep.dev[s].plan.n_send[r], 0);
     const long long esz = bf16 ? 2 : 4;
     assert_int_equal(ep.stats.rows_dispatched, pairs);
     assert_int_equal(ep.stats.rows_sent, remote);
@@ -260,7 +263,7 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     assert_true(ep.stats.max_token_combine_bytes <= (long long)M * D * 4);
 
     /* statistics: f_i, P_i and the losses of ref/balance.c on the whole batch */
-    const BalanceSpec spec = {.E = E, .K = K, .D = N, .M = M, .alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02};
+    const BalanceSpec spec = { .E = E, .K = K, .D = N, .M = M, .alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02 };
     const BalanceLosses want_L = balance_losses(scores, ref_idx, NT, &spec, NULL);
     const BalanceLosses got_L = fast_ep_balance_losses(&ep, &spec);
     double worst_P = 0;
@@ -275,9 +278,9 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
         assert_true(fabs(ep.stats.f[i] - (double)E / ((double)K * NT) * n) <= 1e-12);
         worst_P = fmax(worst_P, fabs(ep.stats.P[i] - P) / P);
     }
-    const double dL = fmax(fabs(got_L.expert - want_L.expert) / want_L.expert,
-                           fmax(fabs(got_L.device - want_L.device) / want_L.device,
-                                fabs(got_L.comm - want_L.comm) / want_L.comm));
+    const double dL =
+        fmax(fabs(got_L.expert - want_L.expert) / want_L.expert,
+             fmax(fabs(got_L.device - want_L.device) / want_L.device, fabs(got_L.comm - want_L.comm) / want_L.comm));
     if (ties == 0) {
         assert_true(worst_P <= 1e-5);
         assert_true(dL <= 1e-5);
@@ -297,10 +300,9 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     printf("N=%d E=%d K=%d M=%d T=%d/device %s cf=%.2f: rel-L2 %.3g max-abs %.3g over %d tokens (%d near ties); "
            "dropped %d (ref %d); rows dispatched %lld for %lld kept assignments, %lld to other devices (%lld bytes); "
            "most devices per token %d (%lld bytes, M bound %lld); P rel err %.3g, loss rel err %.3g\n",
-           N, E, K, M, T, bf16 ? "bf16" : "float32", capacity_factor, cs.rel_l2, cs.max_abs, n, ties,
-           ep.stats.dropped, ref_dropped, ep.stats.rows_dispatched, assignments, ep.stats.rows_sent,
-           ep.stats.bytes_sent, ep.stats.max_devices, ep.stats.max_token_dispatch_bytes, (long long)M * D * esz,
-           worst_P, dL);
+           N, E, K, M, T, bf16 ? "bf16" : "float32", capacity_factor, cs.rel_l2, cs.max_abs, n, ties, ep.stats.dropped,
+           ref_dropped, ep.stats.rows_dispatched, assignments, ep.stats.rows_sent, ep.stats.bytes_sent,
+           ep.stats.max_devices, ep.stats.max_token_dispatch_bytes, (long long)M * D * esz, worst_P, dL);
     check_close("ep moe", g, r, (size_t)n * D, -1, bf16 ? 2e-2 : 1e-5);
 
     const long long rows_dispatched = ep.stats.rows_dispatched;
@@ -313,8 +315,19 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     fast_ep_free(&ep);
     assert_int_equal(cudaSetDevice(0), cudaSuccess);
     ffn_scratch_free(&fs);
-    free(x); free(want); free(got); free(want_ep); free(tie); free(keep); free(scores); free(ref_idx);
-    free(idx); free(fkeep); free(fidx); free(g); free(r);
+    free(x);
+    free(want);
+    free(got);
+    free(want_ep);
+    free(tie);
+    free(keep);
+    free(scores);
+    free(ref_idx);
+    free(idx);
+    free(fkeep);
+    free(fidx);
+    free(g);
+    free(r);
     return rows_dispatched;
 }
 
@@ -322,7 +335,7 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
 static MoeWeights rand_moe(const ModelConfig *c)
 {
     const int D = c->hidden_size, E = c->n_routed_experts, I = c->moe_intermediate_size;
-    MoeWeights w = {.router = rand_mat(E, D, 1.0f / sqrtf((float)D)), .bias = NULL};
+    MoeWeights w = { .router = rand_mat(E, D, 1.0f / sqrtf((float)D)), .bias = NULL };
     w.experts = malloc(sizeof *w.experts * E);
     for (int e = 0; e < E; e++) w.experts[e] = rand_swiglu(I, D);
     if (c->n_shared_experts) w.shared = rand_swiglu(c->n_shared_experts * I, D);
@@ -347,29 +360,68 @@ static void random_layer(int N, int M, int T, bool bf16, double cf)
     free_moe(&w, &c);
 }
 
-static void two_devices(void **state) { (void)state; random_layer(2, 1, 7, false, 0); }
-static void four_devices(void **state) { (void)state; random_layer(4, 2, 6, false, 0); }
-static void eight_devices(void **state) { (void)state; random_layer(8, 3, 5, false, 0); }
-static void four_devices_bf16(void **state) { (void)state; random_layer(4, 2, 6, true, 0); }
-static void dropping_four(void **state) { (void)state; random_layer(4, 2, 8, false, 1.0); }
-static void dropping_eight(void **state) { (void)state; random_layer(8, 3, 4, false, 0.5); }
+static void two_devices(void **state)
+{
+    (void)state;
+    random_layer(2, 1, 7, false, 0);
+}
+static void four_devices(void **state)
+{
+    (void)state;
+    random_layer(4, 2, 6, false, 0);
+}
+static void eight_devices(void **state)
+{
+    (void)state;
+    random_layer(8, 3, 5, false, 0);
+}
+static void four_devices_bf16(void **state)
+{
+    (void)state;
+    random_layer(4, 2, 6, true, 0);
+}
+static void dropping_four(void **state)
+{
+    (void)state;
+    random_layer(4, 2, 8, false, 1.0);
+}
+static void dropping_eight(void **state)
+{
+    (void)state;
+    random_layer(8, 3, 4, false, 0.5);
+}
 
 /* The MoE layer (layer 1) of the golden fixture tests/golden/v2 over N devices. */
 static void golden_v2(int N, double cf)
 {
     need_devices(N);
     Model m;
-    if (model_open(&m, "tests/golden/v2", NULL))
-        fail_msg("%s", ds_last_error());
+    if (model_open(&m, "tests/golden/v2", NULL)) fail_msg("%s", ds_last_error());
     assert_true(m.layers[1].is_moe);
     check_ep(m.cfg, &m.layers[1].moe, N, 5, false, cf, NULL);
     model_close(&m);
 }
 
-static void golden_v2_two(void **state) { (void)state; golden_v2(2, 0); }
-static void golden_v2_four(void **state) { (void)state; golden_v2(4, 0); }
-static void golden_v2_eight(void **state) { (void)state; golden_v2(8, 0); }
-static void golden_v2_four_dropping(void **state) { (void)state; golden_v2(4, 1.0); }
+static void golden_v2_two(void **state)
+{
+    (void)state;
+    golden_v2(2, 0);
+}
+static void golden_v2_four(void **state)
+{
+    (void)state;
+    golden_v2(4, 0);
+}
+static void golden_v2_eight(void **state)
+{
+    (void)state;
+    golden_v2(8, 0);
+}
+static void golden_v2_four_dropping(void **state)
+{
+    (void)state;
+    golden_v2(4, 1.0);
+}
 
 /* A designed routing over 4 devices (4 experts each, groups = devices, 2 kept, K = 4): the router row of
  * expert e is the unit vector e_e, so a token's logits are its first E entries. Token t puts 4.0 and 3.5 on
@@ -386,8 +438,7 @@ static void designed_routing(void **state)
     MoeWeights w = rand_moe(&c);
     uint16_t *router = (uint16_t *)w.router.data;
     for (int e = 0; e < E; e++)
-        for (int j = 0; j < D; j++)
-            router[e * D + j] = f32_to_bf16(j == e ? 1.0f : 0.0f);
+        for (int j = 0; j < D; j++) router[e * D + j] = f32_to_bf16(j == e ? 1.0f : 0.0f);
     float *x = malloc(sizeof(float) * (size_t)NT * D);
     test_rng_fill(&rng, x, (size_t)NT * D, -2.0f, 2.0f);
     long long want_rows = 0;
@@ -426,8 +477,8 @@ static void comm_failure(void **state)
 
 int main(void)
 {
-    setenv("SIM_DEVICE_COUNT", "8", 1);                        /* before the first CUDA call */
-    setenv("SIM_RACECHECK", "1", 0);                           /* every simulated launch under three thread orders */
+    setenv("SIM_DEVICE_COUNT", "8", 1); /* before the first CUDA call */
+    setenv("SIM_RACECHECK", "1", 0);    /* every simulated launch under three thread orders */
     test_rng_seed(&rng, "fast ep");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_devices),

@@ -36,7 +36,7 @@
 #include <string.h>
 
 #define N_GREEDY 16
-#define CHUNK 7
+#define CHUNK    7
 
 /* The prompt ids and the reference's greedy continuation of fixture name; returns the prompt length. */
 static int golden_ids(const char *name, int *ids, int cap)
@@ -62,29 +62,24 @@ static float *fast_logits(const char *name, int N, const int *ids, int T, int V)
 {
     char dir[256];
     golden_dir(dir, sizeof dir, name);
-    const FastOptions opt = {.bf16 = false, .chunk = CHUNK, .ep_devices = N};
+    const FastOptions opt = { .bf16 = false, .chunk = CHUNK, .ep_devices = N };
     FastModel m;
-    if (fast_model_open(&m, dir, &opt))
-        fail_msg("%s", ds_last_error());
+    if (fast_model_open(&m, dir, &opt)) fail_msg("%s", ds_last_error());
     assert_true((m.ep != NULL) == (N > 1));
     const int M = fast_ep_device_limit(m.cfg, N);
     float *got = malloc(sizeof(float) * (size_t)T * V);
     poison(got, (size_t)T * V);
-    if (fast_model_forward(&m, ids, T, got, true))
-        fail_msg("%s", ds_last_error());
-    if (m.ep)
-        check_bounds(&m.ep->ep, M, m.cfg->hidden_size);
+    if (fast_model_forward(&m, ids, T, got, true)) fail_msg("%s", ds_last_error());
+    if (m.ep) check_bounds(&m.ep->ep, M, m.cfg->hidden_size);
     int next;
-    if (fast_model_argmax(&m, &next))
-        fail_msg("%s", ds_last_error());
+    if (fast_model_argmax(&m, &next)) fail_msg("%s", ds_last_error());
     float *step = malloc(sizeof(float) * (size_t)V);
     for (int i = 0; i < N_GREEDY; i++) {
         if (next != ids[T + i])
             fail_msg("%s N=%d: greedy token %d is %d, the reference's %d", name, N, i, next, ids[T + i]);
         if (fast_model_forward(&m, &next, 1, step, false) || fast_model_argmax(&m, &next))
             fail_msg("%s", ds_last_error());
-        if (m.ep)
-            check_bounds(&m.ep->ep, M, m.cfg->hidden_size);
+        if (m.ep) check_bounds(&m.ep->ep, M, m.cfg->hidden_size);
     }
     free(step);
     fast_model_close(&m);
@@ -102,13 +97,12 @@ static void fixture_over_devices(void **state)
     char dir[256];
     golden_dir(dir, sizeof dir, name);
     Model ref;
-    if (model_open(&ref, dir, NULL))
-        fail_msg("%s", ds_last_error());
+    if (model_open(&ref, dir, NULL)) fail_msg("%s", ds_last_error());
     const int V = ref.cfg->vocab_size;
     float *want = malloc(sizeof(float) * (size_t)T * V);
     assert_int_equal(model_forward(&ref, ids, T, want, true), 0);
     float *one = NULL;
-    static const int devices[] = {1, 2, 4, 8};
+    static const int devices[] = { 1, 2, 4, 8 };
     for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
         const int N = devices[i];
         if (ref.cfg->n_routed_experts % N != 0) {
@@ -117,11 +111,11 @@ static void fixture_over_devices(void **state)
         }
         float *got = fast_logits(name, N, ids, T, V);
         const CheckStats vs_ref = check_stats(got, want, (size_t)T * V);
-        const CheckStats vs_one = one ? check_stats(got, one, (size_t)T * V) : (CheckStats){0, 0, 0, 0};
-        printf("%s N=%d M=%d: logits max-abs %.3g vs reference, %.3g vs one device; 16 greedy tokens equal\n",
-               name, N, fast_ep_device_limit(ref.cfg, N), vs_ref.max_abs, vs_one.max_abs);
+        const CheckStats vs_one = one ? check_stats(got, one, (size_t)T * V) : (CheckStats){ 0, 0, 0, 0 };
+        printf("%s N=%d M=%d: logits max-abs %.3g vs reference, %.3g vs one device; 16 greedy tokens equal\n", name, N,
+               fast_ep_device_limit(ref.cfg, N), vs_ref.max_abs, vs_one.max_abs);
         check_close(name, got, want, (size_t)T * V, 1e-4, -1);
-        if (one)                                               /* GEMMs of other row counts: other sum orders */
+        if (one) /* GEMMs of other row counts: other sum orders */
             check_close("vs one device", got, one, (size_t)T * V, 1e-5, -1);
         if (one)
             free(got);
@@ -135,12 +129,12 @@ static void fixture_over_devices(void **state)
 
 int main(void)
 {
-    setenv("SIM_DEVICE_COUNT", "8", 1);                        /* before the first CUDA call */
+    setenv("SIM_DEVICE_COUNT", "8", 1); /* before the first CUDA call */
     const struct CMUnitTest tests[] = {
-        {"v2 over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "v2"},
-        {"longctx over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "longctx"},
-        {"lite over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "lite"},
-        {"norope over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "norope"},
+        { "v2 over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "v2" },
+        { "longctx over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "longctx" },
+        { "lite over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "lite" },
+        { "norope over 1, 2, 4, 8 devices", fixture_over_devices, NULL, NULL, "norope" },
     };
     return cmocka_run_group_tests_name("fast ep model", tests, NULL, NULL);
 }

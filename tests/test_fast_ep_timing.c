@@ -41,7 +41,7 @@ static void timing_observes_without_changing(int N)
     if (model_open(&m, "tests/golden/v2", NULL)) fail_msg("%s", ds_last_error());
     const ModelConfig *c = m.cfg;
     const int Dm = c->hidden_size;
-    static const int counts[] = {5, 2, 0, 3};               /* uneven, one device idle */
+    static const int counts[] = { 5, 2, 0, 3 }; /* uneven, one device idle */
     int T[FAST_EP_MAX_DEVICES];
     FastEp ep;
     FastEpMoe w;
@@ -66,11 +66,10 @@ static void timing_observes_without_changing(int N)
         poison(off[d], (size_t)MAX_T * Dm);
         poison(on[d], (size_t)MAX_T * Dm);
     }
-    if (fast_ep_timing_create(&tm, N))
-        fail_msg("%s", ds_last_error());
+    if (fast_ep_timing_create(&tm, N)) fail_msg("%s", ds_last_error());
 
-    float phase_ms[FAST_EP_PHASES], slowest[FAST_EP_PHASES] = {0};
-    forward(&ep, &w, c, y, (const float *const *)x, T, off);          /* timing off: the events stay untouched */
+    float phase_ms[FAST_EP_PHASES], slowest[FAST_EP_PHASES] = { 0 };
+    forward(&ep, &w, c, y, (const float *const *)x, T, off); /* timing off: the events stay untouched */
     for (int d = 0; d < N; d++) {
         float ms;
         assert_int_equal(cudaSetDevice(d), cudaSuccess);
@@ -78,7 +77,7 @@ static void timing_observes_without_changing(int N)
             assert_int_not_equal(cudaEventElapsedTime(&ms, tm.begin[p][d], tm.end[p][d]), cudaSuccess);
     }
     assert_int_equal(fast_ep_timing_ms(&tm, N, phase_ms), -1);
-    cudaGetLastError();                                                /* the refusals above are expected */
+    cudaGetLastError(); /* the refusals above are expected */
     ep.timing = &tm;
     forward(&ep, &w, c, y, (const float *const *)x, T, on);
     for (int d = 0; d < N; d++) {
@@ -94,9 +93,8 @@ static void timing_observes_without_changing(int N)
             printf("N %d device %d %s: %.4f ms\n", N, d, p == FAST_EP_DISPATCH ? "dispatch" : "combine ", ms);
         }
     }
-    if (fast_ep_timing_ms(&tm, N, phase_ms))
-        fail_msg("%s", ds_last_error());
-    for (int p = 0; p < FAST_EP_PHASES; p++)                           /* the phase is its slowest device */
+    if (fast_ep_timing_ms(&tm, N, phase_ms)) fail_msg("%s", ds_last_error());
+    for (int p = 0; p < FAST_EP_PHASES; p++) /* the phase is its slowest device */
         assert_true(phase_ms[p] == slowest[p]);
 
     fast_ep_timing_destroy(&tm, N);
@@ -127,7 +125,7 @@ static void four_devices(void **state)
 
 int main(void)
 {
-    setenv("SIM_DEVICE_COUNT", "4", 1);                        /* the simulated device: before the first CUDA call */
+    setenv("SIM_DEVICE_COUNT", "4", 1); /* the simulated device: before the first CUDA call */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_devices),
         cmocka_unit_test(four_devices),

@@ -34,15 +34,14 @@
 #define HAVE_SIM 0
 #endif
 
-static const char *self;  /* this binary, for the children */
+static const char *self; /* this binary, for the children */
 
 /* Open dir with opt, feed a prompt spanning two chunks, close. Returns 0 or −1 (error line set). */
 static int open_forward_close(const char *dir, const FastOptions *opt)
 {
-    static const int prompt[] = {1, 5, 9, 2, 7, 3};
+    static const int prompt[] = { 1, 5, 9, 2, 7, 3 };
     FastModel m;
-    if (fast_model_open(&m, dir, opt))
-        return -1;                                     /* open leaves nothing open on failure */
+    if (fast_model_open(&m, dir, opt)) return -1; /* open leaves nothing open on failure */
     float *logits = malloc(sizeof(float) * (size_t)m.cfg->vocab_size);
     const int rc = !logits ? ds_error("out of host memory")
                            : fast_model_forward(&m, prompt, (int)(sizeof prompt / sizeof prompt[0]), logits, false);
@@ -53,13 +52,13 @@ static int open_forward_close(const char *dir, const FastOptions *opt)
 
 static int run_lite(void)
 {
-    const FastOptions opt = {.bf16 = false, .chunk = 4};
+    const FastOptions opt = { .bf16 = false, .chunk = 4 };
     return open_forward_close("tests/golden/lite", &opt);
 }
 
 static int run_ep(void)
 {
-    const FastOptions opt = {.bf16 = false, .chunk = 4, .ep_devices = 4};
+    const FastOptions opt = { .bf16 = false, .chunk = 4, .ep_devices = 4 };
     return open_forward_close("tests/golden/v2", &opt);
 }
 
@@ -67,14 +66,13 @@ static int run_ep(void)
  * idle), close. Returns 0 or −1 (error line set). */
 static int run_dp(void)
 {
-    static const int prompt[] = {1, 5, 9, 2, 7, 3};
-    const FastOptions opt = {.bf16 = false, .chunk = 4};
+    static const int prompt[] = { 1, 5, 9, 2, 7, 3 };
+    const FastOptions opt = { .bf16 = false, .chunk = 4 };
     FastDpModel *dp;
-    if (fast_dp_model_open(&dp, "tests/golden/v2", 4, &opt))
-        return -1;                                     /* open leaves nothing open on failure */
-    const int *tokens[] = {prompt, prompt + 1, prompt + 2, prompt};
-    const int T[] = {6, 5, 1, 0};
-    float *const logits[] = {NULL, NULL, NULL, NULL};
+    if (fast_dp_model_open(&dp, "tests/golden/v2", 4, &opt)) return -1; /* open leaves nothing open on failure */
+    const int *tokens[] = { prompt, prompt + 1, prompt + 2, prompt };
+    const int T[] = { 6, 5, 1, 0 };
+    float *const logits[] = { NULL, NULL, NULL, NULL };
     const int rc = fast_dp_model_forward(dp, tokens, T, logits, false);
     fast_dp_model_close(dp);
     return rc;
@@ -85,16 +83,19 @@ static void sim_counts(FaultCounts *out)
 {
     SimStats st;
     sim_stats(&st);
-    *out = (FaultCounts){st.malloc_calls, st.live_allocs, st.live_bytes};
+    *out = (FaultCounts){ st.malloc_calls, st.live_allocs, st.live_bytes };
 }
 #else
-static void sim_counts(FaultCounts *out) { memset(out, 0, sizeof *out); }
+static void sim_counts(FaultCounts *out)
+{
+    memset(out, 0, sizeof *out);
+}
 #endif
 
 static const FaultSweep sweeps[] = {
-    {"lite", "tests/golden/lite: open + forward + close", run_lite, sim_counts},
-    {"ep", "tests/golden/v2 over 4 devices (ep_devices): open + forward + close", run_ep, sim_counts},
-    {"dp", "tests/golden/v2 data-parallel over 4 devices (FastDpModel): open + forward + close", run_dp, sim_counts},
+    { "lite", "tests/golden/lite: open + forward + close", run_lite, sim_counts },
+    { "ep", "tests/golden/v2 over 4 devices (ep_devices): open + forward + close", run_ep, sim_counts },
+    { "dp", "tests/golden/v2 data-parallel over 4 devices (FastDpModel): open + forward + close", run_dp, sim_counts },
 };
 
 static void sweep(void **state)
@@ -111,15 +112,14 @@ static void sweep(void **state)
 int main(int argc, char **argv)
 {
     self = argv[0];
-    setenv("SIM_DEVICE_COUNT", "4", 1);                /* before the first CUDA call, inherited by the children */
+    setenv("SIM_DEVICE_COUNT", "4", 1); /* before the first CUDA call, inherited by the children */
     if (argc == 4 && strcmp(argv[1], "child") == 0)
         for (size_t i = 0; i < sizeof sweeps / sizeof sweeps[0]; i++)
-            if (strcmp(argv[2], sweeps[i].id) == 0)
-                return fault_sweep_child(&sweeps[i], argv[3]);
+            if (strcmp(argv[2], sweeps[i].id) == 0) return fault_sweep_child(&sweeps[i], argv[3]);
     const struct CMUnitTest tests[] = {
-        {"lite: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[0]},
-        {"ep_devices 4: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[1]},
-        {"data-parallel over 4: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[2]},
+        { "lite: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[0] },
+        { "ep_devices 4: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[1] },
+        { "data-parallel over 4: every cudaMalloc fails cleanly", sweep, NULL, NULL, (void *)&sweeps[2] },
     };
     return cmocka_run_group_tests_name("fast faults", tests, NULL, NULL);
 }

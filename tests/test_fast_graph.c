@@ -44,9 +44,8 @@ static void open_fast(FastModel *m, const char *name, int graph, int max_batch)
 {
     char dir[256];
     golden_dir(dir, sizeof dir, name);
-    const FastOptions opt = {.chunk = 7, .graph = graph, .max_batch = max_batch, .max_context = 128};
-    if (fast_model_open(m, dir, &opt))
-        fail_msg("%s", ds_last_error());
+    const FastOptions opt = { .chunk = 7, .graph = graph, .max_batch = max_batch, .max_context = 128 };
+    if (fast_model_open(m, dir, &opt)) fail_msg("%s", ds_last_error());
 }
 
 /*
@@ -64,7 +63,7 @@ static void decode_together(const char *name, const Golden *g, const float *want
     int *slots = malloc(sizeof(int) * (size_t)B), *tokens = malloc(sizeof(int) * (size_t)B);
     int *pos = malloc(sizeof(int) * (size_t)B);
     for (int i = 0; i < B; i++) {
-        slots[i] = B - 1 - i;                                    /* rows and slots in opposite orders */
+        slots[i] = B - 1 - i; /* rows and slots in opposite orders */
         if (fast_model_prefill(&eager, slots[i], g->ids, len[i], NULL, false) ||
             fast_model_prefill(&graph, slots[i], g->ids, len[i], NULL, false))
             fail_msg("%s", ds_last_error());
@@ -72,14 +71,13 @@ static void decode_together(const char *name, const Golden *g, const float *want
     }
     double worst_eager = 0, worst_ref = 0;
     for (int step = 0; step < steps; step++) {
-        for (int i = 0; i < B; i++)
-            tokens[i] = g->ids[pos[i]];                           /* teacher-forced: the reference's tokens */
+        for (int i = 0; i < B; i++) tokens[i] = g->ids[pos[i]]; /* teacher-forced: the reference's tokens */
         poison(ge, (size_t)B * V);
         poison(gg, (size_t)B * V);
         if (fast_model_decode(&eager, slots, tokens, B, ge) || fast_model_decode(&graph, slots, tokens, B, gg))
             fail_msg("%s", ds_last_error());
-        assert_non_null(graph.graphs[B - 1]);                     /* captured (no host sync inside) and replayed */
-        assert_null(eager.graphs);                                /* graphs off: every launch eager */
+        assert_non_null(graph.graphs[B - 1]); /* captured (no host sync inside) and replayed */
+        assert_null(eager.graphs);            /* graphs off: every launch eager */
         check_close("graph vs eager", gg, ge, (size_t)B * V, 1e-4, -1);
         const CheckStats se = check_stats(gg, ge, (size_t)B * V);
         worst_eager = se.max_abs > worst_eager ? se.max_abs : worst_eager;
@@ -88,13 +86,13 @@ static void decode_together(const char *name, const Golden *g, const float *want
             check_close("graph vs reference", gg + (size_t)i * V, ref, (size_t)V, 1e-4, -1);
             const CheckStats sr = check_stats(gg + (size_t)i * V, ref, (size_t)V);
             worst_ref = sr.max_abs > worst_ref ? sr.max_abs : worst_ref;
-            if (pos[i] >= g->T - 1 && pos[i] + 1 < g->T + N_STEPS)  /* past the prompt: the reference's greedy token */
+            if (pos[i] >= g->T - 1 && pos[i] + 1 < g->T + N_STEPS) /* past the prompt: the reference's greedy token */
                 assert_int_equal(golden_argmax(gg + (size_t)i * V, V), g->ids[pos[i] + 1]);
             pos[i]++;
         }
     }
-    printf("%s, %d sequence%s, %d steps: graph vs eager max-abs %.3g, vs reference %.3g\n", name, B,
-           B == 1 ? "" : "s", steps, worst_eager, worst_ref);
+    printf("%s, %d sequence%s, %d steps: graph vs eager max-abs %.3g, vs reference %.3g\n", name, B, B == 1 ? "" : "s",
+           steps, worst_eager, worst_ref);
     free(ge);
     free(gg);
     free(slots);
@@ -112,9 +110,9 @@ static void graph_decode_matches(void **state)
     golden_load(&g, name);
     const int n = g.T + N_STEPS;
     float *want = golden_ref_logits(name, g.ids, n, g.V);
-    const int one[1] = {g.T};
+    const int one[1] = { g.T };
     decode_together(name, &g, want, one, 1, N_STEPS);
-    const int two[2] = {g.T, g.T / 2};                              /* a shorter prefix: another position */
+    const int two[2] = { g.T, g.T / 2 }; /* a shorter prefix: another position */
     decode_together(name, &g, want, two, 2, N_STEPS);
     free(want);
     golden_close(&g);
@@ -137,13 +135,11 @@ static void large_batch_graph_decode_matches(void **state)
     golden_dir(dir, sizeof dir, name);
     snprintf(path, sizeof path, "%s/config.json", dir);
     ModelConfig cfg;
-    if (config_load(path, &cfg))
-        fail_msg("%s", ds_last_error());
+    if (config_load(path, &cfg)) fail_msg("%s", ds_last_error());
     const int B = FAST_MOE_GROUPED_MAX_ROWS / cfg.num_experts_per_tok + 1;
     int *len = malloc(sizeof(int) * (size_t)B);
-    for (int i = 0; i < B; i++)
-        len[i] = 1 + i % 3;
-    decode_together(name, &g, want, len, B, 2);   /* capture, then one replay */
+    for (int i = 0; i < B; i++) len[i] = 1 + i % 3;
+    decode_together(name, &g, want, len, B, 2); /* capture, then one replay */
     free(len);
     free(want);
     golden_close(&g);
@@ -160,26 +156,23 @@ static void host_sync_invalidates_capture(void **state)
     need_device();
     FastModel m;
     open_fast(&m, "lite", 0, 1);
-    const int ids[3] = {1, 2, 3};
-    if (fast_model_prefill(&m, 0, ids, 3, NULL, false))
-        fail_msg("%s", ds_last_error());
-    const int l = m.cfg->first_k_dense_replace;                   /* the first MoE layer */
+    const int ids[3] = { 1, 2, 3 };
+    if (fast_model_prefill(&m, 0, ids, 3, NULL, false)) fail_msg("%s", ds_last_error());
+    const int l = m.cfg->first_k_dense_replace; /* the first MoE layer */
     assert_true(m.layers[l].is_moe);
     cudaGraph_t g = NULL;
-    setenv("SIM_QUIET", "1", 1);                                  /* the refusal below is expected */
+    setenv("SIM_QUIET", "1", 1); /* the refusal below is expected */
     assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-    assert_int_equal(fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch,
-                                              FAST_MOE_PER_EXPERT),
-                     -1);
+    assert_int_equal(
+        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_PER_EXPERT), -1);
     printf("per-expert MoE under capture: %s\n", ds_last_error());
     assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaErrorStreamCaptureInvalidated);
     assert_null(g);
     (void)cudaGetLastError();
     unsetenv("SIM_QUIET");
     assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-    assert_int_equal(fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch,
-                                              FAST_MOE_GROUPED),
-                     0);
+    assert_int_equal(
+        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_GROUPED), 0);
     assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaSuccess);
     assert_non_null(g);
     assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
@@ -188,13 +181,13 @@ static void host_sync_invalidates_capture(void **state)
 
 int main(void)
 {
-    setenv("SIM_RACECHECK", "1", 0);                           /* replayed kernels under three thread orders too */
+    setenv("SIM_RACECHECK", "1", 0); /* replayed kernels under three thread orders too */
     const struct CMUnitTest tests[] = {
-        {"lite: graph decode", graph_decode_matches, NULL, NULL, "lite"},
-        {"v2: graph decode", graph_decode_matches, NULL, NULL, "v2"},
-        {"norope: graph decode", graph_decode_matches, NULL, NULL, "norope"},
-        {"longctx: graph decode", graph_decode_matches, NULL, NULL, "longctx"},
-        {"v2: graph decode, B·K > FAST_MOE_GROUPED_MAX_ROWS", large_batch_graph_decode_matches, NULL, NULL, "v2"},
+        { "lite: graph decode", graph_decode_matches, NULL, NULL, "lite" },
+        { "v2: graph decode", graph_decode_matches, NULL, NULL, "v2" },
+        { "norope: graph decode", graph_decode_matches, NULL, NULL, "norope" },
+        { "longctx: graph decode", graph_decode_matches, NULL, NULL, "longctx" },
+        { "v2: graph decode, B·K > FAST_MOE_GROUPED_MAX_ROWS", large_batch_graph_decode_matches, NULL, NULL, "v2" },
         cmocka_unit_test(host_sync_invalidates_capture),
     };
     return cmocka_run_group_tests_name("fast graph", tests, NULL, NULL);

@@ -43,15 +43,13 @@ static TestRng rng;
 
 #define AT_BASE 5 /* cache row where the _at launchers' sequence starts */
 
-
 static Mat random_mat(int rows, int cols)
 {
     const size_t n = (size_t)rows * cols;
     const float a = 1.0f / sqrtf((float)cols);
     uint16_t *d = malloc(2 * n);
-    for (size_t i = 0; i < n; i++)
-        d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
-    return (Mat){d, DT_BF16, rows, cols};
+    for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
+    return (Mat){ d, DT_BF16, rows, cols };
 }
 
 static float *random_norm(int n)
@@ -99,10 +97,9 @@ static MlaWeights random_mla(const ModelConfig *c)
 
 static void free_mla(MlaWeights *w)
 {
-    const void *p[] = {w->q_proj.data, w->q_a_proj.data, w->q_a_norm, w->q_b_proj.data, w->kv_a_proj.data,
-                       w->kv_a_norm, w->kv_b_proj.data, w->o_proj.data};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
-        free((void *)p[i]);
+    const void *p[] = { w->q_proj.data,    w->q_a_proj.data, w->q_a_norm,       w->q_b_proj.data,
+                        w->kv_a_proj.data, w->kv_a_norm,     w->kv_b_proj.data, w->o_proj.data };
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free((void *)p[i]);
 }
 
 static void report(const char *what, const float *got, const float *want, size_t n, double tol)
@@ -140,8 +137,8 @@ static void check_mla(const ModelConfig *c, int prompt)
     const int D = c->hidden_size, nh = c->num_attention_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
     const int dv = c->v_head_dim, dc = c->kv_lora_rank, width = dc + dr;
     /* phases: (T, form): prompt expanded, one absorbed step, 3 expanded at pos0 > 0, 2 absorbed */
-    const int phase_T[4] = {prompt, 1, 3, 2};
-    const MlaForm phase_form[4] = {MLA_EXPANDED, MLA_ABSORBED, MLA_EXPANDED, MLA_ABSORBED};
+    const int phase_T[4] = { prompt, 1, 3, 2 };
+    const MlaForm phase_form[4] = { MLA_EXPANDED, MLA_ABSORBED, MLA_EXPANDED, MLA_ABSORBED };
     const int ctx = prompt + 6, max_T = prompt;
     MlaWeights w = random_mla(c);
     Rope rope;
@@ -181,12 +178,14 @@ static void check_mla(const ModelConfig *c, int prompt)
         assert_int_equal(cudaMalloc((void **)&dout, sizeof(float) * (size_t)max_T * D), cudaSuccess);
         assert_int_equal(cudaMalloc((void **)&o_v1, sizeof(float) * (size_t)max_T * nh * dv), cudaSuccess);
         float *want = malloc(sizeof(float) * (size_t)max_T * D), *got = malloc(sizeof(float) * (size_t)max_T * D);
-        float *rows_got = malloc(sizeof(float) * (size_t)ctx * width), *rows_want = malloc(sizeof(float) * (size_t)ctx * width);
+        float *rows_got = malloc(sizeof(float) * (size_t)ctx * width),
+              *rows_want = malloc(sizeof(float) * (size_t)ctx * width);
         float *o_got = malloc(sizeof(float) * (size_t)max_T * nh * dv);
         int *hpos = malloc(sizeof(int) * (size_t)max_T), *hbase = malloc(sizeof(int) * (size_t)max_T);
-        const MlaDims dims = {nh, dn, dr, dv, dc, rope.softmax_scale};
-        assert_int_equal(cudaMalloc((void **)&scratch_v1, sizeof(float) * (size_t)max_T * nh * MLA_V1_SCRATCH(dims, ctx)),
-                         cudaSuccess);
+        const MlaDims dims = { nh, dn, dr, dv, dc, rope.softmax_scale };
+        assert_int_equal(
+            cudaMalloc((void **)&scratch_v1, sizeof(float) * (size_t)max_T * nh * MLA_V1_SCRATCH(dims, ctx)),
+            cudaSuccess);
 
         int pos0 = 0;
         for (int ph = 0; ph < 4; ph++) {
@@ -201,7 +200,7 @@ static void check_mla(const ModelConfig *c, int prompt)
             }
             assert_int_equal(cudaMemcpy(dpos, hpos, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
             assert_int_equal(cudaMemcpy(dbase, hbase, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
-            const FastPositions at = {dpos, dbase, pos0, 0, ctx};
+            const FastPositions at = { dpos, dbase, pos0, 0, ctx };
             if (fast_mla_forward(&fc, dout, da + (size_t)pos0 * D, &fw, cache, c, &rope, inv_freq, &at, T, absorbed,
                                  &s))
                 fail_msg("%s", ds_last_error());
@@ -214,14 +213,13 @@ static void check_mla(const ModelConfig *c, int prompt)
             ref_rows(rows_want, &lc, dc, dr, pos0, pos0 + T);
             cache_rows(rows_got, cache, fc.wtype, width, pos0, pos0 + T);
             report("  cache rows (v2)", rows_got, rows_want, (size_t)T * width, bf16 ? 1e-2 : 1e-5);
-            assert_int_equal(mla_write_latents_v1(cache_v1, fc.wtype, s.kv, fw.kv_a_norm, inv_freq,
-                                                  rope.cos_sin_scale, dims, pos0, T, c->rms_norm_eps, fc.stream),
+            assert_int_equal(mla_write_latents_v1(cache_v1, fc.wtype, s.kv, fw.kv_a_norm, inv_freq, rope.cos_sin_scale,
+                                                  dims, pos0, T, c->rms_norm_eps, fc.stream),
                              cudaSuccess);
             assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
             cache_rows(rows_got, cache_v1, fc.wtype, width, pos0, pos0 + T);
             report("  cache rows (v1)", rows_got, rows_want, (size_t)T * width, bf16 ? 1e-2 : 1e-5);
-            for (int t = 0; t < T; t++)
-                hbase[t] = AT_BASE;
+            for (int t = 0; t < T; t++) hbase[t] = AT_BASE;
             assert_int_equal(cudaMemcpy(dbase, hbase, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
             assert_int_equal(mla_write_latents_at_v1(cache_at, fc.wtype, s.kv, fw.kv_a_norm, inv_freq,
                                                      rope.cos_sin_scale, dims, dpos, dbase, T, c->rms_norm_eps,
@@ -252,9 +250,23 @@ static void check_mla(const ModelConfig *c, int prompt)
             report(what, o_got, ms.o, (size_t)T * nh * dv, tol);
             pos0 += T;
         }
-        cudaFree(cache); cudaFree(cache_v1); cudaFree(inv_freq); cudaFree(da); cudaFree(dout); cudaFree(o_v1);
-        cudaFree(scratch_v1); cudaFree(cache_at); cudaFree(dpos); cudaFree(dbase);
-        free(want); free(got); free(rows_got); free(rows_want); free(o_got); free(hpos); free(hbase);
+        cudaFree(cache);
+        cudaFree(cache_v1);
+        cudaFree(inv_freq);
+        cudaFree(da);
+        cudaFree(dout);
+        cudaFree(o_v1);
+        cudaFree(scratch_v1);
+        cudaFree(cache_at);
+        cudaFree(dpos);
+        cudaFree(dbase);
+        free(want);
+        free(got);
+        free(rows_got);
+        free(rows_want);
+        free(o_got);
+        free(hpos);
+        free(hbase);
         fast_scratch_free(&s);
         fast_free_mla(&fw);
         fast_context_free(&fc);
@@ -267,8 +279,8 @@ static void check_mla(const ModelConfig *c, int prompt)
 
 /* o^L_{t,h} = Σ_{j ≤ pos_t} softmax_j(σ(q^L·ĉ_j + q^R·k^R_j)) ĉ_j in double, rows [base_t + j] of the host cache
  * (ref/mla.c's absorbed form before W^UV, written out here so the decode kernels have an independent check). */
-static void ref_decode(double *o_lat, const float *cache, const float *q_lat, const float *q, MlaDims d,
-                       const int *pos, const int *base, int T)
+static void ref_decode(double *o_lat, const float *cache, const float *q_lat, const float *q, MlaDims d, const int *pos,
+                       const int *base, int T)
 {
     const int width = d.d_c + d.d_r, dq = d.d_n + d.d_r;
     double *p = malloc(sizeof(double) * (size_t)(pos[0] + 1));
@@ -304,7 +316,7 @@ static void ref_decode(double *o_lat, const float *cache, const float *q_lat, co
  */
 static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
 {
-    const MlaDims d = {nh, 3, dr, 5, dc, 1.0f / sqrtf((float)(3 + dr))};
+    const MlaDims d = { nh, 3, dr, 5, dc, 1.0f / sqrtf((float)(3 + dr)) };
     const int width = dc + dr, dq = d.d_n + dr, rows = AT_BASE + T + ctx;
     const KernelDType type = bf16 ? KERNEL_BF16 : KERNEL_F32;
     const size_t esz = kernel_dtype_size(type), n_lat = (size_t)T * nh * dc;
@@ -351,33 +363,33 @@ static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
     assert_int_equal(cudaMemcpy(dqv, q, sizeof(float) * (size_t)T * nh * dq, cudaMemcpyHostToDevice), cudaSuccess);
     assert_int_equal(cudaMemcpy(dpos, pos, sizeof pos, cudaMemcpyHostToDevice), cudaSuccess);
     assert_int_equal(cudaMemcpy(dbase, base, sizeof base, cudaMemcpyHostToDevice), cudaSuccess);
-    printf(" decode %s, %d heads, d_c %d, d_r %d, ctx %d, T %d (v3: %d splits, %s loads):\n",
-           bf16 ? "bf16" : "float32", nh, dc, dr, ctx, T, mla_decode_v3_splits(nh, T, ctx),
-           width % 8 == 0 ? "16-byte" : "element");
+    printf(" decode %s, %d heads, d_c %d, d_r %d, ctx %d, T %d (v3: %d splits, %s loads):\n", bf16 ? "bf16" : "float32",
+           nh, dc, dr, ctx, T, mla_decode_v3_splits(nh, T, ctx), width % 8 == 0 ? "16-byte" : "element");
     ref_decode(want_d, cache, q_lat, q, d, pos, base, T);
     for (size_t i = 0; i < n_lat; i++) want[i] = (float)want_d[i];
     for (int v = 2; v <= 4; v++) {
         assert_int_equal(cudaMemset(do_lat, 0xff, sizeof(float) * n_lat), cudaSuccess);
-        struct timespec t0, t1;                                /* simulator seconds, printed, never checked */
+        struct timespec t0, t1; /* simulator seconds, printed, never checked */
         clock_gettime(CLOCK_MONOTONIC, &t0);
         if (v == 2)
             assert_int_equal(mla_decode_at_v2(do_lat, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial, 0),
                              cudaSuccess);
         else if (v == 3)
-            assert_int_equal(mla_decode_at_v3(do_lat, KERNEL_F32, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx, partial_v3,
-                                              counters, 0),
+            assert_int_equal(mla_decode_at_v3(do_lat, KERNEL_F32, dq_lat, dqv, dcache, type, d, dpos, dbase, T, ctx,
+                                              partial_v3, counters, 0),
                              cudaSuccess);
         else
-            assert_int_equal(mla_decode_v3(do_lat, type, dq_lat, dqv, dcache, type, d, ctx - T, T, partial_v3, counters, 0),
-                             cudaSuccess);                     /* o^L stored as the cache's type */
+            assert_int_equal(
+                mla_decode_v3(do_lat, type, dq_lat, dqv, dcache, type, d, ctx - T, T, partial_v3, counters, 0),
+                cudaSuccess); /* o^L stored as the cache's type */
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        printf("    (simulated in %.3f s)\n", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        printf("    (simulated in %.3f s)\n",
+               (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         assert_int_equal(cudaMemcpy(got, do_lat, sizeof(float) * n_lat, cudaMemcpyDeviceToHost), cudaSuccess);
-        if (v == 4 && bf16)                                    /* bf16 o^L: widen the n_lat values in place */
-            for (size_t i = n_lat; i-- > 0;)
-                got[i] = bf16_to_f32(((const uint16_t *)got)[i]);
-        if (v == 4) {                                          /* the host-pos0 launcher: tokens ctx − T + t, base 0 */
+        if (v == 4 && bf16) /* bf16 o^L: widen the n_lat values in place */
+            for (size_t i = n_lat; i-- > 0;) got[i] = bf16_to_f32(((const uint16_t *)got)[i]);
+        if (v == 4) { /* the host-pos0 launcher: tokens ctx − T + t, base 0 */
             for (int t = 0; t < T; t++) {
                 pos[t] = ctx - T + t;
                 base[t] = 0;
@@ -385,25 +397,39 @@ static void check_decode(int nh, int dc, int dr, int ctx, int T, bool bf16)
             ref_decode(want_d, cache, q_lat, q, d, pos, base, T);
             for (size_t i = 0; i < n_lat; i++) want[i] = (float)want_d[i];
         }
-        report(v == 2 ? "  mla_decode_at_v2 (o^L)" : v == 3 ? "  mla_decode_at_v3 (o^L)" : "  mla_decode_v3 (o^L as cache)",
+        report(v == 2   ? "  mla_decode_at_v2 (o^L)"
+               : v == 3 ? "  mla_decode_at_v3 (o^L)"
+                        : "  mla_decode_v3 (o^L as cache)",
                got, want, n_lat, v == 4 && bf16 ? 2e-2 : 1e-5);
     }
-    int left[8 * 2];                                           /* every launch leaves its counters zero */
+    int left[8 * 2]; /* every launch leaves its counters zero */
     const size_t n_count = mla_decode_v3_counters(nh, T);
     assert_true(n_count <= sizeof left / sizeof left[0]);
     assert_int_equal(cudaMemcpy(left, counters, sizeof(int) * n_count, cudaMemcpyDeviceToHost), cudaSuccess);
-    for (size_t i = 0; i < n_count; i++)
-        assert_int_equal(left[i], 0);
-    cudaFree(dcache); cudaFree(dq_lat); cudaFree(dqv); cudaFree(do_lat); cudaFree(partial); cudaFree(dpos);
-    cudaFree(dbase); cudaFree(partial_v3); cudaFree(counters);
-    free(cache); free(q_lat); free(q); free(got); free(want_d); free(want); free(stored);
+    for (size_t i = 0; i < n_count; i++) assert_int_equal(left[i], 0);
+    cudaFree(dcache);
+    cudaFree(dq_lat);
+    cudaFree(dqv);
+    cudaFree(do_lat);
+    cudaFree(partial);
+    cudaFree(dpos);
+    cudaFree(dbase);
+    cudaFree(partial_v3);
+    cudaFree(counters);
+    free(cache);
+    free(q_lat);
+    free(q);
+    free(got);
+    free(want_d);
+    free(want);
+    free(stored);
 }
 
 static void decode_kernels_two_head_groups(void **state)
 {
     (void)state;
     need_device();
-    check_decode(20, 512, 64, 700, 3, false);                  /* 2 groups (16 + 4 heads), 6 splits, wide rows */
+    check_decode(20, 512, 64, 700, 3, false); /* 2 groups (16 + 4 heads), 6 splits, wide rows */
     check_decode(20, 512, 64, 700, 3, true);
 }
 
@@ -411,7 +437,7 @@ static void decode_kernels_odd_rows(void **state)
 {
     (void)state;
     need_device();
-    check_decode(3, 40, 6, 300, 2, false);                     /* rows of 46: element loads, 3 splits */
+    check_decode(3, 40, 6, 300, 2, false); /* rows of 46: element loads, 3 splits */
     check_decode(3, 40, 6, 300, 2, true);
 }
 
@@ -444,10 +470,8 @@ int main(void)
     setenv("SIM_RACECHECK", "1", 0);
     test_rng_seed(&rng, "fast mla");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lite_real_dims),
-        cmocka_unit_test(v2_heads_with_query_compression),
-        cmocka_unit_test(odd_sizes_three_splits),
-        cmocka_unit_test(decode_kernels_two_head_groups),
+        cmocka_unit_test(lite_real_dims),          cmocka_unit_test(v2_heads_with_query_compression),
+        cmocka_unit_test(odd_sizes_three_splits),  cmocka_unit_test(decode_kernels_two_head_groups),
         cmocka_unit_test(decode_kernels_odd_rows),
     };
     return cmocka_run_group_tests_name("fast mla", tests, NULL, NULL);

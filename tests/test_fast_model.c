@@ -36,9 +36,8 @@ static void open_fast(FastModel *m, const char *name, bool bf16, int form)
 {
     char dir[256];
     golden_dir(dir, sizeof dir, name);
-    const FastOptions opt = {.bf16 = bf16, .chunk = 7, .form = form};   /* an odd chunk: prompts span chunks */
-    if (fast_model_open(m, dir, &opt))
-        fail_msg("%s", ds_last_error());
+    const FastOptions opt = { .bf16 = bf16, .chunk = 7, .form = form }; /* an odd chunk: prompts span chunks */
+    if (fast_model_open(m, dir, &opt)) fail_msg("%s", ds_last_error());
 }
 
 /* float32 mode: prompt logits ≤ 1e-4 max-abs from the reference; greedy decode identical. */
@@ -53,20 +52,18 @@ static void float32_matches_reference(void **state)
     poison(got, (size_t)g.T * g.V);
     FastModel m;
     open_fast(&m, name, false, 0);
-    if (fast_model_forward(&m, g.ids, g.T, got, true))
-        fail_msg("%s", ds_last_error());
+    if (fast_model_forward(&m, g.ids, g.T, got, true)) fail_msg("%s", ds_last_error());
     check_close(name, got, want, (size_t)g.T * g.V, 1e-4, -1);
     const CheckStats st = check_stats(got, want, (size_t)g.T * g.V);
     printf("%s float32: logits max-abs %.3g, rel-L2 %.3g\n", name, st.max_abs, st.rel_l2);
     int next;
-    if (fast_model_argmax(&m, &next))
-        fail_msg("%s", ds_last_error());
+    if (fast_model_argmax(&m, &next)) fail_msg("%s", ds_last_error());
     for (int i = 0; i < N_GREEDY; i++) {
-        assert_int_equal(next, g.ids[g.T + i]);                 /* the reference's greedy continuation */
+        assert_int_equal(next, g.ids[g.T + i]); /* the reference's greedy continuation */
         poison(got, g.V);
         if (fast_model_forward(&m, &next, 1, got, false) || fast_model_argmax(&m, &next))
             fail_msg("%s", ds_last_error());
-        assert_int_equal(next, golden_argmax(got, g.V));               /* device arg-max = host arg-max */
+        assert_int_equal(next, golden_argmax(got, g.V)); /* device arg-max = host arg-max */
     }
     fast_model_close(&m);
     free(got);
@@ -88,8 +85,7 @@ static void float32_forms_match_reference(void **state)
         poison(got, (size_t)n * g.V);
         FastModel m;
         open_fast(&m, name, false, form);
-        if (fast_model_forward(&m, g.ids, n, got, true))
-            fail_msg("%s", ds_last_error());
+        if (fast_model_forward(&m, g.ids, n, got, true)) fail_msg("%s", ds_last_error());
         check_close(form == 1 ? "expanded" : "absorbed", got, want, (size_t)n * g.V, 1e-4, -1);
         fast_model_close(&m);
     }
@@ -105,8 +101,7 @@ static int transformers_bf16_top1(const char *name, int n)
     snprintf(path, sizeof path, GOLDEN_DIR "%s/fixture.json", name);
     json_error_t err;
     json_t *root = json_load_file(path, 0, &err);
-    if (!root)
-        fail_msg("%s:%d: %s", path, err.line, err.text);
+    if (!root) fail_msg("%s:%d: %s", path, err.line, err.text);
     const json_t *agree = json_object_get(root, "transformers_bf16_top1"), *pos = json_object_get(root, "positions");
     if (!json_is_integer(agree) || !json_is_integer(pos) || json_integer_value(pos) != n)
         fail_msg("%s: transformers_bf16_top1 / positions (= %d) missing; rerun tools/make_golden.py", path, n);
@@ -128,9 +123,8 @@ static void bf16_top1_agrees(void **state)
     poison(got, (size_t)n * g.V);
     FastModel m;
     open_fast(&m, name, true, 0);
-    if (fast_model_forward(&m, g.ids, n, got, true))
-        fail_msg("%s", ds_last_error());
-    check_close(name, got, want, (size_t)n * g.V, -1, -1);        /* finite everywhere */
+    if (fast_model_forward(&m, g.ids, n, got, true)) fail_msg("%s", ds_last_error());
+    check_close(name, got, want, (size_t)n * g.V, -1, -1); /* finite everywhere */
     int agree = 0;
     for (int t = 0; t < n; t++)
         agree += golden_argmax(got + (size_t)t * g.V, g.V) == golden_argmax(want + (size_t)t * g.V, g.V);
@@ -145,16 +139,19 @@ static void bf16_top1_agrees(void **state)
     golden_close(&g);
 }
 
-#define FIXTURE_TESTS(name)                                                                   \
-    {name ": float32 logits and greedy decode", float32_matches_reference, NULL, NULL, name}, \
-    {name ": float32 expanded and absorbed forms", float32_forms_match_reference, NULL, NULL, name}, \
-    {name ": bf16 top-1 agreement", bf16_top1_agrees, NULL, NULL, name}
+#define FIXTURE_TESTS(name)                                                                                \
+    { name ": float32 logits and greedy decode", float32_matches_reference, NULL, NULL, name },            \
+        { name ": float32 expanded and absorbed forms", float32_forms_match_reference, NULL, NULL, name }, \
+    {                                                                                                      \
+        name ": bf16 top-1 agreement", bf16_top1_agrees, NULL, NULL, name                                  \
+    }
 
 int main(void)
 {
-    setenv("SIM_RACECHECK", "1", 0);                           /* every simulated launch under three thread orders */
+    setenv("SIM_RACECHECK", "1", 0); /* every simulated launch under three thread orders */
     const struct CMUnitTest tests[] = {
-        FIXTURE_TESTS("lite"), FIXTURE_TESTS("v2"), FIXTURE_TESTS("norope"), FIXTURE_TESTS("longctx"), FIXTURE_TESTS("eps"),
+        FIXTURE_TESTS("lite"),    FIXTURE_TESTS("v2"),  FIXTURE_TESTS("norope"),
+        FIXTURE_TESTS("longctx"), FIXTURE_TESTS("eps"),
     };
     return cmocka_run_group_tests_name("fast model", tests, NULL, NULL);
 }

@@ -40,21 +40,19 @@
 
 static TestRng rng;
 
-
 /* A random bf16 matrix with entries in [−a, a). */
 static Mat random_mat(int rows, int cols, float a)
 {
     const size_t n = (size_t)rows * cols;
     uint16_t *d = malloc(2 * n);
-    for (size_t i = 0; i < n; i++)
-        d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
-    return (Mat){d, DT_BF16, rows, cols};
+    for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(test_rng_uniform(&rng, -a, a));
+    return (Mat){ d, DT_BF16, rows, cols };
 }
 
 static SwigluWeights random_swiglu(int I, int D)
 {
     const float a = 1.0f / sqrtf((float)D), b = 1.0f / sqrtf((float)I);
-    return (SwigluWeights){random_mat(I, D, a), random_mat(I, D, a), random_mat(D, I, b)};
+    return (SwigluWeights){ random_mat(I, D, a), random_mat(I, D, a), random_mat(D, I, b) };
 }
 
 static void free_swiglu(SwigluWeights *w)
@@ -90,10 +88,14 @@ static float rank_gap(const float *x, int n, int r)
     float best[64];
     const int m = r + 2 < 64 ? r + 2 : 64;
     for (int i = 0; i < 64; i++) best[i] = -INFINITY;
-    for (int i = 0; i < n; i++) {                              /* insertion into a sorted top-m list */
+    for (int i = 0; i < n; i++) { /* insertion into a sorted top-m list */
         float v = x[i];
         for (int j = 0; j < m; j++)
-            if (v > best[j]) { const float t = best[j]; best[j] = v; v = t; }
+            if (v > best[j]) {
+                const float t = best[j];
+                best[j] = v;
+                v = t;
+            }
     }
     return r + 1 < n ? best[r] - best[r + 1] : INFINITY;
 }
@@ -105,7 +107,7 @@ static float ref_margin(const float *s, const ModelConfig *c)
     float sel[ROUTER_MAX_EXPERTS], margin = INFINITY;
     memcpy(sel, s, sizeof(float) * E);
     if (c->topk_method == TOPK_GROUP_LIMITED_GREEDY) {
-        float gs[64] = {0};
+        float gs[64] = { 0 };
         for (int g = 0; g < G; g++) {
             gs[g] = sel[g * per];
             for (int i = 1; i < per; i++) gs[g] = fmaxf(gs[g], sel[g * per + i]);
@@ -144,7 +146,7 @@ static void check_moe(const ModelConfig *c, int T)
 {
     const int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok, I = c->moe_intermediate_size;
     const int Is = c->n_shared_experts * I;
-    MoeWeights w = {.router = random_mat(E, D, 1.0f / sqrtf((float)D)), .bias = NULL};
+    MoeWeights w = { .router = random_mat(E, D, 1.0f / sqrtf((float)D)), .bias = NULL };
     w.experts = malloc(sizeof *w.experts * E);
     for (int e = 0; e < E; e++) w.experts[e] = random_swiglu(I, D);
     if (Is) w.shared = random_swiglu(Is, D);
@@ -193,8 +195,7 @@ static void check_moe(const ModelConfig *c, int T)
             int *idx = malloc(sizeof(int) * (size_t)T * K);
             assert_int_equal(cudaMemcpy(idx, s.idx, sizeof(int) * (size_t)T * K, cudaMemcpyDeviceToHost), cudaSuccess);
             for (int t = 0; t < T; t++)
-                for (int k = 0; k < K && !tie[t]; k++)
-                    assert_int_equal(idx[t * K + k], fs.expert[t * K + k]);
+                for (int k = 0; k < K && !tie[t]; k++) assert_int_equal(idx[t * K + k], fs.expert[t * K + k]);
             free(idx);
             char what[64];
             snprintf(what, sizeof what, "moe fast %s %s", how == FAST_MOE_GROUPED ? "grouped" : "per-expert",
@@ -205,23 +206,20 @@ static void check_moe(const ModelConfig *c, int T)
         /* the grouped kernels themselves (v1 reference loops, v2, v3 with 16-byte loads when D and I are
          * multiples of 8, else element loads) on the permutation the last run left, NaN-poisoned outputs */
         cudaError_t (*const grouped[3])(float *, void *, const void *, const int *, const void *, const void *,
-                                        KernelDType, int, int, int, int, cudaStream_t) = {moe_experts_v1,
-                                                                                          moe_experts_v2,
-                                                                                          moe_experts_v3};
+                                        KernelDType, int, int, int, int,
+                                        cudaStream_t) = { moe_experts_v1, moe_experts_v2, moe_experts_v3 };
         for (int v = 0; v < 3; v++) {
             assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
             assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
-            assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I),
-                             cudaSuccess);
+            assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I), cudaSuccess);
             assert_int_equal(grouped[v](s.expert_out, s.hidden, s.xp, s.offsets, fw.gate_up.data, fw.down.data,
                                         ctx.wtype, T * K, E, D, I, ctx.stream),
                              cudaSuccess);
-            assert_int_equal(moe_combine_v2(dy, s.expert_out, s.slot_row, s.weight, Is ? s.shared_out : NULL, T, K,
-                                            D, ctx.stream),
-                             cudaSuccess);
+            assert_int_equal(
+                moe_combine_v2(dy, s.expert_out, s.slot_row, s.weight, Is ? s.shared_out : NULL, T, K, D, ctx.stream),
+                cudaSuccess);
             assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
-            assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost),
-                             cudaSuccess);
+            assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
             char what[64];
             snprintf(what, sizeof what, "moe_experts_v%d %s%s", v + 1, bf16 ? "bf16" : "float32",
                      v == 2 ? (D % 8 == 0 && I % 8 == 0 ? " (16-byte loads)" : " (element loads)") : "");
@@ -231,14 +229,16 @@ static void check_moe(const ModelConfig *c, int T)
         /* v1: the reference loops, on the routing the v2 router just wrote */
         assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
         assert_int_equal(moe_forward_v1(dy, dx, s.idx, s.weight, fw.gate_up.data, fw.down.data,
-                                        Is ? fw.shared.gate_up.data : NULL, Is ? fw.shared.down.data : NULL,
-                                        ctx.wtype, T, D, I, K, Is, hidden, ctx.stream),
+                                        Is ? fw.shared.gate_up.data : NULL, Is ? fw.shared.down.data : NULL, ctx.wtype,
+                                        T, D, I, K, Is, hidden, ctx.stream),
                          cudaSuccess);
         assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
         assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
         compare_rows(bf16 ? "moe v1 bf16" : "moe v1 float32", got, want, tie, T, D, bf16 ? 2e-2 : 1e-5);
 
-        cudaFree(dx); cudaFree(dy); cudaFree(hidden);
+        cudaFree(dx);
+        cudaFree(dy);
+        cudaFree(hidden);
         fast_scratch_free(&s);
         fast_free_moe(&fw);
         fast_context_free(&ctx);
@@ -248,7 +248,10 @@ static void check_moe(const ModelConfig *c, int T)
     if (Is) free_swiglu(&w.shared);
     free(w.experts);
     free((void *)w.router.data);
-    free(x); free(want); free(got); free(tie);
+    free(x);
+    free(want);
+    free(got);
+    free(tie);
 }
 
 static void lite_widths(void **state)
@@ -304,12 +307,9 @@ int main(void)
     setenv("SIM_RACECHECK", "1", 0);
     test_rng_seed(&rng, "fast moe");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lite_widths),
-        cmocka_unit_test(lite_widths_one_token),
-        cmocka_unit_test(odd_with_shared),
-        cmocka_unit_test(lite_64_experts_small_width),
-        cmocka_unit_test(v2_group_limited),
-        cmocka_unit_test(odd_no_shared),
+        cmocka_unit_test(lite_widths),      cmocka_unit_test(lite_widths_one_token),
+        cmocka_unit_test(odd_with_shared),  cmocka_unit_test(lite_64_experts_small_width),
+        cmocka_unit_test(v2_group_limited), cmocka_unit_test(odd_no_shared),
     };
     return cmocka_run_group_tests_name("fast moe", tests, NULL, NULL);
 }

@@ -17,7 +17,6 @@
 
 static TestRng rng;
 
-
 static void *to_device(const void *host, size_t bytes)
 {
     void *d = NULL;
@@ -55,8 +54,7 @@ static void check_shape(int T, int n)
         free(out);
     }
     /* fused: h = x + delta; y = RMSNorm(h) */
-    for (size_t i = 0; i < N; i++)
-        h_want[i] = x[i] + delta[i];
+    for (size_t i = 0; i < N; i++) h_want[i] = x[i] + delta[i];
     rmsnorm_forward(want, h_want, w, T, n, 1e-6f);
     assert_int_equal(cudaMemcpy(dy, got, 4 * N, cudaMemcpyHostToDevice), cudaSuccess);
     assert_int_equal(rmsnorm_residual_v2(dy, dx, dd, dw, T, n, 1e-6f, 0), cudaSuccess);
@@ -65,8 +63,16 @@ static void check_shape(int T, int n)
     check_close("rmsnorm_residual v2: y", got, want, N, -1, 1e-5);
     from_device(got, dx, 4 * N);
     check_close("rmsnorm_residual v2: h", got, h_want, N, 0, 0);
-    cudaFree(dx); cudaFree(dw); cudaFree(dd); cudaFree(dy);
-    free(x); free(delta); free(w); free(want); free(got); free(h_want);
+    cudaFree(dx);
+    cudaFree(dw);
+    cudaFree(dd);
+    cudaFree(dy);
+    free(x);
+    free(delta);
+    free(w);
+    free(want);
+    free(got);
+    free(h_want);
 }
 
 static void odd_widths(void **state)
@@ -82,9 +88,9 @@ static void deepseek_widths(void **state)
 {
     (void)state;
     need_device();
-    check_shape(4, 2048);   /* D of V2-Lite */
-    check_shape(6, 512);    /* d_c, kv_a_layernorm */
-    check_shape(2, 1536);   /* d_c' of V2, q_a_layernorm */
+    check_shape(4, 2048); /* D of V2-Lite */
+    check_shape(6, 512);  /* d_c, kv_a_layernorm */
+    check_shape(2, 1536); /* d_c' of V2, q_a_layernorm */
 }
 
 /* In place (y = x), as fast/ runs q_a_layernorm. */
@@ -102,7 +108,8 @@ static void in_place(void **state)
     assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
     from_device(got, dx, sizeof got);
     check_close("rmsnorm v2 in place", got, want, T * n, -1, 1e-5);
-    cudaFree(dx); cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dw);
 }
 
 int main(void)

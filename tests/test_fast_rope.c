@@ -21,7 +21,6 @@
 
 static TestRng rng;
 
-
 static ModelConfig rope_config(int d_n, int d_r, bool yarn)
 {
     ModelConfig c;
@@ -33,7 +32,10 @@ static ModelConfig rope_config(int d_n, int d_r, bool yarn)
 }
 
 /* Token t's position: pos0 + t, or pos0 + T − 1 − t for the reversed variants (3, 4). */
-static int position(int variant, int pos0, int T, int t) { return variant >= 3 ? pos0 + T - 1 - t : pos0 + t; }
+static int position(int variant, int pos0, int T, int t)
+{
+    return variant >= 3 ? pos0 + T - 1 - t : pos0 + t;
+}
 
 /*
  * Rotates `heads` slices per token of x (row_stride, head_stride, offset) on the device and on the host:
@@ -53,11 +55,10 @@ static void check_layout(const ModelConfig *c, int T, int heads, int row_stride,
     assert_int_equal(cudaMalloc((void **)&df, 4 * (size_t)r.dim / 2), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&dpos, sizeof(int) * (size_t)T), cudaSuccess);
     assert_int_equal(cudaMemcpy(df, r.inv_freq, 4 * (size_t)r.dim / 2, cudaMemcpyHostToDevice), cudaSuccess);
-    for (int t = 0; t < T; t++)
-        pos[t] = position(3, pos0, T, t);
+    for (int t = 0; t < T; t++) pos[t] = position(3, pos0, T, t);
     assert_int_equal(cudaMemcpy(dpos, pos, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
-    static const char *const names[] = {"", "rope v1", "rope v2", "rope at v1 (positions reversed)",
-                                        "rope at v2 (positions reversed)"};
+    static const char *const names[] = { "", "rope v1", "rope v2", "rope at v1 (positions reversed)",
+                                         "rope at v2 (positions reversed)" };
     for (int variant = 1; variant <= 4; variant++) {
         memcpy(want, x, 4 * N);
         for (int t = 0; t < T; t++)
@@ -68,16 +69,15 @@ static void check_layout(const ModelConfig *c, int T, int heads, int row_stride,
         const float s = r.cos_sin_scale;
         const cudaError_t err =
             variant <= 2 ? (variant == 1 ? rope_forward_v1 : rope_forward_v2)(dx + offset, df, s, r.dim, T, heads,
-                                                                               row_stride, head_stride, pos0, 0)
-                         : (variant == 3 ? rope_forward_at_v1 : rope_forward_at_v2)(dx + offset, df, s, r.dim, T,
-                                                                                     heads, row_stride, head_stride,
-                                                                                     dpos, 0);
+                                                                              row_stride, head_stride, pos0, 0)
+                         : (variant == 3 ? rope_forward_at_v1 : rope_forward_at_v2)(dx + offset, df, s, r.dim, T, heads,
+                                                                                    row_stride, head_stride, dpos, 0);
         assert_int_equal(err, cudaSuccess);
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
         poison(got, N);
         assert_int_equal(cudaMemcpy(got, dx, 4 * N, cudaMemcpyDeviceToHost), cudaSuccess);
         check_close(names[variant], got, want, N, -1, 1e-5);
-        for (int t = 0; t < T; t++)                            /* q^N parts untouched */
+        for (int t = 0; t < T; t++) /* q^N parts untouched */
             for (int h = 0; h < heads; h++)
                 for (int i = 0; i < offset; i++) {
                     const size_t k = (size_t)t * row_stride + (size_t)h * head_stride + i;
@@ -87,7 +87,10 @@ static void check_layout(const ModelConfig *c, int T, int heads, int row_stride,
     cudaFree(dx);
     cudaFree(df);
     cudaFree(dpos);
-    free(x); free(want); free(got); free(pos);
+    free(x);
+    free(want);
+    free(got);
+    free(pos);
 }
 
 static void deepseek_q_rope(void **state)
@@ -104,7 +107,7 @@ static void deepseek_k_rope(void **state)
     (void)state;
     need_device();
     const ModelConfig c = rope_config(128, 64, true);
-    check_layout(&c, 7, 1, 512 + 64, 0, 512, 17);               /* k^R_raw inside [c^KV ; k^R] */
+    check_layout(&c, 7, 1, 512 + 64, 0, 512, 17); /* k^R_raw inside [c^KV ; k^R] */
 }
 
 static void odd_plain_rope(void **state)

@@ -27,7 +27,6 @@
 
 static TestRng rng;
 
-
 static ModelConfig router_config(int E, int K, int G, int Gk, TopkMethod m, ScoringFunc sf, bool norm, float scale)
 {
     ModelConfig c;
@@ -48,7 +47,7 @@ static float rank_gap(const float *x, int n, int r)
 {
     float *v = malloc(sizeof(float) * n);
     memcpy(v, x, sizeof(float) * n);
-    for (int i = 0; i < n; i++)                               /* partial selection sort of the top r+1 */
+    for (int i = 0; i < n; i++) /* partial selection sort of the top r+1 */
         for (int j = i + 1; j < n && i <= r; j++)
             if (v[j] > v[i]) {
                 const float t = v[i];
@@ -65,23 +64,25 @@ static float ref_margin(const float *s, const float *bias, const ModelConfig *c)
 {
     const int E = c->n_routed_experts, G = c->n_group, per = E / G;
     float sel[ROUTER_MAX_EXPERTS], margin = INFINITY;
-    for (int i = 0; i < E; i++)
-        sel[i] = s[i] + (c->topk_method == TOPK_NOAUX_TC ? bias[i] : 0);
+    for (int i = 0; i < E; i++) sel[i] = s[i] + (c->topk_method == TOPK_NOAUX_TC ? bias[i] : 0);
     if (c->topk_method != TOPK_GREEDY) {
-        float gs[64] = {0};
+        float gs[64] = { 0 };
         for (int g = 0; g < G; g++) {
             float best = sel[g * per], second = -INFINITY;
             for (int i = 1; i < per; i++) {
                 const float x = sel[g * per + i];
-                if (x > best) { second = best; best = x; } else if (x > second) second = x;
+                if (x > best) {
+                    second = best;
+                    best = x;
+                } else if (x > second)
+                    second = x;
             }
             gs[g] = c->topk_method == TOPK_NOAUX_TC ? best + second : best;
         }
         margin = fminf(margin, rank_gap(gs, G, c->topk_group - 1));
-        for (int g = 0; g < G; g++) {                           /* mask the dropped groups as the reference */
+        for (int g = 0; g < G; g++) { /* mask the dropped groups as the reference */
             int rank = 0;
-            for (int h = 0; h < G; h++)
-                rank += gs[h] > gs[g] || (gs[h] == gs[g] && h < g);
+            for (int h = 0; h < G; h++) rank += gs[h] > gs[g] || (gs[h] == gs[g] && h < g);
             if (rank >= c->topk_group)
                 for (int i = 0; i < per; i++) sel[g * per + i] = 0;
         }
@@ -100,10 +101,17 @@ static void check_config(const ModelConfig *c, int T)
     const bool has_bias = c->topk_method == TOPK_NOAUX_TC;
     for (int t = 0; t < T; t++) {
         router_scores(s_want + (size_t)t * E, g + (size_t)t * E, E, c->scoring_func);
-        router_select(i_want + (size_t)t * K, w_want + (size_t)t * K, s_want + (size_t)t * E, has_bias ? bias : NULL, c);
+        router_select(i_want + (size_t)t * K, w_want + (size_t)t * K, s_want + (size_t)t * E, has_bias ? bias : NULL,
+                      c);
     }
-    const RouterParams p = {E, K, c->n_group, c->topk_group, (int)c->topk_method, (int)c->scoring_func,
-                            c->norm_topk_prob, c->routed_scaling_factor};
+    const RouterParams p = { E,
+                             K,
+                             c->n_group,
+                             c->topk_group,
+                             (int)c->topk_method,
+                             (int)c->scoring_func,
+                             c->norm_topk_prob,
+                             c->routed_scaling_factor };
     float *dg, *ds, *dw, *db;
     int *di;
     assert_int_equal(cudaMalloc((void **)&dg, 4 * TE), cudaSuccess);
@@ -116,12 +124,12 @@ static void check_config(const ModelConfig *c, int T)
     float *s_got = malloc(4 * TE), *w_got = malloc(4 * TK);
     int *i_got = malloc(sizeof(int) * TK);
     for (int version = 1; version <= 2; version++) {
-        assert_int_equal(cudaMemset(ds, 0xff, 4 * TE), cudaSuccess);   /* NaN */
+        assert_int_equal(cudaMemset(ds, 0xff, 4 * TE), cudaSuccess); /* NaN */
         assert_int_equal(cudaMemset(dw, 0xff, 4 * TK), cudaSuccess);
-        assert_int_equal(cudaMemset(di, 0xff, 4 * TK), cudaSuccess);   /* −1 */
-        assert_int_equal((version == 1 ? router_forward_v1 : router_forward_v2)(di, dw, ds, dg, has_bias ? db : NULL,
-                                                                                 p, T, 0),
-                         cudaSuccess);
+        assert_int_equal(cudaMemset(di, 0xff, 4 * TK), cudaSuccess); /* −1 */
+        assert_int_equal(
+            (version == 1 ? router_forward_v1 : router_forward_v2)(di, dw, ds, dg, has_bias ? db : NULL, p, T, 0),
+            cudaSuccess);
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
         assert_int_equal(cudaMemcpy(s_got, ds, 4 * TE, cudaMemcpyDeviceToHost), cudaSuccess);
         assert_int_equal(cudaMemcpy(w_got, dw, 4 * TK, cudaMemcpyDeviceToHost), cudaSuccess);
@@ -133,16 +141,26 @@ static void check_config(const ModelConfig *c, int T)
                 skipped++;
                 continue;
             }
-            for (int k = 0; k < K; k++)
-                assert_int_equal(i_got[(size_t)t * K + k], i_want[(size_t)t * K + k]);
+            for (int k = 0; k < K; k++) assert_int_equal(i_got[(size_t)t * K + k], i_want[(size_t)t * K + k]);
             check_close("weights", w_got + (size_t)t * K, w_want + (size_t)t * K, (size_t)K, -1, 1e-5);
         }
         printf("router v%d E=%d K=%d G=%d: %d/%d tokens compared, %d near ties skipped\n", version, E, K, c->n_group,
                T - skipped, T, skipped);
-        assert_true(skipped * 10 <= T);                        /* a near tie is rare, not the rule */
+        assert_true(skipped * 10 <= T); /* a near tie is rare, not the rule */
     }
-    cudaFree(dg); cudaFree(ds); cudaFree(dw); cudaFree(di); cudaFree(db);
-    free(g); free(s_want); free(w_want); free(bias); free(i_want); free(s_got); free(w_got); free(i_got);
+    cudaFree(dg);
+    cudaFree(ds);
+    cudaFree(dw);
+    cudaFree(di);
+    cudaFree(db);
+    free(g);
+    free(s_want);
+    free(w_want);
+    free(bias);
+    free(i_want);
+    free(s_got);
+    free(w_got);
+    free(i_got);
 }
 
 static void lite_greedy(void **state)
@@ -176,7 +194,7 @@ static void odd_normalised(void **state)
     const ModelConfig c = router_config(12, 3, 4, 2, TOPK_GROUP_LIMITED_GREEDY, SCORING_SOFTMAX, true, 1.0f);
     check_config(&c, 7);
     const ModelConfig one = router_config(5, 1, 1, 1, TOPK_GREEDY, SCORING_SOFTMAX, true, 2.0f);
-    check_config(&one, 3);                                     /* K = 1: no normalisation, scaled */
+    check_config(&one, 3); /* K = 1: no normalisation, scaled */
 }
 
 /* fast_scratch_init refuses settings beyond the router kernels' limits with one line naming the key, and
@@ -185,14 +203,15 @@ static void limits_refused(void **state)
 {
     (void)state;
     need_device();
-    const struct { int E, G; const char *key; } cases[] = {
-        {66, 33, "n_group"}, {1025, 1, "n_routed_experts"}, {1024, 32, NULL}, {64, 32, NULL}};
+    const struct {
+        int E, G;
+        const char *key;
+    } cases[] = { { 66, 33, "n_group" }, { 1025, 1, "n_routed_experts" }, { 1024, 32, NULL }, { 64, 32, NULL } };
     FastContext ctx;
-    if (fast_context_init(&ctx, false, 1))
-        fail_msg("%s", ds_last_error());
+    if (fast_context_init(&ctx, false, 1)) fail_msg("%s", ds_last_error());
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const ModelConfig c = router_config(cases[i].E, 6, cases[i].G, 1, TOPK_GROUP_LIMITED_GREEDY,
-                                            SCORING_SOFTMAX, false, 1.0f);
+        const ModelConfig c =
+            router_config(cases[i].E, 6, cases[i].G, 1, TOPK_GROUP_LIMITED_GREEDY, SCORING_SOFTMAX, false, 1.0f);
         FastScratch s;
         const int rc = fast_scratch_init(&s, &ctx, &c, 1, 1);
         printf("E %d, n_group %d: %s\n", cases[i].E, cases[i].G, rc ? ds_last_error() : "accepted");
@@ -204,8 +223,8 @@ static void limits_refused(void **state)
             assert_int_equal(rc, 0);
             fast_scratch_free(&s);
         }
-        const RouterParams p = {cases[i].E, 6, cases[i].G, 1, 1, 0, 0, 1.0f};
-        if (cases[i].key) {                                    /* refused before anything is read */
+        const RouterParams p = { cases[i].E, 6, cases[i].G, 1, 1, 0, 0, 1.0f };
+        if (cases[i].key) { /* refused before anything is read */
             assert_int_equal(router_forward_v1(NULL, NULL, NULL, NULL, NULL, p, 1, ctx.stream), cudaErrorInvalidValue);
             assert_int_equal(router_forward_v2(NULL, NULL, NULL, NULL, NULL, p, 1, ctx.stream), cudaErrorInvalidValue);
         }
@@ -218,11 +237,8 @@ int main(void)
     setenv("SIM_RACECHECK", "1", 0);
     test_rng_seed(&rng, "fast router");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lite_greedy),
-        cmocka_unit_test(v2_group_limited),
-        cmocka_unit_test(v3_noaux_tc),
-        cmocka_unit_test(odd_normalised),
-        cmocka_unit_test(limits_refused),
+        cmocka_unit_test(lite_greedy),    cmocka_unit_test(v2_group_limited), cmocka_unit_test(v3_noaux_tc),
+        cmocka_unit_test(odd_normalised), cmocka_unit_test(limits_refused),
     };
     return cmocka_run_group_tests_name("fast router", tests, NULL, NULL);
 }

@@ -18,7 +18,6 @@
 
 static TestRng rng;
 
-
 /* Both versions on logits x[0..n) against the reference. */
 static void check_argmax(const float *x, int n)
 {
@@ -41,20 +40,20 @@ static void argmax_random_and_ties(void **state)
 {
     (void)state;
     need_device();
-    const int sizes[] = {1, 2, 31, 33, 1000, 1025, 102400};
+    const int sizes[] = { 1, 2, 31, 33, 1000, 1025, 102400 };
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         const int n = sizes[s];
         float *x = malloc(sizeof(float) * n);
         test_rng_fill(&rng, x, (size_t)n, -10.0f, 10.0f);
         check_argmax(x, n);
         if (n > 2) {
-            const int a = n / 3, b = 2 * n / 3;                /* a tie: the lower index wins */
+            const int a = n / 3, b = 2 * n / 3; /* a tie: the lower index wins */
             x[a] = x[b] = 11.0f;
             check_argmax(x, n);
         }
-        x[n - 1] = 12.0f;                                      /* the last slot */
+        x[n - 1] = 12.0f; /* the last slot */
         check_argmax(x, n);
-        for (int i = 0; i < n; i++)                            /* all equal: index 0 */
+        for (int i = 0; i < n; i++) /* all equal: index 0 */
             x[i] = -1.0f;
         check_argmax(x, n);
         free(x);
@@ -70,10 +69,8 @@ static void embed_rows_and_conversion(void **state)
     uint16_t table16[V * D], conv[V * D];
     int tokens[T];
     test_rng_fill(&rng, table, V * D, -1.0f, 1.0f);
-    for (int i = 0; i < V * D; i++)
-        table16[i] = f32_to_bf16(table[i]);
-    for (int t = 0; t < T; t++)
-        tokens[t] = (int)test_rng_uniform(&rng, 0.0f, (float)V) % V;
+    for (int i = 0; i < V * D; i++) table16[i] = f32_to_bf16(table[i]);
+    for (int t = 0; t < T; t++) tokens[t] = (int)test_rng_uniform(&rng, 0.0f, (float)V) % V;
     tokens[T - 1] = V - 1;
     float *dtable, *dh;
     uint16_t *dtable16, *dconv;
@@ -99,8 +96,12 @@ static void embed_rows_and_conversion(void **state)
     }
     assert_int_equal(convert_forward_v2(dconv, KERNEL_BF16, dtable, V * D, 0), cudaSuccess);
     assert_int_equal(cudaMemcpy(conv, dconv, sizeof conv, cudaMemcpyDeviceToHost), cudaSuccess);
-    assert_memory_equal(conv, table16, sizeof conv);           /* round to nearest even, as ref's f32_to_bf16 */
-    cudaFree(dtable); cudaFree(dtable16); cudaFree(dconv); cudaFree(dh); cudaFree(dtok);
+    assert_memory_equal(conv, table16, sizeof conv); /* round to nearest even, as ref's f32_to_bf16 */
+    cudaFree(dtable);
+    cudaFree(dtable16);
+    cudaFree(dconv);
+    cudaFree(dh);
+    cudaFree(dtok);
 }
 
 int main(void)

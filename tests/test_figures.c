@@ -32,8 +32,8 @@ static Run run_check(const char *root)
 {
     Run r;
     if (root)
-        r.status = shell_capture(r.out, sizeof r.out, "sh figures/render.sh --check --root '%s' '%s' 2>&1", root,
-                                 notebooks);
+        r.status =
+            shell_capture(r.out, sizeof r.out, "sh figures/render.sh --check --root '%s' '%s' 2>&1", root, notebooks);
     else
         r.status = shell_capture(r.out, sizeof r.out, "sh figures/render.sh --check '%s' 2>&1", notebooks);
     return r;
@@ -44,8 +44,8 @@ static Run run_check(const char *root)
 static char *make_root(void)
 {
     char *dir = scratch_make();
-    const char *const copied[] = {"figures/decoder-block.dot", "figures/decoder-block.svg", "figures/yarn-ramp.svg",
-                                  "notebooks-c/plots/yarn_ramp.gp"};
+    const char *const copied[] = { "figures/decoder-block.dot", "figures/decoder-block.svg", "figures/yarn-ramp.svg",
+                                   "notebooks-c/plots/yarn_ramp.gp" };
     for (size_t i = 0; i < sizeof copied / sizeof *copied; i++) scratch_copy(dir, copied[i]);
     return dir;
 }
@@ -56,8 +56,7 @@ static void expect_problem(const char *root, const char *figure, const char *wha
     Run r = run_check(root);
     if (r.status == 0) fail_msg("the check passed, expected \"%s\" for %s:\n%s", what, figure, r.out);
     const char *line = strstr(r.out, figure);
-    if (!line || !strstr(line, what))
-        fail_msg("expected a line with \"%s\" and \"%s\", got:\n%s", figure, what, r.out);
+    if (!line || !strstr(line, what)) fail_msg("expected a line with \"%s\" and \"%s\", got:\n%s", figure, what, r.out);
 }
 
 /* ---- the repository's own figures ---------------------------------------------------------- */
@@ -93,8 +92,7 @@ static void an_edited_plot_script_fails(void **state)
 {
     (void)state;
     char *root = make_root();
-    shell_ok("sed -i 's/frequencies (radians per position)/frequencies/' '%s/notebooks-c/plots/yarn_ramp.gp'",
-             root);
+    shell_ok("sed -i 's/frequencies (radians per position)/frequencies/' '%s/notebooks-c/plots/yarn_ramp.gp'", root);
     expect_problem(root, "figures/yarn-ramp.svg", "differs from what its source draws");
     scratch_remove(root);
 }
@@ -128,12 +126,9 @@ static int find_notebooks(void)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(committed_figures_match_their_sources),
-        cmocka_unit_test(an_unchanged_copy_passes),
-        cmocka_unit_test(an_edited_graphviz_source_fails),
-        cmocka_unit_test(an_edited_plot_script_fails),
-        cmocka_unit_test(an_uncommitted_figure_fails),
-        cmocka_unit_test(a_figure_without_source_fails),
+        cmocka_unit_test(committed_figures_match_their_sources), cmocka_unit_test(an_unchanged_copy_passes),
+        cmocka_unit_test(an_edited_graphviz_source_fails),       cmocka_unit_test(an_edited_plot_script_fails),
+        cmocka_unit_test(an_uncommitted_figure_fails),           cmocka_unit_test(a_figure_without_source_fails),
     };
     if (find_notebooks() != 0) return 1;
     return cmocka_run_group_tests_name("figures", tests, NULL, NULL);

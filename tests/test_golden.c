@@ -27,7 +27,7 @@ static void open_model(Model *m, const char *name, int form)
 {
     char dir[256];
     golden_dir(dir, sizeof dir, name);
-    ModelOptions opt = {.form = form, .chunk = 7};   /* an odd chunk: prompts span several chunks */
+    ModelOptions opt = { .form = form, .chunk = 7 }; /* an odd chunk: prompts span several chunks */
     if (model_open(m, dir, &opt)) fail_msg("%s", ds_last_error());
 }
 
@@ -105,15 +105,18 @@ static void absorbed_equals_expanded(void **state)
 }
 
 /* Three tests per fixture, named "<fixture>: <test>"; the fixture name is the test's state. */
-#define FIXTURE_TESTS(name)                                                              \
-    {name ": matches transformers", matches_transformers, NULL, NULL, name},             \
-    {name ": incremental decode equals full pass", incremental_equals_full, NULL, NULL, name}, \
-    {name ": absorbed equals expanded", absorbed_equals_expanded, NULL, NULL, name}
+#define FIXTURE_TESTS(name)                                                                          \
+    { name ": matches transformers", matches_transformers, NULL, NULL, name },                       \
+        { name ": incremental decode equals full pass", incremental_equals_full, NULL, NULL, name }, \
+    {                                                                                                \
+        name ": absorbed equals expanded", absorbed_equals_expanded, NULL, NULL, name                \
+    }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        FIXTURE_TESTS("lite"), FIXTURE_TESTS("v2"), FIXTURE_TESTS("norope"), FIXTURE_TESTS("longctx"), FIXTURE_TESTS("eps"),
+        FIXTURE_TESTS("lite"),    FIXTURE_TESTS("v2"),  FIXTURE_TESTS("norope"),
+        FIXTURE_TESTS("longctx"), FIXTURE_TESTS("eps"),
     };
     return cmocka_run_group_tests_name("golden", tests, NULL, NULL);
 }

@@ -20,9 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const AdamWConfig CFG = {.lr = 3e-3, .min_lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
-                                .weight_decay = 0.1, .clip_norm = 1.0, .warmup_steps = 3,
-                                .total_steps = 12};
+static const AdamWConfig CFG = { .lr = 3e-3,
+                                 .min_lr = 3e-4,
+                                 .beta1 = 0.9,
+                                 .beta2 = 0.95,
+                                 .eps = 1e-8,
+                                 .weight_decay = 0.1,
+                                 .clip_norm = 1.0,
+                                 .warmup_steps = 3,
+                                 .total_steps = 12 };
 
 static const StTensor *need(const StFile *f, const char *name)
 {
@@ -67,13 +73,22 @@ static void check_schedule(const char *kind, LrSchedule s, float *final_out)
     }
     printf("%s: %d steps, worst relative error %.3g\n", kind, cfg.total_steps, worst);
     if (final_out) memcpy(final_out, p, sizeof(float) * n);
-    free(p); free(g);
+    free(p);
+    free(g);
     adamw_free(&opt);
     st_close(&f);
 }
 
-static void test_adamw_cosine(void **state) { (void)state; check_schedule("cosine", LR_COSINE, NULL); }
-static void test_adamw_step_schedule(void **state) { (void)state; check_schedule("step", LR_STEP, NULL); }
+static void test_adamw_cosine(void **state)
+{
+    (void)state;
+    check_schedule("cosine", LR_COSINE, NULL);
+}
+static void test_adamw_step_schedule(void **state)
+{
+    (void)state;
+    check_schedule("step", LR_STEP, NULL);
+}
 
 static void test_adamw_deterministic(void **state)
 {

@@ -48,7 +48,10 @@ static const float *fx(const char *prefix, const char *name, size_t *n)
 static float *buf(size_t n, int zero)
 {
     float *p = malloc(sizeof(float) * (n ? n : 1));
-    if (zero) memset(p, 0, sizeof(float) * n); else poison(p, n);
+    if (zero)
+        memset(p, 0, sizeof(float) * n);
+    else
+        poison(p, n);
     return p;
 }
 
@@ -72,18 +75,20 @@ static void test_rmsnorm_backward(void **state)
     rmsnorm_backward(dx, dw, dy, x, w, 5, 24, 1e-6f);
     expect("rmsnorm", "dx", dx);
     expect("rmsnorm", "dw", dw);
-    free(dx); free(dw);
+    free(dx);
+    free(dw);
 }
 
 static void test_linear_backward(void **state)
 {
     (void)state;
-    const Mat W = {fx("linear", "W", NULL), DT_F32, 16, 24};
+    const Mat W = { fx("linear", "W", NULL), DT_F32, 16, 24 };
     float *dx = buf(5 * 24, 0), *dW = buf(16 * 24, 1);
     linear_backward(dx, dW, fx("linear", "dy", NULL), fx("linear", "x", NULL), &W, 5);
     expect("linear", "dx", dx);
     expect("linear", "dW", dW);
-    free(dx); free(dW);
+    free(dx);
+    free(dW);
 }
 
 static void test_rope_backward(void **state)
@@ -95,7 +100,7 @@ static void test_rope_backward(void **state)
     const int dr = r.dim;
     const float *pos = fx("rope", "pos", NULL), *dy = fx("rope", "dy", NULL);
     float *dx = buf(6 * (size_t)dr, 0);
-    for (int t = 0; t < 6; t++) {                   /* rotate each upstream gradient back by −φ */
+    for (int t = 0; t < 6; t++) { /* rotate each upstream gradient back by −φ */
         memcpy(dx + t * dr, dy + t * dr, sizeof(float) * dr);
         rope_rotate_backward(dx + t * dr, &r, (int)pos[t]);
     }
@@ -106,17 +111,20 @@ static void test_rope_backward(void **state)
 static void test_swiglu_backward(void **state)
 {
     (void)state;
-    const SwigluWeights w = {{fx("swiglu", "gate", NULL), DT_F32, 16, 24},
-                             {fx("swiglu", "up", NULL), DT_F32, 16, 24},
-                             {fx("swiglu", "down", NULL), DT_F32, 24, 16}};
+    const SwigluWeights w = { { fx("swiglu", "gate", NULL), DT_F32, 16, 24 },
+                              { fx("swiglu", "up", NULL), DT_F32, 16, 24 },
+                              { fx("swiglu", "down", NULL), DT_F32, 24, 16 } };
     float *dx = buf(5 * 24, 0);
-    SwigluGrads g = {buf(16 * 24, 1), buf(16 * 24, 1), buf(24 * 16, 1)};
+    SwigluGrads g = { buf(16 * 24, 1), buf(16 * 24, 1), buf(24 * 16, 1) };
     assert_int_equal(swiglu_backward(dx, &g, fx("swiglu", "dy", NULL), fx("swiglu", "x", NULL), &w, 5), 0);
     expect("swiglu", "dx", dx);
     expect("swiglu", "dgate", g.gate);
     expect("swiglu", "dup", g.up);
     expect("swiglu", "ddown", g.down);
-    free(dx); free(g.gate); free(g.up); free(g.down);
+    free(dx);
+    free(g.gate);
+    free(g.up);
+    free(g.down);
 }
 
 /* The router's weights g_{i,t} back to its logits, with the selection compared first. */
@@ -143,14 +151,17 @@ static void test_router_backward(void **state)
     (void)state;
     ModelConfig cfg;
     if (config_load("tests/golden/v2/config.json", &cfg)) fail_msg("%s", ds_last_error());
-    check_router("router_v2", &cfg);                /* group-limited, × routed_scaling_factor 16 */
+    check_router("router_v2", &cfg); /* group-limited, × routed_scaling_factor 16 */
     cfg.topk_method = TOPK_GREEDY;
     cfg.norm_topk_prob = true;
-    check_router("router_norm", &cfg);              /* greedy, g_k = s_k / Σ s */
+    check_router("router_norm", &cfg); /* greedy, g_k = s_k / Σ s */
 }
 
 /* One gradient array for an attention weight, zeroed; NULL when the weight is absent. */
-static float *mat_grad(const Mat *m) { return m->data ? buf((size_t)m->rows * m->cols, 1) : NULL; }
+static float *mat_grad(const Mat *m)
+{
+    return m->data ? buf((size_t)m->rows * m->cols, 1) : NULL;
+}
 
 static void check_mla(const char *name)
 {
@@ -163,13 +174,11 @@ static void check_mla(const char *name)
     const ModelConfig *c = m.cfg;
     const MlaWeights *w = &m.layers[0].attn;
     const int T = 7, D = c->hidden_size;
-    MlaGrads g = {mat_grad(&w->q_proj), mat_grad(&w->q_a_proj),
-                  c->q_lora_rank ? buf(c->q_lora_rank, 1) : NULL, mat_grad(&w->q_b_proj),
-                  mat_grad(&w->kv_a_proj), buf(c->kv_lora_rank, 1), mat_grad(&w->kv_b_proj),
-                  mat_grad(&w->o_proj)};
+    MlaGrads g = { mat_grad(&w->q_proj),    mat_grad(&w->q_a_proj),  c->q_lora_rank ? buf(c->q_lora_rank, 1) : NULL,
+                   mat_grad(&w->q_b_proj),  mat_grad(&w->kv_a_proj), buf(c->kv_lora_rank, 1),
+                   mat_grad(&w->kv_b_proj), mat_grad(&w->o_proj) };
     float *da = buf((size_t)T * D, 0);
-    assert_int_equal(mla_backward(da, &g, fx(prefix, "dout", NULL), fx(prefix, "a", NULL), w, c,
-                                  &m.rope, T), 0);
+    assert_int_equal(mla_backward(da, &g, fx(prefix, "dout", NULL), fx(prefix, "a", NULL), w, c, &m.rope, T), 0);
     expect(prefix, "da", da);
     if (c->q_lora_rank) {
         expect(gprefix, "q_a_proj.weight", g.q_a_proj);
@@ -182,17 +191,32 @@ static void check_mla(const char *name)
     expect(gprefix, "kv_a_layernorm.weight", g.kv_a_norm);
     expect(gprefix, "kv_b_proj.weight", g.kv_b_proj);
     expect(gprefix, "o_proj.weight", g.o_proj);
-    free(da); free(g.q_proj); free(g.q_a_proj); free(g.q_a_norm); free(g.q_b_proj);
-    free(g.kv_a_proj); free(g.kv_a_norm); free(g.kv_b_proj); free(g.o_proj);
+    free(da);
+    free(g.q_proj);
+    free(g.q_a_proj);
+    free(g.q_a_norm);
+    free(g.q_b_proj);
+    free(g.kv_a_proj);
+    free(g.kv_a_norm);
+    free(g.kv_b_proj);
+    free(g.o_proj);
     model_close(&m);
 }
 
-static void test_mla_backward_q_compression(void **state) { (void)state; check_mla("v2"); }
-static void test_mla_backward_no_q_compression(void **state) { (void)state; check_mla("lite"); }
+static void test_mla_backward_q_compression(void **state)
+{
+    (void)state;
+    check_mla("v2");
+}
+static void test_mla_backward_no_q_compression(void **state)
+{
+    (void)state;
+    check_mla("lite");
+}
 
 static SwigluGrads swiglu_zero_grads(const SwigluWeights *w)
 {
-    return (SwigluGrads){mat_grad(&w->gate), mat_grad(&w->up), mat_grad(&w->down)};
+    return (SwigluGrads){ mat_grad(&w->gate), mat_grad(&w->up), mat_grad(&w->down) };
 }
 
 static void expect_swiglu(const char *gprefix, const char *who, const SwigluGrads *g)
@@ -204,7 +228,9 @@ static void expect_swiglu(const char *gprefix, const char *who, const SwigluGrad
     expect(gprefix, name, g->up);
     snprintf(name, sizeof name, "%sdown_proj.weight", who);
     expect(gprefix, name, g->down);
-    free(g->gate); free(g->up); free(g->down);
+    free(g->gate);
+    free(g->up);
+    free(g->down);
 }
 
 static void test_moe_backward_with_dropping(void **state)
@@ -219,14 +245,14 @@ static void test_moe_backward_with_dropping(void **state)
     bool keep[30];
     FfnScratch s;
     if (ffn_scratch_init(&s, c, T)) fail_msg("%s", ds_last_error());
-    moe_route(x, w, c, T, &s);                      /* the same selection as PyTorch's */
+    moe_route(x, w, c, T, &s); /* the same selection as PyTorch's */
     for (int r = 0; r < T * K; r++) {
         assert_int_equal(s.expert[r], (int)idx_f[r]);
         keep[r] = keep_f[r] != 0;
     }
     SwigluGrads eg[64];
     for (int e = 0; e < E; e++) eg[e] = swiglu_zero_grads(&w->experts[e]);
-    MoeGrads g = {buf((size_t)E * D, 1), eg, swiglu_zero_grads(&w->shared)};
+    MoeGrads g = { buf((size_t)E * D, 1), eg, swiglu_zero_grads(&w->shared) };
     float *dx = buf((size_t)T * D, 0);
     assert_int_equal(moe_backward(dx, &g, fx("moe", "dy", NULL), x, w, c, T, keep, NULL), 0);
     expect("moe", "dx", dx);
@@ -237,7 +263,8 @@ static void test_moe_backward_with_dropping(void **state)
         expect_swiglu("moe.grad", who, &eg[e]);
     }
     expect_swiglu("moe.grad", "shared_experts.", &g.shared);
-    free(dx); free(g.router);
+    free(dx);
+    free(g.router);
     ffn_scratch_free(&s);
     model_close(&m);
 }
@@ -256,10 +283,11 @@ static void test_cross_entropy_and_embedding(void **state)
     expect("ce", "dlogits", dl);
     const float *tok = fx("embedding", "tokens", NULL);
     for (int t = 0; t < 6; t++) tokens[t] = (int)tok[t];
-    float *dE = buf(10 * 4, 1);                     /* token 2 appears three times: gradients add */
+    float *dE = buf(10 * 4, 1); /* token 2 appears three times: gradients add */
     embedding_backward(dE, fx("embedding", "dh", NULL), tokens, 6, 4);
     expect("embedding", "dE", dE);
-    free(dl); free(dE);
+    free(dl);
+    free(dE);
 }
 
 static int setup(void **state)

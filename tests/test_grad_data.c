@@ -19,12 +19,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char TEXT[] =
-    "In the beginning God created the heaven and the earth.\n"
-    "And the earth was without form, and void; and darkness was upon the face of the deep.\n"
-    "And the Spirit of God moved upon the face of the waters.\n"
-    "And God said, Let there be light: and there was light.\n"
-    "And God saw the light, that it was good: and God divided the light from the darkness.\n";
+static const char TEXT[] = "In the beginning God created the heaven and the earth.\n"
+                           "And the earth was without form, and void; and darkness was upon the face of the deep.\n"
+                           "And the Spirit of God moved upon the face of the waters.\n"
+                           "And God said, Let there be light: and there was light.\n"
+                           "And God saw the light, that it was good: and God divided the light from the darkness.\n";
 
 typedef struct {
     char dir[64];
@@ -104,7 +103,7 @@ static void packing_visits_every_window_once(void **state)
     assert_int_equal(d.n_seqs, (size_t)(n - 1) / T);
     size_t a[512], b[512];
     epoch(&d, a);
-    epoch(&d, b);                                   /* epoch 1: another permutation */
+    epoch(&d, b); /* epoch 1: another permutation */
     assert_int_equal(d.epoch, 1);
     assert_true(memcmp(a, b, sizeof(size_t) * d.n_seqs) != 0);
     train_data_close(&d);
@@ -118,13 +117,15 @@ static void same_seed_same_order(void **state)
         train_data_open(&d3, fx->path, fx->tok, T, 1612))
         fail_msg("%s", ds_last_error());
     int differs = 0;
-    for (size_t k = 0; k < 3 * d1.n_seqs; k++) {   /* three epochs */
+    for (size_t k = 0; k < 3 * d1.n_seqs; k++) { /* three epochs */
         const int32_t *w1 = train_data_next(&d1), *w2 = train_data_next(&d2), *w3 = train_data_next(&d3);
         assert_int_equal(w1 - d1.ids, w2 - d2.ids);
         differs |= (w1 - d1.ids) != (w3 - d3.ids);
     }
     assert_true(differs);
-    train_data_close(&d1); train_data_close(&d2); train_data_close(&d3);
+    train_data_close(&d1);
+    train_data_close(&d2);
+    train_data_close(&d3);
 }
 
 static void first_window_is_uniform_over_seeds(void **state)
@@ -134,7 +135,7 @@ static void first_window_is_uniform_over_seeds(void **state)
     TrainData d;
     if (train_data_open(&d, fx->path, fx->tok, T, 0)) fail_msg("%s", ds_last_error());
     const size_t S = d.n_seqs;
-    int count[512] = {0};
+    int count[512] = { 0 };
     for (int s = 0; s < SEEDS; s++) {
         train_data_close(&d);
         if (train_data_open(&d, fx->path, fx->tok, T, (uint64_t)s)) fail_msg("%s", ds_last_error());
@@ -143,7 +144,8 @@ static void first_window_is_uniform_over_seeds(void **state)
     /* each count is Binomial(1000, 1/S): within 5 standard deviations of 1000/S */
     const double mean = (double)SEEDS / S, sd = sqrt(SEEDS * (1.0 / S) * (1 - 1.0 / S));
     for (size_t i = 0; i < S; i++)
-        if (fabs(count[i] - mean) > 5 * sd) fail_msg("window %zu first %d times of %d (expected %.1f)", i, count[i], SEEDS, mean);
+        if (fabs(count[i] - mean) > 5 * sd)
+            fail_msg("window %zu first %d times of %d (expected %.1f)", i, count[i], SEEDS, mean);
     train_data_close(&d);
 }
 

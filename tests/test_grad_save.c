@@ -42,16 +42,17 @@ static void saved_weights_read_back_exactly(void **state)
     Model m;
     TrainModel tm;
     AdamW opt;
-    const AdamWConfig oc = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1,
-                            .warmup_steps = 0, .total_steps = 1};
+    const AdamWConfig oc = {
+        .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .warmup_steps = 0, .total_steps = 1
+    };
     if (model_open(&m, "tests/golden/v2", NULL) || train_model_init(&tm, &m, NULL) ||
         adamw_init(&opt, &oc, tm.n_params))
         fail_msg("%s", ds_last_error());
     model_close(&m);
-    const int tokens[9] = {5, 17, 300, 2, 99, 41, 7, 7, 250};
+    const int tokens[9] = { 5, 17, 300, 2, 99, 41, 7, 7, 250 };
     TrainLoss L;
     if (train_forward_backward(&tm, tokens, tokens + 1, 8, &L)) fail_msg("%s", ds_last_error());
-    adamw_step(&opt, tm.params, tm.grads);          /* every weight moves (decay at least) */
+    adamw_step(&opt, tm.params, tm.grads); /* every weight moves (decay at least) */
     if (train_model_save(&tm, weights)) fail_msg("%s", ds_last_error());
 
     Model back;
@@ -73,8 +74,7 @@ static void failed_save_leaves_nothing(void **state)
     (void)state;
     Model m;
     TrainModel tm;
-    if (model_open(&m, "tests/golden/lite", NULL) || train_model_init(&tm, &m, NULL))
-        fail_msg("%s", ds_last_error());
+    if (model_open(&m, "tests/golden/lite", NULL) || train_model_init(&tm, &m, NULL)) fail_msg("%s", ds_last_error());
     assert_int_equal(train_model_save(&tm, "/nonexistent-dir/model.safetensors"), -1);
     assert_string_equal(ds_last_error(),
                         "/nonexistent-dir/model.safetensors.tmp: cannot create: No such file or directory");

@@ -26,9 +26,16 @@
 
 enum { STEPS = 20, T = 16 };
 
-static const AdamWConfig ADAMW = {.lr = 2e-3, .min_lr = 2e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
-                                  .weight_decay = 0.1, .clip_norm = 1.0, .warmup_steps = 4,
-                                  .total_steps = STEPS, .schedule = LR_COSINE};
+static const AdamWConfig ADAMW = { .lr = 2e-3,
+                                   .min_lr = 2e-4,
+                                   .beta1 = 0.9,
+                                   .beta2 = 0.95,
+                                   .eps = 1e-8,
+                                   .weight_decay = 0.1,
+                                   .clip_norm = 1.0,
+                                   .warmup_steps = 4,
+                                   .total_steps = STEPS,
+                                   .schedule = LR_COSINE };
 
 /* Runs the 20 steps of fixture name; losses[STEPS] out; compares each step when check is set. */
 static void run(const char *name, TrainOptions topt, double *losses, int check)
@@ -57,12 +64,12 @@ static void run(const char *name, TrainOptions topt, double *losses, int check)
         const double rel = fabs(L.loss - want[s]) / fabs(want[s]);
         if (rel > worst) worst = rel;
         if (rel > 1e-4 || fabs(norm - want_norm[s]) > 1e-3 * want_norm[s])
-            fail_msg("%s step %d: loss %.7f (PyTorch %.7f), gradient norm %.6g (PyTorch %.6g)", name,
-                     s + 1, L.loss, want[s], norm, want_norm[s]);
+            fail_msg("%s step %d: loss %.7f (PyTorch %.7f), gradient norm %.6g (PyTorch %.6g)", name, s + 1, L.loss,
+                     want[s], norm, want_norm[s]);
     }
     if (check)
-        printf("%s: %d steps, loss %.4f → %.4f, worst relative loss difference %.3g\n", name, STEPS,
-               losses[0], losses[STEPS - 1], worst);
+        printf("%s: %d steps, loss %.4f → %.4f, worst relative loss difference %.3g\n", name, STEPS, losses[0],
+               losses[STEPS - 1], worst);
     adamw_free(&opt);
     train_model_free(&tm);
     st_close(&f);
@@ -73,22 +80,21 @@ static void test_train_v2_matches_pytorch(void **state)
 {
     (void)state;
     double losses[STEPS];
-    run("v2", (TrainOptions){.alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02, .capacity_factor = 1.0},
-        losses, 1);
+    run("v2", (TrainOptions){ .alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02, .capacity_factor = 1.0 }, losses, 1);
 }
 
 static void test_train_lite_matches_pytorch(void **state)
 {
     (void)state;
     double losses[STEPS];
-    run("lite", (TrainOptions){.alpha1 = 0.001}, losses, 1);
+    run("lite", (TrainOptions){ .alpha1 = 0.001 }, losses, 1);
 }
 
 static void test_train_is_deterministic(void **state)
 {
     (void)state;
     double a[STEPS], b[STEPS];
-    const TrainOptions o = {.alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02, .capacity_factor = 1.0};
+    const TrainOptions o = { .alpha1 = 0.003, .alpha2 = 0.05, .alpha3 = 0.02, .capacity_factor = 1.0 };
     run("v2", o, a, 0);
     run("v2", o, b, 0);
     assert_memory_equal(a, b, sizeof a);

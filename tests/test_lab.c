@@ -56,7 +56,8 @@ static void check_kernel(const char *args)
 {
     char cmd[512];
     snprintf(cmd, sizeof cmd,
-             "env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS -u SEEDS make --no-print-directory -s check-kernel %s 2>&1", args);
+             "env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS -u SEEDS make --no-print-directory -s check-kernel %s 2>&1",
+             args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     const size_t n = fread(run.out, 1, sizeof run.out - 1, p);
@@ -76,8 +77,7 @@ static void expect_verdict(bool passed)
 /* Fails, showing the output, unless it contains text. */
 static void expect(const char *text)
 {
-    if (!strstr(run.out, text))
-        fail_msg("make check-kernel output lacks \"%s\":\n%s", text, run.out);
+    if (!strstr(run.out, text)) fail_msg("make check-kernel output lacks \"%s\":\n%s", text, run.out);
 }
 
 /* The line of the shape whose text contains key (static buffer), or fails. */
@@ -85,11 +85,9 @@ static const char *shape_line(const char *key)
 {
     static char line[1024];
     const char *at = strstr(run.out, key);
-    if (!at)
-        fail_msg("no shape line with \"%s\":\n%s", key, run.out);
+    if (!at) fail_msg("no shape line with \"%s\":\n%s", key, run.out);
     const char *start = at, *end = strchr(at, '\n');
-    while (start > run.out && start[-1] != '\n')
-        start--;
+    while (start > run.out && start[-1] != '\n') start--;
     const size_t n = end ? (size_t)(end - start) : strlen(start);
     snprintf(line, sizeof line, "%.*s", (int)n, start);
     return line;
@@ -100,16 +98,14 @@ static void expect_shape(const char *key, const char *verdict)
 {
     const char *line = shape_line(key);
     const size_t n = strlen(line), v = strlen(verdict);
-    if (n < v || strcmp(line + n - v, verdict) != 0)
-        fail_msg("shape \"%s\" should be %s: %s", key, verdict, line);
+    if (n < v || strcmp(line + n - v, verdict) != 0) fail_msg("shape \"%s\" should be %s: %s", key, verdict, line);
 }
 
 /* The seeds the last run printed ("check-kernel: seeds 1 2 3 (...)") into seeds (at most max); returns how many. */
 static int printed_seeds(unsigned long long *seeds, int max)
 {
     const char *at = strstr(run.out, "check-kernel: seeds ");
-    if (!at)
-        fail_msg("no seed line:\n%s", run.out);
+    if (!at) fail_msg("no seed line:\n%s", run.out);
     at += strlen("check-kernel: seeds ");
     int n = 0;
     char *end;
@@ -117,8 +113,7 @@ static int printed_seeds(unsigned long long *seeds, int max)
         seeds[n++] = v;
         at = end;
     }
-    if (n == 0)
-        fail_msg("no seeds on the seed line:\n%s", run.out);
+    if (n == 0) fail_msg("no seeds on the seed line:\n%s", run.out);
     return n;
 }
 
@@ -144,12 +139,10 @@ static void off_by_one_split_fails_beyond_one_split(void **state)
     expect("FAIL  lab_mla_decode (kernels/examples/mla_decode_split_off_by_one.cu)");
     expect("(numerical mismatch)");
     /* contexts within one 64-key split are right; every longer one is wrong */
-    const char *one_split[] = {"ctx    3 ", "ctx   41 ", "ctx   64 "};
-    const char *several[] = {"ctx  100 ", "ctx  132 ", "ctx   66 ", "ctx  300 ", "ctx 1000 (pos0 998", "128 heads"};
-    for (size_t i = 0; i < sizeof one_split / sizeof one_split[0]; i++)
-        expect_shape(one_split[i], "PASS");
-    for (size_t i = 0; i < sizeof several / sizeof several[0]; i++)
-        expect_shape(several[i], "FAIL");
+    const char *one_split[] = { "ctx    3 ", "ctx   41 ", "ctx   64 " };
+    const char *several[] = { "ctx  100 ", "ctx  132 ", "ctx   66 ", "ctx  300 ", "ctx 1000 (pos0 998", "128 heads" };
+    for (size_t i = 0; i < sizeof one_split / sizeof one_split[0]; i++) expect_shape(one_split[i], "PASS");
+    for (size_t i = 0; i < sizeof several / sizeof several[0]; i++) expect_shape(several[i], "FAIL");
     expect("numerical mismatch: o_lat differs from the reference");
 }
 
@@ -208,7 +201,7 @@ static void rope_on_half_split_pairs_fails_beyond_one_pair(void **state)
     check_kernel("COMPONENT=rope SRC=kernels/examples/rope_half_split.cu");
     expect_verdict(false);
     expect("FAIL  lab_rope (kernels/examples/rope_half_split.cu): 5 of 7 shapes fail (numerical mismatch)");
-    expect_shape("tiny d_r  2", "PASS");   /* one pair: both layouts rotate (x_0, x_1) */
+    expect_shape("tiny d_r  2", "PASS"); /* one pair: both layouts rotate (x_0, x_1) */
     expect_shape("odd  d_r  2", "PASS");
     expect_shape("odd  d_r  6, T 3", "FAIL");
     expect_shape("V2   d_r 64", "FAIL");
@@ -229,7 +222,8 @@ static void router_ties_to_higher_index_fail_on_exact_ties(void **state)
     (void)state;
     check_kernel("COMPONENT=router SRC=kernels/examples/router_ties_to_higher_index.cu");
     expect_verdict(false);
-    expect("FAIL  lab_router (kernels/examples/router_ties_to_higher_index.cu): 1 of 8 shapes fail (discrete mismatch)");
+    expect(
+        "FAIL  lab_router (kernels/examples/router_ties_to_higher_index.cu): 1 of 8 shapes fail (discrete mismatch)");
     expect_shape("exact ties", "FAIL");
     expect_shape("V3   E 256", "PASS");
     expect("discrete mismatch: 8 of 8 rows of idx hold other values than the reference's, the first row 0: {");
@@ -309,7 +303,7 @@ static void device_counted_per_assignment_fails_in_dev_tokens(void **state)
     expect_verdict(false);
     expect("FAIL  lab_ep_stats (kernels/examples/ep_stats_device_per_assignment.cu): 4 of 5 shapes fail (discrete "
            "mismatch)");
-    expect_shape("tiny T   1", "PASS");   /* K 1: one assignment is one token */
+    expect_shape("tiny T   1", "PASS"); /* K 1: one assignment is one token */
     expect_shape("V2   T 512", "FAIL");
     /* one device holds every expert: each token is counted K = 6 times */
     expect("1 of 1 entries of dev_tokens differ from the reference, the first dev_tokens[d=0] = 3072, reference 512");
@@ -340,7 +334,8 @@ static void eps_outside_the_root_fails_where_eps_matters(void **state)
     (void)state;
     check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_eps_outside_root.cu");
     expect_verdict(false);
-    expect("FAIL  lab_rmsnorm (kernels/examples/rmsnorm_eps_outside_root.cu): 2 of 10 shapes fail (numerical mismatch)");
+    expect(
+        "FAIL  lab_rmsnorm (kernels/examples/rmsnorm_eps_outside_root.cu): 2 of 10 shapes fail (numerical mismatch)");
     expect_every_seed_fails();
     /* beside a mean square of 3, eps = 1e-6 in the wrong place is a 4e-7 change: inside the tolerance */
     expect_shape("V2   T 4, n 5120", "PASS");
@@ -354,15 +349,17 @@ static void discarded_load_past_the_end_is_caught(void **state)
     check_kernel("COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_tail_load_unguarded.cu");
     expect_verdict(false);
     unsigned long long seeds[16];
-    const int n = printed_seeds(seeds, 16);   /* AddressSanitizer stops the run at the first seed: one run per seed */
+    const int n = printed_seeds(seeds, 16); /* AddressSanitizer stops the run at the first seed: one run per seed */
     for (int i = 0; i < n; i++) {
         char args[160], text[200];
         snprintf(args, sizeof args, "COMPONENT=rmsnorm SRC=kernels/examples/rmsnorm_tail_load_unguarded.cu SEEDS=%llu",
                  seeds[i]);
         check_kernel(args);
         expect_verdict(false);
-        snprintf(text, sizeof text, "out of bounds at shape tiny T 1, n 1 (seed %llu): read of 4 bytes, 0 bytes past "
-                 "the end of argument x", seeds[i]);
+        snprintf(text, sizeof text,
+                 "out of bounds at shape tiny T 1, n 1 (seed %llu): read of 4 bytes, 0 bytes past "
+                 "the end of argument x",
+                 seeds[i]);
         expect(text);
         expect("rmsnorm_tail_load_unguarded.cu:32");
     }
@@ -375,8 +372,8 @@ static void scale_after_renormalising_fails_on_renormalised_v2_gates(void **stat
     expect_verdict(false);
     expect("FAIL  lab_router (kernels/examples/router_scale_after_renorm.cu): 2 of 8 shapes fail (numerical mismatch)");
     expect_every_seed_fails();
-    expect_shape("odd  E  12", "PASS");   /* renormalised, but ×1 */
-    expect_shape("V3   E 256", "PASS");   /* noaux_tc renormalises and scales */
+    expect_shape("odd  E  12", "PASS"); /* renormalised, but ×1 */
+    expect_shape("V3   E 256", "PASS"); /* noaux_tc renormalises and scales */
     expect_shape("norm E  64", "FAIL");
     expect_shape("norm E 160", "FAIL");
     expect("numerical mismatch: weight (by expert id) differs from the reference: rel-L2 ");

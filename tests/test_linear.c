@@ -48,7 +48,7 @@ static void check_shape(DType dtype, int rows, int cols, int T, int r0, int r1)
         if (dtype == DT_BF16) {
             ((uint16_t *)stored)[i] = to_bf16(wide[i]);
             wide[i] = bf16_to_f32(((uint16_t *)stored)[i]);
-        } else if (dtype == DT_F16) {            /* a random normal half in ±[2^-2, 2^2) */
+        } else if (dtype == DT_F16) { /* a random normal half in ±[2^-2, 2^2) */
             const uint16_t sign = wide[i] < 0 ? 0x8000u : 0, mant = (uint16_t)(fabsf(wide[i]) * 1023.0f);
             ((uint16_t *)stored)[i] = (uint16_t)(sign | (uint16_t)((13 + i % 4) << 10) | mant);
             wide[i] = f16_to_f32(((uint16_t *)stored)[i]);
@@ -61,11 +61,10 @@ static void check_shape(DType dtype, int rows, int cols, int T, int r0, int r1)
         for (int r = 0; r < out; r++)
             want[(size_t)t * out + r] = dot(wide + (size_t)(r0 + r) * cols, x + (size_t)t * cols, cols);
     poison(y, (size_t)T * out);
-    const Mat W = {.data = stored, .dtype = dtype, .rows = rows, .cols = cols};
+    const Mat W = { .data = stored, .dtype = dtype, .rows = rows, .cols = cols };
     linear_rows(y, x, &W, r0, r1, T);
     if (memcmp(y, want, sizeof(float) * (size_t)T * out) != 0)
-        fail_msg("dtype %d, %d×%d rows [%d, %d), T %d: not bit-identical to dot()", (int)dtype, rows, cols, r0, r1,
-                 T);
+        fail_msg("dtype %d, %d×%d rows [%d, %d), T %d: not bit-identical to dot()", (int)dtype, rows, cols, r0, r1, T);
     free(wide);
     free(x);
     free(y);
@@ -77,7 +76,7 @@ static void check_shape(DType dtype, int rows, int cols, int T, int r0, int r1)
 static void bf16_blocks_equal_dot(void **state)
 {
     (void)state;
-    const int rows[] = {1, 2, 3, 7, 8}, cols[] = {1, 31, 32, 33, 100, 2048}, Ts[] = {1, 2, 3, 4, 5};
+    const int rows[] = { 1, 2, 3, 7, 8 }, cols[] = { 1, 31, 32, 33, 100, 2048 }, Ts[] = { 1, 2, 3, 4, 5 };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         for (size_t j = 0; j < sizeof cols / sizeof cols[0]; j++)
             for (size_t k = 0; k < sizeof Ts / sizeof Ts[0]; k++)
@@ -89,8 +88,7 @@ static void bf16_row_slices_equal_dot(void **state)
 {
     (void)state;
     for (int r0 = 0; r0 < 3; r0++)
-        for (int r1 = r0 + 1; r1 <= 7; r1++)
-            check_shape(DT_BF16, 7, 65, 3, r0, r1);
+        for (int r1 = r0 + 1; r1 <= 7; r1++) check_shape(DT_BF16, 7, 65, 3, r0, r1);
 }
 
 /* f16 and f32 weights take the one-row path. */
@@ -112,7 +110,7 @@ static void chunk_independent(void **state)
     float x[T * C], all[T * R], one[R];
     for (int i = 0; i < R * C; i++) w[i] = to_bf16(test_rng_uniform(&g_rng, -1, 1));
     test_rng_fill(&g_rng, x, T * C, -1, 1);
-    const Mat W = {.data = w, .dtype = DT_BF16, .rows = R, .cols = C};
+    const Mat W = { .data = w, .dtype = DT_BF16, .rows = R, .cols = C };
     poison(all, T * R);
     linear(all, x, &W, T);
     for (int t = 0; t < T; t++) {

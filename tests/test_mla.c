@@ -62,7 +62,7 @@ static Mat mat(TestWeights *tw, int slot, int rows, int cols)
     assert_non_null(p);
     test_rng_fill(&g_rng, p, (size_t)rows * cols, -1.7f / sqrtf((float)cols), 1.7f / sqrtf((float)cols));
     tw->buf[slot] = p;
-    return (Mat){p, DT_F32, rows, cols};
+    return (Mat){ p, DT_F32, rows, cols };
 }
 
 static const float *norm_weight(TestWeights *tw, int slot, int n)
@@ -99,7 +99,10 @@ static void free_weights(TestWeights *tw)
 
 /* ---- the naive double-precision reference ---------------------------------------------- */
 
-static double mat_at(const Mat *m, int r, int c) { return ((const float *)m->data)[(size_t)r * m->cols + c]; }
+static double mat_at(const Mat *m, int r, int c)
+{
+    return ((const float *)m->data)[(size_t)r * m->cols + c];
+}
 
 /* y = W x (rows [r0, r0 + n)), double. */
 static void matvec(double *y, const Mat *W, int r0, int n, const double *x)
@@ -135,8 +138,8 @@ static void rope_d(double *x, const Rope *r, int pos)
  * the rotated shared key k^R; per head k^N = W^UK ĉ, v = W^UV ĉ, full d_q-wide query·key dot,
  * σ, causal softmax, o = Σ p v, then o_proj. Also returns ĉ [T, d_c] and k^R [T, d_r].
  */
-static void mla_naive(float *out, float *c_hat, float *k_rope, const float *a,
-                      const MlaWeights *w, const ModelConfig *c, const Rope *rope, int T)
+static void mla_naive(float *out, float *c_hat, float *k_rope, const float *a, const MlaWeights *w,
+                      const ModelConfig *c, const Rope *rope, int T)
 {
     const int D = c->hidden_size, nh = c->num_attention_heads, dn = c->qk_nope_head_dim;
     const int dr = c->qk_rope_head_dim, dv = c->v_head_dim, dc = c->kv_lora_rank, dq = dn + dr;
@@ -164,7 +167,7 @@ static void mla_naive(float *out, float *c_hat, float *k_rope, const float *a,
         for (int h = 0; h < nh; h++) {
             double s[T_MAX], max = -INFINITY, sum = 0;
             for (int j = 0; j <= t; j++) {
-                double key[256];                          /* K_{j,h} = [k^N_{j,h}; k^R_j] */
+                double key[256]; /* K_{j,h} = [k^N_{j,h}; k^R_j] */
                 matvec(k[j], &w->kv_b_proj, h * (dn + dv), dn, lat[j]);
                 matvec(v[j], &w->kv_b_proj, h * (dn + dv) + dn, dv, lat[j]);
                 memcpy(key, k[j], sizeof(double) * dn);
@@ -189,8 +192,8 @@ static void mla_naive(float *out, float *c_hat, float *k_rope, const float *a,
 
 /* mla_forward over a [T, D] in the given chunks (sizes summing to T), fresh cache; the cache
  * is returned for inspection (the caller frees it). */
-static void run_chunks(float *out, LatentCache *cache, const float *a, const MlaWeights *w,
-                       const ModelConfig *c, const Rope *rope, const int *chunks, MlaForm form)
+static void run_chunks(float *out, LatentCache *cache, const float *a, const MlaWeights *w, const ModelConfig *c,
+                       const Rope *rope, const int *chunks, MlaForm form)
 {
     const int D = c->hidden_size;
     MlaScratch s;
@@ -210,7 +213,7 @@ static void run_chunks(float *out, LatentCache *cache, const float *a, const Mla
 
 /* Chunkings of T_MAX = 12 tokens (zero-terminated). */
 static const int kSplits[][T_MAX + 1] = {
-    {12}, {3, 4, 5}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {7, 1, 2, 2}, {1, 11},
+    { 12 }, { 3, 4, 5 }, { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 }, { 7, 1, 2, 2 }, { 1, 11 },
 };
 
 static void forms_agree_and_match_naive(int q_lora_rank)
@@ -230,8 +233,7 @@ static void forms_agree_and_match_naive(int q_lora_rank)
     latent_cache_free(&cache);
     for (size_t sp = 0; sp < sizeof kSplits / sizeof *kSplits; sp++) {
         for (int form = 0; form < 2; form++) {
-            run_chunks(got, &cache, a, &tw.w, &c, &rope, kSplits[sp],
-                       form ? MLA_ABSORBED : MLA_EXPANDED);
+            run_chunks(got, &cache, a, &tw.w, &c, &rope, kSplits[sp], form ? MLA_ABSORBED : MLA_EXPANDED);
             /* float32 vs double over sums of ≤ 24 terms: well inside 1e-5 relative */
             check_close("mla_forward vs naive double", got, want, (size_t)T_MAX * D, -1, 1e-5);
             /* the two forms re-associate the same sums (issue 2: ≤ 1e-5 relative) */
@@ -265,9 +267,9 @@ static void cache_bytes_per_token(void **state)
     assert_int_equal(mla_cache_bytes_per_token(&c, 4), (11 + 6) * 5 * 4);
     c.kv_lora_rank = 512;
     c.qk_rope_head_dim = 64;
-    c.num_hidden_layers = 60;                 /* DeepSeek-V2: 576 × 60 elements, bf16 */
+    c.num_hidden_layers = 60; /* DeepSeek-V2: 576 × 60 elements, bf16 */
     assert_int_equal(mla_cache_bytes_per_token(&c, 2), 69120);
-    c.num_hidden_layers = 27;                 /* DeepSeek-V2-Lite */
+    c.num_hidden_layers = 27; /* DeepSeek-V2-Lite */
     assert_int_equal(mla_cache_bytes_per_token(&c, 2), 31104);
     assert_int_equal(mla_cache_bytes_per_token(&c, 4), 62208);
 }

@@ -25,15 +25,14 @@ static Mat random_mat(int rows, int cols, float a)
     float *w = malloc(sizeof(float) * rows * cols);
     assert_non_null(w);
     test_rng_fill(&g_rng, w, (size_t)rows * cols, -a, a);
-    return (Mat){w, DT_F32, rows, cols};
+    return (Mat){ w, DT_F32, rows, cols };
 }
 
 /* Weights scaled by 1/√fan_in keep activations of order 1. */
 static SwigluWeights random_swiglu(int I, int D)
 {
-    return (SwigluWeights){random_mat(I, D, 1.7f / sqrtf((float)D)),
-                           random_mat(I, D, 1.7f / sqrtf((float)D)),
-                           random_mat(D, I, 1.7f / sqrtf((float)I))};
+    return (SwigluWeights){ random_mat(I, D, 1.7f / sqrtf((float)D)), random_mat(I, D, 1.7f / sqrtf((float)D)),
+                            random_mat(D, I, 1.7f / sqrtf((float)I)) };
 }
 
 static void free_swiglu(SwigluWeights *w)
@@ -43,7 +42,10 @@ static void free_swiglu(SwigluWeights *w)
     free((void *)w->down.data);
 }
 
-static double w_at(const Mat *m, int r, int c) { return ((const float *)m->data)[(size_t)r * m->cols + c]; }
+static double w_at(const Mat *m, int r, int c)
+{
+    return ((const float *)m->data)[(size_t)r * m->cols + c];
+}
 
 /* docs/semantics.md §3.6.2 in double: down · (silu(gate · x) ⊙ up · x), one token. */
 static void swiglu_double(double *y, const float *x, const SwigluWeights *w)
@@ -53,7 +55,10 @@ static void swiglu_double(double *y, const float *x, const SwigluWeights *w)
     assert_non_null(h);
     for (int i = 0; i < I; i++) {
         double g = 0, u = 0;
-        for (int d = 0; d < D; d++) { g += w_at(&w->gate, i, d) * x[d]; u += w_at(&w->up, i, d) * x[d]; }
+        for (int d = 0; d < D; d++) {
+            g += w_at(&w->gate, i, d) * x[d];
+            u += w_at(&w->up, i, d) * x[d];
+        }
         h[i] = g / (1 + exp(-g)) * u;
     }
     for (int d = 0; d < D; d++) {
@@ -79,7 +84,7 @@ static void swiglu_matches_double(void **state)
     }
     check_close("swiglu vs double", y, want, T * D, 1e-5, 1e-5); /* O(1) outputs: float32 dots */
     poison(y, D);
-    swiglu_forward(y, x, &w, 1, hidden);                          /* the one-token path */
+    swiglu_forward(y, x, &w, 1, hidden); /* the one-token path */
     check_close("swiglu T=1 vs double", y, want, D, 1e-5, 1e-5);
     free_swiglu(&w);
 }
@@ -107,7 +112,7 @@ static ModelConfig moe_config(TopkMethod method, int G, int Gk, bool norm, float
 static MoeWeights random_moe(const ModelConfig *c)
 {
     const int D = c->hidden_size, E = c->n_routed_experts, Ie = c->moe_intermediate_size;
-    MoeWeights w = {.router = random_mat(E, D, 2.0f / sqrtf((float)D))};
+    MoeWeights w = { .router = random_mat(E, D, 2.0f / sqrtf((float)D)) };
     w.experts = malloc(sizeof *w.experts * E);
     assert_non_null(w.experts);
     for (int e = 0; e < E; e++) w.experts[e] = random_swiglu(Ie, D);
@@ -134,7 +139,7 @@ static double moe_double(double *y, const float *x, const MoeWeights *w, const M
     const int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
     const int G = c->n_group, per = E / G;
     double s[64], sum = 0, gmax[64], margin = INFINITY, wk[64], *part = malloc(sizeof(double) * D);
-    bool keep[64] = {false}, taken[64] = {false};
+    bool keep[64] = { false }, taken[64] = { false };
     int idx[64];
     assert_non_null(part);
     for (int e = 0; e < E; e++) {
@@ -152,7 +157,8 @@ static double moe_double(double *y, const float *x, const MoeWeights *w, const M
     const int Gk = c->topk_method == TOPK_GREEDY ? G : c->topk_group;
     for (int r = 0; r < Gk; r++) {
         int best = -1;
-        for (int q = 0; q < G; q++) if (!keep[q] && (best < 0 || gmax[q] > gmax[best])) best = q;
+        for (int q = 0; q < G; q++)
+            if (!keep[q] && (best < 0 || gmax[q] > gmax[best])) best = q;
         keep[best] = true;
     }
     for (int q = 0; q < G; q++)
@@ -169,8 +175,7 @@ static double moe_double(double *y, const float *x, const MoeWeights *w, const M
         if (keep[e / per] && !taken[e]) margin = fmin(margin, s[idx[K - 1]] - s[e]);
     double wsum = 0;
     for (int k = 0; k < K; k++) wsum += wk[k] = s[idx[k]];
-    for (int k = 0; k < K; k++)
-        wk[k] = c->norm_topk_prob && K > 1 ? wk[k] / wsum : wk[k] * c->routed_scaling_factor;
+    for (int k = 0; k < K; k++) wk[k] = c->norm_topk_prob && K > 1 ? wk[k] / wsum : wk[k] * c->routed_scaling_factor;
     swiglu_double(y, x, &w->shared);
     for (int k = 0; k < K; k++) {
         swiglu_double(part, x, &w->experts[idx[k]]);
@@ -206,15 +211,17 @@ static void moe_matches_naive_double(const ModelConfig *c)
     assert_true(x && y && want && wd);
     draw_tokens(x, wd, T, &w, c);
     for (int i = 0; i < T * D; i++) want[i] = (float)wd[i];
-    for (int chunk = 1; chunk <= T; chunk += T - 1) {       /* token by token, then all at once */
+    for (int chunk = 1; chunk <= T; chunk += T - 1) { /* token by token, then all at once */
         poison(y, (size_t)T * D);
-        for (int t0 = 0; t0 < T; t0 += chunk)
-            moe_forward(y + t0 * D, x + t0 * D, &w, c, chunk, &s);
+        for (int t0 = 0; t0 < T; t0 += chunk) moe_forward(y + t0 * D, x + t0 * D, &w, c, chunk, &s);
         /* routing agrees by construction (margin ≥ 1e-3 ≫ float32 error); the values differ
          * by float32 summation only; outputs are O(1–10) */
         check_close("moe vs naive double", y, want, (size_t)T * D, 1e-4, 1e-5);
     }
-    free(x); free(y); free(want); free(wd);
+    free(x);
+    free(y);
+    free(want);
+    free(wd);
     ffn_scratch_free(&s);
     free_moe(&w, c->n_routed_experts);
 }
@@ -229,7 +236,7 @@ static void moe_group_limited_scaled(void **state)
 static void moe_greedy_normalised(void **state)
 {
     (void)state;
-    const ModelConfig c = moe_config(TOPK_GREEDY, 1, 1, true, 16.0f);  /* V2 rule: no scale */
+    const ModelConfig c = moe_config(TOPK_GREEDY, 1, 1, true, 16.0f); /* V2 rule: no scale */
     moe_matches_naive_double(&c);
 }
 
@@ -244,8 +251,8 @@ static void to_bf16_pair(Mat *bf, Mat *f32, const Mat *src)
         h[i] = f32_to_bf16(((const float *)src->data)[i]);
         f[i] = bf16_to_f32(h[i]);
     }
-    *bf = (Mat){h, DT_BF16, src->rows, src->cols};
-    *f32 = (Mat){f, DT_F32, src->rows, src->cols};
+    *bf = (Mat){ h, DT_BF16, src->rows, src->cols };
+    *f32 = (Mat){ f, DT_F32, src->rows, src->cols };
 }
 
 static void bf16_weights_equal_widened_f32(void **state)
@@ -254,7 +261,7 @@ static void bf16_weights_equal_widened_f32(void **state)
     enum { T = 6 };
     const ModelConfig c = moe_config(TOPK_GROUP_LIMITED_GREEDY, 4, 2, false, 16.0f);
     const int D = c.hidden_size, E = c.n_routed_experts;
-    MoeWeights src = random_moe(&c), bf = {0}, f32 = {0};
+    MoeWeights src = random_moe(&c), bf = { 0 }, f32 = { 0 };
     bf.experts = malloc(sizeof *bf.experts * E);
     f32.experts = malloc(sizeof *f32.experts * E);
     assert_true(bf.experts && f32.experts);
@@ -270,7 +277,7 @@ static void bf16_weights_equal_widened_f32(void **state)
     assert_int_equal(ffn_scratch_init(&s, &c, T), 0);
     float x[T * D], yb[T * D], yf[T * D];
     test_rng_fill(&g_rng, x, T * D, -2, 2);
-    for (int chunk = 1; chunk <= T; chunk += T - 1) {  /* decode (widen in registers) and prompt */
+    for (int chunk = 1; chunk <= T; chunk += T - 1) { /* decode (widen in registers) and prompt */
         poison(yb, T * D);
         poison(yf, T * D);
         for (int t0 = 0; t0 < T; t0 += chunk) {

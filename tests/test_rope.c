@@ -59,7 +59,10 @@ static void yarn_inv_freq_double(double *out, const ModelConfig *c)
 static void check_ratio(const char *what, const float *got, const double *want, int n, double tol)
 {
     float ratio[ROPE_MAX_DIM], ones[ROPE_MAX_DIM];
-    for (int i = 0; i < n; i++) { ratio[i] = (float)(got[i] / want[i]); ones[i] = 1; }
+    for (int i = 0; i < n; i++) {
+        ratio[i] = (float)(got[i] / want[i]);
+        ones[i] = 1;
+    }
     check_close(what, ratio, ones, (size_t)n, tol, -1);
 }
 
@@ -68,12 +71,11 @@ static void yarn_frequencies_match_spec_table(void **state)
     (void)state;
     const ModelConfig c = v2_config();
     const Rope r = init(&c);
-    static const int idx[8] = {0, 8, 10, 11, 16, 22, 23, 31};
-    static const double want[8] = {1.0, 0.1, 0.0562341, 0.0390069, 0.0055, 1.77828e-4,
-                                   3.33380e-5, 3.33380e-6};
+    static const int idx[8] = { 0, 8, 10, 11, 16, 22, 23, 31 };
+    static const double want[8] = { 1.0, 0.1, 0.0562341, 0.0390069, 0.0055, 1.77828e-4, 3.33380e-5, 3.33380e-6 };
     float got[8];
     for (int k = 0; k < 8; k++) got[k] = r.inv_freq[idx[k]];
-    check_ratio("docs/semantics.md §3.5.2 table", got, want, 8, 1e-5);  /* the table has 6 significant digits */
+    check_ratio("docs/semantics.md §3.5.2 table", got, want, 8, 1e-5); /* the table has 6 significant digits */
 }
 
 static void yarn_frequencies_match_double_formula(void **state)
@@ -104,7 +106,7 @@ static void plain_rope_frequencies(void **state)
     const Rope r = init(&c);
     double want[32];
     for (int i = 0; i < 32; i++) want[i] = pow(1e4, -2.0 * i / 64);
-    check_ratio("θ^{-2i/d}", r.inv_freq, want, 32, 2e-6);  /* float32 powf: a few ulps */
+    check_ratio("θ^{-2i/d}", r.inv_freq, want, 32, 2e-6); /* float32 powf: a few ulps */
     assert_true(r.cos_sin_scale == 1.0f);
     float got = r.softmax_scale, want_scale = (float)(1 / sqrt(192.0));
     check_close("σ without rope_scaling", &got, &want_scale, 1, 1e-8, -1); /* 0.0721688: ~1 ulp */
@@ -115,12 +117,13 @@ static void mscale_factors(void **state)
     (void)state;
     ModelConfig c = v2_config();
     Rope r = init(&c);
-    assert_true(r.cos_sin_scale == 1.0f);                 /* 0.707 / 0.707: exactly 1 */
+    assert_true(r.cos_sin_scale == 1.0f); /* 0.707 / 0.707: exactly 1 */
     float got = r.softmax_scale, want = 0.11472139f;
-    check_close("σ for V2 (docs/semantics.md §3.5.3)", &got, &want, 1, 2e-8, -1);  /* docs/semantics.md §3.5.3 gives 8 digits */
+    check_close("σ for V2 (docs/semantics.md §3.5.3)", &got, &want, 1, 2e-8,
+                -1); /* docs/semantics.md §3.5.3 gives 8 digits */
     const double m = 0.1 * 0.707 * log(40.0) + 1;
     want = (float)(m * m / sqrt(192.0));
-    check_close("σ = 192^-1/2 m²", &got, &want, 1, 2e-8, -1);  /* float32 vs double: ~1 ulp */
+    check_close("σ = 192^-1/2 m²", &got, &want, 1, 2e-8, -1); /* float32 vs double: ~1 ulp */
 
     /* remote code's defaults mscale 1, mscale_all_dim 0: cos/sin × (1 + 0.1 ln s), σ unscaled */
     c.rope_mscale = 1;
@@ -128,7 +131,7 @@ static void mscale_factors(void **state)
     r = init(&c);
     got = r.cos_sin_scale;
     want = (float)(1 + 0.1 * log(40.0));
-    check_close("cos/sin factor 1 + 0.1 ln s", &got, &want, 1, 4e-7, -1);  /* 1.369: ~2 ulps */
+    check_close("cos/sin factor 1 + 0.1 ln s", &got, &want, 1, 4e-7, -1); /* 1.369: ~2 ulps */
     got = r.softmax_scale;
     want = (float)(1 / sqrt(192.0));
     check_close("σ without mscale_all_dim", &got, &want, 1, 1e-8, -1);
@@ -158,9 +161,12 @@ static void rotation_of_interleaved_pairs(void **state)
 {
     (void)state;
     ModelConfig c = v2_config();
-    static const int positions[] = {1, 2, 17, 1000, 4095, 4096, 70000, 163839};
+    static const int positions[] = { 1, 2, 17, 1000, 4095, 4096, 70000, 163839 };
     for (int variant = 0; variant < 2; variant++) {
-        if (variant == 1) { c.rope_mscale = 1; c.rope_mscale_all_dim = 0; } /* factor ≠ 1 */
+        if (variant == 1) {
+            c.rope_mscale = 1;
+            c.rope_mscale_all_dim = 0;
+        } /* factor ≠ 1 */
         const Rope r = init(&c);
         for (size_t p = 0; p < sizeof positions / sizeof *positions; p++) {
             float x[64], got[64], want[64];
@@ -183,7 +189,7 @@ static void rotation_preserves_pair_norms_and_position_zero_is_identity(void **s
     test_rng_fill(&g_rng, x, 64, -2, 2);
     memcpy(y, x, sizeof x);
     rope_rotate(y, &r, 0);
-    check_close("position 0", y, x, 64, 0, 0);            /* cos 0 = 1, sin 0 = 0: exact */
+    check_close("position 0", y, x, 64, 0, 0); /* cos 0 = 1, sin 0 = 0: exact */
     for (int pos = 1; pos < 5000; pos += 611) {
         memcpy(y, x, sizeof x);
         rope_rotate(y, &r, pos);
@@ -191,7 +197,7 @@ static void rotation_preserves_pair_norms_and_position_zero_is_identity(void **s
             norm_x[i] = hypotf(x[2 * i], x[2 * i + 1]);
             norm_y[i] = hypotf(y[2 * i], y[2 * i + 1]);
         }
-        check_close("pair norms", norm_y, norm_x, 32, 1e-6, -1);  /* |pair| ≤ 2.9: a few ulps */
+        check_close("pair norms", norm_y, norm_x, 32, 1e-6, -1); /* |pair| ≤ 2.9: a few ulps */
     }
 }
 

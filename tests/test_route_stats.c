@@ -34,9 +34,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MODEL "models/tiny-kjv"
+#define MODEL  "models/tiny-kjv"
 #define PROMPT "In the beginning God created the heaven and the earth."
-#define LONG_PROMPT                                                                                           \
+#define LONG_PROMPT                                                                                         \
     "And the earth was without form, and void; and darkness was upon the face of the deep. And the Spirit " \
     "of God moved upon the face of the waters. And God said, Let there be light: and there was light."
 
@@ -47,9 +47,9 @@ enum { MAX_T = 256, MAX_MOE = 8 };
 /** Every MoE layer's routing of a prompt, recomputed here. */
 typedef struct {
     int T, E, K, hidden, n_moe;
-    int layer[MAX_MOE];          /**< layer number of each MoE layer */
-    float *scores;               /**< [n_moe, T, E] affinities */
-    int *chosen;                 /**< [n_moe, T, K] the model's routing */
+    int layer[MAX_MOE]; /**< layer number of each MoE layer */
+    float *scores;      /**< [n_moe, T, E] affinities */
+    int *chosen;        /**< [n_moe, T, K] the model's routing */
 } Routing;
 
 /* The prompt's ids as the CLI makes them (BOS per the tokenizer files, special tokens parsed). */
@@ -58,8 +58,8 @@ static int encode(const char *text, int *ids)
     Tokenizer *tok = tokenizer_load(MODEL);
     assert_non_null(tok);
     int32_t buf[MAX_T];
-    const long T = tokenizer_encode(tok, text, strlen(text), TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, buf,
-                                    MAX_T);
+    const long T =
+        tokenizer_encode(tok, text, strlen(text), TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, buf, MAX_T);
     tokenizer_free(tok);
     assert_true(T > 0 && T <= MAX_T);
     for (long t = 0; t < T; t++) ids[t] = buf[t];
@@ -72,11 +72,11 @@ static Routing recompute(const char *text)
     int ids[MAX_T];
     const int T = encode(text, ids);
     Model m;
-    const ModelOptions opt = {.max_context = T, .chunk = T};
+    const ModelOptions opt = { .max_context = T, .chunk = T };
     if (model_open(&m, MODEL, &opt)) fail_msg("%s", ds_last_error());
     const ModelConfig *c = m.cfg;
     const int D = c->hidden_size, V = c->vocab_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
-    Routing r = {.T = T, .E = E, .K = K, .hidden = D};
+    Routing r = { .T = T, .E = E, .K = K, .hidden = D };
     r.scores = malloc(sizeof(float) * MAX_MOE * T * E);
     r.chosen = malloc(sizeof(int) * MAX_MOE * T * K);
     float *mine = malloc(sizeof(float) * T * V), *ref = malloc(sizeof(float) * T * V);
@@ -97,7 +97,7 @@ static Routing recompute(const char *text)
             float *s = r.scores + (size_t)r.n_moe * T * E;
             int *idx = r.chosen + (size_t)r.n_moe * T * K;
             float weight[ROUTER_MAX_EXPERTS];
-            linear(s, m.a, &L->moe.router, T);                 /* g = W_gate b_t, then s = softmax(g) */
+            linear(s, m.a, &L->moe.router, T); /* g = W_gate b_t, then s = softmax(g) */
             for (int t = 0; t < T; t++) {
                 router_scores(s + (size_t)t * E, s + (size_t)t * E, E, c->scoring_func);
                 router_select(idx + t * K, weight, s + (size_t)t * E, L->moe.bias, c);
@@ -195,8 +195,8 @@ static Row read_row(const char *block, const char *name)
     const char *p = find_line(block, prefix);
     if (!p) fail_msg("no routing row \"%s\" in:\n%s", name, block);
     Row r;
-    if (sscanf(p, "%d %lf %d %lld %lf %lf %lf", &r.M, &r.devices_mean, &r.devices_max, &r.bytes, &r.loss[0],
-               &r.loss[1], &r.loss[2]) != 7)
+    if (sscanf(p, "%d %lf %d %lld %lf %lf %lf", &r.M, &r.devices_mean, &r.devices_max, &r.bytes, &r.loss[0], &r.loss[1],
+               &r.loss[2]) != 7)
         fail_msg("routing row \"%s\" unreadable: %.120s", name, p);
     return r;
 }
@@ -224,13 +224,13 @@ static void check_row(const Routing *r, int i, const char *block, const char *na
         pairs += n;
         most = n > most ? n : most;
     }
-    const BalanceSpec b = {E, K, D, M, alpha[0], alpha[1], alpha[2]};
+    const BalanceSpec b = { E, K, D, M, alpha[0], alpha[1], alpha[2] };
     const BalanceLosses L = balance_losses(r->scores + (size_t)i * T * E, idx, T, &b, NULL);
     const Row row = read_row(block, name);
     assert_int_equal(row.M, M);
     assert_int_equal(row.devices_max, most);
     assert_int_equal(row.bytes, pairs * r->hidden * 2);
-    if (!(fabs(row.devices_mean - (double)pairs / T) <= 5e-4))  /* printed to 3 decimals */
+    if (!(fabs(row.devices_mean - (double)pairs / T) <= 5e-4)) /* printed to 3 decimals */
         fail_msg("layer %d devices/token: printed %.3f, recomputed %.6f", r->layer[i], row.devices_mean,
                  (double)pairs / T);
     expect_close("L_ExpBal", r->layer[i], row.loss[0], L.expert);
@@ -241,7 +241,7 @@ static void check_row(const Routing *r, int i, const char *block, const char *na
 }
 
 /* The paper's balance-loss weights, route-stats' default. */
-static const double PAPER_ALPHA[3] = {0.003, 0.05, 0.02};
+static const double PAPER_ALPHA[3] = { 0.003, 0.05, 0.02 };
 
 /* Runs route-stats with D devices, limit M (0: the default) and, unless alpha is the paper's,
  * --alpha, and checks every printed count, byte figure and loss against the recomputed routing r. */
@@ -251,15 +251,21 @@ static void check_report(const Routing *r, const char *text, int D, int M, const
     snprintf(d_arg, sizeof d_arg, "%d", D);
     snprintf(m_arg, sizeof m_arg, "%d", M);
     snprintf(a_arg, sizeof a_arg, "%.17g,%.17g,%.17g", alpha[0], alpha[1], alpha[2]);
-    const char *args[12] = {"route-stats", "-m", MODEL, "-p", text, "--devices", d_arg};
+    const char *args[12] = { "route-stats", "-m", MODEL, "-p", text, "--devices", d_arg };
     int n = 7;
-    if (M) { args[n++] = "--limit"; args[n++] = m_arg; }
-    if (memcmp(alpha, PAPER_ALPHA, sizeof PAPER_ALPHA)) { args[n++] = "--alpha"; args[n++] = a_arg; }
+    if (M) {
+        args[n++] = "--limit";
+        args[n++] = m_arg;
+    }
+    if (memcmp(alpha, PAPER_ALPHA, sizeof PAPER_ALPHA)) {
+        args[n++] = "--alpha";
+        args[n++] = a_arg;
+    }
     CliRun run_ = cli_run(args);
     if (run_.status != 0) fail_msg("route-stats exited %d: %s", run_.status, run_.err);
     assert_string_equal(run_.err, "");
     const int T = r->T, E = r->E, K = r->K, per = E / D, limit = M ? M : model_device_bound(D);
-    long long all[3] = {0, 0, 0};
+    long long all[3] = { 0, 0, 0 };
     int *unlimited = malloc(sizeof(int) * T * K), *limited = malloc(sizeof(int) * T * K);
     assert_true(unlimited && limited);
     const char *block = run_.out;
@@ -271,8 +277,8 @@ static void check_report(const Routing *r, const char *text, int D, int M, const
         block += 1;
         const float *s = r->scores + (size_t)i * T * E;
         const int *chosen = r->chosen + (size_t)i * T * K;
-        long long want_e[ROUTER_MAX_EXPERTS] = {0}, want_tok[ROUTER_MAX_EXPERTS] = {0};
-        long long want_as[ROUTER_MAX_EXPERTS] = {0}, got[ROUTER_MAX_EXPERTS];
+        long long want_e[ROUTER_MAX_EXPERTS] = { 0 }, want_tok[ROUTER_MAX_EXPERTS] = { 0 };
+        long long want_as[ROUTER_MAX_EXPERTS] = { 0 }, got[ROUTER_MAX_EXPERTS];
         for (int t = 0; t < T; t++) {
             for (int k = 0; k < K; k++) {
                 want_e[chosen[t * K + k]]++;
@@ -322,12 +328,12 @@ static void report_equals_recomputation(void **state)
     (void)state;
     Routing r = recompute(LONG_PROMPT);
     assert_int_equal(r.n_moe, 3);
-    static const int cases[][2] = {{8, 0}, {8, 3}, {4, 1}, {4, 2}, {2, 2}, {16, 4}, {8, 8}};
+    static const int cases[][2] = { { 8, 0 }, { 8, 3 }, { 4, 1 }, { 4, 2 }, { 2, 2 }, { 16, 4 }, { 8, 8 } };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_report(&r, LONG_PROMPT, cases[i][0], cases[i][1], PAPER_ALPHA);
-    static const double other[3] = {1, 0.5, 0.25};                /* --alpha: each loss with its own weight */
+    static const double other[3] = { 1, 0.5, 0.25 }; /* --alpha: each loss with its own weight */
     check_report(&r, LONG_PROMPT, 4, 2, other);
-    const char *args[] = {"route-stats", "-m", MODEL, "-p", LONG_PROMPT, NULL};
+    const char *args[] = { "route-stats", "-m", MODEL, "-p", LONG_PROMPT, NULL };
     CliRun run_ = cli_run(args);
     assert_int_equal(run_.status, 0);
     assert_non_null(strstr(run_.out, "devices      D = 8 of 2 experts each"));
@@ -344,13 +350,14 @@ static void report_equals_recomputation(void **state)
 static void chapter_example_is_current(void **state)
 {
     (void)state;
-    const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, NULL};
+    const char *args[] = { "route-stats", "-m", MODEL, "-p", PROMPT, NULL };
     CliRun run_ = cli_run(args);
     assert_int_equal(run_.status, 0);
     char *want = slurp("tests/expected/route_stats_tiny_kjv.txt", NULL);
     if (strcmp(run_.out, want) != 0)
         fail_msg("dsv2 route-stats -m " MODEL " -p \"" PROMPT "\" differs from "
-                 "tests/expected/route_stats_tiny_kjv.txt:\n%s", run_.out);
+                 "tests/expected/route_stats_tiny_kjv.txt:\n%s",
+                 run_.out);
     Routing r = recompute(PROMPT);
     check_report(&r, PROMPT, 8, 0, PAPER_ALPHA);
     routing_free(&r);
@@ -375,31 +382,33 @@ static void bad_flags_are_one_line(void **state)
 {
     (void)state;
 #define RS "route-stats", "-m", MODEL, "-p", PROMPT
-    expect((const char *[]){RS, "--devices", "3", NULL}, 2, USAGE("--devices 3: does not divide the 16 routed experts"));
-    expect((const char *[]){RS, "--devices", "0", NULL}, 2, USAGE("--devices: '0' is not an integer in [1, 1024]"));
-    expect((const char *[]){RS, "--devices", "8x", NULL}, 2, USAGE("--devices: '8x' is not an integer in [1, 1024]"));
-    expect((const char *[]){RS, "--limit", "0", NULL}, 2, USAGE("--limit: '0' is not an integer in [1, 1024]"));
-    expect((const char *[]){RS, "--limit", "9", NULL}, 2, USAGE("--limit 9: more than the 8 devices"));
-    expect((const char *[]){RS, "--devices", "4", "--limit", "5", NULL}, 2, USAGE("--limit 5: more than the 4 devices"));
-    expect((const char *[]){RS, "--limit", "1", NULL}, 2,
+    expect((const char *[]){ RS, "--devices", "3", NULL }, 2,
+           USAGE("--devices 3: does not divide the 16 routed experts"));
+    expect((const char *[]){ RS, "--devices", "0", NULL }, 2, USAGE("--devices: '0' is not an integer in [1, 1024]"));
+    expect((const char *[]){ RS, "--devices", "8x", NULL }, 2, USAGE("--devices: '8x' is not an integer in [1, 1024]"));
+    expect((const char *[]){ RS, "--limit", "0", NULL }, 2, USAGE("--limit: '0' is not an integer in [1, 1024]"));
+    expect((const char *[]){ RS, "--limit", "9", NULL }, 2, USAGE("--limit 9: more than the 8 devices"));
+    expect((const char *[]){ RS, "--devices", "4", "--limit", "5", NULL }, 2,
+           USAGE("--limit 5: more than the 4 devices"));
+    expect((const char *[]){ RS, "--limit", "1", NULL }, 2,
            USAGE("--limit 1: 1 device holds 2 experts, fewer than the 4 a token chooses"));
-    expect((const char *[]){RS, "--devices", "16", "--limit", "1", NULL}, 2,
+    expect((const char *[]){ RS, "--devices", "16", "--limit", "1", NULL }, 2,
            USAGE("--limit 1: 1 device holds 1 expert, fewer than the 4 a token chooses"));
-    static const char *const bad_alpha[] = {"0.1,0.2", "0.1,0.2,0.3,0.4", "0.1,-0.2,0.3", "0.1,nan,0.3", "a,b,c",
-                                            "0.1,,0.3", "0.1,0.2,0.3,", "1e7,0,0"};
+    static const char *const bad_alpha[] = { "0.1,0.2", "0.1,0.2,0.3,0.4", "0.1,-0.2,0.3", "0.1,nan,0.3",
+                                             "a,b,c",   "0.1,,0.3",        "0.1,0.2,0.3,", "1e7,0,0" };
     for (size_t i = 0; i < sizeof bad_alpha / sizeof bad_alpha[0]; i++) {
         char want[200];
         snprintf(want, sizeof want, USAGE("--alpha: '%s' is not three numbers in [0, 1e6] separated by commas"),
                  bad_alpha[i]);
-        expect((const char *[]){RS, "--alpha", bad_alpha[i], NULL}, 2, want);
+        expect((const char *[]){ RS, "--alpha", bad_alpha[i], NULL }, 2, want);
     }
-    expect((const char *[]){RS, "--devices", "16", "--limit", "3", NULL}, 2,
+    expect((const char *[]){ RS, "--devices", "16", "--limit", "3", NULL }, 2,
            USAGE("--limit 3: 3 devices hold 3 experts, fewer than the 4 a token chooses"));
-    expect((const char *[]){RS, "--backend", "fast", NULL}, 2, USAGE("route-stats does not take --backend"));
-    expect((const char *[]){RS, "--devices", NULL}, 2, USAGE("--devices needs a value"));
-    expect((const char *[]){RS, "--ctx", "1025", NULL}, 2,
+    expect((const char *[]){ RS, "--backend", "fast", NULL }, 2, USAGE("route-stats does not take --backend"));
+    expect((const char *[]){ RS, "--devices", NULL }, 2, USAGE("--devices needs a value"));
+    expect((const char *[]){ RS, "--ctx", "1025", NULL }, 2,
            USAGE("--ctx 1025: more than the model's max_position_embeddings (1024)"));
-    expect((const char *[]){"route-stats", "-m", MODEL, "-p", PROMPT, "--ctx", "4", NULL}, 1,
+    expect((const char *[]){ "route-stats", "-m", MODEL, "-p", PROMPT, "--ctx", "4", NULL }, 1,
            "dsv2: the prompt of 12 tokens does not fit the context of 4 tokens (--ctx)\n");
 #undef RS
 }
@@ -438,17 +447,17 @@ static void plot_writes_png(void **state)
         skip();
     }
     char *png = stw_path(stw_scratch_dir, "load.png");
-    const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL};
+    const char *args[] = { "route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL };
     CliRun r = cli_run(args);
     if (r.status != 0) fail_msg("route-stats --plot exited %d: %s", r.status, r.err);
     FILE *f = fopen(png, "rb");
     assert_non_null(f);
-    unsigned char magic[8] = {0};
+    unsigned char magic[8] = { 0 };
     assert_int_equal(fread(magic, 1, 8, f), 8);
     fclose(f);
-    static const unsigned char PNG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    static const unsigned char PNG[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
     assert_memory_equal(magic, PNG, 8);
-    assert_int_equal(entries(), 1);                            /* no temporary file left beside it */
+    assert_int_equal(entries(), 1); /* no temporary file left beside it */
     unlink(png);
     free(png);
     cli_run_free(&r);
@@ -459,12 +468,11 @@ static void plot_without_gnuplot_leaves_nothing(void **state)
 {
     (void)state;
     char *png = stw_path(stw_scratch_dir, "load.png");
-    const char *args[] = {"route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL};
-    char *env[] = {"PATH=/nonexistent", NULL};
+    const char *args[] = { "route-stats", "-m", MODEL, "-p", PROMPT, "--plot", png, NULL };
+    char *env[] = { "PATH=/nonexistent", NULL };
     CliRun r = cli_run_env(args, env);
     char want[4200];
-    snprintf(want, sizeof want, "dsv2: --plot %s: gnuplot is not on PATH (Debian: apt-get install gnuplot-nox)\n",
-             png);
+    snprintf(want, sizeof want, "dsv2: --plot %s: gnuplot is not on PATH (Debian: apt-get install gnuplot-nox)\n", png);
     assert_string_equal(r.err, want);
     assert_string_equal(r.out, "");
     assert_int_equal(r.status, 1);

@@ -33,8 +33,8 @@ static ModelConfig router_config(int E, int K, TopkMethod method, int G, int Gk)
 }
 
 /* router_select() into poisoned outputs; idx must equal want_idx exactly. */
-static void select_and_check(const ModelConfig *c, const float *s, const float *bias,
-                             const int *want_idx, float *weight)
+static void select_and_check(const ModelConfig *c, const float *s, const float *bias, const int *want_idx,
+                             float *weight)
 {
     int idx[ROUTER_MAX_EXPERTS];
     const int K = c->num_experts_per_tok;
@@ -42,8 +42,7 @@ static void select_and_check(const ModelConfig *c, const float *s, const float *
     poison(weight, (size_t)K);
     router_select(idx, weight, s, bias, c);
     for (int k = 0; k < K; k++)
-        if (idx[k] != want_idx[k])
-            fail_msg("slot %d: expert %d, expected %d", k, idx[k], want_idx[k]);
+        if (idx[k] != want_idx[k]) fail_msg("slot %d: expert %d, expected %d", k, idx[k], want_idx[k]);
 }
 
 static void softmax_and_sigmoid_scores(void **state)
@@ -58,13 +57,13 @@ static void softmax_and_sigmoid_scores(void **state)
     for (int i = 0; i < E; i++) want[i] = (float)(exp(g[i] - max) / sum);
     poison(s, E);
     router_scores(s, g, E, SCORING_SOFTMAX);
-    check_close("softmax", s, want, E, 1e-7, 1e-6);  /* scores ≤ 1; float32 expf and sum: ~ulps */
+    check_close("softmax", s, want, E, 1e-7, 1e-6); /* scores ≤ 1; float32 expf and sum: ~ulps */
     for (int i = 0; i < E; i++) want[i] = (float)(1 / (1 + exp(-(double)g[i])));
     poison(s, E);
     router_scores(s, g, E, SCORING_SIGMOID);
-    check_close("sigmoid", s, want, E, 1e-7, 1e-6);  /* same: a few ulps of values ≤ 1 */
+    check_close("sigmoid", s, want, E, 1e-7, 1e-6); /* same: a few ulps of values ≤ 1 */
     memcpy(s, g, sizeof g);
-    router_scores(s, s, E, SCORING_SIGMOID);           /* s may alias g */
+    router_scores(s, s, E, SCORING_SIGMOID); /* s may alias g */
     check_close("sigmoid in place", s, want, E, 1e-7, 1e-6);
     /* huge logits must not overflow the softmax (max is subtracted) */
     g[3] = 1000;
@@ -76,12 +75,12 @@ static void greedy_top_k(void **state)
 {
     (void)state;
     const ModelConfig c = router_config(8, 3, TOPK_GREEDY, 1, 1);
-    const float s[8] = {0.05f, 0.30f, 0.02f, 0.20f, 0.10f, 0.25f, 0.03f, 0.05f};
-    const int want_idx[3] = {1, 5, 3};                  /* descending selection score */
+    const float s[8] = { 0.05f, 0.30f, 0.02f, 0.20f, 0.10f, 0.25f, 0.03f, 0.05f };
+    const int want_idx[3] = { 1, 5, 3 }; /* descending selection score */
     float w[3];
-    const float want_w[3] = {0.30f, 0.25f, 0.20f};
+    const float want_w[3] = { 0.30f, 0.25f, 0.20f };
     select_and_check(&c, s, NULL, want_idx, w);
-    check_close("greedy weights", w, want_w, 3, 0, 0);   /* s × 1.0: exact */
+    check_close("greedy weights", w, want_w, 3, 0, 0); /* s × 1.0: exact */
 }
 
 /* Group max and group sum disagree: a sum-ranked implementation keeps other groups. */
@@ -92,12 +91,12 @@ static void group_limited_greedy_ranks_groups_by_max(void **state)
     c.routed_scaling_factor = 16;
     /* groups of 2: max 0.30, 0.20, 0.18, 0.06 → keep g0, g1; sums 0.31, 0.22, 0.36, 0.11 would
      * keep g2, g0; plain greedy would take e4 (0.18) third */
-    const float s[8] = {0.30f, 0.01f, 0.20f, 0.02f, 0.18f, 0.18f, 0.05f, 0.06f};
-    const int want_idx[3] = {0, 2, 3};
+    const float s[8] = { 0.30f, 0.01f, 0.20f, 0.02f, 0.18f, 0.18f, 0.05f, 0.06f };
+    const int want_idx[3] = { 0, 2, 3 };
     float w[3];
-    const float want_w[3] = {0.30f * 16, 0.20f * 16, 0.02f * 16};
+    const float want_w[3] = { 0.30f * 16, 0.20f * 16, 0.02f * 16 };
     select_and_check(&c, s, NULL, want_idx, w);
-    check_close("scaled weights", w, want_w, 3, 0, 0);   /* × 16 is exact in float32 */
+    check_close("scaled weights", w, want_w, 3, 0, 0); /* × 16 is exact in float32 */
 }
 
 static void masked_groups_never_selected(void **state)
@@ -112,7 +111,7 @@ static void masked_groups_never_selected(void **state)
         router_scores(s, g, E, SCORING_SOFTMAX);
         /* the test's own choice: the Gk groups with the largest max, then the K best inside */
         double gmax[G];
-        bool kept[G] = {false}, taken[E] = {false};
+        bool kept[G] = { false }, taken[E] = { false };
         for (int q = 0; q < G; q++) {
             gmax[q] = 0;
             for (int i = 0; i < per; i++) gmax[q] = fmax(gmax[q], s[q * per + i]);
@@ -136,7 +135,7 @@ static void masked_groups_never_selected(void **state)
         for (int k = 0; k < K; k++) {
             assert_true(kept[idx[k] / per]);
             assert_int_equal(idx[k], want[k]);
-            assert_true(w[k] == s[idx[k]]);             /* unmasked affinity, scale 1 */
+            assert_true(w[k] == s[idx[k]]); /* unmasked affinity, scale 1 */
         }
     }
 }
@@ -148,15 +147,15 @@ static void noaux_tc_selects_by_biased_score(void **state)
     c.routed_scaling_factor = 2.5f;
     /* selection s + bias = {0.4, 0.1, 0.7, 0.65, 0.8, 0.2, 0.6, 0.6}: groups by top-2 sum
      * 0.5, 1.35, 1.0, 1.2 → keep g1, g3 (by max it would be g2, g1; unbiased greedy e0, e4) */
-    const float s[8] = {0.9f, 0.1f, 0.5f, 0.3f, 0.8f, 0.2f, 0.3f, 0.3f};
-    const float bias[8] = {-0.5f, 0, 0.2f, 0.35f, 0, 0, 0.3f, 0.3f};
-    const int want_idx[2] = {2, 3};
+    const float s[8] = { 0.9f, 0.1f, 0.5f, 0.3f, 0.8f, 0.2f, 0.3f, 0.3f };
+    const float bias[8] = { -0.5f, 0, 0.2f, 0.35f, 0, 0, 0.3f, 0.3f };
+    const int want_idx[2] = { 2, 3 };
     float w[2];
-    const float plain[2] = {0.5f * 2.5f, 0.3f * 2.5f};     /* unbiased s, always scaled */
+    const float plain[2] = { 0.5f * 2.5f, 0.3f * 2.5f }; /* unbiased s, always scaled */
     select_and_check(&c, s, bias, want_idx, w);
     check_close("noaux_tc weights", w, plain, 2, 1e-7, -1); /* one float32 product each */
-    c.norm_topk_prob = true;                                 /* V3: normalise, then scale */
-    const float normed[2] = {(float)(0.5 / 0.8 * 2.5), (float)(0.3 / 0.8 * 2.5)};
+    c.norm_topk_prob = true;                                /* V3: normalise, then scale */
+    const float normed[2] = { (float)(0.5 / 0.8 * 2.5), (float)(0.3 / 0.8 * 2.5) };
     select_and_check(&c, s, bias, want_idx, w);
     check_close("noaux_tc normalised weights", w, normed, 2, 1e-6, -1); /* division + product */
 }
@@ -165,8 +164,8 @@ static void v2_weight_rule_normalise_xor_scale(void **state)
 {
     (void)state;
     ModelConfig c = router_config(8, 3, TOPK_GREEDY, 1, 1);
-    const float s[8] = {0.05f, 0.30f, 0.02f, 0.20f, 0.10f, 0.25f, 0.03f, 0.05f};
-    const int want_idx[3] = {1, 5, 3};
+    const float s[8] = { 0.05f, 0.30f, 0.02f, 0.20f, 0.10f, 0.25f, 0.03f, 0.05f };
+    const int want_idx[3] = { 1, 5, 3 };
     float w[3], want[3];
     const double sum = (double)0.30f + 0.25f + 0.20f;
     for (int norm = 0; norm < 2; norm++) {
@@ -186,7 +185,7 @@ static void v2_weight_rule_normalise_xor_scale(void **state)
     c = router_config(8, 1, TOPK_GREEDY, 1, 1);
     c.norm_topk_prob = true;
     c.routed_scaling_factor = 16;
-    const int one[1] = {1};
+    const int one[1] = { 1 };
     const float want1 = 0.30f * 16;
     select_and_check(&c, s, NULL, one, w);
     check_close("K = 1 scaled", w, &want1, 1, 0, 0);
@@ -196,17 +195,17 @@ static void ties_go_to_the_lower_index(void **state)
 {
     (void)state;
     const ModelConfig greedy = router_config(8, 3, TOPK_GREEDY, 1, 1);
-    const float s[8] = {0.1f, 0.2f, 0.05f, 0.2f, 0.1f, 0.2f, 0.1f, 0.05f};
-    const int want_idx[3] = {1, 3, 5};
+    const float s[8] = { 0.1f, 0.2f, 0.05f, 0.2f, 0.1f, 0.2f, 0.1f, 0.05f };
+    const int want_idx[3] = { 1, 3, 5 };
     float w[3];
     select_and_check(&greedy, s, NULL, want_idx, w);
     const ModelConfig two = router_config(8, 2, TOPK_GREEDY, 1, 1);
-    const int want_two[2] = {1, 3};
+    const int want_two[2] = { 1, 3 };
     select_and_check(&two, s, NULL, want_two, w);
     /* one group kept: g1, g2 and g3 tie on their max 0.2, so g1 wins (g2 would give {4, 5}) */
     const ModelConfig grouped = router_config(8, 2, TOPK_GROUP_LIMITED_GREEDY, 4, 1);
-    const float t[8] = {0.05f, 0.1f, 0.2f, 0.1f, 0.2f, 0.15f, 0.2f, 0.0f};
-    const int want_grouped[2] = {2, 3};
+    const float t[8] = { 0.05f, 0.1f, 0.2f, 0.1f, 0.2f, 0.15f, 0.2f, 0.0f };
+    const int want_grouped[2] = { 2, 3 };
     select_and_check(&grouped, t, NULL, want_grouped, w);
 }
 
@@ -224,7 +223,7 @@ static void one_expert_per_group_equals_greedy(void **state)
         router_select(i1, w1, s, NULL, &greedy);
         router_select(i2, w2, s, NULL, &grouped);
         assert_memory_equal(i1, i2, sizeof i1);
-        check_close("weights", w2, w1, K, 0, 0);          /* the same s values, same rule */
+        check_close("weights", w2, w1, K, 0, 0); /* the same s values, same rule */
     }
 }
 

@@ -52,8 +52,7 @@ static const char *pad8(const char *header)
 }
 
 /* Writes header + data_len zero bytes (length field = strlen(header)) and expects want. */
-static void expect_header_error(const char *name, const char *header, size_t data_len,
-                                const char *want)
+static void expect_header_error(const char *name, const char *header, size_t data_len, const char *want)
 {
     const char *path = scratch(name);
     assert_int_equal(stw_write_raw(path, strlen(header), header, NULL, data_len), 0);
@@ -80,7 +79,7 @@ static void header_length_beyond_file(void **state)
 {
     (void)state;
     const char *path = scratch("hlen.safetensors");
-    assert_int_equal(stw_write_raw(path, 64, "{}", NULL, 0), 0);  /* 10-byte file claims 64 */
+    assert_int_equal(stw_write_raw(path, 64, "{}", NULL, 0), 0); /* 10-byte file claims 64 */
     expect_error(path, "header length 64 at byte offset 0 runs past the end of the file (10 bytes)");
     /* a length whose 8 + N wraps around 2^64 */
     assert_int_equal(stw_write_raw(path, UINT64_MAX - 3, "{}", NULL, 0), 0);
@@ -118,8 +117,9 @@ static void duplicate_key(void **state)
     expect_header_error("dup.safetensors",
                         "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
                         "\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}",
-                        4, "header is not valid JSON at byte offset 64: duplicate object key near "
-                           "'\"a\"'");
+                        4,
+                        "header is not valid JSON at byte offset 64: duplicate object key near "
+                        "'\"a\"'");
 }
 
 static void bad_entry_fields(void **state)
@@ -127,24 +127,21 @@ static void bad_entry_fields(void **state)
     (void)state;
     expect_header_error("nodtype.safetensors", "{\"a\":{\"shape\":[],\"data_offsets\":[0,4]}}", 4,
                         "tensor 'a': 'dtype' is missing");
-    expect_header_error("dtypenum.safetensors",
-                        "{\"a\":{\"dtype\":7,\"shape\":[],\"data_offsets\":[0,4]}}", 4,
+    expect_header_error("dtypenum.safetensors", "{\"a\":{\"dtype\":7,\"shape\":[],\"data_offsets\":[0,4]}}", 4,
                         "tensor 'a': 'dtype' is not a string");
-    expect_header_error("noshape.safetensors", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}",
-                        4, "tensor 'a': 'shape' is not an array");
-    expect_header_error("negshape.safetensors",
-                        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,4]}}", 4,
-                        "tensor 'a': shape[1] is not a non-negative integer");
-    expect_header_error("realshape.safetensors",
-                        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e3],\"data_offsets\":[0,4]}}", 4,
-                        "tensor 'a': shape[0] is not a non-negative integer");
+    expect_header_error("noshape.safetensors", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4,
+                        "tensor 'a': 'shape' is not an array");
+    expect_header_error("negshape.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,4]}}",
+                        4, "tensor 'a': shape[1] is not a non-negative integer");
+    expect_header_error("realshape.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e3],\"data_offsets\":[0,4]}}",
+                        4, "tensor 'a': shape[0] is not a non-negative integer");
     expect_header_error("rank.safetensors",
                         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],"
-                        "\"data_offsets\":[0,4]}}", 4, "tensor 'a': rank 9 exceeds 8");
-    expect_header_error("offs.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0]}}",
-                        4, "tensor 'a': 'data_offsets' is not a [begin, end] pair");
-    expect_header_error("negoffs.safetensors",
-                        "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[-4,0]}}", 4,
+                        "\"data_offsets\":[0,4]}}",
+                        4, "tensor 'a': rank 9 exceeds 8");
+    expect_header_error("offs.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0]}}", 4,
+                        "tensor 'a': 'data_offsets' is not a [begin, end] pair");
+    expect_header_error("negoffs.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[-4,0]}}", 4,
                         "tensor 'a': data_offsets[0] is not a non-negative integer");
     expect_header_error("meta.safetensors", "{\"__metadata__\":{\"format\":1}}", 0,
                         "'__metadata__' value 'format' is not a string");
@@ -153,11 +150,9 @@ static void bad_entry_fields(void **state)
 static void unknown_dtype(void **state)
 {
     (void)state;
-    expect_header_error("i64.safetensors",
-                        "{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8,
+    expect_header_error("i64.safetensors", "{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8,
                         "tensor 'a': dtype I64 is not supported (BF16, F16, F32)");
-    expect_header_error("fp8.safetensors",
-                        "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8,
+    expect_header_error("fp8.safetensors", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8,
                         "tensor 'a': dtype F8_E4M3 is not supported (BF16, F16, F32)");
 }
 
@@ -167,23 +162,21 @@ static void shape_overflow(void **state)
     /* 2^32 · 2^32 elements: the element count alone overflows 64 bits */
     expect_header_error("ovf.safetensors",
                         "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4294967296,4294967296],"
-                        "\"data_offsets\":[0,0]}}", 0,
-                        "tensor 'a': shape overflows the size of a tensor");
+                        "\"data_offsets\":[0,0]}}",
+                        0, "tensor 'a': shape overflows the size of a tensor");
     /* 2^62 elements fit, 2^63 bytes of BF16 fit, 2^64 bytes of F32 do not */
     expect_header_error("ovf2.safetensors",
                         "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
-                        "\"data_offsets\":[0,0]}}", 0,
-                        "tensor 'a': shape overflows the size of a tensor");
+                        "\"data_offsets\":[0,0]}}",
+                        0, "tensor 'a': shape overflows the size of a tensor");
 }
 
 static void offsets_not_matching_shape(void **state)
 {
     (void)state;
-    expect_header_error("size.safetensors",
-                        "{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,16]}}", 16,
+    expect_header_error("size.safetensors", "{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,16]}}", 16,
                         "tensor 'a': data_offsets [0, 16) hold 16 bytes, but BF16 x shape needs 12");
-    expect_header_error("backwards.safetensors",
-                        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8,
+    expect_header_error("backwards.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8,
                         "tensor 'a': data_offsets [8, 4) end before they begin");
 }
 
@@ -192,16 +185,20 @@ static void offsets_overlap(void **state)
     (void)state;
     const char *h = pad8("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                          "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}");
-    const size_t start = 8 + strlen(h);                     /* first byte of the data section */
+    const size_t start = 8 + strlen(h); /* first byte of the data section */
     char want[256];
-    snprintf(want, sizeof want, "tensor 'b': data begins at byte offset %zu, expected %zu "
-             "(overlaps the previous tensor)", start + 4, start + 8);
+    snprintf(want, sizeof want,
+             "tensor 'b': data begins at byte offset %zu, expected %zu "
+             "(overlaps the previous tensor)",
+             start + 4, start + 8);
     expect_header_error("overlap.safetensors", h, 12, want);
     /* two tensors on the same bytes */
     h = pad8("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
              "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}");
-    snprintf(want, sizeof want, "tensor 'b': data begins at byte offset %zu, expected %zu "
-             "(overlaps the previous tensor)", start, start + 8);
+    snprintf(want, sizeof want,
+             "tensor 'b': data begins at byte offset %zu, expected %zu "
+             "(overlaps the previous tensor)",
+             start, start + 8);
     expect_header_error("alias.safetensors", h, 8, want);
 }
 
@@ -212,14 +209,18 @@ static void offsets_gap(void **state)
                          "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}");
     size_t start = 8 + strlen(h);
     char want[256];
-    snprintf(want, sizeof want, "tensor 'b': data begins at byte offset %zu, expected %zu "
-             "(leaves a gap)", start + 12, start + 8);
+    snprintf(want, sizeof want,
+             "tensor 'b': data begins at byte offset %zu, expected %zu "
+             "(leaves a gap)",
+             start + 12, start + 8);
     expect_header_error("gap.safetensors", h, 20, want);
     /* the first tensor must begin at 0 */
     h = pad8("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}");
     start = 8 + strlen(h);
-    snprintf(want, sizeof want, "tensor 'a': data begins at byte offset %zu, expected %zu "
-             "(leaves a gap)", start + 8, start);
+    snprintf(want, sizeof want,
+             "tensor 'a': data begins at byte offset %zu, expected %zu "
+             "(leaves a gap)",
+             start + 8, start);
     expect_header_error("late.safetensors", h, 16, want);
 }
 
@@ -230,16 +231,18 @@ static void offsets_out_of_range(void **state)
                          "\"data_offsets\":[0,1099511627776]}}");
     const size_t start = 8 + strlen(h);
     char want[256];
-    snprintf(want, sizeof want, "tensor 'a': data ends at byte offset %zu, past the end of the "
-             "file (%zu bytes)", start + (size_t)1099511627776ull, start + 16);
+    snprintf(want, sizeof want,
+             "tensor 'a': data ends at byte offset %zu, past the end of the "
+             "file (%zu bytes)",
+             start + (size_t)1099511627776ull, start + 16);
     expect_header_error("range.safetensors", h, 16, want);
 }
 
 static void truncated_file(void **state)
 {
     (void)state;
-    const float a[4] = {1, 2, 3, 4}, b[2] = {5, 6};
-    const StwTensor t[2] = {{"a", "F32", 1, {4}, a, sizeof a}, {"b", "F32", 1, {2}, b, sizeof b}};
+    const float a[4] = { 1, 2, 3, 4 }, b[2] = { 5, 6 };
+    const StwTensor t[2] = { { "a", "F32", 1, { 4 }, a, sizeof a }, { "b", "F32", 1, { 2 }, b, sizeof b } };
     const char *path = scratch("trunc.safetensors");
     assert_int_equal(stw_write(path, t, 2), 0);
     StFile f;
@@ -252,16 +255,20 @@ static void truncated_file(void **state)
     assert_int_equal(ftruncate(fileno(fp), (off_t)(full - 5)), 0);
     fclose(fp);
     char want[256];
-    snprintf(want, sizeof want, "tensor 'b': data ends at byte offset %zu, past the end of the "
-             "file (%zu bytes)", full, full - 5);
+    snprintf(want, sizeof want,
+             "tensor 'b': data ends at byte offset %zu, past the end of the "
+             "file (%zu bytes)",
+             full, full - 5);
     expect_error(path, want);
     /* cut inside the header */
     fp = fopen(path, "r+b");
     assert_non_null(fp);
     assert_int_equal(ftruncate(fileno(fp), 20), 0);
     fclose(fp);
-    snprintf(want, sizeof want, "header length %zu at byte offset 0 runs past the end of the file "
-             "(20 bytes)", full - 8 - sizeof a - sizeof b);
+    snprintf(want, sizeof want,
+             "header length %zu at byte offset 0 runs past the end of the file "
+             "(20 bytes)",
+             full - 8 - sizeof a - sizeof b);
     expect_error(path, want);
 }
 
@@ -270,8 +277,7 @@ static void trailing_bytes(void **state)
     (void)state;
     const char *h = pad8("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}");
     char want[256];
-    snprintf(want, sizeof want, "3 trailing bytes after the last tensor (byte offset %zu)",
-             8 + strlen(h) + 8);
+    snprintf(want, sizeof want, "3 trailing bytes after the last tensor (byte offset %zu)", 8 + strlen(h) + 8);
     expect_header_error("trail.safetensors", h, 11, want);
 }
 
@@ -281,12 +287,12 @@ static void misaligned_tensor(void **state)
     /* a 1-element BF16 tensor, then F32 data at a 2 (mod 4) offset; the header is 8-aligned */
     const uint16_t a = 0x3f80;
     const float b = 2;
-    const StwTensor t[2] = {{"a", "BF16", 1, {1}, &a, 2}, {"b", "F32", 1, {1}, &b, 4}};
+    const StwTensor t[2] = { { "a", "BF16", 1, { 1 }, &a, 2 }, { "b", "F32", 1, { 1 }, &b, 4 } };
     const char *path = scratch("align.safetensors");
     assert_int_equal(stw_write(path, t, 2), 0);
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
-    const uint64_t at = (uint64_t)sb.st_size - 4;           /* b is the last 4 bytes */
+    const uint64_t at = (uint64_t)sb.st_size - 4; /* b is the last 4 bytes */
     char want[256];
     snprintf(want, sizeof want, "tensor 'b': byte offset %llu is not aligned to its F32 elements",
              (unsigned long long)at);
@@ -297,14 +303,12 @@ static void misaligned_tensor(void **state)
 static void empty_and_scalar_tensors(void **state)
 {
     (void)state;
-    const float s = 3.5f, w[2] = {-1, 7};
+    const float s = 3.5f, w[2] = { -1, 7 };
     /* empty tensors before, between and after data, sharing offsets with their neighbours */
     const StwTensor t[5] = {
-        {"empty0", "BF16", 1, {0}, NULL, 0},
-        {"scalar", "F32", 0, {0}, &s, 4},
-        {"empty1", "F32", 3, {2, 0, 3}, NULL, 0},
-        {"w", "F32", 1, {2}, w, 8},
-        {"empty2", "F16", 2, {0, 5}, NULL, 0},
+        { "empty0", "BF16", 1, { 0 }, NULL, 0 },      { "scalar", "F32", 0, { 0 }, &s, 4 },
+        { "empty1", "F32", 3, { 2, 0, 3 }, NULL, 0 }, { "w", "F32", 1, { 2 }, w, 8 },
+        { "empty2", "F16", 2, { 0, 5 }, NULL, 0 },
     };
     const char *path = scratch("empty.safetensors");
     assert_int_equal(stw_write(path, t, 5), 0);
@@ -330,7 +334,7 @@ static void empty_and_scalar_tensors(void **state)
 static void empty_tensor_sharing_an_offset(void **state)
 {
     (void)state;
-    const float w[2] = {1, 2};
+    const float w[2] = { 1, 2 };
     const char *h = pad8("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                          "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},"
                          "\"v\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]}}");
@@ -347,16 +351,16 @@ static void empty_tensor_sharing_an_offset(void **state)
 static void well_formed_file(void **state)
 {
     (void)state;
-    const float a[6] = {1, 2, 3, 4, 5, 6};
-    const uint16_t b[3] = {0x3f80, 0xc000, 0x4049};
-    const StwTensor t[2] = {{"z.weight", "F32", 2, {2, 3}, a, sizeof a},
-                            {"a.weight", "BF16", 1, {3}, b, sizeof b}};
+    const float a[6] = { 1, 2, 3, 4, 5, 6 };
+    const uint16_t b[3] = { 0x3f80, 0xc000, 0x4049 };
+    const StwTensor t[2] = { { "z.weight", "F32", 2, { 2, 3 }, a, sizeof a },
+                             { "a.weight", "BF16", 1, { 3 }, b, sizeof b } };
     const char *path = scratch("good.safetensors");
     assert_int_equal(stw_write(path, t, 2), 0);
     StFile f;
     if (st_open(path, &f)) fail_msg("%s", ds_last_error());
     assert_int_equal(f.n_tensors, 2);
-    assert_string_equal(f.tensors[0].name, "a.weight");   /* sorted by name */
+    assert_string_equal(f.tensors[0].name, "a.weight"); /* sorted by name */
     const StTensor *z = st_find(&f, "z.weight"), *ab = st_find(&f, "a.weight");
     assert_non_null(z);
     assert_non_null(ab);
@@ -372,7 +376,7 @@ static void well_formed_file(void **state)
     assert_memory_equal(ab->data, b, sizeof b);
     st_close(&f);
     assert_null(f.map);
-    st_close(&f);                                           /* safe on a zeroed StFile */
+    st_close(&f); /* safe on a zeroed StFile */
 }
 
 static void whitespace_and_metadata(void **state)
@@ -382,7 +386,7 @@ static void whitespace_and_metadata(void **state)
                          "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} ");
     const char *path = scratch("space.safetensors");
     const float one = 1;
-    assert_int_equal(h[strlen(h) - 1], ' ');                /* trailing whitespace too */
+    assert_int_equal(h[strlen(h) - 1], ' '); /* trailing whitespace too */
     assert_int_equal(stw_write_raw(path, strlen(h), h, &one, 4), 0);
     StFile f;
     if (st_open(path, &f)) fail_msg("%s", ds_last_error());
@@ -406,7 +410,7 @@ static char *empty_tensors_header(size_t n, const char *fmt, int meta)
         p += sprintf(p, "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}");
     }
     p += sprintf(p, "}");
-    while ((p - h) % 8) *p++ = ' ';                           /* data 8-aligned, as in pad8() */
+    while ((p - h) % 8) *p++ = ' '; /* data 8-aligned, as in pad8() */
     *p = 0;
     return h;
 }
@@ -446,7 +450,7 @@ static void entry_limit_edge(void **state)
     StFile f;
     if (st_open(path, &f)) fail_msg("%s", ds_last_error());
     assert_int_equal(f.n_tensors, ST_MAX_TENSORS);
-    assert_non_null(st_find(&f, "t:{\"[65535"));   /* the header's \" decodes to a quote */
+    assert_non_null(st_find(&f, "t:{\"[65535")); /* the header's \" decodes to a quote */
     st_close(&f);
     h = empty_tensors_header(ST_MAX_TENSORS, "t:{\\\"[%zu", 1);
     assert_int_equal(stw_write_raw(path, strlen(h), h, NULL, 0), 0);

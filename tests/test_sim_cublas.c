@@ -24,8 +24,7 @@ static void naive_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
     for (int i = 0; i < m; i++) {
         for (int j = 0; j < n; j++) {
             double s = 0.0;
-            for (int p = 0; p < k; p++)
-                s += (double)at(A, lda, ta, i, p) * at(B, ldb, tb, p, j);
+            for (int p = 0; p < k; p++) s += (double)at(A, lda, ta, i, p) * at(B, ldb, tb, p, j);
             C[i + (size_t)j * ldc] = (float)(alpha * s + (beta != 0.0f ? beta * C[i + (size_t)j * ldc] : 0.0));
         }
     }
@@ -70,20 +69,17 @@ static void gemm_case(cublasOperation_t ta, cublasOperation_t tb, int bf16_in, i
     uint16_t *Ah = malloc(na * 2), *Bh = malloc(nb * 2), *Ch = malloc(nc * 2);
     for (size_t i = 0; i < na; i++) {
         Ah[i] = to_bf16(A[i]);
-        if (bf16_in)
-            A[i] = from_bf16(Ah[i]);
+        if (bf16_in) A[i] = from_bf16(Ah[i]);
     }
     for (size_t i = 0; i < nb; i++) {
         Bh[i] = to_bf16(B[i]);
-        if (bf16_in)
-            B[i] = from_bf16(Bh[i]);
+        if (bf16_in) B[i] = from_bf16(Bh[i]);
     }
     memcpy(want, C, nc * 4);
     naive_gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, want, ldc);
     void *dA = bf16_in ? upload(Ah, na * 2) : upload(A, na * 4);
     void *dB = bf16_in ? upload(Bh, nb * 2) : upload(B, nb * 4);
-    for (size_t i = 0; i < nc; i++)
-        Ch[i] = 0x7fc0; /* NaN: beta = 0 must not read C */
+    for (size_t i = 0; i < nc; i++) Ch[i] = 0x7fc0; /* NaN: beta = 0 must not read C */
     void *dC = bf16_out ? upload(Ch, nc * 2) : upload(C, nc * 4);
     cublasHandle_t h;
     assert_int_equal(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
@@ -111,30 +107,27 @@ static void gemm_case(cublasOperation_t ta, cublasOperation_t tb, int bf16_in, i
     free(A), free(B), free(C), free(want), free(got), free(Ah), free(Bh), free(Ch);
 }
 
-static const cublasOperation_t ops[3] = {CUBLAS_OP_N, CUBLAS_OP_T, CUBLAS_OP_C};
+static const cublasOperation_t ops[3] = { CUBLAS_OP_N, CUBLAS_OP_T, CUBLAS_OP_C };
 
 static void gemm_f32_every_transpose_combination(void **state)
 {
     (void)state;
     for (int a = 0; a < 3; a++)
-        for (int b = 0; b < 3; b++)
-            gemm_case(ops[a], ops[b], 0, 0);
+        for (int b = 0; b < 3; b++) gemm_case(ops[a], ops[b], 0, 0);
 }
 
 static void gemm_bf16_inputs_f32_output(void **state)
 {
     (void)state;
     for (int a = 0; a < 2; a++)
-        for (int b = 0; b < 2; b++)
-            gemm_case(ops[a], ops[b], 1, 0);
+        for (int b = 0; b < 2; b++) gemm_case(ops[a], ops[b], 1, 0);
 }
 
 static void gemm_bf16_output_beta_zero_ignores_nan(void **state)
 {
     (void)state;
     for (int a = 0; a < 2; a++)
-        for (int b = 0; b < 2; b++)
-            gemm_case(ops[a], ops[b], 1, 1);
+        for (int b = 0; b < 2; b++) gemm_case(ops[a], ops[b], 1, 1);
 }
 
 static void strided_batched_gemm(void **state)
@@ -166,9 +159,10 @@ static void grouped_batched_gemm(void **state)
 {
     (void)state;
     /* Two groups: 2 problems of 3×2×4 (N, N) and 1 problem of 5×4×2 (T, N). */
-    cublasOperation_t ta[2] = {CUBLAS_OP_N, CUBLAS_OP_T}, tb[2] = {CUBLAS_OP_N, CUBLAS_OP_N};
-    int m[2] = {3, 5}, n[2] = {2, 4}, k[2] = {4, 2}, lda[2] = {3, 2}, ldb[2] = {4, 2}, ldc[2] = {3, 5}, size[2] = {2, 1};
-    float alpha[2] = {1.0f, 2.0f}, beta[2] = {0.0f, 0.0f};
+    cublasOperation_t ta[2] = { CUBLAS_OP_N, CUBLAS_OP_T }, tb[2] = { CUBLAS_OP_N, CUBLAS_OP_N };
+    int m[2] = { 3, 5 }, n[2] = { 2, 4 }, k[2] = { 4, 2 }, lda[2] = { 3, 2 }, ldb[2] = { 4, 2 }, ldc[2] = { 3, 5 },
+        size[2] = { 2, 1 };
+    float alpha[2] = { 1.0f, 2.0f }, beta[2] = { 0.0f, 0.0f };
     float A[3][12], B[3][8], want[3][20], got[20];
     void *dA[3], *dB[3], *dC[3];
     for (int p = 0; p < 3; p++) {
@@ -223,18 +217,18 @@ static void gemm_runs_on_the_handle_stream(void **state)
 static void gemm_argument_errors(void **state)
 {
     (void)state;
-    float host[64] = {0}, one = 1.0f;
+    float host[64] = { 0 }, one = 1.0f;
     float *d = upload(host, sizeof host);
     cublasHandle_t h;
     assert_int_equal(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
     /* lda smaller than the rows of A as stored (m = 4 for OP_N). */
-    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 2, 2, &one, d, CUDA_R_32F, 3, d, CUDA_R_32F, 2, &one, d,
-                                  CUDA_R_32F, 4, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 2, 2, &one, d, CUDA_R_32F, 3, d, CUDA_R_32F, 2, &one,
+                                  d, CUDA_R_32F, 4, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_INVALID_VALUE);
     assert_non_null(strstr(sim_last_detail(), "lda"));
     /* ldb for OP_T must cover n. */
-    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, 2, 4, 2, &one, d, CUDA_R_32F, 2, d, CUDA_R_32F, 2, &one, d,
-                                  CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, 2, 4, 2, &one, d, CUDA_R_32F, 2, d, CUDA_R_32F, 2, &one,
+                                  d, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_INVALID_VALUE);
     assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, -1, 2, 2, &one, d, CUDA_R_32F, 2, d, CUDA_R_32F, 2, &one,
                                   d, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -244,8 +238,8 @@ static void gemm_argument_errors(void **state)
                                   d, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_NOT_SUPPORTED);
     /* A host matrix, and a device matrix too small for its shape. */
-    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, host, CUDA_R_32F, 2, d, CUDA_R_32F, 2, &one,
-                                  d, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, host, CUDA_R_32F, 2, d, CUDA_R_32F, 2,
+                                  &one, d, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_INVALID_VALUE);
     assert_non_null(strstr(sim_last_detail(), "matrix A"));
     assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 8, 8, 8, &one, d, CUDA_R_32F, 8, d, CUDA_R_32F, 8, &one,
@@ -254,8 +248,8 @@ static void gemm_argument_errors(void **state)
     assert_int_equal(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 9, 8, 8, &one, d, CUDA_R_32F, 9, d, CUDA_R_32F, 8, &one,
                                   d, CUDA_R_32F, 9, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_INVALID_VALUE);
-    assert_int_equal(cublasGemmEx(NULL, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, d, CUDA_R_32F, 2, d, CUDA_R_32F, 2, &one,
-                                  d, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    assert_int_equal(cublasGemmEx(NULL, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, d, CUDA_R_32F, 2, d, CUDA_R_32F, 2,
+                                  &one, d, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_NOT_INITIALIZED);
     assert_string_equal(cublasGetStatusName(CUBLAS_STATUS_INVALID_VALUE), "CUBLAS_STATUS_INVALID_VALUE");
     assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);

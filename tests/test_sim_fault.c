@@ -12,7 +12,7 @@
 static void third_cudamalloc_fails(void **state)
 {
     (void)state;
-    void *p[4] = {NULL};
+    void *p[4] = { NULL };
     assert_int_equal(cudaMalloc(&p[0], 16), cudaSuccess);
     assert_int_equal(cudaMalloc(&p[1], 16), cudaSuccess);
     assert_int_equal(cudaMalloc(&p[2], 16), cudaErrorMemoryAllocation);

@@ -61,7 +61,7 @@ static cudaGraphExec_t capture_work(cudaStream_t s, float *dx, float *dy, float 
     assert_int_equal(cudaStreamIsCapturing(s, &st), cudaSuccess);
     assert_int_equal(st, cudaStreamCaptureStatusNone);
     assert_int_equal(cudaGraphInstantiate(&x, g, 0), cudaSuccess);
-    assert_int_equal(cudaGraphDestroy(g), cudaSuccess);           /* the exec keeps what it needs */
+    assert_int_equal(cudaGraphDestroy(g), cudaSuccess); /* the exec keeps what it needs */
     return x;
 }
 
@@ -88,7 +88,7 @@ static void replay_equals_eager(void **state)
     assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
     float probe;
     assert_int_equal(cudaMemcpy(&probe, dz, sizeof probe, cudaMemcpyDeviceToHost), cudaSuccess);
-    assert_true(probe != probe);                                   /* captured, not run: dz still NaN */
+    assert_true(probe != probe); /* captured, not run: dz still NaN */
     assert_true(replay[0] != replay[0]);
 
     assert_int_equal(cudaGraphLaunch(x, s), cudaSuccess);
@@ -102,8 +102,12 @@ static void replay_equals_eager(void **state)
     assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
     assert_memory_equal(replay, eager, sizeof(float) * N);
 
-    cudaFree(dx); cudaFree(dy); cudaFree(dz);
-    cudaFreeHost(in); cudaFreeHost(eager); cudaFreeHost(replay);
+    cudaFree(dx);
+    cudaFree(dy);
+    cudaFree(dz);
+    cudaFreeHost(in);
+    cudaFreeHost(eager);
+    cudaFreeHost(replay);
     assert_int_equal(cudaStreamDestroy(s), cudaSuccess);
     assert_int_equal(live_allocs(), live0);
 }
@@ -114,7 +118,7 @@ static void replays_read_buffers_at_launch(void **state)
     const unsigned long long live0 = live_allocs();
     cudaStream_t s;
     float *in, *out, want[N];
-    assert_int_equal(cudaStreamCreate(&s), cudaSuccess);          /* a blocking stream, as fast/ uses */
+    assert_int_equal(cudaStreamCreate(&s), cudaSuccess); /* a blocking stream, as fast/ uses */
     assert_int_equal(cudaMallocHost((void **)&in, sizeof(float) * N), cudaSuccess);
     assert_int_equal(cudaMallocHost((void **)&out, sizeof(float) * N), cudaSuccess);
     float *dx = device(sizeof(float) * N), *dy = device(sizeof(float) * N), *dz = device(sizeof(float) * N);
@@ -122,7 +126,7 @@ static void replays_read_buffers_at_launch(void **state)
     for (int step = 0; step < 3; step++) {
         test_rng_fill(&rng, in, N, -1.0f, 1.0f);
         poison(want, N);
-        queue_work(s, dx, dy, dz, in, want);                       /* eager reference on this step's input */
+        queue_work(s, dx, dy, dz, in, want); /* eager reference on this step's input */
         assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
         poison(out, N);
         assert_int_equal(cudaGraphLaunch(x, s), cudaSuccess);
@@ -139,18 +143,19 @@ static void replays_read_buffers_at_launch(void **state)
     assert_int_equal(launch_scale(dx, N, 3.0f, s), cudaSuccess);
     assert_int_equal(cudaStreamEndCapture(s, &g), cudaSuccess);
     assert_int_equal(cudaGraphInstantiate(&triple, g, 0), cudaSuccess);
-    for (int r = 0; r < 3; r++)
-        assert_int_equal(cudaGraphLaunch(triple, s), cudaSuccess);
+    for (int r = 0; r < 3; r++) assert_int_equal(cudaGraphLaunch(triple, s), cudaSuccess);
     assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
     float got[N];
     assert_int_equal(cudaMemcpy(got, dx, sizeof got, cudaMemcpyDeviceToHost), cudaSuccess);
-    for (int i = 0; i < N; i++)
-        assert_true(got[i] == h[i] * 27.0f);
+    for (int i = 0; i < N; i++) assert_true(got[i] == h[i] * 27.0f);
     assert_int_equal(cudaGraphExecDestroy(triple), cudaSuccess);
     assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
     assert_int_equal(cudaGraphExecDestroy(x), cudaSuccess);
-    cudaFree(dx); cudaFree(dy); cudaFree(dz);
-    cudaFreeHost(in); cudaFreeHost(out);
+    cudaFree(dx);
+    cudaFree(dy);
+    cudaFree(dz);
+    cudaFreeHost(in);
+    cudaFreeHost(out);
     assert_int_equal(cudaStreamDestroy(s), cudaSuccess);
     assert_int_equal(live_allocs(), live0);
 }
@@ -158,9 +163,25 @@ static void replays_read_buffers_at_launch(void **state)
 /* Begins a capture, makes one refused call through `call`, and checks the code, the invalidation and the end. */
 typedef cudaError_t (*RefusedCall)(cudaStream_t s, float *d, float *pageable);
 
-static cudaError_t sync_stream(cudaStream_t s, float *d, float *p) { (void)d; (void)p; return cudaStreamSynchronize(s); }
-static cudaError_t sync_device(cudaStream_t s, float *d, float *p) { (void)s; (void)d; (void)p; return cudaDeviceSynchronize(); }
-static cudaError_t query_stream(cudaStream_t s, float *d, float *p) { (void)d; (void)p; return cudaStreamQuery(s); }
+static cudaError_t sync_stream(cudaStream_t s, float *d, float *p)
+{
+    (void)d;
+    (void)p;
+    return cudaStreamSynchronize(s);
+}
+static cudaError_t sync_device(cudaStream_t s, float *d, float *p)
+{
+    (void)s;
+    (void)d;
+    (void)p;
+    return cudaDeviceSynchronize();
+}
+static cudaError_t query_stream(cudaStream_t s, float *d, float *p)
+{
+    (void)d;
+    (void)p;
+    return cudaStreamQuery(s);
+}
 static cudaError_t copy_sync(cudaStream_t s, float *d, float *p)
 {
     (void)s;
@@ -172,17 +193,28 @@ static cudaError_t copy_async_pageable(cudaStream_t s, float *d, float *p)
 }
 static cudaError_t malloc_global(cudaStream_t s, float *d, float *p)
 {
-    (void)s; (void)d; (void)p;
+    (void)s;
+    (void)d;
+    (void)p;
     void *q = NULL;
     return cudaMalloc(&q, 64);
 }
-static cudaError_t legacy_launch(cudaStream_t s, float *d, float *p) { (void)s; (void)p; return launch_scale(d, 1, 2.0f, 0); }
-static cudaError_t bad_launch(cudaStream_t s, float *d, float *p) { (void)d; return launch_scale(p, 1, 2.0f, s); }
+static cudaError_t legacy_launch(cudaStream_t s, float *d, float *p)
+{
+    (void)s;
+    (void)p;
+    return launch_scale(d, 1, 2.0f, 0);
+}
+static cudaError_t bad_launch(cudaStream_t s, float *d, float *p)
+{
+    (void)d;
+    return launch_scale(p, 1, 2.0f, s);
+}
 
 static void refused(cudaStream_t s, float *d, float *pageable, RefusedCall call, cudaError_t want)
 {
     static int sentinel;
-    cudaGraph_t g = (cudaGraph_t)(void *)&sentinel;                /* EndCapture must overwrite it with NULL */
+    cudaGraph_t g = (cudaGraph_t)(void *)&sentinel; /* EndCapture must overwrite it with NULL */
     enum cudaStreamCaptureStatus st;
     assert_int_equal(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
     assert_int_equal(launch_scale(d, 1, 2.0f, s), cudaSuccess);
@@ -190,7 +222,7 @@ static void refused(cudaStream_t s, float *d, float *pageable, RefusedCall call,
     (void)cudaGetLastError();
     assert_int_equal(cudaStreamIsCapturing(s, &st), cudaSuccess);
     assert_int_equal(st, cudaStreamCaptureStatusInvalidated);
-    assert_int_equal(launch_scale(d, 1, 2.0f, s), cudaSuccess);     /* accepted, dropped */
+    assert_int_equal(launch_scale(d, 1, 2.0f, s), cudaSuccess); /* accepted, dropped */
     assert_int_equal(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
     assert_null(g);
     (void)cudaGetLastError();
@@ -203,7 +235,7 @@ static void refused_calls_invalidate(void **state)
     (void)state;
     const unsigned long long live0 = live_allocs();
     cudaStream_t s;
-    float pageable[1] = {5.0f}, one = 1.0f;
+    float pageable[1] = { 5.0f }, one = 1.0f;
     assert_int_equal(cudaStreamCreate(&s), cudaSuccess);
     float *d = device(sizeof(float));
     assert_int_equal(cudaMemcpy(d, &one, sizeof one, cudaMemcpyHostToDevice), cudaSuccess);
@@ -280,8 +312,8 @@ static void captured_gemm_replays(void **state)
         assert_int_equal(cudaMemcpy(dA, a, sizeof a, cudaMemcpyHostToDevice), cudaSuccess);
         assert_int_equal(cudaMemcpy(dB, b, sizeof b, cudaMemcpyHostToDevice), cudaSuccess);
         assert_int_equal(cudaMemset(dC, 0xff, sizeof eager), cudaSuccess);
-        assert_int_equal(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, NN, K, &one, dA, CUDA_R_32F, K, dB, CUDA_R_32F,
-                                      K, &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        assert_int_equal(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, NN, K, &one, dA, CUDA_R_32F, K, dB, CUDA_R_32F, K,
+                                      &zero, dC, CUDA_R_32F, M, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                          CUBLAS_STATUS_SUCCESS);
         assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
         assert_int_equal(cudaMemcpy(eager, dC, sizeof eager, cudaMemcpyDeviceToHost), cudaSuccess);
@@ -290,18 +322,19 @@ static void captured_gemm_replays(void **state)
         assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
         assert_int_equal(cudaMemcpy(replay, dC, sizeof replay, cudaMemcpyDeviceToHost), cudaSuccess);
         assert_memory_equal(replay, eager, sizeof eager);
-        for (int i = 0; i < M; i++) {                               /* and it is the product: C = Aᵀ·B */
+        for (int i = 0; i < M; i++) { /* and it is the product: C = Aᵀ·B */
             for (int j = 0; j < NN; j++) {
                 double want = 0.0;
-                for (int p = 0; p < K; p++)
-                    want += (double)a[i * K + p] * b[j * K + p];
+                for (int p = 0; p < K; p++) want += (double)a[i * K + p] * b[j * K + p];
                 assert_true(fabs(replay[i + j * M] - want) <= 1e-5 * (1.0 + fabs(want)));
             }
         }
     }
     assert_int_equal(cudaGraphExecDestroy(x), cudaSuccess);
     assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
-    cudaFree(dA); cudaFree(dB); cudaFree(dC);
+    cudaFree(dA);
+    cudaFree(dB);
+    cudaFree(dC);
     assert_int_equal(cublasDestroy(h), CUBLAS_STATUS_SUCCESS);
     assert_int_equal(cudaStreamDestroy(s), cudaSuccess);
     assert_int_equal(live_allocs(), live0);
@@ -330,7 +363,7 @@ static void racecheck_covers_replays(void **state)
     assert_int_equal(cudaStreamEndCapture(s, &racy), cudaSuccess);
     assert_int_equal(cudaGraphInstantiate(&gx, good, 0), cudaSuccess);
     assert_int_equal(cudaGraphInstantiate(&rx, racy, 0), cudaSuccess);
-    assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);        /* capturing ran nothing */
+    assert_int_equal(cudaStreamSynchronize(s), cudaSuccess); /* capturing ran nothing */
 
     assert_int_equal(cudaGraphLaunch(gx, s), cudaSuccess);
     assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
@@ -356,10 +389,8 @@ int main(void)
     setenv("SIM_RACECHECK", "1", 1);
     test_rng_seed(&rng, "sim graph");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(replay_equals_eager),
-        cmocka_unit_test(replays_read_buffers_at_launch),
-        cmocka_unit_test(refused_calls_invalidate),
-        cmocka_unit_test(captured_gemm_replays),
+        cmocka_unit_test(replay_equals_eager),      cmocka_unit_test(replays_read_buffers_at_launch),
+        cmocka_unit_test(refused_calls_invalidate), cmocka_unit_test(captured_gemm_replays),
         cmocka_unit_test(racecheck_covers_replays),
     };
     return cmocka_run_group_tests_name("sim graph", tests, NULL, NULL);

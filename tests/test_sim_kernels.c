@@ -47,8 +47,7 @@ static void block_reduction_with_shuffles_and_shared_memory(void **state)
     test_rng_fill(&rng, x, N, -1.0f, 1.0f);
     for (int b = 0; b < BLOCKS; b++) {
         double s = 0.0;
-        for (int i = b * THREADS; i < N && i < (b + 1) * THREADS; i++)
-            s += x[i];
+        for (int i = b * THREADS; i < N && i < (b + 1) * THREADS; i++) s += x[i];
         want[b] = (float)s;
     }
     float *dx = to_device(x, sizeof x), *dout = device_poisoned(sizeof got);
@@ -65,8 +64,7 @@ static void inclusive_scan_in_dynamic_shared_memory(void **state)
     (void)state;
     enum { N = 1000, THREADS = 1024 };
     int x[N], got[N];
-    for (int i = 0; i < N; i++)
-        x[i] = (int)test_rng_uniform(&rng, -100.0f, 100.0f);
+    for (int i = 0; i < N; i++) x[i] = (int)test_rng_uniform(&rng, -100.0f, 100.0f);
     int *dx = to_device(x, sizeof x), *dy = device_poisoned(sizeof got);
     assert_int_equal(launch_block_scan(dx, dy, N, THREADS, 0), cudaSuccess);
     assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
@@ -87,8 +85,7 @@ static void tiled_transpose_of_a_ragged_matrix(void **state)
     static float in[R * C], got[C * R], want[C * R];
     test_rng_fill(&rng, in, R * C, -1.0f, 1.0f);
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++)
-            want[c * R + r] = in[r * C + c];
+        for (int c = 0; c < C; c++) want[c * R + r] = in[r * C + c];
     float *din = to_device(in, sizeof in), *dout = device_poisoned(sizeof got);
     assert_int_equal(launch_transpose(din, dout, R, C, 0), cudaSuccess);
     assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
@@ -101,7 +98,7 @@ static void tiled_transpose_of_a_ragged_matrix(void **state)
 static void three_dimensional_coordinates(void **state)
 {
     (void)state;
-    dim3 grid = {3, 2, 2}, block = {4, 3, 2};
+    dim3 grid = { 3, 2, 2 }, block = { 4, 3, 2 };
     enum { N = 3 * 2 * 2 * 4 * 3 * 2 };
     unsigned int ids[N], dims[N];
     unsigned int *dids = device_poisoned(sizeof ids), *ddims = device_poisoned(sizeof dims);
@@ -162,8 +159,7 @@ static void ballot_any_all(void **state)
     for (int t = 0; t < T; t++) {
         unsigned int ballot = 0;
         for (int l = 0; l < 32; l++)
-            if ((t - t % 32 + l) % 3 == 0)
-                ballot |= 1u << l;
+            if ((t - t % 32 + l) % 3 == 0) ballot |= 1u << l;
         assert_int_equal(got[4 * t + 0], ballot);
         assert_int_equal(got[4 * t + 1], t / 32 == 37 / 32);
         assert_int_equal(got[4 * t + 2], 1);
@@ -194,7 +190,7 @@ static void atomics_add_max_cas(void **state)
 {
     (void)state;
     enum { N = 1000 };
-    int x[N], hist_want[16] = {0}, max_want = 0;
+    int x[N], hist_want[16] = { 0 }, max_want = 0;
     for (int i = 0; i < N; i++) {
         x[i] = (int)test_rng_uniform(&rng, 0.0f, 100000.0f);
         hist_want[x[i] % 16]++;
@@ -253,11 +249,9 @@ static unsigned short bf16_reference(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if (isnan(f))
-        return 0x7fff;
+    if (isnan(f)) return 0x7fff;
     uint32_t keep = u >> 16, dropped = u & 0xffffu;
-    if (dropped > 0x8000u || (dropped == 0x8000u && (keep & 1u)))
-        keep++;
+    if (dropped > 0x8000u || (dropped == 0x8000u && (keep & 1u))) keep++;
     return (unsigned short)keep;
 }
 
@@ -288,10 +282,9 @@ static void bfloat16_round_to_nearest_even_bit_exact(void **state)
         0x00018000u, /* a denormal tie with an odd kept part: rounds up */
         0x80000000u, /* −0 */
     };
-    const unsigned short want_fixed[FIXED] = {0x3f80, 0x3f80, 0x3f82, 0x3f81, 0x7fff, 0x7fff,
-                                              0x7f80, 0xff80, 0x7f80, 0x7f7f, 0x0002, 0x8000};
-    for (int i = 0; i < FIXED; i++)
-        in[i] = from_bits(fixed[i]);
+    const unsigned short want_fixed[FIXED] = { 0x3f80, 0x3f80, 0x3f82, 0x3f81, 0x7fff, 0x7fff,
+                                               0x7f80, 0xff80, 0x7f80, 0x7f7f, 0x0002, 0x8000 };
+    for (int i = 0; i < FIXED; i++) in[i] = from_bits(fixed[i]);
     for (int i = FIXED; i < N; i++) {
         uint32_t u = (uint32_t)(test_rng_uniform(&rng, 0.0f, 1.0f) * 4294967040.0f);
         in[i] = from_bits(u);
@@ -309,8 +302,7 @@ static void bfloat16_round_to_nearest_even_bit_exact(void **state)
         unsigned short want = i < FIXED ? want_fixed[i] : bf16_reference(in[i]);
         uint32_t u;
         memcpy(&u, &in[i], 4);
-        if (bits[i] != want)
-            fail_msg("bf16(%#010x) = %#06x, want %#06x", (unsigned)u, bits[i], want);
+        if (bits[i] != want) fail_msg("bf16(%#010x) = %#06x, want %#06x", (unsigned)u, bits[i], want);
         assert_int_equal(bf16_reference(in[i]), want);
         uint32_t wb = (uint32_t)want << 16, gb;
         memcpy(&gb, &back[i], 4);
@@ -331,7 +323,7 @@ static void barrier_divergence_names_the_kernel(void **state)
     assert_non_null(strstr(sim_last_detail(), "barrier divergence"));
     /* The error is sticky until the device is reset, as on a GPU. */
     assert_int_equal(cudaGetLastError(), cudaErrorLaunchFailure);
-    assert_int_equal(launch_empty((dim3){1, 1, 1}, (dim3){1, 1, 1}, 0, 0), cudaErrorLaunchFailure);
+    assert_int_equal(launch_empty((dim3){ 1, 1, 1 }, (dim3){ 1, 1, 1 }, 0, 0), cudaErrorLaunchFailure);
     assert_int_equal(cudaDeviceReset(), cudaSuccess);
     assert_int_equal(cudaGetLastError(), cudaSuccess);
 }

@@ -65,8 +65,7 @@ static void fetch(const Clique *c, int r, float *out, size_t elems)
 /** Random permutation of 0..n−1. */
 static void permutation(int *p, int n)
 {
-    for (int i = 0; i < n; i++)
-        p[i] = i;
+    for (int i = 0; i < n; i++) p[i] = i;
     for (int i = n - 1; i > 0; i--) {
         int j = (int)test_rng_uniform(&rng, 0.0f, (float)(i + 1));
         j = j > i ? i : j;
@@ -85,8 +84,7 @@ static void send_recv_permutations_2_to_8_ranks(void **state)
             clique_open(&c, n);
             int dst[MAXR], src[MAXR];
             permutation(dst, n);
-            for (int r = 0; r < n; r++)
-                src[dst[r]] = r;
+            for (int r = 0; r < n; r++) src[dst[r]] = r;
             /* Receives posted before sends, in reverse rank order: matching must not depend on order. */
             assert_int_equal(ncclGroupStart(), ncclSuccess);
             for (int r = n - 1; r >= 0; r--)
@@ -114,16 +112,17 @@ static void all_to_all_exchange_in_place(void **state)
     assert_int_equal(ncclGroupStart(), ncclSuccess);
     for (int r = 0; r < n; r++) {
         for (int d = 0; d < n; d++) {
-            assert_int_equal(ncclSend(c.send[r] + d * COUNT, COUNT, ncclFloat32, d, c.comm[r], c.stream[r]), ncclSuccess);
-            assert_int_equal(ncclRecv(c.send[r] + d * COUNT, COUNT, ncclFloat32, d, c.comm[r], c.stream[r]), ncclSuccess);
+            assert_int_equal(ncclSend(c.send[r] + d * COUNT, COUNT, ncclFloat32, d, c.comm[r], c.stream[r]),
+                             ncclSuccess);
+            assert_int_equal(ncclRecv(c.send[r] + d * COUNT, COUNT, ncclFloat32, d, c.comm[r], c.stream[r]),
+                             ncclSuccess);
         }
     }
     assert_int_equal(ncclGroupEnd(), ncclSuccess);
     for (int r = 0; r < n; r++) {
         float got[COUNT * 4];
         assert_int_equal(cudaMemcpy(got, c.send[r], sizeof got, cudaMemcpyDeviceToHost), cudaSuccess);
-        for (int s = 0; s < n; s++)
-            check_close("all-to-all", got + s * COUNT, c.host[s] + r * COUNT, COUNT, 0.0, 0.0);
+        for (int s = 0; s < n; s++) check_close("all-to-all", got + s * COUNT, c.host[s] + r * COUNT, COUNT, 0.0, 0.0);
     }
     clique_close(&c);
 }
@@ -165,7 +164,7 @@ static void all_reduce_in_place_int32(void **state)
     int *buf[3];
     assert_int_equal(ncclCommInitAll(comm, n, NULL), ncclSuccess);
     for (int r = 0; r < n; r++) {
-        int h[4] = {r, -r, 10 * r, 7};
+        int h[4] = { r, -r, 10 * r, 7 };
         cudaSetDevice(r);
         assert_int_equal(cudaMalloc((void **)&buf[r], sizeof h), cudaSuccess);
         assert_int_equal(cudaMemcpy(buf[r], h, sizeof h, cudaMemcpyHostToDevice), cudaSuccess);
@@ -175,7 +174,7 @@ static void all_reduce_in_place_int32(void **state)
         assert_int_equal(ncclAllReduce(buf[r], buf[r], 4, ncclInt32, ncclSum, comm[r], NULL), ncclSuccess);
     assert_int_equal(ncclGroupEnd(), ncclSuccess);
     for (int r = 0; r < n; r++) {
-        int h[4], want[4] = {3, -3, 30, 21};
+        int h[4], want[4] = { 3, -3, 30, 21 };
         assert_int_equal(cudaMemcpy(h, buf[r], sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
         assert_memory_equal(h, want, sizeof h);
         cudaSetDevice(r);
@@ -195,10 +194,10 @@ static void all_gather_broadcast_reduce_scatter(void **state)
         /* all-gather */
         assert_int_equal(ncclGroupStart(), ncclSuccess);
         for (int r = 0; r < n; r++)
-            assert_int_equal(ncclAllGather(c.send[r], c.recv[r], COUNT, ncclFloat32, c.comm[r], c.stream[r]), ncclSuccess);
+            assert_int_equal(ncclAllGather(c.send[r], c.recv[r], COUNT, ncclFloat32, c.comm[r], c.stream[r]),
+                             ncclSuccess);
         assert_int_equal(ncclGroupEnd(), ncclSuccess);
-        for (int r = 0; r < n; r++)
-            memcpy(want + r * COUNT, c.host[r], COUNT * sizeof(float));
+        for (int r = 0; r < n; r++) memcpy(want + r * COUNT, c.host[r], COUNT * sizeof(float));
         for (int r = 0; r < n; r++) {
             fetch(&c, r, got, (size_t)n * COUNT);
             check_close("all-gather", got, want, (size_t)n * COUNT, 0.0, 0.0);
@@ -216,14 +215,14 @@ static void all_gather_broadcast_reduce_scatter(void **state)
         /* reduce-scatter: rank r gets Σ_s send_s[r·COUNT ...] */
         assert_int_equal(ncclGroupStart(), ncclSuccess);
         for (int r = 0; r < n; r++)
-            assert_int_equal(ncclReduceScatter(c.send[r], c.recv[r], COUNT, ncclFloat32, ncclSum, c.comm[r], c.stream[r]),
-                             ncclSuccess);
+            assert_int_equal(
+                ncclReduceScatter(c.send[r], c.recv[r], COUNT, ncclFloat32, ncclSum, c.comm[r], c.stream[r]),
+                ncclSuccess);
         assert_int_equal(ncclGroupEnd(), ncclSuccess);
         for (int r = 0; r < n; r++) {
             for (int i = 0; i < COUNT; i++) {
                 double s = 0.0;
-                for (int q = 0; q < n; q++)
-                    s += c.host[q][r * COUNT + i];
+                for (int q = 0; q < n; q++) s += c.host[q][r * COUNT + i];
                 want[i] = (float)s;
             }
             fetch(&c, r, got, COUNT);
@@ -256,22 +255,26 @@ static void mismatches_and_unmatched_calls(void **state)
     /* All-reduce with different counts on the two ranks. */
     assert_int_equal(ncclGroupStart(), ncclSuccess);
     assert_int_equal(ncclAllReduce(c.send[0], c.recv[0], COUNT, ncclFloat32, ncclSum, c.comm[0], NULL), ncclSuccess);
-    assert_int_equal(ncclAllReduce(c.send[1], c.recv[1], COUNT - 2, ncclFloat32, ncclSum, c.comm[1], NULL), ncclSuccess);
+    assert_int_equal(ncclAllReduce(c.send[1], c.recv[1], COUNT - 2, ncclFloat32, ncclSum, c.comm[1], NULL),
+                     ncclSuccess);
     assert_int_equal(ncclGroupEnd(), ncclInvalidArgument);
     /* A collective posted by one rank only (outside a group: a group of one). */
-    assert_int_equal(ncclAllReduce(c.send[0], c.recv[0], COUNT, ncclFloat32, ncclSum, c.comm[0], NULL), ncclInvalidUsage);
+    assert_int_equal(ncclAllReduce(c.send[0], c.recv[0], COUNT, ncclFloat32, ncclSum, c.comm[0], NULL),
+                     ncclInvalidUsage);
     /* Bad arguments caught at the call. */
     assert_int_equal(ncclSend(c.send[0], COUNT, ncclFloat32, 2, c.comm[0], NULL), ncclInvalidArgument);
-    assert_int_equal(ncclSend(c.send[1], COUNT, ncclFloat32, 1, c.comm[0], NULL), ncclInvalidArgument); /* device 1 memory on rank 0 */
-    assert_int_equal(ncclSend(c.host[0], COUNT, ncclFloat32, 1, c.comm[0], NULL), ncclInvalidArgument);  /* host memory */
-    assert_int_equal(ncclAllGather(c.send[0], c.recv[0], COUNT * MAXR, ncclFloat32, c.comm[0], NULL), ncclInvalidArgument);
+    assert_int_equal(ncclSend(c.send[1], COUNT, ncclFloat32, 1, c.comm[0], NULL),
+                     ncclInvalidArgument); /* device 1 memory on rank 0 */
+    assert_int_equal(ncclSend(c.host[0], COUNT, ncclFloat32, 1, c.comm[0], NULL),
+                     ncclInvalidArgument); /* host memory */
+    assert_int_equal(ncclAllGather(c.send[0], c.recv[0], COUNT * MAXR, ncclFloat32, c.comm[0], NULL),
+                     ncclInvalidArgument);
     assert_int_equal(ncclGroupEnd(), ncclInvalidUsage);
     assert_string_equal(ncclGetErrorString(ncclInvalidUsage), "invalid usage");
     /* Nothing moved: receive buffers still hold their poison. */
     float got[COUNT];
     fetch(&c, 1, got, COUNT);
-    for (int i = 0; i < COUNT; i++)
-        assert_true(got[i] != got[i]);
+    for (int i = 0; i < COUNT; i++) assert_true(got[i] != got[i]);
     clique_close(&c);
 }
 
@@ -287,12 +290,9 @@ static int setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(send_recv_permutations_2_to_8_ranks),
-        cmocka_unit_test(all_to_all_exchange_in_place),
-        cmocka_unit_test(all_reduce_sum_and_max_2_to_8_ranks),
-        cmocka_unit_test(all_reduce_in_place_int32),
-        cmocka_unit_test(all_gather_broadcast_reduce_scatter),
-        cmocka_unit_test(mismatches_and_unmatched_calls),
+        cmocka_unit_test(send_recv_permutations_2_to_8_ranks), cmocka_unit_test(all_to_all_exchange_in_place),
+        cmocka_unit_test(all_reduce_sum_and_max_2_to_8_ranks), cmocka_unit_test(all_reduce_in_place_int32),
+        cmocka_unit_test(all_gather_broadcast_reduce_scatter), cmocka_unit_test(mismatches_and_unmatched_calls),
     };
     return cmocka_run_group_tests_name("sim_nccl", tests, setup, NULL);
 }

@@ -37,8 +37,7 @@ static void copies_of_every_kind_round_trip(void **state)
 {
     (void)state;
     float h[64], back[64], pinned_back[64];
-    for (int i = 0; i < 64; i++)
-        h[i] = (float)i;
+    for (int i = 0; i < 64; i++) h[i] = (float)i;
     float *d1, *d2, *pinned;
     assert_int_equal(cudaMalloc((void **)&d1, sizeof h), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&d2, sizeof h), cudaSuccess);
@@ -52,8 +51,7 @@ static void copies_of_every_kind_round_trip(void **state)
     assert_memory_equal(pinned_back, h, sizeof h);
     assert_int_equal(cudaMemset(d1, 0, sizeof h), cudaSuccess);
     assert_int_equal(cudaMemcpy(back, d1, sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
-    for (int i = 0; i < 64; i++)
-        assert_true(back[i] == 0.0f);
+    for (int i = 0; i < 64; i++) assert_true(back[i] == 0.0f);
     assert_int_equal(cudaFree(d1), cudaSuccess);
     assert_int_equal(cudaFree(d2), cudaSuccess);
     assert_int_equal(cudaFreeHost(pinned), cudaSuccess);
@@ -62,7 +60,7 @@ static void copies_of_every_kind_round_trip(void **state)
 static void copies_that_contradict_their_kind(void **state)
 {
     (void)state;
-    float h[16] = {0}, *d;
+    float h[16] = { 0 }, *d;
     assert_int_equal(cudaMalloc((void **)&d, sizeof h), cudaSuccess);
     assert_int_equal(cudaMemcpy(h, h, sizeof h, cudaMemcpyHostToDevice), cudaErrorInvalidValue); /* dst is host */
     assert_non_null(strstr(sim_last_detail(), "destination"));
@@ -86,7 +84,7 @@ static void copies_that_contradict_their_kind(void **state)
 static void peer_copies_between_devices(void **state)
 {
     (void)state;
-    int h[8] = {1, 2, 3, 4, 5, 6, 7, 8}, back[8] = {0};
+    int h[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, back[8] = { 0 };
     int *d0, *d2;
     assert_int_equal(cudaSetDevice(0), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&d0, sizeof h), cudaSuccess);
@@ -110,8 +108,7 @@ static void streams_run_at_synchronisation_points(void **state)
 {
     (void)state;
     float h[256], back[256];
-    for (int i = 0; i < 256; i++)
-        h[i] = (float)i;
+    for (int i = 0; i < 256; i++) h[i] = (float)i;
     float *d;
     cudaStream_t s;
     assert_int_equal(cudaMalloc((void **)&d, sizeof h), cudaSuccess);
@@ -124,8 +121,7 @@ static void streams_run_at_synchronisation_points(void **state)
     assert_true(back[5] == 0.0f); /* deferred: nothing ran yet */
     assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
     assert_int_equal(cudaStreamQuery(s), cudaSuccess);
-    for (int i = 0; i < 256; i++)
-        assert_true(back[i] == 2.0f * (float)i);
+    for (int i = 0; i < 256; i++) assert_true(back[i] == 2.0f * (float)i);
     assert_int_equal(cudaStreamDestroy(s), cudaSuccess);
     cudaFree(d);
 }
@@ -134,8 +130,7 @@ static void events_order_streams_and_time(void **state)
 {
     (void)state;
     float h[256], back[256];
-    for (int i = 0; i < 256; i++)
-        h[i] = 1.0f;
+    for (int i = 0; i < 256; i++) h[i] = 1.0f;
     float *d;
     cudaStream_t a, b;
     cudaEvent_t written, start, stop;
@@ -157,8 +152,7 @@ static void events_order_streams_and_time(void **state)
     assert_int_equal(cudaEventSynchronize(stop), cudaSuccess);
     assert_int_equal(cudaEventQuery(stop), cudaSuccess);
     assert_int_equal(cudaMemcpy(back, d, sizeof back, cudaMemcpyDeviceToHost), cudaSuccess);
-    for (int i = 0; i < 256; i++)
-        assert_true(back[i] == 6.0f);
+    for (int i = 0; i < 256; i++) assert_true(back[i] == 6.0f);
     float ms = -1.0f;
     assert_int_equal(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
     assert_true(ms >= 0.0f);
@@ -174,23 +168,23 @@ static void events_order_streams_and_time(void **state)
 static void launch_dimensions_over_the_limits(void **state)
 {
     (void)state;
-    dim3 one = {1, 1, 1};
-    assert_int_equal(launch_empty(one, (dim3){1025, 1, 1}, 0, 0), cudaErrorInvalidConfiguration);
+    dim3 one = { 1, 1, 1 };
+    assert_int_equal(launch_empty(one, (dim3){ 1025, 1, 1 }, 0, 0), cudaErrorInvalidConfiguration);
     assert_non_null(strstr(sim_last_detail(), "empty"));
-    assert_int_equal(launch_empty(one, (dim3){32, 32, 2}, 0, 0), cudaErrorInvalidConfiguration); /* 2048 threads */
-    assert_int_equal(launch_empty(one, (dim3){1, 1, 65}, 0, 0), cudaErrorInvalidConfiguration);
-    assert_int_equal(launch_empty((dim3){0, 1, 1}, one, 0, 0), cudaErrorInvalidConfiguration);
-    assert_int_equal(launch_empty((dim3){1, 65536, 1}, one, 0, 0), cudaErrorInvalidConfiguration);
+    assert_int_equal(launch_empty(one, (dim3){ 32, 32, 2 }, 0, 0), cudaErrorInvalidConfiguration); /* 2048 threads */
+    assert_int_equal(launch_empty(one, (dim3){ 1, 1, 65 }, 0, 0), cudaErrorInvalidConfiguration);
+    assert_int_equal(launch_empty((dim3){ 0, 1, 1 }, one, 0, 0), cudaErrorInvalidConfiguration);
+    assert_int_equal(launch_empty((dim3){ 1, 65536, 1 }, one, 0, 0), cudaErrorInvalidConfiguration);
     assert_int_equal(launch_empty(one, one, 48 * 1024 + 1, 0), cudaErrorInvalidValue);
     assert_int_equal(cudaGetLastError(), cudaSuccess); /* the launcher already read it */
-    assert_int_equal(launch_empty((dim3){2, 2, 2}, (dim3){1024, 1, 1}, 48 * 1024, 0), cudaSuccess);
+    assert_int_equal(launch_empty((dim3){ 2, 2, 2 }, (dim3){ 1024, 1, 1 }, 48 * 1024, 0), cudaSuccess);
     assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
 }
 
 static void kernel_arguments_must_be_device_memory(void **state)
 {
     (void)state;
-    float host[16] = {0}, *pinned, *d1;
+    float host[16] = { 0 }, *pinned, *d1;
     assert_int_equal(launch_scale(host, 16, 2.0f, 0), cudaErrorInvalidDevicePointer);
     assert_non_null(strstr(sim_last_detail(), "kernel scale: argument 0"));
     /* Pinned host memory is addressable from kernels. */

@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define GOLDEN "tests/golden/tokenizer/"
+#define GOLDEN  "tests/golden/tokenizer/"
 #define MAX_IDS 8192
 
 /* The build directory this suite was built in (argv[0] is BUILD/tests/test_tokenizer):
@@ -78,8 +78,11 @@ static int utf8_valid(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         unsigned char b = s[i];
-        size_t len = b < 0x80 ? 1 : b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3
-                   : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+        size_t len = b < 0x80                 ? 1
+                     : b >= 0xC2 && b <= 0xDF ? 2
+                     : b >= 0xE0 && b <= 0xEF ? 3
+                     : b >= 0xF0 && b <= 0xF4 ? 4
+                                              : 0;
         if (!len || i + len > n) return 0;
         for (size_t k = 1; k < len; k++)
             if ((s[i + k] & 0xC0) != 0x80) return 0;
@@ -89,8 +92,7 @@ static int utf8_valid(const unsigned char *s, size_t n)
 }
 
 /** decode() into a fresh buffer and compare with the expected hex bytes. */
-static int decode_matches(const Tokenizer *t, const int32_t *ids, size_t n, unsigned flags,
-                          const char *want_hex)
+static int decode_matches(const Tokenizer *t, const int32_t *ids, size_t n, unsigned flags, const char *want_hex)
 {
     size_t wn;
     unsigned char *want = from_hex(want_hex, &wn);
@@ -114,7 +116,8 @@ static int stream_matches(const Tokenizer *t, const int32_t *ids, size_t n, cons
     int ok = 1;
     for (size_t i = 0; i <= n && ok; i++) {
         const char *p = i < n ? token_stream_push(&s, ids[i], &len) : token_stream_flush(&s, &len);
-        if (!p || !utf8_valid((const unsigned char *)p, len) || gn + len > wn) ok = 0;
+        if (!p || !utf8_valid((const unsigned char *)p, len) || gn + len > wn)
+            ok = 0;
         else {
             memcpy(got + gn, p, len);
             gn += len;
@@ -144,21 +147,21 @@ static void check_cases(const Tokenizer *t, json_t *cases, size_t first, size_t 
         size_t n;
         unsigned char *text = from_hex(json_string_value(json_object_get(c, "hex")), &n);
         const char *what = NULL;
-        long k = tokenizer_encode(t, (const char *)text, n,
-                                  TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, ids, MAX_IDS);
-        if (!ids_equal(ids, k, json_object_get(c, "ids"))) what = "ids";
-        else if (!decode_matches(t, ids, (size_t)k, 0,
-                                 json_string_value(json_object_get(c, "decoded_hex"))))
+        long k =
+            tokenizer_encode(t, (const char *)text, n, TOKENIZER_ADD_SPECIAL | TOKENIZER_PARSE_SPECIAL, ids, MAX_IDS);
+        if (!ids_equal(ids, k, json_object_get(c, "ids")))
+            what = "ids";
+        else if (!decode_matches(t, ids, (size_t)k, 0, json_string_value(json_object_get(c, "decoded_hex"))))
             what = "decode";
         else if (!decode_matches(t, ids, (size_t)k, TOKENIZER_SKIP_SPECIAL,
                                  json_string_value(json_object_get(c, "decoded_skip_hex"))))
             what = "decode skipping special tokens";
-        else if (!stream_matches(t, ids, (size_t)k,
-                                 json_string_value(json_object_get(c, "decoded_hex"))))
+        else if (!stream_matches(t, ids, (size_t)k, json_string_value(json_object_get(c, "decoded_hex"))))
             what = "streaming decode";
         if (!what) {
             k = tokenizer_encode(t, (const char *)text, n, 0, ids, MAX_IDS);
-            if (!ids_equal(ids, k, json_object_get(c, "plain_ids"))) what = "plain ids";
+            if (!ids_equal(ids, k, json_object_get(c, "plain_ids")))
+                what = "plain ids";
             else if (json_is_true(json_object_get(c, "valid"))) {
                 char *hex = malloc(2 * n + 1);
                 for (size_t b = 0; b < n; b++) sprintf(hex + 2 * b, "%02x", text[b]);
@@ -312,8 +315,7 @@ static void added_token_options(void **state)
         size_t n;
         unsigned char *text = from_hex(json_string_value(json_object_get(c, "hex")), &n);
         long k = tokenizer_encode(t, (const char *)text, n, TOKENIZER_PARSE_SPECIAL, ids, MAX_IDS);
-        if (!ids_equal(ids, k, json_object_get(c, "ids")))
-            fail_msg("case \"%s\": ids differ", (const char *)text);
+        if (!ids_equal(ids, k, json_object_get(c, "ids"))) fail_msg("case \"%s\": ids differ", (const char *)text);
         k = tokenizer_encode(t, (const char *)text, n, 0, ids, MAX_IDS);
         if (!ids_equal(ids, k, json_object_get(c, "plain_ids")))
             fail_msg("case \"%s\": plain ids differ", (const char *)text);
@@ -355,8 +357,7 @@ static void chat_golden(void **state)
         size_t len = chat_render(m, n, gen, tokenizer_bos_text(t), tokenizer_eos_text(t), NULL, 0);
         assert_int_equal(len, wn);
         char *text = malloc(len + 1);
-        assert_int_equal(chat_render(m, n, gen, tokenizer_bos_text(t), tokenizer_eos_text(t), text,
-                                     len + 1), len);
+        assert_int_equal(chat_render(m, n, gen, tokenizer_bos_text(t), tokenizer_eos_text(t), text, len + 1), len);
         assert_memory_equal(text, want, wn);
         long k = tokenizer_encode(t, text, len, TOKENIZER_PARSE_SPECIAL, ids, MAX_IDS);
         if (!ids_equal(ids, k, json_object_get(c, "ids"))) fail_msg("chat %zu: ids differ", i);
@@ -370,7 +371,7 @@ static void chat_golden(void **state)
 static void chat_render_truncates_like_snprintf(void **state)
 {
     (void)state;
-    ChatMessage m[] = {{"system", "SYS"}, {"user", "Hi"}, {"assistant", "Yo"}, {"user", "Q2"}};
+    ChatMessage m[] = { { "system", "SYS" }, { "user", "Hi" }, { "assistant", "Yo" }, { "user", "Q2" } };
     char buf[12];
     const char *want = "<s>SYS\n\nUser: Hi\n\nAssistant: Yo</s>User: Q2\n\nAssistant:";
     assert_int_equal(chat_render(m, 4, 1, "<s>", "</s>", buf, sizeof buf), strlen(want));
@@ -396,7 +397,8 @@ static void special_token_queries(void **state)
     assert_int_equal(tokenizer_bos_id(t), v - 2);
     assert_int_equal(tokenizer_eos_id(t), v - 1);
     assert_int_equal(tokenizer_token_id(t, tokenizer_bos_text(t)), v - 2);
-    assert_string_equal(tokenizer_eos_text(t), "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
+    assert_string_equal(tokenizer_eos_text(t), "<\xEF\xBD\x9C"
+                                               "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
     assert_true(tokenizer_adds_bos(t));
     size_t len;
     const char *s = tokenizer_token_string(t, tokenizer_token_id(t, "\xC4\xA0"), &len);
@@ -414,7 +416,7 @@ static void special_token_queries(void **state)
     assert_int_equal(tokenizer_encode(t, "", 0, 0, ids, 2), 0);
 
     /* an id outside the vocabulary is an error, not a crash */
-    int32_t bad[] = {5, v + 7};
+    int32_t bad[] = { 5, v + 7 };
     char out[16];
     char want[64];
     snprintf(want, sizeof want, "tokenizer: id %d is not in the vocabulary", v + 7);
@@ -437,8 +439,9 @@ static int32_t byte_token(const Tokenizer *t, unsigned b)
         if (x == b && !printable) cp = 256 + rank;
         if (!printable) rank++;
     }
-    char s[3] = {0};
-    if (cp < 0x80) s[0] = (char)cp;
+    char s[3] = { 0 };
+    if (cp < 0x80)
+        s[0] = (char)cp;
     else {
         s[0] = (char)(0xC0 | (cp >> 6));
         s[1] = (char)(0x80 | (cp & 0x3F));
@@ -453,8 +456,8 @@ static void stream_holds_partial_characters(void **state)
     (void)state;
     Tokenizer *t = tokenizer_load(GOLDEN "tiny");
     if (!t) fail_msg("%s", ds_last_error());
-    int32_t f0 = byte_token(t, 0xF0), b9f = byte_token(t, 0x9F), b98 = byte_token(t, 0x98),
-            b80 = byte_token(t, 0x80), a = byte_token(t, 'a');
+    int32_t f0 = byte_token(t, 0xF0), b9f = byte_token(t, 0x9F), b98 = byte_token(t, 0x98), b80 = byte_token(t, 0x80),
+            a = byte_token(t, 'a');
     assert_true(f0 >= 0 && b9f >= 0 && b98 >= 0 && b80 >= 0 && a >= 0); /* bytes F0 9F 98 80 */
     TokenStream s;
     size_t len;
@@ -471,7 +474,10 @@ static void stream_holds_partial_characters(void **state)
     token_stream_push(&s, f0, &len);
     p = token_stream_push(&s, a, &len); /* F0 then 'a': F0 can never complete */
     assert_int_equal(len, 4);
-    assert_memory_equal(p, "\xEF\xBF\xBD" "a", 4);
+    assert_memory_equal(p,
+                        "\xEF\xBF\xBD"
+                        "a",
+                        4);
     token_stream_push(&s, f0, &len);
     token_stream_push(&s, b9f, &len);
     p = token_stream_flush(&s, &len); /* unfinished at the end: one U+FFFD */
@@ -557,24 +563,20 @@ static void bad_inputs(void **state)
     expect_error("{" BPE_AB ", \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
                  "{\"Regex\": \"a\"}, \"behavior\": \"Sideways\"}}",
                  "pre_tokenizer.behavior: unsupported 'Sideways'");
-    expect_error("{" BPE_AB ", \"normalizer\": {\"type\": \"NFC\"}}",
-                 "normalizer.type: unsupported 'NFC'");
-    expect_error("{" BPE_AB ", \"decoder\": {\"type\": \"WordPiece\"}}",
-                 "decoder.type: unsupported 'WordPiece'");
+    expect_error("{" BPE_AB ", \"normalizer\": {\"type\": \"NFC\"}}", "normalizer.type: unsupported 'NFC'");
+    expect_error("{" BPE_AB ", \"decoder\": {\"type\": \"WordPiece\"}}", "decoder.type: unsupported 'WordPiece'");
     expect_error("{" BPE_AB ", \"post_processor\": {\"type\": \"BertProcessing\"}}",
                  "post_processor.type: unsupported 'BertProcessing'");
     expect_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -3}, \"merges\": []}}",
                  "model.vocab: 'a': id must be an integer in [0, 1073741823)");
     expect_error("{" BPE_AB ", \"added_tokens\": [{\"id\": 3, \"content\": \"\"}]}",
                  "added_tokens[0].content: missing or empty");
-    expect_error("{\"model\": {}, \"model\": {}}",
-                 "line 1, column 21: duplicate object key near '\"model\"'");
+    expect_error("{\"model\": {}, \"model\": {}}", "line 1, column 21: duplicate object key near '\"model\"'");
     expect_error("{\"model\": ", "line 1, column 10: unexpected token near end of file");
 
     ds_error_clear();
     assert_null(tokenizer_load("/nonexistent-dir"));
-    assert_string_equal(ds_last_error(),
-                        "/nonexistent-dir/tokenizer.json: cannot open: No such file or directory");
+    assert_string_equal(ds_last_error(), "/nonexistent-dir/tokenizer.json: cannot open: No such file or directory");
 }
 
 /*
@@ -640,8 +642,10 @@ int main(int argc, char **argv)
             memcpy(build_dir, argv[0], n);
             build_dir[n] = 0;
             char *up = strrchr(build_dir, '/');
-            if (up) *up = 0;
-            else strcpy(build_dir, ".");
+            if (up)
+                *up = 0;
+            else
+                strcpy(build_dir, ".");
         }
     }
     const struct CMUnitTest tests[] = {

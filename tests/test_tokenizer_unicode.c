@@ -44,9 +44,7 @@ static int unchanged(uint32_t cp)
 {
     for (size_t i = 0; i < UNICODE16_N_CATEGORIES; i++)
         for (size_t k = 0; k < UNICODE16_CATEGORIES[i].n_added; k++)
-            if (cp >= UNICODE16_CATEGORIES[i].added[k].first &&
-                cp <= UNICODE16_CATEGORIES[i].added[k].last)
-                return 0;
+            if (cp >= UNICODE16_CATEGORIES[i].added[k].first && cp <= UNICODE16_CATEGORIES[i].added[k].last) return 0;
     return 1;
 }
 
@@ -65,12 +63,11 @@ static uint32_t rng_below(uint32_t n)
 static uint32_t random_code_point(void)
 {
     static const uint32_t blocks[][2] = {
-        {0x20, 0x7E},       {0x20, 0x20},       {0x09, 0x0D},       {0x30, 0x39},
-        {0xA0, 0x24F},      {0x300, 0x36F},     {0x370, 0x52F},     {0x590, 0x6FF},
-        {0x900, 0x97F},     {0xE00, 0xE7F},     {0x1100, 0x11FF},   {0x1E00, 0x1FFF},
-        {0x2000, 0x206F},   {0x20A0, 0x21FF},   {0x2460, 0x27BF},   {0x3000, 0x30FF},
-        {0x4E00, 0x9FFF},   {0xAC00, 0xD7A3},   {0xFF00, 0xFFEF},   {0x10000, 0x1D7FF},
-        {0x1F000, 0x1FAFF}, {0x20000, 0x2FFFF}, {0xE0000, 0xE01EF}, {0x0, 0x10FFFF},
+        { 0x20, 0x7E },       { 0x20, 0x20 },       { 0x09, 0x0D },       { 0x30, 0x39 },     { 0xA0, 0x24F },
+        { 0x300, 0x36F },     { 0x370, 0x52F },     { 0x590, 0x6FF },     { 0x900, 0x97F },   { 0xE00, 0xE7F },
+        { 0x1100, 0x11FF },   { 0x1E00, 0x1FFF },   { 0x2000, 0x206F },   { 0x20A0, 0x21FF }, { 0x2460, 0x27BF },
+        { 0x3000, 0x30FF },   { 0x4E00, 0x9FFF },   { 0xAC00, 0xD7A3 },   { 0xFF00, 0xFFEF }, { 0x10000, 0x1D7FF },
+        { 0x1F000, 0x1FAFF }, { 0x20000, 0x2FFFF }, { 0xE0000, 0xE01EF }, { 0x0, 0x10FFFF },
     };
     for (;;) {
         const uint32_t *b = blocks[rng_below(sizeof blocks / sizeof blocks[0])];
@@ -82,8 +79,8 @@ static uint32_t random_code_point(void)
 
 /* Every match of re over s[0..n), as the splitter finds them, into m[] as
  * start/end pairs; returns how many (at most cap). */
-static size_t all_matches(const pcre2_code *re, pcre2_match_data *md, const unsigned char *s,
-                          size_t n, size_t *m, size_t cap)
+static size_t all_matches(const pcre2_code *re, pcre2_match_data *md, const unsigned char *s, size_t n, size_t *m,
+                          size_t cap)
 {
     size_t pos = 0, k = 0;
     while (pos <= n && k < cap) {
@@ -94,7 +91,8 @@ static size_t all_matches(const pcre2_code *re, pcre2_match_data *md, const unsi
         m[2 * k] = ov[0];
         m[2 * k + 1] = ov[1];
         k++;
-        if (ov[1] > ov[0]) pos = ov[1];
+        if (ov[1] > ov[0])
+            pos = ov[1];
         else {
             if (ov[0] >= n) break;
             size_t len;
@@ -119,11 +117,9 @@ static void widened_matches_pcre2_on_old_characters(void **state)
     for (size_t p = 0; p < sizeof PATTERNS / sizeof PATTERNS[0]; p++) {
         int code;
         PCRE2_SIZE off;
-        pcre2_code *stock = pcre2_compile((PCRE2_SPTR)PATTERNS[p], PCRE2_ZERO_TERMINATED, opts,
-                                          &code, &off, cc);
+        pcre2_code *stock = pcre2_compile((PCRE2_SPTR)PATTERNS[p], PCRE2_ZERO_TERMINATED, opts, &code, &off, cc);
         Regex16 re;
-        if (!stock || tokenizer_compile_regex("test", "pattern", PATTERNS[p], strlen(PATTERNS[p]),
-                                              opts, &re))
+        if (!stock || tokenizer_compile_regex("test", "pattern", PATTERNS[p], strlen(PATTERNS[p]), opts, &re))
             fail_msg("pattern %zu: %s", p, ds_last_error());
         const pcre2_code *wide = re.wide;
         for (int trial = 0; trial < 4000; trial++) {
@@ -190,7 +186,7 @@ static void changed_characters_found(void **state)
     unsigned char s[16];
     assert_true(UNICODE16_CHANGED[0].first > 0x7FF); /* the scan skips 1- and 2-byte characters */
     for (size_t i = 0; i < UNICODE16_N_CHANGED; i++) {
-        const uint32_t ends[] = {UNICODE16_CHANGED[i].first, UNICODE16_CHANGED[i].last};
+        const uint32_t ends[] = { UNICODE16_CHANGED[i].first, UNICODE16_CHANGED[i].last };
         for (int k = 0; k < 2; k++) {
             size_t n = 0;
             memcpy(s, "ab\xC3\xA9 ", 5); /* "abé " then the character, then "x" */
@@ -200,8 +196,7 @@ static void changed_characters_found(void **state)
         }
         uint32_t after = UNICODE16_CHANGED[i].last + 1;
         size_t n = utf8_put(after, s);
-        if (after < 0x110000 && (after < 0xD800 || after > 0xDFFF) && unchanged(after) &&
-            unicode16_changed_in(s, n))
+        if (after < 0x110000 && (after < 0xD800 || after > 0xDFFF) && unchanged(after) && unicode16_changed_in(s, n))
             fail_msg("U+%04X reported changed", (unsigned)after);
     }
     const char *old = "Hello, \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\x98\x80 \xCE\xA9";
@@ -227,8 +222,7 @@ static void expect_refused(const char *pattern, const char *want)
 static void refused_escapes(void **state)
 {
     (void)state;
-    expect_refused("\\p{Han}+",
-                   "\\p{Han} is unsupported (only general categories have Unicode 16 sets here)");
+    expect_refused("\\p{Han}+", "\\p{Han} is unsupported (only general categories have Unicode 16 sets here)");
     expect_refused("[\\p{Cn}]", "\\p{Cn} is unsupported (its Unicode 16 set is not Unicode 14's "
                                 "plus additions)");
     expect_refused("\\PC", "\\P{C} is unsupported (its Unicode 16 set is not Unicode 14's plus "
@@ -246,8 +240,9 @@ static void refused_escapes(void **state)
                             "class");
 
     /* accepted: escaped, quoted or unchanged forms */
-    const char *ok[] = {"\\\\w", "\\Q\\w[:alpha:]\\E", "\\p{Zs}+", "[\\]\\p{L}]", "[]\\p{N}]",
-                        "\\p{^L}", "\\s+(?!\\S)", "(?-i:x)", "(?:i)", "[(?i)]", "\\(?i"};
+    const char *ok[] = { "\\\\w",   "\\Q\\w[:alpha:]\\E", "\\p{Zs}+", "[\\]\\p{L}]", "[]\\p{N}]",
+                         "\\p{^L}", "\\s+(?!\\S)",        "(?-i:x)",  "(?:i)",       "[(?i)]",
+                         "\\(?i" };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         Regex16 re;
         if (tokenizer_compile_regex("F", "K", ok[i], strlen(ok[i]), PCRE2_UTF | PCRE2_UCP, &re))

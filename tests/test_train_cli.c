@@ -43,7 +43,10 @@ static const char VERSE[] =
     "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
     "and darkness was upon the face of the deep. And the Spirit of God moved upon the face of the waters.\n";
 
-static char *scratch(const char *name) { return stw_path(stw_scratch_dir, name); }
+static char *scratch(const char *name)
+{
+    return stw_path(stw_scratch_dir, name);
+}
 
 /* Writes the config (routing: its topk_method, scoring_func and norm_topk_prob) and a 3 kB text; fills the paths. */
 static void write_inputs(char **cfg, char **data, const char *routing)
@@ -61,8 +64,8 @@ static void write_inputs(char **cfg, char **data, const char *routing)
 /* Removes a run's directory and what dsv2 train writes there. */
 static void remove_run(const char *dir)
 {
-    static const char *const files[] = {"config.json", "model.safetensors", "optimizer.bin",
-                                        "tokenizer.json", "tokenizer_config.json", "train_log.jsonl"};
+    static const char *const files[] = { "config.json",    "model.safetensors",     "optimizer.bin",
+                                         "tokenizer.json", "tokenizer_config.json", "train_log.jsonl" };
     char path[4200];
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
@@ -74,8 +77,9 @@ static void remove_run(const char *dir)
 /* dsv2 train with the common options, then extra (NULL-terminated, up to 8). */
 static CliRun train(const char *cfg, const char *data, const char *dir, const char *const *extra)
 {
-    const char *args[30] = {"train", "-c", cfg, "--data", data, "-o", dir, "--steps", "6", "--batch",
-                            "2", "--seq", "16", "--warmup", "2", "--eval-every", "3", "--capacity", "1.5"};
+    const char *args[30] = { "train", "-c",         cfg,  "--data", data, "-o",       dir, "--steps",
+                             "6",     "--batch",    "2",  "--seq",  "16", "--warmup", "2", "--eval-every",
+                             "3",     "--capacity", "1.5" };
     int n = 19;
     for (int i = 0; extra && extra[i]; i++) args[n++] = extra[i];
     return cli_run(args);
@@ -98,15 +102,15 @@ static void checkpoint_loads_and_logits_match(void **state)
     CliRun r = train(cfg, data, dir, NULL);
     if (r.status) fail_msg("dsv2 train: %s", r.err);
     cli_run_free(&r);
-    static const int ids[16] = {4094, 300, 41, 1000, 7, 2048, 99, 5, 12, 600, 3000, 17, 256, 81, 4000, 2};
-    const char *args[] = {"logits", "-m", dir, "--ids", "4094,300,41,1000,7,2048,99,5,12,600,3000,17,256,81,4000,2",
-                          "-o", out, NULL};
+    static const int ids[16] = { 4094, 300, 41, 1000, 7, 2048, 99, 5, 12, 600, 3000, 17, 256, 81, 4000, 2 };
+    const char *args[] = { "logits", "-m", dir, "--ids", "4094,300,41,1000,7,2048,99,5,12,600,3000,17,256,81,4000,2",
+                           "-o",     out,  NULL };
     r = cli_run(args);
     if (r.status) fail_msg("dsv2 logits: %s", r.err);
     cli_run_free(&r);
     size_t len;
     float *z = (float *)slurp(out, &len);
-    const int T = 15, V = 4096;                     /* positions 0..14 predict ids 1..15 */
+    const int T = 15, V = 4096; /* positions 0..14 predict ids 1..15 */
     assert_int_equal(len, sizeof(float) * 16 * V);
     double ce = 0;
     for (int t = 0; t < T; t++) {
@@ -126,13 +130,16 @@ static void checkpoint_loads_and_logits_match(void **state)
     const double rel = fabs(L.ce - ce) / ce;
     printf("# CE of dsv2 logits %.9f, of the training forward %.9f, relative %.2e\n", ce, L.ce, rel);
     assert_true(rel <= 1e-5);
-    assert_true(L.ce < log(4096.0) + 0.5);           /* finite, near ln V after 6 steps */
+    assert_true(L.ce < log(4096.0) + 0.5); /* finite, near ln V after 6 steps */
     train_model_free(&tm);
     model_close(&m);
     free(z);
     remove(out);
     remove_run(dir);
-    free(out); free(dir); free(cfg); free(data);
+    free(out);
+    free(dir);
+    free(cfg);
+    free(data);
 }
 
 static void expect_same_file(const char *a_dir, const char *b_dir, const char *name)
@@ -157,23 +164,26 @@ static void resume_is_bit_identical(void **state)
     CliRun r = train(cfg, data, a, NULL);
     assert_int_equal(r.status, 0);
     cli_run_free(&r);
-    r = train(cfg, data, b, (const char *const[]){"--stop-after", "3", NULL});
+    r = train(cfg, data, b, (const char *const[]){ "--stop-after", "3", NULL });
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.err, "holds step 3 of 6"));
     cli_run_free(&r);
-    r = train(cfg, data, b, (const char *const[]){"--resume", NULL});
+    r = train(cfg, data, b, (const char *const[]){ "--resume", NULL });
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.err, "resuming after step 3"));
     cli_run_free(&r);
     expect_same_file(a, b, "model.safetensors");
     expect_same_file(a, b, "optimizer.bin");
-    expect_same_file(a, b, "train_log.jsonl");     /* every step's loss, lr, norm and load */
+    expect_same_file(a, b, "train_log.jsonl"); /* every step's loss, lr, norm and load */
     char line[8600];
     snprintf(line, sizeof line, "dsv2: --resume: %s/optimizer.bin was written with --batch 2, not 3\n", b);
-    expect_train(cfg, data, b, (const char *const[]){"--resume", "--batch", "3", NULL}, 1, line);
+    expect_train(cfg, data, b, (const char *const[]){ "--resume", "--batch", "3", NULL }, 1, line);
     remove_run(a);
     remove_run(b);
-    free(a); free(b); free(cfg); free(data);
+    free(a);
+    free(b);
+    free(cfg);
+    free(data);
 }
 
 static void bad_inputs_get_one_line(void **state)
@@ -185,27 +195,28 @@ static void bad_inputs_get_one_line(void **state)
     expect_train(cfg, "/nonexistent/text", dir, NULL, 1, "dsv2: --data /nonexistent/text: No such file or directory\n");
     snprintf(line, sizeof line, "dsv2: --data %s: the file is empty\n", empty);
     expect_train(cfg, empty, dir, NULL, 1, line);
-    char *tiny = scratch("tiny.txt");                /* BOS + 2 ids: no window of 16 + 1 */
+    char *tiny = scratch("tiny.txt"); /* BOS + 2 ids: no window of 16 + 1 */
     assert_int_equal(stw_write_text(tiny, "In the"), 0);
     snprintf(line, sizeof line, "dsv2: %s: 3 tokens, fewer than one sequence of 16 + 1\n", tiny);
     expect_train(cfg, tiny, dir, NULL, 1, line);
-    assert_int_not_equal(access(dir, F_OK), 0);    /* nothing written */
+    assert_int_not_equal(access(dir, F_OK), 0); /* nothing written */
     remove(tiny);
     free(tiny);
     snprintf(line, sizeof line, "dsv2: --seq 100 is longer than the context (max_position_embeddings 64 in %s)\n", cfg);
-    expect_train(cfg, data, dir, (const char *const[]){"--seq", "100", NULL}, 1, line);
-    expect_train(cfg, data, dir, (const char *const[]){"--devices", "3", NULL}, 1,
+    expect_train(cfg, data, dir, (const char *const[]){ "--seq", "100", NULL }, 1, line);
+    expect_train(cfg, data, dir, (const char *const[]){ "--devices", "3", NULL }, 1,
                  "dsv2: --devices 3 does not divide n_routed_experts 8\n");
-    expect_train(cfg, data, dir, (const char *const[]){"--lr", "0", NULL}, 2,
+    expect_train(cfg, data, dir, (const char *const[]){ "--lr", "0", NULL }, 2,
                  "dsv2 train: --lr: '0' is not a number in [1e-12, 1e+06] (see dsv2 train --help)\n");
-    const char *no_c[] = {"train", "--data", data, "-o", dir, NULL};
+    const char *no_c[] = { "train", "--data", data, "-o", dir, NULL };
     CliRun r = cli_run(no_c);
     assert_string_equal(r.err, "dsv2 train: -c CONFIG.json is missing (see dsv2 train --help)\n");
     assert_int_equal(r.status, 2);
     cli_run_free(&r);
     /* a divergent run stops at the first non-finite loss and keeps the last good checkpoint */
-    snprintf(line, sizeof line, "dsv2: step 3: the loss is not finite; stopped (%s keeps the checkpoint of step 2)\n", dir);
-    r = train(cfg, data, dir, (const char *const[]){"--lr", "1e6", "--warmup", "1", "--eval-every", "1", NULL});
+    snprintf(line, sizeof line, "dsv2: step 3: the loss is not finite; stopped (%s keeps the checkpoint of step 2)\n",
+             dir);
+    r = train(cfg, data, dir, (const char *const[]){ "--lr", "1e6", "--warmup", "1", "--eval-every", "1", NULL });
     assert_non_null(strstr(r.err, line));
     assert_int_equal(r.status, 1);
     cli_run_free(&r);
@@ -220,7 +231,10 @@ static void bad_inputs_get_one_line(void **state)
     snprintf(line, sizeof line, "dsv2: %s: topk_method noaux_tc: its bias update is not part of dsv2 train\n", cfg);
     expect_train(cfg, data, dir, NULL, 1, line);
     remove(empty);
-    free(dir); free(empty); free(cfg); free(data);
+    free(dir);
+    free(empty);
+    free(cfg);
+    free(data);
 }
 
 int main(void)

@@ -47,34 +47,31 @@ static void line(const char *name, double ms, double bytes, double flops)
 {
     char buf[256];
     int n = snprintf(buf, sizeof buf, "%-34s %9.4f ms", name, ms);
-    if (bytes > 0)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, "  %8.1f GB/s", bytes / (ms * 1e6));
-    if (flops > 0)
-        snprintf(buf + n, sizeof buf - (size_t)n, "  %8.1f TFLOP/s", flops / (ms * 1e9));
+    if (bytes > 0) n += snprintf(buf + n, sizeof buf - (size_t)n, "  %8.1f GB/s", bytes / (ms * 1e6));
+    if (flops > 0) snprintf(buf + n, sizeof buf - (size_t)n, "  %8.1f TFLOP/s", flops / (ms * 1e9));
     printf("%s\n", buf);
-    if (out)
-        fprintf(out, "%s\n", buf);
+    if (out) fprintf(out, "%s\n", buf);
 }
 
 /* The median time in ms of RUNS launches of what (a statement using stream st), after one warm-up. */
-#define TIME(ms, st, what)                                                       \
-    do {                                                                         \
-        float t_[RUNS];                                                          \
-        cudaEvent_t a_, b_;                                                      \
-        cudaEventCreate(&a_);                                                    \
-        cudaEventCreate(&b_);                                                    \
-        what;                                                                    \
-        for (int r_ = 0; r_ < RUNS; r_++) {                                      \
-            cudaEventRecord(a_, st);                                             \
-            what;                                                                \
-            cudaEventRecord(b_, st);                                             \
-            cudaEventSynchronize(b_);                                            \
-            cudaEventElapsedTime(&t_[r_], a_, b_);                               \
-        }                                                                        \
-        qsort(t_, RUNS, sizeof(float), cmp_float);                               \
-        ms = t_[RUNS / 2];                                                       \
-        cudaEventDestroy(a_);                                                    \
-        cudaEventDestroy(b_);                                                    \
+#define TIME(ms, st, what)                         \
+    do {                                           \
+        float t_[RUNS];                            \
+        cudaEvent_t a_, b_;                        \
+        cudaEventCreate(&a_);                      \
+        cudaEventCreate(&b_);                      \
+        what;                                      \
+        for (int r_ = 0; r_ < RUNS; r_++) {        \
+            cudaEventRecord(a_, st);               \
+            what;                                  \
+            cudaEventRecord(b_, st);               \
+            cudaEventSynchronize(b_);              \
+            cudaEventElapsedTime(&t_[r_], a_, b_); \
+        }                                          \
+        qsort(t_, RUNS, sizeof(float), cmp_float); \
+        ms = t_[RUNS / 2];                         \
+        cudaEventDestroy(a_);                      \
+        cudaEventDestroy(b_);                      \
     } while (0)
 
 static void *dev_alloc(size_t bytes)
@@ -99,9 +96,9 @@ static double ceilings(cudaStream_t st, cublasHandle_t blas)
     const double copy_ms = ms;
     const int n = 8192;
     const float one = 1.0f, zero = 0.0f;
-    TIME(ms, st, cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n,
-                              &zero, (char *)a + (size_t)n * n * 2, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+    TIME(ms, st,
+         cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &zero,
+                      (char *)a + (size_t)n * n * 2, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     line("cuBLAS bf16 GEMM 8192³", ms, 0, 2.0 * n * n * n);
     cudaFree(a);
     cudaFree(b);
@@ -122,8 +119,8 @@ static void kernels(cudaStream_t st)
     float *scratch = dev_alloc(sizeof(float) * NH * (CTX + 2 * DC)), *o = dev_alloc(sizeof(float) * NH * 128);
     void *kvb = dev_alloc((size_t)NH * 256 * DC * 2);
     float *logits = dev_alloc(sizeof(float) * V);
-    const RouterParams rp = {E, K, 1, 1, 0, 0, 0, 1.0f};
-    const MlaDims dims = {NH, 128, DR, 128, DC, 0.1147f};
+    const RouterParams rp = { E, K, 1, 1, 0, 0, 0, 1.0f };
+    const MlaDims dims = { NH, 128, DR, 128, DC, 0.1147f };
     const double norm_bytes = 2.0 * T * D * 4, rope_bytes = 2.0 * T * NH * DR * 4, cache_bytes = CTX * (DC + DR) * 2.0;
     double ms;
     TIME(ms, st, rmsnorm_forward_v1(y, x, w, T, D, 1e-6f, st));
@@ -148,9 +145,8 @@ static void kernels(cudaStream_t st)
     line("argmax v1, vocab 102400", ms, V * 4.0, 0);
     TIME(ms, st, sample_argmax_v2(arg, logits, V, st));
     line("argmax v2, vocab 102400", ms, V * 4.0, 0);
-    void *bufs[] = {x, y, w, q, freq, g, s, wt, idx, arg, cache, ql, ol, part, scratch, o, kvb, logits};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        cudaFree(bufs[i]);
+    void *bufs[] = { x, y, w, q, freq, g, s, wt, idx, arg, cache, ql, ol, part, scratch, o, kvb, logits };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
 }
 
 /*
@@ -181,13 +177,12 @@ static double step_weight_bytes(const ModelConfig *c, double experts, int rows)
 static int distinct_experts(const FastModel *m, int B)
 {
     const int K = m->cfg->num_experts_per_tok, E = m->cfg->n_routed_experts;
-    int idx[64 * 32], seen[1024] = {0}, n = 0;
-    if (B * K > 64 * 32 || E > 1024 || cudaMemcpy(idx, m->scratch.idx, sizeof(int) * (size_t)B * K,
-                                                  cudaMemcpyDeviceToHost) != cudaSuccess)
+    int idx[64 * 32], seen[1024] = { 0 }, n = 0;
+    if (B * K > 64 * 32 || E > 1024 ||
+        cudaMemcpy(idx, m->scratch.idx, sizeof(int) * (size_t)B * K, cudaMemcpyDeviceToHost) != cudaSuccess)
         return -1;
     for (int i = 0; i < B * K; i++)
-        if (idx[i] >= 0 && idx[i] < E && !seen[idx[i]]++)
-            n++;
+        if (idx[i] >= 0 && idx[i] < E && !seen[idx[i]]++) n++;
     return n;
 }
 
@@ -209,42 +204,39 @@ static void decode(double copy_gbps)
     }
     enum { MAX_B = 64, PROMPT = 16, STEPS = 16, COUNTED = 4 };
     FastModel m;
-    const FastOptions opt = {.bf16 = true, .max_context = 256, .max_batch = MAX_B};
+    const FastOptions opt = { .bf16 = true, .max_context = 256, .max_batch = MAX_B };
     if (fast_model_open(&m, CKPT, &opt)) {
         printf("decode: %s\n", ds_last_error());
         return;
     }
     const ModelConfig *c = m.cfg;
     ModelConfig lite = *c;
-    lite.num_hidden_layers = 27;                               /* the real V2-Lite: 1 dense + 26 MoE layers */
+    lite.num_hidden_layers = 27; /* the real V2-Lite: 1 dense + 26 MoE layers */
     printf("decode: batch-1 weights per token %.3f GB here (%d layers), %.2f GB for the 27-layer V2-Lite\n",
            step_weight_bytes(c, c->num_experts_per_tok, 1) / 1e9, c->num_hidden_layers,
            step_weight_bytes(&lite, lite.num_experts_per_tok, 1) / 1e9);
     int slots[MAX_B], tokens[MAX_B], prompt[PROMPT];
     for (int s = 0; s < MAX_B; s++) {
         slots[s] = s;
-        for (int t = 0; t < PROMPT; t++)
-            prompt[t] = (s * 7919 + t * 104729) % c->vocab_size;
+        for (int t = 0; t < PROMPT; t++) prompt[t] = (s * 7919 + t * 104729) % c->vocab_size;
         if (fast_model_prefill(&m, s, prompt, PROMPT, NULL, false)) {
             printf("decode: %s\n", ds_last_error());
             fast_model_close(&m);
             return;
         }
     }
-    static const int batch[] = {1, 16, 64};
+    static const int batch[] = { 1, 16, 64 };
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
     for (size_t i = 0; i < sizeof batch / sizeof batch[0]; i++) {
         const int B = batch[i];
         int rc = 0;
-        for (int r = 0; r < B; r++)
-            tokens[r] = (r * 31 + 7) % c->vocab_size;
-        rc |= fast_model_decode(&m, slots, tokens, B, NULL);   /* warm-up (a graph is captured here) */
+        for (int r = 0; r < B; r++) tokens[r] = (r * 31 + 7) % c->vocab_size;
+        rc |= fast_model_decode(&m, slots, tokens, B, NULL); /* warm-up (a graph is captured here) */
         cudaEventRecord(a, m.ctx.stream);
         for (int step = 0; step < STEPS && rc == 0; step++) {
-            for (int r = 0; r < B; r++)
-                tokens[r] = (tokens[r] * 7919 + step + 1) % c->vocab_size;
+            for (int r = 0; r < B; r++) tokens[r] = (tokens[r] * 7919 + step + 1) % c->vocab_size;
             rc |= fast_model_decode(&m, slots, tokens, B, NULL);
         }
         cudaEventRecord(b, m.ctx.stream);
@@ -265,7 +257,7 @@ static void decode(double copy_gbps)
         }
         experts /= COUNTED;
         const double per = ms / STEPS, bytes = step_weight_bytes(c, experts, B) + cache;
-        const double roof = copy_gbps * 1e9 / bytes;           /* steps per second at the copy rate */
+        const double roof = copy_gbps * 1e9 / bytes; /* steps per second at the copy rate */
         char name[160];
         snprintf(name, sizeof name, "decode batch %2d: %8.1f tok/s, roofline %8.1f tok/s (%.0f%%)", B, 1e3 * B / per,
                  roof * B, 100.0 * 1e3 / per / roof);
@@ -312,9 +304,8 @@ static void ep_measure(FastEp *ep, const FastEpMoe *w, const ModelConfig *c, con
     const int N = ep->N;
     int Ts[FAST_EP_MAX_DEVICES];
     float ms[FAST_EP_PHASES][RUNS], layer[RUNS];
-    for (int d = 0; d < N; d++)
-        Ts[d] = T;
-    for (int r = -1; r < RUNS; r++) {                          /* r = −1: the warm-up */
+    for (int d = 0; d < N; d++) Ts[d] = T;
+    for (int r = -1; r < RUNS; r++) { /* r = −1: the warm-up */
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         if (fast_ep_moe_forward(ep, w, c, y, x, Ts)) {
@@ -326,16 +317,14 @@ static void ep_measure(FastEp *ep, const FastEpMoe *w, const ModelConfig *c, con
             cudaStreamSynchronize(ep->dev[d].ctx.stream);
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (r < 0)
-            continue;
+        if (r < 0) continue;
         layer[r] = (float)(1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec));
         float phase[FAST_EP_PHASES];
         if (fast_ep_timing_ms(tm, N, phase)) {
             printf("expert parallel: %s\n", ds_last_error());
             return;
         }
-        for (int p = 0; p < FAST_EP_PHASES; p++)
-            ms[p][r] = phase[p];
+        for (int p = 0; p < FAST_EP_PHASES; p++) ms[p][r] = phase[p];
     }
     cudaSetDevice(0);
     /* moved between devices: bf16 hidden rows out, float32 partial rows back, one per (token, other device) */
@@ -362,24 +351,22 @@ static void expert_parallel(int present)
         printf("expert parallel: %s missing (make bench-ref writes it); skipped\n", CKPT);
         return;
     }
-    static const int tokens[] = {1, 16, 256, 2048};           /* per GPU */
+    static const int tokens[] = { 1, 16, 256, 2048 }; /* per GPU */
     const int max_T = tokens[sizeof tokens / sizeof tokens[0] - 1];
     Model ref;
-    const ModelOptions mo = {.max_context = 1, .chunk = 1};  /* only its weights are used */
+    const ModelOptions mo = { .max_context = 1, .chunk = 1 }; /* only its weights are used */
     if (model_open(&ref, CKPT, &mo)) {
         printf("expert parallel: %s\n", ds_last_error());
         return;
     }
     const ModelConfig *c = ref.cfg;
     int N = present < FAST_EP_MAX_DEVICES ? present : FAST_EP_MAX_DEVICES, l = 0;
-    while (c->n_routed_experts % N)
-        N--;
-    while (l < c->num_hidden_layers && !config_layer_is_moe(c, l))
-        l++;
+    while (c->n_routed_experts % N) N--;
+    while (l < c->num_hidden_layers && !config_layer_is_moe(c, l)) l++;
     FastEp ep;
     FastEpMoe w;
     FastEpTiming tm;
-    float *x[FAST_EP_MAX_DEVICES] = {NULL}, *y[FAST_EP_MAX_DEVICES] = {NULL};
+    float *x[FAST_EP_MAX_DEVICES] = { NULL }, *y[FAST_EP_MAX_DEVICES] = { NULL };
     if (l == c->num_hidden_layers || fast_ep_init(&ep, N, true, c, max_T)) {
         printf("expert parallel: %s\n", l == c->num_hidden_layers ? "no MoE layer in " CKPT : ds_last_error());
         model_close(&ref);
@@ -427,7 +414,7 @@ int main(void)
         printf("bench-fast: no CUDA GPU here (cudaGetDeviceCount: %s); nothing to measure\n", cudaGetErrorName(err));
         return 0;
     }
-    struct cudaDeviceProp prop;   /* C needs the tag: the toolkit typedefs it for C++ only */
+    struct cudaDeviceProp prop; /* C needs the tag: the toolkit typedefs it for C++ only */
     cudaGetDeviceProperties(&prop, 0);
     mkdir("build/bench", 0755);
     out = fopen("build/bench/fast.txt", "w");
@@ -443,7 +430,6 @@ int main(void)
     expert_parallel(n);
     cublasDestroy(blas);
     cudaStreamDestroy(st);
-    if (out)
-        fclose(out);
+    if (out) fclose(out);
     return 0;
 }

@@ -31,11 +31,10 @@ __global__ void ep_stats_per_assignment_kernel(int *count, float *score_sum, int
             if (x < E)
                 c += e == x;
             else
-                c += e / per_device == x - E;   /* the bug: once per assignment, not once per token */
+                c += e / per_device == x - E; /* the bug: once per assignment, not once per token */
         }
     if (x < E)
-        for (int t = tid; t < T; t += (int)blockDim.x)
-            s += scores[(size_t)t * E + x];
+        for (int t = tid; t < T; t += (int)blockDim.x) s += scores[(size_t)t * E + x];
     hits[tid] = c;
     sums[tid] = s;
     __syncthreads();

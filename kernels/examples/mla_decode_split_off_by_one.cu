@@ -16,7 +16,7 @@
 #include "contract.h"
 
 /** Keys of the cache one split covers. */
-#define KEYS_PER_SPLIT 64
+#define KEYS_PER_SPLIT  64
 /** Latent dims per lane: d_c ≤ 512 over 32 lanes. */
 #define MAX_DC_PER_LANE (512 / 32)
 /** RoPE dims per lane: d_r ≤ 64 over 32 lanes. */
@@ -47,8 +47,7 @@ __global__ void decode_split_kernel(float *partial, const float *q_lat, const fl
         q_l[i] = lane + 32 * i < dc ? ql[lane + 32 * i] : 0.0f;
         acc[i] = 0.0f;
     }
-    for (int i = 0; i < MAX_DR_PER_LANE; i++)
-        q_r[i] = lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
+    for (int i = 0; i < MAX_DR_PER_LANE; i++) q_r[i] = lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
     const int first = split * KEYS_PER_SPLIT;
     /* BUG (deliberate): `last` should be min(first + KEYS_PER_SPLIT, n_keys) − 1; this makes the
      * first key of the next split this split's last one too, so it is counted twice. */
@@ -59,26 +58,23 @@ __global__ void decode_split_kernel(float *partial, const float *q_lat, const fl
         float c_hat[MAX_DC_PER_LANE], dot = 0.0f;
         for (int i = 0; i < MAX_DC_PER_LANE; i++) {
             c_hat[i] = lane + 32 * i < dc ? cache_at(cache, cache_type, row + lane + 32 * i) : 0.0f;
-            dot += q_l[i] * c_hat[i];                       /* q^L·ĉ_j */
+            dot += q_l[i] * c_hat[i]; /* q^L·ĉ_j */
         }
         for (int i = 0; i < MAX_DR_PER_LANE; i++)
             if (lane + 32 * i < dr)
-                dot += q_r[i] * cache_at(cache, cache_type, row + dc + lane + 32 * i);   /* q^R·k^R_j */
-        for (int offset = 16; offset > 0; offset /= 2)
-            dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+                dot += q_r[i] * cache_at(cache, cache_type, row + dc + lane + 32 * i); /* q^R·k^R_j */
+        for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
         const float s = dims.scale * dot, m_new = fmaxf(m, s);
         const float rescale = expf(m - m_new), p = expf(s - m_new);
         l = l * rescale + p;
-        for (int i = 0; i < MAX_DC_PER_LANE; i++)
-            acc[i] = acc[i] * rescale + p * c_hat[i];
+        for (int i = 0; i < MAX_DC_PER_LANE; i++) acc[i] = acc[i] * rescale + p * c_hat[i];
         m = m_new;
     }
     float *out = partial + (((size_t)t * dims.n_h + h) * n_split + split) * (dc + 2);
     for (int i = 0; i < MAX_DC_PER_LANE; i++)
-        if (lane + 32 * i < dc)
-            out[lane + 32 * i] = acc[i];
+        if (lane + 32 * i < dc) out[lane + 32 * i] = acc[i];
     if (lane == 0) {
-        out[dc] = m;                                        /* −∞ for a split past this token's keys */
+        out[dc] = m; /* −∞ for a split past this token's keys */
         out[dc + 1] = l;
     }
 }
@@ -90,19 +86,16 @@ __global__ void decode_merge_kernel(float *o_lat, const float *partial, MlaDims 
     const int h = (int)blockIdx.x, t = (int)blockIdx.y, dc = dims.d_c;
     const float *rec = partial + ((size_t)t * dims.n_h + h) * n_split * (dc + 2);
     float M = -INFINITY, L = 0.0f;
-    for (int s = 0; s < n_split; s++)
-        M = fmaxf(M, rec[(size_t)s * (dc + 2) + dc]);
+    for (int s = 0; s < n_split; s++) M = fmaxf(M, rec[(size_t)s * (dc + 2) + dc]);
     for (int s = 0; s < n_split; s++) {
         const float m_s = rec[(size_t)s * (dc + 2) + dc];
-        if (m_s > -INFINITY)
-            L += expf(m_s - M) * rec[(size_t)s * (dc + 2) + dc + 1];
+        if (m_s > -INFINITY) L += expf(m_s - M) * rec[(size_t)s * (dc + 2) + dc + 1];
     }
     for (int c = (int)threadIdx.x; c < dc; c += (int)blockDim.x) {
         float v = 0.0f;
         for (int s = 0; s < n_split; s++) {
             const float m_s = rec[(size_t)s * (dc + 2) + dc];
-            if (m_s > -INFINITY)
-                v += expf(m_s - M) * rec[(size_t)s * (dc + 2) + c];
+            if (m_s > -INFINITY) v += expf(m_s - M) * rec[(size_t)s * (dc + 2) + c];
         }
         o_lat[((size_t)t * dims.n_h + h) * dc + c] = v / L;
     }
@@ -112,11 +105,10 @@ extern "C" cudaError_t lab_mla_decode(float *o_lat, const float *q_lat, const fl
                                       KernelDType cache_type, MlaDims dims, int pos0, int T, float *partial,
                                       cudaStream_t stream)
 {
-    if (dims.d_c > 32 * MAX_DC_PER_LANE || dims.d_r > 32 * MAX_DR_PER_LANE)
-        return cudaErrorInvalidValue;
+    if (dims.d_c > 32 * MAX_DC_PER_LANE || dims.d_r > 32 * MAX_DR_PER_LANE) return cudaErrorInvalidValue;
     const int n_split = (pos0 + T + KEYS_PER_SPLIT - 1) / KEYS_PER_SPLIT;
-    LAUNCH(decode_split_kernel, dim3((unsigned)n_split, (unsigned)dims.n_h, (unsigned)T), dim3(32), 0, stream,
-           partial, q_lat, q, cache, cache_type, dims, pos0, n_split);
+    LAUNCH(decode_split_kernel, dim3((unsigned)n_split, (unsigned)dims.n_h, (unsigned)T), dim3(32), 0, stream, partial,
+           q_lat, q, cache, cache_type, dims, pos0, n_split);
     LAUNCH(decode_merge_kernel, dim3((unsigned)dims.n_h, (unsigned)T), dim3(128), 0, stream, o_lat, partial, dims,
            n_split);
     return cudaGetLastError();

@@ -23,12 +23,9 @@ __global__ void mla_softmax_strict_kernel(float *p, const float *s, float scale,
     const int t = (int)blockIdx.x, h = (int)blockIdx.y, n_keys = pos0 + t;
     const size_t row = ((size_t)h * T + t) * ctx;
     float max = -INFINITY, sum = 0.0f;
-    for (int j = 0; j < n_keys; j++)
-        max = fmaxf(max, scale * s[row + j]);
-    for (int j = 0; j < n_keys; j++)
-        sum += expf(scale * s[row + j] - max);
-    for (int j = 0; j < ctx; j++)
-        p[row + j] = j < n_keys ? expf(scale * s[row + j] - max) / sum : 0.0f;
+    for (int j = 0; j < n_keys; j++) max = fmaxf(max, scale * s[row + j]);
+    for (int j = 0; j < n_keys; j++) sum += expf(scale * s[row + j] - max);
+    for (int j = 0; j < ctx; j++) p[row + j] = j < n_keys ? expf(scale * s[row + j] - max) / sum : 0.0f;
 }
 
 extern "C" cudaError_t lab_mla_softmax(float *p, const float *s, float scale, int n_h, int T, int ctx, int pos0,

@@ -29,18 +29,17 @@ __global__ void ffn_hidden_swapped_kernel(float *hidden, const float *x, const i
     const int width = K * I + I_s;
     const size_t n = (size_t)T * width;
     const size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (at >= n)
-        return;
+    if (at >= n) return;
     const int t = (int)(at / width), u = (int)(at % width);
     const void *w = u < K * I ? gate_up : shared_gate_up;
     const int rows = u < K * I ? I : I_s, i = u < K * I ? u % I : u - K * I;
     const size_t base = u < K * I ? (size_t)idx[t * K + u / I] * 2 * I * D : 0;
-    float a = 0.0f, b = 0.0f;   /* a from the gate rows, b from the up rows */
+    float a = 0.0f, b = 0.0f; /* a from the gate rows, b from the up rows */
     for (int d = 0; d < D; d++) {
         a += load(w, wt, base + (size_t)i * D + d) * x[(size_t)t * D + d];
         b += load(w, wt, base + (size_t)(rows + i) * D + d) * x[(size_t)t * D + d];
     }
-    hidden[at] = b / (1.0f + expf(-b)) * a;   /* the bug: silu of the up projection */
+    hidden[at] = b / (1.0f + expf(-b)) * a; /* the bug: silu of the up projection */
 }
 
 /** Thread (t, d): y[t, d] = Σ_k weight[t, k] · down_{idx[t, k]}[d] · h_k + shared_down[d] · h_s. */
@@ -48,20 +47,17 @@ __global__ void ffn_out_kernel(float *y, const float *hidden, const int *idx, co
                                const void *shared_down, KernelDType wt, int T, int D, int I, int K, int I_s)
 {
     const size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (at >= (size_t)T * D)
-        return;
+    if (at >= (size_t)T * D) return;
     const int t = (int)(at / D), d = (int)(at % D);
     const float *h = hidden + (size_t)t * (K * I + I_s);
     float acc = 0.0f;
     for (int k = 0; k < K; k++) {
         const size_t base = ((size_t)idx[t * K + k] * D + d) * I;
         float o = 0.0f;
-        for (int i = 0; i < I; i++)
-            o += load(down, wt, base + i) * h[k * I + i];
+        for (int i = 0; i < I; i++) o += load(down, wt, base + i) * h[k * I + i];
         acc += weight[t * K + k] * o;
     }
-    for (int i = 0; i < I_s; i++)
-        acc += load(shared_down, wt, (size_t)d * I_s + i) * h[K * I + i];
+    for (int i = 0; i < I_s; i++) acc += load(shared_down, wt, (size_t)d * I_s + i) * h[K * I + i];
     y[at] = acc;
 }
 

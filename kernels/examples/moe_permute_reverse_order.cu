@@ -21,15 +21,13 @@ __global__ void moe_permute_reverse_kernel(int *counts, int *offsets, int *slot_
     const int n = T * K;
     for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
         int c = 0;
-        for (int r = 0; r < n; r++)
-            c += idx[r] == e;
+        for (int r = 0; r < n; r++) c += idx[r] == e;
         counts[e] = c;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
         offsets[0] = 0;
-        for (int e = 0; e < E; e++)
-            offsets[e + 1] = offsets[e] + counts[e];
+        for (int e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
     }
     __syncthreads();
     for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
@@ -43,8 +41,8 @@ __global__ void moe_permute_reverse_kernel(int *counts, int *offsets, int *slot_
     }
 }
 
-extern "C" cudaError_t lab_moe_permute(int *counts, int *offsets, int *slot_row, int *row_token, const int *idx,
-                                       int T, int K, int E, cudaStream_t stream)
+extern "C" cudaError_t lab_moe_permute(int *counts, int *offsets, int *slot_row, int *row_token, const int *idx, int T,
+                                       int K, int E, cudaStream_t stream)
 {
     LAUNCH(moe_permute_reverse_kernel, dim3(1), dim3(256), 0, stream, counts, offsets, slot_row, row_token, idx, T, K,
            E);

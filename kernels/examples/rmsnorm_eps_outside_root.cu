@@ -29,19 +29,16 @@ __global__ void rmsnorm_eps_outside_kernel(float *y, const float *x, const float
     const float *xt = x + (size_t)blockIdx.x * n;
     float *yt = y + (size_t)blockIdx.x * n;
     float sum_sq = 0.0f;
-    for (int i = (int)threadIdx.x; i < n; i += THREADS)
-        sum_sq += xt[i] * xt[i];
+    for (int i = (int)threadIdx.x; i < n; i += THREADS) sum_sq += xt[i] * xt[i];
     partial[threadIdx.x] = sum_sq;
     __syncthreads();
     if (threadIdx.x == 0) {
         float total = 0.0f;
-        for (int j = 0; j < THREADS; j++)
-            total += partial[j];
-        inv_rms = 1.0f / (sqrtf(total / (float)n) + eps);   /* the bug: the contract has sqrtf(total / n + eps) */
+        for (int j = 0; j < THREADS; j++) total += partial[j];
+        inv_rms = 1.0f / (sqrtf(total / (float)n) + eps); /* the bug: the contract has sqrtf(total / n + eps) */
     }
     __syncthreads();
-    for (int i = (int)threadIdx.x; i < n; i += THREADS)
-        yt[i] = w[i] * (xt[i] * inv_rms);
+    for (int i = (int)threadIdx.x; i < n; i += THREADS) yt[i] = w[i] * (xt[i] * inv_rms);
 }
 
 extern "C" cudaError_t lab_rmsnorm(float *y, const float *x, const float *w, int T, int n, float eps,

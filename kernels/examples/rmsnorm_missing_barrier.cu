@@ -23,20 +23,17 @@ __global__ void rmsnorm_tree_kernel(float *y, const float *x, const float *w, in
     const int tid = (int)threadIdx.x;
     const float *xt = x + (size_t)blockIdx.x * n;
     float sum_sq = 0.0f;
-    for (int i = tid; i < n; i += THREADS)
-        sum_sq += xt[i] * xt[i];
+    for (int i = tid; i < n; i += THREADS) sum_sq += xt[i] * xt[i];
     partial[tid] = sum_sq;
     __syncthreads();
     for (int stride = THREADS / 2; stride > 0; stride /= 2) {
-        if (tid < stride)
-            partial[tid] += partial[tid + stride];
+        if (tid < stride) partial[tid] += partial[tid + stride];
         /* BUG (deliberate): a __syncthreads() belongs here; without it thread tid reads
          * partial[tid + stride] before thread tid + stride has added its own level. */
     }
     __syncthreads();
     const float inv_rms = rsqrtf(partial[0] / (float)n + eps);
-    for (int i = tid; i < n; i += THREADS)
-        y[(size_t)blockIdx.x * n + i] = w[i] * (xt[i] * inv_rms);
+    for (int i = tid; i < n; i += THREADS) y[(size_t)blockIdx.x * n + i] = w[i] * (xt[i] * inv_rms);
 }
 // ANCHOR_END: missing_barrier
 

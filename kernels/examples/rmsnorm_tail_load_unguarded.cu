@@ -23,19 +23,16 @@
 __global__ void rmsnorm_tail_load_kernel(float *y, const float *x, const float *w, int T, int n, float eps)
 {
     const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (t >= T)
-        return;
+    if (t >= T) return;
     const float *xt = x + (size_t)t * n;
     float sum_sq = 0.0f;
     const int padded = (n + 3) / 4 * 4;
     for (int i = 0; i < padded; i++) {
-        const float v = xt[i];   /* the bug: the load comes before the bound */
-        if (i < n)
-            sum_sq += v * v;
+        const float v = xt[i]; /* the bug: the load comes before the bound */
+        if (i < n) sum_sq += v * v;
     }
     const float inv_rms = 1.0f / sqrtf(sum_sq / (float)n + eps);
-    for (int i = 0; i < n; i++)
-        y[(size_t)t * n + i] = w[i] * (xt[i] * inv_rms);
+    for (int i = 0; i < n; i++) y[(size_t)t * n + i] = w[i] * (xt[i] * inv_rms);
 }
 
 extern "C" cudaError_t lab_rmsnorm(float *y, const float *x, const float *w, int T, int n, float eps,

@@ -21,17 +21,14 @@ __global__ void rmsnorm_warp_per_row_kernel(float *y, const float *x, const floa
 {
     const int lane = (int)threadIdx.x % 32;
     const int t = (int)blockIdx.x * ROWS_PER_BLOCK + (int)threadIdx.x / 32;
-    if (t >= T)
-        return;                                  /* the whole warp leaves: no collective is left waiting */
+    if (t >= T) return; /* the whole warp leaves: no collective is left waiting */
     const float *xt = x + (size_t)t * n;
     float sum_sq = 0.0f;
-    for (int i = lane; i < n; i += 32)
-        sum_sq += xt[i] * xt[i];
-    for (int offset = 16; offset > 0; offset /= 2)   /* every lane ends with the row's Σ x_i² */
+    for (int i = lane; i < n; i += 32) sum_sq += xt[i] * xt[i];
+    for (int offset = 16; offset > 0; offset /= 2) /* every lane ends with the row's Σ x_i² */
         sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, offset);
-    const float inv_rms = rsqrtf(sum_sq / (float)n + eps);   /* ε inside the root */
-    for (int i = lane; i < n; i += 32)
-        y[(size_t)t * n + i] = w[i] * (xt[i] * inv_rms);
+    const float inv_rms = rsqrtf(sum_sq / (float)n + eps); /* ε inside the root */
+    for (int i = lane; i < n; i += 32) y[(size_t)t * n + i] = w[i] * (xt[i] * inv_rms);
 }
 // ANCHOR_END: warp_per_row
 

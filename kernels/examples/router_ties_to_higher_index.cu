@@ -29,10 +29,8 @@ __device__ void top_k_higher_wins(int *out, int k, const float *score, int n)
         int best = -1;
         for (int i = 0; i < n; i++) {
             bool taken = false;
-            for (int j = 0; j < r && !taken; j++)
-                taken = out[j] == i;
-            if (!taken && (best < 0 || score[i] >= score[best]))
-                best = i;
+            for (int j = 0; j < r && !taken; j++) taken = out[j] == i;
+            if (!taken && (best < 0 || score[i] >= score[best])) best = i;
         }
         out[r] = best;
     }
@@ -43,28 +41,23 @@ __global__ void router_higher_wins_kernel(int *idx, float *weight, float *scores
                                           const float *bias, RouterParams p, int T)
 {
     const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (t >= T)
-        return;
+    if (t >= T) return;
     const int E = p.E, K = p.K, G = p.n_group, per = E / G;
     const float *g = logits + (size_t)t * E;
     float *s = scores + (size_t)t * E;
     if (p.scoring == 1) {
-        for (int i = 0; i < E; i++)
-            s[i] = 1.0f / (1.0f + expf(-g[i]));
+        for (int i = 0; i < E; i++) s[i] = 1.0f / (1.0f + expf(-g[i]));
     } else {
         float max = g[0], sum = 0.0f;
-        for (int i = 1; i < E; i++)
-            max = fmaxf(max, g[i]);
+        for (int i = 1; i < E; i++) max = fmaxf(max, g[i]);
         for (int i = 0; i < E; i++) {
             s[i] = expf(g[i] - max);
             sum += s[i];
         }
-        for (int i = 0; i < E; i++)
-            s[i] /= sum;
+        for (int i = 0; i < E; i++) s[i] /= sum;
     }
     float sel[MAX_E];
-    for (int i = 0; i < E; i++)
-        sel[i] = s[i] + (p.topk_method == 2 ? bias[i] : 0.0f);
+    for (int i = 0; i < E; i++) sel[i] = s[i] + (p.topk_method == 2 ? bias[i] : 0.0f);
     if (p.topk_method != 0) {
         float group_score[MAX_G];
         int kept[MAX_G];
@@ -84,10 +77,8 @@ __global__ void router_higher_wins_kernel(int *idx, float *weight, float *scores
         top_k_higher_wins(kept, p.topk_group, group_score, G);
         for (int i = 0; i < E; i++) {
             bool keep = false;
-            for (int r = 0; r < p.topk_group && !keep; r++)
-                keep = kept[r] == i / per;
-            if (!keep)
-                sel[i] = 0.0f;
+            for (int r = 0; r < p.topk_group && !keep; r++) keep = kept[r] == i / per;
+            if (!keep) sel[i] = 0.0f;
         }
     }
     int *it = idx + (size_t)t * K;
@@ -100,10 +91,8 @@ __global__ void router_higher_wins_kernel(int *idx, float *weight, float *scores
     }
     const bool normalise = p.norm_topk_prob && K > 1;
     for (int k = 0; k < K; k++) {
-        if (normalise)
-            wt[k] /= sum + 1e-20f;
-        if (!normalise || p.topk_method == 2)
-            wt[k] *= p.routed_scaling_factor;
+        if (normalise) wt[k] /= sum + 1e-20f;
+        if (!normalise || p.topk_method == 2) wt[k] *= p.routed_scaling_factor;
     }
 }
 

@@ -101,8 +101,8 @@ cudaError_t lab_mla_decode(float *o_lat, const float *q_lat, const float *q, con
  * L2 ≤ 1e-5, weights (by expert id) ≤ 1e-6.
  * The project's kernel: router_forward_v2.
  */
-cudaError_t lab_router(int *idx, float *weight, float *scores, const float *logits, const float *bias,
-                       RouterParams p, int T, cudaStream_t stream);
+cudaError_t lab_router(int *idx, float *weight, float *scores, const float *logits, const float *bias, RouterParams p,
+                       int T, cudaStream_t stream);
 
 /**
  * Component `moe_permute` (token permutation by expert, docs/semantics.md §3.6.4): counts[e]

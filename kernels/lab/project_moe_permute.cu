@@ -7,8 +7,8 @@
 #include "dsv2_launch.h"
 #include "contract.h"
 
-extern "C" cudaError_t lab_moe_permute(int *counts, int *offsets, int *slot_row, int *row_token, const int *idx,
-                                       int T, int K, int E, cudaStream_t stream)
+extern "C" cudaError_t lab_moe_permute(int *counts, int *offsets, int *slot_row, int *row_token, const int *idx, int T,
+                                       int K, int E, cudaStream_t stream)
 {
     return moe_permute_v2(counts, offsets, slot_row, row_token, idx, T, K, E, stream);
 }

@@ -22,13 +22,13 @@ extern "C" {
 
 /** Status codes (values as in the CUDA 13 cublas_api.h). */
 typedef enum {
-    CUBLAS_STATUS_SUCCESS = 0,          /**< no error */
-    CUBLAS_STATUS_NOT_INITIALIZED = 1,  /**< NULL or destroyed handle */
-    CUBLAS_STATUS_ALLOC_FAILED = 3,     /**< host allocation failed */
-    CUBLAS_STATUS_INVALID_VALUE = 7,    /**< bad size, leading dimension, operation or pointer */
-    CUBLAS_STATUS_EXECUTION_FAILED = 13,/**< the stream had failed */
-    CUBLAS_STATUS_INTERNAL_ERROR = 14,  /**< anything else */
-    CUBLAS_STATUS_NOT_SUPPORTED = 15    /**< type combination not simulated */
+    CUBLAS_STATUS_SUCCESS = 0,           /**< no error */
+    CUBLAS_STATUS_NOT_INITIALIZED = 1,   /**< NULL or destroyed handle */
+    CUBLAS_STATUS_ALLOC_FAILED = 3,      /**< host allocation failed */
+    CUBLAS_STATUS_INVALID_VALUE = 7,     /**< bad size, leading dimension, operation or pointer */
+    CUBLAS_STATUS_EXECUTION_FAILED = 13, /**< the stream had failed */
+    CUBLAS_STATUS_INTERNAL_ERROR = 14,   /**< anything else */
+    CUBLAS_STATUS_NOT_SUPPORTED = 15     /**< type combination not simulated */
 } cublasStatus_t;
 
 /** op(X): X as stored, or transposed (C is the same as T for real types). */
@@ -54,9 +54,9 @@ typedef enum {
 
 /** Math mode hint; accepted and ignored. */
 typedef enum {
-    CUBLAS_DEFAULT_MATH = 0,        /**< default */
-    CUBLAS_PEDANTIC_MATH = 2,       /**< no shortcuts */
-    CUBLAS_TF32_TENSOR_OP_MATH = 3  /**< tf32 allowed */
+    CUBLAS_DEFAULT_MATH = 0,       /**< default */
+    CUBLAS_PEDANTIC_MATH = 2,      /**< no shortcuts */
+    CUBLAS_TF32_TENSOR_OP_MATH = 3 /**< tf32 allowed */
 } cublasMath_t;
 
 /** A cuBLAS context: the device it was created on and its stream. */
@@ -83,18 +83,18 @@ const char *cublasGetStatusString(cublasStatus_t status);
  * Types: (A, B, C) = (32F, 32F, 32F), (16BF, 16BF, 16BF) or (16BF, 16BF, 32F);
  * alpha and beta point to host floats.
  */
-cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
-                            int m, int n, int k, const void *alpha, const void *A, cudaDataType Atype, int lda,
-                            const void *B, cudaDataType Btype, int ldb, const void *beta, void *C,
-                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                            int k, const void *alpha, const void *A, cudaDataType Atype, int lda, const void *B,
+                            cudaDataType Btype, int ldb, const void *beta, void *C, cudaDataType Ctype, int ldc,
+                            cublasComputeType_t computeType, cublasGemmAlgo_t algo);
 
 /** batchCount GEMMs of the same shape; matrix i starts i·stride elements after the first. */
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                                           int m, int n, int k, const void *alpha, const void *A, cudaDataType Atype,
                                           int lda, long long int strideA, const void *B, cudaDataType Btype, int ldb,
-                                          long long int strideB, const void *beta, void *C, cudaDataType Ctype,
-                                          int ldc, long long int strideC, int batchCount,
-                                          cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+                                          long long int strideB, const void *beta, void *C, cudaDataType Ctype, int ldc,
+                                          long long int strideC, int batchCount, cublasComputeType_t computeType,
+                                          cublasGemmAlgo_t algo);
 
 /**
  * group_count groups of GEMMs; group g has group_size[g] problems sharing

@@ -24,28 +24,28 @@ extern "C" {
 
 /** Runtime status codes (values as in the CUDA 13 driver_types.h). */
 typedef enum cudaError {
-    cudaSuccess = 0,                        /**< no error */
-    cudaErrorInvalidValue = 1,              /**< an argument is out of range or contradicts another */
-    cudaErrorMemoryAllocation = 2,          /**< device or pinned allocation failed */
-    cudaErrorInitializationError = 3,       /**< runtime could not initialise */
-    cudaErrorInvalidConfiguration = 9,      /**< launch grid/block dimensions over the device limits */
-    cudaErrorInvalidDevicePointer = 17,     /**< a pointer is not device memory where device memory is needed */
-    cudaErrorInvalidMemcpyDirection = 21,   /**< cudaMemcpyKind out of range */
-    cudaErrorInsufficientDriver = 35,       /**< what a real runtime returns on a machine without a GPU driver */
-    cudaErrorInvalidDeviceFunction = 98,    /**< not a kernel */
-    cudaErrorNoDevice = 100,                /**< no device (SIM_DEVICE_COUNT=0) */
-    cudaErrorInvalidDevice = 101,           /**< device ordinal out of range */
-    cudaErrorInvalidResourceHandle = 400,   /**< stream/event/handle unknown or of another device */
-    cudaErrorIllegalState = 401,            /**< the call does not fit the object's state (capture not begun or begun twice) */
-    cudaErrorNotReady = 600,                /**< queued work not yet executed */
-    cudaErrorIllegalAddress = 700,          /**< a kernel was handed memory it cannot address */
-    cudaErrorPeerAccessAlreadyEnabled = 704,/**< cudaDeviceEnablePeerAccess called twice */
-    cudaErrorPeerAccessNotEnabled = 705,    /**< a kernel was handed another device's memory without peer access */
-    cudaErrorLaunchFailure = 719,           /**< a kernel failed while running (divergence, race-check, ...) */
-    cudaErrorStreamCaptureUnsupported = 900,/**< the call is not permitted while a stream captures */
-    cudaErrorStreamCaptureInvalidated = 901,/**< the capture was invalidated by an earlier refused call */
-    cudaErrorStreamCaptureImplicit = 906,   /**< legacy-stream work would depend on a capturing blocking stream */
-    cudaErrorUnknown = 999                  /**< anything else */
+    cudaSuccess = 0,                      /**< no error */
+    cudaErrorInvalidValue = 1,            /**< an argument is out of range or contradicts another */
+    cudaErrorMemoryAllocation = 2,        /**< device or pinned allocation failed */
+    cudaErrorInitializationError = 3,     /**< runtime could not initialise */
+    cudaErrorInvalidConfiguration = 9,    /**< launch grid/block dimensions over the device limits */
+    cudaErrorInvalidDevicePointer = 17,   /**< a pointer is not device memory where device memory is needed */
+    cudaErrorInvalidMemcpyDirection = 21, /**< cudaMemcpyKind out of range */
+    cudaErrorInsufficientDriver = 35,     /**< what a real runtime returns on a machine without a GPU driver */
+    cudaErrorInvalidDeviceFunction = 98,  /**< not a kernel */
+    cudaErrorNoDevice = 100,              /**< no device (SIM_DEVICE_COUNT=0) */
+    cudaErrorInvalidDevice = 101,         /**< device ordinal out of range */
+    cudaErrorInvalidResourceHandle = 400, /**< stream/event/handle unknown or of another device */
+    cudaErrorIllegalState = 401,   /**< the call does not fit the object's state (capture not begun or begun twice) */
+    cudaErrorNotReady = 600,       /**< queued work not yet executed */
+    cudaErrorIllegalAddress = 700, /**< a kernel was handed memory it cannot address */
+    cudaErrorPeerAccessAlreadyEnabled = 704, /**< cudaDeviceEnablePeerAccess called twice */
+    cudaErrorPeerAccessNotEnabled = 705,     /**< a kernel was handed another device's memory without peer access */
+    cudaErrorLaunchFailure = 719,            /**< a kernel failed while running (divergence, race-check, ...) */
+    cudaErrorStreamCaptureUnsupported = 900, /**< the call is not permitted while a stream captures */
+    cudaErrorStreamCaptureInvalidated = 901, /**< the capture was invalidated by an earlier refused call */
+    cudaErrorStreamCaptureImplicit = 906,    /**< legacy-stream work would depend on a capturing blocking stream */
+    cudaErrorUnknown = 999                   /**< anything else */
 } cudaError_t;
 
 /** Direction of a copy (values as in driver_types.h). */
@@ -64,21 +64,21 @@ enum cudaFuncAttribute {
 
 /** Device attributes readable with cudaDeviceGetAttribute(). */
 enum cudaDeviceAttr {
-    cudaDevAttrMaxThreadsPerBlock = 1,            /**< 1024 */
-    cudaDevAttrMaxSharedMemoryPerBlock = 8,       /**< 48 KB without opt-in */
-    cudaDevAttrWarpSize = 10,                     /**< 32 */
-    cudaDevAttrMultiProcessorCount = 16,          /**< as an H100 SXM: 132 */
-    cudaDevAttrComputeCapabilityMajor = 75,       /**< 9 */
-    cudaDevAttrComputeCapabilityMinor = 76,       /**< 0 */
-    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97  /**< 227 KB with cudaFuncSetAttribute() */
+    cudaDevAttrMaxThreadsPerBlock = 1,           /**< 1024 */
+    cudaDevAttrMaxSharedMemoryPerBlock = 8,      /**< 48 KB without opt-in */
+    cudaDevAttrWarpSize = 10,                    /**< 32 */
+    cudaDevAttrMultiProcessorCount = 16,         /**< as an H100 SXM: 132 */
+    cudaDevAttrComputeCapabilityMajor = 75,      /**< 9 */
+    cudaDevAttrComputeCapabilityMinor = 76,      /**< 0 */
+    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 /**< 227 KB with cudaFuncSetAttribute() */
 };
 
-#define cudaStreamDefault 0x00      /**< stream synchronises with the legacy default stream */
-#define cudaStreamNonBlocking 0x01  /**< stream does not synchronise with the legacy default stream */
-#define cudaEventDefault 0x00       /**< event with timing */
-#define cudaEventBlockingSync 0x01  /**< accepted; the simulator never spins */
+#define cudaStreamDefault      0x00 /**< stream synchronises with the legacy default stream */
+#define cudaStreamNonBlocking  0x01 /**< stream does not synchronise with the legacy default stream */
+#define cudaEventDefault       0x00 /**< event with timing */
+#define cudaEventBlockingSync  0x01 /**< accepted; the simulator never spins */
 #define cudaEventDisableTiming 0x02 /**< event without timing */
-#define cudaHostAllocDefault 0x00   /**< pinned allocation flag */
+#define cudaHostAllocDefault   0x00 /**< pinned allocation flag */
 
 /** A queue of device work; 0 (NULL) is the legacy default stream of the current device. */
 typedef struct CUstream_st *cudaStream_t;
@@ -124,41 +124,69 @@ typedef struct dim3 {
 } dim3;
 
 /** Vector types with CUDA's alignment, so vectorised loads keep their meaning. */
-typedef struct __attribute__((aligned(8))) float2 { float x, y; } float2;
+typedef struct __attribute__((aligned(8))) float2 {
+    float x, y;
+} float2;
 /** Four floats, 16-byte aligned. */
-typedef struct __attribute__((aligned(16))) float4 { float x, y, z, w; } float4;
+typedef struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+} float4;
 /** Two ints, 8-byte aligned. */
-typedef struct __attribute__((aligned(8))) int2 { int x, y; } int2;
+typedef struct __attribute__((aligned(8))) int2 {
+    int x, y;
+} int2;
 /** Four ints, 16-byte aligned. */
-typedef struct __attribute__((aligned(16))) int4 { int x, y, z, w; } int4;
+typedef struct __attribute__((aligned(16))) int4 {
+    int x, y, z, w;
+} int4;
 /** Two unsigned ints, 8-byte aligned. */
-typedef struct __attribute__((aligned(8))) uint2 { unsigned int x, y; } uint2;
+typedef struct __attribute__((aligned(8))) uint2 {
+    unsigned int x, y;
+} uint2;
 /** Four unsigned ints, 16-byte aligned. */
-typedef struct __attribute__((aligned(16))) uint4 { unsigned int x, y, z, w; } uint4;
+typedef struct __attribute__((aligned(16))) uint4 {
+    unsigned int x, y, z, w;
+} uint4;
 
 /** Builds a float2. */
-static inline float2 make_float2(float x, float y) { float2 v = {x, y}; return v; }
+static inline float2 make_float2(float x, float y)
+{
+    float2 v = { x, y };
+    return v;
+}
 /** Builds a float4. */
-static inline float4 make_float4(float x, float y, float z, float w) { float4 v = {x, y, z, w}; return v; }
+static inline float4 make_float4(float x, float y, float z, float w)
+{
+    float4 v = { x, y, z, w };
+    return v;
+}
 /** Builds an int2. */
-static inline int2 make_int2(int x, int y) { int2 v = {x, y}; return v; }
+static inline int2 make_int2(int x, int y)
+{
+    int2 v = { x, y };
+    return v;
+}
 /** Builds a uint3. */
-static inline uint3 make_uint3(unsigned int x, unsigned int y, unsigned int z) { uint3 v = {x, y, z}; return v; }
+static inline uint3 make_uint3(unsigned int x, unsigned int y, unsigned int z)
+{
+    uint3 v = { x, y, z };
+    return v;
+}
 
 /** The fields of cudaDeviceProp that the simulator fills (a subset of the real struct). */
 typedef struct cudaDeviceProp {
-    char name[256];                   /**< "dsv2 simulated device N (sm_90)" */
-    size_t totalGlobalMem;            /**< bytes of device memory (80 GiB) */
-    size_t sharedMemPerBlock;         /**< 48 KB */
-    size_t sharedMemPerBlockOptin;    /**< 227 KB */
-    int regsPerBlock;                 /**< 65536 (not modelled) */
-    int warpSize;                     /**< 32 */
-    int maxThreadsPerBlock;           /**< 1024 */
-    int maxThreadsDim[3];             /**< {1024, 1024, 64} */
-    int maxGridSize[3];               /**< {2^31 − 1, 65535, 65535} */
-    int major;                        /**< compute capability 9 */
-    int minor;                        /**< .0 */
-    int multiProcessorCount;          /**< 132 */
+    char name[256];                /**< "dsv2 simulated device N (sm_90)" */
+    size_t totalGlobalMem;         /**< bytes of device memory (80 GiB) */
+    size_t sharedMemPerBlock;      /**< 48 KB */
+    size_t sharedMemPerBlockOptin; /**< 227 KB */
+    int regsPerBlock;              /**< 65536 (not modelled) */
+    int warpSize;                  /**< 32 */
+    int maxThreadsPerBlock;        /**< 1024 */
+    int maxThreadsDim[3];          /**< {1024, 1024, 64} */
+    int maxGridSize[3];            /**< {2^31 − 1, 65535, 65535} */
+    int major;                     /**< compute capability 9 */
+    int minor;                     /**< .0 */
+    int multiProcessorCount;       /**< 132 */
 } cudaDeviceProp;
 
 /** Number of simulated devices (env SIM_DEVICE_COUNT, default 1, at most 8). */
@@ -203,8 +231,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 /** Synchronous copy; the pointers must agree with kind. */
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind);
 /** Copy queued on stream; checked now, performed when the stream runs. */
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
-                            cudaStream_t stream);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind, cudaStream_t stream);
 /** Synchronous copy between the memory of two devices. */
 cudaError_t cudaMemcpyPeer(void *dst, int dst_dev, const void *src, int src_dev, size_t count);
 /** Queued copy between the memory of two devices. */
@@ -271,8 +298,7 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 }
 
 /** C++ convenience, as in the real header: pass the kernel itself. */
-template <typename T>
-static inline cudaError_t cudaFuncSetAttribute(T *entry, enum cudaFuncAttribute attr, int value)
+template <typename T> static inline cudaError_t cudaFuncSetAttribute(T *entry, enum cudaFuncAttribute attr, int value)
 {
     return cudaFuncSetAttribute(reinterpret_cast<const void *>(entry), attr, value);
 }

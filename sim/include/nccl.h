@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define NCCL_MAJOR 2 /**< version of the real NCCL whose interface this follows */
+#define NCCL_MAJOR 2  /**< version of the real NCCL whose interface this follows */
 #define NCCL_MINOR 28 /**< minor version */
 
 /** Status codes (values as in nccl.h 2.28). */
@@ -45,20 +45,20 @@ typedef enum {
 
 /** Element types (the subset simulated). */
 typedef enum {
-    ncclInt8 = 0,      /**< int8_t */
-    ncclUint8 = 1,     /**< uint8_t */
-    ncclInt32 = 2,     /**< int32_t */
-    ncclUint32 = 3,    /**< uint32_t */
-    ncclInt64 = 4,     /**< int64_t */
-    ncclUint64 = 5,    /**< uint64_t */
-    ncclFloat32 = 7,   /**< float */
-    ncclFloat64 = 8,   /**< double */
-    ncclBfloat16 = 9   /**< __nv_bfloat16 (reduced in float32, rounded once) */
+    ncclInt8 = 0,    /**< int8_t */
+    ncclUint8 = 1,   /**< uint8_t */
+    ncclInt32 = 2,   /**< int32_t */
+    ncclUint32 = 3,  /**< uint32_t */
+    ncclInt64 = 4,   /**< int64_t */
+    ncclUint64 = 5,  /**< uint64_t */
+    ncclFloat32 = 7, /**< float */
+    ncclFloat64 = 8, /**< double */
+    ncclBfloat16 = 9 /**< __nv_bfloat16 (reduced in float32, rounded once) */
 } ncclDataType_t;
 
-#define ncclInt ncclInt32     /**< alias */
-#define ncclFloat ncclFloat32 /**< alias */
-#define ncclDouble ncclFloat64/**< alias */
+#define ncclInt    ncclInt32   /**< alias */
+#define ncclFloat  ncclFloat32 /**< alias */
+#define ncclDouble ncclFloat64 /**< alias */
 
 /** One rank of a clique. */
 typedef struct ncclComm *ncclComm_t;
@@ -90,8 +90,8 @@ ncclResult_t ncclSend(const void *sendbuff, size_t count, ncclDataType_t datatyp
 ncclResult_t ncclRecv(void *recvbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
                       cudaStream_t stream);
 /** recvbuff = op over ranks of sendbuff (count elements; in place allowed). */
-ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
+ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
+                           ncclComm_t comm, cudaStream_t stream);
 /** recvbuff[r·sendcount ...] = rank r's sendbuff. */
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype,
                            ncclComm_t comm, cudaStream_t stream);

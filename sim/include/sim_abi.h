@@ -30,8 +30,8 @@ extern __thread const SimCoords *sim_coords;
 
 /** What a warp collective computes once every lane of its mask has arrived. */
 enum SimWarpOp {
-    SIM_WARP_SYNC = 0,  /**< __syncwarp: nothing */
-    SIM_WARP_SHFL = 1,  /**< each lane receives the value of lane `arg` */
+    SIM_WARP_SYNC = 0,   /**< __syncwarp: nothing */
+    SIM_WARP_SHFL = 1,   /**< each lane receives the value of lane `arg` */
     SIM_WARP_BALLOT = 2, /**< each lane receives the mask of lanes whose value is non-zero */
     SIM_WARP_ALL = 3     /**< each lane receives 1 when every lane of the mask has a non-zero value */
 };
@@ -73,7 +73,6 @@ typedef struct SimKernelLaunch {
 
 /** Validates a launch (dimensions, shared memory, pointer arguments) and queues it; errors go to cudaGetLastError(). */
 void sim_launch_kernel(const SimKernelLaunch *launch);
-
 
 #ifdef __cplusplus
 }

@@ -31,7 +31,10 @@
 
 /* ---- the synthetic checkpoint --------------------------------------------------------- */
 
-typedef struct { char name[96]; int64_t rows, cols; } Spec;
+typedef struct {
+    char name[96];
+    int64_t rows, cols;
+} Spec;
 
 static int add(Spec *s, int n, const char *name, int64_t rows, int64_t cols)
 {
@@ -41,7 +44,10 @@ static int add(Spec *s, int n, const char *name, int64_t rows, int64_t cols)
     return n + 1;
 }
 
-static int by_name(const void *a, const void *b) { return strcmp(((const Spec *)a)->name, ((const Spec *)b)->name); }
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const Spec *)a)->name, ((const Spec *)b)->name);
+}
 
 /* DeepSeek-V2-Lite's tensors (docs/semantics.md §2) for layers 0 (dense) and 1 (MoE); cols 0 = a vector. */
 static int lite_specs(Spec *s)
@@ -116,17 +122,24 @@ static int write_checkpoint(void)
     for (int i = 0; i < n; i++) {
         uint64_t bytes = 2 * (uint64_t)specs[i].rows * (specs[i].cols ? (uint64_t)specs[i].cols : 1);
         char shape[64];
-        if (specs[i].cols) snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)specs[i].rows, (long long)specs[i].cols);
-        else snprintf(shape, sizeof shape, "[%lld]", (long long)specs[i].rows);
-        len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":%s,"
-                                "\"data_offsets\":[%llu,%llu]}", i ? "," : "", specs[i].name, shape,
-                                (unsigned long long)off, (unsigned long long)(off + bytes));
+        if (specs[i].cols)
+            snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)specs[i].rows, (long long)specs[i].cols);
+        else
+            snprintf(shape, sizeof shape, "[%lld]", (long long)specs[i].rows);
+        len += (size_t)snprintf(hdr + len, cap - len,
+                                "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":%s,"
+                                "\"data_offsets\":[%llu,%llu]}",
+                                i ? "," : "", specs[i].name, shape, (unsigned long long)off,
+                                (unsigned long long)(off + bytes));
         off += bytes;
     }
     len += (size_t)snprintf(hdr + len, cap - len, "}");
-    while (len % 8) hdr[len++] = ' ';                      /* keep the data 8-byte aligned */
+    while (len % 8) hdr[len++] = ' '; /* keep the data 8-byte aligned */
     FILE *f = fopen(DIR "/model.safetensors.partial", "wb");
-    if (!f) { free(hdr); return -1; }
+    if (!f) {
+        free(hdr);
+        return -1;
+    }
     uint64_t hlen = len;
     unsigned char le[8];
     for (int i = 0; i < 8; i++) le[i] = (unsigned char)(hlen >> (8 * i));
@@ -143,7 +156,9 @@ static int write_checkpoint(void)
         while (count) {
             size_t k = count < CHUNK ? (size_t)count : CHUNK;
             for (size_t j = 0; j < k; j++) {
-                rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27;
+                rng ^= rng >> 12;
+                rng ^= rng << 25;
+                rng ^= rng >> 27;
                 float u = (float)((rng * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f - 0.5f;
                 buf[j] = f32_to_bf16(specs[i].cols ? u * 2 * scale : 1.0f + 0.1f * u);
             }
@@ -190,14 +205,20 @@ int main(int argc, char **argv)
     struct stat st;
     if (stat(DIR "/model.safetensors", &st) != 0) {
         fprintf(stderr, "bench-ref: writing a 2-layer DeepSeek-V2-Lite-shaped checkpoint to %s ...\n", DIR);
-        if (write_checkpoint()) { fprintf(stderr, "bench-ref: cannot write %s\n", DIR); return 1; }
+        if (write_checkpoint()) {
+            fprintf(stderr, "bench-ref: cannot write %s\n", DIR);
+            return 1;
+        }
     }
     if (argc > 1 && strcmp(argv[1], "--checkpoint-only") == 0) /* make profile-fast needs only the files */
         return 0;
     stat(DIR "/model.safetensors", &st);
     Model m;
-    ModelOptions opt = {.max_context = 512, .chunk = 64};
-    if (model_open(&m, DIR, &opt)) { fprintf(stderr, "bench-ref: %s\n", ds_last_error()); return 1; }
+    ModelOptions opt = { .max_context = 512, .chunk = 64 };
+    if (model_open(&m, DIR, &opt)) {
+        fprintf(stderr, "bench-ref: %s\n", ds_last_error());
+        return 1;
+    }
     const double baseline = read_baseline();
     float *logits = malloc(sizeof(float) * m.cfg->vocab_size);
     int prompt[64];
@@ -205,7 +226,7 @@ int main(int argc, char **argv)
 
     enum { RUNS = 5, STEPS = 16 };
     double prefill[RUNS], decode[RUNS];
-    for (int r = -1; r < RUNS; r++) {                      /* run −1 warms the page tables */
+    for (int r = -1; r < RUNS; r++) { /* run −1 warms the page tables */
         model_reset(&m);
         double t0 = bench_now();
         model_forward(&m, prompt, 64, logits, false);
@@ -230,7 +251,10 @@ int main(int argc, char **argv)
              (double)st.st_size / 1048576.0);
     fputs(report, stdout);
     FILE *f = fopen("build/bench/ref.txt", "w");
-    if (f) { fputs(report, f); fclose(f); }
+    if (f) {
+        fputs(report, f);
+        fclose(f);
+    }
     free(logits);
     model_close(&m);
     return 0;

@@ -83,7 +83,7 @@ static int bench(const char *dir, const char *text, size_t len)
             return 1;
         }
     }
-    const double median = bench_median(rate, RUNS);     /* sorts rate */
+    const double median = bench_median(rate, RUNS); /* sorts rate */
     const double cpu_median = bench_median(cpu_rate, RUNS);
     printf("tokenizer encode %s: %.2f MB/s (median of %d; min %.2f, max %.2f; per CPU second "
            "%.2f), %zu bytes -> %ld tokens\n",

@@ -15,7 +15,8 @@ static Tokenizer *tok;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void)argc; (void)argv;
+    (void)argc;
+    (void)argv;
     tok = tokenizer_load("tests/golden/tokenizer/tiny");
     if (!tok) abort();
     return 0;

@@ -22,7 +22,8 @@ static void copy(const char *from, const char *to)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void)argc; (void)argv;
+    (void)argc;
+    (void)argv;
     snprintf(dir, sizeof dir, "/tmp/dsv2-fuzz-index-%d", (int)getpid());
     mkdir(dir, 0700);
     copy("tests/golden/v2/config.json", "config.json");

@@ -19,16 +19,16 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-#define LAB_MAX_ARGS 16
+#define LAB_MAX_ARGS   16
 #define LAB_MAX_ALLOCS 32
 #define LAB_MAX_SHAPES 64
-#define LAB_MAX_SEEDS 16
+#define LAB_MAX_SEEDS  16
 
 /*
  * The seeds a run draws its inputs from unless --seeds names others: fixed, so
  * that a kernel's verdict is the same on every run and every machine.
  */
-static const unsigned long long lab_fixed_seeds[] = {1, 2, 3};
+static const unsigned long long lab_fixed_seeds[] = { 1, 2, 3 };
 
 TestRng lab_rng;
 LabOptions lab_options;
@@ -45,20 +45,20 @@ typedef struct {
 /** The shape being run and the run's totals. */
 static struct {
     char name[96];
-    char trimmed[96];      /* the name without its padding, for sentences */
+    char trimmed[96]; /* the name without its padding, for sentences */
     LabArg args[LAB_MAX_ARGS];
     int n_args;
     void *allocs[LAB_MAX_ALLOCS];
     int n_allocs;
-    char figures[512];     /* the comparisons' figures, printed on the shape's line */
-    char diagnosis[1024];  /* the first failure of the shape, empty when it passes */
-    char category[32];     /* its kind: numerical mismatch, race, ... */
-    unsigned long long seed;          /* the seed being run */
-    int shape, failed_here;           /* the shape's index within the suite; failures at this seed */
+    char figures[512];                 /* the comparisons' figures, printed on the shape's line */
+    char diagnosis[1024];              /* the first failure of the shape, empty when it passes */
+    char category[32];                 /* its kind: numerical mismatch, race, ... */
+    unsigned long long seed;           /* the seed being run */
+    int shape, failed_here;            /* the shape's index within the suite; failures at this seed */
     bool shape_failed[LAB_MAX_SHAPES]; /* by index: failed at some seed */
-    int shapes, failed;               /* shapes in the suite; shapes failed at some seed */
+    int shapes, failed;                /* shapes in the suite; shapes failed at some seed */
     char first_failure[1200];
-    char categories[256];  /* distinct kinds seen, comma-separated */
+    char categories[256]; /* distinct kinds seen, comma-separated */
 } lab;
 
 /* ---- arguments ------------------------------------------------------------------------------ */
@@ -70,8 +70,7 @@ void lab_shape_begin(const char *fmt, ...)
     vsnprintf(lab.name, sizeof lab.name, fmt, ap);
     va_end(ap);
     snprintf(lab.trimmed, sizeof lab.trimmed, "%s", lab.name);
-    for (size_t n = strlen(lab.trimmed); n > 0 && lab.trimmed[n - 1] == ' '; n--)
-        lab.trimmed[n - 1] = '\0';
+    for (size_t n = strlen(lab.trimmed); n > 0 && lab.trimmed[n - 1] == ' '; n--) lab.trimmed[n - 1] = '\0';
     lab.n_args = 0;
     lab.figures[0] = lab.diagnosis[0] = lab.category[0] = '\0';
 }
@@ -79,8 +78,7 @@ void lab_shape_begin(const char *fmt, ...)
 void lab_arg(const char *name, const void *ptr, size_t bytes, size_t elem, const char *dim_names, int rank,
              const int *dims)
 {
-    if (lab.n_args == LAB_MAX_ARGS)
-        return;
+    if (lab.n_args == LAB_MAX_ARGS) return;
     LabArg *a = &lab.args[lab.n_args++];
     a->name = name;
     a->base = ptr;
@@ -88,8 +86,7 @@ void lab_arg(const char *name, const void *ptr, size_t bytes, size_t elem, const
     a->elem = elem;
     snprintf(a->dim_names, sizeof a->dim_names, "%s", dim_names);
     a->rank = rank;
-    for (int i = 0; i < rank && i < 4; i++)
-        a->dims[i] = dims[i];
+    for (int i = 0; i < rank && i < 4; i++) a->dims[i] = dims[i];
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -99,8 +96,7 @@ static void layout(const LabArg *a, char *out, size_t size)
     int n = snprintf(out, size, "[%s] = [", a->dim_names);
     for (int i = 0; i < a->rank && n < (int)size; i++)
         n += snprintf(out + n, size - (size_t)n, i ? ", %d" : "%d", a->dims[i]);
-    if (n < (int)size)
-        snprintf(out + n, size - (size_t)n, "]");
+    if (n < (int)size) snprintf(out + n, size - (size_t)n, "]");
 }
 #endif
 
@@ -109,14 +105,13 @@ static void element(const LabArg *a, size_t index, char *out, size_t size)
 {
     char names[64];
     snprintf(names, sizeof names, "%s", a->dim_names);
-    const char *dim[4] = {"", "", "", ""};
+    const char *dim[4] = { "", "", "", "" };
     char *save = NULL, *tok = strtok_r(names, ",", &save);
     for (int i = 0; tok && i < 4; i++, tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
+        while (*tok == ' ') tok++;
         dim[i] = tok;
     }
-    size_t coord[4] = {0, 0, 0, 0}, rest = index;
+    size_t coord[4] = { 0, 0, 0, 0 }, rest = index;
     for (int i = a->rank - 1; i >= 0; i--) {
         coord[i] = rest % (size_t)a->dims[i];
         rest /= (size_t)a->dims[i];
@@ -124,8 +119,7 @@ static void element(const LabArg *a, size_t index, char *out, size_t size)
     int n = snprintf(out, size, "%s[", a->name);
     for (int i = 0; i < a->rank && n < (int)size; i++)
         n += snprintf(out + n, size - (size_t)n, "%s%s=%zu", i ? ", " : "", dim[i], coord[i]);
-    if (n < (int)size)
-        snprintf(out + n, size - (size_t)n, "]");
+    if (n < (int)size) snprintf(out + n, size - (size_t)n, "]");
 }
 
 #if !defined(LAB_GPU) || defined(__SANITIZE_ADDRESS__)
@@ -136,11 +130,9 @@ static const LabArg *arg_near(const void *p, long long *offset)
     const LabArg *best = NULL;
     for (int i = 0; i < lab.n_args; i++) {
         const LabArg *a = &lab.args[i];
-        if (c >= a->base && c < a->base + a->bytes + 4096 && (!best || a->base > best->base))
-            best = a;
+        if (c >= a->base && c < a->base + a->bytes + 4096 && (!best || a->base > best->base)) best = a;
     }
-    if (best)
-        *offset = (long long)(c - best->base);
+    if (best) *offset = (long long)(c - best->base);
     return best;
 }
 #endif
@@ -168,21 +160,19 @@ void *lab_device(const void *host, size_t bytes)
         fprintf(stderr, "lab: filling %zu device bytes failed: %s\n", bytes, cudaGetErrorString(e));
         exit(2);
     }
-    if (lab.n_allocs < LAB_MAX_ALLOCS)
-        lab.allocs[lab.n_allocs++] = d;
+    if (lab.n_allocs < LAB_MAX_ALLOCS) lab.allocs[lab.n_allocs++] = d;
     return d;
 }
 
 void lab_host(void *host, const void *dev, size_t bytes)
 {
     if (cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
-        memset(host, 0xff, bytes);   /* a failed copy reads as NaN: the diagnosis is already recorded */
+        memset(host, 0xff, bytes); /* a failed copy reads as NaN: the diagnosis is already recorded */
 }
 
 void lab_free_all(void)
 {
-    for (int i = 0; i < lab.n_allocs; i++)
-        cudaFree(lab.allocs[i]);
+    for (int i = 0; i < lab.n_allocs; i++) cudaFree(lab.allocs[i]);
     lab.n_allocs = 0;
 }
 
@@ -191,8 +181,7 @@ void lab_free_all(void)
 /* Records the shape's first failure, of kind category. */
 static void record(const char *category, const char *fmt, va_list ap)
 {
-    if (lab.diagnosis[0])
-        return;
+    if (lab.diagnosis[0]) return;
     snprintf(lab.category, sizeof lab.category, "%s", category);
     vsnprintf(lab.diagnosis, sizeof lab.diagnosis, fmt, ap);
 }
@@ -235,8 +224,7 @@ static void diagnose_error(cudaError_t err, const char *when)
         sscanf(at, "race-check: kernel %127[^:]", kernel);
         const char *b = strstr(at, "result depends on thread order: byte ");
         const char *o = strstr(at, "between forward and ");
-        if (o)
-            sscanf(o, "between forward and %15s", order);
+        if (o) sscanf(o, "between forward and %15s", order);
         if (b && sscanf(b, "result depends on thread order: byte %zu of the %zu-byte allocation at %p", &byte, &size,
                         &p) == 3) {
             const LabArg *a = arg_near((const char *)p + byte, &off);
@@ -244,18 +232,22 @@ static void diagnose_error(cudaError_t err, const char *when)
             if (a && off < (long long)a->bytes)
                 element(a, (size_t)off / a->elem, where, sizeof where);
             else
-                snprintf(where, sizeof where, "byte %zu of a %zu-byte allocation that is not a contract argument",
-                         byte, size);
-            fail_as("race", "%s's result depends on the order of its threads: %s differs between forward and %s "
+                snprintf(where, sizeof where, "byte %zu of a %zu-byte allocation that is not a contract argument", byte,
+                         size);
+            fail_as("race",
+                    "%s's result depends on the order of its threads: %s differs between forward and %s "
                     "thread order (a shared-memory value read before another thread wrote it: a missing "
-                    "__syncthreads()?)", kernel, where, order);
+                    "__syncthreads()?)",
+                    kernel, where, order);
             return;
         }
     }
     if ((at = strstr(detail, ": argument ")) != NULL && sscanf(at, ": argument %d (%p)", &index, &p) == 2 &&
         strstr(detail, "is host memory")) {
-        fail_as("host pointer", "kernel %s: its argument %d (%p) is host memory; every pointer a kernel receives "
-                "must be device memory (the contract's pointers %s are)", kernel, index, p, args);
+        fail_as("host pointer",
+                "kernel %s: its argument %d (%p) is host memory; every pointer a kernel receives "
+                "must be device memory (the contract's pointers %s are)",
+                kernel, index, p, args);
         return;
     }
     if (strstr(detail, "limits are block") || strstr(detail, "dynamic shared memory")) {
@@ -273,8 +265,7 @@ static void diagnose_error(cudaError_t err, const char *when)
 
 bool lab_call(cudaError_t launched)
 {
-    if (launched == cudaSuccess)
-        return true;
+    if (launched == cudaSuccess) return true;
     char what[160];
     snprintf(what, sizeof what, "%s returned", lab_component.launcher);
     diagnose_error(launched, what);
@@ -285,10 +276,9 @@ bool lab_call(cudaError_t launched)
 bool lab_sync(void)
 {
     const cudaError_t err = cudaDeviceSynchronize();
-    if (err == cudaSuccess)
-        return true;
+    if (err == cudaSuccess) return true;
     diagnose_error(err, "at cudaDeviceSynchronize after the launch");
-    cudaDeviceReset();   /* the error is sticky: the next shape starts on a fresh device */
+    cudaDeviceReset(); /* the error is sticky: the next shape starts on a fresh device */
     lab.n_allocs = 0;
     return false;
 }
@@ -308,8 +298,7 @@ static void add_figures(const char *fmt, ...)
 static const LabArg *find_arg(const char *name)
 {
     for (int i = 0; i < lab.n_args; i++)
-        if (strcmp(lab.args[i].name, name) == 0)
-            return &lab.args[i];
+        if (strcmp(lab.args[i].name, name) == 0) return &lab.args[i];
     return NULL;
 }
 
@@ -326,7 +315,7 @@ static void name_element(const char *arg, size_t i, char *out, size_t size)
 /** One float output's agreement with the reference. */
 typedef struct {
     double rel, max_abs, cosine;
-    size_t worst;   /* index of the largest absolute difference */
+    size_t worst; /* index of the largest absolute difference */
 } Agreement;
 
 /* Figures for got vs want into the shape's line, then the non-finite pattern: false (recorded) when it differs. */
@@ -338,12 +327,9 @@ static bool agree(const char *arg, const float *got, const float *want, size_t n
     a->worst = 0;
     for (size_t i = 0; i < n; i++) {
         const bool gf = isfinite(got[i]), wf = isfinite(want[i]);
-        if (!gf && wf && unwritten++ == 0)
-            first_unwritten = i;
-        if (gf && !wf)
-            extra_finite++;
-        if (!gf || !wf)
-            continue;
+        if (!gf && wf && unwritten++ == 0) first_unwritten = i;
+        if (gf && !wf) extra_finite++;
+        if (!gf || !wf) continue;
         const double d = fabs((double)got[i] - want[i]);
         if (d > a->max_abs) {
             a->max_abs = d;
@@ -361,7 +347,8 @@ static bool agree(const char *arg, const float *got, const float *want, size_t n
     if (unwritten) {
         char where[160];
         name_element(arg, first_unwritten, where, sizeof where);
-        fail_as("unwritten output", "%zu of %zu elements of %s are NaN or Inf where the reference is finite, the "
+        fail_as("unwritten output",
+                "%zu of %zu elements of %s are NaN or Inf where the reference is finite, the "
                 "first %s (the harness fills outputs with NaN: an element never written, or a NaN computed)",
                 unwritten, n, arg, where);
         return false;
@@ -377,14 +364,14 @@ static bool agree(const char *arg, const float *got, const float *want, size_t n
 bool lab_compare(const char *arg, const float *got, const float *want, size_t n, double rel_tol)
 {
     Agreement a;
-    if (!agree(arg, got, want, n, &a))
-        return false;
+    if (!agree(arg, got, want, n, &a)) return false;
     if (a.rel > rel_tol) {
         char where[160];
         name_element(arg, a.worst, where, sizeof where);
-        fail_as("numerical mismatch", "%s differs from the reference: rel-L2 %.3g > %.0e, cosine %.9f, worst %s = "
-                "%.9g, reference %.9g", arg, a.rel, rel_tol, a.cosine, where, (double)got[a.worst],
-                (double)want[a.worst]);
+        fail_as("numerical mismatch",
+                "%s differs from the reference: rel-L2 %.3g > %.0e, cosine %.9f, worst %s = "
+                "%.9g, reference %.9g",
+                arg, a.rel, rel_tol, a.cosine, where, (double)got[a.worst], (double)want[a.worst]);
         return false;
     }
     return true;
@@ -393,8 +380,7 @@ bool lab_compare(const char *arg, const float *got, const float *want, size_t n,
 bool lab_compare_pointwise(const char *arg, const float *got, const float *want, size_t n, double atol, double rtol)
 {
     Agreement a;
-    if (!agree(arg, got, want, n, &a))
-        return false;
+    if (!agree(arg, got, want, n, &a)) return false;
     size_t over = 0, first = 0;
     for (size_t i = 0; i < n; i++)
         if (isfinite(want[i]) && fabs((double)got[i] - want[i]) > atol + rtol * fabs((double)want[i]) && over++ == 0)
@@ -402,9 +388,10 @@ bool lab_compare_pointwise(const char *arg, const float *got, const float *want,
     if (over) {
         char where[160];
         name_element(arg, first, where, sizeof where);
-        fail_as("numerical mismatch", "%zu of %zu elements of %s are off by more than %.0e + %.0e·|reference|, the "
-                "first %s = %.9g, reference %.9g (rel-L2 %.3g, cosine %.9f)", over, n, arg, atol, rtol, where,
-                (double)got[first], (double)want[first], a.rel, a.cosine);
+        fail_as("numerical mismatch",
+                "%zu of %zu elements of %s are off by more than %.0e + %.0e·|reference|, the "
+                "first %s = %.9g, reference %.9g (rel-L2 %.3g, cosine %.9f)",
+                over, n, arg, atol, rtol, where, (double)got[first], (double)want[first], a.rel, a.cosine);
         return false;
     }
     return true;
@@ -418,17 +405,17 @@ bool lab_compare_ints(const char *arg, const int *got, const int *want, size_t n
             skipped++;
             continue;
         }
-        if (got[i] != want[i] && differ++ == 0)
-            first = i;
+        if (got[i] != want[i] && differ++ == 0) first = i;
     }
     add_figures("%s%s: %zu/%zu equal", lab.figures[0] ? "; " : "", arg, n - skipped - differ, n - skipped);
-    if (skipped)
-        add_figures(" (%zu near ties not compared)", skipped);
+    if (skipped) add_figures(" (%zu near ties not compared)", skipped);
     if (differ) {
         char where[160];
         name_element(arg, first, where, sizeof where);
-        fail_as("discrete mismatch", "%zu of %zu entries of %s differ from the reference, the first %s = %d, "
-                "reference %d", differ, n - skipped, arg, where, got[first], want[first]);
+        fail_as("discrete mismatch",
+                "%zu of %zu entries of %s differ from the reference, the first %s = %d, "
+                "reference %d",
+                differ, n - skipped, arg, where, got[first], want[first]);
         return false;
     }
     return true;
@@ -438,18 +425,15 @@ bool lab_compare_ints(const char *arg, const int *got, const int *want, size_t n
 static void id_set(const int *v, int k, char *out, size_t size)
 {
     int n = snprintf(out, size, "{");
-    for (int i = 0; i < k && n < (int)size; i++)
-        n += snprintf(out + n, size - (size_t)n, i ? ", %d" : "%d", v[i]);
-    if (n < (int)size)
-        snprintf(out + n, size - (size_t)n, "}");
+    for (int i = 0; i < k && n < (int)size; i++) n += snprintf(out + n, size - (size_t)n, i ? ", %d" : "%d", v[i]);
+    if (n < (int)size) snprintf(out + n, size - (size_t)n, "}");
 }
 
 /* Whether v (k ids) holds x. */
 static bool holds(const int *v, int k, int x)
 {
     for (int i = 0; i < k; i++)
-        if (v[i] == x)
-            return true;
+        if (v[i] == x) return true;
     return false;
 }
 
@@ -463,21 +447,20 @@ bool lab_compare_sets(const char *arg, const int *got, const int *want, int rows
         }
         const int *g = got + (size_t)r * k, *w = want + (size_t)r * k;
         bool same = true;
-        for (int i = 0; i < k && same; i++)
-            same = holds(w, k, g[i]) && holds(g, k, w[i]);
-        if (!same && differ++ == 0)
-            first = r;
+        for (int i = 0; i < k && same; i++) same = holds(w, k, g[i]) && holds(g, k, w[i]);
+        if (!same && differ++ == 0) first = r;
     }
     add_figures("%s%s: %d/%d rows the same set", lab.figures[0] ? "; " : "", arg, rows - skipped - differ,
                 rows - skipped);
-    if (skipped)
-        add_figures(" (%d near ties not compared)", skipped);
+    if (skipped) add_figures(" (%d near ties not compared)", skipped);
     if (differ) {
         char g[400], w[400];
         id_set(got + (size_t)first * k, k, g, sizeof g);
         id_set(want + (size_t)first * k, k, w, sizeof w);
-        fail_as("discrete mismatch", "%d of %d rows of %s hold other values than the reference's, the first row %d: "
-                "%s, reference %s", differ, rows - skipped, arg, first, g, w);
+        fail_as("discrete mismatch",
+                "%d of %d rows of %s hold other values than the reference's, the first row %d: "
+                "%s, reference %s",
+                differ, rows - skipped, arg, first, g, w);
         return false;
     }
     return true;
@@ -487,17 +470,15 @@ bool lab_compare_sets(const char *arg, const int *got, const int *want, int rows
 
 void lab_time(cudaError_t (*run)(void *ctx, bool project), void *ctx, double bytes, double flops)
 {
-    if (!lab_options.gpu || lab.diagnosis[0])
-        return;
+    if (!lab_options.gpu || lab.diagnosis[0]) return;
     cudaEvent_t start, stop;
     cudaEventCreate(&start);
     cudaEventCreate(&stop);
-    float ms[2] = {0, 0};
+    float ms[2] = { 0, 0 };
     for (int who = 0; who < 2; who++) {
-        run(ctx, who == 1);   /* warm-up */
+        run(ctx, who == 1); /* warm-up */
         cudaEventRecord(start, 0);
-        for (int r = 0; r < lab_options.reps; r++)
-            run(ctx, who == 1);
+        for (int r = 0; r < lab_options.reps; r++) run(ctx, who == 1);
         cudaEventRecord(stop, 0);
         cudaEventSynchronize(stop);
         cudaEventElapsedTime(&ms[who], start, stop);
@@ -509,8 +490,7 @@ void lab_time(cudaError_t (*run)(void *ctx, bool project), void *ctx, double byt
         const double s = ms[who] * 1e-3;
         add_figures("%s%s %.3f ms, %.1f GB/s", lab.figures[0] ? "; " : "", who ? "project's" : "yours", ms[who],
                     bytes / s * 1e-9);
-        if (flops > 0)
-            add_figures(", %.2f TFLOP/s", flops / s * 1e-12);
+        if (flops > 0) add_figures(", %.2f TFLOP/s", flops / s * 1e-12);
     }
 }
 
@@ -561,11 +541,11 @@ void __asan_on_error(void)
     } else {
         snprintf(where, sizeof where, "not next to any contract argument (a local or shared array?)");
     }
-    printf("  %s  FAIL\n      out of bounds: %s of %zu bytes at %p, %s\n", lab.name, write ? "write" : "read", size,
-           p, where);
+    printf("  %s  FAIL\n      out of bounds: %s of %zu bytes at %p, %s\n", lab.name, write ? "write" : "read", size, p,
+           where);
     printf("FAIL  %s (%s): out of bounds at shape %s (seed %llu): %s of %zu bytes, %s; AddressSanitizer's report "
-           "follows, with the source line\n", lab_component.launcher, lab_options.src, lab.trimmed, lab.seed,
-           write ? "write" : "read", size, where);
+           "follows, with the source line\n",
+           lab_component.launcher, lab_options.src, lab.trimmed, lab.seed, write ? "write" : "read", size, where);
     fflush(stdout);
 }
 #endif
@@ -601,14 +581,12 @@ static int parse_seeds(const char *list, unsigned long long *seeds, bool *random
         }
         char *end;
         const unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || n == LAB_MAX_SEEDS || (*end && *end != ' ' && *end != ','))
-            return 0;
+        if (end == p || n == LAB_MAX_SEEDS || (*end && *end != ' ' && *end != ',')) return 0;
         seeds[n++] = v;
         p = end;
     }
     if (n == 0)
-        for (; n < (int)(sizeof lab_fixed_seeds / sizeof lab_fixed_seeds[0]); n++)
-            seeds[n] = lab_fixed_seeds[n];
+        for (; n < (int)(sizeof lab_fixed_seeds / sizeof lab_fixed_seeds[0]); n++) seeds[n] = lab_fixed_seeds[n];
     return n;
 }
 
@@ -646,7 +624,8 @@ int main(int argc, char **argv)
     if (err != cudaSuccess || count == 0) {
         printf("check-kernel: BACKEND=gpu needs a CUDA device, and this machine has none (cudaGetDeviceCount: %s, "
                "%d devices).\nYour kernel compiled with nvcc for sm_80 and sm_90; check it on the simulated device "
-               "with BACKEND=sim.\n", cudaGetErrorName(err), count);
+               "with BACKEND=sim.\n",
+               cudaGetErrorName(err), count);
         return 2;
     }
 #endif
@@ -657,7 +636,9 @@ int main(int argc, char **argv)
     for (int i = 0, n = 0; i < n_seeds; i++)
         n += snprintf(seed_text + n, sizeof seed_text - (size_t)n, i ? " %llu" : "%llu", seeds[i]);
     printf("check-kernel: seeds %s (%s; SEEDS=\"N ...\" repeats a run, SEEDS=random draws one)\n", seed_text,
-           random ? "drawn at random" : seed_list && *seed_list ? "given" : "the fixed set");
+           random                    ? "drawn at random"
+           : seed_list && *seed_list ? "given"
+                                     : "the fixed set");
     for (int i = 0; i < n_seeds; i++) {
         lab.seed = seeds[i];
         lab.shape = lab.failed_here = 0;
@@ -675,7 +656,7 @@ int main(int argc, char **argv)
                lab_options.src, lab.shapes, seed_text);
         return 0;
     }
-    printf("FAIL  %s (%s): %d of %d shapes fail (%s); first: %s\n", lab_component.launcher, lab_options.src,
-           lab.failed, lab.shapes, lab.categories, lab.first_failure);
+    printf("FAIL  %s (%s): %d of %d shapes fail (%s); first: %s\n", lab_component.launcher, lab_options.src, lab.failed,
+           lab.shapes, lab.categories, lab.first_failure);
     return 1;
 }

@@ -26,10 +26,10 @@
 
 /** What the harness was asked to do (command-line options). */
 typedef struct {
-    const char *src;    /**< the kernel file, for messages */
-    bool racecheck;     /**< SIM_RACECHECK is on */
-    bool gpu;           /**< built for a real GPU: time the kernel beside the project's */
-    int reps;           /**< timed repetitions on a GPU */
+    const char *src; /**< the kernel file, for messages */
+    bool racecheck;  /**< SIM_RACECHECK is on */
+    bool gpu;        /**< built for a real GPU: time the kernel beside the project's */
+    int reps;        /**< timed repetitions on a GPU */
 } LabOptions;
 
 /** A component: its name, its launcher's name and its shape suite. */

@@ -48,27 +48,24 @@ static cudaError_t run_stats(void *ctx, bool project)
 }
 
 /* The reference statistics, balance_losses' loops: counts per expert, tokens per device, affinity sums in double. */
-static void reference(int *count, double *score_sum, int *dev_tokens, const int *idx, const float *scores, int T,
-                      int K, int E, int N)
+static void reference(int *count, double *score_sum, int *dev_tokens, const int *idx, const float *scores, int T, int K,
+                      int E, int N)
 {
     const int per_device = E / N;
     for (int e = 0; e < E; e++) {
         count[e] = 0;
         score_sum[e] = 0.0;
     }
-    for (int d = 0; d < N; d++)
-        dev_tokens[d] = 0;
+    for (int d = 0; d < N; d++) dev_tokens[d] = 0;
     for (int t = 0; t < T; t++) {
-        bool sent[ROUTER_MAX_EXPERTS] = {false};
+        bool sent[ROUTER_MAX_EXPERTS] = { false };
         for (int k = 0; k < K; k++) {
             const int e = idx[(size_t)t * K + k];
             count[e]++;
             sent[e / per_device] = true;
         }
-        for (int d = 0; d < N; d++)
-            dev_tokens[d] += sent[d];
-        for (int e = 0; e < E; e++)
-            score_sum[e] += scores[(size_t)t * E + e];
+        for (int d = 0; d < N; d++) dev_tokens[d] += sent[d];
+        for (int e = 0; e < E; e++) score_sum[e] += scores[(size_t)t * E + e];
     }
 }
 
@@ -76,7 +73,7 @@ static void reference(int *count, double *score_sum, int *dev_tokens, const int 
 static bool losses_agree(const int *count, const double *score_sum, const int *dev_tokens, const float *scores,
                          const int *idx, int T, int K, int E, int N, int M)
 {
-    const BalanceSpec b = {E, K, N, M, 1.0, 1.0, 1.0};
+    const BalanceSpec b = { E, K, N, M, 1.0, 1.0, 1.0 };
     const BalanceLosses want = balance_losses(scores, idx, T, &b, NULL);
     const int per_device = E / N;
     double expert = 0.0, device = 0.0, comm = 0.0;
@@ -109,13 +106,19 @@ static void shape(const char *kind, int T, int E, int K, int N, int M)
         device_limited_route(idx + (size_t)t * K, s + (size_t)t * E, E, K, N, M);
     }
     reference(c_want, sum_ref, d_want, idx, s, T, K, E, N);
-    for (int e = 0; e < E; e++)
-        sum_want[e] = (float)sum_ref[e];
+    for (int e = 0; e < E; e++) sum_want[e] = (float)sum_ref[e];
 
     lab_shape_begin("%-4s T %3d, E %3d, K %d, %d device%s (M %d)", kind, T, E, K, N, N == 1 ? " " : "s", M);
-    StatsRun r = {lab_device(NULL, sizeof(int) * E), lab_device(NULL, sizeof(int) * N), lab_device(idx, sizeof(int) * TK),
-                  lab_device(NULL, sizeof(float) * E), lab_device(s, sizeof(float) * TE), T, K, E, N};
-    const int d_e[1] = {E}, d_n[1] = {N}, d_tk[2] = {T, K}, d_te[2] = {T, E};
+    StatsRun r = { lab_device(NULL, sizeof(int) * E),
+                   lab_device(NULL, sizeof(int) * N),
+                   lab_device(idx, sizeof(int) * TK),
+                   lab_device(NULL, sizeof(float) * E),
+                   lab_device(s, sizeof(float) * TE),
+                   T,
+                   K,
+                   E,
+                   N };
+    const int d_e[1] = { E }, d_n[1] = { N }, d_tk[2] = { T, K }, d_te[2] = { T, E };
     lab_arg("count", r.count, sizeof(int) * E, sizeof(int), "e", 1, d_e);
     lab_arg("score_sum", r.score_sum, sizeof(float) * E, sizeof(float), "e", 1, d_e);
     lab_arg("dev_tokens", r.dev_tokens, sizeof(int) * N, sizeof(int), "d", 1, d_n);
@@ -135,8 +138,16 @@ static void shape(const char *kind, int T, int E, int K, int N, int M)
         lab_time(run_stats, &r, 4.0 * TE + 4.0 * TK + 8.0 * E + 4.0 * N, (double)TE);
     }
     lab_shape_end();
-    free(g); free(s); free(sum_want); free(sum_got); free(sum_ref); free(idx); free(c_want); free(c_got);
-    free(d_want); free(d_got);
+    free(g);
+    free(s);
+    free(sum_want);
+    free(sum_got);
+    free(sum_ref);
+    free(idx);
+    free(c_want);
+    free(c_got);
+    free(d_want);
+    free(d_got);
 }
 
 static void run(void)
@@ -148,4 +159,4 @@ static void run(void)
     shape("V2", 512, 160, 6, 8, 3);
 }
 
-const LabComponent lab_component = {"ep_stats", "lab_ep_stats", run};
+const LabComponent lab_component = { "ep_stats", "lab_ep_stats", run };

@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LAB_D 32   /* hidden width of the layer built for the reference (the kernel never sees it) */
+#define LAB_D 32 /* hidden width of the layer built for the reference (the kernel never sees it) */
 
 /** One shape's device buffers, for the timed runs. */
 typedef struct {
@@ -64,7 +64,7 @@ static void shape(const char *kind, int nh, int dn, int dr, int dc, bool yarn, i
     c.num_attention_heads = nh;
     c.qk_nope_head_dim = dn;
     c.qk_rope_head_dim = dr;
-    c.v_head_dim = dc;               /* W^UV_h = I: the head's output is o^L */
+    c.v_head_dim = dc; /* W^UV_h = I: the head's output is o^L */
     c.kv_lora_rank = dc;
     c.rms_norm_eps = 1e-6f;
     c.rope_theta = 10000.0f;
@@ -84,22 +84,20 @@ static void shape(const char *kind, int nh, int dn, int dr, int dc, bool yarn, i
     float *kv_a = calloc((size_t)width * LAB_D, sizeof(float)), *ones = malloc(sizeof(float) * dc);
     float *o_proj = calloc((size_t)LAB_D * nh * dc, sizeof(float));
     uint16_t *kv_b = calloc((size_t)nh * (dn + dc) * dc, sizeof(uint16_t));
-    for (int i = 0; i < dc; i++)
-        ones[i] = 1.0f;
+    for (int i = 0; i < dc; i++) ones[i] = 1.0f;
     for (int h = 0; h < nh; h++) {
         uint16_t *uk = kv_b + (size_t)h * (dn + dc) * dc, *uv = uk + (size_t)dn * dc;
         for (size_t i = 0; i < (size_t)dn * dc; i++)
             uk[i] = f32_to_bf16(test_rng_uniform(&lab_rng, -2.0f, 2.0f) / sqrtf((float)dn));
-        for (int i = 0; i < dc; i++)
-            uv[(size_t)i * dc + i] = f32_to_bf16(1.0f);
+        for (int i = 0; i < dc; i++) uv[(size_t)i * dc + i] = f32_to_bf16(1.0f);
     }
     MlaWeights w;
     memset(&w, 0, sizeof w);
-    w.q_proj = (Mat){q_proj, DT_F32, nh * dq, LAB_D};
-    w.kv_a_proj = (Mat){kv_a, DT_F32, width, LAB_D};
+    w.q_proj = (Mat){ q_proj, DT_F32, nh * dq, LAB_D };
+    w.kv_a_proj = (Mat){ kv_a, DT_F32, width, LAB_D };
     w.kv_a_norm = ones;
-    w.kv_b_proj = (Mat){kv_b, DT_BF16, nh * (dn + dc), dc};
-    w.o_proj = (Mat){o_proj, DT_F32, LAB_D, nh * dc};
+    w.kv_b_proj = (Mat){ kv_b, DT_BF16, nh * (dn + dc), dc };
+    w.o_proj = (Mat){ o_proj, DT_F32, LAB_D, nh * dc };
 
     /* The cache: random rows before pos0 (bf16-exact for a bf16 cache); mla_forward writes the rest. */
     LatentCache lc;
@@ -109,10 +107,8 @@ static void shape(const char *kind, int nh, int dn, int dr, int dc, bool yarn, i
     test_rng_fill(&lab_rng, lc.c_kv, (size_t)pos0 * dc, -1.7f, 1.7f);
     test_rng_fill(&lab_rng, lc.k_rope, (size_t)pos0 * dr, -1.7f, 1.7f);
     if (ct == KERNEL_BF16) {
-        for (size_t i = 0; i < (size_t)pos0 * dc; i++)
-            lc.c_kv[i] = bf16_to_f32(f32_to_bf16(lc.c_kv[i]));
-        for (size_t i = 0; i < (size_t)pos0 * dr; i++)
-            lc.k_rope[i] = bf16_to_f32(f32_to_bf16(lc.k_rope[i]));
+        for (size_t i = 0; i < (size_t)pos0 * dc; i++) lc.c_kv[i] = bf16_to_f32(f32_to_bf16(lc.c_kv[i]));
+        for (size_t i = 0; i < (size_t)pos0 * dr; i++) lc.k_rope[i] = bf16_to_f32(f32_to_bf16(lc.k_rope[i]));
     }
     float *a = random_floats((size_t)T * LAB_D, 2.0f), *out = malloc(sizeof(float) * T * LAB_D);
     mla_forward(out, a, &w, &lc, &c, &rope, pos0, T, MLA_ABSORBED, &ms);
@@ -134,14 +130,21 @@ static void shape(const char *kind, int nh, int dn, int dr, int dc, bool yarn, i
                 ((uint16_t *)cache)[(size_t)j * width + i] = f32_to_bf16(v);
         }
 
-    lab_shape_begin("%-4s %3d heads, d_c %3d, d_r %2d, ctx %4d (pos0 %3d, T %d), %-4s cache", kind, nh, dc, dr, ctx, pos0, T,
-                    ct == KERNEL_F32 ? "f32" : "bf16");
-    const MlaDims dims = {nh, dn, dr, dc, dc, rope.softmax_scale};
+    lab_shape_begin("%-4s %3d heads, d_c %3d, d_r %2d, ctx %4d (pos0 %3d, T %d), %-4s cache", kind, nh, dc, dr, ctx,
+                    pos0, T, ct == KERNEL_F32 ? "f32" : "bf16");
+    const MlaDims dims = { nh, dn, dr, dc, dc, rope.softmax_scale };
     const size_t n_partial = lab_mla_decode_partial_floats(dims, ctx, T);
-    DecodeRun r = {lab_device(NULL, sizeof(float) * n_out), lab_device(q_lat, sizeof(float) * n_out),
-                   lab_device(ms.q, sizeof(float) * T * nh * dq), lab_device(NULL, sizeof(float) * n_partial),
-                   lab_device(cache, (size_t)ctx * width * esz), ct, dims, pos0, T};
-    const int d_out[3] = {T, nh, dc}, d_q[3] = {T, nh, dq}, d_cache[2] = {ctx, width}, d_part[1] = {(int)n_partial};
+    DecodeRun r = { lab_device(NULL, sizeof(float) * n_out),
+                    lab_device(q_lat, sizeof(float) * n_out),
+                    lab_device(ms.q, sizeof(float) * T * nh * dq),
+                    lab_device(NULL, sizeof(float) * n_partial),
+                    lab_device(cache, (size_t)ctx * width * esz),
+                    ct,
+                    dims,
+                    pos0,
+                    T };
+    const int d_out[3] = { T, nh, dc }, d_q[3] = { T, nh, dq }, d_cache[2] = { ctx, width },
+              d_part[1] = { (int)n_partial };
     lab_arg("o_lat", r.o_lat, sizeof(float) * n_out, sizeof(float), "t, h, c", 3, d_out);
     lab_arg("q_lat", r.q_lat, sizeof(float) * n_out, sizeof(float), "t, h, c", 3, d_out);
     lab_arg("q", r.q, sizeof(float) * T * nh * dq, sizeof(float), "t, h, d", 3, d_q);
@@ -158,8 +161,16 @@ static void shape(const char *kind, int nh, int dn, int dr, int dc, bool yarn, i
 
     latent_cache_free(&lc);
     mla_scratch_free(&ms);
-    free(q_proj); free(kv_a); free(ones); free(o_proj); free(kv_b);
-    free(a); free(out); free(q_lat); free(got); free(cache);
+    free(q_proj);
+    free(kv_a);
+    free(ones);
+    free(o_proj);
+    free(kv_b);
+    free(a);
+    free(out);
+    free(q_lat);
+    free(got);
+    free(cache);
 }
 
 static void run(void)
@@ -175,4 +186,4 @@ static void run(void)
     shape("V2", 128, 128, 64, 512, true, 999, 1, KERNEL_BF16);
 }
 
-const LabComponent lab_component = {"mla_decode", "lab_mla_decode", run};
+const LabComponent lab_component = { "mla_decode", "lab_mla_decode", run };

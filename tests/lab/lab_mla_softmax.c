@@ -38,16 +38,13 @@ static cudaError_t run_softmax(void *ctx, bool project)
 static void softmax_row(float *p, const float *s, int n_keys, int ctx)
 {
     float max = -INFINITY, sum = 0.0f;
-    for (int j = 0; j < n_keys; j++)
-        max = fmaxf(max, SIGMA * s[j]);
+    for (int j = 0; j < n_keys; j++) max = fmaxf(max, SIGMA * s[j]);
     for (int j = 0; j < n_keys; j++) {
         p[j] = expf(SIGMA * s[j] - max);
         sum += p[j];
     }
-    for (int j = 0; j < n_keys; j++)
-        p[j] /= sum;
-    for (int j = n_keys; j < ctx; j++)
-        p[j] = 0.0f;
+    for (int j = 0; j < n_keys; j++) p[j] /= sum;
+    for (int j = n_keys; j < ctx; j++) p[j] = 0.0f;
 }
 
 static void shape(const char *kind, int n_h, int T, int ctx, int pos0)
@@ -60,8 +57,8 @@ static void shape(const char *kind, int n_h, int T, int ctx, int pos0)
             softmax_row(want + ((size_t)h * T + t) * ctx, s + ((size_t)h * T + t) * ctx, pos0 + t + 1, ctx);
 
     lab_shape_begin("%-4s %3d heads, T %2d, ctx %4d, pos0 %3d", kind, n_h, T, ctx, pos0);
-    SoftmaxRun r = {lab_device(NULL, sizeof(float) * N), lab_device(s, sizeof(float) * N), n_h, T, ctx, pos0};
-    const int d[3] = {n_h, T, ctx};
+    SoftmaxRun r = { lab_device(NULL, sizeof(float) * N), lab_device(s, sizeof(float) * N), n_h, T, ctx, pos0 };
+    const int d[3] = { n_h, T, ctx };
     lab_arg("p", r.p, sizeof(float) * N, sizeof(float), "h, t, j", 3, d);
     lab_arg("s", r.s, sizeof(float) * N, sizeof(float), "h, t, j", 3, d);
     if (lab_call(lab_mla_softmax(r.p, r.s, SIGMA, n_h, T, ctx, pos0, 0)) && lab_sync()) {
@@ -71,24 +68,27 @@ static void shape(const char *kind, int n_h, int T, int ctx, int pos0)
                 const int j = (int)(i % ctx), t = (int)(i / ctx % T);
                 if (j > pos0 + t && got[i] != 0.0f) {
                     lab_fail("p[h=%d, t=%d, j=%d] = %.9g lies beyond the causal limit j ≤ pos0 + t = %d and must be "
-                             "exactly 0", (int)(i / ctx / T), t, j, (double)got[i], pos0 + t);
+                             "exactly 0",
+                             (int)(i / ctx / T), t, j, (double)got[i], pos0 + t);
                     break;
                 }
             }
         lab_time(run_softmax, &r, 8.0 * N, 4.0 * N);
     }
     lab_shape_end();
-    free(s); free(want); free(got);
+    free(s);
+    free(want);
+    free(got);
 }
 
 static void run(void)
 {
     shape("tiny", 1, 1, 1, 0);
     shape("odd", 3, 5, 37, 32);
-    shape("odd", 5, 7, 300, 200);     /* columns past pos0 + T: zero for every token */
-    shape("Lite", 16, 64, 64, 0);     /* prefill */
+    shape("odd", 5, 7, 300, 200); /* columns past pos0 + T: zero for every token */
+    shape("Lite", 16, 64, 64, 0); /* prefill */
     shape("Lite", 16, 16, 1000, 984);
     shape("V2", 128, 4, 1000, 996);
 }
 
-const LabComponent lab_component = {"mla_softmax", "lab_mla_softmax", run};
+const LabComponent lab_component = { "mla_softmax", "lab_mla_softmax", run };

@@ -50,11 +50,9 @@ static void *random_weights(size_t n, float a, KernelDType wt)
 {
     float *f = malloc(sizeof(float) * n);
     test_rng_fill(&lab_rng, f, n, -a, a);
-    if (wt == KERNEL_F32)
-        return f;
+    if (wt == KERNEL_F32) return f;
     uint16_t *h = malloc(sizeof(uint16_t) * n);
-    for (size_t i = 0; i < n; i++)
-        h[i] = f32_to_bf16(f[i]);
+    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(f[i]);
     free(f);
     return h;
 }
@@ -64,14 +62,17 @@ static SwigluWeights view(const void *gate_up, const void *down, KernelDType wt,
 {
     const DType dt = wt == KERNEL_F32 ? DT_F32 : DT_BF16;
     const size_t esz = kernel_dtype_size(wt);
-    SwigluWeights w = {{gate_up, dt, I, D}, {(const char *)gate_up + (size_t)I * D * esz, dt, I, D}, {down, dt, D, I}};
+    SwigluWeights w = { { gate_up, dt, I, D },
+                        { (const char *)gate_up + (size_t)I * D * esz, dt, I, D },
+                        { down, dt, D, I } };
     return w;
 }
 
 static void shape(const char *kind, int T, int D, int I, int K, int I_s, int E, KernelDType wt)
 {
     const size_t esz = kernel_dtype_size(wt), n_gu = (size_t)E * 2 * I * D, n_dn = (size_t)E * D * I;
-    void *gate_up = random_weights(n_gu, 1.0f / sqrtf((float)D), wt), *down = random_weights(n_dn, 1.0f / sqrtf((float)I), wt);
+    void *gate_up = random_weights(n_gu, 1.0f / sqrtf((float)D), wt),
+         *down = random_weights(n_dn, 1.0f / sqrtf((float)I), wt);
     void *s_gu = I_s ? random_weights((size_t)2 * I_s * D, 1.0f / sqrtf((float)D), wt) : NULL;
     void *s_dn = I_s ? random_weights((size_t)D * I_s, 1.0f / sqrtf((float)I_s), wt) : NULL;
     float *x = malloc(sizeof(float) * T * D), *weight = malloc(sizeof(float) * T * K);
@@ -86,8 +87,7 @@ static void shape(const char *kind, int T, int D, int I, int K, int I_s, int E, 
             do {
                 e = (int)test_rng_uniform(&lab_rng, 0.0f, (float)E) % E;
                 again = 0;
-                for (int j = 0; j < k; j++)
-                    again |= idx[t * K + j] == e;
+                for (int j = 0; j < k; j++) again |= idx[t * K + j] == e;
             } while (again);
             idx[t * K + k] = e;
         }
@@ -98,27 +98,35 @@ static void shape(const char *kind, int T, int D, int I, int K, int I_s, int E, 
             const SwigluWeights w = view((const char *)gate_up + (size_t)e * 2 * I * D * esz,
                                          (const char *)down + (size_t)e * D * I * esz, wt, D, I);
             swiglu_forward(out, x + (size_t)t * D, &w, 1, scratch);
-            for (int d = 0; d < D; d++)
-                yt[d] += weight[t * K + k] * out[d];
+            for (int d = 0; d < D; d++) yt[d] += weight[t * K + k] * out[d];
         }
         if (I_s) {
             const SwigluWeights w = view(s_gu, s_dn, wt, D, I_s);
             swiglu_forward(out, x + (size_t)t * D, &w, 1, scratch);
-            for (int d = 0; d < D; d++)
-                yt[d] += out[d];
+            for (int d = 0; d < D; d++) yt[d] += out[d];
         }
     }
 
     lab_shape_begin("%-4s T %d, D %4d, I %4d, K %d, I_s %4d, %d experts, %-4s weights", kind, T, D, I, K, I_s, E,
                     wt == KERNEL_F32 ? "f32" : "bf16");
     const size_t n_hidden = (size_t)T * (K * I + I_s);
-    FfnRun r = {lab_device(NULL, sizeof(float) * T * D), lab_device(x, sizeof(float) * T * D),
-                lab_device(weight, sizeof(float) * T * K), lab_device(NULL, sizeof(float) * n_hidden),
-                lab_device(idx, sizeof(int) * T * K), lab_device(gate_up, n_gu * esz), lab_device(down, n_dn * esz),
-                I_s ? lab_device(s_gu, (size_t)2 * I_s * D * esz) : NULL,
-                I_s ? lab_device(s_dn, (size_t)D * I_s * esz) : NULL, wt, T, D, I, K, I_s};
-    const int d_td[2] = {T, D}, d_tk[2] = {T, K}, d_h[1] = {(int)n_hidden}, d_gu[3] = {E, 2 * I, D},
-              d_dn[3] = {E, D, I}, d_sgu[2] = {2 * I_s, D}, d_sdn[2] = {D, I_s};
+    FfnRun r = { lab_device(NULL, sizeof(float) * T * D),
+                 lab_device(x, sizeof(float) * T * D),
+                 lab_device(weight, sizeof(float) * T * K),
+                 lab_device(NULL, sizeof(float) * n_hidden),
+                 lab_device(idx, sizeof(int) * T * K),
+                 lab_device(gate_up, n_gu * esz),
+                 lab_device(down, n_dn * esz),
+                 I_s ? lab_device(s_gu, (size_t)2 * I_s * D * esz) : NULL,
+                 I_s ? lab_device(s_dn, (size_t)D * I_s * esz) : NULL,
+                 wt,
+                 T,
+                 D,
+                 I,
+                 K,
+                 I_s };
+    const int d_td[2] = { T, D }, d_tk[2] = { T, K }, d_h[1] = { (int)n_hidden }, d_gu[3] = { E, 2 * I, D },
+              d_dn[3] = { E, D, I }, d_sgu[2] = { 2 * I_s, D }, d_sdn[2] = { D, I_s };
     lab_arg("y", r.y, sizeof(float) * T * D, sizeof(float), "t, d", 2, d_td);
     lab_arg("x", r.x, sizeof(float) * T * D, sizeof(float), "t, d", 2, d_td);
     lab_arg("idx", r.idx, sizeof(int) * T * K, sizeof(int), "t, k", 2, d_tk);
@@ -130,8 +138,9 @@ static void shape(const char *kind, int T, int D, int I, int K, int I_s, int E, 
         lab_arg("shared_down", r.shared_down, (size_t)D * I_s * esz, esz, "d, i", 2, d_sdn);
     }
     lab_arg("hidden", r.hidden, sizeof(float) * n_hidden, sizeof(float), "i", 1, d_h);
-    if (lab_call(lab_moe_ffn(r.y, r.x, r.idx, r.weight, r.gate_up, r.down, r.shared_gate_up, r.shared_down, wt, T, D,
-                             I, K, I_s, r.hidden, 0)) && lab_sync()) {
+    if (lab_call(lab_moe_ffn(r.y, r.x, r.idx, r.weight, r.gate_up, r.down, r.shared_gate_up, r.shared_down, wt, T, D, I,
+                             K, I_s, r.hidden, 0)) &&
+        lab_sync()) {
         lab_host(got, r.y, sizeof(float) * T * D);
         lab_compare("y", got, want, (size_t)T * D, 1e-5);
         /* bytes: the weights of every (token, slot) and of the shared expert; flops: a multiply-add per weight */
@@ -139,8 +148,17 @@ static void shape(const char *kind, int T, int D, int I, int K, int I_s, int E, 
         lab_time(run_ffn, &r, weights * (double)esz, 2.0 * weights);
     }
     lab_shape_end();
-    free(gate_up); free(down); free(s_gu); free(s_dn); free(x); free(weight); free(want); free(got); free(out);
-    free(scratch); free(idx);
+    free(gate_up);
+    free(down);
+    free(s_gu);
+    free(s_dn);
+    free(x);
+    free(weight);
+    free(want);
+    free(got);
+    free(out);
+    free(scratch);
+    free(idx);
 }
 
 static void run(void)
@@ -152,4 +170,4 @@ static void run(void)
     shape("V2", 1, 5120, 1536, 6, 3072, 6, KERNEL_BF16);
 }
 
-const LabComponent lab_component = {"moe_ffn", "lab_moe_ffn", run};
+const LabComponent lab_component = { "moe_ffn", "lab_moe_ffn", run };

@@ -31,8 +31,8 @@ typedef struct {
 static cudaError_t run_permute(void *ctx, bool project)
 {
     const PermuteRun *r = ctx;
-    return (project ? moe_permute_v2 : lab_moe_permute)(r->counts, r->offsets, r->slot_row, r->row_token, r->idx,
-                                                        r->T, r->K, r->E, 0);
+    return (project ? moe_permute_v2 : lab_moe_permute)(r->counts, r->offsets, r->slot_row, r->row_token, r->idx, r->T,
+                                                        r->K, r->E, 0);
 }
 
 /* K distinct ids per token in [0, range). */
@@ -44,8 +44,7 @@ static void draw_ids(int *idx, int T, int K, int range)
             do {
                 e = (int)test_rng_uniform(&lab_rng, 0.0f, (float)range) % range;
                 again = 0;
-                for (int j = 0; j < k; j++)
-                    again |= idx[t * K + j] == e;
+                for (int j = 0; j < k; j++) again |= idx[t * K + j] == e;
             } while (again);
             idx[t * K + k] = e;
         }
@@ -68,10 +67,15 @@ static void shape(const char *kind, int T, int K, int E, int range)
     }
 
     lab_shape_begin("%-6s T %3d, K %d, E %3d%s", kind, T, K, E, range < E ? " (ids below 5)" : "");
-    PermuteRun p = {lab_device(NULL, sizeof(int) * E), lab_device(NULL, sizeof(int) * (E + 1)),
-                    lab_device(NULL, sizeof(int) * n), lab_device(NULL, sizeof(int) * n),
-                    lab_device(idx, sizeof(int) * n), T, K, E};
-    const int d_e[1] = {E}, d_o[1] = {E + 1}, d_r[1] = {n}, d_tk[2] = {T, K};
+    PermuteRun p = { lab_device(NULL, sizeof(int) * E),
+                     lab_device(NULL, sizeof(int) * (E + 1)),
+                     lab_device(NULL, sizeof(int) * n),
+                     lab_device(NULL, sizeof(int) * n),
+                     lab_device(idx, sizeof(int) * n),
+                     T,
+                     K,
+                     E };
+    const int d_e[1] = { E }, d_o[1] = { E + 1 }, d_r[1] = { n }, d_tk[2] = { T, K };
     lab_arg("counts", p.counts, sizeof(int) * E, sizeof(int), "e", 1, d_e);
     lab_arg("offsets", p.offsets, sizeof(int) * (E + 1), sizeof(int), "e", 1, d_o);
     lab_arg("slot_row", p.slot_row, sizeof(int) * n, sizeof(int), "t, k", 2, d_tk);
@@ -90,16 +94,19 @@ static void shape(const char *kind, int T, int K, int E, int range)
     }
     lab_shape_end();
     ep_plan_free(&plan);
-    free(idx); free(slot_row); free(row_token); free(got);
+    free(idx);
+    free(slot_row);
+    free(row_token);
+    free(got);
 }
 
 static void run(void)
 {
     shape("tiny", 1, 1, 1, 1);
     shape("odd", 37, 3, 12, 12);
-    shape("skewed", 50, 2, 100, 5);   /* 95 empty experts */
+    shape("skewed", 50, 2, 100, 5); /* 95 empty experts */
     shape("Lite", 512, 6, 64, 64);
     shape("V2", 512, 6, 160, 160);
 }
 
-const LabComponent lab_component = {"moe_permute", "lab_moe_permute", run};
+const LabComponent lab_component = { "moe_permute", "lab_moe_permute", run };

@@ -49,9 +49,13 @@ static void shape(const char *kind, int T, int n, float amp, float eps)
         lab_shape_begin("%-4s T %d, n %d, |x| < %g, eps %g", kind, T, n, (double)amp, (double)eps);
     else
         lab_shape_begin("%-4s T %d, n %-4d", kind, T, n);
-    RmsnormRun r = {lab_device(NULL, sizeof(float) * N), lab_device(x, sizeof(float) * N),
-                    lab_device(w, sizeof(float) * n), T, n, eps};
-    const int dims_yx[2] = {T, n}, dims_w[1] = {n};
+    RmsnormRun r = { lab_device(NULL, sizeof(float) * N),
+                     lab_device(x, sizeof(float) * N),
+                     lab_device(w, sizeof(float) * n),
+                     T,
+                     n,
+                     eps };
+    const int dims_yx[2] = { T, n }, dims_w[1] = { n };
     lab_arg("y", r.y, sizeof(float) * N, sizeof(float), "t, i", 2, dims_yx);
     lab_arg("x", r.x, sizeof(float) * N, sizeof(float), "t, i", 2, dims_yx);
     lab_arg("w", r.w, sizeof(float) * n, sizeof(float), "i", 1, dims_w);
@@ -61,7 +65,10 @@ static void shape(const char *kind, int T, int n, float amp, float eps)
         lab_time(run_rmsnorm, &r, 4.0 * (2.0 * N + n), 4.0 * N);
     }
     lab_shape_end();
-    free(x); free(w); free(want); free(got);
+    free(x);
+    free(w);
+    free(want);
+    free(got);
 }
 
 static void run(void)
@@ -70,12 +77,12 @@ static void run(void)
     shape("odd", 3, 37, 3.0f, 1e-6f);
     shape("odd", 5, 257, 3.0f, 1e-6f);
     shape("odd", 2, 1000, 3.0f, 1e-6f);
-    shape("Lite", 4, 2048, 3.0f, 1e-6f);   /* D of V2-Lite */
-    shape("Lite", 6, 512, 3.0f, 1e-6f);    /* d_c: kv_a_layernorm */
-    shape("V2", 4, 5120, 3.0f, 1e-6f);     /* D of V2 */
-    shape("V2", 2, 1536, 3.0f, 1e-6f);     /* d_c': q_a_layernorm */
-    shape("eps", 4, 512, 1e-3f, 1e-6f);    /* mean square 3.3e-7: eps is most of the root */
-    shape("eps", 3, 257, 3.0f, 1e-2f);     /* eps 1e-2 beside a mean square of 3 */
+    shape("Lite", 4, 2048, 3.0f, 1e-6f); /* D of V2-Lite */
+    shape("Lite", 6, 512, 3.0f, 1e-6f);  /* d_c: kv_a_layernorm */
+    shape("V2", 4, 5120, 3.0f, 1e-6f);   /* D of V2 */
+    shape("V2", 2, 1536, 3.0f, 1e-6f);   /* d_c': q_a_layernorm */
+    shape("eps", 4, 512, 1e-3f, 1e-6f);  /* mean square 3.3e-7: eps is most of the root */
+    shape("eps", 3, 257, 3.0f, 1e-2f);   /* eps 1e-2 beside a mean square of 3 */
 }
 
-const LabComponent lab_component = {"rmsnorm", "lab_rmsnorm", run};
+const LabComponent lab_component = { "rmsnorm", "lab_rmsnorm", run };

@@ -47,14 +47,13 @@ static long changed_outside(const float *got, const float *before, int T, int ro
             const int rel = i - offset;
             const bool inside = rel >= 0 && rel / head_stride < heads && rel % head_stride < dim;
             const size_t at = (size_t)t * row_stride + i;
-            if (!inside && memcmp(&got[at], &before[at], sizeof(float)) != 0)
-                return (long)at;
+            if (!inside && memcmp(&got[at], &before[at], sizeof(float)) != 0) return (long)at;
         }
     return -1;
 }
 
-static void shape(const char *kind, int dim, bool yarn, int T, int heads, int offset, int head_stride,
-                  int row_stride, int pos0)
+static void shape(const char *kind, int dim, bool yarn, int T, int heads, int offset, int head_stride, int row_stride,
+                  int pos0)
 {
     ModelConfig c;
     memset(&c, 0, sizeof c);
@@ -82,9 +81,16 @@ static void shape(const char *kind, int dim, bool yarn, int T, int heads, int of
     lab_shape_begin("%-4s d_r %2d, T %d, heads %3d, head_stride %3d, row_stride %5d, pos0 %6d", kind, dim, T, heads,
                     head_stride, row_stride, pos0);
     float *rows = lab_device(before, sizeof(float) * N);
-    RopeRun r = {rows + offset, lab_device(rope.inv_freq, sizeof(float) * (dim / 2)), rope.cos_sin_scale, dim, T,
-                 heads, row_stride, head_stride, pos0};
-    const int d_x[2] = {T, row_stride}, d_f[1] = {dim / 2};
+    RopeRun r = { rows + offset,
+                  lab_device(rope.inv_freq, sizeof(float) * (dim / 2)),
+                  rope.cos_sin_scale,
+                  dim,
+                  T,
+                  heads,
+                  row_stride,
+                  head_stride,
+                  pos0 };
+    const int d_x[2] = { T, row_stride }, d_f[1] = { dim / 2 };
     lab_arg("x", rows, sizeof(float) * N, sizeof(float), "t, i", 2, d_x);
     lab_arg("inv_freq", r.inv_freq, sizeof(float) * (dim / 2), sizeof(float), "i", 1, d_f);
     if (lab_call(lab_rope(r.x, r.inv_freq, r.cos_sin_scale, dim, T, heads, row_stride, head_stride, pos0, 0)) &&
@@ -94,26 +100,29 @@ static void shape(const char *kind, int dim, bool yarn, int T, int heads, int of
             const long at = changed_outside(got, before, T, row_stride, offset, heads, head_stride, dim);
             if (at >= 0)
                 lab_fail("x[t=%ld, i=%ld] lies outside every rotated slice (they start at i = %d, every %d, %d wide) "
-                         "and was changed from %.9g to %.9g", at / row_stride, at % row_stride, offset, head_stride,
-                         dim, (double)before[at], (double)got[at]);
+                         "and was changed from %.9g to %.9g",
+                         at / row_stride, at % row_stride, offset, head_stride, dim, (double)before[at],
+                         (double)got[at]);
         }
         /* bytes: the slices read and written, inv_freq; flops: 6 per pair besides cos and sin */
         const double pairs = (double)T * heads * (dim / 2);
         lab_time(run_rope, &r, 16.0 * pairs + 2.0 * dim, 6.0 * pairs);
     }
     lab_shape_end();
-    free(before); free(want); free(got);
+    free(before);
+    free(want);
+    free(got);
 }
 
 static void run(void)
 {
     shape("tiny", 2, false, 1, 1, 0, 2, 2, 0);
-    shape("odd", 6, false, 3, 5, 10, 16, 93, 7);             /* q^R-like, 13 floats of padding per row */
+    shape("odd", 6, false, 3, 5, 10, 16, 93, 7); /* q^R-like, 13 floats of padding per row */
     shape("odd", 2, false, 5, 3, 1, 3, 10, 1000);
-    shape("odd", 6, false, 4, 1, 40, 6, 46, 61);             /* k^R after d_c = 40 */
+    shape("odd", 6, false, 4, 1, 40, 6, 46, 61);               /* k^R after d_c = 40 */
     shape("Lite", 64, true, 4, 16, 128, 192, 16 * 192, 4093);  /* q^R: d_n 128, d_r 64 */
-    shape("Lite", 64, true, 6, 1, 512, 64, 576, 300);        /* k^R inside a [d_c + d_r] row */
+    shape("Lite", 64, true, 6, 1, 512, 64, 576, 300);          /* k^R inside a [d_c + d_r] row */
     shape("V2", 64, true, 2, 128, 128, 192, 128 * 192, 99998); /* q^R, positions near 10⁵ */
 }
 
-const LabComponent lab_component = {"rope", "lab_rope", run};
+const LabComponent lab_component = { "rope", "lab_rope", run };

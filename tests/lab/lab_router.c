@@ -50,8 +50,7 @@ typedef struct {
 static cudaError_t run_router(void *ctx, bool project)
 {
     const RouterRun *r = ctx;
-    return (project ? router_forward_v2 : lab_router)(r->idx, r->weight, r->scores, r->logits, r->bias, r->p, r->T,
-                                                      0);
+    return (project ? router_forward_v2 : lab_router)(r->idx, r->weight, r->scores, r->logits, r->bias, r->p, r->T, 0);
 }
 
 /* Index of the largest of score[0..n) not in taken (k of them), lowest index first; -1 when none is left. */
@@ -60,10 +59,8 @@ static int best_other(const float *score, int n, const int *taken, int k)
     int best = -1;
     for (int i = 0; i < n; i++) {
         bool in = false;
-        for (int j = 0; j < k && !in; j++)
-            in = taken[j] == i;
-        if (!in && (best < 0 || score[i] > score[best]))
-            best = i;
+        for (int j = 0; j < k && !in; j++) in = taken[j] == i;
+        if (!in && (best < 0 || score[i] > score[best])) best = i;
     }
     return best;
 }
@@ -78,8 +75,7 @@ static bool near_tie(const float *s, const float *g, const float *bias, const in
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group, per = E / G;
     const bool tc = c->topk_method == TOPK_NOAUX_TC;
     float sel[ROUTER_MAX_EXPERTS];
-    for (int i = 0; i < E; i++)
-        sel[i] = s[i] + (tc ? bias[i] : 0.0f);
+    for (int i = 0; i < E; i++) sel[i] = s[i] + (tc ? bias[i] : 0.0f);
     if (c->topk_method != TOPK_GREEDY) {
         float gs[ROUTER_MAX_EXPERTS];
         int kept[ROUTER_MAX_EXPERTS];
@@ -95,28 +91,23 @@ static bool near_tie(const float *s, const float *g, const float *bias, const in
             }
             gs[q] = tc ? best + second : best;
         }
-        for (int r = 0; r < c->topk_group; r++)
-            kept[r] = best_other(gs, G, kept, r);
+        for (int r = 0; r < c->topk_group; r++) kept[r] = best_other(gs, G, kept, r);
         const int dropped = best_other(gs, G, kept, c->topk_group);
-        if (dropped >= 0 && gs[kept[c->topk_group - 1]] - gs[dropped] < NEAR_TIE)
-            return true;
+        if (dropped >= 0 && gs[kept[c->topk_group - 1]] - gs[dropped] < NEAR_TIE) return true;
         for (int i = 0; i < E; i++) {
             bool keep = false;
-            for (int r = 0; r < c->topk_group && !keep; r++)
-                keep = kept[r] == i / per;
-            if (!keep)
-                sel[i] = 0.0f;
+            for (int r = 0; r < c->topk_group && !keep; r++) keep = kept[r] == i / per;
+            if (!keep) sel[i] = 0.0f;
         }
     }
     const int a = idx[K - 1], b = best_other(sel, E, idx, K);
-    if (b < 0 || sel[a] - sel[b] >= NEAR_TIE)
-        return false;
+    if (b < 0 || sel[a] - sel[b] >= NEAR_TIE) return false;
     const bool exact = sel[a] == sel[b] && g[a] == g[b] && (!tc || bias[a] == bias[b]);
     return !exact;
 }
 
-static void shape(const char *kind, int E, int K, int G, int Gk, TopkMethod m, ScoringFunc sf, bool norm,
-                  float scale, int T, bool exact_ties)
+static void shape(const char *kind, int E, int K, int G, int Gk, TopkMethod m, ScoringFunc sf, bool norm, float scale,
+                  int T, bool exact_ties)
 {
     ModelConfig c;
     memset(&c, 0, sizeof c);
@@ -132,17 +123,17 @@ static void shape(const char *kind, int E, int K, int G, int Gk, TopkMethod m, S
     const size_t TE = (size_t)T * E, TK = (size_t)T * K;
     float *g = malloc(sizeof(float) * TE), *bias = malloc(sizeof(float) * E);
     float *s_want = malloc(sizeof(float) * TE), *s_got = malloc(sizeof(float) * TE);
-    float *w_want = malloc(sizeof(float) * TK), *w_got = malloc(sizeof(float) * TK), *w_by_id = malloc(sizeof(float) * TK);
+    float *w_want = malloc(sizeof(float) * TK), *w_got = malloc(sizeof(float) * TK),
+          *w_by_id = malloc(sizeof(float) * TK);
     int *i_want = malloc(sizeof(int) * TK), *i_got = malloc(sizeof(int) * TK);
     bool *skip = malloc(sizeof(bool) * T);
     test_rng_fill(&lab_rng, g, TE, -4.0f, 4.0f);
     test_rng_fill(&lab_rng, bias, (size_t)E, -0.1f, 0.1f);
-    if (exact_ties)   /* the (K+1)-th largest logit of every token takes the K-th's value: which stays is the tie rule */
+    if (exact_ties) /* the (K+1)-th largest logit of every token takes the K-th's value: which stays is the tie rule */
         for (int t = 0; t < T; t++) {
             float *gt = g + (size_t)t * E;
             int order[ROUTER_MAX_EXPERTS];
-            for (int r = 0; r <= K; r++)
-                order[r] = best_other(gt, E, order, r);
+            for (int r = 0; r <= K; r++) order[r] = best_other(gt, E, order, r);
             gt[order[K]] = gt[order[K - 1]];
         }
     for (int t = 0; t < T; t++) {
@@ -152,21 +143,24 @@ static void shape(const char *kind, int E, int K, int G, int Gk, TopkMethod m, S
         skip[t] = near_tie(s_want + (size_t)t * E, g + (size_t)t * E, bias, i_want + (size_t)t * K, &c);
     }
 
-    static const char *method[] = {"greedy", "group_limited_greedy", "noaux_tc"};
+    static const char *method[] = { "greedy", "group_limited_greedy", "noaux_tc" };
     lab_shape_begin("%-4s E %3d, K %d, %2d groups (%d kept), %-20s %-7s %-4s ×%-4g T %d%s", kind, E, K, G, Gk,
                     method[m], sf == SCORING_SIGMOID ? "sigmoid" : "softmax", norm ? "norm" : "", (double)scale, T,
                     exact_ties ? ", exact ties" : "");
-    const RouterParams p = {E, K, G, Gk, (int)m, (int)sf, norm, scale};
-    RouterRun r = {lab_device(NULL, sizeof(int) * TK), lab_device(NULL, sizeof(float) * TK),
-                   lab_device(NULL, sizeof(float) * TE), lab_device(g, sizeof(float) * TE),
-                   has_bias ? lab_device(bias, sizeof(float) * E) : NULL, p, T};
-    const int d_tk[2] = {T, K}, d_te[2] = {T, E}, d_e[1] = {E};
+    const RouterParams p = { E, K, G, Gk, (int)m, (int)sf, norm, scale };
+    RouterRun r = { lab_device(NULL, sizeof(int) * TK),
+                    lab_device(NULL, sizeof(float) * TK),
+                    lab_device(NULL, sizeof(float) * TE),
+                    lab_device(g, sizeof(float) * TE),
+                    has_bias ? lab_device(bias, sizeof(float) * E) : NULL,
+                    p,
+                    T };
+    const int d_tk[2] = { T, K }, d_te[2] = { T, E }, d_e[1] = { E };
     lab_arg("idx", r.idx, sizeof(int) * TK, sizeof(int), "t, k", 2, d_tk);
     lab_arg("weight", r.weight, sizeof(float) * TK, sizeof(float), "t, k", 2, d_tk);
     lab_arg("scores", r.scores, sizeof(float) * TE, sizeof(float), "t, e", 2, d_te);
     lab_arg("logits", r.logits, sizeof(float) * TE, sizeof(float), "t, e", 2, d_te);
-    if (has_bias)
-        lab_arg("bias", r.bias, sizeof(float) * E, sizeof(float), "e", 1, d_e);
+    if (has_bias) lab_arg("bias", r.bias, sizeof(float) * E, sizeof(float), "e", 1, d_e);
     if (lab_call(lab_router(r.idx, r.weight, r.scores, r.logits, r.bias, p, T, 0)) && lab_sync()) {
         lab_host(i_got, r.idx, sizeof(int) * TK);
         lab_host(w_got, r.weight, sizeof(float) * TK);
@@ -179,8 +173,7 @@ static void shape(const char *kind, int E, int K, int G, int Gk, TopkMethod m, S
                     const size_t at = (size_t)t * K + k;
                     w_by_id[at] = w_want[at];
                     for (int j = 0; j < K && !skip[t]; j++)
-                        if (i_got[(size_t)t * K + j] == i_want[at])
-                            w_by_id[at] = w_got[(size_t)t * K + j];
+                        if (i_got[(size_t)t * K + j] == i_want[at]) w_by_id[at] = w_got[(size_t)t * K + j];
                 }
             lab_compare("weight (by expert id)", w_by_id, w_want, TK, 1e-6);
         }
@@ -188,8 +181,16 @@ static void shape(const char *kind, int E, int K, int G, int Gk, TopkMethod m, S
         lab_time(run_router, &r, 8.0 * TE + 8.0 * TK + (has_bias ? 4.0 * E : 0.0), 4.0 * TE);
     }
     lab_shape_end();
-    free(g); free(bias); free(s_want); free(s_got); free(w_want); free(w_got); free(w_by_id);
-    free(i_want); free(i_got); free(skip);
+    free(g);
+    free(bias);
+    free(s_want);
+    free(s_got);
+    free(w_want);
+    free(w_got);
+    free(w_by_id);
+    free(i_want);
+    free(i_got);
+    free(skip);
 }
 
 static void run(void)
@@ -205,4 +206,4 @@ static void run(void)
     shape("norm", 160, 6, 8, 3, TOPK_GROUP_LIMITED_GREEDY, SCORING_SOFTMAX, true, 16.0f, 16, false);
 }
 
-const LabComponent lab_component = {"router", "lab_router", run};
+const LabComponent lab_component = { "router", "lab_router", run };

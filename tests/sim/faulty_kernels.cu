@@ -11,8 +11,7 @@
 /** Threads 16..31 return while threads 0..15 wait at the barrier. */
 __global__ void divergent_barrier(int *out)
 {
-    if (threadIdx.x >= 16)
-        return;
+    if (threadIdx.x >= 16) return;
     __syncthreads();
     out[threadIdx.x] = 1;
 }
@@ -27,8 +26,7 @@ extern "C" cudaError_t launch_divergent_barrier(int *out, cudaStream_t stream)
 __global__ void divergent_shuffle(int *out)
 {
     int t = (int)threadIdx.x;
-    if (t < 16)
-        out[t] = __shfl_xor_sync(0xffffffffu, t, 1);
+    if (t < 16) out[t] = __shfl_xor_sync(0xffffffffu, t, 1);
 }
 
 extern "C" cudaError_t launch_divergent_shuffle(int *out, cudaStream_t stream)
@@ -46,13 +44,11 @@ __global__ void racy_scan(const int *x, int *y, int n)
     __syncthreads();
     for (int off = 1; off < (int)blockDim.x; off *= 2) {
         int v = buf[t];
-        if (t >= off)
-            v += buf[t - off];
+        if (t >= off) v += buf[t - off];
         buf[t] = v; /* planted bug: a __syncthreads() belongs before this write */
         __syncthreads();
     }
-    if (t < n)
-        y[t] = buf[t];
+    if (t < n) y[t] = buf[t];
 }
 
 extern "C" cudaError_t launch_racy_scan(const int *x, int *y, int n, cudaStream_t stream)

@@ -14,17 +14,13 @@ __global__ void block_sum(const float *x, int n, float *out)
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     float v = i < n ? x[i] : 0.0f;
-    for (int off = 16; off > 0; off /= 2)
-        v += __shfl_down_sync(FULL_MASK, v, off);
-    if (lane == 0)
-        warp_sums[warp] = v;
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(FULL_MASK, v, off);
+    if (lane == 0) warp_sums[warp] = v;
     __syncthreads();
     if (warp == 0) {
         v = lane < (int)blockDim.x / 32 ? warp_sums[lane] : 0.0f;
-        for (int off = 16; off > 0; off /= 2)
-            v += __shfl_down_sync(FULL_MASK, v, off);
-        if (lane == 0)
-            out[blockIdx.x] = v;
+        for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(FULL_MASK, v, off);
+        if (lane == 0) out[blockIdx.x] = v;
     }
 }
 
@@ -46,13 +42,11 @@ __global__ void block_scan(const int *x, int *y, int n)
         int in = out;
         out = 1 - out;
         int v = buf[in * nt + t];
-        if (t >= off)
-            v += buf[in * nt + t - off];
+        if (t >= off) v += buf[in * nt + t - off];
         buf[out * nt + t] = v;
         __syncthreads();
     }
-    if (t < n)
-        y[t] = buf[out * nt + t];
+    if (t < n) y[t] = buf[out * nt + t];
 }
 
 extern "C" cudaError_t launch_block_scan(const int *x, int *y, int n, int threads, cudaStream_t stream)
@@ -61,7 +55,7 @@ extern "C" cudaError_t launch_block_scan(const int *x, int *y, int n, int thread
     return cudaGetLastError();
 }
 
-#define TILE 32
+#define TILE      32
 #define TILE_ROWS 8
 
 /** Transpose through a shared tile padded to 33 columns (no bank conflicts on a GPU). */
@@ -71,14 +65,12 @@ __global__ void transpose_tiled(const float *in, float *out, int rows, int cols)
     int x = (int)(blockIdx.x * TILE + threadIdx.x);
     int y = (int)(blockIdx.y * TILE + threadIdx.y);
     for (int j = 0; j < TILE; j += TILE_ROWS)
-        if (x < cols && y + j < rows)
-            tile[threadIdx.y + j][threadIdx.x] = in[(size_t)(y + j) * cols + x];
+        if (x < cols && y + j < rows) tile[threadIdx.y + j][threadIdx.x] = in[(size_t)(y + j) * cols + x];
     __syncthreads();
     x = (int)(blockIdx.y * TILE + threadIdx.x);
     y = (int)(blockIdx.x * TILE + threadIdx.y);
     for (int j = 0; j < TILE; j += TILE_ROWS)
-        if (x < rows && y + j < cols)
-            out[(size_t)(y + j) * rows + x] = tile[threadIdx.x][threadIdx.y + j];
+        if (x < rows && y + j < cols) out[(size_t)(y + j) * rows + x] = tile[threadIdx.x][threadIdx.y + j];
 }
 
 extern "C" cudaError_t launch_transpose(const float *in, float *out, int rows, int cols, cudaStream_t stream)
@@ -161,8 +153,7 @@ __global__ void atomics(const int *x, int n, int *hist, float *fsum, int *imax, 
         atomicAdd(&hist[x[i] % 16], 1);
         atomicAdd(fsum, 1.0f);
         atomicMax(imax, x[i]);
-        if (atomicCAS(flag, 0, i + 1) == 0)
-            atomicAdd(winners, 1);
+        if (atomicCAS(flag, 0, i + 1) == 0) atomicAdd(winners, 1);
     }
 }
 
@@ -177,13 +168,11 @@ extern "C" cudaError_t launch_atomics(const int *x, int n, int *hist, float *fsu
 __global__ void dynamic_smem(float *out, int nfloats)
 {
     DYNAMIC_SHARED(float, smem);
-    for (int i = (int)threadIdx.x; i < nfloats; i += (int)blockDim.x)
-        smem[i] = (float)i;
+    for (int i = (int)threadIdx.x; i < nfloats; i += (int)blockDim.x) smem[i] = (float)i;
     __syncthreads();
     if (threadIdx.x == 0) {
         double sum = 0.0;
-        for (int i = 0; i < nfloats; i++)
-            sum += smem[i];
+        for (int i = 0; i < nfloats; i++) sum += smem[i];
         out[0] = (float)sum;
     }
 }
@@ -224,8 +213,7 @@ extern "C" cudaError_t launch_bf16(const float *in, unsigned short *bits, float 
 __global__ void scale(float *x, int n, float a)
 {
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (i < n)
-        x[i] *= a;
+    if (i < n) x[i] *= a;
 }
 
 extern "C" cudaError_t launch_scale(float *x, int n, float a, cudaStream_t stream)
@@ -246,8 +234,7 @@ extern "C" cudaError_t launch_empty(dim3 grid, dim3 block, size_t smem, cudaStre
 /** iterations barriers in a row. */
 __global__ void barriers(int iterations)
 {
-    for (int i = 0; i < iterations; i++)
-        __syncthreads();
+    for (int i = 0; i < iterations; i++) __syncthreads();
 }
 
 extern "C" cudaError_t launch_barriers(int iterations, cudaStream_t stream)

@@ -10,8 +10,7 @@ __global__ void rmsnorm_thread_per_element_kernel(float *y, const float *x, cons
 {
     const float *xt = x + (size_t)blockIdx.x * n;
     float sum_sq = 0.0f;
-    for (int i = 0; i < n; i++)
-        sum_sq += xt[i] * xt[i];
+    for (int i = 0; i < n; i++) sum_sq += xt[i] * xt[i];
     const int i = (int)threadIdx.x;
     y[(size_t)blockIdx.x * n + i] = w[i] * (xt[i] * rsqrtf(sum_sq / (float)n + eps));
 }

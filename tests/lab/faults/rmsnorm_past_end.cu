@@ -9,16 +9,12 @@
 __global__ void rmsnorm_past_end_kernel(float *y, const float *x, const float *w, int T, int n, float eps)
 {
     const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (t >= T)
-        return;
+    if (t >= T) return;
     float sum_sq = 0.0f;
-    for (int i = 0; i < n; i++)
-        sum_sq += x[(size_t)t * n + i] * x[(size_t)t * n + i];
+    for (int i = 0; i < n; i++) sum_sq += x[(size_t)t * n + i] * x[(size_t)t * n + i];
     const float inv_rms = rsqrtf(sum_sq / (float)n + eps);
-    for (int i = 0; i < n; i++)
-        y[(size_t)t * n + i] = w[i] * (x[(size_t)t * n + i] * inv_rms);
-    if (t == T - 1)
-        y[(size_t)T * n] = 0.0f;
+    for (int i = 0; i < n; i++) y[(size_t)t * n + i] = w[i] * (x[(size_t)t * n + i] * inv_rms);
+    if (t == T - 1) y[(size_t)T * n] = 0.0f;
 }
 
 extern "C" cudaError_t lab_rmsnorm(float *y, const float *x, const float *w, int T, int n, float eps,
