@@ -19,13 +19,15 @@ enum {
     O_STEPS = 1 << 22, O_BATCH = 1 << 23, O_SEQ = 1 << 24, O_LR = 1 << 25, O_WARMUP = 1 << 26,
     O_CAPACITY = 1 << 27, O_RESUME = 1 << 28, O_EVAL = 1 << 29, O_TOKENIZER = 1 << 30,
 };
-#define O_STOP_AFTER (1u << 31) /* the 32nd bit: beyond an enum constant's int range */
+#define O_STOP_AFTER (1ull << 31) /* the 32nd bit and beyond: outside an enum constant's int range */
+#define O_PLAN (1ull << 32)
+#define O_LAYOUT (1ull << 33)
 enum { MAX_STOP = 8 };
 
 /** Everything any command accepts, parsed; each command takes the options its entry lists. */
 typedef struct {
     const char *cmd;        /* the command's name, for messages */
-    unsigned given;         /* the O_* bits seen */
+    unsigned long long given; /* the O_* bits seen */
     const char *model_dir;  /* -m */
     const char *ids;        /* --ids 1,2,3 */
     const char *prompt;     /* -p (or the text of -f FILE / -p -, read by read_prompt) */
@@ -51,7 +53,9 @@ typedef struct {
     const char *config;     /* -c CONFIG.json (train) */
     const char *data;       /* --data FILE (train) */
     const char *tokenizer;  /* --tokenizer DIR (train) */
-    long steps, batch, seq, warmup, eval_every, stop_after; /* train's counts */
+    long steps, batch, seq, warmup, eval_every, stop_after; /* train's counts (--batch: info --plan's too) */
+    const char *plan;       /* --plan DEVICES[:GB] (info) */
+    const char *layout;     /* --layout single | ep | dp (info --plan) */
     double lr, capacity;    /* --lr, --capacity (train) */
 } Args;
 
