@@ -3,12 +3,14 @@
  * \brief fast_plan_memory() against the simulated device's memory high-water mark (sim_counters.h).
  *
  * For every fixture configuration and each layout at 1, 2 and 4 devices the model is opened with
- * the counters running from an empty device, one prompt chunk and one decode step run, and each
- * device's high-water mark must equal the plan's total for it exactly: the plan adds up the sizes
+ * the counters running from an empty device (the single and ep layouts then run a prompt and a
+ * decode step; dp is opened and closed), and each device's high-water mark must equal the plan's
+ * total for it exactly: the plan adds up the sizes
  * the allocators themselves use, so any difference is an allocation the plan misses (the issue's
  * bar is 1%; exact is what one definition of each size gives).
  */
 #include "check.h"
+#include "cli_run.h"
 #include "fast.h"
 #include "fast_dp.h"
 #include "fast_plan.h"
@@ -16,6 +18,7 @@
 #include "golden.h"
 #include "error.h"
 #include "sim_counters.h"
+#include "st_writer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +119,38 @@ static void refuses(void **state)
     assert_non_null(strstr(ds_last_error(), "tp"));
 }
 
+/* dsv2 info --plan: a plan per device and the verdict; bad values refused with one line and no stdout. */
+static void cli_plan(void **state)
+{
+    (void)state;
+    const char *fits[] = {"info", "-m", "tests/golden/lite", "--plan", "2:80", "--layout", "dp", "--ctx", "40", NULL};
+    CliRun r = cli_run(fits);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "plan         dp layout, 2 devices of 80.0 GB, 40 positions x 1 sequence, bf16"));
+    assert_non_null(strstr(r.out, "  device 1 "));
+    assert_non_null(strstr(r.out, "fits on every device"));
+    cli_run_free(&r);
+    const char *tight[] = {"info", "-m", "tests/golden/lite", "--plan", "1:0.0001", NULL};
+    r = cli_run(tight);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "does not fit"));
+    cli_run_free(&r);
+    const char *const bad[][10] = {
+        {"info", "-m", "tests/golden/lite", "--plan", "9", NULL},
+        {"info", "-m", "tests/golden/lite", "--plan", "2:x", NULL},
+        {"info", "-m", "tests/golden/lite", "--plan", "2", "--layout", "tp", NULL},
+        {"info", "-m", "tests/golden/lite", "--batch", "2", NULL},
+        {"info", "-m", "tests/golden/lite", "--plan", "3", NULL}};     /* 3 devices, 8 experts: refused */
+    const char *const why[] = {"--plan 9", "--plan 2:x", "--layout tp", "go with --plan", "cannot share"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = cli_run((const char *const *)bad[i]);
+        assert_int_not_equal(r.status, 0);
+        assert_string_equal(r.out, "");
+        assert_non_null(strstr(r.err, why[i]));
+        cli_run_free(&r);
+    }
+}
+
 int main(void)
 {
     setenv("SIM_DEVICE_COUNT", "4", 1);                         /* before the first CUDA call */
@@ -123,6 +158,7 @@ int main(void)
         cmocka_unit_test(bf16_one_slot),
         cmocka_unit_test(float32_batch),
         cmocka_unit_test(refuses),
+        cmocka_unit_test(cli_plan),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, stw_group_setup, stw_group_teardown);
 }
