@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const FIXTURES[] = {"lite", "v2", "norope", "longctx", "eps"};
+static const char *const FIXTURES[] = { "lite", "v2", "norope", "longctx", "eps" };
 
 /* Opens name in layout over N devices, runs a 3-token prompt and a decode step, returns the counters. */
 static bool measure(const char *name, FastLayout layout, int N, const FastOptions *base, SimStepCounters *c)
@@ -32,7 +32,7 @@ static bool measure(const char *name, FastLayout layout, int N, const FastOption
     char dir[256];
     golden_dir(dir, sizeof dir, name);
     FastOptions opt = *base;
-    const int ids[3] = {1, 2, 3};
+    const int ids[3] = { 1, 2, 3 };
     float *none = NULL;
     sim_counters_start();
     if (layout == FAST_LAYOUT_DP) {
@@ -45,8 +45,7 @@ static bool measure(const char *name, FastLayout layout, int N, const FastOption
     } else {
         opt.ep_devices = layout == FAST_LAYOUT_EP ? N : 0;
         FastModel m;
-        if (fast_model_open(&m, dir, &opt))
-            fail_msg("%s: %s", name, ds_last_error());
+        if (fast_model_open(&m, dir, &opt)) fail_msg("%s: %s", name, ds_last_error());
         const int slot = 0, next = 4;
         if (fast_model_prefill(&m, 0, ids, 3, none, false) || fast_model_decode(&m, &slot, &next, 1, none))
             fail_msg("%s: %s", name, ds_last_error());
@@ -62,8 +61,7 @@ static void plan_matches(const char *name, FastLayout layout, int N, const FastO
     golden_dir(dir, sizeof dir, name);
     snprintf(path, sizeof path, "%s/config.json", dir);
     ModelConfig cfg;
-    if (config_load(path, &cfg))
-        fail_msg("%s", ds_last_error());
+    if (config_load(path, &cfg)) fail_msg("%s", ds_last_error());
     FastPlan plan;
     const int plan_rc = fast_plan_memory(&plan, &cfg, N, layout, opt->max_context, opt->max_batch ? opt->max_batch : 1,
                                          opt->bf16, opt->chunk);
@@ -73,10 +71,10 @@ static void plan_matches(const char *name, FastLayout layout, int N, const FastO
     }
     SimStepCounters c;
     const bool opened = measure(name, layout, N, opt, &c);
-    assert_int_equal(plan_rc, opened ? 0 : -1);                  /* both refuse a split the experts don't allow */
+    assert_int_equal(plan_rc, opened ? 0 : -1); /* both refuse a split the experts don't allow */
     for (int d = 0; opened && d < N; d++) {
-        printf("%-8s layout %d N %d device %d: plan %zu, high-water %zu\n", name, (int)layout, N, d,
-               plan.dev[d].total, c.high_water[d]);
+        printf("%-8s layout %d N %d device %d: plan %zu, high-water %zu\n", name, (int)layout, N, d, plan.dev[d].total,
+               c.high_water[d]);
         assert_int_equal(plan.dev[d].total, c.high_water[d]);
     }
 }
@@ -84,11 +82,10 @@ static void plan_matches(const char *name, FastLayout layout, int N, const FastO
 static void every_fixture(bool bf16, int batch)
 {
     need_devices(4);
-    const FastOptions opt = {.bf16 = bf16, .max_context = 40, .chunk = 5, .max_batch = batch};
+    const FastOptions opt = { .bf16 = bf16, .max_context = 40, .chunk = 5, .max_batch = batch };
     for (size_t f = 0; f < sizeof FIXTURES / sizeof FIXTURES[0]; f++)
         for (int layout = 0; layout < 3; layout++)
-            for (int N = 1; N <= 4; N *= 2)
-                plan_matches(FIXTURES[f], (FastLayout)layout, N, &opt);
+            for (int N = 1; N <= 4; N *= 2) plan_matches(FIXTURES[f], (FastLayout)layout, N, &opt);
 }
 
 /* bf16 weights and cache, one slot. */
@@ -109,7 +106,7 @@ static void float32_batch(void **state)
 static void refuses(void **state)
 {
     (void)state;
-    ModelConfig cfg = {.n_routed_experts = 6, .num_hidden_layers = 1};
+    ModelConfig cfg = { .n_routed_experts = 6, .num_hidden_layers = 1 };
     FastPlan plan;
     assert_int_equal(fast_plan_memory(&plan, &cfg, 4, FAST_LAYOUT_EP, 16, 1, true, 0), -1);
     assert_non_null(strstr(ds_last_error(), "6 routed experts"));
@@ -123,25 +120,25 @@ static void refuses(void **state)
 static void cli_plan(void **state)
 {
     (void)state;
-    const char *fits[] = {"info", "-m", "tests/golden/lite", "--plan", "2:80", "--layout", "dp", "--ctx", "40", NULL};
+    const char *fits[] = { "info", "-m", "tests/golden/lite", "--plan", "2:80", "--layout", "dp", "--ctx", "40", NULL };
     CliRun r = cli_run(fits);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "plan         dp layout, 2 devices of 80.0 GB, 40 positions x 1 sequence, bf16"));
     assert_non_null(strstr(r.out, "  device 1 "));
     assert_non_null(strstr(r.out, "fits on every device"));
     cli_run_free(&r);
-    const char *tight[] = {"info", "-m", "tests/golden/lite", "--plan", "1:0.0001", NULL};
+    const char *tight[] = { "info", "-m", "tests/golden/lite", "--plan", "1:0.0001", NULL };
     r = cli_run(tight);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "does not fit"));
     cli_run_free(&r);
-    const char *const bad[][10] = {
-        {"info", "-m", "tests/golden/lite", "--plan", "9", NULL},
-        {"info", "-m", "tests/golden/lite", "--plan", "2:x", NULL},
-        {"info", "-m", "tests/golden/lite", "--plan", "2", "--layout", "tp", NULL},
-        {"info", "-m", "tests/golden/lite", "--batch", "2", NULL},
-        {"info", "-m", "tests/golden/lite", "--plan", "3", NULL}};     /* 3 devices, 8 experts: refused */
-    const char *const why[] = {"--plan 9", "--plan 2:x", "--layout tp", "go with --plan", "cannot share"};
+    const char *const bad[][10] = { { "info", "-m", "tests/golden/lite", "--plan", "9", NULL },
+                                    { "info", "-m", "tests/golden/lite", "--plan", "2:x", NULL },
+                                    { "info", "-m", "tests/golden/lite", "--plan", "2", "--layout", "tp", NULL },
+                                    { "info", "-m", "tests/golden/lite", "--batch", "2", NULL },
+                                    { "info", "-m", "tests/golden/lite", "--plan", "3",
+                                      NULL } }; /* 3 devices, 8 experts: refused */
+    const char *const why[] = { "--plan 9", "--plan 2:x", "--layout tp", "go with --plan", "cannot share" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = cli_run((const char *const *)bad[i]);
         assert_int_not_equal(r.status, 0);
@@ -153,7 +150,7 @@ static void cli_plan(void **state)
 
 int main(void)
 {
-    setenv("SIM_DEVICE_COUNT", "4", 1);                         /* before the first CUDA call */
+    setenv("SIM_DEVICE_COUNT", "4", 1); /* before the first CUDA call */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bf16_one_slot),
         cmocka_unit_test(float32_batch),
