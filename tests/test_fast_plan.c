@@ -17,13 +17,20 @@
 #include "fast_test.h"
 #include "golden.h"
 #include "error.h"
-#include "sim_counters.h"
 #include "st_writer.h"
+
+#if __has_include("sim_counters.h")
+#include "sim_counters.h"
+#define HAVE_SIM_COUNTERS 1
+#else
+#define HAVE_SIM_COUNTERS 0
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#if HAVE_SIM_COUNTERS
 static const char *const FIXTURES[] = { "lite", "v2", "norope", "longctx", "eps" };
 
 /* Opens name in layout over N devices, runs a 3-token prompt and a decode step, returns the counters. */
@@ -87,6 +94,16 @@ static void every_fixture(bool bf16, int batch)
         for (int layout = 0; layout < 3; layout++)
             for (int N = 1; N <= 4; N *= 2) plan_matches(FIXTURES[f], (FastLayout)layout, N, &opt);
 }
+#else
+/* On a real GPU the driver, cuBLAS and NCCL allocate beside the model: no exact high-water mark to compare. */
+static void every_fixture(bool bf16, int batch)
+{
+    (void)bf16;
+    (void)batch;
+    printf("the high-water mark compared is the simulated device's (sim_counters.h); not on a real GPU\n");
+    skip();
+}
+#endif
 
 /* bf16 weights and cache, one slot. */
 static void bf16_one_slot(void **state)
