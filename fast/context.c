@@ -23,6 +23,8 @@ int fast_check_blas(cublasStatus_t st, const char *call, const char *file, int l
                     line);
 }
 
+size_t fast_context_bytes(KernelDType wtype, size_t stage_elems) { return stage_elems * kernel_dtype_size(wtype); }
+
 int fast_context_init(FastContext *ctx, bool bf16, size_t stage_elems)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -33,7 +35,8 @@ int fast_context_init(FastContext *ctx, bool bf16, size_t stage_elems)
     CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamDefault));
     BLAS_TRY(cublasCreate(&ctx->blas));
     BLAS_TRY(cublasSetStream(ctx->blas, ctx->stream));
-    if (stage_elems) CUDA_TRY(cudaMalloc(&ctx->stage, stage_elems * kernel_dtype_size(ctx->wtype)));
+    if (stage_elems)
+        CUDA_TRY(cudaMalloc(&ctx->stage, fast_context_bytes(ctx->wtype, stage_elems)));
     return 0;
 }
 
@@ -64,6 +67,11 @@ static void to_wtype(void *dst, KernelDType wtype, const Mat *src, size_t i, siz
     }
 }
 
+size_t fast_mat_bytes(KernelDType wtype, int64_t rows, int64_t cols)
+{
+    return (size_t)rows * (size_t)cols * kernel_dtype_size(wtype);
+}
+
 int fast_mat_upload(FastContext *ctx, FastMat *out, const Mat *const *parts, int n_parts)
 {
     memset(out, 0, sizeof *out);
@@ -75,7 +83,7 @@ int fast_mat_upload(FastContext *ctx, FastMat *out, const Mat *const *parts, int
         rows += parts[p]->rows;
     }
     const size_t esz = kernel_dtype_size(ctx->wtype);
-    CUDA_TRY(cudaMalloc(&out->data, (size_t)rows * cols * esz));
+    CUDA_TRY(cudaMalloc(&out->data, fast_mat_bytes(ctx->wtype, rows, cols)));
     out->dtype = ctx->wtype;
     out->rows = rows;
     out->cols = cols;

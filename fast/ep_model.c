@@ -15,6 +15,8 @@
 
 #include <stdlib.h>
 
+size_t fast_ep_share_bytes(const ModelConfig *cfg, int max_T) { return sizeof(float) * (size_t)max_T * cfg->hidden_size; }
+
 int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, int chunk)
 {
     const ModelConfig *c = ref->cfg;
@@ -27,8 +29,8 @@ int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, in
         fast_ep_model_close(em);
         return ds_error("fast_ep_model_open: out of host memory for %d layers", em->n_layers);
     }
-    const int max_T = (chunk + N - 1) / N; /* the largest share of a chunk */
-    const size_t bytes = sizeof(float) * (size_t)max_T * c->hidden_size;
+    const int max_T = (chunk + N - 1) / N;                        /* the largest share of a chunk */
+    const size_t bytes = fast_ep_share_bytes(c, max_T);
     int rc = fast_ep_init(&em->ep, N, bf16, c, max_T);
     for (int l = 0; rc == 0 && l < em->n_layers; l++)
         if (ref->layers[l].is_moe) rc = fast_ep_upload_moe(&em->ep, &em->layers[l], &ref->layers[l].moe, c);

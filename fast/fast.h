@@ -112,6 +112,8 @@ typedef struct {
  * float32 mode). \return 0 or −1.
  */
 int fast_mat_upload(FastContext *ctx, FastMat *out, const Mat *const *parts, int n_parts);
+/** Device bytes of a rows × cols matrix of wtype, as fast_mat_upload() allocates it. */
+size_t fast_mat_bytes(KernelDType wtype, int64_t rows, int64_t cols);
 /** Uploads a float32 vector (norm weights, router bias). *out = NULL when n = 0. \return 0 or −1. */
 int fast_vec_upload(float **out, const float *host, size_t n);
 /** Frees a FastMat's memory. */
@@ -207,6 +209,17 @@ void fast_free_mla(FastMla *w);
 
 /** The stage elements (bf16 copies of GEMM activations) a context needs for chunks of max_T tokens of cfg. */
 size_t fast_stage_elems(const ModelConfig *cfg, int max_T);
+/** Device buffers of a FastScratch (its pointer fields logits … s, in order). */
+#define FAST_SCRATCH_BUFFERS 23
+/**
+ * The bytes fast_scratch_init() allocates for each of FastScratch's buffers, in field order, for
+ * chunks of max_T tokens over max_ctx positions with activations of type wtype: the one definition
+ * of those sizes, shared by the allocator and fast/plan.c. \return FAST_SCRATCH_BUFFERS.
+ */
+int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int max_ctx,
+                       size_t bytes[FAST_SCRATCH_BUFFERS]);
+/** Their sum: the device bytes of one FastScratch. */
+size_t fast_scratch_bytes(const ModelConfig *cfg, KernelDType wtype, int max_T, int max_ctx);
 /** Allocates scratch (device) for cfg. \return 0 or −1. */
 int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig *cfg, int max_T, int max_ctx);
 /** Frees what fast_scratch_init() allocated. */
@@ -325,6 +338,28 @@ typedef struct {
  * \return 0, or −1 with one error line (nothing left open).
  */
 int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt);
+/** Device buffers fast_model_open() allocates besides weights, context and scratch (inv_freq … next). */
+#define FAST_MODEL_BUFFERS 8
+/**
+ * The bytes of each of those buffers, in the order inv_freq, cache, step, h, a, b, logits, next, for
+ * max_batch slots of max_context positions and steps of rows tokens: the one definition of those
+ * sizes (0: not allocated). The latent cache is max_batch · layers · max_context rows of d_c + d_r
+ * elements of wtype. \return FAST_MODEL_BUFFERS.
+ */
+int fast_model_buffer_sizes(const ModelConfig *cfg, KernelDType wtype, int max_batch, int max_context, int rows,
+                            size_t bytes[FAST_MODEL_BUFFERS]);
+/**
+ * Device bytes of the weights fast_weights_upload() uploads for cfg in wtype (embedding, LM head,
+ * norms, attention, dense FFNs and, when with_moe, every MoE layer whole).
+ */
+size_t fast_weight_bytes(const ModelConfig *cfg, KernelDType wtype, bool with_moe);
+/**
+ * Device bytes of one MoE layer as fast_upload_moe() uploads it with `experts` of its routed experts: the
+ * whole router [E, D] and bias [E] in float32 (every device routes), the experts and shared experts in wtype.
+ */
+size_t fast_moe_bytes(const ModelConfig *cfg, KernelDType wtype, int experts);
+/** Device bytes of a FastContext made by fast_context_init() (its staging buffer). */
+size_t fast_context_bytes(KernelDType wtype, size_t stage_elems);
 /** Uploads every weight of the opened reference model into m (m->ctx ready). \return 0 or −1. */
 int fast_weights_upload(FastModel *m, const Model *ref);
 /** Frees what fast_weights_upload() uploaded. */

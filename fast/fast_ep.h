@@ -227,4 +227,22 @@ int fast_ep_device_limit(const ModelConfig *cfg, int N);
  */
 BalanceLosses fast_ep_balance_losses(const FastEp *ep, const BalanceSpec *b);
 
+/** Device buffers of a FastEpDevice (its pointer fields logits … shared_out, in order). */
+#define FAST_EP_DEVICE_BUFFERS 24
+/**
+ * The bytes fast_ep_init() allocates on each device of a group of N for shares of max_T tokens, per
+ * buffer in FastEpDevice's field order, activations of type wtype: the one definition of those sizes.
+ * \return FAST_EP_DEVICE_BUFFERS.
+ */
+int fast_ep_device_sizes(const ModelConfig *cfg, KernelDType wtype, int N, int max_T,
+                         size_t bytes[FAST_EP_DEVICE_BUFFERS]);
+/** Their sum: one device's working memory in the group. */
+size_t fast_ep_device_bytes(const ModelConfig *cfg, KernelDType wtype, int N, int max_T);
+/** Staging elements of each device's FastContext in the group (the shared experts' GEMM input). */
+size_t fast_ep_stage_elems(const ModelConfig *cfg, int max_T);
+/** Device bytes of one MoE layer's share on each device (fast_ep_upload_moe(): E/N experts, router and bias whole). */
+size_t fast_ep_moe_bytes(const ModelConfig *cfg, KernelDType wtype, int N);
+/** Bytes of one of the share buffers fast_ep_model_open() gives devices 1..N−1 (max_T rows of D floats). */
+size_t fast_ep_share_bytes(const ModelConfig *cfg, int max_T);
+
 #endif

@@ -31,11 +31,37 @@ size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
     return (size_t)max_T * w;
 }
 
-/* cudaMalloc of n elements of size esz into *p, recording the error. */
-static int alloc(void *p, size_t n, size_t esz)
+// ANCHOR: fast_scratch_sizes
+int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int max_ctx,
+                       size_t bytes[FAST_SCRATCH_BUFFERS])
 {
-    CUDA_TRY(cudaMalloc((void **)p, (n ? n : 1) * esz));
-    return 0;
+    const size_t T = (size_t)max_T, L = (size_t)max_ctx, D = cfg->hidden_size, E = cfg->n_routed_experts;
+    const size_t K = cfg->num_experts_per_tok > 0 ? cfg->num_experts_per_tok : 1, I = ffn_width(cfg);
+    const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
+    const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
+    const size_t esz = kernel_dtype_size(wtype), rows = T * K;
+    const MlaDims dims = {(int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f};
+    /* elements and element size of each buffer, in FastScratch's field order (logits … s) */
+    const size_t n[FAST_SCRATCH_BUFFERS][2] = {
+        {T * (E ? E : 1), 4}, {rows, 4}, {rows, 4}, {E, 4}, {E + 1, 4}, {rows, 4}, {rows, 4},
+        {rows * D, esz}, {rows * 2 * I, 4}, {(rows + T) * I, esz}, {rows * D, 4}, {T * D, 4},
+        {T * nh * dq, 4}, {T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4}, {T * (dc + dr), 4},
+        {T * nh * dv, 4}, {T * nh * dc, 4}, {T * nh * dc, 4},
+        {mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4},
+        {L * nh * (dn + dv), 4}, {L * nh * dq, 4}, {L * nh * dv, 4}, {nh * T * L, 4}};
+    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++)
+        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1];     /* at least one element: cudaMalloc(0) gives NULL */
+    return FAST_SCRATCH_BUFFERS;
+}
+// ANCHOR_END: fast_scratch_sizes
+
+size_t fast_scratch_bytes(const ModelConfig *cfg, KernelDType wtype, int max_T, int max_ctx)
+{
+    size_t bytes[FAST_SCRATCH_BUFFERS], sum = 0;
+    fast_scratch_sizes(cfg, wtype, max_T, max_ctx, bytes);
+    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++)
+        sum += bytes[i];
+    return sum;
 }
 
 int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig *cfg, int max_T, int max_ctx)
@@ -49,26 +75,22 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
                         cfg->n_routed_experts, ROUTER_MAX_E);
     if (cfg->n_routed_experts > 0 && cfg->n_group > ROUTER_MAX_G)
         return ds_error("fast_scratch_init: n_group = %d exceeds the device router's %d", cfg->n_group, ROUTER_MAX_G);
-    const size_t T = (size_t)max_T, L = (size_t)max_ctx, D = cfg->hidden_size, E = cfg->n_routed_experts;
-    const size_t K = cfg->num_experts_per_tok > 0 ? cfg->num_experts_per_tok : 1, I = ffn_width(cfg);
-    const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
-    const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
-    const size_t esz = kernel_dtype_size(ctx->wtype), rows = T * K;
-    const MlaDims dims = { (int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f };
+    const size_t E = cfg->n_routed_experts;
     s->counts_host = malloc(sizeof(int) * (E + 1));
-    if (!s->counts_host) return ds_error("fast_scratch_init: out of host memory");
-    if (alloc(&s->logits, T * (E ? E : 1), 4) || alloc(&s->idx, rows, 4) || alloc(&s->weight, rows, 4) ||
-        alloc(&s->counts, E, 4) || alloc(&s->offsets, E + 1, 4) || alloc(&s->slot_row, rows, 4) ||
-        alloc(&s->row_token, rows, 4) || alloc(&s->xp, rows * D, esz) || alloc(&s->gu, rows * 2 * I, 4) ||
-        alloc(&s->hidden, (rows + T) * I, esz) || alloc(&s->expert_out, rows * D, 4) ||
-        alloc(&s->shared_out, T * D, 4) || alloc(&s->q, T * nh * dq, 4) ||
-        alloc(&s->c_q, T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4) || alloc(&s->kv, T * (dc + dr), 4) ||
-        alloc(&s->o, T * nh * dv, 4) || alloc(&s->q_lat, T * nh * dc, 4) || alloc(&s->o_lat, T * nh * dc, 4) ||
-        alloc(&s->partial, mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx),
-              4) ||
-        alloc(&s->u, L * nh * (dn + dv), 4) || alloc(&s->k, L * nh * dq, 4) || alloc(&s->v, L * nh * dv, 4) ||
-        alloc(&s->s, nh * T * L, 4))
-        return -1;
+    if (!s->counts_host)
+        return ds_error("fast_scratch_init: out of host memory");
+    void **dst[FAST_SCRATCH_BUFFERS] = {
+        (void **)&s->logits, (void **)&s->idx, (void **)&s->weight, (void **)&s->counts, (void **)&s->offsets,
+        (void **)&s->slot_row, (void **)&s->row_token, &s->xp, (void **)&s->gu, &s->hidden,
+        (void **)&s->expert_out, (void **)&s->shared_out, (void **)&s->q, (void **)&s->c_q, (void **)&s->kv,
+        (void **)&s->o, (void **)&s->q_lat, (void **)&s->o_lat, (void **)&s->partial, (void **)&s->u,
+        (void **)&s->k, (void **)&s->v, (void **)&s->s};
+    size_t bytes[FAST_SCRATCH_BUFFERS];
+    fast_scratch_sizes(cfg, ctx->wtype, max_T, max_ctx, bytes);
+    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++)
+        CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
+    const MlaDims dims = {cfg->num_attention_heads, cfg->qk_nope_head_dim, cfg->qk_rope_head_dim, cfg->v_head_dim,
+                          cfg->kv_lora_rank, 0.0f};
     /* the decode's (token, head group) counters lead the partials; zero once, every launch leaves them zero */
     CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * mla_decode_v3_counters(dims.n_h, max_T)));
     return 0;

@@ -26,11 +26,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int alloc(void *p, size_t bytes)
+// ANCHOR: fast_model_buffer_sizes
+int fast_model_buffer_sizes(const ModelConfig *c, KernelDType wtype, int max_batch, int max_context, int rows,
+                            size_t bytes[FAST_MODEL_BUFFERS])
 {
-    CUDA_TRY(cudaMalloc((void **)p, bytes ? bytes : 1));
-    return 0;
+    const size_t D = c->hidden_size, T = rows, width = (size_t)c->kv_lora_rank + c->qk_rope_head_dim;
+    const size_t n[FAST_MODEL_BUFFERS] = {
+        sizeof(float) * (size_t)(c->qk_rope_head_dim / 2),                    /* inv_freq (none when d_r = 0) */
+        (size_t)max_batch * c->num_hidden_layers * max_context * width * kernel_dtype_size(wtype), /* cache */
+        sizeof(int) * 3 * T, sizeof(float) * T * D, sizeof(float) * T * D, sizeof(float) * T * D, /* step, h, a, b */
+        sizeof(float) * T * c->vocab_size, sizeof(int)};                      /* logits, next */
+    for (int i = 0; i < FAST_MODEL_BUFFERS; i++)
+        bytes[i] = i == 0 || n[i] ? n[i] : 1;                                 /* cudaMalloc(0) would give NULL */
+    return FAST_MODEL_BUFFERS;
 }
+// ANCHOR_END: fast_model_buffer_sizes
 
 /* Opens the reference model just long enough to borrow its bound weights, then uploads them. */
 static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
@@ -69,22 +79,23 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
     int rc = open_device(m, dir, opt);
     if (rc == 0) {
         const ModelConfig *c = m->cfg;
-        const size_t D = c->hidden_size, T = m->rows, width = c->kv_lora_rank + c->qk_rope_head_dim;
+        const size_t T = m->rows;
         m->pos = calloc((size_t)m->max_batch, sizeof(int));
         rc = !m->pos ? ds_error("fast_model_open: out of host memory for %d slots", m->max_batch) : 0;
         /* decode graphs on one device (the expert-parallel MoE exchanges data through NCCL and the host) */
         if (rc == 0 && !(opt && opt->graph < 0) && !m->ep &&
             !(m->graphs = calloc((size_t)m->max_batch, sizeof *m->graphs)))
             rc = ds_error("fast_model_open: out of host memory for %d decode graphs", m->max_batch);
+        size_t bytes[FAST_MODEL_BUFFERS];
+        fast_model_buffer_sizes(c, m->ctx.wtype, m->max_batch, m->max_context, m->rows, bytes);
+        void **dst[FAST_MODEL_BUFFERS] = {(void **)&m->inv_freq, &m->cache, (void **)&m->step, (void **)&m->h,
+                                          (void **)&m->a, (void **)&m->b, (void **)&m->logits, (void **)&m->next};
+        for (int i = 1; rc == 0 && i < FAST_MODEL_BUFFERS; i++)
+            rc = fast_check_cuda(cudaMalloc(dst[i], bytes[i]), "cudaMalloc(model buffer)", __FILE__, __LINE__);
         if (rc == 0)
-            rc = fast_vec_upload(&m->inv_freq, m->rope.inv_freq, (size_t)m->rope.dim / 2) ||
-                         alloc(&m->cache, (size_t)m->max_batch * c->num_hidden_layers * m->max_context * width *
-                                              kernel_dtype_size(m->ctx.wtype)) ||
+            rc = fast_vec_upload(&m->inv_freq, m->rope.inv_freq, bytes[0] / sizeof(float)) ||
                          fast_check_cuda(cudaMallocHost((void **)&m->step_host, sizeof(int) * 3 * T),
                                          "cudaMallocHost(step)", __FILE__, __LINE__) ||
-                         alloc(&m->step, sizeof(int) * 3 * T) || alloc(&m->h, sizeof(float) * T * D) ||
-                         alloc(&m->a, sizeof(float) * T * D) || alloc(&m->b, sizeof(float) * T * D) ||
-                         alloc(&m->logits, sizeof(float) * T * c->vocab_size) || alloc(&m->next, sizeof(int)) ||
                          fast_scratch_init(&m->scratch, &m->ctx, c, m->rows, m->max_context)
                      ? -1
                      : 0;

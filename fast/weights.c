@@ -95,6 +95,41 @@ int fast_upload_mla(FastContext *ctx, FastMla *out, const MlaWeights *w, const M
                : 0;
 }
 
+size_t fast_moe_bytes(const ModelConfig *cfg, KernelDType wtype, int experts)
+{
+    const int64_t E = cfg->n_routed_experts, D = cfg->hidden_size, I = cfg->moe_intermediate_size, n = experts;
+    const int64_t I_s = (int64_t)cfg->n_shared_experts * I;
+    return sizeof(float) * (size_t)(E * D + (cfg->topk_method == TOPK_NOAUX_TC ? E : 0)) + /* router, bias */
+           fast_mat_bytes(wtype, 2 * n * I, D) + fast_mat_bytes(wtype, n * D, I) +        /* [gate; up], down */
+           fast_mat_bytes(wtype, 2 * I_s, D) + fast_mat_bytes(wtype, D, I_s);              /* shared */
+}
+
+/* One layer's attention: W^DQ, W^UQ (or W^Q), [W^DKV; W^KR], [W^UK; W^UV], W^O and the two norms. */
+static size_t mla_bytes(const ModelConfig *cfg, KernelDType wtype)
+{
+    const int64_t D = cfg->hidden_size, nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg);
+    const int64_t dcq = cfg->q_lora_rank, dc = cfg->kv_lora_rank, dr = cfg->qk_rope_head_dim;
+    const size_t q = dcq ? fast_mat_bytes(wtype, dcq, D) + fast_mat_bytes(wtype, nh * dq, dcq) + sizeof(float) * dcq
+                         : fast_mat_bytes(wtype, nh * dq, D);
+    return q + fast_mat_bytes(wtype, dc + dr, D) + sizeof(float) * dc +
+           fast_mat_bytes(wtype, nh * (cfg->qk_nope_head_dim + cfg->v_head_dim), dc) +
+           fast_mat_bytes(wtype, D, nh * cfg->v_head_dim);
+}
+
+size_t fast_weight_bytes(const ModelConfig *cfg, KernelDType wtype, bool with_moe)
+{
+    const int64_t D = cfg->hidden_size, I = cfg->intermediate_size;
+    size_t sum = 2 * fast_mat_bytes(wtype, cfg->vocab_size, D) + sizeof(float) * D;    /* embedding, LM head, norm */
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        sum += 2 * sizeof(float) * D + mla_bytes(cfg, wtype);
+        if (!config_layer_is_moe(cfg, l))
+            sum += fast_mat_bytes(wtype, 2 * I, D) + fast_mat_bytes(wtype, D, I);
+        else if (with_moe)
+            sum += fast_moe_bytes(cfg, wtype, cfg->n_routed_experts);
+    }
+    return sum;
+}
+
 // ANCHOR: fast_weights_upload
 int fast_weights_upload(FastModel *m, const Model *ref)
 {
