@@ -29,16 +29,45 @@
 
 /* ---- the commands and their options ------------------------------------------------------------ */
 
-static const struct { const char *name; unsigned long long bit; } OPTIONS[] = {
-    {"-m", O_M}, {"--ids", O_IDS}, {"-p", O_P}, {"-f", O_F}, {"-o", O_O}, {"-n", O_N}, {"-t", O_T},
-    {"--top-p", O_TOP_P}, {"--top-k", O_TOP_K}, {"--repeat-penalty", O_REPEAT}, {"--seed", O_SEED},
-    {"--backend", O_BACKEND}, {"--dtype", O_DTYPE}, {"--ctx", O_CTX}, {"--system", O_SYSTEM},
-    {"--stop", O_STOP}, {"--devices", O_DEVICES}, {"--limit", O_LIMIT}, {"--alpha", O_ALPHA},
-    {"--plot", O_PLOT}, {"-c", O_CONFIG}, {"--data", O_DATA}, {"--steps", O_STEPS},
-    {"--batch", O_BATCH}, {"--seq", O_SEQ}, {"--lr", O_LR}, {"--warmup", O_WARMUP},
-    {"--capacity", O_CAPACITY}, {"--resume", O_RESUME}, {"--eval-every", O_EVAL},
-    {"--tokenizer", O_TOKENIZER}, {"--device-limit", O_LIMIT}, {"--stop-after", O_STOP_AFTER},
-    {"--plan", O_PLAN}, {"--layout", O_LAYOUT},
+static const struct {
+    const char *name;
+    unsigned long long bit;
+} OPTIONS[] = {
+    { "-m", O_M },
+    { "--ids", O_IDS },
+    { "-p", O_P },
+    { "-f", O_F },
+    { "-o", O_O },
+    { "-n", O_N },
+    { "-t", O_T },
+    { "--top-p", O_TOP_P },
+    { "--top-k", O_TOP_K },
+    { "--repeat-penalty", O_REPEAT },
+    { "--seed", O_SEED },
+    { "--backend", O_BACKEND },
+    { "--dtype", O_DTYPE },
+    { "--ctx", O_CTX },
+    { "--system", O_SYSTEM },
+    { "--stop", O_STOP },
+    { "--devices", O_DEVICES },
+    { "--limit", O_LIMIT },
+    { "--alpha", O_ALPHA },
+    { "--plot", O_PLOT },
+    { "-c", O_CONFIG },
+    { "--data", O_DATA },
+    { "--steps", O_STEPS },
+    { "--batch", O_BATCH },
+    { "--seq", O_SEQ },
+    { "--lr", O_LR },
+    { "--warmup", O_WARMUP },
+    { "--capacity", O_CAPACITY },
+    { "--resume", O_RESUME },
+    { "--eval-every", O_EVAL },
+    { "--tokenizer", O_TOKENIZER },
+    { "--device-limit", O_LIMIT },
+    { "--stop-after", O_STOP_AFTER },
+    { "--plan", O_PLAN },
+    { "--layout", O_LAYOUT },
 };
 
 #define SAMPLING_HELP                                                                                     \
@@ -79,56 +108,57 @@ static int cmd_route_stats(Args *a);
 #define PROMPT   (O_P | O_F | O_IDS)
 
 static const Command COMMANDS[] = {
-    {"generate", MODEL | PROMPT | SAMPLING, cmd_generate,
-     "usage: dsv2 generate -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
-     "Continues the prompt, printing it and then each token as it comes (ids for --ids). A summary\n"
-     "(tokens and tokens per second of the prompt and of the generation) goes to stderr.\n" MODEL_HELP
-     PROMPT_HELP SAMPLING_HELP},
-    {"chat", MODEL | SAMPLING | O_SYSTEM, cmd_chat,
-     "usage: dsv2 chat -m DIR [options]\n"
-     "A conversation in DeepSeek-V2-Chat's template, one line per user turn from stdin. /reset starts\n"
-     "over; an empty line, end of input or Ctrl-C at the prompt quits; Ctrl-C during a reply stops it.\n"
-     "A reply stops early when the context is full (say /reset then).\n" MODEL_HELP
-     "  --system TEXT     a system message before the first turn\n" SAMPLING_HELP},
-    {"logits", MODEL | PROMPT | O_O, cmd_logits,
-     "usage: dsv2 logits -m DIR (-p TEXT | -f FILE | --ids 1,2,3) -o FILE [options]\n"
-     "Writes the logits of every prompt position, float32 little-endian [T, vocab], to FILE (a regular\n"
-     "file appears only when complete).\n" MODEL_HELP PROMPT_HELP
-     "  -o FILE           where the logits go (/dev/stdout, a pipe: written directly)\n"},
-    {"tokenize", O_M | O_P | O_F, cmd_tokenize,
-     "usage: dsv2 tokenize -m DIR (-p TEXT | -f FILE)\n"
-     "Prints the ids of the text (BOS as the tokenizer files say) on one line, space-separated.\n"
-     "  -m DIR            the checkpoint directory\n"
-     "  -p TEXT           the text (-p - reads it from stdin)\n"
-     "  -f FILE           the text from a file (one trailing newline dropped)\n"},
-    {"detokenize", O_M | O_IDS, cmd_detokenize,
-     "usage: dsv2 detokenize -m DIR --ids 1,2,3\n"
-     "Prints the text of the ids (special tokens written out).\n"},
-    {"info", O_M | O_PLAN | O_CTX | O_BATCH | O_LAYOUT | O_DTYPE, cmd_info,
-     "usage: dsv2 info -m DIR [--plan DEVICES[:GB] [--ctx N] [--batch B] [--layout L] [--dtype T]]\n"
-     "Prints layers, parameters (total and active per token) and the KV cache per token of MHA, GQA,\n"
-     "MQA and MLA at the model's dimensions (the paper's Table 1); needs only config.json.\n"
-     "  --plan D[:GB]     the fast backend's device memory on D devices (weights, latent cache, scratch,\n"
-     "                    staging), and whether each fits GB gigabytes (10^9 bytes; default 80)\n"
-     "  --ctx N           positions per sequence (default: the fast backend's, min(model's, 4096))\n"
-     "  --batch B         sequence slots (default 1)\n"
-     "  --layout L        single (default for 1 device), ep (MoE layers expert-parallel, default for\n"
-     "                    more), or dp (attention data-parallel, MoE layers expert-parallel)\n"
-     "  --dtype T         bf16 (default) or f32 weights and cache\n"},
-    {"route-stats", O_M | O_CTX | PROMPT | O_DEVICES | O_LIMIT | O_ALPHA | O_PLOT, cmd_route_stats,
-     "usage: dsv2 route-stats -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
-     "Runs the prompt through the reference model and prints, per MoE layer, tokens per expert and per\n"
-     "device (device d holds experts [d E/D, (d+1) E/D)), then for three routings (top-K with no device\n"
-     "limit; the model's own; device-limited to M devices) the bytes dispatched (hidden_size x 2 bytes\n"
-     "per token and device holding one of its experts) and L_ExpBal, L_DevBal, L_CommBal.\n"
-     "  -m DIR, --ctx N, -p TEXT, -f FILE, --ids 1,2,3   as for generate\n"
-     "  --devices D       devices (default: n_group when > 1, else 8, lowered to divide E)\n"
-     "  --limit M         M of the device-limited routing (default: what the model's routing implies)\n"
-     "  --alpha A1,A2,A3  the balance-loss weights (default 0.003,0.05,0.02, the paper's)\n"
-     "  --plot FILE.png   draw tokens per expert and layer (needs gnuplot)\n"},
-    {"train", O_CONFIG | O_DATA | O_O | O_STEPS | O_BATCH | O_SEQ | O_LR | O_WARMUP | O_ALPHA | O_CAPACITY |
-                  O_LIMIT | O_DEVICES | O_SEED | O_RESUME | O_EVAL | O_TOKENIZER | O_STOP_AFTER,
-     cmd_train, TRAIN_HELP},
+    { "generate", MODEL | PROMPT | SAMPLING, cmd_generate,
+      "usage: dsv2 generate -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
+      "Continues the prompt, printing it and then each token as it comes (ids for --ids). A summary\n"
+      "(tokens and tokens per second of the prompt and of the generation) goes to stderr.\n" MODEL_HELP PROMPT_HELP
+          SAMPLING_HELP },
+    { "chat", MODEL | SAMPLING | O_SYSTEM, cmd_chat,
+      "usage: dsv2 chat -m DIR [options]\n"
+      "A conversation in DeepSeek-V2-Chat's template, one line per user turn from stdin. /reset starts\n"
+      "over; an empty line, end of input or Ctrl-C at the prompt quits; Ctrl-C during a reply stops it.\n"
+      "A reply stops early when the context is full (say /reset then).\n" MODEL_HELP
+      "  --system TEXT     a system message before the first turn\n" SAMPLING_HELP },
+    { "logits", MODEL | PROMPT | O_O, cmd_logits,
+      "usage: dsv2 logits -m DIR (-p TEXT | -f FILE | --ids 1,2,3) -o FILE [options]\n"
+      "Writes the logits of every prompt position, float32 little-endian [T, vocab], to FILE (a regular\n"
+      "file appears only when complete).\n" MODEL_HELP PROMPT_HELP
+      "  -o FILE           where the logits go (/dev/stdout, a pipe: written directly)\n" },
+    { "tokenize", O_M | O_P | O_F, cmd_tokenize,
+      "usage: dsv2 tokenize -m DIR (-p TEXT | -f FILE)\n"
+      "Prints the ids of the text (BOS as the tokenizer files say) on one line, space-separated.\n"
+      "  -m DIR            the checkpoint directory\n"
+      "  -p TEXT           the text (-p - reads it from stdin)\n"
+      "  -f FILE           the text from a file (one trailing newline dropped)\n" },
+    { "detokenize", O_M | O_IDS, cmd_detokenize,
+      "usage: dsv2 detokenize -m DIR --ids 1,2,3\n"
+      "Prints the text of the ids (special tokens written out).\n" },
+    { "info", O_M | O_PLAN | O_CTX | O_BATCH | O_LAYOUT | O_DTYPE, cmd_info,
+      "usage: dsv2 info -m DIR [--plan DEVICES[:GB] [--ctx N] [--batch B] [--layout L] [--dtype T]]\n"
+      "Prints layers, parameters (total and active per token) and the KV cache per token of MHA, GQA,\n"
+      "MQA and MLA at the model's dimensions (the paper's Table 1); needs only config.json.\n"
+      "  --plan D[:GB]     the fast backend's device memory on D devices (weights, latent cache, scratch,\n"
+      "                    staging), and whether each fits GB gigabytes (10^9 bytes; default 80)\n"
+      "  --ctx N           positions per sequence (default: the fast backend's, min(model's, 4096))\n"
+      "  --batch B         sequence slots (default 1)\n"
+      "  --layout L        single (default for 1 device), ep (MoE layers expert-parallel, default for\n"
+      "                    more), or dp (attention data-parallel, MoE layers expert-parallel)\n"
+      "  --dtype T         bf16 (default) or f32 weights and cache\n" },
+    { "route-stats", O_M | O_CTX | PROMPT | O_DEVICES | O_LIMIT | O_ALPHA | O_PLOT, cmd_route_stats,
+      "usage: dsv2 route-stats -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
+      "Runs the prompt through the reference model and prints, per MoE layer, tokens per expert and per\n"
+      "device (device d holds experts [d E/D, (d+1) E/D)), then for three routings (top-K with no device\n"
+      "limit; the model's own; device-limited to M devices) the bytes dispatched (hidden_size x 2 bytes\n"
+      "per token and device holding one of its experts) and L_ExpBal, L_DevBal, L_CommBal.\n"
+      "  -m DIR, --ctx N, -p TEXT, -f FILE, --ids 1,2,3   as for generate\n"
+      "  --devices D       devices (default: n_group when > 1, else 8, lowered to divide E)\n"
+      "  --limit M         M of the device-limited routing (default: what the model's routing implies)\n"
+      "  --alpha A1,A2,A3  the balance-loss weights (default 0.003,0.05,0.02, the paper's)\n"
+      "  --plot FILE.png   draw tokens per expert and layer (needs gnuplot)\n" },
+    { "train",
+      O_CONFIG | O_DATA | O_O | O_STEPS | O_BATCH | O_SEQ | O_LR | O_WARMUP | O_ALPHA | O_CAPACITY | O_LIMIT |
+          O_DEVICES | O_SEED | O_RESUME | O_EVAL | O_TOKENIZER | O_STOP_AFTER,
+      cmd_train, TRAIN_HELP },
 };
 
 static const char USAGE[] = "usage: dsv2 COMMAND [options]     (dsv2 COMMAND --help lists a command's options)\n"
@@ -533,23 +563,24 @@ static int make_plan(const Args *a, const ModelConfig *c, FastPlan *p, double *g
 /* The plan per device and whether each device fits gb. */
 static void print_plan(const FastPlan *p, double gb, FastLayout layout, bool bf16)
 {
-    static const char *const names[] = {"single", "ep", "dp"};
-    printf("plan         %s layout, %d device%s of %.1f GB, %d positions x %d sequence%s, %s\n",
-           names[layout], p->devices, p->devices == 1 ? "" : "s", gb, p->context, p->batch,
-           p->batch == 1 ? "" : "s", bf16 ? "bf16" : "f32");
+    static const char *const names[] = { "single", "ep", "dp" };
+    printf("plan         %s layout, %d device%s of %.1f GB, %d positions x %d sequence%s, %s\n", names[layout],
+           p->devices, p->devices == 1 ? "" : "s", gb, p->context, p->batch, p->batch == 1 ? "" : "s",
+           bf16 ? "bf16" : "f32");
     bool fits = true;
     for (int d = 0; d < p->devices; d++) {
         const FastPlanDevice *v = &p->dev[d];
         const bool ok = (double)v->total <= gb * 1e9;
         fits = fits && ok;
         printf("  device %d   weights %8.3f GB  cache %8.3f GB  scratch %8.3f GB  staging %6.3f GB  "
-               "total %8.3f GB  %s\n", d, v->weights / 1e9, v->cache / 1e9, v->scratch / 1e9, v->staging / 1e9,
-               v->total / 1e9, ok ? "fits" : "does not fit");
+               "total %8.3f GB  %s\n",
+               d, v->weights / 1e9, v->cache / 1e9, v->scratch / 1e9, v->staging / 1e9, v->total / 1e9,
+               ok ? "fits" : "does not fit");
     }
     printf("  %s\n", fits ? "fits on every device" : "does not fit");
 }
 
-/* Parameter counts from the config (SPEC §2's shapes), and the paper's Table 1 from the dims. */
+/* Parameter counts from the config (docs/semantics.md §2's shapes), and the paper's Table 1 from the dims. */
 static int cmd_info(Args *a)
 {
     /* everything below follows from config.json; the weights, if present, are only counted */

@@ -45,43 +45,43 @@ enum {
     O_TOKENIZER = 1 << 30,
 };
 #define O_STOP_AFTER (1ull << 31) /* the 32nd bit and beyond: outside an enum constant's int range */
-#define O_PLAN (1ull << 32)
-#define O_LAYOUT (1ull << 33)
+#define O_PLAN       (1ull << 32)
+#define O_LAYOUT     (1ull << 33)
 enum { MAX_STOP = 8 };
 
 /** Everything any command accepts, parsed; each command takes the options its entry lists. */
 typedef struct {
-    const char *cmd;        /* the command's name, for messages */
-    unsigned long long given; /* the O_* bits seen */
-    const char *model_dir;  /* -m */
-    const char *ids;        /* --ids 1,2,3 */
-    const char *prompt;     /* -p (or the text of -f FILE / -p -, read by read_prompt) */
-    const char *prompt_file; /* -f */
-    char *prompt_buf;       /* what read_prompt() read (owned) */
-    const char *output;     /* -o */
-    long n_tokens;          /* -n */
-    double temperature;     /* -t */
-    double top_p;           /* --top-p */
-    long top_k;             /* --top-k (0: all) */
-    double repeat_penalty;  /* --repeat-penalty (1: none) */
-    unsigned long long seed; /* --seed, or drawn at start (printed) */
-    const char *backend;    /* --backend ref | fast */
-    const char *dtype;      /* --dtype f32 | bf16 (fast backend) */
-    long ctx;               /* --ctx (0: the model's default) */
-    const char *system;     /* --system (chat) */
+    const char *cmd;            /* the command's name, for messages */
+    unsigned long long given;   /* the O_* bits seen */
+    const char *model_dir;      /* -m */
+    const char *ids;            /* --ids 1,2,3 */
+    const char *prompt;         /* -p (or the text of -f FILE / -p -, read by read_prompt) */
+    const char *prompt_file;    /* -f */
+    char *prompt_buf;           /* what read_prompt() read (owned) */
+    const char *output;         /* -o */
+    long n_tokens;              /* -n */
+    double temperature;         /* -t */
+    double top_p;               /* --top-p */
+    long top_k;                 /* --top-k (0: all) */
+    double repeat_penalty;      /* --repeat-penalty (1: none) */
+    unsigned long long seed;    /* --seed, or drawn at start (printed) */
+    const char *backend;        /* --backend ref | fast */
+    const char *dtype;          /* --dtype f32 | bf16 (fast backend) */
+    long ctx;                   /* --ctx (0: the model's default) */
+    const char *system;         /* --system (chat) */
     const char *stop[MAX_STOP]; /* --stop, repeatable */
     int n_stop;
-    long devices;           /* --devices D (route-stats; 0: the default) */
-    long limit;             /* --limit M (route-stats; 0: what the model's routing implies) */
-    const char *plot;       /* --plot FILE.png (route-stats) */
-    double alpha[3];        /* --alpha A1,A2,A3 (route-stats, train): the balance-loss weights α₁, α₂, α₃ */
-    const char *config;     /* -c CONFIG.json (train) */
-    const char *data;       /* --data FILE (train) */
-    const char *tokenizer;  /* --tokenizer DIR (train) */
+    long devices;          /* --devices D (route-stats; 0: the default) */
+    long limit;            /* --limit M (route-stats; 0: what the model's routing implies) */
+    const char *plot;      /* --plot FILE.png (route-stats) */
+    double alpha[3];       /* --alpha A1,A2,A3 (route-stats, train): the balance-loss weights α₁, α₂, α₃ */
+    const char *config;    /* -c CONFIG.json (train) */
+    const char *data;      /* --data FILE (train) */
+    const char *tokenizer; /* --tokenizer DIR (train) */
     long steps, batch, seq, warmup, eval_every, stop_after; /* train's counts (--batch: info --plan's too) */
-    const char *plan;       /* --plan DEVICES[:GB] (info) */
-    const char *layout;     /* --layout single | ep | dp (info --plan) */
-    double lr, capacity;    /* --lr, --capacity (train) */
+    const char *plan;                                       /* --plan DEVICES[:GB] (info) */
+    const char *layout;                                     /* --layout single | ep | dp (info --plan) */
+    double lr, capacity;                                    /* --lr, --capacity (train) */
 } Args;
 
 /** One line "dsv2 CMD: <message> (see dsv2 CMD --help)" on stderr; returns the exit status 2. */

@@ -23,7 +23,10 @@ int fast_check_blas(cublasStatus_t st, const char *call, const char *file, int l
                     line);
 }
 
-size_t fast_context_bytes(KernelDType wtype, size_t stage_elems) { return stage_elems * kernel_dtype_size(wtype); }
+size_t fast_context_bytes(KernelDType wtype, size_t stage_elems)
+{
+    return stage_elems * kernel_dtype_size(wtype);
+}
 
 int fast_context_init(FastContext *ctx, bool bf16, size_t stage_elems)
 {
@@ -35,8 +38,7 @@ int fast_context_init(FastContext *ctx, bool bf16, size_t stage_elems)
     CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamDefault));
     BLAS_TRY(cublasCreate(&ctx->blas));
     BLAS_TRY(cublasSetStream(ctx->blas, ctx->stream));
-    if (stage_elems)
-        CUDA_TRY(cudaMalloc(&ctx->stage, fast_context_bytes(ctx->wtype, stage_elems)));
+    if (stage_elems) CUDA_TRY(cudaMalloc(&ctx->stage, fast_context_bytes(ctx->wtype, stage_elems)));
     return 0;
 }
 

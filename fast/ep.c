@@ -43,25 +43,40 @@ int fast_ep_device_sizes(const ModelConfig *cfg, KernelDType wtype, int N, int m
 {
     const int K = cfg->num_experts_per_tok, E = cfg->n_routed_experts;
     const size_t tokens = (size_t)max_T, top_k = K, experts = E, devices = N, hidden = cfg->hidden_size;
-    const size_t inter = cfg->moe_intermediate_size;               /* I and I_s: routed and shared expert widths */
+    const size_t inter = cfg->moe_intermediate_size; /* I and I_s: routed and shared expert widths */
     const size_t shared_inter = (size_t)cfg->n_shared_experts * cfg->moe_intermediate_size;
-    const size_t recv_rows = devices * tokens;                     /* rows one device can receive (recv_cap) */
-    const size_t expert_rows = recv_rows * imin(K, E / N);         /* received rows expanded to local experts */
-    const size_t send_rows = tokens * imin(K, N);                  /* own rows sent out, each token ≤ Kd times */
-    const size_t part_slots = recv_rows * imin(K, E / N);          /* ≤ Kl local experts per received row */
+    const size_t recv_rows = devices * tokens;             /* rows one device can receive (recv_cap) */
+    const size_t expert_rows = recv_rows * imin(K, E / N); /* received rows expanded to local experts */
+    const size_t send_rows = tokens * imin(K, N);          /* own rows sent out, each token ≤ Kd times */
+    const size_t part_slots = recv_rows * imin(K, E / N);  /* ≤ Kl local experts per received row */
     const size_t esz = kernel_dtype_size(wtype);
     /* elements and element size of each buffer, in FastEpDevice's field order (logits … shared_out) */
-    const size_t n[FAST_EP_DEVICE_BUFFERS][2] = {
-        {tokens * experts, 4}, {tokens * top_k, 4}, {tokens * top_k, 4}, {experts, 4}, {experts, 4},
-        {devices, 4}, {devices * tokens * top_k, 4}, {devices * tokens * top_k, 4}, {send_rows, 4},
-        {expert_rows, 4}, {part_slots, 4}, {part_slots, 4}, {send_rows, 4}, {send_rows, 4},
-        {send_rows * hidden, esz}, {recv_rows * hidden, esz}, {expert_rows * hidden, 4},
-        {wtype == KERNEL_BF16 ? expert_rows * hidden : 0, esz},
-        {zmax(expert_rows * 2 * inter, tokens * 2 * shared_inter), 4},
-        {zmax(expert_rows * inter, tokens * shared_inter), esz}, {(expert_rows + 1) * hidden, 4},
-        {recv_rows * hidden, 4}, {(send_rows + 1) * hidden, 4}, {tokens * hidden, 4}};
+    const size_t n[FAST_EP_DEVICE_BUFFERS][2] = { { tokens * experts, 4 },
+                                                  { tokens * top_k, 4 },
+                                                  { tokens * top_k, 4 },
+                                                  { experts, 4 },
+                                                  { experts, 4 },
+                                                  { devices, 4 },
+                                                  { devices * tokens * top_k, 4 },
+                                                  { devices * tokens * top_k, 4 },
+                                                  { send_rows, 4 },
+                                                  { expert_rows, 4 },
+                                                  { part_slots, 4 },
+                                                  { part_slots, 4 },
+                                                  { send_rows, 4 },
+                                                  { send_rows, 4 },
+                                                  { send_rows * hidden, esz },
+                                                  { recv_rows * hidden, esz },
+                                                  { expert_rows * hidden, 4 },
+                                                  { wtype == KERNEL_BF16 ? expert_rows * hidden : 0, esz },
+                                                  { zmax(expert_rows * 2 * inter, tokens * 2 * shared_inter), 4 },
+                                                  { zmax(expert_rows * inter, tokens * shared_inter), esz },
+                                                  { (expert_rows + 1) * hidden, 4 },
+                                                  { recv_rows * hidden, 4 },
+                                                  { (send_rows + 1) * hidden, 4 },
+                                                  { tokens * hidden, 4 } };
     for (int i = 0; i < FAST_EP_DEVICE_BUFFERS; i++)
-        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1];     /* at least one element: cudaMalloc(0) gives NULL */
+        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1]; /* at least one element: cudaMalloc(0) gives NULL */
     return FAST_EP_DEVICE_BUFFERS;
 }
 // ANCHOR_END: fast_ep_device_sizes
@@ -70,12 +85,14 @@ size_t fast_ep_device_bytes(const ModelConfig *cfg, KernelDType wtype, int N, in
 {
     size_t bytes[FAST_EP_DEVICE_BUFFERS], sum = 0;
     fast_ep_device_sizes(cfg, wtype, N, max_T, bytes);
-    for (int i = 0; i < FAST_EP_DEVICE_BUFFERS; i++)
-        sum += bytes[i];
+    for (int i = 0; i < FAST_EP_DEVICE_BUFFERS; i++) sum += bytes[i];
     return sum;
 }
 
-size_t fast_ep_stage_elems(const ModelConfig *cfg, int max_T) { return (size_t)max_T * cfg->hidden_size; }
+size_t fast_ep_stage_elems(const ModelConfig *cfg, int max_T)
+{
+    return (size_t)max_T * cfg->hidden_size;
+}
 
 size_t fast_ep_moe_bytes(const ModelConfig *cfg, KernelDType wtype, int N)
 {
@@ -88,9 +105,9 @@ static int init_device(FastEp *ep, int d, bool bf16, const ModelConfig *cfg)
     FastEpDevice *v = &ep->dev[d];
     FastEpPlan *pl = &v->plan;
     const size_t experts = ep->E, devices = ep->N, hidden = ep->D;
-    const size_t expert_rows = (size_t)ep->exp_cap;                /* received rows expanded to local experts */
-    const size_t send_rows = (size_t)ep->max_T * ep->Kd;           /* own rows sent out, each token ≤ Kd times */
-    const size_t part_slots = (size_t)ep->recv_cap * ep->Kl;       /* ≤ Kl local experts per received row */
+    const size_t expert_rows = (size_t)ep->exp_cap;          /* received rows expanded to local experts */
+    const size_t send_rows = (size_t)ep->max_T * ep->Kd;     /* own rows sent out, each token ≤ Kd times */
+    const size_t part_slots = (size_t)ep->recv_cap * ep->Kl; /* ≤ Kl local experts per received row */
     CUDA_TRY(cudaSetDevice(d));
     if (fast_context_init(&v->ctx, bf16, fast_ep_stage_elems(cfg, ep->max_T))) /* stage: the shared experts' input */
         return -1;
@@ -104,16 +121,33 @@ static int init_device(FastEp *ep, int d, bool bf16, const ModelConfig *cfg)
     if (!pl->send_token || !pl->expand_row || !pl->expert_off || !pl->part_slot || !pl->part_weight || !pl->comb_slot ||
         !pl->comb_weight)
         return ds_error("fast_ep_init: out of host memory");
-    void **dst[FAST_EP_DEVICE_BUFFERS] = {
-        (void **)&v->logits, (void **)&v->idx, (void **)&v->weight, (void **)&v->stat_count,
-        (void **)&v->stat_score, (void **)&v->stat_dev, (void **)&v->idx_all, (void **)&v->weight_all,
-        (void **)&v->send_token, (void **)&v->expand_row, (void **)&v->part_slot, (void **)&v->part_weight,
-        (void **)&v->comb_slot, (void **)&v->comb_weight, &v->xp, &v->xr, (void **)&v->xe, &v->xw, (void **)&v->gu,
-        &v->hidden, (void **)&v->ye, (void **)&v->yr, (void **)&v->ret, (void **)&v->shared_out};
+    void **dst[FAST_EP_DEVICE_BUFFERS] = { (void **)&v->logits,
+                                           (void **)&v->idx,
+                                           (void **)&v->weight,
+                                           (void **)&v->stat_count,
+                                           (void **)&v->stat_score,
+                                           (void **)&v->stat_dev,
+                                           (void **)&v->idx_all,
+                                           (void **)&v->weight_all,
+                                           (void **)&v->send_token,
+                                           (void **)&v->expand_row,
+                                           (void **)&v->part_slot,
+                                           (void **)&v->part_weight,
+                                           (void **)&v->comb_slot,
+                                           (void **)&v->comb_weight,
+                                           &v->xp,
+                                           &v->xr,
+                                           (void **)&v->xe,
+                                           &v->xw,
+                                           (void **)&v->gu,
+                                           &v->hidden,
+                                           (void **)&v->ye,
+                                           (void **)&v->yr,
+                                           (void **)&v->ret,
+                                           (void **)&v->shared_out };
     size_t bytes[FAST_EP_DEVICE_BUFFERS];
     fast_ep_device_sizes(cfg, v->ctx.wtype, ep->N, ep->max_T, bytes);
-    for (int i = 0; i < FAST_EP_DEVICE_BUFFERS; i++)
-        CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
+    for (int i = 0; i < FAST_EP_DEVICE_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
     /* the zero rows that padding slots of both combines point at (never written afterwards) */
     CUDA_TRY(cudaMemset(v->ye + expert_rows * hidden, 0, sizeof(float) * hidden));
     CUDA_TRY(cudaMemset(v->ret + send_rows * hidden, 0, sizeof(float) * hidden));

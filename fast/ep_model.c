@@ -15,7 +15,10 @@
 
 #include <stdlib.h>
 
-size_t fast_ep_share_bytes(const ModelConfig *cfg, int max_T) { return sizeof(float) * (size_t)max_T * cfg->hidden_size; }
+size_t fast_ep_share_bytes(const ModelConfig *cfg, int max_T)
+{
+    return sizeof(float) * (size_t)max_T * cfg->hidden_size;
+}
 
 int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, int chunk)
 {
@@ -29,7 +32,7 @@ int fast_ep_model_open(FastEpModel **out, const Model *ref, int N, bool bf16, in
         fast_ep_model_close(em);
         return ds_error("fast_ep_model_open: out of host memory for %d layers", em->n_layers);
     }
-    const int max_T = (chunk + N - 1) / N;                        /* the largest share of a chunk */
+    const int max_T = (chunk + N - 1) / N; /* the largest share of a chunk */
     const size_t bytes = fast_ep_share_bytes(c, max_T);
     int rc = fast_ep_init(&em->ep, N, bf16, c, max_T);
     for (int l = 0; rc == 0 && l < em->n_layers; l++)

@@ -40,17 +40,35 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
     const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
     const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
     const size_t esz = kernel_dtype_size(wtype), rows = T * K;
-    const MlaDims dims = {(int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f};
+    const MlaDims dims = { (int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f };
     /* elements and element size of each buffer, in FastScratch's field order (logits … s) */
     const size_t n[FAST_SCRATCH_BUFFERS][2] = {
-        {T * (E ? E : 1), 4}, {rows, 4}, {rows, 4}, {E, 4}, {E + 1, 4}, {rows, 4}, {rows, 4},
-        {rows * D, esz}, {rows * 2 * I, 4}, {(rows + T) * I, esz}, {rows * D, 4}, {T * D, 4},
-        {T * nh * dq, 4}, {T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4}, {T * (dc + dr), 4},
-        {T * nh * dv, 4}, {T * nh * dc, 4}, {T * nh * dc, 4},
-        {mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4},
-        {L * nh * (dn + dv), 4}, {L * nh * dq, 4}, {L * nh * dv, 4}, {nh * T * L, 4}};
+        { T * (E ? E : 1), 4 },
+        { rows, 4 },
+        { rows, 4 },
+        { E, 4 },
+        { E + 1, 4 },
+        { rows, 4 },
+        { rows, 4 },
+        { rows * D, esz },
+        { rows * 2 * I, 4 },
+        { (rows + T) * I, esz },
+        { rows * D, 4 },
+        { T * D, 4 },
+        { T * nh * dq, 4 },
+        { T * (cfg->q_lora_rank ? cfg->q_lora_rank : 1), 4 },
+        { T * (dc + dr), 4 },
+        { T * nh * dv, 4 },
+        { T * nh * dc, 4 },
+        { T * nh * dc, 4 },
+        { mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4 },
+        { L * nh * (dn + dv), 4 },
+        { L * nh * dq, 4 },
+        { L * nh * dv, 4 },
+        { nh * T * L, 4 }
+    };
     for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++)
-        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1];     /* at least one element: cudaMalloc(0) gives NULL */
+        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1]; /* at least one element: cudaMalloc(0) gives NULL */
     return FAST_SCRATCH_BUFFERS;
 }
 // ANCHOR_END: fast_scratch_sizes
@@ -59,8 +77,7 @@ size_t fast_scratch_bytes(const ModelConfig *cfg, KernelDType wtype, int max_T, 
 {
     size_t bytes[FAST_SCRATCH_BUFFERS], sum = 0;
     fast_scratch_sizes(cfg, wtype, max_T, max_ctx, bytes);
-    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++)
-        sum += bytes[i];
+    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++) sum += bytes[i];
     return sum;
 }
 
@@ -77,20 +94,24 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
         return ds_error("fast_scratch_init: n_group = %d exceeds the device router's %d", cfg->n_group, ROUTER_MAX_G);
     const size_t E = cfg->n_routed_experts;
     s->counts_host = malloc(sizeof(int) * (E + 1));
-    if (!s->counts_host)
-        return ds_error("fast_scratch_init: out of host memory");
-    void **dst[FAST_SCRATCH_BUFFERS] = {
-        (void **)&s->logits, (void **)&s->idx, (void **)&s->weight, (void **)&s->counts, (void **)&s->offsets,
-        (void **)&s->slot_row, (void **)&s->row_token, &s->xp, (void **)&s->gu, &s->hidden,
-        (void **)&s->expert_out, (void **)&s->shared_out, (void **)&s->q, (void **)&s->c_q, (void **)&s->kv,
-        (void **)&s->o, (void **)&s->q_lat, (void **)&s->o_lat, (void **)&s->partial, (void **)&s->u,
-        (void **)&s->k, (void **)&s->v, (void **)&s->s};
+    if (!s->counts_host) return ds_error("fast_scratch_init: out of host memory");
+    void **dst[FAST_SCRATCH_BUFFERS] = { (void **)&s->logits,     (void **)&s->idx,
+                                         (void **)&s->weight,     (void **)&s->counts,
+                                         (void **)&s->offsets,    (void **)&s->slot_row,
+                                         (void **)&s->row_token,  &s->xp,
+                                         (void **)&s->gu,         &s->hidden,
+                                         (void **)&s->expert_out, (void **)&s->shared_out,
+                                         (void **)&s->q,          (void **)&s->c_q,
+                                         (void **)&s->kv,         (void **)&s->o,
+                                         (void **)&s->q_lat,      (void **)&s->o_lat,
+                                         (void **)&s->partial,    (void **)&s->u,
+                                         (void **)&s->k,          (void **)&s->v,
+                                         (void **)&s->s };
     size_t bytes[FAST_SCRATCH_BUFFERS];
     fast_scratch_sizes(cfg, ctx->wtype, max_T, max_ctx, bytes);
-    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++)
-        CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
-    const MlaDims dims = {cfg->num_attention_heads, cfg->qk_nope_head_dim, cfg->qk_rope_head_dim, cfg->v_head_dim,
-                          cfg->kv_lora_rank, 0.0f};
+    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
+    const MlaDims dims = { cfg->num_attention_heads, cfg->qk_nope_head_dim, cfg->qk_rope_head_dim,
+                           cfg->v_head_dim,          cfg->kv_lora_rank,     0.0f };
     /* the decode's (token, head group) counters lead the partials; zero once, every launch leaves them zero */
     CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * mla_decode_v3_counters(dims.n_h, max_T)));
     return 0;

@@ -32,12 +32,17 @@ int fast_model_buffer_sizes(const ModelConfig *c, KernelDType wtype, int max_bat
 {
     const size_t D = c->hidden_size, T = rows, width = (size_t)c->kv_lora_rank + c->qk_rope_head_dim;
     const size_t n[FAST_MODEL_BUFFERS] = {
-        sizeof(float) * (size_t)(c->qk_rope_head_dim / 2),                    /* inv_freq (none when d_r = 0) */
+        sizeof(float) * (size_t)(c->qk_rope_head_dim / 2), /* inv_freq (none when d_r = 0) */
         (size_t)max_batch * c->num_hidden_layers * max_context * width * kernel_dtype_size(wtype), /* cache */
-        sizeof(int) * 3 * T, sizeof(float) * T * D, sizeof(float) * T * D, sizeof(float) * T * D, /* step, h, a, b */
-        sizeof(float) * T * c->vocab_size, sizeof(int)};                      /* logits, next */
+        sizeof(int) * 3 * T,
+        sizeof(float) * T * D,
+        sizeof(float) * T * D,
+        sizeof(float) * T * D, /* step, h, a, b */
+        sizeof(float) * T * c->vocab_size,
+        sizeof(int)
+    }; /* logits, next */
     for (int i = 0; i < FAST_MODEL_BUFFERS; i++)
-        bytes[i] = i == 0 || n[i] ? n[i] : 1;                                 /* cudaMalloc(0) would give NULL */
+        bytes[i] = i == 0 || n[i] ? n[i] : 1; /* cudaMalloc(0) would give NULL */
     return FAST_MODEL_BUFFERS;
 }
 // ANCHOR_END: fast_model_buffer_sizes
@@ -88,8 +93,10 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
             rc = ds_error("fast_model_open: out of host memory for %d decode graphs", m->max_batch);
         size_t bytes[FAST_MODEL_BUFFERS];
         fast_model_buffer_sizes(c, m->ctx.wtype, m->max_batch, m->max_context, m->rows, bytes);
-        void **dst[FAST_MODEL_BUFFERS] = {(void **)&m->inv_freq, &m->cache, (void **)&m->step, (void **)&m->h,
-                                          (void **)&m->a, (void **)&m->b, (void **)&m->logits, (void **)&m->next};
+        void **dst[FAST_MODEL_BUFFERS] = {
+            (void **)&m->inv_freq, &m->cache,      (void **)&m->step,   (void **)&m->h,
+            (void **)&m->a,        (void **)&m->b, (void **)&m->logits, (void **)&m->next
+        };
         for (int i = 1; rc == 0 && i < FAST_MODEL_BUFFERS; i++)
             rc = fast_check_cuda(cudaMalloc(dst[i], bytes[i]), "cudaMalloc(model buffer)", __FILE__, __LINE__);
         if (rc == 0)

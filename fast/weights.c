@@ -100,7 +100,7 @@ size_t fast_moe_bytes(const ModelConfig *cfg, KernelDType wtype, int experts)
     const int64_t E = cfg->n_routed_experts, D = cfg->hidden_size, I = cfg->moe_intermediate_size, n = experts;
     const int64_t I_s = (int64_t)cfg->n_shared_experts * I;
     return sizeof(float) * (size_t)(E * D + (cfg->topk_method == TOPK_NOAUX_TC ? E : 0)) + /* router, bias */
-           fast_mat_bytes(wtype, 2 * n * I, D) + fast_mat_bytes(wtype, n * D, I) +        /* [gate; up], down */
+           fast_mat_bytes(wtype, 2 * n * I, D) + fast_mat_bytes(wtype, n * D, I) +         /* [gate; up], down */
            fast_mat_bytes(wtype, 2 * I_s, D) + fast_mat_bytes(wtype, D, I_s);              /* shared */
 }
 
@@ -119,7 +119,7 @@ static size_t mla_bytes(const ModelConfig *cfg, KernelDType wtype)
 size_t fast_weight_bytes(const ModelConfig *cfg, KernelDType wtype, bool with_moe)
 {
     const int64_t D = cfg->hidden_size, I = cfg->intermediate_size;
-    size_t sum = 2 * fast_mat_bytes(wtype, cfg->vocab_size, D) + sizeof(float) * D;    /* embedding, LM head, norm */
+    size_t sum = 2 * fast_mat_bytes(wtype, cfg->vocab_size, D) + sizeof(float) * D; /* embedding, LM head, norm */
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         sum += 2 * sizeof(float) * D + mla_bytes(cfg, wtype);
         if (!config_layer_is_moe(cfg, l))
