@@ -5,8 +5,8 @@
  *        expert-parallel exchanges over every GPU present.
  *
  * Measured in one run: device-to-device copy GB/s and cuBLAS bf16 GEMM
- * TFLOP/s (the ceilings), then each kernel (v1 and v2) at DeepSeek-V2-Lite's
- * shapes with its achieved GB/s, then end-to-end decode tok/s of the fast
+ * TFLOP/s (the ceilings), then each kernel (v1 and v2, and the v3 decode
+ * kernels the fast model runs) at DeepSeek-V2-Lite's shapes with its achieved GB/s, then end-to-end decode tok/s of the fast
  * model in bf16 at batch 1, 16 and 64 (fast_model_decode, one token for each
  * of B sequences per step) on build/bench/v2-lite-2layer (written by
  * `make bench-ref`) when present, each against its roofline: the bytes the
@@ -141,11 +141,48 @@ static void kernels(cudaStream_t st)
     line("mla attend v1 absorbed, ctx 4096", ms, cache_bytes, 0);
     TIME(ms, st, mla_decode_v2(ol, ql, q, cache, KERNEL_BF16, dims, CTX - 1, 1, part, st));
     line("mla decode v2, ctx 4096 (bf16 cache)", ms, cache_bytes, 0);
+    /* what the fast model's decode step runs: positions read on the device, o^L stored as bf16 */
+    const int last = CTX - 1;
+    int *pos = dev_alloc(sizeof(int)), *base = dev_alloc(sizeof(int));
+    int *count = dev_alloc(sizeof(int) * mla_decode_v3_counters(NH, 1));
+    float *part3 = dev_alloc(sizeof(float) * mla_decode_v3_partial_floats(dims, 1, CTX));
+    cudaMemcpy(pos, &last, sizeof(int), cudaMemcpyHostToDevice);
+    TIME(ms, st,
+         mla_decode_at_v3(ol, KERNEL_BF16, ql, q, cache, KERNEL_BF16, dims, pos, base, 1, CTX, part3, count, st));
+    line("mla decode at v3, ctx 4096 (bf16 cache)", ms, cache_bytes, 0);
     TIME(ms, st, sample_argmax_v1(arg, logits, V, st));
     line("argmax v1, vocab 102400", ms, V * 4.0, 0);
     TIME(ms, st, sample_argmax_v2(arg, logits, V, st));
     line("argmax v2, vocab 102400", ms, V * 4.0, 0);
-    void *bufs[] = { x, y, w, q, freq, g, s, wt, idx, arg, cache, ql, ol, part, scratch, o, kvb, logits };
+    void *bufs[] = { x,  y,  w,    q,       freq, g,   s,      wt,  idx,  arg,   cache,
+                     ql, ol, part, scratch, o,    kvb, logits, pos, base, count, part3 };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+}
+
+/*
+ * The routed and shared experts of one decode token at DeepSeek-V2-Lite's sizes in bf16, as the fast
+ * model's decode step runs them (moe_ffn_grouped_v3): K rows, one for each of experts 0..K−1, plus the
+ * two shared experts (I_s = 2·I). Bytes: the K routed experts' and the shared experts' weights, 3·I·D each.
+ */
+static void moe_grouped(cudaStream_t st)
+{
+    enum { D = 2048, I = 1408, I_S = 2816, E = 64, K = 6 };
+    int offsets[E + 1];
+    for (int e = 0; e <= E; e++) offsets[e] = e < K ? e : K;
+    void *gate_up = dev_alloc((size_t)E * 2 * I * D * 2), *down = dev_alloc((size_t)E * D * I * 2);
+    void *shared_gate_up = dev_alloc((size_t)2 * I_S * D * 2), *shared_down = dev_alloc((size_t)D * I_S * 2);
+    float *x = dev_alloc(sizeof(float) * D), *out = dev_alloc(sizeof(float) * K * D);
+    float *shared_out = dev_alloc(sizeof(float) * D);
+    void *hidden = dev_alloc((size_t)K * I * 2), *shared_hidden = dev_alloc((size_t)I_S * 2);
+    int *row_token = dev_alloc(sizeof(int) * K), *off = dev_alloc(sizeof offsets); /* every row is token 0 */
+    cudaMemcpy(off, offsets, sizeof offsets, cudaMemcpyHostToDevice);
+    double ms;
+    TIME(ms, st,
+         moe_ffn_grouped_v3(out, shared_out, hidden, shared_hidden, x, row_token, off, gate_up, down, shared_gate_up,
+                            shared_down, KERNEL_BF16, 1, K, E, D, I, I_S, st));
+    line("moe ffn grouped v3, 1 token, K 6 + shared", ms, 2.0 * 3 * (K * I + I_S) * D, 0);
+    void *bufs[] = { gate_up,    down,   shared_gate_up, shared_down, x,  out,
+                     shared_out, hidden, shared_hidden,  row_token,   off };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
 }
 
@@ -426,6 +463,7 @@ int main(void)
     cublasSetStream(blas, st);
     const double copy_gbps = ceilings(st, blas);
     kernels(st);
+    moe_grouped(st);
     decode(copy_gbps);
     expert_parallel(n);
     cublasDestroy(blas);
