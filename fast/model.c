@@ -150,7 +150,7 @@ int fast_model_reset_slot(FastModel *m, int slot)
 // ANCHOR: fast_model_layer
 /*
  * One decoder layer on T tokens, in two halves. On entry h holds the residual stream and, for l > 0,
- * b the previous layer's FFN output not yet added: the add is fused into this layer's first RMSNorm.
+ * b the previous layer's FFN output, still to be added: the add is fused into this layer's first RMSNorm.
  * After the attention half a holds the FFN input; on exit b holds this layer's FFN output.
  */
 int fast_model_layer_attention(FastModel *m, int l, int T)
@@ -211,7 +211,7 @@ static void stage_row(FastModel *m, int t, int token, int slot)
  * Runs the n rows staged in m->step_host through the embedding and every layer: one upload of ids,
  * positions and bases (upload_step), then only device work whose launches do not depend on the
  * positions (step_layers: step_embed, every_layer). On exit h + b is the last layer's output (the add
- * not yet done).
+ * still to be done).
  */
 static int upload_step(FastModel *m)
 {
