@@ -69,6 +69,12 @@ static void to_wtype(void *dst, KernelDType wtype, const Mat *src, size_t i, siz
     }
 }
 
+void fast_buffer_bytes(const size_t (*n)[2], int count, size_t *bytes)
+{
+    for (int i = 0; i < count; i++)
+        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1]; /* at least one element: cudaMalloc(0) gives NULL */
+}
+
 size_t fast_mat_bytes(KernelDType wtype, int64_t rows, int64_t cols)
 {
     return (size_t)rows * (size_t)cols * kernel_dtype_size(wtype);

@@ -75,8 +75,7 @@ int fast_ep_device_sizes(const ModelConfig *cfg, KernelDType wtype, int N, int m
                                                   { recv_rows * hidden, 4 },
                                                   { (send_rows + 1) * hidden, 4 },
                                                   { tokens * hidden, 4 } };
-    for (int i = 0; i < FAST_EP_DEVICE_BUFFERS; i++)
-        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1]; /* at least one element: cudaMalloc(0) gives NULL */
+    fast_buffer_bytes(n, FAST_EP_DEVICE_BUFFERS, bytes);
     return FAST_EP_DEVICE_BUFFERS;
 }
 // ANCHOR_END: fast_ep_device_sizes

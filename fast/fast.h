@@ -112,6 +112,9 @@ typedef struct {
  * float32 mode). \return 0 or −1.
  */
 int fast_mat_upload(FastContext *ctx, FastMat *out, const Mat *const *parts, int n_parts);
+/** bytes[i] = max(n[i][0], 1) · n[i][1] for count buffers given as {elements, bytes per element}: every
+ *  buffer gets at least one element, since cudaMalloc(0) gives NULL. The sizing functions' one rule. */
+void fast_buffer_bytes(const size_t (*n)[2], int count, size_t *bytes);
 /** Device bytes of a rows × cols matrix of wtype, as fast_mat_upload() allocates it. */
 size_t fast_mat_bytes(KernelDType wtype, int64_t rows, int64_t cols);
 /** Uploads a float32 vector (norm weights, router bias). *out = NULL when n = 0. \return 0 or −1. */

@@ -67,8 +67,7 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { L * nh * dv, 4 },
         { nh * T * L, 4 }
     };
-    for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++)
-        bytes[i] = (n[i][0] ? n[i][0] : 1) * n[i][1]; /* at least one element: cudaMalloc(0) gives NULL */
+    fast_buffer_bytes(n, FAST_SCRATCH_BUFFERS, bytes);
     return FAST_SCRATCH_BUFFERS;
 }
 // ANCHOR_END: fast_scratch_sizes
