@@ -242,6 +242,18 @@ typedef enum {
 } FastMoeExperts;
 
 /**
+ * The fused tail of a sub-layer in a decode step: h <- h + y, then a = RMSNorm(h) * norm (eps), for T
+ * rows of width D. A kernel that produces y may apply it in its last stage instead of writing y, which
+ * saves the separate residual-add-and-norm launch.
+ */
+typedef struct {
+    float *h;          /**< [T, D] residual stream, updated in place */
+    float *a;          /**< [T, D] output: the next sub-layer's normalised input */
+    const float *norm; /**< [D] the next norm's weight */
+    float eps;         /**< its epsilon */
+} FastResidualNorm;
+
+/**
  * The MoE FFN (ref/moe.h's moe_forward) on the device: router GEMM (float32),
  * router kernel, permutation by expert, the routed experts on contiguous rows
  * (fused gate/up, SwiGLU, down) as `how` says, combine in slot order, shared
@@ -323,6 +335,7 @@ typedef struct {
     float *h;               /**< [rows, D] residual stream */
     float *a;               /**< [rows, D] normalised input of attention / FFN */
     float *b;               /**< [rows, D] attention / FFN output, added to h by the next fused norm */
+    bool a_ready;           /**< a already holds the next sub-layer's input: a fused tail (FastResidualNorm) added b */
     float *logits;          /**< [rows, vocab] device logits */
     int last_row;           /**< row of m->logits holding the last position's logits, −1 when none */
     int *next;              /**< [1] device arg-max */

@@ -164,7 +164,9 @@ int fast_model_layer_attention(FastModel *m, int l, int T)
     /* the decode form by tokens per step: absorbed over the latent cache for one token (or one token of
      * each of several sequences), expanded for prompts */
     const bool absorbed = m->at.pos0 < 0 || m->form == 2 || (m->form == 0 && T == 1);
-    if (l == 0)
+    if (m->a_ready) /* the previous FFN's fused tail wrote h and a */
+        m->a_ready = false;
+    else if (l == 0)
         CUDA_TRY(FAST_RMSNORM(m->a, m->h, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
     else /* h ← h + FFN_{l−1}; a = RMSNorm(h) */
         CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
@@ -243,7 +245,10 @@ static int step_head(FastModel *m, int first, int n)
 {
     const ModelConfig *c = m->cfg;
     const int D = c->hidden_size;
-    CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, m->ctx.stream));
+    if (m->a_ready) /* the last FFN's fused tail normalised with final_norm */
+        m->a_ready = false;
+    else
+        CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, m->ctx.stream));
     return fast_linear(&m->ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, n - first);
 }
 
