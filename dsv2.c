@@ -598,6 +598,10 @@ static int cmd_info(Args *a)
         return 1;
     }
     const ModelConfig *c = &cfg;
+    if (config_require_mla(c, "dsv2 info (its counts are MLA's)")) {
+        fprintf(stderr, "dsv2: %s: %s\n", path, ds_last_error());
+        return 1;
+    }
     FastPlan plan;
     FastLayout layout = FAST_LAYOUT_SINGLE;
     double gb = 0;

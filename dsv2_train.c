@@ -164,17 +164,24 @@ static void each_tensor(const ModelConfig *c, TensorFn fn, void *ctx)
         snprintf(p, sizeof p, "model.layers.%d", l);
 #define T2(suffix, r, k) (snprintf(name, sizeof name, "%s.%s", p, suffix), fn(ctx, name, r, k))
         T2("input_layernorm.weight", D, 0);
-        if (c->q_lora_rank) {
+        if (c->attention_type != ATTN_MLA) { /* standard attention: n_g key/value heads */
+            T2("self_attn.q_proj.weight", nh * dq, D);
+            T2("self_attn.k_proj.weight", c->num_key_value_heads * dq, D);
+            T2("self_attn.v_proj.weight", c->num_key_value_heads * c->v_head_dim, D);
+            T2("self_attn.o_proj.weight", D, nh * c->v_head_dim);
+        } else if (c->q_lora_rank) {
             T2("self_attn.q_a_proj.weight", c->q_lora_rank, D);
             T2("self_attn.q_a_layernorm.weight", c->q_lora_rank, 0);
             T2("self_attn.q_b_proj.weight", nh * dq, c->q_lora_rank);
         } else {
             T2("self_attn.q_proj.weight", nh * dq, D);
         }
-        T2("self_attn.kv_a_proj_with_mqa.weight", dc + dr, D);
-        T2("self_attn.kv_a_layernorm.weight", dc, 0);
-        T2("self_attn.kv_b_proj.weight", nh * (c->qk_nope_head_dim + c->v_head_dim), dc);
-        T2("self_attn.o_proj.weight", D, nh * c->v_head_dim);
+        if (c->attention_type == ATTN_MLA) {
+            T2("self_attn.kv_a_proj_with_mqa.weight", dc + dr, D);
+            T2("self_attn.kv_a_layernorm.weight", dc, 0);
+            T2("self_attn.kv_b_proj.weight", nh * (c->qk_nope_head_dim + c->v_head_dim), dc);
+            T2("self_attn.o_proj.weight", D, nh * c->v_head_dim);
+        }
         T2("post_attention_layernorm.weight", D, 0);
         if (!config_layer_is_moe(c, l)) {
             snprintf(name, sizeof name, "%s.mlp", p);
@@ -533,7 +540,7 @@ int cmd_train(Args *a)
     if (check_inputs(&r, &c, &std)) return 1;
     const bool resume = a->given & O_RESUME;
     Model m;
-    const ModelOptions mo = { .max_context = (int)a->seq };
+    const ModelOptions mo = { .max_context = (int)a->seq, .for_training = true };
     if (open_data(&r) || write_dir(&r) || (!resume && write_initial_weights(&r, &c, std)) ||
         (model_open(&m, a->output, &mo) && fail(NULL))) {
         train_data_close(&r.data);

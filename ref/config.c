@@ -155,7 +155,7 @@ static int read_rope(const char *file, const json_t *root, ModelConfig *c)
         return -1;
     const char *tkey = json_object_get(rs, "type") ? "type" : "rope_type";
     static const char *const types[] = { "default", "yarn" };
-    int type;
+    int type = ATTN_MLA;
     char full[64];
     snprintf(full, sizeof full, "%s.%s", key, tkey);
     if (read_choice(file, rs, tkey, NULL, types, 2, &type)) {
@@ -203,10 +203,56 @@ static int read_unsupported(const char *file, const json_t *root, const ModelCon
     return require_value(file, root, "", "hidden_act", false, json_string("silu")) ||
                    require_value(file, root, "", "attention_bias", true, json_false()) ||
                    require_value(file, root, "", "mlp_bias", true, json_false()) ||
-                   require_value(file, root, "", "num_key_value_heads", true, json_integer(c->num_attention_heads)) ||
+                   (c->attention_type == ATTN_MLA &&
+                    require_value(file, root, "", "num_key_value_heads", true, json_integer(c->num_attention_heads))) ||
                    require_value(file, root, "", "partial_rotary_factor", false, json_integer(1))
                ? -1
                : 0;
+}
+
+static const char *const ATTENTION_NAMES[] = { "mla", "mha", "gqa", "mqa" };
+
+const char *config_attention_name(AttentionType t)
+{
+    return ATTENTION_NAMES[t];
+}
+
+int config_require_mla(const ModelConfig *cfg, const char *what)
+{
+    if (cfg->attention_type == ATTN_MLA) return 0;
+    return ds_error("key 'attention_type': \"%s\" (standard attention) is implemented by dsv2 train only, not by %s",
+                    ATTENTION_NAMES[cfg->attention_type], what);
+}
+
+/* attention_type and what goes with it: the latent widths for MLA; for the standard baselines,
+ * no latents and n_g key/value heads (num_key_value_heads). */
+static int read_attention(const char *file, const json_t *root, ModelConfig *c)
+{
+    int type = ATTN_MLA;
+    if (read_choice(file, root, "attention_type", "mla", ATTENTION_NAMES, 4, &type)) return -1;
+    c->attention_type = (AttentionType)type;
+    const int nh = c->num_attention_heads;
+    c->num_key_value_heads = nh;
+    if (type == ATTN_MLA) return read_int(file, root, "kv_lora_rank", 1, 1 << 24, 0, 0, &c->kv_lora_rank);
+    static const char *const latents[] = { "q_lora_rank", "kv_lora_rank" };
+    for (int i = 0; i < 2; i++) {
+        const json_t *v = json_object_get(root, latents[i]);
+        if (v && !json_is_null(v))
+            return ds_error("%s: key '%s': attention_type \"%s\" has no latent; it must be null or absent", file,
+                            latents[i], ATTENTION_NAMES[type]);
+    }
+    c->q_lora_rank = c->kv_lora_rank = 0;
+    const int has_def = type != ATTN_GQA, def = type == ATTN_MQA ? 1 : nh;
+    if (read_int_or_null(file, root, "num_key_value_heads", 1, nh, has_def, def, &c->num_key_value_heads)) return -1;
+    if (json_is_null(json_object_get(root, "num_key_value_heads"))) c->num_key_value_heads = def;
+    const int ng = c->num_key_value_heads;
+    if ((type == ATTN_MHA && ng != nh) || (type == ATTN_MQA && ng != 1) || nh % ng)
+        return ds_error("%s: key 'num_key_value_heads': %d does not fit attention_type \"%s\" with %d heads (%s)", file,
+                        ng, ATTENTION_NAMES[type], nh,
+                        type == ATTN_MHA   ? "MHA has one per head"
+                        : type == ATTN_MQA ? "MQA has one"
+                                           : "GQA needs a divisor of num_attention_heads");
+    return 0;
 }
 
 static int read_all(const char *file, const json_t *root, ModelConfig *c)
@@ -217,8 +263,8 @@ static int read_all(const char *file, const json_t *root, ModelConfig *c)
         read_int(file, root, "hidden_size", 1, big, 0, 0, &c->hidden_size) ||
         read_int(file, root, "num_hidden_layers", 1, 4096, 0, 0, &c->num_hidden_layers) ||
         read_int(file, root, "num_attention_heads", 1, 4096, 0, 0, &c->num_attention_heads) ||
-        read_int_or_null(file, root, "q_lora_rank", 1, big, 0, 0, &c->q_lora_rank) ||
-        read_int(file, root, "kv_lora_rank", 1, big, 0, 0, &c->kv_lora_rank) ||
+        read_attention(file, root, c) ||
+        (c->attention_type == ATTN_MLA && read_int_or_null(file, root, "q_lora_rank", 1, big, 0, 0, &c->q_lora_rank)) ||
         read_int(file, root, "qk_nope_head_dim", 0, 65536, 0, 0, &c->qk_nope_head_dim) ||
         read_int(file, root, "qk_rope_head_dim", 2, ROPE_MAX_DIM, 0, 0, &c->qk_rope_head_dim) ||
         read_int(file, root, "v_head_dim", 1, 65536, 0, 0, &c->v_head_dim) ||

@@ -20,6 +20,19 @@ typedef enum {
     TOPK_NOAUX_TC,             /**< "noaux_tc": V3's biased sigmoid scores, groups by top-2 sum */
 } TopkMethod;
 
+/**
+ * Which attention the layers run (`attention_type`). MLA is the model; the other three are the
+ * standard baselines of the paper's Appendix D, for `dsv2 train`'s ablation (inference refuses
+ * them, config_require_mla()): per-head queries, n_g key/value heads each shared by n_h / n_g
+ * query heads, and RoPE on the last qk_rope_head_dim columns of every query and key head.
+ */
+typedef enum {
+    ATTN_MLA, /**< "mla": Multi-head Latent Attention (default) */
+    ATTN_MHA, /**< "mha": n_g = n_h key/value heads */
+    ATTN_GQA, /**< "gqa": n_g = num_key_value_heads, a divisor of n_h */
+    ATTN_MQA, /**< "mqa": n_g = 1 */
+} AttentionType;
+
 /** How router logits become affinities (`scoring_func`). */
 typedef enum {
     SCORING_SOFTMAX, /**< s = softmax(g) over all experts (V2) */
@@ -41,8 +54,10 @@ typedef struct {
     int hidden_size;                /**< D */
     int num_hidden_layers;          /**< number of decoder layers */
     int num_attention_heads;        /**< n_h */
+    AttentionType attention_type;   /**< MLA, or a standard baseline (training only) */
+    int num_key_value_heads;        /**< n_g, key/value heads of standard attention (n_h for MLA) */
     int q_lora_rank;                /**< d_c' (query compression); 0 when the config says null (V2-Lite) */
-    int kv_lora_rank;               /**< d_c, width of the cached latent c^KV */
+    int kv_lora_rank;               /**< d_c, width of the cached latent c^KV (0 for standard attention) */
     int qk_nope_head_dim;           /**< d_n, per-head query/key width without RoPE */
     int qk_rope_head_dim;           /**< d_r, width of the decoupled RoPE parts q^R, k^R */
     int v_head_dim;                 /**< d_v */
@@ -90,11 +105,16 @@ typedef struct {
  *
  * Refused unless absent or equal to the one value implemented (the error
  * line names the key and that value): hidden_act "silu" (SwiGLU),
- * attention_bias false, mlp_bias false, num_key_value_heads =
+ * attention_bias false, mlp_bias false, for MLA num_key_value_heads =
  * num_attention_heads (MLA has one key and value per head; null for these
  * three reads as that value, as in transformers), partial_rotary_factor 1
  * (top level or in the RoPE object); for YaRN also attention_factor null
  * (m comes from mscale / mscale_all_dim) and truncate true.
+ * attention_type (default "mla") may also be "mha", "gqa" or "mqa", the standard baselines
+ * (AttentionType): then q_lora_rank and kv_lora_rank must be absent or null, the query/key
+ * head is qk_nope_head_dim + qk_rope_head_dim wide with RoPE on its last qk_rope_head_dim
+ * columns, num_key_value_heads is n_h ("mha", may be omitted), 1 ("mqa", may be omitted) or a
+ * divisor of n_h ("gqa", required).
  * bos_token_id and eos_token_id must lie inside the vocabulary,
  * max_position_embeddings must be at least 2, and the shared experts'
  * width n_shared_experts × moe_intermediate_size must fit a matrix's int
@@ -119,6 +139,15 @@ int config_load(const char *path, ModelConfig *cfg);
 
 /** True when layer l uses the MoE FFN (docs/semantics.md §3.6.1), false for the dense FFN. */
 bool config_layer_is_moe(const ModelConfig *cfg, int l);
+
+/**
+ * \return 0 when cfg's attention is MLA, else −1 with one error line naming the key
+ * attention_type and `what` (the command or path that runs MLA only).
+ */
+int config_require_mla(const ModelConfig *cfg, const char *what);
+
+/** The config.json spelling of an attention type ("mla", "mha", "gqa", "mqa"). */
+const char *config_attention_name(AttentionType t);
 
 /** d_q = d_n + d_r, the query/key head width. */
 int config_qk_head_dim(const ModelConfig *cfg);

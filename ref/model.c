@@ -63,11 +63,26 @@ static int bind_swiglu(Binder *b, SwigluWeights *w, int64_t I, const char *prefi
     return bind_mat(b, &w->down, D, I, fmt, l, e);
 }
 
+/* Standard attention's four projections (attention_type mha / gqa / mqa; trained, not run here). */
+static int bind_std_attention(Binder *b, StdAttnWeights *w, int l)
+{
+    const ModelConfig *c = b->m->cfg;
+    const int64_t D = c->hidden_size, nh = c->num_attention_heads, ng = c->num_key_value_heads;
+    const int64_t dh = config_qk_head_dim(c), dv = c->v_head_dim;
+    return bind_mat(b, &w->q_proj, nh * dh, D, "model.layers.%d.self_attn.q_proj.weight", l, 0) ||
+                   bind_mat(b, &w->k_proj, ng * dh, D, "model.layers.%d.self_attn.k_proj.weight", l, 0) ||
+                   bind_mat(b, &w->v_proj, ng * dv, D, "model.layers.%d.self_attn.v_proj.weight", l, 0) ||
+                   bind_mat(b, &w->o_proj, D, nh * dv, "model.layers.%d.self_attn.o_proj.weight", l, 0)
+               ? -1
+               : 0;
+}
+
 static int bind_attention(Binder *b, MlaWeights *w, int l)
 {
     const ModelConfig *c = b->m->cfg;
     const int64_t D = c->hidden_size, nh = c->num_attention_heads, dq = config_qk_head_dim(c);
     const int64_t dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    if (c->attention_type != ATTN_MLA) return bind_std_attention(b, &b->m->layers[l].std, l);
     if (c->q_lora_rank) {
         if (bind_mat(b, &w->q_a_proj, c->q_lora_rank, D, "model.layers.%d.self_attn.q_a_proj.weight", l, 0) ||
             bind_vec(b, &w->q_a_norm, c->q_lora_rank, "model.layers.%d.self_attn.q_a_layernorm.weight", l) ||
@@ -142,6 +157,10 @@ int model_open(Model *m, const char *dir, const ModelOptions *opt)
     if (checkpoint_open(dir, &m->ck)) return -1;
     m->cfg = &m->ck.cfg;
     const ModelConfig *c = m->cfg;
+    if (!(opt && opt->for_training) && config_require_mla(c, "inference (generate, chat, logits, fast/)")) {
+        checkpoint_close(&m->ck);
+        return ds_error("%s: %s", dir, ds_last_error());
+    }
     m->max_context = model_context_size(c, opt ? opt->max_context : 0);
     m->chunk = opt && opt->chunk ? opt->chunk : MODEL_DEFAULT_CHUNK;
     m->form = opt ? opt->form : 0;
@@ -216,6 +235,7 @@ int model_forward(Model *m, const int *tokens, int T, float *logits, bool all_po
     const ModelConfig *c = m->cfg;
     const int D = c->hidden_size, V = c->vocab_size;
     if (T < 0) return ds_error("a negative token count (%d)", T);
+    if (config_require_mla(c, "inference (ref/model.c)")) return -1;
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
             return ds_error("token id %d at position %d is outside the vocabulary [0, %d)", tokens[t], m->pos + t, V);

@@ -14,6 +14,7 @@
 #ifndef DSV2_MODEL_H
 #define DSV2_MODEL_H
 
+#include "attention_std.h"
 #include "checkpoint.h"
 #include "mla.h"
 #include "moe.h"
@@ -25,6 +26,7 @@
 typedef struct {
     const float *attn_norm; /**< input_layernorm [D] */
     MlaWeights attn;        /**< self_attn.* */
+    StdAttnWeights std;     /**< self_attn.{q,k,v,o}_proj instead, when attention_type is not MLA */
     const float *ffn_norm;  /**< post_attention_layernorm [D] */
     bool is_moe;            /**< MoE FFN (true) or dense FFN */
     SwigluWeights dense;    /**< mlp.{gate,up,down}_proj (dense layers) */
@@ -44,10 +46,12 @@ int model_context_size(const ModelConfig *cfg, int requested);
 
 /** Options for model_open(). Zero means "the default". */
 typedef struct {
-    int max_context; /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
-    int chunk;       /**< tokens per forward chunk (default 64) */
-    int form;        /**< attention form: 0 = automatic (expanded for chunks of > 1 token, absorbed
+    int max_context;   /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
+    int chunk;         /**< tokens per forward chunk (default 64) */
+    int form;          /**< attention form: 0 = automatic (expanded for chunks of > 1 token, absorbed
                           for one), 1 = always expanded, 2 = always absorbed */
+    bool for_training; /**< also open standard-attention checkpoints (attention_type mha / gqa /
+                            mqa) to bind their weights for dsv2 train; model_forward() refuses them */
 } ModelOptions;
 
 /**

@@ -57,17 +57,24 @@ static void take_all(Layout *L, TrainModel *tm, const Model *m)
         const LayerWeights *s = &m->layers[l];
         LayerWeights *d = &tm->layers[l];
         take_vec(L, &d->attn_norm, s->attn_norm, c->hidden_size);
-        if (c->q_lora_rank) {
+        if (c->attention_type != ATTN_MLA) { /* W^Q, W^K, W^V, W^O of standard attention */
+            take_mat(L, &d->std.q_proj, &s->std.q_proj);
+            take_mat(L, &d->std.k_proj, &s->std.k_proj);
+            take_mat(L, &d->std.v_proj, &s->std.v_proj);
+            take_mat(L, &d->std.o_proj, &s->std.o_proj);
+        } else if (c->q_lora_rank) {
             take_mat(L, &d->attn.q_a_proj, &s->attn.q_a_proj);
             take_vec(L, &d->attn.q_a_norm, s->attn.q_a_norm, c->q_lora_rank);
             take_mat(L, &d->attn.q_b_proj, &s->attn.q_b_proj);
         } else {
             take_mat(L, &d->attn.q_proj, &s->attn.q_proj);
         }
-        take_mat(L, &d->attn.kv_a_proj, &s->attn.kv_a_proj);
-        take_vec(L, &d->attn.kv_a_norm, s->attn.kv_a_norm, c->kv_lora_rank);
-        take_mat(L, &d->attn.kv_b_proj, &s->attn.kv_b_proj);
-        take_mat(L, &d->attn.o_proj, &s->attn.o_proj);
+        if (c->attention_type == ATTN_MLA) {
+            take_mat(L, &d->attn.kv_a_proj, &s->attn.kv_a_proj);
+            take_vec(L, &d->attn.kv_a_norm, s->attn.kv_a_norm, c->kv_lora_rank);
+            take_mat(L, &d->attn.kv_b_proj, &s->attn.kv_b_proj);
+            take_mat(L, &d->attn.o_proj, &s->attn.o_proj);
+        }
         take_vec(L, &d->ffn_norm, s->ffn_norm, c->hidden_size);
         d->is_moe = s->is_moe;
         if (!s->is_moe) {
@@ -257,7 +264,7 @@ static double moe_layer_forward(TrainModel *tm, Work *w, int l, int T, TrainLoss
     return loss;
 }
 
-static void forward(TrainModel *tm, Work *w, const int *tokens, int T, TrainLoss *out)
+static int forward(TrainModel *tm, Work *w, const int *tokens, int T, TrainLoss *out)
 {
     const ModelConfig *c = &tm->cfg;
     const int D = c->hidden_size;
@@ -268,7 +275,11 @@ static void forward(TrainModel *tm, Work *w, const int *tokens, int T, TrainLoss
         const LayerWeights *L = &tm->layers[l];
         float *h = w->h_in + l * n, *h_mid = w->h_mid + l * n, *h_next = w->h_in + (l + 1) * n;
         rmsnorm_forward(w->a, h, L->attn_norm, T, D, c->rms_norm_eps);
-        mla_forward(w->b, w->a, &L->attn, &w->cache, c, &tm->rope, 0, T, MLA_EXPANDED, &w->mla);
+        if (c->attention_type != ATTN_MLA) {
+            if (attn_std_forward(w->b, w->a, &L->std, c, &tm->rope, T)) return -1;
+        } else {
+            mla_forward(w->b, w->a, &L->attn, &w->cache, c, &tm->rope, 0, T, MLA_EXPANDED, &w->mla);
+        }
         for (size_t i = 0; i < n; i++) h_mid[i] = h[i] + w->b[i];
         rmsnorm_forward(w->a, h_mid, L->ffn_norm, T, D, c->rms_norm_eps);
         if (L->is_moe)
@@ -279,6 +290,7 @@ static void forward(TrainModel *tm, Work *w, const int *tokens, int T, TrainLoss
     }
     rmsnorm_forward(w->a, w->h_in + c->num_hidden_layers * n, tm->final_norm, T, D, c->rms_norm_eps);
     linear(w->logits, w->a, &tm->lm_head, T);
+    return 0;
 }
 
 static MlaGrads mla_grads(const TrainModel *tm, const MlaWeights *a)
@@ -330,7 +342,7 @@ static int ffn_backward(TrainModel *tm, Work *w, int l, int T)
     return 0;
 }
 
-/* Backward through MLA(RMSNorm(h_in)): dh += ∂/∂h_in. */
+/* Backward through MLA(RMSNorm(h_in)), or standard attention: dh += ∂/∂h_in. */
 static int attn_backward(TrainModel *tm, Work *w, int l, int T)
 {
     const ModelConfig *c = &tm->cfg;
@@ -339,8 +351,15 @@ static int attn_backward(TrainModel *tm, Work *w, int l, int T)
     const size_t n = (size_t)T * D;
     const float *h = w->h_in + l * n;
     rmsnorm_forward(w->a, h, L->attn_norm, T, D, c->rms_norm_eps);
-    MlaGrads g = mla_grads(tm, &L->attn);
-    if (mla_backward(w->da, &g, w->dh, w->a, &L->attn, c, &tm->rope, T)) return -1;
+    if (c->attention_type != ATTN_MLA) {
+        const StdAttnWeights *s = &L->std;
+        const StdAttnGrads g = { train_grad(tm, s->q_proj.data), train_grad(tm, s->k_proj.data),
+                                 train_grad(tm, s->v_proj.data), train_grad(tm, s->o_proj.data) };
+        if (attn_std_backward(w->da, &g, w->dh, w->a, s, c, &tm->rope, T)) return -1;
+    } else {
+        MlaGrads g = mla_grads(tm, &L->attn);
+        if (mla_backward(w->da, &g, w->dh, w->a, &L->attn, c, &tm->rope, T)) return -1;
+    }
     rmsnorm_backward(w->dx, train_grad(tm, L->attn_norm), w->da, h, L->attn_norm, T, D, c->rms_norm_eps);
     for (size_t i = 0; i < n; i++) w->dh[i] += w->dx[i];
     return 0;
@@ -360,7 +379,10 @@ int train_accumulate(TrainModel *tm, const int *tokens, const int *targets, int 
     if (work_init(&w, c, T)) return -1;
     w.scale = scale;
     *out = (TrainLoss){ 0 };
-    forward(tm, &w, tokens, T, out);
+    if (forward(tm, &w, tokens, T, out)) {
+        work_free(&w);
+        return -1;
+    }
     out->ce = cross_entropy(w.dlogits, w.logits, targets, T, V);
     out->loss = out->ce + out->balance;
     for (size_t i = 0; i < (size_t)T * V; i++) w.dlogits[i] = (float)(scale * w.dlogits[i]);
@@ -433,6 +455,7 @@ void train_params_each(const TrainModel *tm, TrainParamFn fn, void *ctx)
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const LayerWeights *L = &tm->layers[l];
         const MlaWeights *a = &L->attn;
+        const StdAttnWeights *sa = &L->std;
         const struct {
             const char *suffix;
             const void *p;
@@ -447,10 +470,14 @@ void train_params_each(const TrainModel *tm, TrainParamFn fn, void *ctx)
             { "self_attn.kv_a_layernorm.weight", a->kv_a_norm, c->kv_lora_rank, 0 },
             { "self_attn.kv_b_proj.weight", a->kv_b_proj.data, a->kv_b_proj.rows, a->kv_b_proj.cols },
             { "self_attn.o_proj.weight", a->o_proj.data, a->o_proj.rows, a->o_proj.cols },
+            { "self_attn.q_proj.weight", sa->q_proj.data, sa->q_proj.rows, sa->q_proj.cols },
+            { "self_attn.k_proj.weight", sa->k_proj.data, sa->k_proj.rows, sa->k_proj.cols },
+            { "self_attn.v_proj.weight", sa->v_proj.data, sa->v_proj.rows, sa->v_proj.cols },
+            { "self_attn.o_proj.weight", sa->o_proj.data, sa->o_proj.rows, sa->o_proj.cols },
             { "post_attention_layernorm.weight", L->ffn_norm, D, 0 },
         };
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-            if (!t[i].p) continue; /* q_proj or the q_a/q_b pair, not both */
+            if (!t[i].p) continue; /* q_proj or the q_a/q_b pair, not both; MLA or standard attention */
             snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].suffix);
             fn(ctx, name, t[i].p, t[i].rows, t[i].cols);
         }

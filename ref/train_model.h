@@ -10,7 +10,7 @@
  *     L = (1/T) Σ_t −log softmax(logits_t)[target_t]  +  Σ_{MoE layers} (L_ExpBal + L_DevBal + L_CommBal)
  *
  * and backpropagates it into every parameter: embedding, per layer the two RMSNorm weights, the
- * attention (mla_backward()), the dense FFN or the MoE (router, routed and shared experts), the
+ * attention (mla_backward(), or attn_std_backward() for the MHA / GQA / MQA baselines), the dense FFN or the MoE (router, routed and shared experts), the
  * final norm and the LM head. Routing is a fixed mask in the backward; when capacity_factor > 0,
  * token dropping (drop_tokens(), devices = the config's n_group) removes (token, expert) pairs
  * from both passes.
