@@ -5,7 +5,7 @@
  *       build/notebooks/train_ablation [DIR]      (default DIR: models/train-ablations)
  *       NOTEBOOK_DATA=ab.dat build/notebooks/train_ablation   (also writes the plot's data)
  *
- * Reads the train_log.jsonl files of nine `dsv2 train` runs made by tools/train_ablations.sh:
+ * Reads the train_log.jsonl files of the `dsv2 train` runs made by tools/train_ablations.sh:
  * the 0.5M-parameter models/train-demo/config.json (MLA, a dense layer, two MoE layers of
  * E = 8 routed experts in 4 groups of 2 plus one shared expert, K = 2) trained for 300 steps
  * of 8 windows of 64 tokens on the book of Genesis (KJV), all from seed 1611, each run
@@ -24,6 +24,13 @@
  *              per-expert counts, not which tokens reached which devices);
  *   dropped    the share of (token, expert) pairs token dropping removed over steps 251..300.
  *
+ * (a) attention: MHA, GQA and MQA (models/train-ablations/attention-{mha,gqa,mqa}/config.json:
+ *     the demo config with standard attention, RoPE on the whole head) against MLA (the run
+ *     "all"), each from two seeds (1611, and 2718 in the attention-*-s2 runs). Head counts and
+ *     widths are chosen so that the attention weights of a layer stay within 2% of MLA's; the
+ *     table prints them and the KV cache a token costs per layer (elements, and bytes in
+ *     bf16), both computed from the config each second-seed run saved (DIR/run/config.json):
+ *     MHA / GQA / MQA n_g·(d_h + d_v), MLA d_c + d_r;
  * (b) the balance losses: none, each alone at the paper's weight, all three;
  * (c) device-limited routing with D = 4 devices, M = 1, 2, 4 (with K = 2, M = 3 and M = 4
  *     choose what M = 2 does from the same scores: the two best experts lie in the two groups
@@ -36,6 +43,7 @@
  * runs without a capacity factor drop nothing.
  */
 #include <jansson.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +139,75 @@ typedef struct {
     const char *run, *label;
 } Row;
 
+/* ---- (a) attention variants ---------------------------------------------------------------- */
+
+/* What a config says about one layer's attention. */
+typedef struct {
+    int heads, kv_heads, head_dim; /* n_h; n_g (0 for MLA); d_h = d_n + d_r of a query/key head */
+    long kv_elems;                 /* cached per token and layer */
+    long params;                   /* attention weights per layer (norm weights included) */
+} AttnShape;
+
+static long key(const json_t *j, const char *k)
+{
+    return (long)json_integer_value(json_object_get(j, k));
+}
+
+static int attention_shape(const char *path, AttnShape *a)
+{
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    if (!j) return bad(path, 0, "cannot read the config");
+    const json_t *type = json_object_get(j, "attention_type");
+    const bool mla = !type || !strcmp(json_string_value(type), "mla");
+    const long D = key(j, "hidden_size"), nh = key(j, "num_attention_heads"), dn = key(j, "qk_nope_head_dim");
+    const long dr = key(j, "qk_rope_head_dim"), dv = key(j, "v_head_dim"), dq = dn + dr;
+    a->heads = (int)nh;
+    a->head_dim = (int)dq;
+    if (mla) { /* W^DQ, its norm, W^UQ;W^QR, W^DKV;W^KR, its norm, W^UK;W^UV, W^O */
+        const long dc = key(j, "kv_lora_rank"), dcq = key(j, "q_lora_rank");
+        a->kv_heads = 0;
+        a->kv_elems = dc + dr;
+        a->params = (dcq ? dcq * D + dcq + nh * dq * dcq : nh * dq * D) + (dc + dr) * D + dc + nh * (dn + dv) * dc +
+                    D * nh * dv;
+    } else { /* W^Q, W^K, W^V, W^O */
+        const long ng = key(j, "num_key_value_heads");
+        a->kv_heads = (int)ng;
+        a->kv_elems = ng * (dq + dv);
+        a->params = nh * dq * D + ng * dq * D + ng * dv * D + D * nh * dv;
+    }
+    json_decref(j);
+    return 0;
+}
+
+typedef struct {
+    const char *label, *run, *run2; /* the config is read from DIR/run2/config.json */
+    AttnShape shape;
+    Summary s1, s2;
+} AttnRow;
+
+/* Table (a): held-out loss of each variant and seed, with what its cache and weights cost. */
+static int attention_table(const char *dir, AttnRow *rows, int n)
+{
+    printf("(a) attention at equal budget (RoPE on the whole head for MHA / GQA / MQA; all losses on)\n"
+           "%-10s %4s %4s %4s %9s %9s %9s %9s %9s %9s\n",
+           "attention", "n_h", "n_g", "d_h", "KV elems", "KV bytes", "weights", "seed 1611", "seed 2718", "mean");
+    for (int i = 0; i < n; i++) {
+        AttnRow *r = &rows[i];
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s/config.json", dir, r->run2);
+        if (attention_shape(path, &r->shape) || summarize(dir, r->run, &r->s1) || summarize(dir, r->run2, &r->s2))
+            return -1;
+        char ng[8] = "-";
+        if (r->shape.kv_heads) snprintf(ng, sizeof ng, "%d", r->shape.kv_heads);
+        printf("%-10s %4d %4s %4d %9ld %9ld %9ld %9.4f %9.4f %9.4f\n", r->label, r->shape.heads, ng, r->shape.head_dim,
+               r->shape.kv_elems, 2 * r->shape.kv_elems, r->shape.params, r->s1.held_out, r->s2.held_out,
+               (r->s1.held_out + r->s2.held_out) / 2);
+    }
+    printf("(KV: per token and layer, bytes in bf16; weights: attention per layer; held-out at step 300)\n\n");
+    return 0;
+}
+
 static int table(const char *dir, const char *title, const char *column, const Row *rows, int n, Summary *out)
 {
     printf("%s\n%-12s %9s %9s %9s %9s %11s %8s\n", title, column, "held-out", "train", "exp max", "dev max",
@@ -156,7 +233,8 @@ static double trailing_mean(const double *x, int t)
 
 /* For notebooks-c/plots/train_ablation.gp: three blocks (b) expert max/mean, (c) device
  * max/mean, (d) dropped share, per step as 20-step trailing means, one column per run. */
-static int write_plot_data(const char *path, const Summary *b, const Summary *c, const Summary *d)
+static int write_plot_data(const char *path, const Summary *b, const Summary *c, const Summary *d, const AttnRow *a,
+                           int n_a)
 {
     FILE *f = fopen(path, "w");
     if (!f) return -1;
@@ -178,6 +256,10 @@ static int write_plot_data(const char *path, const Summary *b, const Summary *c,
         for (int i = 0; i < 3; i++) fprintf(f, " %.5f", trailing_mean(d[i].drop_step, t));
         fprintf(f, "\n");
     }
+    fprintf(f, "\n\nattention \"KV bytes\" \"seed 1611\" \"seed 2718\" mean\n");
+    for (int i = 0; i < n_a; i++)
+        fprintf(f, "%s %ld %.4f %.4f %.4f\n", a[i].label, 2 * a[i].shape.kv_elems, a[i].s1.held_out, a[i].s2.held_out,
+                (a[i].s1.held_out + a[i].s2.held_out) / 2);
     return fclose(f) == 0 ? 0 : -1;
 }
 
@@ -192,9 +274,17 @@ int main(int argc, char **argv)
                              { "all", "all three" } };
     static const Row C[] = { { "m1", "M = 1" }, { "all", "M = 2" }, { "m4", "M = 4" } };
     static const Row D[] = { { "cf1", "CF = 1.0" }, { "cf1.25", "CF = 1.25" }, { "all", "CF = inf" } };
-    printf("dsv2 train, models/train-demo/config.json on Genesis, 300 steps of 8 x 64 tokens, seed 1611\n"
+    static AttnRow A[] = {
+        { .label = "MHA", .run = "attention-mha", .run2 = "attention-mha-s2" },
+        { .label = "GQA", .run = "attention-gqa", .run2 = "attention-gqa-s2" },
+        { .label = "MQA", .run = "attention-mqa", .run2 = "attention-mqa-s2" },
+        { .label = "MLA", .run = "all", .run2 = "attention-mla-s2" },
+    };
+    printf("dsv2 train on Genesis, 300 steps of 8 x 64 tokens, seed 1611 (and 2718 in (a));\n"
+           "(b) to (d) train models/train-demo/config.json\n"
            "(max columns: busiest over mean, steps 251..300; KiB: busiest device per step and layer)\n\n");
-    if (table(dir, "(b) balance losses (alpha 0.003 / 0.05 / 0.02 when on; M = 2)", "losses", B, 5, b) ||
+    if (attention_table(dir, A, 4) ||
+        table(dir, "(b) balance losses (alpha 0.003 / 0.05 / 0.02 when on; M = 2)", "losses", B, 5, b) ||
         table(dir, "(c) device-limited routing, D = 4 (all three losses on)", "limit", C, 3, c) ||
         table(dir, "(d) token dropping, capacity per device (all three losses on)", "capacity", D, 3, d))
         return 1;
@@ -203,7 +293,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++)
         if (c[i].dropped != 0) return bad(C[i].run, 0, "dropped pairs without a capacity factor"), 1;
     const char *data = getenv("NOTEBOOK_DATA");
-    if (data && write_plot_data(data, b, c, d)) return bad(data, 0, "cannot write the plot data"), 1;
+    if (data && write_plot_data(data, b, c, d, A, 4)) return bad(data, 0, "cannot write the plot data"), 1;
+    for (int i = 0; i < 4; i++)
+        if (A[i].s1.dropped != 0 || A[i].s2.dropped != 0)
+            return bad(A[i].run, 0, "dropped pairs without a capacity factor"), 1;
     printf("checks passed: 300 steps per log, kept + dropped = B*T*K per layer, no drops without a capacity\n");
     return 0;
 }

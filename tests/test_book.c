@@ -9,7 +9,9 @@
  * with --root, so that the check itself is shown to fail when it should.
  */
 #include "check.h"
+#include "attention_std.h"
 #include "error.h"
+#include "mla.h"
 #include "model.h"
 #include "scratch_files.h"
 #include "tokenizer.h"
@@ -428,9 +430,10 @@ static void balance_ablation_notebook_recomputes(void **state)
 /* ---- the training ablations (notebooks-c/train_ablation.c, chapter 9) ---------------------- */
 
 #define TA_DIR "models/train-ablations"
-#define TA_COMMON                                                                                    \
-    "-c models/train-demo/config.json --data " TA_DIR "/genesis.txt --steps 300 --batch 8 --seq 64 " \
-    "--lr 3e-3 --warmup 50 --eval-every 100 --seed 1611"
+#define TA_OPTIONS                                                                                         \
+    "--data " TA_DIR "/genesis.txt --steps 300 --batch 8 --seq 64 --lr 3e-3 --warmup 50 --eval-every 100 " \
+    "--seed 1611"
+#define TA_COMMON "-c models/train-demo/config.json " TA_OPTIONS
 
 enum { TA_STEPS = 300, TA_LAST = 50, TA_LAYERS = 2, TA_E = 8, TA_DEV = 4, TA_PAIRS = 8 * 64 * 2 };
 
@@ -489,6 +492,29 @@ static void ablation_columns(const char *run, double col[6])
     free(log);
 }
 
+/* The first 5 lines of a 6-step re-run of `dsv2 train ARGS` against the committed log of run. */
+static void rerun_matches(const char *run, const char *args)
+{
+    char *dir = scratch_make(), out[4096], name[256];
+    const int status = shell_capture(out, sizeof out, "build/dsv2 train %s --stop-after 6 -o '%s/run' 2>&1", args, dir);
+    if (status != 0) fail_msg("dsv2 train exited with %d:\n%s", status, out);
+    char *fresh = scratch_read(dir, "run/train_log.jsonl");
+    snprintf(name, sizeof name, "%s/train_log.jsonl", run);
+    char *committed = scratch_read(TA_DIR, name);
+    const char *p = committed, *q = fresh;
+    for (int k = 0; k < 5 && p && q; k++) {
+        p = strchr(p, '\n');
+        q = strchr(q, '\n');
+        p = p ? p + 1 : NULL;
+        q = q ? q + 1 : NULL;
+    }
+    if (!p || !q || p - committed != q - fresh || memcmp(fresh, committed, (size_t)(q - fresh)) != 0)
+        fail_msg("%s: dsv2 train's first 5 log lines differ from the committed log's:\n%s", run, fresh);
+    free(fresh);
+    free(committed);
+    scratch_remove(dir);
+}
+
 /* The table the notebook prints (and chapter 9 quotes) is what the committed logs say, column
  * by column to the printed digits; and the logs came from this code: two runs, re-run with
  * dsv2 train for 6 steps (the 6th line of a stopped run adds a held-out loss), log the same
@@ -519,28 +545,57 @@ static void train_ablation_notebook_recomputes(void **state)
                 fail_msg("%s column %d: printed %.6f, the log gives %.6f", rows[i][0], k + 1, v, want[k]);
         }
     }
-    static const char *const reruns[][2] = { { "all", "--alpha 0.003,0.05,0.02" }, { "cf1", "--capacity 1.0" } };
-    for (size_t i = 0; i < 2; i++) {
-        char *dir = scratch_make(), out[4096], name[256];
-        const int status = shell_capture(
-            out, sizeof out, "build/dsv2 train " TA_COMMON " %s --stop-after 6 -o '%s/run' 2>&1", reruns[i][1], dir);
-        if (status != 0) fail_msg("dsv2 train exited with %d:\n%s", status, out);
-        char *fresh = scratch_read(dir, "run/train_log.jsonl");
-        snprintf(name, sizeof name, "%s/train_log.jsonl", reruns[i][0]);
-        char *committed = scratch_read(TA_DIR, name);
-        const char *p = committed, *q = fresh;
-        for (int k = 0; k < 5 && p && q; k++) {
-            p = strchr(p, '\n');
-            q = strchr(q, '\n');
-            p = p ? p + 1 : NULL;
-            q = q ? q + 1 : NULL;
+    rerun_matches("all", TA_COMMON " --alpha 0.003,0.05,0.02");
+    rerun_matches("cf1", TA_COMMON " --capacity 1.0");
+}
+
+/* Table (a): each variant's shape columns follow from its config through config_load (not the
+ * notebook's JSON reading), its held-out losses are the last eval_loss of its two logs, and one
+ * standard-attention run (GQA) re-runs from this code to the same first log lines. */
+static void train_attention_ablation_recomputes(void **state)
+{
+    (void)state;
+    const char *got = notebook_output_as_included("train_ablation");
+    static const char *const rows[][4] = {
+        { "MHA", TA_DIR "/attention-mha/config.json", "attention-mha", "attention-mha-s2" },
+        { "GQA", TA_DIR "/attention-gqa/config.json", "attention-gqa", "attention-gqa-s2" },
+        { "MQA", TA_DIR "/attention-mqa/config.json", "attention-mqa", "attention-mqa-s2" },
+        { "MLA", "models/train-demo/config.json", "all", "attention-mla-s2" },
+    };
+    for (size_t i = 0; i < 4; i++) {
+        ModelConfig c;
+        if (config_load(rows[i][1], &c)) fail_msg("%s", ds_last_error());
+        const long D = c.hidden_size, nh = c.num_attention_heads, ng = c.num_key_value_heads;
+        const long dq = config_qk_head_dim(&c), dv = c.v_head_dim, dc = c.kv_lora_rank, dcq = c.q_lora_rank;
+        const bool mla = c.attention_type == ATTN_MLA;
+        const long elems =
+            mla ? (long)(mla_cache_bytes_per_token(&c, 1) / (size_t)c.num_hidden_layers) : attn_std_cache_elems(&c);
+        const long weights = mla ? dcq * D + dcq + nh * dq * dcq + (dc + c.qk_rope_head_dim) * D + dc +
+                                       nh * (c.qk_nope_head_dim + dv) * dc + D * nh * dv
+                                 : (nh + ng) * dq * D + ng * dv * D + D * nh * dv;
+        double held[2];
+        for (int k = 0; k < 2; k++) {
+            char name[256];
+            snprintf(name, sizeof name, "%s/train_log.jsonl", rows[i][2 + k]);
+            char *log = scratch_read(TA_DIR, name);
+            const char *last = strstr(log, "\"step\":300,");
+            if (!last) fail_msg("%s has no step 300", name);
+            held[k] = json_number_after(last, "eval_loss");
+            free(log);
         }
-        if (!p || !q || p - committed != q - fresh || memcmp(fresh, committed, (size_t)(q - fresh)) != 0)
-            fail_msg("%s: dsv2 train's first 5 log lines differ from the committed log's:\n%s", reruns[i][0], fresh);
-        free(fresh);
-        free(committed);
-        scratch_remove(dir);
+        char label[16], ng_text[16] = "-";
+        snprintf(label, sizeof label, "\n%-10s ", rows[i][0]);
+        if (!mla) snprintf(ng_text, sizeof ng_text, "%ld", ng);
+        const char *p = strstr(got, label);
+        if (!p) fail_msg("no row %s in:\n%s", rows[i][0], got);
+        char want[256];
+        snprintf(want, sizeof want, "%-10s %4ld %4s %4ld %9ld %9ld %9ld %9.4f %9.4f %9.4f", rows[i][0], nh, ng_text, dq,
+                 elems, 2 * elems, weights, held[0], held[1], (held[0] + held[1]) / 2);
+        if (strncmp(p + 1, want, strlen(want)))
+            fail_msg("row %s: printed\n%.90s\nthe configs and logs give\n%s", rows[i][0], p + 1, want);
+        printf("  %s\n", want);
     }
+    rerun_matches("attention-gqa", "-c " TA_DIR "/attention-gqa/config.json " TA_OPTIONS);
 }
 
 /* ---- the checker on small books ----------------------------------------------------------- */
@@ -662,6 +717,7 @@ int main(void)
         cmocka_unit_test(expert_load_notebook_invariants_hold),
         cmocka_unit_test(balance_ablation_notebook_recomputes),
         cmocka_unit_test(train_ablation_notebook_recomputes),
+        cmocka_unit_test(train_attention_ablation_recomputes),
         cmocka_unit_test(a_correct_book_passes),
         cmocka_unit_test(a_drifted_block_fails),
         cmocka_unit_test(a_missing_anchor_fails),

@@ -7,6 +7,9 @@
 #                      prints the wall time, generates from the result and draws the loss curve
 #                      to build/train-demo/loss.png (gnuplot)
 #   make train-ablation  the balance losses off / on / ten times stronger, short runs (see below)
+#   make train-ablation-attention  the attention ablation (a) of chapter 9 again: MHA, GQA, MQA
+#                      and MLA from two seeds each (tools/train_ablations.sh, about 40 s a run on
+#                      one core), each log compared byte for byte with the committed one
 #   make bench-train   training tokens per second of dsv2 train on the demo config, beside the
 #                      PyTorch reference trainer (tools/bench_train.py, one thread, float32) when
 #                      torch is installed
@@ -79,4 +82,21 @@ train-ablation: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
 	      r += max / (sum / n); k++ } END { printf "%.2f\n", r / k }' > $$d.ratio; \
 	  tail -n 1 $$d/train_log.jsonl | sed -E 's/.*"exp_bal":([^,]+),"dev_bal":([^,]+),"comm_bal":([^,]+),.*"eval_loss":([^,]+),.*/\4 \1 \2 \3/' | \
 	    awk -v a=$$a -v r=$$(cat $$d.ratio) '{ printf "%-18s %10.4f %10.4f %14s\n", a, $$1, $$2 + $$3 + $$4, r }'; \
+	done
+
+# make train-ablation-attention: the eight runs of table (a) into build/train-ablations/, each
+# log then compared with its committed copy in models/train-ablations/ (the same bytes on a
+# machine that builds the same code: the trainer's arithmetic has a fixed order).
+ATTENTION_RUNS := all attention-mha attention-gqa attention-mqa \
+                  attention-mla-s2 attention-mha-s2 attention-gqa-s2 attention-mqa-s2
+
+.PHONY: train-ablation-attention
+train-ablation-attention: $(BUILD)/dsv2
+	@mkdir -p $(BUILD)/train-ablations
+	@sh tools/train_ablations.sh ./$(BUILD)/dsv2 $(BUILD)/train-ablations $(ATTENTION_RUNS)
+	@for r in $(ATTENTION_RUNS); do \
+	  held=$$(tail -n 1 $(BUILD)/train-ablations/$$r/train_log.jsonl | sed -E 's/.*"eval_loss":([^,]+),.*/\1/'); \
+	  if cmp -s $(BUILD)/train-ablations/$$r/train_log.jsonl models/train-ablations/$$r/train_log.jsonl; \
+	  then same="the committed log, byte for byte"; else same="DIFFERS from models/train-ablations/$$r"; fi; \
+	  printf '%-18s held-out %s  %s\n' $$r "$$held" "$$same"; \
 	done
