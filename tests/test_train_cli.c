@@ -237,12 +237,61 @@ static void bad_inputs_get_one_line(void **state)
     free(data);
 }
 
+/* Standard attention (GQA: 4 query heads over 2 key/value heads, RoPE on the whole head) trains
+ * through the CLI, saves and resumes bit-identically like MLA, and generation refuses the
+ * checkpoint with one line naming attention_type, printing nothing. */
+static void standard_attention_trains_and_is_refused_by_generate(void **state)
+{
+    (void)state;
+    static const char GQA[] =
+        "{\"model_type\": \"deepseek_v2\", \"vocab_size\": 4096, \"hidden_size\": 32,\n"
+        " \"num_hidden_layers\": 2, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1,\n"
+        " \"num_attention_heads\": 4, \"attention_type\": \"gqa\", \"num_key_value_heads\": 2,\n"
+        " \"qk_nope_head_dim\": 0, \"qk_rope_head_dim\": 8, \"v_head_dim\": 8, \"intermediate_size\": 64,\n"
+        " \"moe_intermediate_size\": 16, \"n_routed_experts\": 8, \"n_shared_experts\": 1,\n"
+        " \"num_experts_per_tok\": 2, \"n_group\": 4, \"topk_group\": 2, \"topk_method\": \"group_limited_greedy\",\n"
+        " \"routed_scaling_factor\": 2.0, \"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-06,\n"
+        " \"rope_theta\": 10000.0, \"bos_token_id\": 4094, \"eos_token_id\": 4095, \"initializer_range\": 0.02}\n";
+    char *cfg, *data, *a = scratch("gqa_whole"), *b = scratch("gqa_halves");
+    write_inputs(&cfg, &data, ROUTING);
+    assert_int_equal(stw_write_text(cfg, GQA), 0);
+    CliRun r = train(cfg, data, a, NULL);
+    if (r.status) fail_msg("dsv2 train on a GQA config: %s", r.err);
+    cli_run_free(&r);
+    r = train(cfg, data, b, (const char *const[]){ "--stop-after", "3", NULL });
+    assert_int_equal(r.status, 0);
+    cli_run_free(&r);
+    r = train(cfg, data, b, (const char *const[]){ "--resume", NULL });
+    assert_int_equal(r.status, 0);
+    cli_run_free(&r);
+    expect_same_file(a, b, "model.safetensors");
+    expect_same_file(a, b, "optimizer.bin");
+    expect_same_file(a, b, "train_log.jsonl");
+    r = cli_run((const char *const[]){ "generate", "-m", a, "-p", "In the", "-n", "4", NULL });
+    char line[8600];
+    snprintf(line, sizeof line,
+             "dsv2: %s: key 'attention_type': \"gqa\" (standard attention) is implemented by dsv2 train only, "
+             "not by inference (generate, chat, logits, fast/)\n",
+             a);
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.out, "");
+    assert_string_equal(r.err, line);
+    cli_run_free(&r);
+    remove_run(a);
+    remove_run(b);
+    free(a);
+    free(b);
+    free(cfg);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(checkpoint_loads_and_logits_match),
         cmocka_unit_test(resume_is_bit_identical),
         cmocka_unit_test(bad_inputs_get_one_line),
+        cmocka_unit_test(standard_attention_trains_and_is_refused_by_generate),
     };
     return cmocka_run_group_tests_name("train_cli", tests, stw_group_setup, stw_group_teardown);
 }
