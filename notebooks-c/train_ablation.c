@@ -26,7 +26,8 @@
  *
  * (a) attention: MHA, GQA and MQA (models/train-ablations/attention-{mha,gqa,mqa}/config.json:
  *     the demo config with standard attention, RoPE on the whole head) against MLA (the run
- *     "all"), each from two seeds (1611, and 2718 in the attention-*-s2 runs). Head counts and
+ *     "all"), each from three seeds (1611; 2718 and 31415 in the attention-*-s2 and -s3 runs),
+ *     which differ in the initial weights and the window order. Head counts and
  *     widths are chosen so that the attention weights of a layer stay within 2% of MLA's; the
  *     table prints them and the KV cache a token costs per layer (elements, and bytes in
  *     bf16), both computed from the config each second-seed run saved (DIR/run/config.json):
@@ -180,31 +181,39 @@ static int attention_shape(const char *path, AttnShape *a)
     return 0;
 }
 
+enum { SEEDS = 3 };
+
 typedef struct {
-    const char *label, *run, *run2; /* the config is read from DIR/run2/config.json */
+    const char *label, *run[SEEDS]; /* the config is read from DIR/run[1]/config.json */
     AttnShape shape;
-    Summary s1, s2;
+    Summary s[SEEDS];
+    double mean; /* of the held-out losses */
 } AttnRow;
 
 /* Table (a): held-out loss of each variant and seed, with what its cache and weights cost. */
 static int attention_table(const char *dir, AttnRow *rows, int n)
 {
     printf("(a) attention at equal budget (RoPE on the whole head for MHA / GQA / MQA; all losses on)\n"
-           "%-10s %4s %4s %4s %9s %9s %9s %9s %9s %9s\n",
-           "attention", "n_h", "n_g", "d_h", "KV elems", "KV bytes", "weights", "seed 1611", "seed 2718", "mean");
+           "%-9s %3s %3s %3s %8s %8s %7s %9s %9s %9s %9s\n",
+           "attention", "n_h", "n_g", "d_h", "KV elems", "KV bytes", "weights", "s 1611", "s 2718", "s 31415", "mean");
     for (int i = 0; i < n; i++) {
         AttnRow *r = &rows[i];
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s/config.json", dir, r->run2);
-        if (attention_shape(path, &r->shape) || summarize(dir, r->run, &r->s1) || summarize(dir, r->run2, &r->s2))
-            return -1;
-        char ng[8] = "-";
+        char path[1024], ng[8] = "-";
+        snprintf(path, sizeof path, "%s/%s/config.json", dir, r->run[1]);
+        if (attention_shape(path, &r->shape)) return -1;
         if (r->shape.kv_heads) snprintf(ng, sizeof ng, "%d", r->shape.kv_heads);
-        printf("%-10s %4d %4s %4d %9ld %9ld %9ld %9.4f %9.4f %9.4f\n", r->label, r->shape.heads, ng, r->shape.head_dim,
-               r->shape.kv_elems, 2 * r->shape.kv_elems, r->shape.params, r->s1.held_out, r->s2.held_out,
-               (r->s1.held_out + r->s2.held_out) / 2);
+        printf("%-9s %3d %3s %3d %8ld %8ld %7ld", r->label, r->shape.heads, ng, r->shape.head_dim, r->shape.kv_elems,
+               2 * r->shape.kv_elems, r->shape.params);
+        r->mean = 0;
+        for (int k = 0; k < SEEDS; k++) {
+            if (summarize(dir, r->run[k], &r->s[k])) return -1;
+            printf(" %9.4f", r->s[k].held_out);
+            r->mean += r->s[k].held_out / SEEDS;
+        }
+        printf(" %9.4f\n", r->mean);
     }
-    printf("(KV: per token and layer, bytes in bf16; weights: attention per layer; held-out at step 300)\n\n");
+    printf("(KV: per token and layer, bytes in bf16; weights: attention per layer; held-out at step 300\n"
+           "of seed s)\n\n");
     return 0;
 }
 
@@ -256,10 +265,12 @@ static int write_plot_data(const char *path, const Summary *b, const Summary *c,
         for (int i = 0; i < 3; i++) fprintf(f, " %.5f", trailing_mean(d[i].drop_step, t));
         fprintf(f, "\n");
     }
-    fprintf(f, "\n\nattention \"KV bytes\" \"seed 1611\" \"seed 2718\" mean\n");
-    for (int i = 0; i < n_a; i++)
-        fprintf(f, "%s %ld %.4f %.4f %.4f\n", a[i].label, 2 * a[i].shape.kv_elems, a[i].s1.held_out, a[i].s2.held_out,
-                (a[i].s1.held_out + a[i].s2.held_out) / 2);
+    fprintf(f, "\n\nattention \"KV bytes\" \"seed 1611\" \"seed 2718\" \"seed 31415\" mean\n");
+    for (int i = 0; i < n_a; i++) {
+        fprintf(f, "%s %ld", a[i].label, 2 * a[i].shape.kv_elems);
+        for (int k = 0; k < SEEDS; k++) fprintf(f, " %.4f", a[i].s[k].held_out);
+        fprintf(f, " %.4f\n", a[i].mean);
+    }
     return fclose(f) == 0 ? 0 : -1;
 }
 
@@ -275,12 +286,12 @@ int main(int argc, char **argv)
     static const Row C[] = { { "m1", "M = 1" }, { "all", "M = 2" }, { "m4", "M = 4" } };
     static const Row D[] = { { "cf1", "CF = 1.0" }, { "cf1.25", "CF = 1.25" }, { "all", "CF = inf" } };
     static AttnRow A[] = {
-        { .label = "MHA", .run = "attention-mha", .run2 = "attention-mha-s2" },
-        { .label = "GQA", .run = "attention-gqa", .run2 = "attention-gqa-s2" },
-        { .label = "MQA", .run = "attention-mqa", .run2 = "attention-mqa-s2" },
-        { .label = "MLA", .run = "all", .run2 = "attention-mla-s2" },
+        { .label = "MHA", .run = { "attention-mha", "attention-mha-s2", "attention-mha-s3" } },
+        { .label = "GQA", .run = { "attention-gqa", "attention-gqa-s2", "attention-gqa-s3" } },
+        { .label = "MQA", .run = { "attention-mqa", "attention-mqa-s2", "attention-mqa-s3" } },
+        { .label = "MLA", .run = { "all", "attention-mla-s2", "attention-mla-s3" } },
     };
-    printf("dsv2 train on Genesis, 300 steps of 8 x 64 tokens, seed 1611 (and 2718 in (a));\n"
+    printf("dsv2 train on Genesis, 300 steps of 8 x 64 tokens, seed 1611 (and 2718, 31415 in (a));\n"
            "(b) to (d) train models/train-demo/config.json\n"
            "(max columns: busiest over mean, steps 251..300; KiB: busiest device per step and layer)\n\n");
     if (attention_table(dir, A, 4) ||
@@ -295,8 +306,8 @@ int main(int argc, char **argv)
     const char *data = getenv("NOTEBOOK_DATA");
     if (data && write_plot_data(data, b, c, d, A, 4)) return bad(data, 0, "cannot write the plot data"), 1;
     for (int i = 0; i < 4; i++)
-        if (A[i].s1.dropped != 0 || A[i].s2.dropped != 0)
-            return bad(A[i].run, 0, "dropped pairs without a capacity factor"), 1;
+        for (int k = 0; k < SEEDS; k++)
+            if (A[i].s[k].dropped != 0) return bad(A[i].run[k], 0, "dropped pairs without a capacity factor"), 1;
     printf("checks passed: 300 steps per log, kept + dropped = B*T*K per layer, no drops without a capacity\n");
     return 0;
 }

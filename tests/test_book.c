@@ -550,17 +550,17 @@ static void train_ablation_notebook_recomputes(void **state)
 }
 
 /* Table (a): each variant's shape columns follow from its config through config_load (not the
- * notebook's JSON reading), its held-out losses are the last eval_loss of its two logs, and one
+ * notebook's JSON reading), its held-out losses are the last eval_loss of its three logs, and one
  * standard-attention run (GQA) re-runs from this code to the same first log lines. */
 static void train_attention_ablation_recomputes(void **state)
 {
     (void)state;
     const char *got = notebook_output_as_included("train_ablation");
-    static const char *const rows[][4] = {
-        { "MHA", TA_DIR "/attention-mha/config.json", "attention-mha", "attention-mha-s2" },
-        { "GQA", TA_DIR "/attention-gqa/config.json", "attention-gqa", "attention-gqa-s2" },
-        { "MQA", TA_DIR "/attention-mqa/config.json", "attention-mqa", "attention-mqa-s2" },
-        { "MLA", "models/train-demo/config.json", "all", "attention-mla-s2" },
+    static const char *const rows[][5] = {
+        { "MHA", TA_DIR "/attention-mha/config.json", "attention-mha", "attention-mha-s2", "attention-mha-s3" },
+        { "GQA", TA_DIR "/attention-gqa/config.json", "attention-gqa", "attention-gqa-s2", "attention-gqa-s3" },
+        { "MQA", TA_DIR "/attention-mqa/config.json", "attention-mqa", "attention-mqa-s2", "attention-mqa-s3" },
+        { "MLA", "models/train-demo/config.json", "all", "attention-mla-s2", "attention-mla-s3" },
     };
     for (size_t i = 0; i < 4; i++) {
         ModelConfig c;
@@ -573,8 +573,8 @@ static void train_attention_ablation_recomputes(void **state)
         const long weights = mla ? dcq * D + dcq + nh * dq * dcq + (dc + c.qk_rope_head_dim) * D + dc +
                                        nh * (c.qk_nope_head_dim + dv) * dc + D * nh * dv
                                  : (nh + ng) * dq * D + ng * dv * D + D * nh * dv;
-        double held[2];
-        for (int k = 0; k < 2; k++) {
+        double held[3];
+        for (int k = 0; k < 3; k++) {
             char name[256];
             snprintf(name, sizeof name, "%s/train_log.jsonl", rows[i][2 + k]);
             char *log = scratch_read(TA_DIR, name);
@@ -583,14 +583,14 @@ static void train_attention_ablation_recomputes(void **state)
             held[k] = json_number_after(last, "eval_loss");
             free(log);
         }
-        char label[16], ng_text[16] = "-";
-        snprintf(label, sizeof label, "\n%-10s ", rows[i][0]);
+        char label[16], ng_text[16] = "-", want[256];
+        snprintf(label, sizeof label, "\n%-9s ", rows[i][0]);
         if (!mla) snprintf(ng_text, sizeof ng_text, "%ld", ng);
         const char *p = strstr(got, label);
         if (!p) fail_msg("no row %s in:\n%s", rows[i][0], got);
-        char want[256];
-        snprintf(want, sizeof want, "%-10s %4ld %4s %4ld %9ld %9ld %9ld %9.4f %9.4f %9.4f", rows[i][0], nh, ng_text, dq,
-                 elems, 2 * elems, weights, held[0], held[1], (held[0] + held[1]) / 2);
+        snprintf(want, sizeof want, "%-9s %3ld %3s %3ld %8ld %8ld %7ld %9.4f %9.4f %9.4f %9.4f", rows[i][0], nh,
+                 ng_text, dq, elems, 2 * elems, weights, held[0], held[1], held[2],
+                 held[0] / 3 + held[1] / 3 + held[2] / 3);
         if (strncmp(p + 1, want, strlen(want)))
             fail_msg("row %s: printed\n%.90s\nthe configs and logs give\n%s", rows[i][0], p + 1, want);
         printf("  %s\n", want);

@@ -8,7 +8,7 @@
 #                      to build/train-demo/loss.png (gnuplot)
 #   make train-ablation  the balance losses off / on / ten times stronger, short runs (see below)
 #   make train-ablation-attention  the attention ablation (a) of chapter 9 again: MHA, GQA, MQA
-#                      and MLA from two seeds each (tools/train_ablations.sh, about 40 s a run on
+#                      and MLA from three seeds each (tools/train_ablations.sh, about 40 s a run on
 #                      one core), each log compared byte for byte with the committed one
 #   make bench-train   training tokens per second of dsv2 train on the demo config, beside the
 #                      PyTorch reference trainer (tools/bench_train.py, one thread, float32) when
@@ -84,11 +84,12 @@ train-ablation: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
 	    awk -v a=$$a -v r=$$(cat $$d.ratio) '{ printf "%-18s %10.4f %10.4f %14s\n", a, $$1, $$2 + $$3 + $$4, r }'; \
 	done
 
-# make train-ablation-attention: the eight runs of table (a) into build/train-ablations/, each
+# make train-ablation-attention: the twelve runs of table (a) into build/train-ablations/, each
 # log then compared with its committed copy in models/train-ablations/ (the same bytes on a
 # machine that builds the same code: the trainer's arithmetic has a fixed order).
 ATTENTION_RUNS := all attention-mha attention-gqa attention-mqa \
-                  attention-mla-s2 attention-mha-s2 attention-gqa-s2 attention-mqa-s2
+                  attention-mla-s2 attention-mha-s2 attention-gqa-s2 attention-mqa-s2 \
+                  attention-mla-s3 attention-mha-s3 attention-gqa-s3 attention-mqa-s3
 
 .PHONY: train-ablation-attention
 train-ablation-attention: $(BUILD)/dsv2

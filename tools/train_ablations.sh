@@ -3,7 +3,7 @@
 # of models/train-demo/config.json on models/train-ablations/genesis.txt (the book of Genesis,
 # KJV) from the same seed, differing in one option; the attention-* runs (a) replace the config
 # with models/train-ablations/<run>/config.json (MHA, GQA, MQA; `all` is their MLA), and the
-# attention-*-s2 runs repeat the four from a second seed (weights and window order). Writes
+# attention-*-s2 and -s3 runs repeat the four from two more seeds (weights and window order). Writes
 # OUT/<run>/ (checkpoint and train_log.jsonl). With no RUN, all of them.
 # notebooks-c/train_ablation.c reads the logs.
 set -e
@@ -23,13 +23,16 @@ opts() {
     cf1.25)    echo "--capacity 1.25" ;;
     attention-mha|attention-gqa|attention-mqa)      # (a) standard attention, same options as all
                echo "-c models/train-ablations/$1/config.json" ;;
-    attention-mla-s2) echo "-c models/train-demo/config.json --seed 2718" ;;  # (a) a second seed
+    attention-mla-s2) echo "-c models/train-demo/config.json --seed 2718" ;;  # (a) two more seeds
     attention-*-s2)   echo "-c models/train-ablations/${1%-s2}/config.json --seed 2718" ;;
+    attention-mla-s3) echo "-c models/train-demo/config.json --seed 31415" ;;
+    attention-*-s3)   echo "-c models/train-ablations/${1%-s3}/config.json --seed 31415" ;;
     *)         echo "train_ablations.sh: unknown run $1" >&2; exit 2 ;;
     esac
 }
 [ $# -gt 0 ] || set -- all none expbal devbal commbal m1 m4 cf1 cf1.25 attention-mha attention-gqa attention-mqa \
-    attention-mla-s2 attention-mha-s2 attention-gqa-s2 attention-mqa-s2
+    attention-mla-s2 attention-mha-s2 attention-gqa-s2 attention-mqa-s2 \
+    attention-mla-s3 attention-mha-s3 attention-gqa-s3 attention-mqa-s3
 for run in "$@"; do
     o=$(opts "$run")
     case $run in attention-*) ;; *) o="-c models/train-demo/config.json $o" ;; esac

@@ -20,8 +20,9 @@ set yrange [4.04:4.22]
 set key bottom right
 plot data index 3 using 2:3 with points pt 7 ps 1 title "seed 1611", \
      '' index 3 using 2:4 with points pt 5 ps 1 title "seed 2718", \
-     '' index 3 using 2:5 with points pt 2 ps 1.5 lc "black" title "mean", \
-     '' index 3 using 2:5:1 with labels left offset 1.2,0 notitle
+     '' index 3 using 2:5 with points pt 9 ps 1 title "seed 31415", \
+     '' index 3 using 2:6 with points pt 2 ps 1.5 lc "black" title "mean", \
+     '' index 3 using 2:6:1 with labels left offset 1.2,0 notitle
 unset ylabel
 set key top right
 set xlabel "step"
