@@ -160,7 +160,7 @@ static int attention_shape(const char *path, AttnShape *a)
     json_t *j = json_load_file(path, 0, &err);
     if (!j) return bad(path, 0, "cannot read the config");
     const json_t *type = json_object_get(j, "attention_type");
-    const bool mla = !type || !strcmp(json_string_value(type), "mla");
+    const bool mla = !json_is_string(type) || !strcmp(json_string_value(type), "mla");
     const long D = key(j, "hidden_size"), nh = key(j, "num_attention_heads"), dn = key(j, "qk_nope_head_dim");
     const long dr = key(j, "qk_rope_head_dim"), dv = key(j, "v_head_dim"), dq = dn + dr;
     a->heads = (int)nh;
