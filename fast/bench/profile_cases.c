@@ -38,10 +38,11 @@ static void emit(const char *label)
     first = 0;
 }
 
-/* Counts one call (a statement) and emits it. */
+/* Counts one call (a statement) and emits it; what was queued before it runs first, uncounted. */
 #define CASE(label, call)                                   \
     do {                                                    \
         SimStepCounters c_;                                 \
+        rc = rc || cudaDeviceSynchronize() != cudaSuccess;  \
         sim_counters_start();                               \
         rc = rc || (call) != cudaSuccess;                   \
         rc = rc || cudaStreamSynchronize(0) != cudaSuccess; \

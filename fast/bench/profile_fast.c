@@ -113,7 +113,9 @@ static void half_names(Half *h, const SimLaunchRecord *r, size_t from, size_t to
  */
 static int count_layer(FastModel *fm, int l, int B, Measured *m, Half *attn, Half *ffn)
 {
-    if (fast_model_layer_attention(fm, l - 1, B) || fast_model_layer_ffn(fm, l - 1, B)) return -1;
+    if (fast_model_layer_attention(fm, l - 1, B) || fast_model_layer_ffn(fm, l - 1, B) ||
+        fast_check_cuda(cudaStreamSynchronize(fm->ctx.stream), "cudaStreamSynchronize", __FILE__, __LINE__))
+        return -1; /* queued work runs at the next synchronisation: layer l − 1's must run before counting starts */
     size_t n_attn = 0, n = 0;
     sim_counters_start();
     int rc = fast_model_layer_attention(fm, l, B) ||
