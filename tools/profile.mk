@@ -4,7 +4,7 @@
 # kernels/*.cu are compiled a second time with the counting instrumentation (SIM_CU_COUNTED of
 # sim/sim.mk) into build/counted/, linked with fast/*.c, libsim.a and fast/bench/profile_fast.c.
 # The checkpoints are bench_ref's: V2-Lite-shaped (`bench_ref --checkpoint-only`, 2.2 GB) and
-# V2-shaped (`bench_ref --checkpoint-v2`, 8.9 GB on disk, about 10 GB of memory while it runs).
+# V2-shaped (`bench_ref --checkpoint-v2`, 8.9 GB on disk; the run's peak RSS is 13.7 GB).
 # PROFILE_PREFILL sets the prompt length (default 1024 tokens; PROFILE_V2_PREFILL, 512, for V2).
 # Output: build/profile-fast.json, build/profile-fast-v2.json. Benchmarks, never tests: nothing here
 # is timed or asserted. gpu-report's comparison (fast/bench/gpu_report.c) is tested on canned inputs

@@ -191,6 +191,8 @@ static int write_md(const Report *r, const char *path)
                 "ratios %.3f.\n",
                 kind[d], n, sum, geo);
     }
+    fprintf(f, "\nThe decode steps are the 2-layer checkpoint's, estimated after profile-fast's prompt and measured "
+               "after bench-fast's shorter ones; the latent cache is a small part of either step's bytes.\n");
     int extra = 0;
     for (int j = 0; j < r->n_timed; j++)
         if (!r->timed[j].used)
