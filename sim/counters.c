@@ -47,6 +47,10 @@ static struct {
     Tracker *last;   /**< tracker of the most recent access */
     int graph_depth; /**< > 0 while a graph replays */
     SimStepCounters totals;
+    uint64_t seq_start;       /**< operations queued (sim_machine.next_seq) when the interval began */
+    uint64_t sync_seq;        /**< operations queued at the latest synchronisation */
+    unsigned long long after; /**< synchronisations with an operation of the interval queued before them */
+    unsigned long long run;   /**< synchronisations in a row at sync_seq */
 } C;
 
 /* ---- trackers --------------------------------------------------------------------------- */
@@ -258,7 +262,12 @@ void sim_count_fill(void *dst, size_t bytes, int device, const void *stream)
 
 void sim_count_sync(void)
 {
-    if (C.active) C.totals.host_syncs++;
+    if (!C.active) return;
+    C.totals.host_syncs++;
+    const uint64_t seq = sim_machine.next_seq;
+    C.run = seq == C.sync_seq ? C.run + 1 : 1;
+    C.sync_seq = seq;
+    if (seq > C.seq_start) C.after++;
 }
 
 void sim_count_graph(int delta)
@@ -287,6 +296,8 @@ void sim_counters_start(void)
     C.cur = NULL;
     C.last = NULL;
     C.step_epoch++;
+    C.seq_start = C.sync_seq = sim_machine.next_seq;
+    C.after = C.run = 0;
     C.active = 1;
 }
 
@@ -300,6 +311,10 @@ unsigned long long sim_counters_sum(const unsigned long long v[SIM_WIDTHS])
 void sim_counters_stop(SimStepCounters *out)
 {
     C.active = 0;
+    C.totals.queued = sim_machine.next_seq - C.seq_start;
+    /* inside: after the first queued operation and before the last (none queued after them) */
+    const int at_end = C.sync_seq == sim_machine.next_seq && C.sync_seq > C.seq_start;
+    C.totals.host_syncs_inside = C.after - (at_end ? C.run : 0);
     C.cur = NULL;
     for (size_t i = 0; i < C.nrecords; i++)
         for (int w = 0; w < SIM_WIDTHS; w++) {

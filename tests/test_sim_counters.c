@@ -197,6 +197,10 @@ static void copies_syncs_gemm_graph_and_high_water(void **state)
     assert_int_equal(c.copies, 2);
     assert_int_equal(c.graph_launches, 1);
     assert_int_equal(c.host_syncs, 3);
+    /* queued: the H2D copy, the GEMM, the captured kernel, the graph launch (cudaMemcpy runs at once);
+     * syncs 1 and 2 fall between the first (the H2D copy) and the last (the graph launch) */
+    assert_int_equal(c.queued, 4);
+    assert_int_equal(c.host_syncs_inside, 2);
     assert_int_equal(c.h2d_bytes, sizeof host);
     assert_int_equal(c.d2h_bytes, M * N * sizeof(float));
     assert_int_equal(c.high_water[0], base + (1 << 20));
@@ -248,6 +252,34 @@ static void nccl_bytes_per_peer(void **state)
     assert_int_equal(cudaSetDevice(0), cudaSuccess);
 }
 
+/* A synchronisation before an interval's first queued operation or after its last is at an edge. */
+static void syncs_inside_an_interval_and_at_its_edges(void **state)
+{
+    (void)state;
+    float *x = dev_alloc(64 * sizeof(float)), *out = dev_alloc(16 * sizeof(float));
+    SimStepCounters c;
+    sim_counters_start();
+    assert_int_equal(cudaStreamSynchronize(0), cudaSuccess); /* edge: nothing queued yet */
+    assert_int_equal(launch_count_float4(x, out, 64, 0), cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(0), cudaSuccess); /* inside: another launch follows */
+    assert_int_equal(cudaStreamSynchronize(0), cudaSuccess); /* inside */
+    assert_int_equal(launch_count_float4(x, out, 64, 0), cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(0), cudaSuccess); /* edge: after the last launch */
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);  /* edge */
+    sim_counters_stop(&c);
+    assert_int_equal(c.host_syncs, 5);
+    assert_int_equal(c.host_syncs_inside, 2);
+    assert_int_equal(c.queued, 2);
+    sim_counters_start();
+    assert_int_equal(cudaStreamSynchronize(0), cudaSuccess); /* nothing queued at all: an edge */
+    sim_counters_stop(&c);
+    assert_int_equal(c.host_syncs, 1);
+    assert_int_equal(c.host_syncs_inside, 0);
+    assert_int_equal(c.queued, 0);
+    cudaFree(x);
+    cudaFree(out);
+}
+
 static void nothing_counted_outside_an_interval(void **state)
 {
     (void)state;
@@ -282,6 +314,7 @@ int main(void)
         cmocka_unit_test(shared_memory_is_not_global_traffic),
         cmocka_unit_test(copies_syncs_gemm_graph_and_high_water),
         cmocka_unit_test(nccl_bytes_per_peer),
+        cmocka_unit_test(syncs_inside_an_interval_and_at_its_edges),
         cmocka_unit_test(nothing_counted_outside_an_interval),
     };
     return cmocka_run_group_tests_name("sim_counters", tests, setup, NULL);

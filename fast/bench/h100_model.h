@@ -49,4 +49,11 @@
 /** Cost of one host synchronisation (the host waits, then the device idles until the next launch), seconds (estimate). */
 #define H100_HOST_SYNC_S    10e-6
 
+#include "sim_counters.h"
+
+/** Estimated seconds of one record's memory traffic (the first term of the model). */
+double h100_record_seconds(const SimLaunchRecord *r);
+/** Estimated latency of one record's launch: H100_GRAPH_LAUNCH_S when replayed from a graph (or as_graph), else H100_LAUNCH_S. */
+double h100_launch_seconds(const SimLaunchRecord *r, int as_graph);
+
 #endif

@@ -17,6 +17,10 @@
  * - cuBLAS GEMMs: one record per call, A and B read and C written (C read too when beta ≠ 0),
  *   all at width 16 (cuBLAS's tiles use 16-byte loads).
  * - copies and fills queued on a stream: one record each; device bytes at width 16.
+ * - host synchronisations: every call that makes the host wait for a device; host_syncs_inside
+ *   counts those that come after the interval's first queued operation and before its last (an
+ *   operation is queued when the host issues it on a stream: sim_machine.next_seq), so a step's
+ *   own round trips are told apart from the waits at its edges.
  * - distinct bytes: per record, the bytes of device memory touched at least once; per step,
  *   the bytes read at least once, in total and restricted to allocations the step never writes
  *   (in a decode step: the weights).
@@ -72,6 +76,10 @@ typedef struct {
     unsigned long long ro_distinct;               /**< distinct bytes of those reads */
     unsigned long long ro_read_width[SIM_WIDTHS]; /**< ro_read by width class */
     size_t high_water[8];                         /**< per device: most bytes allocated at once */
+    unsigned long long
+        queued; /**< operations the host queued on streams (launches, copies, fills, GEMMs, graph launches, events) */
+    unsigned long long
+        host_syncs_inside; /**< host_syncs after the interval's first queued operation and before its last */
 } SimStepCounters;
 
 /** Clears the records and totals and starts counting (the high-water mark restarts at what is allocated now). */

@@ -10,7 +10,8 @@
  *   - prefill: tokens/s on a 64-token prompt;
  *   - peak RSS.
  * Each figure is the median of several runs. Results also go to
- * build/bench/ref.txt for the book.
+ * build/bench/ref.txt for the book. `bench_ref --checkpoint-v2` only writes the same two layers with
+ * DeepSeek-V2's shapes (160 experts, a vocabulary cut to 12800) to build/bench/v2-2layer.
  */
 #include "bench_util.h"
 #include "dtype.h"
@@ -49,10 +50,24 @@ static int by_name(const void *a, const void *b)
     return strcmp(((const Spec *)a)->name, ((const Spec *)b)->name);
 }
 
-/* DeepSeek-V2-Lite's tensors (docs/semantics.md §2) for layers 0 (dense) and 1 (MoE); cols 0 = a vector. */
-static int lite_specs(Spec *s)
+/* The shapes a synthetic checkpoint varies: DeepSeek-V2-Lite's, or DeepSeek-V2's with a smaller vocabulary. */
+typedef struct {
+    const char *dir;
+    int D, V, H, q_lora, I, Ie, E, n_group, topk_group;
+    const char *topk_method;
+    double routed_scale;
+} Shape;
+
+static const Shape lite = { "build/bench/v2-lite-2layer", 2048, 102400, 16, 0, 10944, 1408, 64, 1, 1, "greedy", 1.0 };
+/* DeepSeek-V2's widths, heads, experts and group-limited routing; only the vocabulary is cut, from 102400 to
+ * 12800, to keep the file and the simulated device's copy of the weights within a shared machine's memory */
+static const Shape v2 = { "build/bench/v2-2layer", 5120, 12800, 128, 1536, 12288, 1536, 160, 8, 3,
+                          "group_limited_greedy",  16.0 };
+
+/* The tensors (docs/semantics.md §2) of layers 0 (dense) and 1 (MoE) of shape h; cols 0 = a vector. */
+static int shape_specs(Spec *s, const Shape *h)
 {
-    const int D = 2048, V = 102400, H = 16, dq = 192, dc = 512, dr = 64, dnv = 256, I = 10944, Ie = 1408;
+    const int D = h->D, V = h->V, H = h->H, dq = 192, dc = 512, dr = 64, dnv = 256, I = h->I, Ie = h->Ie;
     char name[96];
     int n = 0;
     n = add(s, n, "model.embed_tokens.weight", V, D);
@@ -62,7 +77,13 @@ static int lite_specs(Spec *s)
 #define T(fmt, r, c) (snprintf(name, sizeof name, "model.layers.%d." fmt, l), n = add(s, n, name, r, c))
         T("input_layernorm.weight", D, 0);
         T("post_attention_layernorm.weight", D, 0);
-        T("self_attn.q_proj.weight", H * dq, D);
+        if (h->q_lora) {
+            T("self_attn.q_a_proj.weight", h->q_lora, D);
+            T("self_attn.q_a_layernorm.weight", h->q_lora, 0);
+            T("self_attn.q_b_proj.weight", H * dq, h->q_lora);
+        } else {
+            T("self_attn.q_proj.weight", H * dq, D);
+        }
         T("self_attn.kv_a_proj_with_mqa.weight", dc + dr, D);
         T("self_attn.kv_a_layernorm.weight", dc, 0);
         T("self_attn.kv_b_proj.weight", H * dnv, dc);
@@ -72,11 +93,11 @@ static int lite_specs(Spec *s)
             T("mlp.up_proj.weight", I, D);
             T("mlp.down_proj.weight", D, I);
         } else {
-            T("mlp.gate.weight", 64, D);
+            T("mlp.gate.weight", h->E, D);
             T("mlp.shared_experts.gate_proj.weight", 2 * Ie, D);
             T("mlp.shared_experts.up_proj.weight", 2 * Ie, D);
             T("mlp.shared_experts.down_proj.weight", D, 2 * Ie);
-            for (int e = 0; e < 64; e++) {
+            for (int e = 0; e < h->E; e++) {
                 snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.gate_proj.weight", l, e);
                 n = add(s, n, name, Ie, D);
                 snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.up_proj.weight", l, e);
@@ -91,31 +112,44 @@ static int lite_specs(Spec *s)
     return n;
 }
 
-static const char *lite_config =
-    "{\"vocab_size\": 102400, \"hidden_size\": 2048, \"num_hidden_layers\": 2,\n"
-    " \"num_attention_heads\": 16, \"num_key_value_heads\": 16, \"q_lora_rank\": null,\n"
-    " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64, \"v_head_dim\": 128,\n"
-    " \"intermediate_size\": 10944, \"moe_intermediate_size\": 1408, \"n_routed_experts\": 64,\n"
-    " \"n_shared_experts\": 2, \"num_experts_per_tok\": 6, \"first_k_dense_replace\": 1,\n"
-    " \"moe_layer_freq\": 1, \"topk_method\": \"greedy\", \"n_group\": 1, \"topk_group\": 1,\n"
-    " \"norm_topk_prob\": false, \"routed_scaling_factor\": 1.0, \"scoring_func\": \"softmax\",\n"
-    " \"rms_norm_eps\": 1e-06, \"rope_theta\": 10000, \"max_position_embeddings\": 163840,\n"
-    " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, \"original_max_position_embeddings\": 4096,\n"
-    "   \"beta_fast\": 32, \"beta_slow\": 1, \"mscale\": 0.707, \"mscale_all_dim\": 0.707},\n"
-    " \"bos_token_id\": 100000, \"eos_token_id\": 100001, \"tie_word_embeddings\": false}\n";
+/* config.json of shape h: 2 layers, the first dense; everything else DeepSeek-V2's and V2-Lite's common values. */
+static void write_config(FILE *f, const Shape *h)
+{
+    char q_lora[16] = "null";
+    if (h->q_lora) snprintf(q_lora, sizeof q_lora, "%d", h->q_lora);
+    fprintf(f,
+            "{\"vocab_size\": %d, \"hidden_size\": %d, \"num_hidden_layers\": 2,\n"
+            " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"q_lora_rank\": %s,\n"
+            " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64, \"v_head_dim\": 128,\n"
+            " \"intermediate_size\": %d, \"moe_intermediate_size\": %d, \"n_routed_experts\": %d,\n"
+            " \"n_shared_experts\": 2, \"num_experts_per_tok\": 6, \"first_k_dense_replace\": 1,\n"
+            " \"moe_layer_freq\": 1, \"topk_method\": \"%s\", \"n_group\": %d, \"topk_group\": %d,\n"
+            " \"norm_topk_prob\": false, \"routed_scaling_factor\": %.1f, \"scoring_func\": \"softmax\",\n"
+            " \"rms_norm_eps\": 1e-06, \"rope_theta\": 10000, \"max_position_embeddings\": 163840,\n"
+            " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, \"original_max_position_embeddings\": 4096,\n"
+            "   \"beta_fast\": 32, \"beta_slow\": 1, \"mscale\": 0.707, \"mscale_all_dim\": 0.707},\n"
+            " \"bos_token_id\": %d, \"eos_token_id\": %d, \"tie_word_embeddings\": false}\n",
+            h->V, h->D, h->H, h->H, q_lora, h->I, h->Ie, h->E, h->topk_method, h->n_group, h->topk_group,
+            h->routed_scale, h->V - 2400, h->V - 2399); /* DeepSeek's 100000, 100001: 2400 below the end */
+}
 
 /* Streams the safetensors file: header from the shapes, then random bf16 data. */
-static int write_checkpoint(void)
+static int write_checkpoint(const Shape *h)
 {
-    static Spec specs[256];
-    const int n = lite_specs(specs);
+    static Spec specs[1024];
+    const int n = shape_specs(specs, h);
+    char path[128], partial[160];
+    snprintf(path, sizeof path, "%s/model.safetensors", h->dir);
+    snprintf(partial, sizeof partial, "%s.partial", path);
     mkdir("build/bench", 0755);
-    mkdir(DIR, 0755);
-    FILE *cfg = fopen(DIR "/config.json", "w");
+    mkdir(h->dir, 0755);
+    char cfg_path[128];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", h->dir);
+    FILE *cfg = fopen(cfg_path, "w");
     if (!cfg) return -1;
-    fputs(lite_config, cfg);
+    write_config(cfg, h);
     fclose(cfg);
-    size_t cap = 64 * 1024, len = 0;
+    size_t cap = 256 * 1024, len = 0;
     char *hdr = malloc(cap);
     uint64_t off = 0;
     len += (size_t)snprintf(hdr + len, cap - len, "{");
@@ -135,7 +169,7 @@ static int write_checkpoint(void)
     }
     len += (size_t)snprintf(hdr + len, cap - len, "}");
     while (len % 8) hdr[len++] = ' '; /* keep the data 8-byte aligned */
-    FILE *f = fopen(DIR "/model.safetensors.partial", "wb");
+    FILE *f = fopen(partial, "wb");
     if (!f) {
         free(hdr);
         return -1;
@@ -168,7 +202,7 @@ static int write_checkpoint(void)
     }
     free(buf);
     int ok = fclose(f) == 0;
-    return ok && rename(DIR "/model.safetensors.partial", DIR "/model.safetensors") == 0 ? 0 : -1;
+    return ok && rename(partial, path) == 0 ? 0 : -1;
 }
 
 /* ---- measurements --------------------------------------------------------------------- */
@@ -203,14 +237,20 @@ static double decode_bytes(const ModelConfig *c)
 int main(int argc, char **argv)
 {
     struct stat st;
-    if (stat(DIR "/model.safetensors", &st) != 0) {
-        fprintf(stderr, "bench-ref: writing a 2-layer DeepSeek-V2-Lite-shaped checkpoint to %s ...\n", DIR);
-        if (write_checkpoint()) {
-            fprintf(stderr, "bench-ref: cannot write %s\n", DIR);
+    /* --checkpoint-v2 writes the DeepSeek-V2-shaped checkpoint (make profile-fast-v2) and stops */
+    const Shape *h = argc > 1 && strcmp(argv[1], "--checkpoint-v2") == 0 ? &v2 : &lite;
+    char path[128];
+    snprintf(path, sizeof path, "%s/model.safetensors", h->dir);
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "bench-ref: writing a 2-layer %s-shaped checkpoint to %s ...\n",
+                h == &v2 ? "DeepSeek-V2" : "DeepSeek-V2-Lite", h->dir);
+        if (write_checkpoint(h)) {
+            fprintf(stderr, "bench-ref: cannot write %s\n", h->dir);
             return 1;
         }
     }
-    if (argc > 1 && strcmp(argv[1], "--checkpoint-only") == 0) /* make profile-fast needs only the files */
+    if (h == &v2 ||
+        (argc > 1 && strcmp(argv[1], "--checkpoint-only") == 0)) /* make profile-fast needs only the files */
         return 0;
     stat(DIR "/model.safetensors", &st);
     Model m;
