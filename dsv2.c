@@ -142,7 +142,8 @@ static const Command COMMANDS[] = {
       "  --ctx N           positions per sequence (default: the fast backend's, min(model's, 4096))\n"
       "  --batch B         sequence slots (default 1)\n"
       "  --layout L        single (default for 1 device), ep (MoE layers expert-parallel, default for\n"
-      "                    more), or dp (attention data-parallel, MoE layers expert-parallel)\n"
+      "                    more), dp (attention data-parallel, MoE layers expert-parallel), or sharded\n"
+      "                    (attention by heads, latent cache by position, experts by expert)\n"
       "  --dtype T         bf16 (default) or f32 weights and cache\n" },
     { "route-stats", O_M | O_CTX | PROMPT | O_DEVICES | O_LIMIT | O_ALPHA | O_PLOT, cmd_route_stats,
       "usage: dsv2 route-stats -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
@@ -563,10 +564,9 @@ static int make_plan(const Args *a, const ModelConfig *c, FastPlan *p, double *g
 /* The plan per device and whether each device fits gb. */
 static void print_plan(const FastPlan *p, double gb, FastLayout layout, bool bf16)
 {
-    static const char *const names[] = { "single", "ep", "dp" };
-    printf("plan         %s layout, %d device%s of %.1f GB, %d positions x %d sequence%s, %s\n", names[layout],
-           p->devices, p->devices == 1 ? "" : "s", gb, p->context, p->batch, p->batch == 1 ? "" : "s",
-           bf16 ? "bf16" : "f32");
+    printf("plan         %s layout, %d device%s of %.1f GB, %d positions x %d sequence%s, %s\n",
+           fast_layout_names[layout], p->devices, p->devices == 1 ? "" : "s", gb, p->context, p->batch,
+           p->batch == 1 ? "" : "s", bf16 ? "bf16" : "f32");
     bool fits = true;
     for (int d = 0; d < p->devices; d++) {
         const FastPlanDevice *v = &p->dev[d];
