@@ -6,7 +6,9 @@
  *
  * Over D devices (ranks 0..D−1 of one NCCL clique), every device holds the step's hidden states h [T, D_m]
  * (identical on all of them) and:
- *   - replicated: embedding, LM head, the norms, W^DQ, [W^DKV; W^KR], the routers;
+ *   - replicated: the norms, W^DQ, [W^DKV; W^KR], the routers;
+ *   - split by vocabulary (V/D rows each): the embedding (a token's row comes from the one device holding it,
+ *     the others add zeros in an all-reduce) and the LM head (each device's logits slice, all-gathered);
  *   - split by heads (n_h/D heads per device, device r has heads [r·n_h/D, (r+1)·n_h/D)): W^UQ/W^QR rows,
  *     [W^UK_h; W^UV_h] rows, W^O's columns;
  *   - split by position: the latent cache row of position p lives on device p mod D, at row p / D;
@@ -14,7 +16,8 @@
  *   - split by hidden unit: the dense FFNs and the fused shared experts (I/D and N_s·I_e/D units each).
  * Per attention layer: all-gather of the absorbed queries [q^L; q^R], all-reduce MAX of each (token, head)'s
  * running max m, reduce-scatter SUM of the rescaled partial [o^L, l] by heads, all-reduce SUM of the W^O
- * output. Per FFN layer: one all-reduce SUM of the routed + shared (or dense) partial outputs.
+ * output. Per FFN layer: one all-reduce SUM of the routed + shared (or dense) partial outputs. Per step: an
+ * all-reduce SUM of the embedded rows and an all-gather of the logits.
  */
 #ifndef DSV2_FAST_SHARD_H
 #define DSV2_FAST_SHARD_H
@@ -48,23 +51,24 @@ typedef struct {
 } FastShardLayer;
 
 /** Device buffers of a FastShardDevice (its pointer fields cache … shared_out, in order). */
-#define FAST_SHARD_BUFFERS 29
+#define FAST_SHARD_BUFFERS 30
 
 /** One device of the group. */
 typedef struct {
     FastContext ctx;        /**< stream, cuBLAS, precision, staging */
     ncclComm_t comm;        /**< rank r = this device */
-    FastMat embed;          /**< [vocab, D] */
-    FastMat lm_head;        /**< [vocab, D] */
+    FastMat embed;          /**< [V/D + 1, D]: rows [r·V/D, (r+1)·V/D) of the table, then a zero row */
+    FastMat lm_head;        /**< [V/D, D]: rows [r·V/D, (r+1)·V/D) */
     float *final_norm;      /**< [D] */
     float *inv_freq;        /**< [d_r/2] */
     FastShardLayer *layers; /**< [num_hidden_layers] */
     void *cache;            /**< slot s, layer l's rows [cap] at row (s·layers + l)·cap; row j = position j·D + r */
-    int *step;              /**< [4·rows]: tokens, positions, cache bases, latent rows (t − pos[t]) */
+    int *step;              /**< [5·rows]: tokens, positions, cache bases, latent rows (t − pos[t]), local ids */
     float *h;               /**< [rows, D] residual stream (the same on every device) */
     float *a;               /**< [rows, D] normalised input of a sub-layer */
     float *b;               /**< [rows, D] a sub-layer's partial output, then (all-reduced) its output */
-    float *logits;          /**< [rows, vocab] */
+    float *logits_loc;      /**< [rows, V/D] this device's slice of the logits */
+    float *logits;          /**< [D][rows][V/D] every device's slice, all-gathered */
     float *kv;              /**< [rows, d_c + d_r] [c^KV; k^R_raw] */
     void *lat;              /**< [rows, d_c + d_r] (wtype) each token's cache row [ĉ_t; k^R_t] */
     float *c_q;             /**< [rows, d_c'] */
@@ -103,7 +107,8 @@ typedef struct {
     int max_batch;                               /**< sequence slots */
     int rows;                                    /**< rows of one step: max(chunk, max_batch) */
     int *pos;                                    /**< [max_batch] tokens in each slot */
-    int *step_host;                              /**< [4·rows] pageable: copied by value when queued */
+    int *step_host;                              /**< [D][5·rows] pageable: copied by value when queued */
+    float *gathered;                             /**< [D·rows·V/D] host: the logits as gathered, before reordering */
     int last_rows;                               /**< rows of m->logits the last step computed */
     FastShardDevice dev[FAST_SHARD_MAX_DEVICES]; /**< [D] */
 } FastShardModel;
@@ -111,8 +116,8 @@ typedef struct {
 /**
  * Opens the checkpoint in dir over devices 0..D−1 with opt's bf16, max_context, chunk and max_batch (its
  * ep_devices, form and graph are not used). Refused with one line: D outside 1..8 or above the devices
- * present, n_h, n_routed_experts, intermediate_size or n_shared_experts·moe_intermediate_size not
- * divisible by D. \return 0, or −1 with one error line (nothing held).
+ * present, vocab_size, n_h, n_routed_experts, intermediate_size or n_shared_experts·moe_intermediate_size
+ * not divisible by D. \return 0, or −1 with one error line (nothing held).
  */
 int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions *opt);
 /** Releases everything (safe on a zeroed model); leaves device 0 current. */
@@ -148,7 +153,7 @@ size_t fast_shard_stage_elems(const ModelConfig *cfg, int D, int rows);
 int fast_shard_upload(FastShardModel *m, int r, const Model *ref);
 /** Frees what fast_shard_upload() uploaded to v (its device current; safe on a zeroed device). */
 void fast_shard_free_weights(FastShardDevice *v, int layers);
-/** Refuses (one line, naming the key) a config whose heads, experts or FFN widths D does not divide. \return 0 or −1. */
+/** Refuses (one line, naming the key) a config whose vocabulary, heads, experts or FFN widths D does not divide. \return 0 or −1. */
 int fast_shard_check(const ModelConfig *cfg, int D);
 
 #endif

@@ -3,7 +3,7 @@
  * \brief The decoder in the sharded layout over D devices (fast_shard.h): every device runs every step on
  *        the same replicated tokens, and the devices meet only in NCCL collectives.
  *
- *     h⁰ = embed[tokens]                                                     (every device)
+ *     h⁰ = embed[tokens]               each device its V/D rows of the table, all-reduced
  *     per layer l:  a = RMSNorm(h);  [c^KV; k^R] = W^DKV/W^KR a              (every device, replicated)
  *                   ĉ_t, k^R_t into the cache on the device owning pos_t    (p mod D)
  *                   q = W^UQ c^Q for this device's heads; q^L = W^UKᵀ q^N; all-gather [q^L; q^R]
@@ -12,7 +12,7 @@
  *                   b = W^O_r (W^UV o^L) for this device's heads; all-reduce SUM b;  h += b
  *                   a = RMSNorm(h); b = routed experts of this device + its shared/dense units;
  *                   all-reduce SUM b;  h += b                               (fused into the next norm)
- *     logits = lm_head RMSNorm(h)                                            (device 0)
+ *     logits = lm_head RMSNorm(h)      each device its V/D rows of the vocabulary, all-gathered
  *
  * Nothing in a step waits for the host: the step's ids and positions are copied from pageable host memory
  * (cudaMemcpyAsync returns once it has copied the source, so the next step may rewrite it), the experts run
@@ -46,6 +46,7 @@ static int alloc_buffers(FastShardModel *m, int r)
                                        (void **)&v->h,
                                        (void **)&v->a,
                                        (void **)&v->b,
+                                       (void **)&v->logits_loc,
                                        (void **)&v->logits,
                                        (void **)&v->kv,
                                        &v->lat,
@@ -76,10 +77,10 @@ static int alloc_buffers(FastShardModel *m, int r)
 
 static void free_buffers(FastShardDevice *v)
 {
-    void *p[] = { v->cache,     v->step, v->h,       v->a,          v->b,         v->logits, v->kv,      v->lat,
-                  v->c_q,       v->q,    v->qp,      v->q_all,      v->m_loc,     v->m_all,  v->part,    v->ol_sum,
-                  v->ol,        v->o,    v->rlogits, v->idx,        v->weight,    v->counts, v->offsets, v->slot_row,
-                  v->row_token, v->gu,   v->hidden,  v->expert_out, v->shared_out };
+    void *p[] = { v->cache,    v->step,      v->h,  v->a,       v->b,          v->logits_loc, v->logits, v->kv,
+                  v->lat,      v->c_q,       v->q,  v->qp,      v->q_all,      v->m_loc,      v->m_all,  v->part,
+                  v->ol_sum,   v->ol,        v->o,  v->rlogits, v->idx,        v->weight,     v->counts, v->offsets,
+                  v->slot_row, v->row_token, v->gu, v->hidden,  v->expert_out, v->shared_out };
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
 }
 
@@ -138,8 +139,9 @@ int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions
         rc = ds_error("fast_shard_open: max_batch %d and chunk %d must be at least 1", m->max_batch, m->chunk);
     if (rc == 0) {
         m->pos = calloc((size_t)m->max_batch, sizeof *m->pos);
-        m->step_host = malloc(sizeof(int) * 4 * (size_t)m->rows);
-        if (!m->pos || !m->step_host) rc = ds_error("fast_shard_open: out of host memory");
+        m->step_host = malloc(sizeof(int) * 5 * (size_t)m->rows * D);
+        m->gathered = malloc(sizeof(float) * (size_t)m->rows * m->cfg->vocab_size);
+        if (!m->pos || !m->step_host || !m->gathered) rc = ds_error("fast_shard_open: out of host memory");
     }
     if (rc == 0) rc = open_devices(m, &ref, opt && opt->bf16);
     model_close(&ref);
@@ -159,6 +161,7 @@ void fast_shard_close(FastShardModel *m)
     }
     free(m->pos);
     free(m->step_host);
+    free(m->gathered);
     memset(m, 0, sizeof *m);
     cudaSetDevice(0);
 }
@@ -374,40 +377,52 @@ static int ffn(FastShardModel *m, int l, int T)
 }
 // ANCHOR_END: shard_ffn
 
-/* Uploads the staged step to every device and embeds its T tokens. */
+/* Uploads each device's staged step and embeds its T tokens: each device its vocabulary slice's rows (the zero
+ * row for the others' tokens), summed over the devices into the same h everywhere. */
 static int step_begin(FastShardModel *m, int T)
 {
+    const size_t n = 5 * (size_t)m->rows;
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         CUDA_TRY(cudaSetDevice(r));
         CUDA_TRY(
-            cudaMemcpyAsync(v->step, m->step_host, sizeof(int) * 4 * m->rows, cudaMemcpyHostToDevice, v->ctx.stream));
-        CUDA_TRY(embed_forward_v2(v->h, v->step, v->embed.data, v->embed.dtype, T, m->cfg->hidden_size, v->ctx.stream));
+            cudaMemcpyAsync(v->step, m->step_host + r * n, sizeof(int) * n, cudaMemcpyHostToDevice, v->ctx.stream));
+        CUDA_TRY(embed_forward_v2(v->h, v->step + 4 * m->rows, v->embed.data, v->embed.dtype, T, m->cfg->hidden_size,
+                                  v->ctx.stream));
     }
-    return 0;
+    return collective(m, ALL_REDUCE, FIELD(h), FIELD(h), (size_t)T * m->cfg->hidden_size, ncclSum);
 }
 
-/* Every layer, then the logits of rows [first, T) on device 0. */
+/* Every layer, then the logits of rows [first, T): each device its vocabulary slice, all-gathered. */
 static int step_run(FastShardModel *m, int T, int first)
 {
+    const int Dm = m->cfg->hidden_size;
     for (int l = 0; l < m->cfg->num_hidden_layers; l++)
         if (attention(m, l, T) || ffn(m, l, T)) return -1;
-    FastShardDevice *v = &m->dev[0];
-    const int Dm = m->cfg->hidden_size;
-    CUDA_TRY(cudaSetDevice(0));
-    CUDA_TRY(FAST_RMSNORM_RESIDUAL(v->a, v->h, v->b, v->final_norm, T, Dm, m->cfg->rms_norm_eps, v->ctx.stream));
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(FAST_RMSNORM_RESIDUAL(v->a, v->h, v->b, v->final_norm, T, Dm, m->cfg->rms_norm_eps, v->ctx.stream));
+        if (fast_linear(&v->ctx, v->logits_loc, v->a + (size_t)first * Dm, &v->lm_head, T - first)) return -1;
+    }
     m->last_rows = T - first;
-    return fast_linear(&v->ctx, v->logits, v->a + (size_t)first * Dm, &v->lm_head, T - first);
+    return collective(m, ALL_GATHER, FIELD(logits_loc), FIELD(logits),
+                      (size_t)(T - first) * (m->cfg->vocab_size / m->D), ncclSum);
 }
 
-/* Row t of the step: token, position, its slot's cache base, and t − position (the latent row). */
+/* Row t of the step on every device: token, position, its slot's cache base, t − position (the latent row),
+ * and the token's row in that device's embedding slice (V/D, the zero row, when another device holds it). */
 static void stage_row(FastShardModel *m, int t, int token, int slot, int p)
 {
-    const int R = m->rows;
-    m->step_host[t] = token;
-    m->step_host[R + t] = p;
-    m->step_host[2 * R + t] = slot * m->cfg->num_hidden_layers * m->cap;
-    m->step_host[3 * R + t] = t - p;
+    const int R = m->rows, Vl = m->cfg->vocab_size / m->D;
+    for (int r = 0; r < m->D; r++) {
+        int *s = m->step_host + (size_t)r * 5 * R;
+        s[t] = token;
+        s[R + t] = p;
+        s[2 * R + t] = slot * m->cfg->num_hidden_layers * m->cap;
+        s[3 * R + t] = t - p;
+        s[4 * R + t] = token / Vl == r ? token % Vl : Vl;
+    }
 }
 
 static int check_slot(const FastShardModel *m, const char *who, int slot, const int *tokens, int T)
@@ -427,10 +442,15 @@ static int check_slot(const FastShardModel *m, const char *who, int slot, const 
 int fast_shard_logits(FastShardModel *m, float *logits_host)
 {
     FastShardDevice *v = &m->dev[0];
+    const int n = m->last_rows, V = m->cfg->vocab_size, Vl = V / m->D;
     CUDA_TRY(cudaSetDevice(0));
-    CUDA_TRY(cudaMemcpyAsync(logits_host, v->logits, sizeof(float) * (size_t)m->last_rows * m->cfg->vocab_size,
-                             cudaMemcpyDeviceToHost, v->ctx.stream));
+    CUDA_TRY(
+        cudaMemcpyAsync(m->gathered, v->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, v->ctx.stream));
     CUDA_TRY(cudaStreamSynchronize(v->ctx.stream));
+    for (int r = 0; r < m->D; r++) /* [D][n][V/D] as gathered → [n][V] */
+        for (int t = 0; t < n; t++)
+            memcpy(logits_host + (size_t)t * V + (size_t)r * Vl, m->gathered + ((size_t)r * n + t) * Vl,
+                   sizeof(float) * Vl);
     return 0;
 }
 

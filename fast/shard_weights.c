@@ -28,6 +28,8 @@ int fast_shard_check(const ModelConfig *c, int D)
     const int E = c->n_routed_experts, I_s = c->n_shared_experts * c->moe_intermediate_size;
     if (D < 1 || D > FAST_SHARD_MAX_DEVICES)
         return ds_error("sharded layout: %d devices (1..%d)", D, FAST_SHARD_MAX_DEVICES);
+    if (c->vocab_size % D)
+        return ds_error("sharded layout: vocab_size = %d is not divisible by %d devices", c->vocab_size, D);
     if (c->num_attention_heads % D)
         return ds_error("sharded layout: num_attention_heads = %d is not divisible by %d devices",
                         c->num_attention_heads, D);
@@ -57,10 +59,11 @@ int fast_shard_buffer_sizes(const ModelConfig *c, KernelDType wtype, int D, int 
     const size_t cap = ((size_t)max_context + D - 1) / D; /* positions p ≡ rank (mod D) of one slot */
     const size_t n[FAST_SHARD_BUFFERS][2] = {
         { (size_t)max_batch * c->num_hidden_layers * cap * w, esz }, /* cache: 1/D of every slot's rows */
-        { 4 * R, 4 },                                                /* step */
+        { 5 * R, 4 },                                                /* step */
         { R * Dm, 4 },                                               /* h */
         { R * Dm, 4 },                                               /* a */
         { R * Dm, 4 },                                               /* b */
+        { R * (c->vocab_size / D), 4 },                              /* logits_loc */
         { R * c->vocab_size, 4 },                                    /* logits */
         { R * w, 4 },                                                /* kv */
         { R * w, esz },                                              /* lat */
@@ -105,7 +108,9 @@ size_t fast_shard_weight_bytes(const ModelConfig *c, KernelDType wtype, int D)
     const int64_t dcq = c->q_lora_rank, dc = c->kv_lora_rank, w = dc + c->qk_rope_head_dim;
     const int64_t E = c->n_routed_experts, El = E / D, Ie = c->moe_intermediate_size;
     const int64_t Is = (int64_t)c->n_shared_experts * Ie / D, Id = c->intermediate_size / D;
-    size_t sum = 2 * fast_mat_bytes(wtype, c->vocab_size, Dm) + sizeof(float) * (size_t)(Dm + c->qk_rope_head_dim / 2);
+    const int64_t Vl = c->vocab_size / D; /* the embedding's slice has a zero row more */
+    size_t sum = fast_mat_bytes(wtype, Vl + 1, Dm) + fast_mat_bytes(wtype, Vl, Dm) +
+                 sizeof(float) * (size_t)(Dm + c->qk_rope_head_dim / 2);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         sum += 2 * sizeof(float) * Dm; /* the two norms */
         sum += dcq ? fast_mat_bytes(wtype, dcq, Dm) + sizeof(float) * dcq + fast_mat_bytes(wtype, hl * dq, dcq)
@@ -229,7 +234,14 @@ int fast_shard_upload(FastShardModel *m, int r, const Model *ref)
     const int L = c->num_hidden_layers, Dm = c->hidden_size, Id = c->intermediate_size / m->D;
     v->layers = calloc((size_t)L, sizeof *v->layers);
     if (!v->layers) return ds_error("sharded layout: out of host memory for %d layers", L);
-    if (upload_parts(ctx, &v->embed, &ref->embed, NULL) || upload_parts(ctx, &v->lm_head, &ref->lm_head, NULL) ||
+    const int Vl = c->vocab_size / m->D;
+    const Mat embed = rows_of(&ref->embed, r * Vl, Vl), head = rows_of(&ref->lm_head, r * Vl, Vl);
+    char *zero = calloc((size_t)Dm, dtype_size(ref->embed.dtype));
+    const Mat zero_row = { zero, ref->embed.dtype, 1, Dm };
+    const int rc =
+        !zero ? ds_error("sharded layout: out of host memory") : upload_parts(ctx, &v->embed, &embed, &zero_row);
+    free(zero);
+    if (rc || upload_parts(ctx, &v->lm_head, &head, NULL) ||
         fast_vec_upload(&v->final_norm, ref->final_norm, (size_t)Dm) ||
         fast_vec_upload(&v->inv_freq, m->rope.inv_freq, (size_t)c->qk_rope_head_dim / 2))
         return -1;

@@ -136,7 +136,7 @@ static void refuses(void **state)
     assert_int_equal(fast_plan_memory(&plan, &cfg, 4, FAST_LAYOUT_EP, 16, 1, true, 0), -1);
     assert_non_null(strstr(ds_last_error(), "6 routed experts"));
     assert_int_equal(fast_plan_memory(&plan, &cfg, 9, FAST_LAYOUT_DP, 16, 1, true, 0), -1);
-    ModelConfig four = { .num_attention_heads = 4, .n_routed_experts = 8, .num_hidden_layers = 1 };
+    ModelConfig four = { .vocab_size = 512, .num_attention_heads = 4, .n_routed_experts = 8, .num_hidden_layers = 1 };
     assert_int_equal(fast_plan_memory(&plan, &four, 8, FAST_LAYOUT_SHARDED, 16, 1, true, 0), -1);
     assert_non_null(strstr(ds_last_error(), "num_attention_heads = 4 is not divisible by 8 devices"));
     FastLayout l;

@@ -19,7 +19,7 @@
  *     model in bf16 with the absorbed form (the same roundings; bf16 alone moves these fixtures' logits by
  *     up to 7e-2 from the float32 reference, printed with the top-1 agreement);
  *   - 0 host synchronisations in every decode step (sim_counters.h; the logits are fetched after it);
- *   - refused with one line: heads not divisible by the devices, experts not divisible, more devices than
+ *   - refused with one line: vocabulary, heads or experts not divisible by the devices, more devices than
  *     present, a token outside the vocabulary, a slot twice in one step. Outputs are NaN-poisoned first.
  */
 #include "check.h"
@@ -336,10 +336,10 @@ static void refuses(void **state)
 {
     (void)state;
     need_devices(8);
-    refused("v2", 3, "num_attention_heads = 4 is not divisible by 3 devices");
+    refused("v2", 3, "vocab_size = 512 is not divisible by 3 devices");
     refused("v2", 8, "num_attention_heads = 4 is not divisible by 8 devices");
     refused("v2", 9, "9 devices (1..8)");
-    ModelConfig cfg = { .num_attention_heads = 8, .n_routed_experts = 6, .num_hidden_layers = 1 };
+    ModelConfig cfg = { .vocab_size = 512, .num_attention_heads = 8, .n_routed_experts = 6, .num_hidden_layers = 1 };
     assert_int_equal(fast_shard_check(&cfg, 4), -1);
     assert_non_null(strstr(ds_last_error(), "n_routed_experts = 6 is not divisible by 4 devices"));
     char dir[256];

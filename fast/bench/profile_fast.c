@@ -14,6 +14,7 @@
  * model's estimate, not a measurement.
  */
 #include "fast.h"
+#include "fast_shard.h"
 #include "h100_model.h"
 #include "sim.h"
 #include "sim_counters.h"
@@ -189,6 +190,46 @@ static void measured_json(FILE *f, const char *key, const Measured *m)
             m->cache_read, m->cache_distinct, m->t, m->t_bytes, m->t_launch, m->t_sync);
 }
 
+/**
+ * The sharded layout over 8 devices (fast_shard.h) on the same checkpoint: one batch-1 decode step after a
+ * 4-token prompt and a warm-up step, counted — host synchronisations (target 0), collectives' bytes, and
+ * each device's memory high-water mark from its open (printed; the plan's prediction is test_fast_plan's).
+ */
+static int profile_sharded(void)
+{
+    const int D = 8, prompt[4] = { 11, 22, 33, 44 }, slot = 0, next = 5;
+    const FastOptions opt = { .bf16 = true, .max_context = 64 };
+    FastShardModel m;
+    SimStepCounters open_c, c;
+    sim_counters_start();
+    if (fast_shard_open(&m, CKPT, D, &opt)) {
+        sim_counters_stop(&open_c);
+        fprintf(stderr, "profile-fast: sharded layout: %s\n", ds_last_error());
+        return -1;
+    }
+    sim_counters_stop(&open_c);
+    int rc = fast_shard_prefill(&m, 0, prompt, 4, NULL, false) || fast_shard_decode(&m, &slot, &next, 1, NULL);
+    sim_counters_start();
+    rc = rc || fast_shard_decode(&m, &slot, &next, 1, NULL);
+    sim_counters_stop(&c);
+    size_t n = 0;
+    sim_counters_records(&n);
+    fast_shard_close(&m);
+    if (rc) {
+        fprintf(stderr, "profile-fast: sharded layout: %s\n", ds_last_error());
+        return -1;
+    }
+    unsigned long long nccl = 0;
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) nccl += c.nccl_bytes[i][j];
+    printf("sharded layout over %d devices (attention by heads, cache by position, experts by expert):\n", D);
+    report("host syncs per decode step, 8 devices (sharded)", (double)c.host_syncs, "0");
+    report("launches per decode step, all 8 devices (sharded)", (double)n, "-");
+    report("NCCL bytes per decode step, all peers (sharded)", (double)nccl, "-");
+    for (int d = 0; d < D; d++) printf("  device %d high-water after open: %zu bytes\n", d, open_c.high_water[d]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const int prefill = argc > 1 ? atoi(argv[1]) : 1024;
@@ -239,6 +280,7 @@ int main(int argc, char **argv)
         return 1;
     }
     fast_model_close(&fm);
+    if (profile_sharded()) return 1;
 
     /* DeepSeek-V2-Lite at full depth: the 2-layer step plus 25 more MoE layers like layer 1 */
     const int extra = V2_LITE_MOE_LAYERS - 1;
