@@ -23,6 +23,7 @@
  *     present, a token outside the vocabulary, a slot twice in one step. Outputs are NaN-poisoned first.
  */
 #include "check.h"
+#include "cli_run.h"
 #include "error.h"
 #include "fast_shard.h"
 #include "fast_test.h"
@@ -357,12 +358,45 @@ static void refuses(void **state)
     fast_shard_close(&m);
 }
 
+/* dsv2 generate --backend fast --layout sharded --devices 4 (float32): the reference's greedy ids; misuse refused
+ * with one usage line and nothing on stdout. */
+static void cli_generate(void **state)
+{
+    (void)state;
+    const char *ref[] = { "generate", "-m", "tests/golden/v2", "--ids", "1,2,3", "-n", "4", NULL };
+    const char *sharded[] = { "generate",  "-m",   "tests/golden/v2", "--ids",   "1,2,3",     "-n", "4",
+                              "--backend", "fast", "--layout",        "sharded", "--devices", "4",  NULL };
+    CliRun want = cli_run(ref), got = cli_run(sharded); /* SIM_DEVICE_COUNT=8 is inherited */
+    assert_int_equal(want.status, 0);
+    assert_int_equal(got.status, 0);
+    assert_string_equal(got.out, want.out);
+    cli_run_free(&want);
+    cli_run_free(&got);
+    const char *const bad[][12] = {
+        { "generate", "-m", "tests/golden/v2", "--ids", "1", "--layout", "sharded", NULL },
+        { "generate", "-m", "tests/golden/v2", "--ids", "1", "--backend", "fast", "--layout", "dp", NULL },
+        { "generate", "-m", "tests/golden/v2", "--ids", "1", "--backend", "fast", "--devices", "2", NULL },
+        { "generate", "-m", "tests/golden/v2", "--ids", "1", "--backend", "fast", "--layout", "sharded", "--devices",
+          "3" },
+    };
+    const char *const why[] = { "--layout sharded needs --backend fast", "--layout dp: expected sharded",
+                                "--devices goes with --layout sharded", "vocab_size = 512 is not divisible by 3" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CliRun r = cli_run((const char *const *)bad[i]);
+        assert_int_not_equal(r.status, 0);
+        assert_string_equal(r.out, "");
+        if (!strstr(r.err, why[i])) fail_msg("expected \"%s\" in: %s", why[i], r.err);
+        cli_run_free(&r);
+    }
+}
+
 int main(void)
 {
     setenv("SIM_DEVICE_COUNT", "8", 1); /* before the first CUDA call */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(v2_f32),     cmocka_unit_test(lite_f32),  cmocka_unit_test(longctx_f32),
-        cmocka_unit_test(heads8_f32), cmocka_unit_test(bf16_runs), cmocka_unit_test(refuses),
+        cmocka_unit_test(v2_f32),       cmocka_unit_test(lite_f32),  cmocka_unit_test(longctx_f32),
+        cmocka_unit_test(heads8_f32),   cmocka_unit_test(bf16_runs), cmocka_unit_test(refuses),
+        cmocka_unit_test(cli_generate),
     };
     return cmocka_run_group_tests_name("fast_shard", tests, stw_group_setup, stw_group_teardown);
 }
