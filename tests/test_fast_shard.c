@@ -21,19 +21,23 @@
  *   - 0 host synchronisations in every decode step (sim_counters.h; the logits are fetched after it);
  *   - refused with one line: vocabulary, heads or experts not divisible by the devices, more devices than
  *     present, a token outside the vocabulary, a slot twice in one step. Outputs are NaN-poisoned first;
- *     every simulated launch runs under the race check (SIM_RACECHECK=1).
+ *     every simulated launch runs under the race check (SIM_RACECHECK=1);
+ *   - every cudaMalloc of opening lite over 2 devices made to fail in turn (tests/fault_sweep.h): one error
+ *     line naming cudaMalloc, no device allocation left.
  */
 #include "check.h"
 #include "cli_run.h"
 #include "error.h"
 #include "fast_shard.h"
 #include "fast_test.h"
+#include "fault_sweep.h"
 #include "golden.h"
 #include "model.h"
 #include "safetensors.h"
 #include "st_writer.h"
 
 #if __has_include("sim_counters.h")
+#include "sim.h"
 #include "sim_counters.h"
 #define HAVE_SIM_COUNTERS 1
 #else
@@ -390,14 +394,61 @@ static void cli_generate(void **state)
     }
 }
 
-int main(void)
+/* Open lite over 2 devices, a prompt across two chunks and a decode step, close. Returns 0 or −1 (error line set). */
+static int open_run_close(void)
 {
+    static const int prompt[] = { 1, 5, 9, 2, 7, 3 };
+    const FastOptions opt = { .chunk = 4, .max_context = 16 };
+    FastShardModel m;
+    if (fast_shard_open(&m, "tests/golden/lite", 2, &opt)) return -1; /* nothing left open on failure */
+    const int slot = 0, next = 4;
+    const int rc = fast_shard_prefill(&m, 0, prompt, 6, NULL, false) || fast_shard_decode(&m, &slot, &next, 1, NULL);
+    fast_shard_close(&m);
+    return rc ? -1 : 0;
+}
+
+#if HAVE_SIM_COUNTERS
+static void sim_counts(FaultCounts *out)
+{
+    SimStats st;
+    sim_stats(&st);
+    *out = (FaultCounts){ st.malloc_calls, st.live_allocs, st.live_bytes };
+}
+#else
+static void sim_counts(FaultCounts *out)
+{
+    memset(out, 0, sizeof *out);
+}
+#endif
+
+static const char *self; /* this binary, for the fault sweep's children */
+static const FaultSweep shard_sweep = { "shard",
+                                        "tests/golden/lite sharded over 2 devices: open + prompt + decode + close",
+                                        open_run_close, sim_counts };
+
+/* Every cudaMalloc of opening the sharded layout fails in turn: one error line, no device allocation left. */
+static void faults(void **state)
+{
+    (void)state;
+#if !HAVE_SIM_COUNTERS
+    printf("needs the simulated device's fault injection (SIM_FAIL_MALLOC); a real-GPU build has none\n");
+    skip();
+#else
+    fault_sweep_run((void *)&shard_sweep, self);
+#endif
+}
+
+int main(int argc, char **argv)
+{
+    self = argv[0];
     setenv("SIM_DEVICE_COUNT", "8", 1); /* before the first CUDA call */
-    setenv("SIM_RACECHECK", "1", 0);    /* every simulated launch under three thread orders */
+    if (argc == 4 && strcmp(argv[1], "child") == 0 && strcmp(argv[2], shard_sweep.id) == 0)
+        return fault_sweep_child(&shard_sweep, argv[3]);
+    setenv("SIM_RACECHECK", "1", 0); /* every simulated launch under three thread orders */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(v2_f32),       cmocka_unit_test(lite_f32),  cmocka_unit_test(longctx_f32),
         cmocka_unit_test(heads8_f32),   cmocka_unit_test(bf16_runs), cmocka_unit_test(refuses),
-        cmocka_unit_test(cli_generate),
+        cmocka_unit_test(cli_generate), cmocka_unit_test(faults),
     };
     return cmocka_run_group_tests_name("fast_shard", tests, stw_group_setup, stw_group_teardown);
 }
