@@ -10,7 +10,7 @@
 
 #define SHARD_THREADS 128 /**< threads of the per-row kernels */
 
-/* Block t copies lat[t] to the cache on the owning device only. */
+/** Block t copies lat[t] to the cache on the owning device only. */
 __global__ void mla_shard_store_v1_kernel(void *cache, const void *lat, KernelDType type, int width, const int *pos,
                                           const int *base, MlaShard sh)
 {
@@ -29,7 +29,7 @@ extern "C" cudaError_t mla_shard_store_v1(void *cache, const void *lat, KernelDT
     return cudaGetLastError();
 }
 
-/* Block (t, j) copies q^R of local head j of token t behind its q^L. */
+/** Block (t, j) copies q^R of local head j of token t behind its q^L. */
 __global__ void mla_shard_pack_v1_kernel(float *qp, const float *q, MlaDims dims, int hl)
 {
     const int t = (int)blockIdx.x, j = (int)blockIdx.y, dq = dims.d_n + dims.d_r, w = dims.d_c + dims.d_r;
@@ -93,7 +93,7 @@ extern "C" cudaError_t mla_shard_partial_v1(float *part, float *m_loc, const flo
     return cudaGetLastError();
 }
 
-/* Block (t, h): the partial of head h scaled by e^{m_loc − m_all}. */
+/** Block (t, h): the partial of head h scaled by e^{m_loc − m_all}. */
 __global__ void mla_shard_rescale_v1_kernel(float *part, const float *m_loc, const float *m_all, int n_h, int d_c,
                                             int T, MlaShard sh)
 {
@@ -112,7 +112,7 @@ extern "C" cudaError_t mla_shard_rescale_v1(float *part, const float *m_loc, con
     return cudaGetLastError();
 }
 
-/* Block (t, j): o^L / l of local head j. */
+/** Block (t, j): o^L / l of local head j. */
 __global__ void mla_shard_normalise_v1_kernel(void *ol, KernelDType ol_type, const float *ol_sum, int d_c, int hl)
 {
     const size_t row = (size_t)blockIdx.x * hl + blockIdx.y;
