@@ -26,6 +26,9 @@
 
 #include <nccl.h>
 
+/** The partial attention kernel fast/shard_model.c runs (kernels/mla_shard.h): version 2, the online softmax. */
+#define FAST_SHARD_PARTIAL mla_shard_partial_v2
+
 /** Most devices of a sharded group (the simulated machine's, and one node's). */
 #define FAST_SHARD_MAX_DEVICES 8
 

@@ -290,8 +290,8 @@ static int attention(FastShardModel *m, int l, int T)
         FastShardDevice *v = &m->dev[r];
         const void *cache = (char *)v->cache + (size_t)l * m->cap * (dc + dims.d_r) * kernel_dtype_size(v->ctx.wtype);
         CUDA_TRY(cudaSetDevice(r));
-        CUDA_TRY(mla_shard_partial_v1(v->part, v->m_loc, v->q_all, cache, v->ctx.wtype, dims, v->step + R,
-                                      v->step + 2 * R, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
+        CUDA_TRY(FAST_SHARD_PARTIAL(v->part, v->m_loc, v->q_all, cache, v->ctx.wtype, dims, v->step + R,
+                                    v->step + 2 * R, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
     }
     if (collective(m, ALL_REDUCE, FIELD(m_loc), FIELD(m_all), (size_t)T * nh, ncclMax)) return -1;
     for (int r = 0; r < m->D; r++) {

@@ -9,6 +9,8 @@
 #include <math.h>
 
 #define SHARD_THREADS 128 /**< threads of the per-row kernels */
+#define SHARD_MAX_DC  512 /**< largest d_c version 2 holds in registers (4 channels a thread) */
+#define SHARD_PER     (SHARD_MAX_DC / SHARD_THREADS) /**< latent channels per thread in version 2 */
 
 /** Block t copies lat[t] to the cache on the owning device only. */
 __global__ void mla_shard_store_v1_kernel(void *cache, const void *lat, KernelDType type, int width, const int *pos,
@@ -90,6 +92,70 @@ extern "C" cudaError_t mla_shard_partial_v1(float *part, float *m_loc, const flo
 {
     LAUNCH(mla_shard_partial_v1_kernel, dim3(blocks_for((size_t)T * dims.n_h, 32)), dim3(32), 0, stream, part, m_loc,
            q_all, cache, cache_type, dims, pos, base, T, sh);
+    return cudaGetLastError();
+}
+
+// ANCHOR: mla_shard_partial_v2
+/**
+ * Version 2: block (t, h) of 128 threads, each holding up to 4 latent channels of q^L and of the running
+ * o^L in registers (thread i < d_r also one channel of q^R); the score of each row by a block reduction,
+ * then one pass of the online softmax: m' = max(m, s), l ← l·e^{m − m'} + e^{s − m'},
+ * o^L ← o^L·e^{m − m'} + e^{s − m'} ĉ_p. Each row is read once per head.
+ */
+__global__ void mla_shard_partial_v2_kernel(float *part, float *m_loc, const float *q_all, const void *cache,
+                                            KernelDType type, MlaDims dims, const int *pos, const int *base, int T,
+                                            MlaShard sh)
+{
+    __shared__ float scratch[32];
+    const int t = (int)blockIdx.x, h = (int)blockIdx.y, r = h / sh.hl, j = h % sh.hl, tid = (int)threadIdx.x;
+    const int dc = dims.d_c, dr = dims.d_r, width = dc + dr, D = sh.devices;
+    const float *ql = q_all + (((size_t)r * T + t) * sh.hl + j) * width;
+    float qc[SHARD_PER], acc[SHARD_PER];
+    const float qr = tid < dr ? ql[dc + tid] : 0.0f;
+#pragma unroll
+    for (int k = 0; k < SHARD_PER; k++) {
+        const int c = tid + k * SHARD_THREADS;
+        qc[k] = c < dc ? ql[c] : 0.0f;
+        acc[k] = 0.0f;
+    }
+    const int n_rows = pos[t] >= sh.rank ? (pos[t] - sh.rank) / D + 1 : 0;
+    float m = -INFINITY, l = 0.0f;
+    for (int i = 0; i < n_rows; i++) {
+        const size_t row = ((size_t)base[t] + i) * width;
+        float x[SHARD_PER], partial = tid < dr ? qr * load_elem(cache, type, row + dc + tid) : 0.0f;
+#pragma unroll
+        for (int k = 0; k < SHARD_PER; k++) {
+            const int c = tid + k * SHARD_THREADS;
+            x[k] = c < dc ? load_elem(cache, type, row + c) : 0.0f;
+            partial += qc[k] * x[k];
+        }
+        const float s = dims.scale * block_sum(partial, scratch);
+        const float m_new = fmaxf(m, s), f = expf(m - m_new), e = expf(s - m_new);
+        l = l * f + e;
+#pragma unroll
+        for (int k = 0; k < SHARD_PER; k++) acc[k] = acc[k] * f + e * x[k];
+        m = m_new;
+    }
+    float *o = part + (((size_t)r * T + t) * sh.hl + j) * (dc + 1);
+#pragma unroll
+    for (int k = 0; k < SHARD_PER; k++) {
+        const int c = tid + k * SHARD_THREADS;
+        if (c < dc) o[c] = acc[k];
+    }
+    if (tid == 0) {
+        o[dc] = l;
+        m_loc[(size_t)t * dims.n_h + h] = m;
+    }
+}
+// ANCHOR_END: mla_shard_partial_v2
+
+extern "C" cudaError_t mla_shard_partial_v2(float *part, float *m_loc, const float *q_all, const void *cache,
+                                            KernelDType cache_type, MlaDims dims, const int *pos, const int *base,
+                                            int T, MlaShard sh, cudaStream_t stream)
+{
+    if (dims.d_c > SHARD_MAX_DC || dims.d_r > SHARD_THREADS) return cudaErrorInvalidValue;
+    LAUNCH(mla_shard_partial_v2_kernel, dim3((unsigned)T, (unsigned)dims.n_h), dim3(SHARD_THREADS), 0, stream, part,
+           m_loc, q_all, cache, cache_type, dims, pos, base, T, sh);
     return cudaGetLastError();
 }
 

@@ -7,7 +7,8 @@
  * o^L = Σ_j e^{s_j − m} ĉ_j, the sum l = Σ_j e^{s_j − m} and the running max m over its rows only. The
  * devices agree on m with an all-reduce MAX, rescale by e^{m_local − m}, and a reduce-scatter SUM by heads
  * gives each device its heads' totals, which mla_shard_normalise_v1 divides out (fast/shard_model.c).
- * Version 1 only: a new component, one thread per (token, head), mirroring ref/mla.c's absorbed loop.
+ * Version 1, one thread per (token, head), mirrors ref/mla.c's absorbed loop; version 2, one block per
+ * (token, head) with an online softmax, is the one fast/ runs (FAST_SHARD_PARTIAL in fast_shard.h).
  */
 #ifndef DSV2_KERNELS_MLA_SHARD_H
 #define DSV2_KERNELS_MLA_SHARD_H
@@ -43,6 +44,15 @@ cudaError_t mla_shard_pack_v1(float *qp, const float *q, MlaDims dims, int T, in
  * m_loc[t·n_h + h] = max_p s_p (−∞ and zeros when the device owns none), s_p = σ(q^L·ĉ_p + q^R·k^R_p).
  */
 cudaError_t mla_shard_partial_v1(float *part, float *m_loc, const float *q_all, const void *cache,
+                                 KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
+                                 MlaShard sh, cudaStream_t stream);
+
+/**
+ * Version 2 of mla_shard_partial_v1 (same arguments and result up to rounding): one block of 128 threads per
+ * (token, head), one pass of the online softmax over the device's rows. Limits: d_c ≤ 512, d_r ≤ 128
+ * (cudaErrorInvalidValue, nothing launched, beyond them).
+ */
+cudaError_t mla_shard_partial_v2(float *part, float *m_loc, const float *q_all, const void *cache,
                                  KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
                                  MlaShard sh, cudaStream_t stream);
 

@@ -22,6 +22,9 @@
  *   - refused with one line: vocabulary, heads or experts not divisible by the devices, more devices than
  *     present, a token outside the vocabulary, a slot twice in one step. Outputs are NaN-poisoned first;
  *     every simulated launch runs under the race check (SIM_RACECHECK=1);
+ *   - the partial attention kernels (kernels/mla_shard.cu), versions 1 and 2, against a double-precision
+ *     host loop on random queries and float32 or bf16 cache rows, a token with no rows on the device
+ *     included, to 1e-5 relative L2;
  *   - every cudaMalloc of opening lite over 2 devices made to fail in turn (tests/fault_sweep.h): one error
  *     line naming cudaMalloc, no device allocation left.
  */
@@ -32,6 +35,7 @@
 #include "fast_test.h"
 #include "fault_sweep.h"
 #include "golden.h"
+#include "mla_shard.h"
 #include "model.h"
 #include "safetensors.h"
 #include "st_writer.h"
@@ -44,6 +48,7 @@
 #define HAVE_SIM_COUNTERS 0
 #endif
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +215,101 @@ static void golden_fixture(const char *name, int N, bool bf16)
     memcpy(ids, g.ids, sizeof(int) * (size_t)T);
     golden_close(&g);
     shard_fixture(dir, ids, T, N, bf16);
+}
+
+/* ---- the partial attention kernels ---------------------------------------------------------- */
+
+/* Versions 1 and 2 of the partial kernel against a double-precision loop on the host over random queries and
+ * cache rows (bf16 or float32; the host uses the same rounded values): the rows of device rank of D, tokens at
+ * positions pos with their own bases; a token whose positions all live elsewhere gets m = −∞, l = 0, o^L = 0. */
+static void partial_case(MlaDims dims, int T, const int *pos, const int *base, int rows, MlaShard sh, KernelDType ct)
+{
+    TestRng rng;
+    test_rng_seed(&rng, "fast_shard partial");
+    const int w = dims.d_c + dims.d_r, nh = dims.n_h, blocks = nh / sh.hl;
+    const size_t nq = (size_t)blocks * T * sh.hl * w, nc = (size_t)rows * w, np = (size_t)nh * T * (dims.d_c + 1);
+    float *q = malloc(sizeof(float) * nq), *c = malloc(sizeof(float) * nc), *want = malloc(sizeof(float) * np);
+    float *want_m = malloc(sizeof(float) * T * nh), *got = malloc(sizeof(float) * np),
+          *got_m = malloc(sizeof(float) * T * nh);
+    uint16_t *c16 = malloc(sizeof(uint16_t) * nc);
+    test_rng_fill(&rng, q, nq, -1, 1);
+    test_rng_fill(&rng, c, nc, -1, 1);
+    for (size_t i = 0; ct == KERNEL_BF16 && i < nc; i++) c[i] = bf16_to_f32(c16[i] = f32_to_bf16(c[i]));
+    for (int t = 0; t < T; t++) /* the reference: two passes in double over the device's rows */
+        for (int h = 0; h < nh; h++) {
+            const float *ql = q + (((size_t)(h / sh.hl) * T + t) * sh.hl + h % sh.hl) * w;
+            float *o = want + (((size_t)(h / sh.hl) * T + t) * sh.hl + h % sh.hl) * (dims.d_c + 1);
+            double m = -INFINITY, l = 0, acc[512] = { 0 };
+            for (int pass = 0; pass < 2; pass++)
+                for (int p = sh.rank; p <= pos[t]; p += sh.devices) {
+                    const float *row = c + ((size_t)base[t] + p / sh.devices) * w;
+                    double sc = 0;
+                    for (int i = 0; i < w; i++) sc += (double)ql[i] * row[i];
+                    sc *= dims.scale;
+                    if (pass == 0) m = sc > m ? sc : m;
+                    if (pass == 0) continue;
+                    l += exp(sc - m);
+                    for (int i = 0; i < dims.d_c; i++) acc[i] += exp(sc - m) * row[i];
+                }
+            for (int i = 0; i < dims.d_c; i++) o[i] = (float)acc[i];
+            o[dims.d_c] = (float)l;
+            want_m[t * nh + h] = (float)m;
+        }
+    float *d_q, *d_part, *d_m;
+    void *d_c;
+    int *d_pos, *d_base;
+    const size_t csz = kernel_dtype_size(ct);
+    assert_int_equal(cudaMalloc((void **)&d_q, sizeof(float) * nq), cudaSuccess);
+    assert_int_equal(cudaMalloc(&d_c, csz * nc), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_part, sizeof(float) * np), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_m, sizeof(float) * T * nh), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_pos, sizeof(int) * T), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_base, sizeof(int) * T), cudaSuccess);
+    cudaMemcpy(d_q, q, sizeof(float) * nq, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_c, ct == KERNEL_BF16 ? (void *)c16 : (void *)c, csz * nc, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_pos, pos, sizeof(int) * T, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_base, base, sizeof(int) * T, cudaMemcpyHostToDevice);
+    for (int v = 1; v <= 2; v++) {
+        poison(got, np);
+        cudaMemcpy(d_part, got, sizeof(float) * np, cudaMemcpyHostToDevice);
+        const cudaError_t e = (v == 1 ? mla_shard_partial_v1 : mla_shard_partial_v2)(d_part, d_m, d_q, d_c, ct, dims,
+                                                                                     d_pos, d_base, T, sh, NULL);
+        assert_int_equal(e, cudaSuccess);
+        assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+        cudaMemcpy(got, d_part, sizeof(float) * np, cudaMemcpyDeviceToHost);
+        cudaMemcpy(got_m, d_m, sizeof(float) * T * nh, cudaMemcpyDeviceToHost);
+        char what[64];
+        snprintf(what, sizeof what, "mla_shard_partial_v%d d_c %d", v, dims.d_c);
+        check_close(what, got, want, np, -1, 1e-5);
+        for (int i = 0; i < T * nh; i++)
+            if (!(got_m[i] == want_m[i] || fabsf(got_m[i] - want_m[i]) <= 1e-5f * fabsf(want_m[i])))
+                fail_msg("%s: m[%d] = %g, want %g", what, i, got_m[i], want_m[i]);
+    }
+    void *dev[] = { d_q, d_c, d_part, d_m, d_pos, d_base };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
+    free(q);
+    free(c);
+    free(c16);
+    free(want);
+    free(want_m);
+    free(got);
+    free(got_m);
+}
+
+static void partial_kernels(void **state)
+{
+    (void)state;
+    need_device();
+    const int pos[3] = { 0, 5, 17 }, base[3] = { 0, 20, 40 }; /* token 0 has no rows on rank 1 */
+    const MlaDims small = { 4, 0, 8, 0, 40, 0.125f };
+    for (int ct = 0; ct < 2; ct++) partial_case(small, 3, pos, base, 60, (MlaShard){ 3, 1, 2 }, (KernelDType)ct);
+    const MlaDims wide = { 2, 0, 64, 0, 512, 0.06f }; /* V2's d_c and d_r: 4 channels per thread */
+    const int pos2[2] = { 9, 30 }, base2[2] = { 0, 10 };
+    partial_case(wide, 2, pos2, base2, 20, (MlaShard){ 4, 2, 1 }, KERNEL_BF16);
+    const MlaDims too_wide = { 2, 0, 8, 0, 520, 0.1f };
+    assert_int_equal(
+        mla_shard_partial_v2(NULL, NULL, NULL, NULL, KERNEL_F32, too_wide, NULL, NULL, 1, (MlaShard){ 1, 0, 1 }, NULL),
+        cudaErrorInvalidValue);
 }
 
 /* ---- the 8-head checkpoint ------------------------------------------------------------------ */
@@ -448,7 +548,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(v2_f32),       cmocka_unit_test(lite_f32),  cmocka_unit_test(longctx_f32),
         cmocka_unit_test(heads8_f32),   cmocka_unit_test(bf16_runs), cmocka_unit_test(refuses),
-        cmocka_unit_test(cli_generate), cmocka_unit_test(faults),
+        cmocka_unit_test(cli_generate), cmocka_unit_test(faults),    cmocka_unit_test(partial_kernels),
     };
     return cmocka_run_group_tests_name("fast_shard", tests, stw_group_setup, stw_group_teardown);
 }
