@@ -79,12 +79,15 @@ static const struct {
     "                    (default 1: none)\n"                                                             \
     "  --seed S          seed of the sampler (default: drawn at random when -t > 0, printed on stderr)\n" \
     "  --stop STR        stop when the text contains STR (not printed); repeatable, up to 8\n"
-#define MODEL_HELP                                                                                     \
-    "  -m DIR            the checkpoint directory (config.json, safetensors, tokenizer.json)\n"        \
-    "  --ctx N           context size in tokens (default: max_position_embeddings, at most 4096)\n"    \
-    "  --backend B       ref (default: ref/, plain C) or fast (kernels/ + fast/: a GPU in the build\n" \
-    "                    of make dsv2-gpu, else the simulated device, about 100x slower than ref)\n"   \
-    "  --dtype D         --backend fast only: f32 (default; the text equals ref's) or bf16\n"
+#define MODEL_HELP                                                                                      \
+    "  -m DIR            the checkpoint directory (config.json, safetensors, tokenizer.json)\n"         \
+    "  --ctx N           context size in tokens (default: max_position_embeddings, at most 4096)\n"     \
+    "  --backend B       ref (default: ref/, plain C) or fast (kernels/ + fast/: a GPU in the build\n"  \
+    "                    of make dsv2-gpu, else the simulated device, about 100x slower than ref)\n"    \
+    "  --dtype D         --backend fast only: f32 (default; the text equals ref's) or bf16\n"           \
+    "  --layout sharded  --backend fast over --devices N (1..8): attention by heads, latent cache by\n" \
+    "                    position, experts by expert (chapter 15)\n"                                    \
+    "  --devices N       devices of --layout sharded (default 1)\n"
 #define PROMPT_HELP                                                                            \
     "  -p TEXT           the prompt (-p - reads it from stdin)\n"                              \
     "  -f FILE           the prompt from a file (one trailing newline dropped, as for -p -)\n" \
@@ -104,7 +107,7 @@ static int cmd_info(Args *a);
 static int cmd_route_stats(Args *a);
 
 #define SAMPLING (O_N | O_T | O_TOP_P | O_TOP_K | O_REPEAT | O_SEED | O_STOP)
-#define MODEL    (O_M | O_CTX | O_BACKEND | O_DTYPE)
+#define MODEL    (O_M | O_CTX | O_BACKEND | O_DTYPE | O_LAYOUT | O_DEVICES)
 #define PROMPT   (O_P | O_F | O_IDS)
 
 static const Command COMMANDS[] = {
@@ -142,7 +145,8 @@ static const Command COMMANDS[] = {
       "  --ctx N           positions per sequence (default: the fast backend's, min(model's, 4096))\n"
       "  --batch B         sequence slots (default 1)\n"
       "  --layout L        single (default for 1 device), ep (MoE layers expert-parallel, default for\n"
-      "                    more), or dp (attention data-parallel, MoE layers expert-parallel)\n"
+      "                    more), dp (attention data-parallel, MoE layers expert-parallel), or sharded\n"
+      "                    (attention by heads, latent cache by position, experts by expert)\n"
       "  --dtype T         bf16 (default) or f32 weights and cache\n" },
     { "route-stats", O_M | O_CTX | PROMPT | O_DEVICES | O_LIMIT | O_ALPHA | O_PLOT, cmd_route_stats,
       "usage: dsv2 route-stats -m DIR (-p TEXT | -f FILE | --ids 1,2,3) [options]\n"
@@ -371,6 +375,12 @@ static int parse_args(int argc, char **argv, const Command *c, Args *a)
         return usage_error(a, "--dtype bf16 needs --backend fast (the reference computes in float32)");
     if (a->n_stop && a->ids)
         return usage_error(a, "--stop needs a text prompt (-p or -f): with --ids the output is ids");
+    if ((c->takes & O_BACKEND) && (a->given & O_LAYOUT) && strcmp(a->layout, "sharded"))
+        return usage_error(a, "--layout %s: expected sharded", a->layout);
+    if ((c->takes & O_BACKEND) && (a->given & O_LAYOUT) && strcmp(a->backend, "fast"))
+        return usage_error(a, "--layout sharded needs --backend fast");
+    if ((c->takes & O_BACKEND) && (a->given & O_DEVICES) && !(a->given & O_LAYOUT))
+        return usage_error(a, "--devices goes with --layout sharded");
     return 0;
 }
 
@@ -563,10 +573,9 @@ static int make_plan(const Args *a, const ModelConfig *c, FastPlan *p, double *g
 /* The plan per device and whether each device fits gb. */
 static void print_plan(const FastPlan *p, double gb, FastLayout layout, bool bf16)
 {
-    static const char *const names[] = { "single", "ep", "dp" };
-    printf("plan         %s layout, %d device%s of %.1f GB, %d positions x %d sequence%s, %s\n", names[layout],
-           p->devices, p->devices == 1 ? "" : "s", gb, p->context, p->batch, p->batch == 1 ? "" : "s",
-           bf16 ? "bf16" : "f32");
+    printf("plan         %s layout, %d device%s of %.1f GB, %d positions x %d sequence%s, %s\n",
+           fast_layout_names[layout], p->devices, p->devices == 1 ? "" : "s", gb, p->context, p->batch,
+           p->batch == 1 ? "" : "s", bf16 ? "bf16" : "f32");
     bool fits = true;
     for (int d = 0; d < p->devices; d++) {
         const FastPlanDevice *v = &p->dev[d];

@@ -7,6 +7,7 @@
 #include "dsv2.h"
 #include "error.h"
 #include "fast.h"
+#include "fast_shard.h"
 #include "model.h"
 #include "sample.h"
 
@@ -27,18 +28,23 @@ enum { REPEAT_WINDOW = 64 }; /* --repeat-penalty looks at the last 64 tokens, as
  *  (kernels/ + fast/: on a GPU in the build from `make dsv2-gpu`, else on the simulated device). */
 typedef struct {
     bool is_fast;
+    bool is_shard; /* --layout sharded: the fast path over --devices devices */
     Model ref;
     FastModel fast;
+    FastShardModel shard;
     const ModelConfig *cfg;
     int max_context;
     int *pos; /* tokens in the latent cache; lowering it forgets the later ones */
 } Engine;
+
+static void engine_close(Engine *e);
 
 /* Opens the model of a; returns the exit status (0, 1, or 2 for a --ctx beyond the model). */
 static int engine_open(Engine *e, const Args *a)
 {
     memset(e, 0, sizeof *e);
     e->is_fast = !strcmp(a->backend, "fast");
+    e->is_shard = e->is_fast && a->layout && !strcmp(a->layout, "sharded");
     const bool tty = isatty(STDERR_FILENO);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -52,8 +58,13 @@ static int engine_open(Engine *e, const Args *a)
     if (e->is_fast) {
         /* f32 widens the weights on upload, so greedy text equals --backend ref's */
         FastOptions fo = { .bf16 = !strcmp(a->dtype, "bf16"), .max_context = (int)a->ctx };
-        rc = fast_model_open(&e->fast, a->model_dir, &fo);
-        if (rc == 0) {
+        rc = e->is_shard ? fast_shard_open(&e->shard, a->model_dir, a->devices ? (int)a->devices : 1, &fo)
+                         : fast_model_open(&e->fast, a->model_dir, &fo);
+        if (rc == 0 && e->is_shard) {
+            e->cfg = e->shard.cfg;
+            e->max_context = e->shard.max_context;
+            e->pos = &e->shard.pos[0];
+        } else if (rc == 0) {
             e->cfg = e->fast.cfg;
             e->max_context = e->fast.max_context;
             e->pos = &e->fast.pos[0];
@@ -75,10 +86,7 @@ static int engine_open(Engine *e, const Args *a)
     if (a->ctx > e->max_context) {
         usage_error(a, "--ctx %ld: more than the model's max_position_embeddings (%d)", a->ctx,
                     e->cfg->max_position_embeddings);
-        if (e->is_fast)
-            fast_model_close(&e->fast);
-        else
-            model_close(&e->ref);
+        engine_close(e);
         return 2;
     }
     return 0;
@@ -87,6 +95,9 @@ static int engine_open(Engine *e, const Args *a)
 static int engine_forward(Engine *e, const int *ids, int n, float *logits, bool all_positions)
 {
     static const int slot0[1] = { 0 };
+    if (e->is_shard) /* a decode step queues everything; the logits copy is its one wait */
+        return n == 1 ? fast_shard_decode(&e->shard, slot0, ids, 1, logits)
+                      : fast_shard_prefill(&e->shard, 0, ids, n, logits, all_positions);
     if (e->is_fast && n == 1) /* a decode step: replayed from a CUDA graph (fast.h) */
         return fast_model_decode(&e->fast, slot0, ids, 1, logits);
     return e->is_fast ? fast_model_forward(&e->fast, ids, n, logits, all_positions)
@@ -95,7 +106,9 @@ static int engine_forward(Engine *e, const int *ids, int n, float *logits, bool 
 
 static void engine_close(Engine *e)
 {
-    if (e->is_fast)
+    if (e->is_shard)
+        fast_shard_close(&e->shard);
+    else if (e->is_fast)
         fast_model_close(&e->fast);
     else
         model_close(&e->ref);

@@ -3,7 +3,8 @@
  * \brief Device memory the fast path will allocate, predicted from the config alone.
  *
  * fast_plan_memory() adds up, per device, the same sizes the allocators use (fast_weight_bytes(),
- * fast_model_buffer_sizes(), fast_scratch_sizes(), fast_context_bytes(), fast_ep_device_bytes()),
+ * fast_model_buffer_sizes(), fast_scratch_sizes(), fast_context_bytes(), fast_ep_device_bytes(),
+ * fast_shard_buffer_sizes(), fast_shard_weight_bytes()),
  * so the prediction is the simulated device's high-water mark after the model is open and stays
  * so while it runs: every buffer is allocated once, at open.
  */
@@ -22,7 +23,8 @@
 typedef enum {
     FAST_LAYOUT_SINGLE = 0, /**< everything on device 0 (fast_model_open) */
     FAST_LAYOUT_EP = 1,     /**< model on device 0, MoE layers expert-parallel over 0..N−1 (FastOptions.ep_devices) */
-    FAST_LAYOUT_DP = 2      /**< a whole non-MoE model per device, MoE layers expert-parallel (fast_dp.h) */
+    FAST_LAYOUT_DP = 2,     /**< a whole non-MoE model per device, MoE layers expert-parallel (fast_dp.h) */
+    FAST_LAYOUT_SHARDED = 3 /**< attention by heads, cache by position, experts by expert (fast_shard.h) */
 } FastLayout;
 
 /** One device's bytes, by what they hold. */
@@ -50,7 +52,10 @@ typedef struct {
 int fast_plan_memory(FastPlan *out, const ModelConfig *cfg, int devices, FastLayout layout, int context, int batch,
                      bool bf16, int chunk);
 
-/** "single", "ep", "dp" → *out. \return 0, or −1 with one error line naming the value. */
+/** The layouts' names, by FastLayout: "single", "ep", "dp", "sharded". */
+extern const char *const fast_layout_names[4];
+
+/** "single", "ep", "dp", "sharded" → *out. \return 0, or −1 with one error line naming the value. */
 int fast_layout_parse(const char *s, FastLayout *out);
 
 #endif

@@ -7,19 +7,21 @@
 #include "error.h"
 #include "fast.h"
 #include "fast_ep.h"
+#include "fast_shard.h"
 #include "model.h"
 
 #include <string.h>
 
+const char *const fast_layout_names[4] = { "single", "ep", "dp", "sharded" };
+
 int fast_layout_parse(const char *s, FastLayout *out)
 {
-    static const char *const names[] = { "single", "ep", "dp" };
-    for (int i = 0; i < 3; i++)
-        if (strcmp(s, names[i]) == 0) {
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, fast_layout_names[i]) == 0) {
             *out = (FastLayout)i;
             return 0;
         }
-    return ds_error("--layout %s: expected single, ep or dp", s);
+    return ds_error("--layout %s: expected single, ep, dp or sharded", s);
 }
 
 /* What fast_model_open() allocates on its device; MoE layers included unless with_moe is false. */
@@ -49,6 +51,20 @@ static void ep_devices(FastPlan *p, const ModelConfig *cfg, KernelDType wtype, i
     }
 }
 
+/* What fast_shard_open() allocates on each of D devices: the same on every one. */
+static void shard_devices(FastPlan *p, const ModelConfig *cfg, KernelDType wtype, int D, int batch, int rows)
+{
+    size_t bytes[FAST_SHARD_BUFFERS];
+    fast_shard_buffer_sizes(cfg, wtype, D, batch, p->context, rows, bytes);
+    for (int d = 0; d < D; d++) {
+        FastPlanDevice *v = &p->dev[d];
+        v->weights = fast_shard_weight_bytes(cfg, wtype, D);
+        v->cache = bytes[0];
+        for (int i = 1; i < FAST_SHARD_BUFFERS; i++) v->scratch += bytes[i];
+        v->staging = fast_context_bytes(wtype, fast_shard_stage_elems(cfg, D, rows));
+    }
+}
+
 // ANCHOR: fast_plan_memory
 int fast_plan_memory(FastPlan *out, const ModelConfig *cfg, int devices, FastLayout layout, int context, int batch,
                      bool bf16, int chunk)
@@ -60,7 +76,8 @@ int fast_plan_memory(FastPlan *out, const ModelConfig *cfg, int devices, FastLay
         return ds_error("plan: %d devices (1..%d)", devices, FAST_PLAN_MAX_DEVICES);
     if (layout == FAST_LAYOUT_SINGLE && devices != 1)
         return ds_error("plan: the single layout uses one device, not %d", devices);
-    if (layout != FAST_LAYOUT_SINGLE && (E < 1 || E % devices != 0))
+    if (layout == FAST_LAYOUT_SHARDED && fast_shard_check(cfg, devices)) return -1;
+    if (layout != FAST_LAYOUT_SINGLE && layout != FAST_LAYOUT_SHARDED && (E < 1 || E % devices != 0))
         return ds_error("plan: %d devices cannot share the %d routed experts", devices, E);
     if (batch < 1) return ds_error("plan: batch %d must be at least 1", batch);
     out->devices = devices;
@@ -68,7 +85,9 @@ int fast_plan_memory(FastPlan *out, const ModelConfig *cfg, int devices, FastLay
     out->batch = batch;
     chunk = chunk > 0 ? chunk : MODEL_DEFAULT_CHUNK;
     const int rows = chunk > batch ? chunk : batch; /* fast/model.c's rows of one step */
-    if (layout == FAST_LAYOUT_DP) {                 /* a model without MoE layers per device */
+    if (layout == FAST_LAYOUT_SHARDED) {
+        shard_devices(out, cfg, wtype, devices, batch, rows);
+    } else if (layout == FAST_LAYOUT_DP) { /* a model without MoE layers per device */
         for (int d = 0; d < devices; d++) model_device(&out->dev[d], cfg, wtype, out->context, batch, rows, false);
         ep_devices(out, cfg, wtype, devices, chunk);
     } else {

@@ -21,6 +21,7 @@
  */
 #include "fast.h"
 #include "fast_plan.h"
+#include "fast_shard.h"
 #include "h100_model.h"
 #include "profile_cases.h"
 #include "sim.h"
@@ -246,6 +247,39 @@ static void plans_json(FILE *f, const ModelConfig *cfg, const char *model)
     fprintf(f, "  ],\n");
 }
 
+/**
+ * The sharded layout over 8 devices (fast_shard.h) on the same checkpoint: one batch-1 decode step after a
+ * 4-token prompt and a warm-up step, counted — host synchronisations (target 0), collectives' bytes, and
+ * each device's memory high-water mark from its open (printed; the plan's prediction is test_fast_plan's).
+ */
+static int profile_sharded(const char *ckpt, SimStepCounters *c, size_t *launches, size_t high_water[8])
+{
+    const int D = 8, prompt[4] = { 11, 22, 33, 44 }, slot = 0, next = 5;
+    const FastOptions opt = { .bf16 = true, .max_context = 64 };
+    FastShardModel m;
+    SimStepCounters open_c;
+    sim_counters_start();
+    if (fast_shard_open(&m, ckpt, D, &opt)) {
+        sim_counters_stop(&open_c);
+        fprintf(stderr, "profile-fast: sharded layout: %s\n", ds_last_error());
+        return -1;
+    }
+    sim_counters_stop(&open_c);
+    int rc = fast_shard_prefill(&m, 0, prompt, 4, NULL, false) || fast_shard_decode(&m, &slot, &next, 1, NULL);
+    sim_counters_start();
+    rc = rc || fast_shard_decode(&m, &slot, &next, 1, NULL);
+    sim_counters_stop(c);
+    *launches = 0;
+    sim_counters_records(launches);
+    fast_shard_close(&m);
+    if (rc) {
+        fprintf(stderr, "profile-fast: sharded layout: %s\n", ds_last_error());
+        return -1;
+    }
+    for (int d = 0; d < D; d++) high_water[d] = open_c.high_water[d];
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const Profile *P = argc > 1 && strcmp(argv[1], "--v2") == 0 ? &V2 : &LITE;
@@ -282,6 +316,8 @@ int main(int argc, char **argv)
     int *prompt = malloc(sizeof(int) * (size_t)prefill);
     for (int i = 0; i < prefill; i++) prompt[i] = (i * 7919 + 3) % fm.cfg->vocab_size;
     Measured pre = { 0 }, d1, d16 = { 0 }, l1, l16 = { 0 }, ep = { 0 };
+    SimStepCounters sh = { 0 }; /* the sharded layout over 8 devices */
+    size_t sh_launches = 0, sh_high[8] = { 0 };
     Half a1, f1, a16, f16;
     if (P->full) sim_counters_start();
     int rc = fast_model_prefill(&fm, 0, prompt, prefill, NULL, false);
@@ -311,6 +347,7 @@ int main(int argc, char **argv)
             return 1;
         }
         fast_model_close(&fm);
+        if (profile_sharded(P->ckpt, &sh, &sh_launches, sh_high)) return 1;
     }
 
     /* full depth: the 2-layer step plus more MoE layers like layer 1, and the LM-head rows the cut vocabulary lacks
@@ -358,6 +395,13 @@ int main(int argc, char **argv)
         report("host syncs per decode step, 8 devices (EP)", (double)ep.c.host_syncs, "0");
         printf("    = %llu between the first queued operation and the last + %llu at the edges\n",
                ep.c.host_syncs_inside, ep.c.host_syncs - ep.c.host_syncs_inside);
+        report("host syncs per decode step, 8 devices (sharded)", (double)sh.host_syncs, "0");
+        unsigned long long sh_nccl = 0;
+        for (int i = 0; i < 8; i++)
+            for (int j = 0; j < 8; j++) sh_nccl += sh.nccl_bytes[i][j];
+        report("  launches per decode step, all 8 devices (sharded)", (double)sh_launches, "-");
+        report("  NCCL bytes per decode step, all peers (sharded)", (double)sh_nccl, "-");
+        report("  high-water after open, device 0 (sharded, each the same)", (double)sh_high[0], "-");
     }
     report("global bytes read / roofline bytes (batch 1)", global_read / roof_bytes, "<= 1.10");
     report("weight bytes read / distinct weight bytes (batch 1)", weight_read / weight_roof, "1 (each once)");
@@ -392,7 +436,7 @@ int main(int argc, char **argv)
     fprintf(f, "},\n");
     if (P->full) fprintf(f, "  \"launches_per_moe_layer_b16\": %llu,\n", l16.launches);
     fprintf(f, "  \"host_syncs_per_decode_step\": {\"1\": %llu", d1.c.host_syncs);
-    if (P->full) fprintf(f, ", \"8\": %llu", ep.c.host_syncs);
+    if (P->full) fprintf(f, ", \"8\": %llu, \"8_sharded\": %llu", ep.c.host_syncs, sh.host_syncs);
     fprintf(f, "},\n  \"host_syncs_per_decode_step_inside\": {\"1\": %llu", d1.c.host_syncs_inside);
     if (P->full) fprintf(f, ", \"8\": %llu", ep.c.host_syncs_inside);
     fprintf(f, "},\n  \"host_syncs_definition\": \"every synchronisation inside one fast_model_decode call: those "

@@ -1,0 +1,488 @@
+/**
+ * \file shard_model.c
+ * \brief The decoder in the sharded layout over D devices (fast_shard.h): every device runs every step on
+ *        the same replicated tokens, and the devices meet only in NCCL collectives.
+ *
+ *     h⁰ = embed[tokens]               each device its V/D rows of the table, all-reduced
+ *     per layer l:  a = RMSNorm(h);  [c^KV; k^R] = W^DKV/W^KR a              (every device, replicated)
+ *                   ĉ_t, k^R_t into the cache on the device owning pos_t    (p mod D)
+ *                   q = W^UQ c^Q for this device's heads; q^L = W^UKᵀ q^N; all-gather [q^L; q^R]
+ *                   partial softmax of every head over this device's rows   → (o^L, l, m)
+ *                   all-reduce MAX m; rescale; reduce-scatter SUM [o^L, l] by heads; o^L / l
+ *                   b = W^O_r (W^UV o^L) for this device's heads; all-reduce SUM b;  h += b
+ *                   a = RMSNorm(h); b = routed experts of this device + its shared/dense units;
+ *                   all-reduce SUM b;  h += b                               (fused into the next norm)
+ *     logits = lm_head RMSNorm(h)      each device its V/D rows of the vocabulary, all-gathered
+ *
+ * Nothing in a step waits for the host: the step's ids and positions are copied from pageable host memory
+ * (cudaMemcpyAsync returns once it has copied the source, so the next step may rewrite it), the experts run
+ * in the grouped kernel that reads its offsets on the device, and every exchange is a collective queued on
+ * the devices' streams. A decode step without a logits copy returns with all of it queued.
+ */
+#include "fast_shard.h"
+
+#include "error.h"
+#include "fast_ep.h"
+#include "mla_shard.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NCCL_TRY(call)                                                     \
+    do {                                                                   \
+        if (fast_check_nccl((call), #call, __FILE__, __LINE__)) return -1; \
+    } while (0)
+
+/* Allocates device r's buffers (device r current). */
+static int alloc_buffers(FastShardModel *m, int r)
+{
+    FastShardDevice *v = &m->dev[r];
+    size_t bytes[FAST_SHARD_BUFFERS];
+    fast_shard_buffer_sizes(m->cfg, v->ctx.wtype, m->D, m->max_batch, m->max_context, m->rows, bytes);
+    void **dst[FAST_SHARD_BUFFERS] = { &v->cache,
+                                       (void **)&v->step,
+                                       (void **)&v->h,
+                                       (void **)&v->a,
+                                       (void **)&v->b,
+                                       (void **)&v->logits_loc,
+                                       (void **)&v->logits,
+                                       (void **)&v->kv,
+                                       &v->lat,
+                                       (void **)&v->c_q,
+                                       (void **)&v->q,
+                                       (void **)&v->qp,
+                                       (void **)&v->q_all,
+                                       (void **)&v->m_loc,
+                                       (void **)&v->m_all,
+                                       (void **)&v->part,
+                                       (void **)&v->ol_sum,
+                                       &v->ol,
+                                       (void **)&v->o,
+                                       (void **)&v->rlogits,
+                                       (void **)&v->idx,
+                                       (void **)&v->weight,
+                                       (void **)&v->counts,
+                                       (void **)&v->offsets,
+                                       (void **)&v->slot_row,
+                                       (void **)&v->row_token,
+                                       (void **)&v->gu,
+                                       &v->hidden,
+                                       (void **)&v->expert_out,
+                                       (void **)&v->shared_out };
+    for (int i = 0; i < FAST_SHARD_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
+    return 0;
+}
+
+static void free_buffers(FastShardDevice *v)
+{
+    void *p[] = { v->cache,    v->step,      v->h,  v->a,       v->b,          v->logits_loc, v->logits, v->kv,
+                  v->lat,      v->c_q,       v->q,  v->qp,      v->q_all,      v->m_loc,      v->m_all,  v->part,
+                  v->ol_sum,   v->ol,        v->o,  v->rlogits, v->idx,        v->weight,     v->counts, v->offsets,
+                  v->slot_row, v->row_token, v->gu, v->hidden,  v->expert_out, v->shared_out };
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
+}
+
+/* Records the last error again, prefixed with what failed to open. \return −1. */
+static int open_failed(FastShardModel *m)
+{
+    char saved[1024];
+    snprintf(saved, sizeof saved, "%s", ds_last_error());
+    fast_shard_close(m);
+    return ds_error("%s", saved);
+}
+
+/* Every device's context, communicator, weights and buffers. */
+static int open_devices(FastShardModel *m, const Model *ref, bool bf16)
+{
+    int ids[FAST_SHARD_MAX_DEVICES];
+    ncclComm_t comms[FAST_SHARD_MAX_DEVICES];
+    for (int r = 0; r < m->D; r++) ids[r] = r;
+    for (int r = 0; r < m->D; r++) {
+        CUDA_TRY(cudaSetDevice(r));
+        if (fast_context_init(&m->dev[r].ctx, bf16, fast_shard_stage_elems(m->cfg, m->D, m->rows))) return -1;
+    }
+    NCCL_TRY(ncclCommInitAll(comms, m->D, ids));
+    for (int r = 0; r < m->D; r++) m->dev[r].comm = comms[r];
+    for (int r = 0; r < m->D; r++) {
+        CUDA_TRY(cudaSetDevice(r));
+        if (fast_shard_upload(m, r, ref) || alloc_buffers(m, r)) return -1;
+    }
+    CUDA_TRY(cudaSetDevice(0));
+    return 0;
+}
+
+int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions *opt)
+{
+    memset(m, 0, sizeof *m);
+    int present = 0;
+    if (D < 1 || D > FAST_SHARD_MAX_DEVICES)
+        return ds_error("fast_shard_open: %d devices (1..%d)", D, FAST_SHARD_MAX_DEVICES);
+    CUDA_TRY(cudaGetDeviceCount(&present));
+    if (present < D) return ds_error("fast_shard_open: %d devices asked for, %d present", D, present);
+    Model ref;
+    const ModelOptions ref_opt = { .max_context = 1, .chunk = 1 };
+    if (model_open(&ref, dir, &ref_opt)) return -1;
+    m->config = ref.ck.cfg;
+    m->cfg = &m->config;
+    m->rope = ref.rope;
+    m->D = D;
+    m->hl = m->cfg->num_attention_heads / D;
+    m->max_context = model_context_size(m->cfg, opt ? opt->max_context : 0);
+    m->cap = (m->max_context + D - 1) / D;
+    m->chunk = opt && opt->chunk ? opt->chunk : MODEL_DEFAULT_CHUNK;
+    m->max_batch = opt && opt->max_batch ? opt->max_batch : 1;
+    m->rows = m->chunk > m->max_batch ? m->chunk : m->max_batch;
+    int rc = fast_shard_check(m->cfg, D);
+    if (rc == 0 && (m->max_batch < 1 || m->chunk < 1))
+        rc = ds_error("fast_shard_open: max_batch %d and chunk %d must be at least 1", m->max_batch, m->chunk);
+    if (rc == 0) {
+        m->pos = calloc((size_t)m->max_batch, sizeof *m->pos);
+        m->step_host = malloc(sizeof(int) * 5 * (size_t)m->rows * D);
+        m->gathered = malloc(sizeof(float) * (size_t)m->rows * m->cfg->vocab_size);
+        if (!m->pos || !m->step_host || !m->gathered) rc = ds_error("fast_shard_open: out of host memory");
+    }
+    if (rc == 0) rc = open_devices(m, &ref, opt && opt->bf16);
+    model_close(&ref);
+    return rc ? open_failed(m) : 0;
+}
+
+void fast_shard_close(FastShardModel *m)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        cudaSetDevice(r);
+        if (v->ctx.stream) cudaStreamSynchronize(v->ctx.stream);
+        if (v->comm) ncclCommDestroy(v->comm);
+        fast_shard_free_weights(v, m->cfg ? m->cfg->num_hidden_layers : 0);
+        free_buffers(v);
+        fast_context_free(&v->ctx);
+    }
+    free(m->pos);
+    free(m->step_host);
+    free(m->gathered);
+    memset(m, 0, sizeof *m);
+    cudaSetDevice(0);
+}
+
+void fast_shard_reset(FastShardModel *m)
+{
+    for (int s = 0; s < m->max_batch; s++) m->pos[s] = 0;
+    m->last_rows = 0;
+}
+
+/* ---- one step ------------------------------------------------------------------------------- */
+
+static int gemm_heads(FastContext *ctx, cublasOperation_t opA, int rows, int n, int k, const void *A, int lda,
+                      long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
+                      long long strideC, int heads)
+{
+    const float one = 1.0f, zero = 0.0f;
+    const cudaDataType t = ctx->wtype == KERNEL_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    BLAS_TRY(cublasGemmStridedBatchedEx(ctx->blas, opA, CUBLAS_OP_N, rows, n, k, &one, A, t, lda, strideA, B, t, ldb,
+                                        strideB, &zero, C, CUDA_R_32F, ldc, strideC, heads, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT));
+    return 0;
+}
+
+/* x in the weights' type: x itself in float32 mode, else its copy in ctx->stage. */
+static const void *staged(FastContext *ctx, const float *x, size_t n)
+{
+    if (ctx->wtype == KERNEL_F32) return x;
+    if (fast_check_cuda(convert_forward_v2(ctx->stage, ctx->wtype, x, n, ctx->stream), "convert_forward_v2", __FILE__,
+                        __LINE__))
+        return NULL;
+    return ctx->stage;
+}
+
+static MlaDims dims_of(const FastShardModel *m)
+{
+    const ModelConfig *c = m->cfg;
+    return (MlaDims){ c->num_attention_heads, c->qk_nope_head_dim, c->qk_rope_head_dim,
+                      c->v_head_dim,          c->kv_lora_rank,     m->rope.softmax_scale };
+}
+
+// ANCHOR: shard_attention_local
+/* Device r, before the exchanges: the norm, the latent row into the owner's cache, its heads' [q^L; q^R]. */
+static int attention_local(FastShardModel *m, int r, int l, int T)
+{
+    const ModelConfig *c = m->cfg;
+    FastShardDevice *v = &m->dev[r];
+    const FastShardLayer *L = &v->layers[l];
+    FastContext *ctx = &v->ctx;
+    const MlaDims dims = dims_of(m);
+    const int Dm = c->hidden_size, dn = dims.d_n, dq = dn + dims.d_r, dc = dims.d_c, w = dc + dims.d_r, hl = m->hl;
+    const int R = m->rows, *pos = v->step + R, *base = v->step + 2 * R, *lrow = v->step + 3 * R;
+    const size_t esz = kernel_dtype_size(ctx->wtype);
+    void *cache = (char *)v->cache + (size_t)l * m->cap * w * esz;
+    if (l == 0)
+        CUDA_TRY(FAST_RMSNORM(v->a, v->h, L->attn_norm, T, Dm, c->rms_norm_eps, ctx->stream));
+    else /* h ← h + FFN_{l−1} (b, already summed over the devices); a = RMSNorm(h) */
+        CUDA_TRY(FAST_RMSNORM_RESIDUAL(v->a, v->h, v->b, L->attn_norm, T, Dm, c->rms_norm_eps, ctx->stream));
+    /* [ĉ_t; k^R_t] for every token into lat row t (lrow[t] + pos[t] = t), then to the owner's cache row */
+    if (fast_linear(ctx, v->kv, v->a, &L->kv_a_proj, T)) return -1;
+    CUDA_TRY(FAST_WRITE_LATENTS(v->lat, ctx->wtype, v->kv, L->kv_a_norm, v->inv_freq, m->rope.cos_sin_scale, dims, pos,
+                                lrow, T, LATENT_NORM_EPS, ctx->stream));
+    const MlaShard sh = { m->D, r, hl };
+    CUDA_TRY(mla_shard_store_v1(cache, v->lat, ctx->wtype, w, pos, base, T, sh, ctx->stream));
+    /* this device's heads' queries, q^R rotated */
+    if (c->q_lora_rank) {
+        if (fast_linear(ctx, v->c_q, v->a, &L->q_a_proj, T)) return -1;
+        CUDA_TRY(FAST_RMSNORM(v->c_q, v->c_q, L->q_a_norm, T, c->q_lora_rank, LATENT_NORM_EPS, ctx->stream));
+        if (fast_linear(ctx, v->q, v->c_q, &L->q_b_proj, T)) return -1;
+    } else if (fast_linear(ctx, v->q, v->a, &L->q_proj, T)) {
+        return -1;
+    }
+    CUDA_TRY(FAST_ROPE(v->q + dn, v->inv_freq, m->rope.cos_sin_scale, dims.d_r, T, hl, hl * dq, dq, pos, ctx->stream));
+    /* q^L_{t,h} = W^UK_hᵀ q^N_{t,h} into qp's [q^L; q^R] rows, then q^R behind it */
+    const void *q_in = staged(ctx, v->q, (size_t)T * hl * dq);
+    if (!q_in || gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, L->kv_b_proj.data, dc, (long long)(dn + dims.d_v) * dc, q_in,
+                            hl * dq, dq, v->qp, hl * w, w, hl))
+        return -1;
+    CUDA_TRY(mla_shard_pack_v1(v->qp, v->q, dims, T, hl, ctx->stream));
+    return 0;
+}
+// ANCHOR_END: shard_attention_local
+
+/* Queues one collective per device in one group: kind 0 all-gather, 1 all-reduce (op), 2 reduce-scatter SUM.
+ * send/recv: byte offsets of FastShardDevice's pointer fields; count: elements each rank receives (all-gather:
+ * sends). */
+typedef enum { ALL_GATHER, ALL_REDUCE, REDUCE_SCATTER } Collective;
+
+static int collective(FastShardModel *m, Collective kind, size_t send_off, size_t recv_off, size_t count,
+                      ncclRedOp_t op)
+{
+    NCCL_TRY(ncclGroupStart());
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        const void *send = *(void **)((char *)v + send_off);
+        void *recv = *(void **)((char *)v + recv_off);
+        ncclResult_t rc = kind == ALL_GATHER ? ncclAllGather(send, recv, count, ncclFloat32, v->comm, v->ctx.stream)
+                          : kind == ALL_REDUCE
+                              ? ncclAllReduce(send, recv, count, ncclFloat32, op, v->comm, v->ctx.stream)
+                              : ncclReduceScatter(send, recv, count, ncclFloat32, ncclSum, v->comm, v->ctx.stream);
+        if (rc != ncclSuccess) {
+            ncclGroupEnd();
+            return fast_check_nccl(rc, "ncclAllGather/AllReduce/ReduceScatter", __FILE__, __LINE__);
+        }
+    }
+    NCCL_TRY(ncclGroupEnd());
+    return 0;
+}
+
+#define FIELD(f) offsetof(FastShardDevice, f)
+
+// ANCHOR: shard_attention
+/* The attention half of layer l over the group: on exit every device's a is the FFN input. */
+static int attention(FastShardModel *m, int l, int T)
+{
+    const ModelConfig *c = m->cfg;
+    const MlaDims dims = dims_of(m);
+    const int nh = dims.n_h, dc = dims.d_c, dv = dims.d_v, dn = dims.d_n, hl = m->hl, R = m->rows;
+    for (int r = 0; r < m->D; r++) {
+        CUDA_TRY(cudaSetDevice(r));
+        if (attention_local(m, r, l, T)) return -1;
+    }
+    /* every head's absorbed queries on every device */
+    if (collective(m, ALL_GATHER, FIELD(qp), FIELD(q_all), (size_t)T * hl * (dc + dims.d_r), ncclSum)) return -1;
+    for (int r = 0; r < m->D; r++) { /* each device: every head over its own rows */
+        FastShardDevice *v = &m->dev[r];
+        const void *cache = (char *)v->cache + (size_t)l * m->cap * (dc + dims.d_r) * kernel_dtype_size(v->ctx.wtype);
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(FAST_SHARD_PARTIAL(v->part, v->m_loc, v->q_all, cache, v->ctx.wtype, dims, v->step + R,
+                                    v->step + 2 * R, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
+    }
+    if (collective(m, ALL_REDUCE, FIELD(m_loc), FIELD(m_all), (size_t)T * nh, ncclMax)) return -1;
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(
+            mla_shard_rescale_v1(v->part, v->m_loc, v->m_all, nh, dc, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
+    }
+    /* each device receives its heads' [o^L, l] summed over every device's rows */
+    if (collective(m, REDUCE_SCATTER, FIELD(part), FIELD(ol_sum), (size_t)T * hl * (dc + 1), ncclSum)) return -1;
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        const FastShardLayer *L = &v->layers[l];
+        FastContext *ctx = &v->ctx;
+        const size_t esz = kernel_dtype_size(ctx->wtype);
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(mla_shard_normalise_v1(v->ol, ctx->wtype, v->ol_sum, dc, T, hl, ctx->stream));
+        /* o_{t,h} = W^UV_h o^L_{t,h}, then this device's columns of W^O: a partial of the output */
+        if (gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, (const char *)L->kv_b_proj.data + (size_t)dn * dc * esz, dc,
+                       (long long)(dn + dv) * dc, v->ol, hl * dc, dc, v->o, hl * dv, dv, hl) ||
+            fast_linear(ctx, v->b, v->o, &L->o_proj, T))
+            return -1;
+    }
+    if (collective(m, ALL_REDUCE, FIELD(b), FIELD(b), (size_t)T * c->hidden_size, ncclSum)) return -1;
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(FAST_RMSNORM_RESIDUAL(v->a, v->h, v->b, v->layers[l].ffn_norm, T, c->hidden_size, c->rms_norm_eps,
+                                       v->ctx.stream));
+    }
+    return 0;
+}
+// ANCHOR_END: shard_attention
+
+// ANCHOR: shard_ffn
+/* Device r's part of FFN layer l: its hidden units of a dense FFN, or its routed experts (the router runs on
+ * every token, identically everywhere) plus its units of the shared experts. b: the partial. */
+static int ffn_local(FastShardModel *m, int r, int l, int T)
+{
+    const ModelConfig *c = m->cfg;
+    FastShardDevice *v = &m->dev[r];
+    const FastShardLayer *L = &v->layers[l];
+    FastContext *ctx = &v->ctx;
+    const int Dm = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok, El = E / m->D;
+    const int Ie = c->moe_intermediate_size;
+    if (!L->is_moe) {
+        const int Id = L->dense.down.cols;
+        if (fast_linear(ctx, v->gu, v->a, &L->dense.gate_up, T)) return -1;
+        CUDA_TRY(swiglu_forward_v2(v->hidden, ctx->wtype, v->gu, T, Id, ctx->stream));
+        return fast_gemm(ctx, v->b, v->hidden, ctx->wtype, Id, L->dense.down.data, ctx->wtype, Dm, Id, T);
+    }
+    const RouterParams p = { E,
+                             K,
+                             c->n_group,
+                             c->topk_group,
+                             (int)c->topk_method,
+                             (int)c->scoring_func,
+                             c->norm_topk_prob,
+                             c->routed_scaling_factor };
+    const int Is = L->shared.down.data ? L->shared.down.cols : 0;
+    if (fast_gemm(ctx, v->rlogits, v->a, KERNEL_F32, Dm, L->router, KERNEL_F32, E, Dm, T)) return -1;
+    CUDA_TRY(FAST_ROUTER(v->idx, v->weight, v->rlogits, v->rlogits, L->bias, p, T, ctx->stream));
+    CUDA_TRY(moe_permute_v2(v->counts, v->offsets, v->slot_row, v->row_token, v->idx, T, K, E, ctx->stream));
+    /* rows of other devices' experts stay zero, so the combine in slot order adds only this device's */
+    CUDA_TRY(cudaMemsetAsync(v->expert_out, 0, sizeof(float) * (size_t)T * K * Dm, ctx->stream));
+    void *shared_hidden = (char *)v->hidden + (size_t)T * K * Ie * kernel_dtype_size(ctx->wtype);
+    CUDA_TRY(FAST_MOE_EXPERTS(v->expert_out, v->shared_out, v->hidden, shared_hidden, v->a, v->row_token,
+                              v->offsets + (size_t)r * El, L->gate_up.data, L->down.data,
+                              Is ? L->shared.gate_up.data : NULL, Is ? L->shared.down.data : NULL, ctx->wtype, T, T * K,
+                              El, Dm, Ie, Is, ctx->stream));
+    CUDA_TRY(
+        moe_combine_v2(v->b, v->expert_out, v->slot_row, v->weight, Is ? v->shared_out : NULL, T, K, Dm, ctx->stream));
+    return 0;
+}
+
+static int ffn(FastShardModel *m, int l, int T)
+{
+    for (int r = 0; r < m->D; r++) {
+        CUDA_TRY(cudaSetDevice(r));
+        if (ffn_local(m, r, l, T)) return -1;
+    }
+    return collective(m, ALL_REDUCE, FIELD(b), FIELD(b), (size_t)T * m->cfg->hidden_size, ncclSum);
+}
+// ANCHOR_END: shard_ffn
+
+/* Uploads each device's staged step and embeds its T tokens: each device its vocabulary slice's rows (the zero
+ * row for the others' tokens), summed over the devices into the same h everywhere. */
+static int step_begin(FastShardModel *m, int T)
+{
+    const size_t n = 5 * (size_t)m->rows;
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(
+            cudaMemcpyAsync(v->step, m->step_host + r * n, sizeof(int) * n, cudaMemcpyHostToDevice, v->ctx.stream));
+        CUDA_TRY(embed_forward_v2(v->h, v->step + 4 * m->rows, v->embed.data, v->embed.dtype, T, m->cfg->hidden_size,
+                                  v->ctx.stream));
+    }
+    return collective(m, ALL_REDUCE, FIELD(h), FIELD(h), (size_t)T * m->cfg->hidden_size, ncclSum);
+}
+
+/* Every layer, then the logits of rows [first, T): each device its vocabulary slice, all-gathered. */
+static int step_run(FastShardModel *m, int T, int first)
+{
+    const int Dm = m->cfg->hidden_size;
+    for (int l = 0; l < m->cfg->num_hidden_layers; l++)
+        if (attention(m, l, T) || ffn(m, l, T)) return -1;
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(FAST_RMSNORM_RESIDUAL(v->a, v->h, v->b, v->final_norm, T, Dm, m->cfg->rms_norm_eps, v->ctx.stream));
+        if (fast_linear(&v->ctx, v->logits_loc, v->a + (size_t)first * Dm, &v->lm_head, T - first)) return -1;
+    }
+    m->last_rows = T - first;
+    return collective(m, ALL_GATHER, FIELD(logits_loc), FIELD(logits),
+                      (size_t)(T - first) * (m->cfg->vocab_size / m->D), ncclSum);
+}
+
+/* Row t of the step on every device: token, position, its slot's cache base, t − position (the latent row),
+ * and the token's row in that device's embedding slice (V/D, the zero row, when another device holds it). */
+static void stage_row(FastShardModel *m, int t, int token, int slot, int p)
+{
+    const int R = m->rows, Vl = m->cfg->vocab_size / m->D;
+    for (int r = 0; r < m->D; r++) {
+        int *s = m->step_host + (size_t)r * 5 * R;
+        s[t] = token;
+        s[R + t] = p;
+        s[2 * R + t] = slot * m->cfg->num_hidden_layers * m->cap;
+        s[3 * R + t] = t - p;
+        s[4 * R + t] = token / Vl == r ? token % Vl : Vl;
+    }
+}
+
+static int check_slot(const FastShardModel *m, const char *who, int slot, const int *tokens, int T)
+{
+    const int V = m->cfg->vocab_size;
+    if (slot < 0 || slot >= m->max_batch) return ds_error("%s: slot %d is outside [0, %d)", who, slot, m->max_batch);
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= V)
+            return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
+                            m->pos[slot] + t, slot, V);
+    if (T > m->max_context - m->pos[slot])
+        return ds_error("slot %d: %d new tokens at positions %d.. do not fit the context of %d positions (max_context)",
+                        slot, T, m->pos[slot], m->max_context);
+    return 0;
+}
+
+int fast_shard_logits(FastShardModel *m, float *logits_host)
+{
+    FastShardDevice *v = &m->dev[0];
+    const int n = m->last_rows, V = m->cfg->vocab_size, Vl = V / m->D;
+    CUDA_TRY(cudaSetDevice(0));
+    CUDA_TRY(
+        cudaMemcpyAsync(m->gathered, v->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, v->ctx.stream));
+    CUDA_TRY(cudaStreamSynchronize(v->ctx.stream));
+    for (int r = 0; r < m->D; r++) /* [D][n][V/D] as gathered → [n][V] */
+        for (int t = 0; t < n; t++)
+            memcpy(logits_host + (size_t)t * V + (size_t)r * Vl, m->gathered + ((size_t)r * n + t) * Vl,
+                   sizeof(float) * Vl);
+    return 0;
+}
+
+int fast_shard_prefill(FastShardModel *m, int slot, const int *tokens, int T, float *logits_host, bool all_positions)
+{
+    if (T < 1) return ds_error("fast_shard_prefill: %d tokens", T);
+    if (check_slot(m, "fast_shard_prefill", slot, tokens, T)) return -1;
+    const int V = m->cfg->vocab_size;
+    for (int t0 = 0; t0 < T; t0 += m->chunk) {
+        const int n = T - t0 < m->chunk ? T - t0 : m->chunk, last = t0 + n == T;
+        for (int t = 0; t < n; t++) stage_row(m, t, tokens[t0 + t], slot, m->pos[slot] + t);
+        if (step_begin(m, n) || step_run(m, n, all_positions ? 0 : n - 1)) return -1;
+        m->pos[slot] += n;
+        if (logits_host && (all_positions || last) &&
+            fast_shard_logits(m, all_positions ? logits_host + (size_t)t0 * V : logits_host))
+            return -1;
+    }
+    return 0;
+}
+
+int fast_shard_decode(FastShardModel *m, const int *slots, const int *tokens, int B, float *logits_host)
+{
+    if (B < 1 || B > m->max_batch)
+        return ds_error("fast_shard_decode: %d sequences, the model has %d slots", B, m->max_batch);
+    for (int i = 0; i < B; i++) {
+        if (check_slot(m, "fast_shard_decode", slots[i], &tokens[i], 1)) return -1;
+        for (int j = 0; j < i; j++)
+            if (slots[j] == slots[i])
+                return ds_error("fast_shard_decode: slot %d appears twice (rows %d and %d)", slots[i], j, i);
+    }
+    for (int i = 0; i < B; i++) stage_row(m, i, tokens[i], slots[i], m->pos[slots[i]]);
+    if (step_begin(m, B) || step_run(m, B, 0)) return -1;
+    for (int i = 0; i < B; i++) m->pos[slots[i]]++;
+    return logits_host ? fast_shard_logits(m, logits_host) : 0;
+}
