@@ -8,11 +8,14 @@
  *   - a memory-read baseline: GB/s of a fixed-order float32 sum over 1 GiB;
  *   - decode: tokens/s, and the GB/s of weight bytes a step reads;
  *   - prefill: tokens/s on a 64-token prompt;
- *   - peak RSS.
- * Each figure is the median of several runs. Results also go to
+ *   - peak RSS;
+ *   - the batched linear (linear(), the path prefill and training share) in GFLOP/s beside
+ *     OpenBLAS's cblas_sgemm on one thread, at the same shapes, in the same run.
+ * Each figure is the median of several runs. `bench_ref --linear-only` measures the last alone. Results also go to
  * build/bench/ref.txt for the book.
  */
 #include "bench_util.h"
+#include "gemm.h"
 #include "dtype.h"
 #include "error.h"
 #include "linear.h"
@@ -26,6 +29,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <math.h>
+#include <cblas.h>
 
 #define DIR "build/bench/v2-lite-2layer"
 
@@ -52,7 +56,7 @@ static int by_name(const void *a, const void *b)
 /* DeepSeek-V2-Lite's tensors (docs/semantics.md §2) for layers 0 (dense) and 1 (MoE); cols 0 = a vector. */
 static int lite_specs(Spec *s)
 {
-    const int D = 2048, V = 102400, H = 16, dq = 192, dc = 512, dr = 64, dnv = 256, I = 10944, Ie = 1408;
+    const int D = 2048, V = 102400, H = 16, dq = 192, dc = 512, dr = 64, dnv = 256, Idense = 10944, Ie = 1408;
     char name[96];
     int n = 0;
     n = add(s, n, "model.embed_tokens.weight", V, D);
@@ -68,9 +72,9 @@ static int lite_specs(Spec *s)
         T("self_attn.kv_b_proj.weight", H * dnv, dc);
         T("self_attn.o_proj.weight", D, H * 128);
         if (l == 0) {
-            T("mlp.gate_proj.weight", I, D);
-            T("mlp.up_proj.weight", I, D);
-            T("mlp.down_proj.weight", D, I);
+            T("mlp.gate_proj.weight", Idense, D);
+            T("mlp.up_proj.weight", Idense, D);
+            T("mlp.down_proj.weight", D, Idense);
         } else {
             T("mlp.gate.weight", 64, D);
             T("mlp.shared_experts.gate_proj.weight", 2 * Ie, D);
@@ -200,8 +204,89 @@ static double decode_bytes(const ModelConfig *c)
                   (c->num_experts_per_tok + c->n_shared_experts) * expert);
 }
 
+/* ---- the batched linear beside OpenBLAS ------------------------------------------------ */
+
+/* GFLOP/s (2·T·rows·cols per product) of y = W x for T tokens, median of RUNS, with W in bf16
+ * (the checkpoints' type, prefill's case) and in float32 (training's case), and of OpenBLAS's
+ * sgemm on the same float32 W (y = x Wᵀ, row-major), on one thread. Writes one line per shape. */
+static int linear_vs_openblas(char *out, size_t cap)
+{
+    static const struct {
+        const char *name;
+        int rows, cols, T;
+    } shapes[] = {
+        { "q_proj      3072x2048, T=64", 3072, 2048, 64 }, { "kv_b_proj   4096x512,  T=64", 4096, 512, 64 },
+        { "expert up   1408x2048, T=64", 1408, 2048, 64 }, { "expert down 2048x1408, T=64", 2048, 1408, 64 },
+        { "lm_head     4096x48,   T=512", 4096, 48, 512 },
+    };
+    enum { RUNS = 7 };
+    openblas_set_num_threads(1);
+    size_t len = (size_t)snprintf(out, cap,
+                                  "  batched linear vs OpenBLAS sgemm (one thread, median of %d; linear's build: %s)\n"
+                                  "    %-29s %12s %12s %12s %10s\n",
+                                  RUNS, gemm_isa_name(gemm_isa_best()), "shape (rows x cols)", "linear bf16",
+                                  "linear f32", "sgemm f32", "f32/sgemm");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int R = shapes[s].rows, C = shapes[s].cols, T = shapes[s].T;
+        float *wf = malloc(sizeof(float) * (size_t)R * C), *x = malloc(sizeof(float) * (size_t)T * C);
+        float *y = malloc(sizeof(float) * (size_t)T * R);
+        uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)R * C);
+        if (!wf || !x || !y || !wh) return -1;
+        uint64_t rng = 0x9E3779B97F4A7C15ull + s;
+        for (size_t i = 0; i < (size_t)R * C; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            wh[i] = f32_to_bf16((float)(rng >> 40) / 16777216.0f - 0.5f);
+            wf[i] = bf16_to_f32(wh[i]);
+        }
+        for (size_t i = 0; i < (size_t)T * C; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+        const Mat Wh = { .data = wh, .dtype = DT_BF16, .rows = R, .cols = C };
+        const Mat Wf = { .data = wf, .dtype = DT_F32, .rows = R, .cols = C };
+        const double flop = 2.0 * T * R * C;
+        double g[3][RUNS];
+        for (int r = -1; r < RUNS; r++) { /* run −1 warms the caches */
+            double t0 = bench_now();
+            linear(y, x, &Wh, T);
+            double t1 = bench_now();
+            linear(y, x, &Wf, T);
+            double t2 = bench_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, R, C, 1.0f, x, C, wf, C, 0.0f, y, R);
+            double t3 = bench_now();
+            if (r < 0) continue;
+            g[0][r] = flop / (t1 - t0) / 1e9;
+            g[1][r] = flop / (t2 - t1) / 1e9;
+            g[2][r] = flop / (t3 - t2) / 1e9;
+        }
+        const double bf = bench_median(g[0], RUNS), f = bench_median(g[1], RUNS), b = bench_median(g[2], RUNS);
+        len += (size_t)snprintf(out + len, cap - len, "    %-29s %12.2f %12.2f %12.2f %9.0f%%\n", shapes[s].name, bf, f,
+                                b, 100 * f / b);
+        free(wf);
+        free(x);
+        free(y);
+        free(wh);
+    }
+    return 0;
+}
+
+static void print_cpu(void)
+{
+    char line[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) break;
+    if (f) fclose(f);
+    const char *name = strchr(line, ':');
+    printf("CPU: %s", name ? name + 2 : line);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--linear-only") == 0) {
+        char lines[2048];
+        print_cpu();
+        if (linear_vs_openblas(lines, sizeof lines)) return 1;
+        fputs(lines, stdout);
+        return 0;
+    }
     struct stat st;
     if (stat(DIR "/model.safetensors", &st) != 0) {
         fprintf(stderr, "bench-ref: writing a 2-layer DeepSeek-V2-Lite-shaped checkpoint to %s ...\n", DIR);
