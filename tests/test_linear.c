@@ -154,9 +154,8 @@ static void *random_weights(DType dtype, int rows, int cols, float **wide_out)
 static void check_isa_equal(GemmIsa isa)
 {
     const DType types[] = { DT_BF16, DT_F32, DT_F16 };
-    const int shapes[][3] = {
-        { 1, 1, 1 }, { 7, 33, 5 }, { 13, 100, 9 }, { 5, 48, 17 }, { 9, 2048, 3 }, { 16, 512, 8 }
-    };
+    const int shapes[][3] = { { 1, 1, 1 },    { 7, 33, 5 },   { 13, 100, 9 }, { 5, 48, 17 },
+                              { 9, 2048, 3 }, { 16, 512, 8 }, { 10, 57, 4 },  { 17, 80, 11 } };
     for (size_t d = 0; d < 3; d++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             const int R = shapes[s][0], C = shapes[s][1], T = shapes[s][2];
@@ -217,7 +216,9 @@ static void avx512_equals_portable(void **state)
 static void against_double_and_order(void **state)
 {
     (void)state;
-    const int shapes[][3] = { { 3, 1, 2 }, { 11, 47, 7 }, { 6, 129, 5 }, { 33, 48, 13 } };
+    const int shapes[][3] = {
+        { 3, 1, 2 }, { 11, 47, 7 }, { 6, 129, 5 }, { 33, 48, 13 }, { 10, 57, 4 }, { 17, 80, 11 }
+    };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int R = shapes[s][0], C = shapes[s][1], T = shapes[s][2];
         float *wide, *x = malloc(sizeof(float) * T * C), *dy = malloc(sizeof(float) * T * R);
