@@ -68,8 +68,8 @@ INLINE float widen(DType dt, const void *w, size_t i)
 #pragma GCC target("avx2")
 #define ISA(name) name##_avx2
 #define VW        8
-#define FWD_TM    3
-#define FWD_TN    1
+#define FWD_TM    1
+#define FWD_TN    3
 #define BWD_TM    4
 #define BWD_TC    2
 #include "gemm_body.h"

@@ -21,6 +21,7 @@
 #include "linear.h"
 #include "model.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,9 +215,11 @@ static double cpu_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* GFLOP/s (2·T·rows·cols per product, over thread CPU time) of y = W x for T tokens, median of RUNS, with W in bf16
- * (the checkpoints' type, prefill's case) and in float32 (training's case), and of OpenBLAS's
- * sgemm on the same float32 W (y = x Wᵀ, row-major), on one thread. Writes one line per shape. */
+/* GFLOP/s (2·T·rows·cols per product, over thread CPU time) of y = W x for T tokens, median of RUNS:
+ * linear() with W in bf16 (the checkpoints' type, prefill's case) and in float32 (training's case),
+ * the AVX2 build of the same kernels on the float32 W when this CPU has AVX-512 (what a machine
+ * without it runs), and OpenBLAS's sgemm on the same float32 W (y = x Wᵀ, row-major), one thread.
+ * Appends one line per shape to out. */
 static int linear_vs_openblas(char *out, size_t cap)
 {
     static const struct {
@@ -228,13 +231,16 @@ static int linear_vs_openblas(char *out, size_t cap)
         { "lm_head     4096x48,   T=512", 4096, 48, 512 },
     };
     enum { RUNS = 7 };
+    const bool avx2 = gemm_isa_best() == GEMM_AVX512 && gemm_isa_available(GEMM_AVX2);
     openblas_set_num_threads(1);
-    size_t len = (size_t)snprintf(
-        out, cap,
-        "  batched linear vs OpenBLAS sgemm (one thread, GFLOP/s of CPU time, median of %d; linear's build: %s)\n"
-        "    %-29s %12s %12s %12s %10s\n",
-        RUNS, gemm_isa_name(gemm_isa_best()), "shape (rows x cols)", "linear bf16", "linear f32", "sgemm f32",
-        "f32/sgemm");
+    size_t len = strlen(out);
+    len +=
+        (size_t)snprintf(out + len, cap - len,
+                         "  batched linear vs OpenBLAS sgemm (one thread, GFLOP/s of thread CPU time, median of %d;\n"
+                         "  linear's build: %s; OpenBLAS core: %s)\n"
+                         "    %-29s %11s %11s %11s %11s %10s %10s\n",
+                         RUNS, gemm_isa_name(gemm_isa_best()), openblas_get_corename(), "shape (rows x cols)",
+                         "linear bf16", "linear f32", "avx2 f32", "sgemm f32", "f32/sgemm", "avx2/sgemm");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int R = shapes[s].rows, C = shapes[s].cols, T = shapes[s].T;
         float *wf = malloc(sizeof(float) * (size_t)R * C), *x = malloc(sizeof(float) * (size_t)T * C);
@@ -251,23 +257,29 @@ static int linear_vs_openblas(char *out, size_t cap)
         const Mat Wh = { .data = wh, .dtype = DT_BF16, .rows = R, .cols = C };
         const Mat Wf = { .data = wf, .dtype = DT_F32, .rows = R, .cols = C };
         const double flop = 2.0 * T * R * C;
-        double g[3][RUNS];
+        double g[4][RUNS] = { { 0 } };
         for (int r = -1; r < RUNS; r++) { /* run −1 warms the caches */
-            double t0 = cpu_now();
+            double t[5];
+            t[0] = cpu_now();
             linear(y, x, &Wh, T);
-            double t1 = cpu_now();
+            t[1] = cpu_now();
             linear(y, x, &Wf, T);
-            double t2 = cpu_now();
+            t[2] = cpu_now();
+            if (avx2) gemm_rows_isa(GEMM_AVX2, y, x, &Wf, 0, R, T);
+            t[3] = cpu_now();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, R, C, 1.0f, x, C, wf, C, 0.0f, y, R);
-            double t3 = cpu_now();
-            if (r < 0) continue;
-            g[0][r] = flop / (t1 - t0) / 1e9;
-            g[1][r] = flop / (t2 - t1) / 1e9;
-            g[2][r] = flop / (t3 - t2) / 1e9;
+            t[4] = cpu_now();
+            if (r >= 0)
+                for (int k = 0; k < 4; k++) g[k][r] = t[k + 1] > t[k] ? flop / (t[k + 1] - t[k]) / 1e9 : 0;
         }
-        const double bf = bench_median(g[0], RUNS), f = bench_median(g[1], RUNS), b = bench_median(g[2], RUNS);
-        len += (size_t)snprintf(out + len, cap - len, "    %-29s %12.2f %12.2f %12.2f %9.0f%%\n", shapes[s].name, bf, f,
-                                b, 100 * f / b);
+        double m[4];
+        for (int k = 0; k < 4; k++) m[k] = bench_median(g[k], RUNS);
+        if (avx2)
+            len += (size_t)snprintf(out + len, cap - len, "    %-29s %11.1f %11.1f %11.1f %11.1f %9.0f%% %9.0f%%\n",
+                                    shapes[s].name, m[0], m[1], m[2], m[3], 100 * m[1] / m[3], 100 * m[2] / m[3]);
+        else
+            len += (size_t)snprintf(out + len, cap - len, "    %-29s %11.1f %11.1f %11s %11.1f %9.0f%% %10s\n",
+                                    shapes[s].name, m[0], m[1], "-", m[3], 100 * m[1] / m[3], "-");
         free(wf);
         free(x);
         free(y);
@@ -290,7 +302,7 @@ static void print_cpu(void)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--linear-only") == 0) {
-        char lines[2048];
+        char lines[2048] = "";
         print_cpu();
         if (linear_vs_openblas(lines, sizeof lines)) return 1;
         fputs(lines, stdout);
@@ -334,7 +346,7 @@ int main(int argc, char **argv)
     const double gbs = dc * decode_bytes(m.cfg) / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    char report[1024];
+    char report[3072];
     snprintf(report, sizeof report,
              "bench-ref (DeepSeek-V2-Lite shapes, 2 layers: 1 dense + 1 MoE with 64 experts; one thread)\n"
              "  memory-read baseline   %.2f GB/s (float32 sum over 1 GiB, median of 5)\n"
@@ -343,6 +355,11 @@ int main(int argc, char **argv)
              "  peak RSS               %.0f MiB (weights are memory-mapped: %.0f MiB on disk)\n",
              baseline, dc, gbs, 100 * gbs / baseline, pf, pf / dc, ru.ru_maxrss / 1024.0,
              (double)st.st_size / 1048576.0);
+    if (linear_vs_openblas(report, sizeof report)) {
+        fprintf(stderr, "bench-ref: out of memory for the linear benchmark\n");
+        return 1;
+    }
+    print_cpu();
     fputs(report, stdout);
     FILE *f = fopen("build/bench/ref.txt", "w");
     if (f) {
