@@ -17,6 +17,8 @@
 typedef float ISA(vec) __attribute__((vector_size(VW * sizeof(float))));
 typedef uint16_t ISA(vech) __attribute__((vector_size(VW * sizeof(uint16_t))));
 typedef uint32_t ISA(vecu) __attribute__((vector_size(VW * sizeof(uint32_t))));
+typedef float ISA(v8) __attribute__((vector_size(8 * sizeof(float))));
+typedef float ISA(v4) __attribute__((vector_size(4 * sizeof(float))));
 #define V ISA(vec)
 
 INLINE V ISA(load)(const float *p)
@@ -49,16 +51,38 @@ INLINE V ISA(load_w)(DType dt, const void *w, size_t i)
 }
 
 /* The last m < VW elements from i. Missing lanes get x = 0 and w = −0, whose product −0 leaves any
- * partial sum unchanged bit for bit (s + (−0) = s, signed zeros included). */
+ * partial sum unchanged bit for bit (s + (−0) = s, signed zeros included). AVX-512 and AVX2 use
+ * masked loads; other widths and types go through a small buffer. */
 INLINE V ISA(tail_x)(const float *x, int m)
 {
+#if VW == 16
+    return (V)_mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), x);
+#elif VW == 8
+    return (V)_mm256_maskload_ps(x,
+                                 _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+#else
     float a[VW];
     for (int j = 0; j < VW; j++) a[j] = j < m ? x[j] : 0.0f;
     return ISA(load)(a);
+#endif
 }
 
 INLINE V ISA(tail_w)(DType dt, const void *w, size_t i, int m)
 {
+#if VW == 16
+    const __mmask16 k = (__mmask16)((1u << m) - 1);
+    if (dt == DT_F32) return (V)_mm512_mask_loadu_ps(_mm512_set1_ps(-0.0f), k, (const float *)w + i);
+    if (dt == DT_BF16) {
+        const __m512i u = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, (const uint16_t *)w + i));
+        return (V)_mm512_mask_blend_ps(k, _mm512_set1_ps(-0.0f), _mm512_castsi512_ps(_mm512_slli_epi32(u, 16)));
+    }
+#elif VW == 8
+    if (dt == DT_F32) {
+        const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return (V)_mm256_blendv_ps(_mm256_set1_ps(-0.0f), _mm256_maskload_ps((const float *)w + i, k),
+                                   _mm256_castsi256_ps(k));
+    }
+#endif
     float b[VW];
     for (int j = 0; j < VW; j++) b[j] = j < m ? widen(dt, w, i + j) : -0.0f;
     return ISA(load)(b);
@@ -70,11 +94,17 @@ INLINE float ISA(sum_one)(V *acc)
 {
     for (int w = P / 2; w > 0; w /= 2)
         for (int p = 0; p < w; p++) acc[p] += acc[p + w];
-    float s[VW];
-    memcpy(s, &acc[0], sizeof s);
-    for (int w = VW / 2; w > 0; w /= 2)
-        for (int j = 0; j < w; j++) s[j] += s[j + w];
-    return s[0];
+#if VW == 16
+    const ISA(v8) h = __builtin_shufflevector(acc[0], acc[0], 0, 1, 2, 3, 4, 5, 6, 7) +
+                      __builtin_shufflevector(acc[0], acc[0], 8, 9, 10, 11, 12, 13, 14, 15);
+    const ISA(v4) b = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+#elif VW == 8
+    const ISA(v4) b =
+        __builtin_shufflevector(acc[0], acc[0], 0, 1, 2, 3) + __builtin_shufflevector(acc[0], acc[0], 4, 5, 6, 7);
+#else
+    const V b = acc[0];
+#endif
+    return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
 #if VW == 16
