@@ -48,8 +48,9 @@ train-demo: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
 
 # Two timings of the same steps: wall clock (what a user waits; on a shared machine it also counts
 # time spent waiting for a core) and CPU time (this process's own work). The C trainer's CPU time
-# is that of a (2 + BENCH_STEPS)-step run minus a 2-step run, from the shell's `times`, so start-up
-# and tokenizing the text cancel (`times` runs in the recipe's own shell, as a subshell would not
+# is that of a (2 + BENCH_STEPS)-step run minus that of a 2-step run (a: the shell's children after
+# the first run, b: after both, so (b − a) − a), from the shell's `times`, so start-up and
+# tokenizing the text cancel (`times` runs in the recipe's own shell, as a subshell would not
 # see the runs); PyTorch's is time.process_time() around its steps.
 BENCH_OPTIONS = --batch 8 --seq 64 --warmup 5 --seed 1
 bench-train: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
@@ -59,11 +60,11 @@ bench-train: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
 	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench-short --steps 2 \
 	    $(BENCH_OPTIONS) 2> $(DEMO_DIR)/bench-short.log || { cat $(DEMO_DIR)/bench-short.log; exit 1; }; \
 	cpu > $(DEMO_DIR)/bench.c0; \
-	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench --steps $$((BENCH_STEPS + 2)) \
+	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench --steps $$(($(BENCH_STEPS) + 2)) \
 	    $(BENCH_OPTIONS) 2> $(DEMO_DIR)/bench.log || { cat $(DEMO_DIR)/bench.log; exit 1; }; \
 	cpu > $(DEMO_DIR)/bench.c1; \
 	c=$$(tail -2 $(DEMO_DIR)/bench.log | sed -n -E 's/.* ([0-9]+) tok\/s.*/\1/p'); \
-	cc=$$(awk -v a=$$(cat $(DEMO_DIR)/bench.c0) -v b=$$(cat $(DEMO_DIR)/bench.c1) 'BEGIN { printf "%.0f", $(BENCH_STEPS) * 8 * 64 / (b - a) }'); \
+	cc=$$(awk -v a=$$(cat $(DEMO_DIR)/bench.c0) -v b=$$(cat $(DEMO_DIR)/bench.c1) 'BEGIN { printf "%.0f", $(BENCH_STEPS) * 8 * 64 / ((b - a) - a) }'); \
 	echo "C (dsv2 train, one core):        $$c training tokens/s wall clock, $$cc per CPU second"; \
 	if python3 -c "import torch" 2> /dev/null; then \
 	  set -- $$(python3 tools/bench_train.py $(DEMO_DIR)/bench $(BENCH_STEPS)) || exit 1; \
