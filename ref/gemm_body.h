@@ -111,8 +111,9 @@ INLINE float ISA(sum_one)(V *acc)
 /* The in-vector levels of the tree (+8, +4, +2, +1) for n ≤ 16 outputs at once, from a[i], output i's
  * sums after the +16 level: level 8 pairs outputs (2p, 2p+1) in one vector, level 4 puts four outputs
  * in one, level 2 eight, level 1 sixteen, so each add serves several outputs. out[i] is bit-identical
- * to the tree of output i alone (same pairs added, same order) at a third of the shuffles and adds. */
-INLINE void ISA(sum_tree)(const int n, const V *a, float *out)
+ * to the tree of output i alone (same pairs added, same order) at a third of the shuffles and adds.
+ * Lane i of the result is output i. */
+INLINE V ISA(sum_tree)(const int n, const V *a)
 {
     V u[8], v[4], x[2];
     for (int p = 0; p < (n + 1) / 2; p++) {
@@ -131,9 +132,8 @@ INLINE void ISA(sum_tree)(const int n, const V *a, float *out)
                __builtin_shufflevector(e, f, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
     }
     const V e = x[0], f = n > 8 ? x[1] : x[0];
-    const V d = __builtin_shufflevector(e, f, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
-                __builtin_shufflevector(e, f, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    memcpy(out, &d, sizeof(float) * (size_t)n);
+    return __builtin_shufflevector(e, f, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+           __builtin_shufflevector(e, f, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
 #endif
 
@@ -143,7 +143,6 @@ INLINE void ISA(sum_tile)(const int TM, const int TN, V acc[FWD_TM][FWD_TN][P], 
 #if VW == 16
     if (TM * TN > 1) {
         V a[FWD_TM * FWD_TN];
-        float sums[16];
         for (int t = 0; t < TM; t++)
             for (int r = 0; r < TN; r++) {
                 V *s = acc[t][r];
@@ -151,8 +150,13 @@ INLINE void ISA(sum_tile)(const int TM, const int TN, V acc[FWD_TM][FWD_TN][P], 
                     for (int p = 0; p < w; p++) s[p] += s[p + w];
                 a[t * TN + r] = s[0];
             }
-        ISA(sum_tree)(TM * TN, a, sums);
-        for (int t = 0; t < TM; t++) memcpy(y + (size_t)t * ys, sums + t * TN, sizeof(float) * (size_t)TN);
+        const __m512 d = (__m512)ISA(sum_tree)(TM * TN, a);
+        for (int t = 0; t < TM; t++) /* lanes t·TN .. t·TN + TN − 1 to 0 .., then TN of them to memory */
+            _mm512_mask_storeu_ps(y + (size_t)t * ys, (__mmask16)((1u << TN) - 1),
+                                  _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                                           10, 11, 12, 13, 14, 15),
+                                                                         _mm512_set1_epi32(t * TN)),
+                                                        d));
         return;
     }
 #endif

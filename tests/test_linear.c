@@ -198,14 +198,20 @@ static void check_isa_equal(GemmIsa isa)
 static void avx2_equals_portable(void **state)
 {
     (void)state;
-    if (!gemm_isa_available(GEMM_AVX2)) skip(); /* this CPU (or a non-x86 build) has no AVX2 */
+    if (!gemm_isa_available(GEMM_AVX2)) {
+        print_message("skipped: this CPU (or a non-x86 GCC build) has no AVX2\n");
+        skip();
+    }
     check_isa_equal(GEMM_AVX2);
 }
 
 static void avx512_equals_portable(void **state)
 {
     (void)state;
-    if (!gemm_isa_available(GEMM_AVX512)) skip(); /* this CPU (or a non-x86 build) has no AVX-512 */
+    if (!gemm_isa_available(GEMM_AVX512)) {
+        print_message("skipped: this CPU (or a non-x86 GCC build) has no AVX-512 (F, BW, DQ, VL)\n");
+        skip();
+    }
     check_isa_equal(GEMM_AVX512);
 }
 
