@@ -12,6 +12,9 @@
  * +2, +1; backward, one output per lane, summed term by term in increasing r (dx) or t (dW).
  */
 
+/* The kernels are internal to gemm.c: Doxygen documents the file, not each width's copy. */
+/** \cond GEMM_INTERNAL */
+
 #define P (LANES / VW) /* vectors per output's partial sums */
 
 typedef float ISA(vec) __attribute__((vector_size(VW * sizeof(float))));
@@ -354,3 +357,5 @@ static void ISA(backward)(float *dx, float *dW, const float *dy, const float *x,
 
 #undef V
 #undef P
+
+/** \endcond */
