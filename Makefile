@@ -80,8 +80,9 @@ bench: bench-ref
 bench-ref: $(BUILD)/bench_ref
 	./$(BUILD)/bench_ref
 
+# bench_ref times OpenBLAS's single-threaded sgemm beside the batched linear (cblas.h)
 $(BUILD)/bench_ref: $(BUILD)/tests/bench/bench_ref.o $(BUILD)/libref.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ -lopenblas $(LDLIBS)
 
 # the chapters' plots come from make notebooks (gnuplot), which Doxygen copies into the HTML
 docs: notebooks

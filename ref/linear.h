@@ -22,8 +22,8 @@ typedef struct {
 /**
  * y[t, r] = Σ_c W[r, c] · x[t, c] for t < T.
  * x: [T, W.cols], y: [T, W.rows] (float32, must not overlap).
- * Each weight row is read from memory once and reused from L1 for all T
- * tokens, so a prompt costs one pass over the weights, like a decode step.
+ * Weight rows are read from memory once per call, in tiles that stay in cache while all T
+ * tokens use them, so a prompt costs one pass over the weights, like a decode step.
  * Summation order is fixed (32 interleaved partial sums, then added in a
  * fixed tree) and the same for every T, so results are reproducible and a
  * token gets bit-identical projections whether it comes alone or in a chunk.
@@ -47,7 +47,8 @@ float dot(const float *a, const float *b, int n);
  * Backward of linear() (y = W x for T tokens): dx = Wᵀ dy, written into dx [T, W.cols];
  * dW += Σ_t dy_t x_tᵀ, accumulated into the float32 array dW [W.rows, W.cols] (row-major like W).
  * dy: [T, W.rows], x: [T, W.cols] the forward input. Either output may be NULL to skip it.
- * Plain loops in a fixed order (t, then r, then c), no blocking.
+ * Each dx[t, c] is summed from 0 in increasing r, each dW[r, c] onto its old value in increasing t,
+ * one term at a time (register-blocked in gemm.c, but in exactly this order).
  */
 void linear_backward(float *dx, float *dW, const float *dy, const float *x, const Mat *W, int T);
 

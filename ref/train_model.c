@@ -146,17 +146,22 @@ void embedding_backward(float *dE, const float *dh, const int *tokens, int T, in
 // ANCHOR: cross_entropy
 double cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V)
 {
-    double loss = 0;
+    double loss = 0, *e = malloc(sizeof(double) * (size_t)V); /* e^{z_v − max}, kept for dz (else recomputed) */
     for (int t = 0; t < T; t++) {
         const float *z = logits + (size_t)t * V;
         float *dz = dlogits + (size_t)t * V;
         double max = z[0], sum = 0;
-        for (int v = 1; v < V; v++) max = fmax(max, z[v]);
-        for (int v = 0; v < V; v++) sum += exp(z[v] - max);
+        for (int v = 1; v < V; v++) max = z[v] > max ? z[v] : max;
+        for (int v = 0; v < V; v++) {
+            const double ev = exp(z[v] - max);
+            if (e) e[v] = ev;
+            sum += ev;
+        }
         loss += log(sum) + max - z[targets[t]]; /* log Σ e^z − z_target */
-        for (int v = 0; v < V; v++) dz[v] = (float)(exp(z[v] - max) / sum / T);
+        for (int v = 0; v < V; v++) dz[v] = (float)((e ? e[v] : exp(z[v] - max)) / sum / T);
         dz[targets[t]] -= 1.0f / (float)T;
     }
+    free(e);
     return loss / T;
 }
 // ANCHOR_END: cross_entropy

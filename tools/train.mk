@@ -49,16 +49,31 @@ train-demo: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
 	       '$(DEMO_DIR)/eval.dat' with linespoints lw 2 pt 7 title 'held-out windows'" && \
 	echo "make train-demo: loss curve in $(DEMO_DIR)/loss.png"
 
+# Two timings of the same steps: wall clock (what a user waits; on a shared machine it also counts
+# time spent waiting for a core) and CPU time (this process's own work). The C trainer's CPU time
+# is that of a (2 + BENCH_STEPS)-step run minus that of a 2-step run (a: the shell's children after
+# the first run, b: after both, so (b − a) − a), from the shell's `times`, so start-up and
+# tokenizing the text cancel (`times` runs in the recipe's own shell, as a subshell would not
+# see the runs); PyTorch's is time.process_time() around its steps.
+BENCH_OPTIONS = --batch 8 --seq 64 --warmup 5 --seed 1
 bench-train: $(BUILD)/dsv2 $(DEMO_DIR)/data.txt
 	@echo "CPU: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-	@./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench --steps $(BENCH_STEPS) \
-	    --batch 8 --seq 64 --warmup 5 --seed 1 2> $(DEMO_DIR)/bench.log || { cat $(DEMO_DIR)/bench.log; exit 1; }
-	@c=$$(tail -2 $(DEMO_DIR)/bench.log | sed -n -E 's/.* ([0-9]+) tok\/s.*/\1/p'); \
-	echo "C (dsv2 train, one core):        $$c training tokens/s"; \
+	@cpu() { times > $(DEMO_DIR)/bench.times; awk 'NR == 2 { split($$1, u, "m"); split($$2, s, "m"); \
+	  printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' $(DEMO_DIR)/bench.times; }; \
+	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench-short --steps 2 \
+	    $(BENCH_OPTIONS) 2> $(DEMO_DIR)/bench-short.log || { cat $(DEMO_DIR)/bench-short.log; exit 1; }; \
+	cpu > $(DEMO_DIR)/bench.c0; \
+	./$(BUILD)/dsv2 train -c $(DEMO_CONFIG) --data $(DEMO_DIR)/data.txt -o $(DEMO_DIR)/bench --steps $$(($(BENCH_STEPS) + 2)) \
+	    $(BENCH_OPTIONS) 2> $(DEMO_DIR)/bench.log || { cat $(DEMO_DIR)/bench.log; exit 1; }; \
+	cpu > $(DEMO_DIR)/bench.c1; \
+	c=$$(tail -2 $(DEMO_DIR)/bench.log | sed -n -E 's/.* ([0-9]+) tok\/s.*/\1/p'); \
+	cc=$$(awk -v a=$$(cat $(DEMO_DIR)/bench.c0) -v b=$$(cat $(DEMO_DIR)/bench.c1) 'BEGIN { printf "%.0f", $(BENCH_STEPS) * 8 * 64 / ((b - a) - a) }'); \
+	echo "C (dsv2 train, one core):        $$c training tokens/s wall clock, $$cc per CPU second"; \
 	if python3 -c "import torch" 2> /dev/null; then \
-	  p=$$(python3 tools/bench_train.py $(DEMO_DIR)/bench $(BENCH_STEPS)) || exit 1; \
-	  echo "PyTorch (one thread, float32):   $$p training tokens/s"; \
-	  awk -v c=$$c -v p=$$p 'BEGIN { printf "ratio C / PyTorch:               %.2f\n", c / p }'; \
+	  set -- $$(python3 tools/bench_train.py $(DEMO_DIR)/bench $(BENCH_STEPS)) || exit 1; \
+	  echo "PyTorch (one thread, float32):   $$1 training tokens/s wall clock, $$2 per CPU second"; \
+	  awk -v c=$$c -v p=$$1 -v cc=$$cc -v pc=$$2 \
+	    'BEGIN { printf "ratio C / PyTorch:               %.2f wall clock, %.2f CPU time\n", c / p, cc / pc }'; \
 	else echo "PyTorch: not installed (pip install torch), so no side-by-side run"; fi
 
 # make train-ablation: the balance losses off, at the paper's weights, and ten times those, each

@@ -8,17 +8,21 @@
  *   - a memory-read baseline: GB/s of a fixed-order float32 sum over 1 GiB;
  *   - decode: tokens/s, and the GB/s of weight bytes a step reads;
  *   - prefill: tokens/s on a 64-token prompt;
- *   - peak RSS.
- * Each figure is the median of several runs. Results also go to
+ *   - peak RSS;
+ *   - the batched linear (linear(), the path prefill and training share) in GFLOP/s beside
+ *     OpenBLAS's cblas_sgemm on one thread, at the same shapes, in the same run.
+ * Each figure is the median of several runs. `bench_ref --linear-only` measures the last alone. Results also go to
  * build/bench/ref.txt for the book. `bench_ref --checkpoint-v2` only writes the same two layers with
  * DeepSeek-V2's shapes (160 experts, a vocabulary cut to 12800) to build/bench/v2-2layer.
  */
 #include "bench_util.h"
+#include "gemm.h"
 #include "dtype.h"
 #include "error.h"
 #include "linear.h"
 #include "model.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +31,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <math.h>
+#include <cblas.h>
 
 #define DIR "build/bench/v2-lite-2layer"
 
@@ -53,7 +58,7 @@ static int by_name(const void *a, const void *b)
 /* The shapes a synthetic checkpoint varies: DeepSeek-V2-Lite's, or DeepSeek-V2's with a smaller vocabulary. */
 typedef struct {
     const char *dir;
-    int D, V, H, q_lora, I, Ie, E, n_group, topk_group;
+    int D, V, H, q_lora, I_dense, Ie, E, n_group, topk_group;
     const char *topk_method;
     double routed_scale;
 } Shape;
@@ -67,7 +72,7 @@ static const Shape v2 = { "build/bench/v2-2layer", 5120, 12800, 128, 1536, 12288
 /* The tensors (docs/semantics.md §2) of layers 0 (dense) and 1 (MoE) of shape h; cols 0 = a vector. */
 static int shape_specs(Spec *s, const Shape *h)
 {
-    const int D = h->D, V = h->V, H = h->H, dq = 192, dc = 512, dr = 64, dnv = 256, I = h->I, Ie = h->Ie;
+    const int D = h->D, V = h->V, H = h->H, dq = 192, dc = 512, dr = 64, dnv = 256, Idense = h->I_dense, Ie = h->Ie;
     char name[96];
     int n = 0;
     n = add(s, n, "model.embed_tokens.weight", V, D);
@@ -89,9 +94,9 @@ static int shape_specs(Spec *s, const Shape *h)
         T("self_attn.kv_b_proj.weight", H * dnv, dc);
         T("self_attn.o_proj.weight", D, H * 128);
         if (l == 0) {
-            T("mlp.gate_proj.weight", I, D);
-            T("mlp.up_proj.weight", I, D);
-            T("mlp.down_proj.weight", D, I);
+            T("mlp.gate_proj.weight", Idense, D);
+            T("mlp.up_proj.weight", Idense, D);
+            T("mlp.down_proj.weight", D, Idense);
         } else {
             T("mlp.gate.weight", h->E, D);
             T("mlp.shared_experts.gate_proj.weight", 2 * Ie, D);
@@ -129,7 +134,7 @@ static void write_config(FILE *f, const Shape *h)
             " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, \"original_max_position_embeddings\": 4096,\n"
             "   \"beta_fast\": 32, \"beta_slow\": 1, \"mscale\": 0.707, \"mscale_all_dim\": 0.707},\n"
             " \"bos_token_id\": %d, \"eos_token_id\": %d, \"tie_word_embeddings\": false}\n",
-            h->V, h->D, h->H, h->H, q_lora, h->I, h->Ie, h->E, h->topk_method, h->n_group, h->topk_group,
+            h->V, h->D, h->H, h->H, q_lora, h->I_dense, h->Ie, h->E, h->topk_method, h->n_group, h->topk_group,
             h->routed_scale, h->V - 2400, h->V - 2399); /* DeepSeek's 100000, 100001: 2400 below the end */
 }
 
@@ -234,8 +239,109 @@ static double decode_bytes(const ModelConfig *c)
                   (c->num_experts_per_tok + c->n_shared_experts) * expert);
 }
 
+/* ---- the batched linear beside OpenBLAS ------------------------------------------------ */
+
+/* CPU seconds of this thread: on a shared machine, time spent descheduled does not count. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* GFLOP/s (2·T·rows·cols per product, over thread CPU time) of y = W x for T tokens, median of RUNS:
+ * linear() with W in bf16 (the checkpoints' type, prefill's case) and in float32 (training's case),
+ * the AVX2 build of the same kernels on the float32 W when this CPU has AVX-512 (what a machine
+ * without it runs), and OpenBLAS's sgemm on the same float32 W (y = x Wᵀ, row-major), one thread.
+ * Appends one line per shape to out. */
+static int linear_vs_openblas(char *out, size_t cap)
+{
+    static const struct {
+        const char *name;
+        int rows, cols, T;
+    } shapes[] = {
+        { "q_proj      3072x2048, T=64", 3072, 2048, 64 }, { "kv_b_proj   4096x512,  T=64", 4096, 512, 64 },
+        { "expert up   1408x2048, T=64", 1408, 2048, 64 }, { "expert down 2048x1408, T=64", 2048, 1408, 64 },
+        { "lm_head     4096x48,   T=512", 4096, 48, 512 },
+    };
+    enum { RUNS = 7 };
+    const bool avx2 = gemm_isa_best() == GEMM_AVX512 && gemm_isa_available(GEMM_AVX2);
+    openblas_set_num_threads(1);
+    size_t len = strlen(out);
+    len +=
+        (size_t)snprintf(out + len, cap - len,
+                         "  batched linear vs OpenBLAS sgemm (one thread, GFLOP/s of thread CPU time, median of %d;\n"
+                         "  linear's build: %s; OpenBLAS core: %s)\n"
+                         "    %-29s %11s %11s %11s %11s %10s %10s\n",
+                         RUNS, gemm_isa_name(gemm_isa_best()), openblas_get_corename(), "shape (rows x cols)",
+                         "linear bf16", "linear f32", "avx2 f32", "sgemm f32", "f32/sgemm", "avx2/sgemm");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int R = shapes[s].rows, C = shapes[s].cols, T = shapes[s].T;
+        float *wf = malloc(sizeof(float) * (size_t)R * C), *x = malloc(sizeof(float) * (size_t)T * C);
+        float *y = malloc(sizeof(float) * (size_t)T * R);
+        uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)R * C);
+        if (!wf || !x || !y || !wh) return -1;
+        uint64_t rng = 0x9E3779B97F4A7C15ull + s;
+        for (size_t i = 0; i < (size_t)R * C; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            wh[i] = f32_to_bf16((float)(rng >> 40) / 16777216.0f - 0.5f);
+            wf[i] = bf16_to_f32(wh[i]);
+        }
+        for (size_t i = 0; i < (size_t)T * C; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+        const Mat Wh = { .data = wh, .dtype = DT_BF16, .rows = R, .cols = C };
+        const Mat Wf = { .data = wf, .dtype = DT_F32, .rows = R, .cols = C };
+        const double flop = 2.0 * T * R * C;
+        double g[4][RUNS] = { { 0 } };
+        for (int r = -1; r < RUNS; r++) { /* run −1 warms the caches */
+            double t[5];
+            t[0] = cpu_now();
+            linear(y, x, &Wh, T);
+            t[1] = cpu_now();
+            linear(y, x, &Wf, T);
+            t[2] = cpu_now();
+            if (avx2) gemm_rows_isa(GEMM_AVX2, y, x, &Wf, 0, R, T);
+            t[3] = cpu_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, R, C, 1.0f, x, C, wf, C, 0.0f, y, R);
+            t[4] = cpu_now();
+            if (r >= 0)
+                for (int k = 0; k < 4; k++) g[k][r] = t[k + 1] > t[k] ? flop / (t[k + 1] - t[k]) / 1e9 : 0;
+        }
+        double m[4];
+        for (int k = 0; k < 4; k++) m[k] = bench_median(g[k], RUNS);
+        if (avx2)
+            len += (size_t)snprintf(out + len, cap - len, "    %-29s %11.1f %11.1f %11.1f %11.1f %9.0f%% %9.0f%%\n",
+                                    shapes[s].name, m[0], m[1], m[2], m[3], 100 * m[1] / m[3], 100 * m[2] / m[3]);
+        else
+            len += (size_t)snprintf(out + len, cap - len, "    %-29s %11.1f %11.1f %11s %11.1f %9.0f%% %10s\n",
+                                    shapes[s].name, m[0], m[1], "-", m[3], 100 * m[1] / m[3], "-");
+        free(wf);
+        free(x);
+        free(y);
+        free(wh);
+    }
+    return 0;
+}
+
+static void print_cpu(void)
+{
+    char line[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) break;
+    if (f) fclose(f);
+    const char *name = strchr(line, ':');
+    printf("CPU: %s", name ? name + 2 : line);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--linear-only") == 0) {
+        char lines[2048] = "";
+        print_cpu();
+        if (linear_vs_openblas(lines, sizeof lines)) return 1;
+        fputs(lines, stdout);
+        return 0;
+    }
     struct stat st;
     /* --checkpoint-v2 writes the DeepSeek-V2-shaped checkpoint (make profile-fast-v2) and stops */
     const Shape *h = argc > 1 && strcmp(argv[1], "--checkpoint-v2") == 0 ? &v2 : &lite;
@@ -280,7 +386,7 @@ int main(int argc, char **argv)
     const double gbs = dc * decode_bytes(m.cfg) / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    char report[1024];
+    char report[3072];
     snprintf(report, sizeof report,
              "bench-ref (DeepSeek-V2-Lite shapes, 2 layers: 1 dense + 1 MoE with 64 experts; one thread)\n"
              "  memory-read baseline   %.2f GB/s (float32 sum over 1 GiB, median of 5)\n"
@@ -289,6 +395,11 @@ int main(int argc, char **argv)
              "  peak RSS               %.0f MiB (weights are memory-mapped: %.0f MiB on disk)\n",
              baseline, dc, gbs, 100 * gbs / baseline, pf, pf / dc, ru.ru_maxrss / 1024.0,
              (double)st.st_size / 1048576.0);
+    if (linear_vs_openblas(report, sizeof report)) {
+        fprintf(stderr, "bench-ref: out of memory for the linear benchmark\n");
+        return 1;
+    }
+    print_cpu();
     fputs(report, stdout);
     FILE *f = fopen("build/bench/ref.txt", "w");
     if (f) {
