@@ -188,7 +188,7 @@ static void check_moe(const ModelConfig *c, int T)
             assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
             assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
             assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I), cudaSuccess);
-            if (fast_moe_forward_experts(&ctx, dy, dx, &fw, c, T, &s, (FastMoeExperts)how))
+            if (fast_moe_forward_experts(&ctx, dy, dx, &fw, c, T, &s, (FastMoeExperts)how, NULL))
                 fail_msg("%s", ds_last_error());
             assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
             assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);

@@ -1,0 +1,248 @@
+/**
+ * \file moe_v4.cu
+ * \brief The MoE FFN of a decode step in three launches after the gate (moe_route_v4 in router.cu): the
+ *        routed and shared experts' gate/up with SwiGLU, their down projections, and the weighted combine
+ *        fused with the residual add and the next RMSNorm (docs/semantics.md §3.6.2, §3.6.4, §3.2).
+ */
+#include "common.cuh"
+
+#define V4_WARPS 8                      /**< warps per block: one hidden unit or output at a time each */
+#define V4_UNITS 64                     /**< hidden units (gate/up) or outputs (down) per block */
+#define V4_ROWS  8                      /**< most rows a block carries at once (accumulators per lane) */
+#define V4_SMEM  (MOE_V4_MAX_WIDTH * 4) /**< dynamic shared memory of one block: 48 KB, without opt-in */
+
+/** silu(z) = z · sigmoid(z). */
+static __device__ __forceinline__ float silu_v4(float z)
+{
+    return z / (1.0f + expf(-z));
+}
+
+/**
+ * What block row y serves: for y < min(rows, E) the y-th expert with rows (the active list moe_route_v4
+ * writes after the offsets) and its permuted rows [first, last); the last block row, when I_s > 0, the
+ * shared experts on tokens [0, T). \return false when the y-th expert does not exist (fewer are active).
+ */
+static __device__ bool v4_slot(const int *offsets, int rows, int E, int T, int &e, int &first, int &last, bool &shared)
+{
+    const int y = (int)blockIdx.y;
+    shared = y >= min(rows, E);
+    e = shared ? 0 : offsets[E + 1 + y];
+    if (e < 0) return false;
+    first = shared ? 0 : offsets[e];
+    last = shared ? T : offsets[e + 1];
+    return true;
+}
+
+/**
+ * Copies n rows of width w into the float stage xs (row k from element src0[k] of src, of type t), with
+ * 16-byte loads when wide (w a multiple of 8, src 16-byte aligned), the whole block taking part.
+ */
+static __device__ void v4_stage(float *xs, const void *src, KernelDType t, const size_t *src0, int n, int w, int wide)
+{
+    if (wide) {
+        for (int i = 8 * (int)threadIdx.x; i < n * w; i += 8 * (int)blockDim.x) {
+            const int k = i / w, j = i % w;
+            load8(src, t, src0[k] + j, xs + i);
+        }
+    } else {
+        for (int i = (int)threadIdx.x; i < n * w; i += (int)blockDim.x) xs[i] = load_elem(src, t, src0[i / w] + i % w);
+    }
+}
+
+/** Σ_j w[w0 + j] xs_k[j] over j < n_w for the n staged rows xs_k = xs + k·n_w, into acc[k]; this lane's share. */
+static __device__ __forceinline__ void v4_dot(float acc[V4_ROWS], const void *w, KernelDType t, size_t w0,
+                                              const float *xs, int n_w, int n, int lane, int wide)
+{
+    if (wide) {
+        for (int j = 8 * lane; j < n_w; j += 8 * 32) {
+            float wv[8];
+            load8(w, t, w0 + j, wv);
+#pragma unroll
+            for (int k = 0; k < V4_ROWS; k++) {
+                if (k < n) {
+                    const float4 a = *reinterpret_cast<const float4 *>(xs + (size_t)k * n_w + j);
+                    const float4 b = *reinterpret_cast<const float4 *>(xs + (size_t)k * n_w + j + 4);
+                    acc[k] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y +
+                              wv[6] * b.z + wv[7] * b.w;
+                }
+            }
+        }
+    } else {
+        for (int j = lane; j < n_w; j += 32) {
+            const float wv = load_elem(w, t, w0 + j);
+#pragma unroll
+            for (int k = 0; k < V4_ROWS; k++)
+                if (k < n) acc[k] += wv * xs[(size_t)k * n_w + j];
+        }
+    }
+}
+
+// ANCHOR: moe_ffn_grouped_v4
+/**
+ * Version 4, step 1. Block (tile, y) serves v4_slot's expert e (routed or shared) and its hidden units
+ * [64·tile, 64·tile + 64): the inputs of up to `per_pass` of its rows (x_t for the token of each row) are
+ * staged in shared memory once, then warp w computes units i = 64·tile + w, + 8, … for all of them:
+ * h_i = silu(W_gate x)_i · (W_up x)_i with 16-byte weight loads, each weight row read once per pass.
+ * The activations cost one read of x per block, 1/64 of the 64 units' weight rows.
+ */
+__global__ void moe_ffn_v4_hidden_kernel(void *hidden, void *shared_hidden, const float *x, const int *row_token,
+                                         const int *offsets, const void *gate_up, const void *shared_gate_up,
+                                         KernelDType w_type, int T, int rows, int E, int D, int I, int I_s,
+                                         int per_pass, int wide)
+{
+    DYNAMIC_SHARED(float, xs);
+    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
+    int e, first, last;
+    bool shared;
+    if (!v4_slot(offsets, rows, E, T, e, first, last, shared)) return;
+    const int units = shared ? I_s : I, u0 = (int)blockIdx.x * V4_UNITS, u1 = min(units, u0 + V4_UNITS);
+    if (u0 >= units) return; /* the whole block */
+    const void *w = shared ? shared_gate_up : gate_up;
+    void *h = shared ? shared_hidden : hidden;
+    for (int r0 = first; r0 < last; r0 += per_pass) {
+        const int n = min(per_pass, last - r0);
+        size_t src0[V4_ROWS];
+        for (int k = 0; k < n; k++) src0[k] = (size_t)(shared ? r0 + k : row_token[r0 + k]) * D;
+        __syncthreads(); /* the previous pass has read the stage */
+        v4_stage(xs, x, KERNEL_F32, src0, n, D, wide);
+        __syncthreads();
+        for (int i = u0 + warp; i < u1; i += V4_WARPS) {
+            const size_t gate = ((size_t)e * 2 * units + i) * D, up = gate + (size_t)units * D;
+            float g[V4_ROWS] = { 0.0f }, u[V4_ROWS] = { 0.0f };
+            v4_dot(g, w, w_type, gate, xs, D, n, lane, wide);
+            v4_dot(u, w, w_type, up, xs, D, n, lane, wide);
+#pragma unroll
+            for (int k = 0; k < V4_ROWS; k++) {
+                if (k < n) { /* uniform over the warp */
+                    const float gk = warp_sum(g[k]), uk = warp_sum(u[k]);
+                    if (lane == 0) store_elem(h, w_type, (size_t)(r0 + k) * units + i, silu_v4(gk) * uk);
+                }
+            }
+        }
+    }
+}
+
+/**
+ * Version 4, step 2: block (tile, y) as step 1 on outputs d ∈ [64·tile, 64·tile + 64): the hidden rows
+ * (w_type) staged as floats once per pass, warp w on d = 64·tile + w, + 8, …: out[r, d] = (W_down,e h_r)_d
+ * for routed rows, shared_out[t, d] = (W_down,shared h_t)_d for the shared block row.
+ */
+__global__ void moe_ffn_v4_down_kernel(float *out, float *shared_out, const void *hidden, const void *shared_hidden,
+                                       const int *offsets, const void *down, const void *shared_down,
+                                       KernelDType w_type, int T, int rows, int E, int D, int I, int I_s, int per_pass,
+                                       int wide)
+{
+    DYNAMIC_SHARED(float, hs);
+    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
+    int e, first, last;
+    bool shared;
+    if (!v4_slot(offsets, rows, E, T, e, first, last, shared)) return;
+    const int units = shared ? I_s : I, d0 = (int)blockIdx.x * V4_UNITS, d1 = min(D, d0 + V4_UNITS);
+    if (d0 >= D) return;
+    const void *w = shared ? shared_down : down, *src = shared ? shared_hidden : hidden;
+    float *o = shared ? shared_out : out;
+    for (int r0 = first; r0 < last; r0 += per_pass) {
+        const int n = min(per_pass, last - r0);
+        size_t src0[V4_ROWS];
+        for (int k = 0; k < n; k++) src0[k] = (size_t)(r0 + k) * units;
+        __syncthreads();
+        v4_stage(hs, src, w_type, src0, n, units, wide);
+        __syncthreads();
+        for (int d = d0 + warp; d < d1; d += V4_WARPS) {
+            float acc[V4_ROWS] = { 0.0f };
+            v4_dot(acc, w, w_type, ((size_t)e * D + d) * units, hs, units, n, lane, wide);
+#pragma unroll
+            for (int k = 0; k < V4_ROWS; k++) {
+                if (k < n) {
+                    const float sum = warp_sum(acc[k]);
+                    if (lane == 0) o[(size_t)(r0 + k) * D + d] = sum;
+                }
+            }
+        }
+    }
+}
+// ANCHOR_END: moe_ffn_grouped_v4
+
+/** Rows of width w that fit the stage at once, at most V4_ROWS; 0 when not even one does. */
+static int v4_rows_per_pass(int w)
+{
+    const int fit = V4_SMEM / (int)sizeof(float) / (w > 0 ? w : 1);
+    return fit < V4_ROWS ? fit : V4_ROWS;
+}
+
+extern "C" cudaError_t moe_ffn_grouped_v4(float *out, float *shared_out, void *hidden, void *shared_hidden,
+                                          const float *x, const int *row_token, const int *offsets, const void *gate_up,
+                                          const void *down, const void *shared_gate_up, const void *shared_down,
+                                          KernelDType w_type, int T, int rows, int E, int D, int I, int I_s,
+                                          cudaStream_t stream)
+{
+    const int units = I > I_s ? I : I_s, pass_h = v4_rows_per_pass(D), pass_d = v4_rows_per_pass(units);
+    if (pass_h < 1 || pass_d < 1 || T < 1 || rows < 1 || E < 1) return cudaErrorInvalidValue;
+    const int wide = D % 8 == 0 && I % 8 == 0 && I_s % 8 == 0 && aligned16(x) && aligned16(hidden) &&
+                     aligned16(gate_up) && aligned16(down) &&
+                     (I_s == 0 || (aligned16(shared_hidden) && aligned16(shared_gate_up) && aligned16(shared_down)));
+    const unsigned int ys = (unsigned int)((rows < E ? rows : E) + (I_s > 0));
+    LAUNCH(moe_ffn_v4_hidden_kernel, dim3(blocks_for((size_t)units, V4_UNITS), ys), dim3(32 * V4_WARPS),
+           sizeof(float) * (size_t)pass_h * D, stream, hidden, shared_hidden, x, row_token, offsets, gate_up,
+           shared_gate_up, w_type, T, rows, E, D, I, I_s, pass_h, wide);
+    LAUNCH(moe_ffn_v4_down_kernel, dim3(blocks_for((size_t)D, V4_UNITS), ys), dim3(32 * V4_WARPS),
+           sizeof(float) * (size_t)pass_d * units, stream, out, shared_out, hidden, shared_hidden, offsets, down,
+           shared_down, w_type, T, rows, E, D, I, I_s, pass_d, wide);
+    return cudaGetLastError();
+}
+
+// ANCHOR: moe_combine_v4
+/**
+ * Version 4 of the combine, over blocks (chunk, t) of 256 outputs: y_t[d] = Σ_k g_{k,t} out[slot_row[t,k], d]
+ * (k ascending) + shared_t[d]. With h (the fused tail, FastResidualNorm): h_t ← h_t + y_t instead of
+ * writing y, each block's Σ h_t[d]² into sq[t, chunk], and the last block of token t (an atomic counter
+ * done[t], left zero again) adds those in chunk order and writes a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε).
+ */
+__global__ void moe_combine_v4_kernel(float *y, const float *out, const int *slot_row, const float *weight,
+                                      const float *shared, int K, int D, float *h, float *a, const float *norm,
+                                      float eps, float *sq, int *done)
+{
+    __shared__ float scratch[32];
+    __shared__ int last;
+    const int t = (int)blockIdx.y, chunks = (int)gridDim.x, d = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    float acc = 0.0f;
+    if (d < D) {
+        for (int k = 0; k < K; k++) acc += weight[t * K + k] * out[(size_t)slot_row[t * K + k] * D + d];
+        if (shared) acc += shared[(size_t)t * D + d];
+    }
+    if (!h) { /* uniform over the block */
+        if (d < D) y[(size_t)t * D + d] = acc;
+        return;
+    }
+    float v = 0.0f;
+    if (d < D) {
+        v = h[(size_t)t * D + d] + acc; /* h' = h + y */
+        h[(size_t)t * D + d] = v;
+    }
+    const float block_sq = block_sum(v * v, scratch);
+    if (threadIdx.x == 0) sq[(size_t)t * chunks + blockIdx.x] = block_sq;
+    __threadfence(); /* this block's h and square sum, visible to all */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(done + t, 1) == chunks - 1;
+        if (last) done[t] = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile float *vs = sq + (size_t)t * chunks, *ht = h + (size_t)t * D; /* written by other blocks */
+    float sum_sq = 0.0f;
+    for (int c = 0; c < chunks; c++) sum_sq += vs[c];
+    const float inv_rms = 1.0f / sqrtf(sum_sq / (float)D + eps);
+    for (int i = (int)threadIdx.x; i < D; i += (int)blockDim.x) a[(size_t)t * D + i] = norm[i] * (ht[i] * inv_rms);
+}
+// ANCHOR_END: moe_combine_v4
+
+extern "C" cudaError_t moe_combine_v4(float *y, const float *out, const int *slot_row, const float *weight,
+                                      const float *shared, int T, int K, int D, float *h, float *a, const float *norm,
+                                      float eps, float *sq, int *done, cudaStream_t stream)
+{
+    LAUNCH(moe_combine_v4_kernel, dim3(blocks_for((size_t)D, 256), (unsigned)T), dim3(256), 0, stream, y, out, slot_row,
+           weight, shared, K, D, h, a, norm, eps, sq, done);
+    return cudaGetLastError();
+}
