@@ -20,17 +20,24 @@ static __device__ __forceinline__ float silu_v4(float z)
 /**
  * What block row y serves: for y < min(rows, E) the y-th expert with rows (the active list moe_route_v4
  * writes after the offsets) and its permuted rows [first, last); the last block row, when I_s > 0, the
- * shared experts on tokens [0, T). \return false when the y-th expert does not exist (fewer are active).
+ * shared experts on tokens [0, T). Thread 0 reads the offsets for the block (slot: 3 ints of shared
+ * memory). \return false when the y-th expert does not exist (fewer are active).
  */
-static __device__ bool v4_slot(const int *offsets, int rows, int E, int T, int &e, int &first, int &last, bool &shared)
+static __device__ bool v4_slot(int *slot, const int *offsets, int rows, int E, int T, int &e, int &first, int &last,
+                               bool &shared)
 {
     const int y = (int)blockIdx.y;
     shared = y >= min(rows, E);
-    e = shared ? 0 : offsets[E + 1 + y];
-    if (e < 0) return false;
-    first = shared ? 0 : offsets[e];
-    last = shared ? T : offsets[e + 1];
-    return true;
+    if (threadIdx.x == 0) {
+        slot[0] = shared ? 0 : offsets[E + 1 + y];
+        slot[1] = shared || slot[0] < 0 ? 0 : offsets[slot[0]];
+        slot[2] = shared ? T : slot[0] < 0 ? 0 : offsets[slot[0] + 1];
+    }
+    __syncthreads();
+    e = slot[0];
+    first = slot[1];
+    last = slot[2];
+    return e >= 0;
 }
 
 /**
@@ -91,19 +98,21 @@ __global__ void moe_ffn_v4_hidden_kernel(void *hidden, void *shared_hidden, cons
                                          int per_pass, int wide)
 {
     DYNAMIC_SHARED(float, xs);
+    __shared__ int slot[3];
+    __shared__ size_t src0[V4_ROWS];
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     int e, first, last;
     bool shared;
-    if (!v4_slot(offsets, rows, E, T, e, first, last, shared)) return;
+    if (!v4_slot(slot, offsets, rows, E, T, e, first, last, shared)) return;
     const int units = shared ? I_s : I, u0 = (int)blockIdx.x * V4_UNITS, u1 = min(units, u0 + V4_UNITS);
     if (u0 >= units) return; /* the whole block */
     const void *w = shared ? shared_gate_up : gate_up;
     void *h = shared ? shared_hidden : hidden;
     for (int r0 = first; r0 < last; r0 += per_pass) {
-        const int n = min(per_pass, last - r0);
-        size_t src0[V4_ROWS];
-        for (int k = 0; k < n; k++) src0[k] = (size_t)(shared ? r0 + k : row_token[r0 + k]) * D;
+        const int n = min(per_pass, last - r0), tid = (int)threadIdx.x;
         __syncthreads(); /* the previous pass has read the stage */
+        if (tid < n) src0[tid] = (size_t)(shared ? r0 + tid : row_token[r0 + tid]) * D;
+        __syncthreads();
         v4_stage(xs, x, KERNEL_F32, src0, n, D, wide);
         __syncthreads();
         for (int i = u0 + warp; i < u1; i += V4_WARPS) {
@@ -133,18 +142,20 @@ __global__ void moe_ffn_v4_down_kernel(float *out, float *shared_out, const void
                                        int wide)
 {
     DYNAMIC_SHARED(float, hs);
+    __shared__ int slot[3];
+    __shared__ size_t src0[V4_ROWS];
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     int e, first, last;
     bool shared;
-    if (!v4_slot(offsets, rows, E, T, e, first, last, shared)) return;
+    if (!v4_slot(slot, offsets, rows, E, T, e, first, last, shared)) return;
     const int units = shared ? I_s : I, d0 = (int)blockIdx.x * V4_UNITS, d1 = min(D, d0 + V4_UNITS);
     if (d0 >= D) return;
     const void *w = shared ? shared_down : down, *src = shared ? shared_hidden : hidden;
     float *o = shared ? shared_out : out;
     for (int r0 = first; r0 < last; r0 += per_pass) {
-        const int n = min(per_pass, last - r0);
-        size_t src0[V4_ROWS];
-        for (int k = 0; k < n; k++) src0[k] = (size_t)(r0 + k) * units;
+        const int n = min(per_pass, last - r0), tid = (int)threadIdx.x;
+        __syncthreads();
+        if (tid < n) src0[tid] = (size_t)(r0 + tid) * units;
         __syncthreads();
         v4_stage(hs, src, w_type, src0, n, units, wide);
         __syncthreads();
@@ -191,35 +202,74 @@ extern "C" cudaError_t moe_ffn_grouped_v4(float *out, float *shared_out, void *h
     return cudaGetLastError();
 }
 
+#define COMBINE_V4_THREADS 256 /**< threads per block of moe_combine_v4, 4 outputs each */
+
+/** Elements d .. d + 3 of row p (float4 when wide, else each one below D, 0 past it). */
+static __device__ __forceinline__ float4 v4_load4(const float *p, int d, int D, int wide)
+{
+    if (wide) return *reinterpret_cast<const float4 *>(p + d);
+    return make_float4(d < D ? p[d] : 0.0f, d + 1 < D ? p[d + 1] : 0.0f, d + 2 < D ? p[d + 2] : 0.0f,
+                       d + 3 < D ? p[d + 3] : 0.0f);
+}
+
+/** Stores elements d .. d + 3 of row p that lie below D. */
+static __device__ __forceinline__ void v4_store4(float *p, int d, int D, int wide, float4 v)
+{
+    if (wide) {
+        *reinterpret_cast<float4 *>(p + d) = v;
+        return;
+    }
+    const float f[4] = { v.x, v.y, v.z, v.w };
+    for (int j = 0; j < 4 && d + j < D; j++) p[d + j] = f[j];
+}
+
 // ANCHOR: moe_combine_v4
 /**
- * Version 4 of the combine, over blocks (chunk, t) of 256 outputs: y_t[d] = Σ_k g_{k,t} out[slot_row[t,k], d]
- * (k ascending) + shared_t[d]. With h (the fused tail, FastResidualNorm): h_t ← h_t + y_t instead of
- * writing y, each block's Σ h_t[d]² into sq[t, chunk], and the last block of token t (an atomic counter
- * done[t], left zero again) adds those in chunk order and writes a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε).
+ * Version 4 of the combine, over blocks (chunk, t) of 1024 outputs, 4 per thread (16-byte accesses when D
+ * is a multiple of 4), the token's K slots and weights staged in shared memory once per block:
+ * y_t[d] = Σ_k g_{k,t} out[slot_row[t,k], d] (k ascending) + shared_t[d]. With h (the fused tail,
+ * FastResidualNorm): h_t ← h_t + y_t instead of writing y, each block's Σ h_t[d]² into sq[t, chunk], and
+ * the last block of token t (an atomic counter done[t], left zero again) adds those in chunk order and
+ * writes a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε).
  */
 __global__ void moe_combine_v4_kernel(float *y, const float *out, const int *slot_row, const float *weight,
                                       const float *shared, int K, int D, float *h, float *a, const float *norm,
-                                      float eps, float *sq, int *done)
+                                      float eps, float *sq, int *done, int wide)
 {
-    __shared__ float scratch[32];
-    __shared__ int last;
-    const int t = (int)blockIdx.y, chunks = (int)gridDim.x, d = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    float acc = 0.0f;
+    __shared__ float scratch[32], g[32];
+    __shared__ int row[32], last;
+    const int t = (int)blockIdx.y, chunks = (int)gridDim.x, d = 4 * (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if ((int)threadIdx.x < K) {
+        g[threadIdx.x] = weight[t * K + (int)threadIdx.x];
+        row[threadIdx.x] = slot_row[t * K + (int)threadIdx.x];
+    }
+    __syncthreads();
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (d < D) {
-        for (int k = 0; k < K; k++) acc += weight[t * K + k] * out[(size_t)slot_row[t * K + k] * D + d];
-        if (shared) acc += shared[(size_t)t * D + d];
+        for (int k = 0; k < K; k++) {
+            const float4 o = v4_load4(out + (size_t)row[k] * D, d, D, wide);
+            acc.x += g[k] * o.x;
+            acc.y += g[k] * o.y;
+            acc.z += g[k] * o.z;
+            acc.w += g[k] * o.w;
+        }
+        if (shared) {
+            const float4 sv = v4_load4(shared + (size_t)t * D, d, D, wide);
+            acc = make_float4(acc.x + sv.x, acc.y + sv.y, acc.z + sv.z, acc.w + sv.w);
+        }
     }
     if (!h) { /* uniform over the block */
-        if (d < D) y[(size_t)t * D + d] = acc;
+        if (d < D) v4_store4(y + (size_t)t * D, d, D, wide, acc);
         return;
     }
-    float v = 0.0f;
+    float ss = 0.0f;
     if (d < D) {
-        v = h[(size_t)t * D + d] + acc; /* h' = h + y */
-        h[(size_t)t * D + d] = v;
+        const float4 hv = v4_load4(h + (size_t)t * D, d, D, wide); /* h' = h + y */
+        acc = make_float4(hv.x + acc.x, hv.y + acc.y, hv.z + acc.z, hv.w + acc.w);
+        v4_store4(h + (size_t)t * D, d, D, wide, acc);
+        ss = acc.x * acc.x + acc.y * acc.y + acc.z * acc.z + acc.w * acc.w; /* 0 past D */
     }
-    const float block_sq = block_sum(v * v, scratch);
+    const float block_sq = block_sum(ss, scratch);
     if (threadIdx.x == 0) sq[(size_t)t * chunks + blockIdx.x] = block_sq;
     __threadfence(); /* this block's h and square sum, visible to all */
     __syncthreads();
@@ -242,7 +292,11 @@ extern "C" cudaError_t moe_combine_v4(float *y, const float *out, const int *slo
                                       const float *shared, int T, int K, int D, float *h, float *a, const float *norm,
                                       float eps, float *sq, int *done, cudaStream_t stream)
 {
-    LAUNCH(moe_combine_v4_kernel, dim3(blocks_for((size_t)D, 256), (unsigned)T), dim3(256), 0, stream, y, out, slot_row,
-           weight, shared, K, D, h, a, norm, eps, sq, done);
+    if (K < 1 || K > 32 || T < 1 || D < 1) return cudaErrorInvalidValue;
+    const int wide =
+        D % 4 == 0 && aligned16(out) && (!shared || aligned16(shared)) && (h ? aligned16(h) : aligned16(y));
+    LAUNCH(moe_combine_v4_kernel, dim3(blocks_for((size_t)D, 4 * COMBINE_V4_THREADS), (unsigned)T),
+           dim3(COMBINE_V4_THREADS), 0, stream, y, out, slot_row, weight, shared, K, D, h, a, norm, eps, sq, done,
+           wide);
     return cudaGetLastError();
 }
