@@ -279,8 +279,8 @@ cudaError_t moe_ffn_grouped_v4(float *out, float *shared_out, void *hidden, void
                                int E, int D, int I, int I_s, cudaStream_t stream);
 
 /**
- * Version 4 of moe_combine_v2 over blocks of (1024 outputs, token), K ≤ 32. h NULL: y as moe_combine_v2.
- * Else the fused tail instead of y: h ← h + y, a = RMSNorm(h) · norm (eps), with sq [T, ⌈D/1024⌉] floats
+ * Version 4 of moe_combine_v2 over blocks of (256 outputs, token), K ≤ 32. h NULL: y as moe_combine_v2.
+ * Else the fused tail instead of y: h ← h + y, a = RMSNorm(h) · norm (eps), with sq [T, ⌈D/256⌉] floats
  * of scratch and done [T] counters, zero before the first launch and left zero. All [T, D] float32.
  */
 cudaError_t moe_combine_v4(float *y, const float *out, const int *slot_row, const float *weight, const float *shared,

@@ -202,7 +202,8 @@ extern "C" cudaError_t moe_ffn_grouped_v4(float *out, float *shared_out, void *h
     return cudaGetLastError();
 }
 
-#define COMBINE_V4_THREADS 256 /**< threads per block of moe_combine_v4, 4 outputs each */
+#define COMBINE_V4_COLS   64 /**< threads of a block along the outputs, 4 outputs each: 256 per block */
+#define COMBINE_V4_GROUPS 4  /**< threads along the slots: group g adds slots g, g + 4, … */
 
 /** Elements d .. d + 3 of row p (float4 when wide, else each one below D, 0 past it). */
 static __device__ __forceinline__ float4 v4_load4(const float *p, int d, int D, int wide)
@@ -225,50 +226,55 @@ static __device__ __forceinline__ void v4_store4(float *p, int d, int D, int wid
 
 // ANCHOR: moe_combine_v4
 /**
- * Version 4 of the combine, over blocks (chunk, t) of 1024 outputs, 4 per thread (16-byte accesses when D
- * is a multiple of 4), the token's K slots and weights staged in shared memory once per block:
- * y_t[d] = Σ_k g_{k,t} out[slot_row[t,k], d] (k ascending) + shared_t[d]. With h (the fused tail,
- * FastResidualNorm): h_t ← h_t + y_t instead of writing y, each block's Σ h_t[d]² into sq[t, chunk], and
- * the last block of token t (an atomic counter done[t], left zero again) adds those in chunk order and
- * writes a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε).
+ * Version 4 of the combine, over blocks (chunk, t) of 256 outputs. Thread (g, c) of the block takes
+ * outputs d = 4c … 4c + 3 of the chunk (16-byte accesses when D is a multiple of 4) and the slots
+ * k ≡ g (mod 4) among the token's K slots and the shared experts' row (slot K, weight 1), with the slots
+ * and weights staged in shared memory once per block; group 0 adds the 4 groups' sums in group order:
+ * y_t[d] = Σ_k g_{k,t} out[slot_row[t,k], d] + shared_t[d]. With h (the fused tail, FastResidualNorm):
+ * h_t ← h_t + y_t instead of writing y, each block's Σ h_t[d]² into sq[t, chunk], and the last block of
+ * token t (an atomic counter done[t], left zero again) adds those in chunk order and writes
+ * a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε).
  */
 __global__ void moe_combine_v4_kernel(float *y, const float *out, const int *slot_row, const float *weight,
                                       const float *shared, int K, int D, float *h, float *a, const float *norm,
                                       float eps, float *sq, int *done, int wide)
 {
-    __shared__ float scratch[32], g[32];
-    __shared__ int row[32], last;
-    const int t = (int)blockIdx.y, chunks = (int)gridDim.x, d = 4 * (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    __shared__ float scratch[32], g[33];
+    __shared__ float4 part[COMBINE_V4_GROUPS][COMBINE_V4_COLS];
+    __shared__ int row[33], last;
+    const int t = (int)blockIdx.y, chunks = (int)gridDim.x, c = (int)threadIdx.x % COMBINE_V4_COLS;
+    const int grp = (int)threadIdx.x / COMBINE_V4_COLS, d = 4 * ((int)blockIdx.x * COMBINE_V4_COLS + c);
     if ((int)threadIdx.x < K) {
         g[threadIdx.x] = weight[t * K + (int)threadIdx.x];
         row[threadIdx.x] = slot_row[t * K + (int)threadIdx.x];
     }
     __syncthreads();
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (d < D) {
-        for (int k = 0; k < K; k++) {
-            const float4 o = v4_load4(out + (size_t)row[k] * D, d, D, wide);
-            acc.x += g[k] * o.x;
-            acc.y += g[k] * o.y;
-            acc.z += g[k] * o.z;
-            acc.w += g[k] * o.w;
+    if (d < D)
+        for (int k = grp; k < K + (shared != NULL); k += COMBINE_V4_GROUPS) {
+            const bool sh = k == K; /* the shared experts' row, weight 1 */
+            const float gk = sh ? 1.0f : g[k];
+            const float4 o = v4_load4(sh ? shared + (size_t)t * D : out + (size_t)row[k] * D, d, D, wide);
+            acc = make_float4(acc.x + gk * o.x, acc.y + gk * o.y, acc.z + gk * o.z, acc.w + gk * o.w);
         }
-        if (shared) {
-            const float4 sv = v4_load4(shared + (size_t)t * D, d, D, wide);
-            acc = make_float4(acc.x + sv.x, acc.y + sv.y, acc.z + sv.z, acc.w + sv.w);
-        }
-    }
-    if (!h) { /* uniform over the block */
-        if (d < D) v4_store4(y + (size_t)t * D, d, D, wide, acc);
-        return;
-    }
+    part[grp][c] = acc;
+    __syncthreads();
     float ss = 0.0f;
-    if (d < D) {
-        const float4 hv = v4_load4(h + (size_t)t * D, d, D, wide); /* h' = h + y */
-        acc = make_float4(hv.x + acc.x, hv.y + acc.y, hv.z + acc.z, hv.w + acc.w);
-        v4_store4(h + (size_t)t * D, d, D, wide, acc);
-        ss = acc.x * acc.x + acc.y * acc.y + acc.z * acc.z + acc.w * acc.w; /* 0 past D */
+    if (grp == 0 && d < D) {
+        for (int j = 1; j < COMBINE_V4_GROUPS; j++) {
+            const float4 p = part[j][c];
+            acc = make_float4(acc.x + p.x, acc.y + p.y, acc.z + p.z, acc.w + p.w);
+        }
+        if (!h) {
+            v4_store4(y + (size_t)t * D, d, D, wide, acc);
+        } else {
+            const float4 hv = v4_load4(h + (size_t)t * D, d, D, wide); /* h' = h + y */
+            acc = make_float4(hv.x + acc.x, hv.y + acc.y, hv.z + acc.z, hv.w + acc.w);
+            v4_store4(h + (size_t)t * D, d, D, wide, acc);
+            ss = acc.x * acc.x + acc.y * acc.y + acc.z * acc.z + acc.w * acc.w; /* 0 past D */
+        }
     }
+    if (!h) return; /* uniform over the block */
     const float block_sq = block_sum(ss, scratch);
     if (threadIdx.x == 0) sq[(size_t)t * chunks + blockIdx.x] = block_sq;
     __threadfence(); /* this block's h and square sum, visible to all */
@@ -282,7 +288,7 @@ __global__ void moe_combine_v4_kernel(float *y, const float *out, const int *slo
     __threadfence();
     const volatile float *vs = sq + (size_t)t * chunks, *ht = h + (size_t)t * D; /* written by other blocks */
     float sum_sq = 0.0f;
-    for (int c = 0; c < chunks; c++) sum_sq += vs[c];
+    for (int j = 0; j < chunks; j++) sum_sq += vs[j];
     const float inv_rms = 1.0f / sqrtf(sum_sq / (float)D + eps);
     for (int i = (int)threadIdx.x; i < D; i += (int)blockDim.x) a[(size_t)t * D + i] = norm[i] * (ht[i] * inv_rms);
 }
@@ -295,8 +301,8 @@ extern "C" cudaError_t moe_combine_v4(float *y, const float *out, const int *slo
     if (K < 1 || K > 32 || T < 1 || D < 1) return cudaErrorInvalidValue;
     const int wide =
         D % 4 == 0 && aligned16(out) && (!shared || aligned16(shared)) && (h ? aligned16(h) : aligned16(y));
-    LAUNCH(moe_combine_v4_kernel, dim3(blocks_for((size_t)D, 4 * COMBINE_V4_THREADS), (unsigned)T),
-           dim3(COMBINE_V4_THREADS), 0, stream, y, out, slot_row, weight, shared, K, D, h, a, norm, eps, sq, done,
-           wide);
+    LAUNCH(moe_combine_v4_kernel, dim3(blocks_for((size_t)D, 4 * COMBINE_V4_COLS), (unsigned)T),
+           dim3(COMBINE_V4_COLS * COMBINE_V4_GROUPS), 0, stream, y, out, slot_row, weight, shared, K, D, h, a, norm,
+           eps, sq, done, wide);
     return cudaGetLastError();
 }
