@@ -202,7 +202,7 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
         CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token, s->offsets,
                                   w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
                                   I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s, ctx->stream));
-        /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared; with a tail, h += y and the next norm */
+        /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) + shared, in a fixed order; with a tail, h += y and the next norm */
         CUDA_TRY(FAST_MOE_COMBINE(y, s->expert_out, s->slot_row, s->weight, I_s ? s->shared_out : NULL, T, K, D,
                                   tail ? tail->h : NULL, tail ? tail->a : NULL, tail ? tail->norm : NULL,
                                   tail ? tail->eps : 0.0f, s->logits, s->offsets + 2 * E + 2, ctx->stream));
