@@ -269,7 +269,8 @@ cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void
  * Version 4 of moe_ffn_grouped_v3 (same arguments and outputs; offsets as moe_route_v4 writes them,
  * with the active experts after the offsets): block rows are the active experts (at most min(rows, E))
  * plus one for the shared experts on all T tokens, blocks of 64 hidden units or outputs, each block's
- * input rows staged in shared memory once per pass of up to 8 rows, so the weights are read about once
+ * input rows staged in shared memory once per pass of up to min(8, T) rows (up to 96 KB, raised with
+ * cudaFuncSetAttribute above 48 KB), so the weights are read about once
  * and the activations once per 64 weight rows. D and max(I, I_s) up to MOE_V4_MAX_WIDTH;
  * beyond: cudaErrorInvalidValue, nothing launched.
  */

@@ -6,10 +6,10 @@
  */
 #include "common.cuh"
 
-#define V4_WARPS 8                      /**< warps per block: one hidden unit or output at a time each */
-#define V4_UNITS 64                     /**< hidden units (gate/up) or outputs (down) per block */
-#define V4_ROWS  8                      /**< most rows a block carries at once (accumulators per lane) */
-#define V4_SMEM  (MOE_V4_MAX_WIDTH * 4) /**< dynamic shared memory of one block: 48 KB, without opt-in */
+#define V4_WARPS 8           /**< warps per block: one hidden unit or output at a time each */
+#define V4_UNITS 64          /**< hidden units (gate/up) or outputs (down) per block */
+#define V4_ROWS  8           /**< most rows a block carries at once (accumulators per lane) */
+#define V4_SMEM  (96 * 1024) /**< most dynamic shared memory of one block (opt-in above 48 KB) */
 
 /** silu(z) = z · sigmoid(z). */
 static __device__ __forceinline__ float silu_v4(float z)
@@ -174,11 +174,20 @@ __global__ void moe_ffn_v4_down_kernel(float *out, float *shared_out, const void
 }
 // ANCHOR_END: moe_ffn_grouped_v4
 
-/** Rows of width w that fit the stage at once, at most V4_ROWS; 0 when not even one does. */
-static int v4_rows_per_pass(int w)
+/**
+ * Rows of width w a block stages per pass: at most V4_ROWS, at most T (no expert has more rows than the
+ * step has tokens, so a decode step of one token stages one row), and within V4_SMEM (w ≤ MOE_V4_MAX_WIDTH:
+ * one row fits 48 KB). Stages above 48 KB are allowed for the kernel first (cudaFuncSetAttribute).
+ */
+static int v4_rows_per_pass(const void *kernel, int w, int T, cudaError_t *err)
 {
-    const int fit = V4_SMEM / (int)sizeof(float) / (w > 0 ? w : 1);
-    return fit < V4_ROWS ? fit : V4_ROWS;
+    const size_t row = sizeof(float) * (size_t)(w > 0 ? w : 1);
+    int n = (int)(V4_SMEM / row);
+    n = n < V4_ROWS ? n : V4_ROWS;
+    n = n < T ? n : T;
+    if (n * row > 48 * 1024)
+        *err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(n * row));
+    return n;
 }
 
 extern "C" cudaError_t moe_ffn_grouped_v4(float *out, float *shared_out, void *hidden, void *shared_hidden,
@@ -187,8 +196,12 @@ extern "C" cudaError_t moe_ffn_grouped_v4(float *out, float *shared_out, void *h
                                           KernelDType w_type, int T, int rows, int E, int D, int I, int I_s,
                                           cudaStream_t stream)
 {
-    const int units = I > I_s ? I : I_s, pass_h = v4_rows_per_pass(D), pass_d = v4_rows_per_pass(units);
-    if (pass_h < 1 || pass_d < 1 || T < 1 || rows < 1 || E < 1) return cudaErrorInvalidValue;
+    const int units = I > I_s ? I : I_s;
+    if (T < 1 || rows < 1 || E < 1 || D > MOE_V4_MAX_WIDTH || units > MOE_V4_MAX_WIDTH) return cudaErrorInvalidValue;
+    cudaError_t err = cudaSuccess;
+    const int pass_h = v4_rows_per_pass((const void *)moe_ffn_v4_hidden_kernel, D, T, &err);
+    const int pass_d = v4_rows_per_pass((const void *)moe_ffn_v4_down_kernel, units, T, &err);
+    if (err != cudaSuccess) return err;
     const int wide = D % 8 == 0 && I % 8 == 0 && I_s % 8 == 0 && aligned16(x) && aligned16(hidden) &&
                      aligned16(gate_up) && aligned16(down) &&
                      (I_s == 0 || (aligned16(shared_hidden) && aligned16(shared_gate_up) && aligned16(shared_down)));

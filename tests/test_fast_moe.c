@@ -389,6 +389,16 @@ static void odd_no_shared(void **state)
     check_moe(&c, 5);
 }
 
+/* 8 tokens of width 1600 through expert width 1600: version 4 stages 8 rows of 6.4 kB per pass in both
+ * launches, over 48 kB, so the launcher raises the kernels' shared memory limit first. */
+static void wide_stage(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(1600, 4, 1600, 2, 1, TOPK_GREEDY, 1, 1, false, 1.0f);
+    check_moe(&c, 8);
+}
+
 /* Widths beyond what version 4 stages in shared memory: fast_scratch_init refuses them with one line naming the
  * key, the launcher without launching; the limit itself is accepted. */
 static void width_limits_refused(void **state)
@@ -429,10 +439,10 @@ int main(void)
     setenv("SIM_RACECHECK", "1", 0);
     test_rng_seed(&rng, "fast moe");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lite_widths),          cmocka_unit_test(lite_widths_one_token),
-        cmocka_unit_test(odd_with_shared),      cmocka_unit_test(lite_64_experts_small_width),
-        cmocka_unit_test(v2_group_limited),     cmocka_unit_test(odd_no_shared),
-        cmocka_unit_test(width_limits_refused),
+        cmocka_unit_test(lite_widths),      cmocka_unit_test(lite_widths_one_token),
+        cmocka_unit_test(odd_with_shared),  cmocka_unit_test(lite_64_experts_small_width),
+        cmocka_unit_test(v2_group_limited), cmocka_unit_test(odd_no_shared),
+        cmocka_unit_test(wide_stage),       cmocka_unit_test(width_limits_refused),
     };
     return cmocka_run_group_tests_name("fast moe", tests, NULL, NULL);
 }
