@@ -44,7 +44,9 @@
 #define FAST_ROUTER           router_forward_v2       /**< scores + group max + top-K in one kernel */
 #define FAST_WRITE_LATENTS    mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
 #define FAST_ARGMAX           sample_argmax_v2        /**< greedy token */
-#define FAST_MOE_EXPERTS      moe_ffn_grouped_v3 /**< routed + shared experts of a small step, offsets on the device */
+#define FAST_MOE_ROUTE        moe_route_v4       /**< gate GEMV, routing and permutation of a small step, one launch */
+#define FAST_MOE_EXPERTS      moe_ffn_grouped_v4 /**< routed + shared experts of a small step, offsets on the device */
+#define FAST_MOE_COMBINE      moe_combine_v4     /**< combine, fused with the residual add and next norm in decode */
 
 /**
  * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed
@@ -170,11 +172,11 @@ typedef struct {
     int max_T;   /**< tokens per chunk it was sized for */
     int max_ctx; /**< cached positions it was sized for */
     /* FFN */
-    float *logits;     /**< [max_T, E] router logits, then affinities */
+    float *logits;     /**< [max_T, E] router logits, then affinities (grouped: moe_route_v4's part) */
     int *idx;          /**< [max_T, K] chosen experts */
     float *weight;     /**< [max_T, K] their weights */
     int *counts;       /**< [E] rows per expert */
-    int *offsets;      /**< [E + 1] first permuted row of each expert */
+    int *offsets;      /**< [E + 1] first permuted row of each expert; then moe_route_v4's and the tail's */
     int *slot_row;     /**< [max_T·K] permuted row of (t, k) */
     int *row_token;    /**< [max_T·K] token of each permuted row */
     int *counts_host;  /**< [E + 1] offsets copied to the host (one GEMM per non-empty expert) */
@@ -257,10 +259,13 @@ typedef struct {
  * The MoE FFN (ref/moe.h's moe_forward) on the device: router GEMM (float32),
  * router kernel, permutation by expert, the routed experts on contiguous rows
  * (fused gate/up, SwiGLU, down) as `how` says, combine in slot order, shared
- * experts added. y, x: [T, D] float32. \return 0 or −1.
+ * experts added. y, x: [T, D] float32. Small steps (grouped) take four launches: FAST_MOE_ROUTE,
+ * FAST_MOE_EXPERTS' two, FAST_MOE_COMBINE. tail: NULL, or the fused tail applied to the result
+ * (h ← h + y, a = RMSNorm(h)): y is then not written in the grouped path (it may be scratch in the
+ * other). \return 0 or −1.
  */
 int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
-                             int T, FastScratch *s, FastMoeExperts how);
+                             int T, FastScratch *s, FastMoeExperts how, const FastResidualNorm *tail);
 
 /**
  * Where the T tokens of one attention call sit. Token t has position pos[t] (it attends to cached

@@ -43,11 +43,11 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
     const MlaDims dims = { (int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f };
     /* elements and element size of each buffer, in FastScratch's field order (logits … s) */
     const size_t n[FAST_SCRATCH_BUFFERS][2] = {
-        { T * (E ? E : 1), 4 },
+        { moe_route_v4_floats((int)E, (int)D, (int)T), 4 },
         { rows, 4 },
         { rows, 4 },
         { E, 4 },
-        { E + 1, 4 },
+        { 2 * E + 2 + T, 4 },
         { rows, 4 },
         { rows, 4 },
         { rows * D, esz },
@@ -91,6 +91,15 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
                         cfg->n_routed_experts, ROUTER_MAX_E);
     if (cfg->n_routed_experts > 0 && cfg->n_group > ROUTER_MAX_G)
         return ds_error("fast_scratch_init: n_group = %d exceeds the device router's %d", cfg->n_group, ROUTER_MAX_G);
+    /* the grouped experts stage one input row (hidden_size) or hidden row (the widest expert) in 48 KB */
+    if (cfg->n_routed_experts > 0 && cfg->hidden_size > MOE_V4_MAX_WIDTH)
+        return ds_error("fast_scratch_init: hidden_size = %d exceeds the grouped experts' %d", cfg->hidden_size,
+                        MOE_V4_MAX_WIDTH);
+    if (cfg->n_routed_experts > 0 &&
+        imax(cfg->moe_intermediate_size, cfg->n_shared_experts * cfg->moe_intermediate_size) > MOE_V4_MAX_WIDTH)
+        return ds_error(
+            "fast_scratch_init: moe_intermediate_size = %d × %d shared experts exceeds the grouped experts' %d",
+            cfg->moe_intermediate_size, cfg->n_shared_experts, MOE_V4_MAX_WIDTH);
     const size_t E = cfg->n_routed_experts;
     s->counts_host = malloc(sizeof(int) * (E + 1));
     if (!s->counts_host) return ds_error("fast_scratch_init: out of host memory");
@@ -113,6 +122,8 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
                            cfg->v_head_dim,          cfg->kv_lora_rank,     0.0f };
     /* the decode's (token, head group) counters lead the partials; zero once, every launch leaves them zero */
     CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * mla_decode_v3_counters(dims.n_h, max_T)));
+    /* the grouped MoE's counters (moe_route_v4's after the offsets and active experts, then moe_combine_v4's) */
+    CUDA_TRY(cudaMemset(s->offsets, 0, bytes[4]));
     return 0;
 }
 
@@ -164,7 +175,7 @@ static int experts_per_gemm(FastContext *ctx, const FastMoe *w, int rows, int E,
 }
 
 int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
-                             int T, FastScratch *s, FastMoeExperts how)
+                             int T, FastScratch *s, FastMoeExperts how, const FastResidualNorm *tail)
 {
     const int D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
     const int I = cfg->moe_intermediate_size;
@@ -180,8 +191,26 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
     const bool grouped = how == FAST_MOE_GROUPED || (how == FAST_MOE_AUTO && T * K <= FAST_MOE_GROUPED_MAX_ROWS);
     const int I_s = w->shared.down.data ? w->shared.down.cols : 0;
 
+    if (grouped) {
+        /* small steps in four launches, none waiting for the host (a decode step can be captured):
+         * 1. g = W_gate b_t, s_{i,t}, top-K, weights and the permutation by expert, in one launch */
+        CUDA_TRY(FAST_MOE_ROUTE(s->idx, s->weight, s->offsets, s->slot_row, s->row_token, s->logits, x, w->router,
+                                w->bias, p, T, D, ctx->stream));
+        /* 2-3. the active experts on their rows and the shared experts on every token, reading the tokens'
+         *      rows in place: gate/up with SwiGLU, then down */
+        void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
+        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token, s->offsets,
+                                  w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
+                                  I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s, ctx->stream));
+        /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) + shared, in a fixed order; with a tail, h += y and the next norm */
+        CUDA_TRY(FAST_MOE_COMBINE(y, s->expert_out, s->slot_row, s->weight, I_s ? s->shared_out : NULL, T, K, D,
+                                  tail ? tail->h : NULL, tail ? tail->a : NULL, tail ? tail->norm : NULL,
+                                  tail ? tail->eps : 0.0f, s->logits, s->offsets + 2 * E + 2, ctx->stream));
+        return 0;
+    }
+
     /* a prompt's shared experts first, as GEMMs: they use the same gate/up and hidden buffers as the routed ones */
-    if (!grouped && I_s && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s)) return -1;
+    if (I_s && fast_swiglu_forward(ctx, s->shared_out, x, &w->shared, T, s)) return -1;
 
     /* 1. route: g = W_gate b_t in float32, then s_{i,t}, top-K and weights in one kernel */
     if (fast_gemm(ctx, s->logits, x, KERNEL_F32, D, w->router, KERNEL_F32, E, D, T)) return -1;
@@ -190,22 +219,14 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
     /* 2. permute (token, slot) pairs by expert */
     CUDA_TRY(moe_permute_v2(s->counts, s->offsets, s->slot_row, s->row_token, s->idx, T, K, E, ctx->stream));
 
-    /* 3. each expert on its rows: small steps in two grouped launches reading the offsets on the device
-     *    (no host synchronisation: a decode step can be captured) that also read the tokens' rows in place
-     *    and run the shared experts; prompts gather the rows and take one GEMM pair per expert */
-    if (grouped) {
-        void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
-        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token, s->offsets,
-                                  w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
-                                  I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s, ctx->stream));
-    } else {
-        CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
-        if (experts_per_gemm(ctx, w, T * K, E, D, I, s)) return -1;
-    }
+    /* 3. prompts gather the rows and take one GEMM pair per expert */
+    CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
+    if (experts_per_gemm(ctx, w, T * K, E, D, I, s)) return -1;
 
-    /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared */
-    CUDA_TRY(moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, w->shared.down.data ? s->shared_out : NULL, T, K,
-                            D, ctx->stream));
+    /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared; then the tail, if any */
+    CUDA_TRY(
+        moe_combine_v2(y, s->expert_out, s->slot_row, s->weight, I_s ? s->shared_out : NULL, T, K, D, ctx->stream));
+    if (tail) CUDA_TRY(FAST_RMSNORM_RESIDUAL(tail->a, tail->h, y, tail->norm, T, D, tail->eps, ctx->stream));
     return 0;
 }
 // ANCHOR_END: fast_moe

@@ -188,8 +188,16 @@ int fast_model_layer_ffn(FastModel *m, int l, int T)
         return fast_ep_model_moe(m->ep, l, c, m->b, m->a, T, ctx->stream);
     /* a decode step (positions on the device) runs the grouped kernel whatever its rows, so it never
      * waits for the host and can be captured; prompt chunks choose by rows (FAST_MOE_GROUPED_MAX_ROWS) */
-    return fast_moe_forward_experts(ctx, m->b, m->a, &L->moe, c, T, &m->scratch,
-                                    m->at.pos0 < 0 ? FAST_MOE_GROUPED : FAST_MOE_AUTO);
+    if (m->at.pos0 >= 0)
+        return fast_moe_forward_experts(ctx, m->b, m->a, &L->moe, c, T, &m->scratch, FAST_MOE_AUTO, NULL);
+    /* a decode step also fuses h ← h + FFN(b) and the next norm (layer l + 1's, or the final one) into
+     * the MoE's combine: a then holds the next sub-layer's input */
+    const FastResidualNorm tail = { m->h, m->a,
+                                    l + 1 < c->num_hidden_layers ? m->layers[l + 1].attn_norm : m->final_norm,
+                                    c->rms_norm_eps };
+    if (fast_moe_forward_experts(ctx, m->b, m->a, &L->moe, c, T, &m->scratch, FAST_MOE_GROUPED, &tail)) return -1;
+    m->a_ready = true;
+    return 0;
 }
 
 static int decoder_layer(FastModel *m, int l, int T)
@@ -223,6 +231,7 @@ static int upload_step(FastModel *m)
 
 static int step_embed(FastModel *m, int n)
 {
+    m->a_ready = false; /* h is the embedding: nothing normalised yet */
     CUDA_TRY(embed_forward_v2(m->h, m->step, m->embed.data, m->embed.dtype, n, m->cfg->hidden_size, m->ctx.stream));
     return 0;
 }

@@ -153,6 +153,21 @@ cudaError_t router_forward_v1(int *idx, float *weight, float *scores, const floa
 cudaError_t router_forward_v2(int *idx, float *weight, float *scores, const float *logits, const float *bias,
                               RouterParams p, int T, cudaStream_t stream);
 
+/** Floats of moe_route_v4's part for up to max_T tokens of width D: ⌈D/256⌉ + 1 slices of [max_T, E]. */
+size_t moe_route_v4_floats(int E, int D, int max_T);
+/**
+ * Version 4 of the whole gate in one launch: g = W_gate x_t (float32 weights [E, D], x [T, D]) over
+ * blocks of 8 experts × 256 columns, x staged in shared memory once per block; the last block adds the
+ * column partials (part: moe_route_v4_floats), routes as router_forward_v2 (idx, weight; the affinities
+ * are left in part's last [T, E] slice) and permutes as moe_permute_v2 (slot_row, row_token).
+ * offsets: 2E + 2 ints: [E + 1] offsets, [E] the experts with rows in ascending order (−1 after the
+ * last; moe_ffn_grouped_v4 reads them), and the launch counter, zero before the first launch (one
+ * cudaMemset) and left zero. Limits as router_forward_v1 (cudaErrorInvalidValue, nothing launched).
+ */
+cudaError_t moe_route_v4(int *idx, float *weight, int *offsets, int *slot_row, int *row_token, float *part,
+                         const float *x, const float *w_gate, const float *bias, RouterParams p, int T, int D,
+                         cudaStream_t stream);
+
 /* ---- moe.cu: SwiGLU experts and the token permutation (docs/semantics.md §3.6.2, §3.6.4) --------------- */
 
 /**
@@ -247,6 +262,31 @@ cudaError_t moe_ffn_grouped_v3(float *out, float *shared_out, void *hidden, void
                                const int *row_token, const int *offsets, const void *gate_up, const void *down,
                                const void *shared_gate_up, const void *shared_down, KernelDType w_type, int T, int rows,
                                int E, int D, int I, int I_s, cudaStream_t stream);
+
+#define MOE_V4_MAX_WIDTH 12288 /**< widest input or hidden row moe_ffn_grouped_v4 stages (48 KB of floats) */
+
+/**
+ * Version 4 of moe_ffn_grouped_v3 (same arguments and outputs; offsets as moe_route_v4 writes them,
+ * with the active experts after the offsets): block rows are the active experts (at most min(rows, E))
+ * plus one for the shared experts on all T tokens, blocks of 64 hidden units or outputs, each block's
+ * input rows staged in shared memory once per pass of up to min(8, T) rows (up to 96 KB, raised with
+ * cudaFuncSetAttribute above 48 KB), so the weights are read about once
+ * and the activations once per 64 weight rows. D and max(I, I_s) up to MOE_V4_MAX_WIDTH;
+ * beyond: cudaErrorInvalidValue, nothing launched.
+ */
+cudaError_t moe_ffn_grouped_v4(float *out, float *shared_out, void *hidden, void *shared_hidden, const float *x,
+                               const int *row_token, const int *offsets, const void *gate_up, const void *down,
+                               const void *shared_gate_up, const void *shared_down, KernelDType w_type, int T, int rows,
+                               int E, int D, int I, int I_s, cudaStream_t stream);
+
+/**
+ * Version 4 of moe_combine_v2 over blocks of (256 outputs, token), K ≤ 32. h NULL: y as moe_combine_v2.
+ * Else the fused tail instead of y: h ← h + y, a = RMSNorm(h) · norm (eps), with sq [T, ⌈D/256⌉] floats
+ * of scratch and done [T] counters, zero before the first launch and left zero. All [T, D] float32.
+ */
+cudaError_t moe_combine_v4(float *y, const float *out, const int *slot_row, const float *weight, const float *shared,
+                           int T, int K, int D, float *h, float *a, const float *norm, float eps, float *sq, int *done,
+                           cudaStream_t stream);
 
 /* ---- mla.cu: Multi-head Latent Attention (docs/semantics.md §3.4, §5) ---------------------------------- */
 

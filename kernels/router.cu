@@ -136,25 +136,17 @@ static __device__ void warp_top_k(int *out, int k, float *score, int n, int lane
 }
 
 /**
- * Version 2: warp w of block b routes token 4b + w: softmax by warp reductions,
- * selection scores in shared memory, group scores one group per lane, then
- * top-topk_group groups and top-K experts by warp arg-max rounds.
- * Dynamic shared memory: ROUTER_WARPS · (E + 2·ROUTER_MAX_G) floats.
+ * One token routed by one warp: affinities s (softmax by warp reductions, or sigmoid) from the logits g,
+ * selection scores in sel (shared memory, E + 2·ROUTER_MAX_G floats of this warp), group scores one
+ * group per lane, then top-topk_group groups and top-K experts by warp arg-max rounds into idx_t, and
+ * the weights into weight_t. s may equal g.
  */
-__global__ void router_v2_kernel(int *idx, float *weight, float *scores, const float *logits, const float *bias,
-                                 RouterParams p, int T)
+static __device__ void warp_route(int *idx_t, float *weight_t, float *s, const float *g, const float *bias,
+                                  const RouterParams &p, float *sel, int lane)
 {
-    DYNAMIC_SHARED(float, smem);
-    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
-    const int t = (int)blockIdx.x * ROUTER_WARPS + warp;
-    if (t >= T) return; /* whole warps leave; no block barrier follows */
     const int E = p.E, G = p.n_group, per_group = E / G;
-    float *sel = smem + (size_t)warp * (E + 2 * ROUTER_MAX_G);
     float *group_score = sel + E;
     int *kept = reinterpret_cast<int *>(group_score + ROUTER_MAX_G);
-    const float *g = logits + (size_t)t * E;
-    float *s = scores + (size_t)t * E;
-
     if (p.scoring == SCORING_SIGMOID_) {
         for (int i = lane; i < E; i += 32) s[i] = 1.0f / (1.0f + expf(-g[i]));
     } else {
@@ -184,9 +176,24 @@ __global__ void router_v2_kernel(int *idx, float *weight, float *scores, const f
         }
         __syncwarp();
     }
-    int *idx_t = idx + (size_t)t * p.K;
     warp_top_k(idx_t, p.K, sel, E, lane);
-    if (lane == 0) router_weights(weight + (size_t)t * p.K, idx_t, s, p);
+    if (lane == 0) router_weights(weight_t, idx_t, s, p);
+    __syncwarp();
+}
+
+/**
+ * Version 2: warp w of block b routes token 4b + w (warp_route).
+ * Dynamic shared memory: ROUTER_WARPS · (E + 2·ROUTER_MAX_G) floats.
+ */
+__global__ void router_v2_kernel(int *idx, float *weight, float *scores, const float *logits, const float *bias,
+                                 RouterParams p, int T)
+{
+    DYNAMIC_SHARED(float, smem);
+    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
+    const int t = (int)blockIdx.x * ROUTER_WARPS + warp;
+    if (t >= T) return; /* whole warps leave; no block barrier follows */
+    warp_route(idx + (size_t)t * p.K, weight + (size_t)t * p.K, scores + (size_t)t * p.E, logits + (size_t)t * p.E,
+               bias, p, smem + (size_t)warp * (p.E + 2 * ROUTER_MAX_G), lane);
 }
 // ANCHOR_END: router_v2
 
@@ -197,5 +204,157 @@ extern "C" cudaError_t router_forward_v2(int *idx, float *weight, float *scores,
     const size_t smem = sizeof(float) * ROUTER_WARPS * (size_t)(p.E + 2 * ROUTER_MAX_G);
     LAUNCH(router_v2_kernel, dim3(blocks_for((size_t)T, ROUTER_WARPS)), dim3(32 * ROUTER_WARPS), smem, stream, idx,
            weight, scores, logits, bias, p, T);
+    return cudaGetLastError();
+}
+
+/* ---- version 4: the gate GEMV, routing and permutation in one launch ------------------------- */
+
+#define ROUTE_V4_WARPS \
+    8 /**< experts per block of the gate GEMV (one warp each); tokens the last block routes at once */
+#define ROUTE_V4_CHUNK  256 /**< columns of x per block: 8 per lane */
+#define ROUTE_V4_TOKENS 16  /**< tokens of x staged in shared memory per pass */
+
+/** Blocks over the columns of x (grid.y of moe_route_v4). */
+static int route_v4_chunks(int D)
+{
+    return (D + ROUTE_V4_CHUNK - 1) / ROUTE_V4_CHUNK;
+}
+
+extern "C" size_t moe_route_v4_floats(int E, int D, int max_T)
+{
+    return (size_t)(route_v4_chunks(D) + 1) * max_T * (E > 0 ? E : 1);
+}
+
+/**
+ * The permutation by expert, by the whole block (ints: E of shared memory): thread e counts the
+ * (token, slot) pairs that chose e, thread 0 turns the counts into offsets and lists the experts that
+ * have rows (active, ascending, −1 after the last), then thread e hands out its rows in token order.
+ */
+static __device__ void block_permute(int *count, int *offsets, int *active, int *slot_row, int *row_token,
+                                     const int *idx, int T, int K, int E)
+{
+    const int n = T * K;
+    for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
+        int c = 0;
+        for (int r = 0; r < n; r++) c += idx[r] == e;
+        count[e] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int n_active = 0;
+        offsets[0] = 0;
+        for (int e = 0; e < E; e++) {
+            offsets[e + 1] = offsets[e] + count[e];
+            if (count[e]) active[n_active++] = e;
+        }
+        for (int j = n_active; j < E; j++) active[j] = -1;
+    }
+    __syncthreads();
+    for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
+        int next = offsets[e];
+        for (int r = 0; r < n; r++)
+            if (idx[r] == e) {
+                slot_row[r] = next;
+                row_token[next] = r / K;
+                next++;
+            }
+    }
+}
+
+// ANCHOR: router_v4
+/**
+ * Version 4, one launch for the whole gate. Block (b, c): warp w takes expert e = 8b + w and columns
+ * [256c, 256c + 256) of g_t = W_gate x_t: the columns of x for up to 16 tokens at a time are staged in
+ * shared memory once per block, each lane holds its 8 weights (two 16-byte loads when D is a multiple of
+ * 8), and the warp's sum for token t goes to part[c][t][e]. The last block to finish (an atomic counter
+ * in offsets[2E + 1], left zero again) adds the partials in column order into the logits, routes the
+ * tokens one warp each (warp_route: s_{i,t}, group-limited top-K, g_{i,t}) and permutes the rows by
+ * expert (block_permute), so the experts' launch finds offsets, active experts and row tokens ready.
+ * Dynamic shared memory: the larger of 16 · 256 floats and ROUTE_V4_WARPS · (E + 2·ROUTER_MAX_G) floats.
+ */
+__global__ void moe_route_v4_kernel(int *idx, float *weight, int *offsets, int *slot_row, int *row_token, float *part,
+                                    const float *x, const float *w_gate, const float *bias, RouterParams p, int T,
+                                    int D, int wide)
+{
+    DYNAMIC_SHARED(float, smem);
+    __shared__ int last;
+    const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32, E = p.E;
+    const int e = (int)blockIdx.x * ROUTE_V4_WARPS + warp, c0 = (int)blockIdx.y * ROUTE_V4_CHUNK;
+    const int cw = min(ROUTE_V4_CHUNK, D - c0), d0 = c0 + 8 * lane;
+    float wv[8] = { 0.0f }; /* this lane's columns d0 .. d0 + 7 of row e */
+    if (e < E) {
+        if (wide && d0 < D)
+            load8(w_gate, KERNEL_F32, (size_t)e * D + d0, wv);
+        else if (!wide)
+            for (int v = 0; v < 8 && d0 + v < D; v++) wv[v] = w_gate[(size_t)e * D + d0 + v];
+    }
+    for (int t0 = 0; t0 < T; t0 += ROUTE_V4_TOKENS) {
+        const int n = min(ROUTE_V4_TOKENS, T - t0);
+        __syncthreads(); /* the previous pass has read the stage */
+        for (int i = (int)threadIdx.x; i < n * ROUTE_V4_CHUNK / 4; i += (int)blockDim.x) {
+            const int k = i / (ROUTE_V4_CHUNK / 4), j = 4 * (i % (ROUTE_V4_CHUNK / 4));
+            const float *src = x + (size_t)(t0 + k) * D + c0 + j;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (wide && j < cw)
+                v = *reinterpret_cast<const float4 *>(src);
+            else if (!wide) {
+                v.x = j < cw ? src[0] : 0.0f;
+                v.y = j + 1 < cw ? src[1] : 0.0f;
+                v.z = j + 2 < cw ? src[2] : 0.0f;
+                v.w = j + 3 < cw ? src[3] : 0.0f;
+            }
+            reinterpret_cast<float4 *>(smem)[i] = v;
+        }
+        __syncthreads();
+        if (e < E) /* uniform over the warp */
+            for (int k = 0; k < n; k++) {
+                const float *xs = smem + k * ROUTE_V4_CHUNK + 8 * lane;
+                float acc = 0.0f;
+#pragma unroll
+                for (int v = 0; v < 8; v++) acc += wv[v] * xs[v];
+                acc = warp_sum(acc);
+                if (lane == 0) part[((size_t)blockIdx.y * T + t0 + k) * E + e] = acc;
+            }
+    }
+
+    __threadfence(); /* this block's partials, visible to all */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int *done = offsets + 2 * E + 1;
+        last = atomicAdd(done, 1) == (int)(gridDim.x * gridDim.y) - 1;
+        if (last) *done = 0; /* zero again for the next launch or replay */
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const int chunks = (int)gridDim.y;
+    const volatile float *vp = part; /* written by other blocks */
+    float *g = part + (size_t)chunks * T * E;
+    for (int i = (int)threadIdx.x; i < T * E; i += (int)blockDim.x) {
+        float acc = 0.0f;
+        for (int c = 0; c < chunks; c++) acc += vp[(size_t)c * T * E + i];
+        g[i] = acc;
+    }
+    __syncthreads();
+    for (int t = warp; t < T; t += ROUTE_V4_WARPS) /* the affinities replace the logits */
+        warp_route(idx + (size_t)t * p.K, weight + (size_t)t * p.K, g + (size_t)t * E, g + (size_t)t * E, bias, p,
+                   smem + (size_t)warp * (E + 2 * ROUTER_MAX_G), lane);
+    __syncthreads();
+    block_permute(reinterpret_cast<int *>(smem), offsets, offsets + E + 1, slot_row, row_token, idx, T, p.K, E);
+}
+// ANCHOR_END: router_v4
+
+extern "C" cudaError_t moe_route_v4(int *idx, float *weight, int *offsets, int *slot_row, int *row_token, float *part,
+                                    const float *x, const float *w_gate, const float *bias, RouterParams p, int T,
+                                    int D, cudaStream_t stream)
+{
+    if (!router_fits(p) || T < 1 || D < 1) return cudaErrorInvalidValue;
+    const int wide = D % 8 == 0 && aligned16(x) && aligned16(w_gate);
+    const size_t stage = (size_t)ROUTE_V4_TOKENS * ROUTE_V4_CHUNK,
+                 route = (size_t)ROUTE_V4_WARPS * (p.E + 2 * ROUTER_MAX_G);
+    const size_t smem = sizeof(float) * (stage > route ? stage : route);
+    LAUNCH(moe_route_v4_kernel, dim3(blocks_for((size_t)p.E, ROUTE_V4_WARPS), (unsigned)route_v4_chunks(D)),
+           dim3(32 * ROUTE_V4_WARPS), smem, stream, idx, weight, offsets, slot_row, row_token, part, x, w_gate, bias, p,
+           T, D, wide);
     return cudaGetLastError();
 }

@@ -164,7 +164,8 @@ static void host_sync_invalidates_capture(void **state)
     setenv("SIM_QUIET", "1", 1); /* the refusal below is expected */
     assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
     assert_int_equal(
-        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_PER_EXPERT), -1);
+        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_PER_EXPERT, NULL),
+        -1);
     printf("per-expert MoE under capture: %s\n", ds_last_error());
     assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaErrorStreamCaptureInvalidated);
     assert_null(g);
@@ -172,7 +173,7 @@ static void host_sync_invalidates_capture(void **state)
     unsetenv("SIM_QUIET");
     assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
     assert_int_equal(
-        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_GROUPED), 0);
+        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_GROUPED, NULL), 0);
     assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaSuccess);
     assert_non_null(g);
     assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
