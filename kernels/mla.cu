@@ -455,12 +455,13 @@ extern "C" cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const 
 /* ---- version 3: one read of each cache row per head group ------------------------------------ */
 
 #define MLA_V3_GROUP         16                            /**< heads sharing one pass over the cache rows */
-#define MLA_V3_WARPS         8                             /**< warps per block */
+#define MLA_V3_WARPS         16                            /**< warps per block: one head each */
 #define MLA_V3_HPW           (MLA_V3_GROUP / MLA_V3_WARPS) /**< heads per warp */
 #define MLA_V3_TILE          16                            /**< cache rows staged in shared memory at once */
 /** Fewest keys per split: a split writes MLA_V3_GROUP·(d_c + 2) floats of partials (33 KB at d_c 512),
- *  so 128 bf16 rows of 576 (147 KB) keep the partials under a quarter of the cache bytes. */
-#define MLA_V3_MIN_KEYS      128
+ *  so 64 bf16 rows of 576 (74 KB) keep the partials under half of the cache bytes while a 1K context
+ *  still spreads over 17 blocks of 512 threads. */
+#define MLA_V3_MIN_KEYS      64
 #define MLA_V3_MAX_SPLITS    128 /**< most splits of one sequence: about one block per SM at batch 1 */
 #define MLA_V3_TARGET_BLOCKS 264 /**< blocks to aim for: two per SM of a 132-SM H100 */
 
@@ -473,12 +474,12 @@ static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
 
 // ANCHOR: mla_decode_v3
 /**
- * Block (split, group, t), 8 warps; warp w owns heads g·16 + 2w and g·16 + 2w + 1, lane l holding each
- * one's q^L, q^R and o^L accumulator at dims l + 32·i as in version 2. The split's keys come from the
- * token's length on the device: keys_per_split = max(128, ⌈n_keys / n_split⌉) rounded up to a tile, so a
+ * Block (split, group, t), 16 warps; warp w owns head g·16 + w (MLA_V3_HPW heads per warp), lane l holding
+ * its q^L, q^R and o^L accumulator at dims l + 32·i as in version 2. The split's keys come from the
+ * token's length on the device: keys_per_split = max(64, ⌈n_keys / n_split⌉) rounded up to a tile, so a
  * short sequence uses few splits of a fixed grid and a CUDA graph replays at any length. Per tile of 16
  * cache rows: the block copies the rows [ĉ_j ; k^R_j] into shared memory once (16-byte loads when the row
- * width is a multiple of 8, else element by element); every warp scores its two heads against the tile
+ * width is a multiple of 8, else element by element); every warp scores its heads against the tile
  * (each shared-memory element read once for both), s_j = σ(q^L·ĉ_j + q^R·k^R_j), and folds the tile into
  * each head's online softmax with one rescale,
  * m' = max(m, max_j s_j), l' = l·e^{m−m'} + Σ_j e^{s_j−m'}, acc' = acc·e^{m−m'} + Σ_j e^{s_j−m'} ĉ_j.
@@ -527,7 +528,7 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
             for (int c = (int)threadIdx.x; c < n * width; c += (int)blockDim.x)
                 tile[c] = load_elem(cache, cache_type, row0 + c);
         __syncthreads();
-        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW]; /* both heads per shared-memory read */
+        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW]; /* every head of the warp per shared-memory read */
 #pragma unroll
         for (int k = 0; k < MLA_V3_HPW; k++) m_new[k] = m[k];
 #pragma unroll
