@@ -340,9 +340,9 @@ static bool decode_path(const FastMla *w, const ModelConfig *cfg, int T)
     const Gemv in = { .w_type = w->in_proj.dtype, .rows = 1, .cols = w->in_proj.cols, .T = T };
     const Gemv o = { .w_type = w->o_proj.dtype, .rows = 1, .cols = w->o_proj.cols, .T = T };
     const Gemv q = { .w_type = w->kv_b_proj.dtype, .rows = 1, .cols = cfg->q_lora_rank, .T = T };
+    const Gemv uv = { .w_type = w->kv_b_proj.dtype, .rows = 1, .cols = cfg->kv_lora_rank, .T = T };
     return T <= FAST_DECODE_MAX_T && w->in_proj.data && cfg->qk_nope_head_dim <= 128 && gemv_v2_supports(&in) &&
-           gemv_v2_supports(&o) && (!cfg->q_lora_rank || gemv_v2_supports(&q)) &&
-           cfg->kv_lora_rank * kernel_dtype_size(w->kv_b_proj.dtype) <= 32768;
+           gemv_v2_supports(&o) && (!cfg->q_lora_rank || gemv_v2_supports(&q)) && gemv_v2_supports(&uv);
 }
 
 // ANCHOR: fast_mla

@@ -267,7 +267,8 @@ static int step_head(FastModel *m, int first, int n)
                         .ldy = m->lm_head.rows,
                         .split = m->lm_head.rows,
                         .T = rows };
-    if (rows > FAST_DECODE_MAX_T || !gemv_v2_supports(&head)) /* prompt chunks: one cuBLAS GEMM */
+    if (rows > FAST_DECODE_MAX_T || !gemv_v2_supports(&head) ||                    /* prompt chunks: one cuBLAS GEMM */
+        (size_t)rows * D * kernel_dtype_size(m->lm_head.dtype) > GEMV_STAGE_BYTES) /* no second pass over the head */
         return fast_linear(&m->ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, rows);
     /* a few rows: the matrix–vector kernel reads the LM head once, no conversion launch */
     CUDA_TRY(gemv_forward_v2(head, (GemvTail){ .kind = GEMV_TAIL_NONE }, m->ctx.stream));

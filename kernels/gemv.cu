@@ -17,8 +17,7 @@
 #define GEMV_TARGET_BLOCKS 132 /**< blocks to aim for: one per SM of a 132-SM H100 (fewer blocks stage x fewer times) */
 #define GEMV_MAX_RPW       32  /**< most rows per warp (large matrices: fewer blocks staging x) */
 #define GEMV_MAX_TC        16  /**< most tokens per pass (one float32 sum each per lane) */
-#define GEMV_STAGE_BYTES   32768 /**< shared memory for the staged activations of one pass */
-#define ABSORB_MAX_DN      128   /**< largest d_n the absorption holds in registers (4 rows per lane) */
+#define ABSORB_MAX_DN      128 /**< largest d_n the absorption holds in registers (4 rows per lane) */
 
 // ANCHOR: gemv_v1
 /**
@@ -235,8 +234,14 @@ extern "C" cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream)
     rpw = rpw < 1 ? 1 : rpw > GEMV_MAX_RPW ? GEMV_MAX_RPW : rpw;
     const int wide = g.cols % 8 == 0 && aligned16(g.W);
     const int x_wide = g.cols % 8 == 0 && g.ldx % 8 == 0 && g.x_group_stride % 8 == 0 && aligned16(g.x);
-    LAUNCH(gemv_v2_kernel, dim3(blocks_for((size_t)g.rows, GEMV_WARPS * rpw)), dim3(GEMV_THREADS),
-           (size_t)tc * g.cols * esz, stream, g, e, g.y, g.y2, e.counter, e.cache, e.h, e.a, rpw, tc, wide, x_wide);
+    const size_t smem = (size_t)tc * g.cols * esz;
+    if (smem > 48 * 1024) { /* beyond the default: opt in (up to 227 KB per block on sm_90, 163 KB on sm_80) */
+        const cudaError_t err = cudaFuncSetAttribute(reinterpret_cast<const void *>(gemv_v2_kernel),
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_STAGE_BYTES);
+        if (err != cudaSuccess) return err;
+    }
+    LAUNCH(gemv_v2_kernel, dim3(blocks_for((size_t)g.rows, GEMV_WARPS * rpw)), dim3(GEMV_THREADS), smem, stream, g, e,
+           g.y, g.y2, e.counter, e.cache, e.h, e.a, rpw, tc, wide, x_wide);
     return cudaGetLastError();
 }
 

@@ -453,7 +453,11 @@ typedef struct {
 /** Version 1: thread (t, r) sums one output (any sizes, no tail). */
 cudaError_t gemv_forward_v1(Gemv g, cudaStream_t stream);
 
-/** Whether gemv_forward_v2 takes g: cols · element size ≤ 32 KB (one token's activations staged). */
+/** Shared memory gemv_forward_v2 may stage activations in per pass (opted in above the default 48 KB): 16
+ *  tokens of 3072 bf16, or 6 of 4096 floats. */
+#define GEMV_STAGE_BYTES 98304
+
+/** Whether gemv_forward_v2 takes g: cols · element size ≤ GEMV_STAGE_BYTES (one token's activations staged). */
 int gemv_v2_supports(const Gemv *g);
 
 /**

@@ -10,7 +10,8 @@
  * Weights random in ±1/√cols, stored bf16 or float32; outputs NaN-poisoned first; fixed seeds.
  * Tolerances: float32 relative L2 ≤ 1e-5 (float32 sums of ≤ 256 terms against double); bf16
  * ≤ 2e-2 (the activations are rounded to bf16 as the cuBLAS path's operand, the reference is not).
- * Sizes that are not multiples of 8 take the element-by-element fallback.
+ * Sizes that are not multiples of 8 take the element-by-element fallback; 16 tokens of 2048 stage more
+ * than the default 48 KB of shared memory (the launcher opts in).
  */
 #include "check.h"
 #include "dtype.h"
@@ -155,6 +156,8 @@ static void plain(void **state)
         check_gemv((Shape){ 3, 37, 100, 37, 0, 0, 0, 37, t, KERNEL_F32 }, m ? "odd cols bf16" : "odd cols f32");
         check_gemv((Shape){ 2, 300, 256, 300, 0, 0, 0, 100, t, KERNEL_F32 }, m ? "split bf16" : "split f32");
         check_gemv((Shape){ 17, 45, 64, 45, 0, 0, 0, 45, t, KERNEL_F32 }, m ? "17 tokens bf16" : "17 tokens f32");
+        /* 16 tokens of 2048: 64 KB (bf16) or 128 KB (float32, two passes) of activations, above the default 48 KB */
+        check_gemv((Shape){ 16, 24, 2048, 24, 0, 0, 0, 24, t, KERNEL_F32 }, m ? "16 x 2048 bf16" : "16 x 2048 f32");
     }
 }
 
