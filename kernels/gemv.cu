@@ -248,7 +248,7 @@ extern "C" cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream)
 // ANCHOR: mla_absorb_v2
 /**
  * q^L_{t,h} = W^UK_hᵀ q^N_{t,h}: q^L[c] = Σ_{d<d_n} W^UK_h[d, c] q^N[d], W^UK_h the rows h·(d_n + d_v) + d of
- * kv_b_proj [n_h(d_n + d_v), d_c]. Block (b, h), 8 warps: warp w owns the 8 columns c0 = 8(8b + w) …
+ * kv_b_proj [n_h(d_n + d_v), d_c]. Block (b, h), 16 warps: warp w owns the 8 columns c0 = 8(16b + w) …
  * c0 + 7 of head h; lane l holds the weights of rows d = l, l + 32, … in registers (16-byte loads, read
  * once for all tokens); the block stages q^N_{t,h} for all T tokens in shared memory; per token each
  * lane sums its rows, the warp reduces the 8 columns.
@@ -296,7 +296,8 @@ __global__ void mla_absorb_v2_kernel(float *q_lat, const float *q, const void *k
 extern "C" cudaError_t mla_absorb_v2(float *q_lat, const float *q, const void *kv_b, KernelDType kv_b_type,
                                      MlaDims dims, int T, cudaStream_t stream)
 {
-    if (dims.d_n > ABSORB_MAX_DN || T < 1) return cudaErrorInvalidValue;
+    if (dims.d_n > ABSORB_MAX_DN || T < 1 || sizeof(float) * (size_t)T * dims.d_n > 48 * 1024)
+        return cudaErrorInvalidValue;
     const int wide = dims.d_c % 8 == 0 && aligned16(kv_b);
     const dim3 grid(blocks_for((size_t)dims.d_c, 8 * GEMV_WARPS), (unsigned)dims.n_h);
     LAUNCH(mla_absorb_v2_kernel, grid, dim3(GEMV_THREADS), sizeof(float) * (size_t)T * dims.d_n, stream, q_lat, q, kv_b,

@@ -472,8 +472,8 @@ cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream);
 /**
  * The absorbed query q^L_{t,h} = W^UK_hᵀ q^N_{t,h} (W^UK_h: rows h·(d_n + d_v) … + d_n − 1 of kv_b
  * [n_h(d_n + d_v), d_c]). q_lat: [T, n_h, d_c] float32; q: [T, n_h, d_n + d_r]. One warp per 8 columns of
- * a head, its weights read once with 16-byte loads for all T tokens. d_n ≤ 128 (else
- * cudaErrorInvalidValue).
+ * a head, its weights read once with 16-byte loads for all T tokens. d_n ≤ 128 and T·d_n floats of q^N
+ * within 48 KB of shared memory (T ≤ 96 at d_n 128), else cudaErrorInvalidValue.
  */
 cudaError_t mla_absorb_v2(float *q_lat, const float *q, const void *kv_b, KernelDType kv_b_type, MlaDims dims, int T,
                           cudaStream_t stream);
