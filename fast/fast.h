@@ -65,6 +65,13 @@
  */
 #define FAST_MOE_GROUPED_MAX_ROWS 256
 
+/**
+ * Up to this many tokens an absorbed attention call (a decode step of up to 16 sequences) runs its
+ * products as kernels/gemv.cu's matrix–vector launches, which read each weight once for all its tokens
+ * and fuse the small work after them; longer calls (prompt chunks) take cuBLAS GEMMs.
+ */
+#define FAST_DECODE_MAX_T 16
+
 /** Records "call failed: name (text) at file:line" when err is not cudaSuccess. \return 0 or −1. */
 int fast_check_cuda(cudaError_t err, const char *call, const char *file, int line);
 /** The same for a cuBLAS status. \return 0 or −1. */
@@ -155,8 +162,13 @@ typedef struct {
     FastSwiglu shared; /**< the N_s shared experts fused (width N_s·I_e); data NULL when N_s = 0 */
 } FastMoe;
 
-/** One layer's attention weights on the device. */
+/**
+ * One layer's attention weights on the device. The two products of the layer input a_t are one matrix,
+ * in_proj = [W^DKV; W^KR; W^Q] (or [W^DKV; W^KR; W^DQ] with query compression), so a decode step reads
+ * them in one launch; kv_a_proj and q_proj (or q_a_proj) are views of its rows, not separate memory.
+ */
 typedef struct {
+    FastMat in_proj;   /**< [d_c + d_r + n_h·d_q (or d_c'), D]: owns kv_a_proj's and q_proj's (q_a_proj's) rows */
     FastMat q_proj;    /**< [n_h·d_q, D] (no query compression) */
     FastMat q_a_proj;  /**< W^DQ [d_c', D] */
     float *q_a_norm;   /**< [d_c'] */
@@ -192,7 +204,7 @@ typedef struct {
     float *o;       /**< [max_T, n_h·d_v] */
     float *q_lat;   /**< [max_T, n_h, d_c] */
     float *o_lat;   /**< [max_T, n_h, d_c] */
-    float *partial; /**< split-decode partials */
+    float *partial; /**< the decode's counters, the gemv tails' counter, then the split-decode partials */
     float *u;       /**< [max_ctx, n_h·(d_n + d_v)] decompressed [k^N; v] */
     float *k;       /**< [max_ctx, n_h·d_q] */
     float *v;       /**< [max_ctx, n_h·d_v] */
@@ -286,11 +298,15 @@ typedef struct {
  * rows base[t] + pos[t], attends causally over each token's own sequence. out, a: [T, D] float32;
  * cache: [rows, d_c + d_r] of ctx->wtype; inv_freq: [d_r/2] device floats.
  * absorbed: the absorbed decode form, any tokens; else expanded, which needs at->pos0 ≥ 0 (one
- * sequence). \return 0, or −1 with one error line.
+ * sequence). An absorbed call of at most FAST_DECODE_MAX_T tokens is the decode step's five launches
+ * (six with query compression): the products of kernels/gemv.cu with the cache write and RoPE in their
+ * last blocks, the absorption, mla_decode_v3, W^UV per head, W^O. tail: NULL, or the fused tail applied
+ * to out (h += out; a = RMSNorm(h)), in W^O's last block on that path, by FAST_RMSNORM_RESIDUAL otherwise.
+ * \return 0, or −1 with one error line.
  */
 int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
                      const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at, int T,
-                     bool absorbed, FastScratch *s);
+                     bool absorbed, FastScratch *s, const FastResidualNorm *tail);
 
 /* ---- the model ----------------------------------------------------------------------------- */
 
@@ -347,8 +363,11 @@ typedef struct {
     FastScratch scratch;    /**< working memory */
     cudaGraphExec_t
         *graphs; /**< [max_batch]: the decode step of B sequences at B − 1, captured at first use; NULL: no graphs */
-    struct FastEpModel *ep; /**< MoE layers sharded over FastOptions.ep_devices devices; NULL on one device */
-    bool moe_elsewhere;     /**< FastOptions.moe_elsewhere: MoE layers not uploaded (fast_model_layer_ffn refuses) */
+    cudaGraphExec_t *greedy_graphs; /**< [max_batch]: fast_model_decode_greedy's step of B sequences, or NULL */
+    int *greedy_host;               /**< pinned [greedy_cap]: the tokens of fast_model_decode_greedy's steps */
+    size_t greedy_cap;              /**< its capacity in ints */
+    struct FastEpModel *ep;         /**< MoE layers sharded over FastOptions.ep_devices devices; NULL on one device */
+    bool moe_elsewhere; /**< FastOptions.moe_elsewhere: MoE layers not uploaded (fast_model_layer_ffn refuses) */
 } FastModel;
 
 /**
@@ -418,6 +437,16 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
  * \return 0, or −1 with one error line naming the slot or token (nothing fed on error).
  */
 int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host);
+/**
+ * `steps` greedy decode steps of B sequences together with no host synchronisation between them: row i
+ * starts with tokens[i] in slots[i] at position m->pos[slots[i]]; each step's arg-max tokens and the
+ * advanced positions are written on the device for the next step (sample_argmax_advance_v2), each
+ * step replayed from one CUDA graph when graphs are on. The host waits for the steps after the last one.
+ * out: [steps, B], out[s·B + i] the token chosen at step s for row i (the input of step s + 1).
+ * Counted between a step's first launch and its last, a step makes no host synchronisation.
+ * \return 0, or −1 with one error line naming the slot or token (nothing fed when the arguments are refused).
+ */
+int fast_model_decode_greedy(FastModel *m, const int *slots, const int *tokens, int B, int steps, int *out);
 /**
  * Starts a step of T tokens of one sequence in slot (1 ≤ T ≤ m->chunk, positions [m->pos[slot],
  * m->pos[slot] + T)): stages and uploads their ids, positions and cache bases and embeds them into h.

@@ -23,6 +23,13 @@ static int ffn_width(const ModelConfig *cfg)
                 imax(cfg->moe_intermediate_size, cfg->n_shared_experts * cfg->moe_intermediate_size));
 }
 
+/* Ints before the decode's partials: its (token, head group) counters and the gemv tails' counter, rounded up
+ * to 4 so that the partials start on a 16-byte boundary (the decode stores them as float4). */
+static size_t decode_counter_ints(int n_h, int max_T)
+{
+    return (mla_decode_v3_counters(n_h, max_T) + 1 + 3) / 4 * 4;
+}
+
 size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
 {
     const int nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
@@ -61,7 +68,7 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { T * nh * dv, 4 },
         { T * nh * dc, 4 },
         { T * nh * dc, 4 },
-        { mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4 },
+        { decode_counter_ints(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4 },
         { L * nh * (dn + dv), 4 },
         { L * nh * dq, 4 },
         { L * nh * dv, 4 },
@@ -120,8 +127,9 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
     for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
     const MlaDims dims = { cfg->num_attention_heads, cfg->qk_nope_head_dim, cfg->qk_rope_head_dim,
                            cfg->v_head_dim,          cfg->kv_lora_rank,     0.0f };
-    /* the decode's (token, head group) counters lead the partials; zero once, every launch leaves them zero */
-    CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * mla_decode_v3_counters(dims.n_h, max_T)));
+    /* the decode's (token, head group) counters and the gemv tails' counter lead the partials; zero once,
+     * every launch leaves them zero */
+    CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * decode_counter_ints(dims.n_h, max_T)));
     /* the grouped MoE's counters (moe_route_v4's after the offsets and active experts, then moe_combine_v4's) */
     CUDA_TRY(cudaMemset(s->offsets, 0, bytes[4]));
     return 0;
@@ -258,10 +266,110 @@ static const void *staged(FastContext *ctx, const float *x, size_t n)
     return ctx->stage;
 }
 
+/* One product of the decode path: y (rows < split) and y2 (the rest) = W x for T tokens, x float32 [T, W->cols]. */
+static Gemv gemv_of(const FastMat *W, const void *x, KernelDType x_type, int T, float *y, int ldy, int split, float *y2,
+                    int ldy2)
+{
+    return (Gemv){ .W = W->data,
+                   .w_type = W->dtype,
+                   .rows = W->rows,
+                   .cols = W->cols,
+                   .group = W->rows,
+                   .x = x,
+                   .x_type = x_type,
+                   .ldx = W->cols,
+                   .y = y,
+                   .y2 = y2,
+                   .ldy = ldy,
+                   .ldy2 = ldy2,
+                   .split = split,
+                   .T = T };
+}
+
+// ANCHOR: fast_mla_decode
+/*
+ * The absorbed form for a decode step of T ≤ FAST_DECODE_MAX_T tokens in five launches (six with query
+ * compression), each over at least a few hundred blocks where the shapes allow:
+ *   1. [c^KV ; k^R_raw ; q] = [W^DKV; W^KR; W^Q] a_t (or c^Q with W^DQ), then in its last block the cache
+ *      row [RMSNorm(c^KV) ; RoPE(k^R)] and RoPE of q^R (or RMSNorm of c^Q);
+ *   2. with query compression: q = W^UQ c^Q, RoPE of q^R in its last block;
+ *   3. q^L_{t,h} = W^UK_hᵀ q^N_{t,h};
+ *   4. mla_decode_v3: o^L over the cache, each row read once per 16 heads;
+ *   5. o_{t,h} = W^UV_h o^L_{t,h}, all heads in one launch;
+ *   6. out = W^O o, and the fused tail (h += out; a = RMSNorm(h)) in its last block.
+ */
+static int mla_decode_step(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
+                           const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at,
+                           int T, FastScratch *s, const FastResidualNorm *tail)
+{
+    const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, dcq = cfg->q_lora_rank;
+    const MlaDims dims = { nh, dn, dr, dv, dc, rope->softmax_scale };
+    const size_t n_count = mla_decode_v3_counters(nh, s->max_T);
+    GemvTail e = { .kind = GEMV_TAIL_LATENT,
+                   .counter = (int *)s->partial + n_count,
+                   .cache = cache,
+                   .cache_type = ctx->wtype,
+                   .kv_a_norm = w->kv_a_norm,
+                   .latent_eps = LATENT_NORM_EPS,
+                   .dims = dims,
+                   .inv_freq = inv_freq,
+                   .cos_sin_scale = rope->cos_sin_scale,
+                   .pos = at->pos,
+                   .base = at->base,
+                   .q_norm = dcq ? w->q_a_norm : NULL,
+                   .q_width = dcq };
+    CUDA_TRY(gemv_forward_v2(
+        gemv_of(&w->in_proj, a, KERNEL_F32, T, s->kv, dc + dr, dc + dr, dcq ? s->c_q : s->q, dcq ? dcq : nh * dq), e,
+        ctx->stream));
+    if (dcq) {
+        e.kind = GEMV_TAIL_ROPE_Q;
+        CUDA_TRY(gemv_forward_v2(gemv_of(&w->q_b_proj, s->c_q, KERNEL_F32, T, s->q, nh * dq, nh * dq, NULL, 0), e,
+                                 ctx->stream));
+    }
+    CUDA_TRY(mla_absorb_v2(s->q_lat, s->q, w->kv_b_proj.data, w->kv_b_proj.dtype, dims, T, ctx->stream));
+    /* o^L in the weights' type (the W^UV product rounds its operand to it in any case) */
+    void *ol = ctx->wtype == KERNEL_F32 ? (void *)s->o_lat : ctx->stage;
+    CUDA_TRY(mla_decode_at_v3(ol, ctx->wtype, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T,
+                              at->max_ctx, s->partial + decode_counter_ints(nh, s->max_T), (int *)s->partial,
+                              ctx->stream));
+    /* W^UV_h: rows h·(d_n + d_v) + d_n … of kv_b, one group of d_v output rows per head, x = o^L_h */
+    Gemv uv = gemv_of(&w->kv_b_proj, ol, ctx->wtype, T, s->o, nh * dv, nh * dv, NULL, 0);
+    uv.rows = nh * dv;
+    uv.group = dv;
+    uv.w_row0 = dn;
+    uv.w_group_stride = dn + dv;
+    uv.ldx = nh * dc;
+    uv.x_group_stride = dc;
+    CUDA_TRY(gemv_forward_v2(uv, (GemvTail){ .kind = GEMV_TAIL_NONE }, ctx->stream));
+    const GemvTail fused = tail ? (GemvTail){ .kind = GEMV_TAIL_RESIDUAL_NORM,
+                                              .counter = e.counter,
+                                              .h = tail->h,
+                                              .a = tail->a,
+                                              .norm = tail->norm,
+                                              .eps = tail->eps }
+                                : (GemvTail){ .kind = GEMV_TAIL_NONE };
+    const int D = cfg->hidden_size;
+    CUDA_TRY(gemv_forward_v2(gemv_of(&w->o_proj, s->o, KERNEL_F32, T, out, D, D, NULL, 0), fused, ctx->stream));
+    return 0;
+}
+// ANCHOR_END: fast_mla_decode
+
+/* Whether the decode path takes a call of T tokens: few tokens, and every product within gemv_v2's stage. */
+static bool decode_path(const FastMla *w, const ModelConfig *cfg, int T)
+{
+    const Gemv in = { .w_type = w->in_proj.dtype, .rows = 1, .cols = w->in_proj.cols, .T = T };
+    const Gemv o = { .w_type = w->o_proj.dtype, .rows = 1, .cols = w->o_proj.cols, .T = T };
+    const Gemv q = { .w_type = w->kv_b_proj.dtype, .rows = 1, .cols = cfg->q_lora_rank, .T = T };
+    const Gemv uv = { .w_type = w->kv_b_proj.dtype, .rows = 1, .cols = cfg->kv_lora_rank, .T = T };
+    return T <= FAST_DECODE_MAX_T && w->in_proj.data && cfg->qk_nope_head_dim <= 128 && gemv_v2_supports(&in) &&
+           gemv_v2_supports(&o) && (!cfg->q_lora_rank || gemv_v2_supports(&q)) && gemv_v2_supports(&uv);
+}
+
 // ANCHOR: fast_mla
 int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
                      const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at, int T,
-                     bool absorbed, FastScratch *s)
+                     bool absorbed, FastScratch *s, const FastResidualNorm *tail)
 {
     const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
     const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, pos0 = at->pos0, ctx_len = pos0 + T;
@@ -274,6 +382,8 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                         s->max_T, s->max_ctx);
     if (!absorbed && pos0 < 0)
         return ds_error("fast_mla_forward: the expanded form needs one sequence's consecutive positions");
+    if (absorbed && decode_path(w, cfg, T))
+        return mla_decode_step(ctx, out, a, w, cache, cfg, rope, inv_freq, at, T, s, tail);
     /* the latent path: [c^KV_t ; k^R_raw_t] = W^DKV/W^KR a_t, normalised and rotated into row base_t + pos_t */
     if (fast_linear(ctx, s->kv, a, &w->kv_a_proj, T)) return -1;
     CUDA_TRY(FAST_WRITE_LATENTS(cache, ctx->wtype, s->kv, w->kv_a_norm, inv_freq, rope->cos_sin_scale, dims, at->pos,
@@ -302,9 +412,9 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
         if (ctx->wtype != KERNEL_F32 && (size_t)T * nh * dc > ctx->stage_elems)
             return ds_error("fast_mla_forward: %zu activations exceed the staging buffer of %zu", (size_t)T * nh * dc,
                             ctx->stage_elems);
-        const size_t n_count = mla_decode_v3_counters(nh, s->max_T);
         CUDA_TRY(mla_decode_at_v3(ol_in, ctx->wtype, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T,
-                                  at->max_ctx, s->partial + n_count, (int *)s->partial, ctx->stream));
+                                  at->max_ctx, s->partial + decode_counter_ints(nh, s->max_T), (int *)s->partial,
+                                  ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
         if (gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
                        (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
@@ -324,6 +434,10 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                        (long long)T * ctx_len, s->o, nh * dv, dv, nh))
             return -1;
     }
-    return fast_linear(ctx, out, s->o, &w->o_proj, T); /* W^O [o_{t,1}; …; o_{t,n_h}] */
+    if (fast_linear(ctx, out, s->o, &w->o_proj, T)) /* W^O [o_{t,1}; …; o_{t,n_h}] */
+        return -1;
+    if (tail)
+        CUDA_TRY(FAST_RMSNORM_RESIDUAL(tail->a, tail->h, out, tail->norm, T, cfg->hidden_size, tail->eps, ctx->stream));
+    return 0;
 }
 // ANCHOR_END: fast_mla

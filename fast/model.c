@@ -89,7 +89,8 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
         rc = !m->pos ? ds_error("fast_model_open: out of host memory for %d slots", m->max_batch) : 0;
         /* decode graphs on one device (the expert-parallel MoE exchanges data through NCCL and the host) */
         if (rc == 0 && !(opt && opt->graph < 0) && !m->ep &&
-            !(m->graphs = calloc((size_t)m->max_batch, sizeof *m->graphs)))
+            (!(m->graphs = calloc((size_t)m->max_batch, sizeof *m->graphs)) ||
+             !(m->greedy_graphs = calloc((size_t)m->max_batch, sizeof *m->greedy_graphs))))
             rc = ds_error("fast_model_open: out of host memory for %d decode graphs", m->max_batch);
         size_t bytes[FAST_MODEL_BUFFERS];
         fast_model_buffer_sizes(c, m->ctx.wtype, m->max_batch, m->max_context, m->rows, bytes);
@@ -124,10 +125,14 @@ void fast_model_close(FastModel *m)
     void *dev[] = { m->inv_freq, m->cache, m->step, m->h, m->a, m->b, m->logits, m->next };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     cudaFreeHost(m->step_host);
+    cudaFreeHost(m->greedy_host);
     free(m->pos);
-    for (int b = 0; m->graphs && b < m->max_batch; b++)
-        if (m->graphs[b]) cudaGraphExecDestroy(m->graphs[b]);
+    for (int b = 0; b < m->max_batch; b++) {
+        if (m->graphs && m->graphs[b]) cudaGraphExecDestroy(m->graphs[b]);
+        if (m->greedy_graphs && m->greedy_graphs[b]) cudaGraphExecDestroy(m->greedy_graphs[b]);
+    }
     free(m->graphs);
+    free(m->greedy_graphs);
     fast_context_free(&m->ctx);
     fast_ep_model_close(m->ep);
     memset(m, 0, sizeof *m);
@@ -170,10 +175,10 @@ int fast_model_layer_attention(FastModel *m, int l, int T)
         CUDA_TRY(FAST_RMSNORM(m->a, m->h, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
     else /* h ← h + FFN_{l−1}; a = RMSNorm(h) */
         CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->attn_norm, T, D, c->rms_norm_eps, ctx->stream));
-    if (fast_mla_forward(ctx, m->b, m->a, &L->attn, cache, c, &m->rope, m->inv_freq, &m->at, T, absorbed, &m->scratch))
-        return -1;
-    CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, L->ffn_norm, T, D, c->rms_norm_eps, ctx->stream));
-    return 0;
+    /* h ← h + MLA(a); a = RMSNorm(h), the FFN input: fused into attention's last launch */
+    const FastResidualNorm tail = { m->h, m->a, L->ffn_norm, c->rms_norm_eps };
+    return fast_mla_forward(ctx, m->b, m->a, &L->attn, cache, c, &m->rope, m->inv_freq, &m->at, T, absorbed,
+                            &m->scratch, &tail);
 }
 
 int fast_model_layer_ffn(FastModel *m, int l, int T)
@@ -258,7 +263,25 @@ static int step_head(FastModel *m, int first, int n)
         m->a_ready = false;
     else
         CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, m->ctx.stream));
-    return fast_linear(&m->ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, n - first);
+    const int rows = n - first;
+    const Gemv head = { .W = m->lm_head.data,
+                        .w_type = m->lm_head.dtype,
+                        .rows = m->lm_head.rows,
+                        .cols = D,
+                        .group = m->lm_head.rows,
+                        .x = m->a + (size_t)first * D,
+                        .x_type = KERNEL_F32,
+                        .ldx = D,
+                        .y = m->logits,
+                        .ldy = m->lm_head.rows,
+                        .split = m->lm_head.rows,
+                        .T = rows };
+    if (rows > FAST_DECODE_MAX_T || !gemv_v2_supports(&head) ||                    /* prompt chunks: one cuBLAS GEMM */
+        (size_t)rows * D * kernel_dtype_size(m->lm_head.dtype) > GEMV_STAGE_BYTES) /* no second pass over the head */
+        return fast_linear(&m->ctx, m->logits, m->a + (size_t)first * D, &m->lm_head, rows);
+    /* a few rows: the matrix–vector kernel reads the LM head once, no conversion launch */
+    CUDA_TRY(gemv_forward_v2(head, (GemvTail){ .kind = GEMV_TAIL_NONE }, m->ctx.stream));
+    return 0;
 }
 
 /* The n − first logits rows of the step to dst (host); they become fast_model_argmax's. */
@@ -360,33 +383,111 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
     return 0;
 }
 
-int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host)
+/* Checks B rows of a decode of `steps` steps: distinct slots in range, ids in the vocabulary, room for every step. */
+static int check_decode(const FastModel *m, const char *who, const int *slots, const int *tokens, int B, int steps)
 {
     const int V = m->cfg->vocab_size;
-    if (B < 1 || B > m->max_batch)
-        return ds_error("fast_model_decode: %d sequences, the model has %d slots", B, m->max_batch);
+    if (B < 1 || B > m->max_batch) return ds_error("%s: %d sequences, the model has %d slots", who, B, m->max_batch);
     for (int i = 0; i < B; i++) {
         const int s = slots[i];
         if (s < 0 || s >= m->max_batch)
-            return ds_error("fast_model_decode: slot %d (row %d) is outside [0, %d)", s, i, m->max_batch);
+            return ds_error("%s: slot %d (row %d) is outside [0, %d)", who, s, i, m->max_batch);
         for (int j = 0; j < i; j++)
-            if (slots[j] == s) return ds_error("fast_model_decode: slot %d appears twice (rows %d and %d)", s, j, i);
+            if (slots[j] == s) return ds_error("%s: slot %d appears twice (rows %d and %d)", who, s, j, i);
         if (tokens[i] < 0 || tokens[i] >= V)
             return ds_error("token id %d for slot %d is outside the vocabulary [0, %d)", tokens[i], s, V);
         if (m->pos[s] >= m->max_context)
             return ds_error("slot %d: the context of %d positions is full", s, m->max_context);
+        if (steps > m->max_context - m->pos[s])
+            return ds_error("slot %d: %d steps at position %d do not fit the context of %d positions", s, steps,
+                            m->pos[s], m->max_context);
     }
+    return 0;
+}
+
+/* Stages and uploads the B rows (token, position, cache base) of a decode step; positions as m->pos. */
+static int begin_decode(FastModel *m, const int *slots, const int *tokens, int B)
+{
     m->last_row = -1;
-    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream)); /* the previous step's upload has left step_host */
     for (int i = 0; i < B; i++) stage_row(m, i, tokens[i], slots[i]);
     m->at = (FastPositions){ m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context };
-    if (upload_step(m)) return -1;
+    return upload_step(m);
+}
+
+int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host)
+{
+    if (check_decode(m, "fast_model_decode", slots, tokens, B, 1) || begin_decode(m, slots, tokens, B)) return -1;
     const int run = m->graphs ? decode_graph(m, B) : step_layers(m, B) || step_head(m, 0, B);
     if (run || (logits_host && copy_logits(m, 0, B, logits_host))) return -1;
     for (int i = 0; i < B; i++) m->pos[slots[i]]++;
     CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
     return 0;
 }
+
+// ANCHOR: fast_model_greedy
+/*
+ * One greedy step that needs nothing from the host: the layers, the LM head, then the arg-max of each
+ * row written over the step's token ids with its position advanced (sample_argmax_advance_v2), so the
+ * next step reads its inputs where this one left them. Captured once per B in m->greedy_graphs.
+ */
+static int greedy_step(FastModel *m, int B)
+{
+    if (step_layers(m, B) || step_head(m, 0, B)) return -1;
+    CUDA_TRY(sample_argmax_advance_v2(m->step, m->step + m->rows, m->logits, B, m->cfg->vocab_size, m->ctx.stream));
+    return 0;
+}
+
+static int greedy_graph(FastModel *m, int B)
+{
+    cudaGraphExec_t *exec = &m->greedy_graphs[B - 1];
+    if (!*exec) {
+        cudaGraph_t graph = NULL;
+        CUDA_TRY(cudaStreamBeginCapture(m->ctx.stream, cudaStreamCaptureModeGlobal));
+        const int rc = greedy_step(m, B);
+        const cudaError_t end = cudaStreamEndCapture(m->ctx.stream, &graph);
+        if (rc || fast_check_cuda(end, "cudaStreamEndCapture", __FILE__, __LINE__)) {
+            if (graph) cudaGraphDestroy(graph);
+            return -1;
+        }
+        const cudaError_t made = cudaGraphInstantiate(exec, graph, 0);
+        cudaGraphDestroy(graph);
+        CUDA_TRY(made);
+    }
+    CUDA_TRY(cudaGraphLaunch(*exec, m->ctx.stream));
+    return 0;
+}
+
+int fast_model_decode_greedy(FastModel *m, const int *slots, const int *tokens, int B, int steps, int *out)
+{
+    if (steps < 1) return ds_error("fast_model_decode_greedy: %d steps (at least 1)", steps);
+    if (check_decode(m, "fast_model_decode_greedy", slots, tokens, B, steps)) return -1;
+    const size_t n = (size_t)steps * B;
+    if (n > m->greedy_cap) { /* pinned, so the copies after each step stay asynchronous; kept for later calls */
+        cudaFreeHost(m->greedy_host);
+        m->greedy_host = NULL;
+        m->greedy_cap = 0;
+        CUDA_TRY(cudaMallocHost((void **)&m->greedy_host, sizeof(int) * n));
+        m->greedy_cap = n;
+    }
+    int *hist = m->greedy_host;
+    int rc = begin_decode(m, slots, tokens, B);
+    for (int i = 0; rc == 0 && i < steps; i++) {
+        rc = m->greedy_graphs ? greedy_graph(m, B) : greedy_step(m, B);
+        if (rc == 0)
+            rc = fast_check_cuda(
+                cudaMemcpyAsync(hist + (size_t)i * B, m->step, sizeof(int) * B, cudaMemcpyDeviceToHost, m->ctx.stream),
+                "cudaMemcpyAsync(tokens)", __FILE__, __LINE__);
+    }
+    if (rc == 0)
+        rc = fast_check_cuda(cudaStreamSynchronize(m->ctx.stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+    if (rc == 0) {
+        memcpy(out, hist, sizeof(int) * n);
+        for (int i = 0; i < B; i++) m->pos[slots[i]] += steps;
+    }
+    return rc;
+}
+// ANCHOR_END: fast_model_greedy
 
 int fast_model_argmax(FastModel *m, int *token)
 {

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* One matrix. */
 static int upload1(FastContext *ctx, FastMat *out, const Mat *m)
@@ -79,17 +80,23 @@ int fast_upload_moe(FastContext *ctx, FastMoe *out, const MoeWeights *w, const M
 }
 // ANCHOR_END: fast_upload_moe
 
+/* rows [row0, row0 + rows) of in_proj, as a matrix that does not own its memory */
+static FastMat view_rows(const FastMat *m, int row0, int rows)
+{
+    return (FastMat){ (char *)m->data + (size_t)row0 * m->cols * kernel_dtype_size(m->dtype), m->dtype, rows, m->cols };
+}
+
 int fast_upload_mla(FastContext *ctx, FastMla *out, const MlaWeights *w, const ModelConfig *cfg)
 {
-    if (cfg->q_lora_rank) {
-        if (upload1(ctx, &out->q_a_proj, &w->q_a_proj) || upload1(ctx, &out->q_b_proj, &w->q_b_proj) ||
-            fast_vec_upload(&out->q_a_norm, w->q_a_norm, (size_t)cfg->q_lora_rank))
-            return -1;
-    } else if (upload1(ctx, &out->q_proj, &w->q_proj)) {
+    const Mat *in[2] = { &w->kv_a_proj, cfg->q_lora_rank ? &w->q_a_proj : &w->q_proj };
+    if (fast_mat_upload(ctx, &out->in_proj, in, 2)) return -1;
+    out->kv_a_proj = view_rows(&out->in_proj, 0, w->kv_a_proj.rows);
+    *(cfg->q_lora_rank ? &out->q_a_proj : &out->q_proj) =
+        view_rows(&out->in_proj, w->kv_a_proj.rows, out->in_proj.rows - w->kv_a_proj.rows);
+    if (cfg->q_lora_rank && (upload1(ctx, &out->q_b_proj, &w->q_b_proj) ||
+                             fast_vec_upload(&out->q_a_norm, w->q_a_norm, (size_t)cfg->q_lora_rank)))
         return -1;
-    }
-    return upload1(ctx, &out->kv_a_proj, &w->kv_a_proj) ||
-                   fast_vec_upload(&out->kv_a_norm, w->kv_a_norm, (size_t)cfg->kv_lora_rank) ||
+    return fast_vec_upload(&out->kv_a_norm, w->kv_a_norm, (size_t)cfg->kv_lora_rank) ||
                    upload1(ctx, &out->kv_b_proj, &w->kv_b_proj) || upload1(ctx, &out->o_proj, &w->o_proj)
                ? -1
                : 0;
@@ -173,8 +180,11 @@ void fast_free_moe(FastMoe *w)
 
 void fast_free_mla(FastMla *w)
 {
-    FastMat *mats[] = { &w->q_proj, &w->q_a_proj, &w->q_b_proj, &w->kv_a_proj, &w->kv_b_proj, &w->o_proj };
+    FastMat *mats[] = { &w->in_proj, &w->q_b_proj, &w->kv_b_proj, &w->o_proj };
     for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) fast_mat_free(mats[i]);
+    memset(&w->q_proj, 0, sizeof w->q_proj); /* views of in_proj */
+    memset(&w->q_a_proj, 0, sizeof w->q_a_proj);
+    memset(&w->kv_a_proj, 0, sizeof w->kv_a_proj);
     cudaFree(w->q_a_norm);
     cudaFree(w->kv_a_norm);
 }

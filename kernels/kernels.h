@@ -405,12 +405,14 @@ int mla_decode_splits(int ctx);
 
 /**
  * Version 3 of the absorbed decode (mla_decode_v2's arguments and result, o^L stored as o_type), in one
- * launch: blocks (split, head group, token) of 8 warps, a group of 16 heads per block, so each cache row
+ * launch: blocks (split, head group, token) of 16 warps, a group of 16 heads per block, so each cache row
  * is read once per token per group (⌈n_h/16⌉ times instead of n_h) and staged in shared memory for all
  * of the group's scores and o^L. The split count is fixed by the launch (mla_decode_v3_splits) and each
- * token's keys are spread over as many of those splits as its own length needs (at least 128 keys each),
- * read on the device; the block that finishes a token's last split combines them.
- * partial: T·n_h·mla_decode_v3_splits(n_h, T, pos0 + T)·(d_c + 2) floats; counters:
+ * token's keys are spread over as many of those splits as its own length needs (at least 64 keys each),
+ * read on the device; the block that finishes a token's last split combines them. q^L, the partials and
+ * the combine move in float4 when d_c is a multiple of 4 and q_lat and partial are 16-byte aligned.
+ * partial: mla_decode_v3_partial_floats(dims, T, pos0 + T) floats (d_c + 2 per (token, head, split),
+ * padded to a multiple of 4); counters:
  * mla_decode_v3_counters(n_h, T) ints, zero before the first launch (one cudaMemset), left zero by every
  * launch. Limits as mla_decode_v2.
  */
@@ -421,7 +423,7 @@ cudaError_t mla_decode_v3(void *o_lat, KernelDType o_type, const float *q_lat, c
 /**
  * mla_decode_v3 with positions and cache rows from device memory, as mla_decode_at_v2 (pos[t] < max_ctx).
  * The grid depends on n_h, T and max_ctx only, so the launch can be captured in a CUDA graph.
- * partial: T·n_h·mla_decode_v3_splits(n_h, T, max_ctx)·(d_c + 2) floats; counters as mla_decode_v3.
+ * partial: mla_decode_v3_partial_floats(dims, T, max_ctx) floats; counters as mla_decode_v3.
  */
 cudaError_t mla_decode_at_v3(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
                              KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T, int max_ctx,
@@ -436,6 +438,85 @@ size_t mla_decode_v3_counters(int n_h, int max_T);
 
 /** Floats of partials mla_decode_at_v3 needs for any T ≤ max_T at max_ctx. */
 size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_ctx);
+
+/* ---- gemv.cu: the decode step's matrix–vector products and what follows them ----------------- */
+
+/**
+ * y[t, r] = Σ_c W[r', c] x[t, x_off + c] for T tokens and output rows r < rows, with the weight row
+ * r' = (r / group)·w_group_stride + w_row0 + r mod group and x_off = (r / group)·x_group_stride (group =
+ * rows, w_row0 = 0 for a plain matrix; per-head blocks of a stacked matrix otherwise). Rows r < split go
+ * to y[t·ldy + r], the rest to y2[t·ldy2 + r − split].
+ */
+typedef struct {
+    const void *W;            /**< weights, w_type, rows of cols elements */
+    KernelDType w_type;       /**< also the type the activations are rounded to (the cuBLAS operand's) */
+    int rows, cols;           /**< output rows and the reduction length */
+    int group, w_row0;        /**< output rows per group; first weight row of group 0 */
+    long long w_group_stride; /**< weight rows from one group to the next */
+    const void *x;            /**< activations, x_type */
+    KernelDType x_type;       /**< float32, or bf16 (a decode output already in the weights' type) */
+    int ldx;                  /**< elements between tokens of x */
+    long long x_group_stride; /**< elements of x from one group to the next */
+    float *y, *y2;            /**< outputs (y2 only when split < rows) */
+    int ldy, ldy2, split;     /**< their row strides, and the first row that goes to y2 */
+    int T;                    /**< tokens */
+} Gemv;
+
+/** What the last block of a gemv_forward_v2 launch does once every row is written. */
+typedef enum {
+    GEMV_TAIL_NONE = 0,         /**< nothing */
+    GEMV_TAIL_LATENT = 1,       /**< y = [c^KV ; k^R_raw] → cache rows; y2 = queries (RoPE) or c^Q (q_norm) */
+    GEMV_TAIL_ROPE_Q = 2,       /**< y = queries [T, n_h·(d_n + d_r)]: RoPE of each head's q^R */
+    GEMV_TAIL_RESIDUAL_NORM = 3 /**< h += y; a = RMSNorm(h)·norm (y, h, a: [T, rows]) */
+} GemvTailKind;
+
+/** The tail's arguments (those of its kind; the rest unused). */
+typedef struct {
+    GemvTailKind kind;      /**< which tail */
+    int *counter;           /**< one device int, zero before the first launch; every launch leaves it zero */
+    void *cache;            /**< LATENT: the latent cache [rows, d_c + d_r] of cache_type */
+    KernelDType cache_type; /**< its type */
+    const float *kv_a_norm; /**< LATENT: [d_c] the latent norm's weight */
+    float latent_eps;       /**< LATENT: eps of the latent norms (c^KV, c^Q) */
+    MlaDims dims;           /**< LATENT, ROPE_Q: head shapes */
+    const float *inv_freq;  /**< LATENT, ROPE_Q: [d_r/2] RoPE frequencies */
+    float cos_sin_scale;    /**< their m-scale (YaRN) */
+    const int *pos;         /**< LATENT, ROPE_Q: [T] positions */
+    const int *base;        /**< LATENT: [T] cache row of position 0 of each token's sequence */
+    const float *q_norm;    /**< LATENT: NULL (y2 holds queries, rotated), or [q_width] (y2 holds c^Q, normalised) */
+    int q_width;            /**< LATENT: d_c^Q when q_norm */
+    float *h, *a;           /**< RESIDUAL_NORM: [T, rows] residual stream (updated) and the normalised output */
+    const float *norm;      /**< RESIDUAL_NORM: [rows] */
+    float eps;              /**< RESIDUAL_NORM: epsilon */
+} GemvTail;
+
+/** Version 1: thread (t, r) sums one output (any sizes, no tail). */
+cudaError_t gemv_forward_v1(Gemv g, cudaStream_t stream);
+
+/** Shared memory gemv_forward_v2 may stage activations in per pass (opted in above the default 48 KB): 16
+ *  tokens of 3072 bf16, or 6 of 4096 floats. */
+#define GEMV_STAGE_BYTES 98304
+
+/** Whether gemv_forward_v2 takes g: cols · element size ≤ GEMV_STAGE_BYTES (one token's activations staged). */
+int gemv_v2_supports(const Gemv *g);
+
+/**
+ * Version 2: one warp per row (blocks of 16 warps, up to 32 rows per warp, about 132 blocks), x staged per block once per
+ * pass of ≤ 16 tokens, 16-byte weight loads when cols is a multiple of 8 and W is 16-byte aligned; then
+ * the tail in the last block. 
+eturn cudaErrorInvalidValue when !gemv_v2_supports(&g) or a tail lacks
+ * its counter.
+ */
+cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream);
+
+/**
+ * The absorbed query q^L_{t,h} = W^UK_hᵀ q^N_{t,h} (W^UK_h: rows h·(d_n + d_v) … + d_n − 1 of kv_b
+ * [n_h(d_n + d_v), d_c]). q_lat: [T, n_h, d_c] float32; q: [T, n_h, d_n + d_r]. One warp per 8 columns of
+ * a head, its weights read once with 16-byte loads for all T tokens. d_n ≤ 128 and T·d_n floats of q^N
+ * within 48 KB of shared memory (T ≤ 96 at d_n 128), else cudaErrorInvalidValue.
+ */
+cudaError_t mla_absorb_v2(float *q_lat, const float *q, const void *kv_b, KernelDType kv_b_type, MlaDims dims, int T,
+                          cudaStream_t stream);
 
 /* ---- ep_stats.cu: expert parallelism's routing statistics (paper §2.2.3) ----------------- */
 
@@ -455,6 +536,12 @@ cudaError_t sample_argmax_v1(int *out, const float *logits, int n, cudaStream_t 
 
 /** Version 2: the same with one block of 1024 threads and a (value, index) reduction. Any n ≥ 1. */
 cudaError_t sample_argmax_v2(int *out, const float *logits, int n, cudaStream_t stream);
+
+/**
+ * For each row b < B of logits [B, n]: tokens[b] = its arg-max (lowest index on ties), pos[b] += 1 — the
+ * next decode step's inputs written on the device. One block per row, as version 2.
+ */
+cudaError_t sample_argmax_advance_v2(int *tokens, int *pos, const float *logits, int B, int n, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

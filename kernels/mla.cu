@@ -455,12 +455,13 @@ extern "C" cudaError_t mla_decode_at_v2(float *o_lat, const float *q_lat, const 
 /* ---- version 3: one read of each cache row per head group ------------------------------------ */
 
 #define MLA_V3_GROUP         16                            /**< heads sharing one pass over the cache rows */
-#define MLA_V3_WARPS         8                             /**< warps per block */
+#define MLA_V3_WARPS         16                            /**< warps per block: one head each */
 #define MLA_V3_HPW           (MLA_V3_GROUP / MLA_V3_WARPS) /**< heads per warp */
 #define MLA_V3_TILE          16                            /**< cache rows staged in shared memory at once */
 /** Fewest keys per split: a split writes MLA_V3_GROUP·(d_c + 2) floats of partials (33 KB at d_c 512),
- *  so 128 bf16 rows of 576 (147 KB) keep the partials under a quarter of the cache bytes. */
-#define MLA_V3_MIN_KEYS      128
+ *  so 64 bf16 rows of 576 (74 KB) keep the partials under half of the cache bytes while a 1K context
+ *  still spreads over 17 blocks of 512 threads. */
+#define MLA_V3_MIN_KEYS      64
 #define MLA_V3_MAX_SPLITS    128 /**< most splits of one sequence: about one block per SM at batch 1 */
 #define MLA_V3_TARGET_BLOCKS 264 /**< blocks to aim for: two per SM of a 132-SM H100 */
 
@@ -471,14 +472,26 @@ static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
     return (k + MLA_V3_TILE - 1) / MLA_V3_TILE * MLA_V3_TILE;
 }
 
+/** Floats per (token, head, split) partial: o^L's d_c, then m and ℓ, padded to a 16-byte multiple. */
+static __host__ __device__ __forceinline__ int v3_partial_stride(int dc)
+{
+    return (dc + 2 + 3) / 4 * 4;
+}
+
+/** Latent dimension of a lane's i-th value (i < DC_PER_LANE): 4 consecutive dims per 128, for float4 access. */
+static __device__ __forceinline__ int v3_dim(int lane, int i)
+{
+    return 4 * lane + 128 * (i / 4) + i % 4;
+}
+
 // ANCHOR: mla_decode_v3
 /**
- * Block (split, group, t), 8 warps; warp w owns heads g·16 + 2w and g·16 + 2w + 1, lane l holding each
- * one's q^L, q^R and o^L accumulator at dims l + 32·i as in version 2. The split's keys come from the
- * token's length on the device: keys_per_split = max(128, ⌈n_keys / n_split⌉) rounded up to a tile, so a
+ * Block (split, group, t), 16 warps; warp w owns head g·16 + w (MLA_V3_HPW heads per warp), lane l holding
+ * its q^L, q^R and o^L accumulator at dims l + 32·i as in version 2. The split's keys come from the
+ * token's length on the device: keys_per_split = max(64, ⌈n_keys / n_split⌉) rounded up to a tile, so a
  * short sequence uses few splits of a fixed grid and a CUDA graph replays at any length. Per tile of 16
  * cache rows: the block copies the rows [ĉ_j ; k^R_j] into shared memory once (16-byte loads when the row
- * width is a multiple of 8, else element by element); every warp scores its two heads against the tile
+ * width is a multiple of 8, else element by element); every warp scores its heads against the tile
  * (each shared-memory element read once for both), s_j = σ(q^L·ĉ_j + q^R·k^R_j), and folds the tile into
  * each head's online softmax with one rescale,
  * m' = max(m, max_j s_j), l' = l·e^{m−m'} + Σ_j e^{s_j−m'}, acc' = acc·e^{m−m'} + Σ_j e^{s_j−m'} ĉ_j.
@@ -488,7 +501,7 @@ static __device__ __forceinline__ int v3_keys_per_split(int n_keys, int n_split)
  */
 __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *partial, int *counters, const float *q_lat,
                                      const float *q, const void *cache, KernelDType cache_type, MlaDims dims,
-                                     const int *pos, const int *base, int pos0, int n_split, int wide)
+                                     const int *pos, const int *base, int pos0, int n_split, int wide, int vec)
 {
     DYNAMIC_SHARED(float, tile);
     const int split = (int)blockIdx.x, t = (int)blockIdx.z, lane = (int)threadIdx.x % 32;
@@ -508,9 +521,19 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
         const size_t th = (size_t)t * nh + (live ? h0 + k : 0);
         const float *ql = q_lat + th * dc, *qr = q + th * dq + dims.d_n;
 #pragma unroll
-        for (int i = 0; i < DC_PER_LANE; i++) {
-            q_l[k][i] = live && lane + 32 * i < dc ? ql[lane + 32 * i] : 0.0f;
-            acc[k][i] = 0.0f;
+        for (int i = 0; i < DC_PER_LANE; i += 4) { /* float4 loads when d_c is a multiple of 4 */
+            const int c = v3_dim(lane, i);
+            if (vec && live && c < dc) {
+                const float4 v = *reinterpret_cast<const float4 *>(ql + c);
+                q_l[k][i] = v.x;
+                q_l[k][i + 1] = v.y;
+                q_l[k][i + 2] = v.z;
+                q_l[k][i + 3] = v.w;
+            } else {
+                for (int j = 0; j < 4; j++) q_l[k][i + j] = live && c + j < dc ? ql[c + j] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[k][i + j] = 0.0f;
         }
 #pragma unroll
         for (int i = 0; i < DR_PER_LANE; i++) q_r[k][i] = live && lane + 32 * i < dr ? qr[lane + 32 * i] : 0.0f;
@@ -527,7 +550,7 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
             for (int c = (int)threadIdx.x; c < n * width; c += (int)blockDim.x)
                 tile[c] = load_elem(cache, cache_type, row0 + c);
         __syncthreads();
-        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW]; /* both heads per shared-memory read */
+        float s[MLA_V3_HPW][MLA_V3_TILE], m_new[MLA_V3_HPW]; /* every head of the warp per shared-memory read */
 #pragma unroll
         for (int k = 0; k < MLA_V3_HPW; k++) m_new[k] = m[k];
 #pragma unroll
@@ -537,8 +560,8 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
                 float dot[MLA_V3_HPW] = { 0.0f };
 #pragma unroll
                 for (int i = 0; i < DC_PER_LANE; i++)
-                    if (lane + 32 * i < dc) {
-                        const float c = row[lane + 32 * i];
+                    if (v3_dim(lane, i) < dc) {
+                        const float c = row[v3_dim(lane, i)];
 #pragma unroll
                         for (int k = 0; k < MLA_V3_HPW; k++) dot[k] += q_l[k][i] * c;
                     }
@@ -576,8 +599,8 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
                 const float *row = tile + (size_t)j * width;
 #pragma unroll
                 for (int i = 0; i < DC_PER_LANE; i++)
-                    if (lane + 32 * i < dc) {
-                        const float c = row[lane + 32 * i];
+                    if (v3_dim(lane, i) < dc) {
+                        const float c = row[v3_dim(lane, i)];
 #pragma unroll
                         for (int k = 0; k < MLA_V3_HPW; k++) acc[k][i] += p[k][j] * c;
                     }
@@ -585,14 +608,22 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
         }
         __syncthreads(); /* the tile is read before the next overwrites it */
     }
-    float *part = partial + ((size_t)t * nh + h0) * n_split * (dc + 2); /* [head of the warp][split][d_c + 2] */
+    const int ps_w = v3_partial_stride(dc);
+    float *part = partial + ((size_t)t * nh + h0) * n_split * ps_w; /* [head of the warp][split][ps_w] */
 #pragma unroll
     for (int k = 0; k < MLA_V3_HPW; k++) {
         if (h0 + k >= nh) continue;
-        float *out = part + ((size_t)k * n_split + split) * (dc + 2);
+        float *out = part + ((size_t)k * n_split + split) * ps_w;
 #pragma unroll
-        for (int i = 0; i < DC_PER_LANE; i++)
-            if (lane + 32 * i < dc) out[lane + 32 * i] = acc[k][i];
+        for (int i = 0; i < DC_PER_LANE; i += 4) {
+            const int c = v3_dim(lane, i);
+            if (vec && c < dc)
+                *reinterpret_cast<float4 *>(out + c) =
+                    make_float4(acc[k][i], acc[k][i + 1], acc[k][i + 2], acc[k][i + 3]);
+            else
+                for (int j = 0; j < 4; j++)
+                    if (c + j < dc) out[c + j] = acc[k][i + j];
+        }
         if (lane == 0) {
             out[dc] = m[k];
             out[dc + 1] = l[k];
@@ -613,20 +644,39 @@ __global__ void mla_decode_v3_kernel(void *o_lat, KernelDType o_type, float *par
     __syncthreads();
     if (!last) return;
     __threadfence();
+    __shared__ float split_w[MLA_V3_WARPS][MLA_V3_MAX_SPLITS]; /* e^{m_s − M} of the warp's head */
+    float *w_s = split_w[threadIdx.x / 32];
 #pragma unroll
     for (int k = 0; k < MLA_V3_HPW; k++) {
         if (h0 + k >= nh) continue;
-        const volatile float *ps = part + (size_t)k * n_split * (dc + 2); /* written by other blocks */
+        const float *ps = part + (size_t)k * n_split * ps_w; /* written by other blocks, never read before */
         float m_all = -INFINITY, l_all = 0.0f;
-        for (int sp = 0; sp < used; sp++) m_all = fmaxf(m_all, ps[(size_t)sp * (dc + 2) + dc]);
-        for (int sp = 0; sp < used; sp++)
-            l_all += expf(ps[(size_t)sp * (dc + 2) + dc] - m_all) * ps[(size_t)sp * (dc + 2) + dc + 1];
-        for (int c = lane; c < dc; c += 32) {
-            float v = 0.0f;
-            for (int sp = 0; sp < used; sp++)
-                v += expf(ps[(size_t)sp * (dc + 2) + dc] - m_all) * ps[(size_t)sp * (dc + 2) + c];
-            store_elem(o_lat, o_type, ((size_t)t * nh + h0 + k) * dc + c, v / l_all);
+        for (int sp = lane; sp < used; sp += 32) m_all = fmaxf(m_all, ps[(size_t)sp * ps_w + dc]);
+        m_all = warp_max(m_all);
+        for (int sp = lane; sp < used; sp += 32) { /* each split's m_s and ℓ_s read once */
+            w_s[sp] = expf(ps[(size_t)sp * ps_w + dc] - m_all);
+            l_all += w_s[sp] * ps[(size_t)sp * ps_w + dc + 1];
         }
+        l_all = warp_sum(l_all);
+        __syncwarp();
+        const size_t o_row = ((size_t)t * nh + h0 + k) * dc;
+        for (int c = vec ? 4 * lane : lane; c < dc; c += vec ? 128 : 32) { /* 4 dims per lane when vec, else 1 */
+            float v[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+            for (int sp = 0; sp < used; sp++) {
+                const float *src = ps + (size_t)sp * ps_w + c;
+                if (vec) {
+                    const float4 a = *reinterpret_cast<const float4 *>(src);
+                    v[0] += w_s[sp] * a.x;
+                    v[1] += w_s[sp] * a.y;
+                    v[2] += w_s[sp] * a.z;
+                    v[3] += w_s[sp] * a.w;
+                } else {
+                    v[0] += w_s[sp] * src[0];
+                }
+            }
+            for (int j = 0; j < (vec ? 4 : 1); j++) store_elem(o_lat, o_type, o_row + c + j, v[j] / l_all);
+        }
+        __syncwarp(); /* w_s is read before the warp's next head overwrites it */
     }
 }
 // ANCHOR_END: mla_decode_v3
@@ -647,7 +697,7 @@ extern "C" size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_
         const size_t n = (size_t)T * mla_decode_v3_splits(dims.n_h, T, max_ctx);
         most = n > most ? n : most;
     }
-    return most * (size_t)dims.n_h * (size_t)(dims.d_c + 2);
+    return most * (size_t)dims.n_h * (size_t)v3_partial_stride(dims.d_c);
 }
 
 extern "C" size_t mla_decode_v3_counters(int n_h, int max_T)
@@ -664,10 +714,11 @@ static cudaError_t decode_v3_launch(void *o_lat, KernelDType o_type, const float
     if (dims.d_c > MLA_DECODE_MAX_DC || dims.d_r > MLA_DECODE_MAX_DR) return cudaErrorInvalidValue;
     const int width = dims.d_c + dims.d_r, n_split = mla_decode_v3_splits(dims.n_h, T, max_ctx);
     const int wide = width % 8 == 0 && aligned16(cache);
+    const int vec = dims.d_c % 4 == 0 && aligned16(q_lat) && aligned16(partial);
     const unsigned int groups = (unsigned int)mla_decode_v3_counters(dims.n_h, 1);
     LAUNCH(mla_decode_v3_kernel, dim3((unsigned)n_split, groups, (unsigned)T), dim3(32 * MLA_V3_WARPS),
            sizeof(float) * MLA_V3_TILE * (size_t)width, stream, o_lat, o_type, partial, counters, q_lat, q, cache,
-           cache_type, dims, pos, base, pos0, n_split, wide);
+           cache_type, dims, pos, base, pos0, n_split, wide, vec);
     return cudaGetLastError();
 }
 

@@ -23,9 +23,8 @@ extern "C" cudaError_t sample_argmax_v1(int *out, const float *logits, int n, cu
     return cudaGetLastError();
 }
 
-// ANCHOR: argmax_v2
-/** Version 2: each thread scans a strided share, then (value, index) pairs are reduced over the block. */
-__global__ void argmax_v2_kernel(int *out, const float *logits, int n)
+/** The block's arg-max of logits[0..n) (lowest index on ties), known to thread 0. */
+static __device__ int block_argmax(const float *logits, int n)
 {
     __shared__ float best_v[ARGMAX_THREADS / 32];
     __shared__ int best_i[ARGMAX_THREADS / 32];
@@ -55,6 +54,14 @@ __global__ void argmax_v2_kernel(int *out, const float *logits, int n)
         v = lane < (int)blockDim.x / 32 ? best_v[lane] : -INFINITY;
         i = lane < (int)blockDim.x / 32 ? best_i[lane] : n;
     }
+    return i;
+}
+
+// ANCHOR: argmax_v2
+/** Version 2: each thread scans a strided share, then (value, index) pairs are reduced over the block. */
+__global__ void argmax_v2_kernel(int *out, const float *logits, int n)
+{
+    const int i = block_argmax(logits, n);
     if (threadIdx.x == 0) *out = i;
 }
 // ANCHOR_END: argmax_v2
@@ -62,5 +69,28 @@ __global__ void argmax_v2_kernel(int *out, const float *logits, int n)
 extern "C" cudaError_t sample_argmax_v2(int *out, const float *logits, int n, cudaStream_t stream)
 {
     LAUNCH(argmax_v2_kernel, dim3(1), dim3(ARGMAX_THREADS), 0, stream, out, logits, n);
+    return cudaGetLastError();
+}
+
+// ANCHOR: argmax_advance_v2
+/**
+ * Block b: the greedy token of row b of logits [B, n] becomes the next decode step's input, tokens[b],
+ * and that row's position advances, pos[b] += 1, so the next step needs nothing from the host.
+ */
+__global__ void argmax_advance_v2_kernel(int *tokens, int *pos, const float *logits, int n)
+{
+    const int b = (int)blockIdx.x;
+    const int i = block_argmax(logits + (size_t)b * n, n);
+    if (threadIdx.x == 0) {
+        tokens[b] = i;
+        pos[b] += 1;
+    }
+}
+// ANCHOR_END: argmax_advance_v2
+
+extern "C" cudaError_t sample_argmax_advance_v2(int *tokens, int *pos, const float *logits, int B, int n,
+                                                cudaStream_t stream)
+{
+    LAUNCH(argmax_advance_v2_kernel, dim3((unsigned)B), dim3(ARGMAX_THREADS), 0, stream, tokens, pos, logits, n);
     return cudaGetLastError();
 }

@@ -15,7 +15,8 @@
  * then two sequences decoded together (B = 2: the golden prompt and a shorter
  * prefix of it, at different positions), and on v2 a batch whose MoE has
  * more rows than FAST_MOE_GROUPED_MAX_ROWS (86 sequences, 2 steps: the
- * capture and a replay).
+ * capture and a replay). fast_model_decode_greedy (tokens and positions kept on the device, one
+ * host wait per call) must give the reference's continuation too, graphs on and off.
  *
  * That the capture recorded no host synchronisation is checked by the capture
  * itself: on the simulated device, as on a GPU, a synchronisation, a
@@ -32,6 +33,13 @@
 #include "fast.h"
 #include "model.h"
 #include "safetensors.h"
+
+#if __has_include("sim_counters.h")
+#include "sim_counters.h"
+#define HAVE_SIM_COUNTERS 1
+#else
+#define HAVE_SIM_COUNTERS 0
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +154,55 @@ static void large_batch_graph_decode_matches(void **state)
 }
 
 /*
+ * fast_model_decode_greedy: the golden prompt in two slots (rows in the opposite order), then N_STEPS
+ * greedy steps whose tokens and positions stay on the device; both rows must give the reference's
+ * continuation, with graphs off and on (the step captured once, replayed). On the simulated device its
+ * counters show that a call waits for the device twice (before staging, after the last step) however
+ * many steps it runs: none inside a step.
+ */
+static void greedy_on_device(void **state)
+{
+    need_device();
+    const char *name = *state;
+    Golden g;
+    golden_load(&g, name);
+    for (int graph = -1; graph <= 0; graph++) {
+        FastModel m;
+        open_fast(&m, name, graph, 2);
+        const int slots[2] = { 1, 0 }, start[2] = { g.ids[g.T - 1], g.ids[g.T - 1] };
+        int out[2 * N_STEPS];
+        for (int i = 0; i < 2; i++)
+            if (fast_model_prefill(&m, slots[i], g.ids, g.T - 1, NULL, false)) fail_msg("%s", ds_last_error());
+        for (int i = 0; i < 2 * N_STEPS; i++) out[i] = -1;
+        if (fast_model_decode_greedy(&m, slots, start, 2, N_STEPS, out)) fail_msg("%s", ds_last_error());
+        for (int st = 0; st < N_STEPS; st++)
+            for (int i = 0; i < 2; i++) assert_int_equal(out[st * 2 + i], g.ids[g.T + st]);
+        assert_int_equal(m.pos[0], g.T - 1 + N_STEPS);
+        assert_int_equal(m.pos[1], g.T - 1 + N_STEPS);
+        if (graph == 0) assert_non_null(m.greedy_graphs[1]);
+#if HAVE_SIM_COUNTERS
+        SimStepCounters one, three;
+        sim_counters_start();
+        const int rc1 = fast_model_decode_greedy(&m, slots, out, 2, 1, out);
+        sim_counters_stop(&one);
+        sim_counters_start();
+        const int rc3 = fast_model_decode_greedy(&m, slots, out, 2, 3, out);
+        sim_counters_stop(&three);
+        if (rc1 || rc3) fail_msg("%s", ds_last_error());
+        printf("%s, graphs %s: host syncs of a greedy call of 1 step %llu, of 3 steps %llu\n", name,
+               graph ? "off" : "on", one.host_syncs, three.host_syncs);
+        assert_int_equal(one.host_syncs, 2);
+        assert_int_equal(three.host_syncs, 2);
+#endif
+        const int none[2] = { 0, 0 };
+        assert_int_equal(fast_model_decode_greedy(&m, slots, none, 2, 0, out), -1);
+        printf("refused: %s\n", ds_last_error());
+        fast_model_close(&m);
+    }
+    golden_close(&g);
+}
+
+/*
  * The control: under capture, the MoE layer with one GEMM pair per expert (which copies the expert
  * offsets to the host and synchronises) is refused and invalidates the capture; the grouped kernel
  * the decode step uses records cleanly.
@@ -188,6 +245,8 @@ int main(void)
         { "v2: graph decode", graph_decode_matches, NULL, NULL, "v2" },
         { "norope: graph decode", graph_decode_matches, NULL, NULL, "norope" },
         { "longctx: graph decode", graph_decode_matches, NULL, NULL, "longctx" },
+        { "lite: greedy decode on the device", greedy_on_device, NULL, NULL, "lite" },
+        { "v2: greedy decode on the device", greedy_on_device, NULL, NULL, "v2" },
         { "v2: graph decode, B·K > FAST_MOE_GROUPED_MAX_ROWS", large_batch_graph_decode_matches, NULL, NULL, "v2" },
         cmocka_unit_test(host_sync_invalidates_capture),
     };

@@ -18,7 +18,7 @@
  * Shapes: DeepSeek-V2-Lite's real attention (D 2048, 16 heads, d_n 128,
  * d_r 64, d_v 128, d_c 512, no query compression, YaRN); V2's head dims with
  * query compression (d_c' 1536) on 4 heads at D 256; odd sizes with plain RoPE
- * and a 130-token prompt so the decode spans three 64-key splits (version 2) or two of at least 128
+ * and a 130-token prompt so the decode spans three 64-key splits (version 2) and three of at least 64
  * (version 3, which fast_mla_forward runs).
  *
  * The decode kernels alone (mla_decode_at_v2, mla_decode_at_v3, mla_decode_v3) are checked against a
@@ -201,8 +201,8 @@ static void check_mla(const ModelConfig *c, int prompt)
             assert_int_equal(cudaMemcpy(dpos, hpos, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
             assert_int_equal(cudaMemcpy(dbase, hbase, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice), cudaSuccess);
             const FastPositions at = { dpos, dbase, pos0, 0, ctx };
-            if (fast_mla_forward(&fc, dout, da + (size_t)pos0 * D, &fw, cache, c, &rope, inv_freq, &at, T, absorbed,
-                                 &s))
+            if (fast_mla_forward(&fc, dout, da + (size_t)pos0 * D, &fw, cache, c, &rope, inv_freq, &at, T, absorbed, &s,
+                                 NULL))
                 fail_msg("%s", ds_last_error());
             assert_int_equal(cudaStreamSynchronize(fc.stream), cudaSuccess);
             assert_int_equal(cudaMemcpy(got, dout, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
