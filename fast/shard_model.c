@@ -358,10 +358,12 @@ static int ffn_local(FastShardModel *m, int r, int l, int T)
     /* rows of other devices' experts stay zero, so the combine in slot order adds only this device's */
     CUDA_TRY(cudaMemsetAsync(v->expert_out, 0, sizeof(float) * (size_t)T * K * Dm, ctx->stream));
     void *shared_hidden = (char *)v->hidden + (size_t)T * K * Ie * kernel_dtype_size(ctx->wtype);
-    CUDA_TRY(FAST_MOE_EXPERTS(v->expert_out, v->shared_out, v->hidden, shared_hidden, v->a, v->row_token,
-                              v->offsets + (size_t)r * El, L->gate_up.data, L->down.data,
-                              Is ? L->shared.gate_up.data : NULL, Is ? L->shared.down.data : NULL, ctx->wtype, T, T * K,
-                              El, Dm, Ie, Is, ctx->stream));
+    /* version 3's contract (offsets of the E/D experts from r·E/D, every expert's block scanned): version 4
+     * takes moe_route_v4's active-expert list, which a device's share of the experts does not have */
+    CUDA_TRY(moe_ffn_grouped_v3(v->expert_out, v->shared_out, v->hidden, shared_hidden, v->a, v->row_token,
+                                v->offsets + (size_t)r * El, L->gate_up.data, L->down.data,
+                                Is ? L->shared.gate_up.data : NULL, Is ? L->shared.down.data : NULL, ctx->wtype, T,
+                                T * K, El, Dm, Ie, Is, ctx->stream));
     CUDA_TRY(
         moe_combine_v2(v->b, v->expert_out, v->slot_row, v->weight, Is ? v->shared_out : NULL, T, K, Dm, ctx->stream));
     return 0;
