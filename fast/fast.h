@@ -45,21 +45,21 @@
 #define FAST_WRITE_LATENTS    mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
 #define FAST_ARGMAX           sample_argmax_v2        /**< greedy token */
 #define FAST_MOE_EXPERTS      moe_ffn_grouped_v3 /**< routed + shared experts of a small step, offsets on the device */
+#define FAST_MOE_GEMM         moe_experts_v4 /**< routed experts of a prompt chunk: grouped GEMM, offsets on the device */
+#define FAST_MLA_PREFILL      mla_prefill_v2 /**< prompt attention: absorbed, online softmax over cache tiles */
 
 /**
  * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed
  * experts run in FAST_MOE_EXPERTS, a grouped GEMV that reads the per-expert
- * offsets on the device; above it, one cuBLAS GEMM pair per non-empty expert,
- * sized on the host. Decode steps always take the grouped kernel, at any
- * batch: a step that copied the offsets to the host and waited could not be
- * captured in a CUDA graph, and every layer would stall the stream. That
- * costs decode nothing: its rows spread over the experts (batch 64 with
- * V2-Lite's K = 6 is 384 rows over 64 experts, 6 each on average), so both
- * ways read each active expert's weights once, and a warp's 2 FLOP per
- * weight per row stay below the CUDA cores' FLOP-per-byte ratio (about 18 on
- * an H100). Prompt chunks are not captured, so above 256 rows they take the
- * per-expert GEMMs, whose tensor cores pay off once an expert has tens of
- * rows; 256 is that estimate, not a measurement (no GPU has run this code).
+ * offsets on the device; above it, in FAST_MOE_GEMM, a grouped GEMM whose
+ * blocks also find their expert from the offsets on the device. Neither waits
+ * for the host. Decode steps always take the grouped GEMV, at any batch (it
+ * also runs the shared experts in the same launches): their rows spread over
+ * the experts (batch 64 with V2-Lite's K = 6 is 384 rows over 64 experts, 6
+ * each on average), so a warp's 2 FLOP per weight per row stay below the CUDA
+ * cores' FLOP-per-byte ratio (about 18 on an H100). Prompt chunks above 256
+ * rows take the GEMM, whose tiles of 64 rows of one expert reuse each weight
+ * staged in shared memory 64 times; 256 is that estimate, not a measurement.
  */
 #define FAST_MOE_GROUPED_MAX_ROWS 256
 
@@ -177,9 +177,8 @@ typedef struct {
     int *offsets;      /**< [E + 1] first permuted row of each expert */
     int *slot_row;     /**< [max_T·K] permuted row of (t, k) */
     int *row_token;    /**< [max_T·K] token of each permuted row */
-    int *counts_host;  /**< [E + 1] offsets copied to the host (one GEMM per non-empty expert) */
     void *xp;          /**< [max_T·K, D] permuted inputs (wtype) */
-    float *gu;         /**< [max_T·K, 2·I_max] fused gate/up outputs */
+    float *gu;         /**< [max_T, 2·I_max] fused gate/up outputs (dense FFN, a prompt's shared experts) */
     void *hidden;      /**< [max_T·K + max_T, I_max] SwiGLU outputs (wtype): routed rows, then shared */
     float *expert_out; /**< [max_T·K, D] permuted expert outputs */
     float *shared_out; /**< [max_T, D] */
@@ -191,10 +190,6 @@ typedef struct {
     float *q_lat;   /**< [max_T, n_h, d_c] */
     float *o_lat;   /**< [max_T, n_h, d_c] */
     float *partial; /**< split-decode partials */
-    float *u;       /**< [max_ctx, n_h·(d_n + d_v)] decompressed [k^N; v] */
-    float *k;       /**< [max_ctx, n_h·d_q] */
-    float *v;       /**< [max_ctx, n_h·d_v] */
-    float *s;       /**< [n_h, max_T, max_ctx] scores, then probabilities */
 } FastScratch;
 
 /** Uploads a reference SwiGLU (gate and up fused). \return 0 or −1. */
@@ -212,8 +207,8 @@ void fast_free_mla(FastMla *w);
 
 /** The stage elements (bf16 copies of GEMM activations) a context needs for chunks of max_T tokens of cfg. */
 size_t fast_stage_elems(const ModelConfig *cfg, int max_T);
-/** Device buffers of a FastScratch (its pointer fields logits … s, in order). */
-#define FAST_SCRATCH_BUFFERS 23
+/** Device buffers of a FastScratch (its pointer fields logits … partial, in order). */
+#define FAST_SCRATCH_BUFFERS 19
 /**
  * The bytes fast_scratch_init() allocates for each of FastScratch's buffers, in field order, for
  * chunks of max_T tokens over max_ctx positions with activations of type wtype: the one definition
@@ -236,9 +231,10 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 
 /** How fast_moe_forward_experts() runs the routed experts. */
 typedef enum {
-    FAST_MOE_AUTO = 0,      /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else per expert (prompts) */
-    FAST_MOE_GROUPED = 1,   /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
-    FAST_MOE_PER_EXPERT = 2 /**< one cuBLAS GEMM pair per non-empty expert, offsets copied to the host */
+    FAST_MOE_AUTO = 0,    /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else the grouped GEMM (prompts) */
+    FAST_MOE_GROUPED = 1, /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
+    FAST_MOE_GROUPED_GEMM =
+        2 /**< FAST_MOE_GEMM on gathered rows (shared experts by cuBLAS): offsets on the device too */
 } FastMoeExperts;
 
 /**
@@ -286,6 +282,21 @@ typedef struct {
 int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
                      const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at, int T,
                      bool absorbed, FastScratch *s);
+
+/** C_h = op(A_h) · B_h for every head h (cuBLAS strided batched, float32 accumulation and output). \return 0 or −1. */
+int fast_gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
+                    int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
+                    long long strideC, int heads);
+
+/**
+ * The attention of a prompt chunk (fast/prefill.c), after fast_mla_forward() has written the chunk's
+ * latents into the cache and its rotated queries into s->q: q^L = W^UK_hᵀ q^N per head (one batched
+ * GEMM), o^L by FAST_MLA_PREFILL over each token's rows base[t] + j, j ≤ pos[t] (any positions, any
+ * sequences), then s->o = W^UV_h o^L per head. Memory: s->q_lat, s->o_lat (or the staging buffer), no
+ * buffer that grows with the context. \return 0, or −1 with one error line.
+ */
+int fast_mla_prefill(FastContext *ctx, const FastMla *w, const void *cache, MlaDims dims, const FastPositions *at,
+                     int T, FastScratch *s);
 
 /* ---- the model ----------------------------------------------------------------------------- */
 

@@ -1,8 +1,8 @@
 /**
  * \file layers.c
- * \brief The components on the device: SwiGLU, MoE (permuted by expert; a grouped kernel for small steps, one
- *        GEMM per expert for prompts) and MLA (expanded with cuBLAS GEMMs and a causal softmax; absorbed over
- *        the latent cache).
+ * \brief The components on the device: SwiGLU, MoE (permuted by expert; a grouped kernel for small steps, a
+ *        grouped GEMM for prompts) and MLA (absorbed over the latent cache: the split decode for steps, the
+ *        tiled prompt kernel of fast/prefill.c for chunks).
  */
 #include "fast.h"
 
@@ -35,13 +35,13 @@ size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
 int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int max_ctx,
                        size_t bytes[FAST_SCRATCH_BUFFERS])
 {
-    const size_t T = (size_t)max_T, L = (size_t)max_ctx, D = cfg->hidden_size, E = cfg->n_routed_experts;
+    const size_t T = (size_t)max_T, D = cfg->hidden_size, E = cfg->n_routed_experts;
     const size_t K = cfg->num_experts_per_tok > 0 ? cfg->num_experts_per_tok : 1, I = ffn_width(cfg);
     const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
     const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
     const size_t esz = kernel_dtype_size(wtype), rows = T * K;
     const MlaDims dims = { (int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f };
-    /* elements and element size of each buffer, in FastScratch's field order (logits … s) */
+    /* elements and element size of each buffer, in FastScratch's field order (logits … partial) */
     const size_t n[FAST_SCRATCH_BUFFERS][2] = {
         { T * (E ? E : 1), 4 },
         { rows, 4 },
@@ -51,7 +51,7 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { rows, 4 },
         { rows, 4 },
         { rows * D, esz },
-        { rows * 2 * I, 4 },
+        { T * 2 * I, 4 },
         { (rows + T) * I, esz },
         { rows * D, 4 },
         { T * D, 4 },
@@ -61,11 +61,7 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { T * nh * dv, 4 },
         { T * nh * dc, 4 },
         { T * nh * dc, 4 },
-        { mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4 },
-        { L * nh * (dn + dv), 4 },
-        { L * nh * dq, 4 },
-        { L * nh * dv, 4 },
-        { nh * T * L, 4 }
+        { mla_decode_v3_counters(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4 }
     };
     fast_buffer_bytes(n, FAST_SCRATCH_BUFFERS, bytes);
     return FAST_SCRATCH_BUFFERS;
@@ -91,9 +87,6 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
                         cfg->n_routed_experts, ROUTER_MAX_E);
     if (cfg->n_routed_experts > 0 && cfg->n_group > ROUTER_MAX_G)
         return ds_error("fast_scratch_init: n_group = %d exceeds the device router's %d", cfg->n_group, ROUTER_MAX_G);
-    const size_t E = cfg->n_routed_experts;
-    s->counts_host = malloc(sizeof(int) * (E + 1));
-    if (!s->counts_host) return ds_error("fast_scratch_init: out of host memory");
     void **dst[FAST_SCRATCH_BUFFERS] = { (void **)&s->logits,     (void **)&s->idx,
                                          (void **)&s->weight,     (void **)&s->counts,
                                          (void **)&s->offsets,    (void **)&s->slot_row,
@@ -103,9 +96,7 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
                                          (void **)&s->q,          (void **)&s->c_q,
                                          (void **)&s->kv,         (void **)&s->o,
                                          (void **)&s->q_lat,      (void **)&s->o_lat,
-                                         (void **)&s->partial,    (void **)&s->u,
-                                         (void **)&s->k,          (void **)&s->v,
-                                         (void **)&s->s };
+                                         (void **)&s->partial };
     size_t bytes[FAST_SCRATCH_BUFFERS];
     fast_scratch_sizes(cfg, ctx->wtype, max_T, max_ctx, bytes);
     for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
@@ -118,11 +109,10 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
 
 void fast_scratch_free(FastScratch *s)
 {
-    void *dev[] = { s->logits, s->idx,    s->weight,     s->counts,     s->offsets, s->slot_row, s->row_token, s->xp,
-                    s->gu,     s->hidden, s->expert_out, s->shared_out, s->q,       s->c_q,      s->kv,        s->o,
-                    s->q_lat,  s->o_lat,  s->partial,    s->u,          s->k,       s->v,        s->s };
+    void *dev[] = { s->logits, s->idx, s->weight, s->counts,     s->offsets,    s->slot_row, s->row_token,
+                    s->xp,     s->gu,  s->hidden, s->expert_out, s->shared_out, s->q,        s->c_q,
+                    s->kv,     s->o,   s->q_lat,  s->o_lat,      s->partial };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
-    free(s->counts_host);
     memset(s, 0, sizeof *s);
 }
 
@@ -138,31 +128,6 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 // ANCHOR_END: fast_swiglu
 
 // ANCHOR: fast_moe
-/*
- * The routed experts of a prompt: the offsets come to the host (a synchronisation) to size one
- * GEMM per non-empty expert on its contiguous rows for [gate | up], SwiGLU, one for down.
- */
-static int experts_per_gemm(FastContext *ctx, const FastMoe *w, int rows, int E, int D, int I, FastScratch *s)
-{
-    const size_t esz = kernel_dtype_size(ctx->wtype);
-    CUDA_TRY(cudaMemcpyAsync(s->counts_host, s->offsets, sizeof(int) * (E + 1), cudaMemcpyDeviceToHost, ctx->stream));
-    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-    for (int e = 0; e < E; e++) {
-        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
-        if (n && fast_gemm(ctx, s->gu + (size_t)r0 * 2 * I, (const char *)s->xp + (size_t)r0 * D * esz, ctx->wtype, D,
-                           (const char *)w->gate_up.data + (size_t)e * 2 * I * D * esz, ctx->wtype, 2 * I, D, n))
-            return -1;
-    }
-    CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, rows, I, ctx->stream));
-    for (int e = 0; e < E; e++) {
-        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
-        if (n && fast_gemm(ctx, s->expert_out + (size_t)r0 * D, (const char *)s->hidden + (size_t)r0 * I * esz,
-                           ctx->wtype, I, (const char *)w->down.data + (size_t)e * D * I * esz, ctx->wtype, D, I, n))
-            return -1;
-    }
-    return 0;
-}
-
 int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
                              int T, FastScratch *s, FastMoeExperts how)
 {
@@ -192,7 +157,8 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
 
     /* 3. each expert on its rows: small steps in two grouped launches reading the offsets on the device
      *    (no host synchronisation: a decode step can be captured) that also read the tokens' rows in place
-     *    and run the shared experts; prompts gather the rows and take one GEMM pair per expert */
+     *    and run the shared experts; prompts gather the rows into one grouped GEMM pair, offsets also on
+     *    the device */
     if (grouped) {
         void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
         CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token, s->offsets,
@@ -200,7 +166,8 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
                                   I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s, ctx->stream));
     } else {
         CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
-        if (experts_per_gemm(ctx, w, T * K, E, D, I, s)) return -1;
+        CUDA_TRY(FAST_MOE_GEMM(s->expert_out, s->hidden, s->xp, s->offsets, w->gate_up.data, w->down.data, ctx->wtype,
+                               T * K, E, D, I, ctx->stream));
     }
 
     /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared */
@@ -210,10 +177,9 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
 }
 // ANCHOR_END: fast_moe
 
-/* C_h = op(A_h) · B_h for every head h (strided batched, float32 accumulation and output). */
-static int gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
-                      int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
-                      long long strideC, int heads)
+int fast_gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
+                    int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
+                    long long strideC, int heads)
 {
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType t = type == KERNEL_F32 ? CUDA_R_32F : CUDA_R_16BF;
@@ -243,7 +209,7 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                      bool absorbed, FastScratch *s)
 {
     const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
-    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, pos0 = at->pos0, ctx_len = pos0 + T;
+    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, pos0 = at->pos0;
     const MlaDims dims = { nh, dn, dr, dv, dc, rope->softmax_scale };
     const size_t esz = kernel_dtype_size(ctx->wtype);
     const char *kv_b = w->kv_b_proj.data;
@@ -271,8 +237,8 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
     if (absorbed) {
         /* q^L_{t,h} = W^UK_hᵀ q^N_{t,h}: per head, (d_c × T) = (W^UK_h as d_c × d_n) · (q^N_h as d_n × T) */
         const void *q_in = staged(ctx, s->q, (size_t)T * nh * dq);
-        if (!q_in || gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
-                                nh * dq, dq, s->q_lat, nh * dc, dc, nh))
+        if (!q_in || fast_gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
+                                     nh * dq, dq, s->q_lat, nh * dc, dc, nh))
             return -1;
         /* each token over its own sequence's rows, one read of each row per 16 heads; the splits a token
          * uses follow its length on the device, the grid only T and max_ctx. o^L comes out in the weights'
@@ -285,23 +251,11 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
         CUDA_TRY(mla_decode_at_v3(ol_in, ctx->wtype, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T,
                                   at->max_ctx, s->partial + n_count, (int *)s->partial, ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
-        if (gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
-                       (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
+        if (fast_gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
+                            (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
             return -1;
-    } else {
-        /* decompress the sequence's rows: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, K = [k^N ; k^R], V */
-        const void *seq = (const char *)cache + (size_t)at->base0 * (dc + dr) * esz;
-        if (fast_gemm(ctx, s->u, seq, ctx->wtype, dc + dr, kv_b, ctx->wtype, nh * (dn + dv), dc, ctx_len)) return -1;
-        CUDA_TRY(mla_expand_v2(s->k, s->v, s->u, seq, ctx->wtype, dims, ctx_len, ctx->stream));
-        /* scores per head: (ctx × T) = op_T(K_h as d_q × ctx) · (Q_h as d_q × T), row-major [T, ctx] */
-        if (gemm_heads(ctx, CUBLAS_OP_T, ctx_len, T, dq, s->k, KERNEL_F32, nh * dq, dq, s->q, nh * dq, dq, s->s,
-                       ctx_len, (long long)T * ctx_len, nh))
-            return -1;
-        CUDA_TRY(mla_causal_softmax_v2(s->s, s->s, rope->softmax_scale, nh, T, ctx_len, pos0, ctx->stream));
-        /* o_{t,h} = Σ_j p_{t,j,h} v_{j,h}: (d_v × T) = (V_h as d_v × ctx) · (P_h as ctx × T) */
-        if (gemm_heads(ctx, CUBLAS_OP_N, dv, T, ctx_len, s->v, KERNEL_F32, nh * dv, dv, s->s, ctx_len,
-                       (long long)T * ctx_len, s->o, nh * dv, dv, nh))
-            return -1;
+    } else if (fast_mla_prefill(ctx, w, cache, dims, at, T, s)) { /* prompt chunks: fast/prefill.c */
+        return -1;
     }
     return fast_linear(ctx, out, s->o, &w->o_proj, T); /* W^O [o_{t,1}; …; o_{t,n_h}] */
 }
