@@ -304,13 +304,26 @@ int fast_mla_prefill(FastContext *ctx, const FastMla *w, const void *cache, MlaD
 typedef struct {
     bool bf16;          /**< bf16 weights and latent cache (the fast path); false: float32 mode */
     int max_context;    /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
-    int chunk;          /**< tokens per forward chunk (default 64) */
+    int chunk;          /**< tokens per forward chunk (default FAST_DEFAULT_CHUNK, at most FAST_MAX_CHUNK) */
     int form;           /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
     int ep_devices;     /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
     bool moe_elsewhere; /**< MoE layers not uploaded: the caller runs them (fast/dp_model.c's group) */
     int max_batch;      /**< sequence slots, each with its own latent cache and position (default 1) */
     int graph; /**< 0: decode steps replayed from CUDA graphs where supported (one device); −1: every launch eager */
 } FastOptions;
+
+/**
+ * Prompt tokens per step unless FastOptions.chunk says otherwise. A chunk reads every weight once, so
+ * its tokens share that read: at 2048 tokens V2-Lite's K = 6 gives each of its 64 experts 192 rows on
+ * average, about 190 FLOP per weight byte, near the H100's ≈ 295 (bf16 tensor cores over HBM), where
+ * chunks of 64 (6 rows per expert) spent ≈ 6. Larger chunks add little and cost scratch that grows
+ * with the chunk (activations, the grouped GEMM's rows, q^L and o^L: ≈ 1 GB for V2-Lite at 2048).
+ */
+#define FAST_DEFAULT_CHUNK 2048
+/** Most tokens per step: the prompt kernels' and scratch's design limit (larger chunks are refused). */
+#define FAST_MAX_CHUNK     4096
+/** Rows of logits the model holds on the device at once (more than max_batch only up to this). */
+#define FAST_LOGIT_ROWS    64
 
 /** One decoder layer on the device. */
 typedef struct {
@@ -340,17 +353,20 @@ typedef struct {
     int max_batch;          /**< sequence slots */
     int rows;               /**< rows of one step: max(chunk, max_batch) */
     int *pos;               /**< [max_batch] tokens already in each slot's cache (pos[0]: fast_model_forward's) */
-    int *step_host;         /**< [3·rows] pinned: the step's token ids, positions and cache bases */
-    int *step;              /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
-    FastPositions at;       /**< the current step's positions (pointers into step) */
-    float *h;               /**< [rows, D] residual stream */
-    float *a;               /**< [rows, D] normalised input of attention / FFN */
-    float *b;               /**< [rows, D] attention / FFN output, added to h by the next fused norm */
-    bool a_ready;           /**< a already holds the next sub-layer's input: a fused tail (FastResidualNorm) added b */
-    float *logits;          /**< [rows, vocab] device logits */
-    int last_row;           /**< row of m->logits holding the last position's logits, −1 when none */
-    int *next;              /**< [1] device arg-max */
-    FastScratch scratch;    /**< working memory */
+    int *step_host;   /**< [3·rows] pinned: the step's token ids, positions and cache bases (a half of step_pinned) */
+    int *step_pinned; /**< [2·3·rows] pinned: two step arrays, so a chunk stages while the last upload is queued */
+    cudaEvent_t step_sent[2]; /**< recorded after each half's upload */
+    int step_half;            /**< the half step_host points to */
+    int *step;                /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
+    FastPositions at;         /**< the current step's positions (pointers into step) */
+    float *h;                 /**< [rows, D] residual stream */
+    float *a;                 /**< [rows, D] normalised input of attention / FFN */
+    float *b;                 /**< [rows, D] attention / FFN output, added to h by the next fused norm */
+    bool a_ready;        /**< a already holds the next sub-layer's input: a fused tail (FastResidualNorm) added b */
+    float *logits;       /**< [min(rows, max(max_batch, FAST_LOGIT_ROWS)), vocab] device logits */
+    int last_row;        /**< row of m->logits holding the last position's logits, −1 when none */
+    int *next;           /**< [1] device arg-max */
+    FastScratch scratch; /**< working memory */
     cudaGraphExec_t
         *graphs; /**< [max_batch]: the decode step of B sequences at B − 1, captured at first use; NULL: no graphs */
     struct FastEpModel *ep; /**< MoE layers sharded over FastOptions.ep_devices devices; NULL on one device */

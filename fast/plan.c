@@ -66,7 +66,7 @@ int fast_plan_memory(FastPlan *out, const ModelConfig *cfg, int devices, FastLay
     out->devices = devices;
     out->context = model_context_size(cfg, context);
     out->batch = batch;
-    chunk = chunk > 0 ? chunk : MODEL_DEFAULT_CHUNK;
+    chunk = chunk > 0 ? chunk : FAST_DEFAULT_CHUNK;
     const int rows = chunk > batch ? chunk : batch; /* fast/model.c's rows of one step */
     if (layout == FAST_LAYOUT_DP) {                 /* a model without MoE layers per device */
         for (int d = 0; d < devices; d++) model_device(&out->dev[d], cfg, wtype, out->context, batch, rows, false);
