@@ -180,8 +180,8 @@ int fast_model_layer_attention(FastModel *m, int l, int T)
     const int D = c->hidden_size;
     const size_t width = (size_t)c->kv_lora_rank + c->qk_rope_head_dim;
     void *cache = (char *)m->cache + (size_t)l * m->max_context * width * kernel_dtype_size(ctx->wtype);
-    /* the decode form by tokens per step: absorbed over the latent cache for one token (or one token of
-     * each of several sequences), expanded for prompts */
+    /* the attention kernel by tokens per step: the split decode for one token (or one token of each of
+     * several sequences), the tiled prompt kernel (fast/prefill.c) for prompt chunks; both absorbed */
     const bool absorbed = m->at.pos0 < 0 || m->form == 2 || (m->form == 0 && T == 1);
     if (m->a_ready) /* the previous FFN's fused tail wrote h and a */
         m->a_ready = false;
