@@ -419,7 +419,7 @@ cudaError_t mla_prefill_v1(float *o_lat, const float *q_lat, const float *q, con
                            MlaDims dims, const int *pos, const int *base, int T, cudaStream_t stream);
 
 /**
- * Version 2 of mla_prefill_v1 (same function; o_lat stored as o_type): 32 query rows (a group of up to
+ * Version 2 of mla_prefill_v1 (same function; o_lat stored as o_type): 16 query rows (a group of up to
  * 16 heads of one or more tokens) per block, the cache streamed through shared memory in tiles of 16
  * rows with an online softmax; memory beyond its output: none. d_c ≤ 512 and d_r ≤ 64
  * (mla_prefill_supported), else cudaErrorInvalidValue.

@@ -11,8 +11,8 @@
  */
 #include "common.cuh"
 
-#define PREFILL_ROWS    32 /**< (token, head) query rows per block of version 2 */
-#define PREFILL_LANES   8  /**< threads per query row, each 1/8 of its latent and rotary dims */
+#define PREFILL_ROWS    16 /**< (token, head) query rows per block of version 2 */
+#define PREFILL_LANES   16 /**< threads per query row, each 1/16 of its latent and rotary dims */
 #define PREFILL_THREADS (PREFILL_ROWS * PREFILL_LANES) /**< 256 */
 #define PREFILL_HEADS   16  /**< most heads of one block (a head group; several tokens when n_h is smaller) */
 #define PREFILL_KEYS    16  /**< cache rows per shared-memory tile */
@@ -80,12 +80,12 @@ extern "C" cudaError_t mla_prefill_v1(float *o_lat, const float *q_lat, const fl
 struct OnlineSoftmax {
     float m;           /**< max score so far (−∞: none yet) */
     float l;           /**< Σ e^{s − m} */
-    float acc[DC_PER]; /**< Σ e^{s − m} ĉ[c] for c = lane + 8·i */
+    float acc[DC_PER]; /**< Σ e^{s − m} ĉ[c] for c = lane + 16·i */
 };
 
 /**
  * Folds the staged tile of n rows (keys j0 … j0 + n − 1 of width floats each) into state st of the
- * thread's query row: scores by an 8-lane reduction, then m' = max(m, max s), l' = l e^{m − m'} +
+ * thread's query row: scores by a 16-lane reduction, then m' = max(m, max s), l' = l e^{m − m'} +
  * Σ e^{s − m'}, acc' = acc e^{m − m'} + Σ e^{s − m'} ĉ. Keys at or past `visible` are masked.
  * Every thread of the warp calls it with the same n (the shuffles need all lanes).
  */
@@ -108,6 +108,7 @@ static __device__ SHARED_ONLY void fold_tile(OnlineSoftmax *st, const float *til
                 if (lane + PREFILL_LANES * i < dr) d += q_r[i] * key[dc + lane + PREFILL_LANES * i];
         }
         if (jj < n) { /* n is the same for the whole block */
+            d += __shfl_xor_sync(FULL_MASK, d, 8);
             d += __shfl_xor_sync(FULL_MASK, d, 4);
             d += __shfl_xor_sync(FULL_MASK, d, 2);
             d += __shfl_xor_sync(FULL_MASK, d, 1);
@@ -139,12 +140,12 @@ static __device__ SHARED_ONLY void fold_tile(OnlineSoftmax *st, const float *til
 
 /**
  * Stages cache rows [row0, row0 + n) (contiguous, `width` elements each) into tile as floats: 16-byte
- * loads when the rows start on a 16-byte boundary and width is a multiple of 8, element loads otherwise.
+ * loads when `vec` (the cache 16-byte aligned, width a multiple of 8), element loads otherwise.
  */
-static __device__ void stage_keys(float *tile, const void *cache, KernelDType type, size_t row0, int n, int width)
+static __device__ void stage_keys(float *tile, const void *cache, KernelDType type, size_t row0, int n, int width,
+                                  bool vec)
 {
     const size_t first = row0 * width, count = (size_t)n * width;
-    const bool vec = width % 8 == 0 && aligned16(cache);
     if (vec) {
         for (size_t i = 8 * threadIdx.x; i < count; i += 8 * PREFILL_THREADS) {
             float v[8];
@@ -159,16 +160,16 @@ static __device__ void stage_keys(float *tile, const void *cache, KernelDType ty
 // ANCHOR: mla_prefill_v2
 /**
  * Version 2: block (x, y) holds PREFILL_ROWS query rows, heads [y·g, y·g + g) (g = min(n_h, 16)) of
- * tokens [x·τ, x·τ + τ) (τ = 32 / g), eight threads per row, each with 1/8 of q^L, q^R and the o^L
+ * tokens [x·τ, x·τ + τ) (τ = 16 / g), sixteen threads per row, each with 1/16 of q^L, q^R and the o^L
  * accumulator in registers. The block streams its sequence's cache rows through shared memory,
  * PREFILL_KEYS at a time, once for all its rows: each row is read once per block, not once per head,
  * and each row's online softmax masks the keys beyond its token's position. Tokens of different
  * sequences in one block (bases differ) take one pass over the cache per sequence.
  * Dynamic shared memory: PREFILL_KEYS · (d_c + d_r) floats.
  */
-__global__ void mla_prefill_v2_kernel(void *o_lat, KernelDType o_type, const float *q_lat, const float *q,
-                                      const void *cache, KernelDType cache_type, MlaDims dims, const int *pos,
-                                      const int *base, int T)
+__global__ void __launch_bounds__(PREFILL_THREADS)
+    mla_prefill_v2_kernel(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
+                          KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T, bool vec)
 {
     DYNAMIC_SHARED(float, tile);
     const int nh = dims.n_h, dc = dims.d_c, dr = dims.d_r, width = dc + dr;
@@ -203,7 +204,7 @@ __global__ void mla_prefill_v2_kernel(void *o_lat, KernelDType o_type, const flo
         for (int j0 = 0; j0 < keys; j0 += PREFILL_KEYS) {
             const int n = min(PREFILL_KEYS, keys - j0);
             __syncthreads(); /* the previous tile is consumed */
-            stage_keys(tile, cache, cache_type, (size_t)b + j0, n, width);
+            stage_keys(tile, cache, cache_type, (size_t)b + j0, n, width, vec);
             __syncthreads();
             fold_tile(&st, tile, n, width, my_base == b ? visible : 0, j0, q_l, q_r, dims);
         }
@@ -223,8 +224,9 @@ extern "C" cudaError_t mla_prefill_v2(void *o_lat, KernelDType o_type, const flo
     if (dims.d_c > PREFILL_MAX_DC || dims.d_r > PREFILL_MAX_DR || dims.n_h < 1 || T < 1) return cudaErrorInvalidValue;
     const int g = dims.n_h < PREFILL_HEADS ? dims.n_h : PREFILL_HEADS, tau = PREFILL_ROWS / g;
     const size_t smem = sizeof(float) * PREFILL_KEYS * (size_t)(dims.d_c + dims.d_r);
+    const bool vec = (dims.d_c + dims.d_r) % 8 == 0 && aligned16(cache);
     LAUNCH(mla_prefill_v2_kernel, dim3(blocks_for((size_t)T, tau), blocks_for((size_t)dims.n_h, g)),
-           dim3(PREFILL_THREADS), smem, stream, o_lat, o_type, q_lat, q, cache, cache_type, dims, pos, base, T);
+           dim3(PREFILL_THREADS), smem, stream, o_lat, o_type, q_lat, q, cache, cache_type, dims, pos, base, T, vec);
     return cudaGetLastError();
 }
 

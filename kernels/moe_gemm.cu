@@ -121,13 +121,12 @@ static __device__ SHARED_ONLY void tile_fma(float acc[GEMM_TM][GEMM_TN], const f
 
 /**
  * acc = A_tile · W_tileᵀ over K: A rows a_rows[GEMM_BM] and weight rows w_rows[GEMM_BN] (−1: zero rows),
- * both [·, K] of type, staged GEMM_BK columns at a time.
+ * both [·, K] of type, staged GEMM_BK columns at a time (16-byte loads when vec).
  */
 static __device__ void tile_gemm(float acc[GEMM_TM][GEMM_TN], const void *A, const long long *a_rows, const void *W,
-                                 const long long *w_rows, KernelDType type, int K)
+                                 const long long *w_rows, KernelDType type, int K, bool vec)
 {
     __shared__ float a_s[GEMM_BM * GEMM_BK], w_s[GEMM_BN * GEMM_BK];
-    const bool vec = K % 8 == 0 && aligned16(A) && aligned16(W);
     for (int i = 0; i < GEMM_TM; i++)
         for (int j = 0; j < GEMM_TN; j++) acc[i][j] = 0.0f;
     for (int k0 = 0; k0 < K; k0 += GEMM_BK) {
@@ -147,7 +146,7 @@ static __device__ void tile_gemm(float acc[GEMM_TM][GEMM_TN], const void *A, con
  * hidden[r, i] = silu(g) · u, rounded once to the weights' type.
  */
 __global__ void moe_gemm_v4_gate_up_kernel(void *hidden, const void *xp, const int *offsets, const void *gate_up,
-                                           KernelDType w_type, int E, int D, int I)
+                                           KernelDType w_type, int E, int D, int I, bool vec)
 {
     __shared__ long long a_rows[GEMM_BM], w_rows[GEMM_BN];
     const ExpertTile t = expert_tile(offsets, E, (int)blockIdx.x);
@@ -160,7 +159,7 @@ __global__ void moe_gemm_v4_gate_up_kernel(void *hidden, const void *xp, const i
     }
     __syncthreads();
     float acc[GEMM_TM][GEMM_TN];
-    tile_gemm(acc, xp, a_rows, gate_up, w_rows, w_type, D);
+    tile_gemm(acc, xp, a_rows, gate_up, w_rows, w_type, D, vec);
     const int ty = (int)threadIdx.x / 16, tx = (int)threadIdx.x % 16;
     for (int i = 0; i < GEMM_TM; i++) {
         const int r = t.row0 + ty + 16 * i;
@@ -174,7 +173,7 @@ __global__ void moe_gemm_v4_gate_up_kernel(void *hidden, const void *xp, const i
 
 /** Block (tile, n): out[r, d] = (W_down,e hidden_r)_d for d ∈ [n·128, n·128 + 128) of the tile's rows. */
 __global__ void moe_gemm_v4_down_kernel(float *out, const void *hidden, const int *offsets, const void *down,
-                                        KernelDType w_type, int E, int D, int I)
+                                        KernelDType w_type, int E, int D, int I, bool vec)
 {
     __shared__ long long a_rows[GEMM_BM], w_rows[GEMM_BN];
     const ExpertTile t = expert_tile(offsets, E, (int)blockIdx.x);
@@ -185,7 +184,7 @@ __global__ void moe_gemm_v4_down_kernel(float *out, const void *hidden, const in
         w_rows[i] = d0 + i < D ? (long long)t.expert * D + d0 + i : -1;
     __syncthreads();
     float acc[GEMM_TM][GEMM_TN];
-    tile_gemm(acc, hidden, a_rows, down, w_rows, w_type, I);
+    tile_gemm(acc, hidden, a_rows, down, w_rows, w_type, I, vec);
     const int ty = (int)threadIdx.x / 16, tx = (int)threadIdx.x % 16;
     for (int i = 0; i < GEMM_TM; i++) {
         const int r = t.row0 + ty + 16 * i;
@@ -210,8 +209,8 @@ extern "C" cudaError_t moe_experts_v4(float *out, void *hidden, const void *xp, 
     if (rows < 1 || E < 1 || D < 1 || I < 1) return cudaErrorInvalidValue;
     const unsigned int tiles = gemm_tiles(rows, E);
     LAUNCH(moe_gemm_v4_gate_up_kernel, dim3(tiles, blocks_for((size_t)I, GEMM_BN / 2)), dim3(GEMM_THREADS), 0, stream,
-           hidden, xp, offsets, gate_up, w_type, E, D, I);
+           hidden, xp, offsets, gate_up, w_type, E, D, I, D % 8 == 0 && aligned16(xp) && aligned16(gate_up));
     LAUNCH(moe_gemm_v4_down_kernel, dim3(tiles, blocks_for((size_t)D, GEMM_BN)), dim3(GEMM_THREADS), 0, stream, out,
-           hidden, offsets, down, w_type, E, D, I);
+           hidden, offsets, down, w_type, E, D, I, I % 8 == 0 && aligned16(hidden) && aligned16(down));
     return cudaGetLastError();
 }
