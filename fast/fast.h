@@ -170,16 +170,17 @@ typedef struct {
     int max_T;   /**< tokens per chunk it was sized for */
     int max_ctx; /**< cached positions it was sized for */
     /* FFN */
-    float *logits;     /**< [max_T, E] router logits, then affinities */
-    int *idx;          /**< [max_T, K] chosen experts */
-    float *weight;     /**< [max_T, K] their weights */
-    int *counts;       /**< [E] rows per expert */
-    int *offsets;      /**< [E + 1] first permuted row of each expert */
-    int *slot_row;     /**< [max_T·K] permuted row of (t, k) */
-    int *row_token;    /**< [max_T·K] token of each permuted row */
-    void *xp;          /**< [max_T·K, D] permuted inputs (wtype) */
-    float *gu;         /**< [max_T, 2·I_max] fused gate/up outputs (dense FFN, a prompt's shared experts) */
-    void *hidden;      /**< [max_T·K + max_T, I_max] SwiGLU outputs (wtype): routed rows, then shared */
+    float *logits;  /**< [max_T, E] router logits, then affinities */
+    int *idx;       /**< [max_T, K] chosen experts */
+    float *weight;  /**< [max_T, K] their weights */
+    int *counts;    /**< [E] rows per expert */
+    int *offsets;   /**< [E + 1] first permuted row of each expert */
+    int *slot_row;  /**< [max_T·K] permuted row of (t, k) */
+    int *row_token; /**< [max_T·K] token of each permuted row */
+    void *xp;       /**< [max_T·K, D] permuted inputs (wtype) */
+    float *gu;      /**< [max_T, 2·I_max] fused gate/up outputs (dense FFN, a prompt's shared experts) */
+    void
+        *hidden; /**< SwiGLU outputs (wtype): [max_T·K, I_e] routed then [max_T, N_s·I_e] shared, or [max_T, I] dense */
     float *expert_out; /**< [max_T·K, D] permuted expert outputs */
     float *shared_out; /**< [max_T, D] */
     /* attention */
@@ -317,7 +318,7 @@ typedef struct {
  * its tokens share that read: at 2048 tokens V2-Lite's K = 6 gives each of its 64 experts 192 rows on
  * average, about 190 FLOP per weight byte, near the H100's ≈ 295 (bf16 tensor cores over HBM), where
  * chunks of 64 (6 rows per expert) spent ≈ 6. Larger chunks add little and cost scratch that grows
- * with the chunk (activations, the grouped GEMM's rows, q^L and o^L: ≈ 1 GB for V2-Lite at 2048).
+ * with the chunk (activations, the grouped GEMM's rows, q^L and o^L: 0.64 GB for V2-Lite at 2048).
  */
 #define FAST_DEFAULT_CHUNK 2048
 /** Most tokens per step: the prompt kernels' and scratch's design limit (larger chunks are refused). */
@@ -353,15 +354,15 @@ typedef struct {
     int max_batch;          /**< sequence slots */
     int rows;               /**< rows of one step: max(chunk, max_batch) */
     int *pos;               /**< [max_batch] tokens already in each slot's cache (pos[0]: fast_model_forward's) */
-    int *step_host;   /**< [3·rows] pinned: the step's token ids, positions and cache bases (a half of step_pinned) */
-    int *step_pinned; /**< [2·3·rows] pinned: two step arrays, so a chunk stages while the last upload is queued */
-    cudaEvent_t step_sent[2]; /**< recorded after each half's upload */
-    int step_half;            /**< the half step_host points to */
-    int *step;                /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
-    FastPositions at;         /**< the current step's positions (pointers into step) */
-    float *h;                 /**< [rows, D] residual stream */
-    float *a;                 /**< [rows, D] normalised input of attention / FFN */
-    float *b;                 /**< [rows, D] attention / FFN output, added to h by the next fused norm */
+    int *step_host; /**< [3·rows] pinned: the step's token ids, positions and cache bases (a region of step_pinned) */
+    int *step_pinned;    /**< [step_regions·3·rows] pinned: one region per step since the host last waited */
+    int step_regions;    /**< ⌈max_context / chunk⌉ + 1: a whole prompt's chunks, each staged in its own region */
+    int step_unsynced;   /**< uploads queued since the host last waited for the stream (regions in use) */
+    int *step;           /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
+    FastPositions at;    /**< the current step's positions (pointers into step) */
+    float *h;            /**< [rows, D] residual stream */
+    float *a;            /**< [rows, D] normalised input of attention / FFN */
+    float *b;            /**< [rows, D] attention / FFN output, added to h by the next fused norm */
     bool a_ready;        /**< a already holds the next sub-layer's input: a fused tail (FastResidualNorm) added b */
     float *logits;       /**< [min(rows, max(max_batch, FAST_LOGIT_ROWS)), vocab] device logits */
     int last_row;        /**< row of m->logits holding the last position's logits, −1 when none */

@@ -23,6 +23,15 @@ static int ffn_width(const ModelConfig *cfg)
                 imax(cfg->moe_intermediate_size, cfg->n_shared_experts * cfg->moe_intermediate_size));
 }
 
+/* Elements of FastScratch.hidden: a MoE step's routed rows (I_e each) then its T shared rows (N_s·I_e),
+ * or T rows of the dense FFN, whichever is larger. */
+static size_t hidden_elems(const ModelConfig *cfg, size_t T, size_t rows)
+{
+    const size_t I_e = cfg->moe_intermediate_size, moe = rows * I_e + T * cfg->n_shared_experts * I_e;
+    const size_t dense = T * ffn_width(cfg);
+    return moe > dense ? moe : dense;
+}
+
 size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
 {
     const int nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
@@ -52,7 +61,7 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { rows, 4 },
         { rows * D, esz },
         { T * 2 * I, 4 },
-        { (rows + T) * I, esz },
+        { hidden_elems(cfg, T, rows), esz },
         { rows * D, 4 },
         { T * D, 4 },
         { T * nh * dq, 4 },

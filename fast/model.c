@@ -97,6 +97,7 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
     if (rc == 0) {
         const ModelConfig *c = m->cfg;
         const size_t T = m->rows;
+        m->step_regions = (m->max_context + m->chunk - 1) / m->chunk + 1;
         m->pos = calloc((size_t)m->max_batch, sizeof(int));
         rc = !m->pos ? ds_error("fast_model_open: out of host memory for %d slots", m->max_batch) : 0;
         /* decode graphs on one device (the expert-parallel MoE exchanges data through NCCL and the host) */
@@ -113,12 +114,9 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
             rc = fast_check_cuda(cudaMalloc(dst[i], bytes[i]), "cudaMalloc(model buffer)", __FILE__, __LINE__);
         if (rc == 0)
             rc = fast_vec_upload(&m->inv_freq, m->rope.inv_freq, bytes[0] / sizeof(float)) ||
-                         fast_check_cuda(cudaMallocHost((void **)&m->step_pinned, sizeof(int) * 2 * 3 * T),
-                                         "cudaMallocHost(step)", __FILE__, __LINE__) ||
-                         fast_check_cuda(cudaEventCreateWithFlags(&m->step_sent[0], cudaEventDisableTiming),
-                                         "cudaEventCreateWithFlags", __FILE__, __LINE__) ||
-                         fast_check_cuda(cudaEventCreateWithFlags(&m->step_sent[1], cudaEventDisableTiming),
-                                         "cudaEventCreateWithFlags", __FILE__, __LINE__) ||
+                         fast_check_cuda(
+                             cudaMallocHost((void **)&m->step_pinned, sizeof(int) * (size_t)m->step_regions * 3 * T),
+                             "cudaMallocHost(step)", __FILE__, __LINE__) ||
                          fast_scratch_init(&m->scratch, &m->ctx, c, m->rows, m->max_context)
                      ? -1
                      : 0;
@@ -141,8 +139,6 @@ void fast_model_close(FastModel *m)
     void *dev[] = { m->inv_freq, m->cache, m->step, m->h, m->a, m->b, m->logits, m->next };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     cudaFreeHost(m->step_pinned);
-    for (int i = 0; i < 2; i++)
-        if (m->step_sent[i]) cudaEventDestroy(m->step_sent[i]);
     free(m->pos);
     for (int b = 0; m->graphs && b < m->max_batch; b++)
         if (m->graphs[b]) cudaGraphExecDestroy(m->graphs[b]);
@@ -237,7 +233,7 @@ static void stage_row(FastModel *m, int t, int token, int slot)
 static int upload_step(FastModel *m)
 {
     CUDA_TRY(cudaMemcpyAsync(m->step, m->step_host, sizeof(int) * 3 * m->rows, cudaMemcpyHostToDevice, m->ctx.stream));
-    CUDA_TRY(cudaEventRecord(m->step_sent[m->step_half], m->ctx.stream));
+    m->step_unsynced++;
     return 0;
 }
 
@@ -323,6 +319,15 @@ static int decode_graph(FastModel *m, int B)
 }
 // ANCHOR_END: fast_model_graph
 
+/* Waits for the stream; every staged step has been uploaded, so staging starts again at region 0. */
+static int wait_device(FastModel *m)
+{
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
+    m->step_unsynced = 0;
+    m->step_host = m->step_pinned;
+    return 0;
+}
+
 /* Checks that T tokens fit slot: the slot exists, every id is in the vocabulary, the context has room. */
 static int check_tokens(const FastModel *m, const char *who, int slot, const int *tokens, int T)
 {
@@ -344,12 +349,10 @@ int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
         return ds_error("fast_model_step_begin: %d tokens in one step, the model's chunk is %d", T, m->chunk);
     if (check_tokens(m, "fast_model_step_begin", slot, tokens, T)) return -1;
     m->last_row = -1;
-    /* stage in the other half of the pinned array (the previous chunk's upload may still be queued); this
-     * half's upload, two steps back, is waited for only if it has not left yet */
-    m->step_half ^= 1;
-    m->step_host = m->step_pinned + (size_t)m->step_half * 3 * m->rows;
-    if (cudaEventQuery(m->step_sent[m->step_half]) == cudaErrorNotReady)
-        CUDA_TRY(cudaEventSynchronize(m->step_sent[m->step_half]));
+    /* stage in a region of the pinned array no queued upload reads: a prompt's chunks each take the next
+     * one (there are enough for max_context tokens), so the host never waits between them */
+    if (m->step_unsynced == m->step_regions && wait_device(m)) return -1;
+    m->step_host = m->step_pinned + (size_t)m->step_unsynced * 3 * m->rows;
     for (int t = 0; t < T; t++) {
         stage_row(m, t, tokens[t], slot);
         m->step_host[m->rows + t] += t;
@@ -394,8 +397,7 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
             fast_model_step_end(m, slot, n, all_positions ? 0 : n - 1, dst))
             return -1;
     }
-    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
-    return 0;
+    return wait_device(m);
 }
 
 int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host)
@@ -415,7 +417,7 @@ int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, 
             return ds_error("slot %d: the context of %d positions is full", s, m->max_context);
     }
     m->last_row = -1;
-    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
+    if (wait_device(m)) return -1;
     for (int i = 0; i < B; i++) stage_row(m, i, tokens[i], slots[i]);
     m->at = (FastPositions){ m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context };
     if (upload_step(m)) return -1;
