@@ -47,21 +47,21 @@
 #define FAST_MOE_ROUTE        moe_route_v4       /**< gate GEMV, routing and permutation of a small step, one launch */
 #define FAST_MOE_EXPERTS      moe_ffn_grouped_v4 /**< routed + shared experts of a small step, offsets on the device */
 #define FAST_MOE_COMBINE      moe_combine_v4     /**< combine, fused with the residual add and next norm in decode */
+#define FAST_MOE_GEMM         moe_experts_v4 /**< routed experts of a prompt chunk: grouped GEMM, offsets on the device */
+#define FAST_MLA_PREFILL      mla_prefill_v2 /**< prompt attention: absorbed, online softmax over cache tiles */
 
 /**
  * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed
  * experts run in FAST_MOE_EXPERTS, a grouped GEMV that reads the per-expert
- * offsets on the device; above it, one cuBLAS GEMM pair per non-empty expert,
- * sized on the host. Decode steps always take the grouped kernel, at any
- * batch: a step that copied the offsets to the host and waited could not be
- * captured in a CUDA graph, and every layer would stall the stream. That
- * costs decode nothing: its rows spread over the experts (batch 64 with
- * V2-Lite's K = 6 is 384 rows over 64 experts, 6 each on average), so both
- * ways read each active expert's weights once, and a warp's 2 FLOP per
- * weight per row stay below the CUDA cores' FLOP-per-byte ratio (about 18 on
- * an H100). Prompt chunks are not captured, so above 256 rows they take the
- * per-expert GEMMs, whose tensor cores pay off once an expert has tens of
- * rows; 256 is that estimate, not a measurement (no GPU has run this code).
+ * offsets on the device; above it, in FAST_MOE_GEMM, a grouped GEMM whose
+ * blocks also find their expert from the offsets on the device. Neither waits
+ * for the host. Decode steps always take the grouped GEMV, at any batch (it
+ * also runs the shared experts in the same launches): their rows spread over
+ * the experts (batch 64 with V2-Lite's K = 6 is 384 rows over 64 experts, 6
+ * each on average), so a warp's 2 FLOP per weight per row stay below the CUDA
+ * cores' FLOP-per-byte ratio (about 18 on an H100). Prompt chunks above 256
+ * rows take the GEMM, whose tiles of 64 rows of one expert reuse each weight
+ * staged in shared memory 64 times; 256 is that estimate, not a measurement.
  */
 #define FAST_MOE_GROUPED_MAX_ROWS 256
 
@@ -184,17 +184,17 @@ typedef struct {
     int max_T;   /**< tokens per chunk it was sized for */
     int max_ctx; /**< cached positions it was sized for */
     /* FFN */
-    float *logits;     /**< [max_T, E] router logits, then affinities (grouped: moe_route_v4's part) */
-    int *idx;          /**< [max_T, K] chosen experts */
-    float *weight;     /**< [max_T, K] their weights */
-    int *counts;       /**< [E] rows per expert */
-    int *offsets;      /**< [E + 1] first permuted row of each expert; then moe_route_v4's and the tail's */
-    int *slot_row;     /**< [max_T·K] permuted row of (t, k) */
-    int *row_token;    /**< [max_T·K] token of each permuted row */
-    int *counts_host;  /**< [E + 1] offsets copied to the host (one GEMM per non-empty expert) */
-    void *xp;          /**< [max_T·K, D] permuted inputs (wtype) */
-    float *gu;         /**< [max_T·K, 2·I_max] fused gate/up outputs */
-    void *hidden;      /**< [max_T·K + max_T, I_max] SwiGLU outputs (wtype): routed rows, then shared */
+    float *logits;  /**< [max_T, E] router logits, then affinities (grouped: moe_route_v4's part) */
+    int *idx;       /**< [max_T, K] chosen experts */
+    float *weight;  /**< [max_T, K] their weights */
+    int *counts;    /**< [E] rows per expert */
+    int *offsets;   /**< [E + 1] first permuted row of each expert; then moe_route_v4's and the tail's */
+    int *slot_row;  /**< [max_T·K] permuted row of (t, k) */
+    int *row_token; /**< [max_T·K] token of each permuted row */
+    void *xp;       /**< [max_T·K, D] permuted inputs (wtype) */
+    float *gu;      /**< [max_T, 2·I_max] fused gate/up outputs (dense FFN, a prompt's shared experts) */
+    void
+        *hidden; /**< SwiGLU outputs (wtype): [max_T·K, I_e] routed then [max_T, N_s·I_e] shared, or [max_T, I] dense */
     float *expert_out; /**< [max_T·K, D] permuted expert outputs */
     float *shared_out; /**< [max_T, D] */
     /* attention */
@@ -205,10 +205,6 @@ typedef struct {
     float *q_lat;   /**< [max_T, n_h, d_c] */
     float *o_lat;   /**< [max_T, n_h, d_c] */
     float *partial; /**< the decode's counters, the gemv tails' counter, then the split-decode partials */
-    float *u;       /**< [max_ctx, n_h·(d_n + d_v)] decompressed [k^N; v] */
-    float *k;       /**< [max_ctx, n_h·d_q] */
-    float *v;       /**< [max_ctx, n_h·d_v] */
-    float *s;       /**< [n_h, max_T, max_ctx] scores, then probabilities */
 } FastScratch;
 
 /** Uploads a reference SwiGLU (gate and up fused). \return 0 or −1. */
@@ -226,8 +222,8 @@ void fast_free_mla(FastMla *w);
 
 /** The stage elements (bf16 copies of GEMM activations) a context needs for chunks of max_T tokens of cfg. */
 size_t fast_stage_elems(const ModelConfig *cfg, int max_T);
-/** Device buffers of a FastScratch (its pointer fields logits … s, in order). */
-#define FAST_SCRATCH_BUFFERS 23
+/** Device buffers of a FastScratch (its pointer fields logits … partial, in order). */
+#define FAST_SCRATCH_BUFFERS 19
 /**
  * The bytes fast_scratch_init() allocates for each of FastScratch's buffers, in field order, for
  * chunks of max_T tokens over max_ctx positions with activations of type wtype: the one definition
@@ -250,9 +246,10 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 
 /** How fast_moe_forward_experts() runs the routed experts. */
 typedef enum {
-    FAST_MOE_AUTO = 0,      /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else per expert (prompts) */
-    FAST_MOE_GROUPED = 1,   /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
-    FAST_MOE_PER_EXPERT = 2 /**< one cuBLAS GEMM pair per non-empty expert, offsets copied to the host */
+    FAST_MOE_AUTO = 0,    /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else the grouped GEMM (prompts) */
+    FAST_MOE_GROUPED = 1, /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
+    FAST_MOE_GROUPED_GEMM =
+        2 /**< FAST_MOE_GEMM on gathered rows (shared experts by cuBLAS): offsets on the device too */
 } FastMoeExperts;
 
 /**
@@ -308,19 +305,47 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                      const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at, int T,
                      bool absorbed, FastScratch *s, const FastResidualNorm *tail);
 
+/** C_h = op(A_h) · B_h for every head h (cuBLAS strided batched, float32 accumulation and output). \return 0 or −1. */
+int fast_gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
+                    int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
+                    long long strideC, int heads);
+
+/**
+ * The attention of a prompt chunk (fast/prefill.c), after fast_mla_forward() has written the chunk's
+ * latents into the cache and its rotated queries into s->q: q^L = W^UK_hᵀ q^N per head (one batched
+ * GEMM), o^L by FAST_MLA_PREFILL over each token's rows base[t] + j, j ≤ pos[t] (any positions, any
+ * sequences), then s->o = W^UV_h o^L per head. Memory: s->q_lat, s->o_lat (or the staging buffer), no
+ * buffer that grows with the context. \return 0, or −1 with one error line.
+ */
+int fast_mla_prefill(FastContext *ctx, const FastMla *w, const void *cache, MlaDims dims, const FastPositions *at,
+                     int T, FastScratch *s);
+
 /* ---- the model ----------------------------------------------------------------------------- */
 
 /** Options for fast_model_open(). Zero means "the default". */
 typedef struct {
     bool bf16;          /**< bf16 weights and latent cache (the fast path); false: float32 mode */
     int max_context;    /**< positions the cache holds (default: min(max_position_embeddings, 4096)) */
-    int chunk;          /**< tokens per forward chunk (default 64) */
+    int chunk;          /**< tokens per forward chunk (default FAST_DEFAULT_CHUNK, at most FAST_MAX_CHUNK) */
     int form;           /**< attention form: 0 automatic (absorbed for 1-token steps), 1 expanded, 2 absorbed */
     int ep_devices;     /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
     bool moe_elsewhere; /**< MoE layers not uploaded: the caller runs them (fast/dp_model.c's group) */
     int max_batch;      /**< sequence slots, each with its own latent cache and position (default 1) */
     int graph; /**< 0: decode steps replayed from CUDA graphs where supported (one device); −1: every launch eager */
 } FastOptions;
+
+/**
+ * Prompt tokens per step unless FastOptions.chunk says otherwise. A chunk reads every weight once, so
+ * its tokens share that read: at 2048 tokens V2-Lite's K = 6 gives each of its 64 experts 192 rows on
+ * average, about 190 FLOP per weight byte, near the H100's ≈ 295 (bf16 tensor cores over HBM), where
+ * chunks of 64 (6 rows per expert) spent ≈ 6. Larger chunks add little and cost scratch that grows
+ * with the chunk (activations, the grouped GEMM's rows, q^L and o^L: 0.64 GB for V2-Lite at 2048).
+ */
+#define FAST_DEFAULT_CHUNK 2048
+/** Most tokens per step: the prompt kernels' and scratch's design limit (larger chunks are refused). */
+#define FAST_MAX_CHUNK     4096
+/** Rows of logits the model holds on the device at once (more than max_batch only up to this). */
+#define FAST_LOGIT_ROWS    64
 
 /** One decoder layer on the device. */
 typedef struct {
@@ -350,17 +375,20 @@ typedef struct {
     int max_batch;          /**< sequence slots */
     int rows;               /**< rows of one step: max(chunk, max_batch) */
     int *pos;               /**< [max_batch] tokens already in each slot's cache (pos[0]: fast_model_forward's) */
-    int *step_host;         /**< [3·rows] pinned: the step's token ids, positions and cache bases */
-    int *step;              /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
-    FastPositions at;       /**< the current step's positions (pointers into step) */
-    float *h;               /**< [rows, D] residual stream */
-    float *a;               /**< [rows, D] normalised input of attention / FFN */
-    float *b;               /**< [rows, D] attention / FFN output, added to h by the next fused norm */
-    bool a_ready;           /**< a already holds the next sub-layer's input: a fused tail (FastResidualNorm) added b */
-    float *logits;          /**< [rows, vocab] device logits */
-    int last_row;           /**< row of m->logits holding the last position's logits, −1 when none */
-    int *next;              /**< [1] device arg-max */
-    FastScratch scratch;    /**< working memory */
+    int *step_host; /**< [3·rows] pinned: the step's token ids, positions and cache bases (a region of step_pinned) */
+    int *step_pinned;    /**< [step_regions·3·rows] pinned: one region per step since the host last waited */
+    int step_regions;    /**< ⌈max_context / chunk⌉ + 1: a whole prompt's chunks, each staged in its own region */
+    int step_unsynced;   /**< uploads queued since the host last waited for the stream (regions in use) */
+    int *step;           /**< [3·rows] device copy: tokens at 0, positions at rows, bases at 2·rows */
+    FastPositions at;    /**< the current step's positions (pointers into step) */
+    float *h;            /**< [rows, D] residual stream */
+    float *a;            /**< [rows, D] normalised input of attention / FFN */
+    float *b;            /**< [rows, D] attention / FFN output, added to h by the next fused norm */
+    bool a_ready;        /**< a already holds the next sub-layer's input: a fused tail (FastResidualNorm) added b */
+    float *logits;       /**< [min(rows, max(max_batch, FAST_LOGIT_ROWS)), vocab] device logits */
+    int last_row;        /**< row of m->logits holding the last position's logits, −1 when none */
+    int *next;           /**< [1] device arg-max */
+    FastScratch scratch; /**< working memory */
     cudaGraphExec_t
         *graphs; /**< [max_batch]: the decode step of B sequences at B − 1, captured at first use; NULL: no graphs */
     cudaGraphExec_t *greedy_graphs; /**< [max_batch]: fast_model_decode_greedy's step of B sequences, or NULL */

@@ -1,8 +1,8 @@
 /**
  * \file layers.c
- * \brief The components on the device: SwiGLU, MoE (permuted by expert; a grouped kernel for small steps, one
- *        GEMM per expert for prompts) and MLA (expanded with cuBLAS GEMMs and a causal softmax; absorbed over
- *        the latent cache).
+ * \brief The components on the device: SwiGLU, MoE (permuted by expert; a grouped kernel for small steps, a
+ *        grouped GEMM for prompts) and MLA (absorbed over the latent cache: the split decode for steps, the
+ *        tiled prompt kernel of fast/prefill.c for chunks).
  */
 #include "fast.h"
 
@@ -30,6 +30,15 @@ static size_t decode_counter_ints(int n_h, int max_T)
     return (mla_decode_v3_counters(n_h, max_T) + 1 + 3) / 4 * 4;
 }
 
+/* Elements of FastScratch.hidden: a MoE step's routed rows (I_e each) then its T shared rows (N_s·I_e),
+ * or T rows of the dense FFN, whichever is larger. */
+static size_t hidden_elems(const ModelConfig *cfg, size_t T, size_t rows)
+{
+    const size_t I_e = cfg->moe_intermediate_size, moe = rows * I_e + T * cfg->n_shared_experts * I_e;
+    const size_t dense = T * ffn_width(cfg);
+    return moe > dense ? moe : dense;
+}
+
 size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
 {
     const int nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
@@ -42,13 +51,13 @@ size_t fast_stage_elems(const ModelConfig *cfg, int max_T)
 int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int max_ctx,
                        size_t bytes[FAST_SCRATCH_BUFFERS])
 {
-    const size_t T = (size_t)max_T, L = (size_t)max_ctx, D = cfg->hidden_size, E = cfg->n_routed_experts;
+    const size_t T = (size_t)max_T, D = cfg->hidden_size, E = cfg->n_routed_experts;
     const size_t K = cfg->num_experts_per_tok > 0 ? cfg->num_experts_per_tok : 1, I = ffn_width(cfg);
     const size_t nh = cfg->num_attention_heads, dq = config_qk_head_dim(cfg), dc = cfg->kv_lora_rank;
     const size_t dr = cfg->qk_rope_head_dim, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
     const size_t esz = kernel_dtype_size(wtype), rows = T * K;
     const MlaDims dims = { (int)nh, (int)dn, (int)dr, (int)dv, (int)dc, 0.0f };
-    /* elements and element size of each buffer, in FastScratch's field order (logits … s) */
+    /* elements and element size of each buffer, in FastScratch's field order (logits … partial) */
     const size_t n[FAST_SCRATCH_BUFFERS][2] = {
         { moe_route_v4_floats((int)E, (int)D, (int)T), 4 },
         { rows, 4 },
@@ -58,8 +67,8 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { rows, 4 },
         { rows, 4 },
         { rows * D, esz },
-        { rows * 2 * I, 4 },
-        { (rows + T) * I, esz },
+        { T * 2 * I, 4 },
+        { hidden_elems(cfg, T, rows), esz },
         { rows * D, 4 },
         { T * D, 4 },
         { T * nh * dq, 4 },
@@ -68,11 +77,7 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { T * nh * dv, 4 },
         { T * nh * dc, 4 },
         { T * nh * dc, 4 },
-        { decode_counter_ints(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4 },
-        { L * nh * (dn + dv), 4 },
-        { L * nh * dq, 4 },
-        { L * nh * dv, 4 },
-        { nh * T * L, 4 }
+        { decode_counter_ints(dims.n_h, max_T) + mla_decode_v3_partial_floats(dims, max_T, max_ctx), 4 }
     };
     fast_buffer_bytes(n, FAST_SCRATCH_BUFFERS, bytes);
     return FAST_SCRATCH_BUFFERS;
@@ -107,9 +112,6 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
         return ds_error(
             "fast_scratch_init: moe_intermediate_size = %d × %d shared experts exceeds the grouped experts' %d",
             cfg->moe_intermediate_size, cfg->n_shared_experts, MOE_V4_MAX_WIDTH);
-    const size_t E = cfg->n_routed_experts;
-    s->counts_host = malloc(sizeof(int) * (E + 1));
-    if (!s->counts_host) return ds_error("fast_scratch_init: out of host memory");
     void **dst[FAST_SCRATCH_BUFFERS] = { (void **)&s->logits,     (void **)&s->idx,
                                          (void **)&s->weight,     (void **)&s->counts,
                                          (void **)&s->offsets,    (void **)&s->slot_row,
@@ -119,9 +121,7 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
                                          (void **)&s->q,          (void **)&s->c_q,
                                          (void **)&s->kv,         (void **)&s->o,
                                          (void **)&s->q_lat,      (void **)&s->o_lat,
-                                         (void **)&s->partial,    (void **)&s->u,
-                                         (void **)&s->k,          (void **)&s->v,
-                                         (void **)&s->s };
+                                         (void **)&s->partial };
     size_t bytes[FAST_SCRATCH_BUFFERS];
     fast_scratch_sizes(cfg, ctx->wtype, max_T, max_ctx, bytes);
     for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
@@ -137,11 +137,10 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
 
 void fast_scratch_free(FastScratch *s)
 {
-    void *dev[] = { s->logits, s->idx,    s->weight,     s->counts,     s->offsets, s->slot_row, s->row_token, s->xp,
-                    s->gu,     s->hidden, s->expert_out, s->shared_out, s->q,       s->c_q,      s->kv,        s->o,
-                    s->q_lat,  s->o_lat,  s->partial,    s->u,          s->k,       s->v,        s->s };
+    void *dev[] = { s->logits, s->idx, s->weight, s->counts,     s->offsets,    s->slot_row, s->row_token,
+                    s->xp,     s->gu,  s->hidden, s->expert_out, s->shared_out, s->q,        s->c_q,
+                    s->kv,     s->o,   s->q_lat,  s->o_lat,      s->partial };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
-    free(s->counts_host);
     memset(s, 0, sizeof *s);
 }
 
@@ -157,31 +156,6 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 // ANCHOR_END: fast_swiglu
 
 // ANCHOR: fast_moe
-/*
- * The routed experts of a prompt: the offsets come to the host (a synchronisation) to size one
- * GEMM per non-empty expert on its contiguous rows for [gate | up], SwiGLU, one for down.
- */
-static int experts_per_gemm(FastContext *ctx, const FastMoe *w, int rows, int E, int D, int I, FastScratch *s)
-{
-    const size_t esz = kernel_dtype_size(ctx->wtype);
-    CUDA_TRY(cudaMemcpyAsync(s->counts_host, s->offsets, sizeof(int) * (E + 1), cudaMemcpyDeviceToHost, ctx->stream));
-    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-    for (int e = 0; e < E; e++) {
-        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
-        if (n && fast_gemm(ctx, s->gu + (size_t)r0 * 2 * I, (const char *)s->xp + (size_t)r0 * D * esz, ctx->wtype, D,
-                           (const char *)w->gate_up.data + (size_t)e * 2 * I * D * esz, ctx->wtype, 2 * I, D, n))
-            return -1;
-    }
-    CUDA_TRY(swiglu_forward_v2(s->hidden, ctx->wtype, s->gu, rows, I, ctx->stream));
-    for (int e = 0; e < E; e++) {
-        const int r0 = s->counts_host[e], n = s->counts_host[e + 1] - r0;
-        if (n && fast_gemm(ctx, s->expert_out + (size_t)r0 * D, (const char *)s->hidden + (size_t)r0 * I * esz,
-                           ctx->wtype, I, (const char *)w->down.data + (size_t)e * D * I * esz, ctx->wtype, D, I, n))
-            return -1;
-    }
-    return 0;
-}
-
 int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
                              int T, FastScratch *s, FastMoeExperts how, const FastResidualNorm *tail)
 {
@@ -227,9 +201,10 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
     /* 2. permute (token, slot) pairs by expert */
     CUDA_TRY(moe_permute_v2(s->counts, s->offsets, s->slot_row, s->row_token, s->idx, T, K, E, ctx->stream));
 
-    /* 3. prompts gather the rows and take one GEMM pair per expert */
+    /* 3. prompts gather the rows into one grouped GEMM pair, offsets read on the device */
     CUDA_TRY(moe_gather_v2(s->xp, ctx->wtype, x, s->row_token, T * K, D, ctx->stream));
-    if (experts_per_gemm(ctx, w, T * K, E, D, I, s)) return -1;
+    CUDA_TRY(FAST_MOE_GEMM(s->expert_out, s->hidden, s->xp, s->offsets, w->gate_up.data, w->down.data, ctx->wtype,
+                           T * K, E, D, I, ctx->stream));
 
     /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) in slot order, + shared; then the tail, if any */
     CUDA_TRY(
@@ -239,10 +214,9 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
 }
 // ANCHOR_END: fast_moe
 
-/* C_h = op(A_h) · B_h for every head h (strided batched, float32 accumulation and output). */
-static int gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
-                      int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
-                      long long strideC, int heads)
+int fast_gemm_heads(FastContext *ctx, cublasOperation_t opA, int m, int n, int k, const void *A, KernelDType type,
+                    int lda, long long strideA, const void *B, int ldb, long long strideB, float *C, int ldc,
+                    long long strideC, int heads)
 {
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType t = type == KERNEL_F32 ? CUDA_R_32F : CUDA_R_16BF;
@@ -372,7 +346,7 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                      bool absorbed, FastScratch *s, const FastResidualNorm *tail)
 {
     const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
-    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, pos0 = at->pos0, ctx_len = pos0 + T;
+    const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, pos0 = at->pos0;
     const MlaDims dims = { nh, dn, dr, dv, dc, rope->softmax_scale };
     const size_t esz = kernel_dtype_size(ctx->wtype);
     const char *kv_b = w->kv_b_proj.data;
@@ -402,8 +376,8 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
     if (absorbed) {
         /* q^L_{t,h} = W^UK_hᵀ q^N_{t,h}: per head, (d_c × T) = (W^UK_h as d_c × d_n) · (q^N_h as d_n × T) */
         const void *q_in = staged(ctx, s->q, (size_t)T * nh * dq);
-        if (!q_in || gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
-                                nh * dq, dq, s->q_lat, nh * dc, dc, nh))
+        if (!q_in || fast_gemm_heads(ctx, CUBLAS_OP_N, dc, T, dn, kv_b, ctx->wtype, dc, (long long)(dn + dv) * dc, q_in,
+                                     nh * dq, dq, s->q_lat, nh * dc, dc, nh))
             return -1;
         /* each token over its own sequence's rows, one read of each row per 16 heads; the splits a token
          * uses follow its length on the device, the grid only T and max_ctx. o^L comes out in the weights'
@@ -416,23 +390,11 @@ int fast_mla_forward(FastContext *ctx, float *out, const float *a, const FastMla
                                   at->max_ctx, s->partial + decode_counter_ints(nh, s->max_T), (int *)s->partial,
                                   ctx->stream));
         /* o_{t,h} = W^UV_h o^L_{t,h}: (d_v × T) = op_T(W^UV_h as d_c × d_v) · (o^L_h as d_c × T) */
-        if (gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
-                       (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
+        if (fast_gemm_heads(ctx, CUBLAS_OP_T, dv, T, dc, kv_b + (size_t)dn * dc * esz, ctx->wtype, dc,
+                            (long long)(dn + dv) * dc, ol_in, nh * dc, dc, s->o, nh * dv, dv, nh))
             return -1;
-    } else {
-        /* decompress the sequence's rows: u_j = kv_b ĉ_j = [k^N_{j,h} ; v_{j,h}] per head, K = [k^N ; k^R], V */
-        const void *seq = (const char *)cache + (size_t)at->base0 * (dc + dr) * esz;
-        if (fast_gemm(ctx, s->u, seq, ctx->wtype, dc + dr, kv_b, ctx->wtype, nh * (dn + dv), dc, ctx_len)) return -1;
-        CUDA_TRY(mla_expand_v2(s->k, s->v, s->u, seq, ctx->wtype, dims, ctx_len, ctx->stream));
-        /* scores per head: (ctx × T) = op_T(K_h as d_q × ctx) · (Q_h as d_q × T), row-major [T, ctx] */
-        if (gemm_heads(ctx, CUBLAS_OP_T, ctx_len, T, dq, s->k, KERNEL_F32, nh * dq, dq, s->q, nh * dq, dq, s->s,
-                       ctx_len, (long long)T * ctx_len, nh))
-            return -1;
-        CUDA_TRY(mla_causal_softmax_v2(s->s, s->s, rope->softmax_scale, nh, T, ctx_len, pos0, ctx->stream));
-        /* o_{t,h} = Σ_j p_{t,j,h} v_{j,h}: (d_v × T) = (V_h as d_v × ctx) · (P_h as ctx × T) */
-        if (gemm_heads(ctx, CUBLAS_OP_N, dv, T, ctx_len, s->v, KERNEL_F32, nh * dv, dv, s->s, ctx_len,
-                       (long long)T * ctx_len, s->o, nh * dv, dv, nh))
-            return -1;
+    } else if (fast_mla_prefill(ctx, w, cache, dims, at, T, s)) { /* prompt chunks: fast/prefill.c */
+        return -1;
     }
     if (fast_linear(ctx, out, s->o, &w->o_proj, T)) /* W^O [o_{t,1}; …; o_{t,n_h}] */
         return -1;

@@ -26,6 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Rows of m->logits: a decode step's B ≤ max_batch at once, a prompt's all-position logits in pieces. */
+static size_t fast_logit_rows(int max_batch, int rows)
+{
+    const int cap = max_batch > FAST_LOGIT_ROWS ? max_batch : FAST_LOGIT_ROWS;
+    return (size_t)(rows < cap ? rows : cap);
+}
+
 // ANCHOR: fast_model_buffer_sizes
 int fast_model_buffer_sizes(const ModelConfig *c, KernelDType wtype, int max_batch, int max_context, int rows,
                             size_t bytes[FAST_MODEL_BUFFERS])
@@ -38,7 +45,7 @@ int fast_model_buffer_sizes(const ModelConfig *c, KernelDType wtype, int max_bat
         sizeof(float) * T * D,
         sizeof(float) * T * D,
         sizeof(float) * T * D, /* step, h, a, b */
-        sizeof(float) * T * c->vocab_size,
+        sizeof(float) * fast_logit_rows(max_batch, rows) * c->vocab_size,
         sizeof(int)
     }; /* logits, next */
     for (int i = 0; i < FAST_MODEL_BUFFERS; i++)
@@ -58,7 +65,7 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
     m->rope = ref.rope;
     const ModelConfig *c = m->cfg;
     m->max_context = model_context_size(c, opt ? opt->max_context : 0);
-    m->chunk = opt && opt->chunk ? opt->chunk : MODEL_DEFAULT_CHUNK;
+    m->chunk = opt && opt->chunk ? opt->chunk : FAST_DEFAULT_CHUNK;
     m->form = opt ? opt->form : 0;
     m->moe_elsewhere = opt && opt->moe_elsewhere;
     m->max_batch = opt && opt->max_batch ? opt->max_batch : 1;
@@ -67,6 +74,11 @@ static int open_device(FastModel *m, const char *dir, const FastOptions *opt)
     if (m->max_batch < 1 || m->chunk < 1) {
         model_close(&ref);
         return ds_error("fast_model_open: max_batch %d and chunk %d must be at least 1", m->max_batch, m->chunk);
+    }
+    if (m->chunk > FAST_MAX_CHUNK) {
+        model_close(&ref);
+        return ds_error("fast_model_open: chunk %d exceeds the fast path's %d tokens per step (FastOptions.chunk)",
+                        m->chunk, FAST_MAX_CHUNK);
     }
     const int ep_devices = opt ? opt->ep_devices : 0;
     int rc = ep_devices > 1 ? fast_check_cuda(cudaSetDevice(0), "cudaSetDevice(0)", __FILE__, __LINE__) : 0;
@@ -85,6 +97,7 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
     if (rc == 0) {
         const ModelConfig *c = m->cfg;
         const size_t T = m->rows;
+        m->step_regions = (m->max_context + m->chunk - 1) / m->chunk + 1;
         m->pos = calloc((size_t)m->max_batch, sizeof(int));
         rc = !m->pos ? ds_error("fast_model_open: out of host memory for %d slots", m->max_batch) : 0;
         /* decode graphs on one device (the expert-parallel MoE exchanges data through NCCL and the host) */
@@ -102,11 +115,13 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
             rc = fast_check_cuda(cudaMalloc(dst[i], bytes[i]), "cudaMalloc(model buffer)", __FILE__, __LINE__);
         if (rc == 0)
             rc = fast_vec_upload(&m->inv_freq, m->rope.inv_freq, bytes[0] / sizeof(float)) ||
-                         fast_check_cuda(cudaMallocHost((void **)&m->step_host, sizeof(int) * 3 * T),
-                                         "cudaMallocHost(step)", __FILE__, __LINE__) ||
+                         fast_check_cuda(
+                             cudaMallocHost((void **)&m->step_pinned, sizeof(int) * (size_t)m->step_regions * 3 * T),
+                             "cudaMallocHost(step)", __FILE__, __LINE__) ||
                          fast_scratch_init(&m->scratch, &m->ctx, c, m->rows, m->max_context)
                      ? -1
                      : 0;
+        m->step_host = m->step_pinned;
     }
     if (rc) {
         char saved[1024];
@@ -124,7 +139,7 @@ void fast_model_close(FastModel *m)
     fast_scratch_free(&m->scratch);
     void *dev[] = { m->inv_freq, m->cache, m->step, m->h, m->a, m->b, m->logits, m->next };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
-    cudaFreeHost(m->step_host);
+    cudaFreeHost(m->step_pinned);
     cudaFreeHost(m->greedy_host);
     free(m->pos);
     for (int b = 0; b < m->max_batch; b++) {
@@ -166,8 +181,8 @@ int fast_model_layer_attention(FastModel *m, int l, int T)
     const int D = c->hidden_size;
     const size_t width = (size_t)c->kv_lora_rank + c->qk_rope_head_dim;
     void *cache = (char *)m->cache + (size_t)l * m->max_context * width * kernel_dtype_size(ctx->wtype);
-    /* the decode form by tokens per step: absorbed over the latent cache for one token (or one token of
-     * each of several sequences), expanded for prompts */
+    /* the attention kernel by tokens per step: the split decode for one token (or one token of each of
+     * several sequences), the tiled prompt kernel (fast/prefill.c) for prompt chunks; both absorbed */
     const bool absorbed = m->at.pos0 < 0 || m->form == 2 || (m->form == 0 && T == 1);
     if (m->a_ready) /* the previous FFN's fused tail wrote h and a */
         m->a_ready = false;
@@ -231,6 +246,7 @@ static void stage_row(FastModel *m, int t, int token, int slot)
 static int upload_step(FastModel *m)
 {
     CUDA_TRY(cudaMemcpyAsync(m->step, m->step_host, sizeof(int) * 3 * m->rows, cudaMemcpyHostToDevice, m->ctx.stream));
+    m->step_unsynced++;
     return 0;
 }
 
@@ -254,16 +270,22 @@ static int step_layers(FastModel *m, int n)
 }
 // ANCHOR_END: fast_model_step
 
-/* logits of rows [first, n) into m->logits: h ← h + FFN_{L−1}; z = RMSNorm_final(h); lm_head z. */
-static int step_head(FastModel *m, int first, int n)
+/* The n rows' final norm: h ← h + FFN_{L−1}; z = RMSNorm_final(h) into a. */
+static int final_norm(FastModel *m, int n)
 {
     const ModelConfig *c = m->cfg;
-    const int D = c->hidden_size;
     if (m->a_ready) /* the last FFN's fused tail normalised with final_norm */
         m->a_ready = false;
     else
-        CUDA_TRY(FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, D, c->rms_norm_eps, m->ctx.stream));
-    const int rows = n - first;
+        CUDA_TRY(
+            FAST_RMSNORM_RESIDUAL(m->a, m->h, m->b, m->final_norm, n, c->hidden_size, c->rms_norm_eps, m->ctx.stream));
+    return 0;
+}
+
+/* lm_head z for rows [first, n) into m->logits (n − first ≤ its rows, fast_logit_rows). */
+static int head_rows(FastModel *m, int first, int n)
+{
+    const int D = m->cfg->hidden_size, rows = n - first;
     const Gemv head = { .W = m->lm_head.data,
                         .w_type = m->lm_head.dtype,
                         .rows = m->lm_head.rows,
@@ -282,6 +304,12 @@ static int step_head(FastModel *m, int first, int n)
     /* a few rows: the matrix–vector kernel reads the LM head once, no conversion launch */
     CUDA_TRY(gemv_forward_v2(head, (GemvTail){ .kind = GEMV_TAIL_NONE }, m->ctx.stream));
     return 0;
+}
+
+/* logits of rows [first, n) into m->logits: the final norm, then the LM head. */
+static int step_head(FastModel *m, int first, int n)
+{
+    return final_norm(m, n) || head_rows(m, first, n) ? -1 : 0;
 }
 
 /* The n − first logits rows of the step to dst (host); they become fast_model_argmax's. */
@@ -323,6 +351,15 @@ static int decode_graph(FastModel *m, int B)
 }
 // ANCHOR_END: fast_model_graph
 
+/* Waits for the stream; every staged step has been uploaded, so staging starts again at region 0. */
+static int wait_device(FastModel *m)
+{
+    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
+    m->step_unsynced = 0;
+    m->step_host = m->step_pinned;
+    return 0;
+}
+
 /* Checks that T tokens fit slot: the slot exists, every id is in the vocabulary, the context has room. */
 static int check_tokens(const FastModel *m, const char *who, int slot, const int *tokens, int T)
 {
@@ -344,7 +381,10 @@ int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
         return ds_error("fast_model_step_begin: %d tokens in one step, the model's chunk is %d", T, m->chunk);
     if (check_tokens(m, "fast_model_step_begin", slot, tokens, T)) return -1;
     m->last_row = -1;
-    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream)); /* the previous step's upload has left step_host */
+    /* stage in a region of the pinned array no queued upload reads: a prompt's chunks each take the next
+     * one (there are enough for max_context tokens), so the host never waits between them */
+    if (m->step_unsynced == m->step_regions && wait_device(m)) return -1;
+    m->step_host = m->step_pinned + (size_t)m->step_unsynced * 3 * m->rows;
     for (int t = 0; t < T; t++) {
         stage_row(m, t, tokens[t], slot);
         m->step_host[m->rows + t] += t;
@@ -357,7 +397,17 @@ int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)
 int fast_model_step_end(FastModel *m, int slot, int T, int first, float *logits_host)
 {
     m->pos[slot] += T;
-    return logits_host && (step_head(m, first, T) || copy_logits(m, first, T, logits_host)) ? -1 : 0;
+    if (!logits_host) return 0;
+    /* the LM head a piece of m->logits' rows at a time, each piece's copy queued before the next GEMM
+     * overwrites them (stream order), so the device holds FAST_LOGIT_ROWS rows of logits, not a chunk's */
+    const int cap = (int)fast_logit_rows(m->max_batch, m->rows);
+    if (final_norm(m, T)) return -1;
+    for (int r = first; r < T; r += cap) {
+        const int end = T - r < cap ? T : r + cap;
+        if (head_rows(m, r, end) || copy_logits(m, r, end, logits_host + (size_t)(r - first) * m->cfg->vocab_size))
+            return -1;
+    }
+    return 0;
 }
 
 int fast_model_forward(FastModel *m, const int *tokens, int T, float *logits_host, bool all_positions)
@@ -379,8 +429,7 @@ int fast_model_prefill(FastModel *m, int slot, const int *tokens, int T, float *
             fast_model_step_end(m, slot, n, all_positions ? 0 : n - 1, dst))
             return -1;
     }
-    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
-    return 0;
+    return wait_device(m);
 }
 
 /* Checks B rows of a decode of `steps` steps: distinct slots in range, ids in the vocabulary, room for every step. */
@@ -409,7 +458,7 @@ static int check_decode(const FastModel *m, const char *who, const int *slots, c
 static int begin_decode(FastModel *m, const int *slots, const int *tokens, int B)
 {
     m->last_row = -1;
-    CUDA_TRY(cudaStreamSynchronize(m->ctx.stream)); /* the previous step's upload has left step_host */
+    if (wait_device(m)) return -1; /* the previous step's upload has left step_host */
     for (int i = 0; i < B; i++) stage_row(m, i, tokens[i], slots[i]);
     m->at = (FastPositions){ m->step + m->rows, m->step + 2 * m->rows, -1, -1, m->max_context };
     return upload_step(m);

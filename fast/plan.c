@@ -83,7 +83,7 @@ int fast_plan_memory(FastPlan *out, const ModelConfig *cfg, int devices, FastLay
     out->devices = devices;
     out->context = model_context_size(cfg, context);
     out->batch = batch;
-    chunk = chunk > 0 ? chunk : MODEL_DEFAULT_CHUNK;
+    chunk = chunk > 0 ? chunk : FAST_DEFAULT_CHUNK;
     const int rows = chunk > batch ? chunk : batch; /* fast/model.c's rows of one step */
     if (layout == FAST_LAYOUT_SHARDED) {
         shard_devices(out, cfg, wtype, devices, batch, rows);

@@ -288,6 +288,16 @@ cudaError_t moe_combine_v4(float *y, const float *out, const int *slot_row, cons
                            int T, int K, int D, float *h, float *a, const float *norm, float eps, float *sq, int *done,
                            cudaStream_t stream);
 
+/**
+ * Version 4 of moe_experts_v1 (same arguments and result; kernels/moe_gemm.cu): a grouped GEMM for
+ * prompt chunks. Tiles of 64 rows of one expert × 128 weight rows, staged through shared memory with
+ * 16-byte loads (element loads when D or I is not a multiple of 8), float32 accumulation; each block
+ * finds its expert and rows from the offsets on the device, the grid is sized from rows and E alone.
+ * Two launches: [gate | up] with SwiGLU in the epilogue, then down.
+ */
+cudaError_t moe_experts_v4(float *out, void *hidden, const void *xp, const int *offsets, const void *gate_up,
+                           const void *down, KernelDType w_type, int rows, int E, int D, int I, cudaStream_t stream);
+
 /* ---- mla.cu: Multi-head Latent Attention (docs/semantics.md §3.4, §5) ---------------------------------- */
 
 /** Sizes of one MLA layer and the scale σ = d_q^{-1/2}·m². */
@@ -503,8 +513,7 @@ int gemv_v2_supports(const Gemv *g);
 /**
  * Version 2: one warp per row (blocks of 16 warps, up to 32 rows per warp, about 132 blocks), x staged per block once per
  * pass of ≤ 16 tokens, 16-byte weight loads when cols is a multiple of 8 and W is 16-byte aligned; then
- * the tail in the last block. 
-eturn cudaErrorInvalidValue when !gemv_v2_supports(&g) or a tail lacks
+ * the tail in the last block. \return cudaErrorInvalidValue when !gemv_v2_supports(&g) or a tail lacks
  * its counter.
  */
 cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream);
@@ -517,6 +526,30 @@ cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream);
  */
 cudaError_t mla_absorb_v2(float *q_lat, const float *q, const void *kv_b, KernelDType kv_b_type, MlaDims dims, int T,
                           cudaStream_t stream);
+
+/* ---- mla_prefill.cu: MLA for prompt chunks, absorbed, online softmax over tiles of cache rows ---------- */
+
+/**
+ * Version 1: o^L_{t,h} = Σ_j softmax_j(σ (q^L_{t,h}·ĉ_j + q^R_{t,h}·k^R_j)) ĉ_j over keys j ≤ pos[t] at
+ * cache rows base[t] + j, one thread per (t, h), ref/mla.c's loops without a score array.
+ * o_lat, q_lat: [T, n_h, d_c] float32; q: [T, n_h, d_n + d_r] (q^R at d_n); cache: rows of d_c + d_r
+ * elements of cache_type; pos, base: [T] device ints. Any sizes.
+ */
+cudaError_t mla_prefill_v1(float *o_lat, const float *q_lat, const float *q, const void *cache, KernelDType cache_type,
+                           MlaDims dims, const int *pos, const int *base, int T, cudaStream_t stream);
+
+/**
+ * Version 2 of mla_prefill_v1 (same function; o_lat stored as o_type): 16 query rows (a group of up to
+ * 16 heads of one or more tokens) per block, the cache streamed through shared memory in tiles of 16
+ * rows with an online softmax; memory beyond its output: none. d_c ≤ 512 and d_r ≤ 64
+ * (mla_prefill_supported), else cudaErrorInvalidValue.
+ */
+cudaError_t mla_prefill_v2(void *o_lat, KernelDType o_type, const float *q_lat, const float *q, const void *cache,
+                           KernelDType cache_type, MlaDims dims, const int *pos, const int *base, int T,
+                           cudaStream_t stream);
+
+/** Whether mla_prefill_v2 takes these sizes (d_c ≤ 512, d_r ≤ 64). */
+int mla_prefill_supported(MlaDims dims);
 
 /* ---- ep_stats.cu: expert parallelism's routing statistics (paper §2.2.3) ----------------- */
 

@@ -22,8 +22,9 @@
  * itself: on the simulated device, as on a GPU, a synchronisation, a
  * synchronous copy or an allocation during capture is refused and invalidates
  * it, so a decode step that captured and replayed (FastModel.graphs[B − 1] set)
- * did none; host_sync_invalidates_capture shows the control, the MoE layer's
- * per-expert path (offsets copied to the host) refused under capture. Outputs are poisoned (NaN) before every step. On the simulated
+ * did none; host_sync_invalidates_capture shows the control, a stream
+ * synchronisation refused under capture, and both MoE paths (the decode's
+ * grouped kernel and the prompts' grouped GEMM) recording cleanly. Outputs are poisoned (NaN) before every step. On the simulated
  * device every launch, replayed ones included, runs under race check.
  */
 #include "check.h"
@@ -203,9 +204,9 @@ static void greedy_on_device(void **state)
 }
 
 /*
- * The control: under capture, the MoE layer with one GEMM pair per expert (which copies the expert
- * offsets to the host and synchronises) is refused and invalidates the capture; the grouped kernel
- * the decode step uses records cleanly.
+ * The control: under capture, a stream synchronisation (what a MoE layer that copied its expert
+ * offsets to the host would need) is refused and invalidates the capture; the grouped kernel the
+ * decode step uses and the grouped GEMM of prompt chunks both record cleanly.
  */
 static void host_sync_invalidates_capture(void **state)
 {
@@ -220,20 +221,19 @@ static void host_sync_invalidates_capture(void **state)
     cudaGraph_t g = NULL;
     setenv("SIM_QUIET", "1", 1); /* the refusal below is expected */
     assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-    assert_int_equal(
-        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_PER_EXPERT, NULL),
-        -1);
-    printf("per-expert MoE under capture: %s\n", ds_last_error());
+    assert_int_not_equal(cudaStreamSynchronize(m.ctx.stream), cudaSuccess);
     assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaErrorStreamCaptureInvalidated);
     assert_null(g);
     (void)cudaGetLastError();
     unsetenv("SIM_QUIET");
-    assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-    assert_int_equal(
-        fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, FAST_MOE_GROUPED, NULL), 0);
-    assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaSuccess);
-    assert_non_null(g);
-    assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
+    for (int how = FAST_MOE_GROUPED; how <= FAST_MOE_GROUPED_GEMM; how++) {
+        assert_int_equal(cudaStreamBeginCapture(m.ctx.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+        assert_int_equal(fast_moe_forward_experts(&m.ctx, m.b, m.a, &m.layers[l].moe, m.cfg, 1, &m.scratch, how, NULL),
+                         0);
+        assert_int_equal(cudaStreamEndCapture(m.ctx.stream, &g), cudaSuccess);
+        assert_non_null(g);
+        assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
+    }
     fast_model_close(&m);
 }
 

@@ -1,7 +1,7 @@
 /**
  * \file test_fast_mla.c
- * \brief The device MLA against ref/mla.c's mla_forward: fast_mla_forward in both forms (expanded through
- *        cuBLAS + the causal softmax kernel; absorbed through the split-sequence decode), the latent
+ * \brief The device MLA against ref/mla.c's mla_forward: fast_mla_forward in both forms (the prompt form
+ *        through the tiled prompt kernel of fast/prefill.c; absorbed through the split-sequence decode), the latent
  *        cache it writes (mla_write_latents v1 and v2), and the reference-loop kernel mla_attend_v1.
  *
  * fast_mla_forward takes every token's position and cache row from device arrays (the _at

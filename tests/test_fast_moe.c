@@ -269,7 +269,7 @@ static void check_moe(const ModelConfig *c, int T)
         assert_int_equal(cudaMemcpy(dx, x, sizeof(float) * (size_t)T * D, cudaMemcpyHostToDevice), cudaSuccess);
 
         /* v2: the paths fast/ runs, the grouped kernel (small steps) and one GEMM pair per expert (prompts) */
-        for (int how = FAST_MOE_GROUPED; how <= FAST_MOE_PER_EXPERT; how++) {
+        for (int how = FAST_MOE_GROUPED; how <= FAST_MOE_GROUPED_GEMM; how++) {
             assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
             assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
             assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I), cudaSuccess);
