@@ -127,12 +127,15 @@ static void refuses_without_times_or_estimates(void **state)
     scratch_remove(dir);
 }
 
-/* Without a GPU the target says so in one line and exits 2 (the probe is replaced by `false`). */
+/* Without a GPU the target says so in one line and exits 2 (the probe is replaced by `false`; run as a top-level
+ * make, since under `make test` a sub-make would add its own jobserver and directory lines). */
 static void make_target_without_a_gpu(void **state)
 {
     (void)state;
     char out[2048];
-    const int status = shell_capture(out, sizeof out, "make -s gpu-report NVIDIA_SMI=false 2>&1");
+    const int status = shell_capture(
+        out, sizeof out,
+        "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory gpu-report NVIDIA_SMI=false 2>&1");
     assert_int_equal(status, 2);
     if (!strstr(out, "gpu-report: no CUDA device found (false -L lists none); nothing written"))
         fail_msg("unexpected output: %s", out);
