@@ -323,20 +323,20 @@ static int copy_logits(FastModel *m, int first, int n, float *dst)
 
 // ANCHOR: fast_model_graph
 /*
- * The decode step of B sequences from a CUDA graph: captured at its first use, then replayed. Every
- * launch of the step (embedding, each layer, final norm, LM head) reads device buffers whose
- * addresses never change, with shapes that depend on B only: positions and cache rows come from
- * m->step (uploaded before the launch), attention blocks read each row's length there (the grid
- * does not depend on it), and the MoE runs the grouped kernel, so nothing in the step waits for the host. A synchronisation inside
- * would invalidate the capture (cudaStreamEndCapture fails), on the simulated device as on a GPU.
+ * A step of B sequences from a CUDA graph: `record` queues its launches at the first use (the capture),
+ * later uses replay them. Every launch of the step (embedding, each layer, final norm, LM head) reads
+ * device buffers whose addresses never change, with shapes that depend on B only: positions and cache
+ * rows come from m->step (uploaded before the launch), attention blocks read each row's length there
+ * (the grid does not depend on it), and the MoE runs the grouped kernels, so nothing in the step waits
+ * for the host. A synchronisation inside would invalidate the capture (cudaStreamEndCapture fails), on
+ * the simulated device as on a GPU.
  */
-static int decode_graph(FastModel *m, int B)
+static int replay(FastModel *m, cudaGraphExec_t *exec, int (*record)(FastModel *, int), int B)
 {
-    cudaGraphExec_t *exec = &m->graphs[B - 1];
     if (!*exec) {
         cudaGraph_t graph = NULL;
         CUDA_TRY(cudaStreamBeginCapture(m->ctx.stream, cudaStreamCaptureModeGlobal));
-        const int rc = step_layers(m, B) || step_head(m, 0, B);
+        const int rc = record(m, B);
         const cudaError_t end = cudaStreamEndCapture(m->ctx.stream, &graph);
         if (rc || fast_check_cuda(end, "cudaStreamEndCapture", __FILE__, __LINE__)) {
             if (graph) cudaGraphDestroy(graph);
@@ -348,6 +348,17 @@ static int decode_graph(FastModel *m, int B)
     }
     CUDA_TRY(cudaGraphLaunch(*exec, m->ctx.stream));
     return 0;
+}
+
+/* The decode step's launches: embedding, every layer, final norm and LM head. */
+static int decode_step(FastModel *m, int B)
+{
+    return step_layers(m, B) || step_head(m, 0, B) ? -1 : 0;
+}
+
+static int decode_graph(FastModel *m, int B)
+{
+    return replay(m, &m->graphs[B - 1], decode_step, B);
 }
 // ANCHOR_END: fast_model_graph
 
@@ -467,7 +478,7 @@ static int begin_decode(FastModel *m, const int *slots, const int *tokens, int B
 int fast_model_decode(FastModel *m, const int *slots, const int *tokens, int B, float *logits_host)
 {
     if (check_decode(m, "fast_model_decode", slots, tokens, B, 1) || begin_decode(m, slots, tokens, B)) return -1;
-    const int run = m->graphs ? decode_graph(m, B) : step_layers(m, B) || step_head(m, 0, B);
+    const int run = m->graphs ? decode_graph(m, B) : decode_step(m, B);
     if (run || (logits_host && copy_logits(m, 0, B, logits_host))) return -1;
     for (int i = 0; i < B; i++) m->pos[slots[i]]++;
     CUDA_TRY(cudaStreamSynchronize(m->ctx.stream));
@@ -489,22 +500,7 @@ static int greedy_step(FastModel *m, int B)
 
 static int greedy_graph(FastModel *m, int B)
 {
-    cudaGraphExec_t *exec = &m->greedy_graphs[B - 1];
-    if (!*exec) {
-        cudaGraph_t graph = NULL;
-        CUDA_TRY(cudaStreamBeginCapture(m->ctx.stream, cudaStreamCaptureModeGlobal));
-        const int rc = greedy_step(m, B);
-        const cudaError_t end = cudaStreamEndCapture(m->ctx.stream, &graph);
-        if (rc || fast_check_cuda(end, "cudaStreamEndCapture", __FILE__, __LINE__)) {
-            if (graph) cudaGraphDestroy(graph);
-            return -1;
-        }
-        const cudaError_t made = cudaGraphInstantiate(exec, graph, 0);
-        cudaGraphDestroy(graph);
-        CUDA_TRY(made);
-    }
-    CUDA_TRY(cudaGraphLaunch(*exec, m->ctx.stream));
-    return 0;
+    return replay(m, &m->greedy_graphs[B - 1], greedy_step, B);
 }
 
 int fast_model_decode_greedy(FastModel *m, const int *slots, const int *tokens, int B, int steps, int *out)
