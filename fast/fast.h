@@ -322,6 +322,14 @@ int fast_mla_prefill(FastContext *ctx, const FastMla *w, const void *cache, MlaD
 
 /* ---- the model ----------------------------------------------------------------------------- */
 
+/**
+ * Checks that T new tokens fit `slot` of a model with `slots` sequence slots holding pos[slot] positions
+ * of max_context, every id in [0, vocab). \return 0, or −1 with one error line naming who, the slot and
+ * the token or the context.
+ */
+int fast_check_tokens(const char *who, int slot, int slots, const int *pos, int max_context, int vocab,
+                      const int *tokens, int T);
+
 /** Options for fast_model_open(). Zero means "the default". */
 typedef struct {
     bool bf16;          /**< bf16 weights and latent cache (the fast path); false: float32 mode */

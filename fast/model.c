@@ -371,19 +371,23 @@ static int wait_device(FastModel *m)
     return 0;
 }
 
-/* Checks that T tokens fit slot: the slot exists, every id is in the vocabulary, the context has room. */
+int fast_check_tokens(const char *who, int slot, int slots, const int *pos, int max_context, int vocab,
+                      const int *tokens, int T)
+{
+    if (slot < 0 || slot >= slots) return ds_error("%s: slot %d is outside [0, %d)", who, slot, slots);
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= vocab)
+            return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
+                            pos[slot] + t, slot, vocab);
+    if (T > max_context - pos[slot])
+        return ds_error("slot %d: %d new tokens at positions %d.. do not fit the context of %d positions (max_context)",
+                        slot, T, pos[slot], max_context);
+    return 0;
+}
+
 static int check_tokens(const FastModel *m, const char *who, int slot, const int *tokens, int T)
 {
-    const int V = m->cfg->vocab_size;
-    if (slot < 0 || slot >= m->max_batch) return ds_error("%s: slot %d is outside [0, %d)", who, slot, m->max_batch);
-    for (int t = 0; t < T; t++)
-        if (tokens[t] < 0 || tokens[t] >= V)
-            return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
-                            m->pos[slot] + t, slot, V);
-    if (T > m->max_context - m->pos[slot])
-        return ds_error("slot %d: %d new tokens at positions %d.. do not fit the context of %d positions (max_context)",
-                        slot, T, m->pos[slot], m->max_context);
-    return 0;
+    return fast_check_tokens(who, slot, m->max_batch, m->pos, m->max_context, m->cfg->vocab_size, tokens, T);
 }
 
 int fast_model_step_begin(FastModel *m, int slot, const int *tokens, int T)

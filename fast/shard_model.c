@@ -429,16 +429,7 @@ static void stage_row(FastShardModel *m, int t, int token, int slot, int p)
 
 static int check_slot(const FastShardModel *m, const char *who, int slot, const int *tokens, int T)
 {
-    const int V = m->cfg->vocab_size;
-    if (slot < 0 || slot >= m->max_batch) return ds_error("%s: slot %d is outside [0, %d)", who, slot, m->max_batch);
-    for (int t = 0; t < T; t++)
-        if (tokens[t] < 0 || tokens[t] >= V)
-            return ds_error("token id %d at position %d of slot %d is outside the vocabulary [0, %d)", tokens[t],
-                            m->pos[slot] + t, slot, V);
-    if (T > m->max_context - m->pos[slot])
-        return ds_error("slot %d: %d new tokens at positions %d.. do not fit the context of %d positions (max_context)",
-                        slot, T, m->pos[slot], m->max_context);
-    return 0;
+    return fast_check_tokens(who, slot, m->max_batch, m->pos, m->max_context, m->cfg->vocab_size, tokens, T);
 }
 
 int fast_shard_logits(FastShardModel *m, float *logits_host)
