@@ -23,7 +23,8 @@ extern "C" cudaError_t sample_argmax_v1(int *out, const float *logits, int n, cu
     return cudaGetLastError();
 }
 
-/** The block's arg-max of logits[0..n) (lowest index on ties), known to thread 0. */
+/** The block's arg-max of logits[0..n) (lowest index on ties), known to thread 0; 16-byte loads when n is a
+ *  multiple of 4 and logits 16-byte aligned. */
 static __device__ int block_argmax(const float *logits, int n)
 {
     __shared__ float best_v[ARGMAX_THREADS / 32];
@@ -31,11 +32,25 @@ static __device__ int block_argmax(const float *logits, int n)
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     float v = -INFINITY;
     int i = n; /* loses every comparison with a real index */
-    for (int j = (int)threadIdx.x; j < n; j += (int)blockDim.x)
-        if (logits[j] > v || i == n) {
-            v = logits[j];
-            i = j;
+    if (n % 4 == 0 && ((size_t)logits & 15) == 0) {
+        /* 16-byte loads: thread j takes logits 4j..4j+3, 4(j + blockDim.x).., still in increasing index order */
+        const float4 *l4 = (const float4 *)logits;
+        for (int j = (int)threadIdx.x; j < n / 4; j += (int)blockDim.x) {
+            const float4 q = l4[j];
+            const float e[4] = { q.x, q.y, q.z, q.w };
+            for (int k = 0; k < 4; k++)
+                if (e[k] > v || i == n) {
+                    v = e[k];
+                    i = 4 * j + k;
+                }
         }
+    } else {
+        for (int j = (int)threadIdx.x; j < n; j += (int)blockDim.x)
+            if (logits[j] > v || i == n) {
+                v = logits[j];
+                i = j;
+            }
+    }
     for (int pass = 0; pass < 2; pass++) {
         for (int off = 16; off > 0; off /= 2) {
             const float ov = __shfl_xor_sync(FULL_MASK, v, off);

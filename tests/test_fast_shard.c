@@ -281,8 +281,10 @@ static void partial_case(MlaDims dims, int T, const int *pos, const int *base, i
         char what[64];
         snprintf(what, sizeof what, "mla_shard_partial_v%d d_c %d", v, dims.d_c);
         check_close(what, got, want, np, -1, 1e-5);
+        /* m is the largest score, a 576-term dot product of O(1) terms: its float32 rounding follows the terms'
+         * size, not the sum's, which can cancel to near 0 — so the bound is relative to max(|m|, 1) */
         for (int i = 0; i < T * nh; i++)
-            if (!(got_m[i] == want_m[i] || fabsf(got_m[i] - want_m[i]) <= 1e-5f * fabsf(want_m[i])))
+            if (!(got_m[i] == want_m[i] || fabsf(got_m[i] - want_m[i]) <= 1e-5f * fmaxf(fabsf(want_m[i]), 1.0f)))
                 fail_msg("%s: m[%d] = %g, want %g", what, i, got_m[i], want_m[i]);
     }
     void *dev[] = { d_q, d_c, d_part, d_m, d_pos, d_base };
