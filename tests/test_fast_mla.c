@@ -23,7 +23,8 @@
  *
  * The decode kernels alone (mla_decode_at_v2, mla_decode_at_v3, mla_decode_v3) are checked against a
  * double-precision o^L on random cache rows: 20 heads (two head groups, the second partial) over 700
- * positions with 576-wide rows (16-byte loads), and 3 heads with 46-wide rows (element loads).
+ * positions with 576-wide rows (16-byte loads), and 3 heads with 46-wide rows (element loads). The expanded
+ * form's version-2 steps chapter 12 teaches (mla_expand_v2, mla_causal_softmax_v2) against host loops.
  */
 #include "check.h"
 #include "fast_test.h"
@@ -465,6 +466,75 @@ static void odd_sizes_three_splits(void **state)
     check_mla(&c, 130);
 }
 
+/*
+ * The expanded form's version-2 steps that chapter 12 teaches beside the prompt kernel: mla_expand_v2 builds
+ * per-head K = [k^N ; k^R] and V from u = kv_b·ĉ and the cached k^R, mla_causal_softmax_v2 the masked
+ * softmax of σ·s. Both against host loops on random inputs (odd sizes, a chunk at pos0 = 5): K and V are
+ * copies (exact); the softmax within 1e-6 relative L2 of a double-precision one (float32 exp and sums).
+ */
+static void expanded_v2_steps(void **state)
+{
+    (void)state;
+    need_device();
+    const MlaDims d = { 3, 5, 4, 6, 7, 0.37f };
+    const int ctx = 11, T = 4, pos0 = 5, w = d.d_c + d.d_r, dq = d.d_n + d.d_r;
+    const size_t nu = (size_t)ctx * d.n_h * (d.d_n + d.d_v), nc = (size_t)ctx * w;
+    const size_t nk = (size_t)ctx * d.n_h * dq, nv = (size_t)ctx * d.n_h * d.d_v, ns = (size_t)d.n_h * T * ctx;
+    float *u = malloc(sizeof(float) * nu), *c = malloc(sizeof(float) * nc), *sc = malloc(sizeof(float) * ns);
+    float *k = malloc(sizeof(float) * nk), *v = malloc(sizeof(float) * nv), *p = malloc(sizeof(float) * ns);
+    float *want_k = malloc(sizeof(float) * nk), *want_v = malloc(sizeof(float) * nv);
+    float *want_p = malloc(sizeof(float) * ns);
+    test_rng_fill(&rng, u, nu, -1, 1);
+    test_rng_fill(&rng, c, nc, -1, 1);
+    test_rng_fill(&rng, sc, ns, -3, 3);
+    for (int j = 0; j < ctx; j++)
+        for (int h = 0; h < d.n_h; h++) {
+            const float *u_jh = u + ((size_t)j * d.n_h + h) * (d.d_n + d.d_v);
+            for (int i = 0; i < dq; i++)
+                want_k[((size_t)j * d.n_h + h) * dq + i] = i < d.d_n ? u_jh[i] : c[(size_t)j * w + d.d_c + i - d.d_n];
+            for (int i = 0; i < d.d_v; i++) want_v[((size_t)j * d.n_h + h) * d.d_v + i] = u_jh[d.d_n + i];
+        }
+    for (int h = 0; h < d.n_h; h++)
+        for (int t = 0; t < T; t++) {
+            const float *row = sc + ((size_t)h * T + t) * ctx;
+            double m = -INFINITY, sum = 0;
+            for (int j = 0; j <= pos0 + t; j++) m = fmax(m, (double)d.scale * row[j]);
+            for (int j = 0; j <= pos0 + t; j++) sum += exp((double)d.scale * row[j] - m);
+            for (int j = 0; j < ctx; j++)
+                want_p[((size_t)h * T + t) * ctx + j] =
+                    j <= pos0 + t ? (float)(exp((double)d.scale * row[j] - m) / sum) : 0;
+        }
+    float *d_u, *d_c, *d_k, *d_v, *d_s, *d_p;
+    assert_int_equal(cudaMalloc((void **)&d_u, sizeof(float) * nu), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_c, sizeof(float) * nc), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_k, sizeof(float) * nk), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_v, sizeof(float) * nv), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_s, sizeof(float) * ns), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_p, sizeof(float) * ns), cudaSuccess);
+    poison(k, nk);
+    poison(p, ns);
+    poison(v, nv);
+    cudaMemcpy(d_u, u, sizeof(float) * nu, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_c, c, sizeof(float) * nc, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_k, k, sizeof(float) * nk, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_v, v, sizeof(float) * nv, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_s, sc, sizeof(float) * ns, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_p, p, sizeof(float) * ns, cudaMemcpyHostToDevice);
+    assert_int_equal(mla_expand_v2(d_k, d_v, d_u, d_c, KERNEL_F32, d, ctx, NULL), cudaSuccess);
+    assert_int_equal(mla_causal_softmax_v2(d_p, d_s, d.scale, d.n_h, T, ctx, pos0, NULL), cudaSuccess);
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemcpy(k, d_k, sizeof(float) * nk, cudaMemcpyDeviceToHost);
+    cudaMemcpy(v, d_v, sizeof(float) * nv, cudaMemcpyDeviceToHost);
+    cudaMemcpy(p, d_p, sizeof(float) * ns, cudaMemcpyDeviceToHost);
+    check_close("mla_expand_v2 K", k, want_k, nk, 0, 0);
+    check_close("mla_expand_v2 V", v, want_v, nv, 0, 0);
+    check_close("mla_causal_softmax_v2", p, want_p, ns, -1, 1e-6);
+    void *dev[] = { d_u, d_c, d_k, d_v, d_s, d_p };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
+    void *host[] = { u, c, sc, k, v, p, want_k, want_v, want_p };
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
 int main(void)
 {
     setenv("SIM_RACECHECK", "1", 0);
@@ -472,7 +542,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lite_real_dims),          cmocka_unit_test(v2_heads_with_query_compression),
         cmocka_unit_test(odd_sizes_three_splits),  cmocka_unit_test(decode_kernels_two_head_groups),
-        cmocka_unit_test(decode_kernels_odd_rows),
+        cmocka_unit_test(decode_kernels_odd_rows), cmocka_unit_test(expanded_v2_steps),
     };
     return cmocka_run_group_tests_name("fast mla", tests, NULL, NULL);
 }
