@@ -12,8 +12,8 @@
  */
 #include "common.cuh"
 
-#define GEMV_THREADS       512 /**< threads per block: 16 warps, one output row at a time each */
-#define GEMV_WARPS         (GEMV_THREADS / 32)
+#define GEMV_THREADS       512                 /**< threads per block: 16 warps, one output row at a time each */
+#define GEMV_WARPS         (GEMV_THREADS / 32) /**< warps per block */
 #define GEMV_TARGET_BLOCKS 132 /**< blocks to aim for: one per SM of a 132-SM H100 (fewer blocks stage x fewer times) */
 #define GEMV_MAX_RPW       32  /**< most rows per warp (large matrices: fewer blocks staging x) */
 #define GEMV_MAX_TC        16  /**< most tokens per pass (one float32 sum each per lane) */

@@ -460,15 +460,20 @@ size_t mla_decode_v3_partial_floats(MlaDims dims, int max_T, int max_ctx);
 typedef struct {
     const void *W;            /**< weights, w_type, rows of cols elements */
     KernelDType w_type;       /**< also the type the activations are rounded to (the cuBLAS operand's) */
-    int rows, cols;           /**< output rows and the reduction length */
-    int group, w_row0;        /**< output rows per group; first weight row of group 0 */
+    int rows;                 /**< output rows */
+    int cols;                 /**< the reduction length */
+    int group;                /**< output rows per group */
+    int w_row0;               /**< first weight row of group 0 */
     long long w_group_stride; /**< weight rows from one group to the next */
     const void *x;            /**< activations, x_type */
     KernelDType x_type;       /**< float32, or bf16 (a decode output already in the weights' type) */
     int ldx;                  /**< elements between tokens of x */
     long long x_group_stride; /**< elements of x from one group to the next */
-    float *y, *y2;            /**< outputs (y2 only when split < rows) */
-    int ldy, ldy2, split;     /**< their row strides, and the first row that goes to y2 */
+    float *y;                 /**< output rows [0, split) */
+    float *y2;                /**< output rows [split, rows) (used only when split < rows) */
+    int ldy;                  /**< row stride of y */
+    int ldy2;                 /**< row stride of y2 */
+    int split;                /**< the first row that goes to y2 */
     int T;                    /**< tokens */
 } Gemv;
 
@@ -495,7 +500,8 @@ typedef struct {
     const int *base;        /**< LATENT: [T] cache row of position 0 of each token's sequence */
     const float *q_norm;    /**< LATENT: NULL (y2 holds queries, rotated), or [q_width] (y2 holds c^Q, normalised) */
     int q_width;            /**< LATENT: d_c^Q when q_norm */
-    float *h, *a;           /**< RESIDUAL_NORM: [T, rows] residual stream (updated) and the normalised output */
+    float *h;               /**< RESIDUAL_NORM: [T, rows] residual stream (updated) */
+    float *a;               /**< RESIDUAL_NORM: [T, rows] the normalised output */
     const float *norm;      /**< RESIDUAL_NORM: [rows] */
     float eps;              /**< RESIDUAL_NORM: epsilon */
 } GemvTail;

@@ -24,9 +24,9 @@
 /* Work on shared memory and registers only: the counted build (sim/count_hooks.c counts global traffic)
  * need not instrument it, and without the hooks it runs at the simulator's speed. */
 #ifdef __CUDACC__
-#define SHARED_ONLY
+#define SHARED_ONLY /**< nvcc: nothing to mark */
 #else
-#define SHARED_ONLY __attribute__((no_sanitize_thread))
+#define SHARED_ONLY __attribute__((no_sanitize_thread)) /**< not instrumented by the counted build */
 #endif
 
 /** σ (q^L·ĉ_j + q^R·k^R_j) for the stored cache row at element `row` (one thread, left to right). */

@@ -23,9 +23,9 @@
 /* The inner product over shared memory touches no global memory, so the counted build (sim/count_hooks.c
  * counts global traffic only) need not instrument it: without the hooks it runs at the simulator's speed. */
 #ifdef __CUDACC__
-#define SHARED_ONLY
+#define SHARED_ONLY /**< nvcc: nothing to mark */
 #else
-#define SHARED_ONLY __attribute__((no_sanitize_thread))
+#define SHARED_ONLY __attribute__((no_sanitize_thread)) /**< not instrumented by the counted build */
 #endif
 
 /** SwiGLU of one unit: silu(g) · u = g / (1 + e^{−g}) · u, as kernels/moe.cu's swiglu_v2_kernel computes it. */

@@ -37,10 +37,10 @@ typedef struct {
 
 /** Their gradients, float32, each shaped like its weight (accumulated). */
 typedef struct {
-    float *q_proj;
-    float *k_proj;
-    float *v_proj;
-    float *o_proj;
+    float *q_proj; /**< dL/dW^Q */
+    float *k_proj; /**< dL/dW^K */
+    float *v_proj; /**< dL/dW^V */
+    float *o_proj; /**< dL/dW^O */
 } StdAttnGrads;
 
 /**
