@@ -36,6 +36,9 @@ typedef struct Tracker {
     unsigned long long step_read_width[SIM_WIDTHS]; /**< step_read by width class */
 } Tracker;
 
+/** Distinct stage counters remembered per kernel (more are counted without telling them apart). */
+#define SIM_MAX_STAGES 16
+
 static struct {
     int active; /**< between start and stop */
     uint32_t step_epoch, record_epoch;
@@ -47,10 +50,12 @@ static struct {
     Tracker *last;   /**< tracker of the most recent access */
     int graph_depth; /**< > 0 while a graph replays */
     SimStepCounters totals;
-    uint64_t seq_start;       /**< operations queued (sim_machine.next_seq) when the interval began */
-    uint64_t sync_seq;        /**< operations queued at the latest synchronisation */
-    unsigned long long after; /**< synchronisations with an operation of the interval queued before them */
-    unsigned long long run;   /**< synchronisations in a row at sync_seq */
+    uint64_t seq_start;                /**< operations queued (sim_machine.next_seq) when the interval began */
+    uint64_t sync_seq;                 /**< operations queued at the latest synchronisation */
+    unsigned long long after;          /**< synchronisations with an operation of the interval queued before them */
+    unsigned long long run;            /**< synchronisations in a row at sync_seq */
+    const void *stage[SIM_MAX_STAGES]; /**< stage counters the current kernel has waited on */
+    int nstage;
 } C;
 
 /* ---- trackers --------------------------------------------------------------------------- */
@@ -232,6 +237,16 @@ void sim_count_begin(SimRecordKind kind, const char *name, int device, const voi
 void sim_count_end(void)
 {
     C.cur = NULL;
+    C.nstage = 0;
+}
+
+void sim_count_stage(const void *counter)
+{
+    if (!C.cur) return;
+    for (int i = 0; i < C.nstage; i++)
+        if (C.stage[i] == counter) return;
+    if (C.nstage < SIM_MAX_STAGES) C.stage[C.nstage++] = counter;
+    C.cur->stages++;
 }
 
 void sim_count_copy(void *dst, const void *src, size_t bytes, int device, const void *stream)

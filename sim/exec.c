@@ -160,6 +160,7 @@ typedef struct {
     SimFiber scheduler; /**< the OS thread's own context, which runs the scheduler */
     SimThread *current; /**< the thread running now */
     int failed;         /**< a fault ended the block */
+    long spins;         /**< __nanosleep pauses so far (a spin-wait's iterations) */
 } Block;
 
 static _Thread_local Block *running;
@@ -345,6 +346,26 @@ void *sim_dynamic_smem(void)
     return need_block("dynamic shared memory")->smem;
 }
 
+/** Pauses a block may spend spinning before its wait is declared one no block can end. */
+#define SIM_SPIN_LIMIT 100000
+
+void sim_spin_wait(void)
+{
+    Block *b = need_block("__nanosleep");
+    SimThread *t = b->current;
+    if (++b->spins > SIM_SPIN_LIMIT)
+        thread_fault(b, t,
+                     "a spin-wait that nothing ends: blocks run one after another here, so a block may wait "
+                     "only for blocks that started before it (a stage ticket)");
+    wait_here(b, t, THREAD_RUNNABLE); /* another thread of the block may be the one to end it */
+}
+
+void sim_stage_wait(const void *counter)
+{
+    need_block("a stage wait");
+    sim_count_stage(counter);
+}
+
 /** Explains why no thread can make progress. */
 static void deadlock_fault(Block *b)
 {
@@ -366,6 +387,7 @@ static void run_block(Block *b, const int *order)
     b->live = b->n;
     b->exited = 0;
     b->at_barrier = 0;
+    b->spins = 0;
     for (int wi = 0; wi * 32 < b->n; wi++) {
         int lanes = b->n - wi * 32 < 32 ? b->n - wi * 32 : 32;
         b->warps[wi] = (SimWarp){ lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u, 0, 0, 0, 0 };

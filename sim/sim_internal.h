@@ -205,6 +205,8 @@ extern SimMachine sim_machine;
 void sim_count_begin(SimRecordKind kind, const char *name, int device, const void *stream, dim3 grid, dim3 block);
 /** Closes the open record. */
 void sim_count_end(void);
+/** Notes a wait of the running kernel on the stage counter at `counter` (the record counts distinct ones). */
+void sim_count_stage(const void *counter);
 /** A kernel's access of size bytes at p (device memory only, inside a kernel record). */
 void sim_count_access(const void *p, size_t size, int write);
 /** A library's or copy's access of bytes at p, counted at width 16 in the open record. */

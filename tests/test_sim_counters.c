@@ -11,6 +11,7 @@
 #include "counted_kernels.h"
 #include "cublas_v2.h"
 #include "nccl.h"
+#include "sim.h"
 #include "sim_counters.h"
 
 #include <stdlib.h>
@@ -123,6 +124,36 @@ static void broadcast_reads_distinct_bytes_and_atomics(void **state)
     cudaFree(x);
     cudaFree(out);
     cudaFree(counter);
+}
+
+/* Stages in one launch (kernels/stage.cuh): the consumers see every producer's writes, the record counts one
+ * dependency per stage waited on, and the counters are zero again for the next launch. */
+static void stages_inside_a_launch(void **state)
+{
+    (void)state;
+    enum { P = 5, Q = 3 };
+    float *x = dev_alloc(P * 64 * sizeof(float)), *sums = dev_alloc(Q * sizeof(float));
+    int *counters = dev_alloc(4 * sizeof(int));
+    for (int run = 0; run < 2; run++) { /* the second run finds the counters the first left */
+        assert_int_equal(cudaMemset(sums, 0xff, Q * sizeof(float)), cudaSuccess);
+        SimStepCounters c;
+        sim_counters_start();
+        assert_int_equal(launch_count_staged(x, sums, counters, P, Q, 0, 0), cudaSuccess);
+        assert_int_equal(cudaStreamSynchronize(0), cudaSuccess);
+        sim_counters_stop(&c);
+        assert_int_equal(only_record()->stages, 1);
+        float host[Q];
+        int zero[4];
+        assert_int_equal(cudaMemcpy(host, sums, sizeof host, cudaMemcpyDeviceToHost), cudaSuccess);
+        assert_int_equal(cudaMemcpy(zero, counters, sizeof zero, cudaMemcpyDeviceToHost), cudaSuccess);
+        for (int q = 0; q < Q; q++) assert_float_equal(host[q], (float)(P * 64) * (P * 64 + 1) / 2, 0.0f);
+        for (int i = 0; i < 4; i++) assert_int_equal(zero[i], 0);
+    }
+    /* a block that waits for a later ticket is a fault naming the spin-wait, not a hang */
+    assert_int_equal(launch_count_staged(x, sums, counters, P, Q, 1, 0), cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(0), cudaErrorLaunchFailure);
+    assert_non_null(strstr(sim_last_detail(), "spin-wait"));
+    assert_int_equal(cudaDeviceReset(), cudaSuccess);
 }
 
 static void shared_memory_is_not_global_traffic(void **state)
@@ -311,6 +342,7 @@ int main(void)
         cmocka_unit_test(float4_loads_count_n_times_4_bytes_at_width_16),
         cmocka_unit_test(bf16_byte_and_uint2_widths),
         cmocka_unit_test(broadcast_reads_distinct_bytes_and_atomics),
+        cmocka_unit_test(stages_inside_a_launch),
         cmocka_unit_test(shared_memory_is_not_global_traffic),
         cmocka_unit_test(copies_syncs_gemm_graph_and_high_water),
         cmocka_unit_test(nccl_bytes_per_peer),

@@ -35,5 +35,5 @@ double h100_record_seconds(const SimLaunchRecord *r)
 
 double h100_launch_seconds(const SimLaunchRecord *r, int as_graph)
 {
-    return r->in_graph || as_graph ? H100_GRAPH_LAUNCH_S : H100_LAUNCH_S;
+    return (r->in_graph || as_graph ? H100_GRAPH_LAUNCH_S : H100_LAUNCH_S) + r->stages * H100_STAGE_S;
 }

@@ -6,12 +6,13 @@
  * notion of time, and these numbers turn counted bytes, launches and synchronisations into a
  * plausible H100 SXM time so that changes to the kernels can be compared. The model, per step:
  *
- *   t = Σ_launches bytes_w / (B_HBM · e_w · f_flight)  +  Σ_launches t_launch  +  syncs · t_sync
+ *   t = Σ_launches bytes_w / (B_HBM · e_w · f_flight)  +  Σ_launches (t_launch + stages · t_stage)  +  syncs · t_sync
  *
  * where bytes_w are a launch's global bytes at access width w, e_w the efficiency of width w,
  * f_flight = min(1, bytes in flight / B_HBM · t_mem) the share of the bandwidth that the launch's
  * threads can keep busy by Little's law (threads · mean width · loads in flight per thread), and
- * t_launch the launch latency (lower for launches replayed from a CUDA graph).
+ * t_launch the launch latency (lower for launches replayed from a CUDA graph), plus t_stage for each
+ * dependency between stages inside the launch.
  */
 #ifndef DSV2_FAST_BENCH_H100_MODEL_H
 #define DSV2_FAST_BENCH_H100_MODEL_H
@@ -46,6 +47,11 @@
 #define H100_LAUNCH_S       2.5e-6
 /** Latency of one dependent kernel replayed from a CUDA graph, seconds (estimate). */
 #define H100_GRAPH_LAUNCH_S 1.0e-6
+/**
+ * Latency of one dependency between stages inside a launch (kernels/stage.cuh), seconds (estimate: the
+ * producer's fence and L2 atomic, then the waiting block's next poll, about half a graph launch's gap).
+ */
+#define H100_STAGE_S        0.5e-6
 /** Cost of one host synchronisation (the host waits, then the device idles until the next launch), seconds (estimate). */
 #define H100_HOST_SYNC_S    10e-6
 
@@ -53,7 +59,10 @@
 
 /** Estimated seconds of one record's memory traffic (the first term of the model). */
 double h100_record_seconds(const SimLaunchRecord *r);
-/** Estimated latency of one record's launch: H100_GRAPH_LAUNCH_S when replayed from a graph (or as_graph), else H100_LAUNCH_S. */
+/**
+ * Estimated latency of one record's launch: H100_GRAPH_LAUNCH_S when replayed from a graph (or as_graph),
+ * else H100_LAUNCH_S; plus H100_STAGE_S for each stage its blocks waited on.
+ */
 double h100_launch_seconds(const SimLaunchRecord *r, int as_graph);
 
 #endif

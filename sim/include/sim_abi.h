@@ -55,6 +55,14 @@ unsigned long long sim_warp_collective(unsigned int mask, int op, unsigned long 
 unsigned int sim_warp_active_mask(void);
 /** The block's dynamic shared memory (the launch's smem bytes, 16-byte aligned). */
 void *sim_dynamic_smem(void);
+/**
+ * One pause of a spin-wait (`__nanosleep`): lets the block's other threads run. Blocks run one after
+ * another here, so a wait that another block would have to end never ends: after SIM_SPIN_LIMIT pauses
+ * in one block the kernel faults, naming it, instead of hanging.
+ */
+void sim_spin_wait(void);
+/** Notes that the running block waits on the stage counter at `counter` (the counters record each one). */
+void sim_stage_wait(const void *counter);
 
 /** Everything the runtime needs to run one launch; built by sim_launch(). */
 typedef struct SimKernelLaunch {

@@ -55,6 +55,7 @@ typedef struct {
     unsigned long long read[SIM_WIDTHS];    /**< global bytes read, by width class */
     unsigned long long written[SIM_WIDTHS]; /**< global bytes written, by width class */
     unsigned long long distinct;            /**< distinct device bytes read or written */
+    int stages; /**< distinct stage counters its blocks waited on (kernels/stage.cuh): dependencies inside it */
 } SimLaunchRecord;
 
 /** Totals of one counted interval. */

@@ -394,6 +394,17 @@ template <typename T> static inline T __ldg(const T *p)
 {
     return *p;
 }
+/** Load cached in L2 only (not L1): a plain load here. */
+template <typename T> static inline T __ldcg(const T *p)
+{
+    return *p;
+}
+/** Pauses a spinning thread about ns nanoseconds on a GPU; here it lets the block's other threads run. */
+static inline void __nanosleep(unsigned int ns)
+{
+    (void)ns;
+    sim_spin_wait();
+}
 /** Integer minimum, as CUDA's device overloads. */
 static inline int min(int a, int b)
 {

@@ -7,6 +7,7 @@
  * mechanism the profile relies on. Each launcher is one block unless said otherwise.
  */
 #include "dsv2_launch.h"
+#include "stage.cuh"
 #include "counted_kernels.h"
 
 __global__ void count_float4(const float *x, float *out, int n)
@@ -49,6 +50,43 @@ __global__ void count_shared(const float *x, float *y)
     tile[t] = x[t];
     __syncthreads();
     y[t] = tile[255 - t];
+}
+
+/*
+ * Two stages in one launch: the first `producers` tickets write x[i] = i + 1 for their 64 values,
+ * the remaining tickets wait for all of them and each writes the sum of x. With `wrong` set, the
+ * producers wait for the consumers instead, a wait no block can end.
+ */
+__global__ void count_staged(float *x, float *sums, int *counters, int producers, int wrong)
+{
+    const int t = stage_ticket(counters);
+    if (t < producers) {
+        if (wrong) stage_wait(counters, 1, 1);
+        x[t * 64 + (int)threadIdx.x] = (float)(t * 64 + (int)threadIdx.x + 1);
+        stage_signal(counters, 0);
+    } else {
+        stage_wait(counters, 0, producers);
+        __shared__ float part[64];
+        float s = 0.0f;
+        for (int i = (int)threadIdx.x; i < producers * 64; i += 64) s += __ldcg(x + i);
+        part[threadIdx.x] = s;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float total = 0.0f;
+            for (int i = 0; i < 64; i++) total += part[i];
+            sums[t - producers] = total;
+        }
+        stage_signal(counters, 1);
+    }
+    stage_exit(counters, 2);
+}
+
+extern "C" cudaError_t launch_count_staged(float *x, float *sums, int *counters, int producers, int consumers,
+                                           int wrong, cudaStream_t stream)
+{
+    LAUNCH(count_staged, dim3((unsigned)(producers + consumers)), dim3(64), 0, stream, x, sums, counters, producers,
+           wrong);
+    return cudaGetLastError();
 }
 
 extern "C" cudaError_t launch_count_float4(const float *x, float *out, int n, cudaStream_t stream)

@@ -22,6 +22,13 @@ cudaError_t launch_count_uint2(const uint2 *x, unsigned int *out, unsigned char 
 cudaError_t launch_count_broadcast(const float *x, int *counter, float *out, cudaStream_t stream);
 /** y = x through a 256-float shared-memory tile (reversed): only the 1024 + 1024 global bytes count. */
 cudaError_t launch_count_shared(const float *x, float *y, cudaStream_t stream);
+/**
+ * One launch of two stages (kernels/stage.cuh): `producers` blocks write x[i] = i + 1 (64 each), then
+ * `consumers` blocks each write the sum of x to sums[c]. counters: STAGE_COUNTER_INTS(2) ints, zero.
+ * With `wrong`, the producers wait for the consumers: a wait that never ends.
+ */
+cudaError_t launch_count_staged(float *x, float *sums, int *counters, int producers, int consumers, int wrong,
+                                cudaStream_t stream);
 
 #ifdef __cplusplus
 }
