@@ -64,7 +64,7 @@ void swiglu_forward(float *y, const float *x, const SwigluWeights *w, int T, flo
 void moe_route(const float *x, const MoeWeights *w, const ModelConfig *cfg, int T, FfnScratch *s)
 {
     const int E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
-    linear(s->scores, x, &w->router, T); /* logits g = W_gate b_t, float32 */
+    linear(s->scores, x, &w->router, T); /* logits z_{i,t} = b_tᵀ e_i (z = W_gate b_t), float32 */
     for (int t = 0; t < T; t++) {
         float *s_t = s->scores + (size_t)t * E;
         router_scores(s_t, s_t, E, cfg->scoring_func); /* affinities s_{i,t} */

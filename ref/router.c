@@ -10,16 +10,16 @@
 #include <stdbool.h>
 
 // ANCHOR: router_scores
-void router_scores(float *s, const float *g, int E, ScoringFunc scoring)
+void router_scores(float *s, const float *z, int E, ScoringFunc scoring)
 {
     if (scoring == SCORING_SIGMOID) {
-        for (int i = 0; i < E; i++) s[i] = 1.0f / (1.0f + expf(-g[i]));
+        for (int i = 0; i < E; i++) s[i] = 1.0f / (1.0f + expf(-z[i]));
         return;
     }
-    float max = g[0], sum = 0;
-    for (int i = 1; i < E; i++) max = fmaxf(max, g[i]);
+    float max = z[0], sum = 0;
+    for (int i = 1; i < E; i++) max = fmaxf(max, z[i]);
     for (int i = 0; i < E; i++) {
-        s[i] = expf(g[i] - max);
+        s[i] = expf(z[i] - max);
         sum += s[i];
     }
     for (int i = 0; i < E; i++) s[i] /= sum;
@@ -98,11 +98,11 @@ void router_backward(float *dlogits, const float *s, const int *idx, const float
         const float S = sum + 1e-20f; /* g_k = s_k / S: ∂g_k/∂s_j = δ_kj/S − s_k/S² */
         ds[idx[k]] += dw[k] / S - dot_wa / (S * S);
     }
-    if (cfg->scoring_func == SCORING_SIGMOID) { /* s = σ(g): ds/dg = s (1 − s) */
+    if (cfg->scoring_func == SCORING_SIGMOID) { /* s = σ(z): ds/dz = s (1 − s) */
         for (int i = 0; i < E; i++) dlogits[i] = ds[i] * s[i] * (1.0f - s[i]);
         return;
     }
-    float mean = 0; /* softmax: dg_j = s_j (ds_j − Σ_i s_i ds_i) */
+    float mean = 0; /* softmax: dz_j = s_j (ds_j − Σ_i s_i ds_i) */
     for (int i = 0; i < E; i++) mean += s[i] * ds[i];
     for (int i = 0; i < E; i++) dlogits[i] = s[i] * (ds[i] - mean);
 }

@@ -2,7 +2,8 @@
  * \file router.h
  * \brief The MoE gate: affinities, expert selection, routing weights (paper §2.2.1–2.2.2; docs/semantics.md §3.6.3).
  *
- * For a token's FFN input b_t the router computes logits g = W_gate b_t in
+ * For a token's FFN input b_t the router computes logits z_{i,t} = b_tᵀ e_i
+ * (z = W_gate b_t, row i of W_gate being expert i's centroid e_i) in
  * float32 and affinities s_{i,t} (softmax over all experts for V2; sigmoid
  * for V3), selects K experts by topk_method, and turns their affinities into
  * the weights g_{i,t} that scale each expert's output.
@@ -20,10 +21,10 @@
 #define ROUTER_MAX_EXPERTS 1024
 
 /**
- * Affinities from router logits: s = softmax(g) or s = sigmoid(g), float32.
- * s, g: [E] (may alias).
+ * Affinities from router logits: s = softmax(z) or s = sigmoid(z), float32.
+ * s, z: [E] (may alias).
  */
-void router_scores(float *s, const float *g, int E, ScoringFunc scoring);
+void router_scores(float *s, const float *z, int E, ScoringFunc scoring);
 
 /**
  * Picks the K = cfg->num_experts_per_tok experts for one token and their weights.

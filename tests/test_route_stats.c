@@ -97,7 +97,7 @@ static Routing recompute(const char *text)
             float *s = r.scores + (size_t)r.n_moe * T * E;
             int *idx = r.chosen + (size_t)r.n_moe * T * K;
             float weight[ROUTER_MAX_EXPERTS];
-            linear(s, m.a, &L->moe.router, T); /* g = W_gate b_t, then s = softmax(g) */
+            linear(s, m.a, &L->moe.router, T); /* z = W_gate b_t, then s = softmax(z) */
             for (int t = 0; t < T; t++) {
                 router_scores(s + (size_t)t * E, s + (size_t)t * E, E, c->scoring_func);
                 router_select(idx + t * K, weight, s + (size_t)t * E, L->moe.bias, c);
