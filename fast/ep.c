@@ -426,14 +426,18 @@ int fast_ep_wait_inputs(FastEp *ep, int p, cudaStream_t producer, bool all)
     CUDA_TRY(cudaSetDevice(p));
     CUDA_TRY(cudaEventRecord(ep->dev[p].ready, producer));
     for (int d = 0; d < ep->N; d++)
-        if (all || d == p) CUDA_TRY(cudaStreamWaitEvent(ep->dev[d].ctx.stream, ep->dev[p].ready, 0));
+        if (all || d == p) { /* each wait queued with its stream's device current */
+            CUDA_TRY(cudaSetDevice(d));
+            CUDA_TRY(cudaStreamWaitEvent(ep->dev[d].ctx.stream, ep->dev[p].ready, 0));
+        }
     return 0;
 }
 
-int fast_ep_signal_outputs(FastEp *ep, int d, cudaStream_t consumer)
+int fast_ep_signal_outputs(FastEp *ep, int d, cudaStream_t consumer, int consumer_device)
 {
     CUDA_TRY(cudaSetDevice(d));
     CUDA_TRY(cudaEventRecord(ep->dev[d].done, ep->dev[d].ctx.stream));
+    CUDA_TRY(cudaSetDevice(consumer_device));
     CUDA_TRY(cudaStreamWaitEvent(consumer, ep->dev[d].done, 0));
     return 0;
 }

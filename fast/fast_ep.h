@@ -222,10 +222,11 @@ int fast_ep_host_plan(FastEp *ep);
  */
 int fast_ep_wait_inputs(FastEp *ep, int p, cudaStream_t producer, bool all);
 /**
- * Orders a consumer (a stream of any device) after device d's part of the last call: records ep->dev[d].done
- * on d's group stream, and consumer waits for it. Leaves device d current. \return 0 or −1.
+ * Orders a consumer (a stream of consumer_device) after device d's part of the last call: records
+ * ep->dev[d].done on d's group stream, and consumer waits for it. Leaves consumer_device current.
+ * \return 0 or −1.
  */
-int fast_ep_signal_outputs(FastEp *ep, int d, cudaStream_t consumer);
+int fast_ep_signal_outputs(FastEp *ep, int d, cudaStream_t consumer, int consumer_device);
 
 /**
  * The expert-parallel part of a FastModel opened with FastOptions.ep_devices = N > 1: attention, dense

@@ -117,6 +117,7 @@ static void dp_fixture(const char *name, int N, int cut)
         poison(got[d], (size_t)seq[d].T * V);
     }
     if (fast_dp_model_forward(dp, tokens, T, got, true)) fail_msg("%s", ds_last_error());
+    if (dp->ep.last_host_free && fast_ep_host_plan(&dp->ep)) fail_msg("%s", ds_last_error()); /* its statistics */
     assert_true(dp->ep.stats.max_devices <= M);
     for (int d = 0; d < N; d++) {
         const size_t n = (size_t)seq[d].T * V;
@@ -136,6 +137,7 @@ static void dp_fixture(const char *name, int N, int cut)
             poison(got[d], (size_t)V);
         }
         if (fast_dp_model_forward(dp, tokens, T, got, false)) fail_msg("%s", ds_last_error());
+        if (dp->ep.last_host_free && fast_ep_host_plan(&dp->ep)) fail_msg("%s", ds_last_error()); /* its statistics */
         assert_true(dp->ep.stats.max_devices <= M);
         for (int d = 0; d < N; d++) {
             if (T[d] == 0) { /* an idle device's output is left alone */
