@@ -16,6 +16,8 @@
  *     other row counts — a few float32 roundings of values of order 1;
  *   - the reference's 16-token greedy continuation (tests/golden/<name>/expected.safetensors),
  *     decoded one token at a time — each step's single token lands on device 0, the others idle;
+ *   - every decode step over N > 1 devices waits for the host only at its end (the logits): no host
+ *     synchronisation between its first queued operation and its last (sim_counters.h);
  *   - after each MoE call, no token's kept assignments reached more than M devices
  *     (FastEpStats.max_devices), and no token's hidden state was dispatched with more than
  *     M × hidden × 4 bytes, nor its partials combined with more (dispatch once per device).
@@ -30,6 +32,13 @@
 #include "fast_ep.h"
 #include "model.h"
 #include "safetensors.h"
+
+#if __has_include("sim_counters.h")
+#include "sim_counters.h"
+#define HAVE_SIM_COUNTERS 1
+#else
+#define HAVE_SIM_COUNTERS 0
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,8 +87,19 @@ static float *fast_logits(const char *name, int N, const int *ids, int T, int V)
     for (int i = 0; i < N_GREEDY; i++) {
         if (next != ids[T + i])
             fail_msg("%s N=%d: greedy token %d is %d, the reference's %d", name, N, i, next, ids[T + i]);
-        if (fast_model_forward(&m, &next, 1, step, false) || fast_model_argmax(&m, &next))
-            fail_msg("%s", ds_last_error());
+#if HAVE_SIM_COUNTERS
+        SimStepCounters sc;
+        sim_counters_start();
+#endif
+        if (fast_model_forward(&m, &next, 1, step, false)) fail_msg("%s", ds_last_error());
+#if HAVE_SIM_COUNTERS
+        sim_counters_stop(&sc);
+        if (i == 0)
+            printf("%s N=%d: decode step host syncs %llu (%llu inside)\n", name, N, sc.host_syncs,
+                   sc.host_syncs_inside);
+        if (N > 1) assert_int_equal(sc.host_syncs_inside, 0); /* the MoE layers never wait for the host */
+#endif
+        if (fast_model_argmax(&m, &next)) fail_msg("%s", ds_last_error());
         if (m.ep) check_bounds(&m.ep->ep, M, m.cfg->hidden_size);
     }
     free(step);
