@@ -10,8 +10,9 @@
  *   2. routing statistics (per-expert counts, affinity sums, tokens per device) summed over devices with
  *      ncclAllReduce, and the routing (experts and weights) all-gathered; with a capacity factor, token
  *      dropping decided from it;
- *   3. the dispatch plan from the gathered routing (every rank would derive the same one; in one process
- *      the host derives it once): a token goes to each device holding one of its kept experts once;
+ *   3. the dispatch plan from the gathered routing (every rank derives the same one: on the devices for a
+ *      small step, on the host for a large one, see below): a token goes to each device holding one of its
+ *      kept experts once;
  *   4. dispatch: one ncclSend per (source, destination) pair with rows, one ncclRecv on the other side, in
  *      one ncclGroupStart/End; a token's hidden state crosses to each distinct device at most once
  *      (paper §2.2.3: at most M devices per token);
