@@ -133,8 +133,9 @@ static void fixture_over_devices(void **state)
         float *got = fast_logits(name, N, ids, T, V);
         const CheckStats vs_ref = check_stats(got, want, (size_t)T * V);
         const CheckStats vs_one = one ? check_stats(got, one, (size_t)T * V) : (CheckStats){ 0, 0, 0, 0 };
-        printf("%s N=%d M=%d: logits max-abs %.3g vs reference, %.3g vs one device; 16 greedy tokens equal\n", name, N,
-               fast_ep_device_limit(ref.cfg, N), vs_ref.max_abs, vs_one.max_abs);
+        printf("%s N=%d M=%d: logits max-abs %.3g vs reference, %.3g vs one device (relative L2 %.9g); 16 greedy "
+               "tokens equal\n",
+               name, N, fast_ep_device_limit(ref.cfg, N), vs_ref.max_abs, vs_one.max_abs, vs_one.rel_l2);
         check_close(name, got, want, (size_t)T * V, 1e-4, -1);
         if (one) /* GEMMs of other row counts: other sum orders */
             check_close("vs one device", got, one, (size_t)T * V, 1e-5, -1);
