@@ -117,10 +117,11 @@ typedef struct {
     int dropped;                        /**< assignments dropped at dispatch */
     long long rows_dispatched;          /**< rows dispatched: distinct (token, device) pairs of kept assignments */
     long long rows_sent;                /**< those going to another device than the token's own */
-    long long bytes_sent;               /**< their bytes (rows_sent · D · element size of the weights' type) */
+    long long bytes_sent;               /**< their bytes (rows_sent · D · element size of the payload) */
     long long max_token_dispatch_bytes; /**< most bytes one token's hidden state was dispatched with, its own
                                              device's row included (devices · D · element size) */
-    long long max_token_combine_bytes;  /**< most bytes of partials one token got back (devices · D · 4) */
+    long long max_token_combine_bytes;  /**< most bytes of partials one token got back (devices · D · element size
+                                             of the payload) */
     int max_devices;                    /**< most devices one token's kept assignments reached */
 } FastEpStats;
 

@@ -5,7 +5,12 @@
  *
  * Each case draws T tokens per device, runs the whole batch through the reference and the same tokens,
  * device d holding rows [d·T, (d+1)·T), through fast_ep_moe_forward(), then checks:
- *   - the output, float32 mode relative L2 ≤ 1e-5 (bf16 mode ≤ 2e-2);
+ *   - the output, float32 mode relative L2 ≤ 1e-5 (bf16 mode ≤ 2e-2: rows and partials travel in bf16, a
+ *     partial rounded once more than on one device; with FastEp.f32_payload as well);
+ *   - every case here is a small step, so the plan is the devices' (ep_plan_v1): it must equal, field by
+ *     field, the host's derivation from the same gathered routing (fast_ep_host_plan), and the call must
+ *     not wait for the host (the simulator's host_syncs = 0); host_plan_eight runs the host's exact-size
+ *     plan on three of the layouts;
  *   - the routing: every token's experts equal the reference's and lie on at most M devices
  *     (fast_ep_device_limit(); with n_group = N, the same set as ref device_limited_route());
  *   - the plan: each device's expanded rows per local expert equal EpPlan's counts of the whole batch;
@@ -480,6 +485,12 @@ static void four_devices_bf16(void **state)
     (void)state;
     random_layer(4, 2, 6, true, 0);
 }
+static void two_and_eight_devices_bf16(void **state)
+{
+    (void)state;
+    random_layer(2, 1, 7, true, 0);
+    random_layer(8, 3, 5, true, 0);
+}
 static void dropping_four(void **state)
 {
     (void)state;
@@ -604,6 +615,7 @@ int main(void)
         cmocka_unit_test(four_devices),
         cmocka_unit_test(eight_devices),
         cmocka_unit_test(four_devices_bf16),
+        cmocka_unit_test(two_and_eight_devices_bf16),
         cmocka_unit_test(dropping_four),
         cmocka_unit_test(dropping_eight),
         cmocka_unit_test(host_plan_eight),
