@@ -101,7 +101,8 @@ static int on_device(int d)
 }
 
 // ANCHOR: fast_dp_moe
-/* MoE layer l over the group: device d's n[d] rows of a (its FastModel's FFN input) in, b out. */
+/* MoE layer l over the group: device d's n[d] rows of a (its FastModel's FFN input) in, b out; each device's
+ * group stream waits for its model stream and the model stream for the group (events, no host wait). */
 static int moe_layer(FastDpModel *dp, int l, const int *n)
 {
     const float *x[FAST_EP_MAX_DEVICES];
@@ -109,16 +110,12 @@ static int moe_layer(FastDpModel *dp, int l, const int *n)
     for (int d = 0; d < dp->N; d++) { /* inputs written on the model's stream */
         x[d] = dp->dev[d].a;
         y[d] = dp->dev[d].b;
-        CUDA_TRY(cudaSetDevice(d));
-        CUDA_TRY(cudaStreamSynchronize(dp->dev[d].ctx.stream));
+        if (fast_ep_wait_inputs(&dp->ep, d, dp->dev[d].ctx.stream, false)) return -1;
     }
-    int rc = fast_ep_moe_forward(&dp->ep, &dp->layers[l], dp->dev[0].cfg, y, x, n);
+    if (fast_ep_moe_forward(&dp->ep, &dp->layers[l], dp->dev[0].cfg, y, x, n)) return -1;
     for (int d = 0; d < dp->N; d++) /* outputs in place before the next layer */
-        if (fast_check_cuda(cudaSetDevice(d), "cudaSetDevice", __FILE__, __LINE__) ||
-            fast_check_cuda(cudaStreamSynchronize(dp->ep.dev[d].ctx.stream), "cudaStreamSynchronize", __FILE__,
-                            __LINE__))
-            rc = -1;
-    return rc;
+        if (fast_ep_signal_outputs(&dp->ep, d, dp->dev[d].ctx.stream, d)) return -1;
+    return 0;
 }
 // ANCHOR_END: fast_dp_moe
 

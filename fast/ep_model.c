@@ -7,7 +7,8 @@
  * lives in device 0's cache, so attention (and the dense FFNs, the embedding and the LM head) run on
  * device 0 for the whole chunk; only the MoE layers are data-parallel over the tokens. Device d receives
  * its share of the normalised inputs by a peer copy, the group routes, dispatches and combines
- * (fast_ep_moe_forward()), and the outputs come back the same way.
+ * (fast_ep_moe_forward()), and the outputs come back the same way. Events order the group's streams
+ * after the model's and the model's after the group's, so a decode step never waits for the host.
  */
 #include "fast_ep.h"
 
@@ -87,14 +88,11 @@ int fast_ep_model_moe(FastEpModel *em, int l, const ModelConfig *cfg, float *y, 
         ys[d] = em->y[d];
         if (n[d]) CUDA_TRY(cudaMemcpyPeerAsync(em->x[d], d, x + first[d] * D, 0, sizeof(float) * n[d] * D, stream));
     }
-    CUDA_TRY(cudaStreamSynchronize(stream)); /* inputs in place before the group reads them */
-    int rc = fast_ep_moe_forward(ep, &em->layers[l], cfg, ys, xs, n);
-    for (int d = 0; d < N; d++) /* every stream drained, even after a failure */
-        if (fast_check_cuda(cudaSetDevice(d), "cudaSetDevice", __FILE__, __LINE__) ||
-            fast_check_cuda(cudaStreamSynchronize(ep->dev[d].ctx.stream), "cudaStreamSynchronize", __FILE__, __LINE__))
-            rc = -1;
+    /* ordered by events, not by the host: the group after the inputs, the model stream after the group */
+    if (fast_ep_wait_inputs(ep, 0, stream, true) || fast_ep_moe_forward(ep, &em->layers[l], cfg, ys, xs, n)) return -1;
+    for (int d = 0; d < N; d++)
+        if (fast_ep_signal_outputs(ep, d, stream, 0)) return -1;
     CUDA_TRY(cudaSetDevice(0));
-    if (rc) return -1;
     for (int d = 1; d < N; d++) /* ordered before the model's next kernels */
         if (n[d]) CUDA_TRY(cudaMemcpyPeerAsync(y + first[d] * D, 0, em->y[d], d, sizeof(float) * n[d] * D, stream));
     return 0;

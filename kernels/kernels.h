@@ -568,6 +568,62 @@ int mla_prefill_supported(MlaDims dims);
 cudaError_t ep_route_stats_v1(int *count, float *score_sum, int *dev_tokens, const int *idx, const float *scores, int T,
                               int K, int E, int N, cudaStream_t stream);
 
+/* ---- ep_plan.cu: expert parallelism without the host (paper §2.2.3, §3.2) ----------------- */
+
+#define EP_MAX_DEVICES 8 /**< devices of one expert-parallel group (FAST_EP_MAX_DEVICES) */
+
+/** The gathered routing of one expert-parallel call and the sizes its plan needs (all known to the host). */
+typedef struct {
+    int N;                         /**< devices */
+    int E;                         /**< routed experts, E/N per device */
+    int K;                         /**< experts per token */
+    int T_max;                     /**< routing rows gathered per device (the stride of idx_all) */
+    int first[EP_MAX_DEVICES + 1]; /**< global token of each device's first token; first[N] tokens in all */
+    int budget; /**< assignments one device keeps (drop_tokens' ⌈cf·T·K/N⌉), −1: no dropping */
+} EpLayout;
+
+/** Device r's plan, written by ep_plan_v1 (total = first[N], Kl = min(K, E/N), Kd = min(K, N), T_r its tokens). */
+typedef struct {
+    int *idx_kept;      /**< [total·K] every token's experts in global token order, E where dropped */
+    int *slot;          /**< [total·K] expanded row of each assignment kept on r (others untouched) */
+    int *expert_off;    /**< [E/N + 1] first expanded row of each local expert */
+    int *expand_row;    /**< [total·Kl] global token (its received row) of each expanded row */
+    int *part_slot;     /**< [total·Kl] per global token: expanded rows of its slots on r, k ascending, then −1 */
+    float *part_weight; /**< [total·Kl] their g_{k,t}, 0 for padding */
+    int *send_token;    /**< [N·T_r] dispatch row (q, t): t when t has a kept expert on q, else −1 */
+    int *comb_slot;     /**< [T_r·Kd] per own token: returned rows q·T_r + t, q ascending, then −1 */
+    float *comb_weight; /**< [T_r·Kd] 1 for a partial, 0 for padding */
+} EpDevicePlan;
+
+/**
+ * Device r's plan from the gathered routing idx_all, weight_all ([N][T_max][K]): token dropping by
+ * drop_tokens' rule when L.budget ≥ 0, the local permutation by expert (offsets on the device), the
+ * slots of each token's partial on r, the rows of each own token's returned partials and its dispatch
+ * rows. Every device derives the same idx_kept. One block; N ≤ EP_MAX_DEVICES dividing E, else
+ * cudaErrorInvalidValue and nothing launched.
+ */
+cudaError_t ep_plan_v1(EpDevicePlan p, const int *idx_all, const float *weight_all, EpLayout L, int r,
+                       cudaStream_t stream);
+
+/** xp[r] = x[row_token[r]] stored as xp_type, zeros where row_token[r] < 0. xp: [rows, D]; x float32. */
+cudaError_t ep_gather_v1(void *xp, KernelDType xp_type, const float *x, const int *row_token, int rows, int D,
+                         cudaStream_t stream);
+
+/**
+ * xe[n] = xr[expand_row[n]] converted from xr_type to xe_type for n < offsets[experts] (read on the
+ * device); rows ≥ offsets[experts] bounds the grid.
+ */
+cudaError_t ep_expand_v1(void *xe, KernelDType xe_type, const void *xr, KernelDType xr_type, const int *expand_row,
+                         const int *offsets, int experts, int rows, int D, cudaStream_t stream);
+
+/**
+ * moe_combine_v2 with typed rows: y_t = Σ_k weight[t,k] · in[slot[t,k]] over the slots ≥ 0 (−1 pads) in float32
+ * (k ascending, in read as in_type), + shared_t when not NULL, stored as y_type. y: [rows, D]; slot, weight:
+ * [rows, K].
+ */
+cudaError_t ep_combine_v1(void *y, KernelDType y_type, const void *in, KernelDType in_type, const int *slot,
+                          const float *weight, const float *shared, int rows, int K, int D, cudaStream_t stream);
+
 /* ---- sample.cu: greedy choice on the device ----------------------------------------------- */
 
 /** Version 1: *out = arg max logits[0..n) (lowest index on ties), one thread. */

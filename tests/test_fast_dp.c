@@ -15,7 +15,9 @@
  *     ref/model.h's model_forward on that device's sequence alone (the fixtures' tolerance: the fast
  *     model's GEMMs and the per-device grouping of the expert sums round differently), and its greedy
  *     token equal to the reference's;
- *   - after every call no token reached more than M devices (fast_ep_device_limit()).
+ *   - after every call no token reached more than M devices (fast_ep_device_limit());
+ *   - a decode step waits for the host only at its end (the logits): no host synchronisation between
+ *     its first queued operation and its last (sim_counters.h).
  * Error cases, one ds_error line each and nothing returned: 3 devices for 8 experts; 4 devices when the
  * simulator offers 2 (a child process of this suite with SIM_DEVICE_COUNT=2, since the simulator reads
  * the count once); a token outside the vocabulary on device 1 (the line names the device). Every simulated launch runs under the race check (SIM_RACECHECK=1).
@@ -27,6 +29,13 @@
 #include "golden.h"
 #include "model.h"
 #include "safetensors.h"
+
+#if __has_include("sim_counters.h")
+#include "sim_counters.h"
+#define HAVE_SIM_COUNTERS 1
+#else
+#define HAVE_SIM_COUNTERS 0
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +126,7 @@ static void dp_fixture(const char *name, int N, int cut)
         poison(got[d], (size_t)seq[d].T * V);
     }
     if (fast_dp_model_forward(dp, tokens, T, got, true)) fail_msg("%s", ds_last_error());
+    if (dp->ep.last_host_free && fast_ep_host_plan(&dp->ep)) fail_msg("%s", ds_last_error()); /* its statistics */
     assert_true(dp->ep.stats.max_devices <= M);
     for (int d = 0; d < N; d++) {
         const size_t n = (size_t)seq[d].T * V;
@@ -135,7 +145,19 @@ static void dp_fixture(const char *name, int N, int cut)
             T[d] = idle(k, d, N) ? 0 : 1;
             poison(got[d], (size_t)V);
         }
+#if HAVE_SIM_COUNTERS
+        SimStepCounters sc;
+        sim_counters_start();
+#endif
         if (fast_dp_model_forward(dp, tokens, T, got, false)) fail_msg("%s", ds_last_error());
+#if HAVE_SIM_COUNTERS
+        sim_counters_stop(&sc);
+        if (k == 0)
+            printf("%s N=%d: decode step host syncs %llu (%llu inside)\n", name, N, sc.host_syncs,
+                   sc.host_syncs_inside);
+        assert_int_equal(sc.host_syncs_inside, 0); /* no MoE layer waits for the host */
+#endif
+        if (dp->ep.last_host_free && fast_ep_host_plan(&dp->ep)) fail_msg("%s", ds_last_error()); /* its statistics */
         assert_true(dp->ep.stats.max_devices <= M);
         for (int d = 0; d < N; d++) {
             if (T[d] == 0) { /* an idle device's output is left alone */

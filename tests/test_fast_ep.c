@@ -5,7 +5,12 @@
  *
  * Each case draws T tokens per device, runs the whole batch through the reference and the same tokens,
  * device d holding rows [d·T, (d+1)·T), through fast_ep_moe_forward(), then checks:
- *   - the output, float32 mode relative L2 ≤ 1e-5 (bf16 mode ≤ 2e-2);
+ *   - the output, float32 mode relative L2 ≤ 1e-5 (bf16 mode ≤ 2e-2: rows and partials travel in bf16, a
+ *     partial rounded once more than on one device; with FastEp.f32_payload as well);
+ *   - every case here is a small step, so the plan is the devices' (ep_plan_v1): it must equal, field by
+ *     field, the host's derivation from the same gathered routing (fast_ep_host_plan), and the call must
+ *     not wait for the host (the simulator's host_syncs = 0); host_plan_eight runs the host's exact-size
+ *     plan on three of the layouts;
  *   - the routing: every token's experts equal the reference's and lie on at most M devices
  *     (fast_ep_device_limit(); with n_group = N, the same set as ref device_limited_route());
  *   - the plan: each device's expanded rows per local expert equal EpPlan's counts of the whole batch;
@@ -40,6 +45,13 @@
 #include "model.h"
 #include "router.h"
 
+#if __has_include("sim_counters.h")
+#include "sim_counters.h"
+#define HAVE_SIM_COUNTERS 1
+#else
+#define HAVE_SIM_COUNTERS 0
+#endif
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +60,82 @@
 #define NEAR_TIE 1e-6f
 
 static TestRng rng;
+static bool host_plan_only; /* the case runs the host's exact-size plan (FastEp.host_free_max = 0) */
+static bool f32_payload;    /* the case keeps float32 payloads in bf16 mode (FastEp.f32_payload) */
+
+/* First row of segment j when segments of n[0], n[1], … rows lie back to back. */
+static int seg_start(const int *n, int j)
+{
+    int at = 0;
+    for (int i = 0; i < j; i++) at += n[i];
+    return at;
+}
+
+/* n ints (or floats) of device memory on device d, copied to a new host array. */
+static void *from_device(int d, const void *src, size_t bytes)
+{
+    void *h = malloc(bytes ? bytes : 1);
+    assert_int_equal(cudaSetDevice(d), cudaSuccess);
+    assert_int_equal(cudaMemcpy(h, src, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+}
+
+/* The device plan of a host-free call (ep_plan_v1, on each device from its gathered routing) against the host's
+ * derivation from device 0's copy (fast_ep_host_plan): the kept routing, each receiver's expert offsets, its
+ * expanded rows (global tokens there, received rows here), each token's partial slots and weights, each
+ * source's dispatch rows and the rows its partials come back to. Every device holds T tokens. */
+static void check_device_plan(const FastEp *ep, int T)
+{
+    const int N = ep->N, K = ep->K, per = ep->E / N, NT = N * T, Kl = ep->Kl, Kd = ep->Kd;
+    for (int r = 0; r < N; r++) {
+        const FastEpDevice *v = &ep->dev[r];
+        const FastEpPlan *pl = &v->plan;
+        int *kept = from_device(r, v->idx_kept, sizeof(int) * (size_t)NT * K);
+        int *off = from_device(r, v->expert_off, sizeof(int) * (size_t)(per + 1));
+        assert_memory_equal(kept, ep->keep_idx, sizeof(int) * (size_t)NT * K); /* every rank, the same */
+        assert_memory_equal(off, pl->expert_off, sizeof(int) * (size_t)(per + 1));
+        int *expand = from_device(r, v->expand_row, sizeof(int) * (size_t)off[per]);
+        int *pslot = from_device(r, v->part_slot, sizeof(int) * (size_t)NT * Kl);
+        float *pweight = from_device(r, v->part_weight, sizeof(float) * (size_t)NT * Kl);
+        for (int n = 0; n < off[per]; n++) assert_int_equal(expand[n], pl->recv_token[pl->expand_row[n]]);
+        bool *received = calloc((size_t)NT, 1);
+        const int rows = seg_start(pl->n_recv, N);
+        for (int i = 0; i < rows; i++) {
+            const int g = pl->recv_token[i];
+            received[g] = true;
+            for (int j = 0; j < Kl; j++) {
+                assert_int_equal(pslot[g * Kl + j], pl->part_slot[i * Kl + j]);
+                assert_true(pweight[g * Kl + j] == pl->part_weight[i * Kl + j]);
+            }
+        }
+        for (int g = 0; g < NT; g++)
+            for (int j = 0; j < Kl && !received[g]; j++) assert_int_equal(pslot[g * Kl + j], -1);
+        /* as a source: dispatch row (q, t) carries t exactly when the host sends t to q */
+        int *send = from_device(r, v->send_token, sizeof(int) * (size_t)N * T);
+        int *cslot = from_device(r, v->comb_slot, sizeof(int) * (size_t)T * Kd);
+        for (int q = 0, row = 0; q < N; q++) {
+            bool *sent = calloc((size_t)T, 1);
+            for (int i = 0; i < pl->n_send[q]; i++) sent[pl->send_token[row++]] = true;
+            for (int t = 0; t < T; t++) assert_int_equal(send[q * T + t], sent[t] ? t : -1);
+            free(sent);
+        }
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < Kd; j++) {
+                const int h = pl->comb_slot[t * Kd + j];
+                int q = 0;
+                while (h >= 0 && h >= seg_start(pl->n_send, q + 1)) q++;
+                assert_int_equal(cslot[t * Kd + j], h < 0 ? -1 : q * T + t);
+            }
+        free(kept);
+        free(off);
+        free(expand);
+        free(pslot);
+        free(pweight);
+        free(received);
+        free(send);
+        free(cslot);
+    }
+}
 
 /* A random bf16 matrix with entries in [−a, a). */
 static Mat rand_mat(int rows, int cols, float a)
@@ -164,6 +252,8 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     FastEpMoe fw;
     if (fast_ep_init(&ep, N, bf16, c, T) || fast_ep_upload_moe(&ep, &fw, w, c)) fail_msg("%s", ds_last_error());
     ep.capacity_factor = capacity_factor;
+    ep.f32_payload = f32_payload;
+    if (host_plan_only) ep.host_free_max = 0;
     float *dx[FAST_EP_MAX_DEVICES], *dy[FAST_EP_MAX_DEVICES];
     for (int d = 0; d < N; d++) {
         assert_int_equal(cudaSetDevice(d), cudaSuccess);
@@ -176,7 +266,20 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     }
     int counts[FAST_EP_MAX_DEVICES];
     for (int d = 0; d < N; d++) counts[d] = T;
+#if HAVE_SIM_COUNTERS
+    SimStepCounters sc;
+    sim_counters_start();
+#endif
     if (fast_ep_moe_forward(&ep, &fw, c, dy, (const float *const *)dx, counts)) fail_msg("%s", ds_last_error());
+#if HAVE_SIM_COUNTERS
+    sim_counters_stop(&sc);
+    if (ep.last_host_free) assert_int_equal(sc.host_syncs, 0); /* a small step never waits for the host */
+#endif
+    assert_true(ep.last_host_free == (!host_plan_only && NT * K <= FAST_EP_HOST_FREE_MAX));
+    if (ep.last_host_free) { /* the statistics and the independent plan, on request */
+        assert_int_equal(fast_ep_host_plan(&ep), 0);
+        check_device_plan(&ep, T);
+    }
     int *idx = malloc(sizeof(int) * (size_t)NT * K);
     for (int d = 0; d < N; d++) {
         assert_int_equal(cudaSetDevice(d), cudaSuccess);
@@ -254,7 +357,7 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
     }
     for (int s = 0; s < N; s++)
         for (int r = 0; r < N; r++) assert_int_equal(ep.dev[s].plan.n_send[r], 0);
-    const long long esz = bf16 ? 2 : 4;
+    const long long esz = bf16 && !f32_payload ? 2 : 4;
     assert_int_equal(ep.stats.rows_dispatched, pairs);
     assert_int_equal(ep.stats.rows_sent, remote);
     assert_int_equal(ep.stats.bytes_sent, remote * D * esz);
@@ -297,12 +400,14 @@ static long long check_ep(const ModelConfig *c, const MoeWeights *w, int N, int 
         n++;
     }
     const CheckStats cs = check_stats(g, r, (size_t)n * D);
-    printf("N=%d E=%d K=%d M=%d T=%d/device %s cf=%.2f: rel-L2 %.3g max-abs %.3g over %d tokens (%d near ties); "
+    printf("%s plan, %s payload: N=%d E=%d K=%d M=%d T=%d/device %s cf=%.2f: rel-L2 %.3g max-abs %.3g over %d tokens "
+           "(%d near ties); "
            "dropped %d (ref %d); rows dispatched %lld for %lld kept assignments, %lld to other devices (%lld bytes); "
            "most devices per token %d (%lld bytes, M bound %lld); P rel err %.3g, loss rel err %.3g\n",
-           N, E, K, M, T, bf16 ? "bf16" : "float32", capacity_factor, cs.rel_l2, cs.max_abs, n, ties, ep.stats.dropped,
-           ref_dropped, ep.stats.rows_dispatched, assignments, ep.stats.rows_sent, ep.stats.bytes_sent,
-           ep.stats.max_devices, ep.stats.max_token_dispatch_bytes, (long long)M * D * esz, worst_P, dL);
+           ep.last_host_free ? "device" : "host", esz == 2 ? "bf16" : "float32", N, E, K, M, T,
+           bf16 ? "bf16" : "float32", capacity_factor, cs.rel_l2, cs.max_abs, n, ties, ep.stats.dropped, ref_dropped,
+           ep.stats.rows_dispatched, assignments, ep.stats.rows_sent, ep.stats.bytes_sent, ep.stats.max_devices,
+           ep.stats.max_token_dispatch_bytes, (long long)M * D * esz, worst_P, dL);
     check_close("ep moe", g, r, (size_t)n * D, -1, bf16 ? 2e-2 : 1e-5);
 
     const long long rows_dispatched = ep.stats.rows_dispatched;
@@ -380,6 +485,12 @@ static void four_devices_bf16(void **state)
     (void)state;
     random_layer(4, 2, 6, true, 0);
 }
+static void two_and_eight_devices_bf16(void **state)
+{
+    (void)state;
+    random_layer(2, 1, 7, true, 0);
+    random_layer(8, 3, 5, true, 0);
+}
 static void dropping_four(void **state)
 {
     (void)state;
@@ -389,6 +500,25 @@ static void dropping_eight(void **state)
 {
     (void)state;
     random_layer(8, 3, 4, false, 0.5);
+}
+
+/* The host's exact-size plan (prompts take it) on the same layouts. */
+static void host_plan_eight(void **state)
+{
+    (void)state;
+    host_plan_only = true;
+    random_layer(8, 3, 5, false, 0);
+    random_layer(4, 2, 6, true, 0);
+    random_layer(4, 2, 8, false, 1.0);
+    host_plan_only = false;
+}
+/* bf16 mode with float32 payloads both ways: within bf16's bound as well. */
+static void four_devices_bf16_f32_payload(void **state)
+{
+    (void)state;
+    f32_payload = true;
+    random_layer(4, 2, 6, true, 0);
+    f32_payload = false;
 }
 
 /* The MoE layer (layer 1) of the golden fixture tests/golden/v2 over N devices. */
@@ -485,8 +615,11 @@ int main(void)
         cmocka_unit_test(four_devices),
         cmocka_unit_test(eight_devices),
         cmocka_unit_test(four_devices_bf16),
+        cmocka_unit_test(two_and_eight_devices_bf16),
         cmocka_unit_test(dropping_four),
         cmocka_unit_test(dropping_eight),
+        cmocka_unit_test(host_plan_eight),
+        cmocka_unit_test(four_devices_bf16_f32_payload),
         cmocka_unit_test(designed_routing),
         cmocka_unit_test(golden_v2_two),
         cmocka_unit_test(golden_v2_four),

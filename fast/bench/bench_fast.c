@@ -363,9 +363,14 @@ static void ep_measure(FastEp *ep, const FastEpMoe *w, const ModelConfig *c, con
         }
         for (int p = 0; p < FAST_EP_PHASES; p++) ms[p][r] = phase[p];
     }
+    if (ep->last_host_free && fast_ep_host_plan(ep)) { /* a small step's statistics come on request */
+        printf("expert parallel: %s\n", ds_last_error());
+        return;
+    }
     cudaSetDevice(0);
-    /* moved between devices: bf16 hidden rows out, float32 partial rows back, one per (token, other device) */
-    const double out = (double)ep->stats.bytes_sent, back = (double)ep->stats.rows_sent * ep->D * sizeof(float);
+    /* moved between devices, exact sizes: rows out and partials back in the payload type, one per (token, other
+     * device) */
+    const double out = (double)ep->stats.bytes_sent, back = out;
     char name[96];
     snprintf(name, sizeof name, "EP %d GPUs, %4d tok/GPU: dispatch", N, T);
     line(name, median(ms[FAST_EP_DISPATCH], RUNS), out, 0);

@@ -20,6 +20,7 @@
  * Every time here is the model's estimate, not a measurement.
  */
 #include "fast.h"
+#include "fast_ep.h"
 #include "fast_plan.h"
 #include "fast_shard.h"
 #include "h100_model.h"
@@ -344,6 +345,7 @@ int main(int argc, char **argv)
     Measured g1, g9;            /* greedy calls of 1 and 9 steps */
     SimStepCounters sh = { 0 }; /* the sharded layout over 8 devices */
     size_t sh_launches = 0, sh_high[8] = { 0 };
+    long long ep_fixed = 0, ep_exact = 0; /* EP: one MoE layer's payload bytes both ways, fixed capacity and exact */
     Half a1, f1, a16, f16;
     if (P->full) sim_counters_start();
     int rc = fast_model_prefill(&fm, 0, prompt, prefill, NULL, false);
@@ -368,10 +370,13 @@ int main(int argc, char **argv)
     if (P->full) {
         const FastOptions ep_opt = { .bf16 = true, .max_context = 64, .ep_devices = 8 };
         memset(&fm, 0, sizeof fm);
-        if (fast_model_open(&fm, P->ckpt, &ep_opt) || count_decode(&fm, 1, &ep)) {
+        if (fast_model_open(&fm, P->ckpt, &ep_opt) || count_decode(&fm, 1, &ep) || fast_ep_host_plan(&fm.ep->ep)) {
             fprintf(stderr, "profile-fast: expert-parallel model: %s\n", ds_last_error());
             return 1;
         }
+        const FastEp *g = &fm.ep->ep; /* its last MoE call: blocks of T_s rows to every device vs distinct pairs */
+        for (int s = 0; s < g->N; s++) ep_fixed += 2LL * g->N * g->last_T[s] * g->D * 2;
+        ep_exact = 2LL * g->stats.rows_dispatched * g->D * 2;
         fast_model_close(&fm);
         if (profile_sharded(P->ckpt, &sh, &sh_launches, sh_high)) return 1;
     }
@@ -430,6 +435,9 @@ int main(int argc, char **argv)
         report("host syncs per decode step, 8 devices (EP)", (double)ep.c.host_syncs, "0");
         printf("    = %llu between the first queued operation and the last + %llu at the edges\n",
                ep.c.host_syncs_inside, ep.c.host_syncs - ep.c.host_syncs_inside);
+        report("  NCCL bytes per decode step, all peers (EP)", (double)nccl, "-");
+        report("  of which one MoE layer's bf16 rows and partials, fixed capacity", (double)ep_fixed, "-");
+        report("  the same with exact sizes (the host's plan)", (double)ep_exact, "-");
         report("host syncs per decode step, 8 devices (sharded)", (double)sh.host_syncs, "0");
         unsigned long long sh_nccl = 0;
         for (int i = 0; i < 8; i++)
@@ -503,6 +511,8 @@ int main(int argc, char **argv)
     plans_json(f, &full, P->model);
     if (P->full) {
         fprintf(f, "  \"ep8_nccl_bytes_per_decode_step\": %llu,\n", nccl);
+        fprintf(f, "  \"ep8_moe_layer_payload_bytes\": {\"fixed_capacity\": %lld, \"exact\": %lld},\n", ep_fixed,
+                ep_exact);
         fprintf(f, "  \"ep8_high_water_bytes\": [%zu, %zu, %zu, %zu, %zu, %zu, %zu, %zu],\n", ep.c.high_water[0],
                 ep.c.high_water[1], ep.c.high_water[2], ep.c.high_water[3], ep.c.high_water[4], ep.c.high_water[5],
                 ep.c.high_water[6], ep.c.high_water[7]);
