@@ -495,11 +495,11 @@ static __device__ void absorb_v3_stage(const GemvChainPlan &c, float *q_lat, int
  * finish its rows runs the stage's tail (gemv_tail) before it signals, so a count complete means the tail's
  * writes are done too. Counters: [2 + j] stage j's signals, [2 + n + j] its finished rows (the tail's election).
  */
-__global__ void gemv_v3_kernel(GemvChainPlan c, float *y0, float *y0b, float *y1, float *y1b, float *y2, float *y2b,
-                               void *cache, float *h, float *a, float *q_lat, int *counters)
+__global__ void __launch_bounds__(GEMV_THREADS, 2)
+    gemv_v3_kernel(GemvChainPlan c, float *y0, float *y0b, float *y1, float *y1b, float *y2, float *y2b, void *cache,
+                   float *h, float *a, float *q_lat, int *counters)
 {
     /* the memory it writes, also as plain arguments (the simulator's race check restores those between runs) */
-    float *ys[GEMV_CHAIN_MAX][2] = { { y0, y0b }, { y1, y1b }, { y2, y2b } };
     DYNAMIC_SHARED(float, stage_f);
     const int ticket = stage_ticket(counters);
     int j = 0;
@@ -507,8 +507,8 @@ __global__ void gemv_v3_kernel(GemvChainPlan c, float *y0, float *y0b, float *y1
     if (j < c.n) {
         Gemv g = c.g[j];
         GemvTail e = c.e[j];
-        g.y = ys[j][0];
-        g.y2 = ys[j][1];
+        g.y = j == 0 ? y0 : j == 1 ? y1 : y2;
+        g.y2 = j == 0 ? y0b : j == 1 ? y1b : y2b;
         if (e.kind == GEMV_TAIL_LATENT) e.cache = cache;
         if (e.kind == GEMV_TAIL_RESIDUAL_NORM) {
             e.h = h;
