@@ -374,8 +374,8 @@ static __device__ void gemv_v3_rows(const Gemv &g, int block, int rpw, int tc, i
     for (int t0 = 0; t0 < g.T; t0 += tc) {
         const int n_t = min(tc, g.T - t0);
         for (int grp = r0 / g.group; r0 < r1 && grp <= (r1 - 1) / g.group; grp++) {
-            const size_t x0 = (size_t)t0 * g.ldx + (size_t)grp * g.x_group_stride;
-            if (x_wide)
+            const size_t x0 = (size_t)t0 * g.ldx + (size_t)grp * g.x_group_stride; /* x[t0 .. t0 + n_t, group] */
+            if (x_wide)                                                            /* 16-byte loads */
                 for (int i = 8 * (int)threadIdx.x; i < n_t * C; i += 8 * (int)blockDim.x) {
                     float x8[8];
                     load8_cg(g.x, g.x_type, x0 + (size_t)(i / C) * g.ldx + i % C, x8);
@@ -425,7 +425,7 @@ static __device__ void gemv_v3_rows(const Gemv &g, int block, int rpw, int tc, i
                         }
                     }
             }
-            __syncthreads();
+            __syncthreads(); /* the stage is read before the next group or pass overwrites it */
         }
     }
 }
@@ -445,30 +445,30 @@ typedef struct {
 
 // ANCHOR: absorb_v3_stage
 /**
- * The absorption as the last stage: block i of it computes mla_absorb_v2's block (i mod tiles, i / tiles).
+ * The absorption as the last stage: block b of it computes mla_absorb_v2's block (b mod tiles, b / tiles).
  * It loads its W^UK columns into registers first (they depend on nothing), then waits for the stage that
  * writes q (the last product, with its RoPE tail) and reads q^N with __ldcg.
  */
-static __device__ void absorb_v3_stage(const GemvChainPlan &c, float *q_lat, int i, int *counters, float *q_n)
+static __device__ void absorb_v3_stage(const GemvChainPlan &c, float *q_lat, int b, int *counters, float *q_n)
 {
     const MlaDims dims = c.ab.dims;
-    const int h = i / c.ab_tiles, lane = (int)threadIdx.x % 32, dn = dims.d_n, dc = dims.d_c, T = c.ab.T;
-    const int dq = dn + dims.d_r, c0 = 8 * ((i % c.ab_tiles) * GEMV_WARPS + (int)threadIdx.x / 32);
+    const int h = b / c.ab_tiles, lane = (int)threadIdx.x % 32, dn = dims.d_n, dc = dims.d_c, T = c.ab.T;
+    const int dq = dn + dims.d_r, c0 = 8 * ((b % c.ab_tiles) * GEMV_WARPS + (int)threadIdx.x / 32);
     float w[ABSORB_MAX_DN / 32][8];
 #pragma unroll
     for (int k = 0; k < ABSORB_MAX_DN / 32; k++) {
         const int d = lane + 32 * k;
         const size_t at = ((size_t)h * (dn + dims.d_v) + d) * dc + c0;
         if (d >= dn || c0 >= dc)
-            for (int j = 0; j < 8; j++) w[k][j] = 0.0f;
+            for (int i = 0; i < 8; i++) w[k][i] = 0.0f;
         else if (c.ab_wide)
             load8(c.ab.kv_b, c.ab.kv_b_type, at, w[k]);
         else
-            for (int j = 0; j < 8; j++) w[k][j] = c0 + j < dc ? load_elem(c.ab.kv_b, c.ab.kv_b_type, at + j) : 0.0f;
+            for (int i = 0; i < 8; i++) w[k][i] = c0 + i < dc ? load_elem(c.ab.kv_b, c.ab.kv_b_type, at + i) : 0.0f;
     }
     stage_wait(counters, c.n - 1, c.sh[c.n - 1].blocks);
-    for (int j = (int)threadIdx.x; j < T * dn; j += (int)blockDim.x)
-        q_n[j] = __ldcg(c.ab.q + ((size_t)(j / dn) * dims.n_h + h) * dq + j % dn);
+    for (int i = (int)threadIdx.x; i < T * dn; i += (int)blockDim.x)
+        q_n[i] = __ldcg(c.ab.q + ((size_t)(i / dn) * dims.n_h + h) * dq + i % dn);
     __syncthreads();
     for (int t = 0; c0 < dc && t < T; t++) { /* no early return: stage_exit's barrier follows */
         float s[8] = { 0.0f };
@@ -476,13 +476,13 @@ static __device__ void absorb_v3_stage(const GemvChainPlan &c, float *q_lat, int
         for (int k = 0; k < ABSORB_MAX_DN / 32; k++) {
             const float x = lane + 32 * k < dn ? q_n[(size_t)t * dn + lane + 32 * k] : 0.0f;
 #pragma unroll
-            for (int j = 0; j < 8; j++) s[j] += w[k][j] * x;
+            for (int i = 0; i < 8; i++) s[i] += w[k][i] * x;
         }
         float *out = q_lat + ((size_t)t * dims.n_h + h) * dc + c0;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const float v = warp_sum(s[j]);
-            if (lane == 0 && c0 + j < dc) out[j] = v;
+        for (int i = 0; i < 8; i++) {
+            const float v = warp_sum(s[i]);
+            if (lane == 0 && c0 + i < dc) out[i] = v;
         }
     }
 }
