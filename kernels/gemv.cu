@@ -225,12 +225,17 @@ extern "C" int gemv_v2_supports(const Gemv *g)
     return g->T >= 1 && g->rows >= 1 && g->cols >= 1 && (size_t)g->cols * esz <= GEMV_STAGE_BYTES;
 }
 
-/** A product's launch shape: rows per warp, tokens per pass, blocks, 16-byte weight and activation loads. */
+/** A product's launch shape (gemv_shape). */
 typedef struct {
-    int rpw, tc, blocks, wide, x_wide;
+    int rpw;     /**< rows per warp */
+    int tc;      /**< tokens per pass */
+    int blocks;  /**< blocks of the product */
+    int wide;    /**< 16-byte weight loads */
+    int x_wide;  /**< 16-byte activation loads */
     size_t smem; /**< bytes of activations staged per pass */
 } GemvShape;
 
+/** gemv_v2's launch shape for g: about GEMV_TARGET_BLOCKS blocks, up to GEMV_MAX_TC tokens per pass. */
 static GemvShape gemv_shape(const Gemv &g)
 {
     GemvShape s;
