@@ -504,7 +504,6 @@ __global__ void __launch_bounds__(GEMV_THREADS, 2)
     gemv_v3_kernel(GemvChainPlan c, float *y0, float *y0b, float *y1, float *y1b, float *y2, float *y2b, void *cache,
                    float *h, float *a, float *q_lat, int *counters)
 {
-    /* the memory it writes, also as plain arguments (the simulator's race check restores those between runs) */
     DYNAMIC_SHARED(float, stage_f);
     const int ticket = stage_ticket(counters);
     int j = 0;
@@ -512,6 +511,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, 2)
     if (j < c.n) {
         Gemv g = c.g[j];
         GemvTail e = c.e[j];
+        /* the memory it writes comes as plain arguments (the simulator's race check restores those between runs) */
         g.y = j == 0 ? y0 : j == 1 ? y1 : y2;
         g.y2 = j == 0 ? y0b : j == 1 ? y1b : y2b;
         if (e.kind == GEMV_TAIL_LATENT) e.cache = cache;
