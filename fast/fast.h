@@ -295,9 +295,9 @@ typedef struct {
  * rows base[t] + pos[t], attends causally over each token's own sequence. out, a: [T, D] float32;
  * cache: [rows, d_c + d_r] of ctx->wtype; inv_freq: [d_r/2] device floats.
  * absorbed: the absorbed decode form, any tokens; else expanded, which needs at->pos0 ≥ 0 (one
- * sequence). An absorbed call of at most FAST_DECODE_MAX_T tokens is the decode step's five launches
- * (six with query compression): the products of kernels/gemv.cu with the cache write and RoPE in their
- * last blocks, the absorption, mla_decode_v3, W^UV per head, W^O. tail: NULL, or the fused tail applied
+ * sequence). An absorbed call of at most FAST_DECODE_MAX_T tokens is the decode step's three launches:
+ * the input products of kernels/gemv.cu (cache write and RoPE in their last blocks) then the absorption,
+ * in stages of one launch; mla_decode_v3; W^UV per head then W^O, in stages. tail: NULL, or the fused tail applied
  * to out (h += out; a = RMSNorm(h)), in W^O's last block on that path, by FAST_RMSNORM_RESIDUAL otherwise.
  * \return 0, or −1 with one error line.
  */

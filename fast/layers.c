@@ -23,11 +23,11 @@ static int ffn_width(const ModelConfig *cfg)
                 imax(cfg->moe_intermediate_size, cfg->n_shared_experts * cfg->moe_intermediate_size));
 }
 
-/* Ints before the decode's partials: its (token, head group) counters and the gemv tails' counter, rounded up
- * to 4 so that the partials start on a 16-byte boundary (the decode stores them as float4). */
+/* Ints before the decode's partials: its (token, head group) counters and the staged products' counters, rounded
+ * up to 4 so that the partials start on a 16-byte boundary (the decode stores them as float4). */
 static size_t decode_counter_ints(int n_h, int max_T)
 {
-    return (mla_decode_v3_counters(n_h, max_T) + 1 + 3) / 4 * 4;
+    return (mla_decode_v3_counters(n_h, max_T) + GEMV_V3_COUNTER_INTS + 3) / 4 * 4;
 }
 
 /* Elements of FastScratch.hidden: a MoE step's routed rows (I_e each) then its T shared rows (N_s·I_e),
@@ -127,7 +127,7 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
     for (int i = 0; i < FAST_SCRATCH_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
     const MlaDims dims = { cfg->num_attention_heads, cfg->qk_nope_head_dim, cfg->qk_rope_head_dim,
                            cfg->v_head_dim,          cfg->kv_lora_rank,     0.0f };
-    /* the decode's (token, head group) counters and the gemv tails' counter lead the partials; zero once,
+    /* the decode's (token, head group) counters and the staged products' counters lead the partials; zero once,
      * every launch leaves them zero */
     CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * decode_counter_ints(dims.n_h, max_T)));
     /* the grouped MoE's counters (moe_route_v4's after the offsets and active experts, then moe_combine_v4's) */
@@ -262,15 +262,14 @@ static Gemv gemv_of(const FastMat *W, const void *x, KernelDType x_type, int T, 
 
 // ANCHOR: fast_mla_decode
 /*
- * The absorbed form for a decode step of T ≤ FAST_DECODE_MAX_T tokens in five launches (six with query
- * compression), each over at least a few hundred blocks where the shapes allow:
+ * The absorbed form for a decode step of T ≤ FAST_DECODE_MAX_T tokens in three launches, the first and the
+ * last in stages (kernels/stage.cuh), each over a few hundred blocks where the shapes allow:
  *   1. [c^KV ; k^R_raw ; q] = [W^DKV; W^KR; W^Q] a_t (or c^Q with W^DQ), then in its last block the cache
- *      row [RMSNorm(c^KV) ; RoPE(k^R)] and RoPE of q^R (or RMSNorm of c^Q);
- *   2. with query compression: q = W^UQ c^Q, RoPE of q^R in its last block;
- *   3. q^L_{t,h} = W^UK_hᵀ q^N_{t,h};
- *   4. mla_decode_v3: o^L over the cache, each row read once per 16 heads;
- *   5. o_{t,h} = W^UV_h o^L_{t,h}, all heads in one launch;
- *   6. out = W^O o, and the fused tail (h += out; a = RMSNorm(h)) in its last block.
+ *      row [RMSNorm(c^KV) ; RoPE(k^R)] and RoPE of q^R (or RMSNorm of c^Q); with query compression a
+ *      stage q = W^UQ c^Q with RoPE of q^R in its last block; then a stage q^L_{t,h} = W^UK_hᵀ q^N_{t,h};
+ *   2. mla_decode_v3: o^L over the cache, each row read once per 16 heads;
+ *   3. o_{t,h} = W^UV_h o^L_{t,h} for all heads, then a stage out = W^O o with the fused tail
+ *      (h += out; a = RMSNorm(h)) in its last block.
  */
 static int mla_decode_step(FastContext *ctx, float *out, const float *a, const FastMla *w, void *cache,
                            const ModelConfig *cfg, const Rope *rope, const float *inv_freq, const FastPositions *at,
@@ -279,52 +278,50 @@ static int mla_decode_step(FastContext *ctx, float *out, const float *a, const F
     const int nh = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
     const int dv = cfg->v_head_dim, dc = cfg->kv_lora_rank, dq = dn + dr, dcq = cfg->q_lora_rank;
     const MlaDims dims = { nh, dn, dr, dv, dc, rope->softmax_scale };
-    const size_t n_count = mla_decode_v3_counters(nh, s->max_T);
-    GemvTail e = { .kind = GEMV_TAIL_LATENT,
-                   .counter = (int *)s->partial + n_count,
-                   .cache = cache,
-                   .cache_type = ctx->wtype,
-                   .kv_a_norm = w->kv_a_norm,
-                   .latent_eps = LATENT_NORM_EPS,
-                   .dims = dims,
-                   .inv_freq = inv_freq,
-                   .cos_sin_scale = rope->cos_sin_scale,
-                   .pos = at->pos,
-                   .base = at->base,
-                   .q_norm = dcq ? w->q_a_norm : NULL,
-                   .q_width = dcq };
-    CUDA_TRY(gemv_forward_v2(
-        gemv_of(&w->in_proj, a, KERNEL_F32, T, s->kv, dc + dr, dc + dr, dcq ? s->c_q : s->q, dcq ? dcq : nh * dq), e,
-        ctx->stream));
-    if (dcq) {
-        e.kind = GEMV_TAIL_ROPE_Q;
-        CUDA_TRY(gemv_forward_v2(gemv_of(&w->q_b_proj, s->c_q, KERNEL_F32, T, s->q, nh * dq, nh * dq, NULL, 0), e,
-                                 ctx->stream));
-    }
-    CUDA_TRY(mla_absorb_v2(s->q_lat, s->q, w->kv_b_proj.data, w->kv_b_proj.dtype, dims, T, ctx->stream));
+    /* the stages' counters follow the decode's; launches 1 and 3 use them in turn, each leaves them zero */
+    int *counters = (int *)s->partial + mla_decode_v3_counters(nh, s->max_T);
+    Gemv in[2] = { gemv_of(&w->in_proj, a, KERNEL_F32, T, s->kv, dc + dr, dc + dr, dcq ? s->c_q : s->q,
+                           dcq ? dcq : nh * dq),
+                   gemv_of(&w->q_b_proj, s->c_q, KERNEL_F32, T, s->q, nh * dq, nh * dq, NULL, 0) };
+    GemvTail in_tail[2] = { { .kind = GEMV_TAIL_LATENT,
+                              .cache = cache,
+                              .cache_type = ctx->wtype,
+                              .kv_a_norm = w->kv_a_norm,
+                              .latent_eps = LATENT_NORM_EPS,
+                              .dims = dims,
+                              .inv_freq = inv_freq,
+                              .cos_sin_scale = rope->cos_sin_scale,
+                              .pos = at->pos,
+                              .base = at->base,
+                              .q_norm = dcq ? w->q_a_norm : NULL,
+                              .q_width = dcq } };
+    in_tail[1] = in_tail[0];
+    in_tail[1].kind = GEMV_TAIL_ROPE_Q;
+    const GemvAbsorb absorb = { s->q_lat, s->q, w->kv_b_proj.data, w->kv_b_proj.dtype, dims, T };
+    CUDA_TRY(gemv_forward_v3(in, in_tail, dcq ? 2 : 1, &absorb, counters, ctx->stream));
     /* o^L in the weights' type (the W^UV product rounds its operand to it in any case) */
     void *ol = ctx->wtype == KERNEL_F32 ? (void *)s->o_lat : ctx->stage;
     CUDA_TRY(mla_decode_at_v3(ol, ctx->wtype, s->q_lat, s->q, cache, ctx->wtype, dims, at->pos, at->base, T,
                               at->max_ctx, s->partial + decode_counter_ints(nh, s->max_T), (int *)s->partial,
                               ctx->stream));
     /* W^UV_h: rows h·(d_n + d_v) + d_n … of kv_b, one group of d_v output rows per head, x = o^L_h */
-    Gemv uv = gemv_of(&w->kv_b_proj, ol, ctx->wtype, T, s->o, nh * dv, nh * dv, NULL, 0);
-    uv.rows = nh * dv;
-    uv.group = dv;
-    uv.w_row0 = dn;
-    uv.w_group_stride = dn + dv;
-    uv.ldx = nh * dc;
-    uv.x_group_stride = dc;
-    CUDA_TRY(gemv_forward_v2(uv, (GemvTail){ .kind = GEMV_TAIL_NONE }, ctx->stream));
-    const GemvTail fused = tail ? (GemvTail){ .kind = GEMV_TAIL_RESIDUAL_NORM,
-                                              .counter = e.counter,
-                                              .h = tail->h,
-                                              .a = tail->a,
-                                              .norm = tail->norm,
-                                              .eps = tail->eps }
-                                : (GemvTail){ .kind = GEMV_TAIL_NONE };
     const int D = cfg->hidden_size;
-    CUDA_TRY(gemv_forward_v2(gemv_of(&w->o_proj, s->o, KERNEL_F32, T, out, D, D, NULL, 0), fused, ctx->stream));
+    Gemv uv_o[2] = { gemv_of(&w->kv_b_proj, ol, ctx->wtype, T, s->o, nh * dv, nh * dv, NULL, 0),
+                     gemv_of(&w->o_proj, s->o, KERNEL_F32, T, out, D, D, NULL, 0) };
+    uv_o[0].rows = nh * dv;
+    uv_o[0].group = dv;
+    uv_o[0].w_row0 = dn;
+    uv_o[0].w_group_stride = dn + dv;
+    uv_o[0].ldx = nh * dc;
+    uv_o[0].x_group_stride = dc;
+    const GemvTail uv_o_tail[2] = { { .kind = GEMV_TAIL_NONE },
+                                    tail ? (GemvTail){ .kind = GEMV_TAIL_RESIDUAL_NORM,
+                                                       .h = tail->h,
+                                                       .a = tail->a,
+                                                       .norm = tail->norm,
+                                                       .eps = tail->eps }
+                                         : (GemvTail){ .kind = GEMV_TAIL_NONE } };
+    CUDA_TRY(gemv_forward_v3(uv_o, uv_o_tail, 2, NULL, counters, ctx->stream));
     return 0;
 }
 // ANCHOR_END: fast_mla_decode

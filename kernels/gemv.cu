@@ -11,6 +11,7 @@
  * the last block of a wide launch removes the launch and its latency from the step.
  */
 #include "common.cuh"
+#include "stage.cuh"
 
 #define GEMV_THREADS       512                 /**< threads per block: 16 warps, one output row at a time each */
 #define GEMV_WARPS         (GEMV_THREADS / 32) /**< warps per block */
@@ -224,24 +225,45 @@ extern "C" int gemv_v2_supports(const Gemv *g)
     return g->T >= 1 && g->rows >= 1 && g->cols >= 1 && (size_t)g->cols * esz <= GEMV_STAGE_BYTES;
 }
 
+/** A product's launch shape (gemv_shape). */
+typedef struct {
+    int rpw;     /**< rows per warp */
+    int tc;      /**< tokens per pass */
+    int blocks;  /**< blocks of the product */
+    int wide;    /**< 16-byte weight loads */
+    int x_wide;  /**< 16-byte activation loads */
+    size_t smem; /**< bytes of activations staged per pass */
+} GemvShape;
+
+/** gemv_v2's launch shape for g: about GEMV_TARGET_BLOCKS blocks, up to GEMV_MAX_TC tokens per pass. */
+static GemvShape gemv_shape(const Gemv &g)
+{
+    GemvShape s;
+    const size_t esz = g.w_type == KERNEL_F32 ? 4 : 2;
+    const int by_stage = (int)(GEMV_STAGE_BYTES / ((size_t)g.cols * esz));
+    s.tc = min(GEMV_MAX_TC, min(g.T, by_stage));
+    s.rpw = (g.rows + GEMV_TARGET_BLOCKS * GEMV_WARPS - 1) / (GEMV_TARGET_BLOCKS * GEMV_WARPS);
+    s.rpw = s.rpw < 1 ? 1 : s.rpw > GEMV_MAX_RPW ? GEMV_MAX_RPW : s.rpw;
+    s.blocks = (int)blocks_for((size_t)g.rows, GEMV_WARPS * s.rpw);
+    s.wide = g.cols % 8 == 0 && aligned16(g.W);
+    s.x_wide = g.cols % 8 == 0 && g.ldx % 8 == 0 && g.x_group_stride % 8 == 0 && aligned16(g.x);
+    s.smem = (size_t)s.tc * g.cols * esz;
+    return s;
+}
+
 extern "C" cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream)
 {
     if (!gemv_v2_supports(&g) || (e.kind != GEMV_TAIL_NONE && !e.counter)) return cudaErrorInvalidValue;
-    const size_t esz = g.w_type == KERNEL_F32 ? 4 : 2;
-    const int by_stage = (int)(GEMV_STAGE_BYTES / ((size_t)g.cols * esz));
-    const int tc = min(GEMV_MAX_TC, min(g.T, by_stage));
-    int rpw = (g.rows + GEMV_TARGET_BLOCKS * GEMV_WARPS - 1) / (GEMV_TARGET_BLOCKS * GEMV_WARPS);
-    rpw = rpw < 1 ? 1 : rpw > GEMV_MAX_RPW ? GEMV_MAX_RPW : rpw;
-    const int wide = g.cols % 8 == 0 && aligned16(g.W);
-    const int x_wide = g.cols % 8 == 0 && g.ldx % 8 == 0 && g.x_group_stride % 8 == 0 && aligned16(g.x);
-    const size_t smem = (size_t)tc * g.cols * esz;
+    const GemvShape sh = gemv_shape(g);
+    const int rpw = sh.rpw, tc = sh.tc, wide = sh.wide, x_wide = sh.x_wide;
+    const size_t smem = sh.smem;
     if (smem > 48 * 1024) { /* beyond the default: opt in (up to 227 KB per block on sm_90, 163 KB on sm_80) */
         const cudaError_t err = cudaFuncSetAttribute(reinterpret_cast<const void *>(gemv_v2_kernel),
                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_STAGE_BYTES);
         if (err != cudaSuccess) return err;
     }
-    LAUNCH(gemv_v2_kernel, dim3(blocks_for((size_t)g.rows, GEMV_WARPS * rpw)), dim3(GEMV_THREADS), smem, stream, g, e,
-           g.y, g.y2, e.counter, e.cache, e.h, e.a, rpw, tc, wide, x_wide);
+    LAUNCH(gemv_v2_kernel, dim3((unsigned)sh.blocks), dim3(GEMV_THREADS), smem, stream, g, e, g.y, g.y2, e.counter,
+           e.cache, e.h, e.a, rpw, tc, wide, x_wide);
     return cudaGetLastError();
 }
 
@@ -302,5 +324,260 @@ extern "C" cudaError_t mla_absorb_v2(float *q_lat, const float *q, const void *k
     const dim3 grid(blocks_for((size_t)dims.d_c, 8 * GEMV_WARPS), (unsigned)dims.n_h);
     LAUNCH(mla_absorb_v2_kernel, grid, dim3(GEMV_THREADS), sizeof(float) * (size_t)T * dims.d_n, stream, q_lat, q, kv_b,
            kv_b_type, dims, T, wide);
+    return cudaGetLastError();
+}
+
+/* ---- version 3: a chain of products and the absorption in one launch, in stages (kernels/stage.cuh) ---- */
+
+/** Elements i .. i + 7 as load8, read through L2 (__ldcg): the data may come from an earlier stage. */
+static __device__ __forceinline__ void load8_cg(const void *p, KernelDType t, size_t i, float out[8])
+{
+    if (t == KERNEL_F32) {
+        const float4 *v = reinterpret_cast<const float4 *>(static_cast<const float *>(p) + i);
+        const float4 a = __ldcg(v), b = __ldcg(v + 1);
+        const float f[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+        for (int k = 0; k < 8; k++) out[k] = f[k];
+    } else {
+        const uint4 v = __ldcg(reinterpret_cast<const uint4 *>(static_cast<const __nv_bfloat16 *>(p) + i));
+        const unsigned int w[4] = { v.x, v.y, v.z, v.w };
+        for (int k = 0; k < 4; k++) {
+            out[2 * k] = __uint_as_float(w[k] << 16);
+            out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        }
+    }
+}
+
+/** Element i as load_elem, read through L2 (__ldcg). */
+static __device__ __forceinline__ float load_elem_cg(const void *p, KernelDType t, size_t i)
+{
+    if (t == KERNEL_F32) return __ldcg(static_cast<const float *>(p) + i);
+    return __uint_as_float((unsigned int)__ldcg(static_cast<const unsigned short *>(p) + i) << 16);
+}
+
+/** Whether this block is the last of `count` to finish its rows of a stage (counter s of the launch). */
+static __device__ bool stage_last(int *counters, int s, int count)
+{
+    __shared__ int last;
+    __threadfence(); /* this block's rows, visible to all */
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counters + 2 + s, 1) == count - 1;
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
+}
+
+// ANCHOR: gemv_v3_rows
+/**
+ * One product's rows for the block that holds position `block` of its stage: gemv_v2_kernel's body with
+ * blockIdx.x replaced by that position, and the activations read with __ldcg (an earlier stage of the
+ * same launch may have written them).
+ */
+static __device__ void gemv_v3_rows(const Gemv &g, int block, int rpw, int tc, int wide, int x_wide, void *stage)
+{
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, C = g.cols;
+    const int r0 = block * GEMV_WARPS * rpw, r1 = min(g.rows, r0 + GEMV_WARPS * rpw);
+    for (int t0 = 0; t0 < g.T; t0 += tc) {
+        const int n_t = min(tc, g.T - t0);
+        for (int grp = r0 / g.group; r0 < r1 && grp <= (r1 - 1) / g.group; grp++) {
+            const size_t x0 = (size_t)t0 * g.ldx + (size_t)grp * g.x_group_stride; /* x[t0 .. t0 + n_t, group] */
+            if (x_wide)                                                            /* 16-byte loads */
+                for (int i = 8 * (int)threadIdx.x; i < n_t * C; i += 8 * (int)blockDim.x) {
+                    float x8[8];
+                    load8_cg(g.x, g.x_type, x0 + (size_t)(i / C) * g.ldx + i % C, x8);
+                    for (int j = 0; j < 8; j++) store_elem(stage, g.w_type, i + j, x8[j]);
+                }
+            else
+                for (int i = (int)threadIdx.x; i < n_t * C; i += (int)blockDim.x)
+                    store_elem(stage, g.w_type, i, load_elem_cg(g.x, g.x_type, x0 + (size_t)(i / C) * g.ldx + i % C));
+            __syncthreads();
+            for (int k = 0; k < rpw; k++) {
+                const int r = r0 + warp * rpw + k;
+                if (r >= r1 || r / g.group != grp) continue;
+                const size_t w_row = ((size_t)grp * g.w_group_stride + g.w_row0 + r % g.group) * C;
+                float acc[GEMV_MAX_TC];
+#pragma unroll
+                for (int t = 0; t < GEMV_MAX_TC; t++) acc[t] = 0.0f;
+                if (wide) {
+                    for (int c = 8 * lane; c < C; c += 256) {
+                        float w8[8];
+                        load8(g.W, g.w_type, w_row + c, w8);
+#pragma unroll
+                        for (int t = 0; t < GEMV_MAX_TC; t++)
+                            if (t < n_t) {
+                                float x8[8];
+                                load8(stage, g.w_type, (size_t)t * C + c, x8);
+#pragma unroll
+                                for (int i = 0; i < 8; i++) acc[t] += w8[i] * x8[i];
+                            }
+                    }
+                } else {
+                    for (int c = lane; c < C; c += 32) {
+                        const float w = load_elem(g.W, g.w_type, w_row + c);
+#pragma unroll
+                        for (int t = 0; t < GEMV_MAX_TC; t++)
+                            if (t < n_t) acc[t] += w * load_elem(stage, g.w_type, (size_t)t * C + c);
+                    }
+                }
+#pragma unroll
+                for (int t = 0; t < GEMV_MAX_TC; t++)
+                    if (t < n_t) {
+                        const float s = warp_sum(acc[t]);
+                        if (lane == 0) {
+                            if (r < g.split)
+                                g.y[(size_t)(t0 + t) * g.ldy + r] = s;
+                            else
+                                g.y2[(size_t)(t0 + t) * g.ldy2 + r - g.split] = s;
+                        }
+                    }
+            }
+            __syncthreads(); /* the stage is read before the next group or pass overwrites it */
+        }
+    }
+}
+// ANCHOR_END: gemv_v3_rows
+
+/** The launch's plan: the products, their shapes, the first ticket of each stage, the absorption. */
+typedef struct {
+    int n;                         /**< products */
+    Gemv g[GEMV_CHAIN_MAX];        /**< product j reads product j − 1's output (or its tail's) */
+    GemvTail e[GEMV_CHAIN_MAX];    /**< product j's tail (its counter unused: the launch's counters elect) */
+    GemvShape sh[GEMV_CHAIN_MAX];  /**< launch shapes */
+    int first[GEMV_CHAIN_MAX + 2]; /**< first ticket of product j; first[n]: of the absorption; first[n + 1]: end */
+    GemvAbsorb ab;                 /**< the absorption (ab.q_lat NULL: none) */
+    int ab_tiles;                  /**< column tiles of 8·GEMV_WARPS per head */
+    int ab_wide;                   /**< 16-byte loads of W^UK */
+} GemvChainPlan;
+
+// ANCHOR: absorb_v3_stage
+/**
+ * The absorption as the last stage: block b of it computes mla_absorb_v2's block (b mod tiles, b / tiles).
+ * It loads its W^UK columns into registers first (they depend on nothing), then waits for the stage that
+ * writes q (the last product, with its RoPE tail) and reads q^N with __ldcg.
+ */
+static __device__ void absorb_v3_stage(const GemvChainPlan &c, float *q_lat, int b, int *counters, float *q_n)
+{
+    const MlaDims dims = c.ab.dims;
+    const int h = b / c.ab_tiles, lane = (int)threadIdx.x % 32, dn = dims.d_n, dc = dims.d_c, T = c.ab.T;
+    const int dq = dn + dims.d_r, c0 = 8 * ((b % c.ab_tiles) * GEMV_WARPS + (int)threadIdx.x / 32);
+    float w[ABSORB_MAX_DN / 32][8];
+#pragma unroll
+    for (int k = 0; k < ABSORB_MAX_DN / 32; k++) {
+        const int d = lane + 32 * k;
+        const size_t at = ((size_t)h * (dn + dims.d_v) + d) * dc + c0;
+        if (d >= dn || c0 >= dc)
+            for (int i = 0; i < 8; i++) w[k][i] = 0.0f;
+        else if (c.ab_wide)
+            load8(c.ab.kv_b, c.ab.kv_b_type, at, w[k]);
+        else
+            for (int i = 0; i < 8; i++) w[k][i] = c0 + i < dc ? load_elem(c.ab.kv_b, c.ab.kv_b_type, at + i) : 0.0f;
+    }
+    stage_wait(counters, c.n - 1, c.sh[c.n - 1].blocks);
+    for (int i = (int)threadIdx.x; i < T * dn; i += (int)blockDim.x)
+        q_n[i] = __ldcg(c.ab.q + ((size_t)(i / dn) * dims.n_h + h) * dq + i % dn);
+    __syncthreads();
+    for (int t = 0; c0 < dc && t < T; t++) { /* no early return: stage_exit's barrier follows */
+        float s[8] = { 0.0f };
+#pragma unroll
+        for (int k = 0; k < ABSORB_MAX_DN / 32; k++) {
+            const float x = lane + 32 * k < dn ? q_n[(size_t)t * dn + lane + 32 * k] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) s[i] += w[k][i] * x;
+        }
+        float *out = q_lat + ((size_t)t * dims.n_h + h) * dc + c0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float v = warp_sum(s[i]);
+            if (lane == 0 && c0 + i < dc) out[i] = v;
+        }
+    }
+}
+// ANCHOR_END: absorb_v3_stage
+
+// ANCHOR: gemv_v3
+/**
+ * Version 3: the products of a chain, then the absorption, in one launch. A block's ticket picks its stage
+ * and its position in it. Stage j > 0 waits for every block of stage j − 1; the last block of a stage to
+ * finish its rows runs the stage's tail (gemv_tail) before it signals, so a count complete means the tail's
+ * writes are done too. Counters: [2 + j] stage j's signals, [2 + n + j] its finished rows (the tail's election).
+ */
+__global__ void __launch_bounds__(GEMV_THREADS, 2)
+    gemv_v3_kernel(GemvChainPlan c, float *y0, float *y0b, float *y1, float *y1b, float *y2, float *y2b, void *cache,
+                   float *h, float *a, float *q_lat, int *counters)
+{
+    DYNAMIC_SHARED(float, stage_f);
+    const int ticket = stage_ticket(counters);
+    int j = 0;
+    while (j < c.n && ticket >= c.first[j + 1]) j++;
+    if (j < c.n) {
+        Gemv g = c.g[j];
+        GemvTail e = c.e[j];
+        /* the memory it writes comes as plain arguments (the simulator's race check restores those between runs) */
+        g.y = j == 0 ? y0 : j == 1 ? y1 : y2;
+        g.y2 = j == 0 ? y0b : j == 1 ? y1b : y2b;
+        if (e.kind == GEMV_TAIL_LATENT) e.cache = cache;
+        if (e.kind == GEMV_TAIL_RESIDUAL_NORM) {
+            e.h = h;
+            e.a = a;
+        }
+        if (j > 0) stage_wait(counters, j - 1, c.sh[j - 1].blocks);
+        const GemvShape &sh = c.sh[j];
+        gemv_v3_rows(g, ticket - c.first[j], sh.rpw, sh.tc, sh.wide, sh.x_wide, stage_f);
+        if (e.kind != GEMV_TAIL_NONE && stage_last(counters, c.n + j, sh.blocks)) gemv_tail(g, e);
+        stage_signal(counters, j);
+    } else {
+        absorb_v3_stage(c, q_lat, ticket - c.first[c.n], counters, stage_f);
+    }
+    stage_exit(counters, 2 * c.n);
+}
+// ANCHOR_END: gemv_v3
+
+extern "C" cudaError_t gemv_forward_v3(const Gemv *g, const GemvTail *e, int n, const GemvAbsorb *absorb, int *counters,
+                                       cudaStream_t stream)
+{
+    if (n < 1 || n > GEMV_CHAIN_MAX || !counters) return cudaErrorInvalidValue;
+    GemvChainPlan c = {};
+    c.n = n;
+    float *ys[GEMV_CHAIN_MAX][2] = { { NULL, NULL } };
+    void *cache = NULL;
+    float *h = NULL, *a = NULL;
+    size_t smem = 0;
+    for (int j = 0; j < n; j++) {
+        if (!gemv_v2_supports(&g[j])) return cudaErrorInvalidValue;
+        /* the kernel takes one cache and one (h, a) pair: tails of one kind share them */
+        if (e[j].kind == GEMV_TAIL_LATENT) {
+            if (cache && cache != e[j].cache) return cudaErrorInvalidValue;
+            cache = e[j].cache;
+        }
+        if (e[j].kind == GEMV_TAIL_RESIDUAL_NORM) {
+            if ((h && h != e[j].h) || (a && a != e[j].a)) return cudaErrorInvalidValue;
+            h = e[j].h;
+            a = e[j].a;
+        }
+        c.g[j] = g[j];
+        c.e[j] = e[j];
+        c.sh[j] = gemv_shape(g[j]);
+        c.first[j + 1] = c.first[j] + c.sh[j].blocks;
+        ys[j][0] = g[j].y;
+        ys[j][1] = g[j].y2;
+        if (c.sh[j].smem > smem) smem = c.sh[j].smem;
+    }
+    c.first[n + 1] = c.first[n];
+    if (absorb && absorb->q_lat) {
+        const MlaDims d = absorb->dims;
+        if (d.d_n > ABSORB_MAX_DN || absorb->T < 1 || sizeof(float) * (size_t)absorb->T * d.d_n > GEMV_STAGE_BYTES)
+            return cudaErrorInvalidValue;
+        c.ab = *absorb;
+        c.ab_tiles = (int)blocks_for((size_t)d.d_c, 8 * GEMV_WARPS);
+        c.ab_wide = d.d_c % 8 == 0 && aligned16(absorb->kv_b);
+        c.first[n + 1] = c.first[n] + c.ab_tiles * d.n_h;
+        if (sizeof(float) * (size_t)absorb->T * d.d_n > smem) smem = sizeof(float) * (size_t)absorb->T * d.d_n;
+    }
+    if (smem > 48 * 1024) {
+        const cudaError_t err = cudaFuncSetAttribute(reinterpret_cast<const void *>(gemv_v3_kernel),
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_STAGE_BYTES);
+        if (err != cudaSuccess) return err;
+    }
+    LAUNCH(gemv_v3_kernel, dim3((unsigned)c.first[n + 1]), dim3(GEMV_THREADS), smem, stream, c, ys[0][0], ys[0][1],
+           ys[1][0], ys[1][1], ys[2][0], ys[2][1], cache, h, a, c.ab.q_lat, counters);
     return cudaGetLastError();
 }

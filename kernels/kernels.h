@@ -533,6 +533,34 @@ cudaError_t gemv_forward_v2(Gemv g, GemvTail e, cudaStream_t stream);
 cudaError_t mla_absorb_v2(float *q_lat, const float *q, const void *kv_b, KernelDType kv_b_type, MlaDims dims, int T,
                           cudaStream_t stream);
 
+/** Most products gemv_forward_v3 chains in one launch. */
+#define GEMV_CHAIN_MAX 3
+
+/** Ints of the counters gemv_forward_v3 needs (kernels/stage.cuh's layout for 2·GEMV_CHAIN_MAX stages). */
+#define GEMV_V3_COUNTER_INTS (2 + 2 * GEMV_CHAIN_MAX)
+
+/** The absorption as a stage of gemv_forward_v3: mla_absorb_v2's arguments. */
+typedef struct {
+    float *q_lat;          /**< [T, n_h, d_c] float32 (NULL: no absorption stage) */
+    const float *q;        /**< [T, n_h, d_n + d_r]: the last product's output */
+    const void *kv_b;      /**< kv_b_proj [n_h(d_n + d_v), d_c] */
+    KernelDType kv_b_type; /**< its type */
+    MlaDims dims;          /**< head shapes */
+    int T;                 /**< tokens */
+} GemvAbsorb;
+
+/**
+ * Version 3: the products g[0 .. n − 1] (n ≤ GEMV_CHAIN_MAX) and, when absorb and absorb->q_lat are given,
+ * the absorption of absorb->q, in one launch of stages (kernels/stage.cuh): product j may read product
+ * j − 1's output or tail (x = an earlier y), the absorption reads the last product's. Each product keeps
+ * gemv_forward_v2's row decomposition, loads and tail (e[j]; its counter is not used). counters:
+ * GEMV_V3_COUNTER_INTS ints, zero before the first launch, left zero by every launch. \return
+ * cudaErrorInvalidValue when a product fails gemv_v2_supports, two tails of one kind name different
+ * memory, or the absorption's limits (mla_absorb_v2's, with GEMV_STAGE_BYTES for q^N) are not met.
+ */
+cudaError_t gemv_forward_v3(const Gemv *g, const GemvTail *e, int n, const GemvAbsorb *absorb, int *counters,
+                            cudaStream_t stream);
+
 /* ---- mla_prefill.cu: MLA for prompt chunks, absorbed, online softmax over tiles of cache rows ---------- */
 
 /**

@@ -10,8 +10,8 @@
  * at row 5 (base[t] = 5), so a wrong base shows up as wrong rows or wrong attention.
  *
  * A sequence runs in phases over one cache: a prompt (expanded), one decode
- * step (absorbed), a chunk at pos0 > 0 (expanded) and a chunk in the absorbed
- * form, each against the reference on the same inputs. Weights are random
+ * step (absorbed), a chunk at pos0 > 0 (expanded) and chunks of 2 and 16 tokens in
+ * the absorbed form (the three-launch decode path), each against the reference on the same inputs. Weights are random
  * bf16; float32 mode: relative L2 ≤ 1e-5; bf16 mode (bf16 weights, bf16
  * latent cache, bf16 GEMM activations): ≤ 2e-2.
  *
@@ -137,10 +137,12 @@ static void check_mla(const ModelConfig *c, int prompt)
 {
     const int D = c->hidden_size, nh = c->num_attention_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
     const int dv = c->v_head_dim, dc = c->kv_lora_rank, width = dc + dr;
-    /* phases: (T, form): prompt expanded, one absorbed step, 3 expanded at pos0 > 0, 2 absorbed */
-    const int phase_T[4] = { prompt, 1, 3, 2 };
-    const MlaForm phase_form[4] = { MLA_EXPANDED, MLA_ABSORBED, MLA_EXPANDED, MLA_ABSORBED };
-    const int ctx = prompt + 6, max_T = prompt;
+    /* phases: (T, form): prompt expanded, one absorbed step, 3 expanded at pos0 > 0, 2 absorbed, then 16
+     * absorbed (the decode path's largest call, FAST_DECODE_MAX_T) */
+    enum { PHASES = 5 };
+    const int phase_T[PHASES] = { prompt, 1, 3, 2, FAST_DECODE_MAX_T };
+    const MlaForm phase_form[PHASES] = { MLA_EXPANDED, MLA_ABSORBED, MLA_EXPANDED, MLA_ABSORBED, MLA_ABSORBED };
+    const int ctx = prompt + 6 + FAST_DECODE_MAX_T, max_T = prompt > FAST_DECODE_MAX_T ? prompt : FAST_DECODE_MAX_T;
     MlaWeights w = random_mla(c);
     Rope rope;
     assert_int_equal(rope_init(&rope, c), 0);
@@ -189,7 +191,7 @@ static void check_mla(const ModelConfig *c, int prompt)
             cudaSuccess);
 
         int pos0 = 0;
-        for (int ph = 0; ph < 4; ph++) {
+        for (int ph = 0; ph < PHASES; ph++) {
             const int T = phase_T[ph];
             const bool absorbed = phase_form[ph] == MLA_ABSORBED;
             char what[64];
