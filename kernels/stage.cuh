@@ -31,7 +31,7 @@
  * a wait for a later ticket would never end, and the simulator reports it as a fault.
  */
 #ifndef DSV2_KERNELS_STAGE_CUH
-#define DSV2_KERNELS_STAGE_CUH
+#define DSV2_KERNELS_STAGE_CUH /**< include guard */
 
 #include "dsv2_launch.h"
 
