@@ -100,7 +100,7 @@ int fast_model_open(FastModel *m, const char *dir, const FastOptions *opt)
         m->step_regions = (m->max_context + m->chunk - 1) / m->chunk + 1;
         m->pos = calloc((size_t)m->max_batch, sizeof(int));
         rc = !m->pos ? ds_error("fast_model_open: out of host memory for %d slots", m->max_batch) : 0;
-        /* decode graphs on one device (the expert-parallel MoE exchanges data through NCCL and the host) */
+        /* decode graphs on one device (an expert-parallel step spans every device's streams and is run eagerly) */
         if (rc == 0 && !(opt && opt->graph < 0) && !m->ep &&
             (!(m->graphs = calloc((size_t)m->max_batch, sizeof *m->graphs)) ||
              !(m->greedy_graphs = calloc((size_t)m->max_batch, sizeof *m->greedy_graphs))))
