@@ -99,26 +99,29 @@ typedef struct {
 
 /** A model opened in the sharded layout over D devices. */
 typedef struct {
-    ModelConfig config;                          /**< the checkpoint's config */
-    const ModelConfig *cfg;                      /**< = &config */
-    Rope rope;                                   /**< host RoPE tables and σ */
-    int D;                                       /**< devices */
-    int hl;                                      /**< heads per device n_h / D */
-    int max_context;                             /**< positions per slot */
-    int cap;                                     /**< cache rows per slot, layer and device: ⌈max_context / D⌉ */
-    int chunk;                                   /**< tokens per prompt chunk */
-    int max_batch;                               /**< sequence slots */
-    int rows;                                    /**< rows of one step: max(chunk, max_batch) */
-    int *pos;                                    /**< [max_batch] tokens in each slot */
-    int *step_host;                              /**< [D][5·rows] pageable: copied by value when queued */
-    float *gathered;                             /**< [D·rows·V/D] host: the logits as gathered, before reordering */
-    int last_rows;                               /**< rows of m->logits the last step computed */
+    ModelConfig config;      /**< the checkpoint's config */
+    const ModelConfig *cfg;  /**< = &config */
+    Rope rope;               /**< host RoPE tables and σ */
+    int D;                   /**< devices */
+    int hl;                  /**< heads per device n_h / D */
+    int max_context;         /**< positions per slot */
+    int cap;                 /**< cache rows per slot, layer and device: ⌈max_context / D⌉ */
+    int chunk;               /**< tokens per prompt chunk */
+    int max_batch;           /**< sequence slots */
+    int rows;                /**< rows of one step: max(chunk, max_batch) */
+    int *pos;                /**< [max_batch] tokens in each slot */
+    int *step_host;          /**< [D][5·rows] pageable: copied by value when queued */
+    float *gathered;         /**< [D·rows·V/D] host: the logits as gathered, before reordering */
+    int last_rows;           /**< rows of m->logits the last step computed */
+    cudaGraphExec_t *graphs; /**< [max_batch·D]: device r's decode step of B sequences at (B − 1)·D + r, captured at
+                                  the first such step; NULL: every step eager (FastOptions.graph −1) */
     FastShardDevice dev[FAST_SHARD_MAX_DEVICES]; /**< [D] */
 } FastShardModel;
 
 /**
- * Opens the checkpoint in dir over devices 0..D−1 with opt's bf16, max_context, chunk and max_batch (its
- * ep_devices, form and graph are not used). Refused with one line: D outside 1..8 or above the devices
+ * Opens the checkpoint in dir over devices 0..D−1 with opt's bf16, max_context, chunk, max_batch and graph
+ * (decode steps replayed from one CUDA graph per device and batch size unless it is −1; its ep_devices and form
+ * are not used). Refused with one line: D outside 1..8 or above the devices
  * present, vocab_size, n_h, n_routed_experts, intermediate_size or n_shared_experts·moe_intermediate_size
  * not divisible by D. \return 0, or −1 with one error line (nothing held).
  */

@@ -14,6 +14,10 @@
  *                   all-reduce SUM b;  h += b                               (fused into the next norm)
  *     logits = lm_head RMSNorm(h)      each device its V/D rows of the vocabulary, all-gathered
  *
+ * Decode steps run from CUDA graphs: at the first step of B sequences every device's stream captures the
+ * step from the embedding to the logits' all-gather, collectives included (each device's graph holds its
+ * rank's side of each), and later steps upload the staged ids and positions and replay the D graphs.
+ *
  * Nothing in a step waits for the host: the step's ids and positions are copied from pageable host memory
  * (cudaMemcpyAsync returns once it has copied the source, so the next step may rewrite it), the experts run
  * in the grouped kernel that reads its offsets on the device, and every exchange is a collective queued on
@@ -141,7 +145,9 @@ int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions
         m->pos = calloc((size_t)m->max_batch, sizeof *m->pos);
         m->step_host = malloc(sizeof(int) * 5 * (size_t)m->rows * D);
         m->gathered = malloc(sizeof(float) * (size_t)m->rows * m->cfg->vocab_size);
-        if (!m->pos || !m->step_host || !m->gathered) rc = ds_error("fast_shard_open: out of host memory");
+        if (!(opt && opt->graph < 0)) m->graphs = calloc((size_t)m->max_batch * D, sizeof *m->graphs);
+        if (!m->pos || !m->step_host || !m->gathered || (!(opt && opt->graph < 0) && !m->graphs))
+            rc = ds_error("fast_shard_open: out of host memory");
     }
     if (rc == 0) rc = open_devices(m, &ref, opt && opt->bf16);
     model_close(&ref);
@@ -150,6 +156,9 @@ int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions
 
 void fast_shard_close(FastShardModel *m)
 {
+    for (int i = 0; m->graphs && i < m->max_batch * m->D; i++)
+        if (m->graphs[i]) cudaGraphExecDestroy(m->graphs[i]);
+    free(m->graphs);
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         cudaSetDevice(r);
@@ -379,9 +388,8 @@ static int ffn(FastShardModel *m, int l, int T)
 }
 // ANCHOR_END: shard_ffn
 
-/* Uploads each device's staged step and embeds its T tokens: each device its vocabulary slice's rows (the zero
- * row for the others' tokens), summed over the devices into the same h everywhere. */
-static int step_begin(FastShardModel *m, int T)
+/* Uploads each device's staged step (ids, positions, cache rows) to its m->dev[r].step. */
+static int step_upload(FastShardModel *m)
 {
     const size_t n = 5 * (size_t)m->rows;
     for (int r = 0; r < m->D; r++) {
@@ -389,10 +397,26 @@ static int step_begin(FastShardModel *m, int T)
         CUDA_TRY(cudaSetDevice(r));
         CUDA_TRY(
             cudaMemcpyAsync(v->step, m->step_host + r * n, sizeof(int) * n, cudaMemcpyHostToDevice, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* Embeds the T uploaded tokens: each device its vocabulary slice's rows (the zero row for the others' tokens),
+ * summed over the devices into the same h everywhere. */
+static int step_embed(FastShardModel *m, int T)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
         CUDA_TRY(embed_forward_v2(v->h, v->step + 4 * m->rows, v->embed.data, v->embed.dtype, T, m->cfg->hidden_size,
                                   v->ctx.stream));
     }
     return collective(m, ALL_REDUCE, FIELD(h), FIELD(h), (size_t)T * m->cfg->hidden_size, ncclSum);
+}
+
+static int step_begin(FastShardModel *m, int T)
+{
+    return step_upload(m) || step_embed(m, T) ? -1 : 0;
 }
 
 /* Every layer, then the logits of rows [first, T): each device its vocabulary slice, all-gathered. */
@@ -464,6 +488,52 @@ int fast_shard_prefill(FastShardModel *m, int slot, const int *tokens, int T, fl
     return 0;
 }
 
+// ANCHOR: shard_graph
+/*
+ * The decode step of B sequences from D CUDA graphs, one per device: at the first such step every device's
+ * stream captures, and the step's launches and collectives are queued as in an eager step; each ncclGroupEnd
+ * records its rank's side of the collective into each device's graph. A replay on device r runs its launches
+ * and meets the other devices' replays at every collective, as the eager calls meet. The uploaded m->dev[r].step
+ * carries everything that changes between steps.
+ */
+static int decode_graph(FastShardModel *m, int B)
+{
+    cudaGraphExec_t *exec = m->graphs + (size_t)(B - 1) * m->D;
+    if (!exec[0]) {
+        int begun = 0, rc = 0;
+        for (; begun < m->D && rc == 0; begun++) {
+            CUDA_TRY(cudaSetDevice(begun));
+            rc = fast_check_cuda(cudaStreamBeginCapture(m->dev[begun].ctx.stream, cudaStreamCaptureModeGlobal),
+                                 "cudaStreamBeginCapture", __FILE__, __LINE__);
+        }
+        if (rc == 0) rc = step_embed(m, B) || step_run(m, B, 0);
+        for (int r = 0; r < begun; r++) {
+            cudaGraph_t graph = NULL;
+            cudaSetDevice(r);
+            const cudaError_t end = cudaStreamEndCapture(m->dev[r].ctx.stream, &graph);
+            if (rc == 0) rc = fast_check_cuda(end, "cudaStreamEndCapture", __FILE__, __LINE__);
+            if (rc == 0)
+                rc = fast_check_cuda(cudaGraphInstantiate(&exec[r], graph, 0), "cudaGraphInstantiate", __FILE__,
+                                     __LINE__);
+            if (graph) cudaGraphDestroy(graph);
+        }
+        if (rc) {
+            for (int r = 0; r < m->D; r++) {
+                if (exec[r]) cudaGraphExecDestroy(exec[r]);
+                exec[r] = NULL;
+            }
+            return -1;
+        }
+    }
+    for (int r = 0; r < m->D; r++) {
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(cudaGraphLaunch(exec[r], m->dev[r].ctx.stream));
+    }
+    m->last_rows = B;
+    return 0;
+}
+// ANCHOR_END: shard_graph
+
 int fast_shard_decode(FastShardModel *m, const int *slots, const int *tokens, int B, float *logits_host)
 {
     if (B < 1 || B > m->max_batch)
@@ -475,7 +545,7 @@ int fast_shard_decode(FastShardModel *m, const int *slots, const int *tokens, in
                 return ds_error("fast_shard_decode: slot %d appears twice (rows %d and %d)", slots[i], j, i);
     }
     for (int i = 0; i < B; i++) stage_row(m, i, tokens[i], slots[i], m->pos[slots[i]]);
-    if (step_begin(m, B) || step_run(m, B, 0)) return -1;
+    if (m->graphs ? step_upload(m) || decode_graph(m, B) : step_begin(m, B) || step_run(m, B, 0)) return -1;
     for (int i = 0; i < B; i++) m->pos[slots[i]]++;
     return logits_host ? fast_shard_logits(m, logits_host) : 0;
 }

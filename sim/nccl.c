@@ -738,8 +738,11 @@ static void run_arrive(SimOp *op)
             else if (is_blocked(on))
                 snprintf(why, sizeof why, "device %d's stream %p waits at another collective before reaching it",
                          x->device[p], (void *)on);
-            else
+            else { /* what the peer's stream runs meanwhile is counted as its own (in a graph or not) */
+                sim_count_in_graph(-1);
                 sim_drain_through(on, peer);
+                sim_count_in_graph(1);
+            }
         }
         blocked.n--;
         if (x->round == round && !why[0]) {

@@ -427,6 +427,72 @@ static void bf16_runs(void **state)
     heads8(8, true);
 }
 
+/* Decode steps replayed from the D devices' CUDA graphs (the default) against the same steps run eagerly
+ * (FastOptions.graph −1), float32: bit for bit equal logits (the same launches and collectives in the same order
+ * on the same data), while shard_fixture holds the graph steps to the C reference. Counted over a step and its
+ * logits fetch: one graph launch per device, every kernel, GEMM and fill replayed from a graph, and outside the
+ * graphs only the D uploads of the staged step and the logits copy; the one host sync is the fetch. */
+static void graphs_equal_eager(const char *name, int N)
+{
+    need_devices(N);
+    char dir[256];
+    golden_dir(dir, sizeof dir, name);
+    FastShardModel g, e;
+    const FastOptions go = { .chunk = CHUNK, .max_batch = 2, .max_context = 32 },
+                      eo = { .chunk = CHUNK, .max_batch = 2, .max_context = 32, .graph = -1 };
+    if (fast_shard_open(&g, dir, N, &go) || fast_shard_open(&e, dir, N, &eo)) fail_msg("%s", ds_last_error());
+    assert_non_null(g.graphs);
+    assert_null(e.graphs);
+    const int V = g.cfg->vocab_size, prompt[7] = { 5, 17, 3, 99, 42, 7, 250 };
+    float *a = malloc(sizeof(float) * 2 * V), *b = malloc(sizeof(float) * 2 * V);
+    for (int i = 0; i < 2; i++)
+        if (fast_shard_prefill(&g, i, prompt + i, 6 - i, NULL, false) ||
+            fast_shard_prefill(&e, i, prompt + i, 6 - i, NULL, false))
+            fail_msg("%s", ds_last_error());
+    int tokens[2] = { 11, 12 };
+    for (int k = 0; k < 4; k++) { /* batch 2, then batch 1 (its own graphs), then batch 2 again (replayed) */
+        const int B = k == 2 ? 1 : 2, slots[2] = { B == 2 ? 0 : 1, 1 };
+        poison(a, 2 * (size_t)V);
+        poison(b, 2 * (size_t)V);
+#if HAVE_SIM_COUNTERS
+        SimStepCounters c;
+        sim_counters_start();
+#endif
+        if (fast_shard_decode(&g, slots, tokens, B, NULL) || fast_shard_logits(&g, a)) fail_msg("%s", ds_last_error());
+#if HAVE_SIM_COUNTERS
+        sim_counters_stop(&c);
+        size_t n = 0, outside = 0;
+        const SimLaunchRecord *rec = sim_counters_records(&n);
+        for (size_t i = 0; i < n; i++) {
+            if (rec[i].in_graph) continue;
+            outside++;
+            if (rec[i].kind != SIM_REC_COPY) fail_msg("%s: %s ran outside the step's graphs", dir, rec[i].name);
+        }
+        assert_int_equal(outside, N + 1);
+        assert_int_equal(c.graph_launches, N);
+        assert_int_equal(c.host_syncs, 1);
+#endif
+        if (fast_shard_decode(&e, slots, tokens, B, b)) fail_msg("%s", ds_last_error());
+        if (memcmp(a, b, sizeof(float) * (size_t)B * V))
+            fail_msg("%s N=%d step %d: graph and eager logits differ", dir, N, k);
+        for (int i = 0; i < B; i++) tokens[i] = golden_argmax(a + (size_t)i * V, V);
+    }
+    printf("%s N=%d: 4 decode steps from graphs equal the eager steps bit for bit; %d graph launches and %d copies "
+           "outside them per step\n",
+           dir, N, N, N + 1);
+    free(a);
+    free(b);
+    fast_shard_close(&g);
+    fast_shard_close(&e);
+}
+
+static void graphs(void **state)
+{
+    (void)state;
+    graphs_equal_eager("v2", 2);
+    graphs_equal_eager("lite", 4);
+}
+
 /* One error line naming the reason, nothing left open. */
 static void refused(const char *name, int N, const char *why)
 {
@@ -551,6 +617,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(v2_f32),       cmocka_unit_test(lite_f32),  cmocka_unit_test(longctx_f32),
         cmocka_unit_test(heads8_f32),   cmocka_unit_test(bf16_runs), cmocka_unit_test(refuses),
         cmocka_unit_test(cli_generate), cmocka_unit_test(faults),    cmocka_unit_test(partial_kernels),
+        cmocka_unit_test(graphs),
     };
     return cmocka_run_group_tests_name("fast_shard", tests, stw_group_setup, stw_group_teardown);
 }
