@@ -54,7 +54,7 @@ typedef struct {
 } FastShardLayer;
 
 /** Device buffers of a FastShardDevice (its pointer fields cache … shared_out, in order). */
-#define FAST_SHARD_BUFFERS 30
+#define FAST_SHARD_BUFFERS 32
 
 /** One device of the group. */
 typedef struct {
@@ -95,7 +95,15 @@ typedef struct {
     void *hidden;           /**< [rows·K·I_e + rows·I_s/D] or [rows, I/D] (wtype) */
     float *expert_out;      /**< [rows·K, D] permuted expert outputs (zero where another device's expert) */
     float *shared_out;      /**< [rows, D] */
+    void *wire_send;        /**< bf16 wire: a collective's payload narrowed to bf16, then the summed slices */
+    void *wire_recv;        /**< bf16 wire: the slices received from the other devices */
 } FastShardDevice;
+
+/** The collectives' payload (fast_shard_set_wire()). */
+typedef enum {
+    FAST_WIRE_BF16 = 0, /**< bf16 on the wire, float32 sums in device order (the default) */
+    FAST_WIRE_F32 = 1   /**< float32 collectives throughout */
+} FastShardWire;
 
 /** A model opened in the sharded layout over D devices. */
 typedef struct {
@@ -113,6 +121,7 @@ typedef struct {
     int *step_host;          /**< [D][5·rows] pageable: copied by value when queued */
     float *gathered;         /**< [D·rows·V/D] host: the logits as gathered, before reordering */
     int last_rows;           /**< rows of m->logits the last step computed */
+    FastShardWire wire;      /**< the collectives' payload */
     cudaGraphExec_t *graphs; /**< [max_batch·D]: device r's decode step of B sequences at (B − 1)·D + r, captured at
                                   the first such step; NULL: every step eager (FastOptions.graph −1) */
     FastShardDevice dev[FAST_SHARD_MAX_DEVICES]; /**< [D] */
@@ -130,6 +139,13 @@ int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions
 void fast_shard_close(FastShardModel *m);
 /** Forgets every slot's past. */
 void fast_shard_reset(FastShardModel *m);
+/**
+ * Sets the collectives' payload (the default is FAST_WIRE_BF16): with bf16, each sub-layer's all-reduce SUM
+ * sends bf16 slices point to point, adds them widened in float32 in device order and all-gathers the bf16
+ * sums; the attention combine's reduce-scatter likewise (float32 sums kept); the absorbed queries'
+ * all-gather and the running max's all-reduce MAX carry bf16; the logits stay float32. Drops captured graphs.
+ */
+void fast_shard_set_wire(FastShardModel *m, FastShardWire wire);
 /**
  * Feeds a prompt of T tokens into slot (chunks of m->chunk); logits_host as fast_model_prefill().
  * \return 0, or −1 with one error line.

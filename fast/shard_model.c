@@ -74,17 +74,21 @@ static int alloc_buffers(FastShardModel *m, int r)
                                        (void **)&v->gu,
                                        &v->hidden,
                                        (void **)&v->expert_out,
-                                       (void **)&v->shared_out };
+                                       (void **)&v->shared_out,
+                                       &v->wire_send,
+                                       &v->wire_recv };
     for (int i = 0; i < FAST_SHARD_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
     return 0;
 }
 
 static void free_buffers(FastShardDevice *v)
 {
-    void *p[] = { v->cache,    v->step,      v->h,  v->a,       v->b,          v->logits_loc, v->logits, v->kv,
-                  v->lat,      v->c_q,       v->q,  v->qp,      v->q_all,      v->m_loc,      v->m_all,  v->part,
-                  v->ol_sum,   v->ol,        v->o,  v->rlogits, v->idx,        v->weight,     v->counts, v->offsets,
-                  v->slot_row, v->row_token, v->gu, v->hidden,  v->expert_out, v->shared_out };
+    void *p[] = {
+        v->cache,    v->step,      v->h,  v->a,       v->b,          v->logits_loc, v->logits,    v->kv,
+        v->lat,      v->c_q,       v->q,  v->qp,      v->q_all,      v->m_loc,      v->m_all,     v->part,
+        v->ol_sum,   v->ol,        v->o,  v->rlogits, v->idx,        v->weight,     v->counts,    v->offsets,
+        v->slot_row, v->row_token, v->gu, v->hidden,  v->expert_out, v->shared_out, v->wire_send, v->wire_recv
+    };
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
 }
 
@@ -173,6 +177,15 @@ void fast_shard_close(FastShardModel *m)
     free(m->gathered);
     memset(m, 0, sizeof *m);
     cudaSetDevice(0);
+}
+
+void fast_shard_set_wire(FastShardModel *m, FastShardWire wire)
+{
+    for (int i = 0; m->graphs && i < m->max_batch * m->D; i++) {
+        if (m->graphs[i]) cudaGraphExecDestroy(m->graphs[i]);
+        m->graphs[i] = NULL;
+    }
+    m->wire = wire;
 }
 
 void fast_shard_reset(FastShardModel *m)
@@ -282,6 +295,118 @@ static int collective(FastShardModel *m, Collective kind, size_t send_off, size_
 
 #define FIELD(f) offsetof(FastShardDevice, f)
 
+// ANCHOR: shard_wire
+/* The bf16 wire. Device r's float32 field at off, n elements, narrowed into its wire_send. */
+static int narrow(FastShardModel *m, size_t off, size_t n)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(convert_forward_v2(v->wire_send, KERNEL_BF16, *(float **)((char *)v + off), n, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* Device r sends slice q (s elements) of its wire_send to device q and receives q's slice r into slice q of
+ * its wire_recv: in bf16, point to point, so nothing is added on the way. */
+static int exchange(FastShardModel *m, size_t s)
+{
+    NCCL_TRY(ncclGroupStart());
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        for (int q = 0; q < m->D; q++) {
+            if (q == r) continue;
+            ncclResult_t rc = ncclSend((uint16_t *)v->wire_send + q * s, s, ncclBfloat16, q, v->comm, v->ctx.stream);
+            if (rc == ncclSuccess)
+                rc = ncclRecv((uint16_t *)v->wire_recv + q * s, s, ncclBfloat16, q, v->comm, v->ctx.stream);
+            if (rc != ncclSuccess) {
+                ncclGroupEnd();
+                return fast_check_nccl(rc, "ncclSend/ncclRecv (bf16)", __FILE__, __LINE__);
+            }
+        }
+    }
+    NCCL_TRY(ncclGroupEnd());
+    return 0;
+}
+
+/* out (device r's field at out_off, or its wire_send slice r when out_off is 0) = Σ_q slice q, in float32 in
+ * device order, widened from the bf16 slices (its own from wire_send). */
+static int sum_slices(FastShardModel *m, size_t out_off, size_t s)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        uint16_t *own = (uint16_t *)v->wire_send + r * s;
+        void *out = out_off ? *(void **)((char *)v + out_off) : (void *)own;
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(
+            shard_wire_sum_v1(out, out_off ? KERNEL_F32 : KERNEL_BF16, v->wire_recv, own, r, m->D, s, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* Every device's bf16 at src (wire_send or wire_recv, n elements) widened into its float32 field at off. */
+static int widen(FastShardModel *m, bool from_recv, size_t off, size_t n)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(shard_wire_sum_v1(*(void **)((char *)v + off), KERNEL_F32, NULL,
+                                   from_recv ? v->wire_recv : v->wire_send, 0, 1, n, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* One bf16 collective per device in one group, on the wire buffers: all-gather of s elements from slice r of
+ * wire_send into wire_send (in place), or all-reduce MAX of s elements from wire_send into wire_recv. */
+static int wire_collective(FastShardModel *m, bool gather, size_t s)
+{
+    NCCL_TRY(ncclGroupStart());
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        uint16_t *w = v->wire_send;
+        const ncclResult_t rc = gather
+                                    ? ncclAllGather(w + r * s, w, s, ncclBfloat16, v->comm, v->ctx.stream)
+                                    : ncclAllReduce(w, v->wire_recv, s, ncclBfloat16, ncclMax, v->comm, v->ctx.stream);
+        if (rc != ncclSuccess) {
+            ncclGroupEnd();
+            return fast_check_nccl(rc, "ncclAllGather/AllReduce (bf16)", __FILE__, __LINE__);
+        }
+    }
+    NCCL_TRY(ncclGroupEnd());
+    return 0;
+}
+
+/* All-reduce SUM of the float32 field at off (n elements) on every device. bf16 wire (n a multiple of D): each
+ * device narrows its partial, sends slice q to device q, adds the D slices it holds in float32 in device order,
+ * narrows that sum and all-gathers it, then widens — 2(D−1)·n/D bf16 elements sent per device where the float32
+ * ring sends 2(D−1)·n/D float32 ones, and every device ends with the same values. */
+static int reduce_sum(FastShardModel *m, size_t off, size_t n)
+{
+    if (m->wire == FAST_WIRE_F32 || m->D == 1 || n % m->D) return collective(m, ALL_REDUCE, off, off, n, ncclSum);
+    const size_t s = n / m->D;
+    return narrow(m, off, n) || exchange(m, s) || sum_slices(m, 0, s) || wire_collective(m, true, s) ||
+                   widen(m, false, off, n)
+               ? -1
+               : 0;
+}
+
+/* Reduce-scatter SUM: device r receives, at recv_off, block r (s elements) of every device's send_off field,
+ * summed. bf16 wire: the blocks exchanged in bf16 and summed in float32 in device order. */
+static int reduce_scatter_sum(FastShardModel *m, size_t send_off, size_t recv_off, size_t s)
+{
+    if (m->wire == FAST_WIRE_F32 || m->D == 1) return collective(m, REDUCE_SCATTER, send_off, recv_off, s, ncclSum);
+    return narrow(m, send_off, s * m->D) || exchange(m, s) || sum_slices(m, recv_off, s) ? -1 : 0;
+}
+
+/* All-reduce MAX of the running maxima m: any value shared by every device serves as the softmax's shift (it
+ * cancels in o^L / l), so the bf16-rounded maximum does, and MAX adds no rounding on the way. */
+static int reduce_max(FastShardModel *m, size_t send_off, size_t recv_off, size_t n)
+{
+    if (m->wire == FAST_WIRE_F32 || m->D == 1) return collective(m, ALL_REDUCE, send_off, recv_off, n, ncclMax);
+    return narrow(m, send_off, n) || wire_collective(m, false, n) || widen(m, true, recv_off, n) ? -1 : 0;
+}
+// ANCHOR_END: shard_wire
+
 // ANCHOR: shard_attention
 /* The attention half of layer l over the group: on exit every device's a is the FFN input. */
 static int attention(FastShardModel *m, int l, int T)
@@ -302,7 +427,7 @@ static int attention(FastShardModel *m, int l, int T)
         CUDA_TRY(FAST_SHARD_PARTIAL(v->part, v->m_loc, v->q_all, cache, v->ctx.wtype, dims, v->step + R,
                                     v->step + 2 * R, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
     }
-    if (collective(m, ALL_REDUCE, FIELD(m_loc), FIELD(m_all), (size_t)T * nh, ncclMax)) return -1;
+    if (reduce_max(m, FIELD(m_loc), FIELD(m_all), (size_t)T * nh)) return -1;
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         CUDA_TRY(cudaSetDevice(r));
@@ -310,7 +435,7 @@ static int attention(FastShardModel *m, int l, int T)
             mla_shard_rescale_v1(v->part, v->m_loc, v->m_all, nh, dc, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
     }
     /* each device receives its heads' [o^L, l] summed over every device's rows */
-    if (collective(m, REDUCE_SCATTER, FIELD(part), FIELD(ol_sum), (size_t)T * hl * (dc + 1), ncclSum)) return -1;
+    if (reduce_scatter_sum(m, FIELD(part), FIELD(ol_sum), (size_t)T * hl * (dc + 1))) return -1;
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         const FastShardLayer *L = &v->layers[l];
@@ -324,7 +449,7 @@ static int attention(FastShardModel *m, int l, int T)
             fast_linear(ctx, v->b, v->o, &L->o_proj, T))
             return -1;
     }
-    if (collective(m, ALL_REDUCE, FIELD(b), FIELD(b), (size_t)T * c->hidden_size, ncclSum)) return -1;
+    if (reduce_sum(m, FIELD(b), (size_t)T * c->hidden_size)) return -1;
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         CUDA_TRY(cudaSetDevice(r));
@@ -384,7 +509,7 @@ static int ffn(FastShardModel *m, int l, int T)
         CUDA_TRY(cudaSetDevice(r));
         if (ffn_local(m, r, l, T)) return -1;
     }
-    return collective(m, ALL_REDUCE, FIELD(b), FIELD(b), (size_t)T * m->cfg->hidden_size, ncclSum);
+    return reduce_sum(m, FIELD(b), (size_t)T * m->cfg->hidden_size);
 }
 // ANCHOR_END: shard_ffn
 
@@ -411,7 +536,7 @@ static int step_embed(FastShardModel *m, int T)
         CUDA_TRY(embed_forward_v2(v->h, v->step + 4 * m->rows, v->embed.data, v->embed.dtype, T, m->cfg->hidden_size,
                                   v->ctx.stream));
     }
-    return collective(m, ALL_REDUCE, FIELD(h), FIELD(h), (size_t)T * m->cfg->hidden_size, ncclSum);
+    return reduce_sum(m, FIELD(h), (size_t)T * m->cfg->hidden_size);
 }
 
 static int step_begin(FastShardModel *m, int T)

@@ -57,6 +57,8 @@ int fast_shard_buffer_sizes(const ModelConfig *c, KernelDType wtype, int D, int 
     const size_t Ie = c->moe_intermediate_size, Is = (size_t)c->n_shared_experts * Ie / D;
     const size_t Id = has_dense(c) ? (size_t)c->intermediate_size / D : 0, esz = kernel_dtype_size(wtype);
     const size_t cap = ((size_t)max_context + D - 1) / D; /* positions p ≡ rank (mod D) of one slot */
+    /* the bf16 wire's largest payload: a sub-layer's output, the attention partials, the gathered queries */
+    const size_t wire = smax(R * Dm, smax(R * nh * (dc + 1), R * nh * w));
     const size_t n[FAST_SHARD_BUFFERS][2] = {
         { (size_t)max_batch * c->num_hidden_layers * cap * w, esz }, /* cache: 1/D of every slot's rows */
         { 5 * R, 4 },                                                /* step */
@@ -87,7 +89,9 @@ int fast_shard_buffer_sizes(const ModelConfig *c, KernelDType wtype, int D, int 
         { R * 2 * Id, 4 },                                           /* gu */
         { smax(R * K * Ie + R * Is, R * Id), esz },                  /* hidden */
         { R * K * Dm, 4 },                                           /* expert_out */
-        { R * Dm, 4 }                                                /* shared_out */
+        { R * Dm, 4 },                                               /* shared_out */
+        { wire, 2 },                                                 /* wire_send */
+        { wire, 2 }                                                  /* wire_recv */
     };
     fast_buffer_bytes(n, FAST_SHARD_BUFFERS, bytes);
     return FAST_SHARD_BUFFERS;
