@@ -295,7 +295,6 @@ static int collective(FastShardModel *m, Collective kind, size_t send_off, size_
 
 #define FIELD(f) offsetof(FastShardDevice, f)
 
-// ANCHOR: shard_wire
 /* The bf16 wire. Device r's float32 field at off, n elements, narrowed into its wire_send. */
 static int narrow(FastShardModel *m, size_t off, size_t n)
 {
@@ -376,6 +375,7 @@ static int wire_collective(FastShardModel *m, bool gather, size_t s)
     return 0;
 }
 
+// ANCHOR: shard_wire
 /* All-reduce SUM of the float32 field at off (n elements) on every device. bf16 wire (n a multiple of D): each
  * device narrows its partial, sends slice q to device q, adds the D slices it holds in float32 in device order,
  * narrows that sum and all-gathers it, then widens — 2(D−1)·n/D bf16 elements sent per device where the float32
@@ -389,6 +389,8 @@ static int reduce_sum(FastShardModel *m, size_t off, size_t n)
                ? -1
                : 0;
 }
+
+// ANCHOR_END: shard_wire
 
 /* Reduce-scatter SUM: device r receives, at recv_off, block r (s elements) of every device's send_off field,
  * summed. bf16 wire: the blocks exchanged in bf16 and summed in float32 in device order. */
@@ -405,7 +407,6 @@ static int reduce_max(FastShardModel *m, size_t send_off, size_t recv_off, size_
     if (m->wire == FAST_WIRE_F32 || m->D == 1) return collective(m, ALL_REDUCE, send_off, recv_off, n, ncclMax);
     return narrow(m, send_off, n) || wire_collective(m, false, n) || widen(m, true, recv_off, n) ? -1 : 0;
 }
-// ANCHOR_END: shard_wire
 
 // ANCHOR: shard_attention
 /* The attention half of layer l over the group: on exit every device's a is the FFN input. */

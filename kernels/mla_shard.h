@@ -15,6 +15,8 @@
 
 #include "kernels.h"
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif

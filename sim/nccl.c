@@ -640,26 +640,29 @@ done:
 
 #define RDV_MAX_PARTS 64 /**< most capturing streams one captured group may span */
 
+struct Rendezvous;
+
+/** A participant's node. */
+typedef struct {
+    SimOp op;             /**< base */
+    struct Rendezvous *x; /**< the group */
+    int part;             /**< which participant */
+} Arrive;
+
 /**
  * A captured group: each capturing stream involved records one node (an Arrive) into its graph. When a
  * replay reaches its node it waits for the other participants' replays to reach theirs, running their
  * streams up to that point, and the last to arrive moves the data.
  */
-typedef struct {
+typedef struct Rendezvous {
     Batch calls;                /**< a copy of the matched group */
     int parts;                  /**< participants: distinct capturing streams */
     int device[RDV_MAX_PARTS];  /**< each participant's device */
     int arrived[RDV_MAX_PARTS]; /**< whose replay waits at the node now */
+    Arrive node[RDV_MAX_PARTS]; /**< each participant's node */
     unsigned long round;        /**< replays completed */
     int refs;                   /**< recorded nodes holding it */
 } Rendezvous;
-
-/** A participant's node. */
-typedef struct {
-    SimOp op;      /**< base */
-    Rendezvous *x; /**< the group */
-    int part;      /**< which participant */
-} Arrive;
 
 /** Replay streams waiting at a node (innermost last): running them further would pass their node. */
 static struct {
@@ -768,7 +771,6 @@ static void run_arrive(SimOp *op)
 static void release_arrive(SimOp *op)
 {
     Rendezvous *x = ((Arrive *)op)->x;
-    free(op);
     if (--x->refs > 0) return;
     free(x->calls.calls);
     free(x);
@@ -801,22 +803,8 @@ static ncclResult_t capture_group(Batch b)
     }
     x->refs = x->parts;
     for (int p = 0; p < x->parts; p++) {
-        Arrive *a = malloc(sizeof *a);
-        if (!a) {
-            /* the nodes not made drop their references; the capture cannot be completed */
-            x->refs -= x->parts - p;
-            for (int q = p; q < x->parts; q++) sim_capture_invalidate(part[q]);
-            if (x->refs == 0) {
-                free(x->calls.calls);
-                free(x);
-            }
-            return ncclSystemError;
-        }
-        a->op.run = run_arrive;
-        a->op.release = release_arrive;
-        a->x = x;
-        a->part = p;
-        sim_enqueue(part[p], &a->op);
+        x->node[p] = (Arrive){ .op = { .run = run_arrive, .release = release_arrive }, .x = x, .part = p };
+        sim_enqueue(part[p], &x->node[p].op);
     }
     return ncclSuccess;
 }

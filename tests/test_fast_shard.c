@@ -322,10 +322,48 @@ static void partial_case(MlaDims dims, int T, const int *pos, const int *base, i
     free(got_m);
 }
 
+/* shard_wire_sum_v1 against a host loop: D = 3 bf16 slices (rank 1's own elsewhere) added in float32 in device
+ * order, into float32 (equal: the same additions in the same order) and into bf16 (the float32 sum rounded). */
+static void wire_sum_kernel(void)
+{
+    TestRng rng;
+    test_rng_seed(&rng, "fast_shard wire sum");
+    enum { D = 3, N = 1000 };
+    float x[D * N], want[N], got[N];
+    uint16_t slab[D * N], own[N], got16[N];
+    test_rng_fill(&rng, x, D * N, -4, 4);
+    for (int i = 0; i < D * N; i++) slab[i] = f32_to_bf16(x[i]);
+    for (int i = 0; i < N; i++) {
+        own[i] = slab[N + i];
+        slab[N + i] = 0x7fc0; /* rank 1's slot in the slab is not read: a NaN there would show */
+        want[i] = 0.0f;
+        for (int q = 0; q < D; q++) want[i] += bf16_to_f32(q == 1 ? own[i] : slab[q * N + i]);
+    }
+    uint16_t *d_slab, *d_own;
+    void *d_out;
+    assert_int_equal(cudaMalloc((void **)&d_slab, sizeof slab), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d_own, sizeof own), cudaSuccess);
+    assert_int_equal(cudaMalloc(&d_out, sizeof got), cudaSuccess);
+    cudaMemcpy(d_slab, slab, sizeof slab, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_own, own, sizeof own, cudaMemcpyHostToDevice);
+    poison(got, N);
+    cudaMemcpy(d_out, got, sizeof got, cudaMemcpyHostToDevice);
+    assert_int_equal(shard_wire_sum_v1(d_out, KERNEL_F32, d_slab, d_own, 1, D, N, NULL), cudaSuccess);
+    cudaMemcpy(got, d_out, sizeof got, cudaMemcpyDeviceToHost);
+    check_close("shard_wire_sum_v1 float32", got, want, N, 0.0, 0.0);
+    assert_int_equal(shard_wire_sum_v1(d_out, KERNEL_BF16, d_slab, d_own, 1, D, N, NULL), cudaSuccess);
+    cudaMemcpy(got16, d_out, sizeof got16, cudaMemcpyDeviceToHost);
+    for (int i = 0; i < N; i++) assert_int_equal(got16[i], f32_to_bf16(want[i]));
+    cudaFree(d_slab);
+    cudaFree(d_own);
+    cudaFree(d_out);
+}
+
 static void partial_kernels(void **state)
 {
     (void)state;
     need_device();
+    wire_sum_kernel();
     const int pos[3] = { 0, 5, 17 }, base[3] = { 0, 20, 40 }; /* token 0 has no rows on rank 1 */
     const MlaDims small = { 4, 0, 8, 0, 40, 0.125f };
     for (int ct = 0; ct < 2; ct++) partial_case(small, 3, pos, base, 60, (MlaShard){ 3, 1, 2 }, (KernelDType)ct);
