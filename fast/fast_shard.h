@@ -54,7 +54,7 @@ typedef struct {
 } FastShardLayer;
 
 /** Device buffers of a FastShardDevice (its pointer fields cache … shared_out, in order). */
-#define FAST_SHARD_BUFFERS 32
+#define FAST_SHARD_BUFFERS 30
 
 /** One device of the group. */
 typedef struct {
@@ -95,8 +95,10 @@ typedef struct {
     void *hidden;           /**< [rows·K·I_e + rows·I_s/D] or [rows, I/D] (wtype) */
     float *expert_out;      /**< [rows·K, D] permuted expert outputs (zero where another device's expert) */
     float *shared_out;      /**< [rows, D] */
-    void *wire_send;        /**< bf16 wire: a collective's payload narrowed to bf16, then the summed slices */
-    void *wire_recv;        /**< bf16 wire: the slices received from the other devices */
+    void *wire_send;        /**< bf16 wire: a payload narrowed to bf16, then the summed slices (= logits, free until the
+                          step's last collective fills it) */
+    void *wire_recv;        /**< bf16 wire: the slices received from the other devices (= q_all, free once the partial
+                          attention has read it) */
 } FastShardDevice;
 
 /** The collectives' payload (fast_shard_set_wire()). */

@@ -74,21 +74,19 @@ static int alloc_buffers(FastShardModel *m, int r)
                                        (void **)&v->gu,
                                        &v->hidden,
                                        (void **)&v->expert_out,
-                                       (void **)&v->shared_out,
-                                       &v->wire_send,
-                                       &v->wire_recv };
+                                       (void **)&v->shared_out };
     for (int i = 0; i < FAST_SHARD_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
+    v->wire_send = v->logits; /* both free while the wire uses them (fast_shard_buffer_sizes makes room) */
+    v->wire_recv = v->q_all;
     return 0;
 }
 
 static void free_buffers(FastShardDevice *v)
 {
-    void *p[] = {
-        v->cache,    v->step,      v->h,  v->a,       v->b,          v->logits_loc, v->logits,    v->kv,
-        v->lat,      v->c_q,       v->q,  v->qp,      v->q_all,      v->m_loc,      v->m_all,     v->part,
-        v->ol_sum,   v->ol,        v->o,  v->rlogits, v->idx,        v->weight,     v->counts,    v->offsets,
-        v->slot_row, v->row_token, v->gu, v->hidden,  v->expert_out, v->shared_out, v->wire_send, v->wire_recv
-    };
+    void *p[] = { v->cache,    v->step,      v->h,  v->a,       v->b,          v->logits_loc, v->logits, v->kv,
+                  v->lat,      v->c_q,       v->q,  v->qp,      v->q_all,      v->m_loc,      v->m_all,  v->part,
+                  v->ol_sum,   v->ol,        v->o,  v->rlogits, v->idx,        v->weight,     v->counts, v->offsets,
+                  v->slot_row, v->row_token, v->gu, v->hidden,  v->expert_out, v->shared_out };
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
 }
 
