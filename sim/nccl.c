@@ -20,6 +20,10 @@
  * copies so that in-place collectives and exchanges read the old contents.
  * Reductions are computed in double (integers in 64-bit integers) in rank
  * order and rounded once to the element type.
+ *
+ * A group whose calls are all on capturing streams is checked the same way
+ * and recorded instead: one rendezvous node per capturing stream (see
+ * "groups captured in graphs" below).
  */
 #include "sim_internal.h"
 #include "nccl.h"
