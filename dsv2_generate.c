@@ -61,6 +61,7 @@ static int engine_open(Engine *e, const Args *a)
         rc = e->is_shard ? fast_shard_open(&e->shard, a->model_dir, a->devices ? (int)a->devices : 1, &fo)
                          : fast_model_open(&e->fast, a->model_dir, &fo);
         if (rc == 0 && e->is_shard) {
+            if (!fo.bf16) fast_shard_set_wire(&e->shard, FAST_WIRE_F32); /* f32: float32 collectives too */
             e->cfg = e->shard.cfg;
             e->max_context = e->shard.max_context;
             e->pos = &e->shard.pos[0];

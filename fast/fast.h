@@ -339,7 +339,7 @@ typedef struct {
     int ep_devices;     /**< N > 1: MoE layers expert-parallel over devices 0..N−1 (fast_ep.h); 0 or 1: one device */
     bool moe_elsewhere; /**< MoE layers not uploaded: the caller runs them (fast/dp_model.c's group) */
     int max_batch;      /**< sequence slots, each with its own latent cache and position (default 1) */
-    int graph; /**< 0: decode steps replayed from CUDA graphs where supported (one device); −1: every launch eager */
+    int graph; /**< 0: decode steps replayed from CUDA graphs (one device; sharded layout: one per device); −1: eager */
 } FastOptions;
 
 /**

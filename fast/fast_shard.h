@@ -95,30 +95,44 @@ typedef struct {
     void *hidden;           /**< [rows·K·I_e + rows·I_s/D] or [rows, I/D] (wtype) */
     float *expert_out;      /**< [rows·K, D] permuted expert outputs (zero where another device's expert) */
     float *shared_out;      /**< [rows, D] */
+    void *wire_send;        /**< bf16 wire: a payload narrowed to bf16, then the summed slices (= logits, free until the
+                          step's last collective fills it) */
+    void *wire_recv;        /**< bf16 wire: the slices received from the other devices (= q_all, free once the partial
+                          attention has read it) */
 } FastShardDevice;
+
+/** The collectives' payload (fast_shard_set_wire()). */
+typedef enum {
+    FAST_WIRE_BF16 = 0, /**< bf16 on the wire, float32 sums in device order (the default) */
+    FAST_WIRE_F32 = 1   /**< float32 collectives throughout */
+} FastShardWire;
 
 /** A model opened in the sharded layout over D devices. */
 typedef struct {
-    ModelConfig config;                          /**< the checkpoint's config */
-    const ModelConfig *cfg;                      /**< = &config */
-    Rope rope;                                   /**< host RoPE tables and σ */
-    int D;                                       /**< devices */
-    int hl;                                      /**< heads per device n_h / D */
-    int max_context;                             /**< positions per slot */
-    int cap;                                     /**< cache rows per slot, layer and device: ⌈max_context / D⌉ */
-    int chunk;                                   /**< tokens per prompt chunk */
-    int max_batch;                               /**< sequence slots */
-    int rows;                                    /**< rows of one step: max(chunk, max_batch) */
-    int *pos;                                    /**< [max_batch] tokens in each slot */
-    int *step_host;                              /**< [D][5·rows] pageable: copied by value when queued */
-    float *gathered;                             /**< [D·rows·V/D] host: the logits as gathered, before reordering */
-    int last_rows;                               /**< rows of m->logits the last step computed */
+    ModelConfig config;      /**< the checkpoint's config */
+    const ModelConfig *cfg;  /**< = &config */
+    Rope rope;               /**< host RoPE tables and σ */
+    int D;                   /**< devices */
+    int hl;                  /**< heads per device n_h / D */
+    int max_context;         /**< positions per slot */
+    int cap;                 /**< cache rows per slot, layer and device: ⌈max_context / D⌉ */
+    int chunk;               /**< tokens per prompt chunk */
+    int max_batch;           /**< sequence slots */
+    int rows;                /**< rows of one step: max(chunk, max_batch) */
+    int *pos;                /**< [max_batch] tokens in each slot */
+    int *step_host;          /**< [D][5·rows] pageable: copied by value when queued */
+    float *gathered;         /**< [D·rows·V/D] host: the logits as gathered, before reordering */
+    int last_rows;           /**< rows of m->logits the last step computed */
+    FastShardWire wire;      /**< the collectives' payload */
+    cudaGraphExec_t *graphs; /**< [max_batch·D]: device r's decode step of B sequences at (B − 1)·D + r, captured at
+                                  the first such step; NULL: every step eager (FastOptions.graph −1) */
     FastShardDevice dev[FAST_SHARD_MAX_DEVICES]; /**< [D] */
 } FastShardModel;
 
 /**
- * Opens the checkpoint in dir over devices 0..D−1 with opt's bf16, max_context, chunk and max_batch (its
- * ep_devices, form and graph are not used). Refused with one line: D outside 1..8 or above the devices
+ * Opens the checkpoint in dir over devices 0..D−1 with opt's bf16, max_context, chunk, max_batch and graph
+ * (decode steps replayed from one CUDA graph per device and batch size unless it is −1; its ep_devices and form
+ * are not used). Refused with one line: D outside 1..8 or above the devices
  * present, vocab_size, n_h, n_routed_experts, intermediate_size or n_shared_experts·moe_intermediate_size
  * not divisible by D. \return 0, or −1 with one error line (nothing held).
  */
@@ -127,6 +141,13 @@ int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions
 void fast_shard_close(FastShardModel *m);
 /** Forgets every slot's past. */
 void fast_shard_reset(FastShardModel *m);
+/**
+ * Sets the collectives' payload (the default is FAST_WIRE_BF16): with bf16, each sub-layer's all-reduce SUM
+ * sends bf16 slices point to point, adds them widened in float32 in device order and all-gathers the bf16
+ * sums; the attention combine's reduce-scatter likewise (float32 sums kept); the absorbed queries'
+ * all-gather and the running max's all-reduce MAX carry bf16; the logits stay float32. Drops captured graphs.
+ */
+void fast_shard_set_wire(FastShardModel *m, FastShardWire wire);
 /**
  * Feeds a prompt of T tokens into slot (chunks of m->chunk); logits_host as fast_model_prefill().
  * \return 0, or −1 with one error line.

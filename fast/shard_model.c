@@ -14,6 +14,10 @@
  *                   all-reduce SUM b;  h += b                               (fused into the next norm)
  *     logits = lm_head RMSNorm(h)      each device its V/D rows of the vocabulary, all-gathered
  *
+ * Decode steps run from CUDA graphs: at the first step of B sequences every device's stream captures the
+ * step from the embedding to the logits' all-gather, collectives included (each device's graph holds its
+ * rank's side of each), and later steps upload the staged ids and positions and replay the D graphs.
+ *
  * Nothing in a step waits for the host: the step's ids and positions are copied from pageable host memory
  * (cudaMemcpyAsync returns once it has copied the source, so the next step may rewrite it), the experts run
  * in the grouped kernel that reads its offsets on the device, and every exchange is a collective queued on
@@ -72,6 +76,8 @@ static int alloc_buffers(FastShardModel *m, int r)
                                        (void **)&v->expert_out,
                                        (void **)&v->shared_out };
     for (int i = 0; i < FAST_SHARD_BUFFERS; i++) CUDA_TRY(cudaMalloc(dst[i], bytes[i]));
+    v->wire_send = v->logits; /* both free while the wire uses them (fast_shard_buffer_sizes makes room) */
+    v->wire_recv = v->q_all;
     return 0;
 }
 
@@ -141,7 +147,9 @@ int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions
         m->pos = calloc((size_t)m->max_batch, sizeof *m->pos);
         m->step_host = malloc(sizeof(int) * 5 * (size_t)m->rows * D);
         m->gathered = malloc(sizeof(float) * (size_t)m->rows * m->cfg->vocab_size);
-        if (!m->pos || !m->step_host || !m->gathered) rc = ds_error("fast_shard_open: out of host memory");
+        if (!(opt && opt->graph < 0)) m->graphs = calloc((size_t)m->max_batch * D, sizeof *m->graphs);
+        if (!m->pos || !m->step_host || !m->gathered || (!(opt && opt->graph < 0) && !m->graphs))
+            rc = ds_error("fast_shard_open: out of host memory");
     }
     if (rc == 0) rc = open_devices(m, &ref, opt && opt->bf16);
     model_close(&ref);
@@ -150,6 +158,9 @@ int fast_shard_open(FastShardModel *m, const char *dir, int D, const FastOptions
 
 void fast_shard_close(FastShardModel *m)
 {
+    for (int i = 0; m->graphs && i < m->max_batch * m->D; i++)
+        if (m->graphs[i]) cudaGraphExecDestroy(m->graphs[i]);
+    free(m->graphs);
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         cudaSetDevice(r);
@@ -164,6 +175,15 @@ void fast_shard_close(FastShardModel *m)
     free(m->gathered);
     memset(m, 0, sizeof *m);
     cudaSetDevice(0);
+}
+
+void fast_shard_set_wire(FastShardModel *m, FastShardWire wire)
+{
+    for (int i = 0; m->graphs && i < m->max_batch * m->D; i++) {
+        if (m->graphs[i]) cudaGraphExecDestroy(m->graphs[i]);
+        m->graphs[i] = NULL;
+    }
+    m->wire = wire;
 }
 
 void fast_shard_reset(FastShardModel *m)
@@ -273,6 +293,119 @@ static int collective(FastShardModel *m, Collective kind, size_t send_off, size_
 
 #define FIELD(f) offsetof(FastShardDevice, f)
 
+/* The bf16 wire. Device r's float32 field at off, n elements, narrowed into its wire_send. */
+static int narrow(FastShardModel *m, size_t off, size_t n)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(convert_forward_v2(v->wire_send, KERNEL_BF16, *(float **)((char *)v + off), n, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* Device r sends slice q (s elements) of its wire_send to device q and receives q's slice r into slice q of
+ * its wire_recv: in bf16, point to point, so nothing is added on the way. */
+static int exchange(FastShardModel *m, size_t s)
+{
+    NCCL_TRY(ncclGroupStart());
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        for (int q = 0; q < m->D; q++) {
+            if (q == r) continue;
+            ncclResult_t rc = ncclSend((uint16_t *)v->wire_send + q * s, s, ncclBfloat16, q, v->comm, v->ctx.stream);
+            if (rc == ncclSuccess)
+                rc = ncclRecv((uint16_t *)v->wire_recv + q * s, s, ncclBfloat16, q, v->comm, v->ctx.stream);
+            if (rc != ncclSuccess) {
+                ncclGroupEnd();
+                return fast_check_nccl(rc, "ncclSend/ncclRecv (bf16)", __FILE__, __LINE__);
+            }
+        }
+    }
+    NCCL_TRY(ncclGroupEnd());
+    return 0;
+}
+
+/* out (device r's field at out_off, or its wire_send slice r when out_off is 0) = Σ_q slice q, in float32 in
+ * device order, widened from the bf16 slices (its own from wire_send). */
+static int sum_slices(FastShardModel *m, size_t out_off, size_t s)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        uint16_t *own = (uint16_t *)v->wire_send + r * s;
+        void *out = out_off ? *(void **)((char *)v + out_off) : (void *)own;
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(
+            shard_wire_sum_v1(out, out_off ? KERNEL_F32 : KERNEL_BF16, v->wire_recv, own, r, m->D, s, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* Every device's bf16 at src (wire_send or wire_recv, n elements) widened into its float32 field at off. */
+static int widen(FastShardModel *m, bool from_recv, size_t off, size_t n)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(shard_wire_sum_v1(*(void **)((char *)v + off), KERNEL_F32, NULL,
+                                   from_recv ? v->wire_recv : v->wire_send, 0, 1, n, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* One bf16 collective per device in one group, on the wire buffers: all-gather of s elements from slice r of
+ * wire_send into wire_send (in place), or all-reduce MAX of s elements from wire_send into wire_recv. */
+static int wire_collective(FastShardModel *m, bool gather, size_t s)
+{
+    NCCL_TRY(ncclGroupStart());
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        uint16_t *w = v->wire_send;
+        const ncclResult_t rc = gather
+                                    ? ncclAllGather(w + r * s, w, s, ncclBfloat16, v->comm, v->ctx.stream)
+                                    : ncclAllReduce(w, v->wire_recv, s, ncclBfloat16, ncclMax, v->comm, v->ctx.stream);
+        if (rc != ncclSuccess) {
+            ncclGroupEnd();
+            return fast_check_nccl(rc, "ncclAllGather/AllReduce (bf16)", __FILE__, __LINE__);
+        }
+    }
+    NCCL_TRY(ncclGroupEnd());
+    return 0;
+}
+
+// ANCHOR: shard_wire
+/* All-reduce SUM of the float32 field at off (n elements) on every device. bf16 wire (n a multiple of D): each
+ * device narrows its partial, sends slice q to device q, adds the D slices it holds in float32 in device order,
+ * narrows that sum and all-gathers it, then widens — 2(D−1)·n/D bf16 elements sent per device where the float32
+ * ring sends 2(D−1)·n/D float32 ones, and every device ends with the same values. */
+static int reduce_sum(FastShardModel *m, size_t off, size_t n)
+{
+    if (m->wire == FAST_WIRE_F32 || m->D == 1 || n % m->D) return collective(m, ALL_REDUCE, off, off, n, ncclSum);
+    const size_t s = n / m->D;
+    return narrow(m, off, n) || exchange(m, s) || sum_slices(m, 0, s) || wire_collective(m, true, s) ||
+                   widen(m, false, off, n)
+               ? -1
+               : 0;
+}
+
+// ANCHOR_END: shard_wire
+
+/* Reduce-scatter SUM: device r receives, at recv_off, block r (s elements) of every device's send_off field,
+ * summed. bf16 wire: the blocks exchanged in bf16 and summed in float32 in device order. */
+static int reduce_scatter_sum(FastShardModel *m, size_t send_off, size_t recv_off, size_t s)
+{
+    if (m->wire == FAST_WIRE_F32 || m->D == 1) return collective(m, REDUCE_SCATTER, send_off, recv_off, s, ncclSum);
+    return narrow(m, send_off, s * m->D) || exchange(m, s) || sum_slices(m, recv_off, s) ? -1 : 0;
+}
+
+/* All-reduce MAX of the running maxima m: any value shared by every device serves as the softmax's shift (it
+ * cancels in o^L / l), so the bf16-rounded maximum does, and MAX adds no rounding on the way. */
+static int reduce_max(FastShardModel *m, size_t send_off, size_t recv_off, size_t n)
+{
+    if (m->wire == FAST_WIRE_F32 || m->D == 1) return collective(m, ALL_REDUCE, send_off, recv_off, n, ncclMax);
+    return narrow(m, send_off, n) || wire_collective(m, false, n) || widen(m, true, recv_off, n) ? -1 : 0;
+}
+
 // ANCHOR: shard_attention
 /* The attention half of layer l over the group: on exit every device's a is the FFN input. */
 static int attention(FastShardModel *m, int l, int T)
@@ -293,7 +426,7 @@ static int attention(FastShardModel *m, int l, int T)
         CUDA_TRY(FAST_SHARD_PARTIAL(v->part, v->m_loc, v->q_all, cache, v->ctx.wtype, dims, v->step + R,
                                     v->step + 2 * R, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
     }
-    if (collective(m, ALL_REDUCE, FIELD(m_loc), FIELD(m_all), (size_t)T * nh, ncclMax)) return -1;
+    if (reduce_max(m, FIELD(m_loc), FIELD(m_all), (size_t)T * nh)) return -1;
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         CUDA_TRY(cudaSetDevice(r));
@@ -301,7 +434,7 @@ static int attention(FastShardModel *m, int l, int T)
             mla_shard_rescale_v1(v->part, v->m_loc, v->m_all, nh, dc, T, (MlaShard){ m->D, r, hl }, v->ctx.stream));
     }
     /* each device receives its heads' [o^L, l] summed over every device's rows */
-    if (collective(m, REDUCE_SCATTER, FIELD(part), FIELD(ol_sum), (size_t)T * hl * (dc + 1), ncclSum)) return -1;
+    if (reduce_scatter_sum(m, FIELD(part), FIELD(ol_sum), (size_t)T * hl * (dc + 1))) return -1;
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         const FastShardLayer *L = &v->layers[l];
@@ -315,7 +448,7 @@ static int attention(FastShardModel *m, int l, int T)
             fast_linear(ctx, v->b, v->o, &L->o_proj, T))
             return -1;
     }
-    if (collective(m, ALL_REDUCE, FIELD(b), FIELD(b), (size_t)T * c->hidden_size, ncclSum)) return -1;
+    if (reduce_sum(m, FIELD(b), (size_t)T * c->hidden_size)) return -1;
     for (int r = 0; r < m->D; r++) {
         FastShardDevice *v = &m->dev[r];
         CUDA_TRY(cudaSetDevice(r));
@@ -375,13 +508,12 @@ static int ffn(FastShardModel *m, int l, int T)
         CUDA_TRY(cudaSetDevice(r));
         if (ffn_local(m, r, l, T)) return -1;
     }
-    return collective(m, ALL_REDUCE, FIELD(b), FIELD(b), (size_t)T * m->cfg->hidden_size, ncclSum);
+    return reduce_sum(m, FIELD(b), (size_t)T * m->cfg->hidden_size);
 }
 // ANCHOR_END: shard_ffn
 
-/* Uploads each device's staged step and embeds its T tokens: each device its vocabulary slice's rows (the zero
- * row for the others' tokens), summed over the devices into the same h everywhere. */
-static int step_begin(FastShardModel *m, int T)
+/* Uploads each device's staged step (ids, positions, cache rows) to its m->dev[r].step. */
+static int step_upload(FastShardModel *m)
 {
     const size_t n = 5 * (size_t)m->rows;
     for (int r = 0; r < m->D; r++) {
@@ -389,10 +521,26 @@ static int step_begin(FastShardModel *m, int T)
         CUDA_TRY(cudaSetDevice(r));
         CUDA_TRY(
             cudaMemcpyAsync(v->step, m->step_host + r * n, sizeof(int) * n, cudaMemcpyHostToDevice, v->ctx.stream));
+    }
+    return 0;
+}
+
+/* Embeds the T uploaded tokens: each device its vocabulary slice's rows (the zero row for the others' tokens),
+ * summed over the devices into the same h everywhere. */
+static int step_embed(FastShardModel *m, int T)
+{
+    for (int r = 0; r < m->D; r++) {
+        FastShardDevice *v = &m->dev[r];
+        CUDA_TRY(cudaSetDevice(r));
         CUDA_TRY(embed_forward_v2(v->h, v->step + 4 * m->rows, v->embed.data, v->embed.dtype, T, m->cfg->hidden_size,
                                   v->ctx.stream));
     }
-    return collective(m, ALL_REDUCE, FIELD(h), FIELD(h), (size_t)T * m->cfg->hidden_size, ncclSum);
+    return reduce_sum(m, FIELD(h), (size_t)T * m->cfg->hidden_size);
+}
+
+static int step_begin(FastShardModel *m, int T)
+{
+    return step_upload(m) || step_embed(m, T) ? -1 : 0;
 }
 
 /* Every layer, then the logits of rows [first, T): each device its vocabulary slice, all-gathered. */
@@ -464,6 +612,52 @@ int fast_shard_prefill(FastShardModel *m, int slot, const int *tokens, int T, fl
     return 0;
 }
 
+// ANCHOR: shard_graph
+/*
+ * The decode step of B sequences from D CUDA graphs, one per device: at the first such step every device's
+ * stream captures, and the step's launches and collectives are queued as in an eager step; each ncclGroupEnd
+ * records its rank's side of the collective into each device's graph. A replay on device r runs its launches
+ * and meets the other devices' replays at every collective, as the eager calls meet. The uploaded m->dev[r].step
+ * carries everything that changes between steps.
+ */
+static int decode_graph(FastShardModel *m, int B)
+{
+    cudaGraphExec_t *exec = m->graphs + (size_t)(B - 1) * m->D;
+    if (!exec[0]) {
+        int begun = 0, rc = 0;
+        for (; begun < m->D && rc == 0; begun++) {
+            CUDA_TRY(cudaSetDevice(begun));
+            rc = fast_check_cuda(cudaStreamBeginCapture(m->dev[begun].ctx.stream, cudaStreamCaptureModeGlobal),
+                                 "cudaStreamBeginCapture", __FILE__, __LINE__);
+        }
+        if (rc == 0) rc = step_embed(m, B) || step_run(m, B, 0);
+        for (int r = 0; r < begun; r++) {
+            cudaGraph_t graph = NULL;
+            cudaSetDevice(r);
+            const cudaError_t end = cudaStreamEndCapture(m->dev[r].ctx.stream, &graph);
+            if (rc == 0) rc = fast_check_cuda(end, "cudaStreamEndCapture", __FILE__, __LINE__);
+            if (rc == 0)
+                rc = fast_check_cuda(cudaGraphInstantiate(&exec[r], graph, 0), "cudaGraphInstantiate", __FILE__,
+                                     __LINE__);
+            if (graph) cudaGraphDestroy(graph);
+        }
+        if (rc) {
+            for (int r = 0; r < m->D; r++) {
+                if (exec[r]) cudaGraphExecDestroy(exec[r]);
+                exec[r] = NULL;
+            }
+            return -1;
+        }
+    }
+    for (int r = 0; r < m->D; r++) {
+        CUDA_TRY(cudaSetDevice(r));
+        CUDA_TRY(cudaGraphLaunch(exec[r], m->dev[r].ctx.stream));
+    }
+    m->last_rows = B;
+    return 0;
+}
+// ANCHOR_END: shard_graph
+
 int fast_shard_decode(FastShardModel *m, const int *slots, const int *tokens, int B, float *logits_host)
 {
     if (B < 1 || B > m->max_batch)
@@ -475,7 +669,7 @@ int fast_shard_decode(FastShardModel *m, const int *slots, const int *tokens, in
                 return ds_error("fast_shard_decode: slot %d appears twice (rows %d and %d)", slots[i], j, i);
     }
     for (int i = 0; i < B; i++) stage_row(m, i, tokens[i], slots[i], m->pos[slots[i]]);
-    if (step_begin(m, B) || step_run(m, B, 0)) return -1;
+    if (m->graphs ? step_upload(m) || decode_graph(m, B) : step_begin(m, B) || step_run(m, B, 0)) return -1;
     for (int i = 0; i < B; i++) m->pos[slots[i]]++;
     return logits_host ? fast_shard_logits(m, logits_host) : 0;
 }

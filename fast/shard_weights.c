@@ -57,6 +57,8 @@ int fast_shard_buffer_sizes(const ModelConfig *c, KernelDType wtype, int D, int 
     const size_t Ie = c->moe_intermediate_size, Is = (size_t)c->n_shared_experts * Ie / D;
     const size_t Id = has_dense(c) ? (size_t)c->intermediate_size / D : 0, esz = kernel_dtype_size(wtype);
     const size_t cap = ((size_t)max_context + D - 1) / D; /* positions p ≡ rank (mod D) of one slot */
+    /* the bf16 wire's largest payload (a sub-layer's output or every head's attention partials), in floats */
+    const size_t wire = (smax(R * Dm, R * nh * (dc + 1)) + 1) / 2;
     const size_t n[FAST_SHARD_BUFFERS][2] = {
         { (size_t)max_batch * c->num_hidden_layers * cap * w, esz }, /* cache: 1/D of every slot's rows */
         { 5 * R, 4 },                                                /* step */
@@ -64,13 +66,13 @@ int fast_shard_buffer_sizes(const ModelConfig *c, KernelDType wtype, int D, int 
         { R * Dm, 4 },                                               /* a */
         { R * Dm, 4 },                                               /* b */
         { R * (c->vocab_size / D), 4 },                              /* logits_loc */
-        { R * c->vocab_size, 4 },                                    /* logits */
+        { smax(R * c->vocab_size, wire), 4 },                        /* logits, and the bf16 wire's sends */
         { R * w, 4 },                                                /* kv */
         { R * w, esz },                                              /* lat */
         { R * c->q_lora_rank, 4 },                                   /* c_q */
         { R * hl * dq, 4 },                                          /* q */
         { R * hl * w, 4 },                                           /* qp */
-        { R * nh * w, 4 },                                           /* q_all */
+        { smax(R * nh * w, wire), 4 },                               /* q_all, and the bf16 wire's receives */
         { R * nh, 4 },                                               /* m_loc */
         { R * nh, 4 },                                               /* m_all */
         { R * nh * (dc + 1), 4 },                                    /* part */

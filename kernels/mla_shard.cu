@@ -194,3 +194,25 @@ extern "C" cudaError_t mla_shard_normalise_v1(void *ol, KernelDType ol_type, con
            ol_sum, d_c, hl);
     return cudaGetLastError();
 }
+
+// ANCHOR: shard_wire_sum_v1
+/** Element i of out: Σ over q = 0..D−1, in that order, of slice q's element i widened from bf16 (own for q = rank). */
+__global__ void shard_wire_sum_v1_kernel(void *out, KernelDType out_type, const uint16_t *slab, const uint16_t *own,
+                                         int rank, int D, size_t n)
+{
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float acc = 0.0f;
+    for (int q = 0; q < D; q++) acc += load_elem(q == rank ? own : slab + (size_t)q * n, KERNEL_BF16, i);
+    store_elem(out, out_type, i, acc);
+}
+// ANCHOR_END: shard_wire_sum_v1
+
+extern "C" cudaError_t shard_wire_sum_v1(void *out, KernelDType out_type, const uint16_t *slab, const uint16_t *own,
+                                         int rank, int D, size_t n, cudaStream_t stream)
+{
+    if (n == 0) return cudaSuccess;
+    LAUNCH(shard_wire_sum_v1_kernel, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, stream, out, out_type, slab, own,
+           rank, D, n);
+    return cudaGetLastError();
+}

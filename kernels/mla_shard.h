@@ -15,6 +15,8 @@
 
 #include "kernels.h"
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,6 +65,14 @@ cudaError_t mla_shard_rescale_v1(float *part, const float *m_loc, const float *m
 /** ol[t, j, c] = ol_sum[t, j, c] / ol_sum[t, j, d_c] (o^L over l) for T tokens of hl heads, stored as ol_type. */
 cudaError_t mla_shard_normalise_v1(void *ol, KernelDType ol_type, const float *ol_sum, int d_c, int T, int hl,
                                    cudaStream_t stream);
+
+/**
+ * The bf16 wire's sum (fast/shard_model.c): out[i] = Σ_{q=0}^{D−1} x_q[i] in float32, in the order q = 0, 1, …,
+ * where x_q = slab + q·n for q ≠ rank and x_rank = own, each element widened from bf16; out is float32 or bf16
+ * (out_type). With D = 1 it widens own.
+ */
+cudaError_t shard_wire_sum_v1(void *out, KernelDType out_type, const uint16_t *slab, const uint16_t *own, int rank,
+                              int D, size_t n, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

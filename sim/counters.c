@@ -291,6 +291,11 @@ void sim_count_graph(int delta)
     C.graph_depth += delta;
 }
 
+void sim_count_in_graph(int delta)
+{
+    C.graph_depth += delta;
+}
+
 void sim_count_nccl(int from, int to, size_t bytes)
 {
     if (C.active && from >= 0 && from < 8 && to >= 0 && to < 8) C.totals.nccl_bytes[from][to] += bytes;

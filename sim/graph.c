@@ -11,9 +11,12 @@
  * their queued launches lets go of them. The nodes of a captured stream
  * form a chain, so replaying them in recorded order is the graph's order.
  *
- * cudaGraphLaunch queues one operation on the launch stream that runs the
- * list in order, stopping at a device fault like a stream does. Launching
- * on a capturing stream records that operation in turn (a child graph).
+ * cudaGraphLaunch queues the list on the launch stream as one operation per
+ * node, all with the launch's issue number, so a stream stops at a device
+ * fault between nodes as it does between operations, and a replay can stop
+ * at an NCCL collective (nccl.c) while the other ranks' replays catch up.
+ * Launching on a capturing stream records one operation that replays the
+ * list at once (a child graph); a graph holding a collective cannot be one.
  */
 #include "sim_internal.h"
 
@@ -116,11 +119,53 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
     return cudaSuccess;
 }
 
-/** A queued launch of an instantiated graph. */
+/** A queued launch of an instantiated graph as a child of a capture: replays the whole list at once. */
 typedef struct {
     SimOp op;    /**< base */
     OpList *ops; /**< the operations to replay (one reference held) */
 } LaunchOp;
+
+/** One node of a launch queued on a stream. */
+typedef struct {
+    SimOp op;    /**< base */
+    SimOp *node; /**< the recorded operation (NULL: an empty graph's launch) */
+    OpList *ops; /**< the list it belongs to (one reference held per queued node) */
+    int first;   /**< the launch's first node: counts the replay */
+} NodeOp;
+
+/** The queued node running now (innermost), for sim_graph_replaying(). */
+static const SimOp *replaying;
+
+static void run_node(SimOp *op)
+{
+    NodeOp *n = (NodeOp *)op;
+    const SimOp *outer = replaying;
+    if (n->first) { /* one replay counted, by its first node */
+        sim_count_graph(1);
+        sim_count_graph(-1);
+    }
+    replaying = op;
+    sim_count_in_graph(1);
+    if (n->node) n->node->run(n->node);
+    sim_count_in_graph(-1);
+    replaying = outer;
+}
+
+static void release_node(SimOp *op)
+{
+    ops_drop(((NodeOp *)op)->ops);
+    free(op);
+}
+
+const SimOp *sim_graph_replaying(void)
+{
+    return replaying;
+}
+
+const SimOp *sim_graph_queued_node(const SimOp *queued)
+{
+    return queued->run == run_node ? ((const NodeOp *)queued)->node : NULL;
+}
 
 static void run_launch(SimOp *op)
 {
@@ -138,6 +183,23 @@ static void release_launch(SimOp *op)
     free(op);
 }
 
+/** Records a launch of exec into the capture of s as one child operation. */
+static cudaError_t launch_into_capture(cudaGraphExec_t exec, cudaStream_t s)
+{
+    for (const SimOp *node = exec->ops->head; node; node = node->next)
+        if (sim_nccl_is_collective(node))
+            return sim_refuse_on_capture("cudaGraphLaunch", s,
+                                         "a graph holding an NCCL collective launched as a child graph");
+    LaunchOp *l = malloc(sizeof *l);
+    if (!l) return sim_error(cudaErrorMemoryAllocation, "cudaGraphLaunch: out of host memory");
+    l->op.run = run_launch;
+    l->op.release = release_launch;
+    l->ops = exec->ops;
+    l->ops->refs++;
+    sim_enqueue(s, &l->op);
+    return cudaSuccess;
+}
+
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream)
 {
     if (!exec || exec->magic != SIM_EXEC_MAGIC)
@@ -148,12 +210,31 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream)
     if (sticky != cudaSuccess)
         return sim_error(sticky, "cudaGraphLaunch: device %d has failed earlier (cudaDeviceReset clears it)",
                          exec->ops->device);
-    LaunchOp *l = malloc(sizeof *l);
-    if (!l) return sim_error(cudaErrorMemoryAllocation, "cudaGraphLaunch: out of host memory");
-    l->op.run = run_launch;
-    l->op.release = release_launch;
-    l->ops = exec->ops;
-    l->ops->refs++;
-    sim_enqueue(s, &l->op);
+    if (sim_stream_capturing(s)) return launch_into_capture(exec, s);
+    /* one queued node per recorded operation (one for an empty graph), chained in order */
+    SimOp *first = NULL, **link = &first;
+    SimOp *node = exec->ops->head;
+    do {
+        NodeOp *n = malloc(sizeof *n);
+        if (!n) {
+            while (first) {
+                SimOp *next = first->next;
+                release_node(first);
+                first = next;
+            }
+            return sim_error(cudaErrorMemoryAllocation, "cudaGraphLaunch: out of host memory");
+        }
+        n->op.run = run_node;
+        n->op.release = release_node;
+        n->op.next = NULL;
+        n->node = node;
+        n->ops = exec->ops;
+        n->ops->refs++;
+        n->first = first == NULL;
+        *link = &n->op;
+        link = &n->op.next;
+        node = node ? node->next : NULL;
+    } while (node);
+    sim_enqueue_chain(s, first);
     return cudaSuccess;
 }

@@ -20,6 +20,10 @@
  * copies so that in-place collectives and exchanges read the old contents.
  * Reductions are computed in double (integers in 64-bit integers) in rank
  * order and rounded once to the element type.
+ *
+ * A group whose calls are all on capturing streams is checked the same way
+ * and recorded instead: one rendezvous node per capturing stream (see
+ * "groups captured in graphs" below).
  */
 #include "sim_internal.h"
 #include "nccl.h"
@@ -63,6 +67,7 @@ typedef struct {
     ncclRedOp_t op;      /**< reduction */
     int peer;            /**< peer (send/recv) or root (broadcast) */
     int matched;         /**< paired or grouped already */
+    cudaStream_t stream; /**< the resolved stream it was issued on */
 } Call;
 
 static struct {
@@ -329,13 +334,7 @@ static ncclResult_t record(Call c, cudaStream_t stream, size_t send_elems, size_
     }
     cudaStream_t s = sim_resolve_stream_on(name, stream, c.comm->device);
     if (!s) return ncclInvalidArgument;
-    if (sim_stream_capturing(s)) {
-        sim_capture_invalidate(s);
-        sim_detail("%s: rank %d: stream %p captures; NCCL inside a capture is not simulated (the capture is "
-                   "invalidated)",
-                   name, c.comm->rank, (void *)s);
-        return ncclInvalidUsage;
-    }
+    c.stream = s;
     if (group.n == group.cap) {
         size_t cap = group.cap ? 2 * group.cap : 32;
         Call *grown = realloc(group.calls, cap * sizeof *grown);
@@ -350,28 +349,28 @@ static ncclResult_t record(Call c, cudaStream_t stream, size_t send_elems, size_
 ncclResult_t ncclSend(const void *sendbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
                       cudaStream_t stream)
 {
-    Call c = { CALL_SEND, comm, sendbuff, NULL, count, datatype, ncclSum, peer, 0 };
+    Call c = { CALL_SEND, comm, sendbuff, NULL, count, datatype, ncclSum, peer, 0, NULL };
     return record(c, stream, count, 0);
 }
 
 ncclResult_t ncclRecv(void *recvbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
                       cudaStream_t stream)
 {
-    Call c = { CALL_RECV, comm, NULL, recvbuff, count, datatype, ncclSum, peer, 0 };
+    Call c = { CALL_RECV, comm, NULL, recvbuff, count, datatype, ncclSum, peer, 0, NULL };
     return record(c, stream, 0, count);
 }
 
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = { CALL_ALLREDUCE, comm, sendbuff, recvbuff, count, datatype, op, 0, 0 };
+    Call c = { CALL_ALLREDUCE, comm, sendbuff, recvbuff, count, datatype, op, 0, 0, NULL };
     return record(c, stream, count, count);
 }
 
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype,
                            ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = { CALL_ALLGATHER, comm, sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, 0 };
+    Call c = { CALL_ALLGATHER, comm, sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, 0, NULL };
     ncclResult_t r = check_comm("ncclAllGather", comm);
     return r ? r : record(c, stream, sendcount, sendcount * (size_t)comm->clique->n);
 }
@@ -379,7 +378,7 @@ ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcoun
 ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t datatype,
                                ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = { CALL_REDUCESCATTER, comm, sendbuff, recvbuff, recvcount, datatype, op, 0, 0 };
+    Call c = { CALL_REDUCESCATTER, comm, sendbuff, recvbuff, recvcount, datatype, op, 0, 0, NULL };
     ncclResult_t r = check_comm("ncclReduceScatter", comm);
     return r ? r : record(c, stream, recvcount * (size_t)comm->clique->n, recvcount);
 }
@@ -387,7 +386,7 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, int root,
                            ncclComm_t comm, cudaStream_t stream)
 {
-    Call c = { CALL_BROADCAST, comm, sendbuff, recvbuff, count, datatype, ncclSum, root, 0 };
+    Call c = { CALL_BROADCAST, comm, sendbuff, recvbuff, count, datatype, ncclSum, root, 0, NULL };
     ncclResult_t r = check_comm("ncclBroadcast", comm);
     /* Only the root's send buffer is read. */
     return r ? r : record(c, stream, comm && comm->rank == root ? count : 0, count);
@@ -411,14 +410,20 @@ ncclResult_t ncclGroupEnd(void)
 /* ------------------------------------------------------------------------------------------ */
 /* executing a group                                                                           */
 
+/** A group's calls: the open group's, or a captured group's copy. */
+typedef struct {
+    Call *calls; /**< the calls in issue order */
+    size_t n;    /**< how many */
+} Batch;
+
 /**
- * Index of the j-th (0-based) call by rank of clique c, or −1: with p2p set, the
+ * Index of the j-th (0-based) call by rank of clique c in b, or −1: with p2p set, the
  * j-th call of exactly `kind` with the given peer; otherwise the j-th collective of any kind.
  */
-static long find_call(const Clique *c, int rank, CallKind kind, int p2p, int peer, size_t j)
+static long find_call(Batch b, const Clique *c, int rank, CallKind kind, int p2p, int peer, size_t j)
 {
-    for (size_t i = 0; i < group.n; i++) {
-        const Call *x = &group.calls[i];
+    for (size_t i = 0; i < b.n; i++) {
+        const Call *x = &b.calls[i];
         int kind_ok = p2p ? x->kind == kind : x->kind >= CALL_ALLREDUCE;
         if (x->comm->clique == c && x->comm->rank == rank && kind_ok && (peer < 0 || x->peer == peer) && j-- == 0)
             return (long)i;
@@ -426,30 +431,39 @@ static long find_call(const Clique *c, int rank, CallKind kind, int p2p, int pee
     return -1;
 }
 
-/** Pairs every send with its receive; returns the first mismatch. */
-static ncclResult_t match_point_to_point(void)
+/** How many calls before call i in b were made by the same rank with the same kind (and peer, p2p). */
+static size_t earlier(Batch b, size_t i, int p2p)
 {
-    for (size_t i = 0; i < group.n; i++) {
-        Call *s = &group.calls[i];
+    const Call *x = &b.calls[i];
+    size_t j = 0;
+    for (size_t k = 0; k < i; k++) {
+        const Call *y = &b.calls[k];
+        j += y->comm->clique == x->comm->clique && y->comm->rank == x->comm->rank &&
+             (p2p ? y->kind == x->kind && y->peer == x->peer : y->kind >= CALL_ALLREDUCE);
+    }
+    return j;
+}
+
+/** Pairs every send with its receive; returns the first mismatch. */
+static ncclResult_t match_point_to_point(Batch b)
+{
+    for (size_t i = 0; i < b.n; i++) {
+        Call *s = &b.calls[i];
         if (s->kind != CALL_SEND && s->kind != CALL_RECV) continue;
         if (s->matched) continue;
         /* The j-th send a→b pairs with the j-th recv at b from a. */
-        int a = s->comm->rank, b = s->peer;
+        int from = s->comm->rank, to = s->peer;
         CallKind other = s->kind == CALL_SEND ? CALL_RECV : CALL_SEND;
-        size_t j = 0;
-        for (size_t k = 0; k < i; k++)
-            j += group.calls[k].comm->clique == s->comm->clique && group.calls[k].kind == s->kind &&
-                 group.calls[k].comm->rank == a && group.calls[k].peer == b;
-        long p = find_call(s->comm->clique, b, other, 1, a, j);
+        long p = find_call(b, s->comm->clique, to, other, 1, from, earlier(b, i, 1));
         if (p < 0) {
-            sim_detail("%s from rank %d %s rank %d (%zu elements) has no matching %s", call_names[s->kind], a,
-                       s->kind == CALL_SEND ? "to" : "from", b, s->count, call_names[other]);
+            sim_detail("%s from rank %d %s rank %d (%zu elements) has no matching %s", call_names[s->kind], from,
+                       s->kind == CALL_SEND ? "to" : "from", to, s->count, call_names[other]);
             return ncclInvalidUsage;
         }
-        Call *q = &group.calls[p];
+        Call *q = &b.calls[p];
         if (q->count != s->count || q->type != s->type) {
             sim_detail("ncclSend/ncclRecv between ranks %d and %d disagree: %zu elements of type %d vs %zu of type %d",
-                       a, b, s->count, (int)s->type, q->count, (int)q->type);
+                       from, to, s->count, (int)s->type, q->count, (int)q->type);
             return ncclInvalidArgument;
         }
         s->matched = q->matched = 1;
@@ -458,25 +472,22 @@ static ncclResult_t match_point_to_point(void)
 }
 
 /** Checks that every rank of each clique posted the same collectives. */
-static ncclResult_t match_collectives(void)
+static ncclResult_t match_collectives(Batch b)
 {
-    for (size_t i = 0; i < group.n; i++) {
-        Call *x = &group.calls[i];
+    for (size_t i = 0; i < b.n; i++) {
+        Call *x = &b.calls[i];
         if (x->kind < CALL_ALLREDUCE || x->matched) continue;
         const Clique *c = x->comm->clique;
-        size_t j = 0;
-        for (size_t k = 0; k < i; k++)
-            j += group.calls[k].comm->clique == c && group.calls[k].comm->rank == x->comm->rank &&
-                 group.calls[k].kind >= CALL_ALLREDUCE;
+        size_t j = earlier(b, i, 0);
         for (int r = 0; r < c->n; r++) {
-            long p = find_call(c, r, x->kind, 0, -1, j);
+            long p = find_call(b, c, r, x->kind, 0, -1, j);
             if (p < 0) {
                 sim_detail("%s #%zu posted by rank %d is missing on rank %d (in one process, post every rank's call "
                            "between ncclGroupStart and ncclGroupEnd)",
                            call_names[x->kind], j, x->comm->rank, r);
                 return ncclInvalidUsage;
             }
-            Call *y = &group.calls[p];
+            Call *y = &b.calls[p];
             if (y->kind != x->kind || y->count != x->count || y->type != x->type || y->op != x->op ||
                 y->peer != x->peer) {
                 sim_detail("collective #%zu differs between rank %d (%s, %zu elements, type %d, op %d, root %d) and "
@@ -511,13 +522,13 @@ static void count_ring(const Clique *c, const Call *x, size_t bytes)
     }
 }
 
-/** Performs collective #j of clique c (every rank's call is present and agrees). */
-static int perform_collective(const Clique *c, size_t j, char *scratch)
+/** Performs collective #j of clique c (every rank's call is present in b and agrees). */
+static void perform_collective(Batch b, const Clique *c, size_t j, char *scratch)
 {
     Call *calls[SIM_MAX_DEVICES] = { 0 };
     const void *ins[SIM_MAX_DEVICES];
     for (int r = 0; r < c->n; r++) {
-        calls[r] = &group.calls[find_call(c, r, CALL_ALLREDUCE, 0, -1, j)];
+        calls[r] = &b.calls[find_call(b, c, r, CALL_ALLREDUCE, 0, -1, j)];
         calls[r]->matched = 1;
     }
     const Call *x = calls[0];
@@ -545,75 +556,259 @@ static int perform_collective(const Clique *c, size_t j, char *scratch)
         memcpy(scratch, calls[x->peer]->send, bytes);
         for (int r = 0; r < n; r++) memcpy(calls[r]->recv, scratch, bytes);
         break;
-    default: return -1;
+    default: break;
     }
-    return 0;
 }
 
-static ncclResult_t execute_group(void)
+/** Moves the data of a matched batch (its send pointers are replaced by staged copies). */
+static ncclResult_t move_data(Batch b)
 {
-    ncclResult_t r = ncclSuccess;
-    for (size_t i = 0; i < group.n; i++) group.calls[i].matched = 0;
-    if ((r = match_point_to_point()) || (r = match_collectives())) goto done;
-    for (size_t i = 0; i < group.n; i++) group.calls[i].matched = 0;
-
-    /* Everything issued before the group must have run before data moves. */
-    sim_drain_all();
-
+    for (size_t i = 0; i < b.n; i++) b.calls[i].matched = 0;
     /* Scratch big enough for any call: n ranks' worth of data plus reduction room. */
     size_t most = 0;
-    for (size_t i = 0; i < group.n; i++) {
-        size_t b = group.calls[i].count * elem_size(group.calls[i].type) * (size_t)group.calls[i].comm->clique->n;
-        most = b > most ? b : most;
+    for (size_t i = 0; i < b.n; i++) {
+        size_t bytes = b.calls[i].count * elem_size(b.calls[i].type) * (size_t)b.calls[i].comm->clique->n;
+        most = bytes > most ? bytes : most;
     }
     char *scratch = malloc(2 * most + 1);
-    if (!scratch) {
-        r = ncclSystemError;
-        goto done;
-    }
-    for (size_t i = 0; i < group.n; i++) {
-        Call *x = &group.calls[i];
+    if (!scratch) return ncclSystemError;
+    for (size_t i = 0; i < b.n; i++) {
+        Call *x = &b.calls[i];
         if (x->kind < CALL_ALLREDUCE || x->matched || x->comm->rank != 0) continue;
-        size_t j = 0;
-        for (size_t k = 0; k < i; k++)
-            j += group.calls[k].comm->clique == x->comm->clique && group.calls[k].comm->rank == 0 &&
-                 group.calls[k].kind >= CALL_ALLREDUCE;
-        perform_collective(x->comm->clique, j, scratch);
+        perform_collective(b, x->comm->clique, earlier(b, i, 0), scratch);
     }
     /* Point-to-point: stage every send first, so exchanges in place read the old contents. */
     size_t total = 0;
-    for (size_t i = 0; i < group.n; i++)
-        if (group.calls[i].kind == CALL_SEND) total += group.calls[i].count * elem_size(group.calls[i].type);
+    for (size_t i = 0; i < b.n; i++)
+        if (b.calls[i].kind == CALL_SEND) total += b.calls[i].count * elem_size(b.calls[i].type);
     char *staged = malloc(total + 1);
     if (!staged) {
         free(scratch);
-        r = ncclSystemError;
-        goto done;
+        return ncclSystemError;
     }
     size_t off = 0;
-    for (size_t i = 0; i < group.n; i++) {
-        Call *s = &group.calls[i];
+    for (size_t i = 0; i < b.n; i++) {
+        Call *s = &b.calls[i];
         if (s->kind != CALL_SEND) continue;
         size_t bytes = s->count * elem_size(s->type);
         memcpy(staged + off, s->send, bytes);
         s->send = staged + off; /* the staged copy now stands for the send buffer */
         off += bytes;
     }
-    for (size_t i = 0; i < group.n; i++) {
-        Call *s = &group.calls[i];
+    for (size_t i = 0; i < b.n; i++) {
+        Call *s = &b.calls[i];
         if (s->kind != CALL_SEND) continue;
-        int a = s->comm->rank, b = s->peer;
-        size_t j = 0;
-        for (size_t k = 0; k < i; k++)
-            j += group.calls[k].comm->clique == s->comm->clique && group.calls[k].kind == CALL_SEND &&
-                 group.calls[k].comm->rank == a && group.calls[k].peer == b;
-        Call *q = &group.calls[find_call(s->comm->clique, b, CALL_RECV, 1, a, j)];
+        Call *q = &b.calls[find_call(b, s->comm->clique, s->peer, CALL_RECV, 1, s->comm->rank, earlier(b, i, 1))];
         sim_count_nccl(s->comm->device, q->comm->device, s->count * elem_size(s->type));
         memcpy(q->recv, s->send, s->count * elem_size(s->type));
     }
     free(staged);
     free(scratch);
+    return ncclSuccess;
+}
+
+static ncclResult_t capture_group(Batch b);
+
+static ncclResult_t execute_group(void)
+{
+    Batch b = { group.calls, group.n };
+    ncclResult_t r = ncclSuccess;
+    size_t captured = 0;
+    for (size_t i = 0; i < b.n; i++) {
+        b.calls[i].matched = 0;
+        captured += sim_stream_capturing(b.calls[i].stream) != 0;
+    }
+    if ((r = match_point_to_point(b)) || (r = match_collectives(b))) goto done;
+    if (captured && captured < b.n) {
+        for (size_t i = 0; i < b.n; i++) sim_capture_invalidate(b.calls[i].stream);
+        sim_detail("ncclGroupEnd: %zu of the group's %zu calls are on capturing streams: a group is captured "
+                   "whole or not at all (every capture involved is invalidated)",
+                   captured, b.n);
+        r = ncclInvalidUsage;
+        goto done;
+    }
+    if (captured) {
+        r = capture_group(b);
+        goto done;
+    }
+    /* Everything issued before the group must have run before data moves. */
+    sim_drain_all();
+    r = move_data(b);
 done:
     group.n = 0;
     return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* groups captured in graphs                                                                   */
+
+#define RDV_MAX_PARTS 64 /**< most capturing streams one captured group may span */
+
+struct Rendezvous;
+
+/** A participant's node. */
+typedef struct {
+    SimOp op;             /**< base */
+    struct Rendezvous *x; /**< the group */
+    int part;             /**< which participant */
+} Arrive;
+
+/**
+ * A captured group: each capturing stream involved records one node (an Arrive) into its graph. When a
+ * replay reaches its node it waits for the other participants' replays to reach theirs, running their
+ * streams up to that point, and the last to arrive moves the data.
+ */
+typedef struct Rendezvous {
+    Batch calls;                /**< a copy of the matched group */
+    int parts;                  /**< participants: distinct capturing streams */
+    int device[RDV_MAX_PARTS];  /**< each participant's device */
+    int arrived[RDV_MAX_PARTS]; /**< whose replay waits at the node now */
+    Arrive node[RDV_MAX_PARTS]; /**< each participant's node */
+    unsigned long round;        /**< replays completed */
+    int refs;                   /**< recorded nodes holding it */
+} Rendezvous;
+
+/** Replay streams waiting at a node (innermost last): running them further would pass their node. */
+static struct {
+    cudaStream_t s[RDV_MAX_PARTS * SIM_MAX_DEVICES];
+    int n;
+} blocked;
+
+static void run_arrive(SimOp *op);
+
+int sim_nccl_is_collective(const SimOp *op)
+{
+    return op->run == run_arrive;
+}
+
+/** The earliest queued replay of participant part's node of x on its device's streams (stream in *on), or NULL. */
+static const SimOp *queued_arrival(const Rendezvous *x, int part, cudaStream_t *on)
+{
+    const SimOp *best = NULL;
+    const int dev = x->device[part];
+    for (size_t i = 0; i <= sim_machine.nstreams; i++) {
+        cudaStream_t t = i < sim_machine.nstreams ? sim_machine.streams[i] : &sim_machine.dev[dev].legacy;
+        if (t->device != dev) continue;
+        for (const SimOp *q = t->head; q; q = q->next) {
+            const SimOp *node = sim_graph_queued_node(q);
+            if (node && node->run == run_arrive && ((const Arrive *)node)->x == x &&
+                ((const Arrive *)node)->part == part) {
+                if (!best || q->seq < best->seq) {
+                    best = q;
+                    *on = t;
+                }
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+static int is_blocked(cudaStream_t s)
+{
+    for (int i = 0; i < blocked.n; i++)
+        if (blocked.s[i] == s) return 1;
+    return 0;
+}
+
+/** Moves the data of x's group (a copy of the calls, whose send pointers move_data replaces). */
+static void rendezvous_perform(Rendezvous *x, int dev)
+{
+    Call *copy = malloc(x->calls.n * sizeof *copy);
+    if (copy) memcpy(copy, x->calls.calls, x->calls.n * sizeof *copy);
+    if (!copy || move_data((Batch){ copy, x->calls.n }) != ncclSuccess)
+        sim_device_fault(dev, cudaErrorMemoryAllocation, "%s replayed from a graph: out of host scratch memory",
+                         call_names[x->calls.calls[0].kind]);
+    free(copy);
+}
+
+static void run_arrive(SimOp *op)
+{
+    Arrive *a = (Arrive *)op;
+    Rendezvous *x = a->x;
+    const SimOp *me = sim_graph_replaying();
+    cudaStream_t mine = (cudaStream_t)(me ? me->stream : op->stream);
+    const char *name = call_names[x->calls.calls[0].kind];
+    const unsigned long round = x->round;
+    char why[256] = "";
+    if (x->arrived[a->part] || blocked.n == (int)(sizeof blocked.s / sizeof blocked.s[0])) {
+        snprintf(why, sizeof why, "a second replay of the same rank's graph reached it first");
+    } else {
+        x->arrived[a->part] = 1;
+        blocked.s[blocked.n++] = mine;
+        for (int p = 0; p < x->parts && x->round == round && !why[0]; p++) {
+            if (x->arrived[p]) continue;
+            cudaStream_t on = NULL;
+            const SimOp *peer = queued_arrival(x, p, &on);
+            if (!peer)
+                snprintf(why, sizeof why, "device %d has no replay of its graph queued that reaches it", x->device[p]);
+            else if (is_blocked(on))
+                snprintf(why, sizeof why, "device %d's stream %p waits at another collective before reaching it",
+                         x->device[p], (void *)on);
+            else { /* what the peer's stream runs meanwhile is counted as its own (in a graph or not) */
+                sim_count_in_graph(-1);
+                sim_drain_through(on, peer);
+                sim_count_in_graph(1);
+            }
+        }
+        blocked.n--;
+        if (x->round == round && !why[0]) {
+            int all = 1;
+            for (int p = 0; p < x->parts; p++) all &= x->arrived[p];
+            if (all) {
+                rendezvous_perform(x, op->device);
+                memset(x->arrived, 0, sizeof x->arrived);
+                x->round++;
+            } else {
+                snprintf(why, sizeof why, "a rank's replay failed before reaching it");
+            }
+        }
+        if (x->round == round) x->arrived[a->part] = 0;
+    }
+    if (why[0])
+        sim_device_fault(op->device, cudaErrorLaunchFailure,
+                         "%s captured in a graph, replayed on device %d (stream %p): %s; on a GPU this replay would "
+                         "wait forever",
+                         name, op->device, (void *)mine, why);
+}
+
+static void release_arrive(SimOp *op)
+{
+    Rendezvous *x = ((Arrive *)op)->x;
+    if (--x->refs > 0) return;
+    free(x->calls.calls);
+    free(x);
+}
+
+/** Records a matched group whose calls are all on capturing streams: one node per capturing stream. */
+static ncclResult_t capture_group(Batch b)
+{
+    Rendezvous *x = calloc(1, sizeof *x);
+    cudaStream_t part[RDV_MAX_PARTS];
+    if (!x || !(x->calls.calls = malloc(b.n * sizeof *b.calls))) {
+        free(x);
+        return ncclSystemError;
+    }
+    memcpy(x->calls.calls, b.calls, b.n * sizeof *b.calls);
+    x->calls.n = b.n;
+    for (size_t i = 0; i < b.n; i++) {
+        int p = 0;
+        while (p < x->parts && part[p] != b.calls[i].stream) p++;
+        if (p == RDV_MAX_PARTS) {
+            free(x->calls.calls);
+            free(x);
+            sim_detail("ncclGroupEnd: a captured group spans more than %d streams", RDV_MAX_PARTS);
+            return ncclInvalidUsage;
+        }
+        if (p == x->parts) {
+            part[x->parts] = b.calls[i].stream;
+            x->device[x->parts++] = sim_stream_device(b.calls[i].stream);
+        }
+    }
+    x->refs = x->parts;
+    for (int p = 0; p < x->parts; p++) {
+        x->node[p] = (Arrive){ .op = { .run = run_arrive, .release = release_arrive }, .x = x, .part = p };
+        sim_enqueue(part[p], &x->node[p].op);
+    }
+    return ncclSuccess;
 }

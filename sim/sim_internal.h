@@ -97,6 +97,10 @@ cudaStream_t sim_resolve_stream_on(const char *call, cudaStream_t stream, int de
 int sim_stream_device(cudaStream_t stream);
 /** Appends op (run, release filled in) to a resolved stream. */
 void sim_enqueue(cudaStream_t stream, SimOp *op);
+/** Appends a chain of operations (linked by next) to a resolved stream that does not capture: one issue number. */
+void sim_enqueue_chain(cudaStream_t stream, SimOp *first);
+/** Runs the operations of s in order up to and including target, which must be queued on s. */
+void sim_drain_through(cudaStream_t s, const SimOp *target);
 /** Runs everything queued on a resolved stream, with what it depends on. */
 void sim_drain_stream(cudaStream_t stream);
 /** Runs the operations of s with sequence numbers up to upto, in order, with what they depend on. */
@@ -129,6 +133,12 @@ void sim_capture_invalidate(cudaStream_t stream);
 cudaGraph_t sim_graph_new(int dev);
 /** Appends op (run, release, device filled in) to graph g, which owns it from now on. */
 void sim_graph_append(cudaGraph_t g, SimOp *op);
+/** The queued graph node running now (its stream is the replay's), or NULL outside a replay. */
+const SimOp *sim_graph_replaying(void);
+/** The recorded operation a queued operation replays, or NULL when it is not a queued graph node. */
+const SimOp *sim_graph_queued_node(const SimOp *queued);
+/** 1 when a recorded operation is an NCCL group's rendezvous (nccl.c). */
+int sim_nccl_is_collective(const SimOp *op);
 
 /* ---- fibers (fiber.c) ---- */
 
@@ -219,6 +229,8 @@ void sim_count_fill(void *dst, size_t bytes, int device, const void *stream);
 void sim_count_sync(void);
 /** A graph replay starts (+1) or ends (−1). */
 void sim_count_graph(int delta);
+/** A replayed graph node starts (+1) or ends (−1): what runs meanwhile is counted in_graph. */
+void sim_count_in_graph(int delta);
 /** NCCL moved bytes from device from to device to. */
 void sim_count_nccl(int from, int to, size_t bytes);
 /** The allocation at base is being freed: its line table goes (its interval totals stay). */

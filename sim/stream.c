@@ -162,6 +162,23 @@ void sim_enqueue(cudaStream_t stream, SimOp *op)
     stream->tail = op;
 }
 
+void sim_enqueue_chain(cudaStream_t stream, SimOp *first)
+{
+    const uint64_t seq = ++sim_machine.next_seq;
+    SimOp *last = first;
+    for (SimOp *op = first; op; op = op->next) {
+        op->seq = seq;
+        op->device = stream->device;
+        op->stream = stream;
+        last = op;
+    }
+    if (stream->tail)
+        stream->tail->next = first;
+    else
+        stream->head = first;
+    stream->tail = last;
+}
+
 /** Runs what must precede op on stream s under legacy-default-stream ordering. */
 static void drain_dependencies(cudaStream_t s, uint64_t seq)
 {
@@ -175,15 +192,28 @@ static void drain_dependencies(cudaStream_t s, uint64_t seq)
     }
 }
 
+/** Takes the oldest operation off s, runs it (unless its device has failed) and releases it. */
+static void run_head(cudaStream_t s)
+{
+    SimOp *op = s->head;
+    s->head = op->next;
+    if (!s->head) s->tail = NULL;
+    drain_dependencies(s, op->seq);
+    if (sim_machine.dev[op->device].sticky == cudaSuccess) op->run(op);
+    op->release(op);
+}
+
 void sim_drain_until(cudaStream_t s, uint64_t upto)
 {
-    while (s->head && s->head->seq <= upto) {
-        SimOp *op = s->head;
-        s->head = op->next;
-        if (!s->head) s->tail = NULL;
-        drain_dependencies(s, op->seq);
-        if (sim_machine.dev[op->device].sticky == cudaSuccess) op->run(op);
-        op->release(op);
+    while (s->head && s->head->seq <= upto) run_head(s);
+}
+
+void sim_drain_through(cudaStream_t s, const SimOp *target)
+{
+    while (s->head) {
+        const int last = s->head == target;
+        run_head(s);
+        if (last) return;
     }
 }
 

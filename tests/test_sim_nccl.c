@@ -1,10 +1,12 @@
 /**
  * \file test_sim_nccl.c
- * \brief The simulated NCCL over 2–8 simulated devices: send/recv permutations, collectives, mismatches.
+ * \brief The simulated NCCL over 2–8 simulated devices: send/recv permutations, collectives, mismatches,
+ *        collectives captured in CUDA graphs and replayed (rendezvous across the ranks' replays).
  */
 #include "check.h"
 #include "nccl.h"
 #include "sim.h"
+#include "sim_counters.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +280,140 @@ static void mismatches_and_unmatched_calls(void **state)
     clique_close(&c);
 }
 
+/* Captures, on each rank's stream, a SUM all-reduce of send into recv and a ring exchange of send into recv + COUNT
+ * (each rank sends to r + 1, receives from r − 1) in one group; instantiates each rank's graph. */
+static void capture_reduce_and_ring(Clique *c, cudaGraphExec_t *exec)
+{
+    int n = c->n;
+    for (int r = 0; r < n; r++) {
+        assert_int_equal(cudaSetDevice(r), cudaSuccess);
+        assert_int_equal(cudaStreamBeginCapture(c->stream[r], cudaStreamCaptureModeGlobal), cudaSuccess);
+    }
+    assert_int_equal(ncclGroupStart(), ncclSuccess);
+    for (int r = 0; r < n; r++) {
+        assert_int_equal(ncclAllReduce(c->send[r], c->recv[r], COUNT, ncclFloat32, ncclSum, c->comm[r], c->stream[r]),
+                         ncclSuccess);
+        assert_int_equal(ncclSend(c->send[r], COUNT, ncclFloat32, (r + 1) % n, c->comm[r], c->stream[r]), ncclSuccess);
+        assert_int_equal(ncclRecv(c->recv[r] + COUNT, COUNT, ncclFloat32, (r + n - 1) % n, c->comm[r], c->stream[r]),
+                         ncclSuccess);
+    }
+    assert_int_equal(ncclGroupEnd(), ncclSuccess);
+    for (int r = 0; r < n; r++) {
+        cudaGraph_t g = NULL;
+        assert_int_equal(cudaSetDevice(r), cudaSuccess);
+        assert_int_equal(cudaStreamEndCapture(c->stream[r], &g), cudaSuccess);
+        assert_int_equal(cudaGraphInstantiate(&exec[r], g, 0), cudaSuccess);
+        assert_int_equal(cudaGraphDestroy(g), cudaSuccess);
+    }
+}
+
+/* Host sums of every rank's send buffer, summed in double and rounded once (what the simulator computes). */
+static void host_sum(const Clique *c, float *want)
+{
+    for (int i = 0; i < COUNT; i++) {
+        double acc = 0.0;
+        for (int r = 0; r < c->n; r++) acc += c->host[r][i];
+        want[i] = (float)acc;
+    }
+}
+
+/* A group captured on 2 and 4 ranks' streams: nothing moves at capture; two replays with new inputs in
+ * between give the exact host sum and ring exchange; the counters see one graph launch per rank and replay
+ * and the ring all-reduce's 2(n−1)/n·bytes plus the exchange's bytes on each link. */
+static void captured_all_reduce_replays(void **state)
+{
+    (void)state;
+    for (int n = 2; n <= 4; n += 2) {
+        Clique c;
+        cudaGraphExec_t exec[MAXR];
+        clique_open(&c, n);
+        capture_reduce_and_ring(&c, exec);
+        float got[2 * COUNT], want[COUNT];
+        fetch(&c, 0, got, COUNT);
+        for (int i = 0; i < COUNT; i++) assert_true(got[i] != got[i]); /* still the poison: only recorded */
+        for (int replay = 0; replay < 2; replay++) {
+            for (int r = 0; r < n; r++) { /* new inputs, uploaded eagerly before the replay */
+                test_rng_fill(&rng, c.host[r], COUNT, -2.0f, 2.0f);
+                assert_int_equal(cudaSetDevice(r), cudaSuccess);
+                assert_int_equal(cudaMemcpy(c.send[r], c.host[r], COUNT * sizeof(float), cudaMemcpyHostToDevice),
+                                 cudaSuccess);
+                assert_int_equal(cudaMemset(c.recv[r], 0xff, 2 * COUNT * sizeof(float)), cudaSuccess);
+            }
+            sim_counters_start();
+            for (int r = 0; r < n; r++) assert_int_equal(cudaGraphLaunch(exec[r], c.stream[r]), cudaSuccess);
+            SimStepCounters k;
+            sim_counters_stop(&k);
+            assert_int_equal(k.graph_launches, 0); /* queued, not run: nothing waited for the devices */
+            sim_counters_start();
+            for (int r = n - 1; r >= 0; r--) { /* the last rank first: its replay waits for the others' */
+                assert_int_equal(cudaSetDevice(r), cudaSuccess);
+                assert_int_equal(cudaStreamSynchronize(c.stream[r]), cudaSuccess);
+            }
+            sim_counters_stop(&k);
+            assert_int_equal(k.graph_launches, (unsigned long long)n);
+            for (int r = 0; r < n; r++)
+                for (int d = 0; d < n; d++) {
+                    unsigned long long link = d == (r + 1) % n ? 2ull * (n - 1) * COUNT * 4 / n + COUNT * 4 : 0;
+                    assert_int_equal(k.nccl_bytes[r][d], link);
+                }
+            host_sum(&c, want);
+            for (int r = 0; r < n; r++) {
+                assert_int_equal(cudaSetDevice(r), cudaSuccess);
+                fetch(&c, r, got, 2 * COUNT);
+                check_close("captured all-reduce", got, want, COUNT, 0.0, 0.0);
+                check_close("captured ring exchange", got + COUNT, c.host[(r + n - 1) % n], COUNT, 0.0, 0.0);
+            }
+        }
+        for (int r = 0; r < n; r++) assert_int_equal(cudaGraphExecDestroy(exec[r]), cudaSuccess);
+        clique_close(&c);
+    }
+}
+
+/* A replay on some ranks only: the waiting rank's device faults with a sentence naming the collective and the
+ * missing device instead of hanging; a group mixing captured and eager streams is refused (invalid usage) and
+ * invalidates the capture; a graph holding a collective cannot become a child graph. */
+static void captured_misuse_reported(void **state)
+{
+    (void)state;
+    Clique c;
+    cudaGraphExec_t exec[MAXR];
+    clique_open(&c, 2);
+    capture_reduce_and_ring(&c, exec);
+    assert_int_equal(cudaSetDevice(0), cudaSuccess);
+    assert_int_equal(cudaGraphLaunch(exec[0], c.stream[0]), cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(c.stream[0]), cudaErrorLaunchFailure);
+    assert_non_null(strstr(sim_last_detail(), "ncclAllReduce captured in a graph"));
+    assert_non_null(strstr(sim_last_detail(), "device 1 has no replay"));
+    for (int r = 0; r < 2; r++) assert_int_equal(cudaGraphExecDestroy(exec[r]), cudaSuccess);
+    assert_int_equal(cudaDeviceReset(), cudaSuccess); /* device 0's fault and memory go */
+    assert_int_equal(cudaSetDevice(1), cudaSuccess);
+    cudaStreamDestroy(c.stream[1]);
+    cudaFree(c.send[1]);
+    cudaFree(c.recv[1]);
+    for (int r = 0; r < 2; r++) assert_int_equal(ncclCommDestroy(c.comm[r]), ncclSuccess);
+
+    clique_open(&c, 2);
+    assert_int_equal(cudaSetDevice(0), cudaSuccess);
+    assert_int_equal(cudaStreamBeginCapture(c.stream[0], cudaStreamCaptureModeRelaxed), cudaSuccess);
+    assert_int_equal(ncclGroupStart(), ncclSuccess);
+    for (int r = 0; r < 2; r++)
+        assert_int_equal(ncclAllReduce(c.send[r], c.recv[r], COUNT, ncclFloat32, ncclSum, c.comm[r], c.stream[r]),
+                         ncclSuccess);
+    assert_int_equal(ncclGroupEnd(), ncclInvalidUsage);
+    assert_non_null(strstr(sim_last_detail(), "captured whole or not at all"));
+    cudaGraph_t g = NULL;
+    assert_int_equal(cudaStreamEndCapture(c.stream[0], &g), cudaErrorStreamCaptureInvalidated);
+    assert_null(g);
+
+    capture_reduce_and_ring(&c, exec);
+    assert_int_equal(cudaSetDevice(0), cudaSuccess);
+    assert_int_equal(cudaStreamBeginCapture(c.stream[0], cudaStreamCaptureModeRelaxed), cudaSuccess);
+    assert_int_equal(cudaGraphLaunch(exec[0], c.stream[0]), cudaErrorStreamCaptureUnsupported);
+    assert_int_equal(cudaStreamEndCapture(c.stream[0], &g), cudaErrorStreamCaptureInvalidated);
+    for (int r = 0; r < 2; r++) assert_int_equal(cudaGraphExecDestroy(exec[r]), cudaSuccess);
+    clique_close(&c);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -293,6 +429,7 @@ int main(void)
         cmocka_unit_test(send_recv_permutations_2_to_8_ranks), cmocka_unit_test(all_to_all_exchange_in_place),
         cmocka_unit_test(all_reduce_sum_and_max_2_to_8_ranks), cmocka_unit_test(all_reduce_in_place_int32),
         cmocka_unit_test(all_gather_broadcast_reduce_scatter), cmocka_unit_test(mismatches_and_unmatched_calls),
+        cmocka_unit_test(captured_all_reduce_replays),         cmocka_unit_test(captured_misuse_reported),
     };
     return cmocka_run_group_tests_name("sim_nccl", tests, setup, NULL);
 }

@@ -274,11 +274,14 @@ static void plans_json(FILE *f, const ModelConfig *cfg, const char *model)
 }
 
 /**
- * The sharded layout over 8 devices (fast_shard.h) on the same checkpoint: one batch-1 decode step after a
- * 4-token prompt and a warm-up step, counted — host synchronisations (target 0), collectives' bytes, and
- * each device's memory high-water mark from its open (printed; the plan's prediction is test_fast_plan's).
+ * The sharded layout over 8 devices (fast_shard.h) on the same checkpoint, its collectives' payload wire: one
+ * batch-1 decode step after a 4-token prompt and a warm-up step (which captured the step's graphs). host_syncs:
+ * those of the decode call (target 0); the rest of c, *launches and *in_graph: the work it queued, run by the
+ * synchronisation after it (the graph replays, their launches, the collectives' bytes); and each device's
+ * memory high-water mark from its open (printed; the plan's prediction is test_fast_plan's).
  */
-static int profile_sharded(const char *ckpt, SimStepCounters *c, size_t *launches, size_t high_water[8])
+static int profile_sharded(const char *ckpt, FastShardWire wire, SimStepCounters *c, size_t *launches, size_t *in_graph,
+                           size_t high_water[8])
 {
     const int D = 8, prompt[4] = { 11, 22, 33, 44 }, slot = 0, next = 5;
     const FastOptions opt = { .bf16 = true, .max_context = 64 };
@@ -291,12 +294,20 @@ static int profile_sharded(const char *ckpt, SimStepCounters *c, size_t *launche
         return -1;
     }
     sim_counters_stop(&open_c);
+    fast_shard_set_wire(&m, wire);
     int rc = fast_shard_prefill(&m, 0, prompt, 4, NULL, false) || fast_shard_decode(&m, &slot, &next, 1, NULL);
+    for (int d = 0; d < D; d++) rc = rc || cudaSetDevice(d) || cudaDeviceSynchronize();
+    SimStepCounters queued;
     sim_counters_start();
     rc = rc || fast_shard_decode(&m, &slot, &next, 1, NULL);
+    sim_counters_stop(&queued);
+    sim_counters_start();
+    for (int d = 0; d < D; d++) rc = rc || cudaSetDevice(d) || cudaDeviceSynchronize();
     sim_counters_stop(c);
-    *launches = 0;
-    sim_counters_records(launches);
+    c->host_syncs = queued.host_syncs;
+    *launches = *in_graph = 0;
+    const SimLaunchRecord *rec = sim_counters_records(launches);
+    for (size_t i = 0; i < *launches; i++) *in_graph += rec[i].in_graph != 0;
     fast_shard_close(&m);
     if (rc) {
         fprintf(stderr, "profile-fast: sharded layout: %s\n", ds_last_error());
@@ -342,9 +353,9 @@ int main(int argc, char **argv)
     int *prompt = malloc(sizeof(int) * (size_t)prefill);
     for (int i = 0; i < prefill; i++) prompt[i] = (i * 7919 + 3) % fm.cfg->vocab_size;
     Measured pre = { 0 }, d1, d16 = { 0 }, l1, l16 = { 0 }, ep = { 0 };
-    Measured g1, g9;            /* greedy calls of 1 and 9 steps */
-    SimStepCounters sh = { 0 }; /* the sharded layout over 8 devices */
-    size_t sh_launches = 0, sh_high[8] = { 0 };
+    Measured g1, g9;                          /* greedy calls of 1 and 9 steps */
+    SimStepCounters sh = { 0 }, sh32 = { 0 }; /* the sharded layout over 8 devices: bf16, float32 wire */
+    size_t sh_launches = 0, sh_in_graph = 0, sh_high[8] = { 0 }, sh32_launches = 0, sh32_in_graph = 0, sh32_high[8];
     long long ep_fixed = 0, ep_exact = 0; /* EP: one MoE layer's payload bytes both ways, fixed capacity and exact */
     Half a1, f1, a16, f16;
     if (P->full) sim_counters_start();
@@ -378,7 +389,9 @@ int main(int argc, char **argv)
         for (int s = 0; s < g->N; s++) ep_fixed += 2LL * g->N * g->last_T[s] * g->D * 2;
         ep_exact = 2LL * g->stats.rows_dispatched * g->D * 2;
         fast_model_close(&fm);
-        if (profile_sharded(P->ckpt, &sh, &sh_launches, sh_high)) return 1;
+        if (profile_sharded(P->ckpt, FAST_WIRE_BF16, &sh, &sh_launches, &sh_in_graph, sh_high) ||
+            profile_sharded(P->ckpt, FAST_WIRE_F32, &sh32, &sh32_launches, &sh32_in_graph, sh32_high))
+            return 1;
     }
 
     /* full depth: the 2-layer step plus more MoE layers like layer 1, and the LM-head rows the cut vocabulary lacks
@@ -439,11 +452,15 @@ int main(int argc, char **argv)
         report("  of which one MoE layer's bf16 rows and partials, fixed capacity", (double)ep_fixed, "-");
         report("  the same with exact sizes (the host's plan)", (double)ep_exact, "-");
         report("host syncs per decode step, 8 devices (sharded)", (double)sh.host_syncs, "0");
-        unsigned long long sh_nccl = 0;
+        unsigned long long sh_nccl = 0, sh32_nccl = 0;
         for (int i = 0; i < 8; i++)
-            for (int j = 0; j < 8; j++) sh_nccl += sh.nccl_bytes[i][j];
+            for (int j = 0; j < 8; j++) sh_nccl += sh.nccl_bytes[i][j], sh32_nccl += sh32.nccl_bytes[i][j];
         report("  launches per decode step, all 8 devices (sharded)", (double)sh_launches, "-");
-        report("  NCCL bytes per decode step, all peers (sharded)", (double)sh_nccl, "-");
+        report("  of them replayed from the step's graphs (sharded)", (double)sh_in_graph, "all");
+        report("  graph launches per decode step (sharded, one per device)", (double)sh.graph_launches, "8");
+        report("  NCCL bytes per decode step, all peers (sharded, bf16 wire)", (double)sh_nccl, "-");
+        report("  NCCL bytes per decode step, all peers (sharded, float32 wire)", (double)sh32_nccl, "-");
+        report("  bf16 wire / float32 wire bytes (sharded)", (double)sh_nccl / (double)sh32_nccl, "<= 0.5");
         report("  high-water after open, device 0 (sharded, each the same)", (double)sh_high[0], "-");
     }
     report("global bytes read / roofline bytes (batch 1)", global_read / roof_bytes, "<= 1.10");
@@ -481,7 +498,9 @@ int main(int argc, char **argv)
     if (P->full) fprintf(f, "  \"launches_per_moe_layer_b16\": %llu,\n", l16.launches);
     fprintf(f, "  \"host_syncs_per_decode_step\": {\"1\": %.3f, \"1_fast_model_decode\": %llu", greedy_syncs,
             d1.c.host_syncs);
-    if (P->full) fprintf(f, ", \"8\": %llu, \"8_sharded\": %llu", ep.c.host_syncs, sh.host_syncs);
+    if (P->full)
+        fprintf(f, ", \"8\": %llu, \"8_sharded\": %llu, \"8_sharded_f32_wire\": %llu", ep.c.host_syncs, sh.host_syncs,
+                sh32.host_syncs);
     fprintf(f, "},\n  \"host_syncs_per_decode_step_inside\": {\"1\": %llu", d1.c.host_syncs_inside);
     if (P->full) fprintf(f, ", \"8\": %llu", ep.c.host_syncs_inside);
     fprintf(f, "},\n  \"host_syncs_definition\": \"1: per step of the greedy loop (a 9-step "
@@ -489,6 +508,14 @@ int main(int argc, char **argv)
                "synchronisation inside one fast_model_decode call: those between the step's first queued operation "
                "and its last (_inside), plus those the call forces at its edges\",\n");
     fprintf(f, "  \"host_syncs_per_greedy_call\": %llu,\n", g1.c.host_syncs);
+    if (P->full) {
+        unsigned long long b16 = 0, b32 = 0;
+        for (int i = 0; i < 64; i++) b16 += sh.nccl_bytes[i / 8][i % 8], b32 += sh32.nccl_bytes[i / 8][i % 8];
+        fprintf(f,
+                "  \"sharded_8_decode_step\": {\"launches\": %zu, \"in_graph\": %zu, \"graph_launches\": %llu, "
+                "\"nccl_bytes_bf16_wire\": %llu, \"nccl_bytes_f32_wire\": %llu},\n",
+                sh_launches, sh_in_graph, sh.graph_launches, b16, b32);
+    }
     fprintf(f, "  \"estimated_fraction_of_roofline_fast_model_decode\": %.4f,\n", t_roof / t_full_api);
     fprintf(f, "  \"weight_bytes_read_over_roofline\": %.4f,\n", weight_read / weight_roof);
     fprintf(f, "  \"global_bytes_read_over_roofline\": %.4f,\n", global_read / roof_bytes);
