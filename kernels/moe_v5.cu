@@ -64,7 +64,7 @@ static __device__ void v5_stage_cg(float *xs, const void *src, KernelDType t, co
     }
 }
 
-// ANCHOR: moe_ffn_v5
+// ANCHOR: moe_ffn_v5_stages
 /**
  * Stage 0, version 4's hidden kernel on block row y and tile: h_i = silu(W_gate x)_i · (W_up x)_i for the 64
  * units of the tile, for every row of the row's expert (or every token for the shared experts).
@@ -173,6 +173,9 @@ static __device__ void v5_down(const MoeFfn &p, float *hs, int d0, int per_pass,
     }
 }
 
+// ANCHOR_END: moe_ffn_v5_stages
+
+// ANCHOR: moe_ffn_v5
 /** The next RMSNorm of token t once stage 1 is done: a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε), h_t read once. */
 static __device__ void v5_norm(const MoeFfn &p, float *hs, int t, int wide4)
 {
