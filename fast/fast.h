@@ -44,8 +44,8 @@
 #define FAST_ROUTER           router_forward_v2       /**< scores + group max + top-K in one kernel */
 #define FAST_WRITE_LATENTS    mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
 #define FAST_ARGMAX           sample_argmax_v2        /**< greedy token */
-#define FAST_MOE_ROUTE        moe_route_v4 /**< gate GEMV, routing and permutation of a small step, one launch */
-#define FAST_MOE_FFN          moe_ffn_v5 /**< experts, combine and the residual add + next norm of a small step, one launch */
+#define FAST_MOE_ROUTE        moe_route_v4   /**< gate GEMV, routing and permutation of a small step, one launch */
+#define FAST_MOE_FFN          moe_ffn_v5     /**< experts, combine, residual add, next norm: one launch */
 #define FAST_MOE_GEMM         moe_experts_v4 /**< routed experts of a prompt chunk: grouped GEMM, offsets on the device */
 #define FAST_MLA_PREFILL      mla_prefill_v2 /**< prompt attention: absorbed, online softmax over cache tiles */
 
@@ -246,7 +246,7 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 /** How fast_moe_forward_experts() runs the routed experts. */
 typedef enum {
     FAST_MOE_AUTO = 0,    /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else the grouped GEMM (prompts) */
-    FAST_MOE_GROUPED = 1, /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
+    FAST_MOE_GROUPED = 1, /**< FAST_MOE_FFN: offsets read on the device, no host synchronisation */
     FAST_MOE_GROUPED_GEMM =
         2 /**< FAST_MOE_GEMM on gathered rows (shared experts by cuBLAS): offsets on the device too */
 } FastMoeExperts;
@@ -268,9 +268,9 @@ typedef struct {
  * router kernel, permutation by expert, the routed experts on contiguous rows
  * (fused gate/up, SwiGLU, down) as `how` says, combine in slot order, shared
  * experts added. y, x: [T, D] float32. Small steps (grouped) take two launches: FAST_MOE_ROUTE, then
- * FAST_MOE_FFN (the experts, the combine and the tail as stages of one launch). tail: NULL, or the fused tail applied to the result
- * (h ← h + y, a = RMSNorm(h)): y is then not written in the grouped path (it may be scratch in the
- * other). \return 0 or −1.
+ * FAST_MOE_FFN (the experts, the combine and the tail as stages of one launch). tail: NULL, or the fused
+ * tail applied to the result (h ← h + y, a = RMSNorm(h)): y is then not written in the grouped path (it
+ * may be scratch in the other). \return 0 or −1.
  */
 int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
                              int T, FastScratch *s, FastMoeExperts how, const FastResidualNorm *tail);
