@@ -290,8 +290,7 @@ cudaError_t moe_combine_v4(float *y, const float *out, const int *slot_row, cons
 
 /* ---- moe_v5.cu: the MoE FFN of a small step in one launch after the gate (docs/semantics.md §3.6) ---------- */
 
-#define MOE_V5_MAX_ROWS 256 /**< most (token, slot) rows T·K moe_ffn_v5 takes (FAST_MOE_GROUPED_MAX_ROWS) */
-#define MOE_V5_COUNTERS 4   /**< ints of moe_ffn_v5's stage counters (kernels/stage.cuh, two stages) */
+#define MOE_V5_COUNTERS 4 /**< ints of moe_ffn_v5's stage counters (kernels/stage.cuh, two stages) */
 
 /** The operands of moe_ffn_v5: the routing moe_route_v4 wrote, the experts' weights, scratch and outputs. */
 typedef struct {
@@ -315,7 +314,7 @@ typedef struct {
     const void *shared_down;    /**< [D, I_s] of w_type, or NULL */
     KernelDType w_type;         /**< the weights' (and hidden rows') type */
     int T;                      /**< tokens */
-    int K;                      /**< experts per token, T·K ≤ MOE_V5_MAX_ROWS */
+    int K;                      /**< experts per token, ≤ 32 and ≤ E */
     int E;                      /**< routed experts */
     int D;                      /**< model width, ≤ MOE_V4_MAX_WIDTH */
     int I;                      /**< one routed expert's hidden width */
@@ -330,7 +329,7 @@ typedef struct {
  * the D outputs for all T tokens: they wait for stage 0, apply W_down of every active expert and of the
  * shared experts to those outputs, then add y_t = Σ_k g_{k,t} out[slot_row[t,k]] + shared_t in k order
  * (no atomics) and, with h, h_t ← h_t + y_t; the last T blocks (with h) each wait for stage 1 and write
- * a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε). D, max(I, I_s) ≤ MOE_V4_MAX_WIDTH, T·K ≤ MOE_V5_MAX_ROWS, K ≤ E;
+ * a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε). Any T ≥ 1; D, max(I, I_s) ≤ MOE_V4_MAX_WIDTH, K ≤ min(32, E);
  * beyond: cudaErrorInvalidValue, nothing launched.
  */
 cudaError_t moe_ffn_v5(MoeFfn p, cudaStream_t stream);

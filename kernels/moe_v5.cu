@@ -9,7 +9,8 @@
 #include "moe_grouped.cuh"
 #include "stage.cuh"
 
-#define V5_STAGES 2 /**< stage counters: 0 the hidden rows are written, 1 the outputs are added into h */
+#define V5_STAGES 2   /**< stage counters: 0 the hidden rows are written, 1 the outputs are added into h */
+#define V5_SLOTS  256 /**< (token, slot) weights and rows a stage-1 block holds at once for its combine */
 
 static_assert(STAGE_COUNTER_INTS(V5_STAGES) == MOE_V5_COUNTERS, "MOE_V5_COUNTERS in kernels.h");
 
@@ -114,8 +115,8 @@ static __device__ void v5_down(const MoeFfn &p, float *hs, int d0, int per_pass,
 {
     __shared__ int slot[3];
     __shared__ size_t src0[V4_ROWS];
-    __shared__ float g[MOE_V5_MAX_ROWS];
-    __shared__ int row[MOE_V5_MAX_ROWS];
+    __shared__ float g[V5_SLOTS];
+    __shared__ int row[V5_SLOTS];
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32, tid = (int)threadIdx.x;
     const int rows = p.T * p.K, d1 = min(p.D, d0 + V4_UNITS), ys = min(rows, p.E) + (p.I_s > 0);
     for (int y = 0; y < ys; y++) {
@@ -146,33 +147,36 @@ static __device__ void v5_down(const MoeFfn &p, float *hs, int d0, int per_pass,
             }
         }
     }
-    for (int i = tid; i < rows; i += (int)blockDim.x) {
-        g[i] = p.weight[i];
-        row[i] = p.slot_row[i];
-    }
-    __syncthreads(); /* this block's out and shared_out columns, g and row, seen by every thread */
-    const int cols = (d1 - d0 + 3) / 4;
-    for (int i = tid; i < p.T * cols; i += (int)blockDim.x) {
-        const int t = i / cols, d = d0 + 4 * (i % cols);
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int k = 0; k < p.K; k++) {
-            const float gk = g[t * p.K + k];
-            const float4 o = v4_load4(p.out + (size_t)row[t * p.K + k] * p.D, d, p.D, wide4);
-            acc = make_float4(acc.x + gk * o.x, acc.y + gk * o.y, acc.z + gk * o.z, acc.w + gk * o.w);
+    const int cols = (d1 - d0 + 3) / 4, tc = V5_SLOTS / p.K; /* float4 columns; tokens per round */
+    for (int t0 = 0; t0 < p.T; t0 += tc) {
+        const int nt = min(tc, p.T - t0);
+        __syncthreads(); /* the previous round has read g and row (the first: this block's out is written) */
+        for (int i = tid; i < nt * p.K; i += (int)blockDim.x) {
+            g[i] = p.weight[t0 * p.K + i];
+            row[i] = p.slot_row[t0 * p.K + i];
         }
-        if (p.I_s > 0) {
-            const float4 s = v4_load4(p.shared_out + (size_t)t * p.D, d, p.D, wide4);
-            acc = make_float4(acc.x + s.x, acc.y + s.y, acc.z + s.z, acc.w + s.w);
+        __syncthreads();
+        for (int i = tid; i < nt * cols; i += (int)blockDim.x) {
+            const int j = i / cols, t = t0 + j, d = d0 + 4 * (i % cols);
+            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            for (int k = 0; k < p.K; k++) {
+                const float gk = g[j * p.K + k];
+                const float4 o = v4_load4(p.out + (size_t)row[j * p.K + k] * p.D, d, p.D, wide4);
+                acc = make_float4(acc.x + gk * o.x, acc.y + gk * o.y, acc.z + gk * o.z, acc.w + gk * o.w);
+            }
+            if (p.I_s > 0) {
+                const float4 s = v4_load4(p.shared_out + (size_t)t * p.D, d, p.D, wide4);
+                acc = make_float4(acc.x + s.x, acc.y + s.y, acc.z + s.z, acc.w + s.w);
+            }
+            float *dst = p.h ? p.h : p.y;
+            if (p.h) { /* h' = h + y */
+                const float4 hv = v4_load4(p.h + (size_t)t * p.D, d, p.D, wide4);
+                acc = make_float4(hv.x + acc.x, hv.y + acc.y, hv.z + acc.z, hv.w + acc.w);
+            }
+            v4_store4(dst + (size_t)t * p.D, d, p.D, wide4, acc);
         }
-        float *dst = p.h ? p.h : p.y;
-        if (p.h) { /* h' = h + y */
-            const float4 hv = v4_load4(p.h + (size_t)t * p.D, d, p.D, wide4);
-            acc = make_float4(hv.x + acc.x, hv.y + acc.y, hv.z + acc.z, hv.w + acc.w);
-        }
-        v4_store4(dst + (size_t)t * p.D, d, p.D, wide4, acc);
     }
 }
-
 // ANCHOR_END: moe_ffn_v5_stages
 
 // ANCHOR: moe_ffn_v5
@@ -235,8 +239,8 @@ __global__ void moe_ffn_v5_kernel(MoeFfn p, V5Grid grid, float *y, float *h, flo
 extern "C" cudaError_t moe_ffn_v5(MoeFfn p, cudaStream_t stream)
 {
     const int units = p.I > p.I_s ? p.I : p.I_s, rows = p.T * p.K;
-    if (p.T < 1 || p.K < 1 || p.K > p.E || rows > MOE_V5_MAX_ROWS || p.D < 1 || p.D > MOE_V4_MAX_WIDTH ||
-        units > MOE_V4_MAX_WIDTH || !p.counters || (p.h && (!p.a || !p.norm)))
+    if (p.T < 1 || p.K < 1 || p.K > p.E || p.K > 32 || p.D < 1 || p.D > MOE_V4_MAX_WIDTH || units > MOE_V4_MAX_WIDTH ||
+        !p.counters || (p.h && (!p.a || !p.norm)))
         return cudaErrorInvalidValue;
     V5Grid g;
     g.tiles = (int)blocks_for((size_t)units, V4_UNITS);

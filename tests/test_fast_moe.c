@@ -427,6 +427,16 @@ static void lite_64_experts_small_width(void **state)
     check_moe(&c, 40, true);
 }
 
+/* 48 tokens × 6 slots: more rows than a stage-1 block of version 5 combines at once (256), so two rounds; also
+ * what a batch-48 decode step passes (decode steps take the grouped path at any batch). */
+static void small_width_many_rows(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(64, 64, 32, 6, 2, TOPK_GREEDY, 1, 1, false, 1.0f);
+    check_moe(&c, 48, true);
+}
+
 static void v2_group_limited(void **state)
 {
     (void)state;
@@ -479,7 +489,7 @@ static void wide_stage(void **state)
 
 /* Widths beyond what versions 4 and 5 stage in shared memory: fast_scratch_init refuses them with one line naming
  * the key, the launchers without launching; the limit itself is accepted. Version 5 also refuses more than
- * MOE_V5_MAX_ROWS (token, slot) rows. */
+ * 32 experts per token (the router's limit). */
 static void width_limits_refused(void **state)
 {
     (void)state;
@@ -520,8 +530,8 @@ static void width_limits_refused(void **state)
         }
     }
     int counters[MOE_V5_COUNTERS];
-    const MoeFfn rows = { .T = MOE_V5_MAX_ROWS / 6 + 1, .K = 6, .E = 64, .D = 64, .I = 32, .counters = counters };
-    assert_int_equal(moe_ffn_v5(rows, ctx.stream), cudaErrorInvalidValue);
+    const MoeFfn slots = { .T = 1, .K = 33, .E = 64, .D = 64, .I = 32, .counters = counters };
+    assert_int_equal(moe_ffn_v5(slots, ctx.stream), cudaErrorInvalidValue);
     fast_context_free(&ctx);
 }
 
@@ -539,6 +549,7 @@ int main(void)
         cmocka_unit_test(wide_stage),
         cmocka_unit_test(width_limits_refused),
         cmocka_unit_test(lite_widths_sixteen_tokens),
+        cmocka_unit_test(small_width_many_rows),
     };
     return cmocka_run_group_tests_name("fast moe", tests, NULL, NULL);
 }
