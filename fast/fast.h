@@ -44,15 +44,14 @@
 #define FAST_ROUTER           router_forward_v2       /**< scores + group max + top-K in one kernel */
 #define FAST_WRITE_LATENTS    mla_write_latents_at_v2 /**< ĉ_t, k^R_t into the cache, rows from the device */
 #define FAST_ARGMAX           sample_argmax_v2        /**< greedy token */
-#define FAST_MOE_ROUTE        moe_route_v4       /**< gate GEMV, routing and permutation of a small step, one launch */
-#define FAST_MOE_EXPERTS      moe_ffn_grouped_v4 /**< routed + shared experts of a small step, offsets on the device */
-#define FAST_MOE_COMBINE      moe_combine_v4     /**< combine, fused with the residual add and next norm in decode */
+#define FAST_MOE_ROUTE        moe_route_v4   /**< gate GEMV, routing and permutation of a small step, one launch */
+#define FAST_MOE_FFN          moe_ffn_v5     /**< experts, combine, residual add, next norm: one launch */
 #define FAST_MOE_GEMM         moe_experts_v4 /**< routed experts of a prompt chunk: grouped GEMM, offsets on the device */
 #define FAST_MLA_PREFILL      mla_prefill_v2 /**< prompt attention: absorbed, online softmax over cache tiles */
 
 /**
  * Up to this many (token, slot) rows per MoE call (T·K) a prompt chunk's routed
- * experts run in FAST_MOE_EXPERTS, a grouped GEMV that reads the per-expert
+ * experts run in FAST_MOE_FFN, a grouped GEMV that reads the per-expert
  * offsets on the device; above it, in FAST_MOE_GEMM, a grouped GEMM whose
  * blocks also find their expert from the offsets on the device. Neither waits
  * for the host. Decode steps always take the grouped GEMV, at any batch (it
@@ -188,7 +187,7 @@ typedef struct {
     int *idx;       /**< [max_T, K] chosen experts */
     float *weight;  /**< [max_T, K] their weights */
     int *counts;    /**< [E] rows per expert */
-    int *offsets;   /**< [E + 1] first permuted row of each expert; then moe_route_v4's and the tail's */
+    int *offsets;   /**< [E + 1] first permuted row of each expert; then moe_route_v4's, then FAST_MOE_FFN's counters */
     int *slot_row;  /**< [max_T·K] permuted row of (t, k) */
     int *row_token; /**< [max_T·K] token of each permuted row */
     void *xp;       /**< [max_T·K, D] permuted inputs (wtype) */
@@ -247,7 +246,7 @@ int fast_swiglu_forward(FastContext *ctx, float *y, const float *x, const FastSw
 /** How fast_moe_forward_experts() runs the routed experts. */
 typedef enum {
     FAST_MOE_AUTO = 0,    /**< grouped up to FAST_MOE_GROUPED_MAX_ROWS rows (T·K), else the grouped GEMM (prompts) */
-    FAST_MOE_GROUPED = 1, /**< FAST_MOE_EXPERTS: offsets read on the device, no host synchronisation */
+    FAST_MOE_GROUPED = 1, /**< FAST_MOE_FFN: offsets read on the device, no host synchronisation */
     FAST_MOE_GROUPED_GEMM =
         2 /**< FAST_MOE_GEMM on gathered rows (shared experts by cuBLAS): offsets on the device too */
 } FastMoeExperts;
@@ -268,10 +267,10 @@ typedef struct {
  * The MoE FFN (ref/moe.h's moe_forward) on the device: router GEMM (float32),
  * router kernel, permutation by expert, the routed experts on contiguous rows
  * (fused gate/up, SwiGLU, down) as `how` says, combine in slot order, shared
- * experts added. y, x: [T, D] float32. Small steps (grouped) take four launches: FAST_MOE_ROUTE,
- * FAST_MOE_EXPERTS' two, FAST_MOE_COMBINE. tail: NULL, or the fused tail applied to the result
- * (h ← h + y, a = RMSNorm(h)): y is then not written in the grouped path (it may be scratch in the
- * other). \return 0 or −1.
+ * experts added. y, x: [T, D] float32. Small steps (grouped) take two launches: FAST_MOE_ROUTE, then
+ * FAST_MOE_FFN (the experts, the combine and the tail as stages of one launch). tail: NULL, or the fused
+ * tail applied to the result (h ← h + y, a = RMSNorm(h)): y is then not written in the grouped path (it
+ * may be scratch in the other). \return 0 or −1.
  */
 int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const FastMoe *w, const ModelConfig *cfg,
                              int T, FastScratch *s, FastMoeExperts how, const FastResidualNorm *tail);

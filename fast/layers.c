@@ -63,7 +63,7 @@ int fast_scratch_sizes(const ModelConfig *cfg, KernelDType wtype, int max_T, int
         { rows, 4 },
         { rows, 4 },
         { E, 4 },
-        { 2 * E + 2 + T, 4 },
+        { 2 * E + 2 + (T > MOE_V5_COUNTERS ? T : MOE_V5_COUNTERS), 4 },
         { rows, 4 },
         { rows, 4 },
         { rows * D, esz },
@@ -130,7 +130,8 @@ int fast_scratch_init(FastScratch *s, const FastContext *ctx, const ModelConfig 
     /* the decode's (token, head group) counters and the staged products' counters lead the partials; zero once,
      * every launch leaves them zero */
     CUDA_TRY(cudaMemset(s->partial, 0, sizeof(int) * decode_counter_ints(dims.n_h, max_T)));
-    /* the grouped MoE's counters (moe_route_v4's after the offsets and active experts, then moe_combine_v4's) */
+    /* the grouped MoE's counters (moe_route_v4's after the offsets and active experts, then moe_ffn_v5's or
+     * moe_combine_v4's) */
     CUDA_TRY(cudaMemset(s->offsets, 0, bytes[4]));
     return 0;
 }
@@ -174,20 +175,40 @@ int fast_moe_forward_experts(FastContext *ctx, float *y, const float *x, const F
     const int I_s = w->shared.down.data ? w->shared.down.cols : 0;
 
     if (grouped) {
-        /* small steps in four launches, none waiting for the host (a decode step can be captured):
+        /* small steps in two launches, none waiting for the host (a decode step can be captured):
          * 1. g = W_gate b_t, s_{i,t}, top-K, weights and the permutation by expert, in one launch */
         CUDA_TRY(FAST_MOE_ROUTE(s->idx, s->weight, s->offsets, s->slot_row, s->row_token, s->logits, x, w->router,
                                 w->bias, p, T, D, ctx->stream));
-        /* 2-3. the active experts on their rows and the shared experts on every token, reading the tokens'
-         *      rows in place: gate/up with SwiGLU, then down */
-        void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
-        CUDA_TRY(FAST_MOE_EXPERTS(s->expert_out, s->shared_out, s->hidden, shared_hidden, x, s->row_token, s->offsets,
-                                  w->gate_up.data, w->down.data, I_s ? w->shared.gate_up.data : NULL,
-                                  I_s ? w->shared.down.data : NULL, ctx->wtype, T, T * K, E, D, I, I_s, ctx->stream));
-        /* 4. y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) + shared, in a fixed order; with a tail, h += y and the next norm */
-        CUDA_TRY(FAST_MOE_COMBINE(y, s->expert_out, s->slot_row, s->weight, I_s ? s->shared_out : NULL, T, K, D,
-                                  tail ? tail->h : NULL, tail ? tail->a : NULL, tail ? tail->norm : NULL,
-                                  tail ? tail->eps : 0.0f, s->logits, s->offsets + 2 * E + 2, ctx->stream));
+        /* 2. stages of one launch: the active experts on their rows and the shared experts on every token
+         *    (gate/up with SwiGLU, reading the tokens' rows in place), then per slice of D the down rows and
+         *    y_t = Σ_k g_{k,t} FFN_{e_k}(b_t) + shared in a fixed order; with a tail, h += y and the next norm */
+        const MoeFfn f = { .y = y,
+                           .h = tail ? tail->h : NULL,
+                           .a = tail ? tail->a : NULL,
+                           .norm = tail ? tail->norm : NULL,
+                           .eps = tail ? tail->eps : 0.0f,
+                           .out = s->expert_out,
+                           .shared_out = I_s ? s->shared_out : NULL,
+                           .hidden = s->hidden,
+                           .shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype),
+                           .x = x,
+                           .row_token = s->row_token,
+                           .offsets = s->offsets,
+                           .slot_row = s->slot_row,
+                           .weight = s->weight,
+                           .gate_up = w->gate_up.data,
+                           .down = w->down.data,
+                           .shared_gate_up = I_s ? w->shared.gate_up.data : NULL,
+                           .shared_down = I_s ? w->shared.down.data : NULL,
+                           .w_type = ctx->wtype,
+                           .T = T,
+                           .K = K,
+                           .E = E,
+                           .D = D,
+                           .I = I,
+                           .I_s = I_s,
+                           .counters = s->offsets + 2 * E + 2 };
+        CUDA_TRY(FAST_MOE_FFN(f, ctx->stream));
         return 0;
     }
 

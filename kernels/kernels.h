@@ -288,6 +288,52 @@ cudaError_t moe_combine_v4(float *y, const float *out, const int *slot_row, cons
                            int T, int K, int D, float *h, float *a, const float *norm, float eps, float *sq, int *done,
                            cudaStream_t stream);
 
+/* ---- moe_v5.cu: the MoE FFN of a small step in one launch after the gate (docs/semantics.md §3.6) ---------- */
+
+#define MOE_V5_COUNTERS 4 /**< ints of moe_ffn_v5's stage counters (kernels/stage.cuh, two stages) */
+
+/** The operands of moe_ffn_v5: the routing moe_route_v4 wrote, the experts' weights, scratch and outputs. */
+typedef struct {
+    float *y;                   /**< [T, D] float32: the layer's output (when h is NULL) */
+    float *h;                   /**< [T, D] float32 residual stream, h ← h + y, or NULL (then y is written) */
+    float *a;                   /**< [T, D] float32: RMSNorm(h) ⊙ norm, with h */
+    const float *norm;          /**< [D] weight of the next RMSNorm, with h */
+    float eps;                  /**< ε of the next RMSNorm */
+    float *out;                 /**< [T·K, D] float32 scratch: each permuted row's expert output */
+    float *shared_out;          /**< [T, D] float32 scratch: the shared experts' output, with I_s > 0 */
+    void *hidden;               /**< [T·K, I] of w_type scratch: the routed rows' SwiGLU hidden units */
+    void *shared_hidden;        /**< [T, I_s] of w_type scratch, with I_s > 0 */
+    const float *x;             /**< [T, D] float32: the layer's input */
+    const int *row_token;       /**< [T·K]: the token of each permuted row (moe_route_v4) */
+    const int *offsets;         /**< offsets and active experts as moe_route_v4 writes them */
+    const int *slot_row;        /**< [T·K]: the permuted row of slot (t, k) (moe_route_v4) */
+    const float *weight;        /**< [T, K]: g_{k,t}, the gate weights (moe_route_v4) */
+    const void *gate_up;        /**< [E·2I, D] of w_type: each expert's W_gate rows then its W_up rows */
+    const void *down;           /**< [E·D, I] of w_type */
+    const void *shared_gate_up; /**< [2·I_s, D] of w_type, or NULL */
+    const void *shared_down;    /**< [D, I_s] of w_type, or NULL */
+    KernelDType w_type;         /**< the weights' (and hidden rows') type */
+    int T;                      /**< tokens */
+    int K;                      /**< experts per token, ≤ 32 and ≤ E */
+    int E;                      /**< routed experts */
+    int D;                      /**< model width, ≤ MOE_V4_MAX_WIDTH */
+    int I;                      /**< one routed expert's hidden width */
+    int I_s;                    /**< the shared experts' hidden width (N_s·I), 0 without them */
+    int *counters;              /**< MOE_V5_COUNTERS device ints, zero before the first launch and left zero */
+} MoeFfn;
+
+/**
+ * Version 5 of the MoE FFN after the gate (moe_ffn_grouped_v4 and moe_combine_v4 in one launch, the same
+ * results): stages inside the launch (kernels/stage.cuh). Stage 0 is version 4's hidden blocks (gate/up and
+ * SwiGLU of the active experts' rows and of the shared experts on every token); stage 1 blocks each own 64 of
+ * the D outputs for all T tokens: they wait for stage 0, apply W_down of every active expert and of the
+ * shared experts to those outputs, then add y_t = Σ_k g_{k,t} out[slot_row[t,k]] + shared_t in k order
+ * (no atomics) and, with h, h_t ← h_t + y_t; the last T blocks (with h) each wait for stage 1 and write
+ * a_t = norm ⊙ h_t / sqrt(mean(h_t²) + ε). Any T ≥ 1; D, max(I, I_s) ≤ MOE_V4_MAX_WIDTH, K ≤ min(32, E);
+ * beyond: cudaErrorInvalidValue, nothing launched.
+ */
+cudaError_t moe_ffn_v5(MoeFfn p, cudaStream_t stream);
+
 /**
  * Version 4 of moe_experts_v1 (same arguments and result; kernels/moe_gemm.cu): a grouped GEMM for
  * prompt chunks. Tiles of 64 rows of one expert × 128 weight rows, staged through shared memory with

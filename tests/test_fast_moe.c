@@ -1,15 +1,17 @@
 /**
  * \file test_fast_moe.c
  * \brief The device MoE against ref/moe.c's moe_forward, in float32 and bf16 mode: fast_moe_forward_experts
- *        both ways (the grouped kernel FAST_MOE_EXPERTS that reads the expert offsets on the device, and one
+ *        both ways (the grouped kernel FAST_MOE_FFN that reads the expert offsets on the device, and one
  *        cuBLAS GEMM pair per expert), moe_experts_v1 (the grouped kernel's reference loops), v2 and v3
  *        (16-byte loads at widths that are multiples of 8: the Lite and small-width shapes; element loads at
  *        the odd ones) and
  *        moe_forward_v1 (the whole FFN as reference loops on CUDA cores).
  *
- * The grouped path is FAST_MOE_ROUTE, FAST_MOE_EXPERTS and FAST_MOE_COMBINE (version 4), also with the
- * fused residual-and-norm tail (against h0 + y and its RMSNorm on the host); fused version 3 of the
- * grouped experts runs on the permutation version 4's gate wrote.
+ * The grouped path is FAST_MOE_ROUTE and FAST_MOE_FFN (version 5: two launches, the second in stages),
+ * also with the fused residual-and-norm tail (against h0 + y and its RMSNorm on the host); its stage
+ * counters must be zero after every call (the next call, or a graph replay, starts from them). Version 4
+ * (moe_ffn_grouped_v4 and moe_combine_v4, with and without the tail) and fused version 3 of the grouped
+ * experts run on the permutation version 4's gate wrote.
  *
  * Weights are random bf16 (as checkpoints store them), so both modes see the
  * same weights: float32 mode widens them on upload (relative L2 ≤ 1e-5), bf16
@@ -25,7 +27,8 @@
  * test — with 3 tokens and with 1 (a decode step); 64 experts are covered at
  * small width (D 64) with 40 tokens, so that some experts get several tokens
  * and some none; V2's group-limited routing (160 experts, 8 groups, 3 kept,
- * ×16); odd sizes with and without shared experts.
+ * ×16); odd sizes with and without shared experts; 16 tokens (a batch-16 decode step) at a quarter of
+ * Lite's widths; 48 tokens at D 64 (more rows than version 5 combines in one round).
  */
 #include "check.h"
 #include "fast_test.h"
@@ -34,6 +37,13 @@
 #include "fast.h"
 #include "moe.h"
 #include "router.h"
+
+#if __has_include("sim.h")
+#include "sim.h"
+#define HAVE_SIM_STATS 1
+#else
+#define HAVE_SIM_STATS 0
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -146,13 +156,46 @@ static void compare_rows(const char *what, const float *got, const float *want, 
     free(w);
 }
 
+/* Version 4 after its gate, on the permutation the last grouped call left: moe_ffn_grouped_v4, then moe_combine_v4
+ * into y, or with tail into tail->h and tail->a. Scratch outputs NaN-poisoned first. */
+static void run_v4(FastContext *ctx, float *dy, const float *dx, const FastMoe *fw, const ModelConfig *c, int T,
+                   FastScratch *s, const FastResidualNorm *tail)
+{
+    const int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok, I = c->moe_intermediate_size;
+    const int Is = fw->shared.down.data ? fw->shared.down.cols : 0;
+    assert_int_equal(cudaMemset(s->expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
+    assert_int_equal(cudaMemset(s->shared_out, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
+    void *shared_hidden = (char *)s->hidden + (size_t)T * K * I * kernel_dtype_size(ctx->wtype);
+    assert_int_equal(moe_ffn_grouped_v4(s->expert_out, s->shared_out, s->hidden, shared_hidden, dx, s->row_token,
+                                        s->offsets, fw->gate_up.data, fw->down.data,
+                                        Is ? fw->shared.gate_up.data : NULL, Is ? fw->shared.down.data : NULL,
+                                        ctx->wtype, T, T * K, E, D, I, Is, ctx->stream),
+                     cudaSuccess);
+    assert_int_equal(moe_combine_v4(dy, s->expert_out, s->slot_row, s->weight, Is ? s->shared_out : NULL, T, K, D,
+                                    tail ? tail->h : NULL, tail ? tail->a : NULL, tail ? tail->norm : NULL,
+                                    tail ? tail->eps : 0.0f, s->logits, s->offsets + 2 * E + 2, ctx->stream),
+                     cudaSuccess);
+}
+
+/* The grouped path's counters after the active-expert list (moe_ffn_v5's, moe_combine_v4's) are zero again. */
+static void check_counters_zero(const FastScratch *s, int E, int T)
+{
+    const int n = T > MOE_V5_COUNTERS ? T : MOE_V5_COUNTERS;
+    int *cnt = malloc(sizeof(int) * (size_t)n);
+    assert_int_equal(cudaMemcpy(cnt, s->offsets + 2 * E + 2, sizeof(int) * (size_t)n, cudaMemcpyDeviceToHost),
+                     cudaSuccess);
+    for (int i = 0; i < n; i++) assert_int_equal(cnt[i], 0);
+    free(cnt);
+}
+
 /*
  * The fused tail (FastResidualNorm) after the MoE: from a random residual h0 and norm weight w,
  * h = h0 + y and a = w ⊙ h / sqrt(mean(h²) + ε) against the same on the host from the reference y;
- * a NaN-poisoned, the layer's own y output not needed. Tokens that are near ties are skipped.
+ * a NaN-poisoned, the layer's own y output not needed. Tokens that are near ties are skipped. With v4, version 4's
+ * experts and combine (moe_ffn_grouped_v4, moe_combine_v4) on the permutation the last grouped call left.
  */
 static void check_tail(FastContext *ctx, const float *dx, const FastMoe *fw, const ModelConfig *c, int T,
-                       FastScratch *s, FastMoeExperts how, const float *want, const bool *tie, double tol)
+                       FastScratch *s, FastMoeExperts how, bool v4, const float *want, const bool *tie, double tol)
 {
     const int D = c->hidden_size;
     const size_t n = (size_t)T * D;
@@ -179,14 +222,18 @@ static void check_tail(FastContext *ctx, const float *dx, const FastMoe *fw, con
     assert_int_equal(cudaMemcpy(dw, wn, 4 * (size_t)D, cudaMemcpyHostToDevice), cudaSuccess);
     assert_int_equal(cudaMemset(da, 0xff, 4 * n), cudaSuccess);
     const FastResidualNorm tail = { dh, da, dw, c->rms_norm_eps };
-    if (fast_moe_forward_experts(ctx, dy, dx, fw, c, T, s, how, &tail)) fail_msg("%s", ds_last_error());
+    if (v4)
+        run_v4(ctx, dy, dx, fw, c, T, s, &tail);
+    else if (fast_moe_forward_experts(ctx, dy, dx, fw, c, T, s, how, &tail))
+        fail_msg("%s", ds_last_error());
     assert_int_equal(cudaStreamSynchronize(ctx->stream), cudaSuccess);
     char what[64];
+    const char *path = v4 ? "grouped v4" : how == FAST_MOE_GROUPED ? "grouped" : "per-expert";
     assert_int_equal(cudaMemcpy(got, dh, 4 * n, cudaMemcpyDeviceToHost), cudaSuccess);
-    snprintf(what, sizeof what, "tail h %s", how == FAST_MOE_GROUPED ? "grouped" : "per-expert");
+    snprintf(what, sizeof what, "tail h %s", path);
     compare_rows(what, got, h_want, tie, T, D, tol);
     assert_int_equal(cudaMemcpy(got, da, 4 * n, cudaMemcpyDeviceToHost), cudaSuccess);
-    snprintf(what, sizeof what, "tail a %s", how == FAST_MOE_GROUPED ? "grouped" : "per-expert");
+    snprintf(what, sizeof what, "tail a %s", path);
     compare_rows(what, got, a_want, tie, T, D, tol);
     cudaFree(dh);
     cudaFree(da);
@@ -199,7 +246,7 @@ static void check_tail(FastContext *ctx, const float *dx, const FastMoe *fw, con
     free(got);
 }
 
-/* Fused version 3 of the grouped experts (the one before FAST_MOE_EXPERTS) on the permutation the grouped
+/* Fused version 3 of the grouped experts (two versions before FAST_MOE_FFN) on the permutation the grouped
  * run left, outputs NaN-poisoned, combined by moe_combine_v2. */
 static void check_grouped_v3(FastContext *ctx, const float *dx, const FastMoe *fw, const ModelConfig *c, int T,
                              FastScratch *s, float *got, const float *want, const bool *tie, double tol)
@@ -273,9 +320,18 @@ static void check_moe(const ModelConfig *c, int T)
             assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
             assert_int_equal(cudaMemset(s.expert_out, 0xff, sizeof(float) * (size_t)T * K * D), cudaSuccess);
             assert_int_equal(cudaMemset(s.hidden, 0xff, kernel_dtype_size(ctx.wtype) * (size_t)T * K * I), cudaSuccess);
+#if HAVE_SIM_STATS
+            SimStats st0, st1;
+            sim_stats(&st0);
+#endif
             if (fast_moe_forward_experts(&ctx, dy, dx, &fw, c, T, &s, (FastMoeExperts)how, NULL))
                 fail_msg("%s", ds_last_error());
             assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+#if HAVE_SIM_STATS
+            sim_stats(&st1);
+            if (how == FAST_MOE_GROUPED)
+                assert_int_equal(st1.launches - st0.launches, 2); /* route, then FAST_MOE_FFN */
+#endif
             assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost), cudaSuccess);
             int *idx = malloc(sizeof(int) * (size_t)T * K);
             assert_int_equal(cudaMemcpy(idx, s.idx, sizeof(int) * (size_t)T * K, cudaMemcpyDeviceToHost), cudaSuccess);
@@ -286,12 +342,24 @@ static void check_moe(const ModelConfig *c, int T)
             snprintf(what, sizeof what, "moe fast %s %s", how == FAST_MOE_GROUPED ? "grouped" : "per-expert",
                      bf16 ? "bf16" : "float32");
             compare_rows(what, got, want, tie, T, D, tol);
-            check_tail(&ctx, dx, &fw, c, T, &s, (FastMoeExperts)how, want, tie, tol);
-            if (how == FAST_MOE_GROUPED) check_grouped_v3(&ctx, dx, &fw, c, T, &s, got, want, tie, tol);
+            check_tail(&ctx, dx, &fw, c, T, &s, (FastMoeExperts)how, false, want, tie, tol);
+            if (how == FAST_MOE_GROUPED) {
+                check_counters_zero(&s, E, T); /* two calls of FAST_MOE_FFN, each leaving them zero */
+                check_grouped_v3(&ctx, dx, &fw, c, T, &s, got, want, tie, tol);
+                assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
+                run_v4(&ctx, dy, dx, &fw, c, T, &s, NULL);
+                assert_int_equal(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+                assert_int_equal(cudaMemcpy(got, dy, sizeof(float) * (size_t)T * D, cudaMemcpyDeviceToHost),
+                                 cudaSuccess);
+                compare_rows(bf16 ? "moe grouped v4 bf16" : "moe grouped v4 float32", got, want, tie, T, D, tol);
+                check_tail(&ctx, dx, &fw, c, T, &s, (FastMoeExperts)how, true, want, tie, tol);
+                check_counters_zero(&s, E, T);
+            }
         }
 
         /* the grouped kernels themselves (v1 reference loops, v2, v3 with 16-byte loads when D and I are
-         * multiples of 8, else element loads) on the permutation the last run left, NaN-poisoned outputs */
+         * multiples of 8, else element loads) on the permutation the last run left, NaN-poisoned outputs;
+         * then v1, the reference loops, on the routing the v2 router just wrote */
         cudaError_t (*const grouped[3])(float *, void *, const void *, const int *, const void *, const void *,
                                         KernelDType, int, int, int, int,
                                         cudaStream_t) = { moe_experts_v1, moe_experts_v2, moe_experts_v3 };
@@ -313,7 +381,6 @@ static void check_moe(const ModelConfig *c, int T)
             compare_rows(what, got, want, tie, T, D, tol);
         }
 
-        /* v1: the reference loops, on the routing the v2 router just wrote */
         assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * (size_t)T * D), cudaSuccess);
         assert_int_equal(moe_forward_v1(dy, dx, s.idx, s.weight, fw.gate_up.data, fw.down.data,
                                         Is ? fw.shared.gate_up.data : NULL, Is ? fw.shared.down.data : NULL, ctx.wtype,
@@ -357,6 +424,16 @@ static void lite_64_experts_small_width(void **state)
     check_moe(&c, 40);
 }
 
+/* 48 tokens × 6 slots: more rows than a stage-1 block of version 5 combines at once (256), so two rounds; also
+ * what a batch-48 decode step passes (decode steps take the grouped path at any batch). */
+static void small_width_many_rows(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(64, 64, 32, 6, 2, TOPK_GREEDY, 1, 1, false, 1.0f);
+    check_moe(&c, 48);
+}
+
 static void v2_group_limited(void **state)
 {
     (void)state;
@@ -371,6 +448,16 @@ static void lite_widths_one_token(void **state)
     need_device();
     const ModelConfig c = moe_config(2048, 8, 1408, 6, 2, TOPK_GREEDY, 1, 1, false, 1.0f);
     check_moe(&c, 1);
+}
+
+/* A batch-16 decode step: V2-Lite's K, shared experts and 8 experts at a quarter of its widths (the full widths at 16
+ * tokens cost the simulated device minutes); two passes of 8 rows for the shared experts' 16 tokens. */
+static void sixteen_tokens(void **state)
+{
+    (void)state;
+    need_device();
+    const ModelConfig c = moe_config(512, 8, 352, 6, 2, TOPK_GREEDY, 1, 1, false, 1.0f);
+    check_moe(&c, 16);
 }
 
 static void odd_with_shared(void **state)
@@ -399,8 +486,9 @@ static void wide_stage(void **state)
     check_moe(&c, 8);
 }
 
-/* Widths beyond what version 4 stages in shared memory: fast_scratch_init refuses them with one line naming the
- * key, the launcher without launching; the limit itself is accepted. */
+/* Widths beyond what versions 4 and 5 stage in shared memory: fast_scratch_init refuses them with one line naming
+ * the key, the launchers without launching; the limit itself is accepted. Version 5 also refuses more than
+ * 32 experts per token (the router's limit). */
 static void width_limits_refused(void **state)
 {
     (void)state;
@@ -426,11 +514,23 @@ static void width_limits_refused(void **state)
                                                 KERNEL_F32, 1, 2, 4, cases[i].D, cases[i].I, cases[i].I * cases[i].Ns,
                                                 ctx.stream),
                              cudaErrorInvalidValue);
+            int counters[MOE_V5_COUNTERS];
+            const MoeFfn f = { .T = 1,
+                               .K = 2,
+                               .E = 4,
+                               .D = cases[i].D,
+                               .I = cases[i].I,
+                               .I_s = cases[i].I * cases[i].Ns,
+                               .counters = counters };
+            assert_int_equal(moe_ffn_v5(f, ctx.stream), cudaErrorInvalidValue);
         } else {
             assert_int_equal(rc, 0);
             fast_scratch_free(&s);
         }
     }
+    int counters[MOE_V5_COUNTERS];
+    const MoeFfn slots = { .T = 1, .K = 33, .E = 64, .D = 64, .I = 32, .counters = counters };
+    assert_int_equal(moe_ffn_v5(slots, ctx.stream), cudaErrorInvalidValue);
     fast_context_free(&ctx);
 }
 
@@ -443,6 +543,7 @@ int main(void)
         cmocka_unit_test(odd_with_shared),  cmocka_unit_test(lite_64_experts_small_width),
         cmocka_unit_test(v2_group_limited), cmocka_unit_test(odd_no_shared),
         cmocka_unit_test(wide_stage),       cmocka_unit_test(width_limits_refused),
+        cmocka_unit_test(sixteen_tokens),   cmocka_unit_test(small_width_many_rows),
     };
     return cmocka_run_group_tests_name("fast moe", tests, NULL, NULL);
 }
