@@ -11,6 +11,7 @@
 
 #define V5_STAGES 2   /**< stage counters: 0 the hidden rows are written, 1 the outputs are added into h */
 #define V5_SLOTS  256 /**< (token, slot) weights and rows a stage-1 block holds at once for its combine */
+#define V5_SLICE  16 /**< outputs of D a stage-1 block owns: ⌈D/16⌉ blocks, 128 at V2-Lite's width (about one per SM) */
 
 static_assert(STAGE_COUNTER_INTS(V5_STAGES) == MOE_V5_COUNTERS, "MOE_V5_COUNTERS in kernels.h");
 
@@ -18,7 +19,7 @@ static_assert(STAGE_COUNTER_INTS(V5_STAGES) == MOE_V5_COUNTERS, "MOE_V5_COUNTERS
 struct V5Grid {
     int tiles;  /**< blocks of 64 hidden units per block row of stage 0 */
     int hidden; /**< blocks of stage 0: tiles × (active-expert rows + the shared row) */
-    int down;   /**< blocks of stage 1: ⌈D / 64⌉ */
+    int down;   /**< blocks of stage 1: ⌈D / V5_SLICE⌉ */
     int norm;   /**< blocks of the norm: T with h, else 0 */
     int pass_h; /**< input rows staged per pass in stage 0 */
     int pass_d; /**< hidden rows staged per pass in stage 1 */
@@ -106,7 +107,7 @@ static __device__ void v5_hidden(const MoeFfn &p, float *xs, int y, int tile, in
 }
 
 /**
- * Stage 1 on outputs [d0, d0 + 64) for all T tokens: for each active expert in turn, then the shared experts,
+ * Stage 1 on outputs [d0, d0 + V5_SLICE) for all T tokens: for each active expert in turn, then the shared experts,
  * its hidden rows (written by stage 0, read through L2) staged once per pass and warp w on d = d0 + w, + 8, …:
  * out[r, d] = (W_down,e h_r)_d. Then the combine of the slice in a fixed order, k ascending, then the shared
  * experts: y_t[d] = Σ_k g_{k,t} out[slot_row[t,k], d] + shared_t[d], or with h, h_t[d] ← h_t[d] + y_t[d].
@@ -118,7 +119,7 @@ static __device__ void v5_down(const MoeFfn &p, float *hs, int d0, int per_pass,
     __shared__ float g[V5_SLOTS];
     __shared__ int row[V5_SLOTS];
     const int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32, tid = (int)threadIdx.x;
-    const int rows = p.T * p.K, d1 = min(p.D, d0 + V4_UNITS), ys = min(rows, p.E) + (p.I_s > 0);
+    const int rows = p.T * p.K, d1 = min(p.D, d0 + V5_SLICE), ys = min(rows, p.E) + (p.I_s > 0);
     for (int y = 0; y < ys; y++) {
         int e, first, last;
         bool shared;
@@ -226,7 +227,7 @@ __global__ void moe_ffn_v5_kernel(MoeFfn p, V5Grid grid, float *y, float *h, flo
         stage_signal(p.counters, 0);
     } else if (ticket < grid.hidden + grid.down) {
         stage_wait(p.counters, 0, grid.hidden);
-        v5_down(p, smem, (ticket - grid.hidden) * V4_UNITS, grid.pass_d, grid.wide, grid.wide4);
+        v5_down(p, smem, (ticket - grid.hidden) * V5_SLICE, grid.pass_d, grid.wide, grid.wide4);
         stage_signal(p.counters, 1);
     } else {
         stage_wait(p.counters, 1, grid.down);
@@ -245,7 +246,7 @@ extern "C" cudaError_t moe_ffn_v5(MoeFfn p, cudaStream_t stream)
     V5Grid g;
     g.tiles = (int)blocks_for((size_t)units, V4_UNITS);
     g.hidden = g.tiles * ((rows < p.E ? rows : p.E) + (p.I_s > 0));
-    g.down = (int)blocks_for((size_t)p.D, V4_UNITS);
+    g.down = (int)blocks_for((size_t)p.D, V5_SLICE);
     g.norm = p.h ? p.T : 0;
     g.pass_h = v4_pass_rows(p.D, p.T);
     g.pass_d = v4_pass_rows(units, p.T);
