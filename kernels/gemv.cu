@@ -329,31 +329,6 @@ extern "C" cudaError_t mla_absorb_v2(float *q_lat, const float *q, const void *k
 
 /* ---- version 3: a chain of products and the absorption in one launch, in stages (kernels/stage.cuh) ---- */
 
-/** Elements i .. i + 7 as load8, read through L2 (__ldcg): the data may come from an earlier stage. */
-static __device__ __forceinline__ void load8_cg(const void *p, KernelDType t, size_t i, float out[8])
-{
-    if (t == KERNEL_F32) {
-        const float4 *v = reinterpret_cast<const float4 *>(static_cast<const float *>(p) + i);
-        const float4 a = __ldcg(v), b = __ldcg(v + 1);
-        const float f[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
-        for (int k = 0; k < 8; k++) out[k] = f[k];
-    } else {
-        const uint4 v = __ldcg(reinterpret_cast<const uint4 *>(static_cast<const __nv_bfloat16 *>(p) + i));
-        const unsigned int w[4] = { v.x, v.y, v.z, v.w };
-        for (int k = 0; k < 4; k++) {
-            out[2 * k] = __uint_as_float(w[k] << 16);
-            out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-        }
-    }
-}
-
-/** Element i as load_elem, read through L2 (__ldcg). */
-static __device__ __forceinline__ float load_elem_cg(const void *p, KernelDType t, size_t i)
-{
-    if (t == KERNEL_F32) return __ldcg(static_cast<const float *>(p) + i);
-    return __uint_as_float((unsigned int)__ldcg(static_cast<const unsigned short *>(p) + i) << 16);
-}
-
 /** Whether this block is the last of `count` to finish its rows of a stage (counter s of the launch). */
 static __device__ bool stage_last(int *counters, int s, int count)
 {

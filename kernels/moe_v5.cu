@@ -27,32 +27,6 @@ struct V5Grid {
     int wide4;  /**< 16-byte accesses of the [T, D] float32 rows */
 };
 
-/** Elements i .. i + 7 of a float32 or bf16 tensor written earlier in this launch: load8 through L2 (__ldcg). */
-static __device__ __forceinline__ void load8_cg(const void *p, KernelDType t, size_t i, float out[8])
-{
-    if (t == KERNEL_F32) {
-        const float4 *v = reinterpret_cast<const float4 *>(static_cast<const float *>(p) + i);
-        const float4 a = __ldcg(v), b = __ldcg(v + 1);
-        const float f[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
-        for (int k = 0; k < 8; k++) out[k] = f[k];
-    } else {
-        const uint4 v = __ldcg(reinterpret_cast<const uint4 *>(static_cast<const __nv_bfloat16 *>(p) + i));
-        const unsigned int w[4] = { v.x, v.y, v.z, v.w };
-        for (int k = 0; k < 4; k++) {
-            out[2 * k] = __uint_as_float(w[k] << 16);
-            out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-        }
-    }
-}
-
-/** Element i of a float32 or bf16 tensor written earlier in this launch, through L2. */
-static __device__ __forceinline__ float load_elem_cg(const void *p, KernelDType t, size_t i)
-{
-    if (t == KERNEL_F32) return __ldcg(static_cast<const float *>(p) + i);
-    const unsigned short b = __ldcg(static_cast<const unsigned short *>(p) + i);
-    return __uint_as_float((unsigned int)b << 16);
-}
-
 /** v4_stage for rows another block wrote in this launch: n rows of width w into xs, through L2. */
 static __device__ void v5_stage_cg(float *xs, const void *src, KernelDType t, const size_t *src0, int n, int w,
                                    int wide)
