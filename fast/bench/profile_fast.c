@@ -503,14 +503,15 @@ int main(int argc, char **argv)
     fprintf(f, "  \"host_syncs_per_decode_step\": {\"1\": %.3f, \"1_fast_model_decode\": %llu", greedy_syncs,
             d1.c.host_syncs);
     if (P->full)
-        fprintf(f, ", \"8\": %llu, \"8_sharded\": %llu, \"8_sharded_f32_wire\": %llu", ep.c.host_syncs, sh.host_syncs,
-                sh32.host_syncs);
+        fprintf(f, ", \"8\": %llu, \"8_sharded_f32_wire\": %llu, \"8_ep\": %llu", sh.host_syncs, sh32.host_syncs,
+                ep.c.host_syncs);
     fprintf(f, "},\n  \"host_syncs_per_decode_step_inside\": {\"1\": %llu", d1.c.host_syncs_inside);
-    if (P->full) fprintf(f, ", \"8\": %llu", ep.c.host_syncs_inside);
+    if (P->full) fprintf(f, ", \"8_ep\": %llu", ep.c.host_syncs_inside);
     fprintf(f, "},\n  \"host_syncs_definition\": \"1: per step of the greedy loop (a 9-step "
-               "fast_model_decode_greedy call less a 1-step call, over 8); 1_fast_model_decode and 8: every "
-               "synchronisation inside one fast_model_decode call: those between the step's first queued operation "
-               "and its last (_inside), plus those the call forces at its edges\",\n");
+               "fast_model_decode_greedy call less a 1-step call, over 8); 8: one decode step of the sharded layout "
+               "over 8 devices, replayed from its graphs; 1_fast_model_decode and 8_ep: every synchronisation inside "
+               "one fast_model_decode call (8_ep: the ep layout over 8 devices): those between the step's first "
+               "queued operation and its last (_inside), plus those the call forces at its edges\",\n");
     fprintf(f, "  \"host_syncs_per_greedy_call\": %llu,\n", g1.c.host_syncs);
     if (P->full) {
         unsigned long long b16 = 0, b32 = 0;
