@@ -5,7 +5,7 @@
  *        with the staged rows, and how many rows fit a stage.
  */
 #ifndef DSV2_KERNELS_MOE_GROUPED_CUH
-#define DSV2_KERNELS_MOE_GROUPED_CUH
+#define DSV2_KERNELS_MOE_GROUPED_CUH /**< include guard */
 
 #include "common.cuh"
 
