@@ -40,7 +40,7 @@ $(BUILD)/tests/test_sim_%: $(BUILD)/tests/test_sim_%.o $(SIM_KERNELS_LIB) $(TEST
 # --- nvcc-check -------------------------------------------------------------------------------
 NVCC           ?= /usr/local/cuda/bin/nvcc
 NVCC_FLAGS      = -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-                  -Werror all-warnings -Isim/launch
+                  -Werror all-warnings -Isim/launch -Ikernels
 NVCC_CHECK_SRC := $(SIM_TEST_CU) $(wildcard tests/sim/counted/*.cu) $(wildcard kernels/*.cu)
 
 .PHONY: nvcc-check bench-sim
